@@ -1,0 +1,226 @@
+//! Causal multi-head self-attention on the fused `[B, T, 3d]` q/k/v projection, with dropout on
+//! the attention probabilities. Heads are processed in parallel, each product only over the
+//! causal (lower-triangular) blocks.
+
+use super::dropout::Dropout;
+use super::embedding::SendPtr;
+use super::matmul::{Mat, Par, matmul_ptr, matmul_strided};
+use rayon::prelude::*;
+
+/// Rows per block of the causal products.
+const BLK: usize = 64;
+
+/// Batch, sequence length, heads, head size.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub b: usize,
+    pub t: usize,
+    pub h: usize,
+    pub dh: usize,
+}
+
+impl Shape {
+    pub fn d(&self) -> usize {
+        self.h * self.dh
+    }
+}
+
+/// `y[B, T, d]` = attention of `qkv`; `att[B, H, T, T]` receives the probabilities before
+/// dropout (zero above the diagonal); `scratch` (same size, only when dropout is active) holds
+/// the dropped-out probabilities.
+pub fn forward(
+    y: &mut [f32],
+    att: &mut [f32],
+    scratch: &mut [f32],
+    qkv: &[f32],
+    s: Shape,
+    drop: Dropout,
+) {
+    let (t, dh, d) = (s.t, s.dh, s.d());
+    let d3 = 3 * d;
+    let tt = t * t;
+    let scale = 1.0 / (dh as f32).sqrt();
+    assert!(att.len() >= s.b * s.h * tt && y.len() >= s.b * t * d && qkv.len() >= s.b * t * d3);
+    let yp = SendPtr(y.as_mut_ptr());
+    let (th, dsc) = (drop.threshold(), drop.scale());
+    if drop.active() {
+        assert!(scratch.len() >= s.b * s.h * tt);
+    }
+    let sp = SendPtr(scratch.as_mut_ptr());
+    att[..s.b * s.h * tt].par_chunks_mut(tt).enumerate().for_each(|(bh, p)| {
+            let (bi, hi) = (bh / s.h, bh % s.h);
+            let base = bi * t * d3;
+            let k_t = Mat::strided(&qkv[base + d + hi * dh..], 1, d3);
+            for i0 in (0..t).step_by(BLK) {
+                let i1 = (i0 + BLK).min(t);
+                let q = Mat::strided(&qkv[base + i0 * d3 + hi * dh..], d3, 1);
+                matmul_strided(&mut p[i0 * t..], t, q, k_t, i1 - i0, i1, dh, false, Par::Single);
+            }
+            for i in 0..t {
+                let row = &mut p[i * t..(i + 1) * t];
+                let mut mx = f32::NEG_INFINITY;
+                for v in row[..=i].iter_mut() {
+                    *v *= scale;
+                    mx = mx.max(*v);
+                }
+                let mut sum = 0.0f32;
+                for v in row[..=i].iter_mut() {
+                    *v = (*v - mx).exp();
+                    sum += *v;
+                }
+                let inv = 1.0 / sum;
+                for v in row[..=i].iter_mut() {
+                    *v *= inv;
+                }
+                row[i + 1..].fill(0.0);
+            }
+            let probs: &[f32] = if drop.active() {
+                let sp = sp;
+                // SAFETY: chunk bh of scratch (asserted long enough) belongs to this task alone.
+                let pd = unsafe { std::slice::from_raw_parts_mut(sp.0.add(bh * tt), tt) };
+                let off = (bh * tt) as u64;
+                for i in 0..t {
+                    for j in 0..t {
+                        let k = i * t + j;
+                        pd[k] = if j <= i { p[k] * drop.factor(off + k as u64, th, dsc) } else { 0.0 };
+                    }
+                }
+                pd
+            } else {
+                p
+            };
+            let v = Mat::strided(&qkv[base + 2 * d + hi * dh..], d3, 1);
+            for i0 in (0..t).step_by(BLK) {
+                let i1 = (i0 + BLK).min(t);
+                let yp = yp;
+                // SAFETY: rows bi*t+i0..i1 and columns hi*dh..+dh of y belong to this task alone,
+                // and lie inside y (asserted above).
+                unsafe {
+                    matmul_ptr(
+                        yp.0.add((bi * t + i0) * d + hi * dh),
+                        d,
+                        Mat::strided(&probs[i0 * t..], t, 1),
+                        v,
+                        i1 - i0,
+                        dh,
+                        i1,
+                        false,
+                        Par::Single,
+                    );
+                }
+            }
+    });
+}
+
+/// `dqkv` (assigned) from `dy`; `scratch` is `[B, H, T, T]` workspace.
+pub fn backward(
+    dqkv: &mut [f32],
+    scratch: &mut [f32],
+    dy: &[f32],
+    qkv: &[f32],
+    att: &[f32],
+    s: Shape,
+    drop: Dropout,
+) {
+    let (t, dh, d) = (s.t, s.dh, s.d());
+    let d3 = 3 * d;
+    let tt = t * t;
+    let scale = 1.0 / (dh as f32).sqrt();
+    assert!(dqkv.len() >= s.b * t * d3 && scratch.len() >= s.b * s.h * tt);
+    let gp = SendPtr(dqkv.as_mut_ptr());
+    let (th, dsc) = (drop.threshold(), drop.scale());
+    scratch[..s.b * s.h * tt].par_chunks_mut(tt).enumerate().for_each(|(bh, sc)| {
+        let (bi, hi) = (bh / s.h, bh % s.h);
+        let base = bi * t * d3;
+        let p = &att[bh * tt..(bh + 1) * tt];
+        let off = (bh * tt) as u64;
+        let gp = gp;
+        // dV = P_dᵀ · dY, row block j0..j1 uses probability rows j0..t.
+        if drop.active() {
+            for i in 0..t {
+                for j in 0..t {
+                    let k = i * t + j;
+                    sc[k] = if j <= i { p[k] * drop.factor(off + k as u64, th, dsc) } else { 0.0 };
+                }
+            }
+        }
+        {
+            let pd: &[f32] = if drop.active() { sc } else { p };
+            for j0 in (0..t).step_by(BLK) {
+                let j1 = (j0 + BLK).min(t);
+                // SAFETY: rows bi*t+j0..j1, v columns of head hi: this task's alone.
+                unsafe {
+                    matmul_ptr(
+                        gp.0.add((bi * t + j0) * d3 + 2 * d + hi * dh),
+                        d3,
+                        Mat::strided(&pd[j0 * t + j0..], 1, t),
+                        Mat::strided(&dy[(bi * t + j0) * d + hi * dh..], d, 1),
+                        j1 - j0,
+                        dh,
+                        t - j0,
+                        false,
+                        Par::Single,
+                    );
+                }
+            }
+        }
+        // dP_d = dY · Vᵀ on the causal blocks.
+        let v_t = Mat::strided(&qkv[base + 2 * d + hi * dh..], 1, d3);
+        for i0 in (0..t).step_by(BLK) {
+            let i1 = (i0 + BLK).min(t);
+            let g = Mat::strided(&dy[(bi * t + i0) * d + hi * dh..], d, 1);
+            matmul_strided(&mut sc[i0 * t..], t, g, v_t, i1 - i0, i1, dh, false, Par::Single);
+        }
+        // Through dropout and softmax: dS = P ⊙ (dP − rowsum(P ⊙ dP)), times the 1/√dh scale.
+        for i in 0..t {
+            let row = &mut sc[i * t..(i + 1) * t];
+            let prow = &p[i * t..(i + 1) * t];
+            let mut dot = 0.0f32;
+            for j in 0..=i {
+                if drop.active() {
+                    row[j] *= drop.factor(off + (i * t + j) as u64, th, dsc);
+                }
+                dot += prow[j] * row[j];
+            }
+            for j in 0..=i {
+                row[j] = prow[j] * (row[j] - dot) * scale;
+            }
+            row[i + 1..].fill(0.0);
+        }
+        let ds: &[f32] = sc;
+        for i0 in (0..t).step_by(BLK) {
+            let i1 = (i0 + BLK).min(t);
+            // SAFETY: q columns of head hi in rows bi*t+i0..i1: this task's alone.
+            unsafe {
+                matmul_ptr(
+                    gp.0.add((bi * t + i0) * d3 + hi * dh),
+                    d3,
+                    Mat::strided(&ds[i0 * t..], t, 1),
+                    Mat::strided(&qkv[base + d + hi * dh..], d3, 1),
+                    i1 - i0,
+                    dh,
+                    i1,
+                    false,
+                    Par::Single,
+                );
+            }
+        }
+        for j0 in (0..t).step_by(BLK) {
+            let j1 = (j0 + BLK).min(t);
+            // SAFETY: k columns of head hi in rows bi*t+j0..j1: this task's alone.
+            unsafe {
+                matmul_ptr(
+                    gp.0.add((bi * t + j0) * d3 + d + hi * dh),
+                    d3,
+                    Mat::strided(&ds[j0 * t + j0..], 1, t),
+                    Mat::strided(&qkv[base + j0 * d3 + hi * dh..], d3, 1),
+                    j1 - j0,
+                    dh,
+                    t - j0,
+                    false,
+                    Par::Single,
+                );
+            }
+        }
+    });
+}

@@ -1,0 +1,86 @@
+//! The tied language-model head fused with softmax cross-entropy, in row chunks so the
+//! `[rows, V]` logits never exist whole: for each chunk, logits = h · Wteᵀ, loss and
+//! ∂L/∂logits in place, then ∂L/∂h = ∂logits · Wte and ∂Wte += ∂logitsᵀ · h.
+
+use super::matmul::{Mat, matmul};
+use rayon::prelude::*;
+
+/// Rows per chunk: large enough for efficient products, small enough to bound memory
+/// (`CHUNK × V` floats).
+pub const CHUNK: usize = 512;
+
+/// Targets equal to this are not predicted (padding).
+pub const IGNORE: u32 = u32::MAX;
+
+/// Log-softmax of one logits row in place; returns log p(target) (or 0 for [`IGNORE`]).
+fn log_softmax_row(row: &mut [f32], target: u32) -> f32 {
+    let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let sum: f32 = row.iter().map(|&v| (v - mx).exp()).sum();
+    let lse = mx + sum.ln();
+    if target == IGNORE { 0.0 } else { row[target as usize] - lse }
+}
+
+/// Forward and backward of `scale · Σ_r −log p(targets[r] | h[r])`.
+///
+/// `dh` is assigned, `dwte` accumulated; `logits` is workspace of at least
+/// `min(rows, CHUNK) × V`. Returns the unscaled sum of negative log-likelihoods (f64) of the
+/// counted rows.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_backward(
+    dh: &mut [f32],
+    dwte: &mut [f32],
+    logits: &mut [f32],
+    h: &[f32],
+    wte: &[f32],
+    targets: &[u32],
+    d: usize,
+    scale: f32,
+) -> f64 {
+    let v = wte.len() / d;
+    let rows = targets.len();
+    let mut total = 0.0f64;
+    for r0 in (0..rows).step_by(CHUNK) {
+        let r1 = (r0 + CHUNK).min(rows);
+        let n = r1 - r0;
+        let hc = &h[r0 * d..r1 * d];
+        let lg = &mut logits[..n * v];
+        matmul(lg, Mat::rows(hc, d), Mat::t(wte, d), n, v, d, false);
+        let nll: Vec<f32> = lg
+            .par_chunks_mut(v)
+            .zip(targets[r0..r1].par_iter())
+            .map(|(row, &tg)| {
+                let lp = log_softmax_row(row, tg);
+                if tg == IGNORE {
+                    row.fill(0.0);
+                    return 0.0;
+                }
+                let lse = row[tg as usize] - lp;
+                for x in row.iter_mut() {
+                    *x = (*x - lse).exp() * scale;
+                }
+                row[tg as usize] -= scale;
+                -lp
+            })
+            .collect();
+        total += nll.iter().map(|&x| x as f64).sum::<f64>();
+        matmul(&mut dh[r0 * d..r1 * d], Mat::rows(lg, v), Mat::rows(wte, d), n, d, v, false);
+        matmul(dwte, Mat::t(lg, v), Mat::rows(hc, d), v, d, n, true);
+    }
+    total
+}
+
+/// log p(targets[r] | h[r]) for every row (0 for [`IGNORE`]), no gradients.
+pub fn logprobs(out: &mut [f32], logits: &mut [f32], h: &[f32], wte: &[f32], targets: &[u32], d: usize) {
+    let v = wte.len() / d;
+    let rows = targets.len();
+    for r0 in (0..rows).step_by(CHUNK) {
+        let r1 = (r0 + CHUNK).min(rows);
+        let n = r1 - r0;
+        let lg = &mut logits[..n * v];
+        matmul(lg, Mat::rows(&h[r0 * d..r1 * d], d), Mat::t(wte, d), n, v, d, false);
+        out[r0..r1]
+            .par_iter_mut()
+            .zip(lg.par_chunks_mut(v).zip(targets[r0..r1].par_iter()))
+            .for_each(|(o, (row, &tg))| *o = log_softmax_row(row, tg));
+    }
+}

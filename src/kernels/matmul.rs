@@ -1,0 +1,194 @@
+//! Matrix products: the one place that calls the `gemm` crate.
+//!
+//! `gemm` 0.19 with its `x86-v4` feature (AVX-512) measured 280–320 GFLOP/s on this CPU's two
+//! cores, ahead of OpenBLAS and `matrixmultiply` (see `../shared/BENCHMARKS.md`). Its threads
+//! split the output, never the reduction, so results do not depend on the thread count (checked
+//! by `matmul_is_thread_count_independent`).
+
+use gemm::Parallelism;
+
+/// A row-major matrix operand: `data[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A dense row-major `[rows, cols]` matrix.
+    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+        Mat { data, rs: cols, cs: 1 }
+    }
+    /// The transpose of a dense row-major matrix stored as `[cols_of_t, rows_of_t]`:
+    /// element `(r, c)` of the operand is `data[c * stored_cols + r]`.
+    pub fn t(data: &'a [f32], stored_cols: usize) -> Self {
+        Mat { data, rs: 1, cs: stored_cols }
+    }
+    /// A strided view (rows `rs` apart, columns `cs` apart).
+    pub fn strided(data: &'a [f32], rs: usize, cs: usize) -> Self {
+        Mat { data, rs, cs }
+    }
+}
+
+/// Whether a product may use the rayon pool (large products) or must stay on the calling thread
+/// (products already inside a parallel loop, such as per-head attention).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Par {
+    Pool,
+    Single,
+}
+
+fn last_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * rs + (cols - 1) * cs + 1
+    }
+}
+
+/// `c[m, n] = (accumulate ? c : 0) + a[m, k] · b[k, n]`, with `c` row-major with row stride
+/// `ldc`.
+///
+/// Panics when a slice is too short for its shape: shapes come from the model's layout, never
+/// from user input.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_strided(
+    c: &mut [f32],
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    par: Par,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= last_index(m, n, ldc, 1), "matmul: c too short");
+    assert!(a.data.len() >= last_index(m, k, a.rs, a.cs), "matmul: a too short");
+    assert!(b.data.len() >= last_index(k, n, b.rs, b.cs), "matmul: b too short");
+    // SAFETY: the asserts above bound every index the product touches; `c` is exclusively
+    // borrowed and does not alias `a` or `b` (Rust's borrow rules).
+    unsafe { matmul_ptr(c.as_mut_ptr(), ldc, a, b, m, n, k, accumulate, par) }
+}
+
+/// [`matmul_strided`] writing through a raw pointer, for tasks that write disjoint column blocks
+/// of one matrix (attention heads).
+///
+/// # Safety
+/// `c` must be valid for writes at `r * ldc + j` for `r < m`, `j < n`, and no other thread may
+/// touch those elements during the call; `a` and `b` must be in bounds for their shapes.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul_ptr(
+    c: *mut f32,
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    par: Par,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    debug_assert!(a.data.len() >= last_index(m, k, a.rs, a.cs));
+    debug_assert!(b.data.len() >= last_index(k, n, b.rs, b.cs));
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                for j in 0..n {
+                    // SAFETY: in bounds by the caller's contract.
+                    unsafe { *c.add(r * ldc + j) = 0.0 };
+                }
+            }
+        }
+        return;
+    }
+    let parallelism = match par {
+        Par::Pool if rayon::current_num_threads() > 1 && m * n * k >= 1 << 15 => {
+            Parallelism::Rayon(rayon::current_num_threads())
+        }
+        _ => Parallelism::None,
+    };
+    // SAFETY: bounds are the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c,
+            1,
+            ldc as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Dense `c[m, n] (+)= a · b` on the shared pool.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(c: &mut [f32], a: Mat, b: Mat, m: usize, n: usize, k: usize, accumulate: bool) {
+    matmul_strided(c, n, a, b, m, n, k, accumulate, Par::Pool);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::{naive_matmul, rand_vec};
+
+    #[test]
+    fn matches_naive_in_all_transpose_combinations() {
+        let (m, n, k) = (37, 29, 53);
+        for &ta in &[false, true] {
+            for &tb in &[false, true] {
+                let a = rand_vec(m * k, 1);
+                let b = rand_vec(k * n, 2);
+                let am = if ta { Mat::t(&a, m) } else { Mat::rows(&a, k) };
+                let bm = if tb { Mat::t(&b, k) } else { Mat::rows(&b, n) };
+                let mut c = rand_vec(m * n, 3);
+                let c0 = c.clone();
+                matmul(&mut c, am, bm, m, n, k, true);
+                let want = naive_matmul(am, bm, m, n, k);
+                for i in 0..m * n {
+                    assert!((c[i] - c0[i] - want[i]).abs() < 1e-4, "ta={ta} tb={tb} i={i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_is_thread_count_independent() {
+        let (m, n, k) = (512, 384, 768);
+        let a = rand_vec(m * k, 4);
+        let b = rand_vec(k * n, 5);
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut c = vec![0.0; m * n];
+                matmul(&mut c, Mat::t(&a, m), Mat::rows(&b, n), m, n, k, false);
+                c
+            })
+        };
+        let one = run(1);
+        for t in [2, 3, 4] {
+            let other = run(t);
+            assert!(one.iter().zip(&other).all(|(x, y)| x.to_bits() == y.to_bits()), "{t} threads");
+        }
+    }
+}

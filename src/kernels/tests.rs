@@ -1,0 +1,139 @@
+//! Finite-difference gradient checks for every kernel.
+
+use super::attention::{self, Shape};
+use super::crossentropy;
+use super::dropout::Dropout;
+use super::embedding;
+use super::gelu;
+use super::layernorm;
+use super::testutil::{check_grad, dot, rand_vec};
+
+#[test]
+fn layernorm_gradients() {
+    let (rows, d) = (5, 24);
+    let mut x = rand_vec(rows * d, 1);
+    let mut g: Vec<f32> = rand_vec(d, 2).iter().map(|v| 1.0 + 0.3 * v).collect();
+    let mut b = rand_vec(d, 3);
+    let w = rand_vec(rows * d, 4);
+    let fwd = |x: &[f32], g: &[f32], b: &[f32]| {
+        let (mut o, mut m, mut r) = (vec![0.0; rows * d], vec![0.0; rows], vec![0.0; rows]);
+        layernorm::forward(&mut o, &mut m, &mut r, x, g, b, d, 1e-5);
+        (o, m, r)
+    };
+    let (_, m, r) = fwd(&x, &g, &b);
+    let (mut dx, mut dg, mut db) = (vec![0.0; rows * d], vec![0.0; d], vec![0.0; d]);
+    layernorm::backward(&mut dx, &mut dg, &mut db, &w, &x, &m, &r, &g, d);
+    let (g0, b0) = (g.clone(), b.clone());
+    check_grad(&mut x, &dx, 60, 1e-2, 2e-2, |x| dot(&fwd(x, &g0, &b0).0, &w));
+    let x0 = x.clone();
+    check_grad(&mut g, &dg, 24, 1e-2, 2e-2, |g| dot(&fwd(&x0, g, &b0).0, &w));
+    let g0 = g.clone();
+    check_grad(&mut b, &db, 24, 1e-2, 2e-2, |b| dot(&fwd(&x0, &g0, b).0, &w));
+}
+
+#[test]
+fn gelu_gradient() {
+    let n = 300;
+    let mut x: Vec<f32> = rand_vec(n, 5).iter().map(|v| 2.0 * v).collect();
+    let w = rand_vec(n, 6);
+    let mut dx = w.clone();
+    gelu::backward_inplace(&mut dx, &x);
+    check_grad(&mut x, &dx, 300, 1e-3, 2e-2, |x| {
+        let mut o = vec![0.0; n];
+        gelu::forward(&mut o, x);
+        dot(&o, &w)
+    });
+}
+
+fn attention_case(drop: Dropout) {
+    let s = Shape { b: 2, t: 70, h: 2, dh: 4 };
+    let d = s.d();
+    let n = s.b * s.t * 3 * d;
+    let mut qkv = rand_vec(n, 7);
+    let w = rand_vec(s.b * s.t * d, 8);
+    let att_len = s.b * s.h * s.t * s.t;
+    let fwd = |qkv: &[f32]| {
+        let (mut y, mut att, mut sc) = (vec![0.0; s.b * s.t * d], vec![0.0; att_len], vec![0.0; att_len]);
+        attention::forward(&mut y, &mut att, &mut sc, qkv, s, drop);
+        (y, att)
+    };
+    let (_, att) = fwd(&qkv);
+    let mut dqkv = vec![0.0; n];
+    let mut sc = vec![0.0; att_len];
+    attention::backward(&mut dqkv, &mut sc, &w, &qkv, &att, s, drop);
+    check_grad(&mut qkv, &dqkv, 150, 1e-2, 3e-2, |q| dot(&fwd(q).0, &w));
+}
+
+#[test]
+fn attention_gradients_without_dropout() {
+    attention_case(Dropout::OFF);
+}
+
+#[test]
+fn attention_gradients_with_dropout() {
+    attention_case(Dropout { p: 0.2, key: 11 });
+}
+
+#[test]
+fn attention_is_causal() {
+    let s = Shape { b: 1, t: 20, h: 2, dh: 3 };
+    let d = s.d();
+    let mut qkv = rand_vec(s.t * 3 * d, 9);
+    let att_len = s.h * s.t * s.t;
+    let run = |qkv: &[f32]| {
+        let (mut y, mut att) = (vec![0.0; s.t * d], vec![0.0; att_len]);
+        attention::forward(&mut y, &mut att, &mut [], qkv, s, Dropout::OFF);
+        y
+    };
+    let before = run(&qkv);
+    // Changing the last position must leave every earlier output unchanged.
+    for c in 0..3 * d {
+        qkv[(s.t - 1) * 3 * d + c] += 1.0;
+    }
+    let after = run(&qkv);
+    assert_eq!(before[..(s.t - 1) * d], after[..(s.t - 1) * d]);
+    assert_ne!(before[(s.t - 1) * d..], after[(s.t - 1) * d..]);
+}
+
+#[test]
+fn cross_entropy_gradients() {
+    let (rows, d, v) = (6, 8, 13);
+    let mut h = rand_vec(rows * d, 10);
+    let mut wte = rand_vec(v * d, 11);
+    let targets: Vec<u32> = vec![3, 0, 12, crossentropy::IGNORE, 7, 7];
+    let scale = 1.0 / 5.0;
+    let mut logits = vec![0.0; rows * v];
+    let (mut dh, mut dwte) = (vec![0.0; rows * d], vec![0.0; v * d]);
+    let sum = crossentropy::forward_backward(&mut dh, &mut dwte, &mut logits, &h, &wte, &targets, d, scale);
+    let loss = |h: &[f32], wte: &[f32]| {
+        let mut lp = vec![0.0; rows];
+        let mut lg = vec![0.0; rows * v];
+        crossentropy::logprobs(&mut lp, &mut lg, h, wte, &targets, d);
+        -lp.iter().map(|&x| x as f64).sum::<f64>() * scale as f64
+    };
+    assert!((sum * scale as f64 - loss(&h, &wte)).abs() < 1e-5);
+    let w0 = wte.clone();
+    check_grad(&mut h, &dh, 48, 1e-2, 2e-2, |h| loss(h, &w0));
+    let h0 = h.clone();
+    check_grad(&mut wte, &dwte, 104, 1e-2, 2e-2, |w| loss(&h0, w));
+}
+
+#[test]
+fn embedding_gradients() {
+    let (t, d, v, p) = (3, 5, 7, 4);
+    let ids: Vec<u32> = vec![1, 6, 1, 0, 2, 6];
+    let mut wte = rand_vec(v * d, 12);
+    let mut wpe = rand_vec(p * d, 13);
+    let w = rand_vec(ids.len() * d, 14);
+    let (mut dwte, mut dwpe) = (vec![0.0; v * d], vec![0.0; p * d]);
+    embedding::backward(&mut dwte, &mut dwpe, &w, &ids, t, d);
+    let fwd = |wte: &[f32], wpe: &[f32]| {
+        let mut o = vec![0.0; ids.len() * d];
+        embedding::forward(&mut o, &ids, wte, wpe, t, d);
+        dot(&o, &w)
+    };
+    let p0 = wpe.clone();
+    check_grad(&mut wte, &dwte, 35, 1e-2, 1e-2, |x| fwd(x, &p0));
+    let t0 = wte.clone();
+    check_grad(&mut wpe, &dwpe, 20, 1e-2, 1e-2, |x| fwd(&t0, x));
+}
