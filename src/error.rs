@@ -1,0 +1,35 @@
+//! The library's typed errors: each names the file (or step) and says what to do.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file exists but its contents are wrong (bad magic, short, corrupt, wrong shapes).
+    #[error("{path}: {msg}")]
+    Invalid { path: PathBuf, msg: String },
+    /// Options or configuration that cannot work together.
+    #[error("{0}")]
+    Config(String),
+    /// Training produced a NaN or infinite loss.
+    #[error(
+        "step {step}: the loss is {loss}; lower --lr, keep --clip on, or resume from an earlier checkpoint"
+    )]
+    Diverged { step: u64, loss: f64 },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+    pub fn invalid(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Invalid { path: path.into(), msg: msg.into() }
+    }
+}

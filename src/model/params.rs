@@ -1,0 +1,165 @@
+//! The flat parameter layout: every tensor of the model at a fixed offset in one f32 buffer
+//! (gradients and Adam moments use buffers of the same layout).
+
+use super::config::Config;
+
+/// One named tensor of the layout, with HF's (unprefixed) name and shape.
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub offset: usize,
+    /// Weight decay applies (rank >= 2: matrices and embeddings, not biases or LayerNorm).
+    pub decay: bool,
+}
+
+impl TensorInfo {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len()
+    }
+}
+
+/// The layer tensors in buffer order: (HF suffix, shape in units of d).
+fn layer_tensors(d: usize) -> [(&'static str, Vec<usize>); 12] {
+    [
+        ("attn.c_attn.weight", vec![d, 3 * d]),
+        ("attn.c_attn.bias", vec![3 * d]),
+        ("attn.c_proj.weight", vec![d, d]),
+        ("attn.c_proj.bias", vec![d]),
+        ("ln_1.weight", vec![d]),
+        ("ln_1.bias", vec![d]),
+        ("mlp.c_fc.weight", vec![d, 4 * d]),
+        ("mlp.c_fc.bias", vec![4 * d]),
+        ("mlp.c_proj.weight", vec![4 * d, d]),
+        ("mlp.c_proj.bias", vec![d]),
+        ("ln_2.weight", vec![d]),
+        ("ln_2.bias", vec![d]),
+    ]
+}
+
+/// Every tensor of a model, in buffer order.
+pub fn layout(c: &Config) -> Vec<TensorInfo> {
+    let d = c.n_embd;
+    let mut out = Vec::new();
+    let mut off = 0;
+    let mut push = |name: String, shape: Vec<usize>| {
+        let n: usize = shape.iter().product();
+        out.push(TensorInfo { decay: shape.len() >= 2, name, shape, offset: off });
+        off += n;
+    };
+    push("tokens_embed.weight".into(), vec![c.vocab_size, d]);
+    push("positions_embed.weight".into(), vec![c.n_positions, d]);
+    for l in 0..c.n_layer {
+        for (suffix, shape) in layer_tensors(d) {
+            push(format!("h.{l}.{suffix}"), shape);
+        }
+    }
+    out
+}
+
+pub fn num_params(c: &Config) -> usize {
+    let d = c.n_embd;
+    (c.vocab_size + c.n_positions) * d + c.n_layer * layer_size(d)
+}
+
+pub fn layer_size(d: usize) -> usize {
+    12 * d * d + 13 * d
+}
+
+/// One block's tensors as slices of a buffer (parameters or gradients).
+pub struct Layer<T> {
+    pub attn_w: T,
+    pub attn_b: T,
+    pub proj_w: T,
+    pub proj_b: T,
+    pub ln1_g: T,
+    pub ln1_b: T,
+    pub fc_w: T,
+    pub fc_b: T,
+    pub mproj_w: T,
+    pub mproj_b: T,
+    pub ln2_g: T,
+    pub ln2_b: T,
+}
+
+/// The whole buffer split into named views.
+pub struct Views<T> {
+    pub wte: T,
+    pub wpe: T,
+    pub layers: Vec<Layer<T>>,
+}
+
+macro_rules! split_views {
+    ($buf:expr, $c:expr, $split:ident) => {{
+        let d = $c.n_embd;
+        let (wte, rest) = $buf.$split($c.vocab_size * d);
+        let (wpe, mut rest) = rest.$split($c.n_positions * d);
+        let mut layers = Vec::with_capacity($c.n_layer);
+        for _ in 0..$c.n_layer {
+            let mut take = |n: usize| {
+                let (a, b) = std::mem::take(&mut rest).$split(n);
+                rest = b;
+                a
+            };
+            layers.push(Layer {
+                attn_w: take(3 * d * d),
+                attn_b: take(3 * d),
+                proj_w: take(d * d),
+                proj_b: take(d),
+                ln1_g: take(d),
+                ln1_b: take(d),
+                fc_w: take(4 * d * d),
+                fc_b: take(4 * d),
+                mproj_w: take(4 * d * d),
+                mproj_b: take(d),
+                ln2_g: take(d),
+                ln2_b: take(d),
+            });
+        }
+        Views { wte, wpe, layers }
+    }};
+}
+
+pub fn views<'a>(buf: &'a [f32], c: &Config) -> Views<&'a [f32]> {
+    assert_eq!(buf.len(), num_params(c));
+    split_views!(buf, c, split_at)
+}
+
+pub fn views_mut<'a>(buf: &'a mut [f32], c: &Config) -> Views<&'a mut [f32]> {
+    assert_eq!(buf.len(), num_params(c));
+    split_views!(buf, c, split_at_mut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_views_and_count() {
+        let c = Config::named("tiny").unwrap();
+        let l = layout(&c);
+        let total: usize = l.iter().map(|t| t.len()).sum();
+        assert_eq!(total, num_params(&c));
+        let last = l.last().unwrap();
+        assert_eq!(last.offset + last.len(), total);
+        let buf: Vec<f32> = (0..total).map(|i| i as f32).collect();
+        let v = views(&buf, &c);
+        let fc = l.iter().find(|t| t.name == "h.2.mlp.c_fc.weight").unwrap();
+        assert_eq!(v.layers[2].fc_w[0], fc.offset as f32);
+        assert_eq!(l.iter().filter(|t| t.decay).count(), 2 + 4 * c.n_layer);
+    }
+
+    #[test]
+    fn gpt1_has_the_papers_size() {
+        let c = Config::named("gpt1").unwrap();
+        // 116.5M: the figure usually quoted for GPT-1 with its 40,478-token vocabulary, plus the
+        // three special-token rows.
+        assert_eq!(num_params(&c), 116_534_784 + 3 * 768);
+    }
+}

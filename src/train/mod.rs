@@ -1,0 +1,11 @@
+//! Optimizer, schedules, the training step and the pre-training driver.
+
+pub mod checkpoint;
+pub mod optim;
+pub mod pretrain;
+pub mod schedule;
+pub mod trainer;
+
+pub use pretrain::{ModelSource, PretrainOptions, Summary, pretrain};
+pub use schedule::Schedule;
+pub use trainer::Trainer;

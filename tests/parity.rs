@@ -1,0 +1,104 @@
+//! Parity with PyTorch + HF transformers on the fixtures written by `tools/make_fixtures.py`:
+//! logits, loss, every parameter's gradient, and a 10-step AdamW trajectory.
+
+use gpt1::data::{Sampler, Sampling, TokenData};
+use gpt1::model::checkpoint::load_model;
+use gpt1::model::params::layout;
+use gpt1::model::{Activations, Gpt};
+use gpt1::train::Trainer;
+use safetensors::SafeTensors;
+use std::path::PathBuf;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+struct Ref {
+    bytes: Vec<u8>,
+}
+
+impl Ref {
+    fn load() -> Self {
+        Ref { bytes: std::fs::read(fixtures().join("hf_tiny_ref.safetensors")).unwrap() }
+    }
+    fn f32(&self, name: &str) -> Vec<f32> {
+        let st = SafeTensors::deserialize(&self.bytes).unwrap();
+        let v = st.tensor(name).unwrap_or_else(|_| panic!("{name}"));
+        v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    }
+    fn ids(&self) -> (Vec<usize>, Vec<i64>) {
+        let st = SafeTensors::deserialize(&self.bytes).unwrap();
+        let v = st.tensor("ids").unwrap();
+        (v.shape().to_vec(), v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect())
+    }
+}
+
+/// Max |a - b| relative to the reference's largest magnitude.
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn batch(r: &Ref) -> (usize, usize, Vec<u32>, Vec<u32>) {
+    let (shape, ids) = r.ids();
+    let (b, t1) = (shape[0], shape[1]);
+    let t = t1 - 1;
+    let mut inp = Vec::new();
+    let mut tg = Vec::new();
+    for row in ids.chunks(t1) {
+        inp.extend(row[..t].iter().map(|&x| x as u32));
+        tg.extend(row[1..].iter().map(|&x| x as u32));
+    }
+    (b, t, inp, tg)
+}
+
+#[test]
+fn logits_loss_and_gradients_match_transformers() {
+    let model = load_model(&fixtures().join("hf_tiny")).unwrap();
+    let r = Ref::load();
+    let (b, t, ids, targets) = batch(&r);
+    let mut acts = Activations::new(&model.config, b, t, true);
+    let logits = model.logits(&mut acts, &ids);
+    let e = rel_err(&logits, &r.f32("logits"));
+    assert!(e < 1e-4, "logits rel err {e}");
+
+    let mut grads = vec![0.0f32; model.params.len()];
+    let n = (b * t) as f32;
+    let nll = model.forward_backward(&mut acts, &mut grads, &ids, &targets, None, 1.0 / n);
+    let loss = nll / n as f64;
+    let want = r.f32("loss")[0] as f64;
+    assert!((loss - want).abs() / want < 1e-5, "loss {loss} vs {want}");
+    for tinfo in layout(&model.config) {
+        let g = &grads[tinfo.range()];
+        let e = rel_err(g, &r.f32(&format!("grad.transformer.{}", tinfo.name)));
+        assert!(e < 1e-4, "gradient of {}: rel err {e}", tinfo.name);
+    }
+}
+
+#[test]
+fn adamw_trajectory_matches_torch() {
+    let model: Gpt = load_model(&fixtures().join("hf_tiny")).unwrap();
+    let r = Ref::load();
+    let data = TokenData::open(&fixtures().join("traj_tokens.bin")).unwrap();
+    let (b, t) = (3, 12);
+    let sampler = Sampler::new(&data, t, Sampling::Sequential).unwrap();
+    let mut tr = Trainer::new(model, b, t, 0.01);
+    let (want_loss, want_norm) = (r.f32("traj_loss"), r.f32("traj_grad_norm"));
+    let (mut ids, mut tg) = (vec![0; b * t], vec![0; b * t]);
+    for step in 0..10u64 {
+        sampler.fill(&sampler.starts(0, step, b), &mut ids, &mut tg);
+        let s = tr.step(&ids, &tg, 1e-3, 1.0, None, step).unwrap();
+        let i = step as usize;
+        let le = (s.loss as f32 - want_loss[i]).abs() / want_loss[i];
+        let ne = (s.grad_norm - want_norm[i]).abs() / want_norm[i];
+        assert!(le < 1e-4, "step {step}: loss {} vs {} ", s.loss, want_loss[i]);
+        assert!(ne < 1e-4, "step {step}: grad norm {} vs {}", s.grad_norm, want_norm[i]);
+    }
+    for tinfo in layout(&tr.model.config) {
+        let want = r.f32(&format!("final.transformer.{}", tinfo.name));
+        let got = &tr.model.params[tinfo.range()];
+        let e = rel_err(got, &want);
+        assert!(e < 1e-4, "weights of {} after 10 steps: rel err {e}", tinfo.name);
+    }
+}
