@@ -7,5 +7,7 @@ pub mod kernels;
 pub mod model;
 pub mod data;
 pub mod train;
+pub mod eval;
+pub mod bench;
 
 pub use error::{Error, Result};

@@ -1,0 +1,97 @@
+//! The training benchmark: steps of the real trainer on random tokens, timed one by one.
+
+use crate::kernels::rng::{Rng, derive};
+use crate::model::{Config, Gpt, params::num_params};
+use crate::train::Trainer;
+use serde::Serialize;
+use std::time::Instant;
+
+/// fp32 matrix-product peak of this machine per thread (GFLOP/s), measured with PyTorch/MKL
+/// (see `../shared/BENCHMARKS.md`): MFU divides by `threads × PEAK_GFLOPS_PER_THREAD`.
+pub const PEAK_GFLOPS_PER_THREAD: f64 = 160.0;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StepMs {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainBench {
+    pub config: String,
+    pub batch: usize,
+    pub seq: usize,
+    pub threads: usize,
+    pub params: usize,
+    pub tokens_per_s: f64,
+    pub step_ms: StepMs,
+    pub gflops: f64,
+    pub mfu: f64,
+    pub peak_rss_mib: f64,
+    pub flops_formula: &'static str,
+    pub peak_gflops: f64,
+}
+
+/// Training FLOPs per token: 6·N + 12·L·T·d with N = 12·L·d² + V·d (the weights in products).
+pub fn train_flops_per_token(c: &Config, t: usize) -> f64 {
+    let (l, d, v) = (c.n_layer as f64, c.n_embd as f64, c.vocab_size as f64);
+    let n = 12.0 * l * d * d + v * d;
+    6.0 * n + 12.0 * l * t as f64 * d
+}
+
+/// Peak resident set size of this process (VmHWM), in MiB; 0 where /proc is unavailable.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
+}
+
+/// Runs `warmup` untimed and `steps` timed training steps (dropout as configured, AdamW,
+/// clipping 1.0) on uniformly random tokens.
+pub fn train(name: &str, config: Config, batch: usize, seq: usize, steps: usize, warmup: usize) -> TrainBench {
+    let threads = rayon::current_num_threads();
+    let flops_tok = train_flops_per_token(&config, seq);
+    let model = Gpt::init(config.clone(), 1);
+    let mut tr = Trainer::new(model, batch, seq, 0.01);
+    let mut rng = Rng::new(7);
+    let v = config.vocab_size as u64;
+    let mut ids = vec![0u32; batch * seq];
+    let mut tg = vec![0u32; batch * seq];
+    let mut times = Vec::new();
+    for s in 0..warmup + steps {
+        ids.iter_mut().for_each(|x| *x = rng.below(v) as u32);
+        tg.iter_mut().for_each(|x| *x = rng.below(v) as u32);
+        let t0 = Instant::now();
+        tr.step(&ids, &tg, 1e-4, 1.0, Some(derive(3, s as u64)), s as u64).expect("random tokens train finitely");
+        if s >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let (min, max) = times.iter().fold((f64::MAX, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
+    let med = median(&mut times);
+    let tokens = (batch * seq) as f64;
+    let gflops = flops_tok * tokens / med / 1e9;
+    let peak = PEAK_GFLOPS_PER_THREAD * threads as f64;
+    TrainBench {
+        config: name.to_string(),
+        batch,
+        seq,
+        threads,
+        params: num_params(&config),
+        tokens_per_s: tokens / med,
+        step_ms: StepMs { min: min * 1e3, median: med * 1e3, max: max * 1e3 },
+        gflops,
+        mfu: gflops / peak,
+        peak_rss_mib: peak_rss_mib(),
+        flops_formula: "6*N + 12*L*T*d per token, N = 12*L*d^2 + V*d",
+        peak_gflops: peak,
+    }
+}

@@ -1,0 +1,41 @@
+//! Argument parsing and dispatch; one file per subcommand.
+
+mod bench;
+mod pretrain;
+mod score;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "gpt1", version, about = "GPT-1 pre-training and fine-tuning on the CPU")]
+pub struct Cli {
+    /// Worker threads (default: all cores). Results are bitwise the same for any value.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Pre-train a language model on token shards.
+    Pretrain(pretrain::Args),
+    /// Per-token log-probabilities and perplexity of token sequences.
+    Score(score::Args),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::Command),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        anyhow::ensure!(n > 0, "--threads must be at least 1");
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("starting the thread pool")?;
+    }
+    match cli.cmd {
+        Command::Pretrain(a) => pretrain::run(a),
+        Command::Score(a) => score::run(a),
+        Command::Bench(c) => bench::run(c),
+    }
+}

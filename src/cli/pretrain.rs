@@ -1,0 +1,109 @@
+use anyhow::{Context, Result};
+use gpt1::data::Sampling;
+use gpt1::model::Config;
+use gpt1::train::{ModelSource, PretrainOptions, Schedule, pretrain};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Training tokens: an llm.c `.bin` shard or a `.npy` array (1-D stream or 2-D rows).
+    #[arg(long)]
+    data: PathBuf,
+    /// Validation tokens, evaluated every --eval-every steps and at the end.
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// A preset (tiny, small, gpt1) or a config.json, for a randomly initialised model.
+    #[arg(long, conflicts_with = "init", required_unless_present_any = ["init", "resume"])]
+    config: Option<String>,
+    /// Start from the weights of a checkpoint directory.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Run directory: metrics.jsonl, checkpoint-STEP/, final/.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    #[arg(long, default_value_t = 512)]
+    seq: usize,
+    /// Sequences per forward/backward pass (gradients accumulate to --batch).
+    #[arg(long)]
+    micro_batch: Option<usize>,
+    /// Total optimizer steps of the run.
+    #[arg(long, default_value_t = 100_000)]
+    steps: u64,
+    #[arg(long, default_value_t = 2.5e-4)]
+    lr: f32,
+    #[arg(long, default_value_t = 2000)]
+    warmup: u64,
+    #[arg(long, value_enum, default_value = "warmup-cosine")]
+    schedule: Schedule,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f32,
+    /// Global gradient-norm clipping (0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    clip: f32,
+    /// Overrides the config's embedding, attention and residual dropout.
+    #[arg(long)]
+    dropout: Option<f32>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value = "random")]
+    sampling: Sampling,
+    /// Evaluate on --val every K steps (0: only at the end).
+    #[arg(long, default_value_t = 0)]
+    eval_every: u64,
+    /// Save RUN_DIR/checkpoint-STEP every K steps (0: only final/).
+    #[arg(long, default_value_t = 0)]
+    save_every: u64,
+    /// Continue from the latest checkpoint in --out up to --steps.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this many steps (saving checkpoint-N) while keeping the schedule of --steps.
+    #[arg(long)]
+    stop_at: Option<u64>,
+    /// Validation windows evaluated each time.
+    #[arg(long, default_value_t = 64)]
+    val_windows: usize,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let model = match (&a.config, &a.init) {
+        (Some(c), _) => ModelSource::Config(Config::from_name_or_file(c)?),
+        (None, Some(dir)) => ModelSource::Init(dir.clone()),
+        // --resume alone: the model comes from the checkpoint.
+        (None, None) => ModelSource::Init(a.out.join("final")),
+    };
+    let mut o = PretrainOptions::new(a.data, model, a.out);
+    o.val = a.val;
+    o.batch = a.batch;
+    o.seq = a.seq;
+    o.micro_batch = a.micro_batch;
+    o.steps = a.steps;
+    o.lr = a.lr;
+    o.warmup = a.warmup;
+    o.schedule = a.schedule;
+    o.weight_decay = a.weight_decay;
+    o.clip = a.clip;
+    o.dropout = a.dropout;
+    o.seed = a.seed;
+    o.sampling = a.sampling;
+    o.eval_every = a.eval_every;
+    o.save_every = a.save_every;
+    o.resume = a.resume;
+    o.stop_at = a.stop_at;
+    o.val_windows = a.val_windows;
+    o.progress = !a.quiet;
+    let s = pretrain(&o).context("pre-training failed")?;
+    let mut line = format!("step {}", s.step);
+    if let Some(l) = s.loss {
+        line += &format!("  loss {l:.4}");
+    }
+    if let Some(v) = s.val_loss {
+        line += &format!("  val_loss {v:.4} (ppl {:.2})", v.exp());
+    }
+    eprintln!("{line}\nsaved {}", s.final_dir.display());
+    Ok(())
+}
