@@ -107,6 +107,6 @@ mod tests {
         assert_eq!(a, r.starts(5, 7, 64));
         assert_ne!(a, r.starts(5, 8, 64));
         assert!(a.iter().all(|&x| x + 11 <= 101));
-        assert!(Sampler::new(&d, 100, Sampling::Random).is_err());
+        assert!(Sampler::new(&d, 101, Sampling::Random).is_err());
     }
 }

@@ -4,6 +4,7 @@
 
 use super::dropout::Dropout;
 use super::embedding::SendPtr;
+use super::fastmath;
 use super::matmul::{Mat, Par, matmul_ptr, matmul_strided};
 use rayon::prelude::*;
 
@@ -58,20 +59,11 @@ pub fn forward(
             }
             for i in 0..t {
                 let row = &mut p[i * t..(i + 1) * t];
-                let mut mx = f32::NEG_INFINITY;
-                for v in row[..=i].iter_mut() {
-                    *v *= scale;
-                    mx = mx.max(*v);
-                }
-                let mut sum = 0.0f32;
-                for v in row[..=i].iter_mut() {
-                    *v = (*v - mx).exp();
-                    sum += *v;
-                }
-                let inv = 1.0 / sum;
-                for v in row[..=i].iter_mut() {
-                    *v *= inv;
-                }
+                let live = &mut row[..=i];
+                live.iter_mut().for_each(|v| *v *= scale);
+                let mx = fastmath::max(live);
+                let inv = 1.0 / fastmath::exp_shifted(live, mx);
+                live.iter_mut().for_each(|v| *v *= inv);
                 row[i + 1..].fill(0.0);
             }
             let probs: &[f32] = if drop.active() {
@@ -175,13 +167,13 @@ pub fn backward(
         for i in 0..t {
             let row = &mut sc[i * t..(i + 1) * t];
             let prow = &p[i * t..(i + 1) * t];
-            let mut dot = 0.0f32;
-            for j in 0..=i {
-                if drop.active() {
-                    row[j] *= drop.factor(off + (i * t + j) as u64, th, dsc);
+            if drop.active() {
+                let base = off + (i * t) as u64;
+                for (j, v) in row[..=i].iter_mut().enumerate() {
+                    *v *= drop.factor(base + j as u64, th, dsc);
                 }
-                dot += prow[j] * row[j];
             }
+            let dot = fastmath::dot(&prow[..=i], &row[..=i]);
             for j in 0..=i {
                 row[j] = prow[j] * (row[j] - dot) * scale;
             }

@@ -2,6 +2,7 @@
 //! `[rows, V]` logits never exist whole: for each chunk, logits = h · Wteᵀ, loss and
 //! ∂L/∂logits in place, then ∂L/∂h = ∂logits · Wte and ∂Wte += ∂logitsᵀ · h.
 
+use super::fastmath;
 use super::matmul::{Mat, matmul};
 use rayon::prelude::*;
 
@@ -12,12 +13,14 @@ pub const CHUNK: usize = 512;
 /// Targets equal to this are not predicted (padding).
 pub const IGNORE: u32 = u32::MAX;
 
-/// Log-softmax of one logits row in place; returns log p(target) (or 0 for [`IGNORE`]).
-fn log_softmax_row(row: &mut [f32], target: u32) -> f32 {
-    let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let sum: f32 = row.iter().map(|&v| (v - mx).exp()).sum();
-    let lse = mx + sum.ln();
-    if target == IGNORE { 0.0 } else { row[target as usize] - lse }
+/// Softmax of one logits row in place; returns log p(target) (or 0 for [`IGNORE`]).
+fn softmax_row(row: &mut [f32], target: u32) -> f32 {
+    let mx = fastmath::max(row);
+    let logit = if target == IGNORE { 0.0 } else { row[target as usize] };
+    let sum = fastmath::exp_shifted(row, mx);
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+    if target == IGNORE { 0.0 } else { logit - mx - sum.ln() }
 }
 
 /// Forward and backward of `scale · Σ_r −log p(targets[r] | h[r])`.
@@ -49,15 +52,12 @@ pub fn forward_backward(
             .par_chunks_mut(v)
             .zip(targets[r0..r1].par_iter())
             .map(|(row, &tg)| {
-                let lp = log_softmax_row(row, tg);
                 if tg == IGNORE {
                     row.fill(0.0);
                     return 0.0;
                 }
-                let lse = row[tg as usize] - lp;
-                for x in row.iter_mut() {
-                    *x = (*x - lse).exp() * scale;
-                }
+                let lp = softmax_row(row, tg);
+                row.iter_mut().for_each(|x| *x *= scale);
                 row[tg as usize] -= scale;
                 -lp
             })
@@ -81,6 +81,6 @@ pub fn logprobs(out: &mut [f32], logits: &mut [f32], h: &[f32], wte: &[f32], tar
         out[r0..r1]
             .par_iter_mut()
             .zip(lg.par_chunks_mut(v).zip(targets[r0..r1].par_iter()))
-            .for_each(|(o, (row, &tg))| *o = log_softmax_row(row, tg));
+            .for_each(|(o, (row, &tg))| *o = softmax_row(row, tg));
     }
 }

@@ -8,12 +8,12 @@ const CHUNK: usize = 4096;
 
 #[inline(always)]
 fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + (S * (x + C * x * x * x)).tanh())
+    0.5 * x * (1.0 + super::fastmath::tanh(S * (x + C * x * x * x)))
 }
 
 #[inline(always)]
 fn gelu_grad(x: f32) -> f32 {
-    let t = (S * (x + C * x * x * x)).tanh();
+    let t = super::fastmath::tanh(S * (x + C * x * x * x));
     0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * S * (1.0 + 3.0 * C * x * x)
 }
 

@@ -1,7 +1,7 @@
 //! LayerNorm over the last dimension (PyTorch's `nn.LayerNorm`: biased variance, eps inside the
 //! square root).
 
-use super::reduce::col_accumulate;
+use super::reduce::{col_blocks, col_sum};
 use rayon::prelude::*;
 
 /// `out = (x - mean) * rstd * g + b` per row; saves `mean` and `rstd` for the backward pass.
@@ -61,6 +61,15 @@ pub fn backward(
             }
         });
     let rows = mean.len();
-    col_accumulate(dg, rows, |r, c| dout[r * d + c] * (x[r * d + c] - mean[r]) * rstd[r]);
-    col_accumulate(db, rows, |r, c| dout[r * d + c]);
+    col_blocks(dg, |c0, blk| {
+        for r in 0..rows {
+            let o = r * d + c0;
+            let (dy, x) = (&dout[o..o + blk.len()], &x[o..o + blk.len()]);
+            let (mu, rs) = (mean[r], rstd[r]);
+            for j in 0..blk.len() {
+                blk[j] += dy[j] * (x[j] - mu) * rs;
+            }
+        }
+    });
+    col_sum(db, dout, rows);
 }

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod crossentropy;
 pub mod dropout;
 pub mod embedding;
+pub mod fastmath;
 pub mod gelu;
 pub mod layernorm;
 pub mod matmul;

@@ -6,25 +6,27 @@ use rayon::prelude::*;
 
 const COLS: usize = 64;
 
-/// `dst[c] += Σ_r f(r, c)` for `r in 0..rows`, `c in 0..dst.len()`.
-pub fn col_accumulate<F>(dst: &mut [f32], rows: usize, f: F)
+/// For each column block `c0..c0 + len`, calls `f(c0, block)` once: `f` walks the rows in
+/// order and accumulates into the block.
+pub fn col_blocks<F>(dst: &mut [f32], f: F)
 where
-    F: Fn(usize, usize) -> f32 + Sync,
+    F: Fn(usize, &mut [f32]) + Sync,
 {
-    dst.par_chunks_mut(COLS).enumerate().for_each(|(ci, chunk)| {
-        let c0 = ci * COLS;
-        for r in 0..rows {
-            for (j, v) in chunk.iter_mut().enumerate() {
-                *v += f(r, c0 + j);
-            }
-        }
-    });
+    dst.par_chunks_mut(COLS).enumerate().for_each(|(ci, chunk)| f(ci * COLS, chunk));
 }
 
 /// `dst[c] += Σ_r src[r * cols + c]`: the gradient of a bias.
 pub fn col_sum(dst: &mut [f32], src: &[f32], rows: usize) {
     let cols = dst.len();
-    col_accumulate(dst, rows, |r, c| src[r * cols + c]);
+    dst.par_chunks_mut(COLS).enumerate().for_each(|(ci, chunk)| {
+        let c0 = ci * COLS;
+        for r in 0..rows {
+            let s = &src[r * cols + c0..r * cols + c0 + chunk.len()];
+            for (v, &x) in chunk.iter_mut().zip(s) {
+                *v += x;
+            }
+        }
+    });
 }
 
 /// Σ x² in f64, in fixed chunks summed in order.
