@@ -44,19 +44,34 @@ pub fn train_flops_per_token(c: &Config, t: usize) -> f64 {
 pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
 }
 
 /// Runs `warmup` untimed and `steps` timed training steps (dropout as configured, AdamW,
 /// clipping 1.0) on uniformly random tokens.
-pub fn train(name: &str, config: Config, batch: usize, seq: usize, steps: usize, warmup: usize) -> TrainBench {
+pub fn train(
+    name: &str,
+    config: Config,
+    batch: usize,
+    seq: usize,
+    steps: usize,
+    warmup: usize,
+) -> TrainBench {
     let threads = rayon::current_num_threads();
     let flops_tok = train_flops_per_token(&config, seq);
     let model = Gpt::init(config.clone(), 1);
@@ -70,12 +85,15 @@ pub fn train(name: &str, config: Config, batch: usize, seq: usize, steps: usize,
         ids.iter_mut().for_each(|x| *x = rng.below(v) as u32);
         tg.iter_mut().for_each(|x| *x = rng.below(v) as u32);
         let t0 = Instant::now();
-        tr.step(&ids, &tg, 1e-4, 1.0, Some(derive(3, s as u64)), s as u64).expect("random tokens train finitely");
+        tr.step(&ids, &tg, 1e-4, 1.0, Some(derive(3, s as u64)), s as u64)
+            .expect("random tokens train finitely");
         if s >= warmup {
             times.push(t0.elapsed().as_secs_f64());
         }
     }
-    let (min, max) = times.iter().fold((f64::MAX, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
+    let (min, max) = times
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
     let med = median(&mut times);
     let tokens = (batch * seq) as f64;
     let gflops = flops_tok * tokens / med / 1e9;
@@ -87,7 +105,11 @@ pub fn train(name: &str, config: Config, batch: usize, seq: usize, steps: usize,
         threads,
         params: num_params(&config),
         tokens_per_s: tokens / med,
-        step_ms: StepMs { min: min * 1e3, median: med * 1e3, max: max * 1e3 },
+        step_ms: StepMs {
+            min: min * 1e3,
+            median: med * 1e3,
+            max: max * 1e3,
+        },
         gflops,
         mfu: gflops / peak,
         peak_rss_mib: peak_rss_mib(),

@@ -27,9 +27,15 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn invalid(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Invalid { path: path.into(), msg: msg.into() }
+        Error::Invalid {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
 }

@@ -1,13 +1,13 @@
 //! gpt1: GPT-1 (Radford et al., 2018) pre-training and fine-tuning on the CPU, with explicit
 //! forward and backward passes over one flat parameter buffer.
 
+pub mod bench;
+pub mod data;
 pub mod error;
+pub mod eval;
 pub mod io;
 pub mod kernels;
 pub mod model;
-pub mod data;
 pub mod train;
-pub mod eval;
-pub mod bench;
 
 pub use error::{Error, Result};

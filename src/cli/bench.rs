@@ -30,15 +30,33 @@ pub fn run(c: Command) -> Result<()> {
     match c {
         Command::Train(a) => {
             let config = Config::from_name_or_file(&a.config)?;
-            ensure!(a.seq <= config.n_positions, "--seq {} exceeds n_positions {}", a.seq, config.n_positions);
-            ensure!(a.steps > 0 && a.batch > 0, "--steps and --batch must be positive");
+            ensure!(
+                a.seq <= config.n_positions,
+                "--seq {} exceeds n_positions {}",
+                a.seq,
+                config.n_positions
+            );
+            ensure!(
+                a.steps > 0 && a.batch > 0,
+                "--steps and --batch must be positive"
+            );
             let r = gpt1::bench::train(&a.config, config, a.batch, a.seq, a.steps, a.warmup);
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
                     "{} {}x{} on {} threads: {:.0} tokens/s, step {:.0} ms (min {:.0}, max {:.0}), {:.1} GFLOP/s, MFU {:.1}%, peak RSS {:.0} MiB",
-                    r.config, r.batch, r.seq, r.threads, r.tokens_per_s, r.step_ms.median, r.step_ms.min, r.step_ms.max, r.gflops, 100.0 * r.mfu, r.peak_rss_mib
+                    r.config,
+                    r.batch,
+                    r.seq,
+                    r.threads,
+                    r.tokens_per_s,
+                    r.step_ms.median,
+                    r.step_ms.min,
+                    r.step_ms.max,
+                    r.gflops,
+                    100.0 * r.mfu,
+                    r.peak_rss_mib
                 );
             }
             Ok(())

@@ -8,7 +8,12 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "gpt1", version, about = "GPT-1 pre-training and fine-tuning on the CPU")]
+#[command(
+    name = "gpt1",
+    version,
+    about = "GPT-1 pre-training and fine-tuning on the CPU",
+    args_override_self = true
+)]
 pub struct Cli {
     /// Worker threads (default: all cores). Results are bitwise the same for any value.
     #[arg(long, global = true)]
@@ -31,7 +36,10 @@ enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     if let Some(n) = cli.threads {
         anyhow::ensure!(n > 0, "--threads must be at least 1");
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("starting the thread pool")?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("starting the thread pool")?;
     }
     match cli.cmd {
         Command::Pretrain(a) => pretrain::run(a),

@@ -24,11 +24,18 @@ pub fn run(a: Args) -> Result<()> {
     let model = load_model(&a.model).context("loading the model")?;
     let data = TokenData::open(&a.ids)?;
     let rows = rows_of(&data, model.config.n_positions)?;
-    let s = score(&model, &rows, a.batch).with_context(|| format!("scoring {}", a.ids.display()))?;
+    let s =
+        score(&model, &rows, a.batch).with_context(|| format!("scoring {}", a.ids.display()))?;
     if a.json {
         println!("{}", serde_json::to_string(&s)?);
     } else {
-        println!("rows {}  tokens {}  mean_nll {:.5}  perplexity {:.3}", s.rows.len(), s.tokens, s.mean_nll, s.perplexity);
+        println!(
+            "rows {}  tokens {}  mean_nll {:.5}  perplexity {:.3}",
+            s.rows.len(),
+            s.tokens,
+            s.mean_nll,
+            s.perplexity
+        );
     }
     Ok(())
 }

@@ -5,7 +5,9 @@ use super::shard::TokenData;
 use crate::error::{Error, Result};
 use crate::kernels::rng::{Rng, derive};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Sampling {
     /// Uniformly random contiguous windows (the paper's pre-training).
@@ -26,11 +28,23 @@ impl<'a> Sampler<'a> {
         let s = Sampler { data, t, kind };
         match data.rows {
             Some((_, l)) if l < t + 1 => {
-                return Err(Error::invalid(&data.path, format!("rows of {l} tokens are shorter than --seq {t} + 1; lower --seq to {}", l.saturating_sub(1))));
+                return Err(Error::invalid(
+                    &data.path,
+                    format!(
+                        "rows of {l} tokens are shorter than --seq {t} + 1; lower --seq to {}",
+                        l.saturating_sub(1)
+                    ),
+                ));
             }
             Some((0, _)) => return Err(Error::invalid(&data.path, "the array has no rows")),
             None if data.len() < t + 1 => {
-                return Err(Error::invalid(&data.path, format!("{} tokens are fewer than one window of --seq {t} + 1", data.len())));
+                return Err(Error::invalid(
+                    &data.path,
+                    format!(
+                        "{} tokens are fewer than one window of --seq {t} + 1",
+                        data.len()
+                    ),
+                ));
             }
             _ => {}
         }
@@ -57,11 +71,15 @@ impl<'a> Sampler<'a> {
     pub fn starts(&self, seed: u64, step: u64, b: usize) -> Vec<usize> {
         let n = self.windows();
         match self.kind {
-            Sampling::Sequential => (0..b).map(|j| self.window_start((step as usize * b + j) % n)).collect(),
+            Sampling::Sequential => (0..b)
+                .map(|j| self.window_start((step as usize * b + j) % n))
+                .collect(),
             Sampling::Random => {
                 let mut rng = Rng::new(derive(seed, step));
                 match self.data.rows {
-                    Some((rows, _)) => (0..b).map(|_| self.window_start(rng.below(rows as u64) as usize)).collect(),
+                    Some((rows, _)) => (0..b)
+                        .map(|_| self.window_start(rng.below(rows as u64) as usize))
+                        .collect(),
                     None => {
                         let span = (self.data.len() - self.t) as u64;
                         (0..b).map(|_| rng.below(span) as usize).collect()

@@ -79,13 +79,16 @@ impl TokenData {
                 map.len()
             )));
         }
-        let word = |i: usize| i32::from_le_bytes(map[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+        let word =
+            |i: usize| i32::from_le_bytes(map[4 * i..4 * i + 4].try_into().expect("4 bytes"));
         let (magic, version, count) = (word(0), word(1), word(2));
         let dtype = match (magic, version) {
             (MAGIC_U16, VERSION_U16) => Dtype::U16,
             (MAGIC_U32, VERSION_U32) => Dtype::U32,
             (MAGIC_U16, _) | (MAGIC_U32, _) => {
-                return Err(bad(format!("unsupported shard version {version} for magic {magic}")));
+                return Err(bad(format!(
+                    "unsupported shard version {version} for magic {magic}"
+                )));
             }
             _ => {
                 return Err(bad(format!(
@@ -104,11 +107,23 @@ impl TokenData {
                 map.len()
             )));
         }
-        Ok(TokenData { path: path.into(), map, start: HEADER_BYTES, dtype, len, rows: None })
+        Ok(TokenData {
+            path: path.into(),
+            map,
+            start: HEADER_BYTES,
+            dtype,
+            len,
+            rows: None,
+        })
     }
 
     fn npy(path: &Path, map: Mmap) -> Result<Self> {
-        let bad = |m: String| Error::invalid(path, format!("{m} (a .npy token array must be a C-order 1-D or 2-D integer array)"));
+        let bad = |m: String| {
+            Error::invalid(
+                path,
+                format!("{m} (a .npy token array must be a C-order 1-D or 2-D integer array)"),
+            )
+        };
         if map.len() < 10 {
             return Err(bad("truncated .npy header".into()));
         }
@@ -119,7 +134,10 @@ impl TokenData {
             if map.len() < 12 {
                 return Err(bad("truncated .npy header".into()));
             }
-            (u32::from_le_bytes([map[8], map[9], map[10], map[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([map[8], map[9], map[10], map[11]]) as usize,
+                12,
+            )
         };
         let start = hstart + hlen;
         if map.len() < start {
@@ -128,7 +146,10 @@ impl TokenData {
         let header = String::from_utf8_lossy(&map[hstart..start]).to_string();
         let field = |key: &str| -> Option<String> {
             let i = header.find(&format!("'{key}'"))?;
-            let rest = header[i + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
+            let rest = header[i + key.len() + 2..]
+                .trim_start()
+                .strip_prefix(':')?
+                .trim_start();
             if let Some(r) = rest.strip_prefix('(') {
                 Some(r[..r.find(')')?].to_string())
             } else if let Some(r) = rest.strip_prefix('\'') {
@@ -146,7 +167,11 @@ impl TokenData {
             "<i4" => Dtype::I32,
             "<i8" => Dtype::I64,
             "<u8" => Dtype::U64,
-            other => return Err(bad(format!("dtype {other} is not a little-endian integer type"))),
+            other => {
+                return Err(bad(format!(
+                    "dtype {other} is not a little-endian integer type"
+                )));
+            }
         };
         if field("fortran_order").as_deref() == Some("True") {
             return Err(bad("Fortran-order array".into()));
@@ -171,7 +196,14 @@ impl TokenData {
                 map.len() - start
             )));
         }
-        Ok(TokenData { path: path.into(), map, start, dtype, len, rows })
+        Ok(TokenData {
+            path: path.into(),
+            map,
+            start,
+            dtype,
+            len,
+            rows,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -192,9 +224,13 @@ impl TokenData {
             Dtype::U16 => u16::from_le_bytes([b[0], b[1]]) as u32,
             Dtype::I16 => u32::try_from(i16::from_le_bytes([b[0], b[1]])).unwrap_or(u32::MAX),
             Dtype::U32 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            Dtype::I32 => u32::try_from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(u32::MAX),
-            Dtype::I64 => u32::try_from(i64::from_le_bytes(b.try_into().expect("8 bytes"))).unwrap_or(u32::MAX),
-            Dtype::U64 => u32::try_from(u64::from_le_bytes(b.try_into().expect("8 bytes"))).unwrap_or(u32::MAX),
+            Dtype::I32 => {
+                u32::try_from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(u32::MAX)
+            }
+            Dtype::I64 => u32::try_from(i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .unwrap_or(u32::MAX),
+            Dtype::U64 => u32::try_from(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .unwrap_or(u32::MAX),
         }
     }
 
@@ -209,13 +245,22 @@ impl TokenData {
     pub fn check_vocab(&self, vocab_size: usize) -> Result<()> {
         use rayon::prelude::*;
         const CHUNK: usize = 1 << 20;
-        let bad = (0..self.len.div_ceil(CHUNK)).into_par_iter().find_first(|&c| {
-            (c * CHUNK..((c + 1) * CHUNK).min(self.len)).any(|i| self.get(i) as usize >= vocab_size)
-        });
+        let bad = (0..self.len.div_ceil(CHUNK))
+            .into_par_iter()
+            .find_first(|&c| {
+                (c * CHUNK..((c + 1) * CHUNK).min(self.len))
+                    .any(|i| self.get(i) as usize >= vocab_size)
+            });
         if let Some(c) = bad {
-            let i = (c * CHUNK..).find(|&i| self.get(i) as usize >= vocab_size).expect("found above");
+            let i = (c * CHUNK..)
+                .find(|&i| self.get(i) as usize >= vocab_size)
+                .expect("found above");
             let v = self.get(i);
-            let shown = if v == u32::MAX { "a negative id".to_string() } else { format!("id {v}") };
+            let shown = if v == u32::MAX {
+                "a negative id".to_string()
+            } else {
+                format!("id {v}")
+            };
             return Err(Error::invalid(
                 &self.path,
                 format!(
@@ -230,9 +275,17 @@ impl TokenData {
 /// Writes tokens as a `.bin` shard (uint16 when every id fits, else uint32), atomically.
 pub fn write_bin(path: &Path, tokens: &[u32]) -> Result<()> {
     let wide = tokens.iter().any(|&t| t > u16::MAX as u32);
-    let (magic, version) = if wide { (MAGIC_U32, VERSION_U32) } else { (MAGIC_U16, VERSION_U16) };
+    let (magic, version) = if wide {
+        (MAGIC_U32, VERSION_U32)
+    } else {
+        (MAGIC_U16, VERSION_U16)
+    };
     if tokens.len() > i32::MAX as usize {
-        return Err(Error::Config(format!("{}: {} tokens do not fit one shard", path.display(), tokens.len())));
+        return Err(Error::Config(format!(
+            "{}: {} tokens do not fit one shard",
+            path.display(),
+            tokens.len()
+        )));
     }
     let mut bytes = Vec::with_capacity(HEADER_BYTES + tokens.len() * if wide { 4 } else { 2 });
     let mut header = [0i32; 256];
@@ -255,7 +308,8 @@ pub fn write_bin(path: &Path, tokens: &[u32]) -> Result<()> {
 /// Writes a 2-D `[rows, row_len]` int32 `.npy` (used by tests and tools), atomically.
 pub fn write_npy_2d(path: &Path, tokens: &[u32], row_len: usize) -> Result<()> {
     let rows = tokens.len() / row_len.max(1);
-    let mut header = format!("{{'descr': '<i4', 'fortran_order': False, 'shape': ({rows}, {row_len}), }}");
+    let mut header =
+        format!("{{'descr': '<i4', 'fortran_order': False, 'shape': ({rows}, {row_len}), }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
@@ -299,16 +353,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.bin");
         std::fs::write(&p, b"hello").unwrap();
-        assert!(TokenData::open(&p).unwrap_err().to_string().contains("shorter than"));
+        assert!(
+            TokenData::open(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("shorter than")
+        );
         std::fs::write(&p, vec![7u8; 2048]).unwrap();
-        assert!(TokenData::open(&p).unwrap_err().to_string().contains("bad magic"));
+        assert!(
+            TokenData::open(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("bad magic")
+        );
         write_bin(&p, &[1, 2, 3, 4]).unwrap();
         let mut bytes = std::fs::read(&p).unwrap();
         bytes.truncate(bytes.len() - 3);
         std::fs::write(&p, &bytes).unwrap();
-        assert!(TokenData::open(&p).unwrap_err().to_string().contains("truncated"));
+        assert!(
+            TokenData::open(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("truncated")
+        );
         write_bin(&p, &[1, 2, 300, 4]).unwrap();
-        let e = TokenData::open(&p).unwrap().check_vocab(256).unwrap_err().to_string();
+        let e = TokenData::open(&p)
+            .unwrap()
+            .check_vocab(256)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("token 2 is id 300"), "{e}");
     }
 }

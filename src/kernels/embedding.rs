@@ -5,13 +5,16 @@ use rayon::prelude::*;
 /// `out[b, t] = wte[ids[b, t]] + wpe[t]` for rows of length `t_len`. Ids are checked by the
 /// caller (the data layer rejects ids >= vocab size).
 pub fn forward(out: &mut [f32], ids: &[u32], wte: &[f32], wpe: &[f32], t_len: usize, d: usize) {
-    out.par_chunks_mut(d).zip(ids.par_iter()).enumerate().for_each(|(r, (o, &id))| {
-        let e = &wte[id as usize * d..(id as usize + 1) * d];
-        let p = &wpe[(r % t_len) * d..(r % t_len + 1) * d];
-        for i in 0..d {
-            o[i] = e[i] + p[i];
-        }
-    });
+    out.par_chunks_mut(d)
+        .zip(ids.par_iter())
+        .enumerate()
+        .for_each(|(r, (o, &id))| {
+            let e = &wte[id as usize * d..(id as usize + 1) * d];
+            let p = &wpe[(r % t_len) * d..(r % t_len + 1) * d];
+            for i in 0..d {
+                o[i] = e[i] + p[i];
+            }
+        });
 }
 
 /// `dwte[ids[r]] += dout[r]`, `dwpe[r % t_len] += dout[r]`, rows in order per column.
@@ -34,7 +37,6 @@ pub fn backward(
     let pe = SendPtr(dwpe.as_mut_ptr());
     (0..col_chunks).into_par_iter().for_each(|ci| {
         let (c0, c1) = (ci * COLS, ((ci + 1) * COLS).min(d));
-        let (te, pe) = (te, pe);
         for (r, &id) in ids.iter().enumerate() {
             let id = id as usize;
             let t = r % t_len;
@@ -44,8 +46,8 @@ pub fn backward(
                 // SAFETY: id < v and t < p (checked by the data layer and the shape), c < d, and
                 // each task owns columns c0..c1 exclusively.
                 unsafe {
-                    *te.0.add(id * d + c) += g;
-                    *pe.0.add(t * d + c) += g;
+                    *te.get().add(id * d + c) += g;
+                    *pe.get().add(t * d + c) += g;
                 }
             }
         }
@@ -54,6 +56,14 @@ pub fn backward(
 
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub *mut f32);
+
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper, not the field).
+    #[inline(always)]
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 // SAFETY: used only to write disjoint elements from different tasks.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}

@@ -13,6 +13,6 @@ pub mod reduce;
 pub mod rng;
 
 #[cfg(test)]
-pub mod testutil;
-#[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub mod testutil;

@@ -25,7 +25,8 @@ pub fn safetensors_bytes(tensors: &[(String, Vec<usize>, &[f32])]) -> Result<Vec
         .collect::<Result<_>>()?;
     let mut meta = std::collections::HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
-    safetensors::serialize(views, Some(meta)).map_err(|e| Error::Config(format!("safetensors: {e}")))
+    safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::Config(format!("safetensors: {e}")))
 }
 
 /// Writes `config.json` and `model.safetensors` into `dir` (each file atomically).
@@ -52,7 +53,10 @@ pub fn copy_f32(path: &Path, name: &str, view: &TensorView, dst: &mut [f32]) -> 
     if view.dtype() != Dtype::F32 {
         return Err(Error::invalid(
             path,
-            format!("tensor {name} is {:?}; only float32 checkpoints are read (save with torch_dtype=float32)", view.dtype()),
+            format!(
+                "tensor {name} is {:?}; only float32 checkpoints are read (save with torch_dtype=float32)",
+                view.dtype()
+            ),
         ));
     }
     for (d, b) in dst.iter_mut().zip(view.data().chunks_exact(4)) {
@@ -66,7 +70,10 @@ pub fn copy_f32(path: &Path, name: &str, view: &TensorView, dst: &mut [f32]) -> 
 pub fn load_model(dir: &Path) -> Result<Gpt> {
     let cfg_path = dir.join(CONFIG_FILE);
     if !dir.is_dir() {
-        return Err(Error::invalid(dir, "not a checkpoint directory (expected config.json and model.safetensors in it)"));
+        return Err(Error::invalid(
+            dir,
+            "not a checkpoint directory (expected config.json and model.safetensors in it)",
+        ));
     }
     let config = Config::load(&cfg_path)?;
     let path = dir.join(WEIGHTS_FILE);
@@ -74,7 +81,8 @@ pub fn load_model(dir: &Path) -> Result<Gpt> {
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
         Error::invalid(&path, format!("not a valid safetensors file ({e}); the checkpoint is truncated or corrupt: re-save or use an earlier checkpoint"))
     })?;
-    let names: std::collections::HashSet<String> = st.names().into_iter().map(|s| s.to_string()).collect();
+    let names: std::collections::HashSet<String> =
+        st.names().into_iter().map(|s| s.to_string()).collect();
     let mut params = vec![0.0f32; num_params(&config)];
     for t in layout(&config) {
         let prefixed = format!("transformer.{}", t.name);
@@ -86,14 +94,23 @@ pub fn load_model(dir: &Path) -> Result<Gpt> {
         let Some(found) = candidates.iter().find(|n| names.contains(*n)) else {
             return Err(Error::invalid(
                 &path,
-                format!("tensor {} is missing; the checkpoint does not match config.json (n_layer {})", t.name, config.n_layer),
+                format!(
+                    "tensor {} is missing; the checkpoint does not match config.json (n_layer {})",
+                    t.name, config.n_layer
+                ),
             ));
         };
-        let view = st.tensor(found).map_err(|e| Error::invalid(&path, format!("tensor {found}: {e}")))?;
+        let view = st
+            .tensor(found)
+            .map_err(|e| Error::invalid(&path, format!("tensor {found}: {e}")))?;
         if view.shape() != t.shape.as_slice() {
             return Err(Error::invalid(
                 &path,
-                format!("tensor {found} has shape {:?}, config.json implies {:?}: config and weights disagree", view.shape(), t.shape),
+                format!(
+                    "tensor {found} has shape {:?}, config.json implies {:?}: config and weights disagree",
+                    view.shape(),
+                    t.shape
+                ),
             ));
         }
         copy_f32(&path, found, &view, &mut params[t.range()])?;

@@ -42,7 +42,13 @@ pub struct Config {
 pub const GPT1_VOCAB: usize = 40_478 + 3;
 
 impl Config {
-    fn preset(vocab_size: usize, n_positions: usize, n_embd: usize, n_layer: usize, n_head: usize) -> Self {
+    fn preset(
+        vocab_size: usize,
+        n_positions: usize,
+        n_embd: usize,
+        n_layer: usize,
+        n_head: usize,
+    ) -> Self {
         Config {
             vocab_size,
             n_positions,
@@ -93,16 +99,33 @@ impl Config {
 
     /// Checks the configuration is one this implementation runs.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.n_embd == 0 || self.n_head == 0 || self.n_layer == 0 || self.vocab_size == 0 || self.n_positions == 0 {
-            return Err("n_embd, n_head, n_layer, vocab_size and n_positions must be positive".into());
+        if self.n_embd == 0
+            || self.n_head == 0
+            || self.n_layer == 0
+            || self.vocab_size == 0
+            || self.n_positions == 0
+        {
+            return Err(
+                "n_embd, n_head, n_layer, vocab_size and n_positions must be positive".into(),
+            );
         }
-        if self.n_embd % self.n_head != 0 {
-            return Err(format!("n_embd {} is not a multiple of n_head {}", self.n_embd, self.n_head));
+        if !self.n_embd.is_multiple_of(self.n_head) {
+            return Err(format!(
+                "n_embd {} is not a multiple of n_head {}",
+                self.n_embd, self.n_head
+            ));
         }
         if self.afn != "gelu" && self.afn != "gelu_new" {
-            return Err(format!("afn {:?} is not supported; GPT-1 uses \"gelu\" (tanh approximation)", self.afn));
+            return Err(format!(
+                "afn {:?} is not supported; GPT-1 uses \"gelu\" (tanh approximation)",
+                self.afn
+            ));
         }
-        for (k, p) in [("resid_pdrop", self.resid_pdrop), ("embd_pdrop", self.embd_pdrop), ("attn_pdrop", self.attn_pdrop)] {
+        for (k, p) in [
+            ("resid_pdrop", self.resid_pdrop),
+            ("embd_pdrop", self.embd_pdrop),
+            ("attn_pdrop", self.attn_pdrop),
+        ] {
             if !(0.0..1.0).contains(&p) {
                 return Err(format!("{k} = {p} must be in [0, 1)"));
             }

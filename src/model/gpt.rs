@@ -84,7 +84,11 @@ impl Activations {
             encoded: z(bt * d),
             layers,
             tmp: z(bt * d),
-            att_scratch: if training { z(b * h * t * t) } else { Vec::new() },
+            att_scratch: if training {
+                z(b * h * t * t)
+            } else {
+                Vec::new()
+            },
             logits: z(bt.min(crossentropy::CHUNK) * c.vocab_size),
             grads: training.then(|| GradBufs {
                 g_x: z(bt * d),
@@ -114,7 +118,14 @@ struct Drops {
 
 impl Drops {
     fn site(&self, p: f32, label: u64) -> Dropout {
-        if p > 0.0 { Dropout { p, key: rng::derive(self.key, label) } } else { Dropout::OFF }
+        if p > 0.0 {
+            Dropout {
+                p,
+                key: rng::derive(self.key, label),
+            }
+        } else {
+            Dropout::OFF
+        }
     }
     fn embd(&self) -> Dropout {
         self.site(self.embd, u64::MAX)
@@ -179,7 +190,12 @@ impl Gpt {
     }
 
     fn shape(&self, b: usize, t: usize) -> Shape {
-        Shape { b, t, h: self.config.n_head, dh: self.config.head_dim() }
+        Shape {
+            b,
+            t,
+            h: self.config.n_head,
+            dh: self.config.head_dim(),
+        }
     }
 
     fn drops(&self, key: Option<u64>) -> Drops {
@@ -190,7 +206,12 @@ impl Gpt {
                 attn: self.config.attn_pdrop,
                 resid: self.config.resid_pdrop,
             },
-            None => Drops { key: 0, embd: 0.0, attn: 0.0, resid: 0.0 },
+            None => Drops {
+                key: 0,
+                embd: 0.0,
+                attn: 0.0,
+                resid: 0.0,
+            },
         }
     }
 
@@ -209,19 +230,56 @@ impl Gpt {
         let shape = self.shape(b, t);
         for l in 0..c.n_layer {
             let (prev, rest) = acts.layers.split_at_mut(l);
-            let x: &[f32] = if l == 0 { &acts.encoded } else { &prev[l - 1].ln2 };
+            let x: &[f32] = if l == 0 {
+                &acts.encoded
+            } else {
+                &prev[l - 1].ln2
+            };
             let a = &mut rest[0];
             let p = &w.layers[l];
             linear(&mut a.qkv, x, p.attn_w, p.attn_b, bt, d, 3 * d);
-            attention::forward(&mut a.atty, &mut a.att, &mut acts.att_scratch, &a.qkv, shape, drops.attn(l));
+            attention::forward(
+                &mut a.atty,
+                &mut a.att,
+                &mut acts.att_scratch,
+                &a.qkv,
+                shape,
+                drops.attn(l),
+            );
             linear(&mut acts.tmp, &a.atty, p.proj_w, p.proj_b, bt, d, d);
             drops.res1(l).residual(&mut a.r1, x, &acts.tmp);
-            layernorm::forward(&mut a.ln1, &mut a.ln1_mean, &mut a.ln1_rstd, &a.r1, p.ln1_g, p.ln1_b, d, c.layer_norm_epsilon);
+            layernorm::forward(
+                &mut a.ln1,
+                &mut a.ln1_mean,
+                &mut a.ln1_rstd,
+                &a.r1,
+                p.ln1_g,
+                p.ln1_b,
+                d,
+                c.layer_norm_epsilon,
+            );
             linear(&mut a.fch, &a.ln1, p.fc_w, p.fc_b, bt, d, 4 * d);
             gelu::forward(&mut a.fch_gelu, &a.fch);
-            linear(&mut acts.tmp, &a.fch_gelu, p.mproj_w, p.mproj_b, bt, 4 * d, d);
+            linear(
+                &mut acts.tmp,
+                &a.fch_gelu,
+                p.mproj_w,
+                p.mproj_b,
+                bt,
+                4 * d,
+                d,
+            );
             drops.res2(l).residual(&mut a.r2, &a.ln1, &acts.tmp);
-            layernorm::forward(&mut a.ln2, &mut a.ln2_mean, &mut a.ln2_rstd, &a.r2, p.ln2_g, p.ln2_b, d, c.layer_norm_epsilon);
+            layernorm::forward(
+                &mut a.ln2,
+                &mut a.ln2_mean,
+                &mut a.ln2_rstd,
+                &a.r2,
+                p.ln2_g,
+                p.ln2_b,
+                d,
+                c.layer_norm_epsilon,
+            );
         }
     }
 
@@ -230,7 +288,14 @@ impl Gpt {
     pub fn logprobs(&self, acts: &mut Activations, ids: &[u32], targets: &[u32], out: &mut [f32]) {
         self.forward(acts, ids, None);
         let last = acts.layers.last().expect("n_layer > 0");
-        crossentropy::logprobs(out, &mut acts.logits, &last.ln2, params::views(&self.params, &self.config).wte, targets, self.config.n_embd);
+        crossentropy::logprobs(
+            out,
+            &mut acts.logits,
+            &last.ln2,
+            params::views(&self.params, &self.config).wte,
+            targets,
+            self.config.n_embd,
+        );
     }
 
     /// Next-token logits `[B, T, V]` (no dropout): the hidden states times the tied embedding.
@@ -240,7 +305,15 @@ impl Gpt {
         let rows = ids.len();
         let mut out = vec![0.0f32; rows * v];
         let wte = params::views(&self.params, &self.config).wte;
-        matmul(&mut out, Mat::rows(acts.hidden(), d), Mat::t(wte, d), rows, v, d, false);
+        matmul(
+            &mut out,
+            Mat::rows(acts.hidden(), d),
+            Mat::t(wte, d),
+            rows,
+            v,
+            d,
+            false,
+        );
         out
     }
 
@@ -264,26 +337,114 @@ impl Gpt {
         let shape = self.shape(b, t);
         let w = params::views(&self.params, c);
         let mut gw = params::views_mut(grads, c);
-        let gb = acts.grads.as_mut().expect("Activations::new(.., training = true) for backward");
+        let gb = acts
+            .grads
+            .as_mut()
+            .expect("Activations::new(.., training = true) for backward");
         let last = acts.layers.last().expect("n_layer > 0");
-        let nll = crossentropy::forward_backward(&mut gb.g_x, gw.wte, &mut acts.logits, &last.ln2, w.wte, targets, d, loss_scale);
+        let nll = crossentropy::forward_backward(
+            &mut gb.g_x,
+            gw.wte,
+            &mut acts.logits,
+            &last.ln2,
+            w.wte,
+            targets,
+            d,
+            loss_scale,
+        );
         for l in (0..c.n_layer).rev() {
-            let x: &[f32] = if l == 0 { &acts.encoded } else { &acts.layers[l - 1].ln2 };
+            let x: &[f32] = if l == 0 {
+                &acts.encoded
+            } else {
+                &acts.layers[l - 1].ln2
+            };
             let a = &acts.layers[l];
             let p = &w.layers[l];
             let g: &mut Layer<&mut [f32]> = &mut gw.layers[l];
             // ln_2, then the MLP branch of r2 = ln1 + dropout(mlp(ln1)).
-            layernorm::backward(&mut gb.g_r, g.ln2_g, g.ln2_b, &gb.g_x, &a.r2, &a.ln2_mean, &a.ln2_rstd, p.ln2_g, d);
+            layernorm::backward(
+                &mut gb.g_r,
+                g.ln2_g,
+                g.ln2_b,
+                &gb.g_x,
+                &a.r2,
+                &a.ln2_mean,
+                &a.ln2_rstd,
+                p.ln2_g,
+                d,
+            );
             drops.res2(l).backward_into(&mut gb.g_tmp, &gb.g_r);
-            linear_backward(&mut gb.g_4d, false, g.mproj_w, g.mproj_b, &gb.g_tmp, &a.fch_gelu, p.mproj_w, bt, 4 * d, d);
+            linear_backward(
+                &mut gb.g_4d,
+                false,
+                g.mproj_w,
+                g.mproj_b,
+                &gb.g_tmp,
+                &a.fch_gelu,
+                p.mproj_w,
+                bt,
+                4 * d,
+                d,
+            );
             gelu::backward_inplace(&mut gb.g_4d, &a.fch);
-            linear_backward(&mut gb.g_r, true, g.fc_w, g.fc_b, &gb.g_4d, &a.ln1, p.fc_w, bt, d, 4 * d);
+            linear_backward(
+                &mut gb.g_r,
+                true,
+                g.fc_w,
+                g.fc_b,
+                &gb.g_4d,
+                &a.ln1,
+                p.fc_w,
+                bt,
+                d,
+                4 * d,
+            );
             // ln_1, then the attention branch of r1 = x + dropout(attn(x)).
-            layernorm::backward(&mut gb.g_x, g.ln1_g, g.ln1_b, &gb.g_r, &a.r1, &a.ln1_mean, &a.ln1_rstd, p.ln1_g, d);
+            layernorm::backward(
+                &mut gb.g_x,
+                g.ln1_g,
+                g.ln1_b,
+                &gb.g_r,
+                &a.r1,
+                &a.ln1_mean,
+                &a.ln1_rstd,
+                p.ln1_g,
+                d,
+            );
             drops.res1(l).backward_into(&mut gb.g_tmp, &gb.g_x);
-            linear_backward(&mut gb.g_r, false, g.proj_w, g.proj_b, &gb.g_tmp, &a.atty, p.proj_w, bt, d, d);
-            attention::backward(&mut gb.g_qkv, &mut acts.att_scratch, &gb.g_r, &a.qkv, &a.att, shape, drops.attn(l));
-            linear_backward(&mut gb.g_x, true, g.attn_w, g.attn_b, &gb.g_qkv, x, p.attn_w, bt, d, 3 * d);
+            linear_backward(
+                &mut gb.g_r,
+                false,
+                g.proj_w,
+                g.proj_b,
+                &gb.g_tmp,
+                &a.atty,
+                p.proj_w,
+                bt,
+                d,
+                d,
+            );
+            attention::backward(
+                &mut gb.g_qkv,
+                &mut acts.att_scratch,
+                &gb.g_r,
+                &a.qkv,
+                &a.att,
+                shape,
+                drops.attn(l),
+            );
+            linear_backward(
+                &mut gb.g_x,
+                true,
+                g.attn_w,
+                g.attn_b,
+                &gb.g_qkv,
+                x,
+                p.attn_w,
+                bt,
+                d,
+                3 * d,
+            );
         }
         drops.embd().apply(&mut gb.g_x, 0);
         embedding::backward(gw.wte, gw.wpe, &gb.g_x, ids, t, d);

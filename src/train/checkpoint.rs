@@ -4,8 +4,10 @@ use super::optim::AdamW;
 use crate::data::Sampling;
 use crate::error::{Error, Result};
 use crate::io::{write_atomic, write_dir_atomic};
-use crate::model::checkpoint::{copy_f32, load_model, read_safetensors, safetensors_bytes, save_model};
 use crate::model::Gpt;
+use crate::model::checkpoint::{
+    copy_f32, load_model, read_safetensors, safetensors_bytes, save_model,
+};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -38,7 +40,12 @@ pub fn save(dir: &Path, model: &Gpt, opt: &AdamW, state: &TrainerState) -> Resul
         ])?;
         write_atomic(&tmp.join(OPTIMIZER_FILE), &bytes)?;
         let json = serde_json::json!({ "state": state, "adam_t": opt.t });
-        write_atomic(&tmp.join(STATE_FILE), serde_json::to_string_pretty(&json).expect("json").as_bytes())
+        write_atomic(
+            &tmp.join(STATE_FILE),
+            serde_json::to_string_pretty(&json)
+                .expect("json")
+                .as_bytes(),
+        )
     })
 }
 
@@ -47,18 +54,36 @@ pub fn load(dir: &Path, weight_decay: f32) -> Result<(Gpt, AdamW, TrainerState)>
     let model = load_model(dir)?;
     let sp = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&sp).map_err(|e| Error::io(&sp, e))?;
-    let bad = |m: String| Error::invalid(&sp, format!("{m}; the checkpoint is incomplete: resume from an earlier one"));
+    let bad = |m: String| {
+        Error::invalid(
+            &sp,
+            format!("{m}; the checkpoint is incomplete: resume from an earlier one"),
+        )
+    };
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let state: TrainerState = serde_json::from_value(v["state"].clone()).map_err(|e| bad(e.to_string()))?;
+    let state: TrainerState =
+        serde_json::from_value(v["state"].clone()).map_err(|e| bad(e.to_string()))?;
     let mut opt = AdamW::new(&model.config, weight_decay);
-    opt.t = v["adam_t"].as_u64().ok_or_else(|| bad("adam_t missing".into()))?;
+    opt.t = v["adam_t"]
+        .as_u64()
+        .ok_or_else(|| bad("adam_t missing".into()))?;
     let op = dir.join(OPTIMIZER_FILE);
     let bytes = read_safetensors(&op)?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::invalid(&op, format!("corrupt optimizer state ({e})")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::invalid(&op, format!("corrupt optimizer state ({e})")))?;
     for (name, dst) in [("exp_avg", &mut opt.m), ("exp_avg_sq", &mut opt.v)] {
-        let view = st.tensor(name).map_err(|e| Error::invalid(&op, format!("{name}: {e}")))?;
+        let view = st
+            .tensor(name)
+            .map_err(|e| Error::invalid(&op, format!("{name}: {e}")))?;
         if view.shape() != [dst.len()] {
-            return Err(Error::invalid(&op, format!("{name} has shape {:?}, the model has {} parameters", view.shape(), dst.len())));
+            return Err(Error::invalid(
+                &op,
+                format!(
+                    "{name} has shape {:?}, the model has {} parameters",
+                    view.shape(),
+                    dst.len()
+                ),
+            ));
         }
         copy_f32(&op, name, &view, dst)?;
     }
@@ -76,16 +101,24 @@ pub fn latest(run_dir: &Path) -> Result<Option<(u64, PathBuf)>> {
     let mut best: Option<(u64, PathBuf)> = None;
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !(name == "final" || name.strip_prefix("checkpoint-").is_some_and(|s| s.parse::<u64>().is_ok())) {
+        if !(name == "final"
+            || name
+                .strip_prefix("checkpoint-")
+                .is_some_and(|s| s.parse::<u64>().is_ok()))
+        {
             continue;
         }
         let sp = entry.path().join(STATE_FILE);
-        let Ok(text) = std::fs::read_to_string(&sp) else { continue };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-        if let Some(step) = v["state"]["step"].as_u64() {
-            if best.as_ref().is_none_or(|(s, _)| step > *s) {
-                best = Some((step, entry.path()));
-            }
+        let Ok(text) = std::fs::read_to_string(&sp) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        if let Some(step) = v["state"]["step"].as_u64()
+            && best.as_ref().is_none_or(|(s, _)| step > *s)
+        {
+            best = Some((step, entry.path()));
         }
     }
     Ok(best)

@@ -24,9 +24,21 @@ const CHUNK: usize = 1 << 14;
 
 impl AdamW {
     pub fn new(config: &Config, weight_decay: f32) -> Self {
-        let groups: Vec<(Range<usize>, bool)> = layout(config).into_iter().map(|t| (t.range(), t.decay)).collect();
+        let groups: Vec<(Range<usize>, bool)> = layout(config)
+            .into_iter()
+            .map(|t| (t.range(), t.decay))
+            .collect();
         let n = groups.last().map_or(0, |g| g.0.end);
-        AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, m: vec![0.0; n], v: vec![0.0; n], t: 0, groups }
+        AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            t: 0,
+            groups,
+        }
     }
 
     /// One update with learning rate `lr`.
@@ -37,11 +49,19 @@ impl AdamW {
         let bc2_sqrt = (1.0 - (b2 as f64).powi(self.t as i32)).sqrt() as f32;
         let step_size = (lr as f64 / bc1) as f32;
         for (r, decay) in &self.groups {
-            let shrink = if *decay { 1.0 - lr * self.weight_decay } else { 1.0 };
+            let shrink = if *decay {
+                1.0 - lr * self.weight_decay
+            } else {
+                1.0
+            };
             params[r.clone()]
                 .par_chunks_mut(CHUNK)
                 .zip(grads[r.clone()].par_chunks(CHUNK))
-                .zip(self.m[r.clone()].par_chunks_mut(CHUNK).zip(self.v[r.clone()].par_chunks_mut(CHUNK)))
+                .zip(
+                    self.m[r.clone()]
+                        .par_chunks_mut(CHUNK)
+                        .zip(self.v[r.clone()].par_chunks_mut(CHUNK)),
+                )
                 .for_each(|((p, g), (m, v))| {
                     for i in 0..p.len() {
                         let gi = g[i];
@@ -62,7 +82,9 @@ pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
     if max_norm > 0.0 {
         let coef = max_norm / (norm + 1e-6);
         if coef < 1.0 {
-            grads.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|g| *g *= coef));
+            grads
+                .par_chunks_mut(CHUNK)
+                .for_each(|c| c.iter_mut().for_each(|g| *g *= coef));
         }
     }
     norm

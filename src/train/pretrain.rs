@@ -93,10 +93,17 @@ const METRICS: &str = "metrics.jsonl";
 
 /// Keeps only the metric lines of steps `<= step` (after a resume).
 fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
     let kept: String = text
         .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     write_atomic(path, kept.as_bytes())
@@ -114,8 +121,11 @@ fn val_windows(val: &TokenData, seq: usize, max: usize) -> Result<(Vec<u32>, Vec
 /// Runs (or resumes) pre-training as `opts` says.
 pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     let micro = opts.micro_batch.unwrap_or(opts.batch);
-    if opts.batch == 0 || micro == 0 || opts.batch % micro != 0 {
-        return Err(Error::Config(format!("--batch {} must be a positive multiple of --micro-batch {micro}", opts.batch)));
+    if opts.batch == 0 || micro == 0 || !opts.batch.is_multiple_of(micro) {
+        return Err(Error::Config(format!(
+            "--batch {} must be a positive multiple of --micro-batch {micro}",
+            opts.batch
+        )));
     }
     if opts.seq == 0 || opts.steps == 0 {
         return Err(Error::Config("--seq and --steps must be positive".into()));
@@ -124,11 +134,20 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     let latest = checkpoint::latest(&opts.out)?;
     let (mut model, opt, start) = if opts.resume {
         let Some((_, dir)) = latest else {
-            return Err(Error::invalid(&opts.out, "--resume: no checkpoint with a trainer state here; start without --resume"));
+            return Err(Error::invalid(
+                &opts.out,
+                "--resume: no checkpoint with a trainer state here; start without --resume",
+            ));
         };
         let (model, opt, state) = checkpoint::load(&dir, opts.weight_decay)?;
         let want = (opts.seed, opts.batch, opts.seq, micro, opts.sampling);
-        let have = (state.seed, state.batch, state.seq, state.micro_batch, state.sampling);
+        let have = (
+            state.seed,
+            state.batch,
+            state.seq,
+            state.micro_batch,
+            state.sampling,
+        );
         if want != have {
             return Err(Error::invalid(
                 &dir,
@@ -142,7 +161,10 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         if let Some((step, dir)) = latest {
             return Err(Error::invalid(
                 &dir,
-                format!("{} already holds a run (at step {step}); pass --resume to continue it, or choose another --out", opts.out.display()),
+                format!(
+                    "{} already holds a run (at step {step}); pass --resume to continue it, or choose another --out",
+                    opts.out.display()
+                ),
             ));
         }
         let model = match &opts.model {
@@ -162,7 +184,10 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     }
     let c = model.config.clone();
     if opts.seq > c.n_positions {
-        return Err(Error::Config(format!("--seq {} exceeds the model's n_positions {}; lower --seq", opts.seq, c.n_positions)));
+        return Err(Error::Config(format!(
+            "--seq {} exceeds the model's n_positions {}; lower --seq",
+            opts.seq, c.n_positions
+        )));
     }
     let data = TokenData::open(&opts.data)?;
     data.check_vocab(c.vocab_size)?;
@@ -201,7 +226,11 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         sampling: opts.sampling,
         data: opts.data.clone(),
     };
-    let bar = if opts.progress { ProgressBar::new(end) } else { ProgressBar::hidden() };
+    let bar = if opts.progress {
+        ProgressBar::new(end)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
             .expect("template")
@@ -210,7 +239,10 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     bar.set_position(start);
     let data_seed = derive(opts.seed, 0xDA7A);
     let drop_seed = derive(opts.seed, 0xD209);
-    let (mut ids, mut targets) = (vec![0u32; opts.batch * opts.seq], vec![0u32; opts.batch * opts.seq]);
+    let (mut ids, mut targets) = (
+        vec![0u32; opts.batch * opts.seq],
+        vec![0u32; opts.batch * opts.seq],
+    );
     let (mut last_loss, mut last_val) = (None, None);
     let write_metric = |m: &mut std::fs::File, v: serde_json::Value| -> Result<()> {
         writeln!(m, "{v}").map_err(|e| Error::io(&metrics_path, e))
@@ -220,7 +252,14 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         let starts = sampler.starts(data_seed, step, opts.batch);
         sampler.fill(&starts, &mut ids, &mut targets);
         let lr = opts.schedule.lr(opts.lr, step, opts.warmup, opts.steps);
-        let stats = trainer.step(&ids, &targets, lr, opts.clip, Some(derive(drop_seed, step)), step + 1)?;
+        let stats = trainer.step(
+            &ids,
+            &targets,
+            lr,
+            opts.clip,
+            Some(derive(drop_seed, step)),
+            step + 1,
+        )?;
         let secs = t0.elapsed().as_secs_f64();
         let tps = stats.tokens as f64 / secs;
         let done = step + 1;
@@ -228,27 +267,46 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             "step": done, "loss": stats.loss, "lr": lr, "grad_norm": stats.grad_norm,
             "tokens_per_s": tps, "step_s": secs,
         });
-        if let Some((vi, vt)) = &val {
-            if (opts.eval_every > 0 && done % opts.eval_every == 0) || done == end {
-                let vl = trainer.eval_loss(vi, vt);
-                rec["val_loss"] = vl.into();
-                rec["val_ppl"] = vl.exp().into();
-                last_val = Some(vl);
-            }
+        if let Some((vi, vt)) = &val
+            && ((opts.eval_every > 0 && done.is_multiple_of(opts.eval_every)) || done == end)
+        {
+            let vl = trainer.eval_loss(vi, vt);
+            rec["val_loss"] = vl.into();
+            rec["val_ppl"] = vl.exp().into();
+            last_val = Some(vl);
         }
         write_metric(&mut metrics, rec)?;
         last_loss = Some(stats.loss);
         bar.set_position(done);
-        bar.set_message(format!("loss {:.4} lr {lr:.2e} {:.0} tok/s", stats.loss, tps));
+        bar.set_message(format!(
+            "loss {:.4} lr {lr:.2e} {:.0} tok/s",
+            stats.loss, tps
+        ));
         if opts.save_every > 0 && done % opts.save_every == 0 && done != end {
-            checkpoint::save(&opts.out.join(format!("checkpoint-{done}")), &trainer.model, &trainer.opt, &state_at(done))?;
+            checkpoint::save(
+                &opts.out.join(format!("checkpoint-{done}")),
+                &trainer.model,
+                &trainer.opt,
+                &state_at(done),
+            )?;
         }
     }
     bar.finish();
-    metrics.sync_all().map_err(|e| Error::io(&metrics_path, e))?;
-    let final_dir = if end < opts.steps { opts.out.join(format!("checkpoint-{end}")) } else { opts.out.join("final") };
+    metrics
+        .sync_all()
+        .map_err(|e| Error::io(&metrics_path, e))?;
+    let final_dir = if end < opts.steps {
+        opts.out.join(format!("checkpoint-{end}"))
+    } else {
+        opts.out.join("final")
+    };
     if end > start || !final_dir.exists() {
         checkpoint::save(&final_dir, &trainer.model, &trainer.opt, &state_at(end))?;
     }
-    Ok(Summary { step: end, loss: last_loss, val_loss: last_val, final_dir })
+    Ok(Summary {
+        step: end,
+        loss: last_loss,
+        val_loss: last_val,
+        final_dir,
+    })
 }

@@ -30,7 +30,14 @@ impl Trainer {
         let acts = Activations::new(&model.config, micro, t, true);
         let opt = AdamW::new(&model.config, weight_decay);
         let grads = vec![0.0; model.params.len()];
-        Trainer { model, grads, opt, acts, micro, t }
+        Trainer {
+            model,
+            grads,
+            opt,
+            acts,
+            micro,
+            t,
+        }
     }
 
     /// Activations for evaluation share the training buffers.
@@ -46,7 +53,8 @@ impl Trainer {
         let (mut sum, mut count) = (0.0f64, 0usize);
         for (i, tg) in ids.chunks(chunk).zip(targets.chunks(chunk)) {
             if i.len() != chunk {
-                let mut small = Activations::new(&self.model.config, i.len() / self.t, self.t, false);
+                let mut small =
+                    Activations::new(&self.model.config, i.len() / self.t, self.t, false);
                 self.model.logprobs(&mut small, i, tg, &mut lp[..i.len()]);
             } else {
                 self.model.logprobs(&mut self.acts, i, tg, &mut lp);
@@ -73,21 +81,38 @@ impl Trainer {
         step: u64,
     ) -> Result<StepStats> {
         let chunk = self.micro * self.t;
-        assert_eq!(ids.len() % chunk, 0, "batch must be a multiple of the micro-batch");
+        assert_eq!(
+            ids.len() % chunk,
+            0,
+            "batch must be a multiple of the micro-batch"
+        );
         let counted = targets.iter().filter(|&&t| t != IGNORE).count();
         let scale = 1.0 / counted.max(1) as f32;
         self.grads.iter_mut().for_each(|g| *g = 0.0);
         let mut nll = 0.0f64;
         for (k, (i, tg)) in ids.chunks(chunk).zip(targets.chunks(chunk)).enumerate() {
             let key = dropout_key.map(|key| derive(key, k as u64));
-            nll += self.model.forward_backward(&mut self.acts, &mut self.grads, i, tg, key, scale);
+            nll += self
+                .model
+                .forward_backward(&mut self.acts, &mut self.grads, i, tg, key, scale);
         }
         let loss = nll / counted.max(1) as f64;
         let grad_norm = clip_grad_norm(&mut self.grads, clip);
         if !loss.is_finite() || !grad_norm.is_finite() {
-            return Err(Error::Diverged { step, loss: if loss.is_finite() { grad_norm as f64 } else { loss } });
+            return Err(Error::Diverged {
+                step,
+                loss: if loss.is_finite() {
+                    grad_norm as f64
+                } else {
+                    loss
+                },
+            });
         }
         self.opt.step(&mut self.model.params, &self.grads, lr);
-        Ok(StepStats { loss, grad_norm, tokens: counted })
+        Ok(StepStats {
+            loss,
+            grad_norm,
+            tokens: counted,
+        })
     }
 }
