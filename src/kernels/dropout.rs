@@ -1,6 +1,6 @@
 //! Inverted dropout with masks regenerated from a counter-based key (never stored).
 
-use super::rng::bits;
+use super::rng::bits32;
 use rayon::prelude::*;
 
 /// One dropout site: probability `p` of zeroing, and the key its mask is drawn from.
@@ -29,7 +29,7 @@ impl Dropout {
     /// The multiplier for element `idx`: 0, or 1/(1-p) when kept.
     #[inline(always)]
     pub fn factor(&self, idx: u64, threshold: u32, scale: f32) -> f32 {
-        if ((bits(self.key, idx) >> 40) as u32) < threshold {
+        if (bits32(self.key, idx) >> 8) < threshold {
             0.0
         } else {
             scale

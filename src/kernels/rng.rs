@@ -24,6 +24,20 @@ pub fn bits(key: u64, idx: u64) -> u64 {
     mix64(key.wrapping_add(idx.wrapping_mul(GOLDEN)))
 }
 
+/// 32 random bits for element `idx` of stream `key`: 32-bit arithmetic only, so loops over
+/// `idx` vectorize (dropout masks). Each step is a bijection of `idx`, so distinct indices below
+/// 2^32 never share a draw within a stream.
+#[inline(always)]
+pub fn bits32(key: u64, idx: u64) -> u32 {
+    let mut h = (idx as u32 ^ key as u32).wrapping_mul(0x9E37_79B1);
+    h ^= (key >> 32) as u32 ^ (idx >> 32) as u32;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85EB_CA6B);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xC2B2_AE35);
+    h ^ (h >> 16)
+}
+
 /// A standard normal draw for element `idx` of stream `key` (Box–Muller in f64).
 pub fn normal(key: u64, idx: u64) -> f64 {
     let h1 = bits(key, 2 * idx);
