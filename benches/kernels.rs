@@ -1,0 +1,41 @@
+//! `cargo bench --bench kernels`: GFLOP/s of the matrix products of a gpt1 (4 × 512) training
+//! step, in each layout the model uses (median of 5 runs).
+
+use gpt1::kernels::matmul::{Mat, matmul};
+use std::time::Instant;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let (bt, d, v) = (2048, 768, 40_481);
+    // (label, m, n, k, a transposed, b transposed)
+    let shapes = [
+        ("qkv forward      x·W", bt, 3 * d, d, false, false),
+        ("qkv input grad   dY·Wᵀ", bt, d, 3 * d, false, true),
+        ("qkv weight grad  Xᵀ·dY", d, 3 * d, bt, true, false),
+        ("fc forward       x·W", bt, 4 * d, d, false, false),
+        ("head logits      h·Wteᵀ", 512, v, d, false, true),
+        ("head input grad  dL·Wte", 512, d, v, false, false),
+        ("head weight grad dLᵀ·h", v, d, 512, true, false),
+    ];
+    println!("{:28} {:>6} {:>6} {:>6} {:>9}", "product", "m", "n", "k", "GFLOP/s");
+    for (label, m, n, k, ta, tb) in shapes {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();
+        let mut c = vec![0.0f32; m * n];
+        let am = if ta { Mat::t(&a, m) } else { Mat::rows(&a, k) };
+        let bm = if tb { Mat::t(&b, k) } else { Mat::rows(&b, n) };
+        let mut times = Vec::new();
+        for _ in 0..6 {
+            let t0 = Instant::now();
+            matmul(&mut c, am, bm, m, n, k, false);
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        times.remove(0);
+        let g = 2.0 * (m * n * k) as f64 / median(times) / 1e9;
+        println!("{label:28} {m:>6} {n:>6} {k:>6} {g:>9.1}");
+    }
+}
