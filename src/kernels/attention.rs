@@ -26,6 +26,20 @@ impl Shape {
     }
 }
 
+/// `pd = dropout(p)` for one head's `[T, T]` probabilities (zero above the diagonal); element
+/// `(i, j)` draws its mask at index `off + i·T + j`, in the forward and the backward pass alike.
+fn dropped_probs(pd: &mut [f32], p: &[f32], t: usize, drop: Dropout, off: u64) {
+    let (th, sc) = (drop.threshold(), drop.scale());
+    for i in 0..t {
+        let base = off + (i * t) as u64;
+        let (row, prow) = (&mut pd[i * t..(i + 1) * t], &p[i * t..(i + 1) * t]);
+        for j in 0..=i {
+            row[j] = prow[j] * drop.factor(base + j as u64, th, sc);
+        }
+        row[i + 1..].fill(0.0);
+    }
+}
+
 /// `y[B, T, d]` = attention of `qkv`; `att[B, H, T, T]` receives the probabilities before
 /// dropout (zero above the diagonal); `scratch` (same size, only when dropout is active) holds
 /// the dropped-out probabilities.
@@ -43,7 +57,6 @@ pub fn forward(
     let scale = 1.0 / (dh as f32).sqrt();
     assert!(att.len() >= s.b * s.h * tt && y.len() >= s.b * t * d && qkv.len() >= s.b * t * d3);
     let yp = SendPtr(y.as_mut_ptr());
-    let (th, dsc) = (drop.threshold(), drop.scale());
     if drop.active() {
         assert!(scratch.len() >= s.b * s.h * tt);
     }
@@ -82,17 +95,7 @@ pub fn forward(
             let probs: &[f32] = if drop.active() {
                 // SAFETY: chunk bh of scratch (asserted long enough) belongs to this task alone.
                 let pd = unsafe { std::slice::from_raw_parts_mut(sp.get().add(bh * tt), tt) };
-                let off = (bh * tt) as u64;
-                for i in 0..t {
-                    for j in 0..t {
-                        let k = i * t + j;
-                        pd[k] = if j <= i {
-                            p[k] * drop.factor(off + k as u64, th, dsc)
-                        } else {
-                            0.0
-                        };
-                    }
-                }
+                dropped_probs(pd, p, t, drop, (bh * tt) as u64);
                 pd
             } else {
                 p
@@ -146,16 +149,7 @@ pub fn backward(
             let off = (bh * tt) as u64;
             // dV = P_dᵀ · dY, row block j0..j1 uses probability rows j0..t.
             if drop.active() {
-                for i in 0..t {
-                    for j in 0..t {
-                        let k = i * t + j;
-                        sc[k] = if j <= i {
-                            p[k] * drop.factor(off + k as u64, th, dsc)
-                        } else {
-                            0.0
-                        };
-                    }
-                }
+                dropped_probs(sc, p, t, drop, off);
             }
             {
                 let pd: &[f32] = if drop.active() { sc } else { p };
