@@ -8,6 +8,7 @@ pub mod eval;
 pub mod io;
 pub mod kernels;
 pub mod model;
+pub mod text;
 pub mod train;
 
 pub use error::{Error, Result};

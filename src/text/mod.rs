@@ -1,0 +1,5 @@
+//! Text: the tokenizer and corpus preparation. Knows nothing of models or tasks.
+
+pub mod tokenizer;
+
+pub use tokenizer::{Mode, Tokenizer};

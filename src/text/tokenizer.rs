@@ -1,0 +1,239 @@
+//! GPT-1's BPE tokenizer: the original vocabulary files (or their HF names), BPE with the
+//! `</w>` end-of-word suffix through the HF `tokenizers` crate, ids, and decoding.
+//!
+//! Mode `hf` is transformers' `OpenAIGPTTokenizer` of today: BERT normalizer (clean text,
+//! CJK characters split, lowercase, accents stripped), BERT pre-tokenizer (whitespace and
+//! punctuation), BPE; pieces outside the vocabulary become id 0, as transformers gives them.
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::{AddedToken, Tokenizer as HfTokenizer};
+
+/// The fine-tuning tokens, appended after the vocabulary in the original code's order.
+pub const SPECIAL_TOKENS: [&str; 3] = ["_start_", "_delimiter_", "_classify_"];
+/// transformers' unknown-token string; unknown pieces get id [`UNK_ID`].
+pub const UNK: &str = "<unk>";
+pub const UNK_ID: u32 = 0;
+const SUFFIX: &str = "</w>";
+
+/// The two file-name pairs a tokenizer directory may hold.
+pub const FILE_PAIRS: [(&str, &str); 2] = [
+    ("vocab.json", "merges.txt"),
+    ("encoder_bpe_40000.json", "vocab_40000.bpe"),
+];
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// transformers' `OpenAIGPTTokenizer` (BERT normalizer and pre-tokenizer).
+    Hf,
+}
+
+/// A loaded BPE vocabulary with its encoding pipeline.
+pub struct Tokenizer {
+    hf: HfTokenizer,
+    /// id → token string (BPE vocabulary, then the special tokens).
+    tokens: Vec<String>,
+    /// Merge rules in priority order, kept to write the files back.
+    merges: Vec<(String, String)>,
+    pub mode: Mode,
+}
+
+fn read(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::invalid(
+            path,
+            format!(
+                "not UTF-8 at byte {}; expected a BPE vocabulary file",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })?;
+    Ok(text
+        .strip_prefix('\u{feff}')
+        .map(str::to_string)
+        .unwrap_or(text))
+}
+
+/// Parses a merges file (`#version` header optional, one `left right` pair per line).
+pub fn parse_merges(path: &Path, text: &str) -> Result<Vec<(String, String)>> {
+    let mut merges = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() || (i == 0 && line.starts_with("#version")) {
+            continue;
+        }
+        let mut parts = line.split(' ');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty() => {
+                merges.push((a.to_string(), b.to_string()))
+            }
+            _ => {
+                return Err(Error::invalid(
+                    path,
+                    format!(
+                        "line {}: {line:?} is not a merge (two symbols separated by one space)",
+                        i + 1
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(merges)
+}
+
+impl Tokenizer {
+    /// Loads `DIR/vocab.json` + `DIR/merges.txt`, or the original `encoder_bpe_40000.json` +
+    /// `vocab_40000.bpe`.
+    pub fn load(dir: &Path, mode: Mode) -> Result<Self> {
+        let Some((v, m)) = FILE_PAIRS
+            .iter()
+            .find(|(v, m)| dir.join(v).exists() && dir.join(m).exists())
+        else {
+            return Err(Error::invalid(
+                dir,
+                "no BPE vocabulary here: expected vocab.json + merges.txt, or encoder_bpe_40000.json + vocab_40000.bpe",
+            ));
+        };
+        let (vp, mp) = (dir.join(v), dir.join(m));
+        let vocab: HashMap<String, u32> = serde_json::from_str(&read(&vp)?)
+            .map_err(|e| Error::invalid(&vp, format!("not a token → id JSON object ({e})")))?;
+        let merges = parse_merges(&mp, &read(&mp)?)?;
+        Self::from_parts(vocab, merges, mode).map_err(|m| Error::invalid(&vp, m))
+    }
+
+    /// Builds from a vocabulary (ids must be 0..n, each once) and merges.
+    pub fn from_parts(
+        vocab: HashMap<String, u32>,
+        merges: Vec<(String, String)>,
+        mode: Mode,
+    ) -> std::result::Result<Self, String> {
+        let n = vocab.len();
+        let mut tokens = vec![String::new(); n];
+        let mut seen = vec![false; n];
+        for (t, &id) in &vocab {
+            let i = id as usize;
+            if i >= n || seen[i] {
+                return Err(format!(
+                    "ids must run from 0 to {} once each; {t:?} has id {id}",
+                    n - 1
+                ));
+            }
+            seen[i] = true;
+            tokens[i] = t.clone();
+        }
+        for (a, b) in &merges {
+            if !vocab.contains_key(&format!("{a}{b}")) {
+                return Err(format!(
+                    "merge {a:?} {b:?} makes {:?}, which the vocabulary lacks",
+                    format!("{a}{b}")
+                ));
+            }
+        }
+        let mut model_vocab: tokenizers::models::bpe::Vocab =
+            vocab.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        model_vocab.entry(UNK.to_string()).or_insert(UNK_ID);
+        let bpe = BPE::builder()
+            .vocab_and_merges(model_vocab, merges.clone())
+            .unk_token(UNK.to_string())
+            .end_of_word_suffix(SUFFIX.to_string())
+            .build()
+            .map_err(|e| format!("building BPE: {e}"))?;
+        let mut hf = HfTokenizer::new(bpe);
+        hf.with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
+            .map_err(|e| format!("normalizer: {e}"))?;
+        hf.with_pre_tokenizer(Some(BertPreTokenizer));
+        hf.add_special_tokens([AddedToken::from(UNK, true)])
+            .map_err(|e| format!("special tokens: {e}"))?;
+        tokens.extend(SPECIAL_TOKENS.iter().map(|s| s.to_string()));
+        Ok(Tokenizer {
+            hf,
+            tokens,
+            merges,
+            mode,
+        })
+    }
+
+    /// Vocabulary size including the three special tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The BPE vocabulary alone (what the original files hold).
+    pub fn bpe_vocab_size(&self) -> usize {
+        self.tokens.len() - SPECIAL_TOKENS.len()
+    }
+
+    /// The id of `_start_`, `_delimiter_` or `_classify_`.
+    pub fn special_id(&self, name: &str) -> Option<u32> {
+        SPECIAL_TOKENS
+            .iter()
+            .position(|s| *s == name)
+            .map(|i| (self.bpe_vocab_size() + i) as u32)
+    }
+
+    pub fn token(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize).map(String::as_str)
+    }
+
+    /// Token ids of `text`.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .hf
+            .encode_fast(text, false)
+            .map_err(|e| Error::Config(format!("tokenizing: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Text of `ids`: tokens joined, each `</w>` becoming a space (transformers' BPE decoder).
+    /// Fails on an id outside the vocabulary.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let mut out = String::new();
+        for (k, &id) in ids.iter().enumerate() {
+            let t = self.token(id).ok_or_else(|| {
+                Error::Config(format!(
+                    "id {id} (position {k}) is outside the vocabulary of {} tokens",
+                    self.tokens.len()
+                ))
+            })?;
+            match t.strip_suffix(SUFFIX) {
+                Some(stem) => {
+                    out.push_str(stem);
+                    if k + 1 < ids.len() {
+                        out.push(' ');
+                    }
+                }
+                None => out.push_str(t),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes `vocab.json` and `merges.txt` (HF names; the special tokens are not in them).
+    pub fn save(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        use crate::io::write_atomic;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let vocab: serde_json::Map<String, serde_json::Value> = self.tokens
+            [..self.bpe_vocab_size()]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), serde_json::Value::from(i)))
+            .collect();
+        let vp = dir.join("vocab.json");
+        write_atomic(&vp, serde_json::to_string(&vocab).expect("json").as_bytes())?;
+        let mut m = String::from("#version: 0.2\n");
+        for (a, b) in &self.merges {
+            m.push_str(&format!("{a} {b}\n"));
+        }
+        let mp = dir.join("merges.txt");
+        write_atomic(&mp, m.as_bytes())?;
+        Ok(vec![vp, mp])
+    }
+}
