@@ -3,6 +3,7 @@
 mod bench;
 mod pretrain;
 mod score;
+mod text;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -28,6 +29,12 @@ enum Command {
     Pretrain(pretrain::Args),
     /// Per-token log-probabilities and perplexity of token sequences.
     Score(score::Args),
+    /// Token ids of a text (or of each line of a file).
+    Tokenize(text::TokenizeArgs),
+    /// Text of token ids.
+    Detokenize(text::DetokenizeArgs),
+    /// Tokenize a corpus into train.bin / val.bin shards.
+    Prepare(text::PrepareArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -45,5 +52,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pretrain(a) => pretrain::run(a),
         Command::Score(a) => score::run(a),
         Command::Bench(c) => bench::run(c),
+        Command::Tokenize(a) => text::tokenize(a),
+        Command::Detokenize(a) => text::detokenize(a),
+        Command::Prepare(a) => text::prepare_cmd(a),
     }
 }

@@ -1,0 +1,145 @@
+//! `tokenize`, `detokenize`, `prepare`.
+
+use anyhow::{Context, Result, bail};
+use gpt1::text::prepare::{PrepareOptions, prepare};
+use gpt1::text::{Mode, Tokenizer};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct TokenizeArgs {
+    /// Directory with vocab.json + merges.txt (or encoder_bpe_40000.json + vocab_40000.bpe).
+    #[arg(long)]
+    tokenizer: PathBuf,
+    #[arg(long, value_enum, default_value = "hf")]
+    mode: Mode,
+    /// The text to tokenize.
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    text: Option<String>,
+    /// A file: each line is one text.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// One JSON array of ids per text (default: ids separated by spaces).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DetokenizeArgs {
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// Token ids (separated by spaces or commas; a JSON array works too).
+    #[arg(long, num_args = 1.., required = true)]
+    ids: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PrepareArgs {
+    #[arg(long)]
+    tokenizer: PathBuf,
+    #[arg(long, value_enum, default_value = "hf")]
+    mode: Mode,
+    /// Text files, directories (their .txt files) or glob patterns.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<String>,
+    /// Output directory for train.bin and val.bin.
+    #[arg(long)]
+    out: PathBuf,
+    /// Share of the bytes (whole documents) that go to val.bin.
+    #[arg(long, default_value_t = 0.005)]
+    val_fraction: f64,
+    /// Worker threads (the output is identical for any number).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Drop Project Gutenberg's licence header and footer.
+    #[arg(long)]
+    strip_gutenberg: bool,
+    /// Fail on invalid UTF-8 instead of replacing it.
+    #[arg(long)]
+    strict: bool,
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn print_ids(out: &mut impl Write, ids: &[u32], json: bool) -> Result<()> {
+    if json {
+        writeln!(out, "{}", serde_json::to_string(ids)?)?;
+    } else {
+        let s: Vec<String> = ids.iter().map(u32::to_string).collect();
+        writeln!(out, "{}", s.join(" "))?;
+    }
+    Ok(())
+}
+
+pub fn tokenize(a: TokenizeArgs) -> Result<()> {
+    let tok = Tokenizer::load(&a.tokenizer, a.mode)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if let Some(t) = &a.text {
+        print_ids(&mut out, &tok.encode(t)?, a.json)?;
+    } else if let Some(p) = &a.file {
+        let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+        for (i, line) in std::io::BufReader::new(f).split(b'\n').enumerate() {
+            let line = line.with_context(|| format!("reading {}", p.display()))?;
+            let text = String::from_utf8_lossy(&line);
+            let text = text.strip_suffix('\r').unwrap_or(&text);
+            let ids = tok
+                .encode(text)
+                .with_context(|| format!("{}:{}", p.display(), i + 1))?;
+            print_ids(&mut out, &ids, a.json)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn detokenize(a: DetokenizeArgs) -> Result<()> {
+    let tok = Tokenizer::load(&a.tokenizer, Mode::Hf)?;
+    let mut ids = Vec::new();
+    for part in a
+        .ids
+        .iter()
+        .flat_map(|s| s.split([' ', ',', '[', ']', '\n']))
+        .filter(|s| !s.trim().is_empty())
+    {
+        match part.trim().parse::<u32>() {
+            Ok(v) => ids.push(v),
+            Err(_) => bail!("--ids: {part:?} is not a token id (expected non-negative integers)"),
+        }
+    }
+    println!("{}", tok.decode(&ids)?);
+    Ok(())
+}
+
+pub fn prepare_cmd(a: PrepareArgs) -> Result<()> {
+    let tok = Tokenizer::load(&a.tokenizer, a.mode)?;
+    let opts = PrepareOptions {
+        inputs: a.input,
+        out: a.out,
+        val_fraction: a.val_fraction,
+        strip_gutenberg: a.strip_gutenberg,
+        strict: a.strict,
+        progress: !a.quiet,
+    };
+    let run = || prepare(&tok, &opts);
+    let stats = match a.workers {
+        Some(n) => {
+            anyhow::ensure!(n > 0, "--workers must be at least 1");
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()?
+                .install(run)?
+        }
+        None => run()?,
+    };
+    for s in &stats.skipped_files {
+        eprintln!("skipped (not .txt): {s}");
+    }
+    if stats.invalid_utf8 > 0 {
+        eprintln!(
+            "replaced {} invalid UTF-8 sequences (use --strict to fail instead)",
+            stats.invalid_utf8
+        );
+    }
+    println!("{}", serde_json::to_string(&stats)?);
+    Ok(())
+}
