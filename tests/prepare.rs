@@ -170,7 +170,7 @@ fn prepare_is_deterministic_and_handles_messy_files() {
         train.len() as u64 + val.len() as u64,
         st["train_tokens"].as_u64().unwrap() + st["val_tokens"].as_u64().unwrap()
     );
-    assert!(val.len() > 0 && train.len() > 0);
+    assert!(!val.is_empty() && !train.is_empty());
     // The Gutenberg book contributes only "the story . he ends ." when it is in train.
     let all: Vec<u32> = (0..train.len())
         .map(|i| train.get(i))
