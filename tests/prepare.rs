@@ -267,3 +267,73 @@ fn prepare_is_deterministic_and_handles_messy_files() {
         "not a token → id JSON object",
     );
 }
+
+#[test]
+fn tokenizer_train_learns_the_requested_merges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let text = "the theory of the thing is that there is another thing. \n".repeat(40)
+        + &"she sells sea shells by the sea shore.\n".repeat(30);
+    std::fs::write(d.join("a.txt"), &text).unwrap();
+    let (o1, o2) = (d.join("t1"), d.join("t2"));
+    let js = ok(&[
+        "tokenizer",
+        "train",
+        "--input",
+        s(&d.join("a.txt")),
+        "--merges",
+        "20",
+        "--out",
+        s(&o1),
+    ]);
+    let js: serde_json::Value = serde_json::from_str(&js).unwrap();
+    assert_eq!(js["merges"], 20);
+    ok(&[
+        "tokenizer",
+        "train",
+        "--input",
+        s(&d.join("a.txt")),
+        "--merges",
+        "20",
+        "--out",
+        s(&o2),
+    ]);
+    for f in ["vocab.json", "merges.txt"] {
+        assert_eq!(
+            std::fs::read(o1.join(f)).unwrap(),
+            std::fs::read(o2.join(f)).unwrap(),
+            "{f} differs between runs"
+        );
+    }
+    let merges = std::fs::read_to_string(o1.join("merges.txt")).unwrap();
+    assert_eq!(merges.lines().count(), 21);
+    assert!(
+        merges.lines().nth(1).unwrap().starts_with("t h")
+            || merges.lines().nth(1).unwrap().starts_with("th e")
+    );
+    // Frequent words become single tokens; decoding gives the normalized text back.
+    let ids = ok(&[
+        "tokenize",
+        "--tokenizer",
+        s(&o1),
+        "--text",
+        "The thing is there.",
+    ]);
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    assert!(ids.len() <= 8, "{ids:?}");
+    let mut args = vec!["detokenize", "--tokenizer", s(&o1), "--ids"];
+    args.extend(ids.iter().copied());
+    assert_eq!(ok(&args).trim(), "the thing is there .");
+    let js = ok(&[
+        "tokenizer",
+        "train",
+        "--input",
+        s(&d.join("a.txt")),
+        "--merges",
+        "100000",
+        "--out",
+        s(&d.join("t3")),
+    ]);
+    let js: serde_json::Value = serde_json::from_str(&js).unwrap();
+    assert!(js["merges"].as_u64().unwrap() < 100_000);
+}

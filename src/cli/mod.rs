@@ -29,6 +29,9 @@ enum Command {
     Pretrain(pretrain::Args),
     /// Per-token log-probabilities and perplexity of token sequences.
     Score(score::Args),
+    /// Tokenizer training.
+    #[command(subcommand)]
+    Tokenizer(text::TokenizerCommand),
     /// Token ids of a text (or of each line of a file).
     Tokenize(text::TokenizeArgs),
     /// Text of token ids.
@@ -53,6 +56,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Score(a) => score::run(a),
         Command::Bench(c) => bench::run(c),
         Command::Tokenize(a) => text::tokenize(a),
+        Command::Tokenizer(c) => text::tokenizer(c),
         Command::Detokenize(a) => text::detokenize(a),
         Command::Prepare(a) => text::prepare_cmd(a),
     }

@@ -61,6 +61,52 @@ pub struct PrepareArgs {
     quiet: bool,
 }
 
+#[derive(clap::Subcommand, Debug)]
+pub enum TokenizerCommand {
+    /// Learn a BPE vocabulary from a corpus and write vocab.json + merges.txt.
+    Train(TrainArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Text files, directories (their .txt files) or glob patterns.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<String>,
+    #[arg(long, default_value_t = 40_000)]
+    merges: usize,
+    #[arg(long, value_enum, default_value = "hf")]
+    mode: Mode,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn tokenizer(c: TokenizerCommand) -> Result<()> {
+    match c {
+        TokenizerCommand::Train(a) => {
+            let mut skipped = Vec::new();
+            let files = gpt1::text::prepare::expand_inputs(&a.input, &mut skipped)?;
+            for s in &skipped {
+                eprintln!("skipped (not .txt): {s}");
+            }
+            let tok =
+                Tokenizer::train(&files, a.merges, a.mode).context("training the tokenizer")?;
+            let written = tok.save(&a.out)?;
+            if tok.num_merges() < a.merges {
+                eprintln!(
+                    "the corpus yields only {} merges (pairs seen at least twice), not {}",
+                    tok.num_merges(),
+                    a.merges
+                );
+            }
+            println!(
+                "{}",
+                serde_json::json!({"merges": tok.num_merges(), "vocab_size": tok.bpe_vocab_size(), "files": written})
+            );
+            Ok(())
+        }
+    }
+}
+
 fn print_ids(out: &mut impl Write, ids: &[u32], json: bool) -> Result<()> {
     if json {
         writeln!(out, "{}", serde_json::to_string(ids)?)?;

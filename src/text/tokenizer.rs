@@ -161,6 +161,101 @@ impl Tokenizer {
         })
     }
 
+    /// Learns `merges` BPE merges from text files (each line a text) with this mode's
+    /// normalizer and pre-tokenizer; the vocabulary is the initial symbols (characters, and
+    /// characters ending a word with `</w>`) plus the result of each merge.
+    pub fn train(files: &[PathBuf], merges: usize, mode: Mode) -> Result<Self> {
+        use tokenizers::models::TrainerWrapper;
+        use tokenizers::models::bpe::BpeTrainerBuilder;
+        for f in files {
+            if !f.is_file() {
+                return Err(Error::invalid(f, "no such file"));
+            }
+        }
+        // Ask for more than enough, then keep the first `merges` (BPE training is greedy, so
+        // they are exactly what a run stopping at `merges` would learn).
+        let trainer = BpeTrainerBuilder::new()
+            .vocab_size(merges + 20_000)
+            .min_frequency(2)
+            .end_of_word_suffix(SUFFIX.to_string())
+            .show_progress(false)
+            .build();
+        let mut trainer = TrainerWrapper::BpeTrainer(trainer);
+        let model = BPE::builder()
+            .end_of_word_suffix(SUFFIX.to_string())
+            .build()
+            .map_err(|e| Error::Config(format!("BPE: {e}")))?;
+        let mut hf = HfTokenizer::new(model);
+        hf.with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
+            .map_err(|e| Error::Config(format!("normalizer: {e}")))?;
+        hf.with_pre_tokenizer(Some(BertPreTokenizer));
+        let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        hf.train_from_files(&mut trainer, names)
+            .map_err(|e| Error::Config(format!("training BPE: {e}")))?;
+        let json =
+            serde_json::to_value(hf.get_model()).map_err(|e| Error::Config(format!("BPE: {e}")))?;
+        let learned: Vec<(String, String)> = json["merges"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| match m {
+                        serde_json::Value::Array(p) => {
+                            Some((p[0].as_str()?.to_string(), p[1].as_str()?.to_string()))
+                        }
+                        serde_json::Value::String(s) => s
+                            .split_once(' ')
+                            .map(|(a, b)| (a.to_string(), b.to_string())),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let kept: Vec<(String, String)> = learned.into_iter().take(merges).collect();
+        let results: std::collections::HashSet<String> =
+            kept.iter().map(|(a, b)| format!("{a}{b}")).collect();
+        // Initial symbols: every trained token that no merge produced.
+        let mut initial: Vec<(u32, String)> = json["vocab"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(t, id)| Some((id.as_u64()? as u32, t.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let all_results: std::collections::HashSet<String> = json["merges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| match m {
+                serde_json::Value::Array(p) => {
+                    Some(format!("{}{}", p[0].as_str()?, p[1].as_str()?))
+                }
+                serde_json::Value::String(s) => Some(s.replacen(' ', "", 1)),
+                _ => None,
+            })
+            .collect();
+        initial.retain(|(_, t)| !all_results.contains(t));
+        // The trainer numbers its alphabet in hash order; sort by symbol for stable ids.
+        initial.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut vocab: HashMap<String, u32> = HashMap::new();
+        for (_, t) in initial {
+            let n = vocab.len() as u32;
+            vocab.entry(t).or_insert(n);
+        }
+        for (a, b) in &kept {
+            let t = format!("{a}{b}");
+            let n = vocab.len() as u32;
+            vocab.entry(t).or_insert(n);
+        }
+        debug_assert!(results.iter().all(|t| vocab.contains_key(t)));
+        Self::from_parts(vocab, kept, mode).map_err(Error::Config)
+    }
+
+    /// The number of merge rules.
+    pub fn num_merges(&self) -> usize {
+        self.merges.len()
+    }
+
     /// Vocabulary size including the three special tokens.
     pub fn vocab_size(&self) -> usize {
         self.tokens.len()
