@@ -33,22 +33,25 @@ HARD = [
     "\ufeffBOM at start", "CRLF\r\nline\r\nends",
 ]
 
-tmp = tempfile.mkdtemp()
-shutil.copy(os.path.join(DATA, "gpt1-bpe", "encoder_bpe_40000.json"), os.path.join(tmp, "vocab.json"))
-shutil.copy(os.path.join(DATA, "gpt1-bpe", "vocab_40000.bpe"), os.path.join(tmp, "merges.txt"))
-tok = OpenAIGPTTokenizer.from_pretrained(tmp)
-
-
 def paragraphs(path):
     text = open(path, encoding="utf-8").read().replace("\r\n", "\n")
     return [p for p in text.split("\n\n") if p.strip()]
 
 
-out = {"transformers": __import__("transformers").__version__,
-       "hard": [{"text": s, "ids": tok.encode(s)} for s in HARD],
-       "books": []}
-for b in BOOKS:
-    ps = paragraphs(os.path.join(DATA, "corpus", "books", b))[:PARAS_PER_BOOK]
-    out["books"].append({"book": b, "paragraphs": len(ps), "ids": [tok.encode(p) for p in ps]})
-json.dump(out, open(OUT, "w"))
-print(OUT, sum(len(b["ids"]) for b in out["books"]), "paragraphs")
+def main():
+    tmp = tempfile.mkdtemp()
+    shutil.copy(os.path.join(DATA, "gpt1-bpe", "encoder_bpe_40000.json"), os.path.join(tmp, "vocab.json"))
+    shutil.copy(os.path.join(DATA, "gpt1-bpe", "vocab_40000.bpe"), os.path.join(tmp, "merges.txt"))
+    tok = OpenAIGPTTokenizer.from_pretrained(tmp)
+    out = {"transformers": __import__("transformers").__version__,
+           "hard": [{"text": s, "ids": tok.encode(s)} for s in HARD],
+           "books": []}
+    for b in BOOKS:
+        ps = paragraphs(os.path.join(DATA, "corpus", "books", b))[:PARAS_PER_BOOK]
+        out["books"].append({"book": b, "paragraphs": len(ps), "ids": [tok.encode(p) for p in ps]})
+    json.dump(out, open(OUT, "w"))
+    print(OUT, sum(len(b["ids"]) for b in out["books"]), "paragraphs")
+
+
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,7 @@
 //! CJK characters split, lowercase, accents stripped), BERT pre-tokenizer (whitespace and
 //! punctuation), BPE; pieces outside the vocabulary become id 0, as transformers gives them.
 
+use super::original::{OriginalBpe, Spacy, fix_text, text_standardize};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,9 @@ pub const FILE_PAIRS: [(&str, &str); 2] = [
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// The original GPT-1 pipeline: ftfy, `text_standardize`, spaCy's English tokenizer,
+    /// lowercase, BPE (see [`super::original`]).
+    Original,
     /// transformers' `OpenAIGPTTokenizer` (BERT normalizer and pre-tokenizer).
     Hf,
 }
@@ -43,6 +47,7 @@ pub struct Tokenizer {
     /// Merge rules in priority order, kept to write the files back.
     merges: Vec<(String, String)>,
     pub mode: Mode,
+    original: Option<(Spacy, OriginalBpe)>,
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -153,12 +158,8 @@ impl Tokenizer {
         hf.add_special_tokens([AddedToken::from(UNK, true)])
             .map_err(|e| format!("special tokens: {e}"))?;
         tokens.extend(SPECIAL_TOKENS.iter().map(|s| s.to_string()));
-        Ok(Tokenizer {
-            hf,
-            tokens,
-            merges,
-            mode,
-        })
+        let original = (mode == Mode::Original).then(|| (Spacy::english(), OriginalBpe::new(vocab, &merges)));
+        Ok(Tokenizer { hf, tokens, merges, mode, original })
     }
 
     /// Learns `merges` BPE merges from text files (each line a text) with this mode's
@@ -280,6 +281,14 @@ impl Tokenizer {
 
     /// Token ids of `text`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        if let Some((spacy, bpe)) = &self.original {
+            let clean = text_standardize(&fix_text(text));
+            let mut ids = Vec::with_capacity(clean.len() / 3);
+            for t in spacy.tokenize(&clean) {
+                bpe.ids(&t.to_lowercase(), &mut ids);
+            }
+            return Ok(ids);
+        }
         let enc = self
             .hf
             .encode_fast(text, false)
