@@ -284,6 +284,8 @@ pub struct Spacy {
     url: Option<Regex>,
     token_match: Option<Regex>,
     specials: HashMap<String, Vec<String>>,
+    /// Token boundaries per whitespace-free span, as spaCy caches them: words repeat.
+    cache: std::sync::RwLock<HashMap<String, Vec<(u32, u32)>>>,
 }
 
 impl Spacy {
@@ -303,6 +305,7 @@ impl Spacy {
             url: re("url"),
             token_match: re("token_match"),
             specials,
+            cache: Default::default(),
         }
     }
 
@@ -311,10 +314,22 @@ impl Spacy {
     }
 
     fn find_prefix(&self, s: &str) -> usize {
+        // Every prefix starts with a symbol, or is "US$", "C$" or "A$": skip the regex for
+        // other letters and digits.
+        if s.starts_with(|c: char| c.is_alphanumeric() && !matches!(c, 'U' | 'C' | 'A')) {
+            return 0;
+        }
         self.prefix.find(s).ok().flatten().filter(|m| m.start() == 0).map_or(0, |m| m.end())
     }
 
     fn find_suffix(&self, s: &str) -> usize {
+        // Suffixes ending in a letter are units or currencies after a digit, or 's / 'S: skip
+        // the regex for words that end in a letter and hold neither.
+        if s.ends_with(char::is_alphabetic)
+            && !s.contains(|c: char| c.is_numeric() || c == '\'' || c == '’')
+        {
+            return 0;
+        }
         self.suffix.find(s).ok().flatten().filter(|m| m.end() == s.len()).map_or(0, |m| m.end() - m.start())
     }
 
@@ -339,6 +354,27 @@ impl Spacy {
     }
 
     fn span<'a>(&self, s: &'a str, out: &mut Vec<&'a str>) {
+        if let Some(b) = self.cache.read().expect("cache lock").get(s) {
+            out.extend(b.iter().map(|&(x, y)| &s[x as usize..y as usize]));
+            return;
+        }
+        let first = out.len();
+        self.span_uncached(s, out);
+        let base = s.as_ptr() as usize;
+        let bounds: Vec<(u32, u32)> = out[first..]
+            .iter()
+            .map(|t| {
+                let x = t.as_ptr() as usize - base;
+                (x as u32, (x + t.len()) as u32)
+            })
+            .collect();
+        let mut c = self.cache.write().expect("cache lock");
+        if c.len() < 1 << 20 {
+            c.insert(s.to_string(), bounds);
+        }
+    }
+
+    fn span_uncached<'a>(&self, s: &'a str, out: &mut Vec<&'a str>) {
         if self.special(s, out) {
             return;
         }
@@ -385,7 +421,10 @@ impl Spacy {
         }
         out.extend(prefixes);
         if !string.is_empty() && !self.special(string, out) {
-            if Self::matches(&self.token_match, string) || Self::matches(&self.url, string) {
+            if Self::matches(&self.token_match, string) || (string.contains('.') && Self::matches(&self.url, string)) {
+                out.push(string);
+            } else if string.chars().all(char::is_alphanumeric) {
+                // Every infix pattern needs a character that is not a letter or digit.
                 out.push(string);
             } else {
                 let mut start = 0;
