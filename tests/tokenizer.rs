@@ -105,7 +105,8 @@ fn decode_inverts_encode_up_to_normalization() {
 fn original_parity(kind: &str) -> (usize, usize) {
     let Some(d) = data_dir() else { return (0, 0) };
     let tok = Tokenizer::load(&d.join("gpt1-bpe"), Mode::Original).unwrap();
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer_original.json");
+    let p =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer_original.json");
     let fx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     let (mut total, mut same) = (0, 0);
     if kind == "hard" {
@@ -115,14 +116,21 @@ fn original_parity(kind: &str) -> (usize, usize) {
             if tok.encode(text).unwrap() == ids(&case["ids"]) {
                 same += 1;
             } else {
-                eprintln!("differs: {text:?}\n  got  {:?}\n  want {:?}", tok.encode(text).unwrap(), ids(&case["ids"]));
+                eprintln!(
+                    "differs: {text:?}\n  got  {:?}\n  want {:?}",
+                    tok.encode(text).unwrap(),
+                    ids(&case["ids"])
+                );
             }
         }
     } else {
         for book in fx["books"].as_array().unwrap() {
             let name = book["book"].as_str().unwrap();
             let text = std::fs::read_to_string(d.join("corpus/books").join(name)).unwrap();
-            for (p, want) in paragraphs(&text).iter().zip(book["ids"].as_array().unwrap()) {
+            for (p, want) in paragraphs(&text)
+                .iter()
+                .zip(book["ids"].as_array().unwrap())
+            {
                 total += 1;
                 let got = tok.encode(p).unwrap();
                 if got == ids(want) {
@@ -130,7 +138,12 @@ fn original_parity(kind: &str) -> (usize, usize) {
                 } else {
                     let w = ids(want);
                     let k = got.iter().zip(&w).take_while(|(a, b)| a == b).count();
-                    let show = |v: &[u32]| v[k.saturating_sub(3)..(k + 5).min(v.len())].iter().map(|&i| tok.token(i).unwrap_or("?").to_string()).collect::<Vec<_>>();
+                    let show = |v: &[u32]| {
+                        v[k.saturating_sub(3)..(k + 5).min(v.len())]
+                            .iter()
+                            .map(|&i| tok.token(i).unwrap_or("?").to_string())
+                            .collect::<Vec<_>>()
+                    };
                     eprintln!("{name}: got {:?} want {:?}", show(&got), show(&w));
                 }
             }
@@ -167,14 +180,19 @@ fn fnv(ids: &[u32]) -> u64 {
 fn original_mode_matches_python_on_every_tenth_paragraph_of_all_books() {
     let Some(d) = data_dir() else { return };
     let tok = Tokenizer::load(&d.join("gpt1-bpe"), Mode::Original).unwrap();
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer_original.json");
+    let p =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer_original.json");
     let fx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     let (mut total, mut same) = (0usize, 0usize);
     for book in fx["sample"].as_array().unwrap() {
         let name = book["book"].as_str().unwrap();
         let text = std::fs::read_to_string(d.join("corpus/books").join(name)).unwrap();
         let paras = paragraphs(&text);
-        for (p, want) in paras.iter().step_by(10).zip(book["hashes"].as_array().unwrap()) {
+        for (p, want) in paras
+            .iter()
+            .step_by(10)
+            .zip(book["hashes"].as_array().unwrap())
+        {
             total += 1;
             if format!("{:016x}", fnv(&tok.encode(p).unwrap())) == want.as_str().unwrap() {
                 same += 1;

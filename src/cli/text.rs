@@ -11,8 +11,10 @@ pub struct TokenizeArgs {
     /// Directory with vocab.json + merges.txt (or encoder_bpe_40000.json + vocab_40000.bpe).
     #[arg(long)]
     tokenizer: PathBuf,
-    #[arg(long, value_enum, default_value = "hf")]
-    mode: Mode,
+    /// original (ftfy, text_standardize, spaCy rules) or hf (transformers' tokenizer); default:
+    /// original for GPT-1's own vocabulary, hf for others.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
     /// The text to tokenize.
     #[arg(long, conflicts_with = "file", required_unless_present = "file")]
     text: Option<String>,
@@ -37,8 +39,9 @@ pub struct DetokenizeArgs {
 pub struct PrepareArgs {
     #[arg(long)]
     tokenizer: PathBuf,
-    #[arg(long, value_enum, default_value = "hf")]
-    mode: Mode,
+    /// original or hf; default: original for GPT-1's own vocabulary, hf for others.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
     /// Text files, directories (their .txt files) or glob patterns.
     #[arg(long, num_args = 1.., required = true)]
     input: Vec<String>,
@@ -74,6 +77,7 @@ pub struct TrainArgs {
     input: Vec<String>,
     #[arg(long, default_value_t = 40_000)]
     merges: usize,
+    /// Normalization and pre-tokenization to learn with (only hf is trainable).
     #[arg(long, value_enum, default_value = "hf")]
     mode: Mode,
     #[arg(long)]
@@ -83,6 +87,10 @@ pub struct TrainArgs {
 pub fn tokenizer(c: TokenizerCommand) -> Result<()> {
     match c {
         TokenizerCommand::Train(a) => {
+            anyhow::ensure!(
+                a.mode == Mode::Hf,
+                "--mode original cannot be trained: it is GPT-1's fixed pipeline; use --mode hf"
+            );
             let mut skipped = Vec::new();
             let files = gpt1::text::prepare::expand_inputs(&a.input, &mut skipped)?;
             for s in &skipped {

@@ -9,7 +9,8 @@
 //! terminal escapes, control characters, NFC); its mojibake repair is not.
 
 use fancy_regex::Regex;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::HashMap as StdHashMap;
 use unicode_normalization::UnicodeNormalization;
 
 const SPACY_EN: &str = include_str!("spacy_en.json");
@@ -22,11 +23,16 @@ pub fn py_isspace(c: char) -> bool {
 /// Windows-1252 for the C1 range, as ftfy's `fix_c1_controls` decodes it.
 fn cp1252(c: char) -> Option<char> {
     const T: [u32; 32] = [
-        0x20AC, 0x81, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0x8D, 0x017D, 0x8F,
-        0x90, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x9D, 0x017E, 0x0178,
+        0x20AC, 0x81, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160,
+        0x2039, 0x0152, 0x8D, 0x017D, 0x8F, 0x90, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013,
+        0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x9D, 0x017E, 0x0178,
     ];
     let u = c as u32;
-    if (0x80..0xA0).contains(&u) { char::from_u32(T[(u - 0x80) as usize]) } else { None }
+    if (0x80..0xA0).contains(&u) {
+        char::from_u32(T[(u - 0x80) as usize])
+    } else {
+        None
+    }
 }
 
 fn ligature(c: char) -> Option<&'static str> {
@@ -117,13 +123,21 @@ fn unescape_html(s: &str) -> String {
         let replaced = body_end.and_then(|e| {
             let body = &tail[1..e];
             let ok = (1..=25).contains(&body.len())
-                && body.strip_prefix('#').unwrap_or(body).chars().all(|c| c.is_ascii_alphanumeric())
+                && body
+                    .strip_prefix('#')
+                    .unwrap_or(body)
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric())
                 && !body.strip_prefix('#').unwrap_or(body).is_empty();
             if !ok {
                 return None;
             }
             let rep = if let Some(num) = body.strip_prefix('#') {
-                let v = if let Some(h) = num.strip_prefix(['x', 'X']) { u32::from_str_radix(h, 16).ok()? } else { num.parse::<u32>().ok()? };
+                let v = if let Some(h) = num.strip_prefix(['x', 'X']) {
+                    u32::from_str_radix(h, 16).ok()?
+                } else {
+                    num.parse::<u32>().ok()?
+                };
                 let c = char::from_u32(v)?;
                 cp1252(c).unwrap_or(c).to_string()
             } else {
@@ -156,7 +170,9 @@ fn remove_terminal_escapes(s: &str) -> String {
     while let Some((i, c)) = it.next() {
         if c == '\u{1b}' && s[i + 1..].starts_with('[') {
             let body = &s[i + 2..];
-            let n = body.find(|ch: char| !(ch.is_ascii_digit() || ch == ';')).unwrap_or(body.len());
+            let n = body
+                .find(|ch: char| !(ch.is_ascii_digit() || ch == ';'))
+                .unwrap_or(body.len());
             if body[n..].starts_with(|ch: char| ch.is_ascii_alphabetic()) {
                 let skip_to = i + 2 + n + 1;
                 while it.peek().is_some_and(|(j, _)| *j < skip_to) {
@@ -183,7 +199,11 @@ fn sloppy_1252_byte(c: char) -> Option<u8> {
 /// Windows-1252 (`Ã©` for `é`, `â€œ` for `“`). The text is re-encoded and decoded again when
 /// that succeeds and yields non-ASCII characters; anything else is left alone.
 fn fix_mojibake(s: &str) -> Option<String> {
-    if s.is_ascii() || !s.chars().any(|c| matches!(c, 'Ã' | 'Â' | 'â' | 'Ð' | 'Ñ' | 'Ø' | 'Ù' | 'Å' | 'Ä')) {
+    if s.is_ascii()
+        || !s
+            .chars()
+            .any(|c| matches!(c, 'Ã' | 'Â' | 'â' | 'Ð' | 'Ñ' | 'Ø' | 'Ù' | 'Å' | 'Ä'))
+    {
         return None;
     }
     let bytes: Vec<u8> = s.chars().map(sloppy_1252_byte).collect::<Option<_>>()?;
@@ -191,8 +211,19 @@ fn fix_mojibake(s: &str) -> Option<String> {
     (fixed != s).then_some(fixed)
 }
 
+/// True when no step of [`fix_once`] can change `s`: ASCII without `&`, ESC, CR or other
+/// removed control characters (NFC is the identity on ASCII).
+fn nothing_to_fix(s: &str) -> bool {
+    s.bytes()
+        .all(|b| (0x20..0x7F).contains(&b) && b != b'&' || b == b'\n' || b == b'\t' || b == 0x0C)
+}
+
 fn fix_once(s: &str) -> String {
-    let s = if s.contains('<') { s.to_string() } else { unescape_html(s) };
+    let s = if s.contains('<') {
+        s.to_string()
+    } else {
+        unescape_html(s)
+    };
     let s = fix_mojibake(&s).unwrap_or(s);
     let mut t = String::with_capacity(s.len());
     for c in s.chars() {
@@ -216,14 +247,27 @@ fn fix_once(s: &str) -> String {
             _ => c,
         });
     }
-    let t = t.replace("\r\n", "\n").replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n");
+    let t = t
+        .replace("\r\n", "\n")
+        .replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n");
     let t = remove_terminal_escapes(&t);
-    let t: String = t.chars().filter(|&c| !is_removed_control(c)).collect();
-    t.nfc().collect()
+    let t: String = if t.chars().any(is_removed_control) {
+        t.chars().filter(|&c| !is_removed_control(c)).collect()
+    } else {
+        t
+    };
+    if unicode_normalization::is_nfc_quick(t.chars()) == unicode_normalization::IsNormalized::Yes {
+        t
+    } else {
+        t.nfc().collect()
+    }
 }
 
 /// ftfy's `fix_text` (default settings) for valid UTF-8 text, repeated to a fixed point.
 pub fn fix_text(s: &str) -> String {
+    if nothing_to_fix(s) {
+        return s.to_string();
+    }
     let mut cur = s.to_string();
     for _ in 0..4 {
         let next = fix_once(&cur);
@@ -237,13 +281,41 @@ pub fn fix_text(s: &str) -> String {
 
 /// The original code's `text_standardize`.
 pub fn text_standardize(s: &str) -> String {
-    const PADDED: &str = "-~!\";?+,)(\\/*[]}{|_";
-    let s = s.replace(['—', '–', '―'], "-").replace('…', "...").replace('´', "'");
+    fn padded(c: char) -> bool {
+        matches!(
+            c,
+            '-' | '~'
+                | '!'
+                | '"'
+                | ';'
+                | '?'
+                | '+'
+                | ','
+                | ')'
+                | '('
+                | '\\'
+                | '/'
+                | '*'
+                | '['
+                | ']'
+                | '}'
+                | '{'
+                | '|'
+                | '_'
+        )
+    }
+    let s = if s.is_ascii() {
+        s.to_string()
+    } else {
+        s.replace(['—', '–', '―'], "-")
+            .replace('…', "...")
+            .replace('´', "'")
+    };
     // Pad runs of one padded character with spaces.
     let mut a = String::with_capacity(s.len() + 16);
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
-        if PADDED.contains(c) {
+        if padded(c) {
             a.push(' ');
             a.push(c);
             while chars.peek() == Some(&c) {
@@ -290,13 +362,27 @@ pub struct Spacy {
 
 impl Spacy {
     pub fn english() -> Self {
-        let v: serde_json::Value = serde_json::from_str(SPACY_EN).expect("embedded spacy_en.json is valid");
-        let re = |k: &str| v[k].as_str().map(|p| Regex::new(p).unwrap_or_else(|e| panic!("embedded spaCy {k} pattern: {e}")));
+        let v: serde_json::Value =
+            serde_json::from_str(SPACY_EN).expect("embedded spacy_en.json is valid");
+        let re = |k: &str| {
+            v[k].as_str().map(|p| {
+                Regex::new(p).unwrap_or_else(|e| panic!("embedded spaCy {k} pattern: {e}"))
+            })
+        };
         let specials = v["special_cases"]
             .as_object()
             .expect("special_cases")
             .iter()
-            .map(|(k, p)| (k.clone(), p.as_array().expect("pieces").iter().map(|x| x.as_str().expect("piece").to_string()).collect()))
+            .map(|(k, p)| {
+                (
+                    k.clone(),
+                    p.as_array()
+                        .expect("pieces")
+                        .iter()
+                        .map(|x| x.as_str().expect("piece").to_string())
+                        .collect(),
+                )
+            })
             .collect();
         Spacy {
             prefix: re("prefix").expect("prefix"),
@@ -310,7 +396,8 @@ impl Spacy {
     }
 
     fn matches(re: &Option<Regex>, s: &str) -> bool {
-        re.as_ref().is_some_and(|r| r.find(s).ok().flatten().is_some_and(|m| m.start() == 0))
+        re.as_ref()
+            .is_some_and(|r| r.find(s).ok().flatten().is_some_and(|m| m.start() == 0))
     }
 
     fn find_prefix(&self, s: &str) -> usize {
@@ -319,7 +406,12 @@ impl Spacy {
         if s.starts_with(|c: char| c.is_alphanumeric() && !matches!(c, 'U' | 'C' | 'A')) {
             return 0;
         }
-        self.prefix.find(s).ok().flatten().filter(|m| m.start() == 0).map_or(0, |m| m.end())
+        self.prefix
+            .find(s)
+            .ok()
+            .flatten()
+            .filter(|m| m.start() == 0)
+            .map_or(0, |m| m.end())
     }
 
     fn find_suffix(&self, s: &str) -> usize {
@@ -330,7 +422,12 @@ impl Spacy {
         {
             return 0;
         }
-        self.suffix.find(s).ok().flatten().filter(|m| m.end() == s.len()).map_or(0, |m| m.end() - m.start())
+        self.suffix
+            .find(s)
+            .ok()
+            .flatten()
+            .filter(|m| m.end() == s.len())
+            .map_or(0, |m| m.end() - m.start())
     }
 
     /// Tokens of `text` (spaCy's `Doc` token texts, whitespace tokens included).
@@ -421,7 +518,9 @@ impl Spacy {
         }
         out.extend(prefixes);
         if !string.is_empty() && !self.special(string, out) {
-            if Self::matches(&self.token_match, string) || (string.contains('.') && Self::matches(&self.url, string)) {
+            if Self::matches(&self.token_match, string)
+                || (string.contains('.') && Self::matches(&self.url, string))
+            {
                 out.push(string);
             } else if string.chars().all(char::is_alphanumeric) {
                 // Every infix pattern needs a character that is not a letter or digit.
@@ -448,7 +547,9 @@ impl Spacy {
 
     /// Emits a special case's pieces (slices of `s`) when `s` is one.
     fn special<'a>(&self, s: &'a str, out: &mut Vec<&'a str>) -> bool {
-        let Some(pieces) = self.specials.get(s) else { return false };
+        let Some(pieces) = self.specials.get(s) else {
+            return false;
+        };
         let mut at = 0;
         for p in pieces {
             match s[at..].find(p.as_str()) {
@@ -475,19 +576,31 @@ pub struct OriginalBpe {
 }
 
 impl OriginalBpe {
-    pub fn new(encoder: HashMap<String, u32>, merges: &[(String, String)]) -> Self {
-        let ranks = merges.iter().enumerate().map(|(i, (a, b))| ((a.clone(), b.clone()), i as u32)).collect();
-        OriginalBpe { ranks, encoder, cache: Default::default() }
+    pub fn new(encoder: StdHashMap<String, u32>, merges: &[(String, String)]) -> Self {
+        let encoder = encoder.into_iter().collect();
+        let ranks = merges
+            .iter()
+            .enumerate()
+            .map(|(i, (a, b))| ((a.clone(), b.clone()), i as u32))
+            .collect();
+        OriginalBpe {
+            ranks,
+            encoder,
+            cache: Default::default(),
+        }
     }
 
-    /// Ids of one (lowercased) spaCy token.
+    /// Ids of one spaCy token (lowercased here, as the original code does).
     pub fn ids(&self, token: &str, out: &mut Vec<u32>) {
         if let Some(v) = self.cache.read().expect("cache lock").get(token) {
             out.extend_from_slice(v);
             return;
         }
-        let pieces = self.bpe(token);
-        let ids: Vec<u32> = pieces.split(' ').map(|p| self.encoder.get(p).copied().unwrap_or(0)).collect();
+        let pieces = self.bpe(&token.to_lowercase());
+        let ids: Vec<u32> = pieces
+            .split(' ')
+            .map(|p| self.encoder.get(p).copied().unwrap_or(0))
+            .collect();
         out.extend_from_slice(&ids);
         let mut c = self.cache.write().expect("cache lock");
         if c.len() < 1 << 20 {
@@ -497,7 +610,9 @@ impl OriginalBpe {
 
     fn bpe(&self, token: &str) -> String {
         let chars: Vec<char> = token.chars().collect();
-        let Some((last, init)) = chars.split_last() else { return "</w>".to_string() };
+        let Some((last, init)) = chars.split_last() else {
+            return "</w>".to_string();
+        };
         let mut word: Vec<String> = init.iter().map(|c| c.to_string()).collect();
         word.push(format!("{last}</w>"));
         if word.len() == 1 {
@@ -506,9 +621,15 @@ impl OriginalBpe {
         loop {
             let best = word
                 .windows(2)
-                .filter_map(|w| self.ranks.get(&(w[0].clone(), w[1].clone())).map(|&r| (r, w[0].clone(), w[1].clone())))
+                .filter_map(|w| {
+                    self.ranks
+                        .get(&(w[0].clone(), w[1].clone()))
+                        .map(|&r| (r, w[0].clone(), w[1].clone()))
+                })
                 .min();
-            let Some((_, first, second)) = best else { break };
+            let Some((_, first, second)) = best else {
+                break;
+            };
             let mut new = Vec::with_capacity(word.len());
             let mut i = 0;
             while i < word.len() {
@@ -526,6 +647,10 @@ impl OriginalBpe {
             }
         }
         let joined = word.join(" ");
-        if joined == "\n  </w>" { "\n</w>".to_string() } else { joined }
+        if joined == "\n  </w>" {
+            "\n</w>".to_string()
+        } else {
+            joined
+        }
     }
 }

@@ -39,6 +39,21 @@ pub enum Mode {
     Hf,
 }
 
+/// The size of GPT-1's own BPE vocabulary (`encoder_bpe_40000.json`).
+pub const GPT1_BPE_VOCAB: usize = 40_478;
+
+impl Mode {
+    /// The default for a vocabulary: `original` for GPT-1's own (which that pipeline made),
+    /// `hf` for any other (what `tokenizer train` learns with).
+    pub fn default_for(bpe_vocab_size: usize) -> Mode {
+        if bpe_vocab_size == GPT1_BPE_VOCAB {
+            Mode::Original
+        } else {
+            Mode::Hf
+        }
+    }
+}
+
 /// A loaded BPE vocabulary with its encoding pipeline.
 pub struct Tokenizer {
     hf: HfTokenizer,
@@ -96,8 +111,9 @@ pub fn parse_merges(path: &Path, text: &str) -> Result<Vec<(String, String)>> {
 
 impl Tokenizer {
     /// Loads `DIR/vocab.json` + `DIR/merges.txt`, or the original `encoder_bpe_40000.json` +
-    /// `vocab_40000.bpe`.
-    pub fn load(dir: &Path, mode: Mode) -> Result<Self> {
+    /// `vocab_40000.bpe`; `mode` `None` picks [`Mode::default_for`] the vocabulary.
+    pub fn load(dir: &Path, mode: impl Into<Option<Mode>>) -> Result<Self> {
+        let mode = mode.into();
         let Some((v, m)) = FILE_PAIRS
             .iter()
             .find(|(v, m)| dir.join(v).exists() && dir.join(m).exists())
@@ -111,6 +127,7 @@ impl Tokenizer {
         let vocab: HashMap<String, u32> = serde_json::from_str(&read(&vp)?)
             .map_err(|e| Error::invalid(&vp, format!("not a token → id JSON object ({e})")))?;
         let merges = parse_merges(&mp, &read(&mp)?)?;
+        let mode = mode.unwrap_or(Mode::default_for(vocab.len()));
         Self::from_parts(vocab, merges, mode).map_err(|m| Error::invalid(&vp, m))
     }
 
@@ -158,8 +175,15 @@ impl Tokenizer {
         hf.add_special_tokens([AddedToken::from(UNK, true)])
             .map_err(|e| format!("special tokens: {e}"))?;
         tokens.extend(SPECIAL_TOKENS.iter().map(|s| s.to_string()));
-        let original = (mode == Mode::Original).then(|| (Spacy::english(), OriginalBpe::new(vocab, &merges)));
-        Ok(Tokenizer { hf, tokens, merges, mode, original })
+        let original =
+            (mode == Mode::Original).then(|| (Spacy::english(), OriginalBpe::new(vocab, &merges)));
+        Ok(Tokenizer {
+            hf,
+            tokens,
+            merges,
+            mode,
+            original,
+        })
     }
 
     /// Learns `merges` BPE merges from text files (each line a text) with this mode's
@@ -285,7 +309,7 @@ impl Tokenizer {
             let clean = text_standardize(&fix_text(text));
             let mut ids = Vec::with_capacity(clean.len() / 3);
             for t in spacy.tokenize(&clean) {
-                bpe.ids(&t.to_lowercase(), &mut ids);
+                bpe.ids(t, &mut ids);
             }
             return Ok(ids);
         }
