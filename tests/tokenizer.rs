@@ -205,3 +205,35 @@ fn original_mode_matches_python_on_every_tenth_paragraph_of_all_books() {
     assert!(total > 10_000, "{total}");
     assert!(same as f64 >= 0.999 * total as f64, "{same} of {total}");
 }
+
+#[test]
+fn original_mode_round_trip_gives_the_normalized_tokens() {
+    use gpt1::text::original::{Spacy, fix_text, text_standardize};
+    let Some(d) = data_dir() else { return };
+    let tok = Tokenizer::load(&d.join("gpt1-bpe"), None).unwrap();
+    assert_eq!(
+        tok.mode,
+        Mode::Original,
+        "GPT-1's vocabulary defaults to the original pipeline"
+    );
+    let spacy = Spacy::english();
+    for text in [
+        "“Don't,” she said—quietly… It's 5 o'clock.",
+        "Mr. Smith's e-mail: a@b.com (really!)\n\nNew paragraph.",
+    ] {
+        let clean = text_standardize(&fix_text(text));
+        let want: Vec<String> = spacy
+            .tokenize(&clean)
+            .iter()
+            .map(|t| t.to_lowercase())
+            .collect();
+        let got = tok.decode(&tok.encode(text).unwrap()).unwrap();
+        assert_eq!(
+            got.split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>(),
+            want.iter()
+                .map(|s| s.trim_end_matches(' '))
+                .collect::<Vec<_>>(),
+            "{text:?}"
+        );
+    }
+}

@@ -552,16 +552,13 @@ impl Spacy {
         };
         let mut at = 0;
         for p in pieces {
-            match s[at..].find(p.as_str()) {
-                Some(j) if j == 0 => {
-                    out.push(&s[at..at + p.len()]);
-                    at += p.len();
-                }
-                // A piece that is not a substring in place (spaCy's ORTH always is); keep s.
-                _ => {
-                    out.push(&s[at..]);
-                    return true;
-                }
+            if s[at..].starts_with(p.as_str()) {
+                out.push(&s[at..at + p.len()]);
+                at += p.len();
+            } else {
+                // A piece that is not the text in place (spaCy's pieces always are): keep the rest.
+                out.push(&s[at..]);
+                return true;
             }
         }
         true
