@@ -237,3 +237,31 @@ fn original_mode_round_trip_gives_the_normalized_tokens() {
         );
     }
 }
+
+#[test]
+fn pipeline_stages_are_exposed_for_both_modes() {
+    let Some(d) = data_dir() else { return };
+    let text = "“Don't,” she said—quietly… café";
+    let orig = Tokenizer::load(&d.join("gpt1-bpe"), Mode::Original).unwrap();
+    assert_eq!(
+        orig.normalize(text).unwrap(),
+        "\" Don't , \" she said - quietly... café"
+    );
+    assert_eq!(
+        orig.words(text).unwrap(),
+        [
+            "\"", "do", "n't", ",", "\"", "she", "said", "-", "quietly", "...", "café"
+        ]
+    );
+    let hf = Tokenizer::load(&d.join("gpt1-bpe"), Mode::Hf).unwrap();
+    assert_eq!(
+        hf.normalize(text).unwrap(),
+        "“don't,” she said—quietly… cafe"
+    );
+    assert_eq!(
+        hf.words(text).unwrap(),
+        [
+            "“", "don", "'", "t", ",", "”", "she", "said", "—", "quietly", "…", "cafe"
+        ]
+    );
+}

@@ -303,7 +303,43 @@ impl Tokenizer {
         self.tokens.get(id as usize).map(String::as_str)
     }
 
-    /// Token ids of `text`.
+    /// Stage 1, normalize: the text the words are cut from (ftfy + `text_standardize` in
+    /// `original` mode; the BERT normalizer in `hf` mode).
+    pub fn normalize(&self, text: &str) -> Result<String> {
+        if self.original.is_some() {
+            return Ok(text_standardize(&fix_text(text)));
+        }
+        use tokenizers::{NormalizedString, Normalizer};
+        let mut n = NormalizedString::from(text);
+        BertNormalizer::new(true, true, None, true)
+            .normalize(&mut n)
+            .map_err(|e| Error::Config(format!("normalizing: {e}")))?;
+        Ok(n.get().to_string())
+    }
+
+    /// Stage 2, pre-tokenize: the words BPE sees (lowercased spaCy tokens in `original` mode;
+    /// BERT's whitespace/punctuation split in `hf` mode).
+    pub fn words(&self, text: &str) -> Result<Vec<String>> {
+        let norm = self.normalize(text)?;
+        if let Some((spacy, _)) = &self.original {
+            return Ok(spacy
+                .tokenize(&norm)
+                .iter()
+                .map(|t| t.to_lowercase())
+                .collect());
+        }
+        use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
+        let mut p = PreTokenizedString::from(norm.as_str());
+        BertPreTokenizer
+            .pre_tokenize(&mut p)
+            .map_err(|e| Error::Config(format!("pre-tokenizing: {e}")))?;
+        Ok(p.get_splits(OffsetReferential::Original, OffsetType::Byte)
+            .into_iter()
+            .map(|(w, _, _)| w.to_string())
+            .collect())
+    }
+
+    /// Token ids of `text`: normalize, pre-tokenize, BPE, ids in one pass.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         if let Some((spacy, bpe)) = &self.original {
             let clean = text_standardize(&fix_text(text));
