@@ -337,3 +337,44 @@ fn tokenizer_train_learns_the_requested_merges() {
     let js: serde_json::Value = serde_json::from_str(&js).unwrap();
     assert!(js["merges"].as_u64().unwrap() < 100_000);
 }
+
+#[test]
+fn tokenizer_train_in_original_mode_keeps_its_pipeline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(
+        d.join("a.txt"),
+        "“Don't,” she said—it's the thing. I don't know.\n".repeat(30),
+    )
+    .unwrap();
+    let out = d.join("t");
+    ok(&[
+        "tokenizer",
+        "train",
+        "--mode",
+        "original",
+        "--input",
+        s(&d.join("a.txt")),
+        "--merges",
+        "30",
+        "--out",
+        s(&out),
+    ]);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tokenizer_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["mode"], "original");
+    // Loaded without --mode, the directory's own pipeline applies: ftfy's straight quotes and
+    // spaCy's contraction split.
+    let ids = ok(&[
+        "tokenize",
+        "--tokenizer",
+        s(&out),
+        "--text",
+        "“I don't,” she said.",
+    ]);
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    let mut args = vec!["detokenize", "--tokenizer", s(&out), "--ids"];
+    args.extend(ids.iter().copied());
+    assert_eq!(ok(&args).trim(), "\" i do n't , \" she said .");
+}

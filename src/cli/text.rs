@@ -77,7 +77,7 @@ pub struct TrainArgs {
     input: Vec<String>,
     #[arg(long, default_value_t = 40_000)]
     merges: usize,
-    /// Normalization and pre-tokenization to learn with (only hf is trainable).
+    /// Normalization and pre-tokenization to learn with (saved in tokenizer_config.json).
     #[arg(long, value_enum, default_value = "hf")]
     mode: Mode,
     #[arg(long)]
@@ -87,10 +87,6 @@ pub struct TrainArgs {
 pub fn tokenizer(c: TokenizerCommand) -> Result<()> {
     match c {
         TokenizerCommand::Train(a) => {
-            anyhow::ensure!(
-                a.mode == Mode::Hf,
-                "--mode original cannot be trained: it is GPT-1's fixed pipeline; use --mode hf"
-            );
             let mut skipped = Vec::new();
             let files = gpt1::text::prepare::expand_inputs(&a.input, &mut skipped)?;
             for s in &skipped {

@@ -39,6 +39,9 @@ pub enum Mode {
     Hf,
 }
 
+/// Written beside the vocabulary by [`Tokenizer::save`]: the mode it was made for.
+pub const CONFIG_FILE: &str = "tokenizer_config.json";
+
 /// The size of GPT-1's own BPE vocabulary (`encoder_bpe_40000.json`).
 pub const GPT1_BPE_VOCAB: usize = 40_478;
 
@@ -127,7 +130,24 @@ impl Tokenizer {
         let vocab: HashMap<String, u32> = serde_json::from_str(&read(&vp)?)
             .map_err(|e| Error::invalid(&vp, format!("not a token → id JSON object ({e})")))?;
         let merges = parse_merges(&mp, &read(&mp)?)?;
-        let mode = mode.unwrap_or(Mode::default_for(vocab.len()));
+        let saved = dir.join(CONFIG_FILE);
+        let saved_mode = if saved.exists() {
+            let v: serde_json::Value = serde_json::from_str(&read(&saved)?)
+                .map_err(|e| Error::invalid(&saved, format!("not JSON ({e})")))?;
+            Some(
+                serde_json::from_value::<Mode>(v["mode"].clone()).map_err(|e| {
+                    Error::invalid(
+                        &saved,
+                        format!("\"mode\" must be \"original\" or \"hf\" ({e})"),
+                    )
+                })?,
+            )
+        } else {
+            None
+        };
+        let mode = mode
+            .or(saved_mode)
+            .unwrap_or(Mode::default_for(vocab.len()));
         Self::from_parts(vocab, merges, mode).map_err(|m| Error::invalid(&vp, m))
     }
 
@@ -186,8 +206,9 @@ impl Tokenizer {
         })
     }
 
-    /// Learns `merges` BPE merges from text files (each line a text) with this mode's
-    /// normalizer and pre-tokenizer; the vocabulary is the initial symbols (characters, and
+    /// Learns `merges` BPE merges from text files (each line a text) with `mode`'s
+    /// normalization and pre-tokenization (for `original`: ftfy, `text_standardize`, spaCy's
+    /// words, lowercased); the vocabulary is the initial symbols (characters, and
     /// characters ending a word with `</w>`) plus the result of each merge.
     pub fn train(files: &[PathBuf], merges: usize, mode: Mode) -> Result<Self> {
         use tokenizers::models::TrainerWrapper;
@@ -205,20 +226,49 @@ impl Tokenizer {
             .end_of_word_suffix(SUFFIX.to_string())
             .show_progress(false)
             .build();
-        let mut trainer = TrainerWrapper::BpeTrainer(trainer);
-        let model = BPE::builder()
-            .end_of_word_suffix(SUFFIX.to_string())
-            .build()
-            .map_err(|e| Error::Config(format!("BPE: {e}")))?;
-        let mut hf = HfTokenizer::new(model);
-        hf.with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
-            .map_err(|e| Error::Config(format!("normalizer: {e}")))?;
-        hf.with_pre_tokenizer(Some(BertPreTokenizer));
-        let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-        hf.train_from_files(&mut trainer, names)
-            .map_err(|e| Error::Config(format!("training BPE: {e}")))?;
-        let json =
-            serde_json::to_value(hf.get_model()).map_err(|e| Error::Config(format!("BPE: {e}")))?;
+        let json = if mode == Mode::Original {
+            use std::io::BufRead;
+            use tokenizers::Trainer;
+            let mut trainer = trainer;
+            let spacy = Spacy::english();
+            let mut lines = Vec::new();
+            for f in files {
+                let file = std::fs::File::open(f).map_err(|e| Error::io(f, e))?;
+                lines.extend(std::io::BufReader::new(file).lines().map_while(|l| l.ok()));
+            }
+            trainer
+                .feed(lines.iter(), |line| {
+                    let clean = text_standardize(&fix_text(line));
+                    Ok(spacy
+                        .tokenize(&clean)
+                        .iter()
+                        .map(|t| t.to_lowercase())
+                        .collect())
+                })
+                .map_err(|e| Error::Config(format!("training BPE: {e}")))?;
+            let mut model = BPE::builder()
+                .end_of_word_suffix(SUFFIX.to_string())
+                .build()
+                .map_err(|e| Error::Config(format!("BPE: {e}")))?;
+            trainer
+                .train(&mut model)
+                .map_err(|e| Error::Config(format!("training BPE: {e}")))?;
+            serde_json::to_value(&model).map_err(|e| Error::Config(format!("BPE: {e}")))?
+        } else {
+            let mut trainer = TrainerWrapper::BpeTrainer(trainer);
+            let model = BPE::builder()
+                .end_of_word_suffix(SUFFIX.to_string())
+                .build()
+                .map_err(|e| Error::Config(format!("BPE: {e}")))?;
+            let mut hf = HfTokenizer::new(model);
+            hf.with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
+                .map_err(|e| Error::Config(format!("normalizer: {e}")))?;
+            hf.with_pre_tokenizer(Some(BertPreTokenizer));
+            let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+            hf.train_from_files(&mut trainer, names)
+                .map_err(|e| Error::Config(format!("training BPE: {e}")))?;
+            serde_json::to_value(hf.get_model()).map_err(|e| Error::Config(format!("BPE: {e}")))?
+        };
         let learned: Vec<(String, String)> = json["merges"]
             .as_array()
             .map(|a| {
@@ -398,6 +448,12 @@ impl Tokenizer {
         }
         let mp = dir.join("merges.txt");
         write_atomic(&mp, m.as_bytes())?;
-        Ok(vec![vp, mp])
+        let cp = dir.join(CONFIG_FILE);
+        let cfg = serde_json::json!({"mode": self.mode, "special_tokens": SPECIAL_TOKENS, "unk_id": UNK_ID});
+        write_atomic(
+            &cp,
+            serde_json::to_string_pretty(&cfg).expect("json").as_bytes(),
+        )?;
+        Ok(vec![vp, mp, cp])
     }
 }
