@@ -1,39 +1,12 @@
 //! The command line end to end on tiny data the tests make themselves: pre-training, resume,
 //! determinism across threads, scoring, and bad input.
 
+mod common;
+use common::{fails, ok, s};
+
 use gpt1::data::shard::{write_bin, write_npy_2d};
 use gpt1::kernels::rng::Rng;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn gpt1(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpt1"))
-        .args(args)
-        .output()
-        .expect("run gpt1")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = gpt1(args);
-    assert!(
-        o.status.success(),
-        "gpt1 {args:?} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn fails(args: &[&str], needle: &str) -> String {
-    let o = gpt1(args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!o.status.success(), "gpt1 {args:?} should fail");
-    assert!(
-        err.contains(needle),
-        "gpt1 {args:?}: expected {needle:?} in:\n{err}"
-    );
-    assert!(!err.contains("panicked"), "panic: {err}");
-    err
-}
 
 const CONFIG: &str =
     r#"{"vocab_size": 64, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 4}"#;
@@ -53,10 +26,6 @@ fn setup(dir: &Path) {
         .collect();
     write_bin(&dir.join("train.bin"), &toks[..3500]).unwrap();
     write_bin(&dir.join("val.bin"), &toks[3500..]).unwrap();
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn train_args<'a>(dir: &'a Path, out: &'a str, extra: &[&'a str]) -> Vec<String> {

@@ -1,34 +1,11 @@
 //! `gpt1 prepare`, `tokenize`, `detokenize` end to end on a small vocabulary and corpus that
 //! the test writes itself.
 
+mod common;
+use common::{fails, ok, s};
+
 use gpt1::data::TokenData;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn gpt1(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpt1"))
-        .args(args)
-        .output()
-        .expect("run gpt1")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = gpt1(args);
-    assert!(
-        o.status.success(),
-        "gpt1 {args:?} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn fails(args: &[&str], needle: &str) {
-    let o = gpt1(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "gpt1 {args:?} should fail");
-    assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
 
 /// Letters a–z and '.' (alone and word-final), plus merges for "th", "the</w>", "he</w>".
 fn write_vocab(dir: &Path) {
@@ -55,8 +32,12 @@ fn write_vocab(dir: &Path) {
     .unwrap();
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+/// `detokenize(tokenize(text))` through the command line.
+fn round_trip(dir: &Path, text: &str) -> String {
+    let ids = ok(&["tokenize", "--tokenizer", s(dir), "--text", text]);
+    let mut args = vec!["detokenize", "--tokenizer", s(dir), "--ids"];
+    args.extend(ids.split_whitespace());
+    ok(&args).trim().to_string()
 }
 
 #[test]

@@ -241,7 +241,8 @@ fn tokenize_document(
     flush(&mut chunk)
 }
 
-/// A shard written incrementally: header placeholder, tokens, then the count; atomically.
+/// A shard written incrementally: a zeroed header, the tokens, then the header with the count;
+/// under a temporary name until complete.
 struct ShardWriter {
     path: PathBuf,
     tmp: PathBuf,
