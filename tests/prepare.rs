@@ -45,17 +45,7 @@ fn tokenize_and_detokenize_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     let v = tmp.path();
     write_vocab(v);
-    let ids = ok(&[
-        "tokenize",
-        "--tokenizer",
-        s(v),
-        "--text",
-        "The cat, the hat.",
-    ]);
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    let mut args = vec!["detokenize", "--tokenizer", s(v), "--ids"];
-    args.extend(ids.iter().copied());
-    assert_eq!(ok(&args).trim(), "the cat , the hat .");
+    assert_eq!(round_trip(v, "The cat, the hat."), "the cat , the hat .");
     std::fs::write(v.join("lines.txt"), "the\r\nhe said\n\n").unwrap();
     let out = ok(&[
         "tokenize",
@@ -300,11 +290,11 @@ fn tokenizer_train_learns_the_requested_merges() {
         "--text",
         "The thing is there.",
     ]);
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    assert!(ids.len() <= 8, "{ids:?}");
-    let mut args = vec!["detokenize", "--tokenizer", s(&o1), "--ids"];
-    args.extend(ids.iter().copied());
-    assert_eq!(ok(&args).trim(), "the thing is there .");
+    assert!(ids.split_whitespace().count() <= 8, "{ids:?}");
+    assert_eq!(
+        round_trip(&o1, "The thing is there."),
+        "the thing is there ."
+    );
     let js = ok(&[
         "tokenizer",
         "train",
@@ -347,15 +337,8 @@ fn tokenizer_train_in_original_mode_keeps_its_pipeline() {
     assert_eq!(cfg["mode"], "original");
     // Loaded without --mode, the directory's own pipeline applies: ftfy's straight quotes and
     // spaCy's contraction split.
-    let ids = ok(&[
-        "tokenize",
-        "--tokenizer",
-        s(&out),
-        "--text",
-        "“I don't,” she said.",
-    ]);
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    let mut args = vec!["detokenize", "--tokenizer", s(&out), "--ids"];
-    args.extend(ids.iter().copied());
-    assert_eq!(ok(&args).trim(), "\" i do n't , \" she said .");
+    assert_eq!(
+        round_trip(&out, "“I don't,” she said."),
+        "\" i do n't , \" she said ."
+    );
 }
