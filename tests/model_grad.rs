@@ -120,3 +120,70 @@ fn memorises_a_short_text() {
     eprintln!("loss after 250 steps: {last}");
     assert!(last < 0.25, "loss after 250 steps: {last}");
 }
+
+/// The body's backward with a task head's gradient on the extract states added (the
+/// fine-tuning objective L2 + λ·L1), checked against finite differences.
+#[test]
+fn head_plus_aux_lm_gradients_match_finite_differences() {
+    use gpt1::kernels::crossentropy::IGNORE;
+    use gpt1::kernels::dropout::Dropout;
+    use gpt1::tasks::{Head, HeadKind, Item, Target};
+    let c = small_config(0.1);
+    let model = Gpt::init(c.clone(), 8);
+    let (b, t, d) = (2, 7, c.n_embd);
+    let ids = tokens(b * t, 50, 3);
+    // Right padding on the second row: the LM loss ignores it, the extract token is before it.
+    let mut tg = tokens(b * t, 50, 4);
+    for x in tg[t + 4..].iter_mut() {
+        *x = IGNORE;
+    }
+    let items = vec![
+        Item {
+            features: vec![vec![t - 1]],
+            target: Target::Class(1),
+        },
+        Item {
+            features: vec![vec![t + 4]],
+            target: Target::Class(0),
+        },
+    ];
+    let head = Head::new(HeadKind::Classify, d, 3, 1);
+    let key = Some(5u64);
+    let hdrop = Dropout { p: 0.1, key: 99 };
+    let lambda = 0.5f32;
+    let counted = tg.iter().filter(|&&x| x != IGNORE).count() as f32;
+    let total = |m: &Gpt, grads: &mut Vec<f32>, hg: &mut Head| -> f64 {
+        let mut acts = Activations::new(&c, b, t, true);
+        m.forward(&mut acts, &ids, key);
+        let mut dh = vec![0.0f32; b * t * d];
+        let cls = head.loss_backward(hg, acts.hidden(), &items, hdrop, 0.5, &mut dh);
+        let nll = m.backward(
+            &mut acts,
+            grads,
+            &ids,
+            &tg,
+            key,
+            lambda / counted,
+            Some(&dh),
+        );
+        cls * 0.5 + nll * (lambda / counted) as f64
+    };
+    let mut grads = vec![0.0f32; model.params.len()];
+    let mut hg = head.zeros_like();
+    total(&model, &mut grads, &mut hg);
+    let n = model.params.len();
+    let eps = 1e-2f32;
+    let mut m = model.clone();
+    for i in (0..n).step_by(n / 60) {
+        let orig = m.params[i];
+        m.params[i] = orig + eps;
+        let lp = total(&m, &mut vec![0.0; n], &mut head.zeros_like());
+        m.params[i] = orig - eps;
+        let lm = total(&m, &mut vec![0.0; n], &mut head.zeros_like());
+        m.params[i] = orig;
+        let num = (lp - lm) / (2.0 * eps as f64);
+        let a = grads[i] as f64;
+        let err = (num - a).abs() / num.abs().max(a.abs()).max(1e-3);
+        assert!(err < 5e-2, "param {i}: numeric {num} analytic {a}");
+    }
+}

@@ -329,8 +329,26 @@ impl Gpt {
         dropout_key: Option<u64>,
         loss_scale: f32,
     ) -> f64 {
-        let c = &self.config;
         self.forward(acts, ids, dropout_key);
+        self.backward(acts, grads, ids, targets, dropout_key, loss_scale, None)
+    }
+
+    /// The backward pass after [`Gpt::forward`] with the same `ids` and `dropout_key`: the LM
+    /// loss `loss_scale · Σ −log p(targets | ids)` (skipped when `loss_scale` is 0), plus
+    /// `extra_dh`, a gradient on the last block's output `[B, T, d]` from a task head. Returns
+    /// the unscaled LM negative log-likelihood sum (0 when skipped).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        acts: &mut Activations,
+        grads: &mut [f32],
+        ids: &[u32],
+        targets: &[u32],
+        dropout_key: Option<u64>,
+        loss_scale: f32,
+        extra_dh: Option<&[f32]>,
+    ) -> f64 {
+        let c = &self.config;
         let (b, t, d) = (acts.b, acts.t, c.n_embd);
         let bt = b * t;
         let drops = self.drops(dropout_key);
@@ -342,16 +360,24 @@ impl Gpt {
             .as_mut()
             .expect("Activations::new(.., training = true) for backward");
         let last = acts.layers.last().expect("n_layer > 0");
-        let nll = crossentropy::forward_backward(
-            &mut gb.g_x,
-            gw.wte,
-            &mut acts.logits,
-            &last.ln2,
-            w.wte,
-            targets,
-            d,
-            loss_scale,
-        );
+        let nll = if loss_scale != 0.0 {
+            crossentropy::forward_backward(
+                &mut gb.g_x,
+                gw.wte,
+                &mut acts.logits,
+                &last.ln2,
+                w.wte,
+                targets,
+                d,
+                loss_scale,
+            )
+        } else {
+            gb.g_x.fill(0.0);
+            0.0
+        };
+        if let Some(extra) = extra_dh {
+            gb.g_x.iter_mut().zip(extra).for_each(|(g, e)| *g += e);
+        }
         for l in (0..c.n_layer).rev() {
             let x: &[f32] = if l == 0 {
                 &acts.encoded
