@@ -2,6 +2,7 @@
 
 pub mod sampler;
 pub mod shard;
+pub mod tasks;
 
 pub use sampler::{Sampler, Sampling};
 pub use shard::TokenData;

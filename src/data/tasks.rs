@@ -1,0 +1,713 @@
+//! Readers for the paper's datasets in their usual public forms, producing typed examples.
+//! Each error names the file and line and says what to do; `skip_bad_rows` counts instead.
+
+use crate::error::{Error, Result};
+use crate::tasks::{Example, HeadKind, Input, Target};
+use std::path::{Path, PathBuf};
+
+/// How a task is scored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Accuracy,
+    /// F1 of the positive class (and accuracy).
+    F1,
+    Matthews,
+    /// Pearson and Spearman correlations.
+    Correlation,
+}
+
+/// A known task: its shape, head and labels.
+#[derive(Clone, Debug)]
+pub struct TaskDef {
+    pub name: &'static str,
+    pub kind: HeadKind,
+    /// Class names in index order (classification); empty otherwise.
+    pub labels: &'static [&'static str],
+    pub metric: Metric,
+}
+
+impl TaskDef {
+    /// Outputs of the head: the classes, or 1 (a score per candidate, or a regression value).
+    pub fn n_out(&self) -> usize {
+        if self.kind == HeadKind::Classify {
+            self.labels.len()
+        } else {
+            1
+        }
+    }
+}
+
+const NLI3: &[&str] = &["entailment", "neutral", "contradiction"];
+const ENT2: &[&str] = &["entailment", "not_entailment"];
+const BIN: &[&str] = &["0", "1"];
+
+pub const TASKS: &[TaskDef] = &[
+    TaskDef {
+        name: "cola",
+        kind: HeadKind::Classify,
+        labels: BIN,
+        metric: Metric::Matthews,
+    },
+    TaskDef {
+        name: "sst2",
+        kind: HeadKind::Classify,
+        labels: BIN,
+        metric: Metric::Accuracy,
+    },
+    TaskDef {
+        name: "mrpc",
+        kind: HeadKind::Classify,
+        labels: BIN,
+        metric: Metric::F1,
+    },
+    TaskDef {
+        name: "qqp",
+        kind: HeadKind::Classify,
+        labels: BIN,
+        metric: Metric::F1,
+    },
+    TaskDef {
+        name: "stsb",
+        kind: HeadKind::Regress,
+        labels: &[],
+        metric: Metric::Correlation,
+    },
+    TaskDef {
+        name: "mnli",
+        kind: HeadKind::Classify,
+        labels: NLI3,
+        metric: Metric::Accuracy,
+    },
+    TaskDef {
+        name: "qnli",
+        kind: HeadKind::Classify,
+        labels: ENT2,
+        metric: Metric::Accuracy,
+    },
+    TaskDef {
+        name: "rte",
+        kind: HeadKind::Classify,
+        labels: ENT2,
+        metric: Metric::Accuracy,
+    },
+    TaskDef {
+        name: "wnli",
+        kind: HeadKind::Classify,
+        labels: BIN,
+        metric: Metric::Accuracy,
+    },
+    TaskDef {
+        name: "snli",
+        kind: HeadKind::Classify,
+        labels: NLI3,
+        metric: Metric::Accuracy,
+    },
+    TaskDef {
+        name: "scitail",
+        kind: HeadKind::Classify,
+        labels: &["entails", "neutral"],
+        metric: Metric::Accuracy,
+    },
+    TaskDef {
+        name: "race",
+        kind: HeadKind::Choice,
+        labels: &[],
+        metric: Metric::Accuracy,
+    },
+    TaskDef {
+        name: "storycloze",
+        kind: HeadKind::Choice,
+        labels: &[],
+        metric: Metric::Accuracy,
+    },
+];
+
+/// The task called `name` (case and `-`/`_` ignored: `SST-2`, `sst2`, `STS_B` all work).
+pub fn task(name: &str) -> Result<&'static TaskDef> {
+    let key: String = name
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .collect::<String>()
+        .to_lowercase();
+    TASKS.iter().find(|t| t.name == key).ok_or_else(|| {
+        let names: Vec<&str> = TASKS.iter().map(|t| t.name).collect();
+        Error::Config(format!(
+            "unknown task {name:?}; known tasks: {}",
+            names.join(", ")
+        ))
+    })
+}
+
+/// Examples of one split, and how many bad rows were skipped.
+#[derive(Clone, Debug, Default)]
+pub struct Split {
+    pub examples: Vec<Example>,
+    pub skipped: usize,
+    pub files: Vec<PathBuf>,
+}
+
+struct Rows {
+    path: PathBuf,
+    header: Vec<String>,
+    rows: Vec<(usize, Vec<String>)>,
+}
+
+fn read_delimited(path: &Path, delim: u8, quoting: bool, header: bool) -> Result<Rows> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::invalid(
+            path,
+            format!("not UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+        )
+    })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(delim)
+        .quoting(quoting)
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut rows = Vec::new();
+    for (i, rec) in r.records().enumerate() {
+        let rec = rec.map_err(|e| Error::invalid(path, format!("line {}: {e}", i + 1)))?;
+        rows.push((
+            rec.position().map_or(i + 1, |p| p.line() as usize),
+            rec.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        ));
+    }
+    let header = if header && !rows.is_empty() {
+        rows.remove(0).1
+    } else {
+        Vec::new()
+    };
+    Ok(Rows {
+        path: path.to_path_buf(),
+        header,
+        rows,
+    })
+}
+
+impl Rows {
+    fn col(&self, names: &[&str]) -> Result<usize> {
+        self.header
+            .iter()
+            .position(|h| names.contains(&h.trim()))
+            .ok_or_else(|| {
+                Error::invalid(
+                    &self.path,
+                    format!(
+                        "line 1: no column named {} in the header {:?}",
+                        names.join(" or "),
+                        self.header
+                    ),
+                )
+            })
+    }
+}
+
+/// Collects examples row by row; a bad row is an error, or skipped and counted.
+struct Builder<'a> {
+    skip_bad: bool,
+    split: &'a mut Split,
+}
+
+impl Builder<'_> {
+    fn push(
+        &mut self,
+        path: &Path,
+        line: usize,
+        r: std::result::Result<Example, String>,
+    ) -> Result<()> {
+        match r {
+            Ok(e) => self.split.examples.push(e),
+            Err(m) if self.skip_bad => {
+                let _ = (path, line, m);
+                self.split.skipped += 1;
+            }
+            Err(m) => {
+                return Err(Error::invalid(
+                    path,
+                    format!("line {line}: {m} (--skip-bad-rows skips such rows)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn text(s: &str, what: &str) -> std::result::Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        Err(format!("empty {what}"))
+    } else {
+        Ok(t.to_string())
+    }
+}
+
+fn class(def: &TaskDef, s: &str) -> std::result::Result<Target, String> {
+    let s = s.trim();
+    def.labels
+        .iter()
+        .position(|l| *l == s)
+        .map(Target::Class)
+        .ok_or_else(|| format!("unknown label {s:?}; expected one of {:?}", def.labels))
+}
+
+fn cell(row: &[String], i: usize, ncols: usize) -> std::result::Result<&str, String> {
+    row.get(i)
+        .map(String::as_str)
+        .ok_or_else(|| format!("{} columns, expected {ncols}", row.len()))
+}
+
+/// GLUE-style TSV (no quoting, as GLUE writes it): `cols` are the header names of the text
+/// columns and of the label (`None` for unlabelled test files).
+fn glue(
+    def: &TaskDef,
+    path: &Path,
+    text_cols: &[&[&str]],
+    label_col: Option<&[&str]>,
+    skip_bad: bool,
+    split: &mut Split,
+) -> Result<()> {
+    let rows = read_delimited(path, b'\t', false, true)?;
+    let tc: Vec<usize> = text_cols
+        .iter()
+        .map(|n| rows.col(n))
+        .collect::<Result<_>>()?;
+    let lc = match label_col {
+        Some(n) => Some(rows.col(n)?),
+        None => None,
+    };
+    let ncols = rows.header.len();
+    let mut b = Builder { skip_bad, split };
+    for (line, row) in &rows.rows {
+        let ex = (|| {
+            if row.len() < ncols {
+                return Err(format!("{} columns, expected {ncols}", row.len()));
+            }
+            let texts: Vec<String> = tc
+                .iter()
+                .map(|&i| text(cell(row, i, ncols)?, "text"))
+                .collect::<std::result::Result<_, _>>()?;
+            let target = match lc {
+                None => Target::None,
+                Some(i) if def.kind == HeadKind::Regress => {
+                    let v = cell(row, i, ncols)?;
+                    Target::Score(
+                        v.trim()
+                            .parse::<f32>()
+                            .map_err(|_| format!("score {v:?} is not a number"))?,
+                    )
+                }
+                Some(i) => class(def, cell(row, i, ncols)?)?,
+            };
+            let input = match (texts.len(), def.name) {
+                (1, _) => Input::Single(texts[0].clone()),
+                (_, "mrpc" | "qqp" | "stsb") => Input::Unordered {
+                    a: texts[0].clone(),
+                    b: texts[1].clone(),
+                },
+                _ => Input::Ordered {
+                    premise: texts[0].clone(),
+                    hypothesis: texts[1].clone(),
+                },
+            };
+            Ok(Example { input, target })
+        })();
+        b.push(path, *line, ex)?;
+    }
+    Ok(())
+}
+
+fn split_file(dir: &Path, names: &[&str]) -> Result<PathBuf> {
+    names
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            Error::invalid(
+                dir,
+                format!("missing split file: expected one of {names:?} here"),
+            )
+        })
+}
+
+/// Reads split `split` (`train`, `dev`, `test`; MNLI also `dev_mismatched`) of task `def`
+/// from `dir`.
+pub fn read_split(def: &TaskDef, dir: &Path, split: &str, skip_bad: bool) -> Result<Split> {
+    let mut out = Split::default();
+    let test = split == "test";
+    let name = match split {
+        "train" | "dev" | "test" | "dev_mismatched" => split,
+        other => {
+            return Err(Error::Config(format!(
+                "unknown split {other:?}: use train, dev or test (dev_mismatched for MNLI)"
+            )));
+        }
+    };
+    match def.name {
+        "cola" if !test => {
+            let path = split_file(dir, &[&format!("{name}.tsv")])?;
+            let rows = read_delimited(&path, b'\t', false, false)?;
+            let mut b = Builder {
+                skip_bad,
+                split: &mut out,
+            };
+            for (line, row) in &rows.rows {
+                let ex = (|| {
+                    if row.len() != 4 {
+                        return Err(format!(
+                            "{} columns, expected 4 (source, label, mark, sentence)",
+                            row.len()
+                        ));
+                    }
+                    Ok(Example {
+                        input: Input::Single(text(&row[3], "sentence")?),
+                        target: class(def, &row[1])?,
+                    })
+                })();
+                b.push(&path, *line, ex)?;
+            }
+            out.files.push(path);
+        }
+        "cola" | "sst2" => {
+            let path = split_file(dir, &[&format!("{name}.tsv")])?;
+            glue(
+                def,
+                &path,
+                &[&["sentence"]],
+                (!test).then_some(&["label"][..]),
+                skip_bad,
+                &mut out,
+            )?;
+            out.files.push(path);
+        }
+        "mrpc" => {
+            let path = split_file(dir, &[&format!("{name}.tsv")])?;
+            glue(
+                def,
+                &path,
+                &[&["#1 String"], &["#2 String"]],
+                (!test).then_some(&["Quality"][..]),
+                skip_bad,
+                &mut out,
+            )?;
+            out.files.push(path);
+        }
+        "qqp" => {
+            let path = split_file(dir, &[&format!("{name}.tsv")])?;
+            glue(
+                def,
+                &path,
+                &[&["question1"], &["question2"]],
+                (!test).then_some(&["is_duplicate"][..]),
+                skip_bad,
+                &mut out,
+            )?;
+            out.files.push(path);
+        }
+        "stsb" => {
+            let path = split_file(dir, &[&format!("{name}.tsv")])?;
+            glue(
+                def,
+                &path,
+                &[&["sentence1"], &["sentence2"]],
+                (!test).then_some(&["score"][..]),
+                skip_bad,
+                &mut out,
+            )?;
+            out.files.push(path);
+        }
+        "mnli" => {
+            let file = match name {
+                "dev" => "dev_matched.tsv".to_string(),
+                "dev_mismatched" => "dev_mismatched.tsv".to_string(),
+                "test" => "test_matched.tsv".to_string(),
+                n => format!("{n}.tsv"),
+            };
+            let path = split_file(dir, &[&file])?;
+            glue(
+                def,
+                &path,
+                &[&["sentence1"], &["sentence2"]],
+                (!test).then_some(&["gold_label"][..]),
+                skip_bad,
+                &mut out,
+            )?;
+            out.files.push(path);
+        }
+        "qnli" => {
+            let path = split_file(dir, &[&format!("{name}.tsv")])?;
+            glue(
+                def,
+                &path,
+                &[&["question"], &["sentence"]],
+                (!test).then_some(&["label"][..]),
+                skip_bad,
+                &mut out,
+            )?;
+            out.files.push(path);
+        }
+        "rte" | "wnli" => {
+            let path = split_file(dir, &[&format!("{name}.tsv")])?;
+            glue(
+                def,
+                &path,
+                &[&["sentence1"], &["sentence2"]],
+                (!test).then_some(&["label"][..]),
+                skip_bad,
+                &mut out,
+            )?;
+            out.files.push(path);
+        }
+        "snli" => read_snli(def, dir, name, skip_bad, &mut out)?,
+        "storycloze" => read_story_cloze(dir, name, skip_bad, &mut out)?,
+        other => {
+            return Err(Error::Config(format!(
+                "task {other}: no reader yet for its files"
+            )));
+        }
+    }
+    if out.examples.is_empty() {
+        return Err(Error::invalid(
+            out.files.first().map_or(dir, |p| p.as_path()),
+            format!("no examples in the {split} split"),
+        ));
+    }
+    Ok(out)
+}
+
+/// SNLI: the jsonl release (`snli_1.0_{split}.jsonl`) or three parallel files `s1.{split}`,
+/// `s2.{split}`, `labels.{split}`. Pairs without a gold label (`-`) are left out, as usual.
+fn read_snli(
+    def: &TaskDef,
+    dir: &Path,
+    split: &str,
+    skip_bad: bool,
+    out: &mut Split,
+) -> Result<()> {
+    let jsonl = dir.join(format!("snli_1.0_{split}.jsonl"));
+    let mut b = Builder {
+        skip_bad,
+        split: out,
+    };
+    if jsonl.exists() {
+        let body = std::fs::read_to_string(&jsonl).map_err(|e| Error::io(&jsonl, e))?;
+        for (i, line) in body
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let ex = (|| {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).map_err(|e| format!("not JSON ({e})"))?;
+                let g = v["gold_label"].as_str().unwrap_or("-");
+                if g == "-" {
+                    return Ok(None);
+                }
+                let s = |k: &str| text(v[k].as_str().unwrap_or(""), k);
+                Ok(Some(Example {
+                    input: Input::Ordered {
+                        premise: s("sentence1")?,
+                        hypothesis: s("sentence2")?,
+                    },
+                    target: class(def, g)?,
+                }))
+            })();
+            match ex {
+                Ok(None) => {}
+                Ok(Some(e)) => b.push(&jsonl, i + 1, Ok(e))?,
+                Err(m) => b.push(&jsonl, i + 1, Err(m))?,
+            }
+        }
+        b.split.files.push(jsonl);
+        return Ok(());
+    }
+    let paths: Vec<PathBuf> = ["s1", "s2", "labels"]
+        .iter()
+        .map(|p| dir.join(format!("{p}.{split}")))
+        .collect();
+    for p in &paths {
+        if !p.exists() {
+            return Err(Error::invalid(
+                dir,
+                format!(
+                    "missing split file: expected snli_1.0_{split}.jsonl, or s1.{split}, s2.{split} and labels.{split}"
+                ),
+            ));
+        }
+    }
+    let read = |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| Error::io(p, e));
+    let (s1, s2, lab) = (read(&paths[0])?, read(&paths[1])?, read(&paths[2])?);
+    let (s1, s2, lab): (Vec<&str>, Vec<&str>, Vec<&str>) = (
+        s1.lines().collect(),
+        s2.lines().collect(),
+        lab.lines().collect(),
+    );
+    if s1.len() != s2.len() || s1.len() != lab.len() {
+        return Err(Error::invalid(
+            &paths[2],
+            format!(
+                "the parallel files disagree: {} premises, {} hypotheses, {} labels",
+                s1.len(),
+                s2.len(),
+                lab.len()
+            ),
+        ));
+    }
+    for i in 0..s1.len() {
+        if lab[i].trim() == "-" {
+            continue;
+        }
+        let ex = (|| {
+            Ok(Example {
+                input: Input::Ordered {
+                    premise: text(s1[i], "premise")?,
+                    hypothesis: text(s2[i], "hypothesis")?,
+                },
+                target: class(def, lab[i])?,
+            })
+        })();
+        b.push(&paths[2], i + 1, ex)?;
+    }
+    b.split.files.extend(paths);
+    Ok(())
+}
+
+/// Story Cloze (spring 2016 csv). As the original code: train on the first 1,497 stories of the
+/// validation file, validate on its other 374, test on the test file.
+fn read_story_cloze(dir: &Path, split: &str, skip_bad: bool, out: &mut Split) -> Result<()> {
+    let find = |part: &str| -> Result<PathBuf> {
+        let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+        let mut found: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name().is_some_and(|n| {
+                    n.to_string_lossy().contains(part) && n.to_string_lossy().ends_with(".csv")
+                })
+            })
+            .collect();
+        found.sort();
+        found.into_iter().next().ok_or_else(|| {
+            Error::invalid(
+                dir,
+                format!("missing split file: no *{part}*.csv (the spring 2016 Story Cloze files)"),
+            )
+        })
+    };
+    let path = if split == "test" {
+        find("test")?
+    } else {
+        find("val")?
+    };
+    let rows = read_delimited(&path, b',', true, true)?;
+    let c = |n: &str| rows.col(&[n]);
+    let (s, q1, q2, ans) = (
+        [
+            c("InputSentence1")?,
+            c("InputSentence2")?,
+            c("InputSentence3")?,
+            c("InputSentence4")?,
+        ],
+        c("RandomFifthSentenceQuiz1")?,
+        c("RandomFifthSentenceQuiz2")?,
+        c("AnswerRightEnding")?,
+    );
+    let range = match split {
+        "train" => 0..1497.min(rows.rows.len()),
+        "dev" => 1497.min(rows.rows.len())..rows.rows.len(),
+        _ => 0..rows.rows.len(),
+    };
+    let mut b = Builder {
+        skip_bad,
+        split: out,
+    };
+    for (line, row) in &rows.rows[range] {
+        let ncols = rows.header.len();
+        let ex = (|| {
+            let ctx: Vec<String> = s
+                .iter()
+                .map(|&i| text(cell(row, i, ncols)?, "sentence"))
+                .collect::<std::result::Result<_, _>>()?;
+            let a = cell(row, ans, ncols)?.trim();
+            let target = match a {
+                "1" => Target::Class(0),
+                "2" => Target::Class(1),
+                other => return Err(format!("AnswerRightEnding {other:?} is not 1 or 2")),
+            };
+            Ok(Example {
+                input: Input::Choice {
+                    context: ctx.join(" "),
+                    question: String::new(),
+                    candidates: vec![
+                        text(cell(row, q1, ncols)?, "ending")?,
+                        text(cell(row, q2, ncols)?, "ending")?,
+                    ],
+                },
+                target,
+            })
+        })();
+        b.push(&path, *line, ex)?;
+    }
+    b.split.files.push(path);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glue_readers_and_their_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::write(p.join("train.tsv"), "index\tsentence1\tsentence2\tlabel\n0\tA man.\tA person.\tentailment\n1\tX\tY\tnot_entailment\n").unwrap();
+        let rte = task("RTE").unwrap();
+        let s = read_split(rte, p, "train", false).unwrap();
+        assert_eq!(s.examples.len(), 2);
+        assert_eq!(s.examples[1].target, Target::Class(1));
+        assert!(
+            matches!(&s.examples[0].input, Input::Ordered { premise, .. } if premise == "A man.")
+        );
+        std::fs::write(p.join("dev.tsv"), "index\tsentence1\tsentence2\tlabel\n0\tA\tB\tmaybe\n1\tA\n2\t\tB\tentailment\n3\tC\tD\tentailment\n").unwrap();
+        let e = read_split(rte, p, "dev", false).unwrap_err().to_string();
+        assert!(
+            e.contains("dev.tsv") && e.contains("line 2") && e.contains("unknown label \"maybe\""),
+            "{e}"
+        );
+        let s = read_split(rte, p, "dev", true).unwrap();
+        assert_eq!((s.examples.len(), s.skipped), (1, 3));
+        assert!(
+            read_split(rte, p, "test", false)
+                .unwrap_err()
+                .to_string()
+                .contains("missing split file")
+        );
+        assert!(
+            task("nope")
+                .unwrap_err()
+                .to_string()
+                .contains("known tasks")
+        );
+        // MRPC's header starts with a byte-order mark; it is an unordered pair.
+        std::fs::write(
+            p.join("train.tsv"),
+            "\u{feff}Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\tA \"quoted\" one.\tB\n",
+        )
+        .unwrap();
+        let s = read_split(task("mrpc").unwrap(), p, "train", false).unwrap();
+        assert!(
+            matches!(&s.examples[0].input, Input::Unordered { a, .. } if a == "A \"quoted\" one.")
+        );
+        // CoLA has no header.
+        std::fs::write(
+            p.join("train.tsv"),
+            "gj04\t1\t\tOur friends won't buy this.\ngj04\t0\t*\tBad one.\n",
+        )
+        .unwrap();
+        let s = read_split(task("cola").unwrap(), p, "train", false).unwrap();
+        assert_eq!(s.examples[1].target, Target::Class(0));
+    }
+}
