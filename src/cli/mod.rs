@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch; one file per subcommand.
 
 mod bench;
+mod finetune;
 mod pretrain;
 mod score;
 mod text;
@@ -29,6 +30,10 @@ enum Command {
     Pretrain(pretrain::Args),
     /// Per-token log-probabilities and perplexity of token sequences.
     Score(score::Args),
+    /// Fine-tune a pre-trained model on a task.
+    Finetune(finetune::FinetuneArgs),
+    /// Evaluate a fine-tuned model on a split of its task.
+    Evaluate(finetune::EvaluateArgs),
     /// Tokenizer training.
     #[command(subcommand)]
     Tokenizer(text::TokenizerCommand),
@@ -56,6 +61,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Score(a) => score::run(a),
         Command::Bench(c) => bench::run(c),
         Command::Tokenize(a) => text::tokenize(a),
+        Command::Finetune(a) => finetune::run_finetune(a),
+        Command::Evaluate(a) => finetune::run_evaluate(a),
         Command::Tokenizer(c) => text::tokenizer(c),
         Command::Detokenize(a) => text::detokenize(a),
         Command::Prepare(a) => text::prepare_cmd(a),

@@ -47,6 +47,11 @@ struct GradBufs {
 pub struct Activations {
     pub b: usize,
     pub t: usize,
+    /// The (B, T) the buffers were made for.
+    max: (usize, usize),
+    /// (n_embd, n_head, vocab_size).
+    dims: (usize, usize, usize),
+    training: bool,
     encoded: Vec<f32>,
     layers: Vec<LayerActs>,
     tmp: Vec<f32>,
@@ -58,45 +63,89 @@ pub struct Activations {
 impl Activations {
     /// `training` adds the gradient workspaces and the attention dropout scratch.
     pub fn new(c: &Config, b: usize, t: usize, training: bool) -> Self {
-        let (d, h) = (c.n_embd, c.n_head);
-        let bt = b * t;
-        let z = |n: usize| vec![0.0f32; n];
-        let layers = (0..c.n_layer)
-            .map(|_| LayerActs {
-                qkv: z(bt * 3 * d),
-                att: z(b * h * t * t),
-                atty: z(bt * d),
-                r1: z(bt * d),
-                ln1: z(bt * d),
-                ln1_mean: z(bt),
-                ln1_rstd: z(bt),
-                fch: z(bt * 4 * d),
-                fch_gelu: z(bt * 4 * d),
-                r2: z(bt * d),
-                ln2: z(bt * d),
-                ln2_mean: z(bt),
-                ln2_rstd: z(bt),
-            })
-            .collect();
-        Activations {
+        let empty = || LayerActs {
+            qkv: Vec::new(),
+            att: Vec::new(),
+            atty: Vec::new(),
+            r1: Vec::new(),
+            ln1: Vec::new(),
+            ln1_mean: Vec::new(),
+            ln1_rstd: Vec::new(),
+            fch: Vec::new(),
+            fch_gelu: Vec::new(),
+            r2: Vec::new(),
+            ln2: Vec::new(),
+            ln2_mean: Vec::new(),
+            ln2_rstd: Vec::new(),
+        };
+        let mut a = Activations {
             b,
             t,
-            encoded: z(bt * d),
-            layers,
-            tmp: z(bt * d),
-            att_scratch: if training {
-                z(b * h * t * t)
-            } else {
-                Vec::new()
-            },
-            logits: z(bt.min(crossentropy::CHUNK) * c.vocab_size),
+            max: (b, t),
+            dims: (c.n_embd, c.n_head, c.vocab_size),
+            training,
+            encoded: Vec::new(),
+            layers: (0..c.n_layer).map(|_| empty()).collect(),
+            tmp: Vec::new(),
+            att_scratch: Vec::new(),
+            logits: Vec::new(),
             grads: training.then(|| GradBufs {
-                g_x: z(bt * d),
-                g_r: z(bt * d),
-                g_tmp: z(bt * d),
-                g_4d: z(bt * 4 * d),
-                g_qkv: z(bt * 3 * d),
+                g_x: Vec::new(),
+                g_r: Vec::new(),
+                g_tmp: Vec::new(),
+                g_4d: Vec::new(),
+                g_qkv: Vec::new(),
             }),
+        };
+        a.size_buffers(b, t);
+        a
+    }
+
+    /// Reuses the buffers for `b` sequences of length `t` (each at most what they were made
+    /// for): no allocation, so batches of varying length share one set.
+    pub fn reshape(&mut self, b: usize, t: usize) {
+        assert!(
+            b * t <= self.max.0 * self.max.1 && b <= self.max.0 && t <= self.max.1,
+            "reshape beyond the allocated size"
+        );
+        self.b = b;
+        self.t = t;
+        self.size_buffers(b, t);
+    }
+
+    fn size_buffers(&mut self, b: usize, t: usize) {
+        let (d, h, v) = self.dims;
+        let bt = b * t;
+        let set = |x: &mut Vec<f32>, n: usize| x.resize(n, 0.0);
+        for a in &mut self.layers {
+            set(&mut a.qkv, bt * 3 * d);
+            set(&mut a.att, b * h * t * t);
+            for x in [&mut a.atty, &mut a.r1, &mut a.ln1, &mut a.r2, &mut a.ln2] {
+                set(x, bt * d);
+            }
+            for x in [
+                &mut a.ln1_mean,
+                &mut a.ln1_rstd,
+                &mut a.ln2_mean,
+                &mut a.ln2_rstd,
+            ] {
+                set(x, bt);
+            }
+            set(&mut a.fch, bt * 4 * d);
+            set(&mut a.fch_gelu, bt * 4 * d);
+        }
+        set(&mut self.encoded, bt * d);
+        set(&mut self.tmp, bt * d);
+        if self.training {
+            set(&mut self.att_scratch, b * h * t * t);
+        }
+        set(&mut self.logits, bt.min(crossentropy::CHUNK) * v);
+        if let Some(g) = &mut self.grads {
+            for x in [&mut g.g_x, &mut g.g_r, &mut g.g_tmp] {
+                set(x, bt * d);
+            }
+            set(&mut g.g_4d, bt * 4 * d);
+            set(&mut g.g_qkv, bt * 3 * d);
         }
     }
 

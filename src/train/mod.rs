@@ -1,6 +1,7 @@
 //! Optimizer, schedules, the training step and the pre-training driver.
 
 pub mod checkpoint;
+pub mod finetune;
 pub mod optim;
 pub mod pretrain;
 pub mod schedule;

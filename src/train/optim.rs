@@ -41,6 +41,21 @@ impl AdamW {
         }
     }
 
+    /// For a flat buffer of `n` values that all do (or all do not) take weight decay (a task
+    /// head's matrix or bias).
+    pub fn flat(n: usize, decay: bool, weight_decay: f32) -> Self {
+        AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            t: 0,
+            groups: vec![(0..n, decay)],
+        }
+    }
+
     /// One update with learning rate `lr`.
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
         self.t += 1;

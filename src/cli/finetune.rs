@@ -1,0 +1,117 @@
+//! `finetune` and `evaluate`.
+
+use anyhow::{Context, Result, bail};
+use gpt1::data::tasks::task;
+use gpt1::model::checkpoint::load_model;
+use gpt1::model::{Config, Gpt};
+use gpt1::text::Tokenizer;
+use gpt1::train::finetune::{FinetuneOptions, evaluate, finetune, load_finetuned};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct FinetuneArgs {
+    /// Pre-trained checkpoint directory (HF layout).
+    #[arg(long, required_unless_present = "from_scratch")]
+    model: Option<PathBuf>,
+    /// cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, snli, storycloze.
+    #[arg(long)]
+    task: String,
+    /// The task's data directory (e.g. ../shared/data/glue/RTE).
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Tokenizer directory (default: the model directory's own vocabulary files).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 6.25e-5)]
+    lr: f32,
+    /// λ of the auxiliary language-model loss (0 disables it).
+    #[arg(long, default_value_t = 0.5)]
+    aux_lm: f32,
+    /// Context length for the task's inputs (default: the model's).
+    #[arg(long)]
+    max_len: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Train the same architecture from random initialisation (the "no pre-training" ablation).
+    #[arg(long, requires = "config")]
+    from_scratch: bool,
+    /// With --from-scratch: tiny, small, gpt1 or a config.json.
+    #[arg(long)]
+    config: Option<String>,
+    #[arg(long)]
+    skip_bad_rows: bool,
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EvaluateArgs {
+    /// A fine-tuned checkpoint (the best/ directory of a finetune run).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "dev")]
+    split: String,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long)]
+    skip_bad_rows: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
+    let def = task(&a.task)?;
+    let tok_dir = match (&a.tokenizer, &a.model) {
+        (Some(t), _) => t.clone(),
+        (None, Some(m)) => m.clone(),
+        (None, None) => bail!("--from-scratch needs --tokenizer DIR"),
+    };
+    let tok = Tokenizer::load(&tok_dir, None)
+        .with_context(|| format!("loading the tokenizer from {}", tok_dir.display()))?;
+    let model = if a.from_scratch {
+        let mut c = Config::from_name_or_file(a.config.as_deref().unwrap_or("gpt1"))?;
+        c.vocab_size = tok.vocab_size();
+        Gpt::init(c, a.seed)
+    } else {
+        let dir = a.model.as_ref().expect("clap requires --model");
+        load_model(dir).with_context(|| format!("loading {}", dir.display()))?
+    };
+    let mut o = FinetuneOptions::new(a.data, a.out);
+    o.epochs = a.epochs;
+    o.batch = a.batch;
+    o.lr = a.lr;
+    o.aux_lm = a.aux_lm;
+    o.max_len = a.max_len;
+    o.seed = a.seed;
+    o.max_steps = a.max_steps;
+    o.skip_bad_rows = a.skip_bad_rows;
+    o.progress = !a.quiet;
+    let s = finetune(model, &tok, def, &o).context("fine-tuning failed")?;
+    println!("{}", serde_json::to_string(&s)?);
+    Ok(())
+}
+
+pub fn run_evaluate(a: EvaluateArgs) -> Result<()> {
+    let ft = load_finetuned(&a.model)?;
+    let mut ev = evaluate(&ft, &a.data, &a.split, a.batch, a.skip_bad_rows)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&ev)?);
+    } else {
+        ev.predictions.clear();
+        println!(
+            "{} {} on {} examples: {:?} {:.4}",
+            ft.task.name, a.split, ev.examples, ev.metric, ev.score
+        );
+    }
+    Ok(())
+}

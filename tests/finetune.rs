@@ -1,0 +1,190 @@
+//! `gpt1 finetune` / `evaluate` end to end on a small task and vocabulary the test writes.
+
+mod common;
+use common::{fails, ok, s};
+use std::path::Path;
+
+/// Letters (alone and word-final) and a few merges.
+fn write_vocab(dir: &Path) {
+    let mut toks: Vec<String> = Vec::new();
+    for c in ('a'..='z').chain(['.', ',']) {
+        toks.push(c.to_string());
+        toks.push(format!("{c}</w>"));
+    }
+    toks.extend([
+        "go".into(),
+        "goo".into(),
+        "good</w>".into(),
+        "ba".into(),
+        "bad</w>".into(),
+    ]);
+    let vocab: serde_json::Map<String, serde_json::Value> = toks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i.into()))
+        .collect();
+    std::fs::write(
+        dir.join("vocab.json"),
+        serde_json::to_string(&vocab).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("merges.txt"),
+        "#version: 0.2\ng o\ngo o\ngoo d</w>\nb a\nba d</w>\n",
+    )
+    .unwrap();
+}
+
+fn write_task(dir: &Path) {
+    let subjects = [
+        "the cat",
+        "a dog",
+        "this film",
+        "the food",
+        "my day",
+        "that song",
+        "the plan",
+        "his work",
+    ];
+    let mut train = String::from("sentence\tlabel\n");
+    let mut dev = String::from("sentence\tlabel\n");
+    for (i, s) in subjects.iter().enumerate() {
+        for (word, label) in [("good", 1), ("bad", 0)] {
+            let line = format!("{s} was {word} .\t{label}\n");
+            if i < 6 {
+                train.push_str(&line)
+            } else {
+                dev.push_str(&line)
+            }
+            train.push_str(&format!("{s} is {word}\t{label}\n"));
+        }
+    }
+    std::fs::write(dir.join("train.tsv"), train).unwrap();
+    std::fs::write(dir.join("dev.tsv"), dev).unwrap();
+}
+
+#[test]
+fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write_vocab(d);
+    write_task(d);
+    std::fs::write(
+        d.join("cfg.json"),
+        r#"{"vocab_size": 1, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 4}"#,
+    )
+    .unwrap();
+    let out = d.join("run");
+    let js = ok(&[
+        "finetune",
+        "--from-scratch",
+        "--config",
+        s(&d.join("cfg.json")),
+        "--tokenizer",
+        s(d),
+        "--task",
+        "SST-2",
+        "--data",
+        s(d),
+        "--out",
+        s(&out),
+        "--epochs",
+        "15",
+        "--batch",
+        "8",
+        "--lr",
+        "2e-3",
+        "--aux-lm",
+        "0",
+        "--quiet",
+    ]);
+    let js: serde_json::Value = serde_json::from_str(&js).unwrap();
+    let acc = js["best_dev"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.9, "dev accuracy {acc}: {js}");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "head.safetensors",
+        "task.json",
+        "vocab.json",
+        "merges.txt",
+    ] {
+        assert!(out.join("best").join(f).exists(), "{f}");
+    }
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(metrics.lines().any(|l| l.contains("dev_score")));
+    // With the auxiliary LM objective (λ = 0.5 by default) its loss is trained and logged too.
+    let out2 = d.join("run2");
+    ok(&[
+        "finetune",
+        "--from-scratch",
+        "--config",
+        s(&d.join("cfg.json")),
+        "--tokenizer",
+        s(d),
+        "--task",
+        "sst2",
+        "--data",
+        s(d),
+        "--out",
+        s(&out2),
+        "--max-steps",
+        "3",
+        "--batch",
+        "8",
+        "--quiet",
+    ]);
+    let m2 = std::fs::read_to_string(out2.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(m2.lines().next().unwrap()).unwrap();
+    assert!(first["lm_loss"].as_f64().unwrap() > 1.0, "{first}");
+    let ev: serde_json::Value = serde_json::from_str(&ok(&[
+        "evaluate",
+        "--model",
+        s(&out.join("best")),
+        "--data",
+        s(d),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(ev["accuracy"].as_f64().unwrap(), acc);
+    assert_eq!(ev["predictions"].as_array().unwrap().len(), 4);
+    // Bad input: an unknown task, a missing split, an unknown label.
+    fails(
+        &[
+            "finetune",
+            "--from-scratch",
+            "--config",
+            s(&d.join("cfg.json")),
+            "--tokenizer",
+            s(d),
+            "--task",
+            "nope",
+            "--data",
+            s(d),
+            "--out",
+            s(&out),
+        ],
+        "unknown task",
+    );
+    fails(
+        &[
+            "evaluate",
+            "--model",
+            s(&out.join("best")),
+            "--data",
+            s(d),
+            "--split",
+            "test",
+        ],
+        "missing split file",
+    );
+    std::fs::write(
+        d.join("dev.tsv"),
+        "sentence\tlabel\nthe cat was good .\tmaybe\n",
+    )
+    .unwrap();
+    fails(
+        &["evaluate", "--model", s(&out.join("best")), "--data", s(d)],
+        "line 2: unknown label",
+    );
+}
