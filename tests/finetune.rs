@@ -148,6 +148,45 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
     .unwrap();
     assert_eq!(ev["accuracy"].as_f64().unwrap(), acc);
     assert_eq!(ev["predictions"].as_array().unwrap().len(), 4);
+    // predict writes label names per example; data stats counts labels and lengths.
+    let pred = d.join("pred.tsv");
+    ok(&[
+        "predict",
+        "--model",
+        s(&out.join("best")),
+        "--data",
+        s(d),
+        "--split",
+        "dev",
+        "--out",
+        s(&pred),
+    ]);
+    let p = std::fs::read_to_string(&pred).unwrap();
+    assert_eq!(p.lines().count(), 5);
+    assert!(
+        p.lines()
+            .skip(1)
+            .all(|l| l.ends_with("\t0") || l.ends_with("\t1")),
+        "{p}"
+    );
+    let st: serde_json::Value = serde_json::from_str(&ok(&[
+        "data",
+        "stats",
+        "--task",
+        "sst2",
+        "--data",
+        s(d),
+        "--tokenizer",
+        s(d),
+        "--max-len",
+        "12",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(st["splits"]["train"]["examples"], 28);
+    assert_eq!(st["splits"]["dev"]["labels"]["1"], 2);
+    assert!(st["splits"]["train"]["tokens"]["max"].as_u64().unwrap() > 10);
+    assert!(st["splits"]["train"]["truncated"].as_u64().unwrap() > 0);
     // Bad input: an unknown task, a missing split, an unknown label.
     fails(
         &[

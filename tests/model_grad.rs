@@ -187,3 +187,21 @@ fn head_plus_aux_lm_gradients_match_finite_differences() {
         assert!(err < 5e-2, "param {i}: numeric {num} analytic {a}");
     }
 }
+
+#[test]
+fn keep_layers_reinitialises_only_the_later_blocks() {
+    use gpt1::model::params::layout;
+    let c = small_config(0.0);
+    let trained = Gpt::init(c.clone(), 1);
+    let mut m = trained.clone();
+    m.keep_layers(1, 2);
+    let fresh = Gpt::init(c.clone(), 2);
+    for t in layout(&c) {
+        let r = t.range();
+        if t.name.starts_with("h.1.") {
+            assert_eq!(m.params[r.clone()], fresh.params[r], "{}", t.name);
+        } else {
+            assert_eq!(m.params[r.clone()], trained.params[r], "{}", t.name);
+        }
+    }
+}

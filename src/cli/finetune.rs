@@ -5,7 +5,9 @@ use gpt1::data::tasks::task;
 use gpt1::model::checkpoint::load_model;
 use gpt1::model::{Config, Gpt};
 use gpt1::text::Tokenizer;
-use gpt1::train::finetune::{FinetuneOptions, evaluate, finetune, load_finetuned};
+use gpt1::train::finetune::{
+    FinetuneOptions, evaluate, finetune, load_finetuned, predict_to_file, split_stats,
+};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -46,6 +48,9 @@ pub struct FinetuneArgs {
     /// With --from-scratch: tiny, small, gpt1 or a config.json.
     #[arg(long)]
     config: Option<String>,
+    /// Keep the embeddings and the first K pre-trained blocks, re-initialise the rest.
+    #[arg(long)]
+    transfer_layers: Option<usize>,
     #[arg(long)]
     skip_bad_rows: bool,
     #[arg(long)]
@@ -69,6 +74,69 @@ pub struct EvaluateArgs {
     json: bool,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    /// A fine-tuned checkpoint (the best/ directory of a finetune run).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "test")]
+    split: String,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Output TSV (index, prediction).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum DataCommand {
+    /// Examples, labels, input lengths and truncation per split of a task.
+    Stats(StatsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatsArgs {
+    #[arg(long)]
+    task: String,
+    #[arg(long)]
+    data: PathBuf,
+    /// Tokenizer directory, for token lengths.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// The context inputs must fit.
+    #[arg(long, default_value_t = 512)]
+    max_len: usize,
+    #[arg(long)]
+    skip_bad_rows: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_predict(a: PredictArgs) -> Result<()> {
+    let ft = load_finetuned(&a.model)?;
+    let n = predict_to_file(&ft, &a.data, &a.split, a.batch, &a.out)?;
+    eprintln!("wrote {n} predictions to {}", a.out.display());
+    Ok(())
+}
+
+pub fn run_data(c: DataCommand) -> Result<()> {
+    let DataCommand::Stats(a) = c;
+    let def = task(&a.task)?;
+    let tok = match &a.tokenizer {
+        Some(d) => Some(Tokenizer::load(d, None)?),
+        None => None,
+    };
+    let js = split_stats(def, &a.data, tok.as_ref(), a.max_len, a.skip_bad_rows)?;
+    if a.json {
+        println!("{js}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&js)?);
+    }
+    Ok(())
+}
+
 pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
     let def = task(&a.task)?;
     let tok_dir = match (&a.tokenizer, &a.model) {
@@ -86,6 +154,15 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
         let dir = a.model.as_ref().expect("clap requires --model");
         load_model(dir).with_context(|| format!("loading {}", dir.display()))?
     };
+    let mut model = model;
+    if let Some(k) = a.transfer_layers {
+        anyhow::ensure!(
+            k <= model.config.n_layer,
+            "--transfer-layers {k} exceeds the model's {} layers",
+            model.config.n_layer
+        );
+        model.keep_layers(k, a.seed);
+    }
     let mut o = FinetuneOptions::new(a.data, a.out);
     o.epochs = a.epochs;
     o.batch = a.batch;

@@ -34,6 +34,11 @@ enum Command {
     Finetune(finetune::FinetuneArgs),
     /// Evaluate a fine-tuned model on a split of its task.
     Evaluate(finetune::EvaluateArgs),
+    /// Write a fine-tuned model's predictions for a split.
+    Predict(finetune::PredictArgs),
+    /// Task data statistics.
+    #[command(subcommand)]
+    Data(finetune::DataCommand),
     /// Tokenizer training.
     #[command(subcommand)]
     Tokenizer(text::TokenizerCommand),
@@ -63,6 +68,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tokenize(a) => text::tokenize(a),
         Command::Finetune(a) => finetune::run_finetune(a),
         Command::Evaluate(a) => finetune::run_evaluate(a),
+        Command::Predict(a) => finetune::run_predict(a),
+        Command::Data(c) => finetune::run_data(c),
         Command::Tokenizer(c) => text::tokenizer(c),
         Command::Detokenize(a) => text::detokenize(a),
         Command::Prepare(a) => text::prepare_cmd(a),

@@ -238,6 +238,23 @@ impl Gpt {
         Gpt { config, params: p }
     }
 
+    /// Keeps the embeddings and the first `k` blocks and re-initialises the others as
+    /// [`Gpt::init`] would (the paper's "layers transferred" analysis, Figure 2 left).
+    pub fn keep_layers(&mut self, k: usize, seed: u64) {
+        let fresh = Gpt::init(self.config.clone(), seed);
+        for t in params::layout(&self.config) {
+            let layer = t
+                .name
+                .strip_prefix("h.")
+                .and_then(|r| r.split('.').next())
+                .and_then(|l| l.parse::<usize>().ok());
+            if layer.is_some_and(|l| l >= k) {
+                let r = t.range();
+                self.params[r.clone()].copy_from_slice(&fresh.params[r]);
+            }
+        }
+    }
+
     fn shape(&self, b: usize, t: usize) -> Shape {
         Shape {
             b,

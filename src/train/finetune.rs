@@ -404,6 +404,92 @@ pub fn load_finetuned(dir: &Path) -> Result<Finetuned> {
     })
 }
 
+/// Per split of a task: examples, label counts, and (with a tokenizer) the lengths of the
+/// model inputs and how many exceed `max_len`.
+pub fn split_stats(
+    def: &TaskDef,
+    data: &Path,
+    tok: Option<&Tokenizer>,
+    max_len: usize,
+    skip_bad_rows: bool,
+) -> Result<serde_json::Value> {
+    let mut splits = serde_json::Map::new();
+    let names: &[&str] = if def.name == "mnli" {
+        &["train", "dev", "dev_mismatched", "test"]
+    } else {
+        &["train", "dev", "test"]
+    };
+    for &name in names {
+        let s = match read_split(def, data, name, skip_bad_rows) {
+            Ok(s) => s,
+            Err(Error::Invalid { msg, .. }) if msg.starts_with("missing split file") => continue,
+            Err(e) => return Err(e),
+        };
+        let mut labels = serde_json::Map::new();
+        for e in &s.examples {
+            let key = key_of(&e.target, def);
+            let n = labels.get(&key).and_then(|v| v.as_u64()).unwrap_or(0) + 1;
+            labels.insert(key, n.into());
+        }
+        let mut js = serde_json::json!({"examples": s.examples.len(), "labels": labels, "skipped": s.skipped});
+        if let Some(tok) = tok {
+            // Lengths before truncation (an unbounded context), then how many do not fit.
+            let (p, _) = prepare(tok, &s.examples, usize::MAX / 4)?;
+            let mut lens: Vec<usize> = p
+                .iter()
+                .flat_map(|e| e.t.features.iter().flatten().map(|q| q.ids.len()))
+                .collect();
+            lens.sort_unstable();
+            let pct = |q: f64| {
+                lens.get(((lens.len().max(1) - 1) as f64 * q).round() as usize)
+                    .copied()
+                    .unwrap_or(0)
+            };
+            let over = p
+                .iter()
+                .filter(|e| e.t.features.iter().flatten().any(|q| q.ids.len() > max_len))
+                .count();
+            js["tokens"] = serde_json::json!({"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": lens.last().copied().unwrap_or(0)});
+            js["truncated"] = over.into();
+            js["max_len"] = max_len.into();
+        }
+        splits.insert(name.to_string(), js);
+    }
+    Ok(serde_json::json!({"task": def.name, "splits": splits}))
+}
+
+fn key_of(t: &Target, def: &TaskDef) -> String {
+    match t {
+        Target::Class(c) if def.labels.is_empty() => format!("candidate {}", c + 1),
+        Target::Class(c) => def.labels[*c].to_string(),
+        Target::Score(_) => "score".to_string(),
+        Target::None => "unlabelled".to_string(),
+    }
+}
+
+/// Writes one prediction per example of split `split` to `out` (TSV `index`, `prediction`:
+/// label names, scores, or the 1-based candidate), atomically.
+pub fn predict_to_file(
+    ft: &Finetuned,
+    data: &Path,
+    split: &str,
+    batch_size: usize,
+    out: &Path,
+) -> Result<usize> {
+    let ev = evaluate(ft, data, split, batch_size, false)?;
+    let mut text = String::from("index\tprediction\n");
+    for (i, p) in ev.predictions.iter().enumerate() {
+        let v = match (ft.task.kind, ft.task.labels.is_empty()) {
+            (crate::tasks::HeadKind::Regress, _) => format!("{p:.4}"),
+            (_, false) => ft.task.labels[*p as usize].to_string(),
+            (_, true) => format!("{}", *p as usize + 1),
+        };
+        text.push_str(&format!("{i}\t{v}\n"));
+    }
+    write_atomic(out, text.as_bytes())?;
+    Ok(ev.predictions.len())
+}
+
 /// Evaluates a fine-tuned checkpoint on split `split` of `data`.
 pub fn evaluate(
     ft: &Finetuned,
