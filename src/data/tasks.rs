@@ -463,6 +463,8 @@ pub fn read_split(def: &TaskDef, dir: &Path, split: &str, skip_bad: bool) -> Res
         }
         "snli" => read_snli(def, dir, name, skip_bad, &mut out)?,
         "storycloze" => read_story_cloze(dir, name, skip_bad, &mut out)?,
+        "scitail" => read_scitail(def, dir, name, skip_bad, &mut out)?,
+        "race" => read_race(dir, name, skip_bad, &mut out)?,
         other => {
             return Err(Error::Config(format!(
                 "task {other}: no reader yet for its files"
@@ -572,6 +574,170 @@ fn read_snli(
         b.push(&paths[2], i + 1, ex)?;
     }
     b.split.files.extend(paths);
+    Ok(())
+}
+
+/// SciTail: the TSV release (`scitail_1.0_{split}.tsv` or `{split}.tsv`: premise, hypothesis,
+/// label; no header) or the SNLI-format JSON lines (`scitail_1.0_{split}.txt` / `.jsonl`).
+fn read_scitail(
+    def: &TaskDef,
+    dir: &Path,
+    split: &str,
+    skip_bad: bool,
+    out: &mut Split,
+) -> Result<()> {
+    let tsv = [format!("scitail_1.0_{split}.tsv"), format!("{split}.tsv")]
+        .into_iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.exists());
+    let mut b = Builder {
+        skip_bad,
+        split: out,
+    };
+    if let Some(path) = tsv {
+        let rows = read_delimited(&path, b'\t', false, false)?;
+        for (line, row) in &rows.rows {
+            let ex = (|| {
+                if row.len() != 3 {
+                    return Err(format!(
+                        "{} columns, expected 3 (premise, hypothesis, label)",
+                        row.len()
+                    ));
+                }
+                Ok(Example {
+                    input: Input::Ordered {
+                        premise: text(&row[0], "premise")?,
+                        hypothesis: text(&row[1], "hypothesis")?,
+                    },
+                    target: class(def, &row[2])?,
+                })
+            })();
+            b.push(&path, *line, ex)?;
+        }
+        b.split.files.push(path);
+        return Ok(());
+    }
+    let names = [
+        format!("scitail_1.0_{split}.txt"),
+        format!("scitail_1.0_{split}.jsonl"),
+        format!("{split}.jsonl"),
+    ];
+    let path = split_file(dir, &names.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let body = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    for (i, line) in body
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let ex = (|| {
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| format!("not JSON ({e})"))?;
+            let s = |k: &str| text(v[k].as_str().unwrap_or(""), k);
+            Ok(Example {
+                input: Input::Ordered {
+                    premise: s("sentence1")?,
+                    hypothesis: s("sentence2")?,
+                },
+                target: class(def, v["gold_label"].as_str().unwrap_or(""))?,
+            })
+        })();
+        b.push(&path, i + 1, ex)?;
+    }
+    b.split.files.push(path);
+    Ok(())
+}
+
+/// RACE: `{split}/**/*.txt` (or `.json`), each a JSON object with `article`, `questions`,
+/// `options` (four per question) and `answers` (letters); one example per question.
+fn read_race(dir: &Path, split: &str, skip_bad: bool, out: &mut Split) -> Result<()> {
+    fn walk(d: &Path, acc: &mut Vec<PathBuf>) -> Result<()> {
+        for e in std::fs::read_dir(d).map_err(|e| Error::io(d, e))? {
+            let p = e.map_err(|e| Error::io(d, e))?.path();
+            if p.is_dir() {
+                walk(&p, acc)?;
+            } else if p.extension().is_some_and(|x| x == "txt" || x == "json") {
+                acc.push(p);
+            }
+        }
+        Ok(())
+    }
+    let root = dir.join(split);
+    if !root.is_dir() {
+        return Err(Error::invalid(
+            dir,
+            format!("missing split file: expected a {split}/ directory of RACE json files"),
+        ));
+    }
+    let mut files = Vec::new();
+    walk(&root, &mut files)?;
+    files.sort();
+    let mut b = Builder {
+        skip_bad,
+        split: out,
+    };
+    for path in files {
+        let body = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let v: serde_json::Value = match serde_json::from_str(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                b.push(&path, 1, Err(format!("not a RACE json object ({e})")))?;
+                continue;
+            }
+        };
+        let article = v["article"].as_str().unwrap_or("");
+        let qs = v["questions"].as_array().cloned().unwrap_or_default();
+        let opts = v["options"].as_array().cloned().unwrap_or_default();
+        let answers = v["answers"].as_array().cloned().unwrap_or_default();
+        if qs.is_empty() || qs.len() != opts.len() || qs.len() != answers.len() {
+            b.push(
+                &path,
+                1,
+                Err(format!(
+                    "{} questions, {} option lists, {} answers: they must be equal and non-zero",
+                    qs.len(),
+                    opts.len(),
+                    answers.len()
+                )),
+            )?;
+            continue;
+        }
+        for k in 0..qs.len() {
+            let ex = (|| {
+                let cands: Vec<String> = opts[k]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|o| o.as_str().unwrap_or("").trim().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if cands.len() < 2 {
+                    return Err(format!("question {k}: fewer than two options"));
+                }
+                let letter = answers[k].as_str().unwrap_or("");
+                let idx = match letter.trim().as_bytes() {
+                    [c @ b'A'..=b'Z'] => (c - b'A') as usize,
+                    _ => return Err(format!("question {k}: answer {letter:?} is not a letter")),
+                };
+                if idx >= cands.len() {
+                    return Err(format!(
+                        "question {k}: answer {letter} but only {} options",
+                        cands.len()
+                    ));
+                }
+                Ok(Example {
+                    input: Input::Choice {
+                        context: text(article, "article")?,
+                        question: qs[k].as_str().unwrap_or("").trim().to_string(),
+                        candidates: cands,
+                    },
+                    target: Target::Class(idx),
+                })
+            })();
+            b.push(&path, 1, ex)?;
+        }
+        b.split.files.push(path);
+    }
     Ok(())
 }
 
@@ -709,5 +875,49 @@ mod tests {
         .unwrap();
         let s = read_split(task("cola").unwrap(), p, "train", false).unwrap();
         assert_eq!(s.examples[1].target, Target::Class(0));
+    }
+
+    #[test]
+    fn scitail_and_race_in_their_published_forms() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::write(
+            p.join("scitail_1.0_train.tsv"),
+            "Plants need light.\tPlants require light.\tentails\nA\tB\tneutral\n",
+        )
+        .unwrap();
+        let sci = task("SciTail").unwrap();
+        let s = read_split(sci, p, "train", false).unwrap();
+        assert_eq!(s.examples.len(), 2);
+        assert_eq!(s.examples[1].target, Target::Class(1));
+        std::fs::write(
+            p.join("scitail_1.0_dev.txt"),
+            "{\"sentence1\": \"A\", \"sentence2\": \"B\", \"gold_label\": \"entails\"}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_split(sci, p, "dev", false).unwrap().examples[0].target,
+            Target::Class(0)
+        );
+        let race = p.join("race");
+        std::fs::create_dir_all(race.join("dev/high")).unwrap();
+        let doc = serde_json::json!({"article": "Tom has a cat.", "questions": ["What does Tom have?", "Who has a cat?"],
+            "options": [["a dog", "a cat", "a bird", "a fish"], ["Tom", "Ann", "Bob", "Sue"]], "answers": ["B", "A"], "id": "1.txt"});
+        std::fs::write(race.join("dev/high/1.txt"), doc.to_string()).unwrap();
+        let s = read_split(task("race").unwrap(), &race, "dev", false).unwrap();
+        assert_eq!(s.examples.len(), 2);
+        assert_eq!(s.examples[0].target, Target::Class(1));
+        assert!(
+            matches!(&s.examples[1].input, Input::Choice { candidates, .. } if candidates.len() == 4)
+        );
+        std::fs::write(
+            race.join("dev/high/2.txt"),
+            r#"{"article": "x", "questions": ["q"], "options": [["a", "b"]], "answers": ["E"]}"#,
+        )
+        .unwrap();
+        let e = read_split(task("race").unwrap(), &race, "dev", false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2.txt") && e.contains("only 2 options"), "{e}");
     }
 }
