@@ -568,7 +568,7 @@ pub fn finetune(
     );
     let best_dir = opts.out.join("best");
     let (mut step, mut best_epoch, mut best): (u64, usize, Option<Evaluation>) = (0, 0, None);
-    'epochs: for epoch in 0..opts.epochs {
+    for epoch in 0..opts.epochs {
         let mut order: Vec<usize> = (0..train_p.len()).collect();
         let mut rng = Rng::new(derive(opts.seed, epoch as u64));
         for i in (1..order.len()).rev() {
@@ -576,7 +576,7 @@ pub fn finetune(
         }
         for chunk in order.chunks(opts.batch) {
             if step >= total {
-                break 'epochs;
+                break;
             }
             let refs: Vec<&Prepared> = chunk.iter().map(|&i| &train_p[i]).collect();
             let b = batch(&refs);
