@@ -162,6 +162,37 @@ fn batch(examples: &[&Prepared]) -> Batch {
     }
 }
 
+/// Batches of one epoch, bucketed by length for speed: shuffle, sort each window of 50 batches'
+/// worth of examples by length, cut into batches, shuffle the batches. A pure function of the
+/// seed.
+fn bucketed_batches(data: &[Prepared], batch: usize, seed: u64) -> Vec<Vec<usize>> {
+    let mut rng = Rng::new(seed);
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let len = |i: usize| {
+        data[i]
+            .t
+            .features
+            .iter()
+            .flatten()
+            .map(|q| q.ids.len())
+            .max()
+            .unwrap_or(0)
+    };
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    for window in order.chunks(batch * 50) {
+        let mut w = window.to_vec();
+        w.sort_by_key(|&i| len(i));
+        batches.extend(w.chunks(batch).map(<[usize]>::to_vec));
+    }
+    for i in (1..batches.len()).rev() {
+        batches.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    batches
+}
+
 /// Evaluation: per example the head's scores, the prediction, and the task metric.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Evaluation {
@@ -569,12 +600,8 @@ pub fn finetune(
     let best_dir = opts.out.join("best");
     let (mut step, mut best_epoch, mut best): (u64, usize, Option<Evaluation>) = (0, 0, None);
     for epoch in 0..opts.epochs {
-        let mut order: Vec<usize> = (0..train_p.len()).collect();
-        let mut rng = Rng::new(derive(opts.seed, epoch as u64));
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i as u64 + 1) as usize);
-        }
-        for chunk in order.chunks(opts.batch) {
+        let batches = bucketed_batches(&train_p, opts.batch, derive(opts.seed, epoch as u64));
+        for chunk in &batches {
             if step >= total {
                 break;
             }
