@@ -227,3 +227,149 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
         "line 2: unknown label",
     );
 }
+
+#[test]
+fn custom_tasks_from_csv_and_jsonl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write_vocab(d);
+    std::fs::write(
+        d.join("cfg.json"),
+        r#"{"vocab_size": 1, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 4}"#,
+    )
+    .unwrap();
+    // Classification from a CSV with quoted fields; labels are the sorted distinct values.
+    let csv = d.join("csv");
+    std::fs::create_dir_all(&csv).unwrap();
+    std::fs::write(
+        csv.join("train.csv"),
+        "review,stars\n\"good, good\",pos\nbad,neg\ngood,pos\n",
+    )
+    .unwrap();
+    std::fs::write(csv.join("dev.csv"), "review,stars\ngood,pos\nbad,neg\n").unwrap();
+    let out = d.join("run_csv");
+    let cfg = d.join("cfg.json");
+    let base = [
+        "finetune",
+        "--from-scratch",
+        "--config",
+        s(&cfg),
+        "--tokenizer",
+        s(d),
+        "--task",
+        "custom",
+    ];
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend([
+        "--type",
+        "single",
+        "--text-a",
+        "review",
+        "--label",
+        "stars",
+        "--data",
+        s(&csv),
+        "--out",
+        s(&out),
+        "--max-steps",
+        "2",
+        "--batch",
+        "2",
+        "--quiet",
+    ]);
+    ok(&args);
+    let task: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("best/task.json")).unwrap())
+            .unwrap();
+    assert_eq!(task["task"]["labels"], serde_json::json!(["neg", "pos"]));
+    let ev: serde_json::Value = serde_json::from_str(&ok(&[
+        "evaluate",
+        "--model",
+        s(&out.join("best")),
+        "--data",
+        s(&csv),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(ev["examples"], 2);
+    // Multiple choice from JSON lines; the label is a candidate index or the candidate's text.
+    let mc = d.join("mc");
+    std::fs::create_dir_all(&mc).unwrap();
+    let rows = [
+        r#"{"story": "the cat sat", "q": "then", "a": "it was good", "b": "it was bad", "answer": 0}"#,
+        r#"{"story": "a dog ran", "q": "then", "a": "bad", "b": "good", "answer": "good"}"#,
+    ];
+    std::fs::write(mc.join("train.jsonl"), rows.join("\n")).unwrap();
+    std::fs::write(mc.join("dev.jsonl"), rows.join("\n")).unwrap();
+    let out = d.join("run_mc");
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend([
+        "--type",
+        "choice",
+        "--text-a",
+        "story",
+        "--text-b",
+        "q",
+        "--choices",
+        "a,b",
+        "--label",
+        "answer",
+        "--data",
+        s(&mc),
+        "--out",
+        s(&out),
+        "--max-steps",
+        "2",
+        "--batch",
+        "2",
+        "--quiet",
+    ]);
+    let js: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+    assert_eq!(js["train_examples"], 2);
+    let st: serde_json::Value = serde_json::from_str(&ok(&[
+        "data",
+        "stats",
+        "--task",
+        "custom",
+        "--type",
+        "choice",
+        "--text-a",
+        "story",
+        "--choices",
+        "a,b",
+        "--label",
+        "answer",
+        "--data",
+        s(&mc),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(st["splits"]["train"]["labels"]["candidate 2"], 1);
+    // Missing options and bad labels are explained.
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend(["--data", s(&mc), "--out", s(&out)]);
+    fails(&args, "--task custom needs --type");
+    std::fs::write(
+        mc.join("train.jsonl"),
+        r#"{"story": "x", "q": "y", "a": "p", "b": "q", "answer": "zzz"}"#,
+    )
+    .unwrap();
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend([
+        "--type",
+        "choice",
+        "--text-a",
+        "story",
+        "--choices",
+        "a,b",
+        "--label",
+        "answer",
+        "--data",
+        s(&mc),
+        "--out",
+        s(&out),
+        "--max-steps",
+        "1",
+    ]);
+    fails(&args, "train.jsonl: line 1: label \"zzz\" is neither");
+}

@@ -1,7 +1,7 @@
 //! `finetune` and `evaluate`.
 
 use anyhow::{Context, Result, bail};
-use gpt1::data::tasks::task;
+use gpt1::data::tasks::{Custom, Shape, TaskDef, custom_task, task};
 use gpt1::model::checkpoint::load_model;
 use gpt1::model::{Config, Gpt};
 use gpt1::text::Tokenizer;
@@ -10,14 +10,59 @@ use gpt1::train::finetune::{
 };
 use std::path::PathBuf;
 
+/// The columns of a user's own task (`--task custom`).
+#[derive(clap::Args, Debug)]
+pub struct CustomArgs {
+    /// The task's shape.
+    #[arg(long = "type", value_enum)]
+    shape: Option<Shape>,
+    /// Column of the (first) text; for multiple choice the context.
+    #[arg(long)]
+    text_a: Option<String>,
+    /// Column of the second text; for multiple choice the question.
+    #[arg(long)]
+    text_b: Option<String>,
+    /// Columns of the candidates (multiple choice), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    choices: Vec<String>,
+    /// Column of the label (class, score, or right candidate).
+    #[arg(long, default_value = "label")]
+    label: String,
+}
+
+/// A known task by name, or `custom` from the column options.
+fn resolve_task(name: &str, data: &std::path::Path, c: &CustomArgs) -> Result<TaskDef> {
+    if name != "custom" {
+        return Ok(task(name)?);
+    }
+    let (Some(shape), Some(text_a)) = (c.shape, c.text_a.clone()) else {
+        bail!(
+            "--task custom needs --type and --text-a (and --text-b, --choices, --label as the type requires)"
+        );
+    };
+    Ok(custom_task(
+        data,
+        Custom {
+            shape,
+            text_a,
+            text_b: c.text_b.clone(),
+            choices: c.choices.clone(),
+            label: c.label.clone(),
+        },
+    )?)
+}
+
 #[derive(clap::Args, Debug)]
 pub struct FinetuneArgs {
     /// Pre-trained checkpoint directory (HF layout).
     #[arg(long, required_unless_present = "from_scratch")]
     model: Option<PathBuf>,
-    /// cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, snli, storycloze.
+    /// cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, snli, scitail, race, storycloze, or
+    /// custom (with --type and the column options).
     #[arg(long)]
     task: String,
+    #[command(flatten)]
+    custom: CustomArgs,
     /// The task's data directory (e.g. ../shared/data/glue/RTE).
     #[arg(long)]
     data: PathBuf,
@@ -100,6 +145,8 @@ pub enum DataCommand {
 pub struct StatsArgs {
     #[arg(long)]
     task: String,
+    #[command(flatten)]
+    custom: CustomArgs,
     #[arg(long)]
     data: PathBuf,
     /// Tokenizer directory, for token lengths.
@@ -123,12 +170,12 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
 
 pub fn run_data(c: DataCommand) -> Result<()> {
     let DataCommand::Stats(a) = c;
-    let def = task(&a.task)?;
+    let def = resolve_task(&a.task, &a.data, &a.custom)?;
     let tok = match &a.tokenizer {
         Some(d) => Some(Tokenizer::load(d, None)?),
         None => None,
     };
-    let js = split_stats(def, &a.data, tok.as_ref(), a.max_len, a.skip_bad_rows)?;
+    let js = split_stats(&def, &a.data, tok.as_ref(), a.max_len, a.skip_bad_rows)?;
     if a.json {
         println!("{js}");
     } else {
@@ -138,7 +185,7 @@ pub fn run_data(c: DataCommand) -> Result<()> {
 }
 
 pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
-    let def = task(&a.task)?;
+    let def = resolve_task(&a.task, &a.data, &a.custom)?;
     let tok_dir = match (&a.tokenizer, &a.model) {
         (Some(t), _) => t.clone(),
         (None, Some(m)) => m.clone(),
@@ -173,7 +220,7 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
     o.max_steps = a.max_steps;
     o.skip_bad_rows = a.skip_bad_rows;
     o.progress = !a.quiet;
-    let s = finetune(model, &tok, def, &o).context("fine-tuning failed")?;
+    let s = finetune(model, &tok, &def, &o).context("fine-tuning failed")?;
     println!("{}", serde_json::to_string(&s)?);
     Ok(())
 }

@@ -6,7 +6,7 @@ use crate::tasks::{Example, HeadKind, Input, Target};
 use std::path::{Path, PathBuf};
 
 /// How a task is scored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     Accuracy,
@@ -17,14 +17,17 @@ pub enum Metric {
     Correlation,
 }
 
-/// A known task: its shape, head and labels.
-#[derive(Clone, Debug)]
+/// A task: its head, labels and metric, and for a user's own task the format of its files.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskDef {
-    pub name: &'static str,
+    pub name: String,
     pub kind: HeadKind,
     /// Class names in index order (classification); empty otherwise.
-    pub labels: &'static [&'static str],
+    pub labels: Vec<String>,
     pub metric: Metric,
+    /// Set for `custom` tasks: which columns hold what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<Custom>,
 }
 
 impl TaskDef {
@@ -38,84 +41,120 @@ impl TaskDef {
     }
 }
 
+/// The shape of a user's task.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Shape {
+    /// One text, a class.
+    Single,
+    /// Premise and hypothesis, a class.
+    Ordered,
+    /// Two texts in no order (both orders summed), a class.
+    Unordered,
+    /// A context, an optional question, candidates; the label is the right one (0-based index
+    /// or its text).
+    Choice,
+    /// Two texts in no order, a real-valued score.
+    Regression,
+}
+
+/// Columns of a user's task files (`{split}.tsv`, `.csv` with a header, or `.jsonl`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Custom {
+    pub shape: Shape,
+    pub text_a: String,
+    pub text_b: Option<String>,
+    pub choices: Vec<String>,
+    pub label: String,
+}
+
+struct Builtin {
+    name: &'static str,
+    kind: HeadKind,
+    labels: &'static [&'static str],
+    metric: Metric,
+}
+
 const NLI3: &[&str] = &["entailment", "neutral", "contradiction"];
 const ENT2: &[&str] = &["entailment", "not_entailment"];
 const BIN: &[&str] = &["0", "1"];
 
-pub const TASKS: &[TaskDef] = &[
-    TaskDef {
+const TASKS: &[Builtin] = &[
+    Builtin {
         name: "cola",
         kind: HeadKind::Classify,
         labels: BIN,
         metric: Metric::Matthews,
     },
-    TaskDef {
+    Builtin {
         name: "sst2",
         kind: HeadKind::Classify,
         labels: BIN,
         metric: Metric::Accuracy,
     },
-    TaskDef {
+    Builtin {
         name: "mrpc",
         kind: HeadKind::Classify,
         labels: BIN,
         metric: Metric::F1,
     },
-    TaskDef {
+    Builtin {
         name: "qqp",
         kind: HeadKind::Classify,
         labels: BIN,
         metric: Metric::F1,
     },
-    TaskDef {
+    Builtin {
         name: "stsb",
         kind: HeadKind::Regress,
         labels: &[],
         metric: Metric::Correlation,
     },
-    TaskDef {
+    Builtin {
         name: "mnli",
         kind: HeadKind::Classify,
         labels: NLI3,
         metric: Metric::Accuracy,
     },
-    TaskDef {
+    Builtin {
         name: "qnli",
         kind: HeadKind::Classify,
         labels: ENT2,
         metric: Metric::Accuracy,
     },
-    TaskDef {
+    Builtin {
         name: "rte",
         kind: HeadKind::Classify,
         labels: ENT2,
         metric: Metric::Accuracy,
     },
-    TaskDef {
+    Builtin {
         name: "wnli",
         kind: HeadKind::Classify,
         labels: BIN,
         metric: Metric::Accuracy,
     },
-    TaskDef {
+    Builtin {
         name: "snli",
         kind: HeadKind::Classify,
         labels: NLI3,
         metric: Metric::Accuracy,
     },
-    TaskDef {
+    Builtin {
         name: "scitail",
         kind: HeadKind::Classify,
         labels: &["entails", "neutral"],
         metric: Metric::Accuracy,
     },
-    TaskDef {
+    Builtin {
         name: "race",
         kind: HeadKind::Choice,
         labels: &[],
         metric: Metric::Accuracy,
     },
-    TaskDef {
+    Builtin {
         name: "storycloze",
         kind: HeadKind::Choice,
         labels: &[],
@@ -124,19 +163,184 @@ pub const TASKS: &[TaskDef] = &[
 ];
 
 /// The task called `name` (case and `-`/`_` ignored: `SST-2`, `sst2`, `STS_B` all work).
-pub fn task(name: &str) -> Result<&'static TaskDef> {
+pub fn task(name: &str) -> Result<TaskDef> {
     let key: String = name
         .chars()
         .filter(|c| c.is_alphanumeric())
         .collect::<String>()
         .to_lowercase();
-    TASKS.iter().find(|t| t.name == key).ok_or_else(|| {
+    let b = TASKS.iter().find(|t| t.name == key).ok_or_else(|| {
         let names: Vec<&str> = TASKS.iter().map(|t| t.name).collect();
-        Error::Config(format!(
-            "unknown task {name:?}; known tasks: {}",
-            names.join(", ")
-        ))
+        Error::Config(format!("unknown task {name:?}; known tasks: {}, or custom (with --type and the column options)", names.join(", ")))
+    })?;
+    Ok(TaskDef {
+        name: b.name.to_string(),
+        kind: b.kind,
+        labels: b.labels.iter().map(|l| l.to_string()).collect(),
+        metric: b.metric,
+        custom: None,
     })
+}
+
+/// A user's task: the head and metric follow the shape; class labels are the distinct values
+/// of the label column in the train split, sorted.
+pub fn custom_task(dir: &Path, c: Custom) -> Result<TaskDef> {
+    if c.shape == Shape::Choice && c.choices.len() < 2 {
+        return Err(Error::Config(
+            "--type choice needs --choices with at least two columns".into(),
+        ));
+    }
+    if matches!(
+        c.shape,
+        Shape::Ordered | Shape::Unordered | Shape::Regression
+    ) && c.text_b.is_none()
+    {
+        return Err(Error::Config(
+            format!("--type {:?} needs --text-b", c.shape).to_lowercase(),
+        ));
+    }
+    let (kind, metric) = match c.shape {
+        Shape::Choice => (HeadKind::Choice, Metric::Accuracy),
+        Shape::Regression => (HeadKind::Regress, Metric::Correlation),
+        _ => (HeadKind::Classify, Metric::Accuracy),
+    };
+    let mut def = TaskDef {
+        name: "custom".into(),
+        kind,
+        labels: Vec::new(),
+        metric,
+        custom: Some(c.clone()),
+    };
+    if kind == HeadKind::Classify {
+        let (path, rows) = custom_rows(dir, "train")?;
+        let mut labels: Vec<String> = rows
+            .iter()
+            .filter_map(|(_, r)| r.get(&c.label).map(|v| v.trim().to_string()))
+            .filter(|v| !v.is_empty())
+            .collect();
+        labels.sort();
+        labels.dedup();
+        if labels.len() < 2 {
+            return Err(Error::invalid(
+                &path,
+                format!(
+                    "column {:?} has {} distinct labels; a classification task needs two or more",
+                    c.label,
+                    labels.len()
+                ),
+            ));
+        }
+        def.labels = labels;
+    }
+    Ok(def)
+}
+
+type Record = std::collections::HashMap<String, String>;
+
+/// The rows of a custom split file as column → value maps, with their line numbers.
+fn custom_rows(dir: &Path, split: &str) -> Result<(PathBuf, Vec<(usize, Record)>)> {
+    let names = [
+        format!("{split}.tsv"),
+        format!("{split}.csv"),
+        format!("{split}.jsonl"),
+    ];
+    let path = split_file(dir, &names.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let mut out = Vec::new();
+    if path.extension().is_some_and(|e| e == "jsonl") {
+        let body = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        for (i, line) in body
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| Error::invalid(&path, format!("line {}: not JSON ({e})", i + 1)))?;
+            let obj = v.as_object().ok_or_else(|| {
+                Error::invalid(&path, format!("line {}: not a JSON object", i + 1))
+            })?;
+            let rec = obj
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect();
+            out.push((i + 1, rec));
+        }
+    } else {
+        let tsv = path.extension().is_some_and(|e| e == "tsv");
+        let rows = read_delimited(&path, if tsv { b'\t' } else { b',' }, !tsv, true)?;
+        for (line, row) in rows.rows {
+            out.push((line, rows.header.iter().cloned().zip(row).collect()));
+        }
+    }
+    Ok((path, out))
+}
+
+fn read_custom(
+    def: &TaskDef,
+    c: &Custom,
+    dir: &Path,
+    split: &str,
+    skip_bad: bool,
+    out: &mut Split,
+) -> Result<()> {
+    let (path, rows) = custom_rows(dir, split)?;
+    let mut b = Builder {
+        skip_bad,
+        split: out,
+    };
+    for (line, r) in &rows {
+        let ex = (|| {
+            let get = |k: &str| {
+                r.get(k)
+                    .map(String::as_str)
+                    .ok_or_else(|| format!("no column {k:?}"))
+            };
+            let a = text(get(&c.text_a)?, &c.text_a)?;
+            let label = r.get(&c.label).map(|s| s.trim()).filter(|s| !s.is_empty());
+            let input = match c.shape {
+                Shape::Single => Input::Single(a),
+                Shape::Ordered => Input::Ordered {
+                    premise: a,
+                    hypothesis: text(get(c.text_b.as_deref().unwrap_or(""))?, "text_b")?,
+                },
+                Shape::Unordered | Shape::Regression => Input::Unordered {
+                    a,
+                    b: text(get(c.text_b.as_deref().unwrap_or(""))?, "text_b")?,
+                },
+                Shape::Choice => Input::Choice {
+                    context: a,
+                    question: match &c.text_b {
+                        Some(q) => get(q)?.trim().to_string(),
+                        None => String::new(),
+                    },
+                    candidates: c
+                        .choices
+                        .iter()
+                        .map(|k| text(get(k)?, k))
+                        .collect::<std::result::Result<_, _>>()?,
+                },
+            };
+            let target = match (label, c.shape, &input) {
+                (None, _, _) => Target::None,
+                (Some(v), Shape::Regression, _) => Target::Score(v.parse::<f32>().map_err(|_| format!("score {v:?} is not a number"))?),
+                (Some(v), Shape::Choice, Input::Choice { candidates, .. }) => match v.parse::<usize>() {
+                    Ok(i) if i < candidates.len() => Target::Class(i),
+                    _ => Target::Class(candidates.iter().position(|x| x == v).ok_or_else(|| format!("label {v:?} is neither a 0-based candidate index nor a candidate's text"))?),
+                },
+                (Some(v), _, _) => class(def, v)?,
+            };
+            Ok(Example { input, target })
+        })();
+        b.push(&path, *line, ex)?;
+    }
+    b.split.files.push(path);
+    Ok(())
 }
 
 /// Examples of one split, and how many bad rows were skipped.
@@ -249,7 +453,7 @@ fn class(def: &TaskDef, s: &str) -> std::result::Result<Target, String> {
     let s = s.trim();
     def.labels
         .iter()
-        .position(|l| *l == s)
+        .position(|l| l == s)
         .map(Target::Class)
         .ok_or_else(|| format!("unknown label {s:?}; expected one of {:?}", def.labels))
 }
@@ -302,7 +506,7 @@ fn glue(
                 }
                 Some(i) => class(def, cell(row, i, ncols)?)?,
             };
-            let input = match (texts.len(), def.name) {
+            let input = match (texts.len(), def.name.as_str()) {
                 (1, _) => Input::Single(texts[0].clone()),
                 (_, "mrpc" | "qqp" | "stsb") => Input::Unordered {
                     a: texts[0].clone(),
@@ -346,7 +550,17 @@ pub fn read_split(def: &TaskDef, dir: &Path, split: &str, skip_bad: bool) -> Res
             )));
         }
     };
-    match def.name {
+    if let Some(c) = &def.custom {
+        read_custom(def, c, dir, name, skip_bad, &mut out)?;
+        if out.examples.is_empty() {
+            return Err(Error::invalid(
+                out.files.first().map_or(dir, |p| p.as_path()),
+                format!("no examples in the {split} split"),
+            ));
+        }
+        return Ok(out);
+    }
+    match def.name.as_str() {
         "cola" if !test => {
             let path = split_file(dir, &[&format!("{name}.tsv")])?;
             let rows = read_delimited(&path, b'\t', false, false)?;
@@ -831,22 +1045,22 @@ mod tests {
         let p = d.path();
         std::fs::write(p.join("train.tsv"), "index\tsentence1\tsentence2\tlabel\n0\tA man.\tA person.\tentailment\n1\tX\tY\tnot_entailment\n").unwrap();
         let rte = task("RTE").unwrap();
-        let s = read_split(rte, p, "train", false).unwrap();
+        let s = read_split(&rte, p, "train", false).unwrap();
         assert_eq!(s.examples.len(), 2);
         assert_eq!(s.examples[1].target, Target::Class(1));
         assert!(
             matches!(&s.examples[0].input, Input::Ordered { premise, .. } if premise == "A man.")
         );
         std::fs::write(p.join("dev.tsv"), "index\tsentence1\tsentence2\tlabel\n0\tA\tB\tmaybe\n1\tA\n2\t\tB\tentailment\n3\tC\tD\tentailment\n").unwrap();
-        let e = read_split(rte, p, "dev", false).unwrap_err().to_string();
+        let e = read_split(&rte, p, "dev", false).unwrap_err().to_string();
         assert!(
             e.contains("dev.tsv") && e.contains("line 2") && e.contains("unknown label \"maybe\""),
             "{e}"
         );
-        let s = read_split(rte, p, "dev", true).unwrap();
+        let s = read_split(&rte, p, "dev", true).unwrap();
         assert_eq!((s.examples.len(), s.skipped), (1, 3));
         assert!(
-            read_split(rte, p, "test", false)
+            read_split(&rte, p, "test", false)
                 .unwrap_err()
                 .to_string()
                 .contains("missing split file")
@@ -863,7 +1077,7 @@ mod tests {
             "\u{feff}Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\tA \"quoted\" one.\tB\n",
         )
         .unwrap();
-        let s = read_split(task("mrpc").unwrap(), p, "train", false).unwrap();
+        let s = read_split(&task("mrpc").unwrap(), p, "train", false).unwrap();
         assert!(
             matches!(&s.examples[0].input, Input::Unordered { a, .. } if a == "A \"quoted\" one.")
         );
@@ -873,7 +1087,7 @@ mod tests {
             "gj04\t1\t\tOur friends won't buy this.\ngj04\t0\t*\tBad one.\n",
         )
         .unwrap();
-        let s = read_split(task("cola").unwrap(), p, "train", false).unwrap();
+        let s = read_split(&task("cola").unwrap(), p, "train", false).unwrap();
         assert_eq!(s.examples[1].target, Target::Class(0));
     }
 
@@ -887,7 +1101,7 @@ mod tests {
         )
         .unwrap();
         let sci = task("SciTail").unwrap();
-        let s = read_split(sci, p, "train", false).unwrap();
+        let s = read_split(&sci, p, "train", false).unwrap();
         assert_eq!(s.examples.len(), 2);
         assert_eq!(s.examples[1].target, Target::Class(1));
         std::fs::write(
@@ -896,7 +1110,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            read_split(sci, p, "dev", false).unwrap().examples[0].target,
+            read_split(&sci, p, "dev", false).unwrap().examples[0].target,
             Target::Class(0)
         );
         let race = p.join("race");
@@ -904,7 +1118,7 @@ mod tests {
         let doc = serde_json::json!({"article": "Tom has a cat.", "questions": ["What does Tom have?", "Who has a cat?"],
             "options": [["a dog", "a cat", "a bird", "a fish"], ["Tom", "Ann", "Bob", "Sue"]], "answers": ["B", "A"], "id": "1.txt"});
         std::fs::write(race.join("dev/high/1.txt"), doc.to_string()).unwrap();
-        let s = read_split(task("race").unwrap(), &race, "dev", false).unwrap();
+        let s = read_split(&task("race").unwrap(), &race, "dev", false).unwrap();
         assert_eq!(s.examples.len(), 2);
         assert_eq!(s.examples[0].target, Target::Class(1));
         assert!(
@@ -915,7 +1129,7 @@ mod tests {
             r#"{"article": "x", "questions": ["q"], "options": [["a", "b"]], "answers": ["E"]}"#,
         )
         .unwrap();
-        let e = read_split(task("race").unwrap(), &race, "dev", false)
+        let e = read_split(&task("race").unwrap(), &race, "dev", false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("2.txt") && e.contains("only 2 options"), "{e}");

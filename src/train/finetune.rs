@@ -369,7 +369,7 @@ pub fn save_finetuned(
             ("bias".into(), vec![head.n_out], &head.b),
         ])?;
         write_atomic(&tmp.join("head.safetensors"), &bytes)?;
-        let task = serde_json::json!({"task": def.name, "kind": def.kind, "labels": def.labels, "max_len": max_len});
+        let task = serde_json::json!({"task": def, "max_len": max_len});
         write_atomic(
             &tmp.join("task.json"),
             serde_json::to_string_pretty(&task)
@@ -385,7 +385,7 @@ pub fn save_finetuned(
 pub struct Finetuned {
     pub model: Gpt,
     pub head: Head,
-    pub task: &'static TaskDef,
+    pub task: TaskDef,
     pub tokenizer: Tokenizer,
     pub max_len: usize,
 }
@@ -397,7 +397,8 @@ pub fn load_finetuned(dir: &Path) -> Result<Finetuned> {
     let text = std::fs::read_to_string(&tp).map_err(|e| Error::invalid(dir, format!("not a fine-tuned checkpoint: task.json is missing ({e}); pass the best/ directory of a `gpt1 finetune` run")))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Error::invalid(&tp, format!("not JSON ({e})")))?;
-    let task = crate::data::tasks::task(v["task"].as_str().unwrap_or(""))?;
+    let task: TaskDef = serde_json::from_value(v["task"].clone())
+        .map_err(|e| Error::invalid(&tp, format!("not a task definition ({e})")))?;
     let max_len = v["max_len"]
         .as_u64()
         .ok_or_else(|| Error::invalid(&tp, "max_len is missing"))? as usize;
@@ -492,7 +493,7 @@ pub fn split_stats(
 fn key_of(t: &Target, def: &TaskDef) -> String {
     match t {
         Target::Class(c) if def.labels.is_empty() => format!("candidate {}", c + 1),
-        Target::Class(c) => def.labels[*c].to_string(),
+        Target::Class(c) => def.labels[*c].clone(),
         Target::Score(_) => "score".to_string(),
         Target::None => "unlabelled".to_string(),
     }
@@ -512,7 +513,7 @@ pub fn predict_to_file(
     for (i, p) in ev.predictions.iter().enumerate() {
         let v = match (ft.task.kind, ft.task.labels.is_empty()) {
             (crate::tasks::HeadKind::Regress, _) => format!("{p:.4}"),
-            (_, false) => ft.task.labels[*p as usize].to_string(),
+            (_, false) => ft.task.labels[*p as usize].clone(),
             (_, true) => format!("{}", *p as usize + 1),
         };
         text.push_str(&format!("{i}\t{v}\n"));
@@ -529,7 +530,7 @@ pub fn evaluate(
     batch_size: usize,
     skip_bad_rows: bool,
 ) -> Result<Evaluation> {
-    let s = read_split(ft.task, data, split, skip_bad_rows)?;
+    let s = read_split(&ft.task, data, split, skip_bad_rows)?;
     let (p, _) = prepare(&ft.tokenizer, &s.examples, ft.max_len)?;
     let per = p
         .iter()
@@ -538,7 +539,7 @@ pub fn evaluate(
         .unwrap_or(1);
     let mut acts = Activations::new(&ft.model.config, batch_size * per, ft.max_len, false);
     Ok(evaluate_prepared(
-        ft.task, &ft.model, &ft.head, &mut acts, &p, batch_size,
+        &ft.task, &ft.model, &ft.head, &mut acts, &p, batch_size,
     ))
 }
 
