@@ -23,7 +23,7 @@ fn data_dir() -> Option<PathBuf> {
 fn count(name: &str, dir: &str, split: &str) -> (usize, Vec<usize>) {
     let d = data_dir().unwrap();
     let def = task(name).unwrap();
-    let s = read_split(def, &d.join(dir), split, false).unwrap();
+    let s = read_split(&def, &d.join(dir), split, false).unwrap();
     assert_eq!(s.skipped, 0);
     let mut per = vec![0; def.labels.len().max(2)];
     for e in &s.examples {
