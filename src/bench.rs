@@ -117,3 +117,122 @@ pub fn train(
         peak_gflops: peak,
     }
 }
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FinetuneBench {
+    pub config: String,
+    pub batch: usize,
+    pub seq: usize,
+    pub threads: usize,
+    /// Fine-tuning examples per second (median step): body forward/backward, λ = 0.5 LM loss,
+    /// a two-class head, clipping, AdamW.
+    pub train_examples_per_s: f64,
+    pub train_step_ms: StepMs,
+    /// Evaluation examples per second (median): forward and head, no dropout.
+    pub eval_examples_per_s: f64,
+    pub peak_rss_mib: f64,
+}
+
+/// The fine-tuning step of `train::finetune` on random sequences of `seq` tokens (extract
+/// token last), `batch` examples per step.
+pub fn finetune(
+    name: &str,
+    config: Config,
+    batch: usize,
+    seq: usize,
+    steps: usize,
+    warmup: usize,
+) -> FinetuneBench {
+    use crate::kernels::crossentropy::IGNORE;
+    use crate::kernels::dropout::Dropout;
+    use crate::model::Activations;
+    use crate::tasks::{Head, HeadKind, Item, Target};
+    use crate::train::optim::AdamW;
+    let threads = rayon::current_num_threads();
+    let d = config.n_embd;
+    let mut model = Gpt::init(config.clone(), 1);
+    let mut head = Head::new(HeadKind::Classify, d, 2, 1);
+    let mut acts = Activations::new(&config, batch, seq, true);
+    let mut grads = vec![0.0f32; model.params.len()];
+    let mut opt = AdamW::new(&config, 0.01);
+    let (mut ow, mut ob) = (
+        AdamW::flat(head.w.len(), true, 0.01),
+        AdamW::flat(head.b.len(), false, 0.01),
+    );
+    let mut rng = Rng::new(11);
+    let v = config.vocab_size as u64;
+    let items: Vec<Item> = (0..batch)
+        .map(|i| Item {
+            features: vec![vec![i * seq + seq - 1]],
+            target: Target::Class(i % 2),
+        })
+        .collect();
+    let mut times = Vec::new();
+    for s in 0..warmup + steps {
+        let ids: Vec<u32> = (0..batch * seq).map(|_| rng.below(v) as u32).collect();
+        let mut lm: Vec<u32> = ids[1..].to_vec();
+        lm.push(IGNORE);
+        for i in 1..batch {
+            lm[i * seq - 1] = IGNORE;
+        }
+        let t0 = Instant::now();
+        let key = derive(5, s as u64);
+        grads.iter_mut().for_each(|g| *g = 0.0);
+        let mut hg = head.zeros_like();
+        model.forward(&mut acts, &ids, Some(key));
+        let mut dh = vec![0.0f32; batch * seq * d];
+        head.loss_backward(
+            &mut hg,
+            acts.hidden(),
+            &items,
+            Dropout { p: 0.1, key },
+            1.0 / batch as f32,
+            &mut dh,
+        );
+        let counted = lm.iter().filter(|&&t| t != IGNORE).count() as f32;
+        model.backward(
+            &mut acts,
+            &mut grads,
+            &ids,
+            &lm,
+            Some(key),
+            0.5 / counted,
+            Some(&dh),
+        );
+        crate::train::optim::clip_grad_norm(&mut grads, 1.0);
+        opt.step(&mut model.params, &grads, 6.25e-5);
+        ow.step(&mut head.w, &hg.w, 6.25e-5);
+        ob.step(&mut head.b, &hg.b, 6.25e-5);
+        if s >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let (min, max) = times
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
+    let med = median(&mut times);
+    let mut eval_times = Vec::new();
+    let mut eacts = Activations::new(&config, batch, seq, false);
+    for _ in 0..warmup + steps {
+        let ids: Vec<u32> = (0..batch * seq).map(|_| rng.below(v) as u32).collect();
+        let t0 = Instant::now();
+        model.forward(&mut eacts, &ids, None);
+        std::hint::black_box(head.forward(eacts.hidden(), &items));
+        eval_times.push(t0.elapsed().as_secs_f64());
+    }
+    let eval_med = median(&mut eval_times[warmup..].to_vec());
+    FinetuneBench {
+        config: name.to_string(),
+        batch,
+        seq,
+        threads,
+        train_examples_per_s: batch as f64 / med,
+        train_step_ms: StepMs {
+            min: min * 1e3,
+            median: med * 1e3,
+            max: max * 1e3,
+        },
+        eval_examples_per_s: batch as f64 / eval_med,
+        peak_rss_mib: peak_rss_mib(),
+    }
+}

@@ -24,7 +24,11 @@ ap.add_argument("--steps", type=int, default=5)
 ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--gpt1", default=os.path.join(ROOT, "target", "release", "gpt1"))
+ap.add_argument("--kind", choices=["train", "finetune"], default="train",
+                help="train: pre-training tokens/s; finetune: fine-tuning and evaluation examples/s")
 a = ap.parse_args()
+TORCH = "bench_torch.py" if a.kind == "train" else "bench_finetune_torch.py"
+KEYS = ["tokens_per_s"] if a.kind == "train" else ["train_examples_per_s", "eval_examples_per_s"]
 
 common = ["--config", a.config, "--batch", str(a.batch), "--seq", str(a.seq), "--steps", str(a.steps)]
 env = dict(os.environ)
@@ -40,17 +44,17 @@ def run(cmd, env=None):
 
 ours, theirs = [], []
 for r in range(a.rounds):
-    ours.append(run([a.gpt1, "--threads", str(a.threads), "bench", "train", "--json"] + common))
-    theirs.append(run([sys.executable, os.path.join(HERE, "bench_torch.py"), "--threads", str(a.threads)] + common, env))
-    print(f"round {r}: gpt1 {ours[-1]['tokens_per_s']:.0f} tok/s, torch {theirs[-1]['tokens_per_s']:.0f} tok/s",
-          file=sys.stderr)
-g = statistics.median(x["tokens_per_s"] for x in ours)
-t = statistics.median(x["tokens_per_s"] for x in theirs)
-print(json.dumps({
-    "config": a.config, "batch": a.batch, "seq": a.seq, "threads": a.threads, "rounds": a.rounds,
-    "gpt1_tokens_per_s": g, "torch_tokens_per_s": t, "ratio": g / t,
-    "gpt1_mfu": statistics.median(x["mfu"] for x in ours),
-    "torch_mfu": statistics.median(x["mfu"] for x in theirs),
-    "gpt1_peak_rss_mib": max(x["peak_rss_mib"] for x in ours),
-    "torch_peak_rss_mib": max(x["peak_rss_mib"] for x in theirs),
-}))
+    ours.append(run([a.gpt1, "--threads", str(a.threads), "bench", a.kind, "--json"] + common))
+    theirs.append(run([sys.executable, os.path.join(HERE, TORCH), "--threads", str(a.threads)] + common, env))
+    print(f"round {r}: " + ", ".join(f"{k} gpt1 {ours[-1][k]:.1f} torch {theirs[-1][k]:.1f}" for k in KEYS), file=sys.stderr)
+res = {"kind": a.kind, "config": a.config, "batch": a.batch, "seq": a.seq, "threads": a.threads, "rounds": a.rounds}
+for k in KEYS:
+    g = statistics.median(x[k] for x in ours)
+    t = statistics.median(x[k] for x in theirs)
+    res.update({f"gpt1_{k}": g, f"torch_{k}": t, f"ratio_{k}": g / t})
+if a.kind == "train":
+    res["gpt1_mfu"] = statistics.median(x["mfu"] for x in ours)
+    res["torch_mfu"] = statistics.median(x["mfu"] for x in theirs)
+res["gpt1_peak_rss_mib"] = max(x["peak_rss_mib"] for x in ours)
+res["torch_peak_rss_mib"] = max(x["peak_rss_mib"] for x in theirs)
+print(json.dumps(res))

@@ -5,6 +5,8 @@ use gpt1::model::Config;
 pub enum Command {
     /// Training throughput (tokens/s), step time, MFU and peak memory.
     Train(TrainArgs),
+    /// Fine-tuning and evaluation throughput (examples/s).
+    Finetune(TrainArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -56,6 +58,36 @@ pub fn run(c: Command) -> Result<()> {
                     r.step_ms.max,
                     r.gflops,
                     100.0 * r.mfu,
+                    r.peak_rss_mib
+                );
+            }
+            Ok(())
+        }
+        Command::Finetune(a) => {
+            let config = Config::from_name_or_file(&a.config)?;
+            ensure!(
+                a.seq <= config.n_positions,
+                "--seq {} exceeds n_positions {}",
+                a.seq,
+                config.n_positions
+            );
+            ensure!(
+                a.steps > 0 && a.batch > 0,
+                "--steps and --batch must be positive"
+            );
+            let r = gpt1::bench::finetune(&a.config, config, a.batch, a.seq, a.steps, a.warmup);
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} {}x{} on {} threads: fine-tuning {:.1} examples/s (step {:.0} ms), evaluation {:.1} examples/s, peak RSS {:.0} MiB",
+                    r.config,
+                    r.batch,
+                    r.seq,
+                    r.threads,
+                    r.train_examples_per_s,
+                    r.train_step_ms.median,
+                    r.eval_examples_per_s,
                     r.peak_rss_mib
                 );
             }
