@@ -187,7 +187,19 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
     assert_eq!(st["splits"]["dev"]["labels"]["1"], 2);
     assert!(st["splits"]["train"]["tokens"]["max"].as_u64().unwrap() > 10);
     assert!(st["splits"]["train"]["truncated"].as_u64().unwrap() > 0);
-    // Bad input: an unknown task, a missing split, an unknown label.
+    // Bad input: a zero batch, an unknown task, a missing split, an unknown label.
+    fails(
+        &[
+            "evaluate",
+            "--model",
+            s(&out.join("best")),
+            "--data",
+            s(d),
+            "--batch",
+            "0",
+        ],
+        "--batch must be at least 1",
+    );
     fails(
         &[
             "finetune",

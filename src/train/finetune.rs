@@ -530,6 +530,9 @@ pub fn evaluate(
     batch_size: usize,
     skip_bad_rows: bool,
 ) -> Result<Evaluation> {
+    if batch_size == 0 {
+        return Err(Error::Config("--batch must be at least 1".into()));
+    }
     let s = read_split(&ft.task, data, split, skip_bad_rows)?;
     let (p, _) = prepare(&ft.tokenizer, &s.examples, ft.max_len)?;
     let per = p
@@ -551,6 +554,11 @@ pub fn finetune(
     def: &TaskDef,
     opts: &FinetuneOptions,
 ) -> Result<FinetuneSummary> {
+    if opts.batch == 0 || opts.epochs == 0 {
+        return Err(Error::Config(
+            "--batch and --epochs must be at least 1".into(),
+        ));
+    }
     let model = with_special_tokens(model, tok, opts.seed)?;
     let max_len = opts
         .max_len
