@@ -39,8 +39,8 @@ pub fn run(c: Command) -> Result<()> {
                 config.n_positions
             );
             ensure!(
-                a.steps > 0 && a.batch > 0,
-                "--steps and --batch must be positive"
+                a.steps > 0 && a.batch > 0 && a.seq > 0,
+                "--steps, --batch and --seq must be positive"
             );
             let r = gpt1::bench::train(&a.config, config, a.batch, a.seq, a.steps, a.warmup);
             if a.json {
@@ -72,8 +72,8 @@ pub fn run(c: Command) -> Result<()> {
                 config.n_positions
             );
             ensure!(
-                a.steps > 0 && a.batch > 0,
-                "--steps and --batch must be positive"
+                a.steps > 0 && a.batch > 0 && a.seq > 0,
+                "--steps, --batch and --seq must be positive"
             );
             let r = gpt1::bench::finetune(&a.config, config, a.batch, a.seq, a.steps, a.warmup);
             if a.json {

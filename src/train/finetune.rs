@@ -97,6 +97,12 @@ fn prepare(
     for e in examples {
         let tokens = Tokens::of(&e.input, |s| tok.encode(s))?;
         let t = transform(&tokens, sp, max_len);
+        if let Some(q) = t.features.iter().flatten().find(|q| q.ids.len() > max_len) {
+            return Err(Error::Config(format!(
+                "--max-len {max_len} cannot hold an input of this task even after trimming ({} tokens with the special tokens); raise --max-len",
+                q.ids.len()
+            )));
+        }
         truncated += usize::from(t.truncated > 0);
         out.push(Prepared {
             t,
