@@ -524,6 +524,22 @@ fn glue(
     Ok(())
 }
 
+/// GLUE files with a header: the text columns and the label column of each task.
+type GlueColumns = (&'static [&'static [&'static str]], &'static [&'static str]);
+
+fn glue_columns(task: &str) -> Option<GlueColumns> {
+    Some(match task {
+        "cola" | "sst2" => (&[&["sentence"]], &["label"]),
+        "mrpc" => (&[&["#1 String"], &["#2 String"]], &["Quality"]),
+        "qqp" => (&[&["question1"], &["question2"]], &["is_duplicate"]),
+        "stsb" => (&[&["sentence1"], &["sentence2"]], &["score"]),
+        "mnli" => (&[&["sentence1"], &["sentence2"]], &["gold_label"]),
+        "qnli" => (&[&["question"], &["sentence"]], &["label"]),
+        "rte" | "wnli" => (&[&["sentence1"], &["sentence2"]], &["label"]),
+        _ => return None,
+    })
+}
+
 fn split_file(dir: &Path, names: &[&str]) -> Result<PathBuf> {
     names
         .iter()
@@ -585,91 +601,19 @@ pub fn read_split(def: &TaskDef, dir: &Path, split: &str, skip_bad: bool) -> Res
             }
             out.files.push(path);
         }
-        "cola" | "sst2" => {
-            let path = split_file(dir, &[&format!("{name}.tsv")])?;
-            glue(
-                def,
-                &path,
-                &[&["sentence"]],
-                (!test).then_some(&["label"][..]),
-                skip_bad,
-                &mut out,
-            )?;
-            out.files.push(path);
-        }
-        "mrpc" => {
-            let path = split_file(dir, &[&format!("{name}.tsv")])?;
-            glue(
-                def,
-                &path,
-                &[&["#1 String"], &["#2 String"]],
-                (!test).then_some(&["Quality"][..]),
-                skip_bad,
-                &mut out,
-            )?;
-            out.files.push(path);
-        }
-        "qqp" => {
-            let path = split_file(dir, &[&format!("{name}.tsv")])?;
-            glue(
-                def,
-                &path,
-                &[&["question1"], &["question2"]],
-                (!test).then_some(&["is_duplicate"][..]),
-                skip_bad,
-                &mut out,
-            )?;
-            out.files.push(path);
-        }
-        "stsb" => {
-            let path = split_file(dir, &[&format!("{name}.tsv")])?;
-            glue(
-                def,
-                &path,
-                &[&["sentence1"], &["sentence2"]],
-                (!test).then_some(&["score"][..]),
-                skip_bad,
-                &mut out,
-            )?;
-            out.files.push(path);
-        }
-        "mnli" => {
-            let file = match name {
-                "dev" => "dev_matched.tsv".to_string(),
-                "dev_mismatched" => "dev_mismatched.tsv".to_string(),
-                "test" => "test_matched.tsv".to_string(),
-                n => format!("{n}.tsv"),
+        name_ if glue_columns(name_).is_some() => {
+            let (texts, label) = glue_columns(name_).expect("checked above");
+            let file = match (name_, name) {
+                ("mnli", "dev") => "dev_matched.tsv".to_string(),
+                ("mnli", "test") => "test_matched.tsv".to_string(),
+                (_, split) => format!("{split}.tsv"),
             };
             let path = split_file(dir, &[&file])?;
             glue(
                 def,
                 &path,
-                &[&["sentence1"], &["sentence2"]],
-                (!test).then_some(&["gold_label"][..]),
-                skip_bad,
-                &mut out,
-            )?;
-            out.files.push(path);
-        }
-        "qnli" => {
-            let path = split_file(dir, &[&format!("{name}.tsv")])?;
-            glue(
-                def,
-                &path,
-                &[&["question"], &["sentence"]],
-                (!test).then_some(&["label"][..]),
-                skip_bad,
-                &mut out,
-            )?;
-            out.files.push(path);
-        }
-        "rte" | "wnli" => {
-            let path = split_file(dir, &[&format!("{name}.tsv")])?;
-            glue(
-                def,
-                &path,
-                &[&["sentence1"], &["sentence2"]],
-                (!test).then_some(&["label"][..]),
+                texts,
+                (!test).then_some(label),
                 skip_bad,
                 &mut out,
             )?;
