@@ -28,20 +28,26 @@ pub struct TrainArgs {
     json: bool,
 }
 
+/// The configuration of a benchmark, with its sizes checked.
+fn checked(a: &TrainArgs) -> Result<Config> {
+    let config = Config::from_name_or_file(&a.config)?;
+    ensure!(
+        a.seq <= config.n_positions,
+        "--seq {} exceeds n_positions {}",
+        a.seq,
+        config.n_positions
+    );
+    ensure!(
+        a.steps > 0 && a.batch > 0 && a.seq > 0,
+        "--steps, --batch and --seq must be positive"
+    );
+    Ok(config)
+}
+
 pub fn run(c: Command) -> Result<()> {
     match c {
         Command::Train(a) => {
-            let config = Config::from_name_or_file(&a.config)?;
-            ensure!(
-                a.seq <= config.n_positions,
-                "--seq {} exceeds n_positions {}",
-                a.seq,
-                config.n_positions
-            );
-            ensure!(
-                a.steps > 0 && a.batch > 0 && a.seq > 0,
-                "--steps, --batch and --seq must be positive"
-            );
+            let config = checked(&a)?;
             let r = gpt1::bench::train(&a.config, config, a.batch, a.seq, a.steps, a.warmup);
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -64,17 +70,7 @@ pub fn run(c: Command) -> Result<()> {
             Ok(())
         }
         Command::Finetune(a) => {
-            let config = Config::from_name_or_file(&a.config)?;
-            ensure!(
-                a.seq <= config.n_positions,
-                "--seq {} exceeds n_positions {}",
-                a.seq,
-                config.n_positions
-            );
-            ensure!(
-                a.steps > 0 && a.batch > 0 && a.seq > 0,
-                "--steps, --batch and --seq must be positive"
-            );
+            let config = checked(&a)?;
             let r = gpt1::bench::finetune(&a.config, config, a.batch, a.seq, a.steps, a.warmup);
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
