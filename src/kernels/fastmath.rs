@@ -9,8 +9,10 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.7);
-    // Round to nearest by the 1.5·2^23 trick: vectorizes, unlike `f32::round`.
-    let n = (x * LOG2E + 12_582_912.0) - 12_582_912.0;
+    // Round to nearest by the 1.5·2^23 trick: `t`'s low mantissa bits then hold n itself, so
+    // 2^n is built from integer bit operations (a float→int cast does not vectorize).
+    let t = x * LOG2E + 12_582_912.0;
+    let n = t - 12_582_912.0;
     let r = x - n * LN2_HI - n * LN2_LO;
     // Cephes expf polynomial on |r| <= ln2/2.
     let mut p = 1.987_569_1e-4f32;
@@ -20,7 +22,8 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5e-1;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    e * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
 }
 
 /// tanh(x) = sign(x)·(1 − 2 / (e^{2|x|} + 1)); saturates to ±1 for |x| > 9.
