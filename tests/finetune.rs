@@ -4,35 +4,19 @@ mod common;
 use common::{fails, ok, s};
 use std::path::Path;
 
-/// Letters (alone and word-final) and a few merges.
+/// Letters (alone and word-final) and merges for "good" and "bad".
 fn write_vocab(dir: &Path) {
-    let mut toks: Vec<String> = Vec::new();
-    for c in ('a'..='z').chain(['.', ',']) {
-        toks.push(c.to_string());
-        toks.push(format!("{c}</w>"));
-    }
-    toks.extend([
-        "go".into(),
-        "goo".into(),
-        "good</w>".into(),
-        "ba".into(),
-        "bad</w>".into(),
-    ]);
-    let vocab: serde_json::Map<String, serde_json::Value> = toks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i.into()))
-        .collect();
-    std::fs::write(
-        dir.join("vocab.json"),
-        serde_json::to_string(&vocab).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("merges.txt"),
-        "#version: 0.2\ng o\ngo o\ngoo d</w>\nb a\nba d</w>\n",
-    )
-    .unwrap();
+    common::write_letter_vocab(
+        dir,
+        &['.', ','],
+        &[
+            ("g", "o"),
+            ("go", "o"),
+            ("goo", "d</w>"),
+            ("b", "a"),
+            ("ba", "d</w>"),
+        ],
+    );
 }
 
 fn write_task(dir: &Path) {

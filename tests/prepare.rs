@@ -7,29 +7,14 @@ use common::{fails, ok, s};
 use gpt1::data::TokenData;
 use std::path::Path;
 
-/// Letters a–z and '.' (alone and word-final), plus merges for "th", "the</w>", "he</w>".
+/// Letters a–z and '.', ',', '\'' (alone and word-final), plus merges for "th", "the</w>",
+/// "he</w>".
 fn write_vocab(dir: &Path) {
-    let mut toks: Vec<String> = Vec::new();
-    for c in ('a'..='z').chain(['.', ',', '\'']) {
-        toks.push(c.to_string());
-        toks.push(format!("{c}</w>"));
-    }
-    toks.extend(["th".into(), "the</w>".into(), "he</w>".into()]);
-    let vocab: serde_json::Map<String, serde_json::Value> = toks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i.into()))
-        .collect();
-    std::fs::write(
-        dir.join("vocab.json"),
-        serde_json::to_string(&vocab).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("merges.txt"),
-        "#version: 0.2\nt h\nth e</w>\nh e</w>\n",
-    )
-    .unwrap();
+    common::write_letter_vocab(
+        dir,
+        &['.', ',', '\''],
+        &[("t", "h"), ("th", "e</w>"), ("h", "e</w>")],
+    );
 }
 
 /// `detokenize(tokenize(text))` through the command line.

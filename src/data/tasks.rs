@@ -601,8 +601,7 @@ pub fn read_split(def: &TaskDef, dir: &Path, split: &str, skip_bad: bool) -> Res
             }
             out.files.push(path);
         }
-        name_ if glue_columns(name_).is_some() => {
-            let (texts, label) = glue_columns(name_).expect("checked above");
+        name_ if let Some((texts, label)) = glue_columns(name_) => {
             let file = match (name_, name) {
                 ("mnli", "dev") => "dev_matched.tsv".to_string(),
                 ("mnli", "test") => "test_matched.tsv".to_string(),

@@ -592,6 +592,7 @@ pub fn finetune(
     let mut head = Head::new(def.kind, d, def.n_out(), opts.seed);
     let mut model = model;
     let mut grads = vec![0.0f32; model.params.len()];
+    let mut dh: Vec<f32> = Vec::new();
     let mut opt = AdamW::new(&model.config, opts.weight_decay);
     let (mut opt_w, mut opt_b) = (
         AdamW::flat(head.w.len(), true, opts.weight_decay),
@@ -627,7 +628,9 @@ pub fn finetune(
             grads.iter_mut().for_each(|g| *g = 0.0);
             let mut hg = head.zeros_like();
             model.forward(&mut acts, &b.ids, Some(key));
-            let mut dh = vec![0.0f32; b.n_seq * b.len * d];
+            // The head's gradient on the body's output, reused across steps.
+            dh.clear();
+            dh.resize(b.n_seq * b.len * d, 0.0);
             let n_items = b
                 .items
                 .iter()

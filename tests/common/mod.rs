@@ -38,3 +38,29 @@ pub fn fails(args: &[&str], needle: &str) -> String {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
+
+/// A small BPE vocabulary in `dir`: each letter a–z and each of `punct`, alone and word-final
+/// (`x</w>`), then one token per merge (in merge order), and `merges.txt` with those merges.
+pub fn write_letter_vocab(dir: &Path, punct: &[char], merges: &[(&str, &str)]) {
+    let mut toks: Vec<String> = Vec::new();
+    for c in ('a'..='z').chain(punct.iter().copied()) {
+        toks.push(c.to_string());
+        toks.push(format!("{c}</w>"));
+    }
+    toks.extend(merges.iter().map(|(a, b)| format!("{a}{b}")));
+    let vocab: serde_json::Map<String, serde_json::Value> = toks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i.into()))
+        .collect();
+    std::fs::write(
+        dir.join("vocab.json"),
+        serde_json::to_string(&vocab).expect("json"),
+    )
+    .expect("write vocab.json");
+    let mut m = String::from("#version: 0.2\n");
+    for (a, b) in merges {
+        m.push_str(&format!("{a} {b}\n"));
+    }
+    std::fs::write(dir.join("merges.txt"), m).expect("write merges.txt");
+}
