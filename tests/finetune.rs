@@ -127,11 +127,29 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
         s(&out.join("best")),
         "--data",
         s(d),
+        "--task",
+        "sst2",
         "--json",
     ]))
     .unwrap();
-    assert_eq!(ev["accuracy"].as_f64().unwrap(), acc);
-    assert_eq!(ev["predictions"].as_array().unwrap().len(), 4);
+    assert_eq!(ev["task"], "sst2");
+    assert_eq!(ev["split"], "dev");
+    assert_eq!(ev["n"], 4);
+    assert_eq!(ev["metrics"]["accuracy"].as_f64().unwrap(), acc);
+    assert_eq!(ev["score"].as_f64().unwrap(), acc);
+    assert!(ev["metrics"].get("pearson").is_none(), "{ev}");
+    fails(
+        &[
+            "evaluate",
+            "--model",
+            s(&out.join("best")),
+            "--data",
+            s(d),
+            "--task",
+            "cola",
+        ],
+        "was fine-tuned on sst2",
+    );
     // predict writes label names per example; data stats counts labels and lengths.
     let pred = d.join("pred.tsv");
     ok(&[
@@ -213,6 +231,36 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
         ],
         "missing split file",
     );
+    // GLUE's test files carry no labels: evaluate says so, predict writes one row per example.
+    std::fs::write(
+        d.join("test.tsv"),
+        "index\tsentence\n0\tthe cat was good .\n1\ta dog was bad .\n2\tmy day is good\n",
+    )
+    .unwrap();
+    fails(
+        &[
+            "evaluate",
+            "--model",
+            s(&out.join("best")),
+            "--data",
+            s(d),
+            "--split",
+            "test",
+        ],
+        "has no labels",
+    );
+    ok(&[
+        "predict",
+        "--model",
+        s(&out.join("best")),
+        "--data",
+        s(d),
+        "--out",
+        s(&pred),
+    ]);
+    let p = std::fs::read_to_string(&pred).unwrap();
+    assert_eq!(p.lines().count(), 4, "{p}");
+    assert!(p.starts_with("index\tprediction\n0\t"), "{p}");
     std::fs::write(
         d.join("dev.tsv"),
         "sentence\tlabel\nthe cat was good .\tmaybe\n",
@@ -287,7 +335,7 @@ fn custom_tasks_from_csv_and_jsonl() {
         "--json",
     ]))
     .unwrap();
-    assert_eq!(ev["examples"], 2);
+    assert_eq!(ev["n"], 2);
     // Multiple choice from JSON lines; the label is a candidate index or the candidate's text.
     let mc = d.join("mc");
     std::fs::create_dir_all(&mc).unwrap();

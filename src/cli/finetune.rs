@@ -6,7 +6,7 @@ use gpt1::model::checkpoint::load_model;
 use gpt1::model::{Config, Gpt};
 use gpt1::text::Tokenizer;
 use gpt1::train::finetune::{
-    FinetuneOptions, evaluate, finetune, load_finetuned, predict_to_file, split_stats,
+    FinetuneOptions, Finetuned, evaluate, finetune, load_finetuned, predict_to_file, split_stats,
 };
 use std::path::PathBuf;
 
@@ -107,6 +107,9 @@ pub struct EvaluateArgs {
     /// A fine-tuned checkpoint (the best/ directory of a finetune run).
     #[arg(long)]
     model: PathBuf,
+    /// The task (optional: the checkpoint records it; given, it must match).
+    #[arg(long)]
+    task: Option<String>,
     #[arg(long)]
     data: PathBuf,
     #[arg(long, default_value = "dev")]
@@ -124,6 +127,9 @@ pub struct PredictArgs {
     /// A fine-tuned checkpoint (the best/ directory of a finetune run).
     #[arg(long)]
     model: PathBuf,
+    /// The task (optional: the checkpoint records it; given, it must match).
+    #[arg(long)]
+    task: Option<String>,
     #[arg(long)]
     data: PathBuf,
     #[arg(long, default_value = "test")]
@@ -161,8 +167,22 @@ pub struct StatsArgs {
     json: bool,
 }
 
+/// Loads a fine-tuned checkpoint, checking `--task` against the task it was trained on.
+fn load_checked(dir: &std::path::Path, task: Option<&str>) -> Result<Finetuned> {
+    let ft = load_finetuned(dir).with_context(|| format!("loading {}", dir.display()))?;
+    if let Some(t) = task {
+        anyhow::ensure!(
+            t.eq_ignore_ascii_case(&ft.task.name),
+            "--task {t}: {} was fine-tuned on {}; drop --task or pick the matching checkpoint",
+            dir.display(),
+            ft.task.name
+        );
+    }
+    Ok(ft)
+}
+
 pub fn run_predict(a: PredictArgs) -> Result<()> {
-    let ft = load_finetuned(&a.model)?;
+    let ft = load_checked(&a.model, a.task.as_deref())?;
     let n = predict_to_file(&ft, &a.data, &a.split, a.batch, &a.out)?;
     eprintln!("wrote {n} predictions to {}", a.out.display());
     Ok(())
@@ -226,15 +246,30 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
 }
 
 pub fn run_evaluate(a: EvaluateArgs) -> Result<()> {
-    let ft = load_finetuned(&a.model)?;
-    let mut ev = evaluate(&ft, &a.data, &a.split, a.batch, a.skip_bad_rows)?;
+    let ft = load_checked(&a.model, a.task.as_deref())?;
+    let ev = evaluate(&ft, &a.data, &a.split, a.batch, a.skip_bad_rows)?;
     if a.json {
-        println!("{}", serde_json::to_string(&ev)?);
+        let js = serde_json::json!({
+            "task": ft.task.name,
+            "split": a.split,
+            "n": ev.examples,
+            "metric": ev.metric,
+            "score": ev.score,
+            "metrics": ev.metrics(),
+        });
+        println!("{js}");
     } else {
-        ev.predictions.clear();
+        let all: Vec<String> = ev
+            .metrics()
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.4}"))
+            .collect();
         println!(
-            "{} {} on {} examples: {:?} {:.4}",
-            ft.task.name, a.split, ev.examples, ev.metric, ev.score
+            "{} {}: {} examples, {}",
+            ft.task.name,
+            a.split,
+            ev.examples,
+            all.join(", ")
         );
     }
     Ok(())

@@ -206,12 +206,36 @@ pub struct Evaluation {
     pub metric: Metric,
     /// The task's main figure (accuracy, F1, Matthews, or Pearson).
     pub score: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub f1: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub matthews: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pearson: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub spearman: Option<f64>,
+    /// Per example: the class index, or the score for regression (file order).
+    #[serde(skip)]
     pub predictions: Vec<f64>,
+}
+
+impl Evaluation {
+    /// The metrics that apply to the task, by name (GLUE's pairs: accuracy and F1 for MRPC and
+    /// QQP, Pearson and Spearman for STS-B).
+    pub fn metrics(&self) -> std::collections::BTreeMap<&'static str, f64> {
+        [
+            ("accuracy", self.accuracy),
+            ("f1", self.f1),
+            ("matthews", self.matthews),
+            ("pearson", self.pearson),
+            ("spearman", self.spearman),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+    }
 }
 
 /// Scores `examples` without dropout, `batch` examples at a time.
@@ -514,7 +538,11 @@ pub fn predict_to_file(
     batch_size: usize,
     out: &Path,
 ) -> Result<usize> {
-    let ev = evaluate(ft, data, split, batch_size, false)?;
+    if batch_size == 0 {
+        return Err(Error::Config("--batch must be at least 1".into()));
+    }
+    let s = read_split(&ft.task, data, split, false)?;
+    let ev = scored_split(ft, &s.examples, batch_size)?;
     let mut text = String::from("index\tprediction\n");
     for (i, p) in ev.predictions.iter().enumerate() {
         let v = match (ft.task.kind, ft.task.labels.is_empty()) {
@@ -540,7 +568,19 @@ pub fn evaluate(
         return Err(Error::Config("--batch must be at least 1".into()));
     }
     let s = read_split(&ft.task, data, split, skip_bad_rows)?;
-    let (p, _) = prepare(&ft.tokenizer, &s.examples, ft.max_len)?;
+    if s.examples.iter().any(|e| matches!(e.target, Target::None)) {
+        return Err(Error::Config(format!(
+            "split {split} of {} has no labels (GLUE keeps its test labels private): evaluate a \
+             labelled split (--split dev), or write predictions with `gpt1 predict`",
+            data.display()
+        )));
+    }
+    scored_split(ft, &s.examples, batch_size)
+}
+
+/// Runs the fine-tuned model over `examples` (labelled or not).
+fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> Result<Evaluation> {
+    let (p, _) = prepare(&ft.tokenizer, examples, ft.max_len)?;
     let per = p
         .iter()
         .map(|e| e.t.features.iter().map(Vec::len).sum::<usize>())
