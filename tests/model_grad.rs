@@ -205,3 +205,39 @@ fn keep_layers_reinitialises_only_the_later_blocks() {
         }
     }
 }
+
+/// Evaluation's shortcut (the last block on the extract rows only) gives the full forward
+/// pass's hidden states at those rows, for one and several blocks, and the same bits for any
+/// thread count.
+#[test]
+fn forward_rows_matches_the_full_forward_pass() {
+    for n_layer in [1, 3] {
+        let mut c = small_config(0.1);
+        c.n_layer = n_layer;
+        c.n_positions = 64;
+        let model = Gpt::init(c.clone(), 9);
+        let (b, t, d) = (3, 37, c.n_embd);
+        let ids = tokens(b * t, c.vocab_size as u32, 4);
+        let mut acts = Activations::new(&c, b, t, false);
+        model.forward(&mut acts, &ids, None);
+        let full = acts.hidden().to_vec();
+        let rows = [0, t - 1, t + 5, 2 * t + 36, 2 * t + 36, 40];
+        let got = model.forward_rows(&mut acts, &ids, &rows);
+        assert_eq!(got.len(), rows.len() * d);
+        for (i, &r) in rows.iter().enumerate() {
+            for k in 0..d {
+                let (a, e) = (got[i * d + k], full[r * d + k]);
+                assert!(
+                    (a - e).abs() < 2e-5,
+                    "layers {n_layer} row {r} dim {k}: {a} vs {e}"
+                );
+            }
+        }
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| model.forward_rows(&mut acts, &ids, &rows));
+        assert_eq!(one, got);
+    }
+}

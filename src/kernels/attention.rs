@@ -122,6 +122,37 @@ pub fn forward(
         });
 }
 
+/// `y[rows.len(), d]`: attention outputs at the flat positions `rows` of `[B, T]` only (no
+/// dropout; evaluation), each row attending over its own sequence's positions up to itself.
+pub fn forward_rows(y: &mut [f32], qkv: &[f32], s: Shape, rows: &[usize]) {
+    let (t, dh, d) = (s.t, s.dh, s.d());
+    let d3 = 3 * d;
+    let scale = 1.0 / (dh as f32).sqrt();
+    assert!(y.len() >= rows.len() * d && qkv.len() >= s.b * t * d3);
+    y.par_chunks_mut(d)
+        .zip(rows.par_iter())
+        .for_each(|(out, &r)| {
+            let (bi, i) = (r / t, r % t);
+            let mut p = vec![0.0f32; i + 1];
+            for hi in 0..s.h {
+                let q = &qkv[r * d3 + hi * dh..][..dh];
+                for (j, pj) in p.iter_mut().enumerate() {
+                    let k = &qkv[(bi * t + j) * d3 + d + hi * dh..][..dh];
+                    *pj = fastmath::dot(q, k) * scale;
+                }
+                let mx = fastmath::max(&p);
+                let inv = 1.0 / fastmath::exp_shifted(&mut p, mx);
+                let o = &mut out[hi * dh..(hi + 1) * dh];
+                o.fill(0.0);
+                for (j, &pj) in p.iter().enumerate() {
+                    let v = &qkv[(bi * t + j) * d3 + 2 * d + hi * dh..][..dh];
+                    let w = pj * inv;
+                    o.iter_mut().zip(v).for_each(|(o, v)| *o += w * v);
+                }
+            }
+        });
+}
+
 /// `dqkv` (assigned) from `dy`; `scratch` is `[B, H, T, T]` workspace.
 pub fn backward(
     dqkv: &mut [f32],

@@ -284,6 +284,71 @@ impl Gpt {
     /// The body's forward pass over `ids` (`[B, T]`, every id < vocab_size, T <= n_positions).
     /// `dropout_key`: `Some` in training (masks drawn from it), `None` for evaluation.
     pub fn forward(&self, acts: &mut Activations, ids: &[u32], dropout_key: Option<u64>) {
+        self.forward_blocks(acts, ids, dropout_key, self.config.n_layer);
+    }
+
+    /// The last block's output at the flat positions `rows` of `[B, T]` only, `[rows.len(), d]`,
+    /// without dropout. A task head reads one extract state per sequence, so in the last block
+    /// only the keys and values cover every position: its queries, projections, feed-forward and
+    /// norms run on `rows` alone (evaluation does 1/n_layer · 3/4 fewer products). Equal to
+    /// [`Gpt::forward`]'s rows up to rounding.
+    pub fn forward_rows(&self, acts: &mut Activations, ids: &[u32], rows: &[usize]) -> Vec<f32> {
+        let c = &self.config;
+        let (b, t, d) = (acts.b, acts.t, c.n_embd);
+        let n_layer = c.n_layer;
+        assert!(rows.iter().all(|&r| r < b * t), "rows must lie in [B, T]");
+        self.forward_blocks(acts, ids, None, n_layer - 1);
+        let w = params::views(&self.params, c);
+        let p = &w.layers[n_layer - 1];
+        let (prev, rest) = acts.layers.split_at_mut(n_layer - 1);
+        let x: &[f32] = if n_layer == 1 {
+            &acts.encoded
+        } else {
+            &prev[n_layer - 2].ln2
+        };
+        let a = &mut rest[0];
+        linear(&mut a.qkv, x, p.attn_w, p.attn_b, b * t, d, 3 * d);
+        let n = rows.len();
+        let mut y = vec![0.0f32; n * d];
+        attention::forward_rows(&mut y, &a.qkv, self.shape(b, t), rows);
+        let mut tmp = vec![0.0f32; n * d];
+        linear(&mut tmp, &y, p.proj_w, p.proj_b, n, d, d);
+        let mut r = vec![0.0f32; n * d];
+        for (i, &row) in rows.iter().enumerate() {
+            let (o, xr, tr) = (
+                &mut r[i * d..(i + 1) * d],
+                &x[row * d..(row + 1) * d],
+                &tmp[i * d..(i + 1) * d],
+            );
+            o.iter_mut()
+                .zip(xr.iter().zip(tr))
+                .for_each(|(o, (x, t))| *o = x + t);
+        }
+        let (mut mean, mut rstd) = (vec![0.0f32; n], vec![0.0f32; n]);
+        let eps = c.layer_norm_epsilon;
+        let mut ln1 = vec![0.0f32; n * d];
+        layernorm::forward(&mut ln1, &mut mean, &mut rstd, &r, p.ln1_g, p.ln1_b, d, eps);
+        let mut fch = vec![0.0f32; n * 4 * d];
+        linear(&mut fch, &ln1, p.fc_w, p.fc_b, n, d, 4 * d);
+        let mut fch_gelu = vec![0.0f32; n * 4 * d];
+        gelu::forward(&mut fch_gelu, &fch);
+        linear(&mut tmp, &fch_gelu, p.mproj_w, p.mproj_b, n, 4 * d, d);
+        r.iter_mut()
+            .zip(ln1.iter().zip(&tmp))
+            .for_each(|(o, (x, t))| *o = x + t);
+        let mut out = vec![0.0f32; n * d];
+        layernorm::forward(&mut out, &mut mean, &mut rstd, &r, p.ln2_g, p.ln2_b, d, eps);
+        out
+    }
+
+    /// Embeddings and the first `n_blocks` blocks.
+    fn forward_blocks(
+        &self,
+        acts: &mut Activations,
+        ids: &[u32],
+        dropout_key: Option<u64>,
+        n_blocks: usize,
+    ) {
         let c = &self.config;
         let (b, t, d) = (acts.b, acts.t, c.n_embd);
         let bt = b * t;
@@ -294,7 +359,7 @@ impl Gpt {
         embedding::forward(&mut acts.encoded, ids, w.wte, w.wpe, t, d);
         drops.embd().apply(&mut acts.encoded, 0);
         let shape = self.shape(b, t);
-        for l in 0..c.n_layer {
+        for l in 0..n_blocks {
             let (prev, rest) = acts.layers.split_at_mut(l);
             let x: &[f32] = if l == 0 {
                 &acts.encoded

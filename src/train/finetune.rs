@@ -251,10 +251,35 @@ fn predict(
         let refs: Vec<&Prepared> = chunk.iter().collect();
         let b = batch(&refs);
         acts.reshape(b.n_seq, b.len);
-        model.forward(acts, &b.ids, None);
-        out.extend(head.forward(acts.hidden(), &b.items));
+        let (rows, items) = extract_rows(&b.items);
+        let hidden = model.forward_rows(acts, &b.ids, &rows);
+        out.extend(head.forward(&hidden, &items));
     }
     out
+}
+
+/// The flat positions the head reads, and the items renumbered to index them in order.
+pub fn extract_rows(items: &[Item]) -> (Vec<usize>, Vec<Item>) {
+    let mut rows = Vec::new();
+    let items = items
+        .iter()
+        .map(|it| Item {
+            features: it
+                .features
+                .iter()
+                .map(|f| {
+                    f.iter()
+                        .map(|&r| {
+                            rows.push(r);
+                            rows.len() - 1
+                        })
+                        .collect()
+                })
+                .collect(),
+            target: it.target.clone(),
+        })
+        .collect();
+    (rows, items)
 }
 
 fn evaluate_prepared(
