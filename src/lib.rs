@@ -8,6 +8,7 @@ pub mod eval;
 pub mod io;
 pub mod kernels;
 pub mod model;
+pub mod plot;
 pub mod tasks;
 pub mod text;
 pub mod train;

@@ -89,6 +89,11 @@ fn pretrain_writes_metrics_and_hf_checkpoints() {
             "4",
         ],
     );
+    assert!(
+        std::fs::read(out.join("curves.png"))
+            .unwrap()
+            .starts_with(b"\x89PNG")
+    );
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = metrics
         .lines()

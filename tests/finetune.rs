@@ -97,6 +97,21 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
     }
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert!(metrics.lines().any(|l| l.contains("dev_score")));
+    // Fifteen epochs, fifteen dev evaluations; the curves are drawn at the end, and on demand.
+    assert_eq!(metrics.matches("dev_score").count(), 15);
+    assert!(
+        std::fs::read(out.join("curves.png"))
+            .unwrap()
+            .starts_with(b"\x89PNG")
+    );
+    ok(&["plot", s(&out), "--out", s(&d.join("c.png"))]);
+    assert!(
+        std::fs::read(d.join("c.png"))
+            .unwrap()
+            .starts_with(b"\x89PNG")
+    );
+    std::fs::write(d.join("bad.jsonl"), "{\"step\": 1, \"loss\": 2}\n{oops\n").unwrap();
+    fails(&["plot", s(&d.join("bad.jsonl"))], "line 2");
     // With the auxiliary LM objective (λ = 0.5 by default) its loss is trained and logged too.
     let out2 = d.join("run2");
     ok(&[
@@ -119,6 +134,8 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
         "--quiet",
     ]);
     let m2 = std::fs::read_to_string(out2.join("metrics.jsonl")).unwrap();
+    // --max-steps inside the first epoch: one dev evaluation, not one per remaining epoch.
+    assert_eq!(m2.matches("dev_score").count(), 1, "{m2}");
     let first: serde_json::Value = serde_json::from_str(m2.lines().next().unwrap()).unwrap();
     assert!(first["lm_loss"].as_f64().unwrap() > 1.0, "{first}");
     let ev: serde_json::Value = serde_json::from_str(&ok(&[

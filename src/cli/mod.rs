@@ -2,6 +2,7 @@
 
 mod bench;
 mod finetune;
+mod plot;
 mod pretrain;
 mod score;
 mod text;
@@ -48,6 +49,8 @@ enum Command {
     Detokenize(text::DetokenizeArgs),
     /// Tokenize a corpus into train.bin / val.bin shards.
     Prepare(text::PrepareArgs),
+    /// Training curves (loss, dev score, learning rate) of a run as PNG.
+    Plot(plot::Args),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -73,5 +76,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tokenizer(c) => text::tokenizer(c),
         Command::Detokenize(a) => text::detokenize(a),
         Command::Prepare(a) => text::prepare_cmd(a),
+        Command::Plot(a) => plot::run(a),
     }
 }

@@ -679,6 +679,7 @@ pub fn finetune(
             .progress_chars("=> "),
     );
     let best_dir = opts.out.join("best");
+    let (started, mut seen) = (std::time::Instant::now(), 0usize);
     let (mut step, mut best_epoch, mut best): (u64, usize, Option<Evaluation>) = (0, 0, None);
     for epoch in 0..opts.epochs {
         let batches = bucketed_batches(&train_p, opts.batch, derive(opts.seed, epoch as u64));
@@ -756,7 +757,11 @@ pub fn finetune(
             let rec = serde_json::json!({"step": step, "epoch": epoch, "loss": task_loss + opts.aux_lm as f64 * lm_loss, "task_loss": task_loss, "lm_loss": lm_loss, "lr": lr, "grad_norm": norm});
             writeln!(metrics, "{rec}").map_err(|e| Error::io(&metrics_path, e))?;
             bar.set_position(step);
-            bar.set_message(format!("epoch {epoch} task {task_loss:.4} lm {lm_loss:.3}"));
+            seen += chunk.len();
+            let rate = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "epoch {epoch} task {task_loss:.4} lm {lm_loss:.3} {rate:.1} ex/s"
+            ));
         }
         if let Some(dp) = &dev_p {
             let ev = evaluate_prepared(def, &model, &head, &mut acts, dp, opts.batch);
@@ -770,11 +775,15 @@ pub fn finetune(
                 });
             }
         }
+        if step >= total {
+            break;
+        }
     }
     bar.finish();
     if best.is_none() {
         save_finetuned(&best_dir, &model, &head, def, tok, max_len)?;
     }
+    crate::plot::curves_or_warn(&metrics_path, &opts.out.join("curves.png"), &def.name);
     Ok(FinetuneSummary {
         steps: step,
         best_epoch,

@@ -295,6 +295,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     metrics
         .sync_all()
         .map_err(|e| Error::io(&metrics_path, e))?;
+    crate::plot::curves_or_warn(&metrics_path, &opts.out.join("curves.png"), "pre-training");
     let final_dir = if end < opts.steps {
         opts.out.join(format!("checkpoint-{end}"))
     } else {

@@ -1,0 +1,248 @@
+//! Training curves as PNG, drawn from a run's `metrics.jsonl` with `plotters`: one panel for
+//! the losses, one for the learning rate, one for the dev score (fine-tuning) or the gradient
+//! norm (pre-training). Labels use an embedded ASCII cut of DejaVu Sans, so no system fonts
+//! are needed.
+
+use crate::error::{Error, Result};
+use crate::io::write_atomic;
+use plotters::prelude::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-ascii.ttf");
+
+/// Panels in drawing order: a title and the metrics it may show.
+const PANELS: [(&str, &[&str]); 5] = [
+    ("loss", &["loss", "val_loss", "task_loss", "lm_loss"]),
+    ("dev score", &["dev_score"]),
+    ("learning rate", &["lr"]),
+    ("gradient norm (before clipping)", &["grad_norm"]),
+    ("tokens/s", &["tokens_per_s"]),
+];
+
+/// Series `name -> [(step, value)]` from JSON lines with a `step` field; other numeric fields
+/// become series, non-finite values are left out.
+pub fn read_series(path: &Path) -> Result<BTreeMap<String, Vec<(f64, f64)>>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            Error::invalid(
+                path,
+                format!("line {}: not JSON ({e}); one object per line", i + 1),
+            )
+        })?;
+        let (Some(obj), Some(step)) = (v.as_object(), v.get("step").and_then(|s| s.as_f64()))
+        else {
+            continue;
+        };
+        for (k, x) in obj {
+            if let Some(y) = x.as_f64().filter(|y| y.is_finite() && k != "step") {
+                series.entry(k.clone()).or_default().push((step, y));
+            }
+        }
+    }
+    Ok(series)
+}
+
+/// Draws `metrics` (a `metrics.jsonl`) to the PNG `out` (written atomically), at most three
+/// panels: losses, then the dev score or the learning rate, then what is left.
+pub fn curves(metrics: &Path, out: &Path, title: &str) -> Result<()> {
+    let series = read_series(metrics)?;
+    let panels: Vec<(&str, Vec<&str>)> = PANELS
+        .iter()
+        .map(|(name, keys)| {
+            let have = keys
+                .iter()
+                .copied()
+                .filter(|k| series.contains_key(*k))
+                .collect::<Vec<_>>();
+            (*name, have)
+        })
+        .filter(|(_, keys)| !keys.is_empty())
+        .take(3)
+        .collect();
+    if panels.is_empty() {
+        return Err(Error::invalid(
+            metrics,
+            "no metrics with a step to plot (expected lines like {\"step\": 1, \"loss\": 2.5})",
+        ));
+    }
+    let (w, h) = (960u32, 280 * panels.len() as u32);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    draw(&mut buf, (w, h), &series, &panels, title)
+        .map_err(|e| Error::invalid(out, format!("drawing the curves: {e}")))?;
+    let mut png_bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut png_bytes, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.write_header()
+            .and_then(|mut wr| wr.write_image_data(&buf))
+            .map_err(|e| Error::invalid(out, format!("encoding PNG: {e}")))?;
+    }
+    write_atomic(out, &png_bytes)
+}
+
+/// [`curves`] at the end of a run: a curve that cannot be drawn must not fail the training
+/// that produced it, so this only warns.
+pub fn curves_or_warn(metrics: &Path, out: &Path, title: &str) {
+    if let Err(e) = curves(metrics, out, title) {
+        eprintln!("warning: no training curves: {e}");
+    }
+}
+
+/// Line colours, distinct on white.
+const COLORS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+];
+
+type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+fn draw(
+    buf: &mut [u8],
+    size: (u32, u32),
+    series: &BTreeMap<String, Vec<(f64, f64)>>,
+    panels: &[(&str, Vec<&str>)],
+    title: &str,
+) -> DrawResult {
+    static FONT_ONCE: std::sync::Once = std::sync::Once::new();
+    FONT_ONCE.call_once(|| {
+        // The embedded font is valid (checked by the tests); a failure here only loses text.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+    let root = BitMapBackend::with_buffer(buf, size).into_drawing_area();
+    root.fill(&WHITE)?;
+    // One step axis for every panel, so that evaluations line up with the losses.
+    let (mut x0, mut x1) = (f64::MAX, f64::MIN);
+    for (x, _) in panels
+        .iter()
+        .flat_map(|(_, k)| k.iter().flat_map(|k| series[*k].iter()))
+    {
+        (x0, x1) = (x0.min(*x), x1.max(*x));
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    for (area, (name, keys)) in root.split_evenly((panels.len(), 1)).iter().zip(panels) {
+        let (mut y0, mut y1) = (f64::MAX, f64::MIN);
+        for &(_, y) in keys.iter().flat_map(|k| series[*k].iter()) {
+            (y0, y1) = (y0.min(y), y1.max(y));
+        }
+        let small = y1.abs().max(y0.abs()) < 1e-2;
+        // A flat series gets a band of ±5 % around its value.
+        let pad = if y1 > y0 {
+            (y1 - y0) * 0.05
+        } else {
+            (y1.abs() * 0.05).max(1e-6)
+        };
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("{title}: {name}"), ("sans-serif", 18))
+            .margin(8)
+            .x_label_area_size(32)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| {
+                if small {
+                    format!("{y:.1e}")
+                } else {
+                    format!("{y:.3}")
+                }
+            })
+            .label_style(("sans-serif", 13))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        for (ci, k) in keys.iter().enumerate() {
+            let color = COLORS[ci % COLORS.len()];
+            let s = &series[*k];
+            let line = LineSeries::new(s.iter().copied(), color.stroke_width(2));
+            // Sparse series (evaluations) get markers so that a single point still shows.
+            let line = if s.len() < 50 {
+                line.point_size(3)
+            } else {
+                line
+            };
+            chart
+                .draw_series(line)?
+                .label(*k)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .label_font(("sans-serif", 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_a_png_from_metrics_and_rejects_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("metrics.jsonl");
+        let mut text = String::new();
+        for s in 1..=120 {
+            let loss = 5.0 / (s as f64).sqrt();
+            text.push_str(&format!(
+                "{{\"step\": {s}, \"loss\": {loss}, \"lr\": 0.001}}\n"
+            ));
+            if s % 40 == 0 {
+                text.push_str(&format!(
+                    "{{\"step\": {s}, \"dev_score\": {}}}\n",
+                    s as f64 / 200.0
+                ));
+            }
+        }
+        text.push_str(
+            "{\"step\": 121, \"loss\": NaN}\n"
+                .replace("NaN", "null")
+                .as_str(),
+        );
+        std::fs::write(&m, text).unwrap();
+        let out = dir.path().join("curves.png");
+        curves(&m, &out, "run").unwrap();
+        let png = std::fs::read(&out).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        let dec = png::Decoder::new(std::io::Cursor::new(png));
+        let mut reader = dec.read_info().unwrap();
+        let info = reader.info();
+        assert_eq!((info.width, info.height), (960, 3 * 280));
+        // Something other than white was drawn (axes, lines, text).
+        let mut img = vec![0u8; reader.output_buffer_size()];
+        reader.next_frame(&mut img).unwrap();
+        let dark = img.chunks(3).filter(|p| p.iter().all(|&c| c < 100)).count();
+        assert!(dark > 1000, "{dark} dark pixels");
+        let series = read_series(&m).unwrap();
+        assert_eq!(series["loss"].len(), 120);
+        assert_eq!(series["dev_score"].len(), 3);
+        // The embedded font parses.
+        assert!(ab_glyph_font_ok());
+
+        std::fs::write(&m, "{\"step\": 1, \"loss\": 2}\nnot json\n").unwrap();
+        let e = curves(&m, &out, "run").unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+        std::fs::write(&m, "{\"epoch\": 1}\n").unwrap();
+        let e = curves(&m, &out, "run").unwrap_err().to_string();
+        assert!(e.contains("no metrics"), "{e}");
+    }
+
+    fn ab_glyph_font_ok() -> bool {
+        plotters::style::register_font("test-font", FontStyle::Normal, FONT).is_ok()
+    }
+}
