@@ -121,6 +121,16 @@ struct Batch {
     items: Vec<Item>,
 }
 
+/// The longest sequence among `data` (at least 1): activations are sized for it rather than for
+/// the model's whole context, so short-text tasks use a fraction of the memory.
+fn longest(data: &[Prepared]) -> usize {
+    data.iter()
+        .flat_map(|e| e.t.features.iter().flatten())
+        .map(|s| s.ids.len())
+        .max()
+        .unwrap_or(1)
+}
+
 fn batch(examples: &[&Prepared]) -> Batch {
     let seqs: Vec<_> = examples
         .iter()
@@ -611,7 +621,7 @@ fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> Resu
         .map(|e| e.t.features.iter().map(Vec::len).sum::<usize>())
         .max()
         .unwrap_or(1);
-    let mut acts = Activations::new(&ft.model.config, batch_size * per, ft.max_len, false);
+    let mut acts = Activations::new(&ft.model.config, batch_size * per, longest(&p), false);
     Ok(evaluate_prepared(
         &ft.task, &ft.model, &ft.head, &mut acts, &p, batch_size,
     ))
@@ -653,7 +663,8 @@ pub fn finetune(
         .map(|e| e.t.features.iter().map(Vec::len).sum::<usize>())
         .max()
         .unwrap_or(1);
-    let mut acts = Activations::new(&model.config, opts.batch * per_example, max_len, true);
+    let t_max = longest(&train_p).max(dev_p.as_deref().map_or(1, longest));
+    let mut acts = Activations::new(&model.config, opts.batch * per_example, t_max, true);
     let mut head = Head::new(def.kind, d, def.n_out(), opts.seed);
     let mut model = model;
     let mut grads = vec![0.0f32; model.params.len()];
