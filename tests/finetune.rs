@@ -59,6 +59,14 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
     )
     .unwrap();
     let out = d.join("run");
+    let best = out.join("best");
+    // `evaluate --model RUN/best --data DIR` plus `extra`.
+    let (best_s, data_s) = (s(&best), s(d));
+    let eval_args = move |extra: &[&'static str]| {
+        let mut v = vec!["evaluate", "--model", best_s, "--data", data_s];
+        v.extend_from_slice(extra);
+        v
+    };
     let js = ok(&[
         "finetune",
         "--from-scratch",
@@ -138,35 +146,15 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
     assert_eq!(m2.matches("dev_score").count(), 1, "{m2}");
     let first: serde_json::Value = serde_json::from_str(m2.lines().next().unwrap()).unwrap();
     assert!(first["lm_loss"].as_f64().unwrap() > 1.0, "{first}");
-    let ev: serde_json::Value = serde_json::from_str(&ok(&[
-        "evaluate",
-        "--model",
-        s(&out.join("best")),
-        "--data",
-        s(d),
-        "--task",
-        "sst2",
-        "--json",
-    ]))
-    .unwrap();
+    let ev: serde_json::Value =
+        serde_json::from_str(&ok(&eval_args(&["--task", "sst2", "--json"]))).unwrap();
     assert_eq!(ev["task"], "sst2");
     assert_eq!(ev["split"], "dev");
     assert_eq!(ev["n"], 4);
     assert_eq!(ev["metrics"]["accuracy"].as_f64().unwrap(), acc);
     assert_eq!(ev["score"].as_f64().unwrap(), acc);
     assert!(ev["metrics"].get("pearson").is_none(), "{ev}");
-    fails(
-        &[
-            "evaluate",
-            "--model",
-            s(&out.join("best")),
-            "--data",
-            s(d),
-            "--task",
-            "cola",
-        ],
-        "was fine-tuned on sst2",
-    );
+    fails(&eval_args(&["--task", "cola"]), "was fine-tuned on sst2");
     // predict writes label names per example; data stats counts labels and lengths.
     let pred = d.join("pred.tsv");
     ok(&[
@@ -207,18 +195,7 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
     assert!(st["splits"]["train"]["tokens"]["max"].as_u64().unwrap() > 10);
     assert!(st["splits"]["train"]["truncated"].as_u64().unwrap() > 0);
     // Bad input: a zero batch, an unknown task, a missing split, an unknown label.
-    fails(
-        &[
-            "evaluate",
-            "--model",
-            s(&out.join("best")),
-            "--data",
-            s(d),
-            "--batch",
-            "0",
-        ],
-        "--batch must be at least 1",
-    );
+    fails(&eval_args(&["--batch", "0"]), "--batch must be at least 1");
     fails(
         &[
             "finetune",
@@ -236,36 +213,14 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
         ],
         "unknown task",
     );
-    fails(
-        &[
-            "evaluate",
-            "--model",
-            s(&out.join("best")),
-            "--data",
-            s(d),
-            "--split",
-            "test",
-        ],
-        "missing split file",
-    );
+    fails(&eval_args(&["--split", "test"]), "missing split file");
     // GLUE's test files carry no labels: evaluate says so, predict writes one row per example.
     std::fs::write(
         d.join("test.tsv"),
         "index\tsentence\n0\tthe cat was good .\n1\ta dog was bad .\n2\tmy day is good\n",
     )
     .unwrap();
-    fails(
-        &[
-            "evaluate",
-            "--model",
-            s(&out.join("best")),
-            "--data",
-            s(d),
-            "--split",
-            "test",
-        ],
-        "has no labels",
-    );
+    fails(&eval_args(&["--split", "test"]), "has no labels");
     ok(&[
         "predict",
         "--model",
@@ -283,10 +238,7 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
         "sentence\tlabel\nthe cat was good .\tmaybe\n",
     )
     .unwrap();
-    fails(
-        &["evaluate", "--model", s(&out.join("best")), "--data", s(d)],
-        "line 2: unknown label",
-    );
+    fails(&eval_args(&[]), "line 2: unknown label");
 }
 
 #[test]
