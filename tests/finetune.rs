@@ -60,13 +60,14 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
     .unwrap();
     let out = d.join("run");
     let best = out.join("best");
-    // `evaluate --model RUN/best --data DIR` plus `extra`.
+    // `CMD --model RUN/best --data DIR` plus `extra`.
     let (best_s, data_s) = (s(&best), s(d));
-    let eval_args = move |extra: &[&'static str]| {
-        let mut v = vec!["evaluate", "--model", best_s, "--data", data_s];
+    let on_best = move |cmd: &'static str, extra: &[&'static str]| {
+        let mut v = vec![cmd, "--model", best_s, "--data", data_s];
         v.extend_from_slice(extra);
         v
     };
+    let eval_args = move |extra: &[&'static str]| on_best("evaluate", extra);
     let js = ok(&[
         "finetune",
         "--from-scratch",
@@ -157,17 +158,10 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
     fails(&eval_args(&["--task", "cola"]), "was fine-tuned on sst2");
     // predict writes label names per example; data stats counts labels and lengths.
     let pred = d.join("pred.tsv");
-    ok(&[
-        "predict",
-        "--model",
-        s(&out.join("best")),
-        "--data",
-        s(d),
-        "--split",
-        "dev",
-        "--out",
-        s(&pred),
-    ]);
+    let pred_s = s(&pred);
+    let mut args = on_best("predict", &["--split", "dev", "--out"]);
+    args.push(pred_s);
+    ok(&args);
     let p = std::fs::read_to_string(&pred).unwrap();
     assert_eq!(p.lines().count(), 5);
     assert!(
@@ -221,15 +215,9 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
     )
     .unwrap();
     fails(&eval_args(&["--split", "test"]), "has no labels");
-    ok(&[
-        "predict",
-        "--model",
-        s(&out.join("best")),
-        "--data",
-        s(d),
-        "--out",
-        s(&pred),
-    ]);
+    let mut args = on_best("predict", &["--out"]);
+    args.push(pred_s);
+    ok(&args);
     let p = std::fs::read_to_string(&pred).unwrap();
     assert_eq!(p.lines().count(), 4, "{p}");
     assert!(p.starts_with("index\tprediction\n0\t"), "{p}");
