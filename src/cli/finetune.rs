@@ -31,6 +31,26 @@ pub struct CustomArgs {
 }
 
 /// A known task by name, or `custom` from the column options.
+/// A task and its data, as `finetune` and `data stats` take them.
+#[derive(clap::Args, Debug)]
+pub struct TaskArgs {
+    /// cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, snli, scitail, race, storycloze, or
+    /// custom (with --type and the column options).
+    #[arg(long)]
+    task: String,
+    #[command(flatten)]
+    custom: CustomArgs,
+    /// The task's data directory (e.g. ../shared/data/glue/RTE).
+    #[arg(long)]
+    data: PathBuf,
+}
+
+impl TaskArgs {
+    fn resolve(&self) -> Result<TaskDef> {
+        resolve_task(&self.task, &self.data, &self.custom)
+    }
+}
+
 fn resolve_task(name: &str, data: &std::path::Path, c: &CustomArgs) -> Result<TaskDef> {
     if name != "custom" {
         return Ok(task(name)?);
@@ -57,15 +77,8 @@ pub struct FinetuneArgs {
     /// Pre-trained checkpoint directory (HF layout).
     #[arg(long, required_unless_present = "from_scratch")]
     model: Option<PathBuf>,
-    /// cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, snli, scitail, race, storycloze, or
-    /// custom (with --type and the column options).
-    #[arg(long)]
-    task: String,
     #[command(flatten)]
-    custom: CustomArgs,
-    /// The task's data directory (e.g. ../shared/data/glue/RTE).
-    #[arg(long)]
-    data: PathBuf,
+    task: TaskArgs,
     #[arg(long)]
     out: PathBuf,
     /// Tokenizer directory (default: the model directory's own vocabulary files).
@@ -149,12 +162,8 @@ pub enum DataCommand {
 
 #[derive(clap::Args, Debug)]
 pub struct StatsArgs {
-    #[arg(long)]
-    task: String,
     #[command(flatten)]
-    custom: CustomArgs,
-    #[arg(long)]
-    data: PathBuf,
+    task: TaskArgs,
     /// Tokenizer directory, for token lengths.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -190,12 +199,12 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
 
 pub fn run_data(c: DataCommand) -> Result<()> {
     let DataCommand::Stats(a) = c;
-    let def = resolve_task(&a.task, &a.data, &a.custom)?;
+    let def = a.task.resolve()?;
     let tok = match &a.tokenizer {
         Some(d) => Some(Tokenizer::load(d, None)?),
         None => None,
     };
-    let js = split_stats(&def, &a.data, tok.as_ref(), a.max_len, a.skip_bad_rows)?;
+    let js = split_stats(&def, &a.task.data, tok.as_ref(), a.max_len, a.skip_bad_rows)?;
     if a.json {
         println!("{js}");
     } else {
@@ -205,7 +214,7 @@ pub fn run_data(c: DataCommand) -> Result<()> {
 }
 
 pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
-    let def = resolve_task(&a.task, &a.data, &a.custom)?;
+    let def = a.task.resolve()?;
     let tok_dir = match (&a.tokenizer, &a.model) {
         (Some(t), _) => t.clone(),
         (None, Some(m)) => m.clone(),
@@ -230,7 +239,7 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
         );
         model.keep_layers(k, a.seed);
     }
-    let mut o = FinetuneOptions::new(a.data, a.out);
+    let mut o = FinetuneOptions::new(a.task.data, a.out);
     o.epochs = a.epochs;
     o.batch = a.batch;
     o.lr = a.lr;
