@@ -573,9 +573,6 @@ pub fn predict_to_file(
     batch_size: usize,
     out: &Path,
 ) -> Result<usize> {
-    if batch_size == 0 {
-        return Err(Error::Config("--batch must be at least 1".into()));
-    }
     let s = read_split(&ft.task, data, split, false)?;
     let ev = scored_split(ft, &s.examples, batch_size)?;
     let mut text = String::from("index\tprediction\n");
@@ -599,9 +596,6 @@ pub fn evaluate(
     batch_size: usize,
     skip_bad_rows: bool,
 ) -> Result<Evaluation> {
-    if batch_size == 0 {
-        return Err(Error::Config("--batch must be at least 1".into()));
-    }
     let s = read_split(&ft.task, data, split, skip_bad_rows)?;
     if s.examples.iter().any(|e| matches!(e.target, Target::None)) {
         return Err(Error::Config(format!(
@@ -615,6 +609,9 @@ pub fn evaluate(
 
 /// Runs the fine-tuned model over `examples` (labelled or not).
 fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> Result<Evaluation> {
+    if batch_size == 0 {
+        return Err(Error::Config("--batch must be at least 1".into()));
+    }
     let (p, _) = prepare(&ft.tokenizer, examples, ft.max_len)?;
     let per = p
         .iter()
