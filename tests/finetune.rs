@@ -145,6 +145,42 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
     let m2 = std::fs::read_to_string(out2.join("metrics.jsonl")).unwrap();
     // --max-steps inside the first epoch: one dev evaluation, not one per remaining epoch.
     assert_eq!(m2.matches("dev_score").count(), 1, "{m2}");
+    // --eval-every 2 over 5 updates (4 batches an epoch): dev at 2, 4 (also the epoch's end), 5.
+    let out3 = d.join("run3");
+    let js3: serde_json::Value = serde_json::from_str(&ok(&[
+        "finetune",
+        "--from-scratch",
+        "--config",
+        s(&d.join("cfg.json")),
+        "--tokenizer",
+        s(d),
+        "--task",
+        "sst2",
+        "--data",
+        s(d),
+        "--out",
+        s(&out3),
+        "--max-steps",
+        "5",
+        "--batch",
+        "8",
+        "--eval-every",
+        "2",
+        "--quiet",
+    ]))
+    .unwrap();
+    let m3 = std::fs::read_to_string(out3.join("metrics.jsonl")).unwrap();
+    let dev_steps: Vec<u64> = m3
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("dev_score").is_some())
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(dev_steps, [2, 4, 5], "{m3}");
+    assert!(
+        [2, 4, 5].contains(&js3["best_step"].as_u64().unwrap()),
+        "{js3}"
+    );
     let first: serde_json::Value = serde_json::from_str(m2.lines().next().unwrap()).unwrap();
     assert!(first["lm_loss"].as_f64().unwrap() > 1.0, "{first}");
     let ev: serde_json::Value =

@@ -100,6 +100,9 @@ pub struct FinetuneArgs {
     seed: u64,
     #[arg(long)]
     max_steps: Option<u64>,
+    /// Also evaluate dev every N updates (keeping the best checkpoint); default: each epoch's end.
+    #[arg(long, default_value_t = 0)]
+    eval_every: u64,
     /// Train the same architecture from random initialisation (the "no pre-training" ablation).
     #[arg(long, requires = "config")]
     from_scratch: bool,
@@ -247,6 +250,7 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
     o.max_len = a.max_len;
     o.seed = a.seed;
     o.max_steps = a.max_steps;
+    o.eval_every = a.eval_every;
     o.skip_bad_rows = a.skip_bad_rows;
     o.progress = !a.quiet;
     let s = finetune(model, &tok, &def, &o).context("fine-tuning failed")?;

@@ -34,6 +34,9 @@ pub struct FinetuneOptions {
     pub seed: u64,
     /// Stop after this many updates (for quick runs).
     pub max_steps: Option<u64>,
+    /// Also evaluate dev (and keep the best checkpoint) every this many updates; 0: only at the
+    /// end of each epoch.
+    pub eval_every: u64,
     /// Warm-up as a fraction of all updates.
     pub warmup: f64,
     pub clf_dropout: f32,
@@ -56,6 +59,7 @@ impl FinetuneOptions {
             max_len: None,
             seed: 0,
             max_steps: None,
+            eval_every: 0,
             warmup: 0.002,
             clf_dropout: 0.1,
             weight_decay: 0.01,
@@ -383,6 +387,8 @@ fn evaluate_prepared(
 pub struct FinetuneSummary {
     pub steps: u64,
     pub best_epoch: usize,
+    /// The update after which the kept (best) checkpoint was evaluated.
+    pub best_step: u64,
     pub best_dev: Option<Evaluation>,
     pub train_examples: usize,
     pub train_truncated: usize,
@@ -688,10 +694,11 @@ pub fn finetune(
     );
     let best_dir = opts.out.join("best");
     let (started, mut seen) = (std::time::Instant::now(), 0usize);
-    let (mut step, mut best_epoch, mut best): (u64, usize, Option<Evaluation>) = (0, 0, None);
+    let (mut step, mut best_epoch, mut best_step, mut best): (u64, usize, u64, Option<Evaluation>) =
+        (0, 0, 0, None);
     for epoch in 0..opts.epochs {
         let batches = bucketed_batches(&train_p, opts.batch, derive(opts.seed, epoch as u64));
-        for chunk in &batches {
+        for (bi, chunk) in batches.iter().enumerate() {
             if step >= total {
                 break;
             }
@@ -770,17 +777,20 @@ pub fn finetune(
             bar.set_message(format!(
                 "epoch {epoch} task {task_loss:.4} lm {lm_loss:.3} {rate:.1} ex/s"
             ));
-        }
-        if let Some(dp) = &dev_p {
-            let ev = evaluate_prepared(def, &model, &head, &mut acts, dp, opts.batch);
-            writeln!(metrics, "{}", serde_json::json!({"step": step, "epoch": epoch, "dev_score": ev.score, "dev_metric": ev.metric})).map_err(|e| Error::io(&metrics_path, e))?;
-            if best.as_ref().is_none_or(|b| ev.score > b.score) {
-                save_finetuned(&best_dir, &model, &head, def, tok, max_len)?;
-                best_epoch = epoch;
-                best = Some(Evaluation {
-                    predictions: Vec::new(),
-                    ..ev
-                });
+            // Dev evaluation at the end of each epoch (or of the run), and every --eval-every.
+            let end = bi + 1 == batches.len() || step >= total;
+            let due = opts.eval_every > 0 && step % opts.eval_every == 0;
+            if let (Some(dp), true) = (&dev_p, end || due) {
+                let ev = evaluate_prepared(def, &model, &head, &mut acts, dp, opts.batch);
+                writeln!(metrics, "{}", serde_json::json!({"step": step, "epoch": epoch, "dev_score": ev.score, "dev_metric": ev.metric})).map_err(|e| Error::io(&metrics_path, e))?;
+                if best.as_ref().is_none_or(|b| ev.score > b.score) {
+                    save_finetuned(&best_dir, &model, &head, def, tok, max_len)?;
+                    (best_epoch, best_step) = (epoch, step);
+                    best = Some(Evaluation {
+                        predictions: Vec::new(),
+                        ..ev
+                    });
+                }
             }
         }
         if step >= total {
@@ -795,6 +805,7 @@ pub fn finetune(
     Ok(FinetuneSummary {
         steps: step,
         best_epoch,
+        best_step,
         best_dev: best,
         train_examples: train_p.len(),
         train_truncated,
