@@ -50,6 +50,11 @@ fn shared_task_files_read_with_their_published_counts() {
     );
     assert_eq!(count("sst2", "glue/SST-2", "dev"), (872, vec![428, 444]));
     assert_eq!(count("sst2", "glue/SST-2", "test").0, 1821);
+    // The third-party labelled copy of the test split (CRLF line ends), by its file name.
+    assert_eq!(
+        count("sst2", "glue/SST-2", "test-labeled"),
+        (1821, vec![917, 904])
+    );
     assert_eq!(count("rte", "glue/RTE", "train"), (2490, vec![1249, 1241]));
     assert_eq!(count("rte", "glue/RTE", "dev"), (277, vec![146, 131]));
     assert_eq!(count("qnli", "glue/QNLI", "dev"), (5463, vec![2702, 2761]));

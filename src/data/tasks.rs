@@ -554,15 +554,25 @@ fn split_file(dir: &Path, names: &[&str]) -> Result<PathBuf> {
 }
 
 /// Reads split `split` (`train`, `dev`, `test`; MNLI also `dev_mismatched`) of task `def`
-/// from `dir`.
+/// from `dir`. A GLUE task also reads any other labelled `{split}.tsv` in its folder (e.g.
+/// SST-2's third-party `test-labeled.tsv`), in the train file's columns.
 pub fn read_split(def: &TaskDef, dir: &Path, split: &str, skip_bad: bool) -> Result<Split> {
     let mut out = Split::default();
     let test = split == "test";
+    let extra_glue = def.custom.is_none()
+        && glue_columns(&def.name).is_some()
+        && !split.is_empty()
+        && split
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && dir.join(format!("{split}.tsv")).is_file();
     let name = match split {
         "train" | "dev" | "test" | "dev_mismatched" => split,
+        other if extra_glue => other,
         other => {
             return Err(Error::Config(format!(
-                "unknown split {other:?}: use train, dev or test (dev_mismatched for MNLI)"
+                "unknown split {other:?}: use train, dev or test (dev_mismatched for MNLI; for a \
+                 GLUE task, NAME for a labelled NAME.tsv beside them)"
             )));
         }
     };
@@ -1008,6 +1018,19 @@ mod tests {
                 .to_string()
                 .contains("missing split file")
         );
+        // Another labelled file beside them reads by its name; an absent one is an unknown split.
+        std::fs::copy(p.join("train.tsv"), p.join("extra-1.tsv")).unwrap();
+        assert_eq!(
+            read_split(&rte, p, "extra-1", false)
+                .unwrap()
+                .examples
+                .len(),
+            2
+        );
+        for bad in ["extra-2", "../train", ""] {
+            let e = read_split(&rte, p, bad, false).unwrap_err().to_string();
+            assert!(e.contains("unknown split"), "{bad}: {e}");
+        }
         assert!(
             task("nope")
                 .unwrap_err()
