@@ -47,10 +47,8 @@ fn write_task(dir: &Path) {
     std::fs::write(dir.join("dev.tsv"), dev).unwrap();
 }
 
-#[test]
-fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
+/// The vocabulary, the task files and a 2-block config in `d`.
+fn setup(d: &Path) {
     write_vocab(d);
     write_task(d);
     std::fs::write(
@@ -58,6 +56,43 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
         r#"{"vocab_size": 1, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 4}"#,
     )
     .unwrap();
+}
+
+/// `gpt1 finetune --from-scratch` arguments for the task in `d` (config and tokenizer from `d`)
+/// into `out`, plus `extra`.
+fn scratch_args(d: &Path, task: &str, out: &Path, extra: &[&str]) -> Vec<String> {
+    let cfg = d.join("cfg.json");
+    let base = [
+        "finetune",
+        "--from-scratch",
+        "--config",
+        s(&cfg),
+        "--tokenizer",
+        s(d),
+        "--task",
+        task,
+        "--data",
+        s(d),
+        "--out",
+        s(out),
+    ];
+    base.iter().chain(extra).map(|a| a.to_string()).collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Runs [`scratch_args`]; its standard output.
+fn from_scratch(d: &Path, task: &str, out: &Path, extra: &[&str]) -> String {
+    ok(&strs(&scratch_args(d, task, out, extra)))
+}
+
+#[test]
+fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
     let out = d.join("run");
     let best = out.join("best");
     // `CMD --model RUN/best --data DIR` plus `extra`.
@@ -68,29 +103,14 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
         v
     };
     let eval_args = move |extra: &[&'static str]| on_best("evaluate", extra);
-    let js = ok(&[
-        "finetune",
-        "--from-scratch",
-        "--config",
-        s(&d.join("cfg.json")),
-        "--tokenizer",
-        s(d),
-        "--task",
+    let js = from_scratch(
+        d,
         "SST-2",
-        "--data",
-        s(d),
-        "--out",
-        s(&out),
-        "--epochs",
-        "15",
-        "--batch",
-        "8",
-        "--lr",
-        "2e-3",
-        "--aux-lm",
-        "0",
-        "--quiet",
-    ]);
+        &out,
+        &[
+            "--epochs", "15", "--batch", "8", "--lr", "2e-3", "--aux-lm", "0", "--quiet",
+        ],
+    );
     let js: serde_json::Value = serde_json::from_str(&js).unwrap();
     let acc = js["best_dev"]["accuracy"].as_f64().unwrap();
     assert!(acc >= 0.9, "dev accuracy {acc}: {js}");
@@ -123,51 +143,31 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
     fails(&["plot", s(&d.join("bad.jsonl"))], "line 2");
     // With the auxiliary LM objective (λ = 0.5 by default) its loss is trained and logged too.
     let out2 = d.join("run2");
-    ok(&[
-        "finetune",
-        "--from-scratch",
-        "--config",
-        s(&d.join("cfg.json")),
-        "--tokenizer",
-        s(d),
-        "--task",
+    from_scratch(
+        d,
         "sst2",
-        "--data",
-        s(d),
-        "--out",
-        s(&out2),
-        "--max-steps",
-        "3",
-        "--batch",
-        "8",
-        "--quiet",
-    ]);
+        &out2,
+        &["--max-steps", "3", "--batch", "8", "--quiet"],
+    );
     let m2 = std::fs::read_to_string(out2.join("metrics.jsonl")).unwrap();
     // --max-steps inside the first epoch: one dev evaluation, not one per remaining epoch.
     assert_eq!(m2.matches("dev_score").count(), 1, "{m2}");
     // --eval-every 2 over 5 updates (4 batches an epoch): dev at 2, 4 (also the epoch's end), 5.
     let out3 = d.join("run3");
-    let js3: serde_json::Value = serde_json::from_str(&ok(&[
-        "finetune",
-        "--from-scratch",
-        "--config",
-        s(&d.join("cfg.json")),
-        "--tokenizer",
-        s(d),
-        "--task",
+    let js3: serde_json::Value = serde_json::from_str(&from_scratch(
+        d,
         "sst2",
-        "--data",
-        s(d),
-        "--out",
-        s(&out3),
-        "--max-steps",
-        "5",
-        "--batch",
-        "8",
-        "--eval-every",
-        "2",
-        "--quiet",
-    ]))
+        &out3,
+        &[
+            "--max-steps",
+            "5",
+            "--batch",
+            "8",
+            "--eval-every",
+            "2",
+            "--quiet",
+        ],
+    ))
     .unwrap();
     let m3 = std::fs::read_to_string(out3.join("metrics.jsonl")).unwrap();
     let dev_steps: Vec<u64> = m3
@@ -226,23 +226,7 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
     assert!(st["splits"]["train"]["truncated"].as_u64().unwrap() > 0);
     // Bad input: a zero batch, an unknown task, a missing split, an unknown label.
     fails(&eval_args(&["--batch", "0"]), "--batch must be at least 1");
-    fails(
-        &[
-            "finetune",
-            "--from-scratch",
-            "--config",
-            s(&d.join("cfg.json")),
-            "--tokenizer",
-            s(d),
-            "--task",
-            "nope",
-            "--data",
-            s(d),
-            "--out",
-            s(&out),
-        ],
-        "unknown task",
-    );
+    fails(&strs(&scratch_args(d, "nope", &out, &[])), "unknown task");
     fails(&eval_args(&["--split", "test"]), "missing split file");
     // GLUE's test files carry no labels: evaluate says so, predict writes one row per example.
     std::fs::write(
@@ -417,40 +401,27 @@ fn custom_tasks_from_csv_and_jsonl() {
 fn finetuning_is_bitwise_identical_for_any_thread_count() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    write_vocab(d);
-    write_task(d);
-    std::fs::write(
-        d.join("cfg.json"),
-        r#"{"vocab_size": 1, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 4}"#,
-    )
-    .unwrap();
+    setup(d);
     let run = |threads: &str| {
         let out = d.join(format!("run{threads}"));
-        ok(&[
-            "--threads",
-            threads,
-            "finetune",
-            "--from-scratch",
-            "--config",
-            s(&d.join("cfg.json")),
-            "--tokenizer",
-            s(d),
-            "--task",
+        from_scratch(
+            d,
             "sst2",
-            "--data",
-            s(d),
-            "--out",
-            s(&out),
-            "--max-steps",
-            "6",
-            "--batch",
-            "8",
-            "--lr",
-            "1e-3",
-            "--eval-every",
-            "3",
-            "--quiet",
-        ]);
+            &out,
+            &[
+                "--threads",
+                threads,
+                "--max-steps",
+                "6",
+                "--batch",
+                "8",
+                "--lr",
+                "1e-3",
+                "--eval-every",
+                "3",
+                "--quiet",
+            ],
+        );
         let read = |f: &str| std::fs::read(out.join(f)).unwrap();
         (
             read("metrics.jsonl"),
