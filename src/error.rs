@@ -13,6 +13,9 @@ pub enum Error {
     /// A file exists but its contents are wrong (bad magic, short, corrupt, wrong shapes).
     #[error("{path}: {msg}")]
     Invalid { path: PathBuf, msg: String },
+    /// A task's data folder lacks the files of a split (`msg` says which files it looked for).
+    #[error("{path}: missing split file: {msg}")]
+    MissingSplit { path: PathBuf, msg: String },
     /// Options or configuration that cannot work together.
     #[error("{0}")]
     Config(String),

@@ -247,6 +247,25 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
     )
     .unwrap();
     fails(&eval_args(&[]), "line 2: unknown label");
+    // A broken dev file stops fine-tuning too (it is not taken for a missing one) ...
+    let out4 = d.join("run4");
+    fails(
+        &strs(&scratch_args(d, "sst2", &out4, &["--max-steps", "1"])),
+        "dev.tsv: line 2: unknown label",
+    );
+    // ... while no dev file at all trains and keeps the last weights.
+    std::fs::remove_file(d.join("dev.tsv")).unwrap();
+    let js4: serde_json::Value =
+        serde_json::from_str(&from_scratch(d, "sst2", &out4, &["--max-steps", "1"])).unwrap();
+    assert!(js4["best_dev"].is_null(), "{js4}");
+    assert!(out4.join("best/model.safetensors").exists());
+    // An earlier run's directory is never overwritten.
+    let before = std::fs::read(out.join("metrics.jsonl")).unwrap();
+    fails(
+        &strs(&scratch_args(d, "sst2", &out, &["--max-steps", "1"])),
+        "an earlier fine-tuning run is here",
+    );
+    assert_eq!(std::fs::read(out.join("metrics.jsonl")).unwrap(), before);
 }
 
 #[test]

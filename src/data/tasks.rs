@@ -545,11 +545,9 @@ fn split_file(dir: &Path, names: &[&str]) -> Result<PathBuf> {
         .iter()
         .map(|n| dir.join(n))
         .find(|p| p.exists())
-        .ok_or_else(|| {
-            Error::invalid(
-                dir,
-                format!("missing split file: expected one of {names:?} here"),
-            )
+        .ok_or_else(|| Error::MissingSplit {
+            path: dir.to_path_buf(),
+            msg: format!("expected one of {names:?} here"),
         })
 }
 
@@ -699,12 +697,12 @@ fn read_snli(
         .collect();
     for p in &paths {
         if !p.exists() {
-            return Err(Error::invalid(
-                dir,
-                format!(
-                    "missing split file: expected snli_1.0_{split}.jsonl, or s1.{split}, s2.{split} and labels.{split}"
+            return Err(Error::MissingSplit {
+                path: dir.to_path_buf(),
+                msg: format!(
+                    "expected snli_1.0_{split}.jsonl, or s1.{split}, s2.{split} and labels.{split}"
                 ),
-            ));
+            });
         }
     }
     let read = |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| Error::io(p, e));
@@ -830,10 +828,10 @@ fn read_race(dir: &Path, split: &str, skip_bad: bool, out: &mut Split) -> Result
     }
     let root = dir.join(split);
     if !root.is_dir() {
-        return Err(Error::invalid(
-            dir,
-            format!("missing split file: expected a {split}/ directory of RACE json files"),
-        ));
+        return Err(Error::MissingSplit {
+            path: dir.to_path_buf(),
+            msg: format!("expected a {split}/ directory of RACE json files"),
+        });
     }
     let mut files = Vec::new();
     walk(&root, &mut files)?;
@@ -923,11 +921,9 @@ fn read_story_cloze(dir: &Path, split: &str, skip_bad: bool, out: &mut Split) ->
             })
             .collect();
         found.sort();
-        found.into_iter().next().ok_or_else(|| {
-            Error::invalid(
-                dir,
-                format!("missing split file: no *{part}*.csv (the spring 2016 Story Cloze files)"),
-            )
+        found.into_iter().next().ok_or_else(|| Error::MissingSplit {
+            path: dir.to_path_buf(),
+            msg: format!("no *{part}*.csv (the spring 2016 Story Cloze files)"),
         })
     };
     let path = if split == "test" {

@@ -525,7 +525,7 @@ pub fn split_stats(
     for &name in names {
         let s = match read_split(def, data, name, skip_bad_rows) {
             Ok(s) => s,
-            Err(Error::Invalid { msg, .. }) if msg.starts_with("missing split file") => continue,
+            Err(Error::MissingSplit { .. }) => continue,
             Err(e) => return Err(e),
         };
         let mut labels = serde_json::Map::new();
@@ -649,12 +649,26 @@ pub fn finetune(
         .unwrap_or(model.config.n_positions)
         .min(model.config.n_positions);
     let train = read_split(def, &opts.data, "train", opts.skip_bad_rows)?;
-    let dev = read_split(def, &opts.data, "dev", opts.skip_bad_rows).ok();
+    // No dev split is allowed (the last weights are kept); a broken one is an error.
+    let dev = match read_split(def, &opts.data, "dev", opts.skip_bad_rows) {
+        Ok(d) => Some(d),
+        Err(Error::MissingSplit { .. }) => None,
+        Err(e) => return Err(e),
+    };
     let (train_p, train_truncated) = prepare(tok, &train.examples, max_len)?;
     let dev_p = match &dev {
         Some(d) => Some(prepare(tok, &d.examples, max_len)?.0),
         None => None,
     };
+    // Never overwrite an earlier run's metrics or kept checkpoint.
+    for f in ["metrics.jsonl", "best"] {
+        if opts.out.join(f).exists() {
+            return Err(Error::invalid(
+                opts.out.join(f),
+                "an earlier fine-tuning run is here; choose another --out (or remove it)",
+            ));
+        }
+    }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let metrics_path = opts.out.join("metrics.jsonl");
     let mut metrics =
