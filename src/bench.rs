@@ -17,6 +17,18 @@ pub struct StepMs {
     pub max: f64,
 }
 
+impl StepMs {
+    /// Minimum, median and maximum of step times given in seconds.
+    fn of(times: &mut [f64]) -> Self {
+        let med = median(times);
+        StepMs {
+            min: times.first().map_or(0.0, |t| t * 1e3),
+            median: med * 1e3,
+            max: times.last().map_or(0.0, |t| t * 1e3),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct TrainBench {
     pub config: String,
@@ -91,10 +103,8 @@ pub fn train(
             times.push(t0.elapsed().as_secs_f64());
         }
     }
-    let (min, max) = times
-        .iter()
-        .fold((f64::MAX, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
-    let med = median(&mut times);
+    let step_ms = StepMs::of(&mut times);
+    let med = step_ms.median / 1e3;
     let tokens = (batch * seq) as f64;
     let gflops = flops_tok * tokens / med / 1e9;
     let peak = PEAK_GFLOPS_PER_THREAD * threads as f64;
@@ -105,11 +115,7 @@ pub fn train(
         threads,
         params: num_params(&config),
         tokens_per_s: tokens / med,
-        step_ms: StepMs {
-            min: min * 1e3,
-            median: med * 1e3,
-            max: max * 1e3,
-        },
+        step_ms,
         gflops,
         mfu: gflops / peak,
         peak_rss_mib: peak_rss_mib(),
@@ -208,10 +214,8 @@ pub fn finetune(
             times.push(t0.elapsed().as_secs_f64());
         }
     }
-    let (min, max) = times
-        .iter()
-        .fold((f64::MAX, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
-    let med = median(&mut times);
+    let step_ms = StepMs::of(&mut times);
+    let med = step_ms.median / 1e3;
     let mut eval_times = Vec::new();
     let mut eacts = Activations::new(&config, batch, seq, false);
     for _ in 0..warmup + steps {
@@ -229,11 +233,7 @@ pub fn finetune(
         seq,
         threads,
         train_examples_per_s: batch as f64 / med,
-        train_step_ms: StepMs {
-            min: min * 1e3,
-            median: med * 1e3,
-            max: max * 1e3,
-        },
+        train_step_ms: step_ms,
         eval_examples_per_s: batch as f64 / eval_med,
         peak_rss_mib: peak_rss_mib(),
     }

@@ -268,6 +268,18 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
     assert_eq!(std::fs::read(out.join("metrics.jsonl")).unwrap(), before);
 }
 
+/// The multiple-choice task's columns in the custom-task test.
+const MC_COLUMNS: [&str; 8] = [
+    "--type",
+    "choice",
+    "--text-a",
+    "story",
+    "--choices",
+    "a,b",
+    "--label",
+    "answer",
+];
+
 #[test]
 fn custom_tasks_from_csv_and_jsonl() {
     let tmp = tempfile::tempdir().unwrap();
@@ -366,24 +378,10 @@ fn custom_tasks_from_csv_and_jsonl() {
     ]);
     let js: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
     assert_eq!(js["train_examples"], 2);
-    let st: serde_json::Value = serde_json::from_str(&ok(&[
-        "data",
-        "stats",
-        "--task",
-        "custom",
-        "--type",
-        "choice",
-        "--text-a",
-        "story",
-        "--choices",
-        "a,b",
-        "--label",
-        "answer",
-        "--data",
-        s(&mc),
-        "--json",
-    ]))
-    .unwrap();
+    let mut args = vec!["data", "stats", "--task", "custom"];
+    args.extend(MC_COLUMNS);
+    args.extend(["--data", s(&mc), "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
     assert_eq!(st["splits"]["train"]["labels"]["candidate 2"], 1);
     // Missing options and bad labels are explained.
     let mut args: Vec<&str> = base.to_vec();
@@ -395,22 +393,8 @@ fn custom_tasks_from_csv_and_jsonl() {
     )
     .unwrap();
     let mut args: Vec<&str> = base.to_vec();
-    args.extend([
-        "--type",
-        "choice",
-        "--text-a",
-        "story",
-        "--choices",
-        "a,b",
-        "--label",
-        "answer",
-        "--data",
-        s(&mc),
-        "--out",
-        s(&out),
-        "--max-steps",
-        "1",
-    ]);
+    args.extend(MC_COLUMNS);
+    args.extend(["--data", s(&mc), "--out", s(&out), "--max-steps", "1"]);
     fails(&args, "train.jsonl: line 1: label \"zzz\" is neither");
 }
 

@@ -230,7 +230,10 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
         c.vocab_size = tok.vocab_size();
         Gpt::init(c, a.seed)
     } else {
-        let dir = a.model.as_ref().expect("clap requires --model");
+        let dir = a
+            .model
+            .as_ref()
+            .context("--model CKPT_DIR is needed unless --from-scratch")?;
         load_model(dir).with_context(|| format!("loading {}", dir.display()))?
     };
     let mut model = model;
