@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Hashes of the weights after a short pre-training and a short fine-tuning run at 1 and 2
+# threads: a refactor that changes no behaviour leaves every line of this output unchanged.
+# Usage: tools/behaviour_hashes.sh [BINARY] (default target/release/gpt1); needs GPT1_DATA or
+# ../shared/data for the fine-tuning run (SST-2 and GPT-1's BPE files).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${1:-target/release/gpt1}
+DATA=${GPT1_DATA:-../shared/data}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+for th in 1 2; do
+  "$BIN" --threads $th pretrain --data tests/fixtures/traj_tokens.bin \
+    --config tests/fixtures/hf_tiny/config.json --out "$TMP/pt$th" --batch 4 --seq 12 \
+    --micro-batch 2 --steps 12 --warmup 3 --lr 3e-3 --quiet >/dev/null 2>&1 \
+    || "$BIN" --threads $th pretrain --data tests/fixtures/traj_tokens.bin \
+    --config tests/fixtures/hf_tiny/config.json --out "$TMP/pt$th" --batch 4 --seq 12 \
+    --micro-batch 2 --steps 12 --warmup 3 --lr 3e-3 >/dev/null 2>&1
+  echo "pretrain threads=$th $(sha256sum "$TMP/pt$th/final/model.safetensors" | cut -c1-16) $(cut -d, -f2 "$TMP/pt$th/metrics.jsonl" | sha256sum | cut -c1-16)"
+  "$BIN" --threads $th finetune --from-scratch --config tiny --tokenizer "$DATA/gpt1-bpe" \
+    --task sst2 --data "$DATA/glue/SST-2" --out "$TMP/ft$th" --max-steps 6 --batch 4 \
+    --max-len 32 --quiet >/dev/null 2>&1
+  echo "finetune threads=$th $(sha256sum "$TMP/ft$th/best/model.safetensors" | cut -c1-16) $(sha256sum "$TMP/ft$th/best/head.safetensors" | cut -c1-16) $(grep -o '"loss":[^,]*' "$TMP/ft$th/metrics.jsonl" | sha256sum | cut -c1-16)"
+done
