@@ -3,12 +3,28 @@
 use crate::kernels::rng::{Rng, derive};
 use crate::model::{Config, Gpt, params::num_params};
 use crate::train::Trainer;
+use crate::train::trainer::StepKey;
 use serde::Serialize;
 use std::time::Instant;
 
-/// fp32 matrix-product peak of this machine per thread (GFLOP/s), measured with PyTorch/MKL
-/// (see `../shared/BENCHMARKS.md`): MFU divides by `threads × PEAK_GFLOPS_PER_THREAD`.
-pub const PEAK_GFLOPS_PER_THREAD: f64 = 160.0;
+/// The fp32 matrix-product rate this machine reaches through the CPU backend's product kernel
+/// (GFLOP/s, median of 5 products of 1024 × 1024 × 1024 on the current thread pool): the
+/// denominator of MFU unless the caller gives one.
+pub fn measure_peak_gflops() -> f64 {
+    use crate::backend::{Backend, Cpu};
+    let n = 1024;
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 * 0.01).collect();
+    let mut c = vec![0.0f32; n * n];
+    let mut times: Vec<f64> = (0..6)
+        .map(|_| {
+            let t0 = Instant::now();
+            Cpu.matmul(&mut c, &a, false, &a, false, n, n, n, false);
+            t0.elapsed().as_secs_f64()
+        })
+        .skip(1)
+        .collect();
+    2.0 * (n * n * n) as f64 / median(&mut times) / 1e9
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StepMs {
@@ -75,7 +91,8 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Runs `warmup` untimed and `steps` timed training steps (dropout as configured, AdamW,
-/// clipping 1.0) on uniformly random tokens.
+/// clipping 1.0) on uniformly random tokens. MFU is relative to `peak_gflops` (default: what
+/// [`measure_peak_gflops`] measures now).
 pub fn train(
     name: &str,
     config: Config,
@@ -83,22 +100,22 @@ pub fn train(
     seq: usize,
     steps: usize,
     warmup: usize,
+    peak_gflops: Option<f64>,
 ) -> TrainBench {
     let threads = rayon::current_num_threads();
+    let peak = peak_gflops.unwrap_or_else(measure_peak_gflops);
     let flops_tok = train_flops_per_token(&config, seq);
-    let model = Gpt::init(config.clone(), 1);
-    let mut tr = Trainer::new(model, batch, seq, 0.01);
+    let mut tr = Trainer::new(Gpt::init(config.clone(), 1), batch, seq, 0.01);
     let mut rng = Rng::new(7);
     let v = config.vocab_size as u64;
-    let mut ids = vec![0u32; batch * seq];
-    let mut tg = vec![0u32; batch * seq];
+    let (mut ids, mut tg) = (vec![0u32; batch * seq], vec![0u32; batch * seq]);
     let mut times = Vec::new();
     for s in 0..warmup + steps {
         ids.iter_mut().for_each(|x| *x = rng.below(v) as u32);
         tg.iter_mut().for_each(|x| *x = rng.below(v) as u32);
         let t0 = Instant::now();
-        tr.step(&ids, &tg, 1e-4, 1.0, Some(derive(3, s as u64)), s as u64)
-            .expect("random tokens train finitely");
+        let key = StepKey::PerMicroBatch(derive(3, s as u64));
+        tr.step(&ids, &tg, seq, &[], 1e-4, 1.0, key, s as u64).expect("random tokens train finitely");
         if s >= warmup {
             times.push(t0.elapsed().as_secs_f64());
         }
@@ -107,7 +124,6 @@ pub fn train(
     let med = step_ms.median / 1e3;
     let tokens = (batch * seq) as f64;
     let gflops = flops_tok * tokens / med / 1e9;
-    let peak = PEAK_GFLOPS_PER_THREAD * threads as f64;
     TrainBench {
         config: name.to_string(),
         batch,
@@ -130,17 +146,17 @@ pub struct FinetuneBench {
     pub batch: usize,
     pub seq: usize,
     pub threads: usize,
-    /// Fine-tuning examples per second (median step): body forward/backward, λ = 0.5 LM loss,
-    /// a two-class head, clipping, AdamW.
+    /// Fine-tuning examples per second (median step): [`Trainer::step`] with a two-class head,
+    /// λ = 0.5 LM loss, joint clipping, AdamW: the step `gpt1 finetune` takes.
     pub train_examples_per_s: f64,
     pub train_step_ms: StepMs,
-    /// Evaluation examples per second (median): forward and head, no dropout.
+    /// Evaluation examples per second (median): forward on the extract rows and head.
     pub eval_examples_per_s: f64,
     pub peak_rss_mib: f64,
 }
 
-/// The fine-tuning step of `train::finetune` on random sequences of `seq` tokens (extract
-/// token last), `batch` examples per step.
+/// The fine-tuning step of `gpt1 finetune` on random sequences of `seq` tokens (extract token
+/// last), `batch` examples per step.
 pub fn finetune(
     name: &str,
     config: Config,
@@ -149,67 +165,25 @@ pub fn finetune(
     steps: usize,
     warmup: usize,
 ) -> FinetuneBench {
-    use crate::kernels::crossentropy::IGNORE;
-    use crate::kernels::dropout::Dropout;
-    use crate::model::Activations;
+    use crate::tasks::head::extract_rows;
     use crate::tasks::{Head, HeadKind, Item, Target};
-    use crate::train::optim::AdamW;
+    use crate::train::trainer::{TaskObjective, next_token_targets};
     let threads = rayon::current_num_threads();
-    let d = config.n_embd;
-    let mut model = Gpt::init(config.clone(), 1);
-    let mut head = Head::new(HeadKind::Classify, d, 2, 1);
-    let mut acts = Activations::new(&config, batch, seq, true);
-    let mut grads = vec![0.0f32; model.params.len()];
-    let mut opt = AdamW::new(&config, 0.01);
-    let (mut ow, mut ob) = (
-        AdamW::flat(head.w.len(), true, 0.01),
-        AdamW::flat(head.b.len(), false, 0.01),
-    );
+    let head = Head::new(HeadKind::Classify, config.n_embd, 2, 1);
+    let task = TaskObjective::new(head, 0.5, 0.1, 0.01);
+    let mut tr = Trainer::new(Gpt::init(config.clone(), 1), batch, seq, 0.01).with_task(task);
     let mut rng = Rng::new(11);
     let v = config.vocab_size as u64;
     let items: Vec<Item> = (0..batch)
-        .map(|i| Item {
-            features: vec![vec![i * seq + seq - 1]],
-            target: Target::Class(i % 2),
-        })
+        .map(|i| Item { features: vec![vec![i * seq + seq - 1]], target: Target::Class(i % 2) })
         .collect();
     let mut times = Vec::new();
-    let mut dh = vec![0.0f32; batch * seq * d];
     for s in 0..warmup + steps {
         let ids: Vec<u32> = (0..batch * seq).map(|_| rng.below(v) as u32).collect();
-        let mut lm: Vec<u32> = ids[1..].to_vec();
-        lm.push(IGNORE);
-        for i in 1..batch {
-            lm[i * seq - 1] = IGNORE;
-        }
+        let lm = next_token_targets(&ids, &vec![seq; batch], seq);
         let t0 = Instant::now();
-        let key = derive(5, s as u64);
-        grads.iter_mut().for_each(|g| *g = 0.0);
-        let mut hg = head.zeros_like();
-        model.forward(&mut acts, &ids, Some(key));
-        dh.fill(0.0);
-        head.loss_backward(
-            &mut hg,
-            acts.hidden(),
-            &items,
-            Dropout { p: 0.1, key },
-            1.0 / batch as f32,
-            &mut dh,
-        );
-        let counted = lm.iter().filter(|&&t| t != IGNORE).count() as f32;
-        model.backward(
-            &mut acts,
-            &mut grads,
-            &ids,
-            &lm,
-            Some(key),
-            0.5 / counted,
-            Some(&dh),
-        );
-        crate::train::optim::clip_grad_norm(&mut grads, 1.0);
-        opt.step(&mut model.params, &grads, 6.25e-5);
-        ow.step(&mut head.w, &hg.w, 6.25e-5);
-        ob.step(&mut head.b, &hg.b, 6.25e-5);
+        let key = StepKey::Whole(derive(5, s as u64));
+        tr.step(&ids, &lm, seq, &items, 6.25e-5, 1.0, key, s as u64).expect("random tokens train finitely");
         if s >= warmup {
             times.push(t0.elapsed().as_secs_f64());
         }
@@ -217,11 +191,13 @@ pub fn finetune(
     let step_ms = StepMs::of(&mut times);
     let med = step_ms.median / 1e3;
     let mut eval_times = Vec::new();
-    let mut eacts = Activations::new(&config, batch, seq, false);
+    let (model, head, _) = tr.parts();
+    let head = head.expect("head");
+    let mut eacts = model.activations(batch, seq, false);
     for _ in 0..warmup + steps {
         let ids: Vec<u32> = (0..batch * seq).map(|_| rng.below(v) as u32).collect();
         let t0 = Instant::now();
-        let (rows, ritems) = crate::train::finetune::extract_rows(&items);
+        let (rows, ritems) = extract_rows(&items);
         let hidden = model.forward_rows(&mut eacts, &ids, &rows);
         std::hint::black_box(head.forward(&hidden, &ritems));
         eval_times.push(t0.elapsed().as_secs_f64());

@@ -2,7 +2,8 @@
 
 use crate::data::TokenData;
 use crate::error::{Error, Result};
-use crate::model::{Activations, Gpt};
+use crate::backend::Backend;
+use crate::model::Gpt;
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
@@ -63,7 +64,7 @@ pub fn rows_of(data: &TokenData, n_positions: usize) -> Result<Vec<Vec<u32>>> {
 }
 
 /// Scores every row (rows of equal length are batched `batch` at a time).
-pub fn score(model: &Gpt, rows: &[Vec<u32>], batch: usize) -> Result<Score> {
+pub fn score<B: Backend>(model: &Gpt<B>, rows: &[Vec<u32>], batch: usize) -> Result<Score> {
     let v = model.config.vocab_size;
     for (i, r) in rows.iter().enumerate() {
         if let Some(bad) = r.iter().find(|&&t| t as usize >= v) {
@@ -81,7 +82,7 @@ pub fn score(model: &Gpt, rows: &[Vec<u32>], batch: usize) -> Result<Score> {
             j += 1;
         }
         let (b, t) = (j - i, l - 1);
-        let mut acts = Activations::new(&model.config, b, t, false);
+        let mut acts = model.activations(b, t, false);
         let ids: Vec<u32> = rows[i..j]
             .iter()
             .flat_map(|r| r[..t].iter().copied())

@@ -1,6 +1,7 @@
 //! gpt1: GPT-1 (Radford et al., 2018) pre-training and fine-tuning on the CPU, with explicit
 //! forward and backward passes over one flat parameter buffer.
 
+pub mod backend;
 pub mod bench;
 pub mod data;
 pub mod error;
@@ -9,6 +10,7 @@ pub mod io;
 pub mod kernels;
 pub mod model;
 pub mod plot;
+pub mod progress;
 pub mod tasks;
 pub mod text;
 pub mod train;

@@ -14,8 +14,10 @@ pub struct TrainArgs {
     /// A preset (tiny, small, gpt1) or a config.json.
     #[arg(long)]
     config: String,
+    /// Sequences per step.
     #[arg(long, default_value_t = 4)]
     batch: usize,
+    /// Tokens per sequence.
     #[arg(long, default_value_t = 512)]
     seq: usize,
     /// Timed steps (the median is reported).
@@ -24,6 +26,11 @@ pub struct TrainArgs {
     /// Untimed steps first.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
+    /// The matrix-product peak MFU divides by, in GFLOP/s (default: measured at start with
+    /// this library's fp32 product on the same threads).
+    #[arg(long)]
+    peak_gflops: Option<f64>,
+    /// Print one JSON object instead of a line of text.
     #[arg(long)]
     json: bool,
 }
@@ -48,7 +55,7 @@ pub fn run(c: Command) -> Result<()> {
     match c {
         Command::Train(a) => {
             let config = checked(&a)?;
-            let r = gpt1::bench::train(&a.config, config, a.batch, a.seq, a.steps, a.warmup);
+            let r = gpt1::bench::train(&a.config, config, a.batch, a.seq, a.steps, a.warmup, a.peak_gflops);
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

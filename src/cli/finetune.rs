@@ -5,9 +5,10 @@ use gpt1::data::tasks::{Custom, Shape, TaskDef, custom_task, task};
 use gpt1::model::checkpoint::load_model;
 use gpt1::model::{Config, Gpt};
 use gpt1::text::Tokenizer;
-use gpt1::train::finetune::{
-    FinetuneOptions, Finetuned, evaluate, finetune, load_finetuned, predict_to_file, split_stats,
-};
+use gpt1::tasks::checkpoint::{Finetuned, load_finetuned};
+use gpt1::tasks::evaluate::{evaluate, predict_to_file};
+use gpt1::tasks::stats::split_stats;
+use gpt1::train::finetune::{FinetuneOptions, finetune};
 use std::path::PathBuf;
 
 /// The columns of a user's own task (`--task custom`).

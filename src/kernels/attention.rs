@@ -3,7 +3,7 @@
 //! causal (lower-triangular) blocks.
 
 use super::dropout::Dropout;
-use super::embedding::SendPtr;
+use super::parallel::SendPtr;
 use super::fastmath;
 use super::matmul::{Mat, Par, matmul_ptr, matmul_strided};
 use rayon::prelude::*;
@@ -13,14 +13,14 @@ const BLK: usize = 64;
 
 /// Batch, sequence length, heads, head size.
 #[derive(Clone, Copy, Debug)]
-pub struct Shape {
+pub struct Dims {
     pub b: usize,
     pub t: usize,
     pub h: usize,
     pub dh: usize,
 }
 
-impl Shape {
+impl Dims {
     pub fn d(&self) -> usize {
         self.h * self.dh
     }
@@ -48,7 +48,7 @@ pub fn forward(
     att: &mut [f32],
     scratch: &mut [f32],
     qkv: &[f32],
-    s: Shape,
+    s: Dims,
     drop: Dropout,
 ) {
     let (t, dh, d) = (s.t, s.dh, s.d());
@@ -124,7 +124,7 @@ pub fn forward(
 
 /// `y[rows.len(), d]`: attention outputs at the flat positions `rows` of `[B, T]` only (no
 /// dropout; evaluation), each row attending over its own sequence's positions up to itself.
-pub fn forward_rows(y: &mut [f32], qkv: &[f32], s: Shape, rows: &[usize]) {
+pub fn forward_rows(y: &mut [f32], qkv: &[f32], s: Dims, rows: &[usize]) {
     let (t, dh, d) = (s.t, s.dh, s.d());
     let d3 = 3 * d;
     let scale = 1.0 / (dh as f32).sqrt();
@@ -160,7 +160,7 @@ pub fn backward(
     dy: &[f32],
     qkv: &[f32],
     att: &[f32],
-    s: Shape,
+    s: Dims,
     drop: Dropout,
 ) {
     let (t, dh, d) = (s.t, s.dh, s.d());

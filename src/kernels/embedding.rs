@@ -1,5 +1,6 @@
 //! Token + learned position embedding.
 
+use super::parallel::SendPtr;
 use rayon::prelude::*;
 
 /// `out[b, t] = wte[ids[b, t]] + wpe[t]` for rows of length `t_len`. Ids are checked by the
@@ -53,17 +54,3 @@ pub fn backward(
         }
     });
 }
-
-#[derive(Clone, Copy)]
-pub(crate) struct SendPtr(pub *mut f32);
-
-impl SendPtr {
-    /// The pointer (a method, so closures capture the whole `Send` wrapper, not the field).
-    #[inline(always)]
-    pub fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: used only to write disjoint elements from different tasks.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}

@@ -2,6 +2,37 @@
 //! and initial weights are the same for any thread count and can be regenerated in the backward
 //! pass instead of stored.
 
+/// Every named random stream, derived from a run's seed (or a step's key) with [`derive`]: one
+/// table, so no two uses share a stream by accident and a reader sees where each draw comes from.
+pub mod stream {
+    /// Pre-training (and `--from-scratch`) initial weights: `derive(seed, INIT)`.
+    pub const INIT: u64 = 0x1417;
+    /// Pre-training's window sampler: `derive(seed, DATA)`, then the step.
+    pub const DATA: u64 = 0xDA7A;
+    /// Pre-training's dropout: `derive(seed, DROPOUT)`, then the step, then the micro-batch.
+    pub const DROPOUT: u64 = 0xD209;
+    /// Fine-tuning's dropout: `derive(seed, FINETUNE_DROPOUT)`, then the step.
+    pub const FINETUNE_DROPOUT: u64 = 0xF17E;
+    /// The task head's dropout, from a fine-tuning step's key.
+    pub const HEAD_DROPOUT: u64 = 0xC1F;
+    /// The task head's initial `W_y`.
+    pub const HEAD_INIT: u64 = 0x4EAD;
+    /// The embeddings of the three special tokens added to a bare BPE vocabulary.
+    pub const SPECIAL_TOKENS: u64 = 0x5BEC;
+    /// Dropout sites inside one forward pass, from the pass's key: the embeddings, and per
+    /// block `l` the attention probabilities and the two residual branches.
+    pub const EMBD_DROPOUT: u64 = u64::MAX;
+    pub const fn attn_dropout(l: usize) -> u64 {
+        4 * l as u64
+    }
+    pub const fn resid1_dropout(l: usize) -> u64 {
+        4 * l as u64 + 1
+    }
+    pub const fn resid2_dropout(l: usize) -> u64 {
+        4 * l as u64 + 2
+    }
+}
+
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// SplitMix64's finaliser: a bijective 64-bit mix with good avalanche.

@@ -1,6 +1,6 @@
 //! Finite-difference gradient checks for every kernel.
 
-use super::attention::{self, Shape};
+use super::attention::{self, Dims};
 use super::crossentropy;
 use super::dropout::Dropout;
 use super::embedding;
@@ -52,7 +52,7 @@ fn gelu_gradient() {
 }
 
 fn attention_case(drop: Dropout) {
-    let s = Shape {
+    let s = Dims {
         b: 2,
         t: 70,
         h: 2,
@@ -91,7 +91,7 @@ fn attention_gradients_with_dropout() {
 
 #[test]
 fn attention_is_causal() {
-    let s = Shape {
+    let s = Dims {
         b: 1,
         t: 20,
         h: 2,

@@ -5,6 +5,7 @@
 use super::config::Config;
 use super::gpt::Gpt;
 use super::params::{layout, num_params};
+use crate::backend::{Backend, Cpu};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -30,14 +31,15 @@ pub fn safetensors_bytes(tensors: &[(String, Vec<usize>, &[f32])]) -> Result<Vec
 }
 
 /// Writes `config.json` and `model.safetensors` into `dir` (each file atomically).
-pub fn save_model(dir: &Path, model: &Gpt) -> Result<()> {
+pub fn save_model<B: Backend>(dir: &Path, model: &Gpt<B>) -> Result<()> {
     let cfg = serde_json::to_string_pretty(&model.config.to_hf_json()).expect("json");
     write_atomic(&dir.join(CONFIG_FILE), cfg.as_bytes())?;
+    let params = model.host_params();
     let tensors: Vec<(String, Vec<usize>, &[f32])> = layout(&model.config)
         .into_iter()
         .map(|t| {
             let r = t.range();
-            (t.name, t.shape, &model.params[r])
+            (t.name, t.shape, &params[r])
         })
         .collect();
     write_atomic(&dir.join(WEIGHTS_FILE), &safetensors_bytes(&tensors)?)
@@ -115,5 +117,5 @@ pub fn load_model(dir: &Path) -> Result<Gpt> {
         }
         copy_f32(&path, found, &view, &mut params[t.range()])?;
     }
-    Ok(Gpt { config, params })
+    Ok(Gpt { config, backend: Cpu, params })
 }

@@ -1,164 +1,48 @@
-//! The GPT-1 body and tied LM head: forward and backward over the flat buffer, activations
-//! allocated once per (batch, length).
+//! The GPT-1 body and tied LM head: forward and backward over the flat parameter buffer, on any
+//! [`Backend`]. `forward` and `backward` read one line per op, as llm.c's `gpt2_forward` /
+//! `gpt2_backward`; [`Gpt::block`] is the one block forward, on every position (training) or
+//! on a subset of rows against the key/value cache (evaluation, generation).
 
+use super::activations::Activations;
 use super::config::Config;
-use super::params::{self, Layer, num_params};
-use crate::kernels::attention::{self, Shape};
+use super::params::{self, Layer, Views, num_params};
+use crate::backend::{Backend, Cpu, DeviceBuf};
+use crate::kernels::attention::Dims;
 use crate::kernels::dropout::Dropout;
-use crate::kernels::matmul::{Mat, matmul};
-use crate::kernels::reduce::col_sum;
-use crate::kernels::{crossentropy, embedding, gelu, layernorm, rng};
+use crate::kernels::rng::{self, stream};
 use rayon::prelude::*;
+use std::borrow::Cow;
 
-/// A model: its configuration and its parameters in one buffer.
-#[derive(Clone)]
-pub struct Gpt {
+/// A model: its configuration, the backend it runs on, and its parameters in one buffer.
+pub struct Gpt<B: Backend = Cpu> {
     pub config: Config,
-    pub params: Vec<f32>,
+    pub backend: B,
+    /// Every tensor of [`params::layout`], in order.
+    pub params: B::Buf,
 }
 
-/// What one block keeps for its backward pass.
-struct LayerActs {
-    qkv: Vec<f32>,
-    att: Vec<f32>,
-    atty: Vec<f32>,
-    r1: Vec<f32>,
-    ln1: Vec<f32>,
-    ln1_mean: Vec<f32>,
-    ln1_rstd: Vec<f32>,
-    fch: Vec<f32>,
-    fch_gelu: Vec<f32>,
-    r2: Vec<f32>,
-    ln2: Vec<f32>,
-    ln2_mean: Vec<f32>,
-    ln2_rstd: Vec<f32>,
+impl Clone for Gpt<Cpu> {
+    fn clone(&self) -> Self {
+        Gpt { config: self.config.clone(), backend: Cpu, params: self.params.clone() }
+    }
 }
 
-/// Gradient workspaces, shared by all blocks (allocated only for training).
-struct GradBufs {
-    g_x: Vec<f32>,
-    g_r: Vec<f32>,
-    g_tmp: Vec<f32>,
-    g_4d: Vec<f32>,
-    g_qkv: Vec<f32>,
-}
-
-/// Preallocated activations for batches of `b` sequences of length `t`.
-pub struct Activations {
-    pub b: usize,
-    pub t: usize,
-    /// The (B, T) the buffers were made for.
-    max: (usize, usize),
-    /// (n_embd, n_head, vocab_size).
-    dims: (usize, usize, usize),
-    training: bool,
-    encoded: Vec<f32>,
-    layers: Vec<LayerActs>,
-    tmp: Vec<f32>,
-    att_scratch: Vec<f32>,
-    logits: Vec<f32>,
-    grads: Option<GradBufs>,
-}
-
-impl Activations {
-    /// `training` adds the gradient workspaces and the attention dropout scratch.
-    pub fn new(c: &Config, b: usize, t: usize, training: bool) -> Self {
-        let empty = || LayerActs {
-            qkv: Vec::new(),
-            att: Vec::new(),
-            atty: Vec::new(),
-            r1: Vec::new(),
-            ln1: Vec::new(),
-            ln1_mean: Vec::new(),
-            ln1_rstd: Vec::new(),
-            fch: Vec::new(),
-            fch_gelu: Vec::new(),
-            r2: Vec::new(),
-            ln2: Vec::new(),
-            ln2_mean: Vec::new(),
-            ln2_rstd: Vec::new(),
-        };
-        let mut a = Activations {
-            b,
-            t,
-            max: (b, t),
-            dims: (c.n_embd, c.n_head, c.vocab_size),
-            training,
-            encoded: Vec::new(),
-            layers: (0..c.n_layer).map(|_| empty()).collect(),
-            tmp: Vec::new(),
-            att_scratch: Vec::new(),
-            logits: Vec::new(),
-            grads: training.then(|| GradBufs {
-                g_x: Vec::new(),
-                g_r: Vec::new(),
-                g_tmp: Vec::new(),
-                g_4d: Vec::new(),
-                g_qkv: Vec::new(),
-            }),
-        };
-        a.size_buffers(b, t);
-        a
-    }
-
-    /// Reuses the buffers for `b` sequences of length `t` (each at most what they were made
-    /// for): no allocation, so batches of varying length share one set.
-    pub fn reshape(&mut self, b: usize, t: usize) {
-        assert!(
-            b * t <= self.max.0 * self.max.1 && b <= self.max.0 && t <= self.max.1,
-            "reshape beyond the allocated size"
-        );
-        self.b = b;
-        self.t = t;
-        self.size_buffers(b, t);
-    }
-
-    fn size_buffers(&mut self, b: usize, t: usize) {
-        let (d, h, v) = self.dims;
-        let bt = b * t;
-        let set = |x: &mut Vec<f32>, n: usize| x.resize(n, 0.0);
-        for a in &mut self.layers {
-            set(&mut a.qkv, bt * 3 * d);
-            set(&mut a.att, b * h * t * t);
-            for x in [&mut a.atty, &mut a.r1, &mut a.ln1, &mut a.r2, &mut a.ln2] {
-                set(x, bt * d);
-            }
-            for x in [
-                &mut a.ln1_mean,
-                &mut a.ln1_rstd,
-                &mut a.ln2_mean,
-                &mut a.ln2_rstd,
-            ] {
-                set(x, bt);
-            }
-            set(&mut a.fch, bt * 4 * d);
-            set(&mut a.fch_gelu, bt * 4 * d);
-        }
-        set(&mut self.encoded, bt * d);
-        set(&mut self.tmp, bt * d);
-        if self.training {
-            set(&mut self.att_scratch, b * h * t * t);
-        }
-        set(&mut self.logits, bt.min(crossentropy::CHUNK) * v);
-        if let Some(g) = &mut self.grads {
-            for x in [&mut g.g_x, &mut g.g_r, &mut g.g_tmp] {
-                set(x, bt * d);
-            }
-            set(&mut g.g_4d, bt * 4 * d);
-            set(&mut g.g_qkv, bt * 3 * d);
-        }
-    }
-
-    /// The last block's output, `[B, T, d]`, after a forward pass.
-    pub fn hidden(&self) -> &[f32] {
-        &self.layers.last().expect("n_layer > 0").ln2
-    }
+/// Which rows a block runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Query<'a> {
+    /// Every position of `[B, T]`: the activations are kept for the backward pass.
+    All,
+    /// The flat positions `rows` of `[B, T]` only, their inputs `[rows.len(), d]` in
+    /// `Activations::x_rows`, attending over the block's key/value cache, which must hold every
+    /// earlier position of each row's sequence; no dropout. Outputs land in the first
+    /// `rows.len()` rows of the block's buffers.
+    Rows(&'a [usize]),
 }
 
 /// Dropout keys for one forward/backward pass, derived from one key so that the backward pass
 /// regenerates the forward pass's masks.
 #[derive(Clone, Copy)]
-struct Drops {
+pub(crate) struct Drops {
     key: u64,
     embd: f32,
     attn: f32,
@@ -167,58 +51,26 @@ struct Drops {
 
 impl Drops {
     fn site(&self, p: f32, label: u64) -> Dropout {
-        if p > 0.0 {
-            Dropout {
-                p,
-                key: rng::derive(self.key, label),
-            }
-        } else {
-            Dropout::OFF
-        }
+        if p > 0.0 { Dropout { p, key: rng::derive(self.key, label) } } else { Dropout::OFF }
     }
     fn embd(&self) -> Dropout {
-        self.site(self.embd, u64::MAX)
+        self.site(self.embd, stream::EMBD_DROPOUT)
     }
     fn attn(&self, l: usize) -> Dropout {
-        self.site(self.attn, 4 * l as u64)
+        self.site(self.attn, stream::attn_dropout(l))
     }
     fn res1(&self, l: usize) -> Dropout {
-        self.site(self.resid, 4 * l as u64 + 1)
+        self.site(self.resid, stream::resid1_dropout(l))
     }
     fn res2(&self, l: usize) -> Dropout {
-        self.site(self.resid, 4 * l as u64 + 2)
+        self.site(self.resid, stream::resid2_dropout(l))
     }
 }
 
-/// `out[rows, n] = x[rows, k] · w[k, n] + b`.
-fn linear(out: &mut [f32], x: &[f32], w: &[f32], b: &[f32], rows: usize, k: usize, n: usize) {
-    out.par_chunks_mut(n).for_each(|r| r.copy_from_slice(b));
-    matmul(out, Mat::rows(x, k), Mat::rows(w, n), rows, n, k, true);
-}
-
-/// Backward of [`linear`]: `dx` (assigned, or accumulated when `acc`), `dw` and `db`
-/// accumulated.
-#[allow(clippy::too_many_arguments)]
-fn linear_backward(
-    dx: &mut [f32],
-    acc: bool,
-    dw: &mut [f32],
-    db: &mut [f32],
-    dout: &[f32],
-    x: &[f32],
-    w: &[f32],
-    rows: usize,
-    k: usize,
-    n: usize,
-) {
-    matmul(dx, Mat::rows(dout, n), Mat::t(w, n), rows, k, n, acc);
-    matmul(dw, Mat::t(x, k), Mat::rows(dout, n), k, n, rows, true);
-    col_sum(db, dout, rows);
-}
-
-impl Gpt {
-    /// A freshly initialised model: weights and embeddings N(0, initializer_range), biases 0,
-    /// LayerNorm gains 1; a pure function of the seed.
+impl Gpt<Cpu> {
+    /// A freshly initialised model on the CPU: weights and embeddings N(0, initializer_range),
+    /// biases 0, LayerNorm gains 1; a pure function of the seed (tensor `i` draws from the
+    /// stream `derive(seed, i)`).
     pub fn init(config: Config, seed: u64) -> Self {
         let mut p = vec![0.0f32; num_params(&config)];
         let std = config.initializer_range as f64;
@@ -235,7 +87,7 @@ impl Gpt {
                 dst.fill(1.0);
             }
         }
-        Gpt { config, params: p }
+        Gpt { config, backend: Cpu, params: p }
     }
 
     /// Keeps the embeddings and the first `k` blocks and re-initialises the others as
@@ -255,197 +107,141 @@ impl Gpt {
         }
     }
 
-    fn shape(&self, b: usize, t: usize) -> Shape {
-        Shape {
-            b,
-            t,
-            h: self.config.n_head,
-            dh: self.config.head_dim(),
-        }
+    /// The same model on another backend.
+    pub fn to_backend<C: Backend>(self, backend: C) -> Gpt<C> {
+        let params = backend.upload(&self.params);
+        Gpt { config: self.config, backend, params }
+    }
+}
+
+impl<B: Backend> Gpt<B> {
+    /// The parameters on the host (checkpoints).
+    pub fn host_params(&self) -> Cow<'_, [f32]> {
+        self.backend.download(self.params.r())
+    }
+
+    /// Activations for this model's backend.
+    pub fn activations(&self, b: usize, t: usize, training: bool) -> Activations<B> {
+        Activations::new_on(&self.backend, &self.config, b, t, training)
+    }
+
+    /// A zeroed buffer in the parameters' layout (gradients, moments).
+    pub fn zeros_like_params(&self) -> B::Buf {
+        self.backend.zeros(num_params(&self.config))
+    }
+
+    fn dims(&self, b: usize, t: usize) -> Dims {
+        Dims { b, t, h: self.config.n_head, dh: self.config.head_dim() }
     }
 
     fn drops(&self, key: Option<u64>) -> Drops {
+        let c = &self.config;
         match key {
-            Some(key) => Drops {
-                key,
-                embd: self.config.embd_pdrop,
-                attn: self.config.attn_pdrop,
-                resid: self.config.resid_pdrop,
-            },
-            None => Drops {
-                key: 0,
-                embd: 0.0,
-                attn: 0.0,
-                resid: 0.0,
-            },
+            Some(key) => Drops { key, embd: c.embd_pdrop, attn: c.attn_pdrop, resid: c.resid_pdrop },
+            None => Drops { key: 0, embd: 0.0, attn: 0.0, resid: 0.0 },
         }
+    }
+
+    fn views(&self) -> Views<B::Ref<'_>> {
+        params::views::<B>(self.params.r(), &self.config)
     }
 
     /// The body's forward pass over `ids` (`[B, T]`, every id < vocab_size, T <= n_positions).
     /// `dropout_key`: `Some` in training (masks drawn from it), `None` for evaluation.
-    pub fn forward(&self, acts: &mut Activations, ids: &[u32], dropout_key: Option<u64>) {
+    pub fn forward(&self, acts: &mut Activations<B>, ids: &[u32], dropout_key: Option<u64>) {
         self.forward_blocks(acts, ids, dropout_key, self.config.n_layer);
     }
 
-    /// The last block's output at the flat positions `rows` of `[B, T]` only, `[rows.len(), d]`,
-    /// without dropout. A task head reads one extract state per sequence, so in the last block
-    /// only the keys and values cover every position: its queries, projections, feed-forward and
-    /// norms run on `rows` alone (evaluation does 1/n_layer · 3/4 fewer products). Equal to
-    /// [`Gpt::forward`]'s rows up to rounding.
-    pub fn forward_rows(&self, acts: &mut Activations, ids: &[u32], rows: &[usize]) -> Vec<f32> {
-        let c = &self.config;
-        let (b, t, d) = (acts.b, acts.t, c.n_embd);
-        let n_layer = c.n_layer;
-        assert!(rows.iter().all(|&r| r < b * t), "rows must lie in [B, T]");
-        self.forward_blocks(acts, ids, None, n_layer - 1);
-        let w = params::views(&self.params, c);
-        let p = &w.layers[n_layer - 1];
-        let (prev, rest) = acts.layers.split_at_mut(n_layer - 1);
-        let x: &[f32] = if n_layer == 1 {
-            &acts.encoded
-        } else {
-            &prev[n_layer - 2].ln2
-        };
-        let a = &mut rest[0];
-        linear(&mut a.qkv, x, p.attn_w, p.attn_b, b * t, d, 3 * d);
-        let n = rows.len();
-        let mut y = vec![0.0f32; n * d];
-        attention::forward_rows(&mut y, &a.qkv, self.shape(b, t), rows);
-        let mut tmp = vec![0.0f32; n * d];
-        linear(&mut tmp, &y, p.proj_w, p.proj_b, n, d, d);
-        let mut r = vec![0.0f32; n * d];
-        for (i, &row) in rows.iter().enumerate() {
-            let (o, xr, tr) = (
-                &mut r[i * d..(i + 1) * d],
-                &x[row * d..(row + 1) * d],
-                &tmp[i * d..(i + 1) * d],
-            );
-            o.iter_mut()
-                .zip(xr.iter().zip(tr))
-                .for_each(|(o, (x, t))| *o = x + t);
+    /// Embeddings and the first `n_blocks` blocks on every position.
+    fn forward_blocks(&self, acts: &mut Activations<B>, ids: &[u32], key: Option<u64>, n_blocks: usize) {
+        let (b, t, d) = (acts.b, acts.t, self.config.n_embd);
+        assert_eq!(ids.len(), b * t, "ids must be [B, T]");
+        assert!(t <= self.config.n_positions);
+        let (be, w, drops) = (&self.backend, self.views(), self.drops(key));
+        be.encoder_forward(acts.encoded.w(), ids, w.wte, w.wpe, t, d);
+        be.dropout(acts.encoded.w(), drops.embd());
+        for l in 0..n_blocks {
+            self.block(acts, &w.layers[l], l, Query::All, &drops);
         }
-        let (mut mean, mut rstd) = (vec![0.0f32; n], vec![0.0f32; n]);
-        let eps = c.layer_norm_epsilon;
-        let mut ln1 = vec![0.0f32; n * d];
-        layernorm::forward(&mut ln1, &mut mean, &mut rstd, &r, p.ln1_g, p.ln1_b, d, eps);
-        let mut fch = vec![0.0f32; n * 4 * d];
-        linear(&mut fch, &ln1, p.fc_w, p.fc_b, n, d, 4 * d);
-        let mut fch_gelu = vec![0.0f32; n * 4 * d];
-        gelu::forward(&mut fch_gelu, &fch);
-        linear(&mut tmp, &fch_gelu, p.mproj_w, p.mproj_b, n, 4 * d, d);
-        r.iter_mut()
-            .zip(ln1.iter().zip(&tmp))
-            .for_each(|(o, (x, t))| *o = x + t);
-        let mut out = vec![0.0f32; n * d];
-        layernorm::forward(&mut out, &mut mean, &mut rstd, &r, p.ln2_g, p.ln2_b, d, eps);
-        out
     }
 
-    /// Embeddings and the first `n_blocks` blocks.
-    fn forward_blocks(
-        &self,
-        acts: &mut Activations,
-        ids: &[u32],
-        dropout_key: Option<u64>,
-        n_blocks: usize,
-    ) {
-        let c = &self.config;
-        let (b, t, d) = (acts.b, acts.t, c.n_embd);
-        let bt = b * t;
-        assert_eq!(ids.len(), bt, "ids must be [B, T]");
-        assert!(t <= c.n_positions);
-        let drops = self.drops(dropout_key);
-        let w = params::views(&self.params, c);
-        embedding::forward(&mut acts.encoded, ids, w.wte, w.wpe, t, d);
-        drops.embd().apply(&mut acts.encoded, 0);
-        let shape = self.shape(b, t);
-        for l in 0..n_blocks {
-            let (prev, rest) = acts.layers.split_at_mut(l);
-            let x: &[f32] = if l == 0 {
-                &acts.encoded
-            } else {
-                &prev[l - 1].ln2
-            };
-            let a = &mut rest[0];
-            let p = &w.layers[l];
-            linear(&mut a.qkv, x, p.attn_w, p.attn_b, bt, d, 3 * d);
-            attention::forward(
-                &mut a.atty,
-                &mut a.att,
-                &mut acts.att_scratch,
-                &a.qkv,
-                shape,
-                drops.attn(l),
-            );
-            linear(&mut acts.tmp, &a.atty, p.proj_w, p.proj_b, bt, d, d);
-            drops.res1(l).residual(&mut a.r1, x, &acts.tmp);
-            layernorm::forward(
-                &mut a.ln1,
-                &mut a.ln1_mean,
-                &mut a.ln1_rstd,
-                &a.r1,
-                p.ln1_g,
-                p.ln1_b,
-                d,
-                c.layer_norm_epsilon,
-            );
-            linear(&mut a.fch, &a.ln1, p.fc_w, p.fc_b, bt, d, 4 * d);
-            gelu::forward(&mut a.fch_gelu, &a.fch);
-            linear(
-                &mut acts.tmp,
-                &a.fch_gelu,
-                p.mproj_w,
-                p.mproj_b,
-                bt,
-                4 * d,
-                d,
-            );
-            drops.res2(l).residual(&mut a.r2, &a.ln1, &acts.tmp);
-            layernorm::forward(
-                &mut a.ln2,
-                &mut a.ln2_mean,
-                &mut a.ln2_rstd,
-                &a.r2,
-                p.ln2_g,
-                p.ln2_b,
-                d,
-                c.layer_norm_epsilon,
-            );
+    /// Block `l` (parameters `p`) on the rows `q` names; its input is the previous block's
+    /// output (or the embeddings) for [`Query::All`], `acts.x_rows` for [`Query::Rows`].
+    pub(crate) fn block(&self, acts: &mut Activations<B>, p: &Layer<B::Ref<'_>>, l: usize, q: Query, drops: &Drops) {
+        let (be, c) = (&self.backend, &self.config);
+        let (d, eps, dims) = (c.n_embd, c.layer_norm_epsilon, self.dims(acts.b, acts.t));
+        let n = match q {
+            Query::All => acts.b * acts.t,
+            Query::Rows(rows) => rows.len(),
+        };
+        let nd = n * d;
+        let (prev, rest) = acts.layers.split_at_mut(l);
+        let a = &mut rest[0];
+        let x = match q {
+            Query::Rows(_) => acts.x_rows.part(nd),
+            Query::All if l == 0 => acts.encoded.r(),
+            Query::All => prev[l - 1].ln2.r(),
+        };
+        match q {
+            Query::All => {
+                be.matmul_forward(a.qkv.w(), x, p.attn_w, p.attn_b, n, d, 3 * d);
+                be.attention_forward(a.atty.w(), a.att.w(), acts.att_scratch.w(), a.qkv.r(), dims, drops.attn(l));
+            }
+            Query::Rows(rows) => {
+                // The rows' own q/k/v (through fch as scratch) join the cache, then attend to it.
+                be.matmul_forward(a.fch.w(), x, p.attn_w, p.attn_b, n, d, 3 * d);
+                be.place_rows(a.qkv.w(), a.fch.part(n * 3 * d), rows, 3 * d);
+                be.attention_rows(a.atty.w(), a.qkv.r(), dims, rows);
+            }
         }
+        be.matmul_forward(acts.tmp.w(), a.atty.part(nd), p.proj_w, p.proj_b, n, d, d);
+        be.residual_forward(a.r1.part_mut(nd), x, acts.tmp.part(nd), drops.res1(l));
+        be.layernorm_forward(a.ln1.part_mut(nd), a.ln1_mean.part_mut(n), a.ln1_rstd.part_mut(n), a.r1.part(nd), p.ln1_g, p.ln1_b, d, eps);
+        be.matmul_forward(a.fch.w(), a.ln1.part(nd), p.fc_w, p.fc_b, n, d, 4 * d);
+        be.gelu_forward(a.fch_gelu.part_mut(4 * nd), a.fch.part(4 * nd));
+        be.matmul_forward(acts.tmp.w(), a.fch_gelu.part(4 * nd), p.mproj_w, p.mproj_b, n, 4 * d, d);
+        be.residual_forward(a.r2.part_mut(nd), a.ln1.part(nd), acts.tmp.part(nd), drops.res2(l));
+        be.layernorm_forward(a.ln2.part_mut(nd), a.ln2_mean.part_mut(n), a.ln2_rstd.part_mut(n), a.r2.part(nd), p.ln2_g, p.ln2_b, d, eps);
+    }
+
+    /// The last block's output at the flat positions `rows` of `[B, T]` only, `[rows.len(), d]`
+    /// on the host, without dropout. A task head reads one extract state per sequence, so the
+    /// last block runs its keys and values on every position (the cache) and everything else
+    /// on `rows` alone (evaluation does 1/n_layer · 3/4 fewer products). Equal to
+    /// [`Gpt::forward`]'s rows up to rounding.
+    pub fn forward_rows(&self, acts: &mut Activations<B>, ids: &[u32], rows: &[usize]) -> Vec<f32> {
+        let (c, be) = (&self.config, &self.backend);
+        let (bt, d, last) = (acts.b * acts.t, c.n_embd, c.n_layer - 1);
+        assert!(rows.iter().all(|&r| r < bt), "rows must lie in [B, T]");
+        self.forward_blocks(acts, ids, None, last);
+        let (w, drops) = (self.views(), self.drops(None));
+        let p = &w.layers[last];
+        let (prev, rest) = acts.layers.split_at_mut(last);
+        let x = if last == 0 { acts.encoded.r() } else { prev[last - 1].ln2.r() };
+        be.matmul_forward(rest[0].qkv.w(), x, p.attn_w, p.attn_b, bt, d, 3 * d);
+        be.copy_rows(acts.x_rows.w(), x, rows, d);
+        self.block(acts, p, last, Query::Rows(rows), &drops);
+        let out = acts.layers[last].ln2.part(rows.len() * d);
+        be.download(out).into_owned()
     }
 
     /// log p(targets[r] | ids[..=r]) for every position (0 where the target is
-    /// [`crossentropy::IGNORE`]), without dropout.
-    pub fn logprobs(&self, acts: &mut Activations, ids: &[u32], targets: &[u32], out: &mut [f32]) {
+    /// [`crate::kernels::crossentropy::IGNORE`]), without dropout.
+    pub fn logprobs(&self, acts: &mut Activations<B>, ids: &[u32], targets: &[u32], out: &mut [f32]) {
         self.forward(acts, ids, None);
-        let last = acts.layers.last().expect("n_layer > 0");
-        crossentropy::logprobs(
-            out,
-            &mut acts.logits,
-            &last.ln2,
-            params::views(&self.params, &self.config).wte,
-            targets,
-            self.config.n_embd,
-        );
+        let wte = self.views().wte;
+        let hidden = acts.layers.last().expect("n_layer > 0").ln2.r();
+        self.backend.logprobs(out, acts.logits.w(), hidden, wte, targets, self.config.n_embd);
     }
 
-    /// Next-token logits `[B, T, V]` (no dropout): the hidden states times the tied embedding.
-    pub fn logits(&self, acts: &mut Activations, ids: &[u32]) -> Vec<f32> {
+    /// Next-token logits `[B, T, V]` on the host (no dropout): the hidden states times the
+    /// tied embedding.
+    pub fn logits(&self, acts: &mut Activations<B>, ids: &[u32]) -> Vec<f32> {
         self.forward(acts, ids, None);
-        let (v, d) = (self.config.vocab_size, self.config.n_embd);
-        let rows = ids.len();
-        let mut out = vec![0.0f32; rows * v];
-        let wte = params::views(&self.params, &self.config).wte;
-        matmul(
-            &mut out,
-            Mat::rows(acts.hidden(), d),
-            Mat::t(wte, d),
-            rows,
-            v,
-            d,
-            false,
-        );
-        out
+        let (v, d, rows) = (self.config.vocab_size, self.config.n_embd, ids.len());
+        let mut out = self.backend.zeros(rows * v);
+        self.backend.matmul(out.w(), acts.hidden(), false, self.views().wte, true, rows, v, d, false);
+        self.backend.download(out.r()).into_owned()
     }
 
     /// Forward and backward of `loss_scale · Σ −log p(targets | ids)`: gradients are accumulated
@@ -453,8 +249,8 @@ impl Gpt {
     /// log-likelihoods of the counted targets. `dropout_key` as in [`Gpt::forward`].
     pub fn forward_backward(
         &self,
-        acts: &mut Activations,
-        grads: &mut [f32],
+        acts: &mut Activations<B>,
+        grads: &mut B::Buf,
         ids: &[u32],
         targets: &[u32],
         dropout_key: Option<u64>,
@@ -466,145 +262,54 @@ impl Gpt {
 
     /// The backward pass after [`Gpt::forward`] with the same `ids` and `dropout_key`: the LM
     /// loss `loss_scale · Σ −log p(targets | ids)` (skipped when `loss_scale` is 0), plus
-    /// `extra_dh`, a gradient on the last block's output `[B, T, d]` from a task head. Returns
-    /// the unscaled LM negative log-likelihood sum (0 when skipped).
+    /// `extra`, a task head's gradient on the last block's output at some rows (`(rows, ∂h)`,
+    /// `∂h` `[rows.len(), d]` on the host). Returns the unscaled LM negative log-likelihood sum
+    /// (0 when skipped). Parameter gradients are accumulated into `grads`.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
-        acts: &mut Activations,
-        grads: &mut [f32],
+        acts: &mut Activations<B>,
+        grads: &mut B::Buf,
         ids: &[u32],
         targets: &[u32],
         dropout_key: Option<u64>,
         loss_scale: f32,
-        extra_dh: Option<&[f32]>,
+        extra: Option<(&[usize], &[f32])>,
     ) -> f64 {
-        let c = &self.config;
+        let (c, be) = (&self.config, &self.backend);
         let (b, t, d) = (acts.b, acts.t, c.n_embd);
         let bt = b * t;
-        let drops = self.drops(dropout_key);
-        let shape = self.shape(b, t);
-        let w = params::views(&self.params, c);
-        let mut gw = params::views_mut(grads, c);
-        let gb = acts
-            .grads
-            .as_mut()
-            .expect("Activations::new(.., training = true) for backward");
+        let (drops, dims, w) = (self.drops(dropout_key), self.dims(b, t), self.views());
+        let mut gw = params::views_mut::<B>(grads.w(), c);
+        let g = acts.grads.as_mut().expect("Activations::new(.., training = true) for backward");
         let last = acts.layers.last().expect("n_layer > 0");
         let nll = if loss_scale != 0.0 {
-            crossentropy::forward_backward(
-                &mut gb.g_x,
-                gw.wte,
-                &mut acts.logits,
-                &last.ln2,
-                w.wte,
-                targets,
-                d,
-                loss_scale,
-            )
+            be.crossentropy_forward_backward(g.g_x.w(), B::reborrow(&mut gw.wte), acts.logits.w(), last.ln2.r(), w.wte, targets, d, loss_scale)
         } else {
-            gb.g_x.fill(0.0);
+            be.fill(g.g_x.w(), 0.0);
             0.0
         };
-        if let Some(extra) = extra_dh {
-            gb.g_x.iter_mut().zip(extra).for_each(|(g, e)| *g += e);
+        if let Some((rows, dh)) = extra {
+            be.scatter_add_rows(g.g_x.w(), rows, dh, d);
         }
-        for l in (0..c.n_layer).rev() {
-            let x: &[f32] = if l == 0 {
-                &acts.encoded
-            } else {
-                &acts.layers[l - 1].ln2
-            };
-            let a = &acts.layers[l];
-            let p = &w.layers[l];
-            let g: &mut Layer<&mut [f32]> = &mut gw.layers[l];
+        for (l, gl) in gw.layers.into_iter().enumerate().rev() {
+            let x = if l == 0 { acts.encoded.r() } else { acts.layers[l - 1].ln2.r() };
+            let (a, p) = (&acts.layers[l], &w.layers[l]);
             // ln_2, then the MLP branch of r2 = ln1 + dropout(mlp(ln1)).
-            layernorm::backward(
-                &mut gb.g_r,
-                g.ln2_g,
-                g.ln2_b,
-                &gb.g_x,
-                &a.r2,
-                &a.ln2_mean,
-                &a.ln2_rstd,
-                p.ln2_g,
-                d,
-            );
-            drops.res2(l).backward_into(&mut gb.g_tmp, &gb.g_r);
-            linear_backward(
-                &mut gb.g_4d,
-                false,
-                g.mproj_w,
-                g.mproj_b,
-                &gb.g_tmp,
-                &a.fch_gelu,
-                p.mproj_w,
-                bt,
-                4 * d,
-                d,
-            );
-            gelu::backward_inplace(&mut gb.g_4d, &a.fch);
-            linear_backward(
-                &mut gb.g_r,
-                true,
-                g.fc_w,
-                g.fc_b,
-                &gb.g_4d,
-                &a.ln1,
-                p.fc_w,
-                bt,
-                d,
-                4 * d,
-            );
+            be.layernorm_backward(g.g_r.w(), gl.ln2_g, gl.ln2_b, g.g_x.r(), a.r2.r(), a.ln2_mean.r(), a.ln2_rstd.r(), p.ln2_g, d);
+            be.residual_backward(g.g_tmp.w(), g.g_r.r(), drops.res2(l));
+            be.matmul_backward(g.g_4d.w(), false, gl.mproj_w, gl.mproj_b, g.g_tmp.r(), a.fch_gelu.r(), p.mproj_w, bt, 4 * d, d);
+            be.gelu_backward(g.g_4d.w(), a.fch.r());
+            be.matmul_backward(g.g_r.w(), true, gl.fc_w, gl.fc_b, g.g_4d.r(), a.ln1.r(), p.fc_w, bt, d, 4 * d);
             // ln_1, then the attention branch of r1 = x + dropout(attn(x)).
-            layernorm::backward(
-                &mut gb.g_x,
-                g.ln1_g,
-                g.ln1_b,
-                &gb.g_r,
-                &a.r1,
-                &a.ln1_mean,
-                &a.ln1_rstd,
-                p.ln1_g,
-                d,
-            );
-            drops.res1(l).backward_into(&mut gb.g_tmp, &gb.g_x);
-            linear_backward(
-                &mut gb.g_r,
-                false,
-                g.proj_w,
-                g.proj_b,
-                &gb.g_tmp,
-                &a.atty,
-                p.proj_w,
-                bt,
-                d,
-                d,
-            );
-            attention::backward(
-                &mut gb.g_qkv,
-                &mut acts.att_scratch,
-                &gb.g_r,
-                &a.qkv,
-                &a.att,
-                shape,
-                drops.attn(l),
-            );
-            linear_backward(
-                &mut gb.g_x,
-                true,
-                g.attn_w,
-                g.attn_b,
-                &gb.g_qkv,
-                x,
-                p.attn_w,
-                bt,
-                d,
-                3 * d,
-            );
+            be.layernorm_backward(g.g_x.w(), gl.ln1_g, gl.ln1_b, g.g_r.r(), a.r1.r(), a.ln1_mean.r(), a.ln1_rstd.r(), p.ln1_g, d);
+            be.residual_backward(g.g_tmp.w(), g.g_x.r(), drops.res1(l));
+            be.matmul_backward(g.g_r.w(), false, gl.proj_w, gl.proj_b, g.g_tmp.r(), a.atty.r(), p.proj_w, bt, d, d);
+            be.attention_backward(g.g_qkv.w(), acts.att_scratch.w(), g.g_r.r(), a.qkv.r(), a.att.r(), dims, drops.attn(l));
+            be.matmul_backward(g.g_x.w(), true, gl.attn_w, gl.attn_b, g.g_qkv.r(), x, p.attn_w, bt, d, 3 * d);
         }
-        drops.embd().apply(&mut gb.g_x, 0);
-        embedding::backward(gw.wte, gw.wpe, &gb.g_x, ids, t, d);
+        be.dropout(g.g_x.w(), drops.embd());
+        be.encoder_backward(gw.wte, gw.wpe, g.g_x.r(), ids, t, d);
         nll
     }
 }

@@ -1,9 +1,11 @@
-//! The model: configuration, parameter layout, forward/backward, checkpoints.
+//! The model: configuration, parameter layout, activations, forward/backward, checkpoints.
 
+mod activations;
 pub mod checkpoint;
 pub mod config;
 pub mod gpt;
 pub mod params;
 
+pub use activations::Activations;
 pub use config::Config;
-pub use gpt::{Activations, Gpt};
+pub use gpt::{Gpt, Query};

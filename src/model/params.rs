@@ -2,6 +2,7 @@
 //! (gradients and Adam moments use buffers of the same layout).
 
 use super::config::Config;
+use crate::backend::Backend;
 
 /// One named tensor of the layout, with HF's (unprefixed) name and shape.
 #[derive(Clone, Debug)]
@@ -25,7 +26,8 @@ impl TensorInfo {
     }
 }
 
-/// The layer tensors in buffer order: (HF suffix, shape in units of d).
+/// The layer tensors in buffer order: (HF suffix, shape). The one declaration of a block's
+/// tensors: [`layout`], [`num_params`] and the views all follow it.
 fn layer_tensors(d: usize) -> [(&'static str, Vec<usize>); 12] {
     [
         ("attn.c_attn.weight", vec![d, 3 * d]),
@@ -69,12 +71,12 @@ pub fn layout(c: &Config) -> Vec<TensorInfo> {
 }
 
 pub fn num_params(c: &Config) -> usize {
-    let d = c.n_embd;
-    (c.vocab_size + c.n_positions) * d + c.n_layer * layer_size(d)
+    (c.vocab_size + c.n_positions) * c.n_embd + c.n_layer * layer_size(c.n_embd)
 }
 
+/// Parameters of one block.
 pub fn layer_size(d: usize) -> usize {
-    12 * d * d + 13 * d
+    layer_tensors(d).iter().map(|(_, s)| s.iter().product::<usize>()).sum()
 }
 
 /// One block's tensors as slices of a buffer (parameters or gradients).
@@ -100,45 +102,52 @@ pub struct Views<T> {
     pub layers: Vec<Layer<T>>,
 }
 
-macro_rules! split_views {
-    ($buf:expr, $c:expr, $split:ident) => {{
-        let d = $c.n_embd;
-        let (wte, rest) = $buf.$split($c.vocab_size * d);
-        let (wpe, mut rest) = rest.$split($c.n_positions * d);
-        let mut layers = Vec::with_capacity($c.n_layer);
-        for _ in 0..$c.n_layer {
-            let mut take = |n: usize| {
-                let (a, b) = std::mem::take(&mut rest).$split(n);
-                rest = b;
-                a
-            };
-            layers.push(Layer {
-                attn_w: take(3 * d * d),
-                attn_b: take(3 * d),
-                proj_w: take(d * d),
-                proj_b: take(d),
-                ln1_g: take(d),
-                ln1_b: take(d),
-                fc_w: take(4 * d * d),
-                fc_b: take(4 * d),
-                mproj_w: take(4 * d * d),
-                mproj_b: take(d),
-                ln2_g: take(d),
-                ln2_b: take(d),
-            });
+impl<T> Layer<T> {
+    /// The twelve tensors in [`layer_tensors`]' order.
+    fn from_parts(parts: impl IntoIterator<Item = T>) -> Self {
+        let mut it = parts.into_iter();
+        let mut next = || it.next().expect("twelve tensors per block");
+        Layer {
+            attn_w: next(),
+            attn_b: next(),
+            proj_w: next(),
+            proj_b: next(),
+            ln1_g: next(),
+            ln1_b: next(),
+            fc_w: next(),
+            fc_b: next(),
+            mproj_w: next(),
+            mproj_b: next(),
+            ln2_g: next(),
+            ln2_b: next(),
         }
-        Views { wte, wpe, layers }
-    }};
+    }
 }
 
-pub fn views<'a>(buf: &'a [f32], c: &Config) -> Views<&'a [f32]> {
-    assert_eq!(buf.len(), num_params(c));
-    split_views!(buf, c, split_at)
+/// Cuts a buffer into its named views, in [`layout`]'s order and sizes (the one declaration of
+/// the tensors), with `split(x, n)` = (the first `n` values, the rest).
+fn split_views<T>(buf: T, c: &Config, split: impl Fn(T, usize) -> (T, T)) -> Views<T> {
+    let mut sizes = layout(c).into_iter().map(|t| t.len());
+    let mut rest = Some(buf);
+    let mut take = || {
+        let (a, b) = split(rest.take().expect("buffer"), sizes.next().expect("layout"));
+        rest = Some(b);
+        a
+    };
+    let (wte, wpe) = (take(), take());
+    let layers = (0..c.n_layer).map(|_| Layer::from_parts((0..12).map(|_| take()))).collect();
+    Views { wte, wpe, layers }
 }
 
-pub fn views_mut<'a>(buf: &'a mut [f32], c: &Config) -> Views<&'a mut [f32]> {
-    assert_eq!(buf.len(), num_params(c));
-    split_views!(buf, c, split_at_mut)
+/// The parameters (or gradients) of a model as named read-only views.
+pub fn views<'a, B: Backend>(buf: B::Ref<'a>, c: &Config) -> Views<B::Ref<'a>> {
+    assert_eq!(B::len(buf), num_params(c));
+    split_views(buf, c, B::split)
+}
+
+/// The parameters (or gradients) of a model as named writable views.
+pub fn views_mut<'a, B: Backend>(buf: B::Mut<'a>, c: &Config) -> Views<B::Mut<'a>> {
+    split_views(buf, c, B::split_mut)
 }
 
 #[cfg(test)]
@@ -154,7 +163,7 @@ mod tests {
         let last = l.last().unwrap();
         assert_eq!(last.offset + last.len(), total);
         let buf: Vec<f32> = (0..total).map(|i| i as f32).collect();
-        let v = views(&buf, &c);
+        let v = views::<crate::backend::Cpu>(&buf, &c);
         let fc = l.iter().find(|t| t.name == "h.2.mlp.c_fc.weight").unwrap();
         assert_eq!(v.layers[2].fc_w[0], fc.offset as f32);
         assert_eq!(l.iter().filter(|t| t.decay).count(), 2 + 4 * c.n_layer);

@@ -34,6 +34,31 @@ pub struct Item {
     pub target: Target,
 }
 
+/// The flat positions the head reads, and the items renumbered to index them in order.
+pub fn extract_rows(items: &[Item]) -> (Vec<usize>, Vec<Item>) {
+    let mut rows = Vec::new();
+    let items = items
+        .iter()
+        .map(|it| Item {
+            features: it
+                .features
+                .iter()
+                .map(|f| {
+                    f.iter()
+                        .map(|&r| {
+                            rows.push(r);
+                            rows.len() - 1
+                        })
+                        .collect()
+                })
+                .collect(),
+            target: it.target.clone(),
+        })
+        .collect();
+    (rows, items)
+}
+
+
 impl Head {
     /// `W_y` ~ N(0, 0.02), bias 0.
     pub fn new(kind: HeadKind, d: usize, n_out: usize, seed: u64) -> Self {

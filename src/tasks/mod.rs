@@ -1,9 +1,14 @@
-//! Tasks: example shapes, the paper's input transformations, the task head and its losses,
-//! metrics. Knows nothing of file formats.
+//! Tasks: example shapes, the paper's input transformations, batching, the task head and its
+//! losses, evaluation and metrics, fine-tuned checkpoints, data statistics. File formats live
+//! in [`crate::data::tasks`].
 
+pub mod batch;
+pub mod checkpoint;
+pub mod evaluate;
 pub mod example;
 pub mod head;
 pub mod metrics;
+pub mod stats;
 pub mod transform;
 
 pub use example::{Example, Input, Target};

@@ -1,6 +1,7 @@
 //! Training checkpoints: the HF-layout model plus the trainer state for an exact resume.
 
 use super::optim::AdamW;
+use crate::backend::{Backend, DeviceBuf};
 use crate::data::Sampling;
 use crate::error::{Error, Result};
 use crate::io::{write_atomic, write_dir_atomic};
@@ -30,14 +31,13 @@ pub struct TrainerState {
 }
 
 /// Writes `dir` (atomically, as a whole) with model, state and optimizer moments.
-pub fn save(dir: &Path, model: &Gpt, opt: &AdamW, state: &TrainerState) -> Result<()> {
+pub fn save<B: Backend>(dir: &Path, model: &Gpt<B>, opt: &AdamW<B>, state: &TrainerState) -> Result<()> {
     write_dir_atomic(dir, |tmp| {
         save_model(tmp, model)?;
-        let n = opt.m.len();
-        let bytes = safetensors_bytes(&[
-            ("exp_avg".into(), vec![n], &opt.m),
-            ("exp_avg_sq".into(), vec![n], &opt.v),
-        ])?;
+        let (m, v) = (model.backend.download(opt.m.r()), model.backend.download(opt.v.r()));
+        let n = m.len();
+        let bytes =
+            safetensors_bytes(&[("exp_avg".into(), vec![n], &m), ("exp_avg_sq".into(), vec![n], &v)])?;
         write_atomic(&tmp.join(OPTIMIZER_FILE), &bytes)?;
         let json = serde_json::json!({ "state": state, "adam_t": opt.t });
         write_atomic(

@@ -2,13 +2,12 @@
 
 use super::checkpoint::{self, TrainerState};
 use super::schedule::Schedule;
-use super::trainer::Trainer;
+use super::trainer::{StepKey, Trainer};
 use crate::data::{Sampler, Sampling, TokenData};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
-use crate::kernels::rng::derive;
+use crate::kernels::rng::{derive, stream};
 use crate::model::{Config, Gpt, checkpoint::load_model};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -170,7 +169,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         let model = match &opts.model {
             ModelSource::Config(c) => {
                 c.validate().map_err(Error::Config)?;
-                Gpt::init(c.clone(), derive(opts.seed, 0x1417))
+                Gpt::init(c.clone(), derive(opts.seed, stream::INIT))
             }
             ModelSource::Init(dir) => load_model(dir)?,
         };
@@ -226,19 +225,10 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         sampling: opts.sampling,
         data: opts.data.clone(),
     };
-    let bar = if opts.progress {
-        ProgressBar::new(end)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
+    let bar = crate::progress::bar(end, opts.progress);
     bar.set_position(start);
-    let data_seed = derive(opts.seed, 0xDA7A);
-    let drop_seed = derive(opts.seed, 0xD209);
+    let data_seed = derive(opts.seed, stream::DATA);
+    let drop_seed = derive(opts.seed, stream::DROPOUT);
     let (mut ids, mut targets) = (
         vec![0u32; opts.batch * opts.seq],
         vec![0u32; opts.batch * opts.seq],
@@ -252,14 +242,8 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         let starts = sampler.starts(data_seed, step, opts.batch);
         sampler.fill(&starts, &mut ids, &mut targets);
         let lr = opts.schedule.lr(opts.lr, step, opts.warmup, opts.steps);
-        let stats = trainer.step(
-            &ids,
-            &targets,
-            lr,
-            opts.clip,
-            Some(derive(drop_seed, step)),
-            step + 1,
-        )?;
+        let key = StepKey::PerMicroBatch(derive(drop_seed, step));
+        let stats = trainer.step(&ids, &targets, opts.seq, &[], lr, opts.clip, key, step + 1)?;
         let secs = t0.elapsed().as_secs_f64();
         let tps = stats.tokens as f64 / secs;
         let done = step + 1;

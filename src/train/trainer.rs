@@ -1,48 +1,117 @@
-//! One optimizer step: micro-batched forward/backward with gradient accumulation, clipping,
-//! AdamW. Shared by pre-training and the benchmark.
+//! One optimizer step, for pre-training and fine-tuning alike: the objective (task loss +
+//! λ·LM loss), micro-batched forward/backward with gradient accumulation, one global clipping
+//! over body and head, the divergence check, AdamW. The drivers, the benchmarks and the tests
+//! all call [`Trainer::step`].
 
-use super::optim::{AdamW, clip_grad_norm};
+use super::optim::{AdamW, clip_coef, clip_grad_norm};
+use crate::backend::{Backend, Cpu, DeviceBuf};
 use crate::error::{Error, Result};
-use crate::kernels::{crossentropy::IGNORE, rng::derive};
+use crate::kernels::crossentropy::IGNORE;
+use crate::kernels::dropout::Dropout;
+use crate::kernels::reduce::sum_squares;
+use crate::kernels::rng::{derive, stream};
 use crate::model::{Activations, Gpt};
+use crate::tasks::head::extract_rows;
+use crate::tasks::{Head, Item, Target};
 
-pub struct Trainer {
-    pub model: Gpt,
-    pub grads: Vec<f32>,
-    pub opt: AdamW,
-    acts: Activations,
-    /// Sequences per forward/backward pass.
+/// The fine-tuning part of the objective: the task head `W_y`, its gradient and optimizer, λ.
+pub struct TaskObjective {
+    pub head: Head,
+    grad: Head,
+    opt_w: AdamW,
+    opt_b: AdamW,
+    /// λ, the weight of the auxiliary LM loss (0: none).
+    pub aux_lm: f32,
+    /// Dropout on the head's input.
+    pub clf_dropout: f32,
+}
+
+impl TaskObjective {
+    pub fn new(head: Head, aux_lm: f32, clf_dropout: f32, weight_decay: f32) -> Self {
+        let (opt_w, opt_b) =
+            (AdamW::flat(head.w.len(), true, weight_decay), AdamW::flat(head.b.len(), false, weight_decay));
+        TaskObjective { grad: head.zeros_like(), head, opt_w, opt_b, aux_lm, clf_dropout }
+    }
+}
+
+/// Where a step's dropout masks come from.
+#[derive(Clone, Copy, Debug)]
+pub enum StepKey {
+    /// No dropout.
+    Off,
+    /// Micro-batch `k` draws its masks from `derive(key, k)` (pre-training).
+    PerMicroBatch(u64),
+    /// One pass over the whole batch with this key (fine-tuning).
+    Whole(u64),
+}
+
+pub struct Trainer<B: Backend = Cpu> {
+    pub model: Gpt<B>,
+    /// ∂L/∂params, in the parameters' layout.
+    pub grads: B::Buf,
+    pub opt: AdamW<B>,
+    /// Set for fine-tuning; pre-training minimises the LM loss alone.
+    pub task: Option<TaskObjective>,
+    acts: Activations<B>,
+    /// Sequences per forward/backward pass (at most; a smaller batch runs in one pass).
     pub micro: usize,
+    /// Longest sequence.
     pub t: usize,
+}
+
+/// The objective of one batch, before the update.
+#[derive(Clone, Copy, Debug)]
+pub struct Losses {
+    /// The mean LM negative log-likelihood (pre-training), or task loss + λ · LM loss
+    /// (fine-tuning).
+    pub loss: f64,
+    /// Mean negative log-likelihood of the counted next-token targets (0 when λ is 0).
+    pub lm_loss: f64,
+    /// Mean task loss over the labelled items (fine-tuning).
+    pub task_loss: Option<f64>,
+    /// Counted next-token targets.
+    pub tokens: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct StepStats {
-    /// Mean negative log-likelihood over the batch's predicted tokens, before the update.
+    /// The objective before the update: the mean LM negative log-likelihood (pre-training), or
+    /// task loss + λ · LM loss (fine-tuning).
     pub loss: f64,
-    /// Global gradient norm before clipping.
+    /// Mean negative log-likelihood of the counted next-token targets (0 when λ is 0).
+    pub lm_loss: f64,
+    /// Mean task loss over the labelled items (fine-tuning).
+    pub task_loss: Option<f64>,
+    /// Global gradient norm (body and head) before clipping.
     pub grad_norm: f32,
+    /// Counted next-token targets.
     pub tokens: usize,
 }
 
-impl Trainer {
+impl Trainer<Cpu> {
     pub fn new(model: Gpt, micro: usize, t: usize, weight_decay: f32) -> Self {
-        let acts = Activations::new(&model.config, micro, t, true);
-        let opt = AdamW::new(&model.config, weight_decay);
-        let grads = vec![0.0; model.params.len()];
-        Trainer {
-            model,
-            grads,
-            opt,
-            acts,
-            micro,
-            t,
-        }
+        Self::on(model, micro, t, weight_decay)
+    }
+}
+
+impl<B: Backend> Trainer<B> {
+    /// A trainer for batches of up to `micro` sequences of up to `t` tokens per pass.
+    pub fn on(model: Gpt<B>, micro: usize, t: usize, weight_decay: f32) -> Self {
+        let acts = model.activations(micro, t, true);
+        let opt = AdamW::new_on(&model.backend, &model.config, weight_decay);
+        let grads = model.zeros_like_params();
+        Trainer { model, grads, opt, task: None, acts, micro, t }
     }
 
-    /// Activations for evaluation share the training buffers.
-    pub fn acts(&mut self) -> &mut Activations {
-        &mut self.acts
+    /// Adds a task head to the objective (fine-tuning).
+    pub fn with_task(mut self, task: TaskObjective) -> Self {
+        self.task = Some(task);
+        self
+    }
+
+    /// The model, the head (if any) and the activations, for evaluation between steps.
+    pub fn parts(&mut self) -> (&Gpt<B>, Option<&Head>, &mut Activations<B>) {
+        (&self.model, self.task.as_ref().map(|t| &t.head), &mut self.acts)
     }
 
     /// Mean NLL of `[n, t]` windows without dropout or gradients (n a multiple of `micro`, or
@@ -53,8 +122,7 @@ impl Trainer {
         let (mut sum, mut count) = (0.0f64, 0usize);
         for (i, tg) in ids.chunks(chunk).zip(targets.chunks(chunk)) {
             if i.len() != chunk {
-                let mut small =
-                    Activations::new(&self.model.config, i.len() / self.t, self.t, false);
+                let mut small = self.model.activations(i.len() / self.t, self.t, false);
                 self.model.logprobs(&mut small, i, tg, &mut lp[..i.len()]);
             } else {
                 self.model.logprobs(&mut self.acts, i, tg, &mut lp);
@@ -69,50 +137,126 @@ impl Trainer {
         sum / count.max(1) as f64
     }
 
-    /// One optimizer step over a batch `[B, t]` (B a multiple of `micro`). `step` only labels
-    /// errors; `dropout_key` is `None` to train without dropout.
+    /// The objective and its gradients over `ids` and their next-token `targets`
+    /// (`[n_seq, len]`, [`IGNORE`] where nothing is predicted), and for fine-tuning the head's
+    /// `items`, whose rows index `[n_seq, len]`: `self.grads` (and the head's gradient) hold
+    /// ∂objective/∂parameters afterwards. Sequences go through in passes of `micro` (n_seq a
+    /// multiple of it; with items, one pass).
+    pub fn gradients(&mut self, ids: &[u32], targets: &[u32], len: usize, items: &[Item], key: StepKey) -> Losses {
+        let n_seq = ids.len() / len;
+        let per_pass = self.micro.min(n_seq);
+        assert!(n_seq.is_multiple_of(per_pass), "batch must be a multiple of the micro-batch");
+        assert!(items.is_empty() || per_pass == n_seq, "a task head's batch runs in one pass");
+        self.acts.reshape(per_pass, len);
+        let be = &self.model.backend;
+        let counted = targets.iter().filter(|&&t| t != IGNORE).count();
+        let lm_weight = self.task.as_ref().map_or(1.0, |t| t.aux_lm);
+        let lm_scale = lm_weight / counted.max(1) as f32;
+        be.fill(self.grads.w(), 0.0);
+        let (mut nll, mut task_sum, mut n_items) = (0.0f64, None, 1);
+        for (k, (i, tg)) in ids.chunks(per_pass * len).zip(targets.chunks(per_pass * len)).enumerate() {
+            let key = match key {
+                StepKey::Off => None,
+                StepKey::PerMicroBatch(key) => Some(derive(key, k as u64)),
+                StepKey::Whole(key) => Some(key),
+            };
+            self.model.forward(&mut self.acts, i, key);
+            let extra = match &mut self.task {
+                Some(task) => {
+                    // The head reads the extract rows on the host and returns ∂L/∂h at them.
+                    let (rows, ritems) = extract_rows(items);
+                    let d = self.model.config.n_embd;
+                    let hidden = be.gather_rows(self.acts.hidden(), &rows, d);
+                    n_items = items.iter().filter(|it| it.target != Target::None).count().max(1);
+                    let drop = match key {
+                        Some(key) if task.clf_dropout > 0.0 => {
+                            Dropout { p: task.clf_dropout, key: derive(key, stream::HEAD_DROPOUT) }
+                        }
+                        _ => Dropout::OFF,
+                    };
+                    task.grad.w.fill(0.0);
+                    task.grad.b.fill(0.0);
+                    let mut dh = vec![0.0f32; rows.len() * d];
+                    let scale = 1.0 / n_items as f32;
+                    task_sum = Some(task.head.loss_backward(&mut task.grad, &hidden, &ritems, drop, scale, &mut dh));
+                    Some((rows, dh))
+                }
+                None => None,
+            };
+            let extra = extra.as_ref().map(|(r, dh)| (r.as_slice(), dh.as_slice()));
+            nll += self.model.backward(&mut self.acts, &mut self.grads, i, tg, key, lm_scale, extra);
+        }
+        let lm_loss = nll / counted.max(1) as f64;
+        let task_loss = task_sum.map(|s| s / n_items as f64);
+        let loss = match task_loss {
+            Some(t) => t + lm_weight as f64 * lm_loss,
+            None => lm_loss,
+        };
+        Losses { loss, lm_loss, task_loss, tokens: counted }
+    }
+
+    /// The head's gradient after [`Trainer::gradients`] (fine-tuning).
+    pub fn head_grad(&self) -> Option<&Head> {
+        self.task.as_ref().map(|t| &t.grad)
+    }
+
+    /// Clips body and head together to a global norm of at most `clip` (0: no clipping), as
+    /// clipping all parameters together does; returns the norm before clipping.
+    fn clip(&mut self, clip: f32) -> f32 {
+        let be = &self.model.backend;
+        match &mut self.task {
+            None => clip_grad_norm(be, &mut self.grads, clip),
+            Some(t) => {
+                let sq = be.sum_squares(self.grads.r()) + sum_squares(&t.grad.w) + sum_squares(&t.grad.b);
+                let norm = sq.sqrt() as f32;
+                if let Some(f) = clip_coef(norm, clip) {
+                    be.scale(self.grads.w(), f);
+                    t.grad.w.iter_mut().chain(t.grad.b.iter_mut()).for_each(|g| *g *= f);
+                }
+                norm
+            }
+        }
+    }
+
+    /// One optimizer step: [`Trainer::gradients`], clipping, the divergence check (a NaN or
+    /// infinite loss or norm stops before the update), AdamW on body and head. `step` only
+    /// labels errors.
+    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
         ids: &[u32],
         targets: &[u32],
+        len: usize,
+        items: &[Item],
         lr: f32,
         clip: f32,
-        dropout_key: Option<u64>,
+        key: StepKey,
         step: u64,
     ) -> Result<StepStats> {
-        let chunk = self.micro * self.t;
-        assert_eq!(
-            ids.len() % chunk,
-            0,
-            "batch must be a multiple of the micro-batch"
-        );
-        let counted = targets.iter().filter(|&&t| t != IGNORE).count();
-        let scale = 1.0 / counted.max(1) as f32;
-        self.grads.iter_mut().for_each(|g| *g = 0.0);
-        let mut nll = 0.0f64;
-        for (k, (i, tg)) in ids.chunks(chunk).zip(targets.chunks(chunk)).enumerate() {
-            let key = dropout_key.map(|key| derive(key, k as u64));
-            nll += self
-                .model
-                .forward_backward(&mut self.acts, &mut self.grads, i, tg, key, scale);
-        }
-        let loss = nll / counted.max(1) as f64;
-        let grad_norm = clip_grad_norm(&mut self.grads, clip);
+        let Losses { loss, lm_loss, task_loss, tokens } = self.gradients(ids, targets, len, items, key);
+        let grad_norm = self.clip(clip);
         if !loss.is_finite() || !grad_norm.is_finite() {
-            return Err(Error::Diverged {
-                step,
-                loss: if loss.is_finite() {
-                    grad_norm as f64
-                } else {
-                    loss
-                },
-            });
+            let loss = if loss.is_finite() { grad_norm as f64 } else { loss };
+            return Err(Error::Diverged { step, loss });
         }
         self.opt.step(&mut self.model.params, &self.grads, lr);
-        Ok(StepStats {
-            loss,
-            grad_norm,
-            tokens: counted,
-        })
+        if let Some(t) = &mut self.task {
+            t.opt_w.step(&mut t.head.w, &t.grad.w, lr);
+            t.opt_b.step(&mut t.head.b, &t.grad.b, lr);
+        }
+        Ok(StepStats { loss, lm_loss, task_loss, grad_norm, tokens })
     }
+}
+
+/// Next-token targets of right-padded sequences: `targets[s, j] = ids[s, j + 1]` inside each
+/// sequence of `lengths[s]` tokens; padding and each sequence's last token predict nothing
+/// ([`IGNORE`]). The one place fine-tuning's LM targets are built.
+pub fn next_token_targets(ids: &[u32], lengths: &[usize], len: usize) -> Vec<u32> {
+    let mut lm = vec![IGNORE; ids.len()];
+    for (s, &n) in lengths.iter().enumerate() {
+        for j in 0..n.saturating_sub(1) {
+            lm[s * len + j] = ids[s * len + j + 1];
+        }
+    }
+    lm
 }

@@ -1,0 +1,218 @@
+//! The CPU in fp32: host `Vec<f32>` buffers and the kernels of [`crate::kernels`].
+
+use super::{AdamStep, Backend, DeviceBuf};
+use crate::kernels::attention::{self, Dims};
+use crate::kernels::dropout::Dropout;
+use crate::kernels::matmul::{Mat, matmul};
+use crate::kernels::reduce::{col_sum, sum_squares};
+use crate::kernels::{crossentropy, embedding, gelu, layernorm, optim};
+use rayon::prelude::*;
+use std::borrow::Cow;
+
+/// fp32 on the host's cores (rayon's pool; products through the `gemm` crate).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+impl DeviceBuf<Cpu> for Vec<f32> {
+    fn r(&self) -> &[f32] {
+        self
+    }
+    fn w(&mut self) -> &mut [f32] {
+        self
+    }
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+}
+
+fn mat(x: &[f32], t: bool, rows: usize, cols: usize) -> Mat<'_> {
+    if t { Mat::t(x, rows) } else { Mat::rows(x, cols) }
+}
+
+#[allow(clippy::too_many_arguments)]
+impl Backend for Cpu {
+    type Buf = Vec<f32>;
+    type Ref<'a> = &'a [f32];
+    type Mut<'a> = &'a mut [f32];
+
+    fn describe(&self) -> String {
+        let simd = if std::arch::is_x86_feature_detected!("avx512f") { "AVX-512" } else { "AVX2" };
+        format!("cpu fp32 ({} threads, gemm {simd})", rayon::current_num_threads())
+    }
+
+    fn zeros(&self, n: usize) -> Vec<f32> {
+        vec![0.0; n]
+    }
+    fn upload(&self, host: &[f32]) -> Vec<f32> {
+        host.to_vec()
+    }
+    fn download<'a>(&self, x: Self::Ref<'a>) -> Cow<'a, [f32]> {
+        Cow::Borrowed(x)
+    }
+    fn resize(&self, x: &mut Vec<f32>, n: usize) {
+        x.resize(n, 0.0);
+    }
+    fn len(x: &[f32]) -> usize {
+        x.len()
+    }
+    fn split<'a>(x: Self::Ref<'a>, at: usize) -> (Self::Ref<'a>, Self::Ref<'a>) {
+        x.split_at(at)
+    }
+    fn split_mut<'a>(x: Self::Mut<'a>, at: usize) -> (Self::Mut<'a>, Self::Mut<'a>) {
+        x.split_at_mut(at)
+    }
+    fn reborrow<'s>(x: &'s mut &mut [f32]) -> &'s mut [f32] {
+        x
+    }
+    fn fill(&self, x: &mut [f32], v: f32) {
+        x.fill(v);
+    }
+
+    fn gather_rows(&self, x: &[f32], rows: &[usize], d: usize) -> Vec<f32> {
+        rows.iter().flat_map(|&r| &x[r * d..(r + 1) * d]).copied().collect()
+    }
+    fn scatter_add_rows(&self, x: &mut [f32], rows: &[usize], src: &[f32], d: usize) {
+        for (i, &r) in rows.iter().enumerate() {
+            x[r * d..(r + 1) * d].iter_mut().zip(&src[i * d..(i + 1) * d]).for_each(|(x, s)| *x += s);
+        }
+    }
+    fn copy_rows(&self, dst: &mut [f32], src: &[f32], rows: &[usize], d: usize) {
+        for (i, &r) in rows.iter().enumerate() {
+            dst[i * d..(i + 1) * d].copy_from_slice(&src[r * d..(r + 1) * d]);
+        }
+    }
+    fn place_rows(&self, dst: &mut [f32], src: &[f32], rows: &[usize], d: usize) {
+        for (i, &r) in rows.iter().enumerate() {
+            dst[r * d..(r + 1) * d].copy_from_slice(&src[i * d..(i + 1) * d]);
+        }
+    }
+
+    fn encoder_forward(&self, out: &mut [f32], ids: &[u32], wte: &[f32], wpe: &[f32], t: usize, d: usize) {
+        embedding::forward(out, ids, wte, wpe, t, d);
+    }
+    fn encoder_backward(&self, dwte: &mut [f32], dwpe: &mut [f32], dout: &[f32], ids: &[u32], t: usize, d: usize) {
+        embedding::backward(dwte, dwpe, dout, ids, t, d);
+    }
+    fn dropout(&self, x: &mut [f32], drop: Dropout) {
+        drop.apply(x, 0);
+    }
+    fn residual_forward(&self, out: &mut [f32], x: &[f32], a: &[f32], drop: Dropout) {
+        drop.residual(out, x, a);
+    }
+    fn residual_backward(&self, out: &mut [f32], g: &[f32], drop: Dropout) {
+        drop.backward_into(out, g);
+    }
+    fn matmul(
+        &self,
+        c: &mut [f32],
+        a: &[f32],
+        a_t: bool,
+        b: &[f32],
+        b_t: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        acc: bool,
+    ) {
+        matmul(c, mat(a, a_t, m, k), mat(b, b_t, k, n), m, n, k, acc);
+    }
+    fn matmul_forward(&self, out: &mut [f32], x: &[f32], w: &[f32], bias: &[f32], rows: usize, k: usize, n: usize) {
+        let out = &mut out[..rows * n];
+        out.par_chunks_mut(n).for_each(|r| r.copy_from_slice(bias));
+        matmul(out, Mat::rows(x, k), Mat::rows(w, n), rows, n, k, true);
+    }
+    fn matmul_backward(
+        &self,
+        dx: &mut [f32],
+        acc: bool,
+        dw: &mut [f32],
+        dbias: &mut [f32],
+        dout: &[f32],
+        x: &[f32],
+        w: &[f32],
+        rows: usize,
+        k: usize,
+        n: usize,
+    ) {
+        matmul(dx, Mat::rows(dout, n), Mat::t(w, n), rows, k, n, acc);
+        matmul(dw, Mat::t(x, k), Mat::rows(dout, n), k, n, rows, true);
+        col_sum(dbias, dout, rows);
+    }
+    fn layernorm_forward(
+        &self,
+        out: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+        x: &[f32],
+        g: &[f32],
+        b: &[f32],
+        d: usize,
+        eps: f32,
+    ) {
+        layernorm::forward(out, mean, rstd, x, g, b, d, eps);
+    }
+    fn layernorm_backward(
+        &self,
+        dx: &mut [f32],
+        dg: &mut [f32],
+        db: &mut [f32],
+        dout: &[f32],
+        x: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        g: &[f32],
+        d: usize,
+    ) {
+        layernorm::backward(dx, dg, db, dout, x, mean, rstd, g, d);
+    }
+    fn gelu_forward(&self, out: &mut [f32], x: &[f32]) {
+        gelu::forward(out, x);
+    }
+    fn gelu_backward(&self, dx: &mut [f32], x: &[f32]) {
+        gelu::backward_inplace(dx, x);
+    }
+    fn attention_forward(&self, y: &mut [f32], att: &mut [f32], scratch: &mut [f32], qkv: &[f32], s: Dims, drop: Dropout) {
+        attention::forward(y, att, scratch, qkv, s, drop);
+    }
+    fn attention_rows(&self, y: &mut [f32], qkv: &[f32], s: Dims, rows: &[usize]) {
+        attention::forward_rows(y, qkv, s, rows);
+    }
+    fn attention_backward(
+        &self,
+        dqkv: &mut [f32],
+        scratch: &mut [f32],
+        dy: &[f32],
+        qkv: &[f32],
+        att: &[f32],
+        s: Dims,
+        drop: Dropout,
+    ) {
+        attention::backward(dqkv, scratch, dy, qkv, att, s, drop);
+    }
+    fn crossentropy_forward_backward(
+        &self,
+        dh: &mut [f32],
+        dwte: &mut [f32],
+        logits: &mut [f32],
+        h: &[f32],
+        wte: &[f32],
+        targets: &[u32],
+        d: usize,
+        scale: f32,
+    ) -> f64 {
+        crossentropy::forward_backward(dh, dwte, logits, h, wte, targets, d, scale)
+    }
+    fn logprobs(&self, out: &mut [f32], logits: &mut [f32], h: &[f32], wte: &[f32], targets: &[u32], d: usize) {
+        crossentropy::logprobs(out, logits, h, wte, targets, d);
+    }
+
+    fn sum_squares(&self, x: &[f32]) -> f64 {
+        sum_squares(x)
+    }
+    fn scale(&self, x: &mut [f32], f: f32) {
+        optim::scale(x, f);
+    }
+    fn adamw(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: AdamStep) {
+        optim::adamw(p, g, m, v, h);
+    }
+}

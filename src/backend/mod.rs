@@ -1,0 +1,255 @@
+//! The compute seam: one model description, several places to run it.
+//!
+//! A [`Backend`] owns memory (parameters, gradients, optimizer moments, activations: all
+//! [`Backend::Buf`]) and runs the model's kernels on it. [`crate::model::Gpt`],
+//! [`crate::model::Activations`], [`crate::train::optim::AdamW`] and [`crate::train::Trainer`]
+//! are generic over it; only checkpoint I/O, metrics and the task head's few extract rows cross
+//! to the host ([`Backend::download`], [`Backend::gather_rows`], [`Backend::scatter_add_rows`]).
+//!
+//! Today's backend is [`Cpu`] (fp32, the kernels of [`crate::kernels`]). A bf16 CPU backend or a
+//! CUDA backend implements the same trait: its own buffer type and views, and one method per
+//! kernel; `Gpt::forward`/`backward` do not change. The gradient convention of every kernel is
+//! written once, in [`crate::kernels`].
+//!
+//! Views: a buffer is read through [`Backend::Ref`] and written through [`Backend::Mut`] (for
+//! the CPU, `&[f32]` and `&mut [f32]`); parameter and gradient views are cut from one flat
+//! buffer with [`Backend::split`] / [`Backend::split_mut`] ([`crate::model::params::views`]).
+
+mod cpu;
+
+pub use cpu::Cpu;
+
+use crate::kernels::attention::Dims;
+use crate::kernels::dropout::Dropout;
+use std::borrow::Cow;
+
+/// An owned buffer of f32 values in a backend's memory.
+pub trait DeviceBuf<B: Backend + ?Sized>: Send + Sync {
+    /// The whole buffer, read-only.
+    fn r(&self) -> B::Ref<'_>;
+    /// The whole buffer, writable.
+    fn w(&mut self) -> B::Mut<'_>;
+    fn len(&self) -> usize;
+    /// The first `n` values, read-only (a block run on `n` rows of buffers sized for more).
+    fn part(&self, n: usize) -> B::Ref<'_> {
+        B::split(self.r(), n).0
+    }
+    /// The first `n` values, writable.
+    fn part_mut(&mut self, n: usize) -> B::Mut<'_> {
+        B::split_mut(self.w(), n).0
+    }
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One AdamW update's constants (the bias corrections folded in), shared by every group.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamStep {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// `lr / (1 - beta1^t)`.
+    pub step_size: f32,
+    /// `sqrt(1 - beta2^t)`.
+    pub bc2_sqrt: f32,
+    /// `1 - lr · weight_decay` for decayed tensors, 1 otherwise.
+    pub shrink: f32,
+}
+
+/// A device and precision the model runs on. Shapes in the kernel docs: `B` sequences of `T`
+/// positions, `d` model width, `V` vocabulary, `rows` = B·T flattened positions.
+#[allow(clippy::too_many_arguments)]
+pub trait Backend: Clone + Send + Sync + 'static {
+    type Buf: DeviceBuf<Self>;
+    type Ref<'a>: Copy + Send + Sync;
+    type Mut<'a>: Send;
+
+    /// What runs the kernels, for logs (e.g. `cpu fp32 (gemm, AVX-512)`).
+    fn describe(&self) -> String;
+
+    // ---- memory ----
+    fn zeros(&self, n: usize) -> Self::Buf;
+    fn upload(&self, host: &[f32]) -> Self::Buf;
+    /// The values on the host (borrowed where the backend's memory is the host's).
+    fn download<'a>(&self, x: Self::Ref<'a>) -> Cow<'a, [f32]>;
+    /// Sets the buffer's length to `n` (within what it was made for: no reallocation once
+    /// sized, so batches of varying shape share one set of activations).
+    fn resize(&self, x: &mut Self::Buf, n: usize);
+    fn len(x: Self::Ref<'_>) -> usize;
+    fn split<'a>(x: Self::Ref<'a>, at: usize) -> (Self::Ref<'a>, Self::Ref<'a>);
+    fn split_mut<'a>(x: Self::Mut<'a>, at: usize) -> (Self::Mut<'a>, Self::Mut<'a>);
+    /// Elements `start..start + n` of a view.
+    fn sub<'a>(x: Self::Ref<'a>, start: usize, n: usize) -> Self::Ref<'a> {
+        Self::split(Self::split(x, start).1, n).0
+    }
+    /// A shorter-lived writable view of the same elements.
+    fn reborrow<'s>(x: &'s mut Self::Mut<'_>) -> Self::Mut<'s>;
+    fn fill(&self, x: Self::Mut<'_>, v: f32);
+
+    // ---- host crossings of the task head: its few extract rows ----
+    /// Rows `rows` of `x` `[_, d]`, on the host, `[rows.len(), d]`.
+    fn gather_rows(&self, x: Self::Ref<'_>, rows: &[usize], d: usize) -> Vec<f32>;
+    /// `x[rows[i]] += src[i]` for host rows `src` `[rows.len(), d]` (distinct rows).
+    fn scatter_add_rows(&self, x: Self::Mut<'_>, rows: &[usize], src: &[f32], d: usize);
+    /// `dst[i] = src[rows[i]]`, `[rows.len(), d]`, on the device.
+    fn copy_rows(&self, dst: Self::Mut<'_>, src: Self::Ref<'_>, rows: &[usize], d: usize);
+    /// `dst[rows[i]] = src[i]`, on the device.
+    fn place_rows(&self, dst: Self::Mut<'_>, src: Self::Ref<'_>, rows: &[usize], d: usize);
+
+    // ---- the model's kernels, each forward beside its backward ----
+    /// `out[r] = wte[ids[r]] + wpe[r % t]`, `out` `[rows, d]`.
+    fn encoder_forward(
+        &self,
+        out: Self::Mut<'_>,
+        ids: &[u32],
+        wte: Self::Ref<'_>,
+        wpe: Self::Ref<'_>,
+        t: usize,
+        d: usize,
+    );
+    fn encoder_backward(
+        &self,
+        dwte: Self::Mut<'_>,
+        dwpe: Self::Mut<'_>,
+        dout: Self::Ref<'_>,
+        ids: &[u32],
+        t: usize,
+        d: usize,
+    );
+    /// `x *= mask / (1 - p)` (forward and backward alike).
+    fn dropout(&self, x: Self::Mut<'_>, drop: Dropout);
+    /// `out = x + dropout(a)`, the residual connection.
+    fn residual_forward(&self, out: Self::Mut<'_>, x: Self::Ref<'_>, a: Self::Ref<'_>, drop: Dropout);
+    /// `out = dropout'(g)`: the gradient reaching a residual's dropped branch.
+    fn residual_backward(&self, out: Self::Mut<'_>, g: Self::Ref<'_>, drop: Dropout);
+    /// `c[m, n] (+)= op(a) · op(b)`, row-major operands, `op` the transpose where asked.
+    fn matmul(
+        &self,
+        c: Self::Mut<'_>,
+        a: Self::Ref<'_>,
+        a_t: bool,
+        b: Self::Ref<'_>,
+        b_t: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        acc: bool,
+    );
+    /// `out[rows, n] = x[rows, k] · w[k, n] + bias`.
+    fn matmul_forward(
+        &self,
+        out: Self::Mut<'_>,
+        x: Self::Ref<'_>,
+        w: Self::Ref<'_>,
+        bias: Self::Ref<'_>,
+        rows: usize,
+        k: usize,
+        n: usize,
+    );
+    /// `dx` (assigned, or accumulated when `acc`), `dw` and `dbias` accumulated.
+    fn matmul_backward(
+        &self,
+        dx: Self::Mut<'_>,
+        acc: bool,
+        dw: Self::Mut<'_>,
+        dbias: Self::Mut<'_>,
+        dout: Self::Ref<'_>,
+        x: Self::Ref<'_>,
+        w: Self::Ref<'_>,
+        rows: usize,
+        k: usize,
+        n: usize,
+    );
+    /// `out = (x - mean) · rstd · g + b` per row of `d`; saves `mean`, `rstd` `[rows]`.
+    fn layernorm_forward(
+        &self,
+        out: Self::Mut<'_>,
+        mean: Self::Mut<'_>,
+        rstd: Self::Mut<'_>,
+        x: Self::Ref<'_>,
+        g: Self::Ref<'_>,
+        b: Self::Ref<'_>,
+        d: usize,
+        eps: f32,
+    );
+    fn layernorm_backward(
+        &self,
+        dx: Self::Mut<'_>,
+        dg: Self::Mut<'_>,
+        db: Self::Mut<'_>,
+        dout: Self::Ref<'_>,
+        x: Self::Ref<'_>,
+        mean: Self::Ref<'_>,
+        rstd: Self::Ref<'_>,
+        g: Self::Ref<'_>,
+        d: usize,
+    );
+    fn gelu_forward(&self, out: Self::Mut<'_>, x: Self::Ref<'_>);
+    /// `dx *= gelu'(x)` in place.
+    fn gelu_backward(&self, dx: Self::Mut<'_>, x: Self::Ref<'_>);
+    /// Causal attention over the fused `qkv` `[B, T, 3d]` for every position: `y` `[B, T, d]`,
+    /// `att` `[B, H, T, T]` the probabilities before dropout, `scratch` (same size) the dropped
+    /// ones when dropout is active.
+    fn attention_forward(
+        &self,
+        y: Self::Mut<'_>,
+        att: Self::Mut<'_>,
+        scratch: Self::Mut<'_>,
+        qkv: Self::Ref<'_>,
+        s: Dims,
+        drop: Dropout,
+    );
+    /// The outputs `[rows.len(), d]` at the flat positions `rows` of `[B, T]` only, each
+    /// against its own sequence's keys and values up to itself (the cache), without dropout.
+    fn attention_rows(&self, y: Self::Mut<'_>, qkv: Self::Ref<'_>, s: Dims, rows: &[usize]);
+    /// `dqkv` (assigned) from `dy`; `scratch` `[B, H, T, T]` workspace.
+    fn attention_backward(
+        &self,
+        dqkv: Self::Mut<'_>,
+        scratch: Self::Mut<'_>,
+        dy: Self::Ref<'_>,
+        qkv: Self::Ref<'_>,
+        att: Self::Ref<'_>,
+        s: Dims,
+        drop: Dropout,
+    );
+    /// The tied LM head and softmax cross-entropy of `scale · Σ −log p(targets | h)`, fused in
+    /// row chunks (`logits` is `[min(rows, CHUNK), V]` workspace): `dh` assigned, `dwte`
+    /// accumulated; returns the unscaled NLL sum of the counted targets.
+    fn crossentropy_forward_backward(
+        &self,
+        dh: Self::Mut<'_>,
+        dwte: Self::Mut<'_>,
+        logits: Self::Mut<'_>,
+        h: Self::Ref<'_>,
+        wte: Self::Ref<'_>,
+        targets: &[u32],
+        d: usize,
+        scale: f32,
+    ) -> f64;
+    /// `out[r]` = log p(targets[r] | h[r]) on the host (0 for ignored targets).
+    fn logprobs(
+        &self,
+        out: &mut [f32],
+        logits: Self::Mut<'_>,
+        h: Self::Ref<'_>,
+        wte: Self::Ref<'_>,
+        targets: &[u32],
+        d: usize,
+    );
+
+    // ---- optimizer ----
+    /// Σ x² in f64, in an order that does not depend on the thread count.
+    fn sum_squares(&self, x: Self::Ref<'_>) -> f64;
+    fn scale(&self, x: Self::Mut<'_>, f: f32);
+    /// One AdamW update of a parameter group.
+    fn adamw(
+        &self,
+        p: Self::Mut<'_>,
+        g: Self::Ref<'_>,
+        m: Self::Mut<'_>,
+        v: Self::Mut<'_>,
+        h: AdamStep,
+    );
+}

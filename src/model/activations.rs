@@ -1,0 +1,166 @@
+//! Preallocated activations and gradient workspaces, owned by the backend. Shapes: `B`
+//! sequences of `T` positions, `d` = n_embd, `H` heads, `V` vocabulary.
+
+use super::config::Config;
+use crate::backend::{Backend, DeviceBuf};
+use crate::kernels::crossentropy;
+
+/// What one block keeps for its backward pass.
+pub(crate) struct LayerActs<Buf> {
+    /// `[B, T, 3d]` fused q/k/v projection; also the block's key/value cache for
+    /// [`super::Gpt::block`] on a subset of rows.
+    pub qkv: Buf,
+    /// `[B, H, T, T]` attention probabilities before dropout (zero above the diagonal).
+    pub att: Buf,
+    /// `[B, T, d]` attention output, heads concatenated.
+    pub atty: Buf,
+    /// `[B, T, d]` `x + dropout(atty · W_proj + b)`.
+    pub r1: Buf,
+    /// `[B, T, d]` LayerNorm of `r1`, and its `[B, T]` mean and reciprocal std.
+    pub ln1: Buf,
+    pub ln1_mean: Buf,
+    pub ln1_rstd: Buf,
+    /// `[B, T, 4d]` the feed-forward's first product, and its GELU.
+    pub fch: Buf,
+    pub fch_gelu: Buf,
+    /// `[B, T, d]` `ln1 + dropout(fch_gelu · W_mproj + b)`.
+    pub r2: Buf,
+    /// `[B, T, d]` LayerNorm of `r2`: the block's output; `[B, T]` statistics.
+    pub ln2: Buf,
+    pub ln2_mean: Buf,
+    pub ln2_rstd: Buf,
+}
+
+/// Gradient workspaces shared by all blocks (training only).
+pub(crate) struct GradBufs<Buf> {
+    /// `[B, T, d]` ∂L/∂(a block's output), then ∂L/∂(its input).
+    pub g_x: Buf,
+    /// `[B, T, d]` ∂L/∂r (the residual sums).
+    pub g_r: Buf,
+    /// `[B, T, d]` ∂L/∂(a residual branch) after dropout.
+    pub g_tmp: Buf,
+    /// `[B, T, 4d]` ∂L/∂fch.
+    pub g_4d: Buf,
+    /// `[B, T, 3d]` ∂L/∂qkv.
+    pub g_qkv: Buf,
+}
+
+/// Preallocated activations for batches of `b` sequences of length `t`.
+pub struct Activations<B: Backend> {
+    pub b: usize,
+    pub t: usize,
+    /// The (B, T) the buffers were made for.
+    max: (usize, usize),
+    /// (n_embd, n_head, vocab_size).
+    dims: (usize, usize, usize),
+    training: bool,
+    backend: B,
+    /// `[B, T, d]` token + position embeddings (after dropout).
+    pub(crate) encoded: B::Buf,
+    pub(crate) layers: Vec<LayerActs<B::Buf>>,
+    /// `[B, T, d]` a residual branch's product before dropout.
+    pub(crate) tmp: B::Buf,
+    /// `[B, T, d]` the inputs of the rows a subset-of-rows block runs on.
+    pub(crate) x_rows: B::Buf,
+    /// `[B, H, T, T]` dropped-out attention probabilities (training), ∂P in the backward pass.
+    pub(crate) att_scratch: B::Buf,
+    /// `[min(B·T, CHUNK), V]` the LM head's logits, one row chunk at a time.
+    pub(crate) logits: B::Buf,
+    pub(crate) grads: Option<GradBufs<B::Buf>>,
+}
+
+impl<B: Backend> Activations<B> {
+    /// `training` adds the gradient workspaces and the attention dropout scratch.
+    pub fn new_on(backend: &B, c: &Config, b: usize, t: usize, training: bool) -> Self {
+        let e = || backend.zeros(0);
+        let empty = || LayerActs {
+            qkv: e(),
+            att: e(),
+            atty: e(),
+            r1: e(),
+            ln1: e(),
+            ln1_mean: e(),
+            ln1_rstd: e(),
+            fch: e(),
+            fch_gelu: e(),
+            r2: e(),
+            ln2: e(),
+            ln2_mean: e(),
+            ln2_rstd: e(),
+        };
+        let mut a = Activations {
+            b,
+            t,
+            max: (b, t),
+            dims: (c.n_embd, c.n_head, c.vocab_size),
+            training,
+            backend: backend.clone(),
+            encoded: e(),
+            layers: (0..c.n_layer).map(|_| empty()).collect(),
+            tmp: e(),
+            x_rows: e(),
+            att_scratch: e(),
+            logits: e(),
+            grads: training.then(|| GradBufs { g_x: e(), g_r: e(), g_tmp: e(), g_4d: e(), g_qkv: e() }),
+        };
+        a.size_buffers(b, t);
+        a
+    }
+
+    /// Reuses the buffers for `b` sequences of length `t` (each at most what they were made
+    /// for): no allocation, so batches of varying length share one set.
+    pub fn reshape(&mut self, b: usize, t: usize) {
+        assert!(
+            b * t <= self.max.0 * self.max.1 && b <= self.max.0 && t <= self.max.1,
+            "reshape beyond the allocated size"
+        );
+        self.b = b;
+        self.t = t;
+        self.size_buffers(b, t);
+    }
+
+    fn size_buffers(&mut self, b: usize, t: usize) {
+        let (d, h, v) = self.dims;
+        let bt = b * t;
+        let be = &self.backend;
+        let set = |x: &mut B::Buf, n: usize| be.resize(x, n);
+        for a in &mut self.layers {
+            set(&mut a.qkv, bt * 3 * d);
+            set(&mut a.att, b * h * t * t);
+            for x in [&mut a.atty, &mut a.r1, &mut a.ln1, &mut a.r2, &mut a.ln2] {
+                set(x, bt * d);
+            }
+            for x in [&mut a.ln1_mean, &mut a.ln1_rstd, &mut a.ln2_mean, &mut a.ln2_rstd] {
+                set(x, bt);
+            }
+            set(&mut a.fch, bt * 4 * d);
+            set(&mut a.fch_gelu, bt * 4 * d);
+        }
+        set(&mut self.encoded, bt * d);
+        set(&mut self.tmp, bt * d);
+        set(&mut self.x_rows, bt * d);
+        if self.training {
+            set(&mut self.att_scratch, b * h * t * t);
+        }
+        set(&mut self.logits, bt.min(crossentropy::CHUNK) * v);
+        if let Some(g) = &mut self.grads {
+            for x in [&mut g.g_x, &mut g.g_r, &mut g.g_tmp] {
+                set(x, bt * d);
+            }
+            set(&mut g.g_4d, bt * 4 * d);
+            set(&mut g.g_qkv, bt * 3 * d);
+        }
+    }
+
+    /// The last block's output, `[B, T, d]`, after a forward pass.
+    pub fn hidden(&self) -> B::Ref<'_> {
+        self.layers.last().expect("n_layer > 0").ln2.r()
+    }
+}
+
+impl Activations<crate::backend::Cpu> {
+    /// Activations on the CPU.
+    pub fn new(c: &Config, b: usize, t: usize, training: bool) -> Self {
+        Self::new_on(&crate::backend::Cpu, c, b, t, training)
+    }
+}

@@ -1,0 +1,243 @@
+//! Evaluation of a fine-tuned model: the head's scores per example, typed predictions, and the
+//! task's metrics; prediction files for unlabelled splits.
+
+use super::batch::{Prepared, batch, longest, prepare};
+use super::checkpoint::Finetuned;
+use super::head::extract_rows;
+use super::{Example, Head, HeadKind, Target, metrics};
+use crate::backend::Backend;
+use crate::data::tasks::{Metric, TaskDef, read_split};
+use crate::error::{Error, Result};
+use crate::io::write_atomic;
+use crate::model::{Activations, Gpt};
+use std::path::Path;
+
+/// A model's answer for one example.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Prediction {
+    /// A class index, or the index of the chosen candidate.
+    Class(usize),
+    /// A regression value.
+    Score(f32),
+}
+
+/// Evaluation: per example the head's scores, the prediction, and the task metric.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Evaluation {
+    pub examples: usize,
+    pub metric: Metric,
+    /// The task's main figure (accuracy, F1, Matthews, or Pearson).
+    pub score: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub f1: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matthews: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pearson: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spearman: Option<f64>,
+    /// Per example, in file order.
+    #[serde(skip)]
+    pub predictions: Vec<Prediction>,
+}
+
+impl Evaluation {
+    /// The metrics that apply to the task, by name (GLUE's pairs: accuracy and F1 for MRPC and
+    /// QQP, Pearson and Spearman for STS-B).
+    pub fn metrics(&self) -> std::collections::BTreeMap<&'static str, f64> {
+        [
+            ("accuracy", self.accuracy),
+            ("f1", self.f1),
+            ("matthews", self.matthews),
+            ("pearson", self.pearson),
+            ("spearman", self.spearman),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+    }
+}
+
+/// Scores `examples` without dropout, `batch` examples at a time.
+fn scores<B: Backend>(
+    model: &Gpt<B>,
+    head: &Head,
+    acts: &mut Activations<B>,
+    data: &[Prepared],
+    batch_size: usize,
+) -> Vec<Vec<f32>> {
+    let mut out = Vec::with_capacity(data.len());
+    for chunk in data.chunks(batch_size.max(1)) {
+        let refs: Vec<&Prepared> = chunk.iter().collect();
+        let b = batch(&refs);
+        acts.reshape(b.n_seq, b.len);
+        let (rows, items) = extract_rows(&b.items);
+        let hidden = model.forward_rows(acts, &b.ids, &rows);
+        out.extend(head.forward(&hidden, &items));
+    }
+    out
+}
+
+pub fn evaluate_prepared<B: Backend>(
+    def: &TaskDef,
+    model: &Gpt<B>,
+    head: &Head,
+    acts: &mut Activations<B>,
+    data: &[Prepared],
+    batch_size: usize,
+) -> Evaluation {
+    let scores = scores(model, head, acts, data, batch_size);
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+            )
+            .0
+    };
+    let predictions: Vec<Prediction> = scores
+        .iter()
+        .map(|s| {
+            if def.kind == HeadKind::Regress {
+                Prediction::Score(s[0])
+            } else {
+                Prediction::Class(argmax(s))
+            }
+        })
+        .collect();
+    let mut ev = Evaluation {
+        examples: data.len(),
+        metric: def.metric,
+        score: 0.0,
+        accuracy: None,
+        f1: None,
+        matthews: None,
+        pearson: None,
+        spearman: None,
+        predictions,
+    };
+    if def.metric == Metric::Correlation {
+        let gold: Vec<f64> = data
+            .iter()
+            .filter_map(|e| {
+                if let Target::Score(s) = e.target {
+                    Some(s as f64)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let pred: Vec<f64> = ev
+            .predictions
+            .iter()
+            .map(|p| match p {
+                Prediction::Score(s) => *s as f64,
+                Prediction::Class(c) => *c as f64,
+            })
+            .collect();
+        if gold.len() == data.len() {
+            ev.pearson = Some(metrics::pearson(&pred, &gold));
+            ev.spearman = Some(metrics::spearman(&pred, &gold));
+            ev.score = ev.pearson.unwrap_or(0.0);
+        }
+    } else {
+        let gold: Vec<usize> = data
+            .iter()
+            .filter_map(|e| {
+                if let Target::Class(c) = e.target {
+                    Some(c)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        if gold.len() == data.len() {
+            let pred: Vec<usize> = ev
+                .predictions
+                .iter()
+                .map(|p| match p {
+                    Prediction::Class(c) => *c,
+                    Prediction::Score(_) => usize::MAX,
+                })
+                .collect();
+            let acc = metrics::accuracy(&pred, &gold);
+            ev.accuracy = Some(acc);
+            ev.score = acc;
+            match def.metric {
+                Metric::F1 => {
+                    ev.f1 = Some(metrics::f1(&pred, &gold, 1));
+                    ev.score = ev.f1.unwrap_or(0.0);
+                }
+                Metric::Matthews => {
+                    ev.matthews = Some(metrics::matthews(&pred, &gold, 1));
+                    ev.score = ev.matthews.unwrap_or(0.0);
+                }
+                _ => {}
+            }
+        }
+    }
+    ev
+}
+
+/// Writes one prediction per example of split `split` to `out` (TSV `index`, `prediction`:
+/// label names, scores, or the 1-based candidate), atomically.
+pub fn predict_to_file(
+    ft: &Finetuned,
+    data: &Path,
+    split: &str,
+    batch_size: usize,
+    out: &Path,
+) -> Result<usize> {
+    let s = read_split(&ft.task, data, split, false)?;
+    let ev = scored_split(ft, &s.examples, batch_size)?;
+    let mut text = String::from("index\tprediction\n");
+    for (i, p) in ev.predictions.iter().enumerate() {
+        let v = match (p, ft.task.labels.is_empty()) {
+            (Prediction::Score(s), _) => format!("{:.4}", *s as f64),
+            (Prediction::Class(c), false) => ft.task.labels[*c].clone(),
+            (Prediction::Class(c), true) => format!("{}", c + 1),
+        };
+        text.push_str(&format!("{i}\t{v}\n"));
+    }
+    write_atomic(out, text.as_bytes())?;
+    Ok(ev.predictions.len())
+}
+
+/// Evaluates a fine-tuned checkpoint on split `split` of `data`.
+pub fn evaluate(
+    ft: &Finetuned,
+    data: &Path,
+    split: &str,
+    batch_size: usize,
+    skip_bad_rows: bool,
+) -> Result<Evaluation> {
+    let s = read_split(&ft.task, data, split, skip_bad_rows)?;
+    if s.examples.iter().any(|e| matches!(e.target, Target::None)) {
+        return Err(Error::Config(format!(
+            "split {split} of {} has no labels (GLUE keeps its test labels private): evaluate a \
+             labelled split (--split dev), or write predictions with `gpt1 predict`",
+            data.display()
+        )));
+    }
+    scored_split(ft, &s.examples, batch_size)
+}
+
+/// Runs the fine-tuned model over `examples` (labelled or not).
+fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> Result<Evaluation> {
+    if batch_size == 0 {
+        return Err(Error::Config("--batch must be at least 1".into()));
+    }
+    let (p, _) = prepare(&ft.tokenizer, examples, ft.max_len)?;
+    let per = p
+        .iter()
+        .map(|e| e.t.features.iter().map(Vec::len).sum::<usize>())
+        .max()
+        .unwrap_or(1);
+    let mut acts = ft.model.activations(batch_size * per, longest(&p), false);
+    Ok(evaluate_prepared(
+        &ft.task, &ft.model, &ft.head, &mut acts, &p, batch_size,
+    ))
+}
