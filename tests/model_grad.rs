@@ -4,6 +4,7 @@
 use gpt1::kernels::rng::{Rng, derive};
 use gpt1::model::{Activations, Config, Gpt};
 use gpt1::train::Trainer;
+use gpt1::train::trainer::StepKey;
 
 fn small_config(p: f32) -> Config {
     let mut c = Config::named("tiny").unwrap().with_dropout(p);
@@ -73,8 +74,7 @@ fn train_steps(threads: usize) -> Vec<f32> {
         for s in 0..3u64 {
             let ids = tokens(4 * 16, 50, 10 + s);
             let tg = tokens(4 * 16, 50, 20 + s);
-            tr.step(&ids, &tg, 1e-3, 1.0, Some(derive(9, s)), s)
-                .unwrap();
+            tr.step(&ids, &tg, 16, &[], 1e-3, 1.0, StepKey::PerMicroBatch(derive(9, s)), s).unwrap();
         }
         tr.model.params
     })
@@ -113,7 +113,7 @@ fn memorises_a_short_text() {
             ids.extend_from_slice(&stream[st..st + t]);
             tg.extend_from_slice(&stream[st + 1..st + t + 1]);
         }
-        last = tr.step(&ids, &tg, 3e-3, 1.0, None, s).unwrap().loss;
+        last = tr.step(&ids, &tg, t, &[], 3e-3, 1.0, StepKey::Off, s).unwrap().loss;
     }
     // The first tokens of a window cannot be predicted from so little context only for the
     // first position or two; everything else is memorised.
@@ -121,15 +121,15 @@ fn memorises_a_short_text() {
     assert!(last < 0.25, "loss after 250 steps: {last}");
 }
 
-/// The body's backward with a task head's gradient on the extract states added (the
-/// fine-tuning objective L2 + λ·L1), checked against finite differences.
+/// The fine-tuning objective L2 + λ·L1 ([`Trainer::gradients`]: the head's gradient on the
+/// extract states added to the body's LM backward), with dropout in the body and the head,
+/// checked against finite differences of the same objective.
 #[test]
 fn head_plus_aux_lm_gradients_match_finite_differences() {
     use gpt1::kernels::crossentropy::IGNORE;
-    use gpt1::kernels::dropout::Dropout;
     use gpt1::tasks::{Head, HeadKind, Item, Target};
+    use gpt1::train::trainer::TaskObjective;
     let c = small_config(0.1);
-    let model = Gpt::init(c.clone(), 8);
     let (b, t, d) = (2, 7, c.n_embd);
     let ids = tokens(b * t, 50, 3);
     // Right padding on the second row: the LM loss ignores it, the extract token is before it.
@@ -138,49 +138,23 @@ fn head_plus_aux_lm_gradients_match_finite_differences() {
         *x = IGNORE;
     }
     let items = vec![
-        Item {
-            features: vec![vec![t - 1]],
-            target: Target::Class(1),
-        },
-        Item {
-            features: vec![vec![t + 4]],
-            target: Target::Class(0),
-        },
+        Item { features: vec![vec![t - 1]], target: Target::Class(1) },
+        Item { features: vec![vec![t + 4]], target: Target::Class(0) },
     ];
-    let head = Head::new(HeadKind::Classify, d, 3, 1);
-    let key = Some(5u64);
-    let hdrop = Dropout { p: 0.1, key: 99 };
-    let lambda = 0.5f32;
-    let counted = tg.iter().filter(|&&x| x != IGNORE).count() as f32;
-    let total = |m: &Gpt, grads: &mut Vec<f32>, hg: &mut Head| -> f64 {
-        let mut acts = Activations::new(&c, b, t, true);
-        m.forward(&mut acts, &ids, key);
-        let mut dh = vec![0.0f32; b * t * d];
-        let cls = head.loss_backward(hg, acts.hidden(), &items, hdrop, 0.5, &mut dh);
-        let nll = m.backward(
-            &mut acts,
-            grads,
-            &ids,
-            &tg,
-            key,
-            lambda / counted,
-            Some(&dh),
-        );
-        cls * 0.5 + nll * (lambda / counted) as f64
-    };
-    let mut grads = vec![0.0f32; model.params.len()];
-    let mut hg = head.zeros_like();
-    total(&model, &mut grads, &mut hg);
-    let n = model.params.len();
+    let task = TaskObjective::new(Head::new(HeadKind::Classify, d, 3, 1), 0.5, 0.1, 0.01);
+    let mut tr = Trainer::new(Gpt::init(c.clone(), 8), b, t, 0.01).with_task(task);
+    let key = StepKey::Whole(5);
+    tr.gradients(&ids, &tg, t, &items, key);
+    let grads = tr.grads.clone();
+    let n = grads.len();
     let eps = 1e-2f32;
-    let mut m = model.clone();
     for i in (0..n).step_by(n / 60) {
-        let orig = m.params[i];
-        m.params[i] = orig + eps;
-        let lp = total(&m, &mut vec![0.0; n], &mut head.zeros_like());
-        m.params[i] = orig - eps;
-        let lm = total(&m, &mut vec![0.0; n], &mut head.zeros_like());
-        m.params[i] = orig;
+        let orig = tr.model.params[i];
+        tr.model.params[i] = orig + eps;
+        let lp = tr.gradients(&ids, &tg, t, &items, key).loss;
+        tr.model.params[i] = orig - eps;
+        let lm = tr.gradients(&ids, &tg, t, &items, key).loss;
+        tr.model.params[i] = orig;
         let num = (lp - lm) / (2.0 * eps as f64);
         let a = grads[i] as f64;
         let err = (num - a).abs() / num.abs().max(a.abs()).max(1e-3);

@@ -6,6 +6,7 @@ use gpt1::model::checkpoint::load_model;
 use gpt1::model::params::layout;
 use gpt1::model::{Activations, Gpt};
 use gpt1::train::Trainer;
+use gpt1::train::trainer::StepKey;
 use safetensors::SafeTensors;
 use std::path::PathBuf;
 
@@ -102,7 +103,7 @@ fn adamw_trajectory_matches_torch() {
     let (mut ids, mut tg) = (vec![0; b * t], vec![0; b * t]);
     for step in 0..10u64 {
         sampler.fill(&sampler.starts(0, step, b), &mut ids, &mut tg);
-        let s = tr.step(&ids, &tg, 1e-3, 1.0, None, step).unwrap();
+        let s = tr.step(&ids, &tg, t, &[], 1e-3, 1.0, StepKey::Off, step).unwrap();
         let i = step as usize;
         let le = (s.loss as f32 - want_loss[i]).abs() / want_loss[i];
         let ne = (s.grad_norm - want_norm[i]).abs() / want_norm[i];
@@ -132,111 +133,62 @@ fn adamw_trajectory_matches_torch() {
 }
 
 /// Fine-tuning numerics against transformers' `OpenAIGPTDoubleHeadsModel`: a multiple-choice
-/// batch with right padding, objective mc_loss + 0.5 · lm_loss, every body gradient and the
-/// head's (fixture: `tools/make_finetune_fixtures.py`).
+/// batch with right padding, objective mc_loss + 0.5 · lm_loss through [`Trainer::gradients`]
+/// (the step `gpt1 finetune` takes), every body gradient and the head's (fixture:
+/// `tools/make_finetune_fixtures.py`).
 #[test]
 fn finetuning_objective_and_gradients_match_double_heads() {
-    use gpt1::kernels::crossentropy::IGNORE;
-    use gpt1::kernels::dropout::Dropout;
     use gpt1::tasks::{Head, HeadKind, Item, Target};
+    use gpt1::train::trainer::{TaskObjective, next_token_targets};
     let model = load_model(&fixtures().join("hf_ft")).unwrap();
     let bytes = std::fs::read(fixtures().join("hf_ft_ref.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let f32s = |n: &str| -> Vec<f32> {
-        st.tensor(n)
-            .unwrap()
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect()
+        let v = st.tensor(n).unwrap();
+        v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
     };
     let i64s = |n: &str| -> Vec<i64> {
-        st.tensor(n)
-            .unwrap()
-            .data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-            .collect()
+        let v = st.tensor(n).unwrap();
+        v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
     };
     let (b, c, t) = (2usize, 2usize, 9usize);
     let d = model.config.n_embd;
     let ids: Vec<u32> = i64s("ids").iter().map(|&x| x as u32).collect();
     let lengths: Vec<usize> = i64s("lengths").iter().map(|&x| x as usize).collect();
     let mc_labels = i64s("mc_labels");
-    // LM targets: the next token inside each sequence; padding and the last token predict nothing.
-    let mut lm = vec![IGNORE; b * c * t];
-    for s in 0..b * c {
-        for j in 0..lengths[s] - 1 {
-            lm[s * t + j] = ids[s * t + j + 1];
-        }
-    }
+    let lm = next_token_targets(&ids, &lengths, t);
     let items: Vec<Item> = (0..b)
         .map(|e| Item {
-            features: (0..c)
-                .map(|k| vec![(e * c + k) * t + lengths[e * c + k] - 1])
-                .collect(),
+            features: (0..c).map(|k| vec![(e * c + k) * t + lengths[e * c + k] - 1]).collect(),
             target: Target::Class(mc_labels[e] as usize),
         })
         .collect();
     let w_file = std::fs::read(fixtures().join("hf_ft/model.safetensors")).unwrap();
     let wst = SafeTensors::deserialize(&w_file).unwrap();
     let wt = |n: &str| -> Vec<f32> {
-        wst.tensor(n)
-            .unwrap()
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect()
+        let v = wst.tensor(n).unwrap();
+        v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
     };
     let mut head = Head::new(HeadKind::Choice, d, 1, 0);
     head.w = wt("multiple_choice_head.summary.weight");
     head.b = wt("multiple_choice_head.summary.bias");
-    let mut acts = Activations::new(&model.config, b * c, t, true);
+    let mut acts = Activations::new(&model.config, b * c, t, false);
     model.forward(&mut acts, &ids, None);
     let scores = head.forward(acts.hidden(), &items);
     let want_logits = f32s("mc_logits");
     let got_logits: Vec<f32> = scores.iter().flatten().copied().collect();
-    assert!(
-        rel_err(&got_logits, &want_logits) < 1e-4,
-        "{got_logits:?} vs {want_logits:?}"
-    );
-    let mut hg = head.zeros_like();
-    let mut dh = vec![0.0f32; b * c * t * d];
-    let mc = head.loss_backward(
-        &mut hg,
-        acts.hidden(),
-        &items,
-        Dropout::OFF,
-        1.0 / b as f32,
-        &mut dh,
-    ) / b as f64;
-    let counted = lm.iter().filter(|&&x| x != IGNORE).count();
-    let mut grads = vec![0.0f32; model.params.len()];
-    let nll = model.backward(
-        &mut acts,
-        &mut grads,
-        &ids,
-        &lm,
-        None,
-        0.5 / counted as f32,
-        Some(&dh),
-    );
-    let lm_loss = nll / counted as f64;
-    assert!(
-        (mc - f32s("mc_loss")[0] as f64).abs() < 1e-5,
-        "mc loss {mc}"
-    );
-    assert!(
-        (lm_loss - f32s("lm_loss")[0] as f64).abs() < 1e-5,
-        "lm loss {lm_loss}"
-    );
-    for tinfo in layout(&model.config) {
-        let e = rel_err(
-            &grads[tinfo.range()],
-            &f32s(&format!("grad.transformer.{}", tinfo.name)),
-        );
+    assert!(rel_err(&got_logits, &want_logits) < 1e-4, "{got_logits:?} vs {want_logits:?}");
+    let task = TaskObjective::new(head, 0.5, 0.0, 0.01);
+    let mut tr = Trainer::new(model, b * c, t, 0.01).with_task(task);
+    let l = tr.gradients(&ids, &lm, t, &items, StepKey::Off);
+    let mc = l.task_loss.unwrap();
+    assert!((mc - f32s("mc_loss")[0] as f64).abs() < 1e-5, "mc loss {mc}");
+    assert!((l.lm_loss - f32s("lm_loss")[0] as f64).abs() < 1e-5, "lm loss {}", l.lm_loss);
+    for tinfo in layout(&tr.model.config) {
+        let e = rel_err(&tr.grads[tinfo.range()], &f32s(&format!("grad.transformer.{}", tinfo.name)));
         assert!(e < 1e-4, "gradient of {}: rel err {e}", tinfo.name);
     }
+    let hg = tr.head_grad().unwrap();
     assert!(rel_err(&hg.w, &f32s("grad.multiple_choice_head.summary.weight")) < 1e-4);
     assert!(rel_err(&hg.b, &f32s("grad.multiple_choice_head.summary.bias")) < 1e-4);
 }
