@@ -1,7 +1,8 @@
-//! The task readers on the real files in `GPT1_DATA` (default `../shared/data`): the counts
-//! and label distributions that MANIFEST.md states. Skips with a message when absent.
+//! The task readers on the real files in `GPT1_DATA` (default: the `shared/data` folder beside
+//! the repository): the published counts and label distributions of each split. Skips with a
+//! message when absent. And the task table in docs/finetune.md is the registry's.
 
-use gpt1::data::tasks::{read_split, task};
+use gpt1::data::tasks::{markdown_table, read_split, task};
 use gpt1::tasks::Target;
 use std::path::PathBuf;
 
@@ -73,5 +74,25 @@ fn shared_task_files_read_with_their_published_counts() {
     assert_eq!(
         count("storycloze", "storycloze", "test"),
         (1871, vec![960, 911])
+    );
+}
+
+/// docs/finetune.md's task table, between its marker comments, is `gpt1 data tasks`' output.
+#[test]
+fn docs_task_table_is_the_registry() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/finetune.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let (begin, end) = ("<!-- tasks:begin -->\n", "<!-- tasks:end -->");
+    let start = doc
+        .find(begin)
+        .expect("no <!-- tasks:begin --> in docs/finetune.md")
+        + begin.len();
+    let len = doc[start..]
+        .find(end)
+        .expect("no <!-- tasks:end --> in docs/finetune.md");
+    assert_eq!(
+        &doc[start..start + len],
+        markdown_table(),
+        "docs/finetune.md's task table differs from the registry: replace it by `gpt1 data tasks`"
     );
 }

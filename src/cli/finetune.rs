@@ -1,7 +1,7 @@
 //! `finetune` and `evaluate`.
 
 use anyhow::{Context, Result, bail};
-use gpt1::data::tasks::{Custom, Shape, TaskDef, custom_task, task};
+use gpt1::data::tasks::{self, Custom, Shape, TaskDef, custom_task, task};
 use gpt1::model::checkpoint::load_model;
 use gpt1::model::{Config, Gpt};
 use gpt1::text::Tokenizer;
@@ -31,17 +31,15 @@ pub struct CustomArgs {
     label: String,
 }
 
-/// A known task by name, or `custom` from the column options.
-/// A task and its data, as `finetune` and `data stats` take them.
+/// A task and its data, as `finetune` and `data stats` take them: a known task by name, or
+/// `custom` from the column options.
 #[derive(clap::Args, Debug)]
 pub struct TaskArgs {
-    /// cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, snli, scitail, race, storycloze, or
-    /// custom (with --type and the column options).
-    #[arg(long)]
+    #[arg(long, help = tasks::help(), long_help = tasks::long_help())]
     task: String,
     #[command(flatten)]
     custom: CustomArgs,
-    /// The task's data directory (e.g. ../shared/data/glue/RTE).
+    /// The task's data directory (e.g. RTE's folder of train.tsv, dev.tsv, test.tsv).
     #[arg(long)]
     data: PathBuf,
 }
@@ -162,6 +160,8 @@ pub struct PredictArgs {
 pub enum DataCommand {
     /// Examples, labels, input lengths and truncation per split of a task.
     Stats(StatsArgs),
+    /// The built-in tasks as a Markdown table: shape, head, labels, metric, files.
+    Tasks,
 }
 
 #[derive(clap::Args, Debug)]
@@ -202,7 +202,13 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
 }
 
 pub fn run_data(c: DataCommand) -> Result<()> {
-    let DataCommand::Stats(a) = c;
+    let a = match c {
+        DataCommand::Stats(a) => a,
+        DataCommand::Tasks => {
+            print!("{}", tasks::markdown_table());
+            return Ok(());
+        }
+    };
     let def = a.task.resolve()?;
     let tok = match &a.tokenizer {
         Some(d) => Some(Tokenizer::load(d, None)?),

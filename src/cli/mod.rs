@@ -37,7 +37,7 @@ enum Command {
     Evaluate(finetune::EvaluateArgs),
     /// Write a fine-tuned model's predictions for a split.
     Predict(finetune::PredictArgs),
-    /// Task data statistics.
+    /// Task data: statistics per split, and the built-in tasks.
     #[command(subcommand)]
     Data(finetune::DataCommand),
     /// Tokenizer training.

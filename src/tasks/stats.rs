@@ -17,12 +17,7 @@ pub fn split_stats(
     skip_bad_rows: bool,
 ) -> Result<serde_json::Value> {
     let mut splits = serde_json::Map::new();
-    let names: &[&str] = if def.name == "mnli" {
-        &["train", "dev", "dev_mismatched", "test"]
-    } else {
-        &["train", "dev", "test"]
-    };
-    for &name in names {
+    for &name in def.splits() {
         let s = match read_split(def, data, name, skip_bad_rows) {
             Ok(s) => s,
             Err(Error::MissingSplit { .. }) => continue,
