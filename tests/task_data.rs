@@ -1,5 +1,5 @@
-//! The task readers on the real files in `GPT1_DATA` (default `../shared/data`): the counts
-//! and label distributions that MANIFEST.md states. Skips with a message when absent.
+//! The task readers on the real files in `GPT1_DATA` (default `../shared/data`): the published
+//! example counts and label distributions of each split. Skips with a message when absent.
 
 use gpt1::data::tasks::{read_split, task};
 use gpt1::tasks::Target;

@@ -40,7 +40,7 @@ pub struct TaskArgs {
     task: String,
     #[command(flatten)]
     custom: CustomArgs,
-    /// The task's data directory (e.g. ../shared/data/glue/RTE).
+    /// The task's data directory (e.g. GLUE's RTE folder with train.tsv and dev.tsv).
     #[arg(long)]
     data: PathBuf,
 }
