@@ -6,7 +6,8 @@ use common::{fails, ok, s};
 
 use gpt1::data::shard::{write_bin, write_npy_2d};
 use gpt1::kernels::rng::Rng;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 const CONFIG: &str =
     r#"{"vocab_size": 64, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 4}"#;
@@ -71,34 +72,50 @@ fn weights(dir: &Path) -> Vec<u8> {
     std::fs::read(dir.join("model.safetensors")).unwrap()
 }
 
+/// Run `d` (`setup`'s files, built once per test binary) pre-trained for 8 steps with
+/// validation and checkpoints every 4 into `d/run`: the run the `pretrain` output tests read.
+fn eight_steps() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = common::fixture_dir("cli-eight-steps");
+        setup(&d);
+        run_train(
+            &d,
+            &d.join("run"),
+            &[
+                "--val",
+                s(&d.join("val.bin")),
+                "--eval-every",
+                "4",
+                "--save-every",
+                "4",
+            ],
+        );
+        d
+    })
+}
+
+/// The 8-step run's `metrics.jsonl`, one value per line.
+fn eight_step_metrics() -> Vec<serde_json::Value> {
+    let metrics = std::fs::read_to_string(eight_steps().join("run/metrics.jsonl")).unwrap();
+    metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
-fn pretrain_writes_metrics_and_hf_checkpoints() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
-    setup(d);
-    let out = d.join("run");
-    run_train(
-        d,
-        &out,
-        &[
-            "--val",
-            s(&d.join("val.bin")),
-            "--eval-every",
-            "4",
-            "--save-every",
-            "4",
-        ],
-    );
+fn pretrain_draws_the_curves() {
     assert!(
-        std::fs::read(out.join("curves.png"))
+        std::fs::read(eight_steps().join("run/curves.png"))
             .unwrap()
             .starts_with(b"\x89PNG")
     );
-    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> = metrics
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+}
+
+#[test]
+fn pretrain_logs_finite_metrics_for_every_step() {
+    let lines = eight_step_metrics();
     assert_eq!(lines.len(), 8);
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["step"], i as u64 + 1);
@@ -106,14 +123,29 @@ fn pretrain_writes_metrics_and_hf_checkpoints() {
             assert!(l[k].as_f64().unwrap().is_finite(), "{k} in {l}");
         }
     }
+}
+
+#[test]
+fn pretrain_logs_the_validation_loss_on_evaluation_steps_only() {
+    let lines = eight_step_metrics();
     assert!(
         lines[3]["val_loss"].is_number()
             && lines[7]["val_loss"].is_number()
             && lines[0]["val_loss"].is_null()
     );
+}
+
+#[test]
+fn pretrain_loss_falls_on_a_learnable_sequence() {
+    let lines = eight_step_metrics();
     let first = lines[0]["loss"].as_f64().unwrap();
     let last = lines[7]["loss"].as_f64().unwrap();
     assert!(last < first, "loss should fall: {first} -> {last}");
+}
+
+#[test]
+fn pretrain_writes_periodic_and_final_checkpoints_with_trainer_state() {
+    let out = eight_steps().join("run");
     for dir in ["checkpoint-4", "final"] {
         for f in [
             "config.json",
@@ -124,16 +156,28 @@ fn pretrain_writes_metrics_and_hf_checkpoints() {
             assert!(out.join(dir).join(f).exists(), "{dir}/{f}");
         }
     }
-    let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("final/config.json")).unwrap())
-            .unwrap();
+}
+
+#[test]
+fn pretrain_checkpoint_config_is_hugging_faces() {
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(eight_steps().join("run/final/config.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(cfg["model_type"], "openai-gpt");
     assert_eq!(cfg["n_embd"], 32);
-    // The final model continues as --init of a new run.
+}
+
+#[test]
+fn a_final_checkpoint_initializes_a_new_run() {
+    let d = eight_steps();
+    let tmp = tempfile::tempdir().unwrap();
+    let d2 = tmp.path();
+    setup(d2);
     run_train(
-        d,
-        &d.join("run2"),
-        &["--init", s(&out.join("final")), "--steps", "1"],
+        d2,
+        &d2.join("run2"),
+        &["--init", s(&d.join("run/final")), "--steps", "1"],
     );
 }
 
@@ -183,13 +227,23 @@ fn same_seed_same_weights_for_one_or_two_threads() {
     assert_eq!(weights(&a.join("final")), weights(&b.join("final")));
 }
 
+/// Run `d` (`setup`'s files, built once per test binary) pre-trained for 2 steps into `d/run`:
+/// the checkpoint that `score` and the damaged-checkpoint tests read. No test writes into it.
+fn two_steps() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = common::fixture_dir("cli-two-steps");
+        setup(&d);
+        run_train(&d, &d.join("run"), &["--steps", "2"]);
+        d
+    })
+}
+
 #[test]
 fn score_prints_per_row_logprobs() {
+    let out = two_steps().join("run");
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    setup(d);
-    let out = d.join("run");
-    run_train(d, &out, &["--steps", "2"]);
     let rows: Vec<u32> = (0..30).map(|i| (i * 5 % 64) as u32).collect();
     write_npy_2d(&d.join("rows.npy"), &rows, 10).unwrap();
     let js: serde_json::Value = serde_json::from_str(&ok(&[
@@ -222,137 +276,174 @@ fn score_prints_per_row_logprobs() {
     assert!((js["perplexity"].as_f64().unwrap() - (total / 27.0).exp()).abs() < 1e-3);
 }
 
+/// `pretrain --data DATA --config CONFIG --out DIR/run` plus `extra` must fail with `needle`.
+fn pretrain_fails(d: &Path, data: &str, config: &str, extra: &[&str], needle: &str) {
+    let out = d.join("run");
+    let mut args = vec![
+        "pretrain",
+        "--data",
+        data,
+        "--config",
+        config,
+        "--out",
+        s(&out),
+    ];
+    args.extend(extra);
+    fails(&args, needle);
+}
+
 #[test]
-fn bad_input_fails_clearly_and_keeps_what_was_written() {
+fn a_corrupt_shard_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    std::fs::write(d.join("junk.bin"), vec![1u8; 4096]).unwrap();
+    pretrain_fails(
+        d,
+        s(&d.join("junk.bin")),
+        "tiny",
+        &["--seq", "16"],
+        "bad magic",
+    );
+}
+
+#[test]
+fn a_missing_shard_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    pretrain_fails(
+        d,
+        s(&d.join("nope.bin")),
+        "tiny",
+        &["--seq", "16"],
+        "nope.bin",
+    );
+}
+
+#[test]
+fn a_token_id_beyond_the_vocabulary_is_named_with_its_position() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    write_bin(&d.join("big.bin"), &[1, 2, 3, 99, 5, 6, 7, 8]).unwrap();
+    pretrain_fails(
+        d,
+        s(&d.join("big.bin")),
+        s(&d.join("config.json")),
+        &["--seq", "4", "--batch", "1"],
+        "token 3 is id 99",
+    );
+}
+
+#[test]
+fn a_seq_beyond_the_context_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    pretrain_fails(
+        d,
+        s(&d.join("train.bin")),
+        s(&d.join("config.json")),
+        &["--seq", "64"],
+        "n_positions",
+    );
+}
+
+#[test]
+fn a_config_that_is_neither_a_preset_nor_a_file_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    pretrain_fails(d, s(&d.join("train.bin")), "huge", &[], "neither a preset");
+}
+
+#[test]
+fn a_finished_run_is_not_overwritten_without_resume() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     setup(d);
     let out = d.join("run");
-    let o = s(&out);
-    // Corrupt and missing shards.
-    std::fs::write(d.join("junk.bin"), vec![1u8; 4096]).unwrap();
-    fails(
-        &[
-            "pretrain",
-            "--data",
-            s(&d.join("junk.bin")),
-            "--config",
-            "tiny",
-            "--seq",
-            "16",
-            "--out",
-            o,
-        ],
-        "bad magic",
-    );
-    fails(
-        &[
-            "pretrain",
-            "--data",
-            s(&d.join("nope.bin")),
-            "--config",
-            "tiny",
-            "--seq",
-            "16",
-            "--out",
-            o,
-        ],
-        "nope.bin",
-    );
-    // Token ids beyond the vocabulary.
-    write_bin(&d.join("big.bin"), &[1, 2, 3, 99, 5, 6, 7, 8]).unwrap();
-    fails(
-        &[
-            "pretrain",
-            "--data",
-            s(&d.join("big.bin")),
-            "--config",
-            s(&d.join("config.json")),
-            "--out",
-            o,
-            "--seq",
-            "4",
-            "--batch",
-            "1",
-        ],
-        "token 3 is id 99",
-    );
-    // --seq beyond the context.
-    fails(
-        &[
-            "pretrain",
-            "--data",
-            s(&d.join("train.bin")),
-            "--config",
-            s(&d.join("config.json")),
-            "--out",
-            o,
-            "--seq",
-            "64",
-        ],
-        "n_positions",
-    );
-    fails(
-        &[
-            "pretrain",
-            "--data",
-            s(&d.join("train.bin")),
-            "--config",
-            "huge",
-            "--out",
-            o,
-        ],
-        "neither a preset",
-    );
-    // A finished run is not overwritten without --resume.
     run_train(d, &out, &["--steps", "2"]);
     let before = weights(&out.join("final"));
-    let args = train_args(d, o, &[]);
+    let args = train_args(d, s(&out), &[]);
     fails(
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
         "--resume",
     );
     assert_eq!(before, weights(&out.join("final")));
-    // Truncated weights, missing tensors, a config that disagrees with the weights.
+}
+
+/// A copy of the 2-step run's final checkpoint in a directory of the test's own (`ck`), with
+/// `config` as its `config.json` (the run's own when `None`) and `damage` of the run's weights as
+/// its `model.safetensors`; `score` of it on 4 tokens must fail with `needle`.
+fn score_of_damaged_checkpoint_fails(
+    config: Option<&str>,
+    damage: impl FnOnce(&[u8]) -> Vec<u8>,
+    needle: &str,
+) {
+    let run = two_steps().join("run/final");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
     let ck = d.join("ck");
     std::fs::create_dir_all(&ck).unwrap();
-    std::fs::copy(out.join("final/config.json"), ck.join("config.json")).unwrap();
-    std::fs::write(ck.join("model.safetensors"), &before[..before.len() / 2]).unwrap();
+    match config {
+        None => {
+            std::fs::copy(run.join("config.json"), ck.join("config.json")).unwrap();
+        }
+        Some(c) => std::fs::write(ck.join("config.json"), c).unwrap(),
+    }
+    std::fs::write(ck.join("model.safetensors"), damage(&weights(&run))).unwrap();
     let rows = d.join("rows.npy");
     write_npy_2d(&rows, &[1, 2, 3, 4], 4).unwrap();
-    fails(
-        &["score", "--model", s(&ck), "--ids", s(&rows)],
-        "truncated or corrupt",
-    );
-    std::fs::write(
-        ck.join("config.json"),
-        CONFIG.replace("\"n_layer\": 2", "\"n_layer\": 3"),
-    )
-    .unwrap();
-    std::fs::write(ck.join("model.safetensors"), &before).unwrap();
-    fails(
-        &["score", "--model", s(&ck), "--ids", s(&rows)],
+    fails(&["score", "--model", s(&ck), "--ids", s(&rows)], needle);
+}
+
+#[test]
+fn truncated_weights_are_reported() {
+    score_of_damaged_checkpoint_fails(None, |w| w[..w.len() / 2].to_vec(), "truncated or corrupt");
+}
+
+#[test]
+fn a_tensor_the_config_needs_but_the_weights_lack_is_named() {
+    score_of_damaged_checkpoint_fails(
+        Some(&CONFIG.replace("\"n_layer\": 2", "\"n_layer\": 3")),
+        <[u8]>::to_vec,
         "h.2.attn.c_attn.weight is missing",
     );
-    std::fs::write(
-        ck.join("config.json"),
-        CONFIG.replace("\"n_embd\": 32", "\"n_embd\": 16"),
-    )
-    .unwrap();
-    fails(
-        &["score", "--model", s(&ck), "--ids", s(&rows)],
+}
+
+#[test]
+fn a_config_that_disagrees_with_the_weights_is_reported() {
+    score_of_damaged_checkpoint_fails(
+        Some(&CONFIG.replace("\"n_embd\": 32", "\"n_embd\": 16")),
+        <[u8]>::to_vec,
         "config and weights disagree",
     );
-    std::fs::write(ck.join("config.json"), "{ not json").unwrap();
-    fails(
-        &["score", "--model", s(&ck), "--ids", s(&rows)],
-        "config.json",
-    );
+}
+
+#[test]
+fn a_malformed_config_is_named() {
+    score_of_damaged_checkpoint_fails(Some("{ not json"), <[u8]>::to_vec, "config.json");
+}
+
+#[test]
+fn score_of_a_directory_that_is_no_checkpoint_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let rows = d.join("rows.npy");
+    write_npy_2d(&rows, &[1, 2, 3, 4], 4).unwrap();
     fails(
         &["score", "--model", s(&d.join("missing")), "--ids", s(&rows)],
         "not a checkpoint directory",
     );
-    // Resume with nothing to resume; resume with different settings.
+}
+
+#[test]
+fn resume_with_nothing_to_resume_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
     fails(
         &[
             "pretrain",
@@ -364,7 +455,16 @@ fn bad_input_fails_clearly_and_keeps_what_was_written() {
         ],
         "no checkpoint",
     );
-    let args = train_args(d, o, &["--resume", "--seed", "5"]);
+}
+
+#[test]
+fn resume_with_different_settings_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    let out = d.join("run");
+    run_train(d, &out, &["--steps", "2"]);
+    let args = train_args(d, s(&out), &["--resume", "--seed", "5"]);
     fails(
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
         "exact resume needs the same",

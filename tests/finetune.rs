@@ -2,7 +2,8 @@
 
 mod common;
 use common::{fails, ok, s};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// Letters (alone and word-final) and merges for "good" and "bad".
 fn write_vocab(dir: &Path) {
@@ -47,15 +48,20 @@ fn write_task(dir: &Path) {
     std::fs::write(dir.join("dev.tsv"), dev).unwrap();
 }
 
-/// The vocabulary, the task files and a 2-block config in `d`.
-fn setup(d: &Path) {
-    write_vocab(d);
-    write_task(d);
+/// A 2-block config, `cfg.json` in `d`.
+fn write_config(d: &Path) {
     std::fs::write(
         d.join("cfg.json"),
         r#"{"vocab_size": 1, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 4}"#,
     )
     .unwrap();
+}
+
+/// The vocabulary, the task files and a 2-block config in `d`.
+fn setup(d: &Path) {
+    write_vocab(d);
+    write_task(d);
+    write_config(d);
 }
 
 /// `gpt1 finetune --from-scratch` arguments for the task in `d` (config and tokenizer from `d`)
@@ -88,32 +94,75 @@ fn from_scratch(d: &Path, task: &str, out: &Path, extra: &[&str]) -> String {
     ok(&strs(&scratch_args(d, task, out, extra)))
 }
 
-#[test]
-fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
+/// The task of [`write_task`] fine-tuned from scratch for 15 epochs: the run that `evaluate`,
+/// `predict` and `plot` are tested on. Built once per test binary; no test writes into its
+/// directories (tests that change the task files use a data directory of their own).
+struct Trained {
+    /// The vocabulary, task files and config the run was made from.
+    dir: PathBuf,
+    /// The run directory.
+    out: PathBuf,
+    /// `finetune`'s JSON summary.
+    summary: serde_json::Value,
+}
+
+impl Trained {
+    fn best(&self) -> PathBuf {
+        self.out.join("best")
+    }
+
+    /// The best dev accuracy that `finetune` reported.
+    fn accuracy(&self) -> f64 {
+        self.summary["best_dev"]["accuracy"].as_f64().unwrap()
+    }
+}
+
+fn trained() -> &'static Trained {
+    static RUN: OnceLock<Trained> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = common::fixture_dir("finetune-sst2");
+        setup(&dir);
+        let out = dir.join("run");
+        let js = from_scratch(
+            &dir,
+            "SST-2",
+            &out,
+            &[
+                "--epochs", "15", "--batch", "8", "--lr", "2e-3", "--aux-lm", "0", "--quiet",
+            ],
+        );
+        Trained {
+            summary: serde_json::from_str(&js).unwrap(),
+            dir,
+            out,
+        }
+    })
+}
+
+/// `CMD --model RUN/best --data DATA` for the trained run, plus `extra`.
+fn on_best(cmd: &str, data: &Path, extra: &[&str]) -> Vec<String> {
+    let best = trained().best();
+    let base = [cmd, "--model", s(&best), "--data", s(data)];
+    base.iter().chain(extra).map(|a| a.to_string()).collect()
+}
+
+/// A data directory of the test's own holding the task, config and vocabulary of [`setup`].
+fn own_setup() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
-    setup(d);
-    let out = d.join("run");
-    let best = out.join("best");
-    // `CMD --model RUN/best --data DIR` plus `extra`.
-    let (best_s, data_s) = (s(&best), s(d));
-    let on_best = move |cmd: &'static str, extra: &[&'static str]| {
-        let mut v = vec![cmd, "--model", best_s, "--data", data_s];
-        v.extend_from_slice(extra);
-        v
-    };
-    let eval_args = move |extra: &[&'static str]| on_best("evaluate", extra);
-    let js = from_scratch(
-        d,
-        "SST-2",
-        &out,
-        &[
-            "--epochs", "15", "--batch", "8", "--lr", "2e-3", "--aux-lm", "0", "--quiet",
-        ],
-    );
-    let js: serde_json::Value = serde_json::from_str(&js).unwrap();
-    let acc = js["best_dev"]["accuracy"].as_f64().unwrap();
-    assert!(acc >= 0.9, "dev accuracy {acc}: {js}");
+    setup(tmp.path());
+    tmp
+}
+
+#[test]
+fn finetune_learns_a_small_task() {
+    let t = trained();
+    let acc = t.accuracy();
+    assert!(acc >= 0.9, "dev accuracy {acc}: {}", t.summary);
+}
+
+#[test]
+fn finetune_saves_the_best_model_with_its_head_task_and_tokenizer() {
+    let best = trained().best();
     for f in [
         "config.json",
         "model.safetensors",
@@ -122,37 +171,76 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
         "vocab.json",
         "merges.txt",
     ] {
-        assert!(out.join("best").join(f).exists(), "{f}");
+        assert!(best.join(f).exists(), "{f}");
     }
-    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+}
+
+#[test]
+fn finetune_evaluates_dev_once_per_epoch() {
+    let metrics = std::fs::read_to_string(trained().out.join("metrics.jsonl")).unwrap();
     assert!(metrics.lines().any(|l| l.contains("dev_score")));
-    // Fifteen epochs, fifteen dev evaluations; the curves are drawn at the end, and on demand.
+    // Fifteen epochs, fifteen dev evaluations.
     assert_eq!(metrics.matches("dev_score").count(), 15);
+}
+
+#[test]
+fn finetune_draws_the_curves_at_the_end() {
     assert!(
-        std::fs::read(out.join("curves.png"))
+        std::fs::read(trained().out.join("curves.png"))
             .unwrap()
             .starts_with(b"\x89PNG")
     );
-    ok(&["plot", s(&out), "--out", s(&d.join("c.png"))]);
-    assert!(
-        std::fs::read(d.join("c.png"))
-            .unwrap()
-            .starts_with(b"\x89PNG")
-    );
-    std::fs::write(d.join("bad.jsonl"), "{\"step\": 1, \"loss\": 2}\n{oops\n").unwrap();
-    fails(&["plot", s(&d.join("bad.jsonl"))], "line 2");
-    // With the auxiliary LM objective (λ = 0.5 by default) its loss is trained and logged too.
-    let out2 = d.join("run2");
+}
+
+#[test]
+fn plot_draws_the_curves_on_demand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let png = tmp.path().join("c.png");
+    ok(&["plot", s(&trained().out), "--out", s(&png)]);
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+}
+
+#[test]
+fn plot_names_the_line_of_a_malformed_metrics_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"step\": 1, \"loss\": 2}\n{oops\n").unwrap();
+    fails(&["plot", s(&bad)], "line 2");
+}
+
+/// `metrics.jsonl` of a 3-update run with the auxiliary LM objective at its default (λ = 0.5).
+fn three_step_run() -> String {
+    let tmp = own_setup();
+    let d = tmp.path();
+    let out = d.join("run2");
     from_scratch(
         d,
         "sst2",
-        &out2,
+        &out,
         &["--max-steps", "3", "--batch", "8", "--quiet"],
     );
-    let m2 = std::fs::read_to_string(out2.join("metrics.jsonl")).unwrap();
-    // --max-steps inside the first epoch: one dev evaluation, not one per remaining epoch.
+    std::fs::read_to_string(out.join("metrics.jsonl")).unwrap()
+}
+
+#[test]
+fn max_steps_inside_the_first_epoch_evaluates_dev_once() {
+    // One dev evaluation, not one per remaining epoch.
+    let m2 = three_step_run();
     assert_eq!(m2.matches("dev_score").count(), 1, "{m2}");
+}
+
+#[test]
+fn the_auxiliary_lm_loss_is_trained_and_logged() {
+    let m2 = three_step_run();
+    let first: serde_json::Value = serde_json::from_str(m2.lines().next().unwrap()).unwrap();
+    assert!(first["lm_loss"].as_f64().unwrap() > 1.0, "{first}");
+}
+
+#[test]
+fn eval_every_evaluates_dev_at_its_multiples_and_the_last_step() {
     // --eval-every 2 over 5 updates (4 batches an epoch): dev at 2, 4 (also the epoch's end), 5.
+    let tmp = own_setup();
+    let d = tmp.path();
     let out3 = d.join("run3");
     let js3: serde_json::Value = serde_json::from_str(&from_scratch(
         d,
@@ -181,23 +269,38 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
         [2, 4, 5].contains(&js3["best_step"].as_u64().unwrap()),
         "{js3}"
     );
-    let first: serde_json::Value = serde_json::from_str(m2.lines().next().unwrap()).unwrap();
-    assert!(first["lm_loss"].as_f64().unwrap() > 1.0, "{first}");
-    let ev: serde_json::Value =
-        serde_json::from_str(&ok(&eval_args(&["--task", "sst2", "--json"]))).unwrap();
+}
+
+#[test]
+fn evaluate_reloads_the_best_model_and_gives_its_dev_accuracy() {
+    let t = trained();
+    let acc = t.accuracy();
+    let args = on_best("evaluate", &t.dir, &["--task", "sst2", "--json"]);
+    let ev: serde_json::Value = serde_json::from_str(&ok(&strs(&args))).unwrap();
     assert_eq!(ev["task"], "sst2");
     assert_eq!(ev["split"], "dev");
     assert_eq!(ev["n"], 4);
     assert_eq!(ev["metrics"]["accuracy"].as_f64().unwrap(), acc);
     assert_eq!(ev["score"].as_f64().unwrap(), acc);
     assert!(ev["metrics"].get("pearson").is_none(), "{ev}");
-    fails(&eval_args(&["--task", "cola"]), "was fine-tuned on sst2");
-    // predict writes label names per example; data stats counts labels and lengths.
-    let pred = d.join("pred.tsv");
-    let pred_s = s(&pred);
-    let mut args = on_best("predict", &["--split", "dev", "--out"]);
-    args.push(pred_s);
-    ok(&args);
+}
+
+#[test]
+fn evaluate_refuses_a_task_the_model_was_not_finetuned_on() {
+    let args = on_best("evaluate", &trained().dir, &["--task", "cola"]);
+    fails(&strs(&args), "was fine-tuned on sst2");
+}
+
+#[test]
+fn predict_writes_a_label_per_dev_example() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pred = tmp.path().join("pred.tsv");
+    let args = on_best(
+        "predict",
+        &trained().dir,
+        &["--split", "dev", "--out", s(&pred)],
+    );
+    ok(&strs(&args));
     let p = std::fs::read_to_string(&pred).unwrap();
     assert_eq!(p.lines().count(), 5);
     assert!(
@@ -206,6 +309,12 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
             .all(|l| l.ends_with("\t0") || l.ends_with("\t1")),
         "{p}"
     );
+}
+
+#[test]
+fn data_stats_counts_examples_labels_lengths_and_truncation() {
+    let tmp = own_setup();
+    let d = tmp.path();
     let st: serde_json::Value = serde_json::from_str(&ok(&[
         "data",
         "stats",
@@ -224,42 +333,114 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
     assert_eq!(st["splits"]["dev"]["labels"]["1"], 2);
     assert!(st["splits"]["train"]["tokens"]["max"].as_u64().unwrap() > 10);
     assert!(st["splits"]["train"]["truncated"].as_u64().unwrap() > 0);
-    // Bad input: a zero batch, an unknown task, a missing split, an unknown label.
-    fails(&eval_args(&["--batch", "0"]), "--batch must be at least 1");
-    fails(&strs(&scratch_args(d, "nope", &out, &[])), "unknown task");
-    fails(&eval_args(&["--split", "test"]), "missing split file");
-    // GLUE's test files carry no labels: evaluate says so, predict writes one row per example.
+}
+
+#[test]
+fn evaluate_rejects_a_zero_batch() {
+    let args = on_best("evaluate", &trained().dir, &["--batch", "0"]);
+    fails(&strs(&args), "--batch must be at least 1");
+}
+
+#[test]
+fn finetune_rejects_an_unknown_task() {
+    let tmp = own_setup();
+    let d = tmp.path();
+    fails(
+        &strs(&scratch_args(d, "nope", &d.join("run"), &[])),
+        "unknown task",
+    );
+}
+
+#[test]
+fn evaluate_names_a_missing_split_file() {
+    let args = on_best("evaluate", &trained().dir, &["--split", "test"]);
+    fails(&strs(&args), "missing split file");
+}
+
+/// A data directory of the test's own with GLUE's unlabelled `test.tsv` beside the task files.
+fn with_unlabelled_test() -> tempfile::TempDir {
+    let tmp = own_setup();
     std::fs::write(
-        d.join("test.tsv"),
+        tmp.path().join("test.tsv"),
         "index\tsentence\n0\tthe cat was good .\n1\ta dog was bad .\n2\tmy day is good\n",
     )
     .unwrap();
-    fails(&eval_args(&["--split", "test"]), "has no labels");
-    let mut args = on_best("predict", &["--out"]);
-    args.push(pred_s);
-    ok(&args);
+    tmp
+}
+
+#[test]
+fn evaluate_of_an_unlabelled_test_file_says_it_has_no_labels() {
+    // GLUE's test files carry no labels.
+    let tmp = with_unlabelled_test();
+    fails(
+        &strs(&on_best("evaluate", tmp.path(), &["--split", "test"])),
+        "has no labels",
+    );
+}
+
+#[test]
+fn predict_writes_a_row_per_unlabelled_test_example() {
+    let tmp = with_unlabelled_test();
+    let pred = tmp.path().join("pred.tsv");
+    ok(&strs(&on_best("predict", tmp.path(), &["--out", s(&pred)])));
     let p = std::fs::read_to_string(&pred).unwrap();
     assert_eq!(p.lines().count(), 4, "{p}");
     assert!(p.starts_with("index\tprediction\n0\t"), "{p}");
+}
+
+/// A data directory of the test's own whose dev file has an unknown label on line 2.
+fn with_broken_dev() -> tempfile::TempDir {
+    let tmp = own_setup();
     std::fs::write(
-        d.join("dev.tsv"),
+        tmp.path().join("dev.tsv"),
         "sentence\tlabel\nthe cat was good .\tmaybe\n",
     )
     .unwrap();
-    fails(&eval_args(&[]), "line 2: unknown label");
-    // A broken dev file stops fine-tuning too (it is not taken for a missing one) ...
+    tmp
+}
+
+#[test]
+fn evaluate_names_the_line_of_an_unknown_label() {
+    let tmp = with_broken_dev();
+    fails(
+        &strs(&on_best("evaluate", tmp.path(), &[])),
+        "line 2: unknown label",
+    );
+}
+
+#[test]
+fn a_broken_dev_file_stops_finetuning() {
+    // A broken dev file is not taken for a missing one ...
+    let tmp = with_broken_dev();
+    let d = tmp.path();
     let out4 = d.join("run4");
     fails(
         &strs(&scratch_args(d, "sst2", &out4, &["--max-steps", "1"])),
         "dev.tsv: line 2: unknown label",
     );
-    // ... while no dev file at all trains and keeps the last weights.
+    // ... and the failed run leaves nothing that keeps a later one out of its directory.
     std::fs::remove_file(d.join("dev.tsv")).unwrap();
+    from_scratch(d, "sst2", &out4, &["--max-steps", "1"]);
+}
+
+#[test]
+fn without_a_dev_file_finetuning_keeps_the_last_weights() {
+    let tmp = own_setup();
+    let d = tmp.path();
+    std::fs::remove_file(d.join("dev.tsv")).unwrap();
+    let out4 = d.join("run4");
     let js4: serde_json::Value =
         serde_json::from_str(&from_scratch(d, "sst2", &out4, &["--max-steps", "1"])).unwrap();
     assert!(js4["best_dev"].is_null(), "{js4}");
     assert!(out4.join("best/model.safetensors").exists());
-    // An earlier run's directory is never overwritten.
+}
+
+#[test]
+fn an_earlier_runs_directory_is_never_overwritten() {
+    let tmp = own_setup();
+    let d = tmp.path();
+    let out = d.join("run");
+    from_scratch(d, "sst2", &out, &["--max-steps", "1", "--quiet"]);
     let before = std::fs::read(out.join("metrics.jsonl")).unwrap();
     fails(
         &strs(&scratch_args(d, "sst2", &out, &["--max-steps", "1"])),
@@ -268,7 +449,7 @@ fn finetune_learns_a_small_task_and_evaluate_reloads_it() {
     assert_eq!(std::fs::read(out.join("metrics.jsonl")).unwrap(), before);
 }
 
-/// The multiple-choice task's columns in the custom-task test.
+/// The multiple-choice task's columns in the custom-task tests.
 const MC_COLUMNS: [&str; 8] = [
     "--type",
     "choice",
@@ -280,26 +461,17 @@ const MC_COLUMNS: [&str; 8] = [
     "answer",
 ];
 
-#[test]
-fn custom_tasks_from_csv_and_jsonl() {
+/// The vocabulary and config in a directory of the test's own (no task files).
+fn custom_setup() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
-    write_vocab(d);
-    std::fs::write(
-        d.join("cfg.json"),
-        r#"{"vocab_size": 1, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 4}"#,
-    )
-    .unwrap();
-    // Classification from a CSV with quoted fields; labels are the sorted distinct values.
-    let csv = d.join("csv");
-    std::fs::create_dir_all(&csv).unwrap();
-    std::fs::write(
-        csv.join("train.csv"),
-        "review,stars\n\"good, good\",pos\nbad,neg\ngood,pos\n",
-    )
-    .unwrap();
-    std::fs::write(csv.join("dev.csv"), "review,stars\ngood,pos\nbad,neg\n").unwrap();
-    let out = d.join("run_csv");
+    write_vocab(tmp.path());
+    write_config(tmp.path());
+    tmp
+}
+
+/// `finetune --from-scratch` of `--task custom` with the config and vocabulary in `d`, plus
+/// `extra`.
+fn custom_args(d: &Path, extra: &[&str]) -> Vec<String> {
     let cfg = d.join("cfg.json");
     let base = [
         "finetune",
@@ -311,29 +483,58 @@ fn custom_tasks_from_csv_and_jsonl() {
         "--task",
         "custom",
     ];
-    let mut args: Vec<&str> = base.to_vec();
-    args.extend([
-        "--type",
-        "single",
-        "--text-a",
-        "review",
-        "--label",
-        "stars",
-        "--data",
-        s(&csv),
-        "--out",
-        s(&out),
-        "--max-steps",
-        "2",
-        "--batch",
-        "2",
-        "--quiet",
-    ]);
-    ok(&args);
+    base.iter().chain(extra).map(|a| a.to_string()).collect()
+}
+
+/// A classification task from a CSV with quoted fields in `d/csv`, fine-tuned for 2 updates into
+/// `d/run_csv`; the two directories.
+fn csv_run(d: &Path) -> (PathBuf, PathBuf) {
+    let csv = d.join("csv");
+    std::fs::create_dir_all(&csv).unwrap();
+    std::fs::write(
+        csv.join("train.csv"),
+        "review,stars\n\"good, good\",pos\nbad,neg\ngood,pos\n",
+    )
+    .unwrap();
+    std::fs::write(csv.join("dev.csv"), "review,stars\ngood,pos\nbad,neg\n").unwrap();
+    let out = d.join("run_csv");
+    ok(&strs(&custom_args(
+        d,
+        &[
+            "--type",
+            "single",
+            "--text-a",
+            "review",
+            "--label",
+            "stars",
+            "--data",
+            s(&csv),
+            "--out",
+            s(&out),
+            "--max-steps",
+            "2",
+            "--batch",
+            "2",
+            "--quiet",
+        ],
+    )));
+    (csv, out)
+}
+
+#[test]
+fn custom_csv_task_labels_are_the_sorted_distinct_values() {
+    let tmp = custom_setup();
+    let (_, out) = csv_run(tmp.path());
     let task: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("best/task.json")).unwrap())
             .unwrap();
     assert_eq!(task["task"]["labels"], serde_json::json!(["neg", "pos"]));
+}
+
+#[test]
+fn evaluate_takes_a_custom_task_from_its_run() {
+    let tmp = custom_setup();
+    let (csv, out) = csv_run(tmp.path());
     let ev: serde_json::Value = serde_json::from_str(&ok(&[
         "evaluate",
         "--model",
@@ -344,7 +545,11 @@ fn custom_tasks_from_csv_and_jsonl() {
     ]))
     .unwrap();
     assert_eq!(ev["n"], 2);
-    // Multiple choice from JSON lines; the label is a candidate index or the candidate's text.
+}
+
+/// A multiple-choice task from JSON lines in `d/mc`, whose labels are a candidate index in one
+/// row and the candidate's text in the other; the directory.
+fn write_choice_task(d: &Path) -> PathBuf {
     let mc = d.join("mc");
     std::fs::create_dir_all(&mc).unwrap();
     let rows = [
@@ -353,49 +558,83 @@ fn custom_tasks_from_csv_and_jsonl() {
     ];
     std::fs::write(mc.join("train.jsonl"), rows.join("\n")).unwrap();
     std::fs::write(mc.join("dev.jsonl"), rows.join("\n")).unwrap();
+    mc
+}
+
+#[test]
+fn custom_choice_task_labels_are_a_candidate_index_or_its_text() {
+    let tmp = custom_setup();
+    let d = tmp.path();
+    let mc = write_choice_task(d);
     let out = d.join("run_mc");
-    let mut args: Vec<&str> = base.to_vec();
-    args.extend([
-        "--type",
-        "choice",
-        "--text-a",
-        "story",
-        "--text-b",
-        "q",
-        "--choices",
-        "a,b",
-        "--label",
-        "answer",
-        "--data",
-        s(&mc),
-        "--out",
-        s(&out),
-        "--max-steps",
-        "2",
-        "--batch",
-        "2",
-        "--quiet",
-    ]);
-    let js: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+    let args = custom_args(
+        d,
+        &[
+            "--type",
+            "choice",
+            "--text-a",
+            "story",
+            "--text-b",
+            "q",
+            "--choices",
+            "a,b",
+            "--label",
+            "answer",
+            "--data",
+            s(&mc),
+            "--out",
+            s(&out),
+            "--max-steps",
+            "2",
+            "--batch",
+            "2",
+            "--quiet",
+        ],
+    );
+    let js: serde_json::Value = serde_json::from_str(&ok(&strs(&args))).unwrap();
     assert_eq!(js["train_examples"], 2);
+}
+
+#[test]
+fn data_stats_counts_custom_choice_labels_by_candidate() {
+    let tmp = custom_setup();
+    let mc = write_choice_task(tmp.path());
     let mut args = vec!["data", "stats", "--task", "custom"];
     args.extend(MC_COLUMNS);
     args.extend(["--data", s(&mc), "--json"]);
     let st: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
     assert_eq!(st["splits"]["train"]["labels"]["candidate 2"], 1);
-    // Missing options and bad labels are explained.
-    let mut args: Vec<&str> = base.to_vec();
-    args.extend(["--data", s(&mc), "--out", s(&out)]);
-    fails(&args, "--task custom needs --type");
+}
+
+#[test]
+fn custom_task_without_its_type_is_explained() {
+    let tmp = custom_setup();
+    let d = tmp.path();
+    let mc = write_choice_task(d);
+    let out = d.join("run_mc");
+    fails(
+        &strs(&custom_args(d, &["--data", s(&mc), "--out", s(&out)])),
+        "--task custom needs --type",
+    );
+}
+
+#[test]
+fn custom_choice_label_that_is_no_candidate_is_explained() {
+    let tmp = custom_setup();
+    let d = tmp.path();
+    let mc = write_choice_task(d);
     std::fs::write(
         mc.join("train.jsonl"),
         r#"{"story": "x", "q": "y", "a": "p", "b": "q", "answer": "zzz"}"#,
     )
     .unwrap();
-    let mut args: Vec<&str> = base.to_vec();
-    args.extend(MC_COLUMNS);
-    args.extend(["--data", s(&mc), "--out", s(&out), "--max-steps", "1"]);
-    fails(&args, "train.jsonl: line 1: label \"zzz\" is neither");
+    let out = d.join("run_mc");
+    let mut extra = MC_COLUMNS.to_vec();
+    extra.extend(["--data", s(&mc), "--out", s(&out), "--max-steps", "1"]);
+    fails(
+        &strs(&custom_args(d, &extra)),
+        "train.jsonl: line 1: label \"zzz\" is neither",
+    );
 }
 
 /// The same seed gives the same fine-tuned bytes and the same per-step losses for 1 and 3

@@ -5,7 +5,8 @@ mod common;
 use common::{fails, ok, s};
 
 use gpt1::data::TokenData;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// Letters a–z and '.', ',', '\'' (alone and word-final), plus merges for "th", "the</w>",
 /// "he</w>".
@@ -57,15 +58,59 @@ fn tokenize_and_detokenize_round_trip() {
     );
 }
 
-#[test]
-fn prepare_is_deterministic_and_handles_messy_files() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
-    write_vocab(d);
+/// A vocabulary and a messy corpus in `dir`, prepared into `o1` with one worker and `o2` with
+/// two; built once per test binary, and no test writes into it.
+struct Prepared {
+    dir: PathBuf,
+    corpus: PathBuf,
+    o1: PathBuf,
+    o2: PathBuf,
+    /// The one-worker run's JSON summary.
+    stats: serde_json::Value,
+}
+
+fn prepared() -> &'static Prepared {
+    static P: OnceLock<Prepared> = OnceLock::new();
+    P.get_or_init(|| {
+        let d = common::fixture_dir("prepare-messy-corpus");
+        write_vocab(&d);
+        let corpus = write_messy_corpus(&d);
+        let run = |out: &str, workers: &str| {
+            let js = ok(&[
+                "prepare",
+                "--tokenizer",
+                s(&d),
+                "--input",
+                s(&corpus),
+                "--out",
+                out,
+                "--workers",
+                workers,
+                "--strip-gutenberg",
+                "--val-fraction",
+                "0.2",
+                "--quiet",
+            ]);
+            serde_json::from_str::<serde_json::Value>(&js).unwrap()
+        };
+        let (o1, o2) = (d.join("o1"), d.join("o2"));
+        let stats = run(s(&o1), "1");
+        run(s(&o2), "2");
+        Prepared {
+            dir: d,
+            corpus,
+            o1,
+            o2,
+            stats,
+        }
+    })
+}
+
+/// `d/corpus`: a BOM and CRLF line ends; invalid UTF-8; an empty file; a Gutenberg-style book;
+/// six plain files; a non-text file the directory walk skips.
+fn write_messy_corpus(d: &Path) -> PathBuf {
     let corpus = d.join("corpus");
     std::fs::create_dir_all(&corpus).unwrap();
-    // A BOM and CRLF line ends; invalid UTF-8; an empty file; a Gutenberg-style book; a non-text
-    // file the directory walk skips.
     std::fs::write(
         corpus.join("a.txt"),
         b"\xEF\xBB\xBFthe cat.\r\n\r\nthe hat.\r\n",
@@ -83,34 +128,24 @@ fn prepare_is_deterministic_and_handles_messy_files() {
         .unwrap();
     }
     std::fs::write(corpus.join("notes.md"), "skip me").unwrap();
-    let run = |out: &str, workers: &str| {
-        let js = ok(&[
-            "prepare",
-            "--tokenizer",
-            s(d),
-            "--input",
-            s(&corpus),
-            "--out",
-            out,
-            "--workers",
-            workers,
-            "--strip-gutenberg",
-            "--val-fraction",
-            "0.2",
-            "--quiet",
-        ]);
-        serde_json::from_str::<serde_json::Value>(&js).unwrap()
-    };
-    let (o1, o2) = (d.join("o1"), d.join("o2"));
-    let st = run(s(&o1), "1");
-    run(s(&o2), "2");
+    corpus
+}
+
+#[test]
+fn prepare_writes_the_same_shards_for_one_or_two_workers() {
+    let p = prepared();
     for f in ["train.bin", "val.bin"] {
         assert_eq!(
-            std::fs::read(o1.join(f)).unwrap(),
-            std::fs::read(o2.join(f)).unwrap(),
+            std::fs::read(p.o1.join(f)).unwrap(),
+            std::fs::read(p.o2.join(f)).unwrap(),
             "{f}"
         );
     }
+}
+
+#[test]
+fn prepare_counts_documents_and_invalid_utf8_and_skips_non_text_files() {
+    let st = &prepared().stats;
     assert_eq!(st["documents"], 10);
     assert_eq!(st["invalid_utf8"], 1);
     assert!(
@@ -119,141 +154,179 @@ fn prepare_is_deterministic_and_handles_messy_files() {
             .unwrap()
             .ends_with("notes.md")
     );
+}
+
+#[test]
+fn prepare_holds_out_validation_documents_and_counts_the_tokens_it_wrote() {
+    let p = prepared();
+    let st = &p.stats;
     assert!(!st["val_documents"].as_array().unwrap().is_empty());
-    let train = TokenData::open(&o1.join("train.bin")).unwrap();
-    let val = TokenData::open(&o1.join("val.bin")).unwrap();
+    let train = TokenData::open(&p.o1.join("train.bin")).unwrap();
+    let val = TokenData::open(&p.o1.join("val.bin")).unwrap();
     assert_eq!(
         train.len() as u64 + val.len() as u64,
         st["train_tokens"].as_u64().unwrap() + st["val_tokens"].as_u64().unwrap()
     );
     assert!(!val.is_empty() && !train.is_empty());
+}
+
+#[test]
+fn prepare_strips_the_gutenberg_licence() {
     // The Gutenberg book contributes only "the story . he ends ." when it is in train.
+    let p = prepared();
+    let train = TokenData::open(&p.o1.join("train.bin")).unwrap();
+    let val = TokenData::open(&p.o1.join("val.bin")).unwrap();
     let all: Vec<u32> = (0..train.len())
         .map(|i| train.get(i))
         .chain((0..val.len()).map(|i| val.get(i)))
         .collect();
-    let lic = ok(&["tokenize", "--tokenizer", s(d), "--text", "licence"]);
+    let lic = ok(&["tokenize", "--tokenizer", s(&p.dir), "--text", "licence"]);
     let lic: Vec<u32> = lic.split_whitespace().map(|x| x.parse().unwrap()).collect();
     assert!(
         !all.windows(lic.len()).any(|w| w == lic.as_slice()),
         "licence text was kept"
     );
-    // --strict names the file and the byte offset.
-    fails(
-        &[
-            "prepare",
-            "--tokenizer",
-            s(d),
-            "--input",
-            s(&corpus.join("b.txt")),
-            "--out",
-            s(&d.join("o3")),
-            "--strict",
-            "--quiet",
-        ],
+}
+
+/// `prepare --tokenizer TOKENIZER --input INPUT --out (a fresh directory) --quiet` plus `extra`
+/// must fail with `needle`.
+fn prepare_fails(tokenizer: &Path, input: &Path, extra: &[&str], needle: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut args = vec![
+        "prepare",
+        "--tokenizer",
+        s(tokenizer),
+        "--input",
+        s(input),
+        "--out",
+        s(&out),
+        "--quiet",
+    ];
+    args.extend(extra);
+    fails(&args, needle);
+}
+
+#[test]
+fn strict_prepare_names_the_file_and_byte_offset_of_invalid_utf8() {
+    let p = prepared();
+    prepare_fails(
+        &p.dir,
+        &p.corpus.join("b.txt"),
+        &["--strict"],
         "invalid UTF-8 at byte 4",
-    );
-    // A binary file, a missing input, a directory without text, missing or malformed vocabulary.
-    std::fs::write(d.join("bin.txt"), [0u8, 1, 2, 3]).unwrap();
-    fails(
-        &[
-            "prepare",
-            "--tokenizer",
-            s(d),
-            "--input",
-            s(&d.join("bin.txt")),
-            "--out",
-            s(&d.join("o4")),
-            "--quiet",
-        ],
-        "binary file",
-    );
-    fails(
-        &[
-            "prepare",
-            "--tokenizer",
-            s(d),
-            "--input",
-            s(&d.join("nope.txt")),
-            "--out",
-            s(&d.join("o4")),
-            "--quiet",
-        ],
-        "no such file",
-    );
-    let empty = d.join("emptydir");
-    std::fs::create_dir_all(&empty).unwrap();
-    fails(
-        &[
-            "prepare",
-            "--tokenizer",
-            s(d),
-            "--input",
-            s(&empty),
-            "--out",
-            s(&d.join("o4")),
-            "--quiet",
-        ],
-        "no .txt files",
-    );
-    fails(
-        &[
-            "prepare",
-            "--tokenizer",
-            s(&empty),
-            "--input",
-            s(&corpus),
-            "--out",
-            s(&d.join("o4")),
-            "--quiet",
-        ],
-        "no BPE vocabulary",
-    );
-    let bad = d.join("badvocab");
-    std::fs::create_dir_all(&bad).unwrap();
-    write_vocab(&bad);
-    std::fs::write(bad.join("merges.txt"), "#version: 0.2\nt h\nbroken\n").unwrap();
-    fails(
-        &["tokenize", "--tokenizer", s(&bad), "--text", "x"],
-        "line 3",
-    );
-    std::fs::write(bad.join("vocab.json"), "[1, 2]").unwrap();
-    fails(
-        &["tokenize", "--tokenizer", s(&bad), "--text", "x"],
-        "not a token → id JSON object",
     );
 }
 
 #[test]
-fn tokenizer_train_learns_the_requested_merges() {
+fn prepare_rejects_a_binary_file() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
+    write_vocab(d);
+    std::fs::write(d.join("bin.txt"), [0u8, 1, 2, 3]).unwrap();
+    prepare_fails(d, &d.join("bin.txt"), &[], "binary file");
+}
+
+#[test]
+fn prepare_names_a_missing_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write_vocab(d);
+    prepare_fails(d, &d.join("nope.txt"), &[], "no such file");
+}
+
+#[test]
+fn prepare_rejects_a_directory_without_text_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write_vocab(d);
+    let empty = d.join("emptydir");
+    std::fs::create_dir_all(&empty).unwrap();
+    prepare_fails(d, &empty, &[], "no .txt files");
+}
+
+#[test]
+fn prepare_needs_a_bpe_vocabulary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("emptydir");
+    std::fs::create_dir_all(&empty).unwrap();
+    prepare_fails(&empty, &prepared().corpus, &[], "no BPE vocabulary");
+}
+
+/// A copy of the test vocabulary in a directory of the test's own, its `merges.txt` with a
+/// malformed line 3.
+fn vocab_with_broken_merges() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path();
+    write_vocab(bad);
+    std::fs::write(bad.join("merges.txt"), "#version: 0.2\nt h\nbroken\n").unwrap();
+    tmp
+}
+
+#[test]
+fn a_malformed_merges_line_is_named() {
+    let tmp = vocab_with_broken_merges();
+    fails(
+        &["tokenize", "--tokenizer", s(tmp.path()), "--text", "x"],
+        "line 3",
+    );
+}
+
+#[test]
+fn a_vocabulary_that_is_no_json_object_is_named() {
+    let tmp = vocab_with_broken_merges();
+    std::fs::write(tmp.path().join("vocab.json"), "[1, 2]").unwrap();
+    fails(
+        &["tokenize", "--tokenizer", s(tmp.path()), "--text", "x"],
+        "not a token → id JSON object",
+    );
+}
+
+/// A small English text in `dir/a.txt` with a few very frequent words; its path.
+fn write_training_text(dir: &Path) -> PathBuf {
     let text = "the theory of the thing is that there is another thing. \n".repeat(40)
         + &"she sells sea shells by the sea shore.\n".repeat(30);
-    std::fs::write(d.join("a.txt"), &text).unwrap();
-    let (o1, o2) = (d.join("t1"), d.join("t2"));
+    let a = dir.join("a.txt");
+    std::fs::write(&a, &text).unwrap();
+    a
+}
+
+/// `tokenizer train --input TEXT --merges MERGES --out OUT`'s JSON summary.
+fn train_tokenizer(text: &Path, merges: &str, out: &Path) -> serde_json::Value {
     let js = ok(&[
         "tokenizer",
         "train",
         "--input",
-        s(&d.join("a.txt")),
+        s(text),
         "--merges",
-        "20",
+        merges,
         "--out",
-        s(&o1),
+        s(out),
     ]);
-    let js: serde_json::Value = serde_json::from_str(&js).unwrap();
-    assert_eq!(js["merges"], 20);
-    ok(&[
-        "tokenizer",
-        "train",
-        "--input",
-        s(&d.join("a.txt")),
-        "--merges",
-        "20",
-        "--out",
-        s(&o2),
-    ]);
+    serde_json::from_str(&js).unwrap()
+}
+
+/// A tokenizer trained with 20 merges on [`write_training_text`]'s text: its directory and
+/// `tokenizer train`'s summary; built once per test binary.
+fn twenty_merges() -> &'static (PathBuf, serde_json::Value) {
+    static RUN: OnceLock<(PathBuf, serde_json::Value)> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let d = common::fixture_dir("prepare-twenty-merges");
+        let text = write_training_text(&d);
+        let out = d.join("t1");
+        let js = train_tokenizer(&text, "20", &out);
+        (out, js)
+    })
+}
+
+#[test]
+fn tokenizer_train_is_deterministic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let text = write_training_text(d);
+    let o2 = d.join("t2");
+    train_tokenizer(&text, "20", &o2);
+    let (o1, _) = twenty_merges();
     for f in ["vocab.json", "merges.txt"] {
         assert_eq!(
             std::fs::read(o1.join(f)).unwrap(),
@@ -261,36 +334,44 @@ fn tokenizer_train_learns_the_requested_merges() {
             "{f} differs between runs"
         );
     }
+}
+
+#[test]
+fn tokenizer_train_learns_the_requested_merges_most_frequent_first() {
+    let (o1, js) = twenty_merges();
+    assert_eq!(js["merges"], 20);
     let merges = std::fs::read_to_string(o1.join("merges.txt")).unwrap();
     assert_eq!(merges.lines().count(), 21);
     assert!(
         merges.lines().nth(1).unwrap().starts_with("t h")
             || merges.lines().nth(1).unwrap().starts_with("th e")
     );
-    // Frequent words become single tokens; decoding gives the normalized text back.
+}
+
+#[test]
+fn a_trained_tokenizer_makes_frequent_words_single_tokens_and_decodes_them() {
+    let (o1, _) = twenty_merges();
     let ids = ok(&[
         "tokenize",
         "--tokenizer",
-        s(&o1),
+        s(o1),
         "--text",
         "The thing is there.",
     ]);
     assert!(ids.split_whitespace().count() <= 8, "{ids:?}");
+    // Decoding gives the normalized text back.
     assert_eq!(
-        round_trip(&o1, "The thing is there."),
+        round_trip(o1, "The thing is there."),
         "the thing is there ."
     );
-    let js = ok(&[
-        "tokenizer",
-        "train",
-        "--input",
-        s(&d.join("a.txt")),
-        "--merges",
-        "100000",
-        "--out",
-        s(&d.join("t3")),
-    ]);
-    let js: serde_json::Value = serde_json::from_str(&js).unwrap();
+}
+
+#[test]
+fn tokenizer_train_stops_when_no_pair_is_left_to_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let text = write_training_text(d);
+    let js = train_tokenizer(&text, "100000", &d.join("t3"));
     assert!(js["merges"].as_u64().unwrap() < 100_000);
 }
 

@@ -1,4 +1,4 @@
-//! Task examples typed by shape, not by dataset (DESIGN decision 5).
+//! Task examples typed by their shape (single text, pair, multiple choice), not by dataset.
 
 /// What an example asks for.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,7 +1,7 @@
 //! Helpers shared by the command-line tests: run the built `gpt1` binary and check its result.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn gpt1(args: &[&str]) -> Output {
@@ -33,6 +33,19 @@ pub fn fails(args: &[&str], needle: &str) -> String {
     );
     assert!(!err.contains("panicked"), "panic: {err}");
     err
+}
+
+/// An empty directory `name` under Cargo's per-target temporary folder (`target/tmp`, cleared by
+/// `cargo clean`), for a fixture that a test binary builds once and shares between its tests
+/// through a `OnceLock`: a `TempDir` held in a `static` would never be removed. The directory
+/// is emptied when the fixture is built, so each run starts from nothing.
+pub fn fixture_dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    if d.exists() {
+        std::fs::remove_dir_all(&d).expect("clear the fixture directory");
+    }
+    std::fs::create_dir_all(&d).expect("create the fixture directory");
+    d
 }
 
 pub fn s(p: &Path) -> &str {
