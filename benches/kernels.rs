@@ -21,10 +21,7 @@ fn main() {
         ("head input grad  dL·Wte", 512, d, v, false, false),
         ("head weight grad dLᵀ·h", v, d, 512, true, false),
     ];
-    println!(
-        "{:28} {:>6} {:>6} {:>6} {:>9}",
-        "product", "m", "n", "k", "GFLOP/s"
-    );
+    println!("{:28} {:>6} {:>6} {:>6} {:>9}", "product", "m", "n", "k", "GFLOP/s");
     for (label, m, n, k, ta, tb) in shapes {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();

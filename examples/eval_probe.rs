@@ -12,9 +12,7 @@ fn main() {
     let c = Config::from_name_or_file(name).expect("preset");
     let model = Gpt::init(c.clone(), 1);
     let mut acts = Activations::new(&c, b, t, false);
-    let ids: Vec<u32> = (0..b * t)
-        .map(|i| (i * 7919 % c.vocab_size) as u32)
-        .collect();
+    let ids: Vec<u32> = (0..b * t).map(|i| (i * 7919 % c.vocab_size) as u32).collect();
     model.forward(&mut acts, &ids, None);
     let mut times = Vec::new();
     for _ in 0..n {
@@ -24,9 +22,5 @@ fn main() {
     }
     times.sort_by(f64::total_cmp);
     let med = times[n / 2];
-    println!(
-        "{name} {b}x{t}: median {:.1} ms, {:.1} examples/s",
-        med * 1e3,
-        b as f64 / med
-    );
+    println!("{name} {b}x{t}: median {:.1} ms, {:.1} examples/s", med * 1e3, b as f64 / med);
 }

@@ -13,10 +13,7 @@ fn time(label: &str, mut f: impl FnMut()) {
     for _ in 0..50 {
         f();
     }
-    println!(
-        "{label:28} {:.3} ms",
-        t0.elapsed().as_secs_f64() * 1e3 / 50.0
-    );
+    println!("{label:28} {:.3} ms", t0.elapsed().as_secs_f64() * 1e3 / 50.0);
 }
 
 fn main() {
@@ -25,30 +22,12 @@ fn main() {
     let w: Vec<f32> = (0..d * 4 * d).map(|i| ((i % 7) as f32) * 0.01).collect();
     let b = vec![0.1f32; 4 * d];
     let mut out = vec![0.0f32; rows * 4 * d];
-    time("bias fill 1024x1024", || {
-        out.chunks_mut(4 * d).for_each(|r| r.copy_from_slice(&b))
-    });
+    time("bias fill 1024x1024", || out.chunks_mut(4 * d).for_each(|r| r.copy_from_slice(&b)));
     time("matmul 1024x1024x256 acc", || {
-        matmul(
-            &mut out,
-            Mat::rows(&x, d),
-            Mat::rows(&w, 4 * d),
-            rows,
-            4 * d,
-            d,
-            true,
-        )
+        matmul(&mut out, Mat::rows(&x, d), Mat::rows(&w, 4 * d), rows, 4 * d, d, true)
     });
     time("matmul 1024x1024x256", || {
-        matmul(
-            &mut out,
-            Mat::rows(&x, d),
-            Mat::rows(&w, 4 * d),
-            rows,
-            4 * d,
-            d,
-            false,
-        )
+        matmul(&mut out, Mat::rows(&x, d), Mat::rows(&w, 4 * d), rows, 4 * d, d, false)
     });
     let mut g = vec![0.0f32; rows * 4 * d];
     time("gelu 1M", || gelu::forward(&mut g, &out));
@@ -59,7 +38,5 @@ fn main() {
         layernorm::forward(&mut y, &mut m, &mut r, &x, &ones, &zeros, d, 1e-5)
     });
     let mut z = vec![0.0; rows * d];
-    time("residual (no dropout)", || {
-        Dropout::OFF.residual(&mut z, &x, &y)
-    });
+    time("residual (no dropout)", || Dropout::OFF.residual(&mut z, &x, &y));
 }

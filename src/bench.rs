@@ -83,11 +83,7 @@ pub fn peak_rss_mib() -> f64 {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
+    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
 }
 
 /// Runs `warmup` untimed and `steps` timed training steps (dropout as configured, AdamW,
@@ -115,7 +111,8 @@ pub fn train(
         tg.iter_mut().for_each(|x| *x = rng.below(v) as u32);
         let t0 = Instant::now();
         let key = StepKey::PerMicroBatch(derive(3, s as u64));
-        tr.step(&ids, &tg, seq, &[], 1e-4, 1.0, key, s as u64).expect("random tokens train finitely");
+        tr.step(&ids, &tg, seq, &[], 1e-4, 1.0, key, s as u64)
+            .expect("random tokens train finitely");
         if s >= warmup {
             times.push(t0.elapsed().as_secs_f64());
         }
@@ -183,7 +180,8 @@ pub fn finetune(
         let lm = next_token_targets(&ids, &vec![seq; batch], seq);
         let t0 = Instant::now();
         let key = StepKey::Whole(derive(5, s as u64));
-        tr.step(&ids, &lm, seq, &items, 6.25e-5, 1.0, key, s as u64).expect("random tokens train finitely");
+        tr.step(&ids, &lm, seq, &items, 6.25e-5, 1.0, key, s as u64)
+            .expect("random tokens train finitely");
         if s >= warmup {
             times.push(t0.elapsed().as_secs_f64());
         }

@@ -16,9 +16,25 @@ pub enum Error {
     /// A task's data folder lacks the files of a split (`msg` says which files it looked for).
     #[error("{path}: missing split file: {msg}")]
     MissingSplit { path: PathBuf, msg: String },
-    /// Options or configuration that cannot work together.
+    /// A setting the caller chose cannot work. `setting` is the option's name as the options
+    /// structs spell it (`batch`, `max_len`); the command line shows it as its flag.
+    #[error("{setting} {msg}")]
+    Setting { setting: &'static str, msg: String },
+    /// A model configuration (preset or config.json) that cannot work.
     #[error("{0}")]
-    Config(String),
+    ModelConfig(String),
+    /// A name that is none of the known ones (task, split).
+    #[error("{0}")]
+    Unknown(String),
+    /// Token ids and a vocabulary that do not fit together.
+    #[error("{0}")]
+    Vocab(String),
+    /// The tokenizer library failed on its input (BPE training, normalising, encoding).
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// Serialising tensors failed.
+    #[error("serialising {0}")]
+    Serialize(String),
     /// Training produced a NaN or infinite loss.
     #[error(
         "step {step}: the loss is {loss}; lower --lr, keep --clip on, or resume from an earlier checkpoint"
@@ -30,15 +46,13 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
+    }
+    /// A [`Error::Setting`].
+    pub fn setting(setting: &'static str, msg: impl Into<String>) -> Self {
+        Error::Setting { setting, msg: msg.into() }
     }
     pub fn invalid(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Invalid {
-            path: path.into(),
-            msg: msg.into(),
-        }
+        Error::Invalid { path: path.into(), msg: msg.into() }
     }
 }

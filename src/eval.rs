@@ -1,8 +1,8 @@
 //! Scoring token sequences: per-token log-probabilities and perplexity.
 
+use crate::backend::Backend;
 use crate::data::TokenData;
 use crate::error::{Error, Result};
-use crate::backend::Backend;
 use crate::model::Gpt;
 use serde::Serialize;
 
@@ -28,10 +28,7 @@ pub fn rows_of(data: &TokenData, n_positions: usize) -> Result<Vec<Vec<u32>>> {
     let rows: Vec<Vec<u32>> = match data.rows {
         Some((_, l)) => {
             if l < 2 {
-                return Err(Error::invalid(
-                    &data.path,
-                    "rows need at least 2 tokens to score",
-                ));
+                return Err(Error::invalid(&data.path, "rows need at least 2 tokens to score"));
             }
             if l - 1 > n_positions {
                 return Err(Error::invalid(
@@ -45,10 +42,7 @@ pub fn rows_of(data: &TokenData, n_positions: usize) -> Result<Vec<Vec<u32>>> {
         }
         None => {
             if all.len() < 2 {
-                return Err(Error::invalid(
-                    &data.path,
-                    "need at least 2 tokens to score",
-                ));
+                return Err(Error::invalid(&data.path, "need at least 2 tokens to score"));
             }
             let mut rows = Vec::new();
             let mut s = 0;
@@ -68,7 +62,7 @@ pub fn score<B: Backend>(model: &Gpt<B>, rows: &[Vec<u32>], batch: usize) -> Res
     let v = model.config.vocab_size;
     for (i, r) in rows.iter().enumerate() {
         if let Some(bad) = r.iter().find(|&&t| t as usize >= v) {
-            return Err(Error::Config(format!(
+            return Err(Error::Vocab(format!(
                 "row {i}: token id {bad} is not below vocab_size {v}"
             )));
         }
@@ -83,40 +77,19 @@ pub fn score<B: Backend>(model: &Gpt<B>, rows: &[Vec<u32>], batch: usize) -> Res
         }
         let (b, t) = (j - i, l - 1);
         let mut acts = model.activations(b, t, false);
-        let ids: Vec<u32> = rows[i..j]
-            .iter()
-            .flat_map(|r| r[..t].iter().copied())
-            .collect();
-        let tg: Vec<u32> = rows[i..j]
-            .iter()
-            .flat_map(|r| r[1..].iter().copied())
-            .collect();
+        let ids: Vec<u32> = rows[i..j].iter().flat_map(|r| r[..t].iter().copied()).collect();
+        let tg: Vec<u32> = rows[i..j].iter().flat_map(|r| r[1..].iter().copied()).collect();
         let mut lp = vec![0.0f32; b * t];
         model.logprobs(&mut acts, &ids, &tg, &mut lp);
         for (k, c) in lp.chunks(t).enumerate() {
             let mean_nll = -c.iter().map(|&x| x as f64).sum::<f64>() / t as f64;
-            out[i + k] = Some(RowScore {
-                mean_nll,
-                token_logprobs: c.to_vec(),
-            });
+            out[i + k] = Some(RowScore { mean_nll, token_logprobs: c.to_vec() });
         }
         i = j;
     }
-    let rows: Vec<RowScore> = out
-        .into_iter()
-        .map(|r| r.expect("every row scored"))
-        .collect();
+    let rows: Vec<RowScore> = out.into_iter().map(|r| r.expect("every row scored")).collect();
     let tokens: usize = rows.iter().map(|r| r.token_logprobs.len()).sum();
-    let total: f64 = rows
-        .iter()
-        .flat_map(|r| r.token_logprobs.iter())
-        .map(|&x| -(x as f64))
-        .sum();
+    let total: f64 = rows.iter().flat_map(|r| r.token_logprobs.iter()).map(|&x| -(x as f64)).sum();
     let mean_nll = total / tokens.max(1) as f64;
-    Ok(Score {
-        mean_nll,
-        perplexity: mean_nll.exp(),
-        tokens,
-        rows,
-    })
+    Ok(Score { mean_nll, perplexity: mean_nll.exp(), tokens, rows })
 }

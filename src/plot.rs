@@ -30,10 +30,7 @@ pub fn read_series(path: &Path) -> Result<BTreeMap<String, Vec<(f64, f64)>>> {
             continue;
         }
         let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-            Error::invalid(
-                path,
-                format!("line {}: not JSON ({e}); one object per line", i + 1),
-            )
+            Error::invalid(path, format!("line {}: not JSON ({e}); one object per line", i + 1))
         })?;
         let (Some(obj), Some(step)) = (v.as_object(), v.get("step").and_then(|s| s.as_f64()))
         else {
@@ -55,11 +52,7 @@ pub fn curves(metrics: &Path, out: &Path, title: &str) -> Result<()> {
     let panels: Vec<(&str, Vec<&str>)> = PANELS
         .iter()
         .map(|(name, keys)| {
-            let have = keys
-                .iter()
-                .copied()
-                .filter(|k| series.contains_key(*k))
-                .collect::<Vec<_>>();
+            let have = keys.iter().copied().filter(|k| series.contains_key(*k)).collect::<Vec<_>>();
             (*name, have)
         })
         .filter(|(_, keys)| !keys.is_empty())
@@ -96,12 +89,8 @@ pub fn curves_or_warn(metrics: &Path, out: &Path, title: &str) {
 }
 
 /// Line colours, distinct on white.
-const COLORS: [RGBColor; 4] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-    RGBColor(255, 127, 14),
-];
+const COLORS: [RGBColor; 4] =
+    [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(255, 127, 14)];
 
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
@@ -121,10 +110,7 @@ fn draw(
     root.fill(&WHITE)?;
     // One step axis for every panel, so that evaluations line up with the losses.
     let (mut x0, mut x1) = (f64::MAX, f64::MIN);
-    for (x, _) in panels
-        .iter()
-        .flat_map(|(_, k)| k.iter().flat_map(|k| series[*k].iter()))
-    {
+    for (x, _) in panels.iter().flat_map(|(_, k)| k.iter().flat_map(|k| series[*k].iter())) {
         (x0, x1) = (x0.min(*x), x1.max(*x));
     }
     if x1 <= x0 {
@@ -137,11 +123,7 @@ fn draw(
         }
         let small = y1.abs().max(y0.abs()) < 1e-2;
         // A flat series gets a band of ±5 % around its value.
-        let pad = if y1 > y0 {
-            (y1 - y0) * 0.05
-        } else {
-            (y1.abs() * 0.05).max(1e-6)
-        };
+        let pad = if y1 > y0 { (y1 - y0) * 0.05 } else { (y1.abs() * 0.05).max(1e-6) };
         let mut chart = ChartBuilder::on(area)
             .caption(format!("{title}: {name}"), ("sans-serif", 18))
             .margin(8)
@@ -153,11 +135,7 @@ fn draw(
             .x_desc("step")
             .x_label_formatter(&|x| format!("{x:.0}"))
             .y_label_formatter(&|y| {
-                if small {
-                    format!("{y:.1e}")
-                } else {
-                    format!("{y:.3}")
-                }
+                if small { format!("{y:.1e}") } else { format!("{y:.3}") }
             })
             .label_style(("sans-serif", 13))
             .light_line_style(WHITE.mix(0.0))
@@ -167,11 +145,7 @@ fn draw(
             let s = &series[*k];
             let line = LineSeries::new(s.iter().copied(), color.stroke_width(2));
             // Sparse series (evaluations) get markers so that a single point still shows.
-            let line = if s.len() < 50 {
-                line.point_size(3)
-            } else {
-                line
-            };
+            let line = if s.len() < 50 { line.point_size(3) } else { line };
             chart
                 .draw_series(line)?
                 .label(*k)
@@ -199,21 +173,12 @@ mod tests {
         let mut text = String::new();
         for s in 1..=120 {
             let loss = 5.0 / (s as f64).sqrt();
-            text.push_str(&format!(
-                "{{\"step\": {s}, \"loss\": {loss}, \"lr\": 0.001}}\n"
-            ));
+            text.push_str(&format!("{{\"step\": {s}, \"loss\": {loss}, \"lr\": 0.001}}\n"));
             if s % 40 == 0 {
-                text.push_str(&format!(
-                    "{{\"step\": {s}, \"dev_score\": {}}}\n",
-                    s as f64 / 200.0
-                ));
+                text.push_str(&format!("{{\"step\": {s}, \"dev_score\": {}}}\n", s as f64 / 200.0));
             }
         }
-        text.push_str(
-            "{\"step\": 121, \"loss\": NaN}\n"
-                .replace("NaN", "null")
-                .as_str(),
-        );
+        text.push_str("{\"step\": 121, \"loss\": NaN}\n".replace("NaN", "null").as_str());
         std::fs::write(&m, text).unwrap();
         let out = dir.path().join("curves.png");
         curves(&m, &out, "run").unwrap();

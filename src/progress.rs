@@ -6,9 +6,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// caller's message, ETA.
 pub fn bar(total: u64, visible: bool) -> ProgressBar {
     let bar = if visible { ProgressBar::new(total) } else { ProgressBar::hidden() };
-    let style = ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-        .expect("a valid template")
-        .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+            .expect("a valid template")
+            .progress_chars("=> ");
     bar.set_style(style);
     bar
 }

@@ -17,24 +17,15 @@ fn setup(dir: &Path) {
     std::fs::write(dir.join("config.json"), CONFIG).unwrap();
     let mut r = Rng::new(1);
     let toks: Vec<u32> = (0..4000)
-        .map(|i| {
-            if r.below(10) == 0 {
-                r.below(64) as u32
-            } else {
-                (i % 17) as u32
-            }
-        })
+        .map(|i| if r.below(10) == 0 { r.below(64) as u32 } else { (i % 17) as u32 })
         .collect();
     write_bin(&dir.join("train.bin"), &toks[..3500]).unwrap();
     write_bin(&dir.join("val.bin"), &toks[3500..]).unwrap();
 }
 
 fn train_args<'a>(dir: &'a Path, out: &'a str, extra: &[&'a str]) -> Vec<String> {
-    let mut v: Vec<String> = vec![
-        "pretrain".into(),
-        "--data".into(),
-        s(&dir.join("train.bin")).into(),
-    ];
+    let mut v: Vec<String> =
+        vec!["pretrain".into(), "--data".into(), s(&dir.join("train.bin")).into()];
     if !extra.contains(&"--init") {
         v.extend(["--config".into(), s(&dir.join("config.json")).to_string()]);
     }
@@ -82,14 +73,7 @@ fn eight_steps() -> &'static Path {
         run_train(
             &d,
             &d.join("run"),
-            &[
-                "--val",
-                s(&d.join("val.bin")),
-                "--eval-every",
-                "4",
-                "--save-every",
-                "4",
-            ],
+            &["--val", s(&d.join("val.bin")), "--eval-every", "4", "--save-every", "4"],
         );
         d
     })
@@ -98,19 +82,12 @@ fn eight_steps() -> &'static Path {
 /// The 8-step run's `metrics.jsonl`, one value per line.
 fn eight_step_metrics() -> Vec<serde_json::Value> {
     let metrics = std::fs::read_to_string(eight_steps().join("run/metrics.jsonl")).unwrap();
-    metrics
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[test]
 fn pretrain_draws_the_curves() {
-    assert!(
-        std::fs::read(eight_steps().join("run/curves.png"))
-            .unwrap()
-            .starts_with(b"\x89PNG")
-    );
+    assert!(std::fs::read(eight_steps().join("run/curves.png")).unwrap().starts_with(b"\x89PNG"));
 }
 
 #[test]
@@ -147,12 +124,8 @@ fn pretrain_loss_falls_on_a_learnable_sequence() {
 fn pretrain_writes_periodic_and_final_checkpoints_with_trainer_state() {
     let out = eight_steps().join("run");
     for dir in ["checkpoint-4", "final"] {
-        for f in [
-            "config.json",
-            "model.safetensors",
-            "trainer_state.json",
-            "optimizer.safetensors",
-        ] {
+        for f in ["config.json", "model.safetensors", "trainer_state.json", "optimizer.safetensors"]
+        {
             assert!(out.join(dir).join(f).exists(), "{dir}/{f}");
         }
     }
@@ -174,11 +147,7 @@ fn a_final_checkpoint_initializes_a_new_run() {
     let tmp = tempfile::tempdir().unwrap();
     let d2 = tmp.path();
     setup(d2);
-    run_train(
-        d2,
-        &d2.join("run2"),
-        &["--init", s(&d.join("run/final")), "--steps", "1"],
-    );
+    run_train(d2, &d2.join("run2"), &["--init", s(&d.join("run/final")), "--steps", "1"]);
 }
 
 #[test]
@@ -192,18 +161,13 @@ fn resume_is_bitwise_exact() {
     run_train(d, &split, &["--stop-at", "3"]);
     assert!(split.join("checkpoint-3").exists());
     run_train(d, &split, &["--resume"]);
-    assert_eq!(
-        weights(&straight.join("final")),
-        weights(&split.join("final"))
-    );
+    assert_eq!(weights(&straight.join("final")), weights(&split.join("final")));
     let m1 = std::fs::read_to_string(straight.join("metrics.jsonl")).unwrap();
     let m2 = std::fs::read_to_string(split.join("metrics.jsonl")).unwrap();
     let losses = |m: &str| {
         m.lines()
             .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                    .as_f64()
-                    .unwrap()
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap()
             })
             .collect::<Vec<_>>()
     };
@@ -260,12 +224,8 @@ fn score_prints_per_row_logprobs() {
     assert_eq!(js["tokens"], 27);
     let mut total = 0.0;
     for row in r {
-        let lp: Vec<f64> = row["token_logprobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect();
+        let lp: Vec<f64> =
+            row["token_logprobs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
         assert_eq!(lp.len(), 9);
         assert!(lp.iter().all(|&x| x < 0.0));
         let mean = -lp.iter().sum::<f64>() / 9.0;
@@ -279,15 +239,7 @@ fn score_prints_per_row_logprobs() {
 /// `pretrain --data DATA --config CONFIG --out DIR/run` plus `extra` must fail with `needle`.
 fn pretrain_fails(d: &Path, data: &str, config: &str, extra: &[&str], needle: &str) {
     let out = d.join("run");
-    let mut args = vec![
-        "pretrain",
-        "--data",
-        data,
-        "--config",
-        config,
-        "--out",
-        s(&out),
-    ];
+    let mut args = vec!["pretrain", "--data", data, "--config", config, "--out", s(&out)];
     args.extend(extra);
     fails(&args, needle);
 }
@@ -298,13 +250,7 @@ fn a_corrupt_shard_is_rejected() {
     let d = tmp.path();
     setup(d);
     std::fs::write(d.join("junk.bin"), vec![1u8; 4096]).unwrap();
-    pretrain_fails(
-        d,
-        s(&d.join("junk.bin")),
-        "tiny",
-        &["--seq", "16"],
-        "bad magic",
-    );
+    pretrain_fails(d, s(&d.join("junk.bin")), "tiny", &["--seq", "16"], "bad magic");
 }
 
 #[test]
@@ -312,13 +258,7 @@ fn a_missing_shard_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     setup(d);
-    pretrain_fails(
-        d,
-        s(&d.join("nope.bin")),
-        "tiny",
-        &["--seq", "16"],
-        "nope.bin",
-    );
+    pretrain_fails(d, s(&d.join("nope.bin")), "tiny", &["--seq", "16"], "nope.bin");
 }
 
 #[test]
@@ -367,10 +307,7 @@ fn a_finished_run_is_not_overwritten_without_resume() {
     run_train(d, &out, &["--steps", "2"]);
     let before = weights(&out.join("final"));
     let args = train_args(d, s(&out), &[]);
-    fails(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        "--resume",
-    );
+    fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), "--resume");
     assert_eq!(before, weights(&out.join("final")));
 }
 
@@ -445,14 +382,7 @@ fn resume_with_nothing_to_resume_fails() {
     let d = tmp.path();
     setup(d);
     fails(
-        &[
-            "pretrain",
-            "--data",
-            s(&d.join("train.bin")),
-            "--out",
-            s(&d.join("empty")),
-            "--resume",
-        ],
+        &["pretrain", "--data", s(&d.join("train.bin")), "--out", s(&d.join("empty")), "--resume"],
         "no checkpoint",
     );
 }
@@ -465,10 +395,7 @@ fn resume_with_different_settings_fails() {
     let out = d.join("run");
     run_train(d, &out, &["--steps", "2"]);
     let args = train_args(d, s(&out), &["--resume", "--seed", "5"]);
-    fails(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        "exact resume needs the same",
-    );
+    fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), "exact resume needs the same");
 }
 
 #[test]
@@ -479,19 +406,7 @@ fn diverging_run_stops_with_the_step() {
     let args = train_args(
         d,
         s(&d.join("run")),
-        &[
-            "--lr",
-            "1e30",
-            "--clip",
-            "0",
-            "--warmup",
-            "0",
-            "--schedule",
-            "constant",
-        ],
+        &["--lr", "1e30", "--clip", "0", "--warmup", "0", "--schedule", "constant"],
     );
-    fails(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        "the loss is",
-    );
+    fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), "the loss is");
 }

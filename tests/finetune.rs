@@ -10,13 +10,7 @@ fn write_vocab(dir: &Path) {
     common::write_letter_vocab(
         dir,
         &['.', ','],
-        &[
-            ("g", "o"),
-            ("go", "o"),
-            ("goo", "d</w>"),
-            ("b", "a"),
-            ("ba", "d</w>"),
-        ],
+        &[("g", "o"), ("go", "o"), ("goo", "d</w>"), ("b", "a"), ("ba", "d</w>")],
     );
 }
 
@@ -127,15 +121,9 @@ fn trained() -> &'static Trained {
             &dir,
             "SST-2",
             &out,
-            &[
-                "--epochs", "15", "--batch", "8", "--lr", "2e-3", "--aux-lm", "0", "--quiet",
-            ],
+            &["--epochs", "15", "--batch", "8", "--lr", "2e-3", "--aux-lm", "0", "--quiet"],
         );
-        Trained {
-            summary: serde_json::from_str(&js).unwrap(),
-            dir,
-            out,
-        }
+        Trained { summary: serde_json::from_str(&js).unwrap(), dir, out }
     })
 }
 
@@ -185,11 +173,7 @@ fn finetune_evaluates_dev_once_per_epoch() {
 
 #[test]
 fn finetune_draws_the_curves_at_the_end() {
-    assert!(
-        std::fs::read(trained().out.join("curves.png"))
-            .unwrap()
-            .starts_with(b"\x89PNG")
-    );
+    assert!(std::fs::read(trained().out.join("curves.png")).unwrap().starts_with(b"\x89PNG"));
 }
 
 #[test]
@@ -213,12 +197,7 @@ fn three_step_run() -> String {
     let tmp = own_setup();
     let d = tmp.path();
     let out = d.join("run2");
-    from_scratch(
-        d,
-        "sst2",
-        &out,
-        &["--max-steps", "3", "--batch", "8", "--quiet"],
-    );
+    from_scratch(d, "sst2", &out, &["--max-steps", "3", "--batch", "8", "--quiet"]);
     std::fs::read_to_string(out.join("metrics.jsonl")).unwrap()
 }
 
@@ -246,15 +225,7 @@ fn eval_every_evaluates_dev_at_its_multiples_and_the_last_step() {
         d,
         "sst2",
         &out3,
-        &[
-            "--max-steps",
-            "5",
-            "--batch",
-            "8",
-            "--eval-every",
-            "2",
-            "--quiet",
-        ],
+        &["--max-steps", "5", "--batch", "8", "--eval-every", "2", "--quiet"],
     ))
     .unwrap();
     let m3 = std::fs::read_to_string(out3.join("metrics.jsonl")).unwrap();
@@ -265,10 +236,7 @@ fn eval_every_evaluates_dev_at_its_multiples_and_the_last_step() {
         .map(|v| v["step"].as_u64().unwrap())
         .collect();
     assert_eq!(dev_steps, [2, 4, 5], "{m3}");
-    assert!(
-        [2, 4, 5].contains(&js3["best_step"].as_u64().unwrap()),
-        "{js3}"
-    );
+    assert!([2, 4, 5].contains(&js3["best_step"].as_u64().unwrap()), "{js3}");
 }
 
 #[test]
@@ -295,20 +263,11 @@ fn evaluate_refuses_a_task_the_model_was_not_finetuned_on() {
 fn predict_writes_a_label_per_dev_example() {
     let tmp = tempfile::tempdir().unwrap();
     let pred = tmp.path().join("pred.tsv");
-    let args = on_best(
-        "predict",
-        &trained().dir,
-        &["--split", "dev", "--out", s(&pred)],
-    );
+    let args = on_best("predict", &trained().dir, &["--split", "dev", "--out", s(&pred)]);
     ok(&strs(&args));
     let p = std::fs::read_to_string(&pred).unwrap();
     assert_eq!(p.lines().count(), 5);
-    assert!(
-        p.lines()
-            .skip(1)
-            .all(|l| l.ends_with("\t0") || l.ends_with("\t1")),
-        "{p}"
-    );
+    assert!(p.lines().skip(1).all(|l| l.ends_with("\t0") || l.ends_with("\t1")), "{p}");
 }
 
 #[test]
@@ -345,10 +304,7 @@ fn evaluate_rejects_a_zero_batch() {
 fn finetune_rejects_an_unknown_task() {
     let tmp = own_setup();
     let d = tmp.path();
-    fails(
-        &strs(&scratch_args(d, "nope", &d.join("run"), &[])),
-        "unknown task",
-    );
+    fails(&strs(&scratch_args(d, "nope", &d.join("run"), &[])), "unknown task");
 }
 
 #[test]
@@ -372,10 +328,7 @@ fn with_unlabelled_test() -> tempfile::TempDir {
 fn evaluate_of_an_unlabelled_test_file_says_it_has_no_labels() {
     // GLUE's test files carry no labels.
     let tmp = with_unlabelled_test();
-    fails(
-        &strs(&on_best("evaluate", tmp.path(), &["--split", "test"])),
-        "has no labels",
-    );
+    fails(&strs(&on_best("evaluate", tmp.path(), &["--split", "test"])), "has no labels");
 }
 
 #[test]
@@ -391,21 +344,15 @@ fn predict_writes_a_row_per_unlabelled_test_example() {
 /// A data directory of the test's own whose dev file has an unknown label on line 2.
 fn with_broken_dev() -> tempfile::TempDir {
     let tmp = own_setup();
-    std::fs::write(
-        tmp.path().join("dev.tsv"),
-        "sentence\tlabel\nthe cat was good .\tmaybe\n",
-    )
-    .unwrap();
+    std::fs::write(tmp.path().join("dev.tsv"), "sentence\tlabel\nthe cat was good .\tmaybe\n")
+        .unwrap();
     tmp
 }
 
 #[test]
 fn evaluate_names_the_line_of_an_unknown_label() {
     let tmp = with_broken_dev();
-    fails(
-        &strs(&on_best("evaluate", tmp.path(), &[])),
-        "line 2: unknown label",
-    );
+    fails(&strs(&on_best("evaluate", tmp.path(), &[])), "line 2: unknown label");
 }
 
 #[test]
@@ -450,16 +397,8 @@ fn an_earlier_runs_directory_is_never_overwritten() {
 }
 
 /// The multiple-choice task's columns in the custom-task tests.
-const MC_COLUMNS: [&str; 8] = [
-    "--type",
-    "choice",
-    "--text-a",
-    "story",
-    "--choices",
-    "a,b",
-    "--label",
-    "answer",
-];
+const MC_COLUMNS: [&str; 8] =
+    ["--type", "choice", "--text-a", "story", "--choices", "a,b", "--label", "answer"];
 
 /// The vocabulary and config in a directory of the test's own (no task files).
 fn custom_setup() -> tempfile::TempDir {
@@ -491,11 +430,8 @@ fn custom_args(d: &Path, extra: &[&str]) -> Vec<String> {
 fn csv_run(d: &Path) -> (PathBuf, PathBuf) {
     let csv = d.join("csv");
     std::fs::create_dir_all(&csv).unwrap();
-    std::fs::write(
-        csv.join("train.csv"),
-        "review,stars\n\"good, good\",pos\nbad,neg\ngood,pos\n",
-    )
-    .unwrap();
+    std::fs::write(csv.join("train.csv"), "review,stars\n\"good, good\",pos\nbad,neg\ngood,pos\n")
+        .unwrap();
     std::fs::write(csv.join("dev.csv"), "review,stars\ngood,pos\nbad,neg\n").unwrap();
     let out = d.join("run_csv");
     ok(&strs(&custom_args(
@@ -631,10 +567,7 @@ fn custom_choice_label_that_is_no_candidate_is_explained() {
     let out = d.join("run_mc");
     let mut extra = MC_COLUMNS.to_vec();
     extra.extend(["--data", s(&mc), "--out", s(&out), "--max-steps", "1"]);
-    fails(
-        &strs(&custom_args(d, &extra)),
-        "train.jsonl: line 1: label \"zzz\" is neither",
-    );
+    fails(&strs(&custom_args(d, &extra)), "train.jsonl: line 1: label \"zzz\" is neither");
 }
 
 /// The same seed gives the same fine-tuned bytes and the same per-step losses for 1 and 3
@@ -665,11 +598,7 @@ fn finetuning_is_bitwise_identical_for_any_thread_count() {
             ],
         );
         let read = |f: &str| std::fs::read(out.join(f)).unwrap();
-        (
-            read("metrics.jsonl"),
-            read("best/model.safetensors"),
-            read("best/head.safetensors"),
-        )
+        (read("metrics.jsonl"), read("best/model.safetensors"), read("best/head.safetensors"))
     };
     let one = run("1");
     let three = run("3");

@@ -64,17 +64,15 @@ fn model_gradients_match_finite_differences_with_dropout() {
 }
 
 fn train_steps(threads: usize) -> Vec<f32> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
         let c = small_config(0.1);
         let mut tr = Trainer::new(Gpt::init(c, 5), 2, 16, 0.01);
         for s in 0..3u64 {
             let ids = tokens(4 * 16, 50, 10 + s);
             let tg = tokens(4 * 16, 50, 20 + s);
-            tr.step(&ids, &tg, 16, &[], 1e-3, 1.0, StepKey::PerMicroBatch(derive(9, s)), s).unwrap();
+            tr.step(&ids, &tg, 16, &[], 1e-3, 1.0, StepKey::PerMicroBatch(derive(9, s)), s)
+                .unwrap();
         }
         tr.model.params
     })
@@ -86,9 +84,7 @@ fn training_is_bitwise_identical_for_any_thread_count() {
     for t in [2, 3] {
         let other = train_steps(t);
         assert!(
-            one.iter()
-                .zip(&other)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            one.iter().zip(&other).all(|(a, b)| a.to_bits() == b.to_bits()),
             "{t} threads differ"
         );
     }
@@ -201,10 +197,7 @@ fn forward_rows_matches_the_full_forward_pass() {
         for (i, &r) in rows.iter().enumerate() {
             for k in 0..d {
                 let (a, e) = (got[i * d + k], full[r * d + k]);
-                assert!(
-                    (a - e).abs() < 2e-5,
-                    "layers {n_layer} row {r} dim {k}: {a} vs {e}"
-                );
+                assert!((a - e).abs() < 2e-5, "layers {n_layer} row {r} dim {k}: {a} vs {e}");
             }
         }
         let one = rayon::ThreadPoolBuilder::new()

@@ -20,27 +20,19 @@ struct Ref {
 
 impl Ref {
     fn load() -> Self {
-        Ref {
-            bytes: std::fs::read(fixtures().join("hf_tiny_ref.safetensors")).unwrap(),
-        }
+        Ref { bytes: std::fs::read(fixtures().join("hf_tiny_ref.safetensors")).unwrap() }
     }
     fn f32(&self, name: &str) -> Vec<f32> {
         let st = SafeTensors::deserialize(&self.bytes).unwrap();
         let v = st.tensor(name).unwrap_or_else(|_| panic!("{name}"));
-        v.data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect()
+        v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
     }
     fn ids(&self) -> (Vec<usize>, Vec<i64>) {
         let st = SafeTensors::deserialize(&self.bytes).unwrap();
         let v = st.tensor("ids").unwrap();
         (
             v.shape().to_vec(),
-            v.data()
-                .chunks_exact(8)
-                .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-                .collect(),
+            v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(),
         )
     }
 }
@@ -49,10 +41,7 @@ impl Ref {
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
-    a.iter()
-        .zip(b)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
-        / scale
+    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
 fn batch(r: &Ref) -> (usize, usize, Vec<u32>, Vec<u32>) {
@@ -107,28 +96,14 @@ fn adamw_trajectory_matches_torch() {
         let i = step as usize;
         let le = (s.loss as f32 - want_loss[i]).abs() / want_loss[i];
         let ne = (s.grad_norm - want_norm[i]).abs() / want_norm[i];
-        assert!(
-            le < 1e-4,
-            "step {step}: loss {} vs {} ",
-            s.loss,
-            want_loss[i]
-        );
-        assert!(
-            ne < 1e-4,
-            "step {step}: grad norm {} vs {}",
-            s.grad_norm,
-            want_norm[i]
-        );
+        assert!(le < 1e-4, "step {step}: loss {} vs {} ", s.loss, want_loss[i]);
+        assert!(ne < 1e-4, "step {step}: grad norm {} vs {}", s.grad_norm, want_norm[i]);
     }
     for tinfo in layout(&tr.model.config) {
         let want = r.f32(&format!("final.transformer.{}", tinfo.name));
         let got = &tr.model.params[tinfo.range()];
         let e = rel_err(got, &want);
-        assert!(
-            e < 1e-4,
-            "weights of {} after 10 steps: rel err {e}",
-            tinfo.name
-        );
+        assert!(e < 1e-4, "weights of {} after 10 steps: rel err {e}", tinfo.name);
     }
 }
 
@@ -185,7 +160,8 @@ fn finetuning_objective_and_gradients_match_double_heads() {
     assert!((mc - f32s("mc_loss")[0] as f64).abs() < 1e-5, "mc loss {mc}");
     assert!((l.lm_loss - f32s("lm_loss")[0] as f64).abs() < 1e-5, "lm loss {}", l.lm_loss);
     for tinfo in layout(&tr.model.config) {
-        let e = rel_err(&tr.grads[tinfo.range()], &f32s(&format!("grad.transformer.{}", tinfo.name)));
+        let e =
+            rel_err(&tr.grads[tinfo.range()], &f32s(&format!("grad.transformer.{}", tinfo.name)));
         assert!(e < 1e-4, "gradient of {}: rel err {e}", tinfo.name);
     }
     let hg = tr.head_grad().unwrap();

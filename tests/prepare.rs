@@ -33,29 +33,13 @@ fn tokenize_and_detokenize_round_trip() {
     write_vocab(v);
     assert_eq!(round_trip(v, "The cat, the hat."), "the cat , the hat .");
     std::fs::write(v.join("lines.txt"), "the\r\nhe said\n\n").unwrap();
-    let out = ok(&[
-        "tokenize",
-        "--tokenizer",
-        s(v),
-        "--file",
-        s(&v.join("lines.txt")),
-        "--json",
-    ]);
-    let lines: Vec<Vec<u32>> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let out = ok(&["tokenize", "--tokenizer", s(v), "--file", s(&v.join("lines.txt")), "--json"]);
+    let lines: Vec<Vec<u32>> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0], vec![59]);
     assert!(lines[2].is_empty());
-    fails(
-        &["detokenize", "--tokenizer", s(v), "--ids", "1", "x"],
-        "not a token id",
-    );
-    fails(
-        &["detokenize", "--tokenizer", s(v), "--ids", "999"],
-        "outside the vocabulary",
-    );
+    fails(&["detokenize", "--tokenizer", s(v), "--ids", "1", "x"], "not a token id");
+    fails(&["detokenize", "--tokenizer", s(v), "--ids", "999"], "outside the vocabulary");
 }
 
 /// A vocabulary and a messy corpus in `dir`, prepared into `o1` with one worker and `o2` with
@@ -96,13 +80,7 @@ fn prepared() -> &'static Prepared {
         let (o1, o2) = (d.join("o1"), d.join("o2"));
         let stats = run(s(&o1), "1");
         run(s(&o2), "2");
-        Prepared {
-            dir: d,
-            corpus,
-            o1,
-            o2,
-            stats,
-        }
+        Prepared { dir: d, corpus, o1, o2, stats }
     })
 }
 
@@ -111,21 +89,13 @@ fn prepared() -> &'static Prepared {
 fn write_messy_corpus(d: &Path) -> PathBuf {
     let corpus = d.join("corpus");
     std::fs::create_dir_all(&corpus).unwrap();
-    std::fs::write(
-        corpus.join("a.txt"),
-        b"\xEF\xBB\xBFthe cat.\r\n\r\nthe hat.\r\n",
-    )
-    .unwrap();
+    std::fs::write(corpus.join("a.txt"), b"\xEF\xBB\xBFthe cat.\r\n\r\nthe hat.\r\n").unwrap();
     std::fs::write(corpus.join("b.txt"), b"the \xFF bat.\n").unwrap();
     std::fs::write(corpus.join("c.txt"), b"").unwrap();
     let book = "licence text\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nthe story.\n\nhe ends.\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\nmore licence\n";
     std::fs::write(corpus.join("d.txt"), book).unwrap();
     for i in 0..6 {
-        std::fs::write(
-            corpus.join(format!("e{i}.txt")),
-            "the cat sat. ".repeat(50 + i),
-        )
-        .unwrap();
+        std::fs::write(corpus.join(format!("e{i}.txt")), "the cat sat. ".repeat(50 + i)).unwrap();
     }
     std::fs::write(corpus.join("notes.md"), "skip me").unwrap();
     corpus
@@ -148,12 +118,7 @@ fn prepare_counts_documents_and_invalid_utf8_and_skips_non_text_files() {
     let st = &prepared().stats;
     assert_eq!(st["documents"], 10);
     assert_eq!(st["invalid_utf8"], 1);
-    assert!(
-        st["skipped_files"][0]
-            .as_str()
-            .unwrap()
-            .ends_with("notes.md")
-    );
+    assert!(st["skipped_files"][0].as_str().unwrap().ends_with("notes.md"));
 }
 
 #[test]
@@ -176,16 +141,11 @@ fn prepare_strips_the_gutenberg_licence() {
     let p = prepared();
     let train = TokenData::open(&p.o1.join("train.bin")).unwrap();
     let val = TokenData::open(&p.o1.join("val.bin")).unwrap();
-    let all: Vec<u32> = (0..train.len())
-        .map(|i| train.get(i))
-        .chain((0..val.len()).map(|i| val.get(i)))
-        .collect();
+    let all: Vec<u32> =
+        (0..train.len()).map(|i| train.get(i)).chain((0..val.len()).map(|i| val.get(i))).collect();
     let lic = ok(&["tokenize", "--tokenizer", s(&p.dir), "--text", "licence"]);
     let lic: Vec<u32> = lic.split_whitespace().map(|x| x.parse().unwrap()).collect();
-    assert!(
-        !all.windows(lic.len()).any(|w| w == lic.as_slice()),
-        "licence text was kept"
-    );
+    assert!(!all.windows(lic.len()).any(|w| w == lic.as_slice()), "licence text was kept");
 }
 
 /// `prepare --tokenizer TOKENIZER --input INPUT --out (a fresh directory) --quiet` plus `extra`
@@ -210,12 +170,7 @@ fn prepare_fails(tokenizer: &Path, input: &Path, extra: &[&str], needle: &str) {
 #[test]
 fn strict_prepare_names_the_file_and_byte_offset_of_invalid_utf8() {
     let p = prepared();
-    prepare_fails(
-        &p.dir,
-        &p.corpus.join("b.txt"),
-        &["--strict"],
-        "invalid UTF-8 at byte 4",
-    );
+    prepare_fails(&p.dir, &p.corpus.join("b.txt"), &["--strict"], "invalid UTF-8 at byte 4");
 }
 
 #[test]
@@ -266,10 +221,7 @@ fn vocab_with_broken_merges() -> tempfile::TempDir {
 #[test]
 fn a_malformed_merges_line_is_named() {
     let tmp = vocab_with_broken_merges();
-    fails(
-        &["tokenize", "--tokenizer", s(tmp.path()), "--text", "x"],
-        "line 3",
-    );
+    fails(&["tokenize", "--tokenizer", s(tmp.path()), "--text", "x"], "line 3");
 }
 
 #[test]
@@ -293,16 +245,7 @@ fn write_training_text(dir: &Path) -> PathBuf {
 
 /// `tokenizer train --input TEXT --merges MERGES --out OUT`'s JSON summary.
 fn train_tokenizer(text: &Path, merges: &str, out: &Path) -> serde_json::Value {
-    let js = ok(&[
-        "tokenizer",
-        "train",
-        "--input",
-        s(text),
-        "--merges",
-        merges,
-        "--out",
-        s(out),
-    ]);
+    let js = ok(&["tokenizer", "train", "--input", s(text), "--merges", merges, "--out", s(out)]);
     serde_json::from_str(&js).unwrap()
 }
 
@@ -351,19 +294,10 @@ fn tokenizer_train_learns_the_requested_merges_most_frequent_first() {
 #[test]
 fn a_trained_tokenizer_makes_frequent_words_single_tokens_and_decodes_them() {
     let (o1, _) = twenty_merges();
-    let ids = ok(&[
-        "tokenize",
-        "--tokenizer",
-        s(o1),
-        "--text",
-        "The thing is there.",
-    ]);
+    let ids = ok(&["tokenize", "--tokenizer", s(o1), "--text", "The thing is there."]);
     assert!(ids.split_whitespace().count() <= 8, "{ids:?}");
     // Decoding gives the normalized text back.
-    assert_eq!(
-        round_trip(o1, "The thing is there."),
-        "the thing is there ."
-    );
+    assert_eq!(round_trip(o1, "The thing is there."), "the thing is there .");
 }
 
 #[test]
@@ -379,11 +313,8 @@ fn tokenizer_train_stops_when_no_pair_is_left_to_merge() {
 fn tokenizer_train_in_original_mode_keeps_its_pipeline() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    std::fs::write(
-        d.join("a.txt"),
-        "“Don't,” she said—it's the thing. I don't know.\n".repeat(30),
-    )
-    .unwrap();
+    std::fs::write(d.join("a.txt"), "“Don't,” she said—it's the thing. I don't know.\n".repeat(30))
+        .unwrap();
     let out = d.join("t");
     ok(&[
         "tokenizer",
@@ -403,8 +334,5 @@ fn tokenizer_train_in_original_mode_keeps_its_pipeline() {
     assert_eq!(cfg["mode"], "original");
     // Loaded without --mode, the directory's own pipeline applies: ftfy's straight quotes and
     // spaCy's contraction split.
-    assert_eq!(
-        round_trip(&out, "“I don't,” she said."),
-        "\" i do n't , \" she said ."
-    );
+    assert_eq!(round_trip(&out, "“I don't,” she said."), "\" i do n't , \" she said .");
 }

@@ -26,11 +26,7 @@ fn fixture() -> serde_json::Value {
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 fn paragraphs(text: &str) -> Vec<String> {
@@ -49,11 +45,7 @@ fn hf_mode_matches_transformers_on_hard_strings() {
     assert_eq!(tok.special_id("_classify_"), Some(40_480));
     for case in fixture()["hard"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        assert_eq!(
-            tok.encode(text).unwrap(),
-            ids(&case["ids"]),
-            "text {text:?}"
-        );
+        assert_eq!(tok.encode(text).unwrap(), ids(&case["ids"]), "text {text:?}");
     }
 }
 
@@ -89,12 +81,7 @@ fn decode_inverts_encode_up_to_normalization() {
         tok.decode(&ids).unwrap(),
         "the quick brown fox , it said , jumped over 12 lazy dogs ."
     );
-    assert!(
-        tok.decode(&[1, 99_999])
-            .unwrap_err()
-            .to_string()
-            .contains("outside the vocabulary")
-    );
+    assert!(tok.decode(&[1, 99_999]).unwrap_err().to_string().contains("outside the vocabulary"));
     // Saving under HF names and loading again gives the same ids.
     let tmp = tempfile::tempdir().unwrap();
     tok.save(tmp.path()).unwrap();
@@ -127,10 +114,7 @@ fn original_parity(kind: &str) -> (usize, usize) {
         for book in fx["books"].as_array().unwrap() {
             let name = book["book"].as_str().unwrap();
             let text = std::fs::read_to_string(d.join("corpus/books").join(name)).unwrap();
-            for (p, want) in paragraphs(&text)
-                .iter()
-                .zip(book["ids"].as_array().unwrap())
-            {
+            for (p, want) in paragraphs(&text).iter().zip(book["ids"].as_array().unwrap()) {
                 total += 1;
                 let got = tok.encode(p).unwrap();
                 if got == ids(want) {
@@ -188,11 +172,7 @@ fn original_mode_matches_python_on_every_tenth_paragraph_of_all_books() {
         let name = book["book"].as_str().unwrap();
         let text = std::fs::read_to_string(d.join("corpus/books").join(name)).unwrap();
         let paras = paragraphs(&text);
-        for (p, want) in paras
-            .iter()
-            .step_by(10)
-            .zip(book["hashes"].as_array().unwrap())
-        {
+        for (p, want) in paras.iter().step_by(10).zip(book["hashes"].as_array().unwrap()) {
             total += 1;
             if format!("{:016x}", fnv(&tok.encode(p).unwrap())) == want.as_str().unwrap() {
                 same += 1;
@@ -211,28 +191,18 @@ fn original_mode_round_trip_gives_the_normalized_tokens() {
     use gpt1::text::original::{Spacy, fix_text, text_standardize};
     let Some(d) = data_dir() else { return };
     let tok = Tokenizer::load(&d.join("gpt1-bpe"), None).unwrap();
-    assert_eq!(
-        tok.mode,
-        Mode::Original,
-        "GPT-1's vocabulary defaults to the original pipeline"
-    );
+    assert_eq!(tok.mode, Mode::Original, "GPT-1's vocabulary defaults to the original pipeline");
     let spacy = Spacy::english();
     for text in [
         "“Don't,” she said—quietly… It's 5 o'clock.",
         "Mr. Smith's e-mail: a@b.com (really!)\n\nNew paragraph.",
     ] {
         let clean = text_standardize(&fix_text(text));
-        let want: Vec<String> = spacy
-            .tokenize(&clean)
-            .iter()
-            .map(|t| t.to_lowercase())
-            .collect();
+        let want: Vec<String> = spacy.tokenize(&clean).iter().map(|t| t.to_lowercase()).collect();
         let got = tok.decode(&tok.encode(text).unwrap()).unwrap();
         assert_eq!(
             got.split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>(),
-            want.iter()
-                .map(|s| s.trim_end_matches(' '))
-                .collect::<Vec<_>>(),
+            want.iter().map(|s| s.trim_end_matches(' ')).collect::<Vec<_>>(),
             "{text:?}"
         );
     }
@@ -243,25 +213,15 @@ fn pipeline_stages_are_exposed_for_both_modes() {
     let Some(d) = data_dir() else { return };
     let text = "“Don't,” she said—quietly… café";
     let orig = Tokenizer::load(&d.join("gpt1-bpe"), Mode::Original).unwrap();
-    assert_eq!(
-        orig.normalize(text).unwrap(),
-        "\" Don't , \" she said - quietly... café"
-    );
+    assert_eq!(orig.normalize(text).unwrap(), "\" Don't , \" she said - quietly... café");
     assert_eq!(
         orig.words(text).unwrap(),
-        [
-            "\"", "do", "n't", ",", "\"", "she", "said", "-", "quietly", "...", "café"
-        ]
+        ["\"", "do", "n't", ",", "\"", "she", "said", "-", "quietly", "...", "café"]
     );
     let hf = Tokenizer::load(&d.join("gpt1-bpe"), Mode::Hf).unwrap();
-    assert_eq!(
-        hf.normalize(text).unwrap(),
-        "“don't,” she said—quietly… cafe"
-    );
+    assert_eq!(hf.normalize(text).unwrap(), "“don't,” she said—quietly… cafe");
     assert_eq!(
         hf.words(text).unwrap(),
-        [
-            "“", "don", "'", "t", ",", "”", "she", "said", "—", "quietly", "…", "cafe"
-        ]
+        ["“", "don", "'", "t", ",", "”", "she", "said", "—", "quietly", "…", "cafe"]
     );
 }

@@ -73,7 +73,10 @@ impl Backend for Cpu {
     }
     fn scatter_add_rows(&self, x: &mut [f32], rows: &[usize], src: &[f32], d: usize) {
         for (i, &r) in rows.iter().enumerate() {
-            x[r * d..(r + 1) * d].iter_mut().zip(&src[i * d..(i + 1) * d]).for_each(|(x, s)| *x += s);
+            x[r * d..(r + 1) * d]
+                .iter_mut()
+                .zip(&src[i * d..(i + 1) * d])
+                .for_each(|(x, s)| *x += s);
         }
     }
     fn copy_rows(&self, dst: &mut [f32], src: &[f32], rows: &[usize], d: usize) {
@@ -87,10 +90,26 @@ impl Backend for Cpu {
         }
     }
 
-    fn encoder_forward(&self, out: &mut [f32], ids: &[u32], wte: &[f32], wpe: &[f32], t: usize, d: usize) {
+    fn encoder_forward(
+        &self,
+        out: &mut [f32],
+        ids: &[u32],
+        wte: &[f32],
+        wpe: &[f32],
+        t: usize,
+        d: usize,
+    ) {
         embedding::forward(out, ids, wte, wpe, t, d);
     }
-    fn encoder_backward(&self, dwte: &mut [f32], dwpe: &mut [f32], dout: &[f32], ids: &[u32], t: usize, d: usize) {
+    fn encoder_backward(
+        &self,
+        dwte: &mut [f32],
+        dwpe: &mut [f32],
+        dout: &[f32],
+        ids: &[u32],
+        t: usize,
+        d: usize,
+    ) {
         embedding::backward(dwte, dwpe, dout, ids, t, d);
     }
     fn dropout(&self, x: &mut [f32], drop: Dropout) {
@@ -116,7 +135,16 @@ impl Backend for Cpu {
     ) {
         matmul(c, mat(a, a_t, m, k), mat(b, b_t, k, n), m, n, k, acc);
     }
-    fn matmul_forward(&self, out: &mut [f32], x: &[f32], w: &[f32], bias: &[f32], rows: usize, k: usize, n: usize) {
+    fn matmul_forward(
+        &self,
+        out: &mut [f32],
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        rows: usize,
+        k: usize,
+        n: usize,
+    ) {
         let out = &mut out[..rows * n];
         out.par_chunks_mut(n).for_each(|r| r.copy_from_slice(bias));
         matmul(out, Mat::rows(x, k), Mat::rows(w, n), rows, n, k, true);
@@ -171,7 +199,15 @@ impl Backend for Cpu {
     fn gelu_backward(&self, dx: &mut [f32], x: &[f32]) {
         gelu::backward_inplace(dx, x);
     }
-    fn attention_forward(&self, y: &mut [f32], att: &mut [f32], scratch: &mut [f32], qkv: &[f32], s: Dims, drop: Dropout) {
+    fn attention_forward(
+        &self,
+        y: &mut [f32],
+        att: &mut [f32],
+        scratch: &mut [f32],
+        qkv: &[f32],
+        s: Dims,
+        drop: Dropout,
+    ) {
         attention::forward(y, att, scratch, qkv, s, drop);
     }
     fn attention_rows(&self, y: &mut [f32], qkv: &[f32], s: Dims, rows: &[usize]) {
@@ -202,7 +238,15 @@ impl Backend for Cpu {
     ) -> f64 {
         crossentropy::forward_backward(dh, dwte, logits, h, wte, targets, d, scale)
     }
-    fn logprobs(&self, out: &mut [f32], logits: &mut [f32], h: &[f32], wte: &[f32], targets: &[u32], d: usize) {
+    fn logprobs(
+        &self,
+        out: &mut [f32],
+        logits: &mut [f32],
+        h: &[f32],
+        wte: &[f32],
+        targets: &[u32],
+        d: usize,
+    ) {
         crossentropy::logprobs(out, logits, h, wte, targets, d);
     }
 

@@ -24,7 +24,7 @@ use crate::kernels::dropout::Dropout;
 use std::borrow::Cow;
 
 /// An owned buffer of f32 values in a backend's memory.
-pub trait DeviceBuf<B: Backend + ?Sized>: Send + Sync {
+pub trait DeviceBuf<B: Backend>: Send + Sync {
     /// The whole buffer, read-only.
     fn r(&self) -> B::Ref<'_>;
     /// The whole buffer, writable.
@@ -120,7 +120,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// `x *= mask / (1 - p)` (forward and backward alike).
     fn dropout(&self, x: Self::Mut<'_>, drop: Dropout);
     /// `out = x + dropout(a)`, the residual connection.
-    fn residual_forward(&self, out: Self::Mut<'_>, x: Self::Ref<'_>, a: Self::Ref<'_>, drop: Dropout);
+    fn residual_forward(
+        &self,
+        out: Self::Mut<'_>,
+        x: Self::Ref<'_>,
+        a: Self::Ref<'_>,
+        drop: Dropout,
+    );
     /// `out = dropout'(g)`: the gradient reaching a residual's dropped branch.
     fn residual_backward(&self, out: Self::Mut<'_>, g: Self::Ref<'_>, drop: Dropout);
     /// `c[m, n] (+)= op(a) · op(b)`, row-major operands, `op` the transpose where asked.

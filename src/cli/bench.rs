@@ -44,10 +44,7 @@ fn checked(a: &TrainArgs) -> Result<Config> {
         a.seq,
         config.n_positions
     );
-    ensure!(
-        a.steps > 0 && a.batch > 0 && a.seq > 0,
-        "--steps, --batch and --seq must be positive"
-    );
+    ensure!(a.steps > 0 && a.batch > 0 && a.seq > 0, "--steps, --batch and --seq must be positive");
     Ok(config)
 }
 
@@ -55,7 +52,15 @@ pub fn run(c: Command) -> Result<()> {
     match c {
         Command::Train(a) => {
             let config = checked(&a)?;
-            let r = gpt1::bench::train(&a.config, config, a.batch, a.seq, a.steps, a.warmup, a.peak_gflops);
+            let r = gpt1::bench::train(
+                &a.config,
+                config,
+                a.batch,
+                a.seq,
+                a.steps,
+                a.warmup,
+                a.peak_gflops,
+            );
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

@@ -4,11 +4,11 @@ use anyhow::{Context, Result, bail};
 use gpt1::data::tasks::{self, Custom, Shape, TaskDef, custom_task, task};
 use gpt1::model::checkpoint::load_model;
 use gpt1::model::{Config, Gpt};
-use gpt1::text::Tokenizer;
 use gpt1::tasks::checkpoint::{Finetuned, load_finetuned};
 use gpt1::tasks::evaluate::{evaluate, predict_to_file};
 use gpt1::tasks::stats::split_stats;
-use gpt1::train::finetune::{FinetuneOptions, finetune};
+use gpt1::text::Tokenizer;
+use gpt1::train::finetune::{FINETUNE, FinetuneOptions, finetune};
 use std::path::PathBuf;
 
 /// The columns of a user's own task (`--task custom`).
@@ -78,29 +78,35 @@ pub struct FinetuneArgs {
     model: Option<PathBuf>,
     #[command(flatten)]
     task: TaskArgs,
+    /// Run directory: metrics.jsonl, curves.png, best/ (the best dev checkpoint).
     #[arg(long)]
     out: PathBuf,
     /// Tokenizer directory (default: the model directory's own vocabulary files).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    #[arg(long, default_value_t = 3)]
+    /// Passes over the training split.
+    #[arg(long, default_value_t = FINETUNE.epochs)]
     epochs: usize,
-    #[arg(long, default_value_t = 32)]
+    /// Examples per update (per evaluation pass for evaluate and predict).
+    #[arg(long, default_value_t = FINETUNE.batch)]
     batch: usize,
-    #[arg(long, default_value_t = 6.25e-5)]
+    /// Peak learning rate (linear warm-up over 0.2 % of the updates, then linear decay).
+    #[arg(long, default_value_t = FINETUNE.lr)]
     lr: f32,
     /// λ of the auxiliary language-model loss (0 disables it).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = FINETUNE.aux_lm)]
     aux_lm: f32,
     /// Context length for the task's inputs (default: the model's).
     #[arg(long)]
     max_len: Option<usize>,
-    #[arg(long, default_value_t = 0)]
+    /// Seed of the head, the batch order and the dropout masks.
+    #[arg(long, default_value_t = FINETUNE.seed)]
     seed: u64,
+    /// Stop after this many updates (a dev evaluation at the end).
     #[arg(long)]
     max_steps: Option<u64>,
     /// Also evaluate dev every N updates (keeping the best checkpoint); default: each epoch's end.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = FINETUNE.eval_every)]
     eval_every: u64,
     /// Train the same architecture from random initialisation (the "no pre-training" ablation).
     #[arg(long, requires = "config")]
@@ -111,8 +117,10 @@ pub struct FinetuneArgs {
     /// Keep the embeddings and the first K pre-trained blocks, re-initialise the rest.
     #[arg(long)]
     transfer_layers: Option<usize>,
+    /// Skip (and count) malformed rows of the task files instead of stopping.
     #[arg(long)]
     skip_bad_rows: bool,
+    /// No progress bar.
     #[arg(long)]
     quiet: bool,
 }
@@ -129,7 +137,8 @@ pub struct EvaluateArgs {
     data: PathBuf,
     #[arg(long, default_value = "dev")]
     split: String,
-    #[arg(long, default_value_t = 32)]
+    /// Examples per update (per evaluation pass for evaluate and predict).
+    #[arg(long, default_value_t = FINETUNE.batch)]
     batch: usize,
     #[arg(long)]
     skip_bad_rows: bool,
@@ -149,7 +158,8 @@ pub struct PredictArgs {
     data: PathBuf,
     #[arg(long, default_value = "test")]
     split: String,
-    #[arg(long, default_value_t = 32)]
+    /// Examples per update (per evaluation pass for evaluate and predict).
+    #[arg(long, default_value_t = FINETUNE.batch)]
     batch: usize,
     /// Output TSV (index, prediction).
     #[arg(long)]
@@ -237,10 +247,7 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
         c.vocab_size = tok.vocab_size();
         Gpt::init(c, a.seed)
     } else {
-        let dir = a
-            .model
-            .as_ref()
-            .context("--model CKPT_DIR is needed unless --from-scratch")?;
+        let dir = a.model.as_ref().context("--model CKPT_DIR is needed unless --from-scratch")?;
         load_model(dir).with_context(|| format!("loading {}", dir.display()))?
     };
     let mut model = model;
@@ -282,18 +289,8 @@ pub fn run_evaluate(a: EvaluateArgs) -> Result<()> {
         });
         println!("{js}");
     } else {
-        let all: Vec<String> = ev
-            .metrics()
-            .iter()
-            .map(|(k, v)| format!("{k} {v:.4}"))
-            .collect();
-        println!(
-            "{} {}: {} examples, {}",
-            ft.task.name,
-            a.split,
-            ev.examples,
-            all.join(", ")
-        );
+        let all: Vec<String> = ev.metrics().iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        println!("{} {}: {} examples, {}", ft.task.name, a.split, ev.examples, all.join(", "));
     }
     Ok(())
 }

@@ -23,13 +23,8 @@ pub fn run(a: Args) -> Result<()> {
     };
     let out = a.out.unwrap_or(default_out);
     let title = a.title.unwrap_or_else(|| {
-        let dir = if a.run.is_dir() {
-            a.run.as_path()
-        } else {
-            a.run.parent().unwrap_or(&a.run)
-        };
-        dir.file_name()
-            .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned())
+        let dir = if a.run.is_dir() { a.run.as_path() } else { a.run.parent().unwrap_or(&a.run) };
+        dir.file_name().map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned())
     });
     gpt1::plot::curves(&metrics, &out, &title)
         .with_context(|| format!("plotting {}", metrics.display()))?;

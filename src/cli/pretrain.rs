@@ -1,6 +1,7 @@
 use anyhow::{Context, Result};
 use gpt1::data::Sampling;
 use gpt1::model::Config;
+use gpt1::train::pretrain::PRETRAIN;
 use gpt1::train::{ModelSource, PretrainOptions, Schedule, pretrain};
 use std::path::PathBuf;
 
@@ -21,39 +22,47 @@ pub struct Args {
     /// Run directory: metrics.jsonl, checkpoint-STEP/, final/.
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, default_value_t = 64)]
+    /// Sequences per optimizer step.
+    #[arg(long, default_value_t = PRETRAIN.batch)]
     batch: usize,
-    #[arg(long, default_value_t = 512)]
+    /// Tokens per sequence (at most the model's n_positions).
+    #[arg(long, default_value_t = PRETRAIN.seq)]
     seq: usize,
     /// Sequences per forward/backward pass (gradients accumulate to --batch).
     #[arg(long)]
     micro_batch: Option<usize>,
     /// Total optimizer steps of the run.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = PRETRAIN.steps)]
     steps: u64,
-    #[arg(long, default_value_t = 2.5e-4)]
+    /// Peak learning rate.
+    #[arg(long, default_value_t = PRETRAIN.lr)]
     lr: f32,
-    #[arg(long, default_value_t = 2000)]
+    /// Linear warm-up steps.
+    #[arg(long, default_value_t = PRETRAIN.warmup)]
     warmup: u64,
-    #[arg(long, value_enum, default_value = "warmup-cosine")]
+    /// Learning-rate schedule after the warm-up.
+    #[arg(long, value_enum, default_value_t = PRETRAIN.schedule)]
     schedule: Schedule,
-    #[arg(long, default_value_t = 0.01)]
+    /// Decoupled weight decay on matrices and embeddings (scaled by the learning rate).
+    #[arg(long, default_value_t = PRETRAIN.weight_decay)]
     weight_decay: f32,
     /// Global gradient-norm clipping (0 disables).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = PRETRAIN.clip)]
     clip: f32,
     /// Overrides the config's embedding, attention and residual dropout.
     #[arg(long)]
     dropout: Option<f32>,
-    #[arg(long, default_value_t = 0)]
+    /// Seed of the initial weights, the data order and the dropout masks.
+    #[arg(long, default_value_t = PRETRAIN.seed)]
     seed: u64,
-    #[arg(long, value_enum, default_value = "random")]
+    /// Random windows (the paper) or windows in order.
+    #[arg(long, value_enum, default_value_t = PRETRAIN.sampling)]
     sampling: Sampling,
     /// Evaluate on --val every K steps (0: only at the end).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = PRETRAIN.eval_every)]
     eval_every: u64,
     /// Save RUN_DIR/checkpoint-STEP every K steps (0: only final/).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = PRETRAIN.save_every)]
     save_every: u64,
     /// Continue from the latest checkpoint in --out up to --steps.
     #[arg(long)]
@@ -62,7 +71,7 @@ pub struct Args {
     #[arg(long)]
     stop_at: Option<u64>,
     /// Validation windows evaluated each time.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = PRETRAIN.val_windows)]
     val_windows: usize,
     /// No progress bar.
     #[arg(long)]

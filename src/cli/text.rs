@@ -133,9 +133,7 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
             let line = line.with_context(|| format!("reading {}", p.display()))?;
             let text = String::from_utf8_lossy(&line);
             let text = text.strip_suffix('\r').unwrap_or(&text);
-            let ids = tok
-                .encode(text)
-                .with_context(|| format!("{}:{}", p.display(), i + 1))?;
+            let ids = tok.encode(text).with_context(|| format!("{}:{}", p.display(), i + 1))?;
             print_ids(&mut out, &ids, a.json)?;
         }
     }
@@ -174,10 +172,7 @@ pub fn prepare_cmd(a: PrepareArgs) -> Result<()> {
     let stats = match a.workers {
         Some(n) => {
             anyhow::ensure!(n > 0, "--workers must be at least 1");
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()?
-                .install(run)?
+            rayon::ThreadPoolBuilder::new().num_threads(n).build()?.install(run)?
         }
         None => run()?,
     };

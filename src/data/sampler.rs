@@ -40,10 +40,7 @@ impl<'a> Sampler<'a> {
             None if data.len() < t + 1 => {
                 return Err(Error::invalid(
                     &data.path,
-                    format!(
-                        "{} tokens are fewer than one window of --seq {t} + 1",
-                        data.len()
-                    ),
+                    format!("{} tokens are fewer than one window of --seq {t} + 1", data.len()),
                 ));
             }
             _ => {}
@@ -71,15 +68,15 @@ impl<'a> Sampler<'a> {
     pub fn starts(&self, seed: u64, step: u64, b: usize) -> Vec<usize> {
         let n = self.windows();
         match self.kind {
-            Sampling::Sequential => (0..b)
-                .map(|j| self.window_start((step as usize * b + j) % n))
-                .collect(),
+            Sampling::Sequential => {
+                (0..b).map(|j| self.window_start((step as usize * b + j) % n)).collect()
+            }
             Sampling::Random => {
                 let mut rng = Rng::new(derive(seed, step));
                 match self.data.rows {
-                    Some((rows, _)) => (0..b)
-                        .map(|_| self.window_start(rng.below(rows as u64) as usize))
-                        .collect(),
+                    Some((rows, _)) => {
+                        (0..b).map(|_| self.window_start(rng.below(rows as u64) as usize)).collect()
+                    }
                     None => {
                         let span = (self.data.len() - self.t) as u64;
                         (0..b).map(|_| rng.below(span) as usize).collect()

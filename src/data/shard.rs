@@ -64,11 +64,7 @@ impl TokenData {
         // SAFETY: the map is read-only; a file truncated underneath us is the caller's problem,
         // as for any memory-mapped reader.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        if map.starts_with(b"\x93NUMPY") {
-            Self::npy(path, map)
-        } else {
-            Self::bin(path, map)
-        }
+        if map.starts_with(b"\x93NUMPY") { Self::npy(path, map) } else { Self::bin(path, map) }
     }
 
     fn bin(path: &Path, map: Mmap) -> Result<Self> {
@@ -86,9 +82,7 @@ impl TokenData {
             (MAGIC_U16, VERSION_U16) => Dtype::U16,
             (MAGIC_U32, VERSION_U32) => Dtype::U32,
             (MAGIC_U16, _) | (MAGIC_U32, _) => {
-                return Err(bad(format!(
-                    "unsupported shard version {version} for magic {magic}"
-                )));
+                return Err(bad(format!("unsupported shard version {version} for magic {magic}")));
             }
             _ => {
                 return Err(bad(format!(
@@ -107,14 +101,7 @@ impl TokenData {
                 map.len()
             )));
         }
-        Ok(TokenData {
-            path: path.into(),
-            map,
-            start: HEADER_BYTES,
-            dtype,
-            len,
-            rows: None,
-        })
+        Ok(TokenData { path: path.into(), map, start: HEADER_BYTES, dtype, len, rows: None })
     }
 
     fn npy(path: &Path, map: Mmap) -> Result<Self> {
@@ -134,10 +121,7 @@ impl TokenData {
             if map.len() < 12 {
                 return Err(bad("truncated .npy header".into()));
             }
-            (
-                u32::from_le_bytes([map[8], map[9], map[10], map[11]]) as usize,
-                12,
-            )
+            (u32::from_le_bytes([map[8], map[9], map[10], map[11]]) as usize, 12)
         };
         let start = hstart + hlen;
         if map.len() < start {
@@ -146,10 +130,7 @@ impl TokenData {
         let header = String::from_utf8_lossy(&map[hstart..start]).to_string();
         let field = |key: &str| -> Option<String> {
             let i = header.find(&format!("'{key}'"))?;
-            let rest = header[i + key.len() + 2..]
-                .trim_start()
-                .strip_prefix(':')?
-                .trim_start();
+            let rest = header[i + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
             if let Some(r) = rest.strip_prefix('(') {
                 Some(r[..r.find(')')?].to_string())
             } else if let Some(r) = rest.strip_prefix('\'') {
@@ -168,9 +149,7 @@ impl TokenData {
             "<i8" => Dtype::I64,
             "<u8" => Dtype::U64,
             other => {
-                return Err(bad(format!(
-                    "dtype {other} is not a little-endian integer type"
-                )));
+                return Err(bad(format!("dtype {other} is not a little-endian integer type")));
             }
         };
         if field("fortran_order").as_deref() == Some("True") {
@@ -196,14 +175,7 @@ impl TokenData {
                 map.len() - start
             )));
         }
-        Ok(TokenData {
-            path: path.into(),
-            map,
-            start,
-            dtype,
-            len,
-            rows,
-        })
+        Ok(TokenData { path: path.into(), map, start, dtype, len, rows })
     }
 
     pub fn len(&self) -> usize {
@@ -245,22 +217,14 @@ impl TokenData {
     pub fn check_vocab(&self, vocab_size: usize) -> Result<()> {
         use rayon::prelude::*;
         const CHUNK: usize = 1 << 20;
-        let bad = (0..self.len.div_ceil(CHUNK))
-            .into_par_iter()
-            .find_first(|&c| {
-                (c * CHUNK..((c + 1) * CHUNK).min(self.len))
-                    .any(|i| self.get(i) as usize >= vocab_size)
-            });
+        let bad = (0..self.len.div_ceil(CHUNK)).into_par_iter().find_first(|&c| {
+            (c * CHUNK..((c + 1) * CHUNK).min(self.len)).any(|i| self.get(i) as usize >= vocab_size)
+        });
         if let Some(c) = bad {
-            let i = (c * CHUNK..)
-                .find(|&i| self.get(i) as usize >= vocab_size)
-                .expect("found above");
+            let i =
+                (c * CHUNK..).find(|&i| self.get(i) as usize >= vocab_size).expect("found above");
             let v = self.get(i);
-            let shown = if v == u32::MAX {
-                "a negative id".to_string()
-            } else {
-                format!("id {v}")
-            };
+            let shown = if v == u32::MAX { "a negative id".to_string() } else { format!("id {v}") };
             return Err(Error::invalid(
                 &self.path,
                 format!(
@@ -275,17 +239,9 @@ impl TokenData {
 /// Writes tokens as a `.bin` shard (uint16 when every id fits, else uint32), atomically.
 pub fn write_bin(path: &Path, tokens: &[u32]) -> Result<()> {
     let wide = tokens.iter().any(|&t| t > u16::MAX as u32);
-    let (magic, version) = if wide {
-        (MAGIC_U32, VERSION_U32)
-    } else {
-        (MAGIC_U16, VERSION_U16)
-    };
+    let (magic, version) = if wide { (MAGIC_U32, VERSION_U32) } else { (MAGIC_U16, VERSION_U16) };
     if tokens.len() > i32::MAX as usize {
-        return Err(Error::Config(format!(
-            "{}: {} tokens do not fit one shard",
-            path.display(),
-            tokens.len()
-        )));
+        return Err(Error::invalid(path, format!("{} tokens do not fit one shard", tokens.len())));
     }
     let mut bytes = Vec::with_capacity(HEADER_BYTES + tokens.len() * if wide { 4 } else { 2 });
     let mut header = [0i32; 256];
@@ -353,35 +309,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.bin");
         std::fs::write(&p, b"hello").unwrap();
-        assert!(
-            TokenData::open(&p)
-                .unwrap_err()
-                .to_string()
-                .contains("shorter than")
-        );
+        assert!(TokenData::open(&p).unwrap_err().to_string().contains("shorter than"));
         std::fs::write(&p, vec![7u8; 2048]).unwrap();
-        assert!(
-            TokenData::open(&p)
-                .unwrap_err()
-                .to_string()
-                .contains("bad magic")
-        );
+        assert!(TokenData::open(&p).unwrap_err().to_string().contains("bad magic"));
         write_bin(&p, &[1, 2, 3, 4]).unwrap();
         let mut bytes = std::fs::read(&p).unwrap();
         bytes.truncate(bytes.len() - 3);
         std::fs::write(&p, &bytes).unwrap();
-        assert!(
-            TokenData::open(&p)
-                .unwrap_err()
-                .to_string()
-                .contains("truncated")
-        );
+        assert!(TokenData::open(&p).unwrap_err().to_string().contains("truncated"));
         write_bin(&p, &[1, 2, 300, 4]).unwrap();
-        let e = TokenData::open(&p)
-            .unwrap()
-            .check_vocab(256)
-            .unwrap_err()
-            .to_string();
+        let e = TokenData::open(&p).unwrap().check_vocab(256).unwrap_err().to_string();
         assert!(e.contains("token 2 is id 300"), "{e}");
     }
 }

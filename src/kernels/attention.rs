@@ -3,9 +3,9 @@
 //! causal (lower-triangular) blocks.
 
 use super::dropout::Dropout;
-use super::parallel::SendPtr;
 use super::fastmath;
 use super::matmul::{Mat, Par, matmul_ptr, matmul_strided};
+use super::parallel::SendPtr;
 use rayon::prelude::*;
 
 /// Rows per block of the causal products.
@@ -61,65 +61,52 @@ pub fn forward(
         assert!(scratch.len() >= s.b * s.h * tt);
     }
     let sp = SendPtr(scratch.as_mut_ptr());
-    att[..s.b * s.h * tt]
-        .par_chunks_mut(tt)
-        .enumerate()
-        .for_each(|(bh, p)| {
-            let (bi, hi) = (bh / s.h, bh % s.h);
-            let base = bi * t * d3;
-            let k_t = Mat::strided(&qkv[base + d + hi * dh..], 1, d3);
-            for i0 in (0..t).step_by(BLK) {
-                let i1 = (i0 + BLK).min(t);
-                let q = Mat::strided(&qkv[base + i0 * d3 + hi * dh..], d3, 1);
-                matmul_strided(
-                    &mut p[i0 * t..],
-                    t,
-                    q,
-                    k_t,
+    att[..s.b * s.h * tt].par_chunks_mut(tt).enumerate().for_each(|(bh, p)| {
+        let (bi, hi) = (bh / s.h, bh % s.h);
+        let base = bi * t * d3;
+        let k_t = Mat::strided(&qkv[base + d + hi * dh..], 1, d3);
+        for i0 in (0..t).step_by(BLK) {
+            let i1 = (i0 + BLK).min(t);
+            let q = Mat::strided(&qkv[base + i0 * d3 + hi * dh..], d3, 1);
+            matmul_strided(&mut p[i0 * t..], t, q, k_t, i1 - i0, i1, dh, false, Par::Single);
+        }
+        for i in 0..t {
+            let row = &mut p[i * t..(i + 1) * t];
+            let live = &mut row[..=i];
+            live.iter_mut().for_each(|v| *v *= scale);
+            let mx = fastmath::max(live);
+            let inv = 1.0 / fastmath::exp_shifted(live, mx);
+            live.iter_mut().for_each(|v| *v *= inv);
+            row[i + 1..].fill(0.0);
+        }
+        let probs: &[f32] = if drop.active() {
+            // SAFETY: chunk bh of scratch (asserted long enough) belongs to this task alone.
+            let pd = unsafe { std::slice::from_raw_parts_mut(sp.get().add(bh * tt), tt) };
+            dropped_probs(pd, p, t, drop, (bh * tt) as u64);
+            pd
+        } else {
+            p
+        };
+        let v = Mat::strided(&qkv[base + 2 * d + hi * dh..], d3, 1);
+        for i0 in (0..t).step_by(BLK) {
+            let i1 = (i0 + BLK).min(t);
+            // SAFETY: rows bi*t+i0..i1 and columns hi*dh..+dh of y belong to this task alone,
+            // and lie inside y (asserted above).
+            unsafe {
+                matmul_ptr(
+                    yp.get().add((bi * t + i0) * d + hi * dh),
+                    d,
+                    Mat::strided(&probs[i0 * t..], t, 1),
+                    v,
                     i1 - i0,
-                    i1,
                     dh,
+                    i1,
                     false,
                     Par::Single,
                 );
             }
-            for i in 0..t {
-                let row = &mut p[i * t..(i + 1) * t];
-                let live = &mut row[..=i];
-                live.iter_mut().for_each(|v| *v *= scale);
-                let mx = fastmath::max(live);
-                let inv = 1.0 / fastmath::exp_shifted(live, mx);
-                live.iter_mut().for_each(|v| *v *= inv);
-                row[i + 1..].fill(0.0);
-            }
-            let probs: &[f32] = if drop.active() {
-                // SAFETY: chunk bh of scratch (asserted long enough) belongs to this task alone.
-                let pd = unsafe { std::slice::from_raw_parts_mut(sp.get().add(bh * tt), tt) };
-                dropped_probs(pd, p, t, drop, (bh * tt) as u64);
-                pd
-            } else {
-                p
-            };
-            let v = Mat::strided(&qkv[base + 2 * d + hi * dh..], d3, 1);
-            for i0 in (0..t).step_by(BLK) {
-                let i1 = (i0 + BLK).min(t);
-                // SAFETY: rows bi*t+i0..i1 and columns hi*dh..+dh of y belong to this task alone,
-                // and lie inside y (asserted above).
-                unsafe {
-                    matmul_ptr(
-                        yp.get().add((bi * t + i0) * d + hi * dh),
-                        d,
-                        Mat::strided(&probs[i0 * t..], t, 1),
-                        v,
-                        i1 - i0,
-                        dh,
-                        i1,
-                        false,
-                        Par::Single,
-                    );
-                }
-            }
-        });
+        }
+    });
 }
 
 /// `y[rows.len(), d]`: attention outputs at the flat positions `rows` of `[B, T]` only (no
@@ -129,28 +116,26 @@ pub fn forward_rows(y: &mut [f32], qkv: &[f32], s: Dims, rows: &[usize]) {
     let d3 = 3 * d;
     let scale = 1.0 / (dh as f32).sqrt();
     assert!(y.len() >= rows.len() * d && qkv.len() >= s.b * t * d3);
-    y.par_chunks_mut(d)
-        .zip(rows.par_iter())
-        .for_each(|(out, &r)| {
-            let (bi, i) = (r / t, r % t);
-            let mut p = vec![0.0f32; i + 1];
-            for hi in 0..s.h {
-                let q = &qkv[r * d3 + hi * dh..][..dh];
-                for (j, pj) in p.iter_mut().enumerate() {
-                    let k = &qkv[(bi * t + j) * d3 + d + hi * dh..][..dh];
-                    *pj = fastmath::dot(q, k) * scale;
-                }
-                let mx = fastmath::max(&p);
-                let inv = 1.0 / fastmath::exp_shifted(&mut p, mx);
-                let o = &mut out[hi * dh..(hi + 1) * dh];
-                o.fill(0.0);
-                for (j, &pj) in p.iter().enumerate() {
-                    let v = &qkv[(bi * t + j) * d3 + 2 * d + hi * dh..][..dh];
-                    let w = pj * inv;
-                    o.iter_mut().zip(v).for_each(|(o, v)| *o += w * v);
-                }
+    y.par_chunks_mut(d).zip(rows.par_iter()).for_each(|(out, &r)| {
+        let (bi, i) = (r / t, r % t);
+        let mut p = vec![0.0f32; i + 1];
+        for hi in 0..s.h {
+            let q = &qkv[r * d3 + hi * dh..][..dh];
+            for (j, pj) in p.iter_mut().enumerate() {
+                let k = &qkv[(bi * t + j) * d3 + d + hi * dh..][..dh];
+                *pj = fastmath::dot(q, k) * scale;
             }
-        });
+            let mx = fastmath::max(&p);
+            let inv = 1.0 / fastmath::exp_shifted(&mut p, mx);
+            let o = &mut out[hi * dh..(hi + 1) * dh];
+            o.fill(0.0);
+            for (j, &pj) in p.iter().enumerate() {
+                let v = &qkv[(bi * t + j) * d3 + 2 * d + hi * dh..][..dh];
+                let w = pj * inv;
+                o.iter_mut().zip(v).for_each(|(o, v)| *o += w * v);
+            }
+        }
+    });
 }
 
 /// `dqkv` (assigned) from `dy`; `scratch` is `[B, H, T, T]` workspace.
@@ -170,98 +155,26 @@ pub fn backward(
     assert!(dqkv.len() >= s.b * t * d3 && scratch.len() >= s.b * s.h * tt);
     let gp = SendPtr(dqkv.as_mut_ptr());
     let (th, dsc) = (drop.threshold(), drop.scale());
-    scratch[..s.b * s.h * tt]
-        .par_chunks_mut(tt)
-        .enumerate()
-        .for_each(|(bh, sc)| {
-            let (bi, hi) = (bh / s.h, bh % s.h);
-            let base = bi * t * d3;
-            let p = &att[bh * tt..(bh + 1) * tt];
-            let off = (bh * tt) as u64;
-            // dV = P_dᵀ · dY, row block j0..j1 uses probability rows j0..t.
-            if drop.active() {
-                dropped_probs(sc, p, t, drop, off);
-            }
-            {
-                let pd: &[f32] = if drop.active() { sc } else { p };
-                for j0 in (0..t).step_by(BLK) {
-                    let j1 = (j0 + BLK).min(t);
-                    // SAFETY: rows bi*t+j0..j1, v columns of head hi: this task's alone.
-                    unsafe {
-                        matmul_ptr(
-                            gp.get().add((bi * t + j0) * d3 + 2 * d + hi * dh),
-                            d3,
-                            Mat::strided(&pd[j0 * t + j0..], 1, t),
-                            Mat::strided(&dy[(bi * t + j0) * d + hi * dh..], d, 1),
-                            j1 - j0,
-                            dh,
-                            t - j0,
-                            false,
-                            Par::Single,
-                        );
-                    }
-                }
-            }
-            // dP_d = dY · Vᵀ on the causal blocks.
-            let v_t = Mat::strided(&qkv[base + 2 * d + hi * dh..], 1, d3);
-            for i0 in (0..t).step_by(BLK) {
-                let i1 = (i0 + BLK).min(t);
-                let g = Mat::strided(&dy[(bi * t + i0) * d + hi * dh..], d, 1);
-                matmul_strided(
-                    &mut sc[i0 * t..],
-                    t,
-                    g,
-                    v_t,
-                    i1 - i0,
-                    i1,
-                    dh,
-                    false,
-                    Par::Single,
-                );
-            }
-            // Through dropout and softmax: dS = P ⊙ (dP − rowsum(P ⊙ dP)), times the 1/√dh scale.
-            for i in 0..t {
-                let row = &mut sc[i * t..(i + 1) * t];
-                let prow = &p[i * t..(i + 1) * t];
-                if drop.active() {
-                    let base = off + (i * t) as u64;
-                    for (j, v) in row[..=i].iter_mut().enumerate() {
-                        *v *= drop.factor(base + j as u64, th, dsc);
-                    }
-                }
-                let dot = fastmath::dot(&prow[..=i], &row[..=i]);
-                for j in 0..=i {
-                    row[j] = prow[j] * (row[j] - dot) * scale;
-                }
-                row[i + 1..].fill(0.0);
-            }
-            let ds: &[f32] = sc;
-            for i0 in (0..t).step_by(BLK) {
-                let i1 = (i0 + BLK).min(t);
-                // SAFETY: q columns of head hi in rows bi*t+i0..i1: this task's alone.
-                unsafe {
-                    matmul_ptr(
-                        gp.get().add((bi * t + i0) * d3 + hi * dh),
-                        d3,
-                        Mat::strided(&ds[i0 * t..], t, 1),
-                        Mat::strided(&qkv[base + d + hi * dh..], d3, 1),
-                        i1 - i0,
-                        dh,
-                        i1,
-                        false,
-                        Par::Single,
-                    );
-                }
-            }
+    scratch[..s.b * s.h * tt].par_chunks_mut(tt).enumerate().for_each(|(bh, sc)| {
+        let (bi, hi) = (bh / s.h, bh % s.h);
+        let base = bi * t * d3;
+        let p = &att[bh * tt..(bh + 1) * tt];
+        let off = (bh * tt) as u64;
+        // dV = P_dᵀ · dY, row block j0..j1 uses probability rows j0..t.
+        if drop.active() {
+            dropped_probs(sc, p, t, drop, off);
+        }
+        {
+            let pd: &[f32] = if drop.active() { sc } else { p };
             for j0 in (0..t).step_by(BLK) {
                 let j1 = (j0 + BLK).min(t);
-                // SAFETY: k columns of head hi in rows bi*t+j0..j1: this task's alone.
+                // SAFETY: rows bi*t+j0..j1, v columns of head hi: this task's alone.
                 unsafe {
                     matmul_ptr(
-                        gp.get().add((bi * t + j0) * d3 + d + hi * dh),
+                        gp.get().add((bi * t + j0) * d3 + 2 * d + hi * dh),
                         d3,
-                        Mat::strided(&ds[j0 * t + j0..], 1, t),
-                        Mat::strided(&qkv[base + j0 * d3 + hi * dh..], d3, 1),
+                        Mat::strided(&pd[j0 * t + j0..], 1, t),
+                        Mat::strided(&dy[(bi * t + j0) * d + hi * dh..], d, 1),
                         j1 - j0,
                         dh,
                         t - j0,
@@ -270,5 +183,64 @@ pub fn backward(
                     );
                 }
             }
-        });
+        }
+        // dP_d = dY · Vᵀ on the causal blocks.
+        let v_t = Mat::strided(&qkv[base + 2 * d + hi * dh..], 1, d3);
+        for i0 in (0..t).step_by(BLK) {
+            let i1 = (i0 + BLK).min(t);
+            let g = Mat::strided(&dy[(bi * t + i0) * d + hi * dh..], d, 1);
+            matmul_strided(&mut sc[i0 * t..], t, g, v_t, i1 - i0, i1, dh, false, Par::Single);
+        }
+        // Through dropout and softmax: dS = P ⊙ (dP − rowsum(P ⊙ dP)), times the 1/√dh scale.
+        for i in 0..t {
+            let row = &mut sc[i * t..(i + 1) * t];
+            let prow = &p[i * t..(i + 1) * t];
+            if drop.active() {
+                let base = off + (i * t) as u64;
+                for (j, v) in row[..=i].iter_mut().enumerate() {
+                    *v *= drop.factor(base + j as u64, th, dsc);
+                }
+            }
+            let dot = fastmath::dot(&prow[..=i], &row[..=i]);
+            for j in 0..=i {
+                row[j] = prow[j] * (row[j] - dot) * scale;
+            }
+            row[i + 1..].fill(0.0);
+        }
+        let ds: &[f32] = sc;
+        for i0 in (0..t).step_by(BLK) {
+            let i1 = (i0 + BLK).min(t);
+            // SAFETY: q columns of head hi in rows bi*t+i0..i1: this task's alone.
+            unsafe {
+                matmul_ptr(
+                    gp.get().add((bi * t + i0) * d3 + hi * dh),
+                    d3,
+                    Mat::strided(&ds[i0 * t..], t, 1),
+                    Mat::strided(&qkv[base + d + hi * dh..], d3, 1),
+                    i1 - i0,
+                    dh,
+                    i1,
+                    false,
+                    Par::Single,
+                );
+            }
+        }
+        for j0 in (0..t).step_by(BLK) {
+            let j1 = (j0 + BLK).min(t);
+            // SAFETY: k columns of head hi in rows bi*t+j0..j1: this task's alone.
+            unsafe {
+                matmul_ptr(
+                    gp.get().add((bi * t + j0) * d3 + d + hi * dh),
+                    d3,
+                    Mat::strided(&ds[j0 * t + j0..], 1, t),
+                    Mat::strided(&qkv[base + j0 * d3 + hi * dh..], d3, 1),
+                    j1 - j0,
+                    dh,
+                    t - j0,
+                    false,
+                    Par::Single,
+                );
+            }
+        }
+    });
 }

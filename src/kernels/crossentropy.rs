@@ -16,19 +16,11 @@ pub const IGNORE: u32 = u32::MAX;
 /// Softmax of one logits row in place; returns log p(target) (or 0 for [`IGNORE`]).
 fn softmax_row(row: &mut [f32], target: u32) -> f32 {
     let mx = fastmath::max(row);
-    let logit = if target == IGNORE {
-        0.0
-    } else {
-        row[target as usize]
-    };
+    let logit = if target == IGNORE { 0.0 } else { row[target as usize] };
     let sum = fastmath::exp_shifted(row, mx);
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|v| *v *= inv);
-    if target == IGNORE {
-        0.0
-    } else {
-        logit - mx - sum.ln()
-    }
+    if target == IGNORE { 0.0 } else { logit - mx - sum.ln() }
 }
 
 /// Forward and backward of `scale · Σ_r −log p(targets[r] | h[r])`.
@@ -71,15 +63,7 @@ pub fn forward_backward(
             })
             .collect();
         total += nll.iter().map(|&x| x as f64).sum::<f64>();
-        matmul(
-            &mut dh[r0 * d..r1 * d],
-            Mat::rows(lg, v),
-            Mat::rows(wte, d),
-            n,
-            d,
-            v,
-            false,
-        );
+        matmul(&mut dh[r0 * d..r1 * d], Mat::rows(lg, v), Mat::rows(wte, d), n, d, v, false);
         matmul(dwte, Mat::t(lg, v), Mat::rows(hc, d), v, d, n, true);
     }
     total
@@ -100,15 +84,7 @@ pub fn logprobs(
         let r1 = (r0 + CHUNK).min(rows);
         let n = r1 - r0;
         let lg = &mut logits[..n * v];
-        matmul(
-            lg,
-            Mat::rows(&h[r0 * d..r1 * d], d),
-            Mat::t(wte, d),
-            n,
-            v,
-            d,
-            false,
-        );
+        matmul(lg, Mat::rows(&h[r0 * d..r1 * d], d), Mat::t(wte, d), n, v, d, false);
         out[r0..r1]
             .par_iter_mut()
             .zip(lg.par_chunks_mut(v).zip(targets[r0..r1].par_iter()))

@@ -29,11 +29,7 @@ impl Dropout {
     /// The multiplier for element `idx`: 0, or 1/(1-p) when kept.
     #[inline(always)]
     pub fn factor(&self, idx: u64, threshold: u32, scale: f32) -> f32 {
-        if (bits32(self.key, idx) >> 8) < threshold {
-            0.0
-        } else {
-            scale
-        }
+        if (bits32(self.key, idx) >> 8) < threshold { 0.0 } else { scale }
     }
 
     pub fn scale(&self) -> f32 {
@@ -65,11 +61,7 @@ impl Dropout {
             .for_each(|(c, (o, (x, a)))| {
                 let base = (c * CHUNK) as u64;
                 for i in 0..o.len() {
-                    let f = if active {
-                        self.factor(base + i as u64, th, sc)
-                    } else {
-                        1.0
-                    };
+                    let f = if active { self.factor(base + i as u64, th, sc) } else { 1.0 };
                     o[i] = x[i] + a[i] * f;
                 }
             });

@@ -6,16 +6,13 @@ use rayon::prelude::*;
 /// `out[b, t] = wte[ids[b, t]] + wpe[t]` for rows of length `t_len`. Ids are checked by the
 /// caller (the data layer rejects ids >= vocab size).
 pub fn forward(out: &mut [f32], ids: &[u32], wte: &[f32], wpe: &[f32], t_len: usize, d: usize) {
-    out.par_chunks_mut(d)
-        .zip(ids.par_iter())
-        .enumerate()
-        .for_each(|(r, (o, &id))| {
-            let e = &wte[id as usize * d..(id as usize + 1) * d];
-            let p = &wpe[(r % t_len) * d..(r % t_len + 1) * d];
-            for i in 0..d {
-                o[i] = e[i] + p[i];
-            }
-        });
+    out.par_chunks_mut(d).zip(ids.par_iter()).enumerate().for_each(|(r, (o, &id))| {
+        let e = &wte[id as usize * d..(id as usize + 1) * d];
+        let p = &wpe[(r % t_len) * d..(r % t_len + 1) * d];
+        for i in 0..d {
+            o[i] = e[i] + p[i];
+        }
+    });
 }
 
 /// `dwte[ids[r]] += dout[r]`, `dwpe[r % t_len] += dout[r]`, rows in order per column.

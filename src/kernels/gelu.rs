@@ -18,22 +18,18 @@ fn gelu_grad(x: f32) -> f32 {
 }
 
 pub fn forward(out: &mut [f32], x: &[f32]) {
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(o, x)| {
-            for (o, &x) in o.iter_mut().zip(x) {
-                *o = gelu(x);
-            }
-        });
+    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| {
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = gelu(x);
+        }
+    });
 }
 
 /// `dx *= gelu'(x)` in place: `dx` holds ∂L/∂out on entry.
 pub fn backward_inplace(dx: &mut [f32], x: &[f32]) {
-    dx.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(d, x)| {
-            for (d, &x) in d.iter_mut().zip(x) {
-                *d *= gelu_grad(x);
-            }
-        });
+    dx.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(d, x)| {
+        for (d, &x) in d.iter_mut().zip(x) {
+            *d *= gelu_grad(x);
+        }
+    });
 }

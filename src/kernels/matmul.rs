@@ -18,20 +18,12 @@ pub struct Mat<'a> {
 impl<'a> Mat<'a> {
     /// A dense row-major `[rows, cols]` matrix.
     pub fn rows(data: &'a [f32], cols: usize) -> Self {
-        Mat {
-            data,
-            rs: cols,
-            cs: 1,
-        }
+        Mat { data, rs: cols, cs: 1 }
     }
     /// The transpose of a dense row-major matrix stored as `[cols_of_t, rows_of_t]`:
     /// element `(r, c)` of the operand is `data[c * stored_cols + r]`.
     pub fn t(data: &'a [f32], stored_cols: usize) -> Self {
-        Mat {
-            data,
-            rs: 1,
-            cs: stored_cols,
-        }
+        Mat { data, rs: 1, cs: stored_cols }
     }
     /// A strided view (rows `rs` apart, columns `cs` apart).
     pub fn strided(data: &'a [f32], rs: usize, cs: usize) -> Self {
@@ -48,11 +40,7 @@ pub enum Par {
 }
 
 fn last_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
-    if rows == 0 || cols == 0 {
-        0
-    } else {
-        (rows - 1) * rs + (cols - 1) * cs + 1
-    }
+    if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 }
 }
 
 /// `c[m, n] = (accumulate ? c : 0) + a[m, k] · b[k, n]`, with `c` row-major with row stride
@@ -76,14 +64,8 @@ pub fn matmul_strided(
         return;
     }
     assert!(c.len() >= last_index(m, n, ldc, 1), "matmul: c too short");
-    assert!(
-        a.data.len() >= last_index(m, k, a.rs, a.cs),
-        "matmul: a too short"
-    );
-    assert!(
-        b.data.len() >= last_index(k, n, b.rs, b.cs),
-        "matmul: b too short"
-    );
+    assert!(a.data.len() >= last_index(m, k, a.rs, a.cs), "matmul: a too short");
+    assert!(b.data.len() >= last_index(k, n, b.rs, b.cs), "matmul: b too short");
     // SAFETY: the asserts above bound every index the product touches; `c` is exclusively
     // borrowed and does not alias `a` or `b` (Rust's borrow rules).
     unsafe { matmul_ptr(c.as_mut_ptr(), ldc, a, b, m, n, k, accumulate, par) }
@@ -180,10 +162,7 @@ mod tests {
                 matmul(&mut c, am, bm, m, n, k, true);
                 let want = naive_matmul(am, bm, m, n, k);
                 for i in 0..m * n {
-                    assert!(
-                        (c[i] - c0[i] - want[i]).abs() < 1e-4,
-                        "ta={ta} tb={tb} i={i}"
-                    );
+                    assert!((c[i] - c0[i] - want[i]).abs() < 1e-4, "ta={ta} tb={tb} i={i}");
                 }
             }
         }
@@ -195,10 +174,7 @@ mod tests {
         let a = rand_vec(m * k, 4);
         let b = rand_vec(k * n, 5);
         let run = |threads| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
                 let mut c = vec![0.0; m * n];
                 matmul(&mut c, Mat::t(&a, m), Mat::rows(&b, n), m, n, k, false);
@@ -208,12 +184,7 @@ mod tests {
         let one = run(1);
         for t in [2, 3, 4] {
             let other = run(t);
-            assert!(
-                one.iter()
-                    .zip(&other)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()),
-                "{t} threads"
-            );
+            assert!(one.iter().zip(&other).all(|(x, y)| x.to_bits() == y.to_bits()), "{t} threads");
         }
     }
 }

@@ -12,25 +12,21 @@ pub fn col_blocks<F>(dst: &mut [f32], f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync,
 {
-    dst.par_chunks_mut(COLS)
-        .enumerate()
-        .for_each(|(ci, chunk)| f(ci * COLS, chunk));
+    dst.par_chunks_mut(COLS).enumerate().for_each(|(ci, chunk)| f(ci * COLS, chunk));
 }
 
 /// `dst[c] += Σ_r src[r * cols + c]`: the gradient of a bias.
 pub fn col_sum(dst: &mut [f32], src: &[f32], rows: usize) {
     let cols = dst.len();
-    dst.par_chunks_mut(COLS)
-        .enumerate()
-        .for_each(|(ci, chunk)| {
-            let c0 = ci * COLS;
-            for r in 0..rows {
-                let s = &src[r * cols + c0..r * cols + c0 + chunk.len()];
-                for (v, &x) in chunk.iter_mut().zip(s) {
-                    *v += x;
-                }
+    dst.par_chunks_mut(COLS).enumerate().for_each(|(ci, chunk)| {
+        let c0 = ci * COLS;
+        for r in 0..rows {
+            let s = &src[r * cols + c0..r * cols + c0 + chunk.len()];
+            for (v, &x) in chunk.iter_mut().zip(s) {
+                *v += x;
             }
-        });
+        }
+    });
 }
 
 /// Σ x² in f64, in fixed chunks summed in order.

@@ -24,17 +24,11 @@ fn layernorm_gradients() {
     let (mut dx, mut dg, mut db) = (vec![0.0; rows * d], vec![0.0; d], vec![0.0; d]);
     layernorm::backward(&mut dx, &mut dg, &mut db, &w, &x, &m, &r, &g, d);
     let (g0, b0) = (g.clone(), b.clone());
-    check_grad(&mut x, &dx, 60, 1e-2, 2e-2, |x| {
-        dot(&fwd(x, &g0, &b0).0, &w)
-    });
+    check_grad(&mut x, &dx, 60, 1e-2, 2e-2, |x| dot(&fwd(x, &g0, &b0).0, &w));
     let x0 = x.clone();
-    check_grad(&mut g, &dg, 24, 1e-2, 2e-2, |g| {
-        dot(&fwd(&x0, g, &b0).0, &w)
-    });
+    check_grad(&mut g, &dg, 24, 1e-2, 2e-2, |g| dot(&fwd(&x0, g, &b0).0, &w));
     let g0 = g.clone();
-    check_grad(&mut b, &db, 24, 1e-2, 2e-2, |b| {
-        dot(&fwd(&x0, &g0, b).0, &w)
-    });
+    check_grad(&mut b, &db, 24, 1e-2, 2e-2, |b| dot(&fwd(&x0, &g0, b).0, &w));
 }
 
 #[test]
@@ -52,23 +46,15 @@ fn gelu_gradient() {
 }
 
 fn attention_case(drop: Dropout) {
-    let s = Dims {
-        b: 2,
-        t: 70,
-        h: 2,
-        dh: 4,
-    };
+    let s = Dims { b: 2, t: 70, h: 2, dh: 4 };
     let d = s.d();
     let n = s.b * s.t * 3 * d;
     let mut qkv = rand_vec(n, 7);
     let w = rand_vec(s.b * s.t * d, 8);
     let att_len = s.b * s.h * s.t * s.t;
     let fwd = |qkv: &[f32]| {
-        let (mut y, mut att, mut sc) = (
-            vec![0.0; s.b * s.t * d],
-            vec![0.0; att_len],
-            vec![0.0; att_len],
-        );
+        let (mut y, mut att, mut sc) =
+            (vec![0.0; s.b * s.t * d], vec![0.0; att_len], vec![0.0; att_len]);
         attention::forward(&mut y, &mut att, &mut sc, qkv, s, drop);
         (y, att)
     };
@@ -91,12 +77,7 @@ fn attention_gradients_with_dropout() {
 
 #[test]
 fn attention_is_causal() {
-    let s = Dims {
-        b: 1,
-        t: 20,
-        h: 2,
-        dh: 3,
-    };
+    let s = Dims { b: 1, t: 20, h: 2, dh: 3 };
     let d = s.d();
     let mut qkv = rand_vec(s.t * 3 * d, 9);
     let att_len = s.h * s.t * s.t;

@@ -45,10 +45,7 @@ pub fn check_grad(
         let a = analytic[i] as f64;
         let err = (num - a).abs() / (num.abs().max(a.abs()).max(1e-2));
         worst = worst.max(err);
-        assert!(
-            err < tol,
-            "coordinate {i}: numeric {num} analytic {a} (rel err {err})"
-        );
+        assert!(err < tol, "coordinate {i}: numeric {num} analytic {a} (rel err {err})");
     }
     assert!(worst.is_finite());
 }

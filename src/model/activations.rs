@@ -101,7 +101,13 @@ impl<B: Backend> Activations<B> {
             x_rows: e(),
             att_scratch: e(),
             logits: e(),
-            grads: training.then(|| GradBufs { g_x: e(), g_r: e(), g_tmp: e(), g_4d: e(), g_qkv: e() }),
+            grads: training.then(|| GradBufs {
+                g_x: e(),
+                g_r: e(),
+                g_tmp: e(),
+                g_4d: e(),
+                g_qkv: e(),
+            }),
         };
         a.size_buffers(b, t);
         a

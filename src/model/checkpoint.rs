@@ -20,14 +20,14 @@ pub fn safetensors_bytes(tensors: &[(String, Vec<usize>, &[f32])]) -> Result<Vec
         .iter()
         .map(|(n, s, d)| {
             let v = TensorView::new(Dtype::F32, s.clone(), bytemuck::cast_slice(d))
-                .map_err(|e| Error::Config(format!("tensor {n}: {e}")))?;
+                .map_err(|e| Error::Serialize(format!("tensor {n}: {e}")))?;
             Ok((n.clone(), v))
         })
         .collect::<Result<_>>()?;
     let mut meta = std::collections::HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error::Config(format!("safetensors: {e}")))
+        .map_err(|e| Error::Serialize(format!("safetensors: {e}")))
 }
 
 /// Writes `config.json` and `model.safetensors` into `dir` (each file atomically).
@@ -102,9 +102,8 @@ pub fn load_model(dir: &Path) -> Result<Gpt> {
                 ),
             ));
         };
-        let view = st
-            .tensor(found)
-            .map_err(|e| Error::invalid(&path, format!("tensor {found}: {e}")))?;
+        let view =
+            st.tensor(found).map_err(|e| Error::invalid(&path, format!("tensor {found}: {e}")))?;
         if view.shape() != t.shape.as_slice() {
             return Err(Error::invalid(
                 &path,

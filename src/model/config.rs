@@ -81,9 +81,10 @@ impl Config {
         }
         let p = Path::new(spec);
         if !p.exists() {
-            return Err(Error::Config(format!(
-                "--config {spec}: neither a preset (tiny, small, gpt1) nor an existing config.json"
-            )));
+            return Err(Error::setting(
+                "config",
+                format!("{spec}: neither a preset (tiny, small, gpt1) nor an existing config.json"),
+            ));
         }
         Self::load(p)
     }
@@ -106,7 +107,7 @@ impl Config {
             || self.n_positions == 0
         {
             return Err(
-                "n_embd, n_head, n_layer, vocab_size and n_positions must be positive".into(),
+                "n_embd, n_head, n_layer, vocab_size and n_positions must be positive".into()
             );
         }
         if !self.n_embd.is_multiple_of(self.n_head) {

@@ -52,12 +52,7 @@ pub fn layout(c: &Config) -> Vec<TensorInfo> {
     let mut off = 0;
     let mut push = |name: String, shape: Vec<usize>| {
         let n: usize = shape.iter().product();
-        out.push(TensorInfo {
-            decay: shape.len() >= 2,
-            name,
-            shape,
-            offset: off,
-        });
+        out.push(TensorInfo { decay: shape.len() >= 2, name, shape, offset: off });
         off += n;
     };
     push("tokens_embed.weight".into(), vec![c.vocab_size, d]);

@@ -16,15 +16,8 @@ pub struct Prepared {
 
 /// The special-token ids of a tokenizer.
 pub fn specials(tok: &Tokenizer) -> Specials {
-    let id = |n: &str| {
-        tok.special_id(n)
-            .expect("the tokenizer appends the three special tokens")
-    };
-    Specials {
-        start: id("_start_"),
-        delim: id("_delimiter_"),
-        extract: id("_classify_"),
-    }
+    let id = |n: &str| tok.special_id(n).expect("the tokenizer appends the three special tokens");
+    Specials { start: id("_start_"), delim: id("_delimiter_"), extract: id("_classify_") }
 }
 
 pub fn prepare(
@@ -39,16 +32,16 @@ pub fn prepare(
         let tokens = Tokens::of(&e.input, |s| tok.encode(s))?;
         let t = transform(&tokens, sp, max_len);
         if let Some(q) = t.features.iter().flatten().find(|q| q.ids.len() > max_len) {
-            return Err(Error::Config(format!(
-                "--max-len {max_len} cannot hold an input of this task even after trimming ({} tokens with the special tokens); raise --max-len",
-                q.ids.len()
-            )));
+            return Err(Error::setting(
+                "max_len",
+                format!(
+                    "{max_len} cannot hold an input of this task even after trimming ({} tokens with the special tokens); raise it",
+                    q.ids.len()
+                ),
+            ));
         }
         truncated += usize::from(t.truncated > 0);
-        out.push(Prepared {
-            t,
-            target: e.target.clone(),
-        });
+        out.push(Prepared { t, target: e.target.clone() });
     }
     Ok((out, truncated))
 }
@@ -67,18 +60,11 @@ pub struct Batch {
 /// The longest sequence among `data` (at least 1): activations are sized for it rather than for
 /// the model's whole context, so short-text tasks use a fraction of the memory.
 pub fn longest(data: &[Prepared]) -> usize {
-    data.iter()
-        .flat_map(|e| e.t.features.iter().flatten())
-        .map(|s| s.ids.len())
-        .max()
-        .unwrap_or(1)
+    data.iter().flat_map(|e| e.t.features.iter().flatten()).map(|s| s.ids.len()).max().unwrap_or(1)
 }
 
 pub fn batch(examples: &[&Prepared]) -> Batch {
-    let seqs: Vec<_> = examples
-        .iter()
-        .flat_map(|e| e.t.features.iter().flatten())
-        .collect();
+    let seqs: Vec<_> = examples.iter().flat_map(|e| e.t.features.iter().flatten()).collect();
     let len = seqs.iter().map(|s| s.ids.len()).max().unwrap_or(1);
     let n_seq = seqs.len();
     let mut ids = vec![0u32; n_seq * len];
@@ -104,19 +90,10 @@ pub fn batch(examples: &[&Prepared]) -> Batch {
                             .collect()
                     })
                     .collect();
-            Item {
-                features,
-                target: e.target.clone(),
-            }
+            Item { features, target: e.target.clone() }
         })
         .collect();
-    Batch {
-        n_seq,
-        len,
-        ids,
-        lm,
-        items,
-    }
+    Batch { n_seq, len, ids, lm, items }
 }
 
 /// Batches of one epoch, bucketed by length for speed: shuffle, sort each window of 50 batches'
@@ -128,16 +105,8 @@ pub fn bucketed_batches(data: &[Prepared], batch: usize, seed: u64) -> Vec<Vec<u
     for i in (1..order.len()).rev() {
         order.swap(i, rng.below(i as u64 + 1) as usize);
     }
-    let len = |i: usize| {
-        data[i]
-            .t
-            .features
-            .iter()
-            .flatten()
-            .map(|q| q.ids.len())
-            .max()
-            .unwrap_or(0)
-    };
+    let len =
+        |i: usize| data[i].t.features.iter().flatten().map(|q| q.ids.len()).max().unwrap_or(0);
     let mut batches: Vec<Vec<usize>> = Vec::new();
     for window in order.chunks(batch * 50) {
         let mut w = window.to_vec();

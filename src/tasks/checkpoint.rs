@@ -21,7 +21,7 @@ pub fn with_special_tokens(mut model: Gpt, tok: &Tokenizer, seed: u64) -> Result
         return Ok(model);
     }
     if v != tok.bpe_vocab_size() {
-        return Err(Error::Config(format!(
+        return Err(Error::Vocab(format!(
             "the model has {v} token embeddings, the tokenizer {} (+3 special): they are not the same vocabulary",
             tok.bpe_vocab_size()
         )));
@@ -60,9 +60,7 @@ pub fn save_finetuned<B: Backend>(
         let task = serde_json::json!({"task": def, "max_len": max_len});
         write_atomic(
             &tmp.join("task.json"),
-            serde_json::to_string_pretty(&task)
-                .expect("json")
-                .as_bytes(),
+            serde_json::to_string_pretty(&task).expect("json").as_bytes(),
         )?;
         tok.save(tmp)?;
         Ok(())
@@ -87,9 +85,8 @@ pub fn load_finetuned(dir: &Path) -> Result<Finetuned> {
         serde_json::from_str(&text).map_err(|e| Error::invalid(&tp, format!("not JSON ({e})")))?;
     let task: TaskDef = serde_json::from_value(v["task"].clone())
         .map_err(|e| Error::invalid(&tp, format!("not a task definition ({e})")))?;
-    let max_len = v["max_len"]
-        .as_u64()
-        .ok_or_else(|| Error::invalid(&tp, "max_len is missing"))? as usize;
+    let max_len =
+        v["max_len"].as_u64().ok_or_else(|| Error::invalid(&tp, "max_len is missing"))? as usize;
     let model = load_model(dir)?;
     let tokenizer = Tokenizer::load(dir, None)?;
     let hp = dir.join("head.safetensors");
@@ -97,29 +94,17 @@ pub fn load_finetuned(dir: &Path) -> Result<Finetuned> {
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::invalid(&hp, format!("corrupt head ({e})")))?;
     let mut head = Head::new(task.kind, model.config.n_embd, task.n_out(), 0);
-    for (name, dst, shape) in [
-        ("weight", &mut head.w, vec![head.d, head.n_out]),
-        ("bias", &mut head.b, vec![head.n_out]),
-    ] {
-        let view = st
-            .tensor(name)
-            .map_err(|e| Error::invalid(&hp, format!("{name}: {e}")))?;
+    for (name, dst, shape) in
+        [("weight", &mut head.w, vec![head.d, head.n_out]), ("bias", &mut head.b, vec![head.n_out])]
+    {
+        let view = st.tensor(name).map_err(|e| Error::invalid(&hp, format!("{name}: {e}")))?;
         if view.shape() != shape.as_slice() {
             return Err(Error::invalid(
                 &hp,
-                format!(
-                    "{name} has shape {:?}, the task needs {shape:?}",
-                    view.shape()
-                ),
+                format!("{name} has shape {:?}, the task needs {shape:?}", view.shape()),
             ));
         }
         copy_f32(&hp, name, &view, dst)?;
     }
-    Ok(Finetuned {
-        model,
-        head,
-        task,
-        tokenizer,
-        max_len,
-    })
+    Ok(Finetuned { model, head, task, tokenizer, max_len })
 }

@@ -92,10 +92,7 @@ pub fn evaluate_prepared<B: Backend>(
     let argmax = |v: &[f32]| {
         v.iter()
             .enumerate()
-            .fold(
-                (0, f32::NEG_INFINITY),
-                |b, (i, &x)| if x > b.1 { (i, x) } else { b },
-            )
+            .fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
             .0
     };
     let predictions: Vec<Prediction> = scores
@@ -122,13 +119,7 @@ pub fn evaluate_prepared<B: Backend>(
     if def.metric == Metric::Correlation {
         let gold: Vec<f64> = data
             .iter()
-            .filter_map(|e| {
-                if let Target::Score(s) = e.target {
-                    Some(s as f64)
-                } else {
-                    None
-                }
-            })
+            .filter_map(|e| if let Target::Score(s) = e.target { Some(s as f64) } else { None })
             .collect();
         let pred: Vec<f64> = ev
             .predictions
@@ -146,13 +137,7 @@ pub fn evaluate_prepared<B: Backend>(
     } else {
         let gold: Vec<usize> = data
             .iter()
-            .filter_map(|e| {
-                if let Target::Class(c) = e.target {
-                    Some(c)
-                } else {
-                    None
-                }
-            })
+            .filter_map(|e| if let Target::Class(c) = e.target { Some(c) } else { None })
             .collect();
         if gold.len() == data.len() {
             let pred: Vec<usize> = ev
@@ -216,11 +201,14 @@ pub fn evaluate(
 ) -> Result<Evaluation> {
     let s = read_split(&ft.task, data, split, skip_bad_rows)?;
     if s.examples.iter().any(|e| matches!(e.target, Target::None)) {
-        return Err(Error::Config(format!(
-            "split {split} of {} has no labels (GLUE keeps its test labels private): evaluate a \
-             labelled split (--split dev), or write predictions with `gpt1 predict`",
-            data.display()
-        )));
+        return Err(Error::setting(
+            "split",
+            format!(
+                "{split} of {} has no labels (GLUE keeps its test labels private): evaluate a \
+             labelled split (dev), or write predictions with `gpt1 predict`",
+                data.display()
+            ),
+        ));
     }
     scored_split(ft, &s.examples, batch_size)
 }
@@ -228,16 +216,10 @@ pub fn evaluate(
 /// Runs the fine-tuned model over `examples` (labelled or not).
 fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> Result<Evaluation> {
     if batch_size == 0 {
-        return Err(Error::Config("--batch must be at least 1".into()));
+        return Err(Error::setting("batch", "must be at least 1"));
     }
     let (p, _) = prepare(&ft.tokenizer, examples, ft.max_len)?;
-    let per = p
-        .iter()
-        .map(|e| e.t.features.iter().map(Vec::len).sum::<usize>())
-        .max()
-        .unwrap_or(1);
+    let per = p.iter().map(|e| e.t.features.iter().map(Vec::len).sum::<usize>()).max().unwrap_or(1);
     let mut acts = ft.model.activations(batch_size * per, longest(&p), false);
-    Ok(evaluate_prepared(
-        &ft.task, &ft.model, &ft.head, &mut acts, &p, batch_size,
-    ))
+    Ok(evaluate_prepared(&ft.task, &ft.model, &ft.head, &mut acts, &p, batch_size))
 }

@@ -21,11 +21,7 @@ pub enum Input {
     /// Similarity: both orders, extract states summed.
     Unordered { a: String, b: String },
     /// Multiple choice: `[s; context; question; $; candidate_k; e]` for each k.
-    Choice {
-        context: String,
-        question: String,
-        candidates: Vec<String>,
-    },
+    Choice { context: String, question: String, candidates: Vec<String> },
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -58,30 +58,17 @@ pub fn extract_rows(items: &[Item]) -> (Vec<usize>, Vec<Item>) {
     (rows, items)
 }
 
-
 impl Head {
     /// `W_y` ~ N(0, 0.02), bias 0.
     pub fn new(kind: HeadKind, d: usize, n_out: usize, seed: u64) -> Self {
         let key = rng::derive(seed, 0x4EAD);
-        let w = (0..d * n_out)
-            .map(|i| (rng::normal(key, i as u64) * 0.02) as f32)
-            .collect();
-        Head {
-            kind,
-            d,
-            n_out,
-            w,
-            b: vec![0.0; n_out],
-        }
+        let w = (0..d * n_out).map(|i| (rng::normal(key, i as u64) * 0.02) as f32).collect();
+        Head { kind, d, n_out, w, b: vec![0.0; n_out] }
     }
 
     /// A zeroed head of the same shape (for gradients and moments).
     pub fn zeros_like(&self) -> Self {
-        Head {
-            w: vec![0.0; self.w.len()],
-            b: vec![0.0; self.b.len()],
-            ..self.clone()
-        }
+        Head { w: vec![0.0; self.w.len()], b: vec![0.0; self.b.len()], ..self.clone() }
     }
 
     fn feature(&self, hidden: &[f32], rows: &[usize], mask: &[f32]) -> Vec<f32> {
@@ -110,13 +97,7 @@ impl Head {
     fn mask(&self, drop: Dropout, i: usize) -> Vec<f32> {
         let (th, sc) = (drop.threshold(), drop.scale());
         (0..self.d)
-            .map(|j| {
-                if drop.active() {
-                    drop.factor((i * self.d + j) as u64, th, sc)
-                } else {
-                    1.0
-                }
-            })
+            .map(|j| if drop.active() { drop.factor((i * self.d + j) as u64, th, sc) } else { 1.0 })
             .collect()
     }
 
@@ -159,11 +140,8 @@ impl Head {
                 continue;
             }
             let mask = self.mask(drop, i);
-            let xs: Vec<Vec<f32>> = it
-                .features
-                .iter()
-                .map(|rows| self.feature(hidden, rows, &mask))
-                .collect();
+            let xs: Vec<Vec<f32>> =
+                it.features.iter().map(|rows| self.feature(hidden, rows, &mask)).collect();
             let zs: Vec<Vec<f32>> = xs.iter().map(|x| self.outputs(x)).collect();
             // ∂loss/∂z for each feature.
             let dzs: Vec<Vec<f32>> = match (self.kind, &it.target) {
@@ -264,18 +242,9 @@ mod tests {
             HeadKind::Classify,
             3,
             vec![
-                Item {
-                    features: vec![vec![1]],
-                    target: Target::Class(2),
-                },
-                Item {
-                    features: vec![vec![4]],
-                    target: Target::Class(0),
-                },
-                Item {
-                    features: vec![vec![5]],
-                    target: Target::None,
-                },
+                Item { features: vec![vec![1]], target: Target::Class(2) },
+                Item { features: vec![vec![4]], target: Target::Class(0) },
+                Item { features: vec![vec![5]], target: Target::None },
             ],
         );
     }
@@ -285,10 +254,7 @@ mod tests {
         case(
             HeadKind::Classify,
             2,
-            vec![Item {
-                features: vec![vec![1, 6]],
-                target: Target::Class(1),
-            }],
+            vec![Item { features: vec![vec![1, 6]], target: Target::Class(1) }],
         );
     }
 
@@ -298,14 +264,8 @@ mod tests {
             HeadKind::Regress,
             1,
             vec![
-                Item {
-                    features: vec![vec![2, 3]],
-                    target: Target::Score(3.5),
-                },
-                Item {
-                    features: vec![vec![7, 0]],
-                    target: Target::Score(0.2),
-                },
+                Item { features: vec![vec![2, 3]], target: Target::Score(3.5) },
+                Item { features: vec![vec![7, 0]], target: Target::Score(0.2) },
             ],
         );
     }
@@ -316,14 +276,8 @@ mod tests {
             HeadKind::Choice,
             1,
             vec![
-                Item {
-                    features: vec![vec![0], vec![3], vec![6]],
-                    target: Target::Class(1),
-                },
-                Item {
-                    features: vec![vec![2], vec![5]],
-                    target: Target::Class(0),
-                },
+                Item { features: vec![vec![0], vec![3], vec![6]], target: Target::Class(1) },
+                Item { features: vec![vec![2], vec![5]], target: Target::Class(0) },
             ],
         );
     }
@@ -333,10 +287,7 @@ mod tests {
         let d = 4;
         let hidden = rand_vec(3 * d, 9);
         let head = Head::new(HeadKind::Choice, d, 1, 2);
-        let items = vec![Item {
-            features: vec![vec![0], vec![2]],
-            target: Target::Class(1),
-        }];
+        let items = vec![Item { features: vec![vec![0], vec![2]], target: Target::Class(1) }];
         let s = head.forward(&hidden, &items);
         let (want, _) = softmax_nll(&s[0], 1);
         let mut g = head.zeros_like();

@@ -25,22 +25,14 @@ fn confusion(pred: &[usize], gold: &[usize], positive: usize) -> (f64, f64, f64,
 /// F1 of class `positive` (0 when it is never predicted nor present).
 pub fn f1(pred: &[usize], gold: &[usize], positive: usize) -> f64 {
     let (tp, fp, _, fneg) = confusion(pred, gold, positive);
-    if tp == 0.0 {
-        0.0
-    } else {
-        2.0 * tp / (2.0 * tp + fp + fneg)
-    }
+    if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fneg) }
 }
 
 /// Matthews correlation coefficient of a binary task (0 when undefined).
 pub fn matthews(pred: &[usize], gold: &[usize], positive: usize) -> f64 {
     let (tp, fp, tn, fneg) = confusion(pred, gold, positive);
     let den = ((tp + fp) * (tp + fneg) * (tn + fp) * (tn + fneg)).sqrt();
-    if den == 0.0 {
-        0.0
-    } else {
-        (tp * tn - fp * fneg) / den
-    }
+    if den == 0.0 { 0.0 } else { (tp * tn - fp * fneg) / den }
 }
 
 pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
@@ -55,11 +47,7 @@ pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
         sxx += (a - mx) * (a - mx);
         syy += (b - my) * (b - my);
     }
-    if sxx == 0.0 || syy == 0.0 {
-        0.0
-    } else {
-        sxy / (sxx * syy).sqrt()
-    }
+    if sxx == 0.0 || syy == 0.0 { 0.0 } else { sxy / (sxx * syy).sqrt() }
 }
 
 /// Ranks from 1, ties sharing their average rank.

@@ -33,10 +33,8 @@ pub fn split_stats(
         if let Some(tok) = tok {
             // Lengths before truncation (an unbounded context), then how many do not fit.
             let (p, _) = prepare(tok, &s.examples, usize::MAX / 4)?;
-            let mut lens: Vec<usize> = p
-                .iter()
-                .flat_map(|e| e.t.features.iter().flatten().map(|q| q.ids.len()))
-                .collect();
+            let mut lens: Vec<usize> =
+                p.iter().flat_map(|e| e.t.features.iter().flatten().map(|q| q.ids.len())).collect();
             lens.sort_unstable();
             let pct = |q: f64| {
                 lens.get(((lens.len().max(1) - 1) as f64 * q).round() as usize)

@@ -17,11 +17,7 @@ pub enum Tokens {
     Single(Vec<u32>),
     Ordered(Vec<u32>, Vec<u32>),
     Unordered(Vec<u32>, Vec<u32>),
-    Choice {
-        context: Vec<u32>,
-        question: Vec<u32>,
-        candidates: Vec<Vec<u32>>,
-    },
+    Choice { context: Vec<u32>, question: Vec<u32>, candidates: Vec<Vec<u32>> },
 }
 
 impl Tokens {
@@ -32,22 +28,14 @@ impl Tokens {
     ) -> Result<Self, E> {
         Ok(match input {
             Input::Single(x) => Tokens::Single(encode(x)?),
-            Input::Ordered {
-                premise,
-                hypothesis,
-            } => Tokens::Ordered(encode(premise)?, encode(hypothesis)?),
+            Input::Ordered { premise, hypothesis } => {
+                Tokens::Ordered(encode(premise)?, encode(hypothesis)?)
+            }
             Input::Unordered { a, b } => Tokens::Unordered(encode(a)?, encode(b)?),
-            Input::Choice {
-                context,
-                question,
-                candidates,
-            } => Tokens::Choice {
+            Input::Choice { context, question, candidates } => Tokens::Choice {
                 context: encode(context)?,
                 question: encode(question)?,
-                candidates: candidates
-                    .iter()
-                    .map(|c| encode(c))
-                    .collect::<Result<_, _>>()?,
+                candidates: candidates.iter().map(|c| encode(c)).collect::<Result<_, _>>()?,
             },
         })
     }
@@ -94,10 +82,7 @@ fn seq(sp: Specials, parts: &[&[u32]]) -> Sequence {
         ids.extend_from_slice(p);
     }
     ids.push(sp.extract);
-    Sequence {
-        extract: ids.len() - 1,
-        ids,
-    }
+    Sequence { extract: ids.len() - 1, ids }
 }
 
 /// Builds the model inputs of an example for a context of `max_len` tokens: the longest
@@ -107,30 +92,17 @@ pub fn transform(tokens: &Tokens, sp: Specials, max_len: usize) -> Transformed {
     match tokens.clone() {
         Tokens::Single(mut x) => {
             let truncated = trim_longest(&mut [&mut x], max_len.saturating_sub(2));
-            Transformed {
-                features: vec![vec![seq(sp, &[&x])]],
-                truncated,
-            }
+            Transformed { features: vec![vec![seq(sp, &[&x])]], truncated }
         }
         Tokens::Ordered(mut p, mut h) => {
             let truncated = trim_longest(&mut [&mut p, &mut h], max_len.saturating_sub(3));
-            Transformed {
-                features: vec![vec![seq(sp, &[&p, &h])]],
-                truncated,
-            }
+            Transformed { features: vec![vec![seq(sp, &[&p, &h])]], truncated }
         }
         Tokens::Unordered(mut a, mut b) => {
             let truncated = trim_longest(&mut [&mut a, &mut b], max_len.saturating_sub(3));
-            Transformed {
-                features: vec![vec![seq(sp, &[&a, &b]), seq(sp, &[&b, &a])]],
-                truncated,
-            }
+            Transformed { features: vec![vec![seq(sp, &[&a, &b]), seq(sp, &[&b, &a])]], truncated }
         }
-        Tokens::Choice {
-            context,
-            question,
-            candidates,
-        } => {
+        Tokens::Choice { context, question, candidates } => {
             let mut truncated = 0;
             let features = candidates
                 .iter()
@@ -151,10 +123,7 @@ pub fn transform(tokens: &Tokens, sp: Specials, max_len: usize) -> Transformed {
                     vec![seq(sp, &[&first, &a])]
                 })
                 .collect();
-            Transformed {
-                features,
-                truncated,
-            }
+            Transformed { features, truncated }
         }
     }
 }
@@ -163,22 +132,12 @@ pub fn transform(tokens: &Tokens, sp: Specials, max_len: usize) -> Transformed {
 mod tests {
     use super::*;
 
-    const SP: Specials = Specials {
-        start: 100,
-        delim: 101,
-        extract: 102,
-    };
+    const SP: Specials = Specials { start: 100, delim: 101, extract: 102 };
 
     #[test]
     fn the_four_shapes() {
         let t = transform(&Tokens::Single(vec![1, 2, 3]), SP, 10);
-        assert_eq!(
-            t.features,
-            vec![vec![Sequence {
-                ids: vec![100, 1, 2, 3, 102],
-                extract: 4
-            }]]
-        );
+        assert_eq!(t.features, vec![vec![Sequence { ids: vec![100, 1, 2, 3, 102], extract: 4 }]]);
         let t = transform(&Tokens::Ordered(vec![1, 2], vec![3]), SP, 10);
         assert_eq!(t.features[0][0].ids, vec![100, 1, 2, 101, 3, 102]);
         let t = transform(&Tokens::Unordered(vec![1], vec![2, 3]), SP, 10);
@@ -216,10 +175,7 @@ mod tests {
             SP,
             10,
         );
-        assert_eq!(
-            t.features[0][0].ids,
-            vec![100, 0, 1, 2, 60, 101, 70, 71, 72, 102]
-        );
+        assert_eq!(t.features[0][0].ids, vec![100, 0, 1, 2, 60, 101, 70, 71, 72, 102]);
         assert_eq!(t.truncated, 17);
     }
 }

@@ -28,11 +28,7 @@ fn cp1252(c: char) -> Option<char> {
         0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x9D, 0x017E, 0x0178,
     ];
     let u = c as u32;
-    if (0x80..0xA0).contains(&u) {
-        char::from_u32(T[(u - 0x80) as usize])
-    } else {
-        None
-    }
+    if (0x80..0xA0).contains(&u) { char::from_u32(T[(u - 0x80) as usize]) } else { None }
 }
 
 fn ligature(c: char) -> Option<&'static str> {
@@ -170,9 +166,7 @@ fn remove_terminal_escapes(s: &str) -> String {
     while let Some((i, c)) = it.next() {
         if c == '\u{1b}' && s[i + 1..].starts_with('[') {
             let body = &s[i + 2..];
-            let n = body
-                .find(|ch: char| !(ch.is_ascii_digit() || ch == ';'))
-                .unwrap_or(body.len());
+            let n = body.find(|ch: char| !(ch.is_ascii_digit() || ch == ';')).unwrap_or(body.len());
             if body[n..].starts_with(|ch: char| ch.is_ascii_alphabetic()) {
                 let skip_to = i + 2 + n + 1;
                 while it.peek().is_some_and(|(j, _)| *j < skip_to) {
@@ -200,9 +194,7 @@ fn sloppy_1252_byte(c: char) -> Option<u8> {
 /// that succeeds and yields non-ASCII characters; anything else is left alone.
 fn fix_mojibake(s: &str) -> Option<String> {
     if s.is_ascii()
-        || !s
-            .chars()
-            .any(|c| matches!(c, 'Ã' | 'Â' | 'â' | 'Ð' | 'Ñ' | 'Ø' | 'Ù' | 'Å' | 'Ä'))
+        || !s.chars().any(|c| matches!(c, 'Ã' | 'Â' | 'â' | 'Ð' | 'Ñ' | 'Ø' | 'Ù' | 'Å' | 'Ä'))
     {
         return None;
     }
@@ -219,11 +211,7 @@ fn nothing_to_fix(s: &str) -> bool {
 }
 
 fn fix_once(s: &str) -> String {
-    let s = if s.contains('<') {
-        s.to_string()
-    } else {
-        unescape_html(s)
-    };
+    let s = if s.contains('<') { s.to_string() } else { unescape_html(s) };
     let s = fix_mojibake(&s).unwrap_or(s);
     let mut t = String::with_capacity(s.len());
     for c in s.chars() {
@@ -247,9 +235,7 @@ fn fix_once(s: &str) -> String {
             _ => c,
         });
     }
-    let t = t
-        .replace("\r\n", "\n")
-        .replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n");
+    let t = t.replace("\r\n", "\n").replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n");
     let t = remove_terminal_escapes(&t);
     let t: String = if t.chars().any(is_removed_control) {
         t.chars().filter(|&c| !is_removed_control(c)).collect()
@@ -307,9 +293,7 @@ pub fn text_standardize(s: &str) -> String {
     let s = if s.is_ascii() {
         s.to_string()
     } else {
-        s.replace(['—', '–', '―'], "-")
-            .replace('…', "...")
-            .replace('´', "'")
+        s.replace(['—', '–', '―'], "-").replace('…', "...").replace('´', "'")
     };
     // Pad runs of one padded character with spaces.
     let mut a = String::with_capacity(s.len() + 16);
@@ -396,8 +380,7 @@ impl Spacy {
     }
 
     fn matches(re: &Option<Regex>, s: &str) -> bool {
-        re.as_ref()
-            .is_some_and(|r| r.find(s).ok().flatten().is_some_and(|m| m.start() == 0))
+        re.as_ref().is_some_and(|r| r.find(s).ok().flatten().is_some_and(|m| m.start() == 0))
     }
 
     fn find_prefix(&self, s: &str) -> usize {
@@ -406,12 +389,7 @@ impl Spacy {
         if s.starts_with(|c: char| c.is_alphanumeric() && !matches!(c, 'U' | 'C' | 'A')) {
             return 0;
         }
-        self.prefix
-            .find(s)
-            .ok()
-            .flatten()
-            .filter(|m| m.start() == 0)
-            .map_or(0, |m| m.end())
+        self.prefix.find(s).ok().flatten().filter(|m| m.start() == 0).map_or(0, |m| m.end())
     }
 
     fn find_suffix(&self, s: &str) -> usize {
@@ -580,11 +558,7 @@ impl OriginalBpe {
             .enumerate()
             .map(|(i, (a, b))| ((a.clone(), b.clone()), i as u32))
             .collect();
-        OriginalBpe {
-            ranks,
-            encoder,
-            cache: Default::default(),
-        }
+        OriginalBpe { ranks, encoder, cache: Default::default() }
     }
 
     /// Ids of one spaCy token (lowercased here, as the original code does).
@@ -594,10 +568,8 @@ impl OriginalBpe {
             return;
         }
         let pieces = self.bpe(&token.to_lowercase());
-        let ids: Vec<u32> = pieces
-            .split(' ')
-            .map(|p| self.encoder.get(p).copied().unwrap_or(0))
-            .collect();
+        let ids: Vec<u32> =
+            pieces.split(' ').map(|p| self.encoder.get(p).copied().unwrap_or(0)).collect();
         out.extend_from_slice(&ids);
         let mut c = self.cache.write().expect("cache lock");
         if c.len() < 1 << 20 {
@@ -644,10 +616,6 @@ impl OriginalBpe {
             }
         }
         let joined = word.join(" ");
-        if joined == "\n  </w>" {
-            "\n</w>".to_string()
-        } else {
-            joined
-        }
+        if joined == "\n  </w>" { "\n</w>".to_string() } else { joined }
     }
 }

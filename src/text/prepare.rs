@@ -64,16 +64,15 @@ pub fn expand_inputs(inputs: &[String], skipped: &mut Vec<String>) -> Result<Vec
             out.push(p.to_path_buf());
         } else if spec.contains(['*', '?', '[']) {
             let paths = glob::glob(spec)
-                .map_err(|e| Error::Config(format!("--input {spec}: bad pattern ({e})")))?;
-            let mut found: Vec<PathBuf> = paths
-                .filter_map(|r| r.ok())
-                .filter(|p| p.is_file())
-                .collect();
+                .map_err(|e| Error::setting("input", format!("{spec}: bad pattern ({e})")))?;
+            let mut found: Vec<PathBuf> =
+                paths.filter_map(|r| r.ok()).filter(|p| p.is_file()).collect();
             found.sort();
             if found.is_empty() {
-                return Err(Error::Config(format!(
-                    "--input {spec}: the pattern matches no file"
-                )));
+                return Err(Error::setting(
+                    "input",
+                    format!("{spec}: the pattern matches no file"),
+                ));
             }
             out.extend(found);
         } else {
@@ -106,10 +105,7 @@ fn gutenberg_bounds(path: &Path) -> Result<Option<(usize, usize)>> {
     let mut i = 0;
     loop {
         buf.clear();
-        if r.read_until(b'\n', &mut buf)
-            .map_err(|e| Error::io(path, e))?
-            == 0
-        {
+        if r.read_until(b'\n', &mut buf).map_err(|e| Error::io(path, e))? == 0 {
             break;
         }
         let line = String::from_utf8_lossy(&buf);
@@ -148,18 +144,14 @@ fn tokenize_document(
     let bounds = if opts.strip_gutenberg {
         let b = gutenberg_bounds(path)?;
         if b.is_none() {
-            stats
-                .gutenberg_markers_missing
-                .push(path.display().to_string());
+            stats.gutenberg_markers_missing.push(path.display().to_string());
         }
         b
     } else {
         None
     };
     let mut head = [0u8; 8192];
-    let n = File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .map_err(|e| Error::io(path, e))?;
+    let n = File::open(path).and_then(|mut f| f.read(&mut head)).map_err(|e| Error::io(path, e))?;
     if head[..n].contains(&0) {
         return Err(Error::invalid(
             path,
@@ -175,10 +167,7 @@ fn tokenize_document(
     let mut chunk_push_newline = false;
     let mut flush = |chunk: &mut String| -> Result<()> {
         let paras: Vec<&str> = chunk.split("\n\n").collect();
-        let ids: Vec<Vec<u32>> = paras
-            .par_iter()
-            .map(|p| tok.encode(p))
-            .collect::<Result<_>>()?;
+        let ids: Vec<Vec<u32>> = paras.par_iter().map(|p| tok.encode(p)).collect::<Result<_>>()?;
         for v in &ids {
             emit(v)?;
         }
@@ -187,9 +176,7 @@ fn tokenize_document(
     };
     loop {
         buf.clear();
-        let got = r
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| Error::io(path, e))?;
+        let got = r.read_until(b'\n', &mut buf).map_err(|e| Error::io(path, e))?;
         if got == 0 {
             break;
         }
@@ -223,10 +210,8 @@ fn tokenize_document(
                         ),
                     ));
                 }
-                stats.invalid_utf8 += bytes
-                    .utf8_chunks()
-                    .filter(|c| !c.invalid().is_empty())
-                    .count() as u64;
+                stats.invalid_utf8 +=
+                    bytes.utf8_chunks().filter(|c| !c.invalid().is_empty()).count() as u64;
                 chunk.push_str(&String::from_utf8_lossy(bytes));
             }
         }
@@ -257,13 +242,7 @@ impl ShardWriter {
         let f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
         w.write_all(&[0u8; 1024]).map_err(|e| Error::io(&tmp, e))?;
-        Ok(ShardWriter {
-            path,
-            tmp,
-            w,
-            wide,
-            count: 0,
-        })
+        Ok(ShardWriter { path, tmp, w, wide, count: 0 })
     }
 
     fn push(&mut self, ids: &[u32]) -> Result<()> {
@@ -276,28 +255,20 @@ impl ShardWriter {
             }
         }
         self.count += ids.len() as u64;
-        self.w
-            .write_all(&bytes)
-            .map_err(|e| Error::io(&self.tmp, e))
+        self.w.write_all(&bytes).map_err(|e| Error::io(&self.tmp, e))
     }
 
     fn finish(self) -> Result<u64> {
         let (tmp, path, count, wide) = (self.tmp.clone(), self.path.clone(), self.count, self.wide);
-        let mut f = self
-            .w
-            .into_inner()
-            .map_err(|e| Error::io(&tmp, e.into_error()))?;
+        let mut f = self.w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
         if count > i32::MAX as u64 {
             return Err(Error::invalid(
                 &path,
                 format!("{count} tokens exceed one shard's limit of 2^31 - 1"),
             ));
         }
-        let (magic, version) = if wide {
-            (MAGIC_U32, VERSION_U32)
-        } else {
-            (MAGIC_U16, VERSION_U16)
-        };
+        let (magic, version) =
+            if wide { (MAGIC_U32, VERSION_U32) } else { (MAGIC_U16, VERSION_U16) };
         let mut header = Vec::with_capacity(12);
         for v in [magic, version, count as i32] {
             header.extend_from_slice(&v.to_le_bytes());
@@ -321,19 +292,13 @@ fn choose_val(docs: &[PathBuf], fraction: f64) -> Result<Vec<bool>> {
     }
     let sizes: Vec<u64> = docs
         .iter()
-        .map(|p| {
-            std::fs::metadata(p)
-                .map(|m| m.len())
-                .map_err(|e| Error::io(p, e))
-        })
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).map_err(|e| Error::io(p, e)))
         .collect::<Result<_>>()?;
     let total: u64 = sizes.iter().sum();
     let mut order: Vec<usize> = (0..docs.len()).collect();
     let key = |i: usize| {
-        let name = docs[i]
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name =
+            docs[i].file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         name.bytes().fold(0u64, |h, b| mix64(h ^ b as u64))
     };
     order.sort_by_key(|&i| (key(i), i));
@@ -357,21 +322,18 @@ pub fn prepare(tok: &Tokenizer, opts: &PrepareOptions) -> Result<PrepareStats> {
     let mut stats = PrepareStats::default();
     let docs = expand_inputs(&opts.inputs, &mut stats.skipped_files)?;
     if !(0.0..1.0).contains(&opts.val_fraction) {
-        return Err(Error::Config(format!(
-            "--val-fraction {} must be in [0, 1)",
-            opts.val_fraction
-        )));
+        return Err(Error::setting(
+            "val_fraction",
+            format!("{} must be in [0, 1)", opts.val_fraction),
+        ));
     }
     let val = choose_val(&docs, opts.val_fraction)?;
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let wide = tok.vocab_size() > u16::MAX as usize + 1;
     let mut train = ShardWriter::create(opts.out.join("train.bin"), wide)?;
     let mut valw = ShardWriter::create(opts.out.join("val.bin"), wide)?;
-    let total_bytes: u64 = docs
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
+    let total_bytes: u64 =
+        docs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let bar = if opts.progress {
         indicatif::ProgressBar::new(total_bytes)
     } else {

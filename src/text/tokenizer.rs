@@ -22,10 +22,8 @@ pub const UNK_ID: u32 = 0;
 const SUFFIX: &str = "</w>";
 
 /// The two file-name pairs a tokenizer directory may hold.
-pub const FILE_PAIRS: [(&str, &str); 2] = [
-    ("vocab.json", "merges.txt"),
-    ("encoder_bpe_40000.json", "vocab_40000.bpe"),
-];
+pub const FILE_PAIRS: [(&str, &str); 2] =
+    [("vocab.json", "merges.txt"), ("encoder_bpe_40000.json", "vocab_40000.bpe")];
 
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -49,11 +47,7 @@ impl Mode {
     /// The default for a vocabulary: `original` for GPT-1's own (which that pipeline made),
     /// `hf` for any other (what `tokenizer train` learns with).
     pub fn default_for(bpe_vocab_size: usize) -> Mode {
-        if bpe_vocab_size == GPT1_BPE_VOCAB {
-            Mode::Original
-        } else {
-            Mode::Hf
-        }
+        if bpe_vocab_size == GPT1_BPE_VOCAB { Mode::Original } else { Mode::Hf }
     }
 }
 
@@ -79,10 +73,7 @@ fn read(path: &Path) -> Result<String> {
             ),
         )
     })?;
-    Ok(text
-        .strip_prefix('\u{feff}')
-        .map(str::to_string)
-        .unwrap_or(text))
+    Ok(text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text))
 }
 
 /// Parses a merges file (`#version` header optional, one `left right` pair per line).
@@ -117,9 +108,8 @@ impl Tokenizer {
     /// `vocab_40000.bpe`; `mode` `None` picks [`Mode::default_for`] the vocabulary.
     pub fn load(dir: &Path, mode: impl Into<Option<Mode>>) -> Result<Self> {
         let mode = mode.into();
-        let Some((v, m)) = FILE_PAIRS
-            .iter()
-            .find(|(v, m)| dir.join(v).exists() && dir.join(m).exists())
+        let Some((v, m)) =
+            FILE_PAIRS.iter().find(|(v, m)| dir.join(v).exists() && dir.join(m).exists())
         else {
             return Err(Error::invalid(
                 dir,
@@ -134,20 +124,13 @@ impl Tokenizer {
         let saved_mode = if saved.exists() {
             let v: serde_json::Value = serde_json::from_str(&read(&saved)?)
                 .map_err(|e| Error::invalid(&saved, format!("not JSON ({e})")))?;
-            Some(
-                serde_json::from_value::<Mode>(v["mode"].clone()).map_err(|e| {
-                    Error::invalid(
-                        &saved,
-                        format!("\"mode\" must be \"original\" or \"hf\" ({e})"),
-                    )
-                })?,
-            )
+            Some(serde_json::from_value::<Mode>(v["mode"].clone()).map_err(|e| {
+                Error::invalid(&saved, format!("\"mode\" must be \"original\" or \"hf\" ({e})"))
+            })?)
         } else {
             None
         };
-        let mode = mode
-            .or(saved_mode)
-            .unwrap_or(Mode::default_for(vocab.len()));
+        let mode = mode.or(saved_mode).unwrap_or(Mode::default_for(vocab.len()));
         Self::from_parts(vocab, merges, mode).map_err(|m| Error::invalid(&vp, m))
     }
 
@@ -197,13 +180,7 @@ impl Tokenizer {
         tokens.extend(SPECIAL_TOKENS.iter().map(|s| s.to_string()));
         let original =
             (mode == Mode::Original).then(|| (Spacy::english(), OriginalBpe::new(vocab, &merges)));
-        Ok(Tokenizer {
-            hf,
-            tokens,
-            merges,
-            mode,
-            original,
-        })
+        Ok(Tokenizer { hf, tokens, merges, mode, original })
     }
 
     /// Learns `merges` BPE merges from text files (each line a text) with `mode`'s
@@ -239,35 +216,32 @@ impl Tokenizer {
             trainer
                 .feed(lines.iter(), |line| {
                     let clean = text_standardize(&fix_text(line));
-                    Ok(spacy
-                        .tokenize(&clean)
-                        .iter()
-                        .map(|t| t.to_lowercase())
-                        .collect())
+                    Ok(spacy.tokenize(&clean).iter().map(|t| t.to_lowercase()).collect())
                 })
-                .map_err(|e| Error::Config(format!("training BPE: {e}")))?;
+                .map_err(|e| Error::Tokenizer(format!("training BPE: {e}")))?;
             let mut model = BPE::builder()
                 .end_of_word_suffix(SUFFIX.to_string())
                 .build()
-                .map_err(|e| Error::Config(format!("BPE: {e}")))?;
+                .map_err(|e| Error::Tokenizer(format!("BPE: {e}")))?;
             trainer
                 .train(&mut model)
-                .map_err(|e| Error::Config(format!("training BPE: {e}")))?;
-            serde_json::to_value(&model).map_err(|e| Error::Config(format!("BPE: {e}")))?
+                .map_err(|e| Error::Tokenizer(format!("training BPE: {e}")))?;
+            serde_json::to_value(&model).map_err(|e| Error::Tokenizer(format!("BPE: {e}")))?
         } else {
             let mut trainer = TrainerWrapper::BpeTrainer(trainer);
             let model = BPE::builder()
                 .end_of_word_suffix(SUFFIX.to_string())
                 .build()
-                .map_err(|e| Error::Config(format!("BPE: {e}")))?;
+                .map_err(|e| Error::Tokenizer(format!("BPE: {e}")))?;
             let mut hf = HfTokenizer::new(model);
             hf.with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
-                .map_err(|e| Error::Config(format!("normalizer: {e}")))?;
+                .map_err(|e| Error::Tokenizer(format!("normalizer: {e}")))?;
             hf.with_pre_tokenizer(Some(BertPreTokenizer));
             let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
             hf.train_from_files(&mut trainer, names)
-                .map_err(|e| Error::Config(format!("training BPE: {e}")))?;
-            serde_json::to_value(hf.get_model()).map_err(|e| Error::Config(format!("BPE: {e}")))?
+                .map_err(|e| Error::Tokenizer(format!("training BPE: {e}")))?;
+            serde_json::to_value(hf.get_model())
+                .map_err(|e| Error::Tokenizer(format!("BPE: {e}")))?
         };
         let learned: Vec<(String, String)> = json["merges"]
             .as_array()
@@ -277,9 +251,9 @@ impl Tokenizer {
                         serde_json::Value::Array(p) => {
                             Some((p[0].as_str()?.to_string(), p[1].as_str()?.to_string()))
                         }
-                        serde_json::Value::String(s) => s
-                            .split_once(' ')
-                            .map(|(a, b)| (a.to_string(), b.to_string())),
+                        serde_json::Value::String(s) => {
+                            s.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string()))
+                        }
                         _ => None,
                     })
                     .collect()
@@ -292,9 +266,7 @@ impl Tokenizer {
         let mut initial: Vec<(u32, String)> = json["vocab"]
             .as_object()
             .map(|o| {
-                o.iter()
-                    .filter_map(|(t, id)| Some((id.as_u64()? as u32, t.clone())))
-                    .collect()
+                o.iter().filter_map(|(t, id)| Some((id.as_u64()? as u32, t.clone()))).collect()
             })
             .unwrap_or_default();
         let all_results: std::collections::HashSet<String> = json["merges"]
@@ -323,7 +295,7 @@ impl Tokenizer {
             vocab.entry(t).or_insert(n);
         }
         debug_assert!(results.iter().all(|t| vocab.contains_key(t)));
-        Self::from_parts(vocab, kept, mode).map_err(Error::Config)
+        Self::from_parts(vocab, kept, mode).map_err(Error::Vocab)
     }
 
     /// The number of merge rules.
@@ -343,10 +315,7 @@ impl Tokenizer {
 
     /// The id of `_start_`, `_delimiter_` or `_classify_`.
     pub fn special_id(&self, name: &str) -> Option<u32> {
-        SPECIAL_TOKENS
-            .iter()
-            .position(|s| *s == name)
-            .map(|i| (self.bpe_vocab_size() + i) as u32)
+        SPECIAL_TOKENS.iter().position(|s| *s == name).map(|i| (self.bpe_vocab_size() + i) as u32)
     }
 
     pub fn token(&self, id: u32) -> Option<&str> {
@@ -363,7 +332,7 @@ impl Tokenizer {
         let mut n = NormalizedString::from(text);
         BertNormalizer::new(true, true, None, true)
             .normalize(&mut n)
-            .map_err(|e| Error::Config(format!("normalizing: {e}")))?;
+            .map_err(|e| Error::Tokenizer(format!("normalizing: {e}")))?;
         Ok(n.get().to_string())
     }
 
@@ -372,17 +341,13 @@ impl Tokenizer {
     pub fn words(&self, text: &str) -> Result<Vec<String>> {
         let norm = self.normalize(text)?;
         if let Some((spacy, _)) = &self.original {
-            return Ok(spacy
-                .tokenize(&norm)
-                .iter()
-                .map(|t| t.to_lowercase())
-                .collect());
+            return Ok(spacy.tokenize(&norm).iter().map(|t| t.to_lowercase()).collect());
         }
         use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
         let mut p = PreTokenizedString::from(norm.as_str());
         BertPreTokenizer
             .pre_tokenize(&mut p)
-            .map_err(|e| Error::Config(format!("pre-tokenizing: {e}")))?;
+            .map_err(|e| Error::Tokenizer(format!("pre-tokenizing: {e}")))?;
         Ok(p.get_splits(OffsetReferential::Original, OffsetType::Byte)
             .into_iter()
             .map(|(w, _, _)| w.to_string())
@@ -402,7 +367,7 @@ impl Tokenizer {
         let enc = self
             .hf
             .encode_fast(text, false)
-            .map_err(|e| Error::Config(format!("tokenizing: {e}")))?;
+            .map_err(|e| Error::Tokenizer(format!("tokenizing: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -412,7 +377,7 @@ impl Tokenizer {
         let mut out = String::new();
         for (k, &id) in ids.iter().enumerate() {
             let t = self.token(id).ok_or_else(|| {
-                Error::Config(format!(
+                Error::Vocab(format!(
                     "id {id} (position {k}) is outside the vocabulary of {} tokens",
                     self.tokens.len()
                 ))
@@ -450,10 +415,7 @@ impl Tokenizer {
         write_atomic(&mp, m.as_bytes())?;
         let cp = dir.join(CONFIG_FILE);
         let cfg = serde_json::json!({"mode": self.mode, "special_tokens": SPECIAL_TOKENS, "unk_id": UNK_ID});
-        write_atomic(
-            &cp,
-            serde_json::to_string_pretty(&cfg).expect("json").as_bytes(),
-        )?;
+        write_atomic(&cp, serde_json::to_string_pretty(&cfg).expect("json").as_bytes())?;
         Ok(vec![vp, mp, cp])
     }
 }

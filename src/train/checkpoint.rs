@@ -31,20 +31,25 @@ pub struct TrainerState {
 }
 
 /// Writes `dir` (atomically, as a whole) with model, state and optimizer moments.
-pub fn save<B: Backend>(dir: &Path, model: &Gpt<B>, opt: &AdamW<B>, state: &TrainerState) -> Result<()> {
+pub fn save<B: Backend>(
+    dir: &Path,
+    model: &Gpt<B>,
+    opt: &AdamW<B>,
+    state: &TrainerState,
+) -> Result<()> {
     write_dir_atomic(dir, |tmp| {
         save_model(tmp, model)?;
         let (m, v) = (model.backend.download(opt.m.r()), model.backend.download(opt.v.r()));
         let n = m.len();
-        let bytes =
-            safetensors_bytes(&[("exp_avg".into(), vec![n], &m), ("exp_avg_sq".into(), vec![n], &v)])?;
+        let bytes = safetensors_bytes(&[
+            ("exp_avg".into(), vec![n], &m),
+            ("exp_avg_sq".into(), vec![n], &v),
+        ])?;
         write_atomic(&tmp.join(OPTIMIZER_FILE), &bytes)?;
         let json = serde_json::json!({ "state": state, "adam_t": opt.t });
         write_atomic(
             &tmp.join(STATE_FILE),
-            serde_json::to_string_pretty(&json)
-                .expect("json")
-                .as_bytes(),
+            serde_json::to_string_pretty(&json).expect("json").as_bytes(),
         )
     })
 }
@@ -64,17 +69,13 @@ pub fn load(dir: &Path, weight_decay: f32) -> Result<(Gpt, AdamW, TrainerState)>
     let state: TrainerState =
         serde_json::from_value(v["state"].clone()).map_err(|e| bad(e.to_string()))?;
     let mut opt = AdamW::new(&model.config, weight_decay);
-    opt.t = v["adam_t"]
-        .as_u64()
-        .ok_or_else(|| bad("adam_t missing".into()))?;
+    opt.t = v["adam_t"].as_u64().ok_or_else(|| bad("adam_t missing".into()))?;
     let op = dir.join(OPTIMIZER_FILE);
     let bytes = read_safetensors(&op)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::invalid(&op, format!("corrupt optimizer state ({e})")))?;
     for (name, dst) in [("exp_avg", &mut opt.m), ("exp_avg_sq", &mut opt.v)] {
-        let view = st
-            .tensor(name)
-            .map_err(|e| Error::invalid(&op, format!("{name}: {e}")))?;
+        let view = st.tensor(name).map_err(|e| Error::invalid(&op, format!("{name}: {e}")))?;
         if view.shape() != [dst.len()] {
             return Err(Error::invalid(
                 &op,
@@ -102,9 +103,7 @@ pub fn latest(run_dir: &Path) -> Result<Option<(u64, PathBuf)>> {
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !(name == "final"
-            || name
-                .strip_prefix("checkpoint-")
-                .is_some_and(|s| s.parse::<u64>().is_ok()))
+            || name.strip_prefix("checkpoint-").is_some_and(|s| s.parse::<u64>().is_ok()))
         {
             continue;
         }

@@ -43,24 +43,54 @@ pub struct FinetuneOptions {
     pub progress: bool,
 }
 
+/// The paper's fine-tuning settings (section 4.1): the one source of the defaults of
+/// [`FinetuneOptions::new`] and of `gpt1 finetune`'s (and `evaluate`'s batch) flags.
+#[derive(Clone, Copy, Debug)]
+pub struct FinetuneDefaults {
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub aux_lm: f32,
+    pub seed: u64,
+    pub eval_every: u64,
+    pub warmup: f64,
+    pub clf_dropout: f32,
+    pub weight_decay: f32,
+    pub clip: f32,
+}
+
+pub const FINETUNE: FinetuneDefaults = FinetuneDefaults {
+    epochs: 3,
+    batch: 32,
+    lr: 6.25e-5,
+    aux_lm: 0.5,
+    seed: 0,
+    eval_every: 0,
+    warmup: 0.002,
+    clf_dropout: 0.1,
+    weight_decay: 0.01,
+    clip: 1.0,
+};
+
 impl FinetuneOptions {
-    /// The paper's settings (section 4.1).
+    /// The paper's settings ([`FINETUNE`]).
     pub fn new(data: PathBuf, out: PathBuf) -> Self {
+        let f = FINETUNE;
         FinetuneOptions {
             data,
             out,
-            epochs: 3,
-            batch: 32,
-            lr: 6.25e-5,
-            aux_lm: 0.5,
+            epochs: f.epochs,
+            batch: f.batch,
+            lr: f.lr,
+            aux_lm: f.aux_lm,
             max_len: None,
-            seed: 0,
+            seed: f.seed,
             max_steps: None,
-            eval_every: 0,
-            warmup: 0.002,
-            clf_dropout: 0.1,
-            weight_decay: 0.01,
-            clip: 1.0,
+            eval_every: f.eval_every,
+            warmup: f.warmup,
+            clf_dropout: f.clf_dropout,
+            weight_decay: f.weight_decay,
+            clip: f.clip,
             skip_bad_rows: false,
             progress: true,
         }
@@ -89,15 +119,11 @@ pub fn finetune(
     opts: &FinetuneOptions,
 ) -> Result<FinetuneSummary> {
     if opts.batch == 0 || opts.epochs == 0 {
-        return Err(Error::Config(
-            "--batch and --epochs must be at least 1".into(),
-        ));
+        let setting = if opts.batch == 0 { "batch" } else { "epochs" };
+        return Err(Error::setting(setting, "must be at least 1"));
     }
     let model = with_special_tokens(model, tok, opts.seed)?;
-    let max_len = opts
-        .max_len
-        .unwrap_or(model.config.n_positions)
-        .min(model.config.n_positions);
+    let max_len = opts.max_len.unwrap_or(model.config.n_positions).min(model.config.n_positions);
     let train = read_split(def, &opts.data, "train", opts.skip_bad_rows)?;
     // No dev split is allowed (the last weights are kept); a broken one is an error.
     let dev = match read_split(def, &opts.data, "dev", opts.skip_bad_rows) {

@@ -65,7 +65,11 @@ impl<B: Backend> AdamW<B> {
         for (r, decay) in &self.groups {
             let shrink = if *decay { 1.0 - lr * self.weight_decay } else { 1.0 };
             let h = AdamStep { beta1: b1, beta2: b2, eps: self.eps, step_size, bc2_sqrt, shrink };
-            let (p, m, v) = (range_mut::<B>(params.w(), r), range_mut::<B>(self.m.w(), r), range_mut::<B>(self.v.w(), r));
+            let (p, m, v) = (
+                range_mut::<B>(params.w(), r),
+                range_mut::<B>(self.m.w(), r),
+                range_mut::<B>(self.v.w(), r),
+            );
             self.backend.adamw(p, B::sub(grads.r(), r.start, r.len()), m, v, h);
         }
     }

@@ -50,31 +50,67 @@ pub struct PretrainOptions {
     pub progress: bool,
 }
 
+/// The paper's pre-training settings (section 4.1): the one source of the defaults of
+/// [`PretrainOptions::new`] and of `gpt1 pretrain`'s flags.
+#[derive(Clone, Copy, Debug)]
+pub struct PretrainDefaults {
+    pub batch: usize,
+    pub seq: usize,
+    pub steps: u64,
+    pub lr: f32,
+    pub warmup: u64,
+    pub schedule: Schedule,
+    pub weight_decay: f32,
+    pub clip: f32,
+    pub seed: u64,
+    pub sampling: Sampling,
+    pub eval_every: u64,
+    pub save_every: u64,
+    pub val_windows: usize,
+}
+
+pub const PRETRAIN: PretrainDefaults = PretrainDefaults {
+    batch: 64,
+    seq: 512,
+    steps: 100_000,
+    lr: 2.5e-4,
+    warmup: 2000,
+    schedule: Schedule::WarmupCosine,
+    weight_decay: 0.01,
+    clip: 1.0,
+    seed: 0,
+    sampling: Sampling::Random,
+    eval_every: 0,
+    save_every: 0,
+    val_windows: 64,
+};
+
 impl PretrainOptions {
-    /// The paper's settings for the given data, model and output.
+    /// The paper's settings ([`PRETRAIN`]) for the given data, model and output.
     pub fn new(data: PathBuf, model: ModelSource, out: PathBuf) -> Self {
+        let p = PRETRAIN;
         PretrainOptions {
             data,
             val: None,
             model,
             out,
-            batch: 64,
-            seq: 512,
+            batch: p.batch,
+            seq: p.seq,
             micro_batch: None,
-            steps: 100_000,
-            lr: 2.5e-4,
-            warmup: 2000,
-            schedule: Schedule::WarmupCosine,
-            weight_decay: 0.01,
-            clip: 1.0,
+            steps: p.steps,
+            lr: p.lr,
+            warmup: p.warmup,
+            schedule: p.schedule,
+            weight_decay: p.weight_decay,
+            clip: p.clip,
             dropout: None,
-            seed: 0,
-            sampling: Sampling::Random,
-            eval_every: 0,
-            save_every: 0,
+            seed: p.seed,
+            sampling: p.sampling,
+            eval_every: p.eval_every,
+            save_every: p.save_every,
             resume: false,
             stop_at: None,
-            val_windows: 64,
+            val_windows: p.val_windows,
             progress: true,
         }
     }
@@ -121,13 +157,14 @@ fn val_windows(val: &TokenData, seq: usize, max: usize) -> Result<(Vec<u32>, Vec
 pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     let micro = opts.micro_batch.unwrap_or(opts.batch);
     if opts.batch == 0 || micro == 0 || !opts.batch.is_multiple_of(micro) {
-        return Err(Error::Config(format!(
-            "--batch {} must be a positive multiple of --micro-batch {micro}",
-            opts.batch
-        )));
+        return Err(Error::setting(
+            "batch",
+            format!("{} must be a positive multiple of the micro-batch size {micro}", opts.batch),
+        ));
     }
     if opts.seq == 0 || opts.steps == 0 {
-        return Err(Error::Config("--seq and --steps must be positive".into()));
+        let setting = if opts.seq == 0 { "seq" } else { "steps" };
+        return Err(Error::setting(setting, "must be positive"));
     }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let latest = checkpoint::latest(&opts.out)?;
@@ -140,13 +177,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         };
         let (model, opt, state) = checkpoint::load(&dir, opts.weight_decay)?;
         let want = (opts.seed, opts.batch, opts.seq, micro, opts.sampling);
-        let have = (
-            state.seed,
-            state.batch,
-            state.seq,
-            state.micro_batch,
-            state.sampling,
-        );
+        let have = (state.seed, state.batch, state.seq, state.micro_batch, state.sampling);
         if want != have {
             return Err(Error::invalid(
                 &dir,
@@ -168,7 +199,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         }
         let model = match &opts.model {
             ModelSource::Config(c) => {
-                c.validate().map_err(Error::Config)?;
+                c.validate().map_err(Error::ModelConfig)?;
                 Gpt::init(c.clone(), derive(opts.seed, stream::INIT))
             }
             ModelSource::Init(dir) => load_model(dir)?,
@@ -177,16 +208,16 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     };
     if let Some(p) = opts.dropout {
         if !(0.0..1.0).contains(&p) {
-            return Err(Error::Config(format!("--dropout {p} must be in [0, 1)")));
+            return Err(Error::setting("dropout", format!("{p} must be in [0, 1)")));
         }
         model.config = model.config.clone().with_dropout(p);
     }
     let c = model.config.clone();
     if opts.seq > c.n_positions {
-        return Err(Error::Config(format!(
-            "--seq {} exceeds the model's n_positions {}; lower --seq",
-            opts.seq, c.n_positions
-        )));
+        return Err(Error::setting(
+            "seq",
+            format!("{} exceeds the model's n_positions {}; lower it", opts.seq, c.n_positions),
+        ));
     }
     let data = TokenData::open(&opts.data)?;
     data.check_vocab(c.vocab_size)?;
@@ -229,10 +260,8 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     bar.set_position(start);
     let data_seed = derive(opts.seed, stream::DATA);
     let drop_seed = derive(opts.seed, stream::DROPOUT);
-    let (mut ids, mut targets) = (
-        vec![0u32; opts.batch * opts.seq],
-        vec![0u32; opts.batch * opts.seq],
-    );
+    let (mut ids, mut targets) =
+        (vec![0u32; opts.batch * opts.seq], vec![0u32; opts.batch * opts.seq]);
     let (mut last_loss, mut last_val) = (None, None);
     let write_metric = |m: &mut std::fs::File, v: serde_json::Value| -> Result<()> {
         writeln!(m, "{v}").map_err(|e| Error::io(&metrics_path, e))
@@ -262,10 +291,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         write_metric(&mut metrics, rec)?;
         last_loss = Some(stats.loss);
         bar.set_position(done);
-        bar.set_message(format!(
-            "loss {:.4} lr {lr:.2e} {:.0} tok/s",
-            stats.loss, tps
-        ));
+        bar.set_message(format!("loss {:.4} lr {lr:.2e} {:.0} tok/s", stats.loss, tps));
         if opts.save_every > 0 && done % opts.save_every == 0 && done != end {
             checkpoint::save(
                 &opts.out.join(format!("checkpoint-{done}")),
@@ -276,9 +302,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         }
     }
     bar.finish();
-    metrics
-        .sync_all()
-        .map_err(|e| Error::io(&metrics_path, e))?;
+    metrics.sync_all().map_err(|e| Error::io(&metrics_path, e))?;
     crate::plot::curves_or_warn(&metrics_path, &opts.out.join("curves.png"), "pre-training");
     let final_dir = if end < opts.steps {
         opts.out.join(format!("checkpoint-{end}"))
@@ -288,10 +312,5 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     if end > start || !final_dir.exists() {
         checkpoint::save(&final_dir, &trainer.model, &trainer.opt, &state_at(end))?;
     }
-    Ok(Summary {
-        step: end,
-        loss: last_loss,
-        val_loss: last_val,
-        final_dir,
-    })
+    Ok(Summary { step: end, loss: last_loss, val_loss: last_val, final_dir })
 }

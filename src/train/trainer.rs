@@ -28,8 +28,10 @@ pub struct TaskObjective {
 
 impl TaskObjective {
     pub fn new(head: Head, aux_lm: f32, clf_dropout: f32, weight_decay: f32) -> Self {
-        let (opt_w, opt_b) =
-            (AdamW::flat(head.w.len(), true, weight_decay), AdamW::flat(head.b.len(), false, weight_decay));
+        let (opt_w, opt_b) = (
+            AdamW::flat(head.w.len(), true, weight_decay),
+            AdamW::flat(head.b.len(), false, weight_decay),
+        );
         TaskObjective { grad: head.zeros_like(), head, opt_w, opt_b, aux_lm, clf_dropout }
     }
 }
@@ -142,7 +144,14 @@ impl<B: Backend> Trainer<B> {
     /// `items`, whose rows index `[n_seq, len]`: `self.grads` (and the head's gradient) hold
     /// ∂objective/∂parameters afterwards. Sequences go through in passes of `micro` (n_seq a
     /// multiple of it; with items, one pass).
-    pub fn gradients(&mut self, ids: &[u32], targets: &[u32], len: usize, items: &[Item], key: StepKey) -> Losses {
+    pub fn gradients(
+        &mut self,
+        ids: &[u32],
+        targets: &[u32],
+        len: usize,
+        items: &[Item],
+        key: StepKey,
+    ) -> Losses {
         let n_seq = ids.len() / len;
         let per_pass = self.micro.min(n_seq);
         assert!(n_seq.is_multiple_of(per_pass), "batch must be a multiple of the micro-batch");
@@ -154,7 +163,9 @@ impl<B: Backend> Trainer<B> {
         let lm_scale = lm_weight / counted.max(1) as f32;
         be.fill(self.grads.w(), 0.0);
         let (mut nll, mut task_sum, mut n_items) = (0.0f64, None, 1);
-        for (k, (i, tg)) in ids.chunks(per_pass * len).zip(targets.chunks(per_pass * len)).enumerate() {
+        for (k, (i, tg)) in
+            ids.chunks(per_pass * len).zip(targets.chunks(per_pass * len)).enumerate()
+        {
             let key = match key {
                 StepKey::Off => None,
                 StepKey::PerMicroBatch(key) => Some(derive(key, k as u64)),
@@ -178,13 +189,21 @@ impl<B: Backend> Trainer<B> {
                     task.grad.b.fill(0.0);
                     let mut dh = vec![0.0f32; rows.len() * d];
                     let scale = 1.0 / n_items as f32;
-                    task_sum = Some(task.head.loss_backward(&mut task.grad, &hidden, &ritems, drop, scale, &mut dh));
+                    task_sum = Some(task.head.loss_backward(
+                        &mut task.grad,
+                        &hidden,
+                        &ritems,
+                        drop,
+                        scale,
+                        &mut dh,
+                    ));
                     Some((rows, dh))
                 }
                 None => None,
             };
             let extra = extra.as_ref().map(|(r, dh)| (r.as_slice(), dh.as_slice()));
-            nll += self.model.backward(&mut self.acts, &mut self.grads, i, tg, key, lm_scale, extra);
+            nll +=
+                self.model.backward(&mut self.acts, &mut self.grads, i, tg, key, lm_scale, extra);
         }
         let lm_loss = nll / counted.max(1) as f64;
         let task_loss = task_sum.map(|s| s / n_items as f64);
@@ -207,7 +226,9 @@ impl<B: Backend> Trainer<B> {
         match &mut self.task {
             None => clip_grad_norm(be, &mut self.grads, clip),
             Some(t) => {
-                let sq = be.sum_squares(self.grads.r()) + sum_squares(&t.grad.w) + sum_squares(&t.grad.b);
+                let sq = be.sum_squares(self.grads.r())
+                    + sum_squares(&t.grad.w)
+                    + sum_squares(&t.grad.b);
                 let norm = sq.sqrt() as f32;
                 if let Some(f) = clip_coef(norm, clip) {
                     be.scale(self.grads.w(), f);
@@ -233,7 +254,8 @@ impl<B: Backend> Trainer<B> {
         key: StepKey,
         step: u64,
     ) -> Result<StepStats> {
-        let Losses { loss, lm_loss, task_loss, tokens } = self.gradients(ids, targets, len, items, key);
+        let Losses { loss, lm_loss, task_loss, tokens } =
+            self.gradients(ids, targets, len, items, key);
         let grad_norm = self.clip(clip);
         if !loss.is_finite() || !grad_norm.is_finite() {
             let loss = if loss.is_finite() { grad_norm as f64 } else { loss };

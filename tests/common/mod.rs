@@ -5,20 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn gpt1(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpt1"))
-        .args(args)
-        .output()
-        .expect("run gpt1")
+    Command::new(env!("CARGO_BIN_EXE_gpt1")).args(args).output().expect("run gpt1")
 }
 
 /// Runs `gpt1 args`, asserts success, returns stdout.
 pub fn ok(args: &[&str]) -> String {
     let o = gpt1(args);
-    assert!(
-        o.status.success(),
-        "gpt1 {args:?} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "gpt1 {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -27,10 +20,7 @@ pub fn fails(args: &[&str], needle: &str) -> String {
     let o = gpt1(args);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(!o.status.success(), "gpt1 {args:?} should fail");
-    assert!(
-        err.contains(needle),
-        "gpt1 {args:?}: expected {needle:?} in:\n{err}"
-    );
+    assert!(err.contains(needle), "gpt1 {args:?}: expected {needle:?} in:\n{err}");
     assert!(!err.contains("panicked"), "panic: {err}");
     err
 }
@@ -61,16 +51,10 @@ pub fn write_letter_vocab(dir: &Path, punct: &[char], merges: &[(&str, &str)]) {
         toks.push(format!("{c}</w>"));
     }
     toks.extend(merges.iter().map(|(a, b)| format!("{a}{b}")));
-    let vocab: serde_json::Map<String, serde_json::Value> = toks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i.into()))
-        .collect();
-    std::fs::write(
-        dir.join("vocab.json"),
-        serde_json::to_string(&vocab).expect("json"),
-    )
-    .expect("write vocab.json");
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        toks.iter().enumerate().map(|(i, t)| (t.clone(), i.into())).collect();
+    std::fs::write(dir.join("vocab.json"), serde_json::to_string(&vocab).expect("json"))
+        .expect("write vocab.json");
     let mut m = String::from("#version: 0.2\n");
     for (a, b) in merges {
         m.push_str(&format!("{a} {b}\n"));

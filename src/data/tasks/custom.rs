@@ -20,18 +20,13 @@ pub struct Custom {
 /// of the label column in the train split, sorted.
 pub fn custom_task(dir: &Path, c: Custom) -> Result<TaskDef> {
     if c.shape == Shape::Choice && c.choices.len() < 2 {
-        return Err(Error::Config(
-            "--type choice needs --choices with at least two columns".into(),
-        ));
+        return Err(Error::setting("choices", "needs at least two columns for a choice task"));
     }
-    if matches!(
-        c.shape,
-        Shape::Ordered | Shape::Unordered | Shape::Regression
-    ) && c.text_b.is_none()
+    if matches!(c.shape, Shape::Ordered | Shape::Unordered | Shape::Regression)
+        && c.text_b.is_none()
     {
-        return Err(Error::Config(
-            format!("--type {:?} needs --text-b", c.shape).to_lowercase(),
-        ));
+        let shape = format!("{:?}", c.shape).to_lowercase();
+        return Err(Error::setting("text_b", format!("is needed by a {shape} task")));
     }
     let kind = c.shape.head();
     let metric = match c.shape {
@@ -73,20 +68,12 @@ type Record = std::collections::HashMap<String, String>;
 
 /// The rows of a custom split file as column → value maps, with their line numbers.
 fn custom_rows(dir: &Path, split: &str) -> Result<(PathBuf, Vec<(usize, Record)>)> {
-    let names = [
-        format!("{split}.tsv"),
-        format!("{split}.csv"),
-        format!("{split}.jsonl"),
-    ];
+    let names = [format!("{split}.tsv"), format!("{split}.csv"), format!("{split}.jsonl")];
     let path = split_file(dir, &names.iter().map(String::as_str).collect::<Vec<_>>())?;
     let mut out = Vec::new();
     if path.extension().is_some_and(|e| e == "jsonl") {
         let body = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        for (i, line) in body
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
+        for (i, line) in body.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             let v: serde_json::Value = serde_json::from_str(line)
                 .map_err(|e| Error::invalid(&path, format!("line {}: not JSON ({e})", i + 1)))?;
             let obj = v.as_object().ok_or_else(|| {
@@ -95,12 +82,7 @@ fn custom_rows(dir: &Path, split: &str) -> Result<(PathBuf, Vec<(usize, Record)>
             let rec = obj
                 .iter()
                 .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v.as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| v.to_string()),
-                    )
+                    (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
                 })
                 .collect();
             out.push((i + 1, rec));
@@ -125,17 +107,11 @@ pub(super) fn read_custom(
     out: &mut Split,
 ) -> Result<()> {
     let (path, rows) = custom_rows(dir, split)?;
-    let mut b = Builder {
-        skip_bad,
-        split: out,
-    };
+    let mut b = Builder { skip_bad, split: out };
     for (line, r) in &rows {
         let ex = (|| {
-            let get = |k: &str| {
-                r.get(k)
-                    .map(String::as_str)
-                    .ok_or_else(|| format!("no column {k:?}"))
-            };
+            let get =
+                |k: &str| r.get(k).map(String::as_str).ok_or_else(|| format!("no column {k:?}"));
             let a = text(get(&c.text_a)?, &c.text_a)?;
             let label = r.get(&c.label).map(|s| s.trim()).filter(|s| !s.is_empty());
             let input = match c.shape {

@@ -56,15 +56,7 @@ pub(super) fn read(
     let path = split_file(dir, &[&g.file(split)])?;
     match g.headerless {
         Some(h) if !test => headerless(def, &h, &path, skip_bad, out)?,
-        _ => with_header(
-            def,
-            shape,
-            &path,
-            g.texts,
-            (!test).then_some(g.label),
-            skip_bad,
-            out,
-        )?,
+        _ => with_header(def, shape, &path, g.texts, (!test).then_some(g.label), skip_bad, out)?,
     }
     out.files.push(path);
     Ok(())
@@ -79,10 +71,7 @@ fn headerless(
     out: &mut Split,
 ) -> Result<()> {
     let rows = read_delimited(path, b'\t', false, false)?;
-    let mut b = Builder {
-        skip_bad,
-        split: out,
-    };
+    let mut b = Builder { skip_bad, split: out };
     for (line, row) in &rows.rows {
         let ex = (|| {
             if row.len() != h.columns.len() {
@@ -115,10 +104,7 @@ fn with_header(
     split: &mut Split,
 ) -> Result<()> {
     let rows = read_delimited(path, b'\t', false, true)?;
-    let tc: Vec<usize> = text_cols
-        .iter()
-        .map(|n| rows.col(n))
-        .collect::<Result<_>>()?;
+    let tc: Vec<usize> = text_cols.iter().map(|n| rows.col(n)).collect::<Result<_>>()?;
     let lc = match label_col {
         Some(n) => Some(rows.col(n)?),
         None => None,
@@ -148,14 +134,10 @@ fn with_header(
             };
             let input = match (texts.len(), shape) {
                 (1, _) => Input::Single(texts[0].clone()),
-                (_, Shape::Unordered | Shape::Regression) => Input::Unordered {
-                    a: texts[0].clone(),
-                    b: texts[1].clone(),
-                },
-                _ => Input::Ordered {
-                    premise: texts[0].clone(),
-                    hypothesis: texts[1].clone(),
-                },
+                (_, Shape::Unordered | Shape::Regression) => {
+                    Input::Unordered { a: texts[0].clone(), b: texts[1].clone() }
+                }
+                _ => Input::Ordered { premise: texts[0].clone(), hypothesis: texts[1].clone() },
             };
             Ok(Example { input, target })
         })();
@@ -197,23 +179,12 @@ mod tests {
         );
         // Another labelled file beside them reads by its name; an absent one is an unknown split.
         std::fs::copy(p.join("train.tsv"), p.join("extra-1.tsv")).unwrap();
-        assert_eq!(
-            read_split(&rte, p, "extra-1", false)
-                .unwrap()
-                .examples
-                .len(),
-            2
-        );
+        assert_eq!(read_split(&rte, p, "extra-1", false).unwrap().examples.len(), 2);
         for bad in ["extra-2", "../train", ""] {
             let e = read_split(&rte, p, bad, false).unwrap_err().to_string();
             assert!(e.contains("unknown split"), "{bad}: {e}");
         }
-        assert!(
-            task("nope")
-                .unwrap_err()
-                .to_string()
-                .contains("known tasks")
-        );
+        assert!(task("nope").unwrap_err().to_string().contains("known tasks"));
         // MRPC's header starts with a byte-order mark; it is an unordered pair.
         std::fs::write(
             p.join("train.tsv"),

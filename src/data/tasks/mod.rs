@@ -47,11 +47,7 @@ pub struct TaskDef {
 impl TaskDef {
     /// Outputs of the head: the classes, or 1 (a score per candidate, or a regression value).
     pub fn n_out(&self) -> usize {
-        if self.kind == HeadKind::Classify {
-            self.labels.len()
-        } else {
-            1
-        }
+        if self.kind == HeadKind::Classify { self.labels.len() } else { 1 }
     }
 }
 
@@ -181,12 +177,7 @@ const fn glue_tsv(
     texts: &'static [&'static [&'static str]],
     label: &'static [&'static str],
 ) -> Reader {
-    Reader::Glue(Glue {
-        texts,
-        label,
-        files: &[],
-        headerless: None,
-    })
+    Reader::Glue(Glue { texts, label, files: &[], headerless: None })
 }
 
 /// The built-in tasks.
@@ -357,13 +348,10 @@ pub fn builtin(name: &str) -> Option<&'static Builtin> {
 
 /// The task called `name` (case and `-`/`_` ignored: `SST-2`, `sst2`, `STS_B` all work).
 pub fn task(name: &str) -> Result<TaskDef> {
-    let key: String = name
-        .chars()
-        .filter(|c| c.is_alphanumeric())
-        .collect::<String>()
-        .to_lowercase();
+    let key: String =
+        name.chars().filter(|c| c.is_alphanumeric()).collect::<String>().to_lowercase();
     let b = builtin(&key).ok_or_else(|| {
-        Error::Config(format!(
+        Error::Unknown(format!(
             "unknown task {name:?}; known tasks: {}, or custom (with --type and the column options)",
             names()
         ))
@@ -389,19 +377,12 @@ pub fn read_split(def: &TaskDef, dir: &Path, split: &str, skip_bad: bool) -> Res
     let mut out = Split::default();
     let row = builtin(&def.name).filter(|_| def.custom.is_none());
     let known = TASKS.iter().any(|t| t.splits.contains(&split));
-    let extra_glue = matches!(
-        row,
-        Some(Builtin {
-            reader: Reader::Glue(_),
-            ..
-        })
-    ) && !split.is_empty()
-        && split
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    let extra_glue = matches!(row, Some(Builtin { reader: Reader::Glue(_), .. }))
+        && !split.is_empty()
+        && split.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         && dir.join(format!("{split}.tsv")).is_file();
     if !known && !extra_glue {
-        return Err(Error::Config(format!(
+        return Err(Error::Unknown(format!(
             "unknown split {split:?}: use train, dev or test (dev_mismatched for MNLI; for a \
              GLUE task, NAME for a labelled NAME.tsv beside them)"
         )));
@@ -413,10 +394,7 @@ pub fn read_split(def: &TaskDef, dir: &Path, split: &str, skip_bad: bool) -> Res
             Reader::Own(read) => read(def, dir, split, skip_bad, &mut out)?,
         },
         (None, None) => {
-            return Err(Error::Config(format!(
-                "task {}: no reader yet for its files",
-                def.name
-            )));
+            return Err(Error::Unknown(format!("task {}: no reader yet for its files", def.name)));
         }
     }
     if out.examples.is_empty() {
@@ -444,10 +422,7 @@ pub fn long_help() -> String {
     for t in TASKS {
         s.push_str(&format!("\n  {:<11} {}", t.name, t.about));
     }
-    s.push_str(&format!(
-        "\n  {:<11} your own files, with --type and the column options",
-        "custom"
-    ));
+    s.push_str(&format!("\n  {:<11} your own files, with --type and the column options", "custom"));
     s
 }
 
@@ -459,12 +434,9 @@ pub fn markdown_table() -> String {
     );
     for t in TASKS {
         let labels = match t.kind() {
-            HeadKind::Classify => t
-                .labels
-                .iter()
-                .map(|l| format!("`{l}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            HeadKind::Classify => {
+                t.labels.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ")
+            }
             HeadKind::Regress => "a score".into(),
             HeadKind::Choice => "the right candidate".into(),
         };
@@ -493,23 +465,10 @@ mod tests {
     fn registry_rows_agree_with_themselves() {
         for t in TASKS {
             assert_eq!(task(t.name).unwrap().name, t.name);
-            assert!(
-                t.name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            );
-            assert_eq!(
-                t.labels.is_empty(),
-                t.kind() != HeadKind::Classify,
-                "{}",
-                t.name
-            );
+            assert!(t.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+            assert_eq!(t.labels.is_empty(), t.kind() != HeadKind::Classify, "{}", t.name);
             assert!(t.splits.starts_with(&["train", "dev"]), "{}", t.name);
-            assert!(
-                !t.about.contains('|') && !t.files.contains('|'),
-                "{}",
-                t.name
-            );
+            assert!(!t.about.contains('|') && !t.files.contains('|'), "{}", t.name);
             if let Reader::Glue(g) = &t.reader {
                 let n = if t.shape == Shape::Single { 1 } else { 2 };
                 assert_eq!(g.texts.len(), n, "{}", t.name);

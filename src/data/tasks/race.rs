@@ -36,10 +36,7 @@ pub(super) fn read(
     let mut files = Vec::new();
     walk(&root, &mut files)?;
     files.sort();
-    let mut b = Builder {
-        skip_bad,
-        split: out,
-    };
+    let mut b = Builder { skip_bad, split: out };
     for path in files {
         let body = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let v: serde_json::Value = match serde_json::from_str(&body) {
@@ -71,9 +68,7 @@ pub(super) fn read(
                 let cands: Vec<String> = opts[k]
                     .as_array()
                     .map(|a| {
-                        a.iter()
-                            .map(|o| o.as_str().unwrap_or("").trim().to_string())
-                            .collect()
+                        a.iter().map(|o| o.as_str().unwrap_or("").trim().to_string()).collect()
                     })
                     .unwrap_or_default();
                 if cands.len() < 2 {
@@ -131,9 +126,7 @@ mod tests {
             r#"{"article": "x", "questions": ["q"], "options": [["a", "b"]], "answers": ["E"]}"#,
         )
         .unwrap();
-        let e = read_split(&task("race").unwrap(), &race, "dev", false)
-            .unwrap_err()
-            .to_string();
+        let e = read_split(&task("race").unwrap(), &race, "dev", false).unwrap_err().to_string();
         assert!(e.contains("2.txt") && e.contains("only 2 options"), "{e}");
     }
 }

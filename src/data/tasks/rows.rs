@@ -18,10 +18,7 @@ pub(super) struct Rows {
 pub(super) fn read_delimited(path: &Path, delim: u8, quoting: bool, header: bool) -> Result<Rows> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let text = String::from_utf8(bytes).map_err(|e| {
-        Error::invalid(
-            path,
-            format!("not UTF-8 at byte {}", e.utf8_error().valid_up_to()),
-        )
+        Error::invalid(path, format!("not UTF-8 at byte {}", e.utf8_error().valid_up_to()))
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut r = csv::ReaderBuilder::new()
@@ -38,34 +35,23 @@ pub(super) fn read_delimited(path: &Path, delim: u8, quoting: bool, header: bool
             rec.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         ));
     }
-    let header = if header && !rows.is_empty() {
-        rows.remove(0).1
-    } else {
-        Vec::new()
-    };
-    Ok(Rows {
-        path: path.to_path_buf(),
-        header,
-        rows,
-    })
+    let header = if header && !rows.is_empty() { rows.remove(0).1 } else { Vec::new() };
+    Ok(Rows { path: path.to_path_buf(), header, rows })
 }
 
 impl Rows {
     /// The index of the first header column named one of `names`.
     pub fn col(&self, names: &[&str]) -> Result<usize> {
-        self.header
-            .iter()
-            .position(|h| names.contains(&h.trim()))
-            .ok_or_else(|| {
-                Error::invalid(
-                    &self.path,
-                    format!(
-                        "line 1: no column named {} in the header {:?}",
-                        names.join(" or "),
-                        self.header
-                    ),
-                )
-            })
+        self.header.iter().position(|h| names.contains(&h.trim())).ok_or_else(|| {
+            Error::invalid(
+                &self.path,
+                format!(
+                    "line 1: no column named {} in the header {:?}",
+                    names.join(" or "),
+                    self.header
+                ),
+            )
+        })
     }
 }
 
@@ -102,11 +88,7 @@ impl Builder<'_> {
 /// The trimmed text, or an error naming `what` when it is empty.
 pub(super) fn text(s: &str, what: &str) -> std::result::Result<String, String> {
     let t = s.trim();
-    if t.is_empty() {
-        Err(format!("empty {what}"))
-    } else {
-        Ok(t.to_string())
-    }
+    if t.is_empty() { Err(format!("empty {what}")) } else { Ok(t.to_string()) }
 }
 
 /// The class whose label is `s` (trimmed).
@@ -121,19 +103,13 @@ pub(super) fn class(def: &TaskDef, s: &str) -> std::result::Result<Target, Strin
 
 /// Cell `i` of a row that should have `ncols` cells.
 pub(super) fn cell(row: &[String], i: usize, ncols: usize) -> std::result::Result<&str, String> {
-    row.get(i)
-        .map(String::as_str)
-        .ok_or_else(|| format!("{} columns, expected {ncols}", row.len()))
+    row.get(i).map(String::as_str).ok_or_else(|| format!("{} columns, expected {ncols}", row.len()))
 }
 
 /// The first of `names` that exists in `dir`; none is a missing split.
 pub(super) fn split_file(dir: &Path, names: &[&str]) -> Result<PathBuf> {
-    names
-        .iter()
-        .map(|n| dir.join(n))
-        .find(|p| p.exists())
-        .ok_or_else(|| Error::MissingSplit {
-            path: dir.to_path_buf(),
-            msg: format!("expected one of {names:?} here"),
-        })
+    names.iter().map(|n| dir.join(n)).find(|p| p.exists()).ok_or_else(|| Error::MissingSplit {
+        path: dir.to_path_buf(),
+        msg: format!("expected one of {names:?} here"),
+    })
 }

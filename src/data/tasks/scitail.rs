@@ -19,10 +19,7 @@ pub(super) fn read(
         .into_iter()
         .map(|n| dir.join(n))
         .find(|p| p.exists());
-    let mut b = Builder {
-        skip_bad,
-        split: out,
-    };
+    let mut b = Builder { skip_bad, split: out };
     if let Some(path) = tsv {
         let rows = read_delimited(&path, b'\t', false, false)?;
         for (line, row) in &rows.rows {
@@ -53,20 +50,13 @@ pub(super) fn read(
     ];
     let path = split_file(dir, &names.iter().map(String::as_str).collect::<Vec<_>>())?;
     let body = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    for (i, line) in body
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
+    for (i, line) in body.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let ex = (|| {
             let v: serde_json::Value =
                 serde_json::from_str(line).map_err(|e| format!("not JSON ({e})"))?;
             let s = |k: &str| text(v[k].as_str().unwrap_or(""), k);
             Ok(Example {
-                input: Input::Ordered {
-                    premise: s("sentence1")?,
-                    hypothesis: s("sentence2")?,
-                },
+                input: Input::Ordered { premise: s("sentence1")?, hypothesis: s("sentence2")? },
                 target: class(def, v["gold_label"].as_str().unwrap_or(""))?,
             })
         })();
@@ -99,9 +89,6 @@ mod tests {
             "{\"sentence1\": \"A\", \"sentence2\": \"B\", \"gold_label\": \"entails\"}\n",
         )
         .unwrap();
-        assert_eq!(
-            read_split(&sci, p, "dev", false).unwrap().examples[0].target,
-            Target::Class(0)
-        );
+        assert_eq!(read_split(&sci, p, "dev", false).unwrap().examples[0].target, Target::Class(0));
     }
 }

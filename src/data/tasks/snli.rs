@@ -16,17 +16,10 @@ pub(super) fn read(
     out: &mut Split,
 ) -> Result<()> {
     let jsonl = dir.join(format!("snli_1.0_{split}.jsonl"));
-    let mut b = Builder {
-        skip_bad,
-        split: out,
-    };
+    let mut b = Builder { skip_bad, split: out };
     if jsonl.exists() {
         let body = std::fs::read_to_string(&jsonl).map_err(|e| Error::io(&jsonl, e))?;
-        for (i, line) in body
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
+        for (i, line) in body.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             let ex = (|| {
                 let v: serde_json::Value =
                     serde_json::from_str(line).map_err(|e| format!("not JSON ({e})"))?;
@@ -36,10 +29,7 @@ pub(super) fn read(
                 }
                 let s = |k: &str| text(v[k].as_str().unwrap_or(""), k);
                 Ok(Some(Example {
-                    input: Input::Ordered {
-                        premise: s("sentence1")?,
-                        hypothesis: s("sentence2")?,
-                    },
+                    input: Input::Ordered { premise: s("sentence1")?, hypothesis: s("sentence2")? },
                     target: class(def, g)?,
                 }))
             })();
@@ -52,10 +42,8 @@ pub(super) fn read(
         b.split.files.push(jsonl);
         return Ok(());
     }
-    let paths: Vec<PathBuf> = ["s1", "s2", "labels"]
-        .iter()
-        .map(|p| dir.join(format!("{p}.{split}")))
-        .collect();
+    let paths: Vec<PathBuf> =
+        ["s1", "s2", "labels"].iter().map(|p| dir.join(format!("{p}.{split}"))).collect();
     for p in &paths {
         if !p.exists() {
             return Err(Error::MissingSplit {
@@ -68,11 +56,8 @@ pub(super) fn read(
     }
     let read = |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| Error::io(p, e));
     let (s1, s2, lab) = (read(&paths[0])?, read(&paths[1])?, read(&paths[2])?);
-    let (s1, s2, lab): (Vec<&str>, Vec<&str>, Vec<&str>) = (
-        s1.lines().collect(),
-        s2.lines().collect(),
-        lab.lines().collect(),
-    );
+    let (s1, s2, lab): (Vec<&str>, Vec<&str>, Vec<&str>) =
+        (s1.lines().collect(), s2.lines().collect(), lab.lines().collect());
     if s1.len() != s2.len() || s1.len() != lab.len() {
         return Err(Error::invalid(
             &paths[2],

@@ -32,20 +32,11 @@ pub(super) fn read(
             msg: format!("no *{part}*.csv (the spring 2016 Story Cloze files)"),
         })
     };
-    let path = if split == "test" {
-        find("test")?
-    } else {
-        find("val")?
-    };
+    let path = if split == "test" { find("test")? } else { find("val")? };
     let rows = read_delimited(&path, b',', true, true)?;
     let c = |n: &str| rows.col(&[n]);
     let (s, q1, q2, ans) = (
-        [
-            c("InputSentence1")?,
-            c("InputSentence2")?,
-            c("InputSentence3")?,
-            c("InputSentence4")?,
-        ],
+        [c("InputSentence1")?, c("InputSentence2")?, c("InputSentence3")?, c("InputSentence4")?],
         c("RandomFifthSentenceQuiz1")?,
         c("RandomFifthSentenceQuiz2")?,
         c("AnswerRightEnding")?,
@@ -55,10 +46,7 @@ pub(super) fn read(
         "dev" => 1497.min(rows.rows.len())..rows.rows.len(),
         _ => 0..rows.rows.len(),
     };
-    let mut b = Builder {
-        skip_bad,
-        split: out,
-    };
+    let mut b = Builder { skip_bad, split: out };
     for (line, row) in &rows.rows[range] {
         let ncols = rows.header.len();
         let ex = (|| {
