@@ -175,14 +175,9 @@ impl<B: Backend> Gpt<B> {
 
     /// Block `l` (parameters `p`) on the rows `q` names; its input is the previous block's
     /// output (or the embeddings) for [`Query::All`], `acts.x_rows` for [`Query::Rows`].
-    pub(crate) fn block(
-        &self,
-        acts: &mut Activations<B>,
-        p: &Layer<B::Ref<'_>>,
-        l: usize,
-        q: Query,
-        drops: &Drops,
-    ) {
+    // One line per op, as llm.c reads: rustfmt would break the kernel calls apart.
+    #[rustfmt::skip]
+    pub(crate) fn block(&self, acts: &mut Activations<B>, p: &Layer<B::Ref<'_>>, l: usize, q: Query, drops: &Drops) {
         let (be, c) = (&self.backend, &self.config);
         let (d, eps, dims) = (c.n_embd, c.layer_norm_epsilon, self.dims(acts.b, acts.t));
         let n = match q {
@@ -200,14 +195,7 @@ impl<B: Backend> Gpt<B> {
         match q {
             Query::All => {
                 be.matmul_forward(a.qkv.w(), x, p.attn_w, p.attn_b, n, d, 3 * d);
-                be.attention_forward(
-                    a.atty.w(),
-                    a.att.w(),
-                    acts.att_scratch.w(),
-                    a.qkv.r(),
-                    dims,
-                    drops.attn(l),
-                );
+                be.attention_forward(a.atty.w(), a.att.w(), acts.att_scratch.w(), a.qkv.r(), dims, drops.attn(l));
             }
             Query::Rows(rows) => {
                 // The rows' own q/k/v (through fch as scratch) join the cache, then attend to it.
@@ -218,30 +206,12 @@ impl<B: Backend> Gpt<B> {
         }
         be.matmul_forward(acts.tmp.w(), a.atty.part(nd), p.proj_w, p.proj_b, n, d, d);
         be.residual_forward(a.r1.part_mut(nd), x, acts.tmp.part(nd), drops.res1(l));
-        be.layernorm_forward(
-            a.ln1.part_mut(nd),
-            a.ln1_mean.part_mut(n),
-            a.ln1_rstd.part_mut(n),
-            a.r1.part(nd),
-            p.ln1_g,
-            p.ln1_b,
-            d,
-            eps,
-        );
+        be.layernorm_forward(a.ln1.part_mut(nd), a.ln1_mean.part_mut(n), a.ln1_rstd.part_mut(n), a.r1.part(nd), p.ln1_g, p.ln1_b, d, eps);
         be.matmul_forward(a.fch.w(), a.ln1.part(nd), p.fc_w, p.fc_b, n, d, 4 * d);
         be.gelu_forward(a.fch_gelu.part_mut(4 * nd), a.fch.part(4 * nd));
         be.matmul_forward(acts.tmp.w(), a.fch_gelu.part(4 * nd), p.mproj_w, p.mproj_b, n, 4 * d, d);
         be.residual_forward(a.r2.part_mut(nd), a.ln1.part(nd), acts.tmp.part(nd), drops.res2(l));
-        be.layernorm_forward(
-            a.ln2.part_mut(nd),
-            a.ln2_mean.part_mut(n),
-            a.ln2_rstd.part_mut(n),
-            a.r2.part(nd),
-            p.ln2_g,
-            p.ln2_b,
-            d,
-            eps,
-        );
+        be.layernorm_forward(a.ln2.part_mut(nd), a.ln2_mean.part_mut(n), a.ln2_rstd.part_mut(n), a.r2.part(nd), p.ln2_g, p.ln2_b, d, eps);
     }
 
     /// The last block's output at the flat positions `rows` of `[B, T]` only, `[rows.len(), d]`
@@ -322,6 +292,8 @@ impl<B: Backend> Gpt<B> {
     /// `∂h` `[rows.len(), d]` on the host). Returns the unscaled LM negative log-likelihood sum
     /// (0 when skipped). Parameter gradients are accumulated into `grads`.
     #[allow(clippy::too_many_arguments)]
+    // One line per op, as llm.c reads: rustfmt would break the kernel calls apart.
+    #[rustfmt::skip]
     pub fn backward(
         &self,
         acts: &mut Activations<B>,
@@ -340,16 +312,7 @@ impl<B: Backend> Gpt<B> {
         let g = acts.grads.as_mut().expect("Activations::new(.., training = true) for backward");
         let last = acts.layers.last().expect("n_layer > 0");
         let nll = if loss_scale != 0.0 {
-            be.crossentropy_forward_backward(
-                g.g_x.w(),
-                B::reborrow(&mut gw.wte),
-                acts.logits.w(),
-                last.ln2.r(),
-                w.wte,
-                targets,
-                d,
-                loss_scale,
-            )
+            be.crossentropy_forward_backward(g.g_x.w(), B::reborrow(&mut gw.wte), acts.logits.w(), last.ln2.r(), w.wte, targets, d, loss_scale)
         } else {
             be.fill(g.g_x.w(), 0.0);
             0.0
@@ -361,89 +324,17 @@ impl<B: Backend> Gpt<B> {
             let x = if l == 0 { acts.encoded.r() } else { acts.layers[l - 1].ln2.r() };
             let (a, p) = (&acts.layers[l], &w.layers[l]);
             // ln_2, then the MLP branch of r2 = ln1 + dropout(mlp(ln1)).
-            be.layernorm_backward(
-                g.g_r.w(),
-                gl.ln2_g,
-                gl.ln2_b,
-                g.g_x.r(),
-                a.r2.r(),
-                a.ln2_mean.r(),
-                a.ln2_rstd.r(),
-                p.ln2_g,
-                d,
-            );
+            be.layernorm_backward(g.g_r.w(), gl.ln2_g, gl.ln2_b, g.g_x.r(), a.r2.r(), a.ln2_mean.r(), a.ln2_rstd.r(), p.ln2_g, d);
             be.residual_backward(g.g_tmp.w(), g.g_r.r(), drops.res2(l));
-            be.matmul_backward(
-                g.g_4d.w(),
-                false,
-                gl.mproj_w,
-                gl.mproj_b,
-                g.g_tmp.r(),
-                a.fch_gelu.r(),
-                p.mproj_w,
-                bt,
-                4 * d,
-                d,
-            );
+            be.matmul_backward(g.g_4d.w(), false, gl.mproj_w, gl.mproj_b, g.g_tmp.r(), a.fch_gelu.r(), p.mproj_w, bt, 4 * d, d);
             be.gelu_backward(g.g_4d.w(), a.fch.r());
-            be.matmul_backward(
-                g.g_r.w(),
-                true,
-                gl.fc_w,
-                gl.fc_b,
-                g.g_4d.r(),
-                a.ln1.r(),
-                p.fc_w,
-                bt,
-                d,
-                4 * d,
-            );
+            be.matmul_backward(g.g_r.w(), true, gl.fc_w, gl.fc_b, g.g_4d.r(), a.ln1.r(), p.fc_w, bt, d, 4 * d);
             // ln_1, then the attention branch of r1 = x + dropout(attn(x)).
-            be.layernorm_backward(
-                g.g_x.w(),
-                gl.ln1_g,
-                gl.ln1_b,
-                g.g_r.r(),
-                a.r1.r(),
-                a.ln1_mean.r(),
-                a.ln1_rstd.r(),
-                p.ln1_g,
-                d,
-            );
+            be.layernorm_backward(g.g_x.w(), gl.ln1_g, gl.ln1_b, g.g_r.r(), a.r1.r(), a.ln1_mean.r(), a.ln1_rstd.r(), p.ln1_g, d);
             be.residual_backward(g.g_tmp.w(), g.g_x.r(), drops.res1(l));
-            be.matmul_backward(
-                g.g_r.w(),
-                false,
-                gl.proj_w,
-                gl.proj_b,
-                g.g_tmp.r(),
-                a.atty.r(),
-                p.proj_w,
-                bt,
-                d,
-                d,
-            );
-            be.attention_backward(
-                g.g_qkv.w(),
-                acts.att_scratch.w(),
-                g.g_r.r(),
-                a.qkv.r(),
-                a.att.r(),
-                dims,
-                drops.attn(l),
-            );
-            be.matmul_backward(
-                g.g_x.w(),
-                true,
-                gl.attn_w,
-                gl.attn_b,
-                g.g_qkv.r(),
-                x,
-                p.attn_w,
-                bt,
-                d,
-                3 * d,
-            );
+            be.matmul_backward(g.g_r.w(), false, gl.proj_w, gl.proj_b, g.g_tmp.r(), a.atty.r(), p.proj_w, bt, d, d);
+            be.attention_backward(g.g_qkv.w(), acts.att_scratch.w(), g.g_r.r(), a.qkv.r(), a.att.r(), dims, drops.attn(l));
+            be.matmul_backward(g.g_x.w(), true, gl.attn_w, gl.attn_b, g.g_qkv.r(), x, p.attn_w, bt, d, 3 * d);
         }
         be.dropout(g.g_x.w(), drops.embd());
         be.encoder_backward(gw.wte, gw.wpe, g.g_x.r(), ids, t, d);

@@ -1,5 +1,6 @@
 //! Text: the tokenizer and corpus preparation. Knows nothing of models or tasks.
 
+mod ftfy;
 pub mod original;
 pub mod prepare;
 pub mod tokenizer;
