@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use gpt1::data::tasks::{self, Custom, Shape, TaskDef, custom_task, task};
+use gpt1::kernels::rng::{derive, stream};
 use gpt1::model::checkpoint::load_model;
 use gpt1::model::{Config, Gpt};
 use gpt1::tasks::checkpoint::{Finetuned, load_finetuned};
@@ -245,7 +246,7 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
     let model = if a.from_scratch {
         let mut c = Config::from_name_or_file(a.config.as_deref().unwrap_or("gpt1"))?;
         c.vocab_size = tok.vocab_size();
-        Gpt::init(c, a.seed)
+        Gpt::init(c, derive(a.seed, stream::INIT))
     } else {
         let dir = a.model.as_ref().context("--model CKPT_DIR is needed unless --from-scratch")?;
         load_model(dir).with_context(|| format!("loading {}", dir.display()))?
@@ -257,7 +258,7 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
             "--transfer-layers {k} exceeds the model's {} layers",
             model.config.n_layer
         );
-        model.keep_layers(k, a.seed);
+        model.keep_layers(k, derive(a.seed, stream::INIT));
     }
     let mut o = FinetuneOptions::new(a.task.data, a.out);
     o.epochs = a.epochs;
