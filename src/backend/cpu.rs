@@ -101,6 +101,18 @@ impl Backend for Cpu {
     ) {
         embedding::forward(out, ids, wte, wpe, t, d);
     }
+    fn encoder_rows(
+        &self,
+        out: &mut [f32],
+        ids: &[u32],
+        rows: &[usize],
+        wte: &[f32],
+        wpe: &[f32],
+        t: usize,
+        d: usize,
+    ) {
+        embedding::forward_rows(out, ids, rows, wte, wpe, t, d);
+    }
     fn encoder_backward(
         &self,
         dwte: &mut [f32],

@@ -108,6 +108,18 @@ pub trait Backend: Clone + Send + Sync + 'static {
         t: usize,
         d: usize,
     );
+    /// `out[i] = wte[ids[i]] + wpe[rows[i] % t]`, `out` `[rows.len(), d]`: the embeddings of
+    /// some positions only (a decode step).
+    fn encoder_rows(
+        &self,
+        out: Self::Mut<'_>,
+        ids: &[u32],
+        rows: &[usize],
+        wte: Self::Ref<'_>,
+        wpe: Self::Ref<'_>,
+        t: usize,
+        d: usize,
+    );
     fn encoder_backward(
         &self,
         dwte: Self::Mut<'_>,

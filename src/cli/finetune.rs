@@ -134,15 +134,20 @@ pub struct EvaluateArgs {
     /// The task (optional: the checkpoint records it; given, it must match).
     #[arg(long)]
     task: Option<String>,
+    /// The task's data directory (the one it was fine-tuned on, or another with the same files).
     #[arg(long)]
     data: PathBuf,
+    /// The split to evaluate (train, dev, test; MNLI also dev_mismatched; for a GLUE task the
+    /// NAME of a labelled NAME.tsv beside them).
     #[arg(long, default_value = "dev")]
     split: String,
     /// Examples per update (per evaluation pass for evaluate and predict).
     #[arg(long, default_value_t = FINETUNE.batch)]
     batch: usize,
+    /// Skip (and count) malformed rows of the task files instead of stopping.
     #[arg(long)]
     skip_bad_rows: bool,
+    /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -155,8 +160,10 @@ pub struct PredictArgs {
     /// The task (optional: the checkpoint records it; given, it must match).
     #[arg(long)]
     task: Option<String>,
+    /// The task's data directory (the one it was fine-tuned on, or another with the same files).
     #[arg(long)]
     data: PathBuf,
+    /// The split to predict (test by default: labels are not needed).
     #[arg(long, default_value = "test")]
     split: String,
     /// Examples per update (per evaluation pass for evaluate and predict).
@@ -185,8 +192,10 @@ pub struct StatsArgs {
     /// The context inputs must fit.
     #[arg(long, default_value_t = 512)]
     max_len: usize,
+    /// Skip (and count) malformed rows of the task files instead of stopping.
     #[arg(long)]
     skip_bad_rows: bool,
+    /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }

@@ -28,6 +28,7 @@ pub struct TokenizeArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct DetokenizeArgs {
+    /// Tokenizer directory (GPT-1's BPE files, or vocab.json + merges.txt).
     #[arg(long)]
     tokenizer: PathBuf,
     /// Token ids (separated by spaces or commas; a JSON array works too).
@@ -37,6 +38,7 @@ pub struct DetokenizeArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct PrepareArgs {
+    /// Tokenizer directory (GPT-1's BPE files, or vocab.json + merges.txt).
     #[arg(long)]
     tokenizer: PathBuf,
     /// original or hf; default: original for GPT-1's own vocabulary, hf for others.
@@ -60,6 +62,7 @@ pub struct PrepareArgs {
     /// Fail on invalid UTF-8 instead of replacing it.
     #[arg(long)]
     strict: bool,
+    /// No progress bar.
     #[arg(long)]
     quiet: bool,
 }
@@ -75,11 +78,13 @@ pub struct TrainArgs {
     /// Text files, directories (their .txt files) or glob patterns.
     #[arg(long, num_args = 1.., required = true)]
     input: Vec<String>,
+    /// Merge rules to learn (GPT-1: 40,000).
     #[arg(long, default_value_t = 40_000)]
     merges: usize,
     /// Normalization and pre-tokenization to learn with (saved in tokenizer_config.json).
     #[arg(long, value_enum, default_value = "hf")]
     mode: Mode,
+    /// Output directory for vocab.json, merges.txt and tokenizer_config.json.
     #[arg(long)]
     out: PathBuf,
 }

@@ -15,6 +15,23 @@ pub fn forward(out: &mut [f32], ids: &[u32], wte: &[f32], wpe: &[f32], t_len: us
     });
 }
 
+/// `out[i] = wte[ids[i]] + wpe[rows[i] % t_len]`: the embeddings of some flat positions of
+/// `[B, t_len]` only.
+pub fn forward_rows(
+    out: &mut [f32],
+    ids: &[u32],
+    rows: &[usize],
+    wte: &[f32],
+    wpe: &[f32],
+    t_len: usize,
+    d: usize,
+) {
+    for (i, (&id, &r)) in ids.iter().zip(rows).enumerate() {
+        let (e, p) = (&wte[id as usize * d..][..d], &wpe[(r % t_len) * d..][..d]);
+        out[i * d..(i + 1) * d].iter_mut().zip(e.iter().zip(p)).for_each(|(o, (e, p))| *o = e + p);
+    }
+}
+
 /// `dwte[ids[r]] += dout[r]`, `dwpe[r % t_len] += dout[r]`, rows in order per column.
 pub fn backward(
     dwte: &mut [f32],

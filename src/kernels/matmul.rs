@@ -1,7 +1,7 @@
 //! Matrix products: the one place that calls the `gemm` crate.
 //!
 //! `gemm` 0.19 with its `x86-v4` feature (AVX-512) measured 280–320 GFLOP/s on this CPU's two
-//! cores, ahead of OpenBLAS and `matrixmultiply` (see `../shared/BENCHMARKS.md`). Its threads
+//! cores, ahead of OpenBLAS (235–285) and `matrixmultiply` (210–250; docs/benchmarks.md). Its threads
 //! split the output, never the reduction, so results do not depend on the thread count (checked
 //! by `matmul_is_thread_count_independent`).
 

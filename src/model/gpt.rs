@@ -235,6 +235,33 @@ impl<B: Backend> Gpt<B> {
         be.download(out).into_owned()
     }
 
+    /// The decode step of KV-cache generation: the embeddings and every block on the flat
+    /// positions `rows` of `[B, T]` only (`ids` their tokens), each row attending over its
+    /// sequence's earlier positions in the blocks' key/value caches, which a forward pass or
+    /// earlier decode steps filled; the rows' own keys and values join the caches. Returns the
+    /// last block's output at `rows`, `[rows.len(), d]`, on the host; no dropout. One position per
+    /// token costs one row through the blocks, not the whole prefix.
+    pub fn forward_cached(
+        &self,
+        acts: &mut Activations<B>,
+        ids: &[u32],
+        rows: &[usize],
+    ) -> Vec<f32> {
+        let (c, be) = (&self.config, &self.backend);
+        let (n, d, t) = (rows.len(), c.n_embd, acts.t);
+        assert!(ids.len() == n && rows.iter().all(|&r| r < acts.b * t), "rows must lie in [B, T]");
+        let (w, drops) = (self.views(), self.drops(None));
+        be.encoder_rows(acts.x_rows.w(), ids, rows, w.wte, w.wpe, t, d);
+        let same: Vec<usize> = (0..n).collect();
+        for l in 0..c.n_layer {
+            if l > 0 {
+                be.copy_rows(acts.x_rows.w(), acts.layers[l - 1].ln2.part(n * d), &same, d);
+            }
+            self.block(acts, &w.layers[l], l, Query::Rows(rows), &drops);
+        }
+        be.download(acts.layers[c.n_layer - 1].ln2.part(n * d)).into_owned()
+    }
+
     /// log p(targets[r] | ids[..=r]) for every position (0 where the target is
     /// [`crate::kernels::crossentropy::IGNORE`]), without dropout.
     pub fn logprobs(

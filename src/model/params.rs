@@ -74,25 +74,34 @@ pub fn layer_size(d: usize) -> usize {
     layer_tensors(d).iter().map(|(_, s)| s.iter().product::<usize>()).sum()
 }
 
-/// One block's tensors as slices of a buffer (parameters or gradients).
+/// One block's tensors as views of a buffer (parameters or gradients); `d` = n_embd, weights
+/// `[in, out]` as HF's Conv1D stores them.
 pub struct Layer<T> {
+    /// `[d, 3d]`, `[3d]`: the fused q/k/v projection.
     pub attn_w: T,
     pub attn_b: T,
+    /// `[d, d]`, `[d]`: the attention output projection.
     pub proj_w: T,
     pub proj_b: T,
+    /// `[d]`, `[d]`: LayerNorm after the attention residual.
     pub ln1_g: T,
     pub ln1_b: T,
+    /// `[d, 4d]`, `[4d]`: the feed-forward's first layer.
     pub fc_w: T,
     pub fc_b: T,
+    /// `[4d, d]`, `[d]`: the feed-forward's second layer.
     pub mproj_w: T,
     pub mproj_b: T,
+    /// `[d]`, `[d]`: LayerNorm after the feed-forward residual.
     pub ln2_g: T,
     pub ln2_b: T,
 }
 
 /// The whole buffer split into named views.
 pub struct Views<T> {
+    /// `[V, d]` token embeddings, tied with the LM head.
     pub wte: T,
+    /// `[n_positions, d]` learned position embeddings.
     pub wpe: T,
     pub layers: Vec<Layer<T>>,
 }

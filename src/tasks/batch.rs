@@ -1,7 +1,7 @@
 //! Task examples as model batches: tokenized and transformed (section 3.3), right-padded,
 //! bucketed by length, with the rows the head reads.
 
-use super::{Example, Item, Specials, Target, Tokens, Transformed, transform};
+use super::{Example, Item, Specials, Target, Transformed, transform};
 use crate::error::{Error, Result};
 use crate::kernels::rng::Rng;
 use crate::text::Tokenizer;
@@ -29,7 +29,7 @@ pub fn prepare(
     let mut truncated = 0;
     let mut out = Vec::with_capacity(examples.len());
     for e in examples {
-        let tokens = Tokens::of(&e.input, |s| tok.encode(s))?;
+        let tokens = e.input.try_map(|s| tok.encode(s))?;
         let t = transform(&tokens, sp, max_len);
         if let Some(q) = t.features.iter().flatten().find(|q| q.ids.len() > max_len) {
             return Err(Error::setting(

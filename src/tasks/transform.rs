@@ -12,34 +12,7 @@ pub struct Specials {
 }
 
 /// Token ids of one example's segments (already tokenized).
-#[derive(Clone, Debug)]
-pub enum Tokens {
-    Single(Vec<u32>),
-    Ordered(Vec<u32>, Vec<u32>),
-    Unordered(Vec<u32>, Vec<u32>),
-    Choice { context: Vec<u32>, question: Vec<u32>, candidates: Vec<Vec<u32>> },
-}
-
-impl Tokens {
-    /// Tokenizes each segment of `input` with `encode`.
-    pub fn of<E>(
-        input: &Input,
-        mut encode: impl FnMut(&str) -> Result<Vec<u32>, E>,
-    ) -> Result<Self, E> {
-        Ok(match input {
-            Input::Single(x) => Tokens::Single(encode(x)?),
-            Input::Ordered { premise, hypothesis } => {
-                Tokens::Ordered(encode(premise)?, encode(hypothesis)?)
-            }
-            Input::Unordered { a, b } => Tokens::Unordered(encode(a)?, encode(b)?),
-            Input::Choice { context, question, candidates } => Tokens::Choice {
-                context: encode(context)?,
-                question: encode(question)?,
-                candidates: candidates.iter().map(|c| encode(c)).collect::<Result<_, _>>()?,
-            },
-        })
-    }
-}
+pub type Tokens = Input<Vec<u32>>;
 
 /// One model input: the ids and the position of its extract token.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,19 +63,19 @@ fn seq(sp: Specials, parts: &[&[u32]]) -> Sequence {
 /// trimmed, never the question or the answer (unless they alone exceed the context).
 pub fn transform(tokens: &Tokens, sp: Specials, max_len: usize) -> Transformed {
     match tokens.clone() {
-        Tokens::Single(mut x) => {
+        Input::Single(mut x) => {
             let truncated = trim_longest(&mut [&mut x], max_len.saturating_sub(2));
             Transformed { features: vec![vec![seq(sp, &[&x])]], truncated }
         }
-        Tokens::Ordered(mut p, mut h) => {
+        Input::Ordered { premise: mut p, hypothesis: mut h } => {
             let truncated = trim_longest(&mut [&mut p, &mut h], max_len.saturating_sub(3));
             Transformed { features: vec![vec![seq(sp, &[&p, &h])]], truncated }
         }
-        Tokens::Unordered(mut a, mut b) => {
+        Input::Unordered { mut a, mut b } => {
             let truncated = trim_longest(&mut [&mut a, &mut b], max_len.saturating_sub(3));
             Transformed { features: vec![vec![seq(sp, &[&a, &b]), seq(sp, &[&b, &a])]], truncated }
         }
-        Tokens::Choice { context, question, candidates } => {
+        Input::Choice { context, question, candidates } => {
             let mut truncated = 0;
             let features = candidates
                 .iter()
@@ -136,16 +109,16 @@ mod tests {
 
     #[test]
     fn the_four_shapes() {
-        let t = transform(&Tokens::Single(vec![1, 2, 3]), SP, 10);
+        let t = transform(&Input::Single(vec![1, 2, 3]), SP, 10);
         assert_eq!(t.features, vec![vec![Sequence { ids: vec![100, 1, 2, 3, 102], extract: 4 }]]);
-        let t = transform(&Tokens::Ordered(vec![1, 2], vec![3]), SP, 10);
+        let t = transform(&Input::Ordered { premise: vec![1, 2], hypothesis: vec![3] }, SP, 10);
         assert_eq!(t.features[0][0].ids, vec![100, 1, 2, 101, 3, 102]);
-        let t = transform(&Tokens::Unordered(vec![1], vec![2, 3]), SP, 10);
+        let t = transform(&Input::Unordered { a: vec![1], b: vec![2, 3] }, SP, 10);
         assert_eq!(t.features[0].len(), 2);
         assert_eq!(t.features[0][0].ids, vec![100, 1, 101, 2, 3, 102]);
         assert_eq!(t.features[0][1].ids, vec![100, 2, 3, 101, 1, 102]);
         let t = transform(
-            &Tokens::Choice {
+            &Input::Choice {
                 context: vec![1, 2],
                 question: vec![3],
                 candidates: vec![vec![4], vec![5, 6]],
@@ -160,14 +133,18 @@ mod tests {
 
     #[test]
     fn truncation_trims_the_longest_segment_and_keeps_specials() {
-        let t = transform(&Tokens::Ordered((0..20).collect(), vec![50, 51]), SP, 10);
+        let t = transform(
+            &Input::Ordered { premise: (0..20).collect(), hypothesis: vec![50, 51] },
+            SP,
+            10,
+        );
         let s = &t.features[0][0];
         assert_eq!(s.ids.len(), 10);
         assert_eq!(s.ids, vec![100, 0, 1, 2, 3, 4, 101, 50, 51, 102]);
         assert_eq!(t.truncated, 15);
         // Multiple choice trims the context, never the answer.
         let t = transform(
-            &Tokens::Choice {
+            &Input::Choice {
                 context: (0..20).collect(),
                 question: vec![60],
                 candidates: vec![vec![70, 71, 72]],
