@@ -6,6 +6,7 @@ pub mod bench;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod generate;
 pub mod io;
 pub mod kernels;
 pub mod model;

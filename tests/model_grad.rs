@@ -242,3 +242,78 @@ fn a_cached_decode_step_matches_the_full_forward_pass() {
         }
     }
 }
+
+/// Greedy generation with the key/value cache picks, at every step, the argmax of the full
+/// forward pass over the prompt and everything generated so far (full recompute), for prompts
+/// of several lengths and two samples at once.
+#[test]
+fn cached_greedy_generation_equals_full_recompute() {
+    use gpt1::generate::{GenerateOptions, Sampling, StopReason, generate};
+    let mut c = small_config(0.1);
+    c.n_layer = 2;
+    c.n_positions = 24;
+    let model = Gpt::init(c.clone(), 13);
+    let v = c.vocab_size;
+    for p in [1, 5, 9] {
+        let prompt = tokens(p, v as u32, 20 + p as u64);
+        let opts = GenerateOptions { max_new: 10, sampling: Sampling::GREEDY, seed: 0, num: 2 };
+        let (got, timing) = generate(&model, &prompt, &opts, |_, _| false).unwrap();
+        assert_eq!(timing.decode_steps, 9);
+        let mut seq = prompt.clone();
+        for _ in 0..10 {
+            let mut acts = Activations::new(&c, 1, seq.len(), false);
+            let logits = model.logits(&mut acts, &seq);
+            let last = &logits[(seq.len() - 1) * v..];
+            let best = last
+                .iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+                .0;
+            seq.push(best as u32);
+        }
+        for g in &got {
+            assert_eq!(g.ids, seq[p..], "prompt length {p}");
+            assert_eq!(g.stop, StopReason::MaxNew);
+        }
+    }
+}
+
+/// Sampling is reproducible from the seed, sample i is the same whatever the number of samples,
+/// and generation stops at a stop callback or at the context limit.
+#[test]
+fn sampling_is_reproducible_and_stops_where_it_should() {
+    use gpt1::generate::{GenerateOptions, Sampling, StopReason, generate};
+    let mut c = small_config(0.1);
+    c.n_positions = 16;
+    let model = Gpt::init(c.clone(), 14);
+    let prompt = tokens(4, c.vocab_size as u32, 3);
+    let s = Sampling { temperature: 0.9, top_k: 20, top_p: 0.95, repetition_penalty: 1.2 };
+    let run = |num, seed| {
+        let opts = GenerateOptions { max_new: 8, sampling: s, seed, num };
+        generate(&model, &prompt, &opts, |_, _| false).unwrap().0
+    };
+    let (three, one, again, other) = (run(3, 7), run(1, 7), run(3, 7), run(3, 8));
+    assert_eq!(three[0].ids, one[0].ids);
+    assert_eq!(
+        three.iter().map(|g| g.ids.clone()).collect::<Vec<_>>(),
+        again.iter().map(|g| g.ids.clone()).collect::<Vec<_>>()
+    );
+    assert_ne!(three[1].ids, three[2].ids, "samples differ");
+    assert_ne!(three[0].ids, other[0].ids, "seeds differ");
+    // A stop callback ends sample 1 after its third token only.
+    let opts = GenerateOptions { max_new: 8, sampling: s, seed: 7, num: 3 };
+    let (g, _) = generate(&model, &prompt, &opts, |i, ids| i == 1 && ids.len() == 3).unwrap();
+    assert_eq!((g[1].ids.len(), g[1].stop), (3, StopReason::StopString));
+    assert_eq!(g[1].ids, three[1].ids[..3]);
+    assert_eq!((g[0].ids.len(), g[0].stop), (8, StopReason::MaxNew));
+    // The context: 16 positions hold the 4 prompt tokens and 12 new ones.
+    let opts = GenerateOptions { max_new: 100, sampling: s, seed: 7, num: 1 };
+    let (g, _) = generate(&model, &prompt, &opts, |_, _| false).unwrap();
+    assert_eq!((g[0].ids.len(), g[0].stop), (12, StopReason::Context));
+    // Bad settings are errors, not panics.
+    let bad =
+        GenerateOptions { max_new: 4, sampling: Sampling { top_p: 0.0, ..s }, seed: 0, num: 1 };
+    assert!(generate(&model, &prompt, &bad, |_, _| false).is_err());
+    assert!(generate(&model, &[], &opts, |_, _| false).is_err());
+    assert!(generate(&model, &[c.vocab_size as u32], &opts, |_, _| false).is_err());
+}

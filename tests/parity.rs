@@ -168,3 +168,24 @@ fn finetuning_objective_and_gradients_match_double_heads() {
     assert!(rel_err(&hg.w, &f32s("grad.multiple_choice_head.summary.weight")) < 1e-4);
     assert!(rel_err(&hg.b, &f32s("grad.multiple_choice_head.summary.bias")) < 1e-4);
 }
+
+/// Greedy generation with the key/value cache equals transformers' greedy `generate` (argmax
+/// with a full recompute every step) token for token (fixture: `tools/make_generate_fixtures.py`;
+/// the smallest top-1/top-2 logit gap on the way is recorded there, far from a tie).
+#[test]
+fn greedy_generation_matches_transformers() {
+    use gpt1::generate::{GenerateOptions, Sampling, generate};
+    let model = load_model(&fixtures().join("hf_gen")).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("hf_gen_ref.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let max_new = r["max_new"].as_u64().unwrap() as usize;
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    };
+    for case in r["cases"].as_array().unwrap() {
+        let (prompt, want) = (ids(&case["prompt"]), ids(&case["greedy"]));
+        let opts = GenerateOptions { max_new, sampling: Sampling::GREEDY, seed: 0, num: 1 };
+        let (got, _) = generate(&model, &prompt, &opts, |_, _| false).unwrap();
+        assert_eq!(got[0].ids, want, "prompt {prompt:?}");
+    }
+}

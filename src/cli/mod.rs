@@ -2,6 +2,7 @@
 
 mod bench;
 mod finetune;
+mod generate;
 mod plot;
 mod pretrain;
 mod score;
@@ -29,6 +30,8 @@ pub struct Cli {
 enum Command {
     /// Pre-train a language model on token shards.
     Pretrain(pretrain::Args),
+    /// Continue a prompt (KV cache; greedy or sampled), streaming the text.
+    Generate(generate::Args),
     /// Per-token log-probabilities and perplexity of token sequences.
     Score(score::Args),
     /// Fine-tune a pre-trained model on a task.
@@ -67,6 +70,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Command::Pretrain(a) => pretrain::run(a),
         Command::Score(a) => score::run(a),
+        Command::Generate(a) => generate::run(a),
         Command::Bench(c) => bench::run(c),
         Command::Tokenize(a) => text::tokenize(a),
         Command::Finetune(a) => finetune::run_finetune(a),

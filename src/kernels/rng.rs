@@ -17,6 +17,8 @@ pub mod stream {
     pub const HEAD_DROPOUT: u64 = 0xC1F;
     /// The task head's initial `W_y`.
     pub const HEAD_INIT: u64 = 0x4EAD;
+    /// Generation's draws: `derive(seed, SAMPLE)`, then the sample, then the step.
+    pub const SAMPLE: u64 = 0x5A39;
     /// The embeddings of the three special tokens added to a bare BPE vocabulary.
     pub const SPECIAL_TOKENS: u64 = 0x5BEC;
     /// Dropout sites inside one forward pass, from the pass's key: the embeddings, and per

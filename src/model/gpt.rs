@@ -247,6 +247,45 @@ impl<B: Backend> Gpt<B> {
         ids: &[u32],
         rows: &[usize],
     ) -> Vec<f32> {
+        self.decode_rows(acts, ids, rows);
+        let last = &acts.layers[self.config.n_layer - 1];
+        self.backend.download(last.ln2.part(rows.len() * self.config.n_embd)).into_owned()
+    }
+
+    /// [`Gpt::forward_cached`], then the next-token logits at the `pick`-th of those rows
+    /// (indices into `rows`): `[pick.len(), V]` on the host. A prefill passes every prompt
+    /// position as `rows` and picks the last of each sequence.
+    pub fn cached_logits(
+        &self,
+        acts: &mut Activations<B>,
+        ids: &[u32],
+        rows: &[usize],
+        pick: &[usize],
+    ) -> Vec<f32> {
+        let (be, d, v) = (&self.backend, self.config.n_embd, self.config.vocab_size);
+        assert!(pick.len() <= crate::kernels::crossentropy::CHUNK.min(acts.b * acts.t));
+        self.decode_rows(acts, ids, rows);
+        let last = self.config.n_layer - 1;
+        be.copy_rows(acts.tmp.w(), acts.layers[last].ln2.part(rows.len() * d), pick, d);
+        let n = pick.len();
+        let wte = self.views().wte;
+        be.matmul(
+            acts.logits.part_mut(n * v),
+            acts.tmp.part(n * d),
+            false,
+            wte,
+            true,
+            n,
+            v,
+            d,
+            false,
+        );
+        be.download(acts.logits.part(n * v)).into_owned()
+    }
+
+    /// The embeddings and every block on `rows` against the caches; the last block's output
+    /// stays in the first `rows.len()` rows of its `ln2`.
+    fn decode_rows(&self, acts: &mut Activations<B>, ids: &[u32], rows: &[usize]) {
         let (c, be) = (&self.config, &self.backend);
         let (n, d, t) = (rows.len(), c.n_embd, acts.t);
         assert!(ids.len() == n && rows.iter().all(|&r| r < acts.b * t), "rows must lie in [B, T]");
@@ -259,7 +298,6 @@ impl<B: Backend> Gpt<B> {
             }
             self.block(acts, &w.layers[l], l, Query::Rows(rows), &drops);
         }
-        be.download(acts.layers[c.n_layer - 1].ln2.part(n * d)).into_owned()
     }
 
     /// log p(targets[r] | ids[..=r]) for every position (0 where the target is

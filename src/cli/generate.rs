@@ -1,0 +1,178 @@
+//! `generate`: text from a prompt, streamed as it comes.
+
+use anyhow::{Context, Result, bail, ensure};
+use gpt1::generate::{GenerateOptions, Sampling, StopReason, generate};
+use gpt1::model::checkpoint::load_model;
+use gpt1::text::Tokenizer;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "prompt_file", "ids"])))]
+pub struct Args {
+    /// Checkpoint directory (config.json + model.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// The prompt text.
+    #[arg(long)]
+    prompt: Option<String>,
+    /// A file holding the prompt text.
+    #[arg(long)]
+    prompt_file: Option<PathBuf>,
+    /// The prompt as token ids (separated by spaces or commas); no tokenizer needed.
+    #[arg(long)]
+    ids: Option<String>,
+    /// Tokenizer directory (default: the model directory's vocabulary files).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// New tokens per sample at most.
+    #[arg(long, default_value_t = 128)]
+    max_new: usize,
+    /// Always the most likely token (same as --temperature 0).
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
+    greedy: bool,
+    /// Softmax temperature of the sampling (0: greedy).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Sample among the K most likely tokens only (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample among the smallest set of tokens whose probability reaches P (1: all).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Divide (multiply, when negative) the logit of every token already in the sequence (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Stop a sample when its text contains this (repeatable); the text ends before it.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Seed of the draws; sample i is the same for any --num.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Samples from the same prompt, decoded together.
+    #[arg(long, default_value_t = 1)]
+    num: usize,
+    /// One JSON line per sample: ids (generated only), text, stop_reason, tokens_per_s.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_ids(s: &str) -> Result<Vec<u32>> {
+    s.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
+        .filter(|x| !x.is_empty())
+        .map(|x| x.parse::<u32>().with_context(|| format!("--ids: {x:?} is not a token id")))
+        .collect()
+}
+
+/// The text of `ids` cut before the first stop string (and whether one was found).
+fn cut(text: &str, stops: &[String]) -> (String, bool) {
+    match stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+        Some(i) => (text[..i].to_string(), true),
+        None => (text.to_string(), false),
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let model = load_model(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let tok_dir = a.tokenizer.clone().unwrap_or_else(|| a.model.clone());
+    let tok = match (&a.ids, Tokenizer::load(&tok_dir, None)) {
+        (_, Ok(t)) => Some(t),
+        (Some(_), Err(_)) => None,
+        (None, Err(e)) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "loading the tokenizer from {} (pass --tokenizer DIR, or --ids)",
+                    tok_dir.display()
+                )
+            });
+        }
+    };
+    ensure!(a.stop.is_empty() || tok.is_some(), "--stop needs a tokenizer to read the text");
+    let prompt_text = match (&a.prompt, &a.prompt_file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(f)) => {
+            Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)
+        }
+        (None, None) => None,
+    };
+    let prompt = match (&prompt_text, &a.ids, &tok) {
+        (Some(text), _, Some(t)) => t.encode(text)?,
+        (None, Some(ids), _) => parse_ids(ids)?,
+        _ => bail!("give --prompt, --prompt-file or --ids"),
+    };
+    let sampling = Sampling {
+        temperature: if a.greedy { 0.0 } else { a.temperature },
+        top_k: a.top_k,
+        top_p: a.top_p,
+        repetition_penalty: a.repetition_penalty,
+    };
+    let opts = GenerateOptions { max_new: a.max_new, sampling, seed: a.seed, num: a.num };
+    // Streaming (one sample, text mode): print each completed word as it comes.
+    let stream = !a.json && a.num == 1 && tok.is_some();
+    let mut printed = 0usize;
+    let stdout = std::io::stdout();
+    if stream && let Some(p) = &prompt_text {
+        print!("{}", p.trim_end());
+        stdout.lock().flush().ok();
+    }
+    let t0 = std::time::Instant::now();
+    let (gens, timing) = generate(&model, &prompt, &opts, |_, ids| {
+        let Some(t) = &tok else { return false };
+        let Ok(text) = t.decode(ids) else { return false };
+        let (shown, stopped) = cut(&text, &a.stop);
+        let word_end = t.token(*ids.last().unwrap_or(&0)).is_some_and(|s| s.ends_with("</w>"));
+        if stream && (word_end || stopped) && shown.len() > printed {
+            let sep = if printed == 0 { " " } else { "" };
+            print!("{sep}{}", &shown[printed..]);
+            stdout.lock().flush().ok();
+            printed = shown.len();
+        }
+        stopped
+    })?;
+    let secs = t0.elapsed().as_secs_f64();
+    for g in &gens {
+        let text = match &tok {
+            Some(t) => Some(cut(&t.decode(&g.ids)?, &a.stop).0),
+            None => None,
+        };
+        let reason = match g.stop {
+            StopReason::MaxNew => "max_new",
+            StopReason::StopString => "stop",
+            StopReason::Context => "context",
+        };
+        if a.json {
+            let js = serde_json::json!({
+                "ids": g.ids, "text": text, "stop_reason": reason,
+                "tokens_per_s": g.ids.len() as f64 / secs,
+            });
+            println!("{js}");
+        } else if stream {
+            let rest = text.as_deref().unwrap_or("");
+            if rest.len() > printed {
+                print!("{}{}", if printed == 0 { " " } else { "" }, &rest[printed..]);
+            }
+            println!();
+            eprintln!(
+                "[{} tokens, stopped: {reason}, {:.1} tokens/s]",
+                g.ids.len(),
+                g.ids.len() as f64 / secs
+            );
+        } else {
+            match &text {
+                Some(t) => println!("{t}"),
+                None => {
+                    println!("{}", g.ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "))
+                }
+            }
+            eprintln!("[{} tokens, stopped: {reason}]", g.ids.len());
+        }
+    }
+    if !a.json {
+        eprintln!(
+            "[prefill {:.0} ms, {:.1} ms per decode step]",
+            timing.prefill_s * 1e3,
+            timing.decode_s * 1e3 / timing.decode_steps.max(1) as f64
+        );
+    }
+    Ok(())
+}

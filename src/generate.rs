@@ -1,0 +1,231 @@
+//! Text generation with a key/value cache: the prompt goes through the blocks once (prefill),
+//! then each new token costs one row through every block ([`Gpt::cached_logits`]). Samples of a
+//! batch decode together; each stops on its own (new-token limit, a stop string, the context).
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::kernels::rng::{self, derive, stream};
+use crate::model::Gpt;
+use std::time::Instant;
+
+/// How the next token is chosen from the logits (transformers' order: repetition penalty, then
+/// temperature, top-k, top-p).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampling {
+    /// 0 = greedy (argmax, the first of equal maxima as `torch.argmax`).
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0 = all).
+    pub top_k: usize,
+    /// Keep the smallest set of most likely tokens whose probability reaches p (1 = all).
+    pub top_p: f32,
+    /// transformers' `repetition_penalty`: a logit of a token already in the sequence is divided
+    /// by it when positive, multiplied when negative (1 = off).
+    pub repetition_penalty: f32,
+}
+
+impl Sampling {
+    pub const GREEDY: Sampling =
+        Sampling { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0 };
+
+    fn check(&self) -> Result<()> {
+        let bad = |s: &'static str, m: &str| Err(Error::setting(s, m.to_string()));
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad("temperature", "must be a finite number >= 0 (0: greedy)");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p", "must be in (0, 1]");
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return bad("repetition_penalty", "must be a finite number > 0 (1: off)");
+        }
+        Ok(())
+    }
+
+    /// The next token from one row of logits, given the sequence so far; `u` is a uniform draw
+    /// in [0, 1) (unused when greedy).
+    pub fn pick(&self, logits: &mut [f32], seen: &[u32], u: f64) -> u32 {
+        if self.repetition_penalty != 1.0 {
+            let mut done = vec![false; logits.len()];
+            for &id in seen {
+                let i = id as usize;
+                if i < logits.len() && !done[i] {
+                    done[i] = true;
+                    let l = &mut logits[i];
+                    *l = if *l > 0.0 {
+                        *l / self.repetition_penalty
+                    } else {
+                        *l * self.repetition_penalty
+                    };
+                }
+            }
+        }
+        if self.temperature == 0.0 {
+            return argmax(logits) as u32;
+        }
+        let mut cand: Vec<(usize, f32)> =
+            logits.iter().map(|&l| l / self.temperature).enumerate().collect();
+        // Most likely first; ties by id, so the order (and the draw) is deterministic.
+        cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if self.top_k > 0 {
+            cand.truncate(self.top_k);
+        }
+        let mx = cand[0].1 as f64;
+        let mut p: Vec<f64> = cand.iter().map(|&(_, l)| (l as f64 - mx).exp()).collect();
+        let total: f64 = p.iter().sum();
+        p.iter_mut().for_each(|x| *x /= total);
+        if self.top_p < 1.0 {
+            let (mut cum, mut keep) = (0.0, 0);
+            while keep < p.len() && (keep == 0 || cum < self.top_p as f64) {
+                cum += p[keep];
+                keep += 1;
+            }
+            p.truncate(keep);
+            cand.truncate(keep);
+            let total: f64 = p.iter().sum();
+            p.iter_mut().for_each(|x| *x /= total);
+        }
+        let mut acc = 0.0;
+        for (i, &pi) in p.iter().enumerate() {
+            acc += pi;
+            if u < acc {
+                return cand[i].0 as u32;
+            }
+        }
+        cand[cand.len() - 1].0 as u32
+    }
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+        .0
+}
+
+/// Why a sample stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// `max_new` tokens were generated.
+    MaxNew,
+    /// The continuation's text contains a stop string (the callback said so).
+    StopString,
+    /// The model's context (n_positions) is full.
+    Context,
+}
+
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub max_new: usize,
+    pub sampling: Sampling,
+    pub seed: u64,
+    /// Samples decoded together from the same prompt.
+    pub num: usize,
+}
+
+/// One sample: the generated ids (prompt excluded) and why it stopped.
+#[derive(Clone, Debug)]
+pub struct Generated {
+    pub ids: Vec<u32>,
+    pub stop: StopReason,
+}
+
+/// Timings of a [`generate`] call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timing {
+    /// The prompt through every block, and the first token's logits.
+    pub prefill_s: f64,
+    /// Every later decode step together.
+    pub decode_s: f64,
+    /// Decode steps taken (one new token per unfinished sample each).
+    pub decode_steps: usize,
+}
+
+/// Continues `prompt` `opts.num` times. After each new token of sample `i`, `on_token(i, ids)`
+/// sees that sample's generated ids so far and returns `true` to stop it (a stop string).
+/// Sample `i`'s draws are a function of (seed, i, step) only, so it is the same for any `num`.
+pub fn generate<B: Backend>(
+    model: &Gpt<B>,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    mut on_token: impl FnMut(usize, &[u32]) -> bool,
+) -> Result<(Vec<Generated>, Timing)> {
+    let c = &model.config;
+    opts.sampling.check()?;
+    if prompt.is_empty() {
+        return Err(Error::setting("prompt", "is empty: give at least one token"));
+    }
+    if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= c.vocab_size) {
+        return Err(Error::Vocab(format!(
+            "prompt token {bad} is not below vocab_size {}",
+            c.vocab_size
+        )));
+    }
+    if prompt.len() >= c.n_positions {
+        return Err(Error::setting(
+            "prompt",
+            format!(
+                "has {} tokens; the model's context is {}: shorten it",
+                prompt.len(),
+                c.n_positions
+            ),
+        ));
+    }
+    if opts.num == 0 || opts.num > crate::kernels::crossentropy::CHUNK {
+        return Err(Error::setting("num", "must be between 1 and 512"));
+    }
+    let (n, p) = (opts.num, prompt.len());
+    let t = (p + opts.max_new).min(c.n_positions);
+    let mut acts = model.activations(n, t, false);
+    let key = derive(opts.seed, stream::SAMPLE);
+    let draw = |i: usize, step: usize| {
+        let bits = rng::bits(derive(key, i as u64), step as u64);
+        (bits >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut out: Vec<Generated> =
+        (0..n).map(|_| Generated { ids: Vec::new(), stop: StopReason::MaxNew }).collect();
+    let mut seen: Vec<Vec<u32>> = vec![prompt.to_vec(); n];
+    let mut timing = Timing::default();
+    if opts.max_new == 0 {
+        return Ok((out, timing));
+    }
+    // Prefill: every prompt position of every sample, the last one's logits.
+    let t0 = Instant::now();
+    let rows: Vec<usize> = (0..n).flat_map(|s| (0..p).map(move |j| s * t + j)).collect();
+    let ids: Vec<u32> = (0..n).flat_map(|_| prompt.iter().copied()).collect();
+    let pick: Vec<usize> = (0..n).map(|s| s * p + p - 1).collect();
+    let mut logits = model.cached_logits(&mut acts, &ids, &rows, &pick);
+    timing.prefill_s = t0.elapsed().as_secs_f64();
+    let v = c.vocab_size;
+    let mut live: Vec<usize> = (0..n).collect();
+    let t1 = Instant::now();
+    for step in 0.. {
+        let mut next_live = Vec::with_capacity(live.len());
+        for (k, &s) in live.iter().enumerate() {
+            let tok = opts.sampling.pick(&mut logits[k * v..(k + 1) * v], &seen[s], draw(s, step));
+            seen[s].push(tok);
+            out[s].ids.push(tok);
+            if on_token(s, &out[s].ids) {
+                out[s].stop = StopReason::StopString;
+            } else if out[s].ids.len() >= opts.max_new {
+                out[s].stop = StopReason::MaxNew;
+            } else if p + out[s].ids.len() >= c.n_positions {
+                out[s].stop = StopReason::Context;
+            } else {
+                next_live.push(s);
+            }
+        }
+        live = next_live;
+        if live.is_empty() {
+            break;
+        }
+        // One row per unfinished sample: its newest token at its position.
+        let rows: Vec<usize> = live.iter().map(|&s| s * t + p + out[s].ids.len() - 1).collect();
+        let ids: Vec<u32> = live.iter().map(|&s| *out[s].ids.last().expect("a token")).collect();
+        let pick: Vec<usize> = (0..live.len()).collect();
+        logits = model.cached_logits(&mut acts, &ids, &rows, &pick);
+        timing.decode_steps += 1;
+    }
+    timing.decode_s = t1.elapsed().as_secs_f64();
+    Ok((out, timing))
+}

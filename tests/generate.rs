@@ -1,0 +1,166 @@
+//! `gpt1 generate`: ids and text, JSON lines, stop strings, streaming, and bad input.
+
+mod common;
+
+use common::{fails, ok, s, write_letter_vocab};
+use gpt1::model::checkpoint::save_model;
+use gpt1::model::{Config, Gpt};
+use std::path::Path;
+
+/// A random model over a letter vocabulary (52 tokens + 3 special), saved with its tokenizer.
+fn letter_model(dir: &Path) {
+    write_letter_vocab(dir, &[], &[]);
+    let mut c = Config::named("tiny").unwrap();
+    c.vocab_size = 55;
+    c.n_positions = 24;
+    c.n_embd = 16;
+    c.n_layer = 2;
+    c.n_head = 2;
+    c.initializer_range = 0.3;
+    save_model(dir, &Gpt::init(c, 1)).unwrap();
+}
+
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn ids_in_json_out_are_transformers_greedy_continuation() {
+    let out = ok(&[
+        "generate",
+        "--model",
+        "tests/fixtures/hf_gen",
+        "--ids",
+        "54 43 49 39",
+        "--max-new",
+        "20",
+        "--greedy",
+        "--json",
+    ]);
+    let v = &json_lines(&out)[0];
+    let want = [39u64, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 52, 52, 52, 52, 52, 52, 52];
+    let ids: Vec<u64> = v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    assert_eq!(ids, want);
+    assert_eq!(v["stop_reason"], "max_new");
+    assert!(v["text"].is_null() && v["tokens_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn several_samples_give_one_json_line_each_with_their_text() {
+    let d = tempfile::tempdir().unwrap();
+    letter_model(d.path());
+    let out = ok(&[
+        "generate",
+        "--model",
+        s(d.path()),
+        "--prompt",
+        "ab cd",
+        "--max-new",
+        "6",
+        "--num",
+        "3",
+        "--seed",
+        "4",
+        "--json",
+    ]);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3);
+    for v in &lines {
+        let n = v["ids"].as_array().unwrap().len();
+        assert_eq!((n, v["stop_reason"].as_str().unwrap()), (6, "max_new"));
+        assert!(!v["text"].as_str().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn a_stop_string_ends_the_text_before_it() {
+    let d = tempfile::tempdir().unwrap();
+    letter_model(d.path());
+    let base = ok(&[
+        "generate",
+        "--model",
+        s(d.path()),
+        "--prompt",
+        "ab",
+        "--max-new",
+        "12",
+        "--seed",
+        "2",
+        "--json",
+    ]);
+    let text = json_lines(&base)[0]["text"].as_str().unwrap().to_string();
+    // Stop at the second character of what came out the first time.
+    let stop: String = text.chars().skip(1).take(1).collect();
+    let out = ok(&[
+        "generate",
+        "--model",
+        s(d.path()),
+        "--prompt",
+        "ab",
+        "--max-new",
+        "12",
+        "--seed",
+        "2",
+        "--stop",
+        &stop,
+        "--json",
+    ]);
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["stop_reason"], "stop");
+    let got = v["text"].as_str().unwrap();
+    assert!(!got.contains(&stop) && text.starts_with(got), "{got:?} of {text:?}");
+}
+
+#[test]
+fn text_mode_streams_the_prompt_then_the_continuation() {
+    let d = tempfile::tempdir().unwrap();
+    letter_model(d.path());
+    let json = ok(&[
+        "generate",
+        "--model",
+        s(d.path()),
+        "--prompt",
+        "ab",
+        "--max-new",
+        "8",
+        "--greedy",
+        "--json",
+    ]);
+    let text = json_lines(&json)[0]["text"].as_str().unwrap().to_string();
+    let out =
+        ok(&["generate", "--model", s(d.path()), "--prompt", "ab", "--max-new", "8", "--greedy"]);
+    assert_eq!(out.trim_end(), format!("ab {text}"));
+}
+
+#[test]
+fn the_context_limit_is_a_stop_reason() {
+    let out = ok(&[
+        "generate",
+        "--model",
+        "tests/fixtures/hf_gen",
+        "--ids",
+        "1,2,3",
+        "--max-new",
+        "100",
+        "--greedy",
+        "--json",
+    ]);
+    let v = &json_lines(&out)[0];
+    assert_eq!(
+        (v["ids"].as_array().unwrap().len(), v["stop_reason"].as_str().unwrap()),
+        (29, "context")
+    );
+}
+
+#[test]
+fn bad_settings_and_prompts_are_refused_clearly() {
+    let m = "tests/fixtures/hf_gen";
+    fails(&["generate", "--model", m, "--ids", "1 2", "--temperature=-1"], "--temperature");
+    fails(&["generate", "--model", m, "--ids", "1 2", "--top-p", "0"], "--top-p");
+    fails(&["generate", "--model", m, "--ids", "1 x"], "not a token id");
+    fails(&["generate", "--model", m, "--ids", "1 999"], "not below vocab_size");
+    let long: Vec<String> = (0..40).map(|i| (i % 60).to_string()).collect();
+    fails(&["generate", "--model", m, "--ids", &long.join(" ")], "--prompt has 40 tokens");
+    fails(&["generate", "--model", m, "--prompt", "hello"], "--tokenizer");
+    fails(&["generate", "--model", m, "--ids", "1", "--num", "0"], "--num");
+}
