@@ -212,3 +212,90 @@ pub fn finetune(
         peak_rss_mib: peak_rss_mib(),
     }
 }
+
+/// Memory bandwidth of this machine's pool, GB/s: a 256 MiB copy (bytes read + bytes written)
+/// split over the threads, median of 5.
+pub fn measure_bandwidth_gbs() -> f64 {
+    use rayon::prelude::*;
+    let n = 64 << 20;
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    let mut times: Vec<f64> = (0..6)
+        .map(|_| {
+            let t0 = Instant::now();
+            dst.par_chunks_mut(1 << 16)
+                .zip(src.par_chunks(1 << 16))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+            t0.elapsed().as_secs_f64()
+        })
+        .skip(1)
+        .collect();
+    std::hint::black_box(&dst);
+    2.0 * (n * 4) as f64 / median(&mut times) / 1e9
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GenerateBench {
+    pub config: String,
+    pub prompt_len: usize,
+    pub new: usize,
+    pub threads: usize,
+    /// New tokens over the whole call's wall time, prefill included (median of the rounds).
+    pub tokens_per_s: f64,
+    pub prefill_ms: f64,
+    pub decode_ms_per_token: f64,
+    /// fp32 weights read per decode step: every parameter once (batch 1).
+    pub weight_bytes_per_token: f64,
+    /// The pool's measured copy bandwidth (read + write).
+    pub bandwidth_gbs: f64,
+    /// weight_bytes_per_token × decode tokens/s ÷ bandwidth_gbs: how close decoding is to the
+    /// memory-bandwidth limit.
+    pub bandwidth_fraction: f64,
+    pub peak_rss_mib: f64,
+}
+
+/// Greedy generation of `new` tokens after a random prompt of `prompt_len` (batch 1, random
+/// weights, no stop): one untimed round, then `rounds` timed ones.
+pub fn generate(
+    name: &str,
+    config: Config,
+    prompt_len: usize,
+    new: usize,
+    rounds: usize,
+) -> GenerateBench {
+    use crate::generate::{GenerateOptions, Sampling};
+    let threads = rayon::current_num_threads();
+    let model = Gpt::init(config.clone(), 1);
+    let mut rng = Rng::new(17);
+    let prompt: Vec<u32> =
+        (0..prompt_len).map(|_| rng.below(config.vocab_size as u64) as u32).collect();
+    let opts = GenerateOptions { max_new: new, sampling: Sampling::GREEDY, seed: 0, num: 1 };
+    let (mut total, mut prefill, mut decode) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..rounds + 1 {
+        let t0 = Instant::now();
+        let (g, t) = crate::generate::generate(&model, &prompt, &opts, |_, _| false)
+            .expect("valid settings");
+        let secs = t0.elapsed().as_secs_f64();
+        if r > 0 {
+            total.push(g[0].ids.len() as f64 / secs);
+            prefill.push(t.prefill_s * 1e3);
+            decode.push(t.decode_s * 1e3 / t.decode_steps.max(1) as f64);
+        }
+    }
+    let decode_ms = median(&mut decode);
+    let bytes = 4.0 * num_params(&config) as f64;
+    let bw = measure_bandwidth_gbs();
+    GenerateBench {
+        config: name.to_string(),
+        prompt_len,
+        new,
+        threads,
+        tokens_per_s: median(&mut total),
+        prefill_ms: median(&mut prefill),
+        decode_ms_per_token: decode_ms,
+        weight_bytes_per_token: bytes,
+        bandwidth_gbs: bw,
+        bandwidth_fraction: bytes * (1e3 / decode_ms) / (bw * 1e9),
+        peak_rss_mib: peak_rss_mib(),
+    }
+}

@@ -4,6 +4,7 @@ configuration, and prints both medians and their ratio (this machine is noisy: a
 take medians). PyTorch runs with jemalloc when it is installed (Debian: libjemalloc2).
 
   python3 tools/bench_compare.py --config tiny --batch 16 --seq 256 [--steps 5] [--rounds 3]
+  python3 tools/bench_compare.py --kind generate --config gpt1 [--prompt-len 64 --new 128]
 """
 import argparse
 import json
@@ -18,19 +19,27 @@ JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--config", required=True)
-ap.add_argument("--batch", type=int, required=True)
-ap.add_argument("--seq", type=int, required=True)
+ap.add_argument("--batch", type=int, default=1)
+ap.add_argument("--seq", type=int, default=512)
+ap.add_argument("--prompt-len", type=int, default=64, help="generate: prompt tokens")
+ap.add_argument("--new", type=int, default=128, help="generate: new tokens")
 ap.add_argument("--steps", type=int, default=5)
 ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--gpt1", default=os.path.join(ROOT, "target", "release", "gpt1"))
-ap.add_argument("--kind", choices=["train", "finetune"], default="train",
-                help="train: pre-training tokens/s; finetune: fine-tuning and evaluation examples/s")
+ap.add_argument("--kind", choices=["train", "finetune", "generate"], default="train",
+                help="train: pre-training tokens/s; finetune: fine-tuning and evaluation examples/s; "
+                     "generate: KV-cached greedy generation, batch 1")
 a = ap.parse_args()
-TORCH = "bench_torch.py" if a.kind == "train" else "bench_finetune_torch.py"
-KEYS = ["tokens_per_s"] if a.kind == "train" else ["train_examples_per_s", "eval_examples_per_s"]
+TORCH = {"train": "bench_torch.py", "finetune": "bench_finetune_torch.py",
+         "generate": "bench_generate_torch.py"}[a.kind]
+KEYS = {"train": ["tokens_per_s"], "finetune": ["train_examples_per_s", "eval_examples_per_s"],
+        "generate": ["tokens_per_s", "prefill_ms", "decode_ms_per_token"]}[a.kind]
 
-common = ["--config", a.config, "--batch", str(a.batch), "--seq", str(a.seq), "--steps", str(a.steps)]
+if a.kind == "generate":
+    common = ["--config", a.config, "--prompt-len", str(a.prompt_len), "--new", str(a.new)]
+else:
+    common = ["--config", a.config, "--batch", str(a.batch), "--seq", str(a.seq), "--steps", str(a.steps)]
 env = dict(os.environ)
 if os.path.exists(JEMALLOC):
     env["LD_PRELOAD"] = JEMALLOC

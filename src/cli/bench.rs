@@ -7,6 +7,27 @@ pub enum Command {
     Train(TrainArgs),
     /// Fine-tuning and evaluation throughput (examples/s).
     Finetune(TrainArgs),
+    /// Generation speed with the KV cache (batch 1, greedy): tokens/s, prefill, per-token decode.
+    Generate(GenerateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GenerateArgs {
+    /// A preset (tiny, small, gpt1) or a config.json.
+    #[arg(long)]
+    config: String,
+    /// Prompt tokens.
+    #[arg(long, default_value_t = 64)]
+    prompt_len: usize,
+    /// New tokens.
+    #[arg(long, default_value_t = 128)]
+    new: usize,
+    /// Timed rounds (the median is reported), after one untimed.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Print one JSON object instead of a line of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -50,6 +71,38 @@ fn checked(a: &TrainArgs) -> Result<Config> {
 
 pub fn run(c: Command) -> Result<()> {
     match c {
+        Command::Generate(a) => {
+            let config = Config::from_name_or_file(&a.config)?;
+            ensure!(
+                a.prompt_len > 0 && a.new > 0 && a.rounds > 0,
+                "--prompt-len, --new and --rounds must be positive"
+            );
+            ensure!(
+                a.prompt_len + a.new <= config.n_positions,
+                "--prompt-len {} + --new {} exceed n_positions {}",
+                a.prompt_len,
+                a.new,
+                config.n_positions
+            );
+            let r = gpt1::bench::generate(&a.config, config, a.prompt_len, a.new, a.rounds);
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} prompt {} + {} new on {} threads: {:.1} tokens/s, prefill {:.0} ms, decode {:.1} ms/token, {:.0} % of the {:.1} GB/s memory bandwidth",
+                    r.config,
+                    r.prompt_len,
+                    r.new,
+                    r.threads,
+                    r.tokens_per_s,
+                    r.prefill_ms,
+                    r.decode_ms_per_token,
+                    100.0 * r.bandwidth_fraction,
+                    r.bandwidth_gbs
+                );
+            }
+            Ok(())
+        }
         Command::Train(a) => {
             let config = checked(&a)?;
             let r = gpt1::bench::train(
