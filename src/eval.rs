@@ -3,6 +3,7 @@
 use crate::backend::Backend;
 use crate::data::TokenData;
 use crate::error::{Error, Result};
+use crate::kernels::crossentropy::IGNORE;
 use crate::model::Gpt;
 use serde::Serialize;
 
@@ -92,4 +93,106 @@ pub fn score<B: Backend>(model: &Gpt<B>, rows: &[Vec<u32>], batch: usize) -> Res
     let total: f64 = rows.iter().flat_map(|r| r.token_logprobs.iter()).map(|&x| -(x as f64)).sum();
     let mean_nll = total / tokens.max(1) as f64;
     Ok(Score { mean_nll, perplexity: mean_nll.exp(), tokens, rows })
+}
+
+/// The windows of a stream of `n` tokens for [`perplexity`], each `(start, len, first)`: the
+/// window `ids[start..start + len]` (at most `context + 1` tokens) scores its tokens from index
+/// `first` (≥ 1) on, each token of the stream after the first exactly once.
+pub fn windows(n: usize, context: usize, stride: usize) -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
+    let (mut begin, mut prev_end) = (0usize, 0usize);
+    // A window of `len` tokens predicts `len - 1` targets: tokens begin+1 ..= begin+len-1.
+    while prev_end + 1 < n {
+        let len = (n - begin).min(context + 1);
+        let end = begin + len - 1; // the last token it scores
+        // Tokens after prev_end (token 0 is never scored: it has no history); begin <= prev_end
+        // since stride <= context.
+        out.push((begin, len, prev_end + 1 - begin));
+        prev_end = end;
+        if begin + len >= n {
+            break;
+        }
+        begin += stride;
+    }
+    out
+}
+
+/// Negative log-likelihood sum and count of every token of `ids` after the first, each scored
+/// once with sliding windows of the model's context moved by `stride` (so every token after the
+/// first window has at least `n_positions - stride` tokens of history); windows of equal length
+/// go `batch` at a time. `on_window` is called after each batch with the windows done.
+pub fn perplexity<B: Backend>(
+    model: &Gpt<B>,
+    ids: &[u32],
+    stride: usize,
+    batch: usize,
+    mut on_window: impl FnMut(usize),
+) -> Result<(f64, usize)> {
+    let (ctx, v) = (model.config.n_positions, model.config.vocab_size);
+    if stride == 0 || stride > ctx {
+        return Err(Error::setting(
+            "stride",
+            format!("{stride} must be in 1..={ctx} (the context)"),
+        ));
+    }
+    if let Some((i, bad)) = ids.iter().enumerate().find(|&(_, &t)| t as usize >= v) {
+        return Err(Error::Vocab(format!("token {i}: id {bad} is not below vocab_size {v}")));
+    }
+    let wins = windows(ids.len(), ctx, stride);
+    let (mut nll, mut count) = (0.0f64, 0usize);
+    let mut i = 0;
+    while i < wins.len() {
+        let len = wins[i].1;
+        let mut j = i;
+        while j < wins.len() && j - i < batch.max(1) && wins[j].1 == len {
+            j += 1;
+        }
+        let (b, t) = (j - i, len - 1);
+        let mut inp = Vec::with_capacity(b * t);
+        let mut tg = vec![IGNORE; b * t];
+        for (k, &(start, _, first)) in wins[i..j].iter().enumerate() {
+            inp.extend_from_slice(&ids[start..start + t]);
+            for p in first..len {
+                tg[k * t + p - 1] = ids[start + p];
+            }
+        }
+        let mut acts = model.activations(b, t, false);
+        let mut lp = vec![0.0f32; b * t];
+        model.logprobs(&mut acts, &inp, &tg, &mut lp);
+        for (l, &g) in lp.iter().zip(&tg) {
+            if g != IGNORE {
+                nll -= *l as f64;
+                count += 1;
+            }
+        }
+        on_window(j - i);
+        i = j;
+    }
+    Ok((nll, count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::windows;
+
+    #[test]
+    fn windows_score_every_token_once_with_enough_history() {
+        for (n, ctx, stride) in
+            [(1, 8, 4), (2, 8, 4), (9, 8, 4), (10, 8, 4), (37, 8, 3), (37, 8, 8), (100, 16, 1)]
+        {
+            let mut scored = vec![0; n];
+            for (s, len, first) in windows(n, ctx, stride) {
+                assert!(len <= ctx + 1 && first >= 1);
+                for (p, c) in scored.iter_mut().enumerate().skip(s + first).take(len - first) {
+                    *c += 1;
+                    // The first window's tokens have what history there is; later ones >= ctx - stride.
+                    if s > 0 {
+                        assert!(p - s >= ctx - stride, "n {n} ctx {ctx} stride {stride} token {p}");
+                    }
+                }
+            }
+            let want: Vec<i32> = (0..n).map(|i| i32::from(i > 0)).collect();
+            assert_eq!(scored, want, "n {n} ctx {ctx} stride {stride}");
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! `gpt1 generate`: ids and text, JSON lines, stop strings, streaming, and bad input.
+//! `gpt1 generate` (ids and text, JSON lines, stop strings, streaming, bad input) and `gpt1
+//! perplexity` (sliding windows over text files).
 
 mod common;
 
@@ -163,4 +164,45 @@ fn bad_settings_and_prompts_are_refused_clearly() {
     fails(&["generate", "--model", m, "--ids", &long.join(" ")], "--prompt has 40 tokens");
     fails(&["generate", "--model", m, "--prompt", "hello"], "--tokenizer");
     fails(&["generate", "--model", m, "--ids", "1", "--num", "0"], "--num");
+}
+
+/// `gpt1 perplexity` on a text that fits one window gives exp of the mean negative
+/// log-likelihood the model assigns its tokens after the first (computed here directly), and a
+/// stride shorter than the context still scores every token after the first exactly once.
+#[test]
+fn perplexity_of_text_files_scores_each_token_once() {
+    use gpt1::model::Activations;
+    use gpt1::model::checkpoint::load_model;
+    use gpt1::text::Tokenizer;
+    let d = tempfile::tempdir().unwrap();
+    letter_model(d.path());
+    let short = d.path().join("short.txt");
+    std::fs::write(&short, "ab cd ef\n\ngh").unwrap();
+    let out = ok(&["perplexity", "--model", s(d.path()), "--input", s(&short), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let tok = Tokenizer::load(d.path(), None).unwrap();
+    let ids = tok.encode_document("ab cd ef\n\ngh").unwrap();
+    let model = load_model(d.path()).unwrap();
+    let t = ids.len() - 1;
+    let mut acts = Activations::new(&model.config, 1, t, false);
+    let mut lp = vec![0.0f32; t];
+    model.logprobs(&mut acts, &ids[..t], &ids[1..], &mut lp);
+    let mean = -lp.iter().map(|&x| x as f64).sum::<f64>() / t as f64;
+    assert_eq!(v["tokens"].as_u64().unwrap() as usize, t);
+    let got = v["perplexity"].as_f64().unwrap();
+    assert!((got - mean.exp()).abs() < 1e-4 * mean.exp(), "{got} vs {}", mean.exp());
+    // A text longer than the 24-token context, stride 5: every token after the first, once.
+    let long = d.path().join("long.txt");
+    let text = "ab cd ef gh ij kl mn op qr st uv wx yz ".repeat(4);
+    std::fs::write(&long, &text).unwrap();
+    let n = tok.encode_document(&text).unwrap().len();
+    let out =
+        ok(&["perplexity", "--model", s(d.path()), "--input", s(&long), "--stride", "5", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["tokens"].as_u64().unwrap() as usize, n - 1);
+    assert_eq!(v["files"].as_array().unwrap().len(), 1);
+    fails(
+        &["perplexity", "--model", s(d.path()), "--input", s(&long), "--stride", "0"],
+        "--stride",
+    );
 }

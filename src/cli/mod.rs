@@ -32,6 +32,8 @@ enum Command {
     Pretrain(pretrain::Args),
     /// Continue a prompt (KV cache; greedy or sampled), streaming the text.
     Generate(generate::Args),
+    /// Perplexity of text files with sliding windows of the context.
+    Perplexity(score::PerplexityArgs),
     /// Per-token log-probabilities and perplexity of token sequences.
     Score(score::Args),
     /// Fine-tune a pre-trained model on a task.
@@ -70,6 +72,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Command::Pretrain(a) => pretrain::run(a),
         Command::Score(a) => score::run(a),
+        Command::Perplexity(a) => score::perplexity(a),
         Command::Generate(a) => generate::run(a),
         Command::Bench(c) => bench::run(c),
         Command::Tokenize(a) => text::tokenize(a),

@@ -39,3 +39,79 @@ pub fn run(a: Args) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Args, Debug)]
+pub struct PerplexityArgs {
+    /// Checkpoint directory (config.json + model.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// Text files, directories (their .txt files) or glob patterns.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<String>,
+    /// Tokenizer directory (default: the model directory's vocabulary files).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Tokens the window moves by (default: half the context); each token after the first
+    /// window is scored with at least context − stride tokens of history.
+    #[arg(long)]
+    stride: Option<usize>,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Print one JSON object (per file and overall) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn perplexity(a: PerplexityArgs) -> Result<()> {
+    use gpt1::eval::{perplexity, windows};
+    use gpt1::text::Tokenizer;
+    let model = load_model(&a.model).context("loading the model")?;
+    let tok_dir = a.tokenizer.clone().unwrap_or_else(|| a.model.clone());
+    let tok = Tokenizer::load(&tok_dir, None).with_context(|| {
+        format!("loading the tokenizer from {} (pass --tokenizer DIR)", tok_dir.display())
+    })?;
+    let ctx = model.config.n_positions;
+    let stride = a.stride.unwrap_or(ctx.div_ceil(2));
+    let files = gpt1::text::prepare::expand_inputs(&a.input, &mut Vec::new())?;
+    let mut docs = Vec::new();
+    for f in &files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        docs.push(
+            tok.encode_document(&text).with_context(|| format!("tokenizing {}", f.display()))?,
+        );
+    }
+    let total: usize = docs.iter().map(|d| windows(d.len(), ctx, stride.clamp(1, ctx)).len()).sum();
+    let bar = gpt1::progress::bar(total as u64, !a.json);
+    let (mut all_nll, mut all_n) = (0.0, 0usize);
+    let mut per_file = Vec::new();
+    for (f, ids) in files.iter().zip(&docs) {
+        let (nll, n) = perplexity(&model, ids, stride, a.batch, |w| bar.inc(w as u64))
+            .with_context(|| format!("scoring {}", f.display()))?;
+        all_nll += nll;
+        all_n += n;
+        let mean = nll / n.max(1) as f64;
+        per_file.push(serde_json::json!({"file": f.display().to_string(), "tokens": n, "mean_nll": mean, "perplexity": mean.exp()}));
+    }
+    bar.finish_and_clear();
+    let mean = all_nll / all_n.max(1) as f64;
+    if a.json {
+        let js = serde_json::json!({"files": per_file, "tokens": all_n, "mean_nll": mean, "perplexity": mean.exp(), "context": ctx, "stride": stride});
+        println!("{js}");
+    } else {
+        for f in &per_file {
+            println!(
+                "{}  tokens {}  perplexity {:.3}",
+                f["file"].as_str().unwrap_or(""),
+                f["tokens"],
+                f["perplexity"].as_f64().unwrap_or(0.0)
+            );
+        }
+        println!(
+            "all  tokens {all_n}  mean_nll {mean:.5}  perplexity {:.3}  (context {ctx}, stride {stride})",
+            mean.exp()
+        );
+    }
+    Ok(())
+}

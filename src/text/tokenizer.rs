@@ -371,6 +371,17 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Ids of a whole document as `prepare` makes them: paragraph by paragraph (text between
+    /// blank lines, CRLF read as LF, a leading byte-order mark dropped), concatenated.
+    pub fn encode_document(&self, text: &str) -> Result<Vec<u32>> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text).replace("\r\n", "\n");
+        let mut ids = Vec::new();
+        for p in text.split("\n\n") {
+            ids.extend(self.encode(p)?);
+        }
+        Ok(ids)
+    }
+
     /// Text of `ids`: tokens joined, each `</w>` becoming a space (transformers' BPE decoder).
     /// Fails on an id outside the vocabulary.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
