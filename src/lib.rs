@@ -1,6 +1,7 @@
 //! gpt1: GPT-1 (Radford et al., 2018) pre-training and fine-tuning on the CPU, with explicit
 //! forward and backward passes over one flat parameter buffer.
 
+pub mod analysis;
 pub mod backend;
 pub mod bench;
 pub mod data;

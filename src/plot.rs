@@ -68,16 +68,88 @@ pub fn curves(metrics: &Path, out: &Path, title: &str) -> Result<()> {
     let mut buf = vec![0u8; (w * h * 3) as usize];
     draw(&mut buf, (w, h), &series, &panels, title)
         .map_err(|e| Error::invalid(out, format!("drawing the curves: {e}")))?;
+    write_png(out, &buf, w, h)
+}
+
+/// Encodes an RGB buffer as PNG and writes it atomically.
+fn write_png(out: &Path, buf: &[u8], w: u32, h: u32) -> Result<()> {
     let mut png_bytes = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut png_bytes, w, h);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         enc.write_header()
-            .and_then(|mut wr| wr.write_image_data(&buf))
+            .and_then(|mut wr| wr.write_image_data(buf))
             .map_err(|e| Error::invalid(out, format!("encoding PNG: {e}")))?;
     }
     write_atomic(out, &png_bytes)
+}
+
+/// One figure of lines with markers: `series` are `(label, [(x, y)])`, drawn over the given
+/// axis ranges, written as PNG to `out` (the analyses' figures, in the paper's axes).
+pub fn line_chart(
+    out: &Path,
+    title: &str,
+    (x_desc, x_range): (&str, (f64, f64)),
+    (y_desc, y_range): (&str, (f64, f64)),
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
+    let (w, h) = (720u32, 480u32);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    draw_lines(&mut buf, (w, h), title, (x_desc, x_range), (y_desc, y_range), series)
+        .map_err(|e| Error::invalid(out, format!("drawing the figure: {e}")))?;
+    write_png(out, &buf, w, h)
+}
+
+fn register_font() {
+    static FONT_ONCE: std::sync::Once = std::sync::Once::new();
+    FONT_ONCE.call_once(|| {
+        // The embedded font is valid (checked by the tests); a failure here only loses text.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+fn draw_lines(
+    buf: &mut [u8],
+    size: (u32, u32),
+    title: &str,
+    (x_desc, (x0, x1)): (&str, (f64, f64)),
+    (y_desc, (y0, y1)): (&str, (f64, f64)),
+    series: &[(String, Vec<(f64, f64)>)],
+) -> DrawResult {
+    register_font();
+    let root = BitMapBackend::with_buffer(buf, size).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style(("sans-serif", 13))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    for (ci, (label, pts)) in series.iter().enumerate() {
+        let color = COLORS[ci % COLORS.len()];
+        let line = LineSeries::new(pts.iter().copied(), color.stroke_width(2)).point_size(3);
+        chart
+            .draw_series(line)?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font(("sans-serif", 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
 }
 
 /// [`curves`] at the end of a run: a curve that cannot be drawn must not fail the training
@@ -101,11 +173,7 @@ fn draw(
     panels: &[(&str, Vec<&str>)],
     title: &str,
 ) -> DrawResult {
-    static FONT_ONCE: std::sync::Once = std::sync::Once::new();
-    FONT_ONCE.call_once(|| {
-        // The embedded font is valid (checked by the tests); a failure here only loses text.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    });
+    register_font();
     let root = BitMapBackend::with_buffer(buf, size).into_drawing_area();
     root.fill(&WHITE)?;
     // One step axis for every panel, so that evaluations line up with the losses.

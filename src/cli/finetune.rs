@@ -37,16 +37,16 @@ pub struct CustomArgs {
 #[derive(clap::Args, Debug)]
 pub struct TaskArgs {
     #[arg(long, help = tasks::help(), long_help = tasks::long_help())]
-    task: String,
+    pub task: String,
     #[command(flatten)]
     custom: CustomArgs,
     /// The task's data directory (e.g. RTE's folder of train.tsv, dev.tsv, test.tsv).
     #[arg(long)]
-    data: PathBuf,
+    pub data: PathBuf,
 }
 
 impl TaskArgs {
-    fn resolve(&self) -> Result<TaskDef> {
+    pub fn resolve(&self) -> Result<TaskDef> {
         resolve_task(&self.task, &self.data, &self.custom)
     }
 }
@@ -85,12 +85,28 @@ pub struct FinetuneArgs {
     /// Tokenizer directory (default: the model directory's own vocabulary files).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    train: TrainFlags,
+    /// Train the same architecture from random initialisation (the "no pre-training" ablation).
+    #[arg(long, requires = "config")]
+    from_scratch: bool,
+    /// With --from-scratch: tiny, small, gpt1 or a config.json.
+    #[arg(long)]
+    config: Option<String>,
+    /// Keep the embeddings and the first K pre-trained blocks, re-initialise the rest.
+    #[arg(long)]
+    transfer_layers: Option<usize>,
+}
+
+/// The fine-tuning settings, shared by `finetune` and the analyses that fine-tune.
+#[derive(clap::Args, Debug)]
+pub struct TrainFlags {
     /// Passes over the training split.
     #[arg(long, default_value_t = FINETUNE.epochs)]
     epochs: usize,
     /// Examples per update (per evaluation pass for evaluate and predict).
     #[arg(long, default_value_t = FINETUNE.batch)]
-    batch: usize,
+    pub batch: usize,
     /// Peak learning rate (linear warm-up over 0.2 % of the updates, then linear decay).
     #[arg(long, default_value_t = FINETUNE.lr)]
     lr: f32,
@@ -102,22 +118,13 @@ pub struct FinetuneArgs {
     max_len: Option<usize>,
     /// Seed of the head, the batch order and the dropout masks.
     #[arg(long, default_value_t = FINETUNE.seed)]
-    seed: u64,
+    pub seed: u64,
     /// Stop after this many updates (a dev evaluation at the end).
     #[arg(long)]
     max_steps: Option<u64>,
     /// Also evaluate dev every N updates (keeping the best checkpoint); default: each epoch's end.
     #[arg(long, default_value_t = FINETUNE.eval_every)]
     eval_every: u64,
-    /// Train the same architecture from random initialisation (the "no pre-training" ablation).
-    #[arg(long, requires = "config")]
-    from_scratch: bool,
-    /// With --from-scratch: tiny, small, gpt1 or a config.json.
-    #[arg(long)]
-    config: Option<String>,
-    /// Keep the embeddings and the first K pre-trained blocks, re-initialise the rest.
-    #[arg(long)]
-    transfer_layers: Option<usize>,
     /// Skip (and count) malformed rows of the task files instead of stopping.
     #[arg(long)]
     skip_bad_rows: bool,
@@ -143,7 +150,7 @@ pub struct EvaluateArgs {
     split: String,
     /// Examples per update (per evaluation pass for evaluate and predict).
     #[arg(long, default_value_t = FINETUNE.batch)]
-    batch: usize,
+    pub batch: usize,
     /// Skip (and count) malformed rows of the task files instead of stopping.
     #[arg(long)]
     skip_bad_rows: bool,
@@ -168,7 +175,7 @@ pub struct PredictArgs {
     split: String,
     /// Examples per update (per evaluation pass for evaluate and predict).
     #[arg(long, default_value_t = FINETUNE.batch)]
-    batch: usize,
+    pub batch: usize,
     /// Output TSV (index, prediction).
     #[arg(long)]
     out: PathBuf,
@@ -255,7 +262,7 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
     let model = if a.from_scratch {
         let mut c = Config::from_name_or_file(a.config.as_deref().unwrap_or("gpt1"))?;
         c.vocab_size = tok.vocab_size();
-        Gpt::init(c, derive(a.seed, stream::INIT))
+        Gpt::init(c, derive(a.train.seed, stream::INIT))
     } else {
         let dir = a.model.as_ref().context("--model CKPT_DIR is needed unless --from-scratch")?;
         load_model(dir).with_context(|| format!("loading {}", dir.display()))?
@@ -267,22 +274,30 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
             "--transfer-layers {k} exceeds the model's {} layers",
             model.config.n_layer
         );
-        model.keep_layers(k, derive(a.seed, stream::INIT));
+        model.keep_layers(k, derive(a.train.seed, stream::INIT));
     }
-    let mut o = FinetuneOptions::new(a.task.data, a.out);
-    o.epochs = a.epochs;
-    o.batch = a.batch;
-    o.lr = a.lr;
-    o.aux_lm = a.aux_lm;
-    o.max_len = a.max_len;
-    o.seed = a.seed;
-    o.max_steps = a.max_steps;
-    o.eval_every = a.eval_every;
-    o.skip_bad_rows = a.skip_bad_rows;
-    o.progress = !a.quiet;
+    let o = a.train.options(a.task.data, a.out);
     let s = finetune(model, &tok, &def, &o).context("fine-tuning failed")?;
     println!("{}", serde_json::to_string(&s)?);
     Ok(())
+}
+
+impl TrainFlags {
+    /// The library's options for a run on `data` into `out`.
+    pub fn options(&self, data: PathBuf, out: PathBuf) -> FinetuneOptions {
+        let mut o = FinetuneOptions::new(data, out);
+        o.epochs = self.epochs;
+        o.batch = self.batch;
+        o.lr = self.lr;
+        o.aux_lm = self.aux_lm;
+        o.max_len = self.max_len;
+        o.seed = self.seed;
+        o.max_steps = self.max_steps;
+        o.eval_every = self.eval_every;
+        o.skip_bad_rows = self.skip_bad_rows;
+        o.progress = !self.quiet;
+        o
+    }
 }
 
 pub fn run_evaluate(a: EvaluateArgs) -> Result<()> {

@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch; one file per subcommand.
 
+mod analyze;
 mod bench;
 mod finetune;
 mod generate;
@@ -56,6 +57,9 @@ enum Command {
     Prepare(text::PrepareArgs),
     /// Training curves (loss, dev score, learning rate) of a run as PNG.
     Plot(plot::Args),
+    /// The paper's analyses (section 5): CSV, Markdown table and PNG figure.
+    #[command(subcommand)]
+    Analyze(analyze::Command),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -84,5 +88,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Detokenize(a) => text::detokenize(a),
         Command::Prepare(a) => text::prepare_cmd(a),
         Command::Plot(a) => plot::run(a),
+        Command::Analyze(c) => analyze::run(c),
     }
 }

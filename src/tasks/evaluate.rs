@@ -214,7 +214,7 @@ pub fn evaluate(
 }
 
 /// Runs the fine-tuned model over `examples` (labelled or not).
-fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> Result<Evaluation> {
+pub fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> Result<Evaluation> {
     if batch_size == 0 {
         return Err(Error::setting("batch", "must be at least 1"));
     }

@@ -1,0 +1,54 @@
+//! The paper's analyses (section 5) as commands whose outputs go straight into a paper: each
+//! writes a CSV, a Markdown table and a PNG figure in the paper's axes.
+
+pub mod layers;
+
+use crate::error::{Error, Result};
+use crate::io::write_atomic;
+use std::path::Path;
+
+/// A table written as CSV (`name.csv`) and Markdown (`name.md`) into `dir`.
+pub struct Table {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn csv(&self) -> String {
+        let esc = |c: &String| {
+            if c.contains([',', '"', '\n']) {
+                format!("\"{}\"", c.replace('"', "\"\""))
+            } else {
+                c.clone()
+            }
+        };
+        let mut s = String::new();
+        for r in std::iter::once(&self.header).chain(&self.rows) {
+            s.push_str(&r.iter().map(esc).collect::<Vec<_>>().join(","));
+            s.push('\n');
+        }
+        s
+    }
+
+    pub fn markdown(&self) -> String {
+        let line = |r: &Vec<String>| format!("| {} |\n", r.join(" | "));
+        let mut s = line(&self.header);
+        s.push_str(&format!("|{}\n", " --- |".repeat(self.header.len())));
+        for r in &self.rows {
+            s.push_str(&line(r));
+        }
+        s
+    }
+
+    /// Writes `dir/name.csv` and `dir/name.md` atomically.
+    pub fn write(&self, dir: &Path, name: &str) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        write_atomic(&dir.join(format!("{name}.csv")), self.csv().as_bytes())?;
+        write_atomic(&dir.join(format!("{name}.md")), self.markdown().as_bytes())
+    }
+}
+
+/// A score as the tables print it.
+pub fn fmt_score(x: f64) -> String {
+    format!("{x:.4}")
+}

@@ -1,0 +1,118 @@
+//! `gpt1 analyze`: the layers-transferred analysis end to end on a small task, its outputs,
+//! resuming, and bad input.
+
+mod common;
+use common::{fails, ok, s};
+use gpt1::model::checkpoint::save_model;
+use gpt1::model::{Config, Gpt};
+use std::path::Path;
+
+/// A 2-block "pre-trained" model (random) over a letter vocabulary with its tokenizer in `m`,
+/// and an SST-2-style task in `d`.
+fn setup(m: &Path, d: &Path) {
+    common::write_letter_vocab(
+        m,
+        &['.'],
+        &[("g", "o"), ("go", "o"), ("goo", "d</w>"), ("b", "a"), ("ba", "d</w>")],
+    );
+    let mut c = Config::named("tiny").unwrap();
+    c.vocab_size = 26 * 2 + 2 + 5;
+    c.n_positions = 24;
+    c.n_embd = 16;
+    c.n_layer = 2;
+    c.n_head = 2;
+    save_model(m, &Gpt::init(c, 3)).unwrap();
+    let (mut train, mut dev) =
+        (String::from("sentence\tlabel\n"), String::from("sentence\tlabel\n"));
+    for (i, subj) in
+        ["the cat", "a dog", "this film", "the food", "my day", "that song"].iter().enumerate()
+    {
+        for (word, label) in [("good", 1), ("bad", 0)] {
+            let line = format!("{subj} was {word} .\t{label}\n");
+            if i < 4 { train.push_str(&line) } else { dev.push_str(&line) }
+        }
+    }
+    std::fs::write(d.join("train.tsv"), train).unwrap();
+    std::fs::write(d.join("dev.tsv"), dev).unwrap();
+}
+
+#[test]
+fn layers_writes_a_table_and_figure_and_resumes() {
+    let (m, d, out) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    setup(m.path(), d.path());
+    let a = out.path().join("a");
+    let args = [
+        "analyze",
+        "layers",
+        "--model",
+        s(m.path()),
+        "--task",
+        "sst2",
+        "--data",
+        s(d.path()),
+        "--out",
+        s(&a),
+        "--layers",
+        "0,2",
+        "--epochs",
+        "2",
+        "--batch",
+        "4",
+        "--quiet",
+    ];
+    let lines = ok(&args);
+    let points: Vec<serde_json::Value> =
+        lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(points.len(), 2);
+    for (p, k) in points.iter().zip([0, 2]) {
+        assert_eq!(p["layers"], k);
+        let (dev, train) = (p["dev"].as_f64().unwrap(), p["train"].as_f64().unwrap());
+        assert!((0.0..=1.0).contains(&dev) && (0.0..=1.0).contains(&train));
+        assert_eq!(p["train_examples"], 8);
+        assert_eq!(p["steps"], 4);
+    }
+    let csv = std::fs::read_to_string(a.join("layers.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3);
+    assert!(csv.starts_with("layers transferred,dev,train"));
+    assert!(std::fs::read_to_string(a.join("layers.md")).unwrap().contains("| 2 |"));
+    assert_eq!(&std::fs::read(a.join("layers.png")).unwrap()[1..4], b"PNG");
+    // Run again with one more K: the done runs are read back, not redone.
+    let before = std::fs::metadata(a.join("transfer-0/point.json")).unwrap().modified().unwrap();
+    let mut more = args.to_vec();
+    more[11] = "0,1,2";
+    let lines = ok(&more);
+    assert_eq!(lines.lines().count(), 3);
+    assert_eq!(
+        std::fs::metadata(a.join("transfer-0/point.json")).unwrap().modified().unwrap(),
+        before
+    );
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(first, points[0]);
+    assert!(a.join("transfer-1/best/head.safetensors").exists());
+}
+
+#[test]
+fn layers_beyond_the_model_are_refused() {
+    let (m, d, out) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    setup(m.path(), d.path());
+    let a = out.path().join("a");
+    fails(
+        &[
+            "analyze",
+            "layers",
+            "--model",
+            s(m.path()),
+            "--task",
+            "sst2",
+            "--data",
+            s(d.path()),
+            "--out",
+            s(&a),
+            "--layers",
+            "3",
+        ],
+        "--layers 3 exceeds the model's 2 blocks",
+    );
+}
