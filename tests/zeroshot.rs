@@ -5,7 +5,6 @@
 mod common;
 
 use common::{fails, ok, s, write_letter_vocab};
-use gpt1::kernels::crossentropy::IGNORE;
 use gpt1::model::checkpoint::save_model;
 use gpt1::model::{Config, Gpt};
 use gpt1::tasks::metrics::matthews;

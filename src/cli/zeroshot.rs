@@ -14,7 +14,7 @@ pub struct Args {
     /// The task: cola, sst2, race, storycloze, dprd (DPR) or wsc (WSC273).
     #[arg(long)]
     task: String,
-    /// The task's data directory (wsc: the folder of WSCollection.xml, or the file).
+    /// The task's data directory (dprd and wsc: also the data file itself).
     #[arg(long)]
     data: PathBuf,
     /// The split to score (default: dev; test for dprd and wsc).
