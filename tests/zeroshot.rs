@@ -425,7 +425,7 @@ fn wsc_xml_is_read_with_whitespace_normalized_and_letter_answers() {
 }
 
 #[test]
-fn race_and_story_cloze_score_each_option_after_its_context() {
+fn race_scores_each_option_after_article_and_question_cut_from_the_left() {
     let d = tempfile::tempdir().unwrap();
     let m = letter_model(d.path(), 24);
     let tok = Tokenizer::load(d.path(), None).unwrap();
