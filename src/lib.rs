@@ -16,5 +16,6 @@ pub mod progress;
 pub mod tasks;
 pub mod text;
 pub mod train;
+pub mod zeroshot;
 
 pub use error::{Error, Result};

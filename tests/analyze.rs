@@ -116,3 +116,108 @@ fn layers_beyond_the_model_are_refused() {
         "--layers 3 exceeds the model's 2 blocks",
     );
 }
+
+/// `analyze zero-shot`: every checkpoint of a pre-training run on two zero-shot tasks, points
+/// normalised between chance and the reference, the table and figure, and a second run that
+/// recomputes nothing.
+#[test]
+fn zero_shot_along_pretraining_scores_every_checkpoint_once() {
+    let (d, run_root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (tok, data, run, a) = (
+        d.path().join("tok"),
+        d.path().join("data"),
+        run_root.path().join("run"),
+        d.path().join("a"),
+    );
+    std::fs::create_dir_all(&tok).unwrap();
+    common::write_letter_vocab(&tok, &['.'], &[]);
+    // A 67-token model (the fixture config) pre-trained 4 steps, a checkpoint every 2.
+    ok(&[
+        "pretrain",
+        "--data",
+        "tests/fixtures/traj_tokens.bin",
+        "--config",
+        "tests/fixtures/hf_tiny/config.json",
+        "--out",
+        s(&run),
+        "--batch",
+        "2",
+        "--seq",
+        "8",
+        "--steps",
+        "4",
+        "--warmup",
+        "1",
+        "--save-every",
+        "2",
+        "--quiet",
+    ]);
+    let sst = data.join("glue/SST-2");
+    std::fs::create_dir_all(&sst).unwrap();
+    std::fs::write(
+        sst.join("dev.tsv"),
+        "sentence\tlabel\nit was good .\t1\nit was bad .\t0\nok .\t1\n",
+    )
+    .unwrap();
+    let dpr = data.join("winograd/dpr");
+    std::fs::create_dir_all(&dpr).unwrap();
+    std::fs::write(dpr.join("test.c.txt"), "a cat hit a dog as it ran.\nit\na cat,a dog\na cat\n\nab saw cd so he ran.\nhe\nab,cd\ncd\n").unwrap();
+    let args = [
+        "analyze",
+        "zero-shot",
+        "--run",
+        s(&run),
+        "--tasks",
+        "sst2,dprd",
+        "--data",
+        s(&data),
+        "--tokenizer",
+        s(&tok),
+        "--reference",
+        "sst2=0.9",
+        "--out",
+        s(&a),
+    ];
+    let out = ok(&args);
+    let points: Vec<serde_json::Value> =
+        out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(points.len(), 4);
+    for p in &points {
+        let (score, norm) = (p["score"].as_f64().unwrap(), p["normalized"].as_f64().unwrap());
+        let reference = if p["task"] == "sst2" { 0.9 } else { 1.0 };
+        assert!((norm - (score - 0.5) / (reference - 0.5)).abs() < 1e-9, "{p}");
+        assert!([2, 4].contains(&p["step"].as_u64().unwrap()));
+        assert_eq!(p["tokens"].as_u64().unwrap(), p["step"].as_u64().unwrap() * 16);
+    }
+    let csv = std::fs::read_to_string(a.join("zero-shot.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(
+        csv.starts_with("checkpoint,updates,tokens,dprd,dprd (normalized),sst2,sst2 (normalized)"),
+        "{csv}"
+    );
+    assert_eq!(&std::fs::read(a.join("zero-shot.png")).unwrap()[1..4], b"PNG");
+    let log = std::fs::read_to_string(a.join("zero-shot.jsonl")).unwrap();
+    ok(&args);
+    assert_eq!(
+        std::fs::read_to_string(a.join("zero-shot.jsonl")).unwrap(),
+        log,
+        "nothing recomputed"
+    );
+    fails(
+        &[
+            "analyze",
+            "zero-shot",
+            "--run",
+            s(&data),
+            "--tasks",
+            "sst2",
+            "--data",
+            s(&data),
+            "--tokenizer",
+            s(&tok),
+            "--out",
+            s(&a),
+        ],
+        "no checkpoints",
+    );
+}

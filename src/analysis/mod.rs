@@ -2,6 +2,7 @@
 //! writes a CSV, a Markdown table and a PNG figure in the paper's axes.
 
 pub mod layers;
+pub mod zeroshot;
 
 use crate::error::{Error, Result};
 use crate::io::write_atomic;

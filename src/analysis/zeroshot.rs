@@ -59,10 +59,11 @@ pub fn checkpoints(run: &Path) -> Result<Vec<(u64, u64, PathBuf)>> {
     for entry in rd.flatten() {
         let sp = entry.path().join(STATE_FILE);
         let Ok(text) = std::fs::read_to_string(&sp) else { continue };
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::invalid(&sp, format!("not JSON ({e})")))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::invalid(&sp, format!("not JSON ({e})")))?;
         let s = &v["state"];
-        let (Some(step), Some(batch), Some(seq)) = (s["step"].as_u64(), s["batch"].as_u64(), s["seq"].as_u64())
+        let (Some(step), Some(batch), Some(seq)) =
+            (s["step"].as_u64(), s["batch"].as_u64(), s["seq"].as_u64())
         else {
             return Err(Error::invalid(&sp, "no step, batch and seq in its state"));
         };
@@ -71,7 +72,10 @@ pub fn checkpoints(run: &Path) -> Result<Vec<(u64, u64, PathBuf)>> {
     out.sort();
     out.dedup_by_key(|c| c.0);
     if out.is_empty() {
-        return Err(Error::invalid(run, "no checkpoints with a trainer state here: pass a `gpt1 pretrain` run directory"));
+        return Err(Error::invalid(
+            run,
+            "no checkpoints with a trainer state here: pass a `gpt1 pretrain` run directory",
+        ));
     }
     Ok(out)
 }
@@ -95,15 +99,22 @@ pub fn along_pretraining(
             .filter(|l| !l.trim().is_empty())
             .enumerate()
             .map(|(i, l)| {
-                serde_json::from_str(l).map_err(|e| Error::invalid(&log, format!("line {}: {e}; remove the file to start over", i + 1)))
+                serde_json::from_str(l).map_err(|e| {
+                    Error::invalid(
+                        &log,
+                        format!("line {}: {e}; remove the file to start over", i + 1),
+                    )
+                })
             })
             .collect::<Result<_>>()?,
         Err(_) => Vec::new(),
     };
     for (step, tokens, dir) in checkpoints(run)? {
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let todo: Vec<&(ZeroShotTask, PathBuf)> =
-            tasks.iter().filter(|(t, _)| !points.iter().any(|p| p.step == step && p.task == t.name())).collect();
+        let todo: Vec<&(ZeroShotTask, PathBuf)> = tasks
+            .iter()
+            .filter(|(t, _)| !points.iter().any(|p| p.step == step && p.task == t.name()))
+            .collect();
         if todo.is_empty() {
             continue;
         }
@@ -133,7 +144,11 @@ pub fn along_pretraining(
 
 fn append_line(path: &Path, line: &str) -> Result<()> {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
     writeln!(f, "{line}").and_then(|_| f.sync_data()).map_err(|e| Error::io(path, e))
 }
 
@@ -144,12 +159,13 @@ fn write_outputs(out: &Path, points: &[Point]) -> Result<()> {
         t.dedup();
         t
     };
-    let mut steps: Vec<(u64, u64, String)> = points.iter().map(|p| (p.step, p.tokens, p.checkpoint.clone())).collect();
+    let mut steps: Vec<(u64, u64, String)> =
+        points.iter().map(|p| (p.step, p.tokens, p.checkpoint.clone())).collect();
     steps.sort();
     steps.dedup();
     let mut header = vec!["checkpoint".to_string(), "updates".into(), "tokens".into()];
     for t in &tasks {
-        header.push(format!("{t}"));
+        header.push(t.clone());
         header.push(format!("{t} (normalized)"));
     }
     let rows = steps
@@ -168,7 +184,16 @@ fn write_outputs(out: &Path, points: &[Point]) -> Result<()> {
     Table { header, rows }.write(out, "zero-shot")?;
     let series: Vec<(String, Vec<(f64, f64)>)> = tasks
         .iter()
-        .map(|t| (t.clone(), points.iter().filter(|p| &p.task == t).map(|p| (p.step as f64, p.normalized)).collect()))
+        .map(|t| {
+            (
+                t.clone(),
+                points
+                    .iter()
+                    .filter(|p| &p.task == t)
+                    .map(|p| (p.step as f64, p.normalized))
+                    .collect(),
+            )
+        })
         .collect();
     let x1 = steps.last().map_or(1.0, |s| s.0 as f64).max(1.0);
     let ys = points.iter().map(|p| p.normalized);

@@ -11,6 +11,43 @@ use std::path::PathBuf;
 pub enum Command {
     /// Figure 2 (left): fine-tune with K transferred blocks for each K; dev and train metric.
     Layers(LayersArgs),
+    /// Figure 2 (right): every checkpoint of a pre-training run on the zero-shot heuristics,
+    /// normalised between chance (0) and a reference (1).
+    ZeroShot(ZeroShotArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ZeroShotArgs {
+    /// A `gpt1 pretrain` run directory (its checkpoint-N/ and final/).
+    #[arg(long)]
+    run: PathBuf,
+    /// Tasks, comma-separated: cola, sst2, race, storycloze, dprd, wsc.
+    #[arg(long, value_delimiter = ',', default_value = "cola,sst2,dprd,storycloze")]
+    tasks: Vec<String>,
+    /// The data folder: each task's files under its usual subfolder (glue/CoLA, glue/SST-2, race,
+    /// storycloze, winograd/dpr, winograd/wsc).
+    #[arg(long)]
+    data: PathBuf,
+    /// Tokenizer directory (default: the run's final/ vocabulary files).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// A task's reference score, TASK=VALUE (repeatable; default: GPT-1's fine-tuned result in
+    /// the paper, 1.0 for the Winograd sets).
+    #[arg(long = "reference", value_parser = parse_reference)]
+    references: Vec<(String, f64)>,
+    /// Rows per forward pass.
+    #[arg(long, default_value_t = gpt1::zeroshot::DEFAULT_BATCH)]
+    batch: usize,
+    /// Analysis directory: zero-shot.jsonl, zero-shot.csv, zero-shot.md, zero-shot.png.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn parse_reference(s: &str) -> std::result::Result<(String, f64), String> {
+    let (t, v) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected TASK=VALUE"))?;
+    let v: f64 = v.trim().parse().map_err(|_| format!("{v:?} is not a number"))?;
+    let task = gpt1::zeroshot::ZeroShotTask::parse(t).map_err(|e| e.to_string())?;
+    Ok((task.name().to_string(), v))
 }
 
 #[derive(clap::Args, Debug)]
@@ -38,6 +75,27 @@ pub struct LayersArgs {
 
 pub fn run(c: Command) -> Result<()> {
     match c {
+        Command::ZeroShot(a) => {
+            use gpt1::analysis::zeroshot::{along_pretraining, layout};
+            use gpt1::zeroshot::ZeroShotTask;
+            let tasks = a
+                .tasks
+                .iter()
+                .map(|t| ZeroShotTask::parse(t).map(|t| (t, a.data.join(layout(t).0))))
+                .collect::<gpt1::Result<Vec<_>>>()?;
+            let tok_dir = a.tokenizer.clone().unwrap_or_else(|| a.run.join("final"));
+            let tok = Tokenizer::load(&tok_dir, None).with_context(|| {
+                format!("loading the tokenizer from {} (pass --tokenizer DIR)", tok_dir.display())
+            })?;
+            let refs = a.references.iter().cloned().collect();
+            let points = along_pretraining(&a.run, &tok, &tasks, &refs, a.batch, &a.out)
+                .context("the zero-shot analysis failed")?;
+            for p in &points {
+                println!("{}", serde_json::to_string(p)?);
+            }
+            eprintln!("wrote {}/zero-shot.{{csv,md,png}}", a.out.display());
+            Ok(())
+        }
         Command::Layers(a) => {
             let def = a.task.resolve()?;
             let model =

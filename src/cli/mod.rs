@@ -8,6 +8,7 @@ mod plot;
 mod pretrain;
 mod score;
 mod text;
+mod zeroshot;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -43,6 +44,8 @@ enum Command {
     Evaluate(finetune::EvaluateArgs),
     /// Write a fine-tuned model's predictions for a split.
     Predict(finetune::PredictArgs),
+    /// Zero-shot task heuristics of the pre-trained language model alone (paper, section 5).
+    ZeroShot(zeroshot::Args),
     /// Task data: statistics per split, and the built-in tasks.
     #[command(subcommand)]
     Data(finetune::DataCommand),
@@ -83,6 +86,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Finetune(a) => finetune::run_finetune(a),
         Command::Evaluate(a) => finetune::run_evaluate(a),
         Command::Predict(a) => finetune::run_predict(a),
+        Command::ZeroShot(a) => zeroshot::run(a),
         Command::Data(c) => finetune::run_data(c),
         Command::Tokenizer(c) => text::tokenizer(c),
         Command::Detokenize(a) => text::detokenize(a),

@@ -31,6 +31,11 @@ pub fn f1(pred: &[usize], gold: &[usize], positive: usize) -> f64 {
 /// Matthews correlation coefficient of a binary task (0 when undefined).
 pub fn matthews(pred: &[usize], gold: &[usize], positive: usize) -> f64 {
     let (tp, fp, tn, fneg) = confusion(pred, gold, positive);
+    matthews_counts(tp, fp, tn, fneg)
+}
+
+/// Matthews correlation from the confusion counts (0 when undefined).
+pub fn matthews_counts(tp: f64, fp: f64, tn: f64, fneg: f64) -> f64 {
     let den = ((tp + fp) * (tp + fneg) * (tn + fp) * (tn + fneg)).sqrt();
     if den == 0.0 { 0.0 } else { (tp * tn - fp * fneg) / den }
 }

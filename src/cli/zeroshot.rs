@@ -1,0 +1,79 @@
+//! `zero-shot`: the paper's zero-shot heuristics with a pre-trained language model.
+
+use anyhow::{Context, Result};
+use gpt1::model::checkpoint::load_model;
+use gpt1::text::{Mode, Tokenizer};
+use gpt1::zeroshot::{DEFAULT_BATCH, ZeroShotTask, zero_shot_with};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Pre-trained checkpoint directory (config.json + model.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// The task: cola, sst2, race, storycloze, dprd (DPR) or wsc (WSC273).
+    #[arg(long)]
+    task: String,
+    /// The task's data directory (dprd and wsc: also the data file itself).
+    #[arg(long)]
+    data: PathBuf,
+    /// The split to score (default: dev; test for dprd and wsc).
+    #[arg(long)]
+    split: Option<String>,
+    /// Tokenizer directory (default: the model directory's vocabulary files).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Tokenizer pipeline (default: the one saved with the vocabulary; else original for
+    /// GPT-1's own vocabulary, hf for any other).
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = DEFAULT_BATCH)]
+    batch: usize,
+    /// Write one JSON line per example: index, scores (one per candidate), prediction.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let task = ZeroShotTask::parse(&a.task)?;
+    let split = a.split.clone().unwrap_or_else(|| task.default_split().to_string());
+    let model = load_model(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let tok_dir = a.tokenizer.clone().unwrap_or_else(|| a.model.clone());
+    let tok = Tokenizer::load(&tok_dir, a.mode).with_context(|| {
+        format!("loading the tokenizer from {} (pass --tokenizer DIR)", tok_dir.display())
+    })?;
+    let bar = gpt1::progress::bar(0, !a.json);
+    let r = zero_shot_with(&model, &tok, task, &a.data, &split, a.batch, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .with_context(|| format!("zero-shot {} on {}", task.name(), a.data.display()))?;
+    bar.finish_and_clear();
+    if let Some(out) = &a.out {
+        let mut body = String::new();
+        for e in &r.examples {
+            body.push_str(&serde_json::to_string(e)?);
+            body.push('\n');
+        }
+        gpt1::io::write_atomic(out, body.as_bytes())?;
+        if !a.json {
+            eprintln!("wrote {} predictions to {}", r.examples.len(), out.display());
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        let mut all: Vec<String> = r.metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        if let Some(t) = r.threshold {
+            all.push(format!("threshold {t:.4}"));
+        }
+        all.push(format!("fallbacks {}", r.fallbacks));
+        all.push(format!("truncated {}", r.truncated));
+        println!("{} {}: {} examples, {}", r.task, r.split, r.n, all.join(", "));
+    }
+    Ok(())
+}
