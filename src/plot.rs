@@ -130,7 +130,9 @@ fn draw_lines(
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
-        .x_label_formatter(&|x| if x.fract() == 0.0 { format!("{x:.0}") } else { format!("{x:.1}") })
+        .x_label_formatter(&|x| {
+            if x.fract() == 0.0 { format!("{x:.0}") } else { format!("{x:.1}") }
+        })
         .y_label_formatter(&|y| format!("{y:.2}"))
         .label_style(("sans-serif", 13))
         .light_line_style(WHITE.mix(0.0))
