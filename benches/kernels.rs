@@ -1,12 +1,25 @@
 //! `cargo bench --bench kernels`: GFLOP/s of the matrix products of a gpt1 (4 × 512) training
-//! step, in each layout the model uses (median of 5 runs).
+//! step, in each layout the model uses (median of 5 runs), for the fp32 product and each bf16
+//! version this CPU runs (`src/kernels/bf16.rs`).
 
-use gpt1::kernels::matmul::{Mat, matmul};
+use gpt1::kernels::bf16::{Version, best_version, matmul_bf16};
+use gpt1::kernels::matmul::{Mat, Par, matmul};
 use std::time::Instant;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+fn time(mut f: impl FnMut()) -> f64 {
+    let mut times = Vec::new();
+    for _ in 0..6 {
+        let t0 = Instant::now();
+        f();
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.remove(0);
+    median(times)
 }
 
 fn main() {
@@ -21,21 +34,30 @@ fn main() {
         ("head input grad  dL·Wte", 512, d, v, false, false),
         ("head weight grad dLᵀ·h", v, d, 512, true, false),
     ];
-    println!("{:28} {:>6} {:>6} {:>6} {:>9}", "product", "m", "n", "k", "GFLOP/s");
+    let mut versions = vec![best_version()];
+    if best_version() != Version::Emulated {
+        versions.push(Version::Emulated);
+    }
+    print!("{:28} {:>6} {:>6} {:>6} {:>10}", "product", "m", "n", "k", "fp32");
+    for ver in &versions {
+        print!(" {:>12}", format!("bf16 {ver:?}"));
+    }
+    println!("   (GFLOP/s, {} threads)", rayon::current_num_threads());
     for (label, m, n, k, ta, tb) in shapes {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();
         let mut c = vec![0.0f32; m * n];
         let am = if ta { Mat::t(&a, m) } else { Mat::rows(&a, k) };
         let bm = if tb { Mat::t(&b, k) } else { Mat::rows(&b, n) };
-        let mut times = Vec::new();
-        for _ in 0..6 {
-            let t0 = Instant::now();
-            matmul(&mut c, am, bm, m, n, k, false);
-            times.push(t0.elapsed().as_secs_f64());
+        let flops = 2.0 * (m * n * k) as f64;
+        let fp32 = flops / time(|| matmul(&mut c, am, bm, m, n, k, false)) / 1e9;
+        print!("{label:28} {m:>6} {n:>6} {k:>6} {fp32:>10.1}");
+        for &ver in &versions {
+            let g = flops
+                / time(|| matmul_bf16(ver, &mut c, n, am, bm, m, n, k, false, Par::Pool))
+                / 1e9;
+            print!(" {g:>12.1}");
         }
-        times.remove(0);
-        let g = 2.0 * (m * n * k) as f64 / median(times) / 1e9;
-        println!("{label:28} {m:>6} {n:>6} {k:>6} {g:>9.1}");
+        println!();
     }
 }

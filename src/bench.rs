@@ -1,5 +1,6 @@
 //! The training benchmark: steps of the real trainer on random tokens, timed one by one.
 
+use crate::backend::{Backend, Cpu, Precision};
 use crate::kernels::rng::{Rng, derive};
 use crate::model::{Config, Gpt, params::num_params};
 use crate::train::Trainer;
@@ -11,14 +12,13 @@ use std::time::Instant;
 /// (GFLOP/s, median of 5 products of 1024 × 1024 × 1024 on the current thread pool): the
 /// denominator of MFU unless the caller gives one.
 pub fn measure_peak_gflops() -> f64 {
-    use crate::backend::{Backend, Cpu};
     let n = 1024;
     let a: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 * 0.01).collect();
     let mut c = vec![0.0f32; n * n];
     let mut times: Vec<f64> = (0..6)
         .map(|_| {
             let t0 = Instant::now();
-            Cpu.matmul(&mut c, &a, false, &a, false, n, n, n, false);
+            Cpu::FP32.matmul(&mut c, &a, false, &a, false, n, n, n, false);
             t0.elapsed().as_secs_f64()
         })
         .skip(1)
@@ -89,6 +89,7 @@ fn median(v: &mut [f64]) -> f64 {
 /// Runs `warmup` untimed and `steps` timed training steps (dropout as configured, AdamW,
 /// clipping 1.0) on uniformly random tokens. MFU is relative to `peak_gflops` (default: what
 /// [`measure_peak_gflops`] measures now).
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     name: &str,
     config: Config,
@@ -97,11 +98,14 @@ pub fn train(
     steps: usize,
     warmup: usize,
     peak_gflops: Option<f64>,
+    precision: Precision,
 ) -> TrainBench {
     let threads = rayon::current_num_threads();
     let peak = peak_gflops.unwrap_or_else(measure_peak_gflops);
     let flops_tok = train_flops_per_token(&config, seq);
-    let mut tr = Trainer::new(Gpt::init(config.clone(), 1), batch, seq, 0.01);
+    let mut model = Gpt::init(config.clone(), 1);
+    model.backend = Cpu::new(precision);
+    let mut tr = Trainer::new(model, batch, seq, 0.01);
     let mut rng = Rng::new(7);
     let v = config.vocab_size as u64;
     let (mut ids, mut tg) = (vec![0u32; batch * seq], vec![0u32; batch * seq]);
@@ -161,6 +165,7 @@ pub fn finetune(
     seq: usize,
     steps: usize,
     warmup: usize,
+    precision: Precision,
 ) -> FinetuneBench {
     use crate::tasks::head::extract_rows;
     use crate::tasks::{Head, HeadKind, Item, Target};
@@ -168,7 +173,9 @@ pub fn finetune(
     let threads = rayon::current_num_threads();
     let head = Head::new(HeadKind::Classify, config.n_embd, 2, 1);
     let task = TaskObjective::new(head, 0.5, 0.1, 0.01);
-    let mut tr = Trainer::new(Gpt::init(config.clone(), 1), batch, seq, 0.01).with_task(task);
+    let mut model = Gpt::init(config.clone(), 1);
+    model.backend = Cpu::new(precision);
+    let mut tr = Trainer::new(model, batch, seq, 0.01).with_task(task);
     let mut rng = Rng::new(11);
     let v = config.vocab_size as u64;
     let items: Vec<Item> = (0..batch)
@@ -262,10 +269,12 @@ pub fn generate(
     prompt_len: usize,
     new: usize,
     rounds: usize,
+    precision: Precision,
 ) -> GenerateBench {
     use crate::generate::{GenerateOptions, Sampling};
     let threads = rayon::current_num_threads();
-    let model = Gpt::init(config.clone(), 1);
+    let mut model = Gpt::init(config.clone(), 1);
+    model.backend = Cpu::new(precision);
     let mut rng = Rng::new(17);
     let prompt: Vec<u32> =
         (0..prompt_len).map(|_| rng.below(config.vocab_size as u64) as u32).collect();

@@ -82,7 +82,8 @@ pub fn layers(
         let mut o = opts.finetune.clone();
         o.out = run.clone();
         let s = finetune(m, tok, def, &o)?;
-        let ft = load_finetuned(&s.best_dir)?;
+        let mut ft = load_finetuned(&s.best_dir)?;
+        ft.model.backend = crate::backend::Cpu::new(o.precision);
         let mut train = read_split(def, &o.data, "train", o.skip_bad_rows)?.examples;
         if opts.train_eval > 0 {
             train.truncate(opts.train_eval);

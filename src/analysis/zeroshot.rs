@@ -81,7 +81,7 @@ pub fn checkpoints(run: &Path) -> Result<Vec<(u64, u64, PathBuf)>> {
 }
 
 /// Scores every checkpoint of `run` on every task (`tasks`: the task and its data folder), with
-/// `refs` overriding [`default_reference`]; appends each point to `out/zero-shot.jsonl` as it
+/// `refs` overriding [`default_reference`], its products at `precision`; appends each point to `out/zero-shot.jsonl` as it
 /// comes (a point already there is not recomputed), then writes `zero-shot.csv`, `.md`, `.png`.
 pub fn along_pretraining(
     run: &Path,
@@ -89,6 +89,7 @@ pub fn along_pretraining(
     tasks: &[(ZeroShotTask, PathBuf)],
     refs: &BTreeMap<String, f64>,
     batch: usize,
+    precision: crate::backend::Precision,
     out: &Path,
 ) -> Result<Vec<Point>> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
@@ -118,7 +119,8 @@ pub fn along_pretraining(
         if todo.is_empty() {
             continue;
         }
-        let model = load_model(&dir)?;
+        let mut model = load_model(&dir)?;
+        model.backend = crate::backend::Cpu::new(precision);
         for (task, data) in todo {
             let split = task.default_split();
             let r = zero_shot(&model, tok, *task, data, split, batch)?;

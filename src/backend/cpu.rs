@@ -1,17 +1,53 @@
-//! The CPU in fp32: host `Vec<f32>` buffers and the kernels of [`crate::kernels`].
+//! The CPU: host `Vec<f32>` buffers and the kernels of [`crate::kernels`], with the matrix
+//! products in fp32 or in bf16 with fp32 accumulation ([`Precision`]).
 
-use super::{AdamStep, Backend, DeviceBuf};
+use super::{AdamStep, Backend, DeviceBuf, Precision};
 use crate::kernels::attention::{self, Dims};
+use crate::kernels::bf16;
 use crate::kernels::dropout::Dropout;
-use crate::kernels::matmul::{Mat, matmul};
+use crate::kernels::matmul::Gemm;
+use crate::kernels::matmul::Mat;
 use crate::kernels::reduce::{col_sum, sum_squares};
 use crate::kernels::{crossentropy, embedding, gelu, layernorm, optim};
 use rayon::prelude::*;
 use std::borrow::Cow;
 
-/// fp32 on the host's cores (rayon's pool; products through the `gemm` crate).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Cpu;
+/// The host's cores (rayon's pool). Every tensor is stored in fp32; with
+/// [`Precision::Bf16`] the matrix products of the linear layers and of the tied LM head take
+/// their inputs rounded to bf16 and accumulate in fp32 (mixed precision: master weights,
+/// optimizer state, LayerNorm, softmax, the loss and every reduction stay fp32; the bf16 copy
+/// of a weight is made as the product packs it). Attention's products stay fp32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cpu {
+    gemm: Gemm,
+}
+
+impl Default for Cpu {
+    fn default() -> Self {
+        Cpu::FP32
+    }
+}
+
+impl Cpu {
+    /// fp32 products through the `gemm` crate (bitwise the engine before mixed precision).
+    pub const FP32: Cpu = Cpu { gemm: Gemm::Fp32 };
+
+    /// The CPU at `precision`; bf16 runs the fastest product this CPU has (AVX-512 BF16's
+    /// `vdpbf16ps`, else an emulation: inputs rounded to bf16, then the fp32 product).
+    pub fn new(precision: Precision) -> Self {
+        match precision {
+            Precision::Fp32 => Cpu::FP32,
+            Precision::Bf16 => Cpu { gemm: Gemm::Bf16(bf16::best_version()) },
+        }
+    }
+
+    pub fn precision(&self) -> Precision {
+        match self.gemm {
+            Gemm::Fp32 => Precision::Fp32,
+            Gemm::Bf16(_) => Precision::Bf16,
+        }
+    }
+}
 
 impl DeviceBuf<Cpu> for Vec<f32> {
     fn r(&self) -> &[f32] {
@@ -36,8 +72,23 @@ impl Backend for Cpu {
     type Mut<'a> = &'a mut [f32];
 
     fn describe(&self) -> String {
-        let simd = if std::arch::is_x86_feature_detected!("avx512f") { "AVX-512" } else { "AVX2" };
-        format!("cpu fp32 ({} threads, gemm {simd})", rayon::current_num_threads())
+        let threads = rayon::current_num_threads();
+        match self.gemm {
+            Gemm::Fp32 => {
+                let simd =
+                    if std::arch::is_x86_feature_detected!("avx512f") { "AVX-512" } else { "AVX2" };
+                format!("cpu fp32 ({threads} threads, gemm crate, {simd})")
+            }
+            Gemm::Bf16(bf16::Version::Avx512) => {
+                format!(
+                    "cpu bf16 products, fp32 accumulation ({threads} threads, AVX-512 BF16 vdpbf16ps)"
+                )
+            }
+            Gemm::Bf16(bf16::Version::Emulated) => format!(
+                "cpu bf16 products, fp32 accumulation ({threads} threads; no AVX-512 BF16 on this CPU: \
+                 emulated, inputs rounded to bf16 then fp32 products, slower than fp32)"
+            ),
+        }
     }
 
     fn zeros(&self, n: usize) -> Vec<f32> {
@@ -145,7 +196,7 @@ impl Backend for Cpu {
         k: usize,
         acc: bool,
     ) {
-        matmul(c, mat(a, a_t, m, k), mat(b, b_t, k, n), m, n, k, acc);
+        self.gemm.mm(c, mat(a, a_t, m, k), mat(b, b_t, k, n), m, n, k, acc);
     }
     fn matmul_forward(
         &self,
@@ -159,7 +210,7 @@ impl Backend for Cpu {
     ) {
         let out = &mut out[..rows * n];
         out.par_chunks_mut(n).for_each(|r| r.copy_from_slice(bias));
-        matmul(out, Mat::rows(x, k), Mat::rows(w, n), rows, n, k, true);
+        self.gemm.mm(out, Mat::rows(x, k), Mat::rows(w, n), rows, n, k, true);
     }
     fn matmul_backward(
         &self,
@@ -174,8 +225,8 @@ impl Backend for Cpu {
         k: usize,
         n: usize,
     ) {
-        matmul(dx, Mat::rows(dout, n), Mat::t(w, n), rows, k, n, acc);
-        matmul(dw, Mat::t(x, k), Mat::rows(dout, n), k, n, rows, true);
+        self.gemm.mm(dx, Mat::rows(dout, n), Mat::t(w, n), rows, k, n, acc);
+        self.gemm.mm(dw, Mat::t(x, k), Mat::rows(dout, n), k, n, rows, true);
         col_sum(dbias, dout, rows);
     }
     fn layernorm_forward(
@@ -248,7 +299,7 @@ impl Backend for Cpu {
         d: usize,
         scale: f32,
     ) -> f64 {
-        crossentropy::forward_backward(dh, dwte, logits, h, wte, targets, d, scale)
+        crossentropy::forward_backward(self.gemm, dh, dwte, logits, h, wte, targets, d, scale)
     }
     fn logprobs(
         &self,
@@ -259,7 +310,7 @@ impl Backend for Cpu {
         targets: &[u32],
         d: usize,
     ) {
-        crossentropy::logprobs(out, logits, h, wte, targets, d);
+        crossentropy::logprobs(self.gemm, out, logits, h, wte, targets, d);
     }
 
     fn sum_squares(&self, x: &[f32]) -> f64 {

@@ -19,6 +19,27 @@ mod cpu;
 
 pub use cpu::Cpu;
 
+/// The precision of the matrix products (`--precision`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in fp32 (the default; bitwise the reference engine).
+    #[default]
+    Fp32,
+    /// Mixed precision: bf16 inputs, fp32 accumulation, fp32 master weights and state.
+    Bf16,
+}
+
 use crate::kernels::attention::Dims;
 use crate::kernels::dropout::Dropout;
 use std::borrow::Cow;

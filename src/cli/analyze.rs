@@ -41,6 +41,8 @@ pub struct ZeroShotArgs {
     /// Analysis directory: zero-shot.jsonl, zero-shot.csv, zero-shot.md, zero-shot.png.
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    precision: super::PrecisionArg,
 }
 
 fn parse_reference(s: &str) -> std::result::Result<(String, f64), String> {
@@ -88,8 +90,16 @@ pub fn run(c: Command) -> Result<()> {
                 format!("loading the tokenizer from {} (pass --tokenizer DIR)", tok_dir.display())
             })?;
             let refs = a.references.iter().cloned().collect();
-            let points = along_pretraining(&a.run, &tok, &tasks, &refs, a.batch, &a.out)
-                .context("the zero-shot analysis failed")?;
+            let points = along_pretraining(
+                &a.run,
+                &tok,
+                &tasks,
+                &refs,
+                a.batch,
+                a.precision.backend().precision(),
+                &a.out,
+            )
+            .context("the zero-shot analysis failed")?;
             for p in &points {
                 println!("{}", serde_json::to_string(p)?);
             }

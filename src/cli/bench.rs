@@ -25,6 +25,8 @@ pub struct GenerateArgs {
     /// Timed rounds (the median is reported), after one untimed.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    #[command(flatten)]
+    precision: super::PrecisionArg,
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
     json: bool,
@@ -51,6 +53,8 @@ pub struct TrainArgs {
     /// this library's fp32 product on the same threads).
     #[arg(long)]
     peak_gflops: Option<f64>,
+    #[command(flatten)]
+    precision: super::PrecisionArg,
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
     json: bool,
@@ -84,7 +88,14 @@ pub fn run(c: Command) -> Result<()> {
                 a.new,
                 config.n_positions
             );
-            let r = gpt1::bench::generate(&a.config, config, a.prompt_len, a.new, a.rounds);
+            let r = gpt1::bench::generate(
+                &a.config,
+                config,
+                a.prompt_len,
+                a.new,
+                a.rounds,
+                a.precision.backend().precision(),
+            );
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -113,6 +124,7 @@ pub fn run(c: Command) -> Result<()> {
                 a.steps,
                 a.warmup,
                 a.peak_gflops,
+                a.precision.backend().precision(),
             );
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -136,7 +148,15 @@ pub fn run(c: Command) -> Result<()> {
         }
         Command::Finetune(a) => {
             let config = checked(&a)?;
-            let r = gpt1::bench::finetune(&a.config, config, a.batch, a.seq, a.steps, a.warmup);
+            let r = gpt1::bench::finetune(
+                &a.config,
+                config,
+                a.batch,
+                a.seq,
+                a.steps,
+                a.warmup,
+                a.precision.backend().precision(),
+            );
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

@@ -131,6 +131,8 @@ pub struct TrainFlags {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    pub precision: super::PrecisionArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -157,6 +159,8 @@ pub struct EvaluateArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    precision: super::PrecisionArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -179,6 +183,8 @@ pub struct PredictArgs {
     /// Output TSV (index, prediction).
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    precision: super::PrecisionArg,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -222,7 +228,8 @@ fn load_checked(dir: &std::path::Path, task: Option<&str>) -> Result<Finetuned> 
 }
 
 pub fn run_predict(a: PredictArgs) -> Result<()> {
-    let ft = load_checked(&a.model, a.task.as_deref())?;
+    let mut ft = load_checked(&a.model, a.task.as_deref())?;
+    ft.model.backend = a.precision.backend();
     let n = predict_to_file(&ft, &a.data, &a.split, a.batch, &a.out)?;
     eprintln!("wrote {n} predictions to {}", a.out.display());
     Ok(())
@@ -296,12 +303,14 @@ impl TrainFlags {
         o.eval_every = self.eval_every;
         o.skip_bad_rows = self.skip_bad_rows;
         o.progress = !self.quiet;
+        o.precision = self.precision.backend().precision();
         o
     }
 }
 
 pub fn run_evaluate(a: EvaluateArgs) -> Result<()> {
-    let ft = load_checked(&a.model, a.task.as_deref())?;
+    let mut ft = load_checked(&a.model, a.task.as_deref())?;
+    ft.model.backend = a.precision.backend();
     let ev = evaluate(&ft, &a.data, &a.split, a.batch, a.skip_bad_rows)?;
     if a.json {
         let js = serde_json::json!({

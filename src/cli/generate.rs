@@ -55,6 +55,8 @@ pub struct Args {
     /// One JSON line per sample: ids (generated only), text, stop_reason, tokens_per_s.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    precision: super::PrecisionArg,
 }
 
 fn parse_ids(s: &str) -> Result<Vec<u32>> {
@@ -73,7 +75,9 @@ fn cut(text: &str, stops: &[String]) -> (String, bool) {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let model = load_model(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let mut model =
+        load_model(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    model.backend = a.precision.backend();
     let tok_dir = a.tokenizer.clone().unwrap_or_else(|| a.model.clone());
     let tok = match (&a.ids, Tokenizer::load(&tok_dir, None)) {
         (_, Ok(t)) => Some(t),

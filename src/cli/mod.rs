@@ -68,6 +68,27 @@ enum Command {
     Bench(bench::Command),
 }
 
+/// `--precision`, on every command that runs the model.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct PrecisionArg {
+    /// Matrix products in fp32 (the default), or bf16 with fp32 accumulation (mixed precision:
+    /// fp32 master weights, optimizer state, LayerNorm, softmax and loss).
+    #[arg(long, value_enum, default_value_t = gpt1::backend::Precision::Fp32)]
+    pub precision: gpt1::backend::Precision,
+}
+
+impl PrecisionArg {
+    /// The CPU backend at this precision; says on stderr what runs the products when not fp32.
+    pub fn backend(&self) -> gpt1::backend::Cpu {
+        use gpt1::backend::Backend;
+        let c = gpt1::backend::Cpu::new(self.precision);
+        if self.precision != gpt1::backend::Precision::Fp32 {
+            eprintln!("precision: {}", c.describe());
+        }
+        c
+    }
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     if let Some(n) = cli.threads {
         anyhow::ensure!(n > 0, "--threads must be at least 1");

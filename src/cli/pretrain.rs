@@ -76,6 +76,8 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    precision: super::PrecisionArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -105,6 +107,7 @@ pub fn run(a: Args) -> Result<()> {
     o.stop_at = a.stop_at;
     o.val_windows = a.val_windows;
     o.progress = !a.quiet;
+    o.precision = a.precision.backend().precision();
     let s = pretrain(&o).context("pre-training failed")?;
     let mut line = format!("step {}", s.step);
     if let Some(l) = s.loss {

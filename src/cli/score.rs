@@ -18,10 +18,13 @@ pub struct Args {
     /// Print JSON with every row's token log-probabilities.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    precision: super::PrecisionArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let model = load_model(&a.model).context("loading the model")?;
+    let mut model = load_model(&a.model).context("loading the model")?;
+    model.backend = a.precision.backend();
     let data = TokenData::open(&a.ids)?;
     let rows = rows_of(&data, model.config.n_positions)?;
     let s =
@@ -61,12 +64,15 @@ pub struct PerplexityArgs {
     /// Print one JSON object (per file and overall) instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    precision: super::PrecisionArg,
 }
 
 pub fn perplexity(a: PerplexityArgs) -> Result<()> {
     use gpt1::eval::{perplexity, windows};
     use gpt1::text::Tokenizer;
-    let model = load_model(&a.model).context("loading the model")?;
+    let mut model = load_model(&a.model).context("loading the model")?;
+    model.backend = a.precision.backend();
     let tok_dir = a.tokenizer.clone().unwrap_or_else(|| a.model.clone());
     let tok = Tokenizer::load(&tok_dir, None).with_context(|| {
         format!("loading the tokenizer from {} (pass --tokenizer DIR)", tok_dir.display())

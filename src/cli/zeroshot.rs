@@ -36,12 +36,16 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    precision: super::PrecisionArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let task = ZeroShotTask::parse(&a.task)?;
     let split = a.split.clone().unwrap_or_else(|| task.default_split().to_string());
-    let model = load_model(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let mut model =
+        load_model(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    model.backend = a.precision.backend();
     let tok_dir = a.tokenizer.clone().unwrap_or_else(|| a.model.clone());
     let tok = Tokenizer::load(&tok_dir, a.mode).with_context(|| {
         format!("loading the tokenizer from {} (pass --tokenizer DIR)", tok_dir.display())

@@ -3,7 +3,7 @@
 //! ∂L/∂logits in place, then ∂L/∂h = ∂logits · Wte and ∂Wte += ∂logitsᵀ · h.
 
 use super::fastmath;
-use super::matmul::{Mat, matmul};
+use super::matmul::{Gemm, Mat};
 use rayon::prelude::*;
 
 /// Rows per chunk: large enough for efficient products, small enough to bound memory
@@ -30,6 +30,7 @@ fn softmax_row(row: &mut [f32], target: u32) -> f32 {
 /// counted rows.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_backward(
+    gemm: Gemm,
     dh: &mut [f32],
     dwte: &mut [f32],
     logits: &mut [f32],
@@ -47,7 +48,7 @@ pub fn forward_backward(
         let n = r1 - r0;
         let hc = &h[r0 * d..r1 * d];
         let lg = &mut logits[..n * v];
-        matmul(lg, Mat::rows(hc, d), Mat::t(wte, d), n, v, d, false);
+        gemm.mm(lg, Mat::rows(hc, d), Mat::t(wte, d), n, v, d, false);
         let nll: Vec<f32> = lg
             .par_chunks_mut(v)
             .zip(targets[r0..r1].par_iter())
@@ -63,14 +64,15 @@ pub fn forward_backward(
             })
             .collect();
         total += nll.iter().map(|&x| x as f64).sum::<f64>();
-        matmul(&mut dh[r0 * d..r1 * d], Mat::rows(lg, v), Mat::rows(wte, d), n, d, v, false);
-        matmul(dwte, Mat::t(lg, v), Mat::rows(hc, d), v, d, n, true);
+        gemm.mm(&mut dh[r0 * d..r1 * d], Mat::rows(lg, v), Mat::rows(wte, d), n, d, v, false);
+        gemm.mm(dwte, Mat::t(lg, v), Mat::rows(hc, d), v, d, n, true);
     }
     total
 }
 
 /// log p(targets[r] | h[r]) for every row (0 for [`IGNORE`]), no gradients.
 pub fn logprobs(
+    gemm: Gemm,
     out: &mut [f32],
     logits: &mut [f32],
     h: &[f32],
@@ -84,7 +86,7 @@ pub fn logprobs(
         let r1 = (r0 + CHUNK).min(rows);
         let n = r1 - r0;
         let lg = &mut logits[..n * v];
-        matmul(lg, Mat::rows(&h[r0 * d..r1 * d], d), Mat::t(wte, d), n, v, d, false);
+        gemm.mm(lg, Mat::rows(&h[r0 * d..r1 * d], d), Mat::t(wte, d), n, v, d, false);
         out[r0..r1]
             .par_iter_mut()
             .zip(lg.par_chunks_mut(v).zip(targets[r0..r1].par_iter()))

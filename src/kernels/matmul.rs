@@ -188,3 +188,24 @@ mod tests {
         }
     }
 }
+
+/// Which product a kernel uses: fp32, or bf16 inputs with fp32 accumulation (a version of
+/// [`super::bf16`]). Kernels that multiply large matrices (the LM head) take one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gemm {
+    Fp32,
+    Bf16(super::bf16::Version),
+}
+
+impl Gemm {
+    /// Dense `c[m, n] (+)= a · b` on the shared pool.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mm(self, c: &mut [f32], a: Mat, b: Mat, m: usize, n: usize, k: usize, accumulate: bool) {
+        match self {
+            Gemm::Fp32 => matmul(c, a, b, m, n, k, accumulate),
+            Gemm::Bf16(v) => {
+                super::bf16::matmul_bf16(v, c, n, a, b, m, n, k, accumulate, Par::Pool)
+            }
+        }
+    }
+}

@@ -10,6 +10,7 @@
 //! - Forward kernels assign their outputs; they never read them first.
 
 pub mod attention;
+pub mod bf16;
 pub mod crossentropy;
 pub mod dropout;
 pub mod embedding;

@@ -6,6 +6,7 @@ use super::dropout::Dropout;
 use super::embedding;
 use super::gelu;
 use super::layernorm;
+use super::matmul::Gemm;
 use super::testutil::{check_grad, dot, rand_vec};
 
 #[test]
@@ -106,6 +107,7 @@ fn cross_entropy_gradients() {
     let mut logits = vec![0.0; rows * v];
     let (mut dh, mut dwte) = (vec![0.0; rows * d], vec![0.0; v * d]);
     let sum = crossentropy::forward_backward(
+        Gemm::Fp32,
         &mut dh,
         &mut dwte,
         &mut logits,
@@ -118,7 +120,7 @@ fn cross_entropy_gradients() {
     let loss = |h: &[f32], wte: &[f32]| {
         let mut lp = vec![0.0; rows];
         let mut lg = vec![0.0; rows * v];
-        crossentropy::logprobs(&mut lp, &mut lg, h, wte, &targets, d);
+        crossentropy::logprobs(Gemm::Fp32, &mut lp, &mut lg, h, wte, &targets, d);
         -lp.iter().map(|&x| x as f64).sum::<f64>() * scale as f64
     };
     assert!((sum * scale as f64 - loss(&h, &wte)).abs() < 1e-5);

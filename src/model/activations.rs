@@ -167,6 +167,6 @@ impl<B: Backend> Activations<B> {
 impl Activations<crate::backend::Cpu> {
     /// Activations on the CPU.
     pub fn new(c: &Config, b: usize, t: usize, training: bool) -> Self {
-        Self::new_on(&crate::backend::Cpu, c, b, t, training)
+        Self::new_on(&crate::backend::Cpu::FP32, c, b, t, training)
     }
 }

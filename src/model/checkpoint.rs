@@ -116,5 +116,5 @@ pub fn load_model(dir: &Path) -> Result<Gpt> {
         }
         copy_f32(&path, found, &view, &mut params[t.range()])?;
     }
-    Ok(Gpt { config, backend: Cpu, params })
+    Ok(Gpt { config, backend: Cpu::FP32, params })
 }

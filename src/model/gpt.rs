@@ -23,7 +23,7 @@ pub struct Gpt<B: Backend = Cpu> {
 
 impl Clone for Gpt<Cpu> {
     fn clone(&self) -> Self {
-        Gpt { config: self.config.clone(), backend: Cpu, params: self.params.clone() }
+        Gpt { config: self.config.clone(), backend: self.backend, params: self.params.clone() }
     }
 }
 
@@ -87,7 +87,7 @@ impl Gpt<Cpu> {
                 dst.fill(1.0);
             }
         }
-        Gpt { config, backend: Cpu, params: p }
+        Gpt { config, backend: Cpu::FP32, params: p }
     }
 
     /// Keeps the embeddings and the first `k` blocks and re-initialises the others as

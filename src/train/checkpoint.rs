@@ -28,6 +28,9 @@ pub struct TrainerState {
     pub micro_batch: usize,
     pub sampling: Sampling,
     pub data: PathBuf,
+    /// The products' precision (runs from before mixed precision were fp32).
+    #[serde(default)]
+    pub precision: crate::backend::Precision,
 }
 
 /// Writes `dir` (atomically, as a whole) with model, state and optimizer moments.

@@ -5,6 +5,7 @@
 
 use super::schedule::Schedule;
 use super::trainer::{StepKey, TaskObjective, Trainer};
+use crate::backend::{Cpu, Precision};
 use crate::data::tasks::{TaskDef, read_split};
 use crate::error::{Error, Result};
 use crate::kernels::rng::{derive, stream};
@@ -41,6 +42,8 @@ pub struct FinetuneOptions {
     pub clip: f32,
     pub skip_bad_rows: bool,
     pub progress: bool,
+    /// The precision of the matrix products (fp32 master weights and state either way).
+    pub precision: Precision,
 }
 
 /// The paper's fine-tuning settings (section 4.1): the one source of the defaults of
@@ -93,6 +96,7 @@ impl FinetuneOptions {
             clip: f.clip,
             skip_bad_rows: false,
             progress: true,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -122,7 +126,8 @@ pub fn finetune(
         let setting = if opts.batch == 0 { "batch" } else { "epochs" };
         return Err(Error::setting(setting, "must be at least 1"));
     }
-    let model = with_special_tokens(model, tok, opts.seed)?;
+    let mut model = with_special_tokens(model, tok, opts.seed)?;
+    model.backend = Cpu::new(opts.precision);
     let max_len = opts.max_len.unwrap_or(model.config.n_positions).min(model.config.n_positions);
     let train = read_split(def, &opts.data, "train", opts.skip_bad_rows)?;
     // No dev split is allowed (the last weights are kept); a broken one is an error.

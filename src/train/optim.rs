@@ -23,13 +23,13 @@ pub struct AdamW<B: Backend = Cpu> {
 impl AdamW<Cpu> {
     /// For a model's parameters, on the CPU.
     pub fn new(config: &Config, weight_decay: f32) -> Self {
-        Self::new_on(&Cpu, config, weight_decay)
+        Self::new_on(&Cpu::FP32, config, weight_decay)
     }
 
     /// For a flat host buffer of `n` values that all do (or all do not) take weight decay (a
     /// task head's matrix or bias).
     pub fn flat(n: usize, decay: bool, weight_decay: f32) -> Self {
-        Self::with_groups(&Cpu, vec![(0..n, decay)], weight_decay)
+        Self::with_groups(&Cpu::FP32, vec![(0..n, decay)], weight_decay)
     }
 }
 

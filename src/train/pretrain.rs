@@ -3,6 +3,7 @@
 use super::checkpoint::{self, TrainerState};
 use super::schedule::Schedule;
 use super::trainer::{StepKey, Trainer};
+use crate::backend::{Cpu, Precision};
 use crate::data::{Sampler, Sampling, TokenData};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
@@ -48,6 +49,8 @@ pub struct PretrainOptions {
     /// Windows of the validation data evaluated each time.
     pub val_windows: usize,
     pub progress: bool,
+    /// The precision of the matrix products (fp32 master weights and state either way).
+    pub precision: Precision,
 }
 
 /// The paper's pre-training settings (section 4.1): the one source of the defaults of
@@ -112,6 +115,7 @@ impl PretrainOptions {
             stop_at: None,
             val_windows: p.val_windows,
             progress: true,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -176,13 +180,20 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             ));
         };
         let (model, opt, state) = checkpoint::load(&dir, opts.weight_decay)?;
-        let want = (opts.seed, opts.batch, opts.seq, micro, opts.sampling);
-        let have = (state.seed, state.batch, state.seq, state.micro_batch, state.sampling);
+        let want = (opts.seed, opts.batch, opts.seq, micro, opts.sampling, opts.precision);
+        let have = (
+            state.seed,
+            state.batch,
+            state.seq,
+            state.micro_batch,
+            state.sampling,
+            state.precision,
+        );
         if want != have {
             return Err(Error::invalid(
                 &dir,
                 format!(
-                    "the run was started with (seed, batch, seq, micro-batch, sampling) = {have:?}, this command asks for {want:?}; an exact resume needs the same"
+                    "the run was started with (seed, batch, seq, micro-batch, sampling, precision) = {have:?}, this command asks for {want:?}; an exact resume needs the same"
                 ),
             ));
         }
@@ -242,6 +253,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         .open(&metrics_path)
         .map_err(|e| Error::io(&metrics_path, e))?;
 
+    model.backend = Cpu::new(opts.precision);
     let mut trainer = Trainer::new(model, micro, opts.seq, opts.weight_decay);
     if let Some(o) = opt {
         trainer.opt = o;
@@ -255,6 +267,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         micro_batch: micro,
         sampling: opts.sampling,
         data: opts.data.clone(),
+        precision: opts.precision,
     };
     let bar = crate::progress::bar(end, opts.progress);
     bar.set_position(start);

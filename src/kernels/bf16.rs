@@ -1,0 +1,563 @@
+//! bf16 matrix products with fp32 accumulation (mixed precision): `c (+)= a · b` with `a` and
+//! `b` rounded to bf16 (round to nearest even) as they are packed, products summed in fp32.
+//!
+//! Kernel lab, in llm.c's `dev/cuda` spirit: [`reference`] (scalar, the definition),
+//! [`matmul_bf16`] dispatching to the fastest version this CPU runs — `avx512` (the
+//! `vdpbf16ps` dot product of AVX-512 BF16, a 12 × 32 micro-kernel over packed, VNNI-interleaved
+//! panels) or `emulated` (inputs rounded to bf16, then the fp32 product: any x86-64 CPU, slower,
+//! same rounding of the inputs). Validated against [`reference`] and the fp32 product
+//! (`tests` below); timed by `cargo bench --bench kernels`. Threads split the output into
+//! tiles, never the reduction, so results do not depend on the thread count.
+
+use super::matmul::{Mat, Par, matmul_strided};
+use super::parallel::SendPtr;
+use rayon::prelude::*;
+
+/// fp32 → bf16 bits, round to nearest even (a NaN stays a quiet NaN).
+#[inline(always)]
+pub fn to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
+}
+
+#[inline(always)]
+pub fn from_bf16(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// `x` rounded to the nearest bf16 value, as an f32.
+#[inline(always)]
+pub fn round_bf16(x: f32) -> f32 {
+    from_bf16(to_bf16(x))
+}
+
+/// Which version [`matmul_bf16`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// `vdpbf16ps` (AVX-512 BF16).
+    Avx512,
+    /// Inputs rounded to bf16, then the fp32 product (any CPU).
+    Emulated,
+}
+
+/// The fastest version this CPU runs.
+pub fn best_version() -> Version {
+    if std::arch::is_x86_feature_detected!("avx512bf16")
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+    {
+        Version::Avx512
+    } else {
+        Version::Emulated
+    }
+}
+
+/// The definition: `c[i, j] (+)= Σ_k bf16(a[i, k]) · bf16(b[k, j])`, summed in f32 pair by
+/// pair (k, k + 1), as `vdpbf16ps` pairs them.
+#[allow(clippy::too_many_arguments)]
+pub fn reference(
+    c: &mut [f32],
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    m: usize,
+    n: usize,
+    k: usize,
+    acc: bool,
+) {
+    let av = |i: usize, p: usize| if p < k { round_bf16(a.data[i * a.rs + p * a.cs]) } else { 0.0 };
+    let bv = |p: usize, j: usize| if p < k { round_bf16(b.data[p * b.rs + j * b.cs]) } else { 0.0 };
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0f32;
+            for p in (0..k).step_by(2) {
+                s += av(i, p) * bv(p, j) + av(i, p + 1) * bv(p + 1, j);
+            }
+            let o = &mut c[i * ldc + j];
+            *o = if acc { *o + s } else { s };
+        }
+    }
+}
+
+/// `c[m, n] (+)= bf16(a) · bf16(b)` with fp32 accumulation; `c` row-major with row stride
+/// `ldc`. `par`: the rayon pool (large products) or the calling thread.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_bf16(
+    version: Version,
+    c: &mut [f32],
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    m: usize,
+    n: usize,
+    k: usize,
+    acc: bool,
+    par: Par,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= (m - 1) * ldc + n, "matmul_bf16: c too short");
+    match version {
+        // SAFETY: best_version() checked the CPU features; bounds are checked inside.
+        Version::Avx512 => unsafe { avx512::matmul(c, ldc, a, b, m, n, k, acc, par) },
+        Version::Emulated => emulated(c, ldc, a, b, m, n, k, acc, par),
+    }
+}
+
+/// Inputs rounded to bf16 into dense copies, then the fp32 product.
+#[allow(clippy::too_many_arguments)]
+fn emulated(
+    c: &mut [f32],
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    m: usize,
+    n: usize,
+    k: usize,
+    acc: bool,
+    par: Par,
+) {
+    let ar: Vec<f32> =
+        (0..m * k).map(|x| round_bf16(a.data[(x / k) * a.rs + (x % k) * a.cs])).collect();
+    let br: Vec<f32> =
+        (0..k * n).map(|x| round_bf16(b.data[(x / n) * b.rs + (x % n) * b.cs])).collect();
+    matmul_strided(c, ldc, Mat::rows(&ar, k), Mat::rows(&br, n), m, n, k, acc, par);
+}
+
+mod avx512 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Rows and columns of the micro-kernel's tile: 12 × 32 fp32 accumulators (24 zmm).
+    const MR: usize = 12;
+    const NR: usize = 32;
+    /// k (in pairs) per packed block, and the rows of the output one task owns.
+    const KP: usize = 128;
+    const MC: usize = 4 * MR;
+
+    /// 16 bf16 pairs from two rows of 16 contiguous floats (`n` valid, zeros beyond): pair q is
+    /// (x0[q], x1[q]).
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+    unsafe fn pairs_interleaved(
+        x0: *const f32,
+        x1: Option<*const f32>,
+        n: usize,
+        out: &mut [u32; 16],
+    ) {
+        unsafe {
+            let m = if n >= 16 { 0xFFFF } else { (1u16 << n) - 1 };
+            let lo = _mm512_maskz_loadu_ps(m, x0);
+            let hi = match x1 {
+                Some(p) => _mm512_maskz_loadu_ps(m, p),
+                None => _mm512_setzero_ps(),
+            };
+            // [lo 0..16 | hi 0..16] as bf16, then interleaved lo0 hi0 lo1 hi1 ...
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            let idx = _mm512_set_epi16(
+                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
+                20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+            );
+            _mm512_storeu_si512(out.as_mut_ptr() as *mut _, _mm512_permutexvar_epi16(idx, v));
+        }
+    }
+
+    /// Transposes a 16 × 16 block of u32 held as 16 rows (row i, element j → row j,
+    /// element i): three rounds of unpack and lane shuffles.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn transpose16(r: &mut [__m512i; 16]) {
+        let mut t = [_mm512_setzero_si512(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        for i in 0..4 {
+            for h in 0..2 {
+                r[4 * i + 2 * h] = _mm512_unpacklo_epi64(t[4 * i + h], t[4 * i + 2 + h]);
+                r[4 * i + 2 * h + 1] = _mm512_unpackhi_epi64(t[4 * i + h], t[4 * i + 2 + h]);
+            }
+        }
+        // Now r[4i + c] holds, per 128-bit lane L, rows 4i..4i+4 of column 4L + c.
+        for i in 0..2 {
+            for c in 0..4 {
+                t[8 * i + c] = _mm512_shuffle_i32x4(r[8 * i + c], r[8 * i + 4 + c], 0x88);
+                t[8 * i + 4 + c] = _mm512_shuffle_i32x4(r[8 * i + c], r[8 * i + 4 + c], 0xDD);
+            }
+        }
+        // t[c] holds lanes (0, 2) of row groups 0 and 1, t[4 + c] lanes (1, 3); t[8 + c] and
+        // t[12 + c] the same for groups 2 and 3.
+        for c in 0..4 {
+            for h in 0..2 {
+                let (x, y) = (t[4 * h + c], t[8 + 4 * h + c]);
+                r[c + 4 * h] = _mm512_shuffle_i32x4(x, y, 0x88);
+                r[c + 4 * h + 8] = _mm512_shuffle_i32x4(x, y, 0xDD);
+            }
+        }
+    }
+
+    /// Pairs of 16 vectors of contiguous floats, transposed: `src(j)` is the start of vector
+    /// j's floats (`n` valid floats each, at most 32, zeros beyond; `live` vectors, zeros for
+    /// the others); `out[q][j]` is vector j's pair q.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+    unsafe fn pairs_block(
+        src: impl Fn(usize) -> *const f32,
+        live: usize,
+        n: usize,
+        out: &mut [[u32; 16]; 16],
+    ) {
+        unsafe {
+            let m0 = if n >= 16 { 0xFFFF } else { (1u16 << n) - 1 };
+            let m1 = if n >= 32 {
+                0xFFFF
+            } else if n > 16 {
+                (1u16 << (n - 16)) - 1
+            } else {
+                0
+            };
+            let mut r = [_mm512_setzero_si512(); 16];
+            for (j, rj) in r.iter_mut().enumerate().take(live) {
+                let x = src(j);
+                let lo = _mm512_maskz_loadu_ps(m0, x);
+                let hi = _mm512_maskz_loadu_ps(m1, x.wrapping_add(16.min(n)));
+                *rj = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+            }
+            transpose16(&mut r);
+            for (q, rq) in r.iter().enumerate() {
+                _mm512_storeu_si512(out[q].as_mut_ptr() as *mut _, *rq);
+            }
+        }
+    }
+
+    /// Packs rows `i0..i0 + mr` (mr <= MR, zero rows beyond) and pairs `p0..p0 + kp` of `a`:
+    /// `[kp][MR]` u32, each the bf16 pair (a[i, 2p], a[i, 2p + 1]).
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+    unsafe fn pack_a(
+        dst: &mut [u32],
+        a: Mat,
+        i0: usize,
+        mr: usize,
+        p0: usize,
+        kp: usize,
+        k: usize,
+    ) {
+        let mut buf = [0u32; 16];
+        if a.cs == 1 {
+            // Row-major: a row's pairs are contiguous floats; 16 rows' worth transposed at once.
+            let mut blk = [[0u32; 16]; 16];
+            for q0 in (0..kp).step_by(16) {
+                let nq = (kp - q0).min(16);
+                let k0 = 2 * (p0 + q0);
+                let n = (k - k0).min(2 * nq);
+                let src = |r: usize| a.data.as_ptr().wrapping_add((i0 + r) * a.rs + k0);
+                unsafe { pairs_block(src, mr, n, &mut blk) };
+                for q in 0..nq {
+                    dst[(q0 + q) * MR..(q0 + q + 1) * MR].copy_from_slice(&blk[q][..MR]);
+                }
+            }
+        } else if a.rs == 1 {
+            // Column-major (a transposed operand): rows are contiguous for a given k.
+            for p in 0..kp {
+                let (k0, k1) = (2 * (p0 + p), 2 * (p0 + p) + 1);
+                let x0 = a.data.as_ptr().wrapping_add(k0 * a.cs + i0);
+                let x1 = (k1 < k).then(|| a.data.as_ptr().wrapping_add(k1 * a.cs + i0));
+                unsafe { pairs_interleaved(x0, x1, mr, &mut buf) };
+                dst[p * MR..(p + 1) * MR].copy_from_slice(&buf[..MR]);
+            }
+        } else {
+            for p in 0..kp {
+                let (k0, k1) = (2 * (p0 + p), 2 * (p0 + p) + 1);
+                for r in 0..MR {
+                    dst[p * MR + r] = if r < mr {
+                        let row = (i0 + r) * a.rs;
+                        let lo = to_bf16(a.data[row + k0 * a.cs]) as u32;
+                        let hi = if k1 < k { to_bf16(a.data[row + k1 * a.cs]) as u32 } else { 0 };
+                        lo | (hi << 16)
+                    } else {
+                        0
+                    };
+                }
+            }
+        }
+    }
+
+    /// Packs columns `j0..j0 + nr` (zero beyond) and pairs `p0..p0 + kp` of `b`: `[kp][NR]` u32
+    /// bf16 pairs (b[2p, j], b[2p + 1, j]), interleaved by pair (VNNI) so one zmm holds 16
+    /// columns' pairs.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+    unsafe fn pack_b(
+        dst: &mut [u32],
+        b: Mat,
+        j0: usize,
+        nr: usize,
+        p0: usize,
+        kp: usize,
+        k: usize,
+    ) {
+        let mut buf = [0u32; 16];
+        if b.cs == 1 {
+            // Row-major: 16 columns of one k are contiguous; pair two rows.
+            for p in 0..kp {
+                let (k0, k1) = (2 * (p0 + p), 2 * (p0 + p) + 1);
+                for c0 in (0..NR).step_by(16) {
+                    let n = nr.saturating_sub(c0).min(16);
+                    let x0 = b.data.as_ptr().wrapping_add(k0 * b.rs + j0 + c0);
+                    let x1 = (k1 < k).then(|| b.data.as_ptr().wrapping_add(k1 * b.rs + j0 + c0));
+                    unsafe { pairs_interleaved(x0, x1, n, &mut buf) };
+                    dst[p * NR + c0..p * NR + c0 + 16].copy_from_slice(&buf);
+                }
+            }
+        } else if b.rs == 1 {
+            // Column-major (a transposed operand): a column's pairs are contiguous floats; 16
+            // columns' worth transposed at once.
+            let mut blk = [[0u32; 16]; 16];
+            for c0 in (0..NR).step_by(16) {
+                let live = nr.saturating_sub(c0).min(16);
+                for q0 in (0..kp).step_by(16) {
+                    let nq = (kp - q0).min(16);
+                    let k0 = 2 * (p0 + q0);
+                    let n = (k - k0).min(2 * nq);
+                    let src = |j: usize| b.data.as_ptr().wrapping_add((j0 + c0 + j) * b.cs + k0);
+                    unsafe { pairs_block(src, live, n, &mut blk) };
+                    for q in 0..nq {
+                        dst[(q0 + q) * NR + c0..(q0 + q) * NR + c0 + 16].copy_from_slice(&blk[q]);
+                    }
+                }
+            }
+        } else {
+            for p in 0..kp {
+                let (k0, k1) = (2 * (p0 + p), 2 * (p0 + p) + 1);
+                for j in 0..NR {
+                    dst[p * NR + j] = if j < nr {
+                        let col = (j0 + j) * b.cs;
+                        let lo = to_bf16(b.data[k0 * b.rs + col]) as u32;
+                        let hi = if k1 < k { to_bf16(b.data[k1 * b.rs + col]) as u32 } else { 0 };
+                        lo | (hi << 16)
+                    } else {
+                        0
+                    };
+                }
+            }
+        }
+    }
+
+    /// `tile[MR][NR] = Σ_p a_p ⊗ b_p` over `kp` packed pairs.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn kernel(ap: &[u32], bp: &[u32], kp: usize, tile: &mut [f32; MR * NR]) {
+        unsafe {
+            let mut c = [_mm512_setzero_ps(); 2 * MR];
+            for p in 0..kp {
+                let bptr = bp.as_ptr().add(p * NR);
+                let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bptr as *const _));
+                let b1: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(bptr.add(16) as *const _));
+                let arow = ap.as_ptr().add(p * MR);
+                for r in 0..MR {
+                    let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*arow.add(r) as i32));
+                    c[2 * r] = _mm512_dpbf16_ps(c[2 * r], av, b0);
+                    c[2 * r + 1] = _mm512_dpbf16_ps(c[2 * r + 1], av, b1);
+                }
+            }
+            for r in 0..MR {
+                _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR), c[2 * r]);
+                _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR + 16), c[2 * r + 1]);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn transpose16_transposes() {
+        if best_version() != Version::Avx512 {
+            return;
+        }
+        let m: Vec<u32> = (0..256).collect();
+        // SAFETY: checked above.
+        let got = unsafe {
+            let mut r = [_mm512_setzero_si512(); 16];
+            for (i, ri) in r.iter_mut().enumerate() {
+                *ri = _mm512_loadu_si512(m[16 * i..].as_ptr() as *const _);
+            }
+            transpose16(&mut r);
+            let mut out = vec![0u32; 256];
+            for (i, ri) in r.iter().enumerate() {
+                _mm512_storeu_si512(out[16 * i..].as_mut_ptr() as *mut _, *ri);
+            }
+            out
+        };
+        for i in 0..16 {
+            for j in 0..16 {
+                assert_eq!(got[16 * j + i], m[16 * i + j], "({i}, {j})");
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX-512 BF16.
+    ///
+    /// GotoBLAS order: for each block of `KP` pairs (in order, so every element sums its k
+    /// blocks in the same order whatever the threads), `b` is packed once for every column
+    /// panel, then row blocks of `MC` go to the threads, each packing its rows of `a` and
+    /// running the micro-kernel over every column panel.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn matmul(
+        c: &mut [f32],
+        ldc: usize,
+        a: Mat,
+        b: Mat,
+        m: usize,
+        n: usize,
+        k: usize,
+        acc: bool,
+        par: Par,
+    ) {
+        let kpairs = k.div_ceil(2);
+        let panels = n.div_ceil(NR);
+        let pool = par == Par::Pool;
+        let mut bpk = vec![0u32; panels * NR * KP];
+        let cp = SendPtr(c.as_mut_ptr());
+        for p0 in (0..kpairs.max(1)).step_by(KP) {
+            let kp = (kpairs - p0).min(KP);
+            // SAFETY (both closures): the caller guarantees the CPU features.
+            let pack = |(jb, dst): (usize, &mut [u32])| unsafe {
+                pack_b(dst, b, jb * NR, (n - jb * NR).min(NR), p0, kp, k)
+            };
+            if pool {
+                bpk.par_chunks_mut(NR * KP).enumerate().for_each(pack);
+            } else {
+                bpk.chunks_mut(NR * KP).enumerate().for_each(pack);
+            }
+            let first = p0 == 0 && !acc;
+            let bpk = &bpk;
+            let rows = |i0: usize| {
+                let mc = (m - i0).min(MC);
+                let mut apk = vec![0u32; MC.div_ceil(MR) * MR * KP];
+                let mut tile = [0.0f32; MR * NR];
+                for (ib, ir) in (0..mc).step_by(MR).enumerate() {
+                    unsafe {
+                        pack_a(&mut apk[ib * MR * KP..], a, i0 + ir, (mc - ir).min(MR), p0, kp, k)
+                    };
+                }
+                for jb in 0..panels {
+                    let (j0, nr) = (jb * NR, (n - jb * NR).min(NR));
+                    for (ib, ir) in (0..mc).step_by(MR).enumerate() {
+                        // SAFETY: the caller guarantees the CPU features.
+                        unsafe {
+                            kernel(&apk[ib * MR * KP..], &bpk[jb * NR * KP..], kp, &mut tile)
+                        };
+                        for r in 0..(mc - ir).min(MR) {
+                            let row = (i0 + ir + r) * ldc + j0;
+                            for (j, &t) in tile[r * NR..r * NR + nr].iter().enumerate() {
+                                // SAFETY: rows i0..i0+mc of c belong to this task alone and lie
+                                // inside c (asserted by the caller).
+                                unsafe {
+                                    let o = cp.get().add(row + j);
+                                    *o = if first { t } else { *o + t };
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            if pool && m > MC {
+                (0..m).into_par_iter().step_by(MC).for_each(rows);
+            } else {
+                (0..m).step_by(MC).for_each(rows);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::matmul::matmul;
+    use crate::kernels::testutil::rand_vec;
+
+    fn check(version: Version, m: usize, n: usize, k: usize, ta: bool, tb: bool, acc: bool) {
+        let (a, b) = (rand_vec(m * k, 1), rand_vec(k * n, 2));
+        let am = if ta { Mat::t(&a, m) } else { Mat::rows(&a, k) };
+        let bm = if tb { Mat::t(&b, k) } else { Mat::rows(&b, n) };
+        let c0 = rand_vec(m * n, 3);
+        let (mut got, mut want, mut fp32) = (c0.clone(), c0.clone(), c0.clone());
+        matmul_bf16(version, &mut got, n, am, bm, m, n, k, acc, Par::Pool);
+        reference(&mut want, n, am, bm, m, n, k, acc);
+        matmul(&mut fp32, am, bm, m, n, k, acc);
+        let scale = (k as f32).sqrt();
+        for i in 0..m * n {
+            // Against the definition: only the order of the f32 sums differs.
+            assert!(
+                (got[i] - want[i]).abs() < 1e-4 * scale,
+                "{version:?} {m}x{n}x{k} [{i}] {} vs {}",
+                got[i],
+                want[i]
+            );
+            // Against fp32: bf16 inputs carry 8 bits of mantissa.
+            assert!(
+                (got[i] - fp32[i]).abs() < 2e-2 * scale,
+                "{version:?} vs fp32 [{i}] {} vs {}",
+                got[i],
+                fp32[i]
+            );
+        }
+    }
+
+    #[test]
+    fn bf16_rounding_is_to_nearest_even() {
+        assert_eq!(to_bf16(1.0), 0x3F80);
+        // 1 + 2^-8 is a tie between 1 and 1 + 2^-7: to even (1.0).
+        assert_eq!(to_bf16(1.0 + 1.0 / 256.0), 0x3F80);
+        assert_eq!(to_bf16(1.0 + 3.0 / 256.0), 0x3F82);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
+        assert_eq!(round_bf16(-2.5), -2.5);
+    }
+
+    #[test]
+    fn every_version_matches_the_definition_on_odd_shapes() {
+        for version in [best_version(), Version::Emulated] {
+            for &(m, n, k) in
+                &[(1, 1, 1), (1, 40, 7), (13, 33, 5), (25, 70, 300), (97, 257, 258), (3, 5, 1)]
+            {
+                for (ta, tb) in [(false, false), (true, false), (false, true)] {
+                    check(version, m, n, k, ta, tb, false);
+                }
+                check(version, m, n, k, false, false, true);
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_products_do_not_depend_on_the_thread_count() {
+        let (m, n, k) = (200, 300, 260);
+        let (a, b) = (rand_vec(m * k, 4), rand_vec(k * n, 5));
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut c = vec![0.0; m * n];
+                matmul_bf16(
+                    best_version(),
+                    &mut c,
+                    n,
+                    Mat::rows(&a, k),
+                    Mat::rows(&b, n),
+                    m,
+                    n,
+                    k,
+                    false,
+                    Par::Pool,
+                );
+                c
+            })
+        };
+        let one = run(1);
+        for t in [2, 3] {
+            assert!(
+                one.iter().zip(&run(t)).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{t} threads"
+            );
+        }
+    }
+}
