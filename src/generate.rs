@@ -62,15 +62,16 @@ impl Sampling {
         if self.temperature == 0.0 {
             return argmax(logits) as u32;
         }
-        let mut cand: Vec<(usize, f32)> =
-            logits.iter().map(|&l| l / self.temperature).enumerate().collect();
+        // In f64: a small temperature must not overflow the scaled logits to infinity.
+        let mut cand: Vec<(usize, f64)> =
+            logits.iter().map(|&l| l as f64 / self.temperature as f64).enumerate().collect();
         // Most likely first; ties by id, so the order (and the draw) is deterministic.
         cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if self.top_k > 0 {
             cand.truncate(self.top_k);
         }
-        let mx = cand[0].1 as f64;
-        let mut p: Vec<f64> = cand.iter().map(|&(_, l)| (l as f64 - mx).exp()).collect();
+        let mx = cand[0].1;
+        let mut p: Vec<f64> = cand.iter().map(|&(_, l)| (l - mx).exp()).collect();
         let total: f64 = p.iter().sum();
         p.iter_mut().for_each(|x| *x /= total);
         if self.top_p < 1.0 {
@@ -176,7 +177,7 @@ pub fn generate<B: Backend>(
     }
     let (n, p) = (opts.num, prompt.len());
     let t = (p + opts.max_new).min(c.n_positions);
-    let mut acts = model.activations(n, t, false);
+    let mut acts = model.decode_activations(n, t);
     let key = derive(opts.seed, stream::SAMPLE);
     let draw = |i: usize, step: usize| {
         let bits = rng::bits(derive(key, i as u64), step as u64);

@@ -1,6 +1,9 @@
-//! The progress bar of long-running steps (pre-training, fine-tuning).
+//! Progress of long-running work (pre-training, fine-tuning): a bar on a terminal, and log
+//! lines every so often when stderr is redirected (`nohup`, `> log`), where a bar shows nothing.
 
 use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 /// A bar over `total` steps (hidden when `visible` is false): elapsed, bar, position, the
 /// caller's message, ETA.
@@ -12,4 +15,65 @@ pub fn bar(total: u64, visible: bool) -> ProgressBar {
             .progress_chars("=> ");
     bar.set_style(style);
     bar
+}
+
+/// The progress of a run: the bar, plus a log line at most every `every` when stderr is not a
+/// terminal (and always at the last step).
+pub struct Progress {
+    pub bar: ProgressBar,
+    log: bool,
+    every: Duration,
+    last: Instant,
+    total: u64,
+}
+
+impl Progress {
+    pub fn new(total: u64, visible: bool) -> Self {
+        Progress {
+            bar: bar(total, visible),
+            log: visible && !std::io::stderr().is_terminal(),
+            every: Duration::from_secs(30),
+            last: Instant::now(),
+            total,
+        }
+    }
+
+    /// Step `pos` done, described by `msg`.
+    pub fn step(&mut self, pos: u64, msg: String) {
+        self.bar.set_position(pos);
+        if self.log && (self.last.elapsed() >= self.every || pos == self.total) {
+            self.last = Instant::now();
+            eprintln!("step {pos}/{}  {msg}", self.total);
+        }
+        self.bar.set_message(msg);
+    }
+
+    /// A line that must be seen (an evaluation's result), above the bar or in the log.
+    pub fn println(&self, line: String) {
+        if self.log {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+}
+
+/// "2 h 05 min", "3.4 days": a duration as a person reads it.
+pub fn human(secs: f64) -> String {
+    if secs < 60.0 {
+        format!("{secs:.0} s")
+    } else if secs < 3600.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else if secs < 2.0 * 86400.0 {
+        format!("{} h {:02} min", (secs / 3600.0) as u64, ((secs % 3600.0) / 60.0) as u64)
+    } else {
+        format!("{:.1} days", secs / 86400.0)
+    }
+}
+
+/// `MemAvailable` of /proc/meminfo in bytes (None where unreadable).
+pub fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }

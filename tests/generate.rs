@@ -206,3 +206,56 @@ fn perplexity_of_text_files_scores_each_token_once() {
         "--stride",
     );
 }
+
+/// Streaming never prints the start of a stop string that the final text cuts: the streamed
+/// output equals the prompt and the JSON text.
+#[test]
+fn streaming_holds_back_a_stop_string_spanning_words() {
+    let d = tempfile::tempdir().unwrap();
+    letter_model(d.path());
+    let json = ok(&[
+        "generate",
+        "--model",
+        s(d.path()),
+        "--prompt",
+        "ab",
+        "--max-new",
+        "12",
+        "--seed",
+        "2",
+        "--json",
+    ]);
+    let text = json_lines(&json)[0]["text"].as_str().unwrap().to_string();
+    // A stop string made of the first two words the model wrote (or of its first word twice).
+    let words: Vec<&str> = text.split(' ').collect();
+    let stop = format!("{} {}", words[0], words.get(1).copied().unwrap_or(words[0]));
+    let streamed = ok(&[
+        "generate",
+        "--model",
+        s(d.path()),
+        "--prompt",
+        "ab",
+        "--max-new",
+        "12",
+        "--seed",
+        "2",
+        "--stop",
+        &stop,
+    ]);
+    let js = ok(&[
+        "generate",
+        "--model",
+        s(d.path()),
+        "--prompt",
+        "ab",
+        "--max-new",
+        "12",
+        "--seed",
+        "2",
+        "--stop",
+        &stop,
+        "--json",
+    ]);
+    let cut = json_lines(&js)[0]["text"].as_str().unwrap().to_string();
+    assert_eq!(streamed.trim_end(), format!("ab {cut}").trim_end(), "stop {stop:?}");
+}

@@ -317,3 +317,18 @@ fn sampling_is_reproducible_and_stops_where_it_should() {
     assert!(generate(&model, &[], &opts, |_, _| false).is_err());
     assert!(generate(&model, &[c.vocab_size as u32], &opts, |_, _| false).is_err());
 }
+
+/// The memory estimate the drivers check before allocating is what the activations take.
+#[test]
+fn activation_bytes_is_what_activations_allocate() {
+    use gpt1::model::activation_bytes;
+    for (b, t, training) in [(2, 16, true), (3, 7, false), (1, 16, true)] {
+        let c = small_config(0.1);
+        let a = Activations::new(&c, b, t, training);
+        assert_eq!(
+            activation_bytes(&c, b, t, training),
+            4 * a.len(),
+            "b {b} t {t} training {training}"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! The tokenizer against transformers' `OpenAIGPTTokenizer` (fixture made by
 //! `tools/make_tokenizer_fixtures.py`) on hard strings and on paragraphs of the shared books.
-//! Needs the GPT-1 BPE files: reads `GPT1_DATA` (default `../shared/data`), skips when absent.
+//! GPT-1's BPE files are built in (`Tokenizer::gpt1`); the tests over book paragraphs read the
+//! books from `GPT1_DATA` (default `../shared/data`) and skip when absent.
 
 use gpt1::text::{Mode, Tokenizer};
 use std::path::PathBuf;
@@ -39,8 +40,7 @@ fn paragraphs(text: &str) -> Vec<String> {
 
 #[test]
 fn hf_mode_matches_transformers_on_hard_strings() {
-    let Some(d) = data_dir() else { return };
-    let tok = Tokenizer::load(&d.join("gpt1-bpe"), Mode::Hf).unwrap();
+    let tok = Tokenizer::gpt1(Mode::Hf).unwrap();
     assert_eq!(tok.vocab_size(), 40_478 + 3);
     assert_eq!(tok.special_id("_classify_"), Some(40_480));
     for case in fixture()["hard"].as_array().unwrap() {
@@ -90,8 +90,7 @@ fn decode_inverts_encode_up_to_normalization() {
 }
 
 fn original_parity(kind: &str) -> (usize, usize) {
-    let Some(d) = data_dir() else { return (0, 0) };
-    let tok = Tokenizer::load(&d.join("gpt1-bpe"), Mode::Original).unwrap();
+    let tok = Tokenizer::gpt1(Mode::Original).unwrap();
     let p =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer_original.json");
     let fx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
@@ -111,6 +110,7 @@ fn original_parity(kind: &str) -> (usize, usize) {
             }
         }
     } else {
+        let Some(d) = data_dir() else { return (0, 0) };
         for book in fx["books"].as_array().unwrap() {
             let name = book["book"].as_str().unwrap();
             let text = std::fs::read_to_string(d.join("corpus/books").join(name)).unwrap();
@@ -189,8 +189,7 @@ fn original_mode_matches_python_on_every_tenth_paragraph_of_all_books() {
 #[test]
 fn original_mode_round_trip_gives_the_normalized_tokens() {
     use gpt1::text::original::{Spacy, fix_text, text_standardize};
-    let Some(d) = data_dir() else { return };
-    let tok = Tokenizer::load(&d.join("gpt1-bpe"), None).unwrap();
+    let tok = Tokenizer::gpt1(None).unwrap();
     assert_eq!(tok.mode, Mode::Original, "GPT-1's vocabulary defaults to the original pipeline");
     let spacy = Spacy::english();
     for text in [
@@ -210,18 +209,36 @@ fn original_mode_round_trip_gives_the_normalized_tokens() {
 
 #[test]
 fn pipeline_stages_are_exposed_for_both_modes() {
-    let Some(d) = data_dir() else { return };
     let text = "“Don't,” she said—quietly… café";
-    let orig = Tokenizer::load(&d.join("gpt1-bpe"), Mode::Original).unwrap();
+    let orig = Tokenizer::gpt1(Mode::Original).unwrap();
     assert_eq!(orig.normalize(text).unwrap(), "\" Don't , \" she said - quietly... café");
     assert_eq!(
         orig.words(text).unwrap(),
         ["\"", "do", "n't", ",", "\"", "she", "said", "-", "quietly", "...", "café"]
     );
-    let hf = Tokenizer::load(&d.join("gpt1-bpe"), Mode::Hf).unwrap();
+    let hf = Tokenizer::gpt1(Mode::Hf).unwrap();
     assert_eq!(hf.normalize(text).unwrap(), "“don't,” she said—quietly… cafe");
     assert_eq!(
         hf.words(text).unwrap(),
         ["“", "don", "'", "t", ",", "”", "she", "said", "—", "quietly", "…", "cafe"]
     );
+}
+
+#[test]
+fn the_built_in_gpt1_files_are_the_released_ones() {
+    let tok = Tokenizer::gpt1(None).unwrap();
+    assert_eq!((tok.bpe_vocab_size(), tok.num_merges()), (40_478, 40_000));
+    let Some(d) = data_dir() else { return };
+    let shared = Tokenizer::load(&d.join("gpt1-bpe"), None).unwrap();
+    let text = "“Don't,” she said—quietly… It's 5 o'clock, Mr. Smith.";
+    assert_eq!(tok.encode(text).unwrap(), shared.encode(text).unwrap());
+    let builtin = |f: &str| {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/gpt1-bpe").join(f),
+        )
+        .unwrap()
+    };
+    for f in ["encoder_bpe_40000.json", "vocab_40000.bpe"] {
+        assert_eq!(builtin(f), std::fs::read(d.join("gpt1-bpe").join(f)).unwrap(), "{f}");
+    }
 }

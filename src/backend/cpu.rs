@@ -75,8 +75,11 @@ impl Backend for Cpu {
         let threads = rayon::current_num_threads();
         match self.gemm {
             Gemm::Fp32 => {
+                #[cfg(target_arch = "x86_64")]
                 let simd =
                     if std::arch::is_x86_feature_detected!("avx512f") { "AVX-512" } else { "AVX2" };
+                #[cfg(not(target_arch = "x86_64"))]
+                let simd = "portable";
                 format!("cpu fp32 ({threads} threads, gemm crate, {simd})")
             }
             Gemm::Bf16(bf16::Version::Avx512) => {

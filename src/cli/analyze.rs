@@ -4,7 +4,6 @@ use super::finetune::{TaskArgs, TrainFlags};
 use anyhow::{Context, Result};
 use gpt1::analysis::layers::{LayersOptions, layers};
 use gpt1::model::checkpoint::load_model;
-use gpt1::text::Tokenizer;
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand, Debug)]
@@ -85,10 +84,8 @@ pub fn run(c: Command) -> Result<()> {
                 .iter()
                 .map(|t| ZeroShotTask::parse(t).map(|t| (t, a.data.join(layout(t).0))))
                 .collect::<gpt1::Result<Vec<_>>>()?;
-            let tok_dir = a.tokenizer.clone().unwrap_or_else(|| a.run.join("final"));
-            let tok = Tokenizer::load(&tok_dir, None).with_context(|| {
-                format!("loading the tokenizer from {} (pass --tokenizer DIR)", tok_dir.display())
-            })?;
+            let tok =
+                super::tokenizer(a.tokenizer.as_deref(), Some(&a.run.join("final")), None, None)?;
             let refs = a.references.iter().cloned().collect();
             let points = along_pretraining(
                 &a.run,
@@ -110,9 +107,12 @@ pub fn run(c: Command) -> Result<()> {
             let def = a.task.resolve()?;
             let model =
                 load_model(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
-            let tok_dir = a.tokenizer.clone().unwrap_or_else(|| a.model.clone());
-            let tok = Tokenizer::load(&tok_dir, None)
-                .with_context(|| format!("loading the tokenizer from {}", tok_dir.display()))?;
+            let tok = super::tokenizer(
+                a.tokenizer.as_deref(),
+                Some(&a.model),
+                Some(model.config.vocab_size),
+                None,
+            )?;
             let ks = if a.layers.is_empty() {
                 (0..=model.config.n_layer).collect()
             } else {

@@ -13,7 +13,7 @@ pub enum Command {
 
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
-    /// A preset (tiny, small, gpt1) or a config.json.
+    /// A preset (tiny, small, gpt1-mini, gpt1-small, gpt1) or a config.json.
     #[arg(long)]
     config: String,
     /// Prompt tokens.
@@ -34,7 +34,7 @@ pub struct GenerateArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// A preset (tiny, small, gpt1) or a config.json.
+    /// A preset (tiny, small, gpt1-mini, gpt1-small, gpt1) or a config.json.
     #[arg(long)]
     config: String,
     /// Sequences per step.
@@ -54,6 +54,8 @@ pub struct TrainArgs {
     #[arg(long)]
     peak_gflops: Option<f64>,
     #[command(flatten)]
+    sizes: super::SizeArgs,
+    #[command(flatten)]
     precision: super::PrecisionArg,
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
@@ -62,7 +64,7 @@ pub struct TrainArgs {
 
 /// The configuration of a benchmark, with its sizes checked.
 fn checked(a: &TrainArgs) -> Result<Config> {
-    let config = Config::from_name_or_file(&a.config)?;
+    let config = a.sizes.config(&a.config)?;
     ensure!(
         a.seq <= config.n_positions,
         "--seq {} exceeds n_positions {}",

@@ -90,7 +90,7 @@ pub struct FinetuneArgs {
     /// Train the same architecture from random initialisation (the "no pre-training" ablation).
     #[arg(long, requires = "config")]
     from_scratch: bool,
-    /// With --from-scratch: tiny, small, gpt1 or a config.json.
+    /// With --from-scratch: a preset (tiny, small, gpt1-mini, gpt1-small, gpt1) or a config.json.
     #[arg(long)]
     config: Option<String>,
     /// Keep the embeddings and the first K pre-trained blocks, re-initialise the rest.
@@ -137,7 +137,7 @@ pub struct TrainFlags {
 
 #[derive(clap::Args, Debug)]
 pub struct EvaluateArgs {
-    /// A fine-tuned checkpoint (the best/ directory of a finetune run).
+    /// A fine-tuned checkpoint: a finetune run directory (its best/) or the checkpoint itself.
     #[arg(long)]
     model: PathBuf,
     /// The task (optional: the checkpoint records it; given, it must match).
@@ -165,7 +165,7 @@ pub struct EvaluateArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
-    /// A fine-tuned checkpoint (the best/ directory of a finetune run).
+    /// A fine-tuned checkpoint: a finetune run directory (its best/) or the checkpoint itself.
     #[arg(long)]
     model: PathBuf,
     /// The task (optional: the checkpoint records it; given, it must match).
@@ -213,8 +213,15 @@ pub struct StatsArgs {
     json: bool,
 }
 
-/// Loads a fine-tuned checkpoint, checking `--task` against the task it was trained on.
+/// Loads a fine-tuned checkpoint (a run directory means its `best/`), checking `--task`
+/// against the task it was trained on.
 fn load_checked(dir: &std::path::Path, task: Option<&str>) -> Result<Finetuned> {
+    let best = dir.join("best");
+    let dir = if !dir.join("task.json").exists() && best.join("task.json").exists() {
+        best.as_path()
+    } else {
+        dir
+    };
     let ft = load_finetuned(dir).with_context(|| format!("loading {}", dir.display()))?;
     if let Some(t) = task {
         anyhow::ensure!(
@@ -259,13 +266,11 @@ pub fn run_data(c: DataCommand) -> Result<()> {
 
 pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
     let def = a.task.resolve()?;
-    let tok_dir = match (&a.tokenizer, &a.model) {
-        (Some(t), _) => t.clone(),
-        (None, Some(m)) => m.clone(),
-        (None, None) => bail!("--from-scratch needs --tokenizer DIR"),
+    let vocab = match (&a.model, a.from_scratch) {
+        (Some(m), false) => Some(gpt1::model::Config::load(&m.join("config.json"))?.vocab_size),
+        _ => None,
     };
-    let tok = Tokenizer::load(&tok_dir, None)
-        .with_context(|| format!("loading the tokenizer from {}", tok_dir.display()))?;
+    let tok = super::tokenizer(a.tokenizer.as_deref(), a.model.as_deref(), vocab, None)?;
     let model = if a.from_scratch {
         let mut c = Config::from_name_or_file(a.config.as_deref().unwrap_or("gpt1"))?;
         c.vocab_size = tok.vocab_size();

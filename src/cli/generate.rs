@@ -3,7 +3,6 @@
 use anyhow::{Context, Result, bail, ensure};
 use gpt1::generate::{GenerateOptions, Sampling, StopReason, generate};
 use gpt1::model::checkpoint::load_model;
-use gpt1::text::Tokenizer;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -74,21 +73,31 @@ fn cut(text: &str, stops: &[String]) -> (String, bool) {
     }
 }
 
+/// The length of the longest tail of `text` that is the start of a stop string (a stop string
+/// may still complete there).
+fn held_back(text: &str, stops: &[String]) -> usize {
+    stops
+        .iter()
+        .flat_map(|s| (1..s.len()).filter(|&l| s.is_char_boundary(l) && text.ends_with(&s[..l])))
+        .max()
+        .unwrap_or(0)
+}
+
 pub fn run(a: Args) -> Result<()> {
     let mut model =
         load_model(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     model.backend = a.precision.backend();
-    let tok_dir = a.tokenizer.clone().unwrap_or_else(|| a.model.clone());
-    let tok = match (&a.ids, Tokenizer::load(&tok_dir, None)) {
+    let found = super::tokenizer(
+        a.tokenizer.as_deref(),
+        Some(&a.model),
+        Some(model.config.vocab_size),
+        None,
+    );
+    let tok = match (&a.ids, found) {
         (_, Ok(t)) => Some(t),
         (Some(_), Err(_)) => None,
         (None, Err(e)) => {
-            return Err(e).with_context(|| {
-                format!(
-                    "loading the tokenizer from {} (pass --tokenizer DIR, or --ids)",
-                    tok_dir.display()
-                )
-            });
+            return Err(e.context("no tokenizer for --prompt (pass --tokenizer DIR, or --ids)"));
         }
     };
     ensure!(a.stop.is_empty() || tok.is_some(), "--stop needs a tokenizer to read the text");
@@ -125,11 +134,13 @@ pub fn run(a: Args) -> Result<()> {
         let Ok(text) = t.decode(ids) else { return false };
         let (shown, stopped) = cut(&text, &a.stop);
         let word_end = t.token(*ids.last().unwrap_or(&0)).is_some_and(|s| s.ends_with("</w>"));
-        if stream && (word_end || stopped) && shown.len() > printed {
+        // Hold back a tail that may be the start of a stop string: the final text cuts it.
+        let safe = if stopped { shown.len() } else { shown.len() - held_back(&shown, &a.stop) };
+        if stream && (word_end || stopped) && safe > printed {
             let sep = if printed == 0 { " " } else { "" };
-            print!("{sep}{}", &shown[printed..]);
+            print!("{sep}{}", &shown[printed..safe]);
             stdout.lock().flush().ok();
-            printed = shown.len();
+            printed = safe;
         }
         stopped
     })?;

@@ -68,6 +68,63 @@ enum Command {
     Bench(bench::Command),
 }
 
+/// The tokenizer of a command: `--tokenizer DIR` when given; else the model directory's
+/// vocabulary files; else GPT-1's built-in BPE when the model's vocabulary is GPT-1's (or there
+/// is no model).
+pub fn tokenizer(
+    explicit: Option<&std::path::Path>,
+    model_dir: Option<&std::path::Path>,
+    vocab: Option<usize>,
+    mode: Option<gpt1::text::Mode>,
+) -> Result<gpt1::text::Tokenizer> {
+    use gpt1::text::Tokenizer;
+    match explicit {
+        Some(d) => Tokenizer::load(d, mode)
+            .with_context(|| format!("loading the tokenizer from {}", d.display())),
+        None => Ok(Tokenizer::load_or_gpt1(model_dir, vocab, mode)?),
+    }
+}
+
+/// nanoGPT-style overrides of a preset's or config.json's sizes.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct SizeArgs {
+    /// Override the number of blocks.
+    #[arg(long)]
+    pub n_layer: Option<usize>,
+    /// Override the model width.
+    #[arg(long)]
+    pub n_embd: Option<usize>,
+    /// Override the number of attention heads.
+    #[arg(long)]
+    pub n_head: Option<usize>,
+    /// Override the context length.
+    #[arg(long)]
+    pub n_positions: Option<usize>,
+    /// Override the vocabulary size.
+    #[arg(long)]
+    pub vocab_size: Option<usize>,
+}
+
+impl SizeArgs {
+    /// `spec` (a preset or a config.json) with the overrides applied.
+    pub fn config(&self, spec: &str) -> Result<gpt1::model::Config> {
+        let mut c = gpt1::model::Config::from_name_or_file(spec)?;
+        for (dst, v) in [
+            (&mut c.n_layer, self.n_layer),
+            (&mut c.n_embd, self.n_embd),
+            (&mut c.n_head, self.n_head),
+            (&mut c.n_positions, self.n_positions),
+            (&mut c.vocab_size, self.vocab_size),
+        ] {
+            if let Some(v) = v {
+                *dst = v;
+            }
+        }
+        c.validate().map_err(|m| anyhow::anyhow!("--config {spec} with the overrides: {m}"))?;
+        Ok(c)
+    }
+}
+
 /// `--precision`, on every command that runs the model.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct PrecisionArg {

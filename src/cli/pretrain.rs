@@ -1,6 +1,5 @@
 use anyhow::{Context, Result};
 use gpt1::data::Sampling;
-use gpt1::model::Config;
 use gpt1::train::pretrain::PRETRAIN;
 use gpt1::train::{ModelSource, PretrainOptions, Schedule, pretrain};
 use std::path::PathBuf;
@@ -13,7 +12,8 @@ pub struct Args {
     /// Validation tokens, evaluated every --eval-every steps and at the end.
     #[arg(long)]
     val: Option<PathBuf>,
-    /// A preset (tiny, small, gpt1) or a config.json, for a randomly initialised model.
+    /// A preset (tiny, small, gpt1-mini, gpt1-small, gpt1) or a config.json, for a randomly
+    /// initialised model; `gpt1*` have GPT-1's vocabulary.
     #[arg(long, conflicts_with = "init", required_unless_present_any = ["init", "resume"])]
     config: Option<String>,
     /// Start from the weights of a checkpoint directory.
@@ -78,11 +78,13 @@ pub struct Args {
     quiet: bool,
     #[command(flatten)]
     precision: super::PrecisionArg,
+    #[command(flatten)]
+    sizes: super::SizeArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let model = match (&a.config, &a.init) {
-        (Some(c), _) => ModelSource::Config(Config::from_name_or_file(c)?),
+        (Some(c), _) => ModelSource::Config(a.sizes.config(c)?),
         (None, Some(dir)) => ModelSource::Init(dir.clone()),
         // --resume alone: the model comes from the checkpoint.
         (None, None) => ModelSource::Init(a.out.join("final")),

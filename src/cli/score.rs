@@ -70,13 +70,14 @@ pub struct PerplexityArgs {
 
 pub fn perplexity(a: PerplexityArgs) -> Result<()> {
     use gpt1::eval::{perplexity, windows};
-    use gpt1::text::Tokenizer;
     let mut model = load_model(&a.model).context("loading the model")?;
     model.backend = a.precision.backend();
-    let tok_dir = a.tokenizer.clone().unwrap_or_else(|| a.model.clone());
-    let tok = Tokenizer::load(&tok_dir, None).with_context(|| {
-        format!("loading the tokenizer from {} (pass --tokenizer DIR)", tok_dir.display())
-    })?;
+    let tok = super::tokenizer(
+        a.tokenizer.as_deref(),
+        Some(&a.model),
+        Some(model.config.vocab_size),
+        None,
+    )?;
     let ctx = model.config.n_positions;
     let stride = a.stride.unwrap_or(ctx.div_ceil(2));
     let files = gpt1::text::prepare::expand_inputs(&a.input, &mut Vec::new())?;

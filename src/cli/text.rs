@@ -8,9 +8,10 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct TokenizeArgs {
-    /// Directory with vocab.json + merges.txt (or encoder_bpe_40000.json + vocab_40000.bpe).
+    /// Directory with vocab.json + merges.txt (or encoder_bpe_40000.json + vocab_40000.bpe);
+    /// default: GPT-1's built-in BPE.
     #[arg(long)]
-    tokenizer: PathBuf,
+    tokenizer: Option<PathBuf>,
     /// original (ftfy, text_standardize, spaCy rules) or hf (transformers' tokenizer); default:
     /// original for GPT-1's own vocabulary, hf for others.
     #[arg(long, value_enum)]
@@ -28,9 +29,9 @@ pub struct TokenizeArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct DetokenizeArgs {
-    /// Tokenizer directory (GPT-1's BPE files, or vocab.json + merges.txt).
+    /// Tokenizer directory (default: GPT-1's built-in BPE).
     #[arg(long)]
-    tokenizer: PathBuf,
+    tokenizer: Option<PathBuf>,
     /// Token ids (separated by spaces or commas; a JSON array works too).
     #[arg(long, num_args = 1.., required = true)]
     ids: Vec<String>,
@@ -38,9 +39,9 @@ pub struct DetokenizeArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct PrepareArgs {
-    /// Tokenizer directory (GPT-1's BPE files, or vocab.json + merges.txt).
+    /// Tokenizer directory (default: GPT-1's built-in BPE).
     #[arg(long)]
-    tokenizer: PathBuf,
+    tokenizer: Option<PathBuf>,
     /// original or hf; default: original for GPT-1's own vocabulary, hf for others.
     #[arg(long, value_enum)]
     mode: Option<Mode>,
@@ -127,7 +128,7 @@ fn print_ids(out: &mut impl Write, ids: &[u32], json: bool) -> Result<()> {
 }
 
 pub fn tokenize(a: TokenizeArgs) -> Result<()> {
-    let tok = Tokenizer::load(&a.tokenizer, a.mode)?;
+    let tok = super::tokenizer(a.tokenizer.as_deref(), None, None, a.mode)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if let Some(t) = &a.text {
@@ -146,7 +147,7 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
 }
 
 pub fn detokenize(a: DetokenizeArgs) -> Result<()> {
-    let tok = Tokenizer::load(&a.tokenizer, Mode::Hf)?;
+    let tok = super::tokenizer(a.tokenizer.as_deref(), None, None, Some(Mode::Hf))?;
     let mut ids = Vec::new();
     for part in a
         .ids
@@ -164,7 +165,7 @@ pub fn detokenize(a: DetokenizeArgs) -> Result<()> {
 }
 
 pub fn prepare_cmd(a: PrepareArgs) -> Result<()> {
-    let tok = Tokenizer::load(&a.tokenizer, a.mode)?;
+    let tok = super::tokenizer(a.tokenizer.as_deref(), None, None, a.mode)?;
     let opts = PrepareOptions {
         inputs: a.input,
         out: a.out,

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use gpt1::model::checkpoint::load_model;
-use gpt1::text::{Mode, Tokenizer};
+use gpt1::text::Mode;
 use gpt1::zeroshot::{DEFAULT_BATCH, ZeroShotTask, zero_shot_with};
 use std::path::PathBuf;
 
@@ -46,10 +46,12 @@ pub fn run(a: Args) -> Result<()> {
     let mut model =
         load_model(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     model.backend = a.precision.backend();
-    let tok_dir = a.tokenizer.clone().unwrap_or_else(|| a.model.clone());
-    let tok = Tokenizer::load(&tok_dir, a.mode).with_context(|| {
-        format!("loading the tokenizer from {} (pass --tokenizer DIR)", tok_dir.display())
-    })?;
+    let tok = super::tokenizer(
+        a.tokenizer.as_deref(),
+        Some(&a.model),
+        Some(model.config.vocab_size),
+        a.mode,
+    )?;
     let bar = gpt1::progress::bar(0, !a.json);
     let r = zero_shot_with(&model, &tok, task, &a.data, &split, a.batch, |done, total| {
         bar.set_length(total as u64);

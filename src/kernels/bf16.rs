@@ -45,14 +45,18 @@ pub enum Version {
 
 /// The fastest version this CPU runs.
 pub fn best_version() -> Version {
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512bf16")
         && std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
     {
-        Version::Avx512
-    } else {
-        Version::Emulated
+        return Version::Avx512;
     }
+    Version::Emulated
+}
+
+fn last_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 }
 }
 
 /// The definition: `c[i, j] (+)= Σ_k bf16(a[i, k]) · bf16(b[k, j])`, summed in f32 pair by
@@ -100,11 +104,17 @@ pub fn matmul_bf16(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(c.len() >= (m - 1) * ldc + n, "matmul_bf16: c too short");
+    assert!(ldc >= n && c.len() >= last_index(m, n, ldc, 1), "matmul_bf16: c too short");
+    assert!(a.data.len() >= last_index(m, k, a.rs, a.cs), "matmul_bf16: a too short");
+    assert!(b.data.len() >= last_index(k, n, b.rs, b.cs), "matmul_bf16: b too short");
     match version {
-        // SAFETY: best_version() checked the CPU features; bounds are checked inside.
-        Version::Avx512 => unsafe { avx512::matmul(c, ldc, a, b, m, n, k, acc, par) },
-        Version::Emulated => emulated(c, ldc, a, b, m, n, k, acc, par),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has the features (checked here, whatever version was asked for); the
+        // asserts above bound every element the packing reads and the product writes.
+        Version::Avx512 if best_version() == Version::Avx512 => unsafe {
+            avx512::matmul(c, ldc, a, b, m, n, k, acc, par)
+        },
+        _ => emulated(c, ldc, a, b, m, n, k, acc, par),
     }
 }
 
@@ -128,6 +138,7 @@ fn emulated(
     matmul_strided(c, ldc, Mat::rows(&ar, k), Mat::rows(&br, n), m, n, k, acc, par);
 }
 
+#[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::*;
     use std::arch::x86_64::*;
@@ -431,7 +442,8 @@ mod avx512 {
             }
             let first = p0 == 0 && !acc;
             let bpk = &bpk;
-            let rows = |i0: usize| {
+            // Rows i0..i0 + MC against the column panels `jbs`: one task's share.
+            let block = |i0: usize, jbs: std::ops::Range<usize>| {
                 let mc = (m - i0).min(MC);
                 let mut apk = vec![0u32; MC.div_ceil(MR) * MR * KP];
                 let mut tile = [0.0f32; MR * NR];
@@ -440,7 +452,7 @@ mod avx512 {
                         pack_a(&mut apk[ib * MR * KP..], a, i0 + ir, (mc - ir).min(MR), p0, kp, k)
                     };
                 }
-                for jb in 0..panels {
+                for jb in jbs {
                     let (j0, nr) = (jb * NR, (n - jb * NR).min(NR));
                     for (ib, ir) in (0..mc).step_by(MR).enumerate() {
                         // SAFETY: the caller guarantees the CPU features.
@@ -462,9 +474,16 @@ mod avx512 {
                 }
             };
             if pool && m > MC {
-                (0..m).into_par_iter().step_by(MC).for_each(rows);
+                (0..m).into_par_iter().step_by(MC).for_each(|i0| block(i0, 0..panels));
+            } else if pool && panels > 1 {
+                // Few rows (a decode step): the threads split the column panels instead.
+                let per = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
+                (0..panels)
+                    .into_par_iter()
+                    .step_by(per)
+                    .for_each(|j| block(0, j..(j + per).min(panels)));
             } else {
-                (0..m).step_by(MC).for_each(rows);
+                (0..m).step_by(MC).for_each(|i0| block(i0, 0..panels));
             }
         }
     }
@@ -502,6 +521,25 @@ mod tests {
                 fp32[i]
             );
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "a too short")]
+    fn a_short_operand_panics_instead_of_reading_beyond_it() {
+        let (a, b) = (vec![1.0f32; 1], vec![1.0f32; 64 * 64]);
+        let mut c = vec![0.0f32; 64];
+        matmul_bf16(
+            best_version(),
+            &mut c,
+            64,
+            Mat::rows(&a, 64),
+            Mat::rows(&b, 64),
+            1,
+            64,
+            64,
+            false,
+            Par::Pool,
+        );
     }
 
     #[test]

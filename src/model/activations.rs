@@ -54,6 +54,8 @@ pub struct Activations<B: Backend> {
     /// (n_embd, n_head, vocab_size).
     dims: (usize, usize, usize),
     training: bool,
+    /// Only blocks on subsets of rows run (generation): no attention probabilities are kept.
+    decode_only: bool,
     backend: B,
     /// `[B, T, d]` token + position embeddings (after dropout).
     pub(crate) encoded: B::Buf,
@@ -94,6 +96,7 @@ impl<B: Backend> Activations<B> {
             max: (b, t),
             dims: (c.n_embd, c.n_head, c.vocab_size),
             training,
+            decode_only: false,
             backend: backend.clone(),
             encoded: e(),
             layers: (0..c.n_layer).map(|_| empty()).collect(),
@@ -110,6 +113,17 @@ impl<B: Backend> Activations<B> {
             }),
         };
         a.size_buffers(b, t);
+        a
+    }
+
+    /// Activations for generation only ([`crate::model::Gpt::forward_cached`] and
+    /// `cached_logits`): every buffer but the `[B, H, T, T]` attention probabilities, which
+    /// blocks on subsets of rows never keep (at GPT-1's size that is 150 MB per sequence).
+    pub fn decoding_on(backend: &B, c: &Config, b: usize, t: usize) -> Self {
+        let mut a = Self::new_on(backend, c, 0, 0, false);
+        a.decode_only = true;
+        a.max = (b, t);
+        a.reshape(b, t);
         a
     }
 
@@ -132,7 +146,7 @@ impl<B: Backend> Activations<B> {
         let set = |x: &mut B::Buf, n: usize| be.resize(x, n);
         for a in &mut self.layers {
             set(&mut a.qkv, bt * 3 * d);
-            set(&mut a.att, b * h * t * t);
+            set(&mut a.att, if self.decode_only { 0 } else { b * h * t * t });
             for x in [&mut a.atty, &mut a.r1, &mut a.ln1, &mut a.r2, &mut a.ln2] {
                 set(x, bt * d);
             }
@@ -158,10 +172,63 @@ impl<B: Backend> Activations<B> {
         }
     }
 
+    /// Values held in every buffer.
+    pub fn len(&self) -> usize {
+        let l: usize = self
+            .layers
+            .iter()
+            .map(|a| {
+                [
+                    &a.qkv,
+                    &a.att,
+                    &a.atty,
+                    &a.r1,
+                    &a.ln1,
+                    &a.ln1_mean,
+                    &a.ln1_rstd,
+                    &a.fch,
+                    &a.fch_gelu,
+                    &a.r2,
+                    &a.ln2,
+                    &a.ln2_mean,
+                    &a.ln2_rstd,
+                ]
+                .iter()
+                .map(|x| x.len())
+                .sum::<usize>()
+            })
+            .sum();
+        let g = self.grads.as_ref().map_or(0, |g| {
+            g.g_x.len() + g.g_r.len() + g.g_tmp.len() + g.g_4d.len() + g.g_qkv.len()
+        });
+        l + self.encoded.len()
+            + self.tmp.len()
+            + self.x_rows.len()
+            + self.att_scratch.len()
+            + self.logits.len()
+            + g
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The last block's output, `[B, T, d]`, after a forward pass.
     pub fn hidden(&self) -> B::Ref<'_> {
         self.layers.last().expect("n_layer > 0").ln2.r()
     }
+}
+
+/// Bytes the activations (and, for training, the gradient workspaces) of `b` sequences of `t`
+/// tokens take: the sizes [`Activations::new_on`] allocates.
+pub fn activation_bytes(c: &Config, b: usize, t: usize, training: bool) -> usize {
+    let (d, h, v, bt) = (c.n_embd, c.n_head, c.vocab_size, b * t);
+    let layer = bt * 3 * d + b * h * t * t + 5 * bt * d + 4 * bt + 2 * bt * 4 * d;
+    let mut n = c.n_layer * layer + 3 * bt * d + bt.min(crossentropy::CHUNK) * v;
+    if training {
+        n += b * h * t * t + 3 * bt * d + bt * 4 * d + bt * 3 * d;
+    }
+    4 * n
 }
 
 impl Activations<crate::backend::Cpu> {

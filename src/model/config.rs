@@ -68,6 +68,9 @@ impl Config {
     pub fn named(name: &str) -> Option<Self> {
         match name {
             "gpt1" => Some(Self::preset(GPT1_VOCAB, 512, 768, 12, 12)),
+            // GPT-1's vocabulary at sizes a CPU trains in minutes to hours.
+            "gpt1-small" => Some(Self::preset(GPT1_VOCAB, 512, 384, 6, 6)),
+            "gpt1-mini" => Some(Self::preset(GPT1_VOCAB, 128, 256, 4, 4)),
             "small" => Some(Self::preset(16_384, 512, 384, 6, 6)),
             "tiny" => Some(Self::preset(8_192, 256, 256, 4, 4)),
             _ => None,
@@ -83,7 +86,9 @@ impl Config {
         if !p.exists() {
             return Err(Error::setting(
                 "config",
-                format!("{spec}: neither a preset (tiny, small, gpt1) nor an existing config.json"),
+                format!(
+                    "{spec}: neither a preset (tiny, small, gpt1-mini, gpt1-small, gpt1) nor an existing config.json"
+                ),
             ));
         }
         Self::load(p)

@@ -125,6 +125,11 @@ impl<B: Backend> Gpt<B> {
         Activations::new_on(&self.backend, &self.config, b, t, training)
     }
 
+    /// Activations for generation (no attention probabilities kept).
+    pub fn decode_activations(&self, b: usize, t: usize) -> Activations<B> {
+        Activations::decoding_on(&self.backend, &self.config, b, t)
+    }
+
     /// A zeroed buffer in the parameters' layout (gradients, moments).
     pub fn zeros_like_params(&self) -> B::Buf {
         self.backend.zeros(num_params(&self.config))

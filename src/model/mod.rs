@@ -6,6 +6,6 @@ pub mod config;
 pub mod gpt;
 pub mod params;
 
-pub use activations::Activations;
+pub use activations::{Activations, activation_bytes};
 pub use config::Config;
 pub use gpt::{Gpt, Query};

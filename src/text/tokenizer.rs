@@ -103,7 +103,50 @@ pub fn parse_merges(path: &Path, text: &str) -> Result<Vec<(String, String)>> {
     Ok(merges)
 }
 
+/// GPT-1's BPE vocabulary size, and with the three fine-tuning tokens.
+pub const GPT1_BPE_TOKENS: usize = 40_478;
+pub const GPT1_TOKENS: usize = GPT1_BPE_TOKENS + 3;
+
+/// GPT-1's own BPE files (MIT, from the paper's code release), built into the binary.
+const GPT1_VOCAB: &str = include_str!("../../assets/gpt1-bpe/encoder_bpe_40000.json");
+const GPT1_MERGES: &str = include_str!("../../assets/gpt1-bpe/vocab_40000.bpe");
+
 impl Tokenizer {
+    /// GPT-1's tokenizer from the built-in files (`assets/gpt1-bpe/`): 40,478 BPE tokens and
+    /// 40,000 merges, the three fine-tuning tokens appended, mode `original` unless `mode` says.
+    pub fn gpt1(mode: impl Into<Option<Mode>>) -> Result<Self> {
+        let vp = Path::new("<built-in>/encoder_bpe_40000.json");
+        let vocab: HashMap<String, u32> = serde_json::from_str(GPT1_VOCAB)
+            .map_err(|e| Error::invalid(vp, format!("not JSON ({e})")))?;
+        let merges = parse_merges(Path::new("<built-in>/vocab_40000.bpe"), GPT1_MERGES)?;
+        let mode = mode.into().unwrap_or(Mode::default_for(vocab.len()));
+        Self::from_parts(vocab, merges, mode).map_err(|m| Error::invalid(vp, m))
+    }
+
+    /// The tokenizer of `dir` when it holds vocabulary files, else GPT-1's built-in one when
+    /// `vocab_size` is GPT-1's (40,478, or 40,481 with the special tokens) or unknown.
+    pub fn load_or_gpt1(
+        dir: Option<&Path>,
+        vocab_size: Option<usize>,
+        mode: Option<Mode>,
+    ) -> Result<Self> {
+        if let Some(d) = dir
+            && FILE_PAIRS.iter().any(|(v, m)| d.join(v).exists() && d.join(m).exists())
+        {
+            return Self::load(d, mode);
+        }
+        match vocab_size {
+            None | Some(GPT1_BPE_TOKENS) | Some(GPT1_TOKENS) => Self::gpt1(mode),
+            Some(v) => Err(Error::invalid(
+                dir.unwrap_or(Path::new(".")),
+                format!(
+                    "no BPE vocabulary here, and the model's {v} tokens are not GPT-1's built-in vocabulary \
+                     ({GPT1_BPE_TOKENS} + 3): pass --tokenizer DIR"
+                ),
+            )),
+        }
+    }
+
     /// Loads `DIR/vocab.json` + `DIR/merges.txt`, or the original `encoder_bpe_40000.json` +
     /// `vocab_40000.bpe`; `mode` `None` picks [`Mode::default_for`] the vocabulary.
     pub fn load(dir: &Path, mode: impl Into<Option<Mode>>) -> Result<Self> {

@@ -119,6 +119,7 @@ impl<B: Backend> Trainer<B> {
     /// Mean NLL of `[n, t]` windows without dropout or gradients (n a multiple of `micro`, or
     /// the remainder evaluated in a smaller pass).
     pub fn eval_loss(&mut self, ids: &[u32], targets: &[u32]) -> f64 {
+        self.acts.reshape(self.micro, self.t);
         let chunk = self.micro * self.t;
         let mut lp = vec![0.0f32; chunk];
         let (mut sum, mut count) = (0.0f64, 0usize);
