@@ -166,7 +166,7 @@ pub fn finetune(
     let total =
         (steps_per_epoch * opts.epochs as u64).min(opts.max_steps.unwrap_or(u64::MAX)).max(1);
     let warmup = ((total as f64 * opts.warmup).ceil() as u64).max(1);
-    let bar = crate::progress::bar(total, opts.progress);
+    let mut progress = crate::progress::Progress::new(total, opts.progress);
     let best_dir = opts.out.join("best");
     let (started, mut seen) = (std::time::Instant::now(), 0usize);
     let (mut step, mut best_epoch, mut best_step, mut best): (u64, usize, u64, Option<Evaluation>) =
@@ -187,13 +187,12 @@ pub fn finetune(
             let task_loss = s.task_loss.unwrap_or(0.0);
             let rec = serde_json::json!({"step": step, "epoch": epoch, "loss": s.loss, "task_loss": task_loss, "lm_loss": s.lm_loss, "lr": lr, "grad_norm": s.grad_norm});
             writeln!(metrics, "{rec}").map_err(|e| Error::io(&metrics_path, e))?;
-            bar.set_position(step);
             seen += chunk.len();
             let rate = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!(
-                "epoch {epoch} task {task_loss:.4} lm {:.3} {rate:.1} ex/s",
-                s.lm_loss
-            ));
+            progress.step(
+                step,
+                format!("epoch {epoch} task {task_loss:.4} lm {:.3} {rate:.1} ex/s", s.lm_loss),
+            );
             // Dev evaluation at the end of each epoch (or of the run), and every --eval-every.
             let end = bi + 1 == batches.len() || step >= total;
             let due = opts.eval_every > 0 && step % opts.eval_every == 0;
@@ -202,6 +201,10 @@ pub fn finetune(
                 let head = head.expect("a fine-tuning trainer has a head");
                 let ev = evaluate_prepared(def, model, head, acts, dp, opts.batch);
                 writeln!(metrics, "{}", serde_json::json!({"step": step, "epoch": epoch, "dev_score": ev.score, "dev_metric": ev.metric})).map_err(|e| Error::io(&metrics_path, e))?;
+                progress.println(format!(
+                    "step {step} (epoch {epoch}): dev {:?} {:.4}",
+                    ev.metric, ev.score
+                ));
                 if best.as_ref().is_none_or(|b| ev.score > b.score) {
                     save_finetuned(&best_dir, model, head, def, tok, max_len)?;
                     (best_epoch, best_step) = (epoch, step);
@@ -213,7 +216,7 @@ pub fn finetune(
             break;
         }
     }
-    bar.finish();
+    progress.bar.finish();
     if best.is_none() {
         let (model, head, _) = trainer.parts();
         save_finetuned(&best_dir, model, head.expect("head"), def, tok, max_len)?;

@@ -8,7 +8,10 @@ use crate::data::{Sampler, Sampling, TokenData};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::kernels::rng::{derive, stream};
+use crate::model::activation_bytes;
+use crate::model::params::num_params;
 use crate::model::{Config, Gpt, checkpoint::load_model};
+use crate::progress::{Progress, human, mem_available};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -157,6 +160,33 @@ fn val_windows(val: &TokenData, seq: usize, max: usize) -> Result<(Vec<u32>, Vec
     Ok((ids, tg))
 }
 
+/// Bytes the run needs (weights, gradients and Adam moments; activations of one pass), or an
+/// error naming them when they exceed the memory available now.
+fn check_memory(c: &Config, opts: &PretrainOptions, micro: usize) -> Result<(u64, u64)> {
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let state_bytes = 16 * num_params(c) as u64; // weights, gradients, 2 Adam moments
+    let act_bytes = activation_bytes(c, micro, opts.seq.min(c.n_positions), true) as u64;
+    if let Some(avail) = mem_available()
+        && state_bytes + act_bytes > avail
+    {
+        return Err(Error::setting(
+            "batch",
+            format!(
+                "{}: the run needs about {:.1} GiB (weights, gradients and Adam moments {:.1} GiB; \
+                 activations of {micro} × {} tokens {:.1} GiB) and {:.1} GiB are available: lower \
+                 the micro-batch or the sequence length, or choose a smaller model",
+                opts.batch,
+                gib(state_bytes + act_bytes),
+                gib(state_bytes),
+                opts.seq,
+                gib(act_bytes),
+                gib(avail)
+            ),
+        ));
+    }
+    Ok((state_bytes, act_bytes))
+}
+
 /// Runs (or resumes) pre-training as `opts` says.
 pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     let micro = opts.micro_batch.unwrap_or(opts.batch);
@@ -211,6 +241,8 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         let model = match &opts.model {
             ModelSource::Config(c) => {
                 c.validate().map_err(Error::ModelConfig)?;
+                // Refuse before allocating a model that cannot train here.
+                check_memory(c, opts, micro)?;
                 Gpt::init(c.clone(), derive(opts.seed, stream::INIT))
             }
             ModelSource::Init(dir) => load_model(dir)?,
@@ -241,6 +273,22 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         }
         None => None,
     };
+    // What the run needs, checked again with the final configuration (a dropout override
+    // does not change it) before anything large is written.
+    let (state_bytes, act_bytes) = check_memory(&model.config, opts, micro)?;
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    if opts.progress {
+        eprintln!(
+            "model: {:.1} M parameters; {} tokens per step ({} × {}, {} per pass); memory ≈ {:.2} GiB; {}",
+            num_params(&model.config) as f64 / 1e6,
+            opts.batch * opts.seq,
+            opts.batch,
+            opts.seq,
+            micro,
+            gib(state_bytes + act_bytes),
+            <Cpu as crate::backend::Backend>::describe(&Cpu::new(opts.precision))
+        );
+    }
     let metrics_path = opts.out.join(METRICS);
     if opts.resume {
         truncate_metrics(&metrics_path, start)?;
@@ -269,8 +317,8 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         data: opts.data.clone(),
         precision: opts.precision,
     };
-    let bar = crate::progress::bar(end, opts.progress);
-    bar.set_position(start);
+    let mut progress = Progress::new(end, opts.progress);
+    progress.bar.set_position(start);
     let data_seed = derive(opts.seed, stream::DATA);
     let drop_seed = derive(opts.seed, stream::DROPOUT);
     let (mut ids, mut targets) =
@@ -301,10 +349,27 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             rec["val_ppl"] = vl.exp().into();
             last_val = Some(vl);
         }
+        let val_now = rec.get("val_loss").and_then(|v| v.as_f64());
         write_metric(&mut metrics, rec)?;
         last_loss = Some(stats.loss);
-        bar.set_position(done);
-        bar.set_message(format!("loss {:.4} lr {lr:.2e} {:.0} tok/s", stats.loss, tps));
+        if done == start + 1 && opts.progress && end > done {
+            let left = secs * (end - done) as f64;
+            let days = if left > 86_400.0 {
+                " — days: consider a smaller model or --precision bf16"
+            } else {
+                ""
+            };
+            progress.println(format!(
+                "first step {:.2} s: about {} for the {} steps left{days}",
+                secs,
+                human(left),
+                end - done
+            ));
+        }
+        if let Some(v) = val_now {
+            progress.println(format!("step {done}: val_loss {v:.4} (ppl {:.2})", v.exp()));
+        }
+        progress.step(done, format!("loss {:.4} lr {lr:.2e} {:.0} tok/s", stats.loss, tps));
         if opts.save_every > 0 && done % opts.save_every == 0 && done != end {
             checkpoint::save(
                 &opts.out.join(format!("checkpoint-{done}")),
@@ -314,7 +379,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             )?;
         }
     }
-    bar.finish();
+    progress.bar.finish();
     metrics.sync_all().map_err(|e| Error::io(&metrics_path, e))?;
     crate::plot::curves_or_warn(&metrics_path, &opts.out.join("curves.png"), "pre-training");
     let final_dir = if end < opts.steps {
