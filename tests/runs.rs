@@ -63,3 +63,63 @@ fn redirected_runs_log_the_summary_evaluations_and_the_last_step() {
     assert!(err.contains("step 3: val_loss") && err.contains("step 6: val_loss"), "{err}");
     assert!(err.contains("step 6/6  loss"), "{err}");
 }
+
+/// `prepare` saves its tokenizer beside the shards and pre-training saves it with every
+/// checkpoint, so a checkpoint carries its vocabulary (HF file names).
+#[test]
+fn checkpoints_carry_the_tokenizer_of_their_data() {
+    use gpt1::text::Tokenizer;
+    let d = tempfile::tempdir().unwrap();
+    let (tok, corpus, data, run) = (
+        d.path().join("tok"),
+        d.path().join("corpus.txt"),
+        d.path().join("data"),
+        d.path().join("run"),
+    );
+    std::fs::create_dir_all(&tok).unwrap();
+    common::write_letter_vocab(&tok, &['.'], &[]);
+    std::fs::write(&corpus, "the cat sat on the mat. ".repeat(40)).unwrap();
+    common::ok(&[
+        "prepare",
+        "--tokenizer",
+        s(&tok),
+        "--input",
+        s(&corpus),
+        "--out",
+        s(&data),
+        "--val-fraction",
+        "0",
+        "--quiet",
+    ]);
+    assert!(
+        data.join("tokenizer/vocab.json").exists() && data.join("tokenizer/merges.txt").exists()
+    );
+    let cfg = d.path().join("cfg.json");
+    std::fs::write(
+        &cfg,
+        r#"{"vocab_size": 60, "n_positions": 16, "n_embd": 16, "n_layer": 1, "n_head": 2}"#,
+    )
+    .unwrap();
+    common::ok(&[
+        "pretrain",
+        "--data",
+        s(&data.join("train.bin")),
+        "--config",
+        s(&cfg),
+        "--out",
+        s(&run),
+        "--batch",
+        "2",
+        "--seq",
+        "8",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--quiet",
+    ]);
+    let (a, b) =
+        (Tokenizer::load(&tok, None).unwrap(), Tokenizer::load(&run.join("final"), None).unwrap());
+    assert_eq!(a.encode("the cat.").unwrap(), b.encode("the cat.").unwrap());
+    assert_eq!(a.vocab_size(), b.vocab_size());
+}

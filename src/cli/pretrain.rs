@@ -80,6 +80,10 @@ pub struct Args {
     precision: super::PrecisionArg,
     #[command(flatten)]
     sizes: super::SizeArgs,
+    /// The tokenizer of the data, saved with every checkpoint (default: the `tokenizer/` folder
+    /// `gpt1 prepare` wrote beside the shards, if any).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -109,6 +113,7 @@ pub fn run(a: Args) -> Result<()> {
     o.stop_at = a.stop_at;
     o.val_windows = a.val_windows;
     o.progress = !a.quiet;
+    o.tokenizer = a.tokenizer;
     o.precision = a.precision.backend().precision();
     let s = pretrain(&o).context("pre-training failed")?;
     let mut line = format!("step {}", s.step);

@@ -16,10 +16,10 @@ pub struct TokenizeArgs {
     /// original for GPT-1's own vocabulary, hf for others.
     #[arg(long, value_enum)]
     mode: Option<Mode>,
-    /// The text to tokenize.
-    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    /// The text to tokenize (without --text or --file: each line of standard input).
+    #[arg(long, conflicts_with = "file")]
     text: Option<String>,
-    /// A file: each line is one text.
+    /// A file: each line is one text (`-`: standard input).
     #[arg(long)]
     file: Option<PathBuf>,
     /// One JSON array of ids per text (default: ids separated by spaces).
@@ -133,9 +133,14 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     if let Some(t) = &a.text {
         print_ids(&mut out, &tok.encode(t)?, a.json)?;
-    } else if let Some(p) = &a.file {
-        let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-        for (i, line) in std::io::BufReader::new(f).split(b'\n').enumerate() {
+    } else {
+        let p = a.file.clone().unwrap_or_else(|| PathBuf::from("-"));
+        let input: Box<dyn std::io::Read> = if p.as_os_str() == "-" {
+            Box::new(std::io::stdin())
+        } else {
+            Box::new(std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?)
+        };
+        for (i, line) in std::io::BufReader::new(input).split(b'\n').enumerate() {
             let line = line.with_context(|| format!("reading {}", p.display()))?;
             let text = String::from_utf8_lossy(&line);
             let text = text.strip_suffix('\r').unwrap_or(&text);

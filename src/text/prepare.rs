@@ -317,6 +317,10 @@ fn choose_val(docs: &[PathBuf], fraction: f64) -> Result<Vec<bool>> {
 }
 
 /// Runs the preparation; writes `OUT/train.bin` and `OUT/val.bin`.
+/// The folder beside the shards where `prepare` saves the tokenizer it used (pre-training
+/// saves it with each checkpoint from there).
+pub const TOKENIZER_DIR: &str = "tokenizer";
+
 pub fn prepare(tok: &Tokenizer, opts: &PrepareOptions) -> Result<PrepareStats> {
     let t0 = std::time::Instant::now();
     let mut stats = PrepareStats::default();
@@ -329,6 +333,9 @@ pub fn prepare(tok: &Tokenizer, opts: &PrepareOptions) -> Result<PrepareStats> {
     }
     let val = choose_val(&docs, opts.val_fraction)?;
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    let td = opts.out.join(TOKENIZER_DIR);
+    std::fs::create_dir_all(&td).map_err(|e| Error::io(&td, e))?;
+    tok.save(&td)?;
     let wide = tok.vocab_size() > u16::MAX as usize + 1;
     let mut train = ShardWriter::create(opts.out.join("train.bin"), wide)?;
     let mut valw = ShardWriter::create(opts.out.join("val.bin"), wide)?;

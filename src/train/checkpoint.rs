@@ -9,6 +9,7 @@ use crate::model::Gpt;
 use crate::model::checkpoint::{
     copy_f32, load_model, read_safetensors, safetensors_bytes, save_model,
 };
+use crate::text::Tokenizer;
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -39,9 +40,13 @@ pub fn save<B: Backend>(
     model: &Gpt<B>,
     opt: &AdamW<B>,
     state: &TrainerState,
+    tok: Option<&Tokenizer>,
 ) -> Result<()> {
     write_dir_atomic(dir, |tmp| {
         save_model(tmp, model)?;
+        if let Some(t) = tok {
+            t.save(tmp)?;
+        }
         let (m, v) = (model.backend.download(opt.m.r()), model.backend.download(opt.v.r()));
         let n = m.len();
         let bytes = safetensors_bytes(&[

@@ -128,7 +128,14 @@ pub fn finetune(
     }
     let mut model = with_special_tokens(model, tok, opts.seed)?;
     model.backend = Cpu::new(opts.precision);
-    let max_len = opts.max_len.unwrap_or(model.config.n_positions).min(model.config.n_positions);
+    let n_pos = model.config.n_positions;
+    if let Some(m) = opts.max_len.filter(|&m| m > n_pos) {
+        return Err(Error::setting(
+            "max_len",
+            format!("{m} exceeds the model's context of {n_pos} tokens; lower it"),
+        ));
+    }
+    let max_len = opts.max_len.unwrap_or(n_pos);
     let train = read_split(def, &opts.data, "train", opts.skip_bad_rows)?;
     // No dev split is allowed (the last weights are kept); a broken one is an error.
     let dev = match read_split(def, &opts.data, "dev", opts.skip_bad_rows) {

@@ -54,6 +54,10 @@ pub struct PretrainOptions {
     pub progress: bool,
     /// The precision of the matrix products (fp32 master weights and state either way).
     pub precision: Precision,
+    /// The tokenizer the data was made with, saved with every checkpoint (HF file names, so
+    /// `finetune` and transformers find it); default: the `tokenizer/` folder `gpt1 prepare`
+    /// writes beside the shards, when there is one.
+    pub tokenizer: Option<PathBuf>,
 }
 
 /// The paper's pre-training settings (section 4.1): the one source of the defaults of
@@ -119,6 +123,7 @@ impl PretrainOptions {
             val_windows: p.val_windows,
             progress: true,
             precision: Precision::Fp32,
+            tokenizer: None,
         }
     }
 }
@@ -263,6 +268,14 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         ));
     }
     let data = TokenData::open(&opts.data)?;
+    let tok_dir = opts.tokenizer.clone().or_else(|| {
+        let d = opts.data.parent()?.join(crate::text::prepare::TOKENIZER_DIR);
+        d.is_dir().then_some(d)
+    });
+    let tok = match &tok_dir {
+        Some(d) => Some(crate::text::Tokenizer::load(d, None)?),
+        None => None,
+    };
     data.check_vocab(c.vocab_size)?;
     let sampler = Sampler::new(&data, opts.seq, opts.sampling)?;
     let val = match &opts.val {
@@ -376,6 +389,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
                 &trainer.model,
                 &trainer.opt,
                 &state_at(done),
+                tok.as_ref(),
             )?;
         }
     }
@@ -388,7 +402,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         opts.out.join("final")
     };
     if end > start || !final_dir.exists() {
-        checkpoint::save(&final_dir, &trainer.model, &trainer.opt, &state_at(end))?;
+        checkpoint::save(&final_dir, &trainer.model, &trainer.opt, &state_at(end), tok.as_ref())?;
     }
     Ok(Summary { step: end, loss: last_loss, val_loss: last_val, final_dir })
 }
