@@ -5,6 +5,7 @@ pub mod analysis;
 pub mod backend;
 pub mod bench;
 pub mod data;
+pub mod demo;
 pub mod error;
 pub mod eval;
 pub mod generate;

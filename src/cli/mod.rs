@@ -2,6 +2,7 @@
 
 mod analyze;
 mod bench;
+mod demo;
 mod finetune;
 mod generate;
 mod plot;
@@ -30,6 +31,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The paper's claim in a few minutes: pre-train on built-in books, fine-tune two tasks
+    /// with and without pre-training, print the table and samples.
+    Demo(demo::Args),
     /// Pre-train a language model on token shards.
     Pretrain(pretrain::Args),
     /// Continue a prompt (KV cache; greedy or sampled), streaming the text.
@@ -170,6 +174,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Detokenize(a) => text::detokenize(a),
         Command::Prepare(a) => text::prepare_cmd(a),
         Command::Plot(a) => plot::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::Analyze(c) => analyze::run(c),
     }
 }

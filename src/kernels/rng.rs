@@ -19,6 +19,8 @@ pub mod stream {
     pub const HEAD_INIT: u64 = 0x4EAD;
     /// Generation's draws: `derive(seed, SAMPLE)`, then the sample, then the step.
     pub const SAMPLE: u64 = 0x5A39;
+    /// The demo's task examples (which passages, which distractor sentences).
+    pub const DEMO_TASKS: u64 = 0xDE30;
     /// The embeddings of the three special tokens added to a bare BPE vocabulary.
     pub const SPECIAL_TOKENS: u64 = 0x5BEC;
     /// Dropout sites inside one forward pass, from the pass's key: the embeddings, and per
