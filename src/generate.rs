@@ -67,8 +67,11 @@ impl Sampling {
             logits.iter().map(|&l| l as f64 / self.temperature as f64).enumerate().collect();
         // Most likely first; ties by id, so the order (and the draw) is deterministic.
         cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if self.top_k > 0 {
-            cand.truncate(self.top_k);
+        if self.top_k > 0 && self.top_k < cand.len() {
+            // As transformers: every token scoring at least the k-th stays (ties included).
+            let kth = cand[self.top_k - 1].1;
+            let keep = cand.iter().take_while(|c| c.1 >= kth).count();
+            cand.truncate(keep);
         }
         let mx = cand[0].1;
         let mut p: Vec<f64> = cand.iter().map(|&(_, l)| (l - mx).exp()).collect();
@@ -229,4 +232,27 @@ pub fn generate<B: Backend>(
     }
     timing.decode_s = t1.elapsed().as_secs_f64();
     Ok((out, timing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_keeps_ties_at_the_kth_score_and_greedy_takes_the_first_maximum() {
+        let s = Sampling { temperature: 1.0, top_k: 2, top_p: 1.0, repetition_penalty: 1.0 };
+        // Scores 3, 2, 2, 1: top-2 keeps both 2s (transformers' rule), never the 1.
+        let mut seen = [0u32; 4];
+        for i in 0..400 {
+            let mut l = [2.0f32, 3.0, 2.0, 1.0];
+            seen[s.pick(&mut l, &[], (i as f64 + 0.5) / 400.0) as usize] += 1;
+        }
+        assert!(seen[0] > 0 && seen[1] > 0 && seen[2] > 0 && seen[3] == 0, "{seen:?}");
+        let mut l = [1.0f32, 5.0, 5.0];
+        assert_eq!(Sampling::GREEDY.pick(&mut l, &[], 0.0), 1);
+        // The repetition penalty divides a positive logit of a seen token.
+        let r = Sampling { repetition_penalty: 10.0, ..Sampling::GREEDY };
+        let mut l = [1.0f32, 5.0, 4.0];
+        assert_eq!(r.pick(&mut l, &[1], 0.0), 2);
+    }
 }

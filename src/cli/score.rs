@@ -94,6 +94,12 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
     let (mut all_nll, mut all_n) = (0.0, 0usize);
     let mut per_file = Vec::new();
     for (f, ids) in files.iter().zip(&docs) {
+        anyhow::ensure!(
+            ids.len() >= 2,
+            "{}: {} token(s); perplexity needs at least 2",
+            f.display(),
+            ids.len()
+        );
         let (nll, n) = perplexity(&model, ids, stride, a.batch, |w| bar.inc(w as u64))
             .with_context(|| format!("scoring {}", f.display()))?;
         all_nll += nll;
