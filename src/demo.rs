@@ -224,7 +224,7 @@ pub fn demo(opts: &DemoOptions) -> Result<DemoReport> {
         let split_at = sents.len() * 3 / 4;
         for (split, range, n) in [(0, 0..split_at, n_train), (1, split_at..sents.len(), n_dev)] {
             let s = &sents[range];
-            if s.len() < 8 {
+            if s.len() < 48 {
                 return Err(Error::invalid(
                     "<built-in>/books.txt.gz",
                     "a book's held-out part is too short",

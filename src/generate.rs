@@ -45,12 +45,12 @@ impl Sampling {
     /// in [0, 1) (unused when greedy).
     pub fn pick(&self, logits: &mut [f32], seen: &[u32], u: f64) -> u32 {
         if self.repetition_penalty != 1.0 {
-            let mut done = vec![false; logits.len()];
-            for &id in seen {
-                let i = id as usize;
-                if i < logits.len() && !done[i] {
-                    done[i] = true;
-                    let l = &mut logits[i];
+            // Once per distinct token of the sequence (at most the context, not the vocabulary).
+            let mut ids = seen.to_vec();
+            ids.sort_unstable();
+            ids.dedup();
+            for id in ids {
+                if let Some(l) = logits.get_mut(id as usize) {
                     *l = if *l > 0.0 {
                         *l / self.repetition_penalty
                     } else {

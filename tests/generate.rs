@@ -21,6 +21,13 @@ fn letter_model(dir: &Path) {
     save_model(dir, &Gpt::init(c, 1)).unwrap();
 }
 
+/// `gpt1 generate --model DIR` with `args`; its standard output.
+fn generate_out(dir: &Path, args: &[&str]) -> String {
+    let mut a = vec!["generate", "--model", s(dir)];
+    a.extend_from_slice(args);
+    ok(&a)
+}
+
 fn json_lines(out: &str) -> Vec<serde_json::Value> {
     out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
@@ -50,20 +57,10 @@ fn ids_in_json_out_are_transformers_greedy_continuation() {
 fn several_samples_give_one_json_line_each_with_their_text() {
     let d = tempfile::tempdir().unwrap();
     letter_model(d.path());
-    let out = ok(&[
-        "generate",
-        "--model",
-        s(d.path()),
-        "--prompt",
-        "ab cd",
-        "--max-new",
-        "6",
-        "--num",
-        "3",
-        "--seed",
-        "4",
-        "--json",
-    ]);
+    let out = generate_out(
+        d.path(),
+        &["--prompt", "ab cd", "--max-new", "6", "--num", "3", "--seed", "4", "--json"],
+    );
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 3);
     for v in &lines {
@@ -77,35 +74,15 @@ fn several_samples_give_one_json_line_each_with_their_text() {
 fn a_stop_string_ends_the_text_before_it() {
     let d = tempfile::tempdir().unwrap();
     letter_model(d.path());
-    let base = ok(&[
-        "generate",
-        "--model",
-        s(d.path()),
-        "--prompt",
-        "ab",
-        "--max-new",
-        "12",
-        "--seed",
-        "2",
-        "--json",
-    ]);
+    let base =
+        generate_out(d.path(), &["--prompt", "ab", "--max-new", "12", "--seed", "2", "--json"]);
     let text = json_lines(&base)[0]["text"].as_str().unwrap().to_string();
     // Stop at the second character of what came out the first time.
     let stop: String = text.chars().skip(1).take(1).collect();
-    let out = ok(&[
-        "generate",
-        "--model",
-        s(d.path()),
-        "--prompt",
-        "ab",
-        "--max-new",
-        "12",
-        "--seed",
-        "2",
-        "--stop",
-        &stop,
-        "--json",
-    ]);
+    let out = generate_out(
+        d.path(),
+        &["--prompt", "ab", "--max-new", "12", "--seed", "2", "--stop", &stop, "--json"],
+    );
     let v = &json_lines(&out)[0];
     assert_eq!(v["stop_reason"], "stop");
     let got = v["text"].as_str().unwrap();
@@ -116,20 +93,9 @@ fn a_stop_string_ends_the_text_before_it() {
 fn text_mode_streams_the_prompt_then_the_continuation() {
     let d = tempfile::tempdir().unwrap();
     letter_model(d.path());
-    let json = ok(&[
-        "generate",
-        "--model",
-        s(d.path()),
-        "--prompt",
-        "ab",
-        "--max-new",
-        "8",
-        "--greedy",
-        "--json",
-    ]);
+    let json = generate_out(d.path(), &["--prompt", "ab", "--max-new", "8", "--greedy", "--json"]);
     let text = json_lines(&json)[0]["text"].as_str().unwrap().to_string();
-    let out =
-        ok(&["generate", "--model", s(d.path()), "--prompt", "ab", "--max-new", "8", "--greedy"]);
+    let out = generate_out(d.path(), &["--prompt", "ab", "--max-new", "8", "--greedy"]);
     assert_eq!(out.trim_end(), format!("ab {text}"));
 }
 
@@ -213,49 +179,20 @@ fn perplexity_of_text_files_scores_each_token_once() {
 fn streaming_holds_back_a_stop_string_spanning_words() {
     let d = tempfile::tempdir().unwrap();
     letter_model(d.path());
-    let json = ok(&[
-        "generate",
-        "--model",
-        s(d.path()),
-        "--prompt",
-        "ab",
-        "--max-new",
-        "12",
-        "--seed",
-        "2",
-        "--json",
-    ]);
+    let json =
+        generate_out(d.path(), &["--prompt", "ab", "--max-new", "12", "--seed", "2", "--json"]);
     let text = json_lines(&json)[0]["text"].as_str().unwrap().to_string();
     // A stop string made of the first two words the model wrote (or of its first word twice).
     let words: Vec<&str> = text.split(' ').collect();
     let stop = format!("{} {}", words[0], words.get(1).copied().unwrap_or(words[0]));
-    let streamed = ok(&[
-        "generate",
-        "--model",
-        s(d.path()),
-        "--prompt",
-        "ab",
-        "--max-new",
-        "12",
-        "--seed",
-        "2",
-        "--stop",
-        &stop,
-    ]);
-    let js = ok(&[
-        "generate",
-        "--model",
-        s(d.path()),
-        "--prompt",
-        "ab",
-        "--max-new",
-        "12",
-        "--seed",
-        "2",
-        "--stop",
-        &stop,
-        "--json",
-    ]);
+    let streamed = generate_out(
+        d.path(),
+        &["--prompt", "ab", "--max-new", "12", "--seed", "2", "--stop", &stop],
+    );
+    let js = generate_out(
+        d.path(),
+        &["--prompt", "ab", "--max-new", "12", "--seed", "2", "--stop", &stop, "--json"],
+    );
     let cut = json_lines(&js)[0]["text"].as_str().unwrap().to_string();
     assert_eq!(streamed.trim_end(), format!("ab {cut}").trim_end(), "stop {stop:?}");
 }

@@ -87,16 +87,9 @@ pub fn run(c: Command) -> Result<()> {
             let tok =
                 super::tokenizer(a.tokenizer.as_deref(), Some(&a.run.join("final")), None, None)?;
             let refs = a.references.iter().cloned().collect();
-            let points = along_pretraining(
-                &a.run,
-                &tok,
-                &tasks,
-                &refs,
-                a.batch,
-                a.precision.backend().precision(),
-                &a.out,
-            )
-            .context("the zero-shot analysis failed")?;
+            let points =
+                along_pretraining(&a.run, &tok, &tasks, &refs, a.batch, a.precision.get(), &a.out)
+                    .context("the zero-shot analysis failed")?;
             for p in &points {
                 println!("{}", serde_json::to_string(p)?);
             }

@@ -96,7 +96,7 @@ pub fn run(c: Command) -> Result<()> {
                 a.prompt_len,
                 a.new,
                 a.rounds,
-                a.precision.backend().precision(),
+                a.precision.get(),
             );
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -126,7 +126,7 @@ pub fn run(c: Command) -> Result<()> {
                 a.steps,
                 a.warmup,
                 a.peak_gflops,
-                a.precision.backend().precision(),
+                a.precision.get(),
             );
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -157,7 +157,7 @@ pub fn run(c: Command) -> Result<()> {
                 a.seq,
                 a.steps,
                 a.warmup,
-                a.precision.backend().precision(),
+                a.precision.get(),
             );
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);

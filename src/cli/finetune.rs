@@ -308,7 +308,7 @@ impl TrainFlags {
         o.eval_every = self.eval_every;
         o.skip_bad_rows = self.skip_bad_rows;
         o.progress = !self.quiet;
-        o.precision = self.precision.backend().precision();
+        o.precision = self.precision.get();
         o
     }
 }

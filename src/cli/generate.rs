@@ -2,7 +2,6 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use gpt1::generate::{GenerateOptions, Sampling, StopReason, generate};
-use gpt1::model::checkpoint::load_model;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -84,15 +83,8 @@ fn held_back(text: &str, stops: &[String]) -> usize {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut model =
-        load_model(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
-    model.backend = a.precision.backend();
-    let found = super::tokenizer(
-        a.tokenizer.as_deref(),
-        Some(&a.model),
-        Some(model.config.vocab_size),
-        None,
-    );
+    let (model, found) =
+        super::model_and_tokenizer(&a.model, a.tokenizer.as_deref(), &a.precision, None)?;
     let tok = match (&a.ids, found) {
         (_, Ok(t)) => Some(t),
         (Some(_), Err(_)) => None,

@@ -89,6 +89,21 @@ pub fn tokenizer(
     }
 }
 
+/// A checkpoint on the CPU at `--precision`, and its tokenizer (see [`tokenizer`]; an error
+/// the caller may tolerate, as `generate --ids` does).
+pub fn model_and_tokenizer(
+    model: &std::path::Path,
+    tokenizer_dir: Option<&std::path::Path>,
+    precision: &PrecisionArg,
+    mode: Option<gpt1::text::Mode>,
+) -> Result<(gpt1::model::Gpt, Result<gpt1::text::Tokenizer>)> {
+    let mut m = gpt1::model::checkpoint::load_model(model)
+        .with_context(|| format!("loading {}", model.display()))?;
+    m.backend = precision.backend();
+    let tok = tokenizer(tokenizer_dir, Some(model), Some(m.config.vocab_size), mode);
+    Ok((m, tok))
+}
+
 /// nanoGPT-style overrides of a preset's or config.json's sizes.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct SizeArgs {
@@ -147,6 +162,12 @@ impl PrecisionArg {
             eprintln!("precision: {}", c.describe());
         }
         c
+    }
+
+    /// The precision, said on stderr as [`PrecisionArg::backend`] says it.
+    pub fn get(&self) -> gpt1::backend::Precision {
+        self.backend();
+        self.precision
     }
 }
 

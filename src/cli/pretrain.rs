@@ -114,7 +114,8 @@ pub fn run(a: Args) -> Result<()> {
     o.val_windows = a.val_windows;
     o.progress = !a.quiet;
     o.tokenizer = a.tokenizer;
-    o.precision = a.precision.backend().precision();
+    // The run's summary line says what runs the products.
+    o.precision = a.precision.precision;
     let s = pretrain(&o).context("pre-training failed")?;
     let mut line = format!("step {}", s.step);
     if let Some(l) = s.loss {

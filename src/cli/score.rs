@@ -70,14 +70,9 @@ pub struct PerplexityArgs {
 
 pub fn perplexity(a: PerplexityArgs) -> Result<()> {
     use gpt1::eval::{perplexity, windows};
-    let mut model = load_model(&a.model).context("loading the model")?;
-    model.backend = a.precision.backend();
-    let tok = super::tokenizer(
-        a.tokenizer.as_deref(),
-        Some(&a.model),
-        Some(model.config.vocab_size),
-        None,
-    )?;
+    let (model, tok) =
+        super::model_and_tokenizer(&a.model, a.tokenizer.as_deref(), &a.precision, None)?;
+    let tok = tok?;
     let ctx = model.config.n_positions;
     let stride = a.stride.unwrap_or(ctx.div_ceil(2));
     let files = gpt1::text::prepare::expand_inputs(&a.input, &mut Vec::new())?;

@@ -1,7 +1,6 @@
 //! `zero-shot`: the paper's zero-shot heuristics with a pre-trained language model.
 
 use anyhow::{Context, Result};
-use gpt1::model::checkpoint::load_model;
 use gpt1::text::Mode;
 use gpt1::zeroshot::{DEFAULT_BATCH, ZeroShotTask, zero_shot_with};
 use std::path::PathBuf;
@@ -43,15 +42,9 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let task = ZeroShotTask::parse(&a.task)?;
     let split = a.split.clone().unwrap_or_else(|| task.default_split().to_string());
-    let mut model =
-        load_model(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
-    model.backend = a.precision.backend();
-    let tok = super::tokenizer(
-        a.tokenizer.as_deref(),
-        Some(&a.model),
-        Some(model.config.vocab_size),
-        a.mode,
-    )?;
+    let (model, tok) =
+        super::model_and_tokenizer(&a.model, a.tokenizer.as_deref(), &a.precision, a.mode)?;
+    let tok = tok?;
     let bar = gpt1::progress::bar(0, !a.json);
     let r = zero_shot_with(&model, &tok, task, &a.data, &split, a.batch, |done, total| {
         bar.set_length(total as u64);

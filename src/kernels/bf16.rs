@@ -9,7 +9,7 @@
 //! (`tests` below); timed by `cargo bench --bench kernels`. Threads split the output into
 //! tiles, never the reduction, so results do not depend on the thread count.
 
-use super::matmul::{Mat, Par, matmul_strided};
+use super::matmul::{Mat, Par, last_index, matmul_strided};
 use super::parallel::SendPtr;
 use rayon::prelude::*;
 
@@ -53,10 +53,6 @@ pub fn best_version() -> Version {
         return Version::Avx512;
     }
     Version::Emulated
-}
-
-fn last_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
-    if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 }
 }
 
 /// The definition: `c[i, j] (+)= Σ_k bf16(a[i, k]) · bf16(b[k, j])`, summed in f32 pair by
@@ -142,6 +138,10 @@ fn emulated(
 mod avx512 {
     use super::*;
     use std::arch::x86_64::*;
+
+    thread_local! {
+        static PANELS: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+    }
 
     /// Rows and columns of the micro-kernel's tile: 12 × 32 fp32 accumulators (24 zmm).
     const MR: usize = 12;
@@ -242,109 +242,56 @@ mod avx512 {
         }
     }
 
-    /// Packs rows `i0..i0 + mr` (mr <= MR, zero rows beyond) and pairs `p0..p0 + kp` of `a`:
-    /// `[kp][MR]` u32, each the bf16 pair (a[i, 2p], a[i, 2p + 1]).
+    /// Packs rows `i0..i0 + live` of `x` (live <= W, zero rows beyond) and pairs
+    /// `p0..p0 + kp` along its columns: `[kp][W]` u32, each the bf16 pair (x[i, 2p], x[i, 2p + 1]).
+    /// `a` is packed as itself (W = MR); `b` as its transpose (W = NR: one zmm then holds 16
+    /// columns' pairs, the VNNI layout `vdpbf16ps` reads).
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
-    unsafe fn pack_a(
+    unsafe fn pack<const W: usize>(
         dst: &mut [u32],
-        a: Mat,
+        x: Mat,
         i0: usize,
-        mr: usize,
+        live: usize,
         p0: usize,
         kp: usize,
         k: usize,
     ) {
-        let mut buf = [0u32; 16];
-        if a.cs == 1 {
-            // Row-major: a row's pairs are contiguous floats; 16 rows' worth transposed at once.
+        let ptr = |off: usize| x.data.as_ptr().wrapping_add(off);
+        if x.cs == 1 {
+            // A row's pairs are contiguous floats: 16 rows at a time, transposed in registers.
             let mut blk = [[0u32; 16]; 16];
-            for q0 in (0..kp).step_by(16) {
-                let nq = (kp - q0).min(16);
-                let k0 = 2 * (p0 + q0);
-                let n = (k - k0).min(2 * nq);
-                let src = |r: usize| a.data.as_ptr().wrapping_add((i0 + r) * a.rs + k0);
-                unsafe { pairs_block(src, mr, n, &mut blk) };
-                for q in 0..nq {
-                    dst[(q0 + q) * MR..(q0 + q + 1) * MR].copy_from_slice(&blk[q][..MR]);
-                }
-            }
-        } else if a.rs == 1 {
-            // Column-major (a transposed operand): rows are contiguous for a given k.
-            for p in 0..kp {
-                let (k0, k1) = (2 * (p0 + p), 2 * (p0 + p) + 1);
-                let x0 = a.data.as_ptr().wrapping_add(k0 * a.cs + i0);
-                let x1 = (k1 < k).then(|| a.data.as_ptr().wrapping_add(k1 * a.cs + i0));
-                unsafe { pairs_interleaved(x0, x1, mr, &mut buf) };
-                dst[p * MR..(p + 1) * MR].copy_from_slice(&buf[..MR]);
-            }
-        } else {
-            for p in 0..kp {
-                let (k0, k1) = (2 * (p0 + p), 2 * (p0 + p) + 1);
-                for r in 0..MR {
-                    dst[p * MR + r] = if r < mr {
-                        let row = (i0 + r) * a.rs;
-                        let lo = to_bf16(a.data[row + k0 * a.cs]) as u32;
-                        let hi = if k1 < k { to_bf16(a.data[row + k1 * a.cs]) as u32 } else { 0 };
-                        lo | (hi << 16)
-                    } else {
-                        0
-                    };
-                }
-            }
-        }
-    }
-
-    /// Packs columns `j0..j0 + nr` (zero beyond) and pairs `p0..p0 + kp` of `b`: `[kp][NR]` u32
-    /// bf16 pairs (b[2p, j], b[2p + 1, j]), interleaved by pair (VNNI) so one zmm holds 16
-    /// columns' pairs.
-    #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
-    unsafe fn pack_b(
-        dst: &mut [u32],
-        b: Mat,
-        j0: usize,
-        nr: usize,
-        p0: usize,
-        kp: usize,
-        k: usize,
-    ) {
-        let mut buf = [0u32; 16];
-        if b.cs == 1 {
-            // Row-major: 16 columns of one k are contiguous; pair two rows.
-            for p in 0..kp {
-                let (k0, k1) = (2 * (p0 + p), 2 * (p0 + p) + 1);
-                for c0 in (0..NR).step_by(16) {
-                    let n = nr.saturating_sub(c0).min(16);
-                    let x0 = b.data.as_ptr().wrapping_add(k0 * b.rs + j0 + c0);
-                    let x1 = (k1 < k).then(|| b.data.as_ptr().wrapping_add(k1 * b.rs + j0 + c0));
-                    unsafe { pairs_interleaved(x0, x1, n, &mut buf) };
-                    dst[p * NR + c0..p * NR + c0 + 16].copy_from_slice(&buf);
-                }
-            }
-        } else if b.rs == 1 {
-            // Column-major (a transposed operand): a column's pairs are contiguous floats; 16
-            // columns' worth transposed at once.
-            let mut blk = [[0u32; 16]; 16];
-            for c0 in (0..NR).step_by(16) {
-                let live = nr.saturating_sub(c0).min(16);
+            for r0 in (0..W).step_by(16) {
+                let (rows, w) = (live.saturating_sub(r0).min(16), (W - r0).min(16));
                 for q0 in (0..kp).step_by(16) {
                     let nq = (kp - q0).min(16);
                     let k0 = 2 * (p0 + q0);
                     let n = (k - k0).min(2 * nq);
-                    let src = |j: usize| b.data.as_ptr().wrapping_add((j0 + c0 + j) * b.cs + k0);
-                    unsafe { pairs_block(src, live, n, &mut blk) };
+                    unsafe { pairs_block(|r| ptr((i0 + r0 + r) * x.rs + k0), rows, n, &mut blk) };
                     for q in 0..nq {
-                        dst[(q0 + q) * NR + c0..(q0 + q) * NR + c0 + 16].copy_from_slice(&blk[q]);
+                        dst[(q0 + q) * W + r0..(q0 + q) * W + r0 + w].copy_from_slice(&blk[q][..w]);
                     }
+                }
+            }
+        } else if x.rs == 1 {
+            // Rows are contiguous for a given column: pair two columns, 16 rows at a time.
+            let mut buf = [0u32; 16];
+            for p in 0..kp {
+                let (k0, k1) = (2 * (p0 + p), 2 * (p0 + p) + 1);
+                for r0 in (0..W).step_by(16) {
+                    let (rows, w) = (live.saturating_sub(r0).min(16), (W - r0).min(16));
+                    let x1 = (k1 < k).then(|| ptr(k1 * x.cs + i0 + r0));
+                    unsafe { pairs_interleaved(ptr(k0 * x.cs + i0 + r0), x1, rows, &mut buf) };
+                    dst[p * W + r0..p * W + r0 + w].copy_from_slice(&buf[..w]);
                 }
             }
         } else {
             for p in 0..kp {
                 let (k0, k1) = (2 * (p0 + p), 2 * (p0 + p) + 1);
-                for j in 0..NR {
-                    dst[p * NR + j] = if j < nr {
-                        let col = (j0 + j) * b.cs;
-                        let lo = to_bf16(b.data[k0 * b.rs + col]) as u32;
-                        let hi = if k1 < k { to_bf16(b.data[k1 * b.rs + col]) as u32 } else { 0 };
+                for r in 0..W {
+                    dst[p * W + r] = if r < live {
+                        let row = (i0 + r) * x.rs;
+                        let lo = to_bf16(x.data[row + k0 * x.cs]) as u32;
+                        let hi = if k1 < k { to_bf16(x.data[row + k1 * x.cs]) as u32 } else { 0 };
                         lo | (hi << 16)
                     } else {
                         0
@@ -427,18 +374,24 @@ mod avx512 {
         let kpairs = k.div_ceil(2);
         let panels = n.div_ceil(NR);
         let pool = par == Par::Pool;
-        let mut bpk = vec![0u32; panels * NR * KP];
+        // b packs as the rows of its transpose.
+        let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
+        // The packed panels of b, reused across calls (every product of a step, every token
+        // of a generation) instead of allocated and zeroed each time; all of it that a kernel
+        // reads is written first.
+        let mut bpk = PANELS.take();
+        bpk.resize(panels * NR * KP, 0);
         let cp = SendPtr(c.as_mut_ptr());
         for p0 in (0..kpairs.max(1)).step_by(KP) {
             let kp = (kpairs - p0).min(KP);
             // SAFETY (both closures): the caller guarantees the CPU features.
-            let pack = |(jb, dst): (usize, &mut [u32])| unsafe {
-                pack_b(dst, b, jb * NR, (n - jb * NR).min(NR), p0, kp, k)
+            let pack_panel = |(jb, dst): (usize, &mut [u32])| unsafe {
+                pack::<NR>(dst, bt, jb * NR, (n - jb * NR).min(NR), p0, kp, k)
             };
             if pool {
-                bpk.par_chunks_mut(NR * KP).enumerate().for_each(pack);
+                bpk.par_chunks_mut(NR * KP).enumerate().for_each(pack_panel);
             } else {
-                bpk.chunks_mut(NR * KP).enumerate().for_each(pack);
+                bpk.chunks_mut(NR * KP).enumerate().for_each(pack_panel);
             }
             let first = p0 == 0 && !acc;
             let bpk = &bpk;
@@ -449,7 +402,15 @@ mod avx512 {
                 let mut tile = [0.0f32; MR * NR];
                 for (ib, ir) in (0..mc).step_by(MR).enumerate() {
                     unsafe {
-                        pack_a(&mut apk[ib * MR * KP..], a, i0 + ir, (mc - ir).min(MR), p0, kp, k)
+                        pack::<MR>(
+                            &mut apk[ib * MR * KP..],
+                            a,
+                            i0 + ir,
+                            (mc - ir).min(MR),
+                            p0,
+                            kp,
+                            k,
+                        )
                     };
                 }
                 for jb in jbs {
@@ -486,6 +447,7 @@ mod avx512 {
                 (0..m).step_by(MC).for_each(|i0| block(i0, 0..panels));
             }
         }
+        PANELS.set(bpk);
     }
 }
 

@@ -39,7 +39,8 @@ pub enum Par {
     Single,
 }
 
-fn last_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+/// One past the last element a `[rows, cols]` operand with strides `rs`, `cs` touches.
+pub(crate) fn last_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
     if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 }
 }
 

@@ -31,6 +31,44 @@ pub(crate) struct LayerActs<Buf> {
     pub ln2_rstd: Buf,
 }
 
+impl<Buf> LayerActs<Buf> {
+    fn bufs(&self) -> [&Buf; 13] {
+        [
+            &self.qkv,
+            &self.att,
+            &self.atty,
+            &self.r1,
+            &self.ln1,
+            &self.ln1_mean,
+            &self.ln1_rstd,
+            &self.fch,
+            &self.fch_gelu,
+            &self.r2,
+            &self.ln2,
+            &self.ln2_mean,
+            &self.ln2_rstd,
+        ]
+    }
+    fn bufs_mut(&mut self) -> [&mut Buf; 13] {
+        let a = self;
+        [
+            &mut a.qkv,
+            &mut a.att,
+            &mut a.atty,
+            &mut a.r1,
+            &mut a.ln1,
+            &mut a.ln1_mean,
+            &mut a.ln1_rstd,
+            &mut a.fch,
+            &mut a.fch_gelu,
+            &mut a.r2,
+            &mut a.ln2,
+            &mut a.ln2_mean,
+            &mut a.ln2_rstd,
+        ]
+    }
+}
+
 /// Gradient workspaces shared by all blocks (training only).
 pub(crate) struct GradBufs<Buf> {
     /// `[B, T, d]` ∂L/∂(a block's output), then ∂L/∂(its input).
@@ -43,6 +81,15 @@ pub(crate) struct GradBufs<Buf> {
     pub g_4d: Buf,
     /// `[B, T, 3d]` ∂L/∂qkv.
     pub g_qkv: Buf,
+}
+
+impl<Buf> GradBufs<Buf> {
+    fn bufs(&self) -> [&Buf; 5] {
+        [&self.g_x, &self.g_r, &self.g_tmp, &self.g_4d, &self.g_qkv]
+    }
+    fn bufs_mut(&mut self) -> [&mut Buf; 5] {
+        [&mut self.g_x, &mut self.g_r, &mut self.g_tmp, &mut self.g_4d, &mut self.g_qkv]
+    }
 }
 
 /// Preallocated activations for batches of `b` sequences of length `t`.
@@ -140,73 +187,31 @@ impl<B: Backend> Activations<B> {
     }
 
     fn size_buffers(&mut self, b: usize, t: usize) {
-        let (d, h, v) = self.dims;
-        let bt = b * t;
+        let (layer, shared, grads) = sizes(self.dims, b, t, self.training, self.decode_only);
         let be = &self.backend;
-        let set = |x: &mut B::Buf, n: usize| be.resize(x, n);
         for a in &mut self.layers {
-            set(&mut a.qkv, bt * 3 * d);
-            set(&mut a.att, if self.decode_only { 0 } else { b * h * t * t });
-            for x in [&mut a.atty, &mut a.r1, &mut a.ln1, &mut a.r2, &mut a.ln2] {
-                set(x, bt * d);
-            }
-            for x in [&mut a.ln1_mean, &mut a.ln1_rstd, &mut a.ln2_mean, &mut a.ln2_rstd] {
-                set(x, bt);
-            }
-            set(&mut a.fch, bt * 4 * d);
-            set(&mut a.fch_gelu, bt * 4 * d);
+            a.bufs_mut().into_iter().zip(layer).for_each(|(x, n)| be.resize(x, n));
         }
-        set(&mut self.encoded, bt * d);
-        set(&mut self.tmp, bt * d);
-        set(&mut self.x_rows, bt * d);
-        if self.training {
-            set(&mut self.att_scratch, b * h * t * t);
-        }
-        set(&mut self.logits, bt.min(crossentropy::CHUNK) * v);
+        let all = [
+            &mut self.encoded,
+            &mut self.tmp,
+            &mut self.x_rows,
+            &mut self.att_scratch,
+            &mut self.logits,
+        ];
+        all.into_iter().zip(shared).for_each(|(x, n)| be.resize(x, n));
         if let Some(g) = &mut self.grads {
-            for x in [&mut g.g_x, &mut g.g_r, &mut g.g_tmp] {
-                set(x, bt * d);
-            }
-            set(&mut g.g_4d, bt * 4 * d);
-            set(&mut g.g_qkv, bt * 3 * d);
+            g.bufs_mut().into_iter().zip(grads).for_each(|(x, n)| be.resize(x, n));
         }
     }
 
     /// Values held in every buffer.
     pub fn len(&self) -> usize {
-        let l: usize = self
-            .layers
-            .iter()
-            .map(|a| {
-                [
-                    &a.qkv,
-                    &a.att,
-                    &a.atty,
-                    &a.r1,
-                    &a.ln1,
-                    &a.ln1_mean,
-                    &a.ln1_rstd,
-                    &a.fch,
-                    &a.fch_gelu,
-                    &a.r2,
-                    &a.ln2,
-                    &a.ln2_mean,
-                    &a.ln2_rstd,
-                ]
-                .iter()
-                .map(|x| x.len())
-                .sum::<usize>()
-            })
-            .sum();
-        let g = self.grads.as_ref().map_or(0, |g| {
-            g.g_x.len() + g.g_r.len() + g.g_tmp.len() + g.g_4d.len() + g.g_qkv.len()
-        });
-        l + self.encoded.len()
-            + self.tmp.len()
-            + self.x_rows.len()
-            + self.att_scratch.len()
-            + self.logits.len()
-            + g
+        let layers: usize =
+            self.layers.iter().map(|a| a.bufs().iter().map(|x| x.len()).sum::<usize>()).sum();
+        let shared = [&self.encoded, &self.tmp, &self.x_rows, &self.att_scratch, &self.logits];
+        let grads = self.grads.as_ref().map_or(0, |g| g.bufs().iter().map(|x| x.len()).sum());
+        layers + shared.iter().map(|x| x.len()).sum::<usize>() + grads
     }
 
     pub fn is_empty(&self) -> bool {
@@ -222,13 +227,41 @@ impl<B: Backend> Activations<B> {
 /// Bytes the activations (and, for training, the gradient workspaces) of `b` sequences of `t`
 /// tokens take: the sizes [`Activations::new_on`] allocates.
 pub fn activation_bytes(c: &Config, b: usize, t: usize, training: bool) -> usize {
-    let (d, h, v, bt) = (c.n_embd, c.n_head, c.vocab_size, b * t);
-    let layer = bt * 3 * d + b * h * t * t + 5 * bt * d + 4 * bt + 2 * bt * 4 * d;
-    let mut n = c.n_layer * layer + 3 * bt * d + bt.min(crossentropy::CHUNK) * v;
-    if training {
-        n += b * h * t * t + 3 * bt * d + bt * 4 * d + bt * 3 * d;
-    }
-    4 * n
+    let (layer, shared, grads) = sizes((c.n_embd, c.n_head, c.vocab_size), b, t, training, false);
+    let grads: usize = if training { grads.iter().sum() } else { 0 };
+    4 * (c.n_layer * layer.iter().sum::<usize>() + shared.iter().sum::<usize>() + grads)
+}
+
+/// The length of every buffer for `b` sequences of `t` tokens — one block's (in
+/// [`LayerActs::bufs_mut`] order), the shared ones (encoded, tmp, x_rows, att_scratch, logits)
+/// and the gradient workspaces ([`GradBufs::bufs_mut`] order): the one place sizes are written.
+fn sizes(
+    (d, h, v): (usize, usize, usize),
+    b: usize,
+    t: usize,
+    training: bool,
+    decode_only: bool,
+) -> ([usize; 13], [usize; 5], [usize; 5]) {
+    let bt = b * t;
+    let att = if decode_only { 0 } else { b * h * t * t };
+    let layer = [
+        3 * bt * d,
+        att,
+        bt * d,
+        bt * d,
+        bt * d,
+        bt,
+        bt,
+        4 * bt * d,
+        4 * bt * d,
+        bt * d,
+        bt * d,
+        bt,
+        bt,
+    ];
+    let scratch = if training { b * h * t * t } else { 0 };
+    let shared = [bt * d, bt * d, bt * d, scratch, bt.min(crossentropy::CHUNK) * v];
+    (layer, shared, [bt * d, bt * d, bt * d, 4 * bt * d, 3 * bt * d])
 }
 
 impl Activations<crate::backend::Cpu> {

@@ -131,15 +131,16 @@ impl<T> Layer<T> {
 /// Cuts a buffer into its named views, in [`layout`]'s order and sizes (the one declaration of
 /// the tensors), with `split(x, n)` = (the first `n` values, the rest).
 fn split_views<T>(buf: T, c: &Config, split: impl Fn(T, usize) -> (T, T)) -> Views<T> {
-    let mut sizes = layout(c).into_iter().map(|t| t.len());
+    // Sizes from the one declaration, computed once per call (views are cut every pass).
+    let block: [usize; 12] = layer_tensors(c.n_embd).map(|(_, s)| s.iter().product());
     let mut rest = Some(buf);
-    let mut take = || {
-        let (a, b) = split(rest.take().expect("buffer"), sizes.next().expect("layout"));
+    let mut take = |n: usize| {
+        let (a, b) = split(rest.take().expect("buffer"), n);
         rest = Some(b);
         a
     };
-    let (wte, wpe) = (take(), take());
-    let layers = (0..c.n_layer).map(|_| Layer::from_parts((0..12).map(|_| take()))).collect();
+    let (wte, wpe) = (take(c.vocab_size * c.n_embd), take(c.n_positions * c.n_embd));
+    let layers = (0..c.n_layer).map(|_| Layer::from_parts(block.map(&mut take))).collect();
     Views { wte, wpe, layers }
 }
 
