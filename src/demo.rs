@@ -30,8 +30,10 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Pre-training updates (16 × 128 tokens each).
     pub pretrain_steps: u64,
-    /// Fine-tuning updates per run (16 examples each).
+    /// Fine-tuning updates per run.
     pub finetune_steps: u64,
+    /// Examples per fine-tuning update.
+    pub finetune_batch: usize,
     /// Examples per author (authorship) and per book (next sentence) in each task's train
     /// split; dev has a third as many.
     pub examples: usize,
@@ -45,7 +47,8 @@ impl DemoOptions {
             out,
             seed: 0,
             pretrain_steps: 300,
-            finetune_steps: 150,
+            finetune_steps: 120,
+            finetune_batch: 8,
             examples: 300,
             progress: true,
         }
@@ -235,14 +238,15 @@ pub fn demo(opts: &DemoOptions) -> Result<DemoReport> {
                 author_rows[split].push(
                     serde_json::json!({"text": s[i..i + 3].join(" "), "label": books[bi].author}),
                 );
-                // Next sentence: the true one or one from at least 20 sentences away.
+                // Next sentence: after the passage's second sentence, the true third one or one
+                // from at least 20 sentences away.
                 let mut j = rng.below(s.len() as u64) as usize;
                 while j.abs_diff(i + 2) < 20 {
                     j = rng.below(s.len() as u64) as usize;
                 }
                 let truth_first = rng.below(2) == 0;
                 let (a, b) = if truth_first { (&s[i + 2], &s[j]) } else { (&s[j], &s[i + 2]) };
-                next_rows[split].push(serde_json::json!({"context": s[i..i + 2].join(" "), "a": a, "b": b, "label": if truth_first { 0 } else { 1 }}));
+                next_rows[split].push(serde_json::json!({"context": s[i + 1], "a": a, "b": b, "label": if truth_first { 0 } else { 1 }}));
             }
         }
     }
@@ -287,7 +291,7 @@ pub fn demo(opts: &DemoOptions) -> Result<DemoReport> {
                 out.join("finetune").join(format!("{}-{variant}", name.replace(' ', "-"))),
             );
             (fo.batch, fo.lr, fo.max_len, fo.seed, fo.max_steps, fo.epochs) =
-                (16, 1e-4, Some(128), opts.seed, Some(opts.finetune_steps), 10);
+                (opts.finetune_batch, 1e-4, Some(128), opts.seed, Some(opts.finetune_steps), 10);
             fo.progress = opts.progress;
             say(&format!("fine-tuning {name} from the {variant} model"));
             let s = finetune(model, &tok, &def, &fo)?;

@@ -40,6 +40,9 @@ pub enum Error {
         "step {step}: the loss is {loss}; lower --lr, keep --clip on, or resume from an earlier checkpoint"
     )]
     Diverged { step: u64, loss: f64 },
+    /// Ctrl-C or SIGTERM: the run stopped after a step and saved it.
+    #[error("interrupted after step {step}; saved {dir}")]
+    Interrupted { step: u64, dir: PathBuf },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod error;
 pub mod eval;
 pub mod generate;
+pub mod interrupt;
 pub mod io;
 pub mod kernels;
 pub mod model;

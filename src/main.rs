@@ -7,23 +7,40 @@ use clap::Parser;
 /// The error chain on one line; a library setting is shown as the flag that sets it
 /// (`max_len` → `--max-len`).
 fn render(e: &anyhow::Error) -> String {
-    let parts: Vec<String> = e
-        .chain()
-        .map(|c| match c.downcast_ref::<gpt1::Error>() {
+    let mut parts: Vec<String> = Vec::new();
+    for c in e.chain() {
+        let s = match c.downcast_ref::<gpt1::Error>() {
             Some(gpt1::Error::Setting { setting, msg }) => {
                 format!("--{} {msg}", setting.replace('_', "-"))
             }
             _ => c.to_string(),
-        })
-        .collect();
+        };
+        // An error that already shows its source (I/O errors name the file, then the OS's
+        // message) is not followed by the source again.
+        if parts.last().is_some_and(|p| p.ends_with(&s)) {
+            continue;
+        }
+        parts.push(s);
+    }
     // Joined as anyhow's `{:#}` joins them.
     parts.join(": ")
 }
 
 fn main() {
+    // Die quietly on a closed pipe (`gpt1 score ... | head`), as Unix tools do, instead of
+    // panicking in println!.
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = cli::Cli::parse();
     if let Err(e) = cli::run(args) {
+        let interrupted = e.chain().any(|c| {
+            matches!(c.downcast_ref::<gpt1::Error>(), Some(gpt1::Error::Interrupted { .. }))
+        });
         eprintln!("error: {}", render(&e));
-        std::process::exit(1);
+        // 128 + SIGINT, as shells report a process stopped by Ctrl-C.
+        std::process::exit(if interrupted { 130 } else { 1 });
     }
 }

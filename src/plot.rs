@@ -20,8 +20,12 @@ const PANELS: [(&str, &[&str]); 5] = [
     ("tokens/s", &["tokens_per_s"]),
 ];
 
+/// Values beyond this are left out of the curves: an axis spanning ±1e308 cannot be divided
+/// into ticks (its width overflows), and no training metric is that large.
+const PLOTTABLE: f64 = 1e100;
+
 /// Series `name -> [(step, value)]` from JSON lines with a `step` field; other numeric fields
-/// become series, non-finite values are left out.
+/// become series, non-finite and absurd (beyond ±1e100) values are left out.
 pub fn read_series(path: &Path) -> Result<BTreeMap<String, Vec<(f64, f64)>>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
@@ -32,12 +36,12 @@ pub fn read_series(path: &Path) -> Result<BTreeMap<String, Vec<(f64, f64)>>> {
         let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
             Error::invalid(path, format!("line {}: not JSON ({e}); one object per line", i + 1))
         })?;
-        let (Some(obj), Some(step)) = (v.as_object(), v.get("step").and_then(|s| s.as_f64()))
-        else {
+        let step = v.get("step").and_then(|s| s.as_f64()).filter(|s| s.abs() < PLOTTABLE);
+        let (Some(obj), Some(step)) = (v.as_object(), step) else {
             continue;
         };
         for (k, x) in obj {
-            if let Some(y) = x.as_f64().filter(|y| y.is_finite() && k != "step") {
+            if let Some(y) = x.as_f64().filter(|y| y.abs() < PLOTTABLE && k != "step") {
                 series.entry(k.clone()).or_default().push((step, y));
             }
         }

@@ -119,11 +119,13 @@ fn pretrain_in_bf16_resumes_only_in_bf16() {
     let mut first = base.to_vec();
     first.extend(["--stop-at", "2", "--precision", "bf16"]);
     ok(&first);
-    let mut fp32 = base.to_vec();
-    fp32.push("--resume");
-    fails(&fp32, "precision");
-    let mut bf16 = fp32.clone();
-    bf16.extend(["--precision", "bf16"]);
-    ok(&bf16);
-    assert!(out.join("final/model.safetensors").exists());
+    let mut resume = base.to_vec();
+    resume.push("--resume");
+    let mut fp32 = resume.clone();
+    fp32.extend(["--precision", "fp32"]);
+    fails(&fp32, "--precision: the run was started with \"bf16\"");
+    // Without the flag, the run continues in the precision it was started with.
+    ok(&resume);
+    let state = std::fs::read_to_string(out.join("final/trainer_state.json")).unwrap();
+    assert!(state.contains("\"bf16\""), "{state}");
 }

@@ -383,7 +383,7 @@ fn resume_with_nothing_to_resume_fails() {
     setup(d);
     fails(
         &["pretrain", "--data", s(&d.join("train.bin")), "--out", s(&d.join("empty")), "--resume"],
-        "no checkpoint",
+        "no run here",
     );
 }
 

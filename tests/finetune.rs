@@ -271,6 +271,54 @@ fn predict_writes_a_label_per_dev_example() {
 }
 
 #[test]
+fn predict_writes_probabilities_that_agree_with_the_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pred = tmp.path().join("pred.tsv");
+    let extra = ["--split", "dev", "--out", s(&pred), "--probabilities"];
+    ok(&strs(&on_best("predict", &trained().dir, &extra)));
+    let p = std::fs::read_to_string(&pred).unwrap();
+    assert!(p.starts_with("index\tprediction\tp_0\tp_1\n"), "{p}");
+    for line in p.lines().skip(1) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let (p0, p1): (f64, f64) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+        assert!((p0 + p1 - 1.0).abs() < 1e-5, "{line}");
+        assert_eq!(f[1], if p1 > p0 { "1" } else { "0" }, "{line}");
+    }
+}
+
+#[test]
+fn export_writes_double_heads_with_the_trained_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("hf");
+    ok(&["export", "--model", s(&trained().out), "--out", s(&out)]);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["architectures"][0], "OpenAIGPTDoubleHeadsModel");
+    assert_eq!(cfg["num_labels"], 2);
+    let read = |p: &Path, name: &str| -> (Vec<usize>, Vec<f32>) {
+        let bytes = std::fs::read(p).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let v = st.tensor(name).unwrap();
+        let data = v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()));
+        (v.shape().to_vec(), data.collect())
+    };
+    let (ws, w) = read(&out.join("model.safetensors"), "multiple_choice_head.summary.weight");
+    let (_, ours) = read(&trained().best().join("head.safetensors"), "weight");
+    let d = ws[1];
+    assert_eq!(ws[0], 2);
+    for j in 0..d {
+        for o in 0..2 {
+            assert_eq!(w[o * d + j], ours[j * 2 + o]);
+        }
+    }
+    let (_, b) = read(&out.join("model.safetensors"), "multiple_choice_head.summary.bias");
+    assert_eq!(b, read(&trained().best().join("head.safetensors"), "bias").1);
+    assert!(out.join("vocab.json").exists() && out.join("gpt1_task.json").exists());
+    // Never into a directory that holds something.
+    fails(&["export", "--model", s(&trained().out), "--out", s(&out)], "is not empty");
+}
+
+#[test]
 fn data_stats_counts_examples_labels_lengths_and_truncation() {
     let tmp = own_setup();
     let d = tmp.path();
@@ -292,6 +340,19 @@ fn data_stats_counts_examples_labels_lengths_and_truncation() {
     assert_eq!(st["splits"]["dev"]["labels"]["1"], 2);
     assert!(st["splits"]["train"]["tokens"]["max"].as_u64().unwrap() > 10);
     assert!(st["splits"]["train"]["truncated"].as_u64().unwrap() > 0);
+    let text = ok(&[
+        "data",
+        "stats",
+        "--task",
+        "sst2",
+        "--data",
+        s(d),
+        "--tokenizer",
+        s(d),
+        "--max-len",
+        "12",
+    ]);
+    assert!(text.contains("train: 28 examples") && text.contains("longer than 12"), "{text}");
 }
 
 #[test]
@@ -389,10 +450,7 @@ fn an_earlier_runs_directory_is_never_overwritten() {
     let out = d.join("run");
     from_scratch(d, "sst2", &out, &["--max-steps", "1", "--quiet"]);
     let before = std::fs::read(out.join("metrics.jsonl")).unwrap();
-    fails(
-        &strs(&scratch_args(d, "sst2", &out, &["--max-steps", "1"])),
-        "an earlier fine-tuning run is here",
-    );
+    fails(&strs(&scratch_args(d, "sst2", &out, &["--max-steps", "1"])), "already holds a run");
     assert_eq!(std::fs::read(out.join("metrics.jsonl")).unwrap(), before);
 }
 

@@ -189,3 +189,82 @@ fn greedy_generation_matches_transformers() {
         assert_eq!(got[0].ids, want, "prompt {prompt:?}");
     }
 }
+
+/// `gpt1 export` of a fine-tuned checkpoint whose body and head are transformers' own
+/// (`hf_ft`, written by `save_pretrained` of an `OpenAIGPTDoubleHeadsModel`) gives back every
+/// tensor that file holds, bit for bit, under the same names: transformers loads the export
+/// with the trained head.
+#[test]
+fn export_gives_back_the_double_heads_tensors_transformers_wrote() {
+    use gpt1::tasks::checkpoint::Finetuned;
+    use gpt1::tasks::{Head, HeadKind};
+    let src = fixtures().join("hf_ft/model.safetensors");
+    let w_file = std::fs::read(&src).unwrap();
+    let wst = SafeTensors::deserialize(&w_file).unwrap();
+    let model = load_model(&fixtures().join("hf_ft")).unwrap();
+    let mut head = Head::new(HeadKind::Choice, model.config.n_embd, 1, 0);
+    for (dst, name) in [(&mut head.w, "weight"), (&mut head.b, "bias")] {
+        let v = wst.tensor(&format!("multiple_choice_head.summary.{name}")).unwrap();
+        *dst =
+            v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    }
+    let ft = Finetuned {
+        model,
+        head,
+        task: gpt1::data::tasks::task("storycloze").unwrap(),
+        tokenizer: gpt1::text::Tokenizer::gpt1(None).unwrap(),
+        max_len: 16,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    gpt1::tasks::export::export_double_heads(&ft, &tmp.path().join("hf")).unwrap();
+    let out = std::fs::read(tmp.path().join("hf/model.safetensors")).unwrap();
+    let ost = SafeTensors::deserialize(&out).unwrap();
+    for (name, v) in wst.tensors() {
+        let o = ost.tensor(&name).unwrap_or_else(|_| panic!("{name} is missing"));
+        assert_eq!(o.shape(), v.shape(), "{name}");
+        assert_eq!(o.data(), v.data(), "{name}");
+    }
+}
+
+/// Similarity heads (both orders summed) export with the bias halved, so the sum over the two
+/// sequences of `W x_k + b/2` is gpt1's `W (x_1 + x_2) + b`; the weight is transposed to
+/// `nn.Linear`'s `[out, in]`.
+#[test]
+fn export_of_a_similarity_head_sums_to_gpt1s_logits() {
+    use gpt1::tasks::checkpoint::Finetuned;
+    use gpt1::tasks::{Head, HeadKind, Item, Target};
+    let model = load_model(&fixtures().join("hf_ft")).unwrap();
+    let d = model.config.n_embd;
+    let mut head = Head::new(HeadKind::Classify, d, 2, 7);
+    head.b = vec![0.3, -0.2];
+    let hidden: Vec<f32> = (0..2 * d).map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0).collect();
+    let ours = head.forward(&hidden, &[Item { features: vec![vec![0, 1]], target: Target::None }]);
+    let task = gpt1::data::tasks::task("mrpc").unwrap();
+    let ft = Finetuned {
+        model,
+        head,
+        task,
+        tokenizer: gpt1::text::Tokenizer::gpt1(None).unwrap(),
+        max_len: 16,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    gpt1::tasks::export::export_double_heads(&ft, &tmp.path().join("hf")).unwrap();
+    let out = std::fs::read(tmp.path().join("hf/model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&out).unwrap();
+    let get = |n: &str| -> Vec<f32> {
+        let v = st.tensor(n).unwrap();
+        v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    };
+    let (w, b) =
+        (get("multiple_choice_head.summary.weight"), get("multiple_choice_head.summary.bias"));
+    for o in 0..2 {
+        let mut z = 0.0f32;
+        for k in 0..2 {
+            z += b[o];
+            for j in 0..d {
+                z += w[o * d + j] * hidden[k * d + j];
+            }
+        }
+        assert!((z - ours[0][o]).abs() < 1e-5, "output {o}: {z} vs {}", ours[0][o]);
+    }
+}

@@ -68,7 +68,7 @@ fn prepared() -> &'static Prepared {
                 s(&corpus),
                 "--out",
                 out,
-                "--workers",
+                "--threads",
                 workers,
                 "--strip-gutenberg",
                 "--val-fraction",

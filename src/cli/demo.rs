@@ -18,6 +18,9 @@ pub struct Args {
     /// Fine-tuning updates per task and variant.
     #[arg(long, default_value_t = DemoOptions::new(PathBuf::new()).finetune_steps)]
     finetune_steps: u64,
+    /// Examples per fine-tuning update.
+    #[arg(long, default_value_t = DemoOptions::new(PathBuf::new()).finetune_batch)]
+    finetune_batch: usize,
     /// Train examples per book and task (dev: a third as many).
     #[arg(long, default_value_t = DemoOptions::new(PathBuf::new()).examples)]
     examples: usize,
@@ -28,8 +31,8 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let mut o = DemoOptions::new(a.out.clone());
-    (o.seed, o.pretrain_steps, o.finetune_steps, o.examples) =
-        (a.seed, a.pretrain_steps, a.finetune_steps, a.examples);
+    (o.seed, o.pretrain_steps, o.finetune_steps, o.finetune_batch, o.examples) =
+        (a.seed, a.pretrain_steps, a.finetune_steps, a.finetune_batch, a.examples);
     o.progress = !a.json;
     let r = demo(&o).context("the demo failed")?;
     if a.json {

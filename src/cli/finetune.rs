@@ -8,7 +8,6 @@ use gpt1::model::{Config, Gpt};
 use gpt1::tasks::checkpoint::{Finetuned, load_finetuned};
 use gpt1::tasks::evaluate::{evaluate, predict_to_file};
 use gpt1::tasks::stats::split_stats;
-use gpt1::text::Tokenizer;
 use gpt1::train::finetune::{FINETUNE, FinetuneOptions, finetune};
 use std::path::PathBuf;
 
@@ -183,8 +182,21 @@ pub struct PredictArgs {
     /// Output TSV (index, prediction).
     #[arg(long)]
     out: PathBuf,
+    /// Add one column per class (or candidate) with its probability (the head's softmax).
+    #[arg(long)]
+    probabilities: bool,
     #[command(flatten)]
     precision: super::PrecisionArg,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// A fine-tuned checkpoint: a finetune run directory (its best/) or the checkpoint itself.
+    #[arg(long)]
+    model: PathBuf,
+    /// The directory to write (must not exist yet, or be empty).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -199,7 +211,7 @@ pub enum DataCommand {
 pub struct StatsArgs {
     #[command(flatten)]
     task: TaskArgs,
-    /// Tokenizer directory, for token lengths.
+    /// Tokenizer directory, for token lengths (default: GPT-1's built-in BPE).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// The context inputs must fit.
@@ -237,8 +249,29 @@ fn load_checked(dir: &std::path::Path, task: Option<&str>) -> Result<Finetuned> 
 pub fn run_predict(a: PredictArgs) -> Result<()> {
     let mut ft = load_checked(&a.model, a.task.as_deref())?;
     ft.model.backend = a.precision.backend();
-    let n = predict_to_file(&ft, &a.data, &a.split, a.batch, &a.out)?;
+    let n = predict_to_file(&ft, &a.data, &a.split, a.batch, &a.out, a.probabilities)?;
     eprintln!("wrote {n} predictions to {}", a.out.display());
+    Ok(())
+}
+
+pub fn run_export(a: ExportArgs) -> Result<()> {
+    let ft = load_checked(&a.model, None)?;
+    if let Ok(mut entries) = std::fs::read_dir(&a.out) {
+        anyhow::ensure!(
+            entries.next().is_none(),
+            "{} is not empty: export writes a new directory (choose another --out)",
+            a.out.display()
+        );
+    }
+    gpt1::tasks::export::export_double_heads(&ft, &a.out)
+        .with_context(|| format!("exporting to {}", a.out.display()))?;
+    let n = gpt1::tasks::export::summed_sequences(&ft);
+    eprintln!(
+        "wrote {} (OpenAIGPTDoubleHeadsModel, {} outputs{}); gpt1_task.json says how to read the logits",
+        a.out.display(),
+        ft.head.n_out,
+        if n > 1 { ", both orders summed" } else { "" }
+    );
     Ok(())
 }
 
@@ -251,15 +284,12 @@ pub fn run_data(c: DataCommand) -> Result<()> {
         }
     };
     let def = a.task.resolve()?;
-    let tok = match &a.tokenizer {
-        Some(d) => Some(Tokenizer::load(d, None)?),
-        None => None,
-    };
-    let js = split_stats(&def, &a.task.data, tok.as_ref(), a.max_len, a.skip_bad_rows)?;
+    let tok = super::tokenizer(a.tokenizer.as_deref(), None, None, None)?;
+    let js = split_stats(&def, &a.task.data, Some(&tok), a.max_len, a.skip_bad_rows)?;
     if a.json {
         println!("{js}");
     } else {
-        println!("{}", serde_json::to_string_pretty(&js)?);
+        print!("{}", gpt1::tasks::stats::text(&js));
     }
     Ok(())
 }

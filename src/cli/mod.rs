@@ -22,8 +22,9 @@ use clap::{Parser, Subcommand};
     args_override_self = true
 )]
 pub struct Cli {
-    /// Worker threads (default: all cores). Results are bitwise the same for any value.
-    #[arg(long, global = true)]
+    /// Worker threads (default: all cores; at most 8 per core). Results are bitwise the same
+    /// for any value.
+    #[arg(long, global = true, alias = "workers")]
     threads: Option<usize>,
     #[command(subcommand)]
     cmd: Command,
@@ -48,6 +49,9 @@ enum Command {
     Evaluate(finetune::EvaluateArgs),
     /// Write a fine-tuned model's predictions for a split.
     Predict(finetune::PredictArgs),
+    /// Export a fine-tuned checkpoint with its trained head for transformers
+    /// (OpenAIGPTDoubleHeadsModel).
+    Export(finetune::ExportArgs),
     /// Zero-shot task heuristics of the pre-trained language model alone (paper, section 5).
     ZeroShot(zeroshot::Args),
     /// Task data: statistics per split, and the built-in tasks.
@@ -149,16 +153,22 @@ impl SizeArgs {
 pub struct PrecisionArg {
     /// Matrix products in fp32 (the default), or bf16 with fp32 accumulation (mixed precision:
     /// fp32 master weights, optimizer state, LayerNorm, softmax and loss).
-    #[arg(long, value_enum, default_value_t = gpt1::backend::Precision::Fp32)]
-    pub precision: gpt1::backend::Precision,
+    /// [default: fp32; on `pretrain --resume`, the run's]
+    #[arg(long, value_enum)]
+    pub precision: Option<gpt1::backend::Precision>,
 }
 
 impl PrecisionArg {
+    /// The precision asked for, fp32 when not given.
+    pub fn value(&self) -> gpt1::backend::Precision {
+        self.precision.unwrap_or(gpt1::backend::Precision::Fp32)
+    }
+
     /// The CPU backend at this precision; says on stderr what runs the products when not fp32.
     pub fn backend(&self) -> gpt1::backend::Cpu {
         use gpt1::backend::Backend;
-        let c = gpt1::backend::Cpu::new(self.precision);
-        if self.precision != gpt1::backend::Precision::Fp32 {
+        let c = gpt1::backend::Cpu::new(self.value());
+        if self.value() != gpt1::backend::Precision::Fp32 {
             eprintln!("precision: {}", c.describe());
         }
         c
@@ -167,13 +177,39 @@ impl PrecisionArg {
     /// The precision, said on stderr as [`PrecisionArg::backend`] says it.
     pub fn get(&self) -> gpt1::backend::Precision {
         self.backend();
-        self.precision
+        self.value()
+    }
+}
+
+/// Ctrl-C or SIGTERM: the first asks training to stop after its step (it saves a checkpoint and
+/// says how to resume); a second stops at once (the last checkpoint on disk is whole: every
+/// checkpoint is written to a temporary name and renamed).
+pub fn on_interrupt() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let r = ctrlc::set_handler(|| {
+        if COUNT.fetch_add(1, Ordering::SeqCst) == 0 {
+            eprintln!("\nstopping after this step (press Ctrl-C again to stop now)");
+            gpt1::interrupt::request();
+        } else {
+            eprintln!("\nstopped; the last checkpoint on disk is intact");
+            std::process::exit(130);
+        }
+    });
+    if let Err(e) = r {
+        eprintln!("warning: Ctrl-C will stop at once (no handler: {e})");
     }
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     if let Some(n) = cli.threads {
-        anyhow::ensure!(n > 0, "--threads must be at least 1");
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        anyhow::ensure!(
+            (1..=8 * cores).contains(&n),
+            "--threads {n}: give 1 to {} (8 per core on this machine's {cores}); more threads \
+             than that only add overhead",
+            8 * cores
+        );
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
@@ -189,6 +225,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Finetune(a) => finetune::run_finetune(a),
         Command::Evaluate(a) => finetune::run_evaluate(a),
         Command::Predict(a) => finetune::run_predict(a),
+        Command::Export(a) => finetune::run_export(a),
         Command::ZeroShot(a) => zeroshot::run(a),
         Command::Data(c) => finetune::run_data(c),
         Command::Tokenizer(c) => text::tokenizer(c),

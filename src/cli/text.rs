@@ -54,9 +54,6 @@ pub struct PrepareArgs {
     /// Share of the bytes (whole documents) that go to val.bin.
     #[arg(long, default_value_t = 0.005)]
     val_fraction: f64,
-    /// Worker threads (the output is identical for any number).
-    #[arg(long)]
-    workers: Option<usize>,
     /// Drop Project Gutenberg's licence header and footer.
     #[arg(long)]
     strip_gutenberg: bool,
@@ -179,14 +176,7 @@ pub fn prepare_cmd(a: PrepareArgs) -> Result<()> {
         strict: a.strict,
         progress: !a.quiet,
     };
-    let run = || prepare(&tok, &opts);
-    let stats = match a.workers {
-        Some(n) => {
-            anyhow::ensure!(n > 0, "--workers must be at least 1");
-            rayon::ThreadPoolBuilder::new().num_threads(n).build()?.install(run)?
-        }
-        None => run()?,
-    };
+    let stats = prepare(&tok, &opts)?;
     for s in &stats.skipped_files {
         eprintln!("skipped (not .txt): {s}");
     }

@@ -61,6 +61,12 @@ impl TokenData {
     /// Opens a `.bin` or `.npy` file (by content: `.npy` starts with `\x93NUMPY`).
     pub fn open(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        if file.metadata().map_err(|e| Error::io(path, e))?.is_dir() {
+            return Err(Error::invalid(
+                path,
+                "is a directory; give a token file (train.bin or val.bin of `gpt1 prepare`, or a .npy array)",
+            ));
+        }
         // SAFETY: the map is read-only; a file truncated underneath us is the caller's problem,
         // as for any memory-mapped reader.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
@@ -95,9 +101,10 @@ impl TokenData {
         }
         let len = count as usize;
         let need = HEADER_BYTES + len * dtype.size();
-        if map.len() < need {
+        if map.len() != need {
+            let what = if map.len() < need { "truncated" } else { "trailing bytes" };
             return Err(bad(format!(
-                "truncated: the header promises {len} tokens ({need} bytes) but the file has {} bytes",
+                "{what}: the header promises {len} tokens ({need} bytes) but the file has {} bytes",
                 map.len()
             )));
         }
@@ -165,13 +172,17 @@ impl TokenData {
             .map_err(|_| bad(format!("unreadable shape ({shape_s})")))?;
         let (len, rows) = match shape.as_slice() {
             [n] => (*n, None),
-            [n, l] => (n * l, Some((*n, *l))),
+            [n, l] => (
+                n.checked_mul(*l).ok_or_else(|| bad(format!("shape {shape:?} is too large")))?,
+                Some((*n, *l)),
+            ),
             s => return Err(bad(format!("shape {s:?} has {} dimensions", s.len()))),
         };
-        if map.len() < start + len * dtype.size() {
+        let need = len.checked_mul(dtype.size()).and_then(|b| b.checked_add(start));
+        if need.is_none_or(|n| map.len() < n) {
             return Err(bad(format!(
                 "truncated: shape {shape:?} needs {} data bytes, the file has {}",
-                len * dtype.size(),
+                len as u128 * dtype.size() as u128,
                 map.len() - start
             )));
         }

@@ -85,7 +85,9 @@ pub fn load_model(dir: &Path) -> Result<Gpt> {
     })?;
     let names: std::collections::HashSet<String> =
         st.names().into_iter().map(|s| s.to_string()).collect();
-    let mut params = vec![0.0f32; num_params(&config)];
+    // Every tensor is found and its shape checked before the parameters are allocated: a
+    // config.json that promises more than the file holds fails here, not in the allocator.
+    let mut found_names = Vec::new();
     for t in layout(&config) {
         let prefixed = format!("transformer.{}", t.name);
         let candidates = if t.name == "tokens_embed.weight" {
@@ -93,7 +95,7 @@ pub fn load_model(dir: &Path) -> Result<Gpt> {
         } else {
             vec![t.name.clone(), prefixed]
         };
-        let Some(found) = candidates.iter().find(|n| names.contains(*n)) else {
+        let Some(found) = candidates.into_iter().find(|n| names.contains(n)) else {
             return Err(Error::invalid(
                 &path,
                 format!(
@@ -103,7 +105,7 @@ pub fn load_model(dir: &Path) -> Result<Gpt> {
             ));
         };
         let view =
-            st.tensor(found).map_err(|e| Error::invalid(&path, format!("tensor {found}: {e}")))?;
+            st.tensor(&found).map_err(|e| Error::invalid(&path, format!("tensor {found}: {e}")))?;
         if view.shape() != t.shape.as_slice() {
             return Err(Error::invalid(
                 &path,
@@ -114,7 +116,21 @@ pub fn load_model(dir: &Path) -> Result<Gpt> {
                 ),
             ));
         }
-        copy_f32(&path, found, &view, &mut params[t.range()])?;
+        found_names.push((t, found));
+    }
+    let mut params = vec![0.0f32; num_params(&config)];
+    for (t, found) in found_names {
+        let view =
+            st.tensor(&found).map_err(|e| Error::invalid(&path, format!("tensor {found}: {e}")))?;
+        copy_f32(&path, &found, &view, &mut params[t.range()])?;
+        if let Some(i) = params[t.range()].iter().position(|x| !x.is_finite()) {
+            return Err(Error::invalid(
+                &path,
+                format!(
+                    "tensor {found} holds a NaN or infinite value (element {i}): the weights are damaged; use an earlier checkpoint"
+                ),
+            ));
+        }
     }
     Ok(Gpt { config, backend: Cpu::FP32, params })
 }

@@ -115,6 +115,31 @@ impl Config {
                 "n_embd, n_head, n_layer, vocab_size and n_positions must be positive".into()
             );
         }
+        // Far beyond any model that trains on one machine, and low enough that every size
+        // computed from them stays inside 64 bits.
+        for (k, v, max) in [
+            ("vocab_size", self.vocab_size, 1usize << 24),
+            ("n_positions", self.n_positions, 1 << 20),
+            ("n_embd", self.n_embd, 1 << 16),
+            ("n_layer", self.n_layer, 1 << 10),
+            ("n_head", self.n_head, 1 << 12),
+        ] {
+            if v > max {
+                return Err(format!("{k} = {v} is larger than gpt1 supports ({max})"));
+            }
+        }
+        if !(self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon > 0.0) {
+            return Err(format!(
+                "layer_norm_epsilon = {} must be a small positive number (GPT-1: 1e-5)",
+                self.layer_norm_epsilon
+            ));
+        }
+        if !(self.initializer_range.is_finite() && self.initializer_range >= 0.0) {
+            return Err(format!(
+                "initializer_range = {} must be a finite number ≥ 0 (GPT-1: 0.02)",
+                self.initializer_range
+            ));
+        }
         if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(format!(
                 "n_embd {} is not a multiple of n_head {}",

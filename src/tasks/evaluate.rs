@@ -41,6 +41,10 @@ pub struct Evaluation {
     /// Per example, in file order.
     #[serde(skip)]
     pub predictions: Vec<Prediction>,
+    /// Per example, the head's scores (class logits, candidate scores, or the regression
+    /// value), in file order.
+    #[serde(skip)]
+    pub scores: Vec<Vec<f32>>,
 }
 
 impl Evaluation {
@@ -115,6 +119,7 @@ pub fn evaluate_prepared<B: Backend>(
         pearson: None,
         spearman: None,
         predictions,
+        scores,
     };
     if def.metric == Metric::Correlation {
         let gold: Vec<f64> = data
@@ -168,27 +173,62 @@ pub fn evaluate_prepared<B: Backend>(
 }
 
 /// Writes one prediction per example of split `split` to `out` (TSV `index`, `prediction`:
-/// label names, scores, or the 1-based candidate), atomically.
+/// the label, the 1-based candidate, or the regression value); with `probabilities`, one more
+/// column per class or candidate (`p_<label>`, `p_<k>`) holding the softmax of the head's scores.
 pub fn predict_to_file(
     ft: &Finetuned,
     data: &Path,
     split: &str,
     batch_size: usize,
     out: &Path,
+    probabilities: bool,
 ) -> Result<usize> {
+    if probabilities && ft.task.kind == HeadKind::Regress {
+        return Err(Error::setting(
+            "probabilities",
+            format!(
+                "{} is a regression task: its predictions are values, not classes",
+                ft.task.name
+            ),
+        ));
+    }
     let s = read_split(&ft.task, data, split, false)?;
     let ev = scored_split(ft, &s.examples, batch_size)?;
-    let mut text = String::from("index\tprediction\n");
-    for (i, p) in ev.predictions.iter().enumerate() {
+    let mut text = String::from("index\tprediction");
+    if probabilities {
+        let n = ev.scores.first().map_or(0, Vec::len);
+        for k in 0..n {
+            match ft.task.labels.get(k) {
+                Some(l) => text.push_str(&format!("\tp_{l}")),
+                None => text.push_str(&format!("\tp_{}", k + 1)),
+            }
+        }
+    }
+    text.push('\n');
+    for (i, (p, sc)) in ev.predictions.iter().zip(&ev.scores).enumerate() {
         let v = match (p, ft.task.labels.is_empty()) {
             (Prediction::Score(s), _) => format!("{:.4}", *s as f64),
             (Prediction::Class(c), false) => ft.task.labels[*c].clone(),
             (Prediction::Class(c), true) => format!("{}", c + 1),
         };
-        text.push_str(&format!("{i}\t{v}\n"));
+        text.push_str(&format!("{i}\t{v}"));
+        if probabilities {
+            for q in softmax(sc) {
+                text.push_str(&format!("\t{q:.6}"));
+            }
+        }
+        text.push('\n');
     }
     write_atomic(out, text.as_bytes())?;
     Ok(ev.predictions.len())
+}
+
+/// Probabilities of scores, in f64 (stable: shifted by the maximum).
+fn softmax(v: &[f32]) -> Vec<f64> {
+    let m = v.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let e: Vec<f64> = v.iter().map(|&x| (x as f64 - m).exp()).collect();
+    let z: f64 = e.iter().sum();
+    e.into_iter().map(|x| x / z).collect()
 }
 
 /// Evaluates a fine-tuned checkpoint on split `split` of `data`.

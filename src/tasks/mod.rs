@@ -6,6 +6,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod evaluate;
 pub mod example;
+pub mod export;
 pub mod head;
 pub mod metrics;
 pub mod stats;

@@ -54,6 +54,32 @@ pub fn split_stats(
     Ok(serde_json::json!({"task": def.name, "splits": splits}))
 }
 
+/// [`split_stats`] as text, a few lines per split.
+pub fn text(js: &serde_json::Value) -> String {
+    let mut s = format!("{}\n", js["task"].as_str().unwrap_or("?"));
+    let empty = serde_json::Map::new();
+    for (name, v) in js["splits"].as_object().unwrap_or(&empty) {
+        let labels: Vec<String> = v["labels"]
+            .as_object()
+            .unwrap_or(&empty)
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        s.push_str(&format!("  {name}: {} examples", v["examples"]));
+        if v["skipped"].as_u64().unwrap_or(0) > 0 {
+            s.push_str(&format!(" ({} malformed rows skipped)", v["skipped"]));
+        }
+        s.push_str(&format!("\n    labels: {}\n", labels.join(", ")));
+        if let Some(t) = v.get("tokens") {
+            s.push_str(&format!(
+                "    tokens per input: median {}, p90 {}, p99 {}, max {}; {} examples longer than {}\n",
+                t["p50"], t["p90"], t["p99"], t["max"], v["truncated"], v["max_len"]
+            ));
+        }
+    }
+    s
+}
+
 fn key_of(t: &Target, def: &TaskDef) -> String {
     match t {
         Target::Class(c) if def.labels.is_empty() => format!("candidate {}", c + 1),

@@ -148,16 +148,11 @@ pub fn finetune(
         Some(d) => Some(prepare(tok, &d.examples, max_len)?.0),
         None => None,
     };
-    // Never overwrite an earlier run's metrics or kept checkpoint.
-    for f in ["metrics.jsonl", "best"] {
-        if opts.out.join(f).exists() {
-            return Err(Error::invalid(
-                opts.out.join(f),
-                "an earlier fine-tuning run is here; choose another --out (or remove it)",
-            ));
-        }
-    }
-    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    // Never into a directory holding an earlier run or the user's files; one run at a time.
+    let _lock = crate::train::rundir::claim_new(
+        &opts.out,
+        "choose another --out (an interrupted fine-tuning run starts again in a new one)",
+    )?;
     let metrics_path = opts.out.join("metrics.jsonl");
     let mut metrics =
         std::fs::File::create(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
@@ -215,7 +210,7 @@ pub fn finetune(
                 if best.as_ref().is_none_or(|b| ev.score > b.score) {
                     save_finetuned(&best_dir, model, head, def, tok, max_len)?;
                     (best_epoch, best_step) = (epoch, step);
-                    best = Some(Evaluation { predictions: Vec::new(), ..ev });
+                    best = Some(Evaluation { predictions: Vec::new(), scores: Vec::new(), ..ev });
                 }
             }
         }

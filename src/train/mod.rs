@@ -4,9 +4,10 @@ pub mod checkpoint;
 pub mod finetune;
 pub mod optim;
 pub mod pretrain;
+pub mod rundir;
 pub mod schedule;
 pub mod trainer;
 
-pub use pretrain::{ModelSource, PretrainOptions, Summary, pretrain};
+pub use pretrain::{ModelSource, PretrainOptions, PretrainSpec, Summary, pretrain};
 pub use schedule::Schedule;
 pub use trainer::Trainer;

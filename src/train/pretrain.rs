@@ -1,6 +1,7 @@
 //! The pre-training driver: sampling, schedule, evaluation, metrics, checkpoints, resume.
 
 use super::checkpoint::{self, TrainerState};
+use super::rundir::{self, FileId};
 use super::schedule::Schedule;
 use super::trainer::{StepKey, Trainer};
 use crate::backend::{Cpu, Precision};
@@ -47,6 +48,10 @@ pub struct PretrainOptions {
     pub eval_every: u64,
     pub save_every: u64,
     pub resume: bool,
+    /// Resume from this checkpoint instead of the run's newest.
+    pub resume_from: Option<PathBuf>,
+    /// `checkpoint-N/` directories kept (the newest; 0 keeps all); `final/` is always kept.
+    pub keep_checkpoints: usize,
     /// Stop (with a checkpoint) after this many updates, keeping the schedule of `steps`.
     pub stop_at: Option<u64>,
     /// Windows of the validation data evaluated each time.
@@ -77,6 +82,7 @@ pub struct PretrainDefaults {
     pub eval_every: u64,
     pub save_every: u64,
     pub val_windows: usize,
+    pub keep_checkpoints: usize,
 }
 
 pub const PRETRAIN: PretrainDefaults = PretrainDefaults {
@@ -93,6 +99,7 @@ pub const PRETRAIN: PretrainDefaults = PretrainDefaults {
     eval_every: 0,
     save_every: 0,
     val_windows: 64,
+    keep_checkpoints: 3,
 };
 
 impl PretrainOptions {
@@ -119,6 +126,8 @@ impl PretrainOptions {
             eval_every: p.eval_every,
             save_every: p.save_every,
             resume: false,
+            resume_from: None,
+            keep_checkpoints: p.keep_checkpoints,
             stop_at: None,
             val_windows: p.val_windows,
             progress: true,
@@ -137,6 +146,7 @@ pub struct Summary {
 }
 
 const METRICS: &str = "metrics.jsonl";
+const RESUME_HINT: &str = "pass --resume to continue it, or choose another --out";
 
 /// Keeps only the metric lines of steps `<= step` (after a resume).
 fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
@@ -163,6 +173,39 @@ fn val_windows(val: &TokenData, seq: usize, max: usize) -> Result<(Vec<u32>, Vec
     let (mut ids, mut tg) = (vec![0; n * seq], vec![0; n * seq]);
     s.fill(&starts, &mut ids, &mut tg);
     Ok((ids, tg))
+}
+
+/// The run's initial model: a configuration's random initialisation (refused before
+/// allocating when it cannot fit) or a checkpoint's weights.
+fn fresh_model(opts: &PretrainOptions, micro: usize) -> Result<Gpt> {
+    Ok(match &opts.model {
+        ModelSource::Config(c) => {
+            c.validate().map_err(Error::ModelConfig)?;
+            check_memory(c, opts, micro)?;
+            Gpt::init(c.clone(), derive(opts.seed, stream::INIT))
+        }
+        ModelSource::Init(dir) => load_model(dir)?,
+    })
+}
+
+/// The data against the model: the context and the vocabulary.
+fn check_inputs(
+    c: &Config,
+    opts: &PretrainOptions,
+    data: &TokenData,
+    val: Option<&TokenData>,
+) -> Result<()> {
+    if opts.seq > c.n_positions {
+        return Err(Error::setting(
+            "seq",
+            format!("{} exceeds the model's n_positions {}; lower it", opts.seq, c.n_positions),
+        ));
+    }
+    data.check_vocab(c.vocab_size)?;
+    if let Some(v) = val {
+        v.check_vocab(c.vocab_size)?;
+    }
+    Ok(())
 }
 
 /// Bytes the run needs (weights, gradients and Adam moments; activations of one pass), or an
@@ -192,9 +235,80 @@ fn check_memory(c: &Config, opts: &PretrainOptions, micro: usize) -> Result<(u64
     Ok((state_bytes, act_bytes))
 }
 
-/// Runs (or resumes) pre-training as `opts` says.
-pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
-    let micro = opts.micro_batch.unwrap_or(opts.batch);
+/// What fixes a run's weights: recorded in `run.json` when it starts and compared on resume,
+/// so that `--resume` continues the run that was started (or refuses, naming the setting).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PretrainSpec {
+    pub data: FileId,
+    pub val: Option<FileId>,
+    /// The model's configuration (after `--dropout`), and the checkpoint it started from.
+    pub config: Config,
+    pub init: Option<PathBuf>,
+    pub batch: usize,
+    pub seq: usize,
+    pub micro_batch: usize,
+    pub steps: u64,
+    pub lr: f32,
+    pub warmup: u64,
+    pub schedule: Schedule,
+    pub weight_decay: f32,
+    pub clip: f32,
+    pub seed: u64,
+    pub sampling: Sampling,
+    pub precision: Precision,
+    pub val_windows: usize,
+    pub tokenizer: Option<PathBuf>,
+}
+
+impl PretrainSpec {
+    /// The options of this run (its output `out`), to resume it with nothing retyped.
+    pub fn options(&self, out: PathBuf) -> PretrainOptions {
+        let model = match &self.init {
+            Some(d) => ModelSource::Init(d.clone()),
+            None => ModelSource::Config(self.config.clone()),
+        };
+        let mut o = PretrainOptions::new(self.data.path.clone(), model, out);
+        o.val = self.val.as_ref().map(|v| v.path.clone());
+        (o.batch, o.seq, o.micro_batch, o.steps) =
+            (self.batch, self.seq, Some(self.micro_batch), self.steps);
+        (o.lr, o.warmup, o.schedule, o.weight_decay, o.clip) =
+            (self.lr, self.warmup, self.schedule, self.weight_decay, self.clip);
+        (o.seed, o.sampling, o.precision, o.val_windows) =
+            (self.seed, self.sampling, self.precision, self.val_windows);
+        o.tokenizer = self.tokenizer.clone();
+        o
+    }
+
+    /// The first setting in which `self` (the run's) and `asked` differ, as
+    /// `(flag, run's value, asked value)`; data files compare by contents, not path.
+    fn differs(&self, asked: &PretrainSpec) -> Option<(String, String, String)> {
+        let (a, b) = (serde_json::to_value(self).ok()?, serde_json::to_value(asked).ok()?);
+        for (k, v) in a.as_object()? {
+            let w = &b[k];
+            let same = match k.as_str() {
+                "data" => self.data.same_data(&asked.data),
+                "val" => match (&self.val, &asked.val) {
+                    (Some(x), Some(y)) => x.same_data(y),
+                    (x, y) => x.is_none() == y.is_none(),
+                },
+                // A dropout override shows as a changed config; the config's other fields
+                // come from --config, the size flags or --init.
+                _ => v == w,
+            };
+            if !same {
+                let flag = match k.as_str() {
+                    "config" => "config (or --dropout, or a size flag)".to_string(),
+                    k => k.replace('_', "-"),
+                };
+                return Some((flag, v.to_string(), w.to_string()));
+            }
+        }
+        None
+    }
+}
+
+/// Settings that cannot work, refused before anything is read or written.
+fn check_settings(opts: &PretrainOptions, micro: usize) -> Result<()> {
     if opts.batch == 0 || micro == 0 || !opts.batch.is_multiple_of(micro) {
         return Err(Error::setting(
             "batch",
@@ -205,69 +319,47 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         let setting = if opts.seq == 0 { "seq" } else { "steps" };
         return Err(Error::setting(setting, "must be positive"));
     }
-    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
-    let latest = checkpoint::latest(&opts.out)?;
-    let (mut model, opt, start) = if opts.resume {
-        let Some((_, dir)) = latest else {
-            return Err(Error::invalid(
-                &opts.out,
-                "--resume: no checkpoint with a trainer state here; start without --resume",
-            ));
-        };
-        let (model, opt, state) = checkpoint::load(&dir, opts.weight_decay)?;
-        let want = (opts.seed, opts.batch, opts.seq, micro, opts.sampling, opts.precision);
-        let have = (
-            state.seed,
-            state.batch,
-            state.seq,
-            state.micro_batch,
-            state.sampling,
-            state.precision,
-        );
-        if want != have {
-            return Err(Error::invalid(
-                &dir,
-                format!(
-                    "the run was started with (seed, batch, seq, micro-batch, sampling, precision) = {have:?}, this command asks for {want:?}; an exact resume needs the same"
-                ),
-            ));
-        }
-        (model, Some(opt), state.step)
-    } else {
-        if let Some((step, dir)) = latest {
-            return Err(Error::invalid(
-                &dir,
-                format!(
-                    "{} already holds a run (at step {step}); pass --resume to continue it, or choose another --out",
-                    opts.out.display()
-                ),
-            ));
-        }
-        let model = match &opts.model {
-            ModelSource::Config(c) => {
-                c.validate().map_err(Error::ModelConfig)?;
-                // Refuse before allocating a model that cannot train here.
-                check_memory(c, opts, micro)?;
-                Gpt::init(c.clone(), derive(opts.seed, stream::INIT))
-            }
-            ModelSource::Init(dir) => load_model(dir)?,
-        };
-        (model, None, 0)
-    };
-    if let Some(p) = opts.dropout {
-        if !(0.0..1.0).contains(&p) {
-            return Err(Error::setting("dropout", format!("{p} must be in [0, 1)")));
-        }
-        model.config = model.config.clone().with_dropout(p);
-    }
-    let c = model.config.clone();
-    if opts.seq > c.n_positions {
+    // Keeps every size computed from them far inside 64 bits.
+    if opts.batch.checked_mul(opts.seq).is_none_or(|n| n > 1 << 32) {
         return Err(Error::setting(
-            "seq",
-            format!("{} exceeds the model's n_positions {}; lower it", opts.seq, c.n_positions),
+            "batch",
+            format!("{} × --seq {} tokens per step is beyond any machine", opts.batch, opts.seq),
         ));
     }
+    for (name, v, ok) in [
+        ("lr", opts.lr, opts.lr.is_finite() && opts.lr >= 0.0),
+        (
+            "weight_decay",
+            opts.weight_decay,
+            opts.weight_decay.is_finite() && opts.weight_decay >= 0.0,
+        ),
+        ("clip", opts.clip, opts.clip.is_finite() && opts.clip >= 0.0),
+    ] {
+        if !ok {
+            return Err(Error::setting(name, format!("{v} must be a finite number ≥ 0")));
+        }
+    }
+    if let Some(p) = opts.dropout
+        && !(0.0..1.0).contains(&p)
+    {
+        return Err(Error::setting("dropout", format!("{p} must be in [0, 1)")));
+    }
+    if opts.val.is_some() && opts.val_windows == 0 {
+        return Err(Error::setting("val_windows", "must be at least 1 when --val is given"));
+    }
+    Ok(())
+}
+
+/// Runs (or resumes) pre-training as `opts` says. Everything is checked before the run
+/// directory is touched: a run that cannot start leaves nothing behind.
+pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
+    let micro = opts.micro_batch.unwrap_or(opts.batch);
+    check_settings(opts, micro)?;
     let data = TokenData::open(&opts.data)?;
+    let val_data = match &opts.val {
+        Some(p) => Some(TokenData::open(p)?),
+        None => None,
+    };
     let tok_dir = opts.tokenizer.clone().or_else(|| {
         let d = opts.data.parent()?.join(crate::text::prepare::TOKENIZER_DIR);
         d.is_dir().then_some(d)
@@ -276,14 +368,124 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         Some(d) => Some(crate::text::Tokenizer::load(d, None)?),
         None => None,
     };
-    data.check_vocab(c.vocab_size)?;
-    let sampler = Sampler::new(&data, opts.seq, opts.sampling)?;
-    let val = match &opts.val {
-        Some(p) => {
-            let v = TokenData::open(p)?;
-            v.check_vocab(c.vocab_size)?;
-            Some(val_windows(&v, opts.seq, opts.val_windows)?)
+    let identity = |c: &Config| -> Result<PretrainSpec> {
+        Ok(PretrainSpec {
+            data: FileId::of(&opts.data)?,
+            val: opts.val.as_deref().map(FileId::of).transpose()?,
+            config: c.clone(),
+            init: match &opts.model {
+                ModelSource::Init(d) => Some(d.clone()),
+                ModelSource::Config(_) => None,
+            },
+            batch: opts.batch,
+            seq: opts.seq,
+            micro_batch: micro,
+            steps: opts.steps,
+            lr: opts.lr,
+            warmup: opts.warmup,
+            schedule: opts.schedule,
+            weight_decay: opts.weight_decay,
+            clip: opts.clip,
+            seed: opts.seed,
+            sampling: opts.sampling,
+            precision: opts.precision,
+            val_windows: opts.val_windows,
+            tokenizer: tok_dir.clone(),
+        })
+    };
+    let (_lock, mut model, opt, start) = if opts.resume {
+        let lock = rundir::claim_existing(&opts.out)?;
+        let spec = rundir::load_spec::<PretrainSpec>(&opts.out)?;
+        if let Some(spec) = &spec {
+            let mut asked = identity(&spec.config)?;
+            if let ModelSource::Config(c) = &opts.model {
+                asked.config = c.clone();
+            }
+            if let Some(p) = opts.dropout {
+                asked.config = asked.config.with_dropout(p);
+            }
+            if let Some((flag, have, want)) = spec.differs(&asked) {
+                return Err(Error::invalid(
+                    &opts.out,
+                    format!(
+                        "--{flag}: the run was started with {have}, this command asks for \
+                         {want}; an exact resume needs the same (without the flag, `gpt1 \
+                         pretrain --out {} --resume` continues the run as it was started)",
+                        opts.out.display()
+                    ),
+                ));
+            }
         }
+        let found = match &opts.resume_from {
+            Some(d) => Some(d.clone()),
+            None => checkpoint::latest(&opts.out)?.map(|(_, d)| d),
+        };
+        match (found, &spec) {
+            (Some(dir), _) => {
+                let (model, opt, state) = checkpoint::load(&dir, opts.weight_decay)?;
+                if spec.is_none() {
+                    // A run from before run.json: its trainer state holds what it recorded.
+                    let want =
+                        (opts.seed, opts.batch, opts.seq, micro, opts.sampling, opts.precision);
+                    let have = (
+                        state.seed,
+                        state.batch,
+                        state.seq,
+                        state.micro_batch,
+                        state.sampling,
+                        state.precision,
+                    );
+                    if want != have {
+                        return Err(Error::invalid(
+                            &dir,
+                            format!(
+                                "the run was started with (seed, batch, seq, micro-batch, sampling, precision) = {have:?}, this command asks for {want:?}; an exact resume needs the same"
+                            ),
+                        ));
+                    }
+                }
+                if state.step > opts.steps {
+                    return Err(Error::setting(
+                        "steps",
+                        format!(
+                            "{}: {} is already at step {}",
+                            opts.steps,
+                            dir.display(),
+                            state.step
+                        ),
+                    ));
+                }
+                (lock, model, Some(opt), state.step)
+            }
+            // Stopped before its first checkpoint: the run starts again from its first step.
+            (None, Some(_)) => (lock, fresh_model(opts, micro)?, None, 0),
+            (None, None) => {
+                return Err(Error::invalid(
+                    &opts.out,
+                    "--resume: no run here (no run.json, no checkpoint); start without --resume",
+                ));
+            }
+        }
+    } else {
+        rundir::check_new(&opts.out, RESUME_HINT)?;
+        let mut model = fresh_model(opts, micro)?;
+        if let Some(p) = opts.dropout {
+            model.config = model.config.clone().with_dropout(p);
+        }
+        check_inputs(&model.config, opts, &data, val_data.as_ref())?;
+        check_memory(&model.config, opts, micro)?;
+        let lock = rundir::claim_new(&opts.out, RESUME_HINT)?;
+        rundir::save_spec(&opts.out, &identity(&model.config)?)?;
+        (lock, model, None, 0)
+    };
+    if let Some(p) = opts.dropout {
+        model.config = model.config.clone().with_dropout(p);
+    }
+    let c = model.config.clone();
+    check_inputs(&c, opts, &data, val_data.as_ref())?;
+    let sampler = Sampler::new(&data, opts.seq, opts.sampling)?;
+    let val = match &val_data {
+        Some(v) => Some(val_windows(v, opts.seq, opts.val_windows)?),
         None => None,
     };
     // What the run needs, checked again with the final configuration (a dropout override
@@ -305,8 +507,6 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     let metrics_path = opts.out.join(METRICS);
     if opts.resume {
         truncate_metrics(&metrics_path, start)?;
-    } else if metrics_path.exists() {
-        std::fs::remove_file(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
     }
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
@@ -383,14 +583,16 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             progress.println(format!("step {done}: val_loss {v:.4} (ppl {:.2})", v.exp()));
         }
         progress.step(done, format!("loss {:.4} lr {lr:.2e} {:.0} tok/s", stats.loss, tps));
-        if opts.save_every > 0 && done % opts.save_every == 0 && done != end {
-            checkpoint::save(
-                &opts.out.join(format!("checkpoint-{done}")),
-                &trainer.model,
-                &trainer.opt,
-                &state_at(done),
-                tok.as_ref(),
-            )?;
+        let stop = crate::interrupt::requested();
+        if (opts.save_every > 0 && done % opts.save_every == 0 || stop) && done != end {
+            let dir = opts.out.join(format!("checkpoint-{done}"));
+            checkpoint::save(&dir, &trainer.model, &trainer.opt, &state_at(done), tok.as_ref())?;
+            rundir::prune_checkpoints(&opts.out, opts.keep_checkpoints)?;
+            if stop {
+                progress.bar.abandon();
+                metrics.sync_all().map_err(|e| Error::io(&metrics_path, e))?;
+                return Err(Error::Interrupted { step: done, dir });
+            }
         }
     }
     progress.bar.finish();
@@ -403,6 +605,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     };
     if end > start || !final_dir.exists() {
         checkpoint::save(&final_dir, &trainer.model, &trainer.opt, &state_at(end), tok.as_ref())?;
+        rundir::prune_checkpoints(&opts.out, opts.keep_checkpoints)?;
     }
     Ok(Summary { step: end, loss: last_loss, val_loss: last_val, final_dir })
 }

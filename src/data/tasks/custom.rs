@@ -139,7 +139,7 @@ pub(super) fn read_custom(
             };
             let target = match (label, c.shape, &input) {
                 (None, _, _) => Target::None,
-                (Some(v), Shape::Regression, _) => Target::Score(v.parse::<f32>().map_err(|_| format!("score {v:?} is not a number"))?),
+                (Some(v), Shape::Regression, _) => Target::Score(super::rows::score(v)?),
                 (Some(v), Shape::Choice, Input::Choice { candidates, .. }) => match v.parse::<usize>() {
                     Ok(i) if i < candidates.len() => Target::Class(i),
                     _ => Target::Class(candidates.iter().position(|x| x == v).ok_or_else(|| format!("label {v:?} is neither a 0-based candidate index nor a candidate's text"))?),

@@ -124,11 +124,7 @@ fn with_header(
                 None => Target::None,
                 Some(i) if def.kind == HeadKind::Regress => {
                     let v = cell(row, i, ncols)?;
-                    Target::Score(
-                        v.trim()
-                            .parse::<f32>()
-                            .map_err(|_| format!("score {v:?} is not a number"))?,
-                    )
+                    Target::Score(super::rows::score(v)?)
                 }
                 Some(i) => class(def, cell(row, i, ncols)?)?,
             };

@@ -113,3 +113,13 @@ pub(super) fn split_file(dir: &Path, names: &[&str]) -> Result<PathBuf> {
         msg: format!("expected one of {names:?} here"),
     })
 }
+
+/// A regression label: a finite number (`NaN` and `inf` parse as floats but cannot be trained
+/// on; refused here rather than as a NaN loss many steps later).
+pub fn score(v: &str) -> std::result::Result<f32, String> {
+    match v.trim().parse::<f32>() {
+        Ok(x) if x.is_finite() => Ok(x),
+        Ok(_) => Err(format!("score {v:?} is not a finite number")),
+        Err(_) => Err(format!("score {v:?} is not a number")),
+    }
+}

@@ -1,0 +1,270 @@
+//! A training run's directory: what gpt1 may write there, a lock so that two runs never share
+//! one, the run's specification (`run.json`) so that a resume continues exactly the run that
+//! was started, clean-up of what killed runs left, and a bounded number of checkpoints.
+
+use crate::error::{Error, Result};
+use crate::io::write_atomic;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The specification file of a run.
+pub const SPEC_FILE: &str = "run.json";
+const LOCK_FILE: &str = ".lock";
+
+/// Entries a training run writes in its directory; anything else is the user's.
+fn ours(name: &str) -> bool {
+    let base = name.split(".tmp").next().unwrap_or(name);
+    let base = base.split(".old").next().unwrap_or(base);
+    matches!(
+        base,
+        "run.json" | ".lock" | "metrics.jsonl" | "curves.png" | "final" | "best" | "report.md"
+    ) || base.strip_prefix("checkpoint-").is_some_and(|s| s.parse::<u64>().is_ok())
+}
+
+/// What identifies a token file without reading all of it: its length and a hash of its first
+/// and last MiB (a changed, truncated or swapped file changes one of them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub hash: String,
+}
+
+impl FileId {
+    pub fn of(path: &Path) -> Result<Self> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+        let bytes = f.metadata().map_err(|e| Error::io(path, e))?.len();
+        const MIB: u64 = 1 << 20;
+        let mut buf = Vec::new();
+        (&mut f).take(MIB).read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
+        if bytes > 2 * MIB {
+            f.seek(SeekFrom::Start(bytes - MIB)).map_err(|e| Error::io(path, e))?;
+            f.take(MIB).read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
+        }
+        // FNV-1a, 64 bits: an identity check, not a security one.
+        let h = buf.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        Ok(FileId { path: path.to_path_buf(), bytes, hash: format!("{h:016x}") })
+    }
+
+    /// Same contents (the path may differ: a moved file is the same data).
+    pub fn same_data(&self, other: &FileId) -> bool {
+        self.bytes == other.bytes && self.hash == other.hash
+    }
+}
+
+/// Holds a run directory for one process: an exclusive lock on `DIR/.lock`, released when
+/// dropped or when the process dies (kill -9 included: the kernel drops the lock).
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Takes the lock of `dir` (which exists), or says who holds it.
+    pub fn take(dir: &Path) -> Result<Self> {
+        let p = dir.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .map_err(|e| Error::io(&p, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                return Err(Error::invalid(
+                    dir,
+                    format!(
+                        "another gpt1 process (pid {}) is running in this directory; wait for it \
+                         or choose another --out",
+                        pid.trim()
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&p, e)),
+        }
+        use std::io::{Seek, Write};
+        let _ = file.set_len(0);
+        let _ = file.seek(std::io::SeekFrom::Start(0));
+        let _ = write!(file, "{}", std::process::id());
+        Ok(RunLock { _file: file })
+    }
+}
+
+/// Makes `dir` ready for a new run: creates it, or accepts it empty. A directory holding a run
+/// (`run.json` or a checkpoint) is refused with a pointer to `--resume`, and one holding files
+/// gpt1 does not write is refused naming them: nothing of the user's is ever overwritten.
+pub fn claim_new(dir: &Path, held_hint: &str) -> Result<RunLock> {
+    check_new(dir, held_hint)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let lock = RunLock::take(dir)?;
+    // Checked again under the lock: another process may have started in between.
+    check_new(dir, held_hint)?;
+    clean_stale(dir)?;
+    Ok(lock)
+}
+
+/// Refuses a directory that is not free for a new run (see [`claim_new`]); creates nothing.
+/// `held_hint` says what to do about a directory that holds a run.
+pub fn check_new(dir: &Path, held_hint: &str) -> Result<()> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(Error::invalid(dir, "is a file; --out needs a directory"));
+        }
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
+    let foreign: Vec<&String> = names.iter().filter(|n| !ours(n)).collect();
+    if !foreign.is_empty() {
+        let mut list: Vec<&str> = foreign.iter().take(3).map(|s| s.as_str()).collect();
+        if foreign.len() > 3 {
+            list.push("…");
+        }
+        return Err(Error::invalid(
+            dir,
+            format!(
+                "holds files gpt1 did not write for a run ({}); choose an empty or new --out",
+                list.join(", ")
+            ),
+        ));
+    }
+    let held = names.iter().any(|n| {
+        matches!(n.as_str(), SPEC_FILE | "final" | "best" | "metrics.jsonl")
+            || n.starts_with("checkpoint-") && ours(n)
+    });
+    if held {
+        return Err(Error::invalid(dir, format!("already holds a run; {held_hint}")));
+    }
+    Ok(())
+}
+
+/// Takes an existing run directory for a resume (the lock, then the clean-up).
+pub fn claim_existing(dir: &Path) -> Result<RunLock> {
+    if !dir.is_dir() {
+        return Err(Error::invalid(dir, "--resume: no run here (the directory does not exist)"));
+    }
+    let lock = RunLock::take(dir)?;
+    clean_stale(dir)?;
+    Ok(lock)
+}
+
+/// Removes what killed runs left behind: `NAME.tmpPID` and `NAME.oldPID` entries of this
+/// directory (only gpt1's own names, and never this process's). Called under the lock, so no
+/// live run owns them.
+pub fn clean_stale(dir: &Path) -> Result<usize> {
+    let me = std::process::id().to_string();
+    let mut n = 0;
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name.rsplit_once(".tmp").or_else(|| name.rsplit_once(".old")).map(|(_, p)| p);
+        let Some(pid) = pid else { continue };
+        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me || !ours(&name) {
+            continue;
+        }
+        let p = e.path();
+        let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        r.map_err(|e| Error::io(&p, e))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Deletes the oldest `checkpoint-N/` directories of `dir` beyond the newest `keep` (never
+/// `final/`; `keep` 0 keeps all).
+pub fn prune_checkpoints(dir: &Path, keep: usize) -> Result<()> {
+    if keep == 0 {
+        return Ok(());
+    }
+    let mut steps: Vec<u64> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .filter_map(|e| {
+            e.file_name().to_string_lossy().strip_prefix("checkpoint-")?.parse::<u64>().ok()
+        })
+        .collect();
+    steps.sort_unstable();
+    for s in steps.iter().rev().skip(keep) {
+        let p = dir.join(format!("checkpoint-{s}"));
+        std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+    }
+    Ok(())
+}
+
+/// Writes a run's specification (any serializable value) as `DIR/run.json`.
+pub fn save_spec<T: Serialize>(dir: &Path, spec: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(spec).expect("json");
+    write_atomic(&dir.join(SPEC_FILE), text.as_bytes())
+}
+
+/// Reads `DIR/run.json`, or `None` for a run from before specifications were recorded.
+pub fn load_spec<T: for<'de> Deserialize<'de>>(dir: &Path) -> Result<Option<T>> {
+    let p = dir.join(SPEC_FILE);
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&p, e)),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::invalid(&p, format!("not a run specification ({e})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_with_foreign_files_is_refused_and_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("notes.txt"), "mine").unwrap();
+        let e = claim_new(d.path(), "").err().unwrap().to_string();
+        assert!(e.contains("notes.txt"), "{e}");
+        assert_eq!(std::fs::read_to_string(d.path().join("notes.txt")).unwrap(), "mine");
+    }
+
+    #[test]
+    fn a_second_lock_is_refused_while_the_first_is_held() {
+        let d = tempfile::tempdir().unwrap();
+        let first = RunLock::take(d.path()).unwrap();
+        let e = RunLock::take(d.path()).err().unwrap().to_string();
+        assert!(e.contains("another gpt1 process"), "{e}");
+        drop(first);
+        RunLock::take(d.path()).unwrap();
+    }
+
+    #[test]
+    fn stale_temporaries_of_dead_runs_are_removed_and_others_kept() {
+        let d = tempfile::tempdir().unwrap();
+        for n in ["checkpoint-4.tmp99999", "final.old123", "metrics.jsonl.tmp5", "keep.tmp7"] {
+            std::fs::create_dir_all(d.path().join(n)).unwrap();
+        }
+        assert_eq!(clean_stale(d.path()).unwrap(), 3);
+        assert!(d.path().join("keep.tmp7").exists());
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_checkpoints_and_final() {
+        let d = tempfile::tempdir().unwrap();
+        for n in ["checkpoint-10", "checkpoint-20", "checkpoint-30", "final"] {
+            std::fs::create_dir_all(d.path().join(n)).unwrap();
+        }
+        prune_checkpoints(d.path(), 2).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["checkpoint-20", "checkpoint-30", "final"]);
+    }
+}

@@ -1,0 +1,458 @@
+//! Reliability (docs/reliability.md): nothing of the user's overwritten, one run per directory,
+//! refusal before allocation, a resume that continues the run as started, stale temporaries
+//! cleaned, checkpoints bounded, Ctrl-C saved and resumable, and a clear error (never a panic)
+//! for each bad input in [`bad_inputs`].
+
+mod common;
+use common::{fails, gpt1, ok, s};
+
+use gpt1::data::shard::write_bin;
+use gpt1::kernels::rng::Rng;
+use std::path::Path;
+
+const CONFIG: &str =
+    r#"{"vocab_size": 64, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 4}"#;
+
+fn setup(dir: &Path) {
+    std::fs::write(dir.join("config.json"), CONFIG).unwrap();
+    let mut r = Rng::new(1);
+    let toks: Vec<u32> = (0..4000)
+        .map(|i| if r.below(10) == 0 { r.below(64) as u32 } else { (i % 17) as u32 })
+        .collect();
+    write_bin(&dir.join("train.bin"), &toks[..3500]).unwrap();
+    write_bin(&dir.join("val.bin"), &toks[3500..]).unwrap();
+}
+
+/// `pretrain` of [`setup`]'s data into `out` (8 steps of 4 × 16), then `extra`.
+fn args(d: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "pretrain",
+        "--data",
+        s(&d.join("train.bin")),
+        "--config",
+        s(&d.join("config.json")),
+        "--out",
+        s(out),
+        "--batch",
+        "4",
+        "--seq",
+        "16",
+        "--steps",
+        "8",
+        "--warmup",
+        "2",
+        "--lr",
+        "3e-3",
+        "--quiet",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    v.extend(extra.iter().map(|x| x.to_string()));
+    v
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn weights(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("model.safetensors")).unwrap()
+}
+
+/// The uninterrupted 8-step run's final weights (each test makes its own: tests run in
+/// parallel and must not share directories).
+fn straight(d: &Path) -> Vec<u8> {
+    let out = d.join("straight");
+    ok(&strs(&args(d, &out, &[])));
+    weights(&out.join("final"))
+}
+
+#[test]
+fn a_directory_holding_other_files_is_refused_and_left_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    let out = d.join("mine");
+    std::fs::create_dir_all(out.join("final")).unwrap();
+    std::fs::write(out.join("metrics.jsonl"), "{\"step\": 1, \"task_loss\": 0.3}\n").unwrap();
+    std::fs::write(out.join("notes.md"), "my notes").unwrap();
+    fails(&strs(&args(d, &out, &[])), "notes.md");
+    assert_eq!(std::fs::read_to_string(out.join("notes.md")).unwrap(), "my notes");
+    assert!(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().contains("task_loss"));
+}
+
+#[test]
+fn a_run_that_cannot_start_leaves_no_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    let out = d.join("never");
+    let mut a = args(d, &out, &[]);
+    a[2] = s(&d.join("missing.bin")).into();
+    fails(&strs(&a), "missing.bin");
+    fails(&strs(&args(d, &out, &["--seq", "64"])), "n_positions");
+    assert!(!out.exists());
+}
+
+#[test]
+fn resume_alone_continues_the_run_as_started_bitwise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    let want = straight(d);
+    let out = d.join("split");
+    ok(&strs(&args(d, &out, &["--stop-at", "3"])));
+    ok(&["pretrain", "--out", s(&out), "--resume", "--quiet"]);
+    assert_eq!(weights(&out.join("final")), want);
+}
+
+#[test]
+fn resume_refuses_a_changed_setting_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    let out = d.join("run");
+    ok(&strs(&args(d, &out, &["--stop-at", "3"])));
+    fails(&strs(&args(d, &out, &["--resume", "--lr", "1e-3"])), "--lr: the run was started with");
+    fails(&strs(&args(d, &out, &["--resume", "--steps", "9"])), "--steps");
+    // Other tokens under the same path: the data's identity changed.
+    let mut a = args(d, &out, &["--resume"]);
+    a[2] = s(&d.join("val.bin")).into();
+    fails(&strs(&a), "--data");
+    // A flag equal to the run's is fine.
+    ok(&strs(&args(d, &out, &["--resume"])));
+}
+
+#[test]
+fn resume_from_an_earlier_checkpoint_gives_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    let want = straight(d);
+    let out = d.join("run");
+    ok(&strs(&args(d, &out, &["--save-every", "2", "--keep-checkpoints", "0", "--stop-at", "6"])));
+    assert!(out.join("checkpoint-2").exists() && out.join("checkpoint-6").exists());
+    let from = out.join("checkpoint-2");
+    ok(&["pretrain", "--out", s(&out), "--resume-from", s(&from), "--quiet"]);
+    assert_eq!(weights(&out.join("final")), want);
+}
+
+#[test]
+fn checkpoints_are_bounded_and_stale_temporaries_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    let out = d.join("run");
+    ok(&strs(&args(d, &out, &["--save-every", "1", "--keep-checkpoints", "2", "--stop-at", "5"])));
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into())
+        .filter(|n: &String| n.starts_with("checkpoint-"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["checkpoint-4", "checkpoint-5"]);
+    // What a killed run leaves: a half-written checkpoint and metrics under a dead pid.
+    std::fs::create_dir_all(out.join("checkpoint-6.tmp999999")).unwrap();
+    std::fs::write(out.join("metrics.jsonl.tmp999999"), "x").unwrap();
+    ok(&["pretrain", "--out", s(&out), "--resume", "--quiet"]);
+    assert!(!out.join("checkpoint-6.tmp999999").exists());
+    assert!(!out.join("metrics.jsonl.tmp999999").exists());
+    assert!(out.join("final").exists());
+}
+
+#[test]
+fn a_second_run_on_the_same_directory_is_refused_while_the_first_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    let out = d.join("run");
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
+        .args(strs(&args(d, &out, &["--steps", "100000", "--warmup", "1"])))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_metrics(&out, 1);
+    let err = fails(&["pretrain", "--out", s(&out), "--resume", "--quiet"], "another gpt1 process");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(err.contains(&first.id().to_string()), "{err}");
+}
+
+/// Waits until `out/metrics.jsonl` has `n` lines (a run has taken `n` steps).
+fn wait_for_metrics(out: &Path, n: usize) {
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(out.join("metrics.jsonl")).map_or(0, |m| m.lines().count()) < n {
+        assert!(t0.elapsed().as_secs() < 120, "the run did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_a_checkpoint_that_resumes_to_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    let out = d.join("run");
+    // A long run, so that the signal lands mid-run.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
+        .args(strs(&args(d, &out, &["--steps", "5000"])))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_metrics(&out, 1);
+    // SAFETY: sending SIGINT to our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("--resume") && !err.contains("panicked"), "{err}");
+    let step: u64 = err
+        .split("interrupted after step ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no step in: {err}"));
+    assert!(out.join(format!("checkpoint-{step}")).exists());
+    // Resumed to a few steps later, against the same run stopped there without a signal.
+    let at = (step + 3).to_string();
+    ok(&["pretrain", "--out", s(&out), "--resume", "--stop-at", &at, "--quiet"]);
+    let straight = d.join("straight");
+    ok(&strs(&args(d, &straight, &["--steps", "5000", "--stop-at", &at])));
+    let ck = format!("checkpoint-{at}");
+    assert_eq!(weights(&out.join(&ck)), weights(&straight.join(&ck)));
+}
+
+/// One bad input: the arguments (given the data directory of [`setup`] with a 2-step run in
+/// `run/`), and what the error must say.
+struct Case {
+    name: &'static str,
+    args: fn(&Path) -> Vec<String>,
+    needle: &'static str,
+}
+
+fn p(d: &Path, f: &str) -> String {
+    s(&d.join(f)).to_string()
+}
+
+fn v(a: &[&str]) -> Vec<String> {
+    a.iter().map(|x| x.to_string()).collect()
+}
+
+/// Writes `name` in `d` and returns its path.
+fn write(d: &Path, name: &str, bytes: &[u8]) -> String {
+    std::fs::write(d.join(name), bytes).unwrap();
+    p(d, name)
+}
+
+/// A copy of the 2-step run's final checkpoint with `file` replaced by `bytes`.
+fn damaged(d: &Path, name: &str, file: &str, bytes: &[u8]) -> String {
+    let ck = d.join(name);
+    std::fs::create_dir_all(&ck).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(d.join("run/final").join(f), ck.join(f)).unwrap();
+    }
+    std::fs::write(ck.join(file), bytes).unwrap();
+    s(&ck).to_string()
+}
+
+/// The bad inputs, as data: a new reader adds its cases here.
+fn bad_inputs() -> Vec<Case> {
+    vec![
+        Case {
+            name: "vocabulary beyond any machine",
+            args: |d| {
+                let c =
+                    write(d, "huge.json", CONFIG.replace("64,", "4611686018427387904,").as_bytes());
+                v(&["pretrain", "--data", &p(d, "train.bin"), "--config", &c, "--out", &p(d, "o1")])
+            },
+            needle: "larger than gpt1 supports",
+        },
+        Case {
+            name: "a batch that overflows",
+            args: |d| {
+                let mut a = args(d, &d.join("o2"), &[]);
+                a.extend(v(&["--batch", "2305843009213693952"]));
+                a
+            },
+            needle: "beyond any machine",
+        },
+        Case {
+            name: "a model too large for this machine",
+            args: |d| {
+                let c = write(d, "big.json", br#"{"vocab_size": 64, "n_positions": 512, "n_embd": 32768, "n_layer": 48, "n_head": 32}"#);
+                v(&[
+                    "pretrain",
+                    "--data",
+                    &p(d, "train.bin"),
+                    "--config",
+                    &c,
+                    "--out",
+                    &p(d, "o3"),
+                    "--batch",
+                    "1",
+                    "--seq",
+                    "16",
+                ])
+            },
+            needle: "are available",
+        },
+        Case {
+            name: "threads far beyond the cores",
+            args: |d| {
+                v(&[
+                    "--threads",
+                    "100000",
+                    "score",
+                    "--model",
+                    &p(d, "run/final"),
+                    "--ids",
+                    &p(d, "val.bin"),
+                ])
+            },
+            needle: "--threads 100000",
+        },
+        Case {
+            name: "zero validation windows",
+            args: |d| {
+                let mut a = args(d, &d.join("o4"), &[]);
+                a.extend(v(&["--val", &p(d, "val.bin"), "--val-windows", "0"]));
+                a
+            },
+            needle: "--val-windows must be at least 1",
+        },
+        Case {
+            name: "NaN clip",
+            args: |d| {
+                let mut a = args(d, &d.join("o5"), &[]);
+                a.extend(v(&["--clip", "NaN"]));
+                a
+            },
+            needle: "--clip NaN must be a finite number",
+        },
+        Case {
+            name: "NaN weight decay",
+            args: |d| {
+                let mut a = args(d, &d.join("o6"), &[]);
+                a.extend(v(&["--weight-decay", "NaN"]));
+                a
+            },
+            needle: "--weight-decay NaN",
+        },
+        Case {
+            name: "negative layer_norm_epsilon",
+            args: |d| {
+                let c = write(
+                    d,
+                    "eps.json",
+                    CONFIG.replace('}', r#", "layer_norm_epsilon": -1e-5}"#).as_bytes(),
+                );
+                v(&["pretrain", "--data", &p(d, "train.bin"), "--config", &c, "--out", &p(d, "o7")])
+            },
+            needle: "layer_norm_epsilon = -0.00001 must be a small positive number",
+        },
+        Case {
+            name: "NaN weights",
+            args: |d| {
+                let w = std::fs::read(d.join("run/final/model.safetensors")).unwrap();
+                let mut w = w.clone();
+                let n = w.len();
+                w[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+                let ck = damaged(d, "nan_ck", "model.safetensors", &w);
+                v(&["score", "--model", &ck, "--ids", &p(d, "val.bin")])
+            },
+            needle: "NaN or infinite value",
+        },
+        Case {
+            name: "a shard longer than its header says",
+            args: |d| {
+                let mut b = std::fs::read(d.join("val.bin")).unwrap();
+                b.extend([0u8; 6]);
+                let f = write(d, "long.bin", &b);
+                v(&["score", "--model", &p(d, "run/final"), "--ids", &f])
+            },
+            needle: "trailing bytes",
+        },
+        Case {
+            name: "a directory as --data",
+            args: |d| {
+                let mut a = args(d, &d.join("o8"), &[]);
+                a[2] = p(d, "run");
+                a
+            },
+            needle: "is a directory",
+        },
+        Case {
+            name: "metrics with ±1e308 still plot",
+            args: |d| {
+                let m = write(
+                    d,
+                    "m.jsonl",
+                    b"{\"step\": 1, \"loss\": 1e308}\n{\"step\": 2, \"loss\": -1e308}\n",
+                );
+                v(&["plot", &m, "--out", &p(d, "m.png")])
+            },
+            needle: "no metrics with a step",
+        },
+        Case {
+            name: "a NaN regression label",
+            args: |d| {
+                let t = d.join("stsb");
+                std::fs::create_dir_all(&t).unwrap();
+                let rows =
+                    "sentence1\tsentence2\tscore\na cat\ta dog\t3.2\nthe sun\tthe moon\tNaN\n";
+                std::fs::write(t.join("train.tsv"), rows).unwrap();
+                v(&["data", "stats", "--task", "stsb", "--data", s(&t)])
+            },
+            needle: "score \"NaN\" is not a finite number",
+        },
+        Case {
+            name: "a missing file, its OS error said once",
+            args: |d| v(&["score", "--model", &p(d, "run/final"), "--ids", &p(d, "nope.bin")]),
+            needle: "nope.bin: No such file or directory (os error 2)",
+        },
+    ]
+}
+
+#[test]
+fn every_bad_input_gets_a_clear_error_and_no_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    ok(&strs(&args(d, &d.join("run"), &["--steps", "2"])));
+    for c in bad_inputs() {
+        let a = (c.args)(d);
+        let o = gpt1(&strs(&a));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{}: should fail", c.name);
+        assert_eq!(o.status.code(), Some(1), "{}: {err}", c.name);
+        assert!(err.contains(c.needle), "{}: expected {:?} in:\n{err}", c.name, c.needle);
+        assert!(!err.contains("panicked"), "{}: {err}", c.name);
+        assert!(err.matches("os error").count() <= 1, "{}: {err}", c.name);
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_score_quietly() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    ok(&strs(&args(d, &d.join("run"), &["--steps", "1"])));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
+        .args(["score", "--model", &p(d, "run/final"), "--ids", &p(d, "train.bin"), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // `| head -0`
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+}
