@@ -34,6 +34,8 @@ pub struct DemoOptions {
     pub finetune_steps: u64,
     /// Examples per fine-tuning update.
     pub finetune_batch: usize,
+    /// Peak fine-tuning learning rate.
+    pub finetune_lr: f32,
     /// Examples per author (authorship) and per book (next sentence) in each task's train
     /// split; dev has a third as many.
     pub examples: usize,
@@ -49,6 +51,7 @@ impl DemoOptions {
             pretrain_steps: 300,
             finetune_steps: 120,
             finetune_batch: 8,
+            finetune_lr: 2e-4,
             examples: 300,
             progress: true,
         }
@@ -290,8 +293,14 @@ pub fn demo(opts: &DemoOptions) -> Result<DemoReport> {
                 dir.clone(),
                 out.join("finetune").join(format!("{}-{variant}", name.replace(' ', "-"))),
             );
-            (fo.batch, fo.lr, fo.max_len, fo.seed, fo.max_steps, fo.epochs) =
-                (opts.finetune_batch, 1e-4, Some(128), opts.seed, Some(opts.finetune_steps), 10);
+            (fo.batch, fo.lr, fo.max_len, fo.seed, fo.max_steps, fo.epochs) = (
+                opts.finetune_batch,
+                opts.finetune_lr,
+                Some(128),
+                opts.seed,
+                Some(opts.finetune_steps),
+                10,
+            );
             fo.progress = opts.progress;
             say(&format!("fine-tuning {name} from the {variant} model"));
             let s = finetune(model, &tok, &def, &fo)?;
@@ -324,11 +333,12 @@ pub fn demo(opts: &DemoOptions) -> Result<DemoReport> {
 pub fn markdown(r: &DemoReport, opts: &DemoOptions) -> String {
     let mut s = String::from("# gpt1 demo\n\n");
     s.push_str(&format!(
-        "Pre-trained on {} tokens of four public-domain novels ({} updates of 16 × 128; held-out perplexity {}), then fine-tuned {} updates per task on passages from the books' held-out ends. Every number was measured in this run ({:.0} s).\n\n",
+        "Pre-trained on {} tokens of four public-domain novels ({} updates of 16 × 128; held-out perplexity {}), then fine-tuned {} updates of {} examples per task on passages from the books' held-out ends. Every number was measured in this run ({:.0} s).\n\n",
         r.pretrain_tokens,
         opts.pretrain_steps,
         r.val_ppl.map_or("-".into(), |p| format!("{p:.1}")),
         opts.finetune_steps,
+        opts.finetune_batch,
         r.wall_s
     ));
     s.push_str("| method |");
@@ -349,7 +359,7 @@ pub fn markdown(r: &DemoReport, opts: &DemoOptions) -> String {
     for t in &r.tasks {
         s.push_str(&format!(" {:+.1} |", 100.0 * (t.pretrained - t.scratch)));
     }
-    s.push_str("\n\nMetric: dev accuracy, %. Authorship: which of 4 authors wrote a 3-sentence passage (chance 25 %). Next sentence: which of 2 sentences follows a 2-sentence context (chance 50 %).\n\n## Samples (temperature 0.8, top-k 40)\n");
+    s.push_str("\n\nMetric: dev accuracy, %. Authorship: which of 4 authors wrote a 3-sentence passage (chance 25 %). Next sentence: which of 2 sentences follows a sentence (chance 50 %).\n\n## Samples (temperature 0.8, top-k 40)\n");
     for x in &r.samples {
         s.push_str(&format!(
             "\n**{}**\n- before pre-training: {}\n- after: {}\n",

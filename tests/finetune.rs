@@ -287,35 +287,11 @@ fn predict_writes_probabilities_that_agree_with_the_labels() {
 }
 
 #[test]
-fn export_writes_double_heads_with_the_trained_head() {
+fn export_refuses_a_classification_head_transformers_cannot_hold() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("hf");
-    ok(&["export", "--model", s(&trained().out), "--out", s(&out)]);
-    let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
-    assert_eq!(cfg["architectures"][0], "OpenAIGPTDoubleHeadsModel");
-    assert_eq!(cfg["num_labels"], 2);
-    let read = |p: &Path, name: &str| -> (Vec<usize>, Vec<f32>) {
-        let bytes = std::fs::read(p).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let v = st.tensor(name).unwrap();
-        let data = v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()));
-        (v.shape().to_vec(), data.collect())
-    };
-    let (ws, w) = read(&out.join("model.safetensors"), "multiple_choice_head.summary.weight");
-    let (_, ours) = read(&trained().best().join("head.safetensors"), "weight");
-    let d = ws[1];
-    assert_eq!(ws[0], 2);
-    for j in 0..d {
-        for o in 0..2 {
-            assert_eq!(w[o * d + j], ours[j * 2 + o]);
-        }
-    }
-    let (_, b) = read(&out.join("model.safetensors"), "multiple_choice_head.summary.bias");
-    assert_eq!(b, read(&trained().best().join("head.safetensors"), "bias").1);
-    assert!(out.join("vocab.json").exists() && out.join("gpt1_task.json").exists());
-    // Never into a directory that holds something.
-    fails(&["export", "--model", s(&trained().out), "--out", s(&out)], "is not empty");
+    fails(&["export", "--model", s(&trained().out), "--out", s(&out)], "2-class classification");
+    assert!(!out.exists());
 }
 
 #[test]
@@ -587,6 +563,27 @@ fn custom_choice_task_labels_are_a_candidate_index_or_its_text() {
     );
     let js: serde_json::Value = serde_json::from_str(&ok(&strs(&args))).unwrap();
     assert_eq!(js["train_examples"], 2);
+    // A choice head is what transformers' DoubleHeads holds: exported with the trained head.
+    let hf = d.join("hf");
+    ok(&["export", "--model", s(&out), "--out", s(&hf)]);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["architectures"][0], "OpenAIGPTDoubleHeadsModel");
+    assert_eq!(cfg["num_labels"], 1);
+    let read = |p: &Path, name: &str| -> (Vec<usize>, Vec<u8>) {
+        let bytes = std::fs::read(p).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let v = st.tensor(name).unwrap();
+        (v.shape().to_vec(), v.data().to_vec())
+    };
+    let (shape, w) = read(&hf.join("model.safetensors"), "multiple_choice_head.summary.weight");
+    let (_, ours) = read(&out.join("best/head.safetensors"), "weight");
+    assert_eq!((shape[0], w), (1, ours));
+    let (_, b) = read(&hf.join("model.safetensors"), "multiple_choice_head.summary.bias");
+    assert_eq!(b, read(&out.join("best/head.safetensors"), "bias").1);
+    assert!(hf.join("vocab.json").exists() && hf.join("gpt1_task.json").exists());
+    // Never into a directory that holds something.
+    fails(&["export", "--model", s(&out), "--out", s(&hf)], "is not empty");
 }
 
 #[test]

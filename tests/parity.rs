@@ -226,20 +226,19 @@ fn export_gives_back_the_double_heads_tensors_transformers_wrote() {
     }
 }
 
-/// Similarity heads (both orders summed) export with the bias halved, so the sum over the two
-/// sequences of `W x_k + b/2` is gpt1's `W (x_1 + x_2) + b`; the weight is transposed to
-/// `nn.Linear`'s `[out, in]`.
+/// Regression heads (both orders summed) export with the bias halved, so the sum over the two
+/// sequences of `w·x_k + b/2` is gpt1's `w·(x_1 + x_2) + b`.
 #[test]
-fn export_of_a_similarity_head_sums_to_gpt1s_logits() {
+fn export_of_a_similarity_head_sums_to_gpt1s_prediction() {
     use gpt1::tasks::checkpoint::Finetuned;
     use gpt1::tasks::{Head, HeadKind, Item, Target};
     let model = load_model(&fixtures().join("hf_ft")).unwrap();
     let d = model.config.n_embd;
-    let mut head = Head::new(HeadKind::Classify, d, 2, 7);
-    head.b = vec![0.3, -0.2];
+    let mut head = Head::new(HeadKind::Regress, d, 1, 7);
+    head.b = vec![0.3];
     let hidden: Vec<f32> = (0..2 * d).map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0).collect();
     let ours = head.forward(&hidden, &[Item { features: vec![vec![0, 1]], target: Target::None }]);
-    let task = gpt1::data::tasks::task("mrpc").unwrap();
+    let task = gpt1::data::tasks::task("stsb").unwrap();
     let ft = Finetuned {
         model,
         head,
@@ -257,7 +256,7 @@ fn export_of_a_similarity_head_sums_to_gpt1s_logits() {
     };
     let (w, b) =
         (get("multiple_choice_head.summary.weight"), get("multiple_choice_head.summary.bias"));
-    for o in 0..2 {
+    for o in 0..1 {
         let mut z = 0.0f32;
         for k in 0..2 {
             z += b[o];

@@ -21,6 +21,9 @@ pub struct Args {
     /// Examples per fine-tuning update.
     #[arg(long, default_value_t = DemoOptions::new(PathBuf::new()).finetune_batch)]
     finetune_batch: usize,
+    /// Peak fine-tuning learning rate.
+    #[arg(long, default_value_t = DemoOptions::new(PathBuf::new()).finetune_lr)]
+    finetune_lr: f32,
     /// Train examples per book and task (dev: a third as many).
     #[arg(long, default_value_t = DemoOptions::new(PathBuf::new()).examples)]
     examples: usize,
@@ -33,6 +36,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut o = DemoOptions::new(a.out.clone());
     (o.seed, o.pretrain_steps, o.finetune_steps, o.finetune_batch, o.examples) =
         (a.seed, a.pretrain_steps, a.finetune_steps, a.finetune_batch, a.examples);
+    o.finetune_lr = a.finetune_lr;
     o.progress = !a.json;
     let r = demo(&o).context("the demo failed")?;
     if a.json {

@@ -267,10 +267,9 @@ pub fn run_export(a: ExportArgs) -> Result<()> {
         .with_context(|| format!("exporting to {}", a.out.display()))?;
     let n = gpt1::tasks::export::summed_sequences(&ft);
     eprintln!(
-        "wrote {} (OpenAIGPTDoubleHeadsModel, {} outputs{}); gpt1_task.json says how to read the logits",
+        "wrote {} (OpenAIGPTDoubleHeadsModel{}); gpt1_task.json says how to read the logits",
         a.out.display(),
-        ft.head.n_out,
-        if n > 1 { ", both orders summed" } else { "" }
+        if n > 1 { ", the two orders' logits summed" } else { "" }
     );
     Ok(())
 }

@@ -1,21 +1,23 @@
 //! Export of a fine-tuned checkpoint to transformers' `OpenAIGPTDoubleHeadsModel`, the one
 //! class of transformers whose task head is gpt1's: a linear layer *with bias* over the state
-//! of a token picked per sequence (`mc_token_ids`, the extract token). Its other class,
-//! `OpenAIGPTForSequenceClassification`, has a head without bias over the last token, so it
-//! cannot hold a trained `W_y` exactly; the export does not pretend it can.
+//! of a token picked per sequence (`mc_token_ids`, the extract token), with one output
+//! (the class forces `num_labels = 1`).
 //!
-//! How gpt1's heads map (transformers' `mc_logits` has shape `[batch, sequences, num_labels]`):
-//! - classification of one sequence (`[s; x; e]`, `[s; p; $; h; e]`): one sequence per example,
-//!   `mc_logits[:, 0, :]` are the class logits (num_labels = classes);
-//! - multiple choice: one sequence per candidate, `mc_logits` `[batch, candidates]` are the
-//!   candidate scores (num_labels = 1, the paper's setting and transformers' default);
-//! - similarity (both orders, a class or a score): the two orders are two sequences and gpt1's
-//!   logits are `mc_logits.sum(1)`; the bias is exported halved so that the sum is exact.
+//! What it can hold (its `mc_logits` are `[batch, sequences]`):
+//! - multiple choice (RACE, Story Cloze, a custom `choice` task): one sequence per candidate,
+//!   `mc_logits[:, k]` is candidate k's score, as gpt1's;
+//! - regression (STS-B): the two orders are two sequences and gpt1's prediction is
+//!   `mc_logits.sum(1)`; the bias is exported halved so that the sum is exact.
+//!
+//! What no transformers class can hold: a classification head over K ≥ 2 classes. DoubleHeads
+//! has one output, and `OpenAIGPTForSequenceClassification`'s `score` layer has no bias, so a
+//! trained `W_y` with its bias would change its predictions there. Those are refused, naming
+//! the alternative (the checkpoint's `head.safetensors` beside a transformers-loadable body).
 
 use super::checkpoint::Finetuned;
 use super::head::HeadKind;
 use crate::data::tasks::{Shape, builtin};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::io::{write_atomic, write_dir_atomic};
 use crate::model::checkpoint::safetensors_bytes;
 use crate::model::params::layout;
@@ -43,6 +45,16 @@ pub fn summed_sequences(ft: &Finetuned) -> usize {
 /// tokenizer files; `gpt1_task.json` says how to read the logits.
 pub fn export_double_heads(ft: &Finetuned, dir: &Path) -> Result<()> {
     let (c, h) = (&ft.model.config, &ft.head);
+    if h.n_out != 1 {
+        return Err(Error::Unknown(format!(
+            "{} is a {}-class classification task: transformers has no class that holds its head \
+             (OpenAIGPTDoubleHeadsModel has one output, OpenAIGPTForSequenceClassification's \
+             layer has no bias). The checkpoint's model.safetensors loads in transformers as it \
+             is (OpenAIGPTModel), and head.safetensors holds W_y [d, {}] and its bias: logits = \
+             hidden[extract] @ W + b (docs/formats.md)",
+            ft.task.name, h.n_out, h.n_out
+        )));
+    }
     let summed = summed_sequences(ft);
     let params = ft.model.host_params();
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = layout(c)
