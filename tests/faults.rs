@@ -277,6 +277,30 @@ struct Reader {
     args: &'static [&'static str],
 }
 
+/// The fine-tuning run of [`fuzz_base`], resumed.
+const FT_RESUME: &[&str] = &[
+    "finetune",
+    "--from-scratch",
+    "--config",
+    "{}/config.json",
+    "--tokenizer",
+    "{}/tok",
+    "--task",
+    "sst2",
+    "--data",
+    "{}/task",
+    "--out",
+    "{}/ftrun",
+    "--max-steps",
+    "4",
+    "--batch",
+    "2",
+    "--save-every",
+    "1",
+    "--quiet",
+    "--resume",
+];
+
 /// Every reader and loader, as data: a new reader adds one line.
 const READERS: &[Reader] = &[
     Reader {
@@ -314,6 +338,22 @@ const READERS: &[Reader] = &[
         file: "run/run.json",
         args: &["pretrain", "--out", "{}/run", "--resume", "--stop-at", "3", "--quiet"],
     },
+    Reader {
+        name: "fine-tuning state",
+        file: "ftrun/checkpoint-3/trainer_state.json",
+        args: FT_RESUME,
+    },
+    Reader {
+        name: "fine-tuning moments",
+        file: "ftrun/checkpoint-3/optimizer.safetensors",
+        args: FT_RESUME,
+    },
+    Reader {
+        name: "fine-tuning head",
+        file: "ftrun/checkpoint-3/head.safetensors",
+        args: FT_RESUME,
+    },
+    Reader { name: "fine-tuning run.json", file: "ftrun/run.json", args: FT_RESUME },
     Reader {
         name: "task TSV",
         file: "task/train.tsv",
@@ -409,6 +449,10 @@ fn fuzz_base(base: &Path) {
         .collect();
     std::fs::write(base.join("jsonl/train.jsonl"), jsonl).unwrap();
     std::fs::copy(run.join("metrics.jsonl"), base.join("metrics.jsonl")).unwrap();
+    // A fine-tuning run of 4 updates with checkpoints (the last two kept), to resume.
+    let ft: Vec<String> =
+        FT_RESUME[..FT_RESUME.len() - 1].iter().map(|a| a.replace("{}", s(base))).collect();
+    ok(&strs(&ft));
     std::fs::create_dir_all(base.join("out")).unwrap();
 }
 
@@ -489,7 +533,7 @@ fn mutants_of_every_reader_give_errors_not_panics_aborts_hangs_or_stray_writes()
                 Ok(err) => {
                     rejected += err.contains("error:") as usize;
                     // Writes only where the command may write: the run directory, out/.
-                    let allowed = [work.join("run"), work.join("out")];
+                    let allowed = [work.join("run"), work.join("out"), work.join("ftrun")];
                     let after = listing(&work);
                     for (p, size) in &after {
                         let new_or_changed = !before.contains(&(p.clone(), *size));

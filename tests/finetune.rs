@@ -661,3 +661,54 @@ fn finetuning_is_bitwise_identical_for_any_thread_count() {
     assert!(one.1 == three.1, "model weights differ");
     assert!(one.2 == three.2, "head weights differ");
 }
+
+/// Ctrl-C during fine-tuning saves `checkpoint-N/` and exits 130; the same command with
+/// `--resume` finishes the run with the best checkpoint and the losses of an uninterrupted one;
+/// a changed setting is refused naming it.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_finetuning_run_resumes_to_the_uninterrupted_one() {
+    let tmp = own_setup();
+    let d = tmp.path();
+    let extra = ["--epochs", "60", "--batch", "8", "--lr", "2e-3", "--quiet"];
+    let straight = d.join("straight");
+    from_scratch(d, "sst2", &straight, &extra);
+    let out = d.join("run");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
+        .args(strs(&scratch_args(d, "sst2", &out, &extra)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(out.join("metrics.jsonl")).map_or(0, |m| m.lines().count()) < 3 {
+        assert!(t0.elapsed().as_secs() < 60, "the run did not start");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: sending SIGINT to our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    let mut changed = extra.to_vec();
+    changed.extend(["--resume", "--lr", "1e-3"]);
+    fails(&strs(&scratch_args(d, "sst2", &out, &changed)), "--lr: the run was started with");
+    let mut resume = extra.to_vec();
+    resume.push("--resume");
+    from_scratch(d, "sst2", &out, &resume);
+    let read = |p: &Path| std::fs::read(p.join("best/model.safetensors")).unwrap();
+    assert_eq!(read(&out), read(&straight));
+    let losses = |p: &Path| -> Vec<String> {
+        let m = std::fs::read_to_string(p.join("metrics.jsonl")).unwrap();
+        m.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!("{} {} {}", v["step"], v["loss"], v["dev_score"])
+            })
+            .collect()
+    };
+    assert_eq!(losses(&out), losses(&straight));
+}

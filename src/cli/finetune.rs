@@ -130,6 +130,16 @@ pub struct TrainFlags {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Save RUN_DIR/checkpoint-STEP every K updates, for --resume (0: only on Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    save_every: u64,
+    /// Keep the newest K checkpoint-STEP/ directories (0: all).
+    #[arg(long, default_value_t = 2)]
+    keep_checkpoints: usize,
+    /// Continue the run in --out from its newest checkpoint: the same command, plus --resume
+    /// (a changed setting is refused, naming it).
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     pub precision: super::PrecisionArg,
 }
@@ -317,8 +327,18 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
         );
         model.keep_layers(k, derive(a.train.seed, stream::INIT));
     }
-    let o = a.train.options(a.task.data, a.out);
-    let s = finetune(model, &tok, &def, &o).context("fine-tuning failed")?;
+    let mut o = a.train.options(a.task.data, a.out);
+    o.model_dir = if a.from_scratch { None } else { a.model.clone() };
+    super::on_interrupt();
+    let s = finetune(model, &tok, &def, &o).map_err(|e| {
+        let hint = match &e {
+            gpt1::Error::Interrupted { .. } => {
+                "stopped; continue with the same command and --resume".to_string()
+            }
+            _ => "fine-tuning failed".to_string(),
+        };
+        anyhow::Error::new(e).context(hint)
+    })?;
     println!("{}", serde_json::to_string(&s)?);
     Ok(())
 }
@@ -338,6 +358,9 @@ impl TrainFlags {
         o.skip_bad_rows = self.skip_bad_rows;
         o.progress = !self.quiet;
         o.precision = self.precision.get();
+        o.save_every = self.save_every;
+        o.keep_checkpoints = self.keep_checkpoints;
+        o.resume = self.resume;
         o
     }
 }

@@ -3,6 +3,8 @@
 //! loop only: batching, evaluation and checkpoints live in [`crate::tasks`]; the step is
 //! [`Trainer::step`].
 
+use super::finetune_state::{self, FinetuneSpec, LoopState, data_hash, weights_hash};
+use super::rundir;
 use super::schedule::Schedule;
 use super::trainer::{StepKey, TaskObjective, Trainer};
 use crate::backend::{Cpu, Precision};
@@ -44,6 +46,14 @@ pub struct FinetuneOptions {
     pub progress: bool,
     /// The precision of the matrix products (fp32 master weights and state either way).
     pub precision: Precision,
+    /// The checkpoint directory the model came from (`None`: from scratch), for `run.json`.
+    pub model_dir: Option<PathBuf>,
+    /// Save `OUT/checkpoint-N/` every this many updates (0: only on Ctrl-C).
+    pub save_every: u64,
+    /// `checkpoint-N/` directories kept (the newest; 0 keeps all).
+    pub keep_checkpoints: usize,
+    /// Continue the run in `out` from its newest checkpoint.
+    pub resume: bool,
 }
 
 /// The paper's fine-tuning settings (section 4.1): the one source of the defaults of
@@ -97,6 +107,10 @@ impl FinetuneOptions {
             skip_bad_rows: false,
             progress: true,
             precision: Precision::Fp32,
+            model_dir: None,
+            save_every: 0,
+            keep_checkpoints: 2,
+            resume: false,
         }
     }
 }
@@ -148,14 +162,52 @@ pub fn finetune(
         Some(d) => Some(prepare(tok, &d.examples, max_len)?.0),
         None => None,
     };
+    let spec = FinetuneSpec {
+        task: def.clone(),
+        data: opts.data.clone(),
+        train_hash: data_hash(&train_p),
+        dev_hash: dev_p.as_deref().map(data_hash),
+        model: opts.model_dir.clone(),
+        model_hash: weights_hash(&model),
+        epochs: opts.epochs,
+        batch: opts.batch,
+        lr: opts.lr,
+        aux_lm: opts.aux_lm,
+        max_len,
+        seed: opts.seed,
+        max_steps: opts.max_steps,
+        eval_every: opts.eval_every,
+        warmup: opts.warmup,
+        clf_dropout: opts.clf_dropout,
+        weight_decay: opts.weight_decay,
+        clip: opts.clip,
+        precision: opts.precision,
+    };
     // Never into a directory holding an earlier run or the user's files; one run at a time.
-    let _lock = crate::train::rundir::claim_new(
-        &opts.out,
-        "choose another --out (an interrupted fine-tuning run starts again in a new one)",
-    )?;
+    let _lock = if opts.resume {
+        let lock = rundir::claim_existing(&opts.out)?;
+        match rundir::load_spec::<FinetuneSpec>(&opts.out)? {
+            None => return Err(Error::invalid(&opts.out, "--resume: no fine-tuning run here")),
+            Some(run) => {
+                if let Some((flag, have, want)) = run.differs(&spec) {
+                    return Err(Error::invalid(
+                        &opts.out,
+                        format!(
+                            "--{flag}: the run was started with {have}, this command asks for \
+                             {want}; an exact resume needs the same"
+                        ),
+                    ));
+                }
+            }
+        }
+        lock
+    } else {
+        let lock =
+            rundir::claim_new(&opts.out, "pass --resume to continue it, or choose another --out")?;
+        rundir::save_spec(&opts.out, &spec)?;
+        lock
+    };
     let metrics_path = opts.out.join("metrics.jsonl");
-    let mut metrics =
-        std::fs::File::create(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
 
     let per_example =
         train_p.iter().map(|e| e.t.features.iter().map(Vec::len).sum::<usize>()).max().unwrap_or(1);
@@ -164,21 +216,44 @@ pub fn finetune(
     let task = TaskObjective::new(head, opts.aux_lm, opts.clf_dropout, opts.weight_decay);
     let mut trainer =
         Trainer::new(model, opts.batch * per_example, t_max, opts.weight_decay).with_task(task);
+    let (mut step, mut best_epoch, mut best_step, mut best_score) = (0u64, 0usize, 0u64, None);
+    if opts.resume
+        && let Some((_, dir)) = finetune_state::latest(&opts.out)
+    {
+        let t = trainer.task.as_mut().expect("a task");
+        let st = finetune_state::load(&dir, &mut trainer.model, &mut trainer.opt, t)?;
+        (step, best_epoch, best_step, best_score) =
+            (st.step, st.best_epoch, st.best_step, st.best_score);
+    }
+    let start = step;
+    if opts.resume {
+        super::pretrain::truncate_metrics(&metrics_path, start)?;
+    }
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| Error::io(&metrics_path, e))?;
     let steps_per_epoch = train_p.len().div_ceil(opts.batch) as u64;
     let total =
         (steps_per_epoch * opts.epochs as u64).min(opts.max_steps.unwrap_or(u64::MAX)).max(1);
     let warmup = ((total as f64 * opts.warmup).ceil() as u64).max(1);
     let mut progress = crate::progress::Progress::new(total, opts.progress);
+    progress.bar.set_position(start);
     let best_dir = opts.out.join("best");
     let (started, mut seen) = (std::time::Instant::now(), 0usize);
-    let (mut step, mut best_epoch, mut best_step, mut best): (u64, usize, u64, Option<Evaluation>) =
-        (0, 0, 0, None);
+    let mut best: Option<Evaluation> = None;
+    let mut k = 0u64; // the position in the data order, to skip what a resume already did
     let drop_seed = derive(opts.seed, stream::FINETUNE_DROPOUT);
     for epoch in 0..opts.epochs {
         let batches = bucketed_batches(&train_p, opts.batch, derive(opts.seed, epoch as u64));
         for (bi, chunk) in batches.iter().enumerate() {
             if step >= total {
                 break;
+            }
+            k += 1;
+            if k <= start {
+                continue;
             }
             let refs: Vec<&Prepared> = chunk.iter().map(|&i| &train_p[i]).collect();
             let b = batch(&refs);
@@ -207,10 +282,38 @@ pub fn finetune(
                     "step {step} (epoch {epoch}): dev {:?} {:.4}",
                     ev.metric, ev.score
                 ));
-                if best.as_ref().is_none_or(|b| ev.score > b.score) {
+                if best_score.is_none_or(|b| ev.score > b) {
                     save_finetuned(&best_dir, model, head, def, tok, max_len)?;
-                    (best_epoch, best_step) = (epoch, step);
+                    (best_epoch, best_step, best_score) = (epoch, step, Some(ev.score));
                     best = Some(Evaluation { predictions: Vec::new(), scores: Vec::new(), ..ev });
+                }
+            }
+            let stop = crate::interrupt::requested();
+            if (opts.save_every > 0 && step % opts.save_every == 0 || stop) && step < total {
+                let dir = opts.out.join(format!("checkpoint-{step}"));
+                let t = trainer.task.as_ref().expect("a task");
+                let [w, b] = t.optimizers();
+                let state = LoopState {
+                    step,
+                    best_score,
+                    best_epoch,
+                    best_step,
+                    adam_t: [trainer.opt.t, w.t, b.t],
+                };
+                finetune_state::save(
+                    &dir,
+                    &trainer.model,
+                    &trainer.opt,
+                    t,
+                    def,
+                    tok,
+                    max_len,
+                    &state,
+                )?;
+                rundir::prune_checkpoints(&opts.out, opts.keep_checkpoints)?;
+                if stop {
+                    progress.bar.abandon();
+                    return Err(Error::Interrupted { step, dir });
                 }
             }
         }
@@ -219,7 +322,18 @@ pub fn finetune(
         }
     }
     progress.bar.finish();
-    if best.is_none() {
+    if best.is_none() && best_score.is_some() {
+        // The best was kept before a resume: its evaluation, again (deterministic).
+        let ft = crate::tasks::checkpoint::load_finetuned(&best_dir)?;
+        let dp = dev_p.as_deref().unwrap_or(&[]);
+        let (_, _, acts) = trainer.parts();
+        best = Some(Evaluation {
+            predictions: Vec::new(),
+            scores: Vec::new(),
+            ..evaluate_prepared(def, &ft.model, &ft.head, acts, dp, opts.batch)
+        });
+    }
+    if best_score.is_none() {
         let (model, head, _) = trainer.parts();
         save_finetuned(&best_dir, model, head.expect("head"), def, tok, max_len)?;
     }

@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod finetune;
+pub mod finetune_state;
 pub mod optim;
 pub mod pretrain;
 pub mod rundir;

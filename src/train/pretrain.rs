@@ -149,7 +149,7 @@ const METRICS: &str = "metrics.jsonl";
 const RESUME_HINT: &str = "pass --resume to continue it, or choose another --out";
 
 /// Keeps only the metric lines of steps `<= step` (after a resume).
-fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+pub(crate) fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(());
     };

@@ -34,6 +34,16 @@ impl TaskObjective {
         );
         TaskObjective { grad: head.zeros_like(), head, opt_w, opt_b, aux_lm, clf_dropout }
     }
+
+    /// The head's two optimizers (matrix, bias), for checkpoints.
+    pub fn optimizers(&self) -> [&AdamW; 2] {
+        [&self.opt_w, &self.opt_b]
+    }
+
+    /// The same, to restore a checkpoint.
+    pub fn optimizers_mut(&mut self) -> [&mut AdamW; 2] {
+        [&mut self.opt_w, &mut self.opt_b]
+    }
 }
 
 /// Where a step's dropout masks come from.

@@ -1,0 +1,196 @@
+//! What makes fine-tuning resumable: the run's specification (`run.json`: the task, the data's
+//! and the initial model's identity, every setting that fixes the weights) and training
+//! checkpoints (`checkpoint-N/`: the fine-tuned checkpoint of [`save_finetuned`] plus the body's
+//! and the head's Adam moments and the loop's position and best score so far).
+
+use super::optim::AdamW;
+use super::trainer::TaskObjective;
+use crate::backend::{Backend, Precision};
+use crate::data::tasks::TaskDef;
+use crate::error::{Error, Result};
+use crate::io::write_atomic;
+use crate::model::Gpt;
+use crate::model::checkpoint::{copy_f32, read_safetensors, safetensors_bytes};
+use crate::tasks::batch::Prepared;
+use crate::tasks::checkpoint::{load_finetuned, save_finetuned};
+use crate::text::Tokenizer;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+const STATE_FILE: &str = "trainer_state.json";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+/// FNV-1a over 64-bit words: an identity check of data and weights, not a security one.
+fn fnv(words: impl Iterator<Item = u64>) -> String {
+    let h = words.fold(0xcbf2_9ce4_8422_2325u64, |h, w| {
+        w.to_le_bytes().iter().fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+    });
+    format!("{h:016x}")
+}
+
+/// The identity of prepared examples: their token ids and targets, in order.
+pub fn data_hash(p: &[Prepared]) -> String {
+    fnv(p.iter().flat_map(|e| {
+        let ids = e.t.features.iter().flatten().flat_map(|q| q.ids.iter().map(|&i| i as u64));
+        let target = format!("{:?}", e.target).into_bytes().into_iter().map(u64::from);
+        ids.chain(std::iter::once(u64::MAX)).chain(target).collect::<Vec<_>>()
+    }))
+}
+
+/// The identity of a model's initial weights.
+pub fn weights_hash<B: Backend>(m: &Gpt<B>) -> String {
+    fnv(m.host_params().iter().map(|x| x.to_bits() as u64))
+}
+
+/// Everything that fixes a fine-tuning run's weights; recorded at its start, compared on
+/// resume.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneSpec {
+    pub task: TaskDef,
+    pub data: PathBuf,
+    pub train_hash: String,
+    pub dev_hash: Option<String>,
+    /// The model it started from (a checkpoint directory, or `None` from scratch) and the hash
+    /// of its weights with the special tokens added.
+    pub model: Option<PathBuf>,
+    pub model_hash: String,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub aux_lm: f32,
+    pub max_len: usize,
+    pub seed: u64,
+    pub max_steps: Option<u64>,
+    pub eval_every: u64,
+    pub warmup: f64,
+    pub clf_dropout: f32,
+    pub weight_decay: f32,
+    pub clip: f32,
+    pub precision: Precision,
+}
+
+impl FinetuneSpec {
+    /// The first field in which the run (`self`) and `asked` differ: `(flag, run's, asked)`.
+    pub fn differs(&self, asked: &FinetuneSpec) -> Option<(String, String, String)> {
+        let (a, b) = (serde_json::to_value(self).ok()?, serde_json::to_value(asked).ok()?);
+        for (k, v) in a.as_object()? {
+            // The model's path may move; its weights may not.
+            if k == "model" || v == &b[k] {
+                continue;
+            }
+            let flag = match k.as_str() {
+                "train_hash" | "dev_hash" => "data (its examples changed)".to_string(),
+                "model_hash" => "model (other initial weights)".to_string(),
+                k => k.replace('_', "-"),
+            };
+            return Some((flag, v.to_string(), b[k].to_string()));
+        }
+        None
+    }
+}
+
+/// Where the loop stands, and the best dev result so far.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    pub step: u64,
+    pub best_score: Option<f64>,
+    pub best_epoch: usize,
+    pub best_step: u64,
+    /// Adam's update counts: body, head matrix, head bias.
+    pub adam_t: [u64; 3],
+}
+
+/// Writes `dir` whole: the fine-tuned checkpoint, the moments and the loop state.
+#[allow(clippy::too_many_arguments)]
+pub fn save(
+    dir: &Path,
+    model: &Gpt,
+    opt: &AdamW,
+    task: &TaskObjective,
+    def: &TaskDef,
+    tok: &Tokenizer,
+    max_len: usize,
+    state: &LoopState,
+) -> Result<()> {
+    crate::io::write_dir_atomic(dir, |tmp| {
+        save_finetuned(tmp, model, &task.head, def, tok, max_len)?;
+        // Written into the finished directory's temporary twin, then moved with it.
+        let [w, b] = task.optimizers();
+        let tensors: Vec<(String, Vec<usize>, &[f32])> = [
+            ("body.exp_avg", &opt.m),
+            ("body.exp_avg_sq", &opt.v),
+            ("head.weight.exp_avg", &w.m),
+            ("head.weight.exp_avg_sq", &w.v),
+            ("head.bias.exp_avg", &b.m),
+            ("head.bias.exp_avg_sq", &b.v),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), vec![v.len()], v.as_slice()))
+        .collect();
+        write_atomic(&tmp.join(OPTIMIZER_FILE), &safetensors_bytes(&tensors)?)?;
+        write_atomic(
+            &tmp.join(STATE_FILE),
+            serde_json::to_string_pretty(state).expect("json").as_bytes(),
+        )
+    })
+}
+
+/// The newest `checkpoint-N/` of a fine-tuning run holding a loop state.
+pub fn latest(run: &Path) -> Option<(u64, PathBuf)> {
+    std::fs::read_dir(run)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().strip_prefix("checkpoint-")?.parse().ok()?;
+            e.path().join(STATE_FILE).exists().then(|| (n, e.path()))
+        })
+        .max_by_key(|(n, _)| *n)
+}
+
+/// Restores a training checkpoint into `model`, `opt` and `task` (shapes checked) and returns
+/// its loop state.
+pub fn load(
+    dir: &Path,
+    model: &mut Gpt,
+    opt: &mut AdamW,
+    task: &mut TaskObjective,
+) -> Result<LoopState> {
+    let ft = load_finetuned(dir)?;
+    if ft.model.params.len() != model.params.len() || ft.head.w.len() != task.head.w.len() {
+        return Err(Error::invalid(dir, "this checkpoint is of another model or task"));
+    }
+    model.params = ft.model.params;
+    task.head = ft.head;
+    let sp = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&sp).map_err(|e| Error::io(&sp, e))?;
+    let state: LoopState = serde_json::from_str(&text).map_err(|e| {
+        Error::invalid(
+            &sp,
+            format!("{e}; the checkpoint is incomplete: resume from an earlier one"),
+        )
+    })?;
+    let op = dir.join(OPTIMIZER_FILE);
+    let bytes = read_safetensors(&op)?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::invalid(&op, format!("corrupt optimizer state ({e})")))?;
+    let [w, b] = task.optimizers_mut();
+    for (name, dst) in [
+        ("body.exp_avg", &mut opt.m),
+        ("body.exp_avg_sq", &mut opt.v),
+        ("head.weight.exp_avg", &mut w.m),
+        ("head.weight.exp_avg_sq", &mut w.v),
+        ("head.bias.exp_avg", &mut b.m),
+        ("head.bias.exp_avg_sq", &mut b.v),
+    ] {
+        let view = st.tensor(name).map_err(|e| Error::invalid(&op, format!("{name}: {e}")))?;
+        if view.shape() != [dst.len()] {
+            return Err(Error::invalid(
+                &op,
+                format!("{name} has shape {:?}, expected [{}]", view.shape(), dst.len()),
+            ));
+        }
+        copy_f32(&op, name, &view, dst)?;
+    }
+    (opt.t, w.t, b.t) = (state.adam_t[0], state.adam_t[1], state.adam_t[2]);
+    Ok(state)
+}
