@@ -40,6 +40,25 @@ pub fn forward_backward(
     d: usize,
     scale: f32,
 ) -> f64 {
+    forward_backward_biased(gemm, dh, dwte, None, logits, h, wte, targets, d, scale)
+}
+
+/// [`forward_backward`] of an output layer with a bias (`logits = h · Wᵀ + b`, as
+/// `nn.Linear`): `bias` is `(b, ∂b)`, the gradient accumulated (rows in order, so the sum does
+/// not depend on the thread count).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_backward_biased(
+    gemm: Gemm,
+    dh: &mut [f32],
+    dwte: &mut [f32],
+    mut bias: Option<(&[f32], &mut [f32])>,
+    logits: &mut [f32],
+    h: &[f32],
+    wte: &[f32],
+    targets: &[u32],
+    d: usize,
+    scale: f32,
+) -> f64 {
     let v = wte.len() / d;
     let rows = targets.len();
     let mut total = 0.0f64;
@@ -49,6 +68,9 @@ pub fn forward_backward(
         let hc = &h[r0 * d..r1 * d];
         let lg = &mut logits[..n * v];
         gemm.mm(lg, Mat::rows(hc, d), Mat::t(wte, d), n, v, d, false);
+        if let Some((b, _)) = &bias {
+            lg.par_chunks_mut(v).for_each(|row| row.iter_mut().zip(*b).for_each(|(x, b)| *x += b));
+        }
         let nll: Vec<f32> = lg
             .par_chunks_mut(v)
             .zip(targets[r0..r1].par_iter())
@@ -64,6 +86,11 @@ pub fn forward_backward(
             })
             .collect();
         total += nll.iter().map(|&x| x as f64).sum::<f64>();
+        if let Some((_, db)) = &mut bias {
+            for row in lg.chunks(v) {
+                db.iter_mut().zip(row).for_each(|(g, x)| *g += x);
+            }
+        }
         gemm.mm(&mut dh[r0 * d..r1 * d], Mat::rows(lg, v), Mat::rows(wte, d), n, d, v, false);
         gemm.mm(dwte, Mat::t(lg, v), Mat::rows(hc, d), v, d, n, true);
     }

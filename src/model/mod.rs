@@ -4,6 +4,7 @@ mod activations;
 pub mod checkpoint;
 pub mod config;
 pub mod gpt;
+pub mod lstm;
 pub mod params;
 
 pub use activations::{Activations, activation_bytes};

@@ -1,0 +1,104 @@
+//! The LSTM baseline against `torch.nn.LSTM` (fixture: `tools/make_lstm_fixtures.py`): logits,
+//! loss and every gradient of a 2-layer model; finite differences of the loss; the same
+//! gradients for any thread count.
+
+use gpt1::kernels::crossentropy::IGNORE;
+use gpt1::model::lstm::{Lstm, LstmConfig, load_lstm, lstm_layout};
+use safetensors::SafeTensors;
+use std::path::PathBuf;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    let num: f32 = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    let den: f32 = b.iter().map(|x| x.abs()).fold(1e-6, f32::max);
+    num / den
+}
+
+#[test]
+fn logits_loss_and_gradients_match_torch_nn_lstm() {
+    let m = load_lstm(&fixtures().join("lstm_tiny")).unwrap();
+    let bytes = std::fs::read(fixtures().join("lstm_tiny_ref.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let f32s = |n: &str| -> Vec<f32> {
+        let v = st.tensor(n).unwrap();
+        v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    };
+    let i64s = |n: &str| -> Vec<i64> {
+        let v = st.tensor(n).unwrap();
+        v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
+    };
+    let (b, t) = (3, 6);
+    let ids: Vec<u32> = i64s("ids").iter().map(|&x| x as u32).collect();
+    let targets: Vec<u32> =
+        i64s("targets").iter().map(|&x| if x < 0 { IGNORE } else { x as u32 }).collect();
+    let mut a = m.activations(b, t);
+    m.forward(&mut a, &ids).unwrap();
+    let e = rel_err(&m.logits(&a), &f32s("logits"));
+    assert!(e < 1e-5, "logits: rel err {e}");
+    let mut grads = vec![0.0f32; m.params.len()];
+    let (loss, count) = m.loss_backward(&mut a, &ids, &targets, &mut grads);
+    assert_eq!(count, b * t - 2);
+    assert!((loss - f32s("loss")[0] as f64).abs() < 1e-5, "loss {loss}");
+    for tn in lstm_layout(&m.config) {
+        let e = rel_err(&grads[tn.range()], &f32s(&format!("grad.{}", tn.name)));
+        assert!(e < 1e-4, "gradient of {}: rel err {e}", tn.name);
+    }
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    let m0 = Lstm::init(LstmConfig::new(11, 5, 7, 2), 3);
+    let (b, t) = (2, 5);
+    let ids: Vec<u32> = (0..b * t).map(|i| (i * 7 % 11) as u32).collect();
+    let targets: Vec<u32> = (0..b * t).map(|i| ((i * 5 + 3) % 11) as u32).collect();
+    let loss = |m: &Lstm| -> f64 {
+        let mut a = m.activations(b, t);
+        m.forward(&mut a, &ids).unwrap();
+        let mut g = vec![0.0f32; m.params.len()];
+        m.loss_backward(&mut a, &ids, &targets, &mut g).0
+    };
+    let mut a = m0.activations(b, t);
+    m0.forward(&mut a, &ids).unwrap();
+    let mut grads = vec![0.0f32; m0.params.len()];
+    m0.loss_backward(&mut a, &ids, &targets, &mut grads);
+    let eps = 1e-2f32;
+    for tn in lstm_layout(&m0.config) {
+        // A few entries of every tensor, the embedding rows of used tokens included.
+        for i in tn.range().step_by((tn.range().len() / 5).max(1)).take(5) {
+            let (mut p, mut q) = (m0.clone(), m0.clone());
+            p.params[i] += eps;
+            q.params[i] -= eps;
+            let fd = (loss(&p) - loss(&q)) / (2.0 * eps as f64);
+            let an = grads[i] as f64;
+            assert!(
+                (fd - an).abs() <= 2e-3 + 2e-2 * an.abs().max(fd.abs()),
+                "{} [{i}]: finite difference {fd}, analytic {an}",
+                tn.name
+            );
+        }
+    }
+}
+
+#[test]
+fn gradients_are_the_same_for_one_or_two_threads() {
+    let m = Lstm::init(LstmConfig::new(50, 16, 32, 1), 9);
+    let (b, t) = (4, 20);
+    let ids: Vec<u32> = (0..b * t).map(|i| (i * 13 % 50) as u32).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut a = m.activations(b, t);
+            m.forward(&mut a, &ids).unwrap();
+            let mut g = vec![0.0f32; m.params.len()];
+            let (l, _) = m.loss_backward(&mut a, &ids, &ids, &mut g);
+            (l, g)
+        })
+    };
+    let (l1, g1) = run(1);
+    let (l2, g2) = run(2);
+    assert_eq!(l1.to_bits(), l2.to_bits());
+    assert!(g1.iter().zip(&g2).all(|(x, y)| x.to_bits() == y.to_bits()));
+}
