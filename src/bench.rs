@@ -141,6 +141,64 @@ pub fn train(
     }
 }
 
+/// Training FLOPs per token of the LSTM: 6 × the weights in products, `Σ_l 4H·(in_l + H) + V·H`.
+pub fn lstm_flops_per_token(c: &crate::model::lstm::LstmConfig) -> f64 {
+    let (e, h, v) = (c.n_embd as f64, c.hidden_size as f64, c.vocab_size as f64);
+    let layers: f64 = (0..c.num_layers).map(|l| 4.0 * h * (if l == 0 { e } else { h } + h)).sum();
+    6.0 * (layers + v * h)
+}
+
+/// [`train`] for the LSTM baseline (AdamW, clipping 1.0, random tokens).
+pub fn train_lstm(
+    config: crate::model::lstm::LstmConfig,
+    batch: usize,
+    seq: usize,
+    steps: usize,
+    warmup: usize,
+    peak_gflops: Option<f64>,
+) -> TrainBench {
+    use crate::model::lstm::{Lstm, lstm_params};
+    let threads = rayon::current_num_threads();
+    let peak = peak_gflops.unwrap_or_else(measure_peak_gflops);
+    let flops_tok = lstm_flops_per_token(&config);
+    let mut tr =
+        crate::train::lstm::LstmTrainer::new(Lstm::init(config.clone(), 1), batch, seq, 0.01);
+    let mut rng = Rng::new(7);
+    let v = config.vocab_size as u64;
+    let (mut ids, mut tg) = (vec![0u32; batch * seq], vec![0u32; batch * seq]);
+    let mut times = Vec::new();
+    for s in 0..warmup + steps {
+        ids.iter_mut().for_each(|x| *x = rng.below(v) as u32);
+        tg.iter_mut().for_each(|x| *x = rng.below(v) as u32);
+        let t0 = Instant::now();
+        tr.step(&ids, &tg, 1e-4, 1.0, s as u64).expect("random tokens train finitely");
+        if s >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let step_ms = StepMs::of(&mut times);
+    let med = step_ms.median / 1e3;
+    let tokens = (batch * seq) as f64;
+    let gflops = flops_tok * tokens / med / 1e9;
+    TrainBench {
+        config: format!(
+            "lstm {}x{} (E {}, V {})",
+            config.num_layers, config.hidden_size, config.n_embd, config.vocab_size
+        ),
+        batch,
+        seq,
+        threads,
+        params: lstm_params(&config),
+        tokens_per_s: tokens / med,
+        step_ms,
+        gflops,
+        mfu: gflops / peak,
+        peak_rss_mib: peak_rss_mib(),
+        flops_formula: "6*(sum_l 4H*(in_l + H) + V*H) per token",
+        peak_gflops: peak,
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct FinetuneBench {
     pub config: String,

@@ -60,7 +60,34 @@ pub fn rows_of(data: &TokenData, n_positions: usize) -> Result<Vec<Vec<u32>>> {
 
 /// Scores every row (rows of equal length are batched `batch` at a time).
 pub fn score<B: Backend>(model: &Gpt<B>, rows: &[Vec<u32>], batch: usize) -> Result<Score> {
-    let v = model.config.vocab_size;
+    score_with(rows, batch, model.config.vocab_size, |ids, tg, b, t, lp| {
+        let mut acts = model.activations(b, t, false);
+        model.logprobs(&mut acts, ids, tg, lp);
+        Ok(())
+    })
+}
+
+/// [`score`] of the LSTM baseline.
+pub fn score_lstm(
+    model: &crate::model::lstm::Lstm,
+    rows: &[Vec<u32>],
+    batch: usize,
+) -> Result<Score> {
+    score_with(rows, batch, model.config.vocab_size, |ids, tg, b, t, lp| {
+        let mut acts = model.activations(b, t);
+        model.forward(&mut acts, ids)?;
+        lp.copy_from_slice(&model.logprobs(&acts, tg));
+        Ok(())
+    })
+}
+
+/// Scores `rows` in batches of equal length with `run(ids, targets, b, t, logprobs)`.
+fn score_with(
+    rows: &[Vec<u32>],
+    batch: usize,
+    v: usize,
+    mut run: impl FnMut(&[u32], &[u32], usize, usize, &mut [f32]) -> Result<()>,
+) -> Result<Score> {
     for (i, r) in rows.iter().enumerate() {
         if let Some(bad) = r.iter().find(|&&t| t as usize >= v) {
             return Err(Error::Vocab(format!(
@@ -77,11 +104,10 @@ pub fn score<B: Backend>(model: &Gpt<B>, rows: &[Vec<u32>], batch: usize) -> Res
             j += 1;
         }
         let (b, t) = (j - i, l - 1);
-        let mut acts = model.activations(b, t, false);
         let ids: Vec<u32> = rows[i..j].iter().flat_map(|r| r[..t].iter().copied()).collect();
         let tg: Vec<u32> = rows[i..j].iter().flat_map(|r| r[1..].iter().copied()).collect();
         let mut lp = vec![0.0f32; b * t];
-        model.logprobs(&mut acts, &ids, &tg, &mut lp);
+        run(&ids, &tg, b, t, &mut lp)?;
         for (k, c) in lp.chunks(t).enumerate() {
             let mean_nll = -c.iter().map(|&x| x as f64).sum::<f64>() / t as f64;
             out[i + k] = Some(RowScore { mean_nll, token_logprobs: c.to_vec() });

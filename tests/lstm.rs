@@ -102,3 +102,46 @@ fn gradients_are_the_same_for_one_or_two_threads() {
     assert_eq!(l1.to_bits(), l2.to_bits());
     assert!(g1.iter().zip(&g2).all(|(x, y)| x.to_bits() == y.to_bits()));
 }
+
+/// `gpt1 score` reads the LSTM checkpoint PyTorch saved (`model_type` "lstm") and gives each
+/// token the log-probability of torch's logits.
+#[test]
+fn score_reads_a_checkpoint_pytorch_saved() {
+    let bytes = std::fs::read(fixtures().join("lstm_tiny_ref.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let ids: Vec<u32> = st
+        .tensor("ids")
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
+        .collect();
+    let logits: Vec<f32> = st
+        .tensor("logits")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let (b, t, v) = (3, 6, 37);
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = tmp.path().join("rows.npy");
+    gpt1::data::shard::write_npy_2d(&rows, &ids, t).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
+        .args(["score", "--model", fixtures().join("lstm_tiny").to_str().unwrap()])
+        .args(["--ids", rows.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let js: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for s in 0..b {
+        for step in 0..t - 1 {
+            let row = &logits[(s * t + step) * v..(s * t + step + 1) * v];
+            let mx = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+            let z: f64 = row.iter().map(|&x| (x as f64 - mx).exp()).sum();
+            let want = row[ids[s * t + step + 1] as usize] as f64 - mx - z.ln();
+            let got = js["rows"][s]["token_logprobs"][step].as_f64().unwrap();
+            assert!((got - want).abs() < 1e-4, "row {s} token {step}: {got} vs {want}");
+        }
+    }
+}

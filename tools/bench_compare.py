@@ -27,14 +27,18 @@ ap.add_argument("--steps", type=int, default=5)
 ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--gpt1", default=os.path.join(ROOT, "target", "release", "gpt1"))
-ap.add_argument("--kind", choices=["train", "finetune", "generate"], default="train",
+ap.add_argument("--vocab", type=int, help="lstm: vocabulary")
+ap.add_argument("--embd", type=int, help="lstm: embedding width")
+ap.add_argument("--hidden", type=int, default=2048, help="lstm: hidden units")
+ap.add_argument("--layers", type=int, default=1, help="lstm: layers")
+ap.add_argument("--kind", choices=["train", "finetune", "generate", "lstm"], default="train",
                 help="train: pre-training tokens/s; finetune: fine-tuning and evaluation examples/s; "
                      "generate: KV-cached greedy generation, batch 1")
 a = ap.parse_args()
 TORCH = {"train": "bench_torch.py", "finetune": "bench_finetune_torch.py",
-         "generate": "bench_generate_torch.py"}[a.kind]
+         "generate": "bench_generate_torch.py", "lstm": "bench_lstm_torch.py"}[a.kind]
 KEYS = {"train": ["tokens_per_s"], "finetune": ["train_examples_per_s", "eval_examples_per_s"],
-        "generate": ["tokens_per_s", "prefill_ms", "decode_ms_per_token"]}[a.kind]
+        "generate": ["tokens_per_s", "prefill_ms", "decode_ms_per_token"], "lstm": ["tokens_per_s"]}[a.kind]
 
 if a.kind == "generate":
     common = ["--config", a.config, "--prompt-len", str(a.prompt_len), "--new", str(a.new)]
@@ -51,10 +55,21 @@ def run(cmd, env=None):
     return json.loads(out.strip().splitlines()[-1])
 
 
+shape = ["--batch", str(a.batch), "--seq", str(a.seq), "--steps", str(a.steps)]
+if a.kind == "lstm":
+    sizes = ["--hidden", str(a.hidden), "--layers", str(a.layers)]
+    gpt1_cmd = [a.gpt1, "--threads", str(a.threads), "bench", "train", "--json", "--arch", "lstm",
+                "--config", a.config, "--vocab-size", str(a.vocab), "--n-embd", str(a.embd),
+                "--lstm-hidden", str(a.hidden), "--lstm-layers", str(a.layers)] + shape
+    torch_cmd = [sys.executable, os.path.join(HERE, TORCH), "--threads", str(a.threads),
+                 "--vocab", str(a.vocab), "--embd", str(a.embd)] + sizes + shape
+else:
+    gpt1_cmd = [a.gpt1, "--threads", str(a.threads), "bench", a.kind, "--json"] + common
+    torch_cmd = [sys.executable, os.path.join(HERE, TORCH), "--threads", str(a.threads)] + common
 ours, theirs = [], []
 for r in range(a.rounds):
-    ours.append(run([a.gpt1, "--threads", str(a.threads), "bench", a.kind, "--json"] + common))
-    theirs.append(run([sys.executable, os.path.join(HERE, TORCH), "--threads", str(a.threads)] + common, env))
+    ours.append(run(gpt1_cmd))
+    theirs.append(run(torch_cmd, env))
     print(f"round {r}: " + ", ".join(f"{k} gpt1 {ours[-1][k]:.1f} torch {theirs[-1][k]:.1f}" for k in KEYS), file=sys.stderr)
 res = {"kind": a.kind, "config": a.config, "batch": a.batch, "seq": a.seq, "threads": a.threads, "rounds": a.rounds}
 for k in KEYS:

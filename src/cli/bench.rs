@@ -57,6 +57,8 @@ pub struct TrainArgs {
     sizes: super::SizeArgs,
     #[command(flatten)]
     precision: super::PrecisionArg,
+    #[command(flatten)]
+    lstm: super::LstmArgs,
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
     json: bool,
@@ -118,16 +120,26 @@ pub fn run(c: Command) -> Result<()> {
         }
         Command::Train(a) => {
             let config = checked(&a)?;
-            let r = gpt1::bench::train(
-                &a.config,
-                config,
-                a.batch,
-                a.seq,
-                a.steps,
-                a.warmup,
-                a.peak_gflops,
-                a.precision.get(),
-            );
+            let r = match a.lstm.arch {
+                super::Arch::Transformer => gpt1::bench::train(
+                    &a.config,
+                    config,
+                    a.batch,
+                    a.seq,
+                    a.steps,
+                    a.warmup,
+                    a.peak_gflops,
+                    a.precision.get(),
+                ),
+                super::Arch::Lstm => {
+                    ensure!(
+                        a.precision.value() == gpt1::backend::Precision::Fp32,
+                        "--arch lstm runs in fp32 only"
+                    );
+                    let c = a.lstm.config(&config)?;
+                    gpt1::bench::train_lstm(c, a.batch, a.seq, a.steps, a.warmup, a.peak_gflops)
+                }
+            };
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -150,6 +162,10 @@ pub fn run(c: Command) -> Result<()> {
         }
         Command::Finetune(a) => {
             let config = checked(&a)?;
+            ensure!(
+                a.lstm.arch == super::Arch::Transformer,
+                "bench finetune --arch lstm: LSTM fine-tuning is not implemented yet"
+            );
             let r = gpt1::bench::finetune(
                 &a.config,
                 config,

@@ -148,6 +148,43 @@ impl SizeArgs {
     }
 }
 
+/// The architecture: GPT-1's Transformer, or the paper's LSTM baseline (Table 5).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Transformer,
+    Lstm,
+}
+
+/// `--arch` and the LSTM's sizes.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct LstmArgs {
+    /// The model: GPT-1's Transformer, or the paper's LSTM baseline (its vocabulary and
+    /// embedding width from --config and the size flags).
+    #[arg(long, value_enum, default_value_t = Arch::Transformer)]
+    pub arch: Arch,
+    /// Hidden units of each LSTM layer (the paper: 2048).
+    #[arg(long, default_value_t = 2048)]
+    pub lstm_hidden: usize,
+    /// LSTM layers (the paper: 1).
+    #[arg(long, default_value_t = 1)]
+    pub lstm_layers: usize,
+}
+
+impl LstmArgs {
+    /// The LSTM with the vocabulary, embedding width and context of `c`.
+    pub fn config(&self, c: &gpt1::model::Config) -> Result<gpt1::model::lstm::LstmConfig> {
+        let mut l = gpt1::model::lstm::LstmConfig::new(
+            c.vocab_size,
+            c.n_embd,
+            self.lstm_hidden,
+            self.lstm_layers,
+        );
+        l.n_positions = c.n_positions;
+        l.validate().map_err(|m| anyhow::anyhow!("--arch lstm: {m}"))?;
+        Ok(l)
+    }
+}
+
 /// `--precision`, on every command that runs the model.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct PrecisionArg {

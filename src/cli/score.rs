@@ -23,12 +23,19 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut model = load_model(&a.model).context("loading the model")?;
-    model.backend = a.precision.backend();
     let data = TokenData::open(&a.ids)?;
-    let rows = rows_of(&data, model.config.n_positions)?;
-    let s =
-        score(&model, &rows, a.batch).with_context(|| format!("scoring {}", a.ids.display()))?;
+    // An LSTM checkpoint (config.json's model_type "lstm", PyTorch's or gpt1's) or GPT-1.
+    let s = if gpt1::model::lstm::is_lstm(&a.model) {
+        let model = gpt1::model::lstm::load_lstm(&a.model).context("loading the LSTM")?;
+        let rows = rows_of(&data, model.config.n_positions)?;
+        gpt1::eval::score_lstm(&model, &rows, a.batch)
+    } else {
+        let mut model = load_model(&a.model).context("loading the model")?;
+        model.backend = a.precision.backend();
+        let rows = rows_of(&data, model.config.n_positions)?;
+        score(&model, &rows, a.batch)
+    }
+    .with_context(|| format!("scoring {}", a.ids.display()))?;
     if a.json {
         println!("{}", serde_json::to_string(&s)?);
     } else {

@@ -448,6 +448,21 @@ pub fn load_lstm(dir: &std::path::Path) -> Result<Lstm> {
 }
 
 impl Lstm {
+    /// log p(targets) (`[B, T]`, batch-major) after [`Lstm::forward`], in f64 softmax sums.
+    pub fn logprobs(&self, a: &LstmActs, targets: &[u32]) -> Vec<f32> {
+        let v = self.config.vocab_size;
+        let logits = self.logits(a);
+        logits
+            .chunks(v)
+            .zip(targets)
+            .map(|(row, &tg)| {
+                let mx = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+                let z: f64 = row.iter().map(|&x| (x as f64 - mx).exp()).sum();
+                (row[tg as usize] as f64 - mx - z.ln()) as f32
+            })
+            .collect()
+    }
+
     /// The output layer's logits after [`Lstm::forward`], batch-major `[B, T, V]`.
     pub fn logits(&self, a: &LstmActs) -> Vec<f32> {
         let (c, b, t) = (&self.config, a.b, a.t);

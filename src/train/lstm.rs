@@ -1,0 +1,55 @@
+//! One training step of the LSTM baseline: forward, cross-entropy, backward through time,
+//! global-norm clipping, AdamW with decoupled weight decay on the matrices (not the biases), as
+//! the Transformer's step does.
+
+use super::optim::{AdamW, clip_grad_norm};
+use crate::backend::Cpu;
+use crate::error::{Error, Result};
+use crate::model::lstm::{Lstm, LstmActs, lstm_layout};
+
+pub struct LstmTrainer {
+    pub model: Lstm,
+    /// ∂L/∂params, in the parameters' layout.
+    pub grads: Vec<f32>,
+    pub opt: AdamW,
+    acts: LstmActs,
+}
+
+/// What a step measured.
+#[derive(Clone, Copy, Debug)]
+pub struct LstmStep {
+    pub loss: f64,
+    pub grad_norm: f32,
+    pub tokens: usize,
+}
+
+impl LstmTrainer {
+    /// For batches of `b` sequences of `t` tokens.
+    pub fn new(model: Lstm, b: usize, t: usize, weight_decay: f32) -> Self {
+        let groups = lstm_layout(&model.config).into_iter().map(|x| (x.range(), x.decay)).collect();
+        let opt = AdamW::with_groups(&Cpu::FP32, groups, weight_decay);
+        let acts = model.activations(b, t);
+        LstmTrainer { grads: vec![0.0; model.params.len()], model, opt, acts }
+    }
+
+    /// One update on `ids`/`targets` (`[b, t]`) at learning rate `lr`; `step` names it in errors.
+    pub fn step(
+        &mut self,
+        ids: &[u32],
+        targets: &[u32],
+        lr: f32,
+        clip: f32,
+        step: u64,
+    ) -> Result<LstmStep> {
+        self.grads.fill(0.0);
+        self.model.forward(&mut self.acts, ids)?;
+        let (loss, tokens) =
+            self.model.loss_backward(&mut self.acts, ids, targets, &mut self.grads);
+        if !loss.is_finite() {
+            return Err(Error::Diverged { step, loss });
+        }
+        let grad_norm = clip_grad_norm(&Cpu::FP32, &mut self.grads, clip);
+        self.opt.step(&mut self.model.params, &self.grads, lr);
+        Ok(LstmStep { loss, grad_norm, tokens })
+    }
+}
