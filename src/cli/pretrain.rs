@@ -87,6 +87,8 @@ pub struct Args {
     precision: super::PrecisionArg,
     #[command(flatten)]
     sizes: super::SizeArgs,
+    #[command(flatten)]
+    lstm: super::LstmArgs,
     /// The tokenizer of the data, saved with every checkpoint (default: the `tokenizer/` folder
     /// `gpt1 prepare` wrote beside the shards, if any).
     #[arg(long)]
@@ -99,6 +101,9 @@ pub fn run(a: Args) -> Result<()> {
     // continues it; flags given anyway are compared with them by the library.
     let spec = if resume { gpt1::train::rundir::load_spec::<PretrainSpec>(&a.out)? } else { None };
     let model = match (&a.config, &a.init) {
+        (Some(c), _) if a.lstm.arch == super::Arch::Lstm => {
+            ModelSource::Lstm(a.lstm.config(&a.sizes.config(c)?)?)
+        }
         (Some(c), _) => ModelSource::Config(a.sizes.config(c)?),
         (None, Some(dir)) => ModelSource::Init(dir.clone()),
         // --resume alone: the model comes from the checkpoint (or the recorded spec).

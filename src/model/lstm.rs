@@ -448,7 +448,8 @@ pub fn load_lstm(dir: &std::path::Path) -> Result<Lstm> {
 }
 
 impl Lstm {
-    /// log p(targets) (`[B, T]`, batch-major) after [`Lstm::forward`], in f64 softmax sums.
+    /// log p(targets) (`[B, T]`, batch-major; 0 for [`IGNORE`]) after [`Lstm::forward`], in
+    /// f64 softmax sums.
     pub fn logprobs(&self, a: &LstmActs, targets: &[u32]) -> Vec<f32> {
         let v = self.config.vocab_size;
         let logits = self.logits(a);
@@ -456,6 +457,9 @@ impl Lstm {
             .chunks(v)
             .zip(targets)
             .map(|(row, &tg)| {
+                if tg == IGNORE || tg as usize >= v {
+                    return 0.0;
+                }
                 let mx = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
                 let z: f64 = row.iter().map(|&x| (x as f64 - mx).exp()).sum();
                 (row[tg as usize] as f64 - mx - z.ln()) as f32

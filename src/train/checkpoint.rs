@@ -42,12 +42,23 @@ pub fn save<B: Backend>(
     state: &TrainerState,
     tok: Option<&Tokenizer>,
 ) -> Result<()> {
+    save_with(dir, opt, state, tok, |tmp| save_model(tmp, model))
+}
+
+/// [`save`] with the model written by `write_model` (either architecture).
+pub fn save_with<B: Backend>(
+    dir: &Path,
+    opt: &AdamW<B>,
+    state: &TrainerState,
+    tok: Option<&Tokenizer>,
+    write_model: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     write_dir_atomic(dir, |tmp| {
-        save_model(tmp, model)?;
+        write_model(tmp)?;
         if let Some(t) = tok {
             t.save(tmp)?;
         }
-        let (m, v) = (model.backend.download(opt.m.r()), model.backend.download(opt.v.r()));
+        let (m, v) = (opt.backend().download(opt.m.r()), opt.backend().download(opt.v.r()));
         let n = m.len();
         let bytes = safetensors_bytes(&[
             ("exp_avg".into(), vec![n], &m),
@@ -65,6 +76,13 @@ pub fn save<B: Backend>(
 /// Loads model, optimizer moments and state from a checkpoint directory.
 pub fn load(dir: &Path, weight_decay: f32) -> Result<(Gpt, AdamW, TrainerState)> {
     let model = load_model(dir)?;
+    let mut opt = AdamW::new(&model.config, weight_decay);
+    let state = load_state(dir, &mut opt)?;
+    Ok((model, opt, state))
+}
+
+/// The trainer state of a checkpoint, and its optimizer moments into `opt` (shapes checked).
+pub fn load_state(dir: &Path, opt: &mut AdamW) -> Result<TrainerState> {
     let sp = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&sp).map_err(|e| Error::io(&sp, e))?;
     let bad = |m: String| {
@@ -76,7 +94,6 @@ pub fn load(dir: &Path, weight_decay: f32) -> Result<(Gpt, AdamW, TrainerState)>
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let state: TrainerState =
         serde_json::from_value(v["state"].clone()).map_err(|e| bad(e.to_string()))?;
-    let mut opt = AdamW::new(&model.config, weight_decay);
     opt.t = v["adam_t"].as_u64().ok_or_else(|| bad("adam_t missing".into()))?;
     let op = dir.join(OPTIMIZER_FILE);
     let bytes = read_safetensors(&op)?;
@@ -96,7 +113,7 @@ pub fn load(dir: &Path, weight_decay: f32) -> Result<(Gpt, AdamW, TrainerState)>
         }
         copy_f32(&op, name, &view, dst)?;
     }
-    Ok((model, opt, state))
+    Ok(state)
 }
 
 /// The resumable checkpoint with the most steps in a run directory (`checkpoint-N/` or

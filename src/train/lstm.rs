@@ -52,4 +52,31 @@ impl LstmTrainer {
         self.opt.step(&mut self.model.params, &self.grads, lr);
         Ok(LstmStep { loss, grad_norm, tokens })
     }
+
+    /// Mean NLL of `[n, t]` windows (`t` the trainer's sequence length), no gradients.
+    pub fn eval_loss(&mut self, ids: &[u32], targets: &[u32]) -> f64 {
+        let (b, t) = (self.acts.b, self.acts.t);
+        let (mut total, mut count) = (0.0f64, 0usize);
+        for (ic, tc) in ids.chunks(b * t).zip(targets.chunks(b * t)) {
+            let rows = ic.len() / t;
+            let mut small;
+            let acts = if rows == b {
+                &mut self.acts
+            } else {
+                small = self.model.activations(rows, t);
+                &mut small
+            };
+            if self.model.forward(acts, ic).is_err() {
+                return f64::NAN;
+            }
+            let lp = self.model.logprobs(acts, tc);
+            for (&x, &tg) in lp.iter().zip(tc) {
+                if tg != crate::kernels::crossentropy::IGNORE {
+                    total -= x as f64;
+                    count += 1;
+                }
+            }
+        }
+        total / count.max(1) as f64
+    }
 }

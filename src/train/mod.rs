@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod finetune;
 pub mod finetune_state;
 pub mod lstm;
+pub mod net;
 pub mod optim;
 pub mod pretrain;
 pub mod rundir;

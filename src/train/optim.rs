@@ -40,6 +40,11 @@ impl<B: Backend> AdamW<B> {
         Self::with_groups(backend, groups, weight_decay)
     }
 
+    /// The backend holding the moments.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
     /// For a buffer cut into ranges that do (`true`) or do not take weight decay.
     pub fn with_groups(backend: &B, groups: Vec<(Range<usize>, bool)>, weight_decay: f32) -> Self {
         let n = groups.last().map_or(0, |g| g.0.end);

@@ -1,17 +1,17 @@
 //! The pre-training driver: sampling, schedule, evaluation, metrics, checkpoints, resume.
 
 use super::checkpoint::{self, TrainerState};
+use super::net::{ArchConfig, Net, load_checkpoint};
 use super::rundir::{self, FileId};
 use super::schedule::Schedule;
-use super::trainer::{StepKey, Trainer};
+use super::trainer::StepKey;
 use crate::backend::{Cpu, Precision};
 use crate::data::{Sampler, Sampling, TokenData};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::kernels::rng::{derive, stream};
-use crate::model::activation_bytes;
-use crate::model::params::num_params;
-use crate::model::{Config, Gpt, checkpoint::load_model};
+use crate::model::Config;
+use crate::model::lstm::LstmConfig;
 use crate::progress::{Progress, human, mem_available};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,8 +22,10 @@ use std::time::Instant;
 pub enum ModelSource {
     /// Random initialisation from a configuration.
     Config(Config),
-    /// Start from the weights of a checkpoint directory.
+    /// Start from the weights of a checkpoint directory (either architecture).
     Init(PathBuf),
+    /// Random initialisation of the paper's LSTM baseline.
+    Lstm(LstmConfig),
 }
 
 #[derive(Clone, Debug)]
@@ -177,43 +179,43 @@ fn val_windows(val: &TokenData, seq: usize, max: usize) -> Result<(Vec<u32>, Vec
 
 /// The run's initial model: a configuration's random initialisation (refused before
 /// allocating when it cannot fit) or a checkpoint's weights.
-fn fresh_model(opts: &PretrainOptions, micro: usize) -> Result<Gpt> {
-    Ok(match &opts.model {
-        ModelSource::Config(c) => {
-            c.validate().map_err(Error::ModelConfig)?;
-            check_memory(c, opts, micro)?;
-            Gpt::init(c.clone(), derive(opts.seed, stream::INIT))
-        }
-        ModelSource::Init(dir) => load_model(dir)?,
-    })
+fn fresh_model(opts: &PretrainOptions, micro: usize) -> Result<Net> {
+    let c = match &opts.model {
+        ModelSource::Init(dir) => return Net::load(dir),
+        ModelSource::Config(c) => ArchConfig::Transformer(c.clone()),
+        ModelSource::Lstm(c) => ArchConfig::Lstm(c.clone()),
+    };
+    c.validate().map_err(Error::ModelConfig)?;
+    check_memory(&c, opts, micro)?;
+    Ok(Net::init(&c, derive(opts.seed, stream::INIT)))
 }
 
 /// The data against the model: the context and the vocabulary.
 fn check_inputs(
-    c: &Config,
+    c: &ArchConfig,
     opts: &PretrainOptions,
     data: &TokenData,
     val: Option<&TokenData>,
 ) -> Result<()> {
-    if opts.seq > c.n_positions {
+    if opts.seq > c.n_positions() {
         return Err(Error::setting(
             "seq",
-            format!("{} exceeds the model's n_positions {}; lower it", opts.seq, c.n_positions),
+            format!("{} exceeds the model's n_positions {}; lower it", opts.seq, c.n_positions()),
         ));
     }
-    data.check_vocab(c.vocab_size)?;
+    data.check_vocab(c.vocab_size())?;
     if let Some(v) = val {
-        v.check_vocab(c.vocab_size)?;
+        v.check_vocab(c.vocab_size())?;
     }
     Ok(())
 }
 
 /// Bytes the run needs (weights, gradients and Adam moments; activations of one pass), or an
 /// error naming them when they exceed the memory available now.
-fn check_memory(c: &Config, opts: &PretrainOptions, micro: usize) -> Result<(u64, u64)> {
+fn check_memory(c: &ArchConfig, opts: &PretrainOptions, micro: usize) -> Result<(u64, u64)> {
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    let state_bytes = 16 * num_params(c) as u64; // weights, gradients, 2 Adam moments
-    let act_bytes = activation_bytes(c, micro, opts.seq.min(c.n_positions), true) as u64;
+    let state_bytes = 16 * c.params() as u64; // weights, gradients, 2 Adam moments
+    let act_bytes = c.activation_bytes(micro, opts.seq.min(c.n_positions())) as u64;
     if let Some(avail) = mem_available()
         && state_bytes + act_bytes > avail
     {
@@ -242,7 +244,7 @@ pub struct PretrainSpec {
     pub data: FileId,
     pub val: Option<FileId>,
     /// The model's configuration (after `--dropout`), and the checkpoint it started from.
-    pub config: Config,
+    pub config: ArchConfig,
     pub init: Option<PathBuf>,
     pub batch: usize,
     pub seq: usize,
@@ -263,9 +265,10 @@ pub struct PretrainSpec {
 impl PretrainSpec {
     /// The options of this run (its output `out`), to resume it with nothing retyped.
     pub fn options(&self, out: PathBuf) -> PretrainOptions {
-        let model = match &self.init {
-            Some(d) => ModelSource::Init(d.clone()),
-            None => ModelSource::Config(self.config.clone()),
+        let model = match (&self.init, &self.config) {
+            (Some(d), _) => ModelSource::Init(d.clone()),
+            (None, ArchConfig::Transformer(c)) => ModelSource::Config(c.clone()),
+            (None, ArchConfig::Lstm(c)) => ModelSource::Lstm(c.clone()),
         };
         let mut o = PretrainOptions::new(self.data.path.clone(), model, out);
         o.val = self.val.as_ref().map(|v| v.path.clone());
@@ -368,14 +371,14 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         Some(d) => Some(crate::text::Tokenizer::load(d, None)?),
         None => None,
     };
-    let identity = |c: &Config| -> Result<PretrainSpec> {
+    let identity = |c: &ArchConfig| -> Result<PretrainSpec> {
         Ok(PretrainSpec {
             data: FileId::of(&opts.data)?,
             val: opts.val.as_deref().map(FileId::of).transpose()?,
             config: c.clone(),
             init: match &opts.model {
                 ModelSource::Init(d) => Some(d.clone()),
-                ModelSource::Config(_) => None,
+                ModelSource::Config(_) | ModelSource::Lstm(_) => None,
             },
             batch: opts.batch,
             seq: opts.seq,
@@ -398,11 +401,13 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         let spec = rundir::load_spec::<PretrainSpec>(&opts.out)?;
         if let Some(spec) = &spec {
             let mut asked = identity(&spec.config)?;
-            if let ModelSource::Config(c) = &opts.model {
-                asked.config = c.clone();
+            match &opts.model {
+                ModelSource::Config(c) => asked.config = ArchConfig::Transformer(c.clone()),
+                ModelSource::Lstm(c) => asked.config = ArchConfig::Lstm(c.clone()),
+                ModelSource::Init(_) => {}
             }
             if let Some(p) = opts.dropout {
-                asked.config = asked.config.with_dropout(p);
+                asked.config = asked.config.with_dropout(p)?;
             }
             if let Some((flag, have, want)) = spec.differs(&asked) {
                 return Err(Error::invalid(
@@ -422,7 +427,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         };
         match (found, &spec) {
             (Some(dir), _) => {
-                let (model, opt, state) = checkpoint::load(&dir, opts.weight_decay)?;
+                let (model, opt, state) = load_checkpoint(&dir, opts.weight_decay)?;
                 if spec.is_none() {
                     // A run from before run.json: its trainer state holds what it recorded.
                     let want =
@@ -470,18 +475,18 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         rundir::check_new(&opts.out, RESUME_HINT)?;
         let mut model = fresh_model(opts, micro)?;
         if let Some(p) = opts.dropout {
-            model.config = model.config.clone().with_dropout(p);
+            model.set_dropout(p)?;
         }
-        check_inputs(&model.config, opts, &data, val_data.as_ref())?;
-        check_memory(&model.config, opts, micro)?;
+        check_inputs(&model.config(), opts, &data, val_data.as_ref())?;
+        check_memory(&model.config(), opts, micro)?;
         let lock = rundir::claim_new(&opts.out, RESUME_HINT)?;
-        rundir::save_spec(&opts.out, &identity(&model.config)?)?;
+        rundir::save_spec(&opts.out, &identity(&model.config())?)?;
         (lock, model, None, 0)
     };
     if let Some(p) = opts.dropout {
-        model.config = model.config.clone().with_dropout(p);
+        model.set_dropout(p)?;
     }
-    let c = model.config.clone();
+    let c = model.config();
     check_inputs(&c, opts, &data, val_data.as_ref())?;
     let sampler = Sampler::new(&data, opts.seq, opts.sampling)?;
     let val = match &val_data {
@@ -490,12 +495,12 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     };
     // What the run needs, checked again with the final configuration (a dropout override
     // does not change it) before anything large is written.
-    let (state_bytes, act_bytes) = check_memory(&model.config, opts, micro)?;
+    let (state_bytes, act_bytes) = check_memory(&c, opts, micro)?;
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     if opts.progress {
         eprintln!(
             "model: {:.1} M parameters; {} tokens per step ({} × {}, {} per pass); memory ≈ {:.2} GiB; {}",
-            num_params(&model.config) as f64 / 1e6,
+            c.params() as f64 / 1e6,
             opts.batch * opts.seq,
             opts.batch,
             opts.seq,
@@ -514,11 +519,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         .open(&metrics_path)
         .map_err(|e| Error::io(&metrics_path, e))?;
 
-    model.backend = Cpu::new(opts.precision);
-    let mut trainer = Trainer::new(model, micro, opts.seq, opts.weight_decay);
-    if let Some(o) = opt {
-        trainer.opt = o;
-    }
+    let mut trainer = model.trainer(micro, opts.seq, opts.weight_decay, opts.precision, opt)?;
     let end = opts.stop_at.unwrap_or(opts.steps).min(opts.steps);
     let state_at = |step: u64| TrainerState {
         step,
@@ -546,12 +547,13 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         sampler.fill(&starts, &mut ids, &mut targets);
         let lr = opts.schedule.lr(opts.lr, step, opts.warmup, opts.steps);
         let key = StepKey::PerMicroBatch(derive(drop_seed, step));
-        let stats = trainer.step(&ids, &targets, opts.seq, &[], lr, opts.clip, key, step + 1)?;
+        let (loss, grad_norm, tokens) =
+            trainer.train_step(&ids, &targets, opts.seq, lr, opts.clip, key, step + 1)?;
         let secs = t0.elapsed().as_secs_f64();
-        let tps = stats.tokens as f64 / secs;
+        let tps = tokens as f64 / secs;
         let done = step + 1;
         let mut rec = serde_json::json!({
-            "step": done, "loss": stats.loss, "lr": lr, "grad_norm": stats.grad_norm,
+            "step": done, "loss": loss, "lr": lr, "grad_norm": grad_norm,
             "tokens_per_s": tps, "step_s": secs,
         });
         if let Some((vi, vt)) = &val
@@ -564,7 +566,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         }
         let val_now = rec.get("val_loss").and_then(|v| v.as_f64());
         write_metric(&mut metrics, rec)?;
-        last_loss = Some(stats.loss);
+        last_loss = Some(loss);
         if done == start + 1 && opts.progress && end > done {
             let left = secs * (end - done) as f64;
             let days = if left > 86_400.0 {
@@ -582,11 +584,11 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         if let Some(v) = val_now {
             progress.println(format!("step {done}: val_loss {v:.4} (ppl {:.2})", v.exp()));
         }
-        progress.step(done, format!("loss {:.4} lr {lr:.2e} {:.0} tok/s", stats.loss, tps));
+        progress.step(done, format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
         let stop = crate::interrupt::requested();
         if (opts.save_every > 0 && done % opts.save_every == 0 || stop) && done != end {
             let dir = opts.out.join(format!("checkpoint-{done}"));
-            checkpoint::save(&dir, &trainer.model, &trainer.opt, &state_at(done), tok.as_ref())?;
+            trainer.save(&dir, &state_at(done), tok.as_ref())?;
             rundir::prune_checkpoints(&opts.out, opts.keep_checkpoints)?;
             if stop {
                 progress.bar.abandon();
@@ -604,7 +606,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         opts.out.join("final")
     };
     if end > start || !final_dir.exists() {
-        checkpoint::save(&final_dir, &trainer.model, &trainer.opt, &state_at(end), tok.as_ref())?;
+        trainer.save(&final_dir, &state_at(end), tok.as_ref())?;
         rundir::prune_checkpoints(&opts.out, opts.keep_checkpoints)?;
     }
     Ok(Summary { step: end, loss: last_loss, val_loss: last_val, final_dir })

@@ -1,0 +1,235 @@
+//! The language models pre-training trains: GPT-1's Transformer or the paper's LSTM baseline,
+//! behind what the pre-training loop needs of them ([`LmTrainer`]): a step, a validation loss,
+//! a checkpoint.
+
+use super::checkpoint::{self, TrainerState};
+use super::lstm::LstmTrainer;
+use super::optim::AdamW;
+use super::trainer::{StepKey, Trainer};
+use crate::backend::{Cpu, Precision};
+use crate::error::{Error, Result};
+use crate::model::lstm::{Lstm, LstmConfig, is_lstm, load_lstm, lstm_layout, lstm_params};
+use crate::model::{Config, Gpt, activation_bytes, checkpoint::load_model, params::num_params};
+use crate::text::Tokenizer;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// A model's configuration, either architecture (`run.json` holds it as it is: an LSTM's
+/// `config.json` has `"model_type": "lstm"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ArchConfig {
+    Lstm(LstmConfig),
+    Transformer(Config),
+}
+
+impl ArchConfig {
+    pub fn n_positions(&self) -> usize {
+        match self {
+            ArchConfig::Lstm(c) => c.n_positions,
+            ArchConfig::Transformer(c) => c.n_positions,
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            ArchConfig::Lstm(c) => c.vocab_size,
+            ArchConfig::Transformer(c) => c.vocab_size,
+        }
+    }
+
+    pub fn params(&self) -> usize {
+        match self {
+            ArchConfig::Lstm(c) => lstm_params(c),
+            ArchConfig::Transformer(c) => num_params(c),
+        }
+    }
+
+    /// Activation bytes of a training pass over `b × t` tokens.
+    pub fn activation_bytes(&self, b: usize, t: usize) -> usize {
+        match self {
+            ArchConfig::Transformer(c) => activation_bytes(c, b, t, true),
+            // x, per layer gates (4H), c and h, and the backward's dG and dh; the logits chunk.
+            ArchConfig::Lstm(c) => {
+                let (n, h) = (b * t, c.hidden_size);
+                4 * (n * c.n_embd
+                    + c.num_layers * n * 6 * h
+                    + n * 5 * h
+                    + n.min(crate::kernels::crossentropy::CHUNK) * c.vocab_size)
+            }
+        }
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        match self {
+            ArchConfig::Lstm(c) => c.validate(),
+            ArchConfig::Transformer(c) => c.validate(),
+        }
+    }
+
+    /// With dropout `p` (the Transformer's three probabilities; the LSTM has none).
+    pub fn with_dropout(self, p: f32) -> Result<Self> {
+        match self {
+            ArchConfig::Transformer(c) => Ok(ArchConfig::Transformer(c.with_dropout(p))),
+            ArchConfig::Lstm(_) => {
+                Err(Error::setting("dropout", "is not supported by the LSTM baseline"))
+            }
+        }
+    }
+}
+
+/// A model with its weights.
+#[derive(Clone)]
+pub enum Net {
+    Transformer(Gpt),
+    Lstm(Lstm),
+}
+
+impl Net {
+    /// A random initialisation of `c` with `seed`.
+    pub fn init(c: &ArchConfig, seed: u64) -> Self {
+        match c {
+            ArchConfig::Transformer(c) => Net::Transformer(Gpt::init(c.clone(), seed)),
+            ArchConfig::Lstm(c) => Net::Lstm(Lstm::init(c.clone(), seed)),
+        }
+    }
+
+    /// The weights of a checkpoint directory, either architecture.
+    pub fn load(dir: &Path) -> Result<Self> {
+        Ok(if is_lstm(dir) {
+            Net::Lstm(load_lstm(dir)?)
+        } else {
+            Net::Transformer(load_model(dir)?)
+        })
+    }
+
+    pub fn config(&self) -> ArchConfig {
+        match self {
+            Net::Transformer(m) => ArchConfig::Transformer(m.config.clone()),
+            Net::Lstm(m) => ArchConfig::Lstm(m.config.clone()),
+        }
+    }
+
+    /// Sets the configuration's dropout (the Transformer's).
+    pub fn set_dropout(&mut self, p: f32) -> Result<()> {
+        match self {
+            Net::Transformer(m) => {
+                m.config = m.config.clone().with_dropout(p);
+                Ok(())
+            }
+            Net::Lstm(_) => Err(Error::setting("dropout", "is not supported by the LSTM baseline")),
+        }
+    }
+
+    /// The trainer of this model for micro-batches of `micro × seq` tokens, with the optimizer
+    /// state `opt` of a checkpoint when resuming.
+    pub fn trainer(
+        self,
+        micro: usize,
+        seq: usize,
+        weight_decay: f32,
+        precision: Precision,
+        opt: Option<AdamW>,
+    ) -> Result<Box<dyn LmTrainer>> {
+        Ok(match self {
+            Net::Transformer(mut m) => {
+                m.backend = Cpu::new(precision);
+                let mut t = Trainer::new(m, micro, seq, weight_decay);
+                if let Some(o) = opt {
+                    t.opt = o;
+                }
+                Box::new(t)
+            }
+            Net::Lstm(m) => {
+                if precision != Precision::Fp32 {
+                    return Err(Error::setting("precision", "the LSTM baseline runs in fp32 only"));
+                }
+                let mut t = LstmTrainer::new(m, micro, seq, weight_decay);
+                if let Some(o) = opt {
+                    t.opt = o;
+                }
+                Box::new(t)
+            }
+        })
+    }
+}
+
+/// A checkpoint's model, optimizer state and trainer state, either architecture.
+pub fn load_checkpoint(dir: &Path, weight_decay: f32) -> Result<(Net, AdamW, TrainerState)> {
+    if is_lstm(dir) {
+        let m = load_lstm(dir)?;
+        let groups = lstm_layout(&m.config).into_iter().map(|t| (t.range(), t.decay)).collect();
+        let mut opt = AdamW::with_groups(&Cpu::FP32, groups, weight_decay);
+        let state = checkpoint::load_state(dir, &mut opt)?;
+        Ok((Net::Lstm(m), opt, state))
+    } else {
+        let (m, opt, state) = checkpoint::load(dir, weight_decay)?;
+        Ok((Net::Transformer(m), opt, state))
+    }
+}
+
+/// What the pre-training loop needs of a model and its optimizer.
+pub trait LmTrainer {
+    /// One update; `(mean loss, gradient norm before clipping, counted tokens)`.
+    #[allow(clippy::too_many_arguments)]
+    fn train_step(
+        &mut self,
+        ids: &[u32],
+        targets: &[u32],
+        seq: usize,
+        lr: f32,
+        clip: f32,
+        key: StepKey,
+        step: u64,
+    ) -> Result<(f64, f32, usize)>;
+    /// Mean NLL of `[n, seq]` windows, no dropout.
+    fn eval_loss(&mut self, ids: &[u32], targets: &[u32]) -> f64;
+    /// Writes a resumable checkpoint (atomically, as a whole).
+    fn save(&self, dir: &Path, state: &TrainerState, tok: Option<&Tokenizer>) -> Result<()>;
+}
+
+impl LmTrainer for Trainer<Cpu> {
+    fn train_step(
+        &mut self,
+        ids: &[u32],
+        targets: &[u32],
+        seq: usize,
+        lr: f32,
+        clip: f32,
+        key: StepKey,
+        step: u64,
+    ) -> Result<(f64, f32, usize)> {
+        let s = self.step(ids, targets, seq, &[], lr, clip, key, step)?;
+        Ok((s.loss, s.grad_norm, s.tokens))
+    }
+    fn eval_loss(&mut self, ids: &[u32], targets: &[u32]) -> f64 {
+        Trainer::eval_loss(self, ids, targets)
+    }
+    fn save(&self, dir: &Path, state: &TrainerState, tok: Option<&Tokenizer>) -> Result<()> {
+        checkpoint::save(dir, &self.model, &self.opt, state, tok)
+    }
+}
+
+impl LmTrainer for LstmTrainer {
+    fn train_step(
+        &mut self,
+        ids: &[u32],
+        targets: &[u32],
+        _seq: usize,
+        lr: f32,
+        clip: f32,
+        _key: StepKey,
+        step: u64,
+    ) -> Result<(f64, f32, usize)> {
+        let s = self.step(ids, targets, lr, clip, step)?;
+        Ok((s.loss, s.grad_norm, s.tokens))
+    }
+    fn eval_loss(&mut self, ids: &[u32], targets: &[u32]) -> f64 {
+        LstmTrainer::eval_loss(self, ids, targets)
+    }
+    fn save(&self, dir: &Path, state: &TrainerState, tok: Option<&Tokenizer>) -> Result<()> {
+        checkpoint::save_with(dir, &self.opt, state, tok, |tmp| {
+            crate::model::lstm::save_lstm(tmp, &self.model)
+        })
+    }
+}
