@@ -238,6 +238,84 @@ fn draw(
     Ok(())
 }
 
+/// Grouped bars: one group per `groups` label, one bar per series in each (`values[s][g]`,
+/// `None` leaves a gap), written as PNG to `out` (Table 5's figure).
+pub fn bar_chart(
+    out: &Path,
+    title: &str,
+    y_desc: &str,
+    groups: &[String],
+    series: &[(String, Vec<Option<f64>>)],
+) -> Result<()> {
+    let (w, h) = (900u32, 480u32);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    draw_bars(&mut buf, (w, h), title, y_desc, groups, series)
+        .map_err(|e| Error::invalid(out, format!("drawing the figure: {e}")))?;
+    write_png(out, &buf, w, h)
+}
+
+fn draw_bars(
+    buf: &mut [u8],
+    size: (u32, u32),
+    title: &str,
+    y_desc: &str,
+    groups: &[String],
+    series: &[(String, Vec<Option<f64>>)],
+) -> DrawResult {
+    register_font();
+    let root = BitMapBackend::with_buffer(buf, size).into_drawing_area();
+    root.fill(&WHITE)?;
+    let vals = series.iter().flat_map(|(_, v)| v.iter().flatten().copied());
+    let (lo, hi) = vals.fold((0.0f64, 0.0f64), |(a, b), y| (a.min(y), b.max(y)));
+    let pad = ((hi - lo) * 0.1).max(0.05);
+    let n = groups.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..n, (lo - if lo < 0.0 { pad } else { 0.0 })..(hi + pad))?;
+    let names = groups.to_vec();
+    chart
+        .configure_mesh()
+        .y_desc(y_desc)
+        .x_labels(groups.len() * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - i as f64 - 0.5).abs() < 0.26 {
+                names.get(i).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|y| format!("{y:.2}"))
+        .label_style(("sans-serif", 13))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    let k = series.len().max(1) as f64;
+    let width = 0.8 / k;
+    for (si, (label, values)) in series.iter().enumerate() {
+        let color = COLORS[si % COLORS.len()];
+        let bars = values.iter().enumerate().filter_map(|(g, v)| {
+            let x0 = g as f64 + 0.1 + si as f64 * width;
+            v.map(|y| Rectangle::new([(x0, 0.0), (x0 + width * 0.9, y)], color.filled()))
+        });
+        chart
+            .draw_series(bars)?
+            .label(label.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

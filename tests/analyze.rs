@@ -221,3 +221,57 @@ fn zero_shot_along_pretraining_scores_every_checkpoint_once() {
         "no checkpoints",
     );
 }
+
+/// Table 5's shape: every variant × task (here SST-2 and CoLA-shaped copies of one small task),
+/// CSV/Markdown/PNG, λ = 0 for the no-aux-LM row, a second run reading the cells back.
+#[test]
+fn ablations_write_table_5_and_resume() {
+    let (m, d, out) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let sst = d.path().join("glue/SST-2");
+    std::fs::create_dir_all(&sst).unwrap();
+    setup(m.path(), &sst);
+    let rte = d.path().join("glue/RTE");
+    std::fs::create_dir_all(&rte).unwrap();
+    let pairs = "sentence1\tsentence2\tlabel\nthe cat was good .\tthe cat was good .\tentailment\na dog was bad .\tthe cat was good .\tnot_entailment\nmy day was good .\tmy day was good .\tentailment\nthat song was bad .\tthe food was good .\tnot_entailment\n";
+    std::fs::write(rte.join("train.tsv"), pairs).unwrap();
+    std::fs::write(rte.join("dev.tsv"), pairs).unwrap();
+    let a = out.path().join("a");
+    let args = [
+        "analyze",
+        "ablations",
+        "--transformer",
+        s(m.path()),
+        "--tasks",
+        "sst2,rte",
+        "--data",
+        s(d.path()),
+        "--out",
+        s(&a),
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "--quiet",
+    ];
+    let lines = ok(&args);
+    let cells: Vec<serde_json::Value> =
+        lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(cells.len(), 6);
+    for c in &cells {
+        assert!((0.0..=1.0).contains(&c["dev"].as_f64().unwrap()), "{c}");
+    }
+    // λ = 0 in the no-aux-LM runs: their metrics log an LM loss of 0.
+    let m0 = std::fs::read_to_string(a.join("no-aux-lm-sst2/metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(m0.lines().next().unwrap()).unwrap();
+    assert_eq!(first["lm_loss"], 0.0);
+    let md = std::fs::read_to_string(a.join("ablations.md")).unwrap();
+    assert!(md.contains("Transformer w/o pre-training") && md.contains("avg"), "{md}");
+    assert_eq!(std::fs::read_to_string(a.join("ablations.csv")).unwrap().lines().count(), 4);
+    assert_eq!(&std::fs::read(a.join("ablations.png")).unwrap()[1..4], b"PNG");
+    // Again: every cell is read back (no run directory is touched).
+    let before = std::fs::metadata(a.join("full-sst2/metrics.jsonl")).unwrap().modified().unwrap();
+    assert_eq!(ok(&args), lines);
+    let after = std::fs::metadata(a.join("full-sst2/metrics.jsonl")).unwrap().modified().unwrap();
+    assert_eq!(before, after);
+}

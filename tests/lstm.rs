@@ -228,3 +228,28 @@ fn lstm_pretraining_learns_and_resumes_exactly() {
     let w = |d: &std::path::Path| std::fs::read(d.join("final/model.safetensors")).unwrap();
     assert!(w(&split) == w(&straight), "resumed weights differ");
 }
+
+/// `--micro-batch` splits each LSTM update into passes whose gradients add up to the whole
+/// batch's: the same losses as one pass (to rounding).
+#[test]
+fn lstm_micro_batches_add_up_to_the_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    lstm_data(tmp.path());
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    pretrain_lstm(&one, &["--steps", "5"]);
+    pretrain_lstm(&two, &["--steps", "5", "--micro-batch", "2"]);
+    let losses = |d: &std::path::Path| -> Vec<f64> {
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap()
+            })
+            .collect()
+    };
+    let (a, b) = (losses(&one), losses(&two));
+    assert_eq!(a.len(), 5);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-4, "{a:?} vs {b:?}");
+    }
+}

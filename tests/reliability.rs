@@ -120,6 +120,11 @@ fn resume_refuses_a_changed_setting_naming_it() {
     let mut a = args(d, &out, &["--resume"]);
     a[2] = s(&d.join("val.bin")).into();
     fails(&strs(&a), "--data");
+    // Stopping before where the run already is would mislabel a checkpoint.
+    fails(
+        &strs(&args(d, &out, &["--resume", "--stop-at", "2"])),
+        "--stop-at 2: the run is already at step 3",
+    );
     // A flag equal to the run's is fine.
     ok(&strs(&args(d, &out, &["--resume"])));
 }

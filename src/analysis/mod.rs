@@ -1,6 +1,7 @@
 //! The paper's analyses (section 5) as commands whose outputs go straight into a paper: each
 //! writes a CSV, a Markdown table and a PNG figure in the paper's axes.
 
+pub mod ablations;
 pub mod layers;
 pub mod zeroshot;
 

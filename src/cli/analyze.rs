@@ -8,6 +8,9 @@ use std::path::PathBuf;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
+    /// Table 5: fine-tune the full model, the same without the auxiliary LM and without
+    /// pre-training on each task; dev scores as CSV, Markdown and a bar chart.
+    Ablations(AblationsArgs),
     /// Figure 2 (left): fine-tune with K transferred blocks for each K; dev and train metric.
     Layers(LayersArgs),
     /// Figure 2 (right): every checkpoint of a pre-training run on the zero-shot heuristics,
@@ -52,6 +55,99 @@ fn parse_reference(s: &str) -> std::result::Result<(String, f64), String> {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct AblationsArgs {
+    /// The pre-trained Transformer (HF layout); or give --pretrain-data to pre-train one.
+    #[arg(long, required_unless_present = "pretrain_data")]
+    transformer: Option<PathBuf>,
+    /// Token shard to pre-train the Transformer on first (into OUT/pretrain-transformer/, 16 ×
+    /// 128 tokens per update, lr 6e-4, 100 warm-up updates; resumed if interrupted).
+    #[arg(long, conflicts_with = "transformer")]
+    pretrain_data: Option<PathBuf>,
+    /// The preset or config.json pre-trained with --pretrain-data.
+    #[arg(long, default_value = "gpt1-mini")]
+    config: String,
+    /// Pre-training updates with --pretrain-data.
+    #[arg(long, default_value_t = 1000)]
+    pretrain_steps: u64,
+    /// Tasks, comma-separated (the paper's: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte).
+    #[arg(long, value_delimiter = ',', default_value = "cola,sst2,mrpc,stsb,qqp,mnli,qnli,rte")]
+    tasks: Vec<String>,
+    /// The data folder: each task under glue/<its GLUE name> (glue/CoLA, glue/SST-2, ...), or a
+    /// folder named as the task.
+    #[arg(long)]
+    data: PathBuf,
+    /// Analysis directory: VARIANT-TASK/ runs, ablations.csv, ablations.md, ablations.png.
+    #[arg(long)]
+    out: PathBuf,
+    /// Tokenizer directory (default: the model's own vocabulary files, or GPT-1's).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    train: TrainFlags,
+}
+
+/// A task's data folder under `data`: `glue/<title>`, else `<name>`, else `<title>`.
+fn task_folder(data: &std::path::Path, def: &gpt1::data::tasks::TaskDef) -> PathBuf {
+    let title = gpt1::data::tasks::builtin(&def.name).map_or(def.name.as_str(), |b| b.title);
+    [data.join("glue").join(title), data.join(&def.name), data.join(title)]
+        .into_iter()
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| data.join("glue").join(title))
+}
+
+fn run_ablations(a: AblationsArgs) -> Result<()> {
+    use gpt1::analysis::ablations::ablations;
+    let tasks = a
+        .tasks
+        .iter()
+        .map(|t| {
+            let def = gpt1::data::tasks::task(t)?;
+            let dir = task_folder(&a.data, &def);
+            Ok((def, dir))
+        })
+        .collect::<gpt1::Result<Vec<_>>>()?;
+    let ckpt = match (&a.transformer, &a.pretrain_data) {
+        (Some(t), _) => t.clone(),
+        (None, Some(data)) => {
+            let run = a.out.join("pretrain-transformer");
+            let final_dir = run.join("final");
+            if !final_dir.join("model.safetensors").exists() {
+                let config = gpt1::model::Config::from_name_or_file(&a.config)?;
+                let mut o = gpt1::train::PretrainOptions::new(
+                    data.clone(),
+                    gpt1::train::ModelSource::Config(config),
+                    run.clone(),
+                );
+                (o.batch, o.seq, o.steps, o.lr, o.warmup, o.seed) = (
+                    16,
+                    128,
+                    a.pretrain_steps,
+                    6e-4,
+                    100.min(a.pretrain_steps / 3).max(1),
+                    a.train.seed,
+                );
+                o.resume = run.join("run.json").exists();
+                o.tokenizer = a.tokenizer.clone();
+                super::on_interrupt();
+                gpt1::train::pretrain(&o).context("pre-training the Transformer")?;
+            }
+            final_dir
+        }
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let model = load_model(&ckpt).with_context(|| format!("loading {}", ckpt.display()))?;
+    let tok =
+        super::tokenizer(a.tokenizer.as_deref(), Some(&ckpt), Some(model.config.vocab_size), None)?;
+    let opts = a.train.options(a.data.clone(), a.out.clone());
+    let cells = ablations(&model, &tok, &tasks, &opts).context("the ablations failed")?;
+    for c in &cells {
+        println!("{}", serde_json::to_string(c)?);
+    }
+    eprintln!("wrote {}/ablations.{{csv,md,png}}", a.out.display());
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
 pub struct LayersArgs {
     /// The pre-trained checkpoint (HF layout).
     #[arg(long)]
@@ -76,6 +172,7 @@ pub struct LayersArgs {
 
 pub fn run(c: Command) -> Result<()> {
     match c {
+        Command::Ablations(a) => run_ablations(a),
         Command::ZeroShot(a) => {
             use gpt1::analysis::zeroshot::{along_pretraining, layout};
             use gpt1::zeroshot::ZeroShotTask;

@@ -225,11 +225,14 @@ pub fn on_interrupt() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static COUNT: AtomicUsize = AtomicUsize::new(0);
     let r = ctrlc::set_handler(|| {
+        use std::io::Write;
+        // The request first: stderr may be a pipe that the same Ctrl-C closed (`| tee`).
         if COUNT.fetch_add(1, Ordering::SeqCst) == 0 {
-            eprintln!("\nstopping after this step (press Ctrl-C again to stop now)");
             gpt1::interrupt::request();
+            let msg = "\nstopping after this step (press Ctrl-C again to stop now)";
+            let _ = writeln!(std::io::stderr(), "{msg}");
         } else {
-            eprintln!("\nstopped; the last checkpoint on disk is intact");
+            let _ = writeln!(std::io::stderr(), "\nstopped; the last checkpoint on disk is intact");
             std::process::exit(130);
         }
     });

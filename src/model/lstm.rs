@@ -243,8 +243,8 @@ impl Lstm {
     }
 
     /// Mean cross-entropy of `targets` (`[B, T]`, [`IGNORE`] not counted) after [`forward`],
-    /// and, when `grads` is given (the parameters' layout), every gradient accumulated into it.
-    /// Returns `(mean loss, counted targets)`.
+    /// every gradient accumulated into `grads` (the parameters' layout). Returns `(mean loss,
+    /// counted targets)`.
     pub fn loss_backward(
         &self,
         a: &mut LstmActs,
@@ -252,33 +252,57 @@ impl Lstm {
         targets: &[u32],
         grads: &mut [f32],
     ) -> (f64, usize) {
+        let count = targets.iter().filter(|&&x| x != IGNORE).count();
+        let (nll, dh) = self.lm_head(a, targets, grads, 1.0 / count.max(1) as f32);
+        self.backward(a, ids, dh, grads);
+        (nll / count.max(1) as f64, count)
+    }
+
+    /// The output layer and cross-entropy of `targets` (`[B, T]`) scaled by `scale`: the
+    /// decoder's gradients accumulated into `grads`; returns the unscaled NLL sum and ∂L/∂h of
+    /// the top layer, time-major `[T·B, H]` (for [`Lstm::backward`], after adding a task head's).
+    pub fn lm_head(
+        &self,
+        a: &mut LstmActs,
+        targets: &[u32],
+        grads: &mut [f32],
+        scale: f32,
+    ) -> (f64, Vec<f32>) {
         let (c, b, t) = (&self.config, a.b, a.t);
-        let (e, h, v) = (c.n_embd, c.hidden_size, c.vocab_size);
-        let n = b * t;
+        let (h, v) = (c.hidden_size, c.vocab_size);
         for s in 0..b {
             for step in 0..t {
                 a.targets[step * b + s] = targets[s * t + step];
             }
         }
-        let count = a.targets.iter().filter(|&&x| x != IGNORE).count();
         let layout = lstm_layout(c);
         let range = |name: &str| layout.iter().find(|x| x.name == name).expect("tensor").range();
-        let top = c.num_layers - 1;
-        let mut dh = vec![0.0f32; n * h];
+        let mut dh = vec![0.0f32; b * t * h];
         let (dec_w, dec_b) = (range("decoder.weight"), range("decoder.bias"));
         let (gw, rest) = grads.split_at_mut(dec_b.start);
-        let loss = forward_backward_biased(
+        let nll = forward_backward_biased(
             Gemm::Fp32,
             &mut dh,
             &mut gw[dec_w.clone()],
             Some((&self.params[dec_b.clone()], &mut rest[..v])),
             &mut a.logits,
-            &a.h[top],
+            &a.h[c.num_layers - 1],
             &self.params[dec_w],
             &a.targets,
             h,
-            1.0 / count.max(1) as f32,
+            scale,
         );
+        (nll, dh)
+    }
+
+    /// Backward through time from ∂L/∂h of the top layer (time-major `[T·B, H]`), every LSTM
+    /// and embedding gradient accumulated into `grads`.
+    pub fn backward(&self, a: &LstmActs, ids: &[u32], mut dh: Vec<f32>, grads: &mut [f32]) {
+        let (c, b, t) = (&self.config, a.b, a.t);
+        let (e, h) = (c.n_embd, c.hidden_size);
+        let n = b * t;
+        let layout = lstm_layout(c);
+        let range = |name: &str| layout.iter().find(|x| x.name == name).expect("tensor").range();
         // Backward through time, top layer first; `dh` becomes each layer's input gradient.
         let mut dg = vec![0.0f32; n * 4 * h];
         for l in (0..c.num_layers).rev() {
@@ -373,7 +397,6 @@ impl Lstm {
                 dst.iter_mut().zip(&dh[row * e..(row + 1) * e]).for_each(|(x, d)| *x += d);
             }
         }
-        (loss / count.max(1) as f64, count)
     }
 }
 

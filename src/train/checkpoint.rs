@@ -127,9 +127,7 @@ pub fn latest(run_dir: &Path) -> Result<Option<(u64, PathBuf)>> {
     let mut best: Option<(u64, PathBuf)> = None;
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !(name == "final"
-            || name.strip_prefix("checkpoint-").is_some_and(|s| s.parse::<u64>().is_ok()))
-        {
+        if !(name == "final" || super::rundir::checkpoint_step(&name).is_some()) {
             continue;
         }
         let sp = entry.path().join(STATE_FILE);

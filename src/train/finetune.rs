@@ -324,7 +324,8 @@ pub fn finetune(
     progress.bar.finish();
     if best.is_none() && best_score.is_some() {
         // The best was kept before a resume: its evaluation, again (deterministic).
-        let ft = crate::tasks::checkpoint::load_finetuned(&best_dir)?;
+        let mut ft = crate::tasks::checkpoint::load_finetuned(&best_dir)?;
+        ft.model.backend = Cpu::new(opts.precision);
         let dp = dev_p.as_deref().unwrap_or(&[]);
         let (_, _, acts) = trainer.parts();
         best = Some(Evaluation {

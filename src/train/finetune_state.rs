@@ -141,7 +141,7 @@ pub fn latest(run: &Path) -> Option<(u64, PathBuf)> {
         .ok()?
         .flatten()
         .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().strip_prefix("checkpoint-")?.parse().ok()?;
+            let n = super::rundir::checkpoint_step(&e.file_name().to_string_lossy())?;
             e.path().join(STATE_FILE).exists().then(|| (n, e.path()))
         })
         .max_by_key(|(n, _)| *n)

@@ -32,7 +32,9 @@ impl LstmTrainer {
         LstmTrainer { grads: vec![0.0; model.params.len()], model, opt, acts }
     }
 
-    /// One update on `ids`/`targets` (`[b, t]`) at learning rate `lr`; `step` names it in errors.
+    /// One update on `ids`/`targets` (`[n, t]`, in passes of the trainer's micro-batch, the
+    /// gradients summed, the loss the mean over all counted targets) at learning rate `lr`;
+    /// `step` names it in errors.
     pub fn step(
         &mut self,
         ids: &[u32],
@@ -42,9 +44,17 @@ impl LstmTrainer {
         step: u64,
     ) -> Result<LstmStep> {
         self.grads.fill(0.0);
-        self.model.forward(&mut self.acts, ids)?;
-        let (loss, tokens) =
-            self.model.loss_backward(&mut self.acts, ids, targets, &mut self.grads);
+        let tokens = targets.iter().filter(|&&x| x != crate::kernels::crossentropy::IGNORE).count();
+        let scale = 1.0 / tokens.max(1) as f32;
+        let chunk = self.acts.b * self.acts.t;
+        let mut nll = 0.0f64;
+        for (i, tg) in ids.chunks(chunk).zip(targets.chunks(chunk)) {
+            self.model.forward(&mut self.acts, i)?;
+            let (sum, dh) = self.model.lm_head(&mut self.acts, tg, &mut self.grads, scale);
+            self.model.backward(&self.acts, i, dh, &mut self.grads);
+            nll += sum;
+        }
+        let loss = nll / tokens.max(1) as f64;
         if !loss.is_finite() {
             return Err(Error::Diverged { step, loss });
         }

@@ -190,6 +190,22 @@ fn fresh_model(opts: &PretrainOptions, micro: usize) -> Result<Net> {
     Ok(Net::init(&c, derive(opts.seed, stream::INIT)))
 }
 
+/// Removes the run's checkpoints after `step` and its `final/` (a resume from an earlier
+/// checkpoint writes them again, bitwise the same), keeping `keep` itself.
+fn discard_after(run: &Path, step: u64, keep: &Path) -> Result<()> {
+    let rd = std::fs::read_dir(run).map_err(|e| Error::io(run, e))?;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let later = name == "final" || rundir::checkpoint_step(&name).is_some_and(|n| n > step);
+        let p = e.path();
+        let same = |a: &Path, b: &Path| a.canonicalize().ok() == b.canonicalize().ok();
+        if later && !same(&p, keep) {
+            std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// The data against the model: the context and the vocabulary.
 fn check_inputs(
     c: &ArchConfig,
@@ -425,9 +441,14 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             Some(d) => Some(d.clone()),
             None => checkpoint::latest(&opts.out)?.map(|(_, d)| d),
         };
+
         match (found, &spec) {
             (Some(dir), _) => {
                 let (model, opt, state) = load_checkpoint(&dir, opts.weight_decay)?;
+                if opts.resume_from.is_some() {
+                    // What the run wrote after that checkpoint is written again as it goes on.
+                    discard_after(&opts.out, state.step, &dir)?;
+                }
                 if spec.is_none() {
                     // A run from before run.json: its trainer state holds what it recorded.
                     let want =
@@ -462,8 +483,15 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
                 }
                 (lock, model, Some(opt), state.step)
             }
-            // Stopped before its first checkpoint: the run starts again from its first step.
-            (None, Some(_)) => (lock, fresh_model(opts, micro)?, None, 0),
+            // Stopped before its first checkpoint: the run starts again from its first step,
+            // with the recorded configuration (a dropout override of --init's included).
+            (None, Some(spec)) => {
+                let mut m = fresh_model(opts, micro)?;
+                if let (Net::Transformer(g), ArchConfig::Transformer(c)) = (&mut m, &spec.config) {
+                    g.config = c.clone();
+                }
+                (lock, m, None, 0)
+            }
             (None, None) => {
                 return Err(Error::invalid(
                     &opts.out,
@@ -521,6 +549,12 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
 
     let mut trainer = model.trainer(micro, opts.seq, opts.weight_decay, opts.precision, opt)?;
     let end = opts.stop_at.unwrap_or(opts.steps).min(opts.steps);
+    if end < start {
+        return Err(Error::setting(
+            "stop_at",
+            format!("{end}: the run is already at step {start}; give a later step"),
+        ));
+    }
     let state_at = |step: u64| TrainerState {
         step,
         seed: opts.seed,

@@ -13,14 +13,20 @@ use std::path::{Path, PathBuf};
 pub const SPEC_FILE: &str = "run.json";
 const LOCK_FILE: &str = ".lock";
 
-/// Entries a training run writes in its directory; anything else is the user's.
+/// The step of a `checkpoint-N` name, written as gpt1 writes it (`checkpoint-05` is not one).
+pub fn checkpoint_step(name: &str) -> Option<u64> {
+    let s = name.strip_prefix("checkpoint-")?;
+    s.parse::<u64>().ok().filter(|n| n.to_string() == s)
+}
+
+/// Entries a training run writes in its directory before anything else of it (the figures
+/// come last, so a directory holding only `curves.png` is not a run: it is the user's).
 fn ours(name: &str) -> bool {
     let base = name.split(".tmp").next().unwrap_or(name);
     let base = base.split(".old").next().unwrap_or(base);
-    matches!(
-        base,
-        "run.json" | ".lock" | "metrics.jsonl" | "curves.png" | "final" | "best" | "report.md"
-    ) || base.strip_prefix("checkpoint-").is_some_and(|s| s.parse::<u64>().is_ok())
+    matches!(base, "run.json" | ".lock" | "metrics.jsonl" | "final" | "best")
+        || checkpoint_step(base).is_some()
+        || (base != name && matches!(base, "curves.png" | "report.md"))
 }
 
 /// What identifies a token file without reading all of it: its length and a hash of its first
@@ -40,8 +46,8 @@ impl FileId {
         const MIB: u64 = 1 << 20;
         let mut buf = Vec::new();
         (&mut f).take(MIB).read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
-        if bytes > 2 * MIB {
-            f.seek(SeekFrom::Start(bytes - MIB)).map_err(|e| Error::io(path, e))?;
+        if bytes > MIB {
+            f.seek(SeekFrom::Start((bytes - MIB).max(MIB))).map_err(|e| Error::io(path, e))?;
             f.take(MIB).read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
         }
         // FNV-1a, 64 bits: an identity check, not a security one.
@@ -123,7 +129,18 @@ pub fn check_new(dir: &Path, held_hint: &str) -> Result<()> {
         Err(e) => return Err(Error::io(dir, e)),
     };
     let names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
-    let foreign: Vec<&String> = names.iter().filter(|n| !ours(n)).collect();
+    let held_err = || Err(Error::invalid(dir, format!("already holds a run; {held_hint}")));
+    if names.iter().any(|n| n == SPEC_FILE) {
+        return held_err();
+    }
+    let marker = |n: &String| {
+        matches!(n.as_str(), "final" | "best" | "metrics.jsonl") || checkpoint_step(n).is_some()
+    };
+    let held = names.iter().any(marker);
+    // The figures are a run's only beside the rest of it.
+    let run_file =
+        |n: &&String| ours(n) || (held && matches!(n.as_str(), "curves.png" | "report.md"));
+    let foreign: Vec<&String> = names.iter().filter(|n| !run_file(n)).collect();
     if !foreign.is_empty() {
         let mut list: Vec<&str> = foreign.iter().take(3).map(|s| s.as_str()).collect();
         if foreign.len() > 3 {
@@ -137,12 +154,8 @@ pub fn check_new(dir: &Path, held_hint: &str) -> Result<()> {
             ),
         ));
     }
-    let held = names.iter().any(|n| {
-        matches!(n.as_str(), SPEC_FILE | "final" | "best" | "metrics.jsonl")
-            || n.starts_with("checkpoint-") && ours(n)
-    });
     if held {
-        return Err(Error::invalid(dir, format!("already holds a run; {held_hint}")));
+        return held_err();
     }
     Ok(())
 }
@@ -158,20 +171,37 @@ pub fn claim_existing(dir: &Path) -> Result<RunLock> {
 }
 
 /// Removes what killed runs left behind: `NAME.tmpPID` and `NAME.oldPID` entries of this
-/// directory (only gpt1's own names, and never this process's). Called under the lock, so no
-/// live run owns them.
+/// directory (only gpt1's own names). A `NAME.oldPID` whose `NAME` is gone is the last whole
+/// copy (a kill between the two renames of a directory replacement): it is renamed back, not
+/// removed. Called under the lock, before this process writes anything, so no live run owns them.
 pub fn clean_stale(dir: &Path) -> Result<usize> {
-    let me = std::process::id().to_string();
     let mut n = 0;
-    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let pid = name.rsplit_once(".tmp").or_else(|| name.rsplit_once(".old")).map(|(_, p)| p);
-        let Some(pid) = pid else { continue };
-        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me || !ours(&name) {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let stale = |name: &str, sep: &str| -> Option<String> {
+        let (base, pid) = name.rsplit_once(sep)?;
+        (!pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && ours(name))
+            .then(|| base.to_string())
+    };
+    for name in &names {
+        if let Some(base) = stale(name, ".old")
+            && !dir.join(&base).exists()
+        {
+            let (from, to) = (dir.join(name), dir.join(&base));
+            std::fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
+        }
+    }
+    for name in &names {
+        if stale(name, ".tmp").or_else(|| stale(name, ".old")).is_none() {
             continue;
         }
-        let p = e.path();
+        let p = dir.join(name);
+        if !p.exists() {
+            continue; // renamed back above
+        }
         let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
         r.map_err(|e| Error::io(&p, e))?;
         n += 1;
@@ -188,9 +218,7 @@ pub fn prune_checkpoints(dir: &Path, keep: usize) -> Result<()> {
     let mut steps: Vec<u64> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .flatten()
-        .filter_map(|e| {
-            e.file_name().to_string_lossy().strip_prefix("checkpoint-")?.parse::<u64>().ok()
-        })
+        .filter_map(|e| checkpoint_step(&e.file_name().to_string_lossy()))
         .collect();
     steps.sort_unstable();
     for s in steps.iter().rev().skip(keep) {
@@ -245,11 +273,31 @@ mod tests {
     #[test]
     fn stale_temporaries_of_dead_runs_are_removed_and_others_kept() {
         let d = tempfile::tempdir().unwrap();
-        for n in ["checkpoint-4.tmp99999", "final.old123", "metrics.jsonl.tmp5", "keep.tmp7"] {
+        for n in ["checkpoint-4.tmp99999", "best", "best.old123", "metrics.jsonl.tmp5", "keep.tmp7"]
+        {
             std::fs::create_dir_all(d.path().join(n)).unwrap();
         }
         assert_eq!(clean_stale(d.path()).unwrap(), 3);
-        assert!(d.path().join("keep.tmp7").exists());
+        assert!(d.path().join("keep.tmp7").exists() && d.path().join("best").exists());
+    }
+
+    #[test]
+    fn the_last_whole_copy_left_between_two_renames_is_restored() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("best.old42")).unwrap();
+        std::fs::write(d.path().join("best.old42/model.safetensors"), "w").unwrap();
+        std::fs::create_dir_all(d.path().join("best.tmp42")).unwrap();
+        clean_stale(d.path()).unwrap();
+        assert!(d.path().join("best/model.safetensors").exists());
+        assert!(!d.path().join("best.tmp42").exists() && !d.path().join("best.old42").exists());
+    }
+
+    #[test]
+    fn only_canonical_checkpoint_names_are_gpt1s() {
+        assert_eq!(checkpoint_step("checkpoint-5"), Some(5));
+        assert_eq!(checkpoint_step("checkpoint-05"), None);
+        assert_eq!(checkpoint_step("checkpoint-+5"), None);
+        assert!(!ours("curves.png") && ours("curves.png.tmp3") && ours("final.old9"));
     }
 
     #[test]
