@@ -253,3 +253,77 @@ fn lstm_micro_batches_add_up_to_the_batch() {
         assert!((x - y).abs() < 1e-4, "{a:?} vs {b:?}");
     }
 }
+
+/// The fine-tuning objective with the LSTM as the body against PyTorch (fixture:
+/// `tools/make_lstm_fixtures.py`): a linear head with bias on the extract token's top state of
+/// right-padded sequences, task cross-entropy + 0.5 × LM loss; the losses, every LSTM gradient
+/// and the head's.
+#[test]
+fn the_finetuning_objective_matches_pytorch() {
+    use gpt1::tasks::{Head, HeadKind, Item, Target};
+    use gpt1::train::lstm::LstmTrainer;
+    use gpt1::train::trainer::TaskObjective;
+    let m = load_lstm(&fixtures().join("lstm_tiny")).unwrap();
+    let bytes = std::fs::read(fixtures().join("lstm_ft_ref.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let f32s = |n: &str| -> Vec<f32> {
+        let v = st.tensor(n).unwrap();
+        v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    };
+    let i64s = |n: &str| -> Vec<i64> {
+        let v = st.tensor(n).unwrap();
+        v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
+    };
+    let (b, t, h, c) = (3usize, 6usize, 16usize, 3usize);
+    let ids: Vec<u32> = i64s("ids").iter().map(|&x| x as u32).collect();
+    let lm: Vec<u32> = i64s("lm").iter().map(|&x| if x < 0 { IGNORE } else { x as u32 }).collect();
+    let (lengths, labels) = (i64s("lengths"), i64s("labels"));
+    // nn.Linear's weight is [C, H]; the head keeps [H, C].
+    let (wt, bias) = (f32s("head.weight"), f32s("head.bias"));
+    let mut head = Head::new(HeadKind::Classify, h, c, 0);
+    for j in 0..h {
+        for o in 0..c {
+            head.w[j * c + o] = wt[o * h + j];
+        }
+    }
+    head.b = bias;
+    let mut task = TaskObjective::new(head, 0.5, 0.0, 0.01);
+    let items: Vec<Item> = (0..b)
+        .map(|s| Item {
+            features: vec![vec![s * t + lengths[s] as usize - 1]],
+            target: Target::Class(labels[s] as usize),
+        })
+        .collect();
+    let mut tr = LstmTrainer::new(m, b, t, 0.01);
+    let (_, lm_loss, task_loss, _) = tr.gradients_task(&mut task, &ids, &lm, &items, None).unwrap();
+    assert!((task_loss - f32s("task_loss")[0] as f64).abs() < 1e-5, "task {task_loss}");
+    assert!((lm_loss - f32s("lm_loss")[0] as f64).abs() < 1e-5, "lm {lm_loss}");
+    for tn in lstm_layout(&tr.model.config) {
+        let e = rel_err(&tr.grads[tn.range()], &f32s(&format!("grad.{}", tn.name)));
+        assert!(e < 1e-4, "gradient of {}: rel err {e}", tn.name);
+    }
+    let (_, g) = task.head_and_grad();
+    let gw = f32s("grad.head.weight");
+    let ours: Vec<f32> =
+        (0..c).flat_map(|o| (0..h).map(move |j| (o, j))).map(|(o, j)| g.w[j * c + o]).collect();
+    assert!(rel_err(&ours, &gw) < 1e-4);
+    assert!(rel_err(&g.b, &f32s("grad.head.bias")) < 1e-4);
+}
+
+/// Fine-tuning's three special tokens: new rows in the embedding and the output layer, the
+/// rest of the weights unchanged.
+#[test]
+fn growing_the_vocabulary_keeps_every_old_weight() {
+    let m0 = Lstm::init(LstmConfig::new(11, 5, 7, 1), 3);
+    let mut m = m0.clone();
+    m.grow_vocab(3, 9);
+    assert_eq!(m.config.vocab_size, 14);
+    let (old, new) = (lstm_layout(&m0.config), lstm_layout(&m.config));
+    for (o, n) in old.iter().zip(&new) {
+        let (a, b) = (&m0.params[o.range()], &m.params[n.range()]);
+        assert_eq!(&b[..a.len()], a, "{}", o.name);
+    }
+    let ids: Vec<u32> = vec![1, 12, 13, 2];
+    let mut a = m.activations(1, 4);
+    m.forward(&mut a, &ids).unwrap();
+}

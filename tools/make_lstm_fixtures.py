@@ -49,3 +49,30 @@ for name, p in model.named_parameters():
     ref["grad." + name] = p.grad.detach().clone()
 save_file({k: v.contiguous() for k, v in ref.items()}, os.path.join(HERE, "lstm_tiny_ref.safetensors"))
 print("loss", loss.item())
+
+# The fine-tuning objective with the LSTM as the body (lstm_ft_ref.safetensors): a linear head
+# with bias on the extract token's top state of right-padded sequences, cross-entropy over 3
+# classes + 0.5 × the LM loss (next tokens inside each sequence), every gradient.
+model.zero_grad()
+C = 3
+torch.manual_seed(7)
+head = torch.nn.Linear(H, C)
+lengths = torch.tensor([6, 4, 5])
+ids = torch.randint(1, V, (B, T), generator=g)
+lm = torch.full((B, T), -100)
+for b in range(B):
+    ids[b, lengths[b]:] = 0
+    lm[b, : lengths[b] - 1] = ids[b, 1 : lengths[b]]
+labels = torch.tensor([2, 0, 1])
+out, _ = model.lstm(model.embedding(ids))
+extract = out[torch.arange(B), lengths - 1]
+task_loss = torch.nn.functional.cross_entropy(head(extract), labels)
+lm_loss = torch.nn.functional.cross_entropy(model.decoder(out).reshape(-1, V), lm.reshape(-1), ignore_index=-100)
+(task_loss + 0.5 * lm_loss).backward()
+ft = {"ids": ids, "lengths": lengths, "lm": lm, "labels": labels, "head.weight": head.weight.detach(),
+      "head.bias": head.bias.detach(), "task_loss": task_loss.detach().reshape(1),
+      "lm_loss": lm_loss.detach().reshape(1), "grad.head.weight": head.weight.grad, "grad.head.bias": head.bias.grad}
+for name, p in model.named_parameters():
+    ft["grad." + name] = p.grad.detach().clone()
+save_file({k: v.contiguous() for k, v in ft.items()}, os.path.join(HERE, "lstm_ft_ref.safetensors"))
+print("task", task_loss.item(), "lm", lm_loss.item())

@@ -159,6 +159,45 @@ impl Lstm {
         Lstm { config, params }
     }
 
+    /// `extra` more tokens (fine-tuning's three special ones): new embedding rows N(0, 0.02),
+    /// new output rows as the initialisation draws them, bias 0; the rest unchanged.
+    pub fn grow_vocab(&mut self, extra: usize, seed: u64) {
+        let old = lstm_layout(&self.config);
+        let mut c = self.config.clone();
+        c.vocab_size += extra;
+        let new = lstm_layout(&c);
+        let k = 1.0 / (c.hidden_size as f64).sqrt();
+        let mut params = vec![0.0f32; lstm_params(&c)];
+        for (o, n) in old.iter().zip(&new) {
+            let (src, dst) = (&self.params[o.range()], &mut params[n.range()]);
+            dst[..src.len()].copy_from_slice(src);
+            let key = rng::derive(seed, n.offset as u64);
+            for (i, x) in dst[src.len()..].iter_mut().enumerate() {
+                *x = match n.name.as_str() {
+                    "embedding.weight" => (rng::normal(key, i as u64) * 0.02) as f32,
+                    "decoder.weight" => {
+                        let u = (rng::bits(key, i as u64) >> 11) as f64 / (1u64 << 53) as f64;
+                        ((2.0 * u - 1.0) * k) as f32
+                    }
+                    _ => 0.0,
+                };
+            }
+        }
+        (self.config, self.params) = (c, params);
+    }
+
+    /// The top layer's states at batch-major rows (`row = seq·T + step`), `[rows, H]`.
+    pub fn hidden_rows(&self, a: &LstmActs, rows: &[usize]) -> Vec<f32> {
+        let h = self.config.hidden_size;
+        let top = &a.h[self.config.num_layers - 1];
+        let mut out = Vec::with_capacity(rows.len() * h);
+        for &r in rows {
+            let tm = (r % a.t) * a.b + r / a.t;
+            out.extend_from_slice(&top[tm * h..(tm + 1) * h]);
+        }
+        out
+    }
+
     fn tensor(&self, name: &str) -> &[f32] {
         let t = lstm_layout(&self.config).into_iter().find(|t| t.name == name).expect("tensor");
         &self.params[t.range()]

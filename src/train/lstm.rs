@@ -2,10 +2,15 @@
 //! global-norm clipping, AdamW with decoupled weight decay on the matrices (not the biases), as
 //! the Transformer's step does.
 
-use super::optim::{AdamW, clip_grad_norm};
+use super::optim::{AdamW, clip_coef, clip_grad_norm};
+use super::trainer::{StepStats, TaskObjective};
 use crate::backend::Cpu;
 use crate::error::{Error, Result};
+use crate::kernels::dropout::Dropout;
+use crate::kernels::rng::{derive, stream};
 use crate::model::lstm::{Lstm, LstmActs, lstm_layout};
+use crate::tasks::Target;
+use crate::tasks::head::{Item, extract_rows};
 
 pub struct LstmTrainer {
     pub model: Lstm,
@@ -88,5 +93,92 @@ impl LstmTrainer {
             }
         }
         total / count.max(1) as f64
+    }
+
+    /// One fine-tuning update (the paper's objective with the LSTM as the body): the head on
+    /// the extract tokens' top states (dropout from `key` as the Transformer's), task loss +
+    /// λ · LM loss over `lm` (next-token targets of `ids`, `[n, len]`, one pass), the head's
+    /// ∂h added to the LM's before backward through time, clipping over body and head jointly,
+    /// AdamW on both. `step` names it in errors.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_task(
+        &mut self,
+        task: &mut TaskObjective,
+        ids: &[u32],
+        lm: &[u32],
+        items: &[Item],
+        lr: f32,
+        clip: f32,
+        key: Option<u64>,
+        step: u64,
+    ) -> Result<StepStats> {
+        let (loss, lm_loss, task_loss, tokens) = self.gradients_task(task, ids, lm, items, key)?;
+        let (_, grad) = task.head_and_grad();
+        let sq: f64 =
+            self.grads.iter().chain(&grad.w).chain(&grad.b).map(|&g| g as f64 * g as f64).sum();
+        let grad_norm = sq.sqrt() as f32;
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            let loss = if loss.is_finite() { grad_norm as f64 } else { loss };
+            return Err(Error::Diverged { step, loss });
+        }
+        if let Some(f) = clip_coef(grad_norm, clip) {
+            let all = self.grads.iter_mut().chain(grad.w.iter_mut()).chain(grad.b.iter_mut());
+            all.for_each(|g| *g *= f);
+        }
+        self.opt.step(&mut self.model.params, &self.grads, lr);
+        task.update(lr);
+        Ok(StepStats { loss, lm_loss, task_loss: Some(task_loss), grad_norm, tokens })
+    }
+
+    /// The gradients of [`LstmTrainer::step_task`]'s objective into `self.grads` and the
+    /// head's gradient: `(objective, LM loss, task loss, counted LM targets)`.
+    pub fn gradients_task(
+        &mut self,
+        task: &mut TaskObjective,
+        ids: &[u32],
+        lm: &[u32],
+        items: &[Item],
+        key: Option<u64>,
+    ) -> Result<(f64, f64, f64, usize)> {
+        let (b, t) = (self.acts.b, self.acts.t);
+        if ids.len() != b * t {
+            return Err(Error::setting("batch", "a fine-tuning batch runs in one pass"));
+        }
+        self.grads.fill(0.0);
+        self.model.forward(&mut self.acts, ids)?;
+        let counted = lm.iter().filter(|&&x| x != crate::kernels::crossentropy::IGNORE).count();
+        let lambda = task.aux_lm;
+        let (nll, mut dh) = if lambda > 0.0 {
+            self.model.lm_head(&mut self.acts, lm, &mut self.grads, lambda / counted.max(1) as f32)
+        } else {
+            (0.0, vec![0.0f32; b * t * self.model.config.hidden_size])
+        };
+        let (rows, ritems) = extract_rows(items);
+        let h = self.model.config.hidden_size;
+        let hidden = self.model.hidden_rows(&self.acts, &rows);
+        let n_items = items.iter().filter(|it| it.target != Target::None).count().max(1);
+        let drop = match key {
+            Some(k) if task.clf_dropout > 0.0 => {
+                Dropout { p: task.clf_dropout, key: derive(k, stream::HEAD_DROPOUT) }
+            }
+            _ => Dropout::OFF,
+        };
+        let (head, grad) = task.head_and_grad();
+        grad.w.fill(0.0);
+        grad.b.fill(0.0);
+        let mut dh_rows = vec![0.0f32; rows.len() * h];
+        let task_sum =
+            head.loss_backward(grad, &hidden, &ritems, drop, 1.0 / n_items as f32, &mut dh_rows);
+        for (k, &r) in rows.iter().enumerate() {
+            let tm = (r % t) * b + r / t;
+            dh[tm * h..(tm + 1) * h]
+                .iter_mut()
+                .zip(&dh_rows[k * h..(k + 1) * h])
+                .for_each(|(x, d)| *x += d);
+        }
+        self.model.backward(&self.acts, ids, dh, &mut self.grads);
+        let lm_loss = nll / counted.max(1) as f64;
+        let task_loss = task_sum / n_items as f64;
+        Ok((task_loss + lambda as f64 * lm_loss, lm_loss, task_loss, counted))
     }
 }

@@ -35,6 +35,18 @@ impl TaskObjective {
         TaskObjective { grad: head.zeros_like(), head, opt_w, opt_b, aux_lm, clf_dropout }
     }
 
+    /// The head and its gradient buffer (zeroed by the caller each step), for a body other
+    /// than the Transformer's.
+    pub fn head_and_grad(&mut self) -> (&Head, &mut Head) {
+        (&self.head, &mut self.grad)
+    }
+
+    /// AdamW on the head with its (clipped) gradient.
+    pub fn update(&mut self, lr: f32) {
+        self.opt_w.step(&mut self.head.w, &self.grad.w, lr);
+        self.opt_b.step(&mut self.head.b, &self.grad.b, lr);
+    }
+
     /// The head's two optimizers (matrix, bias), for checkpoints.
     pub fn optimizers(&self) -> [&AdamW; 2] {
         [&self.opt_w, &self.opt_b]
@@ -274,8 +286,7 @@ impl<B: Backend> Trainer<B> {
         }
         self.opt.step(&mut self.model.params, &self.grads, lr);
         if let Some(t) = &mut self.task {
-            t.opt_w.step(&mut t.head.w, &t.grad.w, lr);
-            t.opt_b.step(&mut t.head.b, &t.grad.b, lr);
+            t.update(lr);
         }
         Ok(StepStats { loss, lm_loss, task_loss, grad_norm, tokens })
     }
