@@ -222,8 +222,9 @@ fn zero_shot_along_pretraining_scores_every_checkpoint_once() {
     );
 }
 
-/// Table 5's shape: every variant × task (here SST-2 and CoLA-shaped copies of one small task),
-/// CSV/Markdown/PNG, λ = 0 for the no-aux-LM row, a second run reading the cells back.
+/// Table 5's shape: every variant × task (SST-2 and RTE-shaped small tasks), the LSTM row
+/// included, CSV/Markdown/PNG, λ = 0 for the no-aux-LM row, a second run reading the cells
+/// back.
 #[test]
 fn ablations_write_table_5_and_resume() {
     let (m, d, out) =
@@ -237,11 +238,17 @@ fn ablations_write_table_5_and_resume() {
     std::fs::write(rte.join("train.tsv"), pairs).unwrap();
     std::fs::write(rte.join("dev.tsv"), pairs).unwrap();
     let a = out.path().join("a");
+    // A small pre-trained LSTM of the same vocabulary for the LSTM row.
+    let l = out.path().join("lstm");
+    let lc = gpt1::model::lstm::LstmConfig::new(26 * 2 + 2 + 5, 8, 16, 1);
+    gpt1::model::lstm::save_lstm(&l, &gpt1::model::lstm::Lstm::init(lc, 4)).unwrap();
     let args = [
         "analyze",
         "ablations",
         "--transformer",
         s(m.path()),
+        "--lstm",
+        s(&l),
         "--tasks",
         "sst2,rte",
         "--data",
@@ -257,7 +264,7 @@ fn ablations_write_table_5_and_resume() {
     let lines = ok(&args);
     let cells: Vec<serde_json::Value> =
         lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(cells.len(), 6);
+    assert_eq!(cells.len(), 8);
     for c in &cells {
         assert!((0.0..=1.0).contains(&c["dev"].as_f64().unwrap()), "{c}");
     }
@@ -266,8 +273,9 @@ fn ablations_write_table_5_and_resume() {
     let first: serde_json::Value = serde_json::from_str(m0.lines().next().unwrap()).unwrap();
     assert_eq!(first["lm_loss"], 0.0);
     let md = std::fs::read_to_string(a.join("ablations.md")).unwrap();
-    assert!(md.contains("Transformer w/o pre-training") && md.contains("avg"), "{md}");
-    assert_eq!(std::fs::read_to_string(a.join("ablations.csv")).unwrap().lines().count(), 4);
+    assert!(md.contains("Transformer w/o pre-training") && md.contains("LSTM w/ aux LM"), "{md}");
+    assert_eq!(std::fs::read_to_string(a.join("ablations.csv")).unwrap().lines().count(), 5);
+    assert!(std::fs::read_to_string(a.join("lstm-rte/best/config.json")).unwrap().contains("lstm"));
     assert_eq!(&std::fs::read(a.join("ablations.png")).unwrap()[1..4], b"PNG");
     // Again: every cell is read back (no run directory is touched).
     let before = std::fs::metadata(a.join("full-sst2/metrics.jsonl")).unwrap().modified().unwrap();

@@ -712,3 +712,50 @@ fn an_interrupted_finetuning_run_resumes_to_the_uninterrupted_one() {
     };
     assert_eq!(losses(&out), losses(&straight));
 }
+
+/// The LSTM baseline fine-tuned through the same command (`--arch lstm`, from scratch here):
+/// it learns the small task, keeps an LSTM checkpoint with its head, and resumes like the
+/// Transformer.
+#[test]
+fn the_lstm_finetunes_and_resumes() {
+    let tmp = own_setup();
+    let d = tmp.path();
+    let extra = [
+        "--arch",
+        "lstm",
+        "--lstm-hidden",
+        "32",
+        "--epochs",
+        "40",
+        "--batch",
+        "8",
+        "--lr",
+        "5e-3",
+        "--quiet",
+    ];
+    let out = d.join("lstm");
+    let js: serde_json::Value =
+        serde_json::from_str(&from_scratch(d, "sst2", &out, &extra)).unwrap();
+    let acc = js["best_dev"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.75, "dev accuracy {acc}");
+    let cfg = std::fs::read_to_string(out.join("best/config.json")).unwrap();
+    assert!(cfg.contains("\"lstm\"") && out.join("best/head.safetensors").exists(), "{cfg}");
+    // Stopped with --save-every and resumed: the same best checkpoint.
+    let part = d.join("part");
+    let mut first = extra.to_vec();
+    first.extend(["--save-every", "5", "--max-steps", "10"]);
+    from_scratch(d, "sst2", &part, &first);
+    let whole = d.join("whole");
+    let mut w = extra.to_vec();
+    w.extend(["--max-steps", "10"]);
+    from_scratch(d, "sst2", &whole, &w);
+    let read = |p: &Path| std::fs::read(p.join("best/model.safetensors")).unwrap();
+    assert_eq!(read(&part), read(&whole));
+    let ck = part.join("checkpoint-5");
+    assert!(ck.join("optimizer.safetensors").exists());
+    // Resume from checkpoint-5 (the newest kept): steps 6–10 again, the same best checkpoint.
+    let mut again = first.clone();
+    again.push("--resume");
+    from_scratch(d, "sst2", &part, &again);
+    assert_eq!(read(&part), read(&whole));
+}

@@ -1,9 +1,9 @@
 //! Table 5: the ablations. Each variant is fine-tuned on each task with the same settings, and
 //! its best dev score is recorded: the full model (pre-trained Transformer, auxiliary LM), the
 //! same without the auxiliary objective (λ = 0), the same architecture without pre-training
-//! (its random initialisation, auxiliary LM on), and the LSTM baseline (pre-trained, auxiliary
-//! LM) where its fine-tuning exists. One cell per run directory; a finished cell (`cell.json`)
-//! is not recomputed when the command runs again.
+//! (its random initialisation, auxiliary LM on), and, given one, the pre-trained LSTM baseline
+//! (auxiliary LM on). One cell per run directory; a finished cell (`cell.json`) is not
+//! recomputed when the command runs again.
 
 use super::{Table, fmt_score};
 use crate::data::tasks::{Metric, TaskDef};
@@ -11,8 +11,10 @@ use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::kernels::rng::{derive, stream};
 use crate::model::Gpt;
+use crate::model::lstm::Lstm;
 use crate::text::Tokenizer;
-use crate::train::finetune::{FinetuneOptions, finetune};
+use crate::train::finetune::{FinetuneOptions, finetune_net};
+use crate::train::net::Net;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -26,10 +28,13 @@ pub enum Variant {
     NoAuxLm,
     /// Transformer from its random initialisation, auxiliary LM.
     NoPretraining,
+    /// The LSTM baseline, pre-trained, auxiliary LM.
+    Lstm,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 3] = [Variant::Full, Variant::NoAuxLm, Variant::NoPretraining];
+    pub const ALL: [Variant; 4] =
+        [Variant::Full, Variant::NoAuxLm, Variant::NoPretraining, Variant::Lstm];
 
     /// The row's label, as the paper writes it.
     pub fn label(self) -> &'static str {
@@ -37,6 +42,7 @@ impl Variant {
             Variant::Full => "Transformer w/ aux LM (full)",
             Variant::NoAuxLm => "Transformer w/o aux LM",
             Variant::NoPretraining => "Transformer w/o pre-training",
+            Variant::Lstm => "LSTM w/ aux LM",
         }
     }
 
@@ -45,6 +51,7 @@ impl Variant {
             Variant::Full => "full",
             Variant::NoAuxLm => "no-aux-lm",
             Variant::NoPretraining => "no-pretraining",
+            Variant::Lstm => "lstm",
         }
     }
 }
@@ -68,6 +75,7 @@ const CELL: &str = "cell.json";
 /// and, for the variants, λ and the initial weights.
 pub fn ablations(
     pretrained: &Gpt,
+    lstm: Option<&Lstm>,
     tok: &Tokenizer,
     tasks: &[(TaskDef, PathBuf)],
     opts: &FinetuneOptions,
@@ -78,7 +86,9 @@ pub fn ablations(
     let out = &opts.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut cells = Vec::new();
-    for variant in Variant::ALL {
+    let variants: Vec<Variant> =
+        Variant::ALL.into_iter().filter(|&v| v != Variant::Lstm || lstm.is_some()).collect();
+    for &variant in &variants {
         for (def, data) in tasks {
             let run = out.join(format!("{}-{}", variant.dir(), def.name));
             let cf = run.join(CELL);
@@ -99,16 +109,21 @@ pub fn ablations(
             let mut o = opts.clone();
             (o.out, o.data) = (run.clone(), data.clone());
             let model = match variant {
-                Variant::Full => pretrained.clone(),
+                Variant::Full => Net::Transformer(pretrained.clone()),
                 Variant::NoAuxLm => {
                     o.aux_lm = 0.0;
-                    pretrained.clone()
+                    Net::Transformer(pretrained.clone())
                 }
-                Variant::NoPretraining => {
-                    Gpt::init(pretrained.config.clone(), derive(o.seed, stream::INIT))
+                Variant::NoPretraining => Net::Transformer(Gpt::init(
+                    pretrained.config.clone(),
+                    derive(o.seed, stream::INIT),
+                )),
+                Variant::Lstm => {
+                    o.precision = crate::backend::Precision::Fp32;
+                    Net::Lstm(lstm.expect("filtered above").clone())
                 }
             };
-            let s = finetune(model, tok, def, &o)?;
+            let s = finetune_net(model, tok, def, &o)?;
             let c = Cell {
                 variant,
                 task: def.name.clone(),
@@ -120,11 +135,16 @@ pub fn ablations(
             cells.push(c);
         }
     }
-    write_outputs(out, tasks, &cells)?;
+    write_outputs(out, tasks, &variants, &cells)?;
     Ok(cells)
 }
 
-fn write_outputs(out: &Path, tasks: &[(TaskDef, PathBuf)], cells: &[Cell]) -> Result<()> {
+fn write_outputs(
+    out: &Path,
+    tasks: &[(TaskDef, PathBuf)],
+    variants: &[Variant],
+    cells: &[Cell],
+) -> Result<()> {
     let names: Vec<String> = tasks.iter().map(|(d, _)| d.name.clone()).collect();
     let score = |v: Variant, t: &str| {
         cells.iter().find(|c| c.variant == v && c.task == t).and_then(|c| c.dev)
@@ -137,7 +157,7 @@ fn write_outputs(out: &Path, tasks: &[(TaskDef, PathBuf)], cells: &[Cell]) -> Re
     header.push("avg".into());
     let mut rows = Vec::new();
     let mut series = Vec::new();
-    for v in Variant::ALL {
+    for &v in variants {
         let vals: Vec<Option<f64>> = names.iter().map(|t| score(v, t)).collect();
         let have: Vec<f64> = vals.iter().flatten().copied().collect();
         let avg = (!have.is_empty()).then(|| have.iter().sum::<f64>() / have.len() as f64);

@@ -69,6 +69,17 @@ pub struct AblationsArgs {
     /// Pre-training updates with --pretrain-data.
     #[arg(long, default_value_t = 1000)]
     pretrain_steps: u64,
+    /// A pre-trained LSTM baseline (`pretrain --arch lstm`) for the table's LSTM row.
+    #[arg(long, conflicts_with = "pretrain_data")]
+    lstm: Option<PathBuf>,
+    /// With --pretrain-data: also pre-train the LSTM baseline on the same tokens (into
+    /// OUT/pretrain-lstm/, the same settings; the vocabulary and embedding width of --config)
+    /// for the LSTM row.
+    #[arg(long, requires = "pretrain_data")]
+    with_lstm: bool,
+    /// Hidden units of that LSTM (the paper: 2048).
+    #[arg(long, default_value_t = 2048)]
+    lstm_hidden: usize,
     /// Tasks, comma-separated (the paper's: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte).
     #[arg(long, value_delimiter = ',', default_value = "cola,sst2,mrpc,stsb,qqp,mnli,qnli,rte")]
     tasks: Vec<String>,
@@ -106,40 +117,56 @@ fn run_ablations(a: AblationsArgs) -> Result<()> {
             Ok((def, dir))
         })
         .collect::<gpt1::Result<Vec<_>>>()?;
-    let ckpt = match (&a.transformer, &a.pretrain_data) {
-        (Some(t), _) => t.clone(),
-        (None, Some(data)) => {
-            let run = a.out.join("pretrain-transformer");
-            let final_dir = run.join("final");
-            if !final_dir.join("model.safetensors").exists() {
-                let config = gpt1::model::Config::from_name_or_file(&a.config)?;
-                let mut o = gpt1::train::PretrainOptions::new(
-                    data.clone(),
-                    gpt1::train::ModelSource::Config(config),
-                    run.clone(),
-                );
-                (o.batch, o.seq, o.steps, o.lr, o.warmup, o.seed) = (
-                    16,
-                    128,
-                    a.pretrain_steps,
-                    6e-4,
-                    100.min(a.pretrain_steps / 3).max(1),
-                    a.train.seed,
-                );
-                o.resume = run.join("run.json").exists();
-                o.tokenizer = a.tokenizer.clone();
-                super::on_interrupt();
-                gpt1::train::pretrain(&o).context("pre-training the Transformer")?;
-            }
-            final_dir
+    // Pre-trains one model on --pretrain-data into OUT/NAME/ unless it is done; its final/.
+    let pretrain_into = |name: &str, source: gpt1::train::ModelSource| -> Result<PathBuf> {
+        let data = a.pretrain_data.clone().expect("checked by the caller");
+        let run = a.out.join(name);
+        let final_dir = run.join("final");
+        if !final_dir.join("model.safetensors").exists() {
+            let mut o = gpt1::train::PretrainOptions::new(data, source, run.clone());
+            (o.batch, o.seq, o.steps, o.lr, o.seed) =
+                (16, 128, a.pretrain_steps, 6e-4, a.train.seed);
+            o.warmup = 100.min(a.pretrain_steps / 3).max(1);
+            o.resume = run.join("run.json").exists();
+            o.tokenizer = a.tokenizer.clone();
+            super::on_interrupt();
+            gpt1::train::pretrain(&o).with_context(|| format!("pre-training {name}"))?;
         }
-        (None, None) => unreachable!("clap requires one"),
+        Ok(final_dir)
+    };
+    let config = gpt1::model::Config::from_name_or_file(&a.config)?;
+    let ckpt = match &a.transformer {
+        Some(t) => t.clone(),
+        None => {
+            pretrain_into("pretrain-transformer", gpt1::train::ModelSource::Config(config.clone()))?
+        }
+    };
+    let lstm_dir = match (&a.lstm, a.with_lstm) {
+        (Some(l), _) => Some(l.clone()),
+        (None, true) => {
+            let mut l = gpt1::model::lstm::LstmConfig::new(
+                config.vocab_size,
+                config.n_embd,
+                a.lstm_hidden,
+                1,
+            );
+            l.n_positions = config.n_positions;
+            Some(pretrain_into("pretrain-lstm", gpt1::train::ModelSource::Lstm(l))?)
+        }
+        (None, false) => None,
+    };
+    let lstm = match &lstm_dir {
+        Some(d) => Some(
+            gpt1::model::lstm::load_lstm(d).with_context(|| format!("loading {}", d.display()))?,
+        ),
+        None => None,
     };
     let model = load_model(&ckpt).with_context(|| format!("loading {}", ckpt.display()))?;
     let tok =
         super::tokenizer(a.tokenizer.as_deref(), Some(&ckpt), Some(model.config.vocab_size), None)?;
     let opts = a.train.options(a.data.clone(), a.out.clone());
-    let cells = ablations(&model, &tok, &tasks, &opts).context("the ablations failed")?;
+    let cells =
+        ablations(&model, lstm.as_ref(), &tok, &tasks, &opts).context("the ablations failed")?;
     for c in &cells {
         println!("{}", serde_json::to_string(c)?);
     }

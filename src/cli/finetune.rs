@@ -3,12 +3,12 @@
 use anyhow::{Context, Result, bail};
 use gpt1::data::tasks::{self, Custom, Shape, TaskDef, custom_task, task};
 use gpt1::kernels::rng::{derive, stream};
-use gpt1::model::checkpoint::load_model;
 use gpt1::model::{Config, Gpt};
 use gpt1::tasks::checkpoint::{Finetuned, load_finetuned};
 use gpt1::tasks::evaluate::{evaluate, predict_to_file};
 use gpt1::tasks::stats::split_stats;
-use gpt1::train::finetune::{FINETUNE, FinetuneOptions, finetune};
+use gpt1::train::finetune::{FINETUNE, FinetuneOptions, finetune_net};
+use gpt1::train::net::Net;
 use std::path::PathBuf;
 
 /// The columns of a user's own task (`--task custom`).
@@ -95,6 +95,10 @@ pub struct FinetuneArgs {
     /// Keep the embeddings and the first K pre-trained blocks, re-initialise the rest.
     #[arg(long)]
     transfer_layers: Option<usize>,
+    /// With --from-scratch, the architecture (an LSTM checkpoint given to --model is found by
+    /// its config.json).
+    #[command(flatten)]
+    lstm: super::LstmArgs,
 }
 
 /// The fine-tuning settings, shared by `finetune` and the analyses that fine-tune.
@@ -306,31 +310,40 @@ pub fn run_data(c: DataCommand) -> Result<()> {
 pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
     let def = a.task.resolve()?;
     let vocab = match (&a.model, a.from_scratch) {
+        (Some(m), false) if gpt1::model::lstm::is_lstm(m) => {
+            Some(gpt1::model::lstm::load_lstm(m)?.config.vocab_size)
+        }
         (Some(m), false) => Some(gpt1::model::Config::load(&m.join("config.json"))?.vocab_size),
         _ => None,
     };
     let tok = super::tokenizer(a.tokenizer.as_deref(), a.model.as_deref(), vocab, None)?;
-    let model = if a.from_scratch {
+    let mut model = if a.from_scratch {
         let mut c = Config::from_name_or_file(a.config.as_deref().unwrap_or("gpt1"))?;
         c.vocab_size = tok.vocab_size();
-        Gpt::init(c, derive(a.train.seed, stream::INIT))
+        let key = derive(a.train.seed, stream::INIT);
+        match a.lstm.arch {
+            super::Arch::Lstm => Net::Lstm(gpt1::model::lstm::Lstm::init(a.lstm.config(&c)?, key)),
+            super::Arch::Transformer => Net::Transformer(Gpt::init(c, key)),
+        }
     } else {
         let dir = a.model.as_ref().context("--model CKPT_DIR is needed unless --from-scratch")?;
-        load_model(dir).with_context(|| format!("loading {}", dir.display()))?
+        Net::load(dir).with_context(|| format!("loading {}", dir.display()))?
     };
-    let mut model = model;
     if let Some(k) = a.transfer_layers {
+        let Net::Transformer(m) = &mut model else {
+            anyhow::bail!("--transfer-layers applies to the Transformer");
+        };
         anyhow::ensure!(
-            k <= model.config.n_layer,
+            k <= m.config.n_layer,
             "--transfer-layers {k} exceeds the model's {} layers",
-            model.config.n_layer
+            m.config.n_layer
         );
-        model.keep_layers(k, derive(a.train.seed, stream::INIT));
+        m.keep_layers(k, derive(a.train.seed, stream::INIT));
     }
     let mut o = a.train.options(a.task.data, a.out);
     o.model_dir = if a.from_scratch { None } else { a.model.clone() };
     super::on_interrupt();
-    let s = finetune(model, &tok, &def, &o).map_err(|e| {
+    let s = finetune_net(model, &tok, &def, &o).map_err(|e| {
         let hint = match &e {
             gpt1::Error::Interrupted { .. } => {
                 "stopped; continue with the same command and --resume".to_string()

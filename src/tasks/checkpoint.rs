@@ -50,8 +50,20 @@ pub fn save_finetuned<B: Backend>(
     tok: &Tokenizer,
     max_len: usize,
 ) -> Result<()> {
+    save_finetuned_with(dir, head, def, tok, max_len, |tmp| save_model(tmp, model))
+}
+
+/// [`save_finetuned`] with the body written by `write_model` (either architecture).
+pub fn save_finetuned_with(
+    dir: &Path,
+    head: &Head,
+    def: &TaskDef,
+    tok: &Tokenizer,
+    max_len: usize,
+    write_model: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     crate::io::write_dir_atomic(dir, |tmp| {
-        save_model(tmp, model)?;
+        write_model(tmp)?;
         let bytes = safetensors_bytes(&[
             ("weight".into(), vec![head.d, head.n_out], &head.w),
             ("bias".into(), vec![head.n_out], &head.b),
@@ -78,7 +90,7 @@ pub struct Finetuned {
 
 /// Loads what [`save_finetuned`] wrote.
 pub fn load_finetuned(dir: &Path) -> Result<Finetuned> {
-    use crate::model::checkpoint::{copy_f32, load_model, read_safetensors};
+    use crate::model::checkpoint::load_model;
     let tp = dir.join("task.json");
     let text = std::fs::read_to_string(&tp).map_err(|e| Error::invalid(dir, format!("not a fine-tuned checkpoint: task.json is missing ({e}); pass the best/ directory of a `gpt1 finetune` run")))?;
     let v: serde_json::Value =
@@ -87,13 +99,28 @@ pub fn load_finetuned(dir: &Path) -> Result<Finetuned> {
         .map_err(|e| Error::invalid(&tp, format!("not a task definition ({e})")))?;
     let max_len =
         v["max_len"].as_u64().ok_or_else(|| Error::invalid(&tp, "max_len is missing"))? as usize;
+    if crate::model::lstm::is_lstm(dir) {
+        return Err(Error::invalid(
+            dir,
+            "an LSTM fine-tuned checkpoint: evaluate, predict and export take Transformer ones \
+             (the LSTM's dev score is in its run's metrics.jsonl)",
+        ));
+    }
     let model = load_model(dir)?;
     let tokenizer = Tokenizer::load(dir, None)?;
+    let head = load_head(dir, &task, model.config.n_embd)?;
+    Ok(Finetuned { model, head, task, tokenizer, max_len })
+}
+
+/// The head of a fine-tuned checkpoint (`head.safetensors`), its shape checked against the
+/// task and the body's width `d`.
+pub fn load_head(dir: &Path, task: &TaskDef, d: usize) -> Result<Head> {
+    use crate::model::checkpoint::{copy_f32, read_safetensors};
     let hp = dir.join("head.safetensors");
     let bytes = read_safetensors(&hp)?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::invalid(&hp, format!("corrupt head ({e})")))?;
-    let mut head = Head::new(task.kind, model.config.n_embd, task.n_out(), 0);
+    let mut head = Head::new(task.kind, d, task.n_out(), 0);
     for (name, dst, shape) in
         [("weight", &mut head.w, vec![head.d, head.n_out]), ("bias", &mut head.b, vec![head.n_out])]
     {
@@ -106,5 +133,5 @@ pub fn load_finetuned(dir: &Path) -> Result<Finetuned> {
         }
         copy_f32(&hp, name, &view, dst)?;
     }
-    Ok(Finetuned { model, head, task, tokenizer, max_len })
+    Ok(head)
 }

@@ -92,7 +92,30 @@ pub fn evaluate_prepared<B: Backend>(
     data: &[Prepared],
     batch_size: usize,
 ) -> Evaluation {
-    let scores = scores(model, head, acts, data, batch_size);
+    evaluation_of(def, data, scores(model, head, acts, data, batch_size))
+}
+
+/// The head's scores of `examples` with the LSTM as the body, `batch` examples at a time.
+pub fn lstm_scores(
+    model: &crate::model::lstm::Lstm,
+    head: &Head,
+    data: &[Prepared],
+    batch_size: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(data.len());
+    for chunk in data.chunks(batch_size.max(1)) {
+        let refs: Vec<&Prepared> = chunk.iter().collect();
+        let b = batch(&refs);
+        let mut acts = model.activations(b.n_seq, b.len);
+        model.forward(&mut acts, &b.ids)?;
+        let (rows, items) = extract_rows(&b.items);
+        out.extend(head.forward(&model.hidden_rows(&acts, &rows), &items));
+    }
+    Ok(out)
+}
+
+/// Predictions and the task's metrics from the head's `scores` of `data`.
+pub fn evaluation_of(def: &TaskDef, data: &[Prepared], scores: Vec<Vec<f32>>) -> Evaluation {
     let argmax = |v: &[f32]| {
         v.iter()
             .enumerate()

@@ -4,18 +4,20 @@
 //! [`Trainer::step`].
 
 use super::finetune_state::{self, FinetuneSpec, LoopState, data_hash, weights_hash};
+use super::net::Net;
 use super::rundir;
 use super::schedule::Schedule;
-use super::trainer::{StepKey, TaskObjective, Trainer};
-use crate::backend::{Cpu, Precision};
+use super::trainer::TaskObjective;
+use super::tuner::Tuner;
+use crate::backend::Precision;
 use crate::data::tasks::{TaskDef, read_split};
 use crate::error::{Error, Result};
 use crate::kernels::rng::{derive, stream};
 use crate::model::Gpt;
 use crate::tasks::Head;
 use crate::tasks::batch::{Prepared, batch, bucketed_batches, longest, prepare};
-use crate::tasks::checkpoint::{save_finetuned, with_special_tokens};
-use crate::tasks::evaluate::{Evaluation, evaluate_prepared};
+use crate::tasks::checkpoint::with_special_tokens;
+use crate::tasks::evaluate::Evaluation;
 use crate::text::Tokenizer;
 use std::io::Write;
 use std::path::PathBuf;
@@ -136,13 +138,46 @@ pub fn finetune(
     def: &TaskDef,
     opts: &FinetuneOptions,
 ) -> Result<FinetuneSummary> {
+    finetune_net(Net::Transformer(model), tok, def, opts)
+}
+
+/// [`finetune`] of either architecture (the LSTM baseline: its top state at the extract token
+/// feeds the head, as the Transformer's does).
+pub fn finetune_net(
+    model: Net,
+    tok: &Tokenizer,
+    def: &TaskDef,
+    opts: &FinetuneOptions,
+) -> Result<FinetuneSummary> {
     if opts.batch == 0 || opts.epochs == 0 {
         let setting = if opts.batch == 0 { "batch" } else { "epochs" };
         return Err(Error::setting(setting, "must be at least 1"));
     }
-    let mut model = with_special_tokens(model, tok, opts.seed)?;
-    model.backend = Cpu::new(opts.precision);
-    let n_pos = model.config.n_positions;
+    let model = match model {
+        Net::Transformer(m) => Net::Transformer(with_special_tokens(m, tok, opts.seed)?),
+        Net::Lstm(mut m) => {
+            if m.config.vocab_size == tok.bpe_vocab_size() {
+                m.grow_vocab(
+                    tok.vocab_size() - m.config.vocab_size,
+                    derive(opts.seed, stream::SPECIAL_TOKENS),
+                );
+            } else if m.config.vocab_size != tok.vocab_size() {
+                return Err(Error::Vocab(format!(
+                    "the LSTM has {} token embeddings, the tokenizer {} (+3 special): they are not the same vocabulary",
+                    m.config.vocab_size,
+                    tok.bpe_vocab_size()
+                )));
+            }
+            if opts.precision != Precision::Fp32 {
+                return Err(Error::setting("precision", "the LSTM baseline runs in fp32 only"));
+            }
+            Net::Lstm(m)
+        }
+    };
+    let (n_pos, width, params) = match &model {
+        Net::Transformer(m) => (m.config.n_positions, m.config.n_embd, m.params.as_slice()),
+        Net::Lstm(m) => (m.config.n_positions, m.config.hidden_size, m.params.as_slice()),
+    };
     if let Some(m) = opts.max_len.filter(|&m| m > n_pos) {
         return Err(Error::setting(
             "max_len",
@@ -168,7 +203,7 @@ pub fn finetune(
         train_hash: data_hash(&train_p),
         dev_hash: dev_p.as_deref().map(data_hash),
         model: opts.model_dir.clone(),
-        model_hash: weights_hash(&model),
+        model_hash: weights_hash(params),
         epochs: opts.epochs,
         batch: opts.batch,
         lr: opts.lr,
@@ -212,16 +247,15 @@ pub fn finetune(
     let per_example =
         train_p.iter().map(|e| e.t.features.iter().map(Vec::len).sum::<usize>()).max().unwrap_or(1);
     let t_max = longest(&train_p).max(dev_p.as_deref().map_or(1, longest));
-    let head = Head::new(def.kind, model.config.n_embd, def.n_out(), opts.seed);
+    let head = Head::new(def.kind, width, def.n_out(), opts.seed);
     let task = TaskObjective::new(head, opts.aux_lm, opts.clf_dropout, opts.weight_decay);
-    let mut trainer =
-        Trainer::new(model, opts.batch * per_example, t_max, opts.weight_decay).with_task(task);
+    let seqs = opts.batch * per_example;
+    let mut trainer = Tuner::new(model, task, seqs, t_max, opts.weight_decay, opts.precision);
     let (mut step, mut best_epoch, mut best_step, mut best_score) = (0u64, 0usize, 0u64, None);
     if opts.resume
         && let Some((_, dir)) = finetune_state::latest(&opts.out)
     {
-        let t = trainer.task.as_mut().expect("a task");
-        let st = finetune_state::load(&dir, &mut trainer.model, &mut trainer.opt, t)?;
+        let st = trainer.load_state(&dir, def)?;
         (step, best_epoch, best_step, best_score) =
             (st.step, st.best_epoch, st.best_step, st.best_score);
     }
@@ -258,8 +292,7 @@ pub fn finetune(
             let refs: Vec<&Prepared> = chunk.iter().map(|&i| &train_p[i]).collect();
             let b = batch(&refs);
             let lr = Schedule::WarmupLinear.lr(opts.lr, step, warmup, total);
-            let key = StepKey::Whole(derive(drop_seed, step));
-            let s = trainer.step(&b.ids, &b.lm, b.len, &b.items, lr, opts.clip, key, step + 1)?;
+            let s = trainer.step(&b, lr, opts.clip, derive(drop_seed, step), step + 1)?;
             step += 1;
             let task_loss = s.task_loss.unwrap_or(0.0);
             let rec = serde_json::json!({"step": step, "epoch": epoch, "loss": s.loss, "task_loss": task_loss, "lm_loss": s.lm_loss, "lr": lr, "grad_norm": s.grad_norm});
@@ -274,16 +307,14 @@ pub fn finetune(
             let end = bi + 1 == batches.len() || step >= total;
             let due = opts.eval_every > 0 && step % opts.eval_every == 0;
             if let (Some(dp), true) = (&dev_p, end || due) {
-                let (model, head, acts) = trainer.parts();
-                let head = head.expect("a fine-tuning trainer has a head");
-                let ev = evaluate_prepared(def, model, head, acts, dp, opts.batch);
+                let ev = trainer.evaluate(def, dp, opts.batch)?;
                 writeln!(metrics, "{}", serde_json::json!({"step": step, "epoch": epoch, "dev_score": ev.score, "dev_metric": ev.metric})).map_err(|e| Error::io(&metrics_path, e))?;
                 progress.println(format!(
                     "step {step} (epoch {epoch}): dev {:?} {:.4}",
                     ev.metric, ev.score
                 ));
                 if best_score.is_none_or(|b| ev.score > b) {
-                    save_finetuned(&best_dir, model, head, def, tok, max_len)?;
+                    trainer.save_best(&best_dir, def, tok, max_len)?;
                     (best_epoch, best_step, best_score) = (epoch, step, Some(ev.score));
                     best = Some(Evaluation { predictions: Vec::new(), scores: Vec::new(), ..ev });
                 }
@@ -291,25 +322,8 @@ pub fn finetune(
             let stop = crate::interrupt::requested();
             if (opts.save_every > 0 && step % opts.save_every == 0 || stop) && step < total {
                 let dir = opts.out.join(format!("checkpoint-{step}"));
-                let t = trainer.task.as_ref().expect("a task");
-                let [w, b] = t.optimizers();
-                let state = LoopState {
-                    step,
-                    best_score,
-                    best_epoch,
-                    best_step,
-                    adam_t: [trainer.opt.t, w.t, b.t],
-                };
-                finetune_state::save(
-                    &dir,
-                    &trainer.model,
-                    &trainer.opt,
-                    t,
-                    def,
-                    tok,
-                    max_len,
-                    &state,
-                )?;
+                let state = LoopState { step, best_score, best_epoch, best_step, adam_t: [0; 3] };
+                trainer.save_state(&dir, def, tok, max_len, state)?;
                 rundir::prune_checkpoints(&opts.out, opts.keep_checkpoints)?;
                 if stop {
                     progress.bar.abandon();
@@ -324,19 +338,12 @@ pub fn finetune(
     progress.bar.finish();
     if best.is_none() && best_score.is_some() {
         // The best was kept before a resume: its evaluation, again (deterministic).
-        let mut ft = crate::tasks::checkpoint::load_finetuned(&best_dir)?;
-        ft.model.backend = Cpu::new(opts.precision);
         let dp = dev_p.as_deref().unwrap_or(&[]);
-        let (_, _, acts) = trainer.parts();
-        best = Some(Evaluation {
-            predictions: Vec::new(),
-            scores: Vec::new(),
-            ..evaluate_prepared(def, &ft.model, &ft.head, acts, dp, opts.batch)
-        });
+        let ev = trainer.evaluate_saved(&best_dir, def, dp, opts.batch, opts.precision)?;
+        best = Some(Evaluation { predictions: Vec::new(), scores: Vec::new(), ..ev });
     }
     if best_score.is_none() {
-        let (model, head, _) = trainer.parts();
-        save_finetuned(&best_dir, model, head.expect("head"), def, tok, max_len)?;
+        trainer.save_best(&best_dir, def, tok, max_len)?;
     }
     crate::plot::curves_or_warn(&metrics_path, &opts.out.join("curves.png"), &def.name);
     Ok(FinetuneSummary {

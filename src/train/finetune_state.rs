@@ -5,14 +5,13 @@
 
 use super::optim::AdamW;
 use super::trainer::TaskObjective;
-use crate::backend::{Backend, Precision};
+use crate::backend::Precision;
 use crate::data::tasks::TaskDef;
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
-use crate::model::Gpt;
 use crate::model::checkpoint::{copy_f32, read_safetensors, safetensors_bytes};
 use crate::tasks::batch::Prepared;
-use crate::tasks::checkpoint::{load_finetuned, save_finetuned};
+use crate::tasks::checkpoint::{load_head, save_finetuned_with};
 use crate::text::Tokenizer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -38,8 +37,8 @@ pub fn data_hash(p: &[Prepared]) -> String {
 }
 
 /// The identity of a model's initial weights.
-pub fn weights_hash<B: Backend>(m: &Gpt<B>) -> String {
-    fnv(m.host_params().iter().map(|x| x.to_bits() as u64))
+pub fn weights_hash(params: &[f32]) -> String {
+    fnv(params.iter().map(|x| x.to_bits() as u64))
 }
 
 /// Everything that fixes a fine-tuning run's weights; recorded at its start, compared on
@@ -104,7 +103,7 @@ pub struct LoopState {
 #[allow(clippy::too_many_arguments)]
 pub fn save(
     dir: &Path,
-    model: &Gpt,
+    write_model: impl FnOnce(&Path) -> Result<()>,
     opt: &AdamW,
     task: &TaskObjective,
     def: &TaskDef,
@@ -113,7 +112,7 @@ pub fn save(
     state: &LoopState,
 ) -> Result<()> {
     crate::io::write_dir_atomic(dir, |tmp| {
-        save_finetuned(tmp, model, &task.head, def, tok, max_len)?;
+        save_finetuned_with(tmp, &task.head, def, tok, max_len, write_model)?;
         // Written into the finished directory's temporary twin, then moved with it.
         let [w, b] = task.optimizers();
         let tensors: Vec<(String, Vec<usize>, &[f32])> = [
@@ -151,16 +150,21 @@ pub fn latest(run: &Path) -> Option<(u64, PathBuf)> {
 /// its loop state.
 pub fn load(
     dir: &Path,
-    model: &mut Gpt,
+    params: &mut Vec<f32>,
     opt: &mut AdamW,
     task: &mut TaskObjective,
+    def: &TaskDef,
 ) -> Result<LoopState> {
-    let ft = load_finetuned(dir)?;
-    if ft.model.params.len() != model.params.len() || ft.head.w.len() != task.head.w.len() {
+    let loaded = match super::net::Net::load(dir)? {
+        super::net::Net::Transformer(m) => m.params,
+        super::net::Net::Lstm(m) => m.params,
+    };
+    let head = load_head(dir, def, task.head.d)?;
+    if loaded.len() != params.len() {
         return Err(Error::invalid(dir, "this checkpoint is of another model or task"));
     }
-    model.params = ft.model.params;
-    task.head = ft.head;
+    *params = loaded;
+    task.head = head;
     let sp = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&sp).map_err(|e| Error::io(&sp, e))?;
     let state: LoopState = serde_json::from_str(&text).map_err(|e| {

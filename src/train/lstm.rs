@@ -37,6 +37,13 @@ impl LstmTrainer {
         LstmTrainer { grads: vec![0.0; model.params.len()], model, opt, acts }
     }
 
+    /// Activations for `b` sequences of `t` tokens (fine-tuning's batches vary in both).
+    pub fn resize(&mut self, b: usize, t: usize) {
+        if (self.acts.b, self.acts.t) != (b, t) {
+            self.acts = self.model.activations(b, t);
+        }
+    }
+
     /// One update on `ids`/`targets` (`[n, t]`, in passes of the trainer's micro-batch, the
     /// gradients summed, the loss the mean over all counted targets) at learning rate `lr`;
     /// `step` names it in errors.

@@ -11,6 +11,7 @@ pub mod rundir;
 pub mod schedule;
 pub mod spec;
 pub mod trainer;
+pub mod tuner;
 
 pub use pretrain::{ModelSource, PretrainOptions, Summary, pretrain};
 pub use schedule::Schedule;

@@ -1,0 +1,173 @@
+//! The body being fine-tuned, either architecture, with its head and optimizers: what the
+//! fine-tuning loop needs of it (a step, a dev evaluation, the kept checkpoint, a resumable
+//! checkpoint), so `finetune` has one loop for GPT-1 and the LSTM baseline.
+
+use super::finetune_state::{self, LoopState};
+use super::lstm::LstmTrainer;
+use super::net::Net;
+use super::trainer::{StepKey, StepStats, TaskObjective, Trainer};
+use crate::backend::{Cpu, Precision};
+use crate::data::tasks::TaskDef;
+use crate::error::Result;
+use crate::tasks::Head;
+use crate::tasks::batch::{Batch, Prepared};
+use crate::tasks::checkpoint::{load_head, save_finetuned, save_finetuned_with};
+use crate::tasks::evaluate::{Evaluation, evaluate_prepared, evaluation_of, lstm_scores};
+use crate::text::Tokenizer;
+use std::path::Path;
+
+// One lives per fine-tuning run; boxing either variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Tuner {
+    Transformer(Trainer),
+    Lstm(LstmTrainer, TaskObjective),
+}
+
+impl Tuner {
+    /// The trainer of `model` with `task`, for batches of up to `seqs` sequences of `t` tokens.
+    pub fn new(
+        model: Net,
+        task: TaskObjective,
+        seqs: usize,
+        t: usize,
+        wd: f32,
+        p: Precision,
+    ) -> Self {
+        match model {
+            Net::Transformer(mut m) => {
+                m.backend = Cpu::new(p);
+                Tuner::Transformer(Trainer::new(m, seqs, t, wd).with_task(task))
+            }
+            Net::Lstm(m) => Tuner::Lstm(LstmTrainer::new(m, seqs, t, wd), task),
+        }
+    }
+
+    pub fn step(
+        &mut self,
+        b: &Batch,
+        lr: f32,
+        clip: f32,
+        key: u64,
+        step: u64,
+    ) -> Result<StepStats> {
+        match self {
+            Tuner::Transformer(t) => {
+                t.step(&b.ids, &b.lm, b.len, &b.items, lr, clip, StepKey::Whole(key), step)
+            }
+            Tuner::Lstm(t, task) => {
+                t.resize(b.n_seq, b.len);
+                t.step_task(task, &b.ids, &b.lm, &b.items, lr, clip, Some(key), step)
+            }
+        }
+    }
+
+    fn head(&self) -> &Head {
+        match self {
+            Tuner::Transformer(t) => {
+                &t.task.as_ref().expect("a fine-tuning trainer has a task").head
+            }
+            Tuner::Lstm(_, task) => &task.head,
+        }
+    }
+
+    fn task(&self) -> &TaskObjective {
+        match self {
+            Tuner::Transformer(t) => t.task.as_ref().expect("a fine-tuning trainer has a task"),
+            Tuner::Lstm(_, task) => task,
+        }
+    }
+
+    /// The dev evaluation (no dropout) of the current weights.
+    pub fn evaluate(&mut self, def: &TaskDef, dp: &[Prepared], batch: usize) -> Result<Evaluation> {
+        match self {
+            Tuner::Transformer(t) => {
+                let (model, head, acts) = t.parts();
+                let head = head.expect("a fine-tuning trainer has a head");
+                Ok(evaluate_prepared(def, model, head, acts, dp, batch))
+            }
+            Tuner::Lstm(t, task) => {
+                Ok(evaluation_of(def, dp, lstm_scores(&t.model, &task.head, dp, batch)?))
+            }
+        }
+    }
+
+    /// The dev evaluation of a checkpoint this run kept (`best/`), at the run's precision.
+    pub fn evaluate_saved(
+        &mut self,
+        dir: &Path,
+        def: &TaskDef,
+        dp: &[Prepared],
+        batch: usize,
+        precision: Precision,
+    ) -> Result<Evaluation> {
+        let head = load_head(dir, def, self.head().d)?;
+        match (Net::load(dir)?, &mut *self) {
+            (Net::Transformer(mut m), Tuner::Transformer(t)) => {
+                m.backend = Cpu::new(precision);
+                let (_, _, acts) = t.parts();
+                Ok(evaluate_prepared(def, &m, &head, acts, dp, batch))
+            }
+            (Net::Lstm(m), _) => Ok(evaluation_of(def, dp, lstm_scores(&m, &head, dp, batch)?)),
+            (Net::Transformer(_), Tuner::Lstm(..)) => Err(crate::error::Error::invalid(
+                dir,
+                "holds a Transformer; this run tunes an LSTM",
+            )),
+        }
+    }
+
+    /// Writes the fine-tuned checkpoint (model, head, task, tokenizer) to `dir`.
+    pub fn save_best(
+        &self,
+        dir: &Path,
+        def: &TaskDef,
+        tok: &Tokenizer,
+        max_len: usize,
+    ) -> Result<()> {
+        match self {
+            Tuner::Transformer(t) => save_finetuned(dir, &t.model, self.head(), def, tok, max_len),
+            Tuner::Lstm(t, task) => {
+                save_finetuned_with(dir, &task.head, def, tok, max_len, |tmp| {
+                    crate::model::lstm::save_lstm(tmp, &t.model)
+                })
+            }
+        }
+    }
+
+    /// Writes a resumable checkpoint: the kept checkpoint's files plus the moments and `state`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn save_state(
+        &self,
+        dir: &Path,
+        def: &TaskDef,
+        tok: &Tokenizer,
+        max_len: usize,
+        mut state: LoopState,
+    ) -> Result<()> {
+        let [w, b] = self.task().optimizers();
+        match self {
+            Tuner::Transformer(t) => {
+                state.adam_t = [t.opt.t, w.t, b.t];
+                let write = |tmp: &Path| crate::model::checkpoint::save_model(tmp, &t.model);
+                finetune_state::save(dir, write, &t.opt, self.task(), def, tok, max_len, &state)
+            }
+            Tuner::Lstm(t, task) => {
+                state.adam_t = [t.opt.t, w.t, b.t];
+                let write = |tmp: &Path| crate::model::lstm::save_lstm(tmp, &t.model);
+                finetune_state::save(dir, write, &t.opt, task, def, tok, max_len, &state)
+            }
+        }
+    }
+
+    /// Restores a resumable checkpoint; its loop state.
+    pub fn load_state(&mut self, dir: &Path, def: &TaskDef) -> Result<LoopState> {
+        match self {
+            Tuner::Transformer(t) => {
+                let task = t.task.as_mut().expect("a task");
+                finetune_state::load(dir, &mut t.model.params, &mut t.opt, task, def)
+            }
+            Tuner::Lstm(t, task) => {
+                finetune_state::load(dir, &mut t.model.params, &mut t.opt, task, def)
+            }
+        }
+    }
+}
