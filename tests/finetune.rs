@@ -740,6 +740,15 @@ fn the_lstm_finetunes_and_resumes() {
     assert!(acc >= 0.75, "dev accuracy {acc}");
     let cfg = std::fs::read_to_string(out.join("best/config.json")).unwrap();
     assert!(cfg.contains("\"lstm\"") && out.join("best/head.safetensors").exists(), "{cfg}");
+    // evaluate and predict read the LSTM checkpoint: the dev score the run kept.
+    let ev: serde_json::Value =
+        serde_json::from_str(&ok(&["evaluate", "--model", s(&out), "--data", s(d), "--json"]))
+            .unwrap();
+    assert_eq!(ev["score"].as_f64().unwrap(), acc);
+    let pred = d.join("lstm-pred.tsv");
+    ok(&["predict", "--model", s(&out), "--data", s(d), "--split", "dev", "--out", s(&pred)]);
+    assert_eq!(std::fs::read_to_string(&pred).unwrap().lines().count(), 5);
+    fails(&["export", "--model", s(&out), "--out", s(&d.join("hf"))], "an LSTM checkpoint");
     // Stopped with --save-every and resumed: the same best checkpoint.
     let part = d.join("part");
     let mut first = extra.to_vec();

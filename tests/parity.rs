@@ -209,7 +209,7 @@ fn export_gives_back_the_double_heads_tensors_transformers_wrote() {
             v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
     }
     let ft = Finetuned {
-        model,
+        model: gpt1::train::net::Net::Transformer(model),
         head,
         task: gpt1::data::tasks::task("storycloze").unwrap(),
         tokenizer: gpt1::text::Tokenizer::gpt1(None).unwrap(),
@@ -240,7 +240,7 @@ fn export_of_a_similarity_head_sums_to_gpt1s_prediction() {
     let ours = head.forward(&hidden, &[Item { features: vec![vec![0, 1]], target: Target::None }]);
     let task = gpt1::data::tasks::task("stsb").unwrap();
     let ft = Finetuned {
-        model,
+        model: gpt1::train::net::Net::Transformer(model),
         head,
         task,
         tokenizer: gpt1::text::Tokenizer::gpt1(None).unwrap(),

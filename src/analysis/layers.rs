@@ -83,7 +83,9 @@ pub fn layers(
         o.out = run.clone();
         let s = finetune(m, tok, def, &o)?;
         let mut ft = load_finetuned(&s.best_dir)?;
-        ft.model.backend = crate::backend::Cpu::new(o.precision);
+        if let crate::train::net::Net::Transformer(m) = &mut ft.model {
+            m.backend = crate::backend::Cpu::new(o.precision);
+        }
         let mut train = read_split(def, &o.data, "train", o.skip_bad_rows)?.examples;
         if opts.train_eval > 0 {
             train.truncate(opts.train_eval);

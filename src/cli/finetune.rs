@@ -262,7 +262,9 @@ fn load_checked(dir: &std::path::Path, task: Option<&str>) -> Result<Finetuned> 
 
 pub fn run_predict(a: PredictArgs) -> Result<()> {
     let mut ft = load_checked(&a.model, a.task.as_deref())?;
-    ft.model.backend = a.precision.backend();
+    if let Net::Transformer(m) = &mut ft.model {
+        m.backend = a.precision.backend();
+    }
     let n = predict_to_file(&ft, &a.data, &a.split, a.batch, &a.out, a.probabilities)?;
     eprintln!("wrote {n} predictions to {}", a.out.display());
     Ok(())
@@ -380,7 +382,9 @@ impl TrainFlags {
 
 pub fn run_evaluate(a: EvaluateArgs) -> Result<()> {
     let mut ft = load_checked(&a.model, a.task.as_deref())?;
-    ft.model.backend = a.precision.backend();
+    if let Net::Transformer(m) = &mut ft.model {
+        m.backend = a.precision.backend();
+    }
     let ev = evaluate(&ft, &a.data, &a.split, a.batch, a.skip_bad_rows)?;
     if a.json {
         let js = serde_json::json!({

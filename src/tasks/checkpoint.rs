@@ -81,7 +81,8 @@ pub fn save_finetuned_with(
 
 /// A fine-tuned checkpoint loaded back: model, head, task, tokenizer, context length.
 pub struct Finetuned {
-    pub model: Gpt,
+    /// GPT-1, or the LSTM baseline.
+    pub model: crate::train::net::Net,
     pub head: Head,
     pub task: TaskDef,
     pub tokenizer: Tokenizer,
@@ -90,7 +91,6 @@ pub struct Finetuned {
 
 /// Loads what [`save_finetuned`] wrote.
 pub fn load_finetuned(dir: &Path) -> Result<Finetuned> {
-    use crate::model::checkpoint::load_model;
     let tp = dir.join("task.json");
     let text = std::fs::read_to_string(&tp).map_err(|e| Error::invalid(dir, format!("not a fine-tuned checkpoint: task.json is missing ({e}); pass the best/ directory of a `gpt1 finetune` run")))?;
     let v: serde_json::Value =
@@ -99,16 +99,13 @@ pub fn load_finetuned(dir: &Path) -> Result<Finetuned> {
         .map_err(|e| Error::invalid(&tp, format!("not a task definition ({e})")))?;
     let max_len =
         v["max_len"].as_u64().ok_or_else(|| Error::invalid(&tp, "max_len is missing"))? as usize;
-    if crate::model::lstm::is_lstm(dir) {
-        return Err(Error::invalid(
-            dir,
-            "an LSTM fine-tuned checkpoint: evaluate, predict and export take Transformer ones \
-             (the LSTM's dev score is in its run's metrics.jsonl)",
-        ));
-    }
-    let model = load_model(dir)?;
+    let model = crate::train::net::Net::load(dir)?;
+    let width = match &model {
+        crate::train::net::Net::Transformer(m) => m.config.n_embd,
+        crate::train::net::Net::Lstm(m) => m.config.hidden_size,
+    };
     let tokenizer = Tokenizer::load(dir, None)?;
-    let head = load_head(dir, &task, model.config.n_embd)?;
+    let head = load_head(dir, &task, width)?;
     Ok(Finetuned { model, head, task, tokenizer, max_len })
 }
 

@@ -283,6 +283,13 @@ pub fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> 
     }
     let (p, _) = prepare(&ft.tokenizer, examples, ft.max_len)?;
     let per = p.iter().map(|e| e.t.features.iter().map(Vec::len).sum::<usize>()).max().unwrap_or(1);
-    let mut acts = ft.model.activations(batch_size * per, longest(&p), false);
-    Ok(evaluate_prepared(&ft.task, &ft.model, &ft.head, &mut acts, &p, batch_size))
+    match &ft.model {
+        crate::train::net::Net::Transformer(m) => {
+            let mut acts = m.activations(batch_size * per, longest(&p), false);
+            Ok(evaluate_prepared(&ft.task, m, &ft.head, &mut acts, &p, batch_size))
+        }
+        crate::train::net::Net::Lstm(m) => {
+            Ok(evaluation_of(&ft.task, &p, lstm_scores(m, &ft.head, &p, batch_size)?))
+        }
+    }
 }

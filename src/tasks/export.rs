@@ -44,7 +44,14 @@ pub fn summed_sequences(ft: &Finetuned) -> usize {
 /// embedding also as `lm_head.weight`, the head as `multiple_choice_head.summary.*`) and the
 /// tokenizer files; `gpt1_task.json` says how to read the logits.
 pub fn export_double_heads(ft: &Finetuned, dir: &Path) -> Result<()> {
-    let (c, h) = (&ft.model.config, &ft.head);
+    let crate::train::net::Net::Transformer(model) = &ft.model else {
+        return Err(Error::Unknown(
+            "an LSTM checkpoint: transformers has no class for it (docs/lstm.md shows the \
+             PyTorch module its model.safetensors loads into)"
+                .into(),
+        ));
+    };
+    let (c, h) = (&model.config, &ft.head);
     if h.n_out != 1 {
         return Err(Error::Unknown(format!(
             "{} is a {}-class classification task: transformers has no class that holds its head \
@@ -56,7 +63,7 @@ pub fn export_double_heads(ft: &Finetuned, dir: &Path) -> Result<()> {
         )));
     }
     let summed = summed_sequences(ft);
-    let params = ft.model.host_params();
+    let params = model.host_params();
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = layout(c)
         .into_iter()
         .map(|t| {
