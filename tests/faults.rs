@@ -13,21 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CONFIG: &str =
-    r#"{"vocab_size": 64, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 4}"#;
-
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// A config file and train/val shards of a learnable sequence (a noisy cycle).
 fn setup(dir: &Path) {
-    std::fs::write(dir.join("config.json"), CONFIG).unwrap();
-    let mut r = Rng::new(1);
-    let toks: Vec<u32> = (0..4000)
-        .map(|i| if r.below(10) == 0 { r.below(64) as u32 } else { (i % 17) as u32 })
-        .collect();
-    write_bin(&dir.join("train.bin"), &toks[..3500]).unwrap();
-    write_bin(&dir.join("val.bin"), &toks[3500..]).unwrap();
+    common::write_cycle_data(dir);
 }
 
 fn pretrain_args(d: &Path, out: &Path, steps: &str) -> Vec<String> {

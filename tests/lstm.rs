@@ -2,6 +2,8 @@
 //! loss and every gradient of a 2-layer model; finite differences of the loss; the same
 //! gradients for any thread count.
 
+mod common;
+use common::{tensor_f32, tensor_i64};
 use gpt1::kernels::crossentropy::IGNORE;
 use gpt1::model::lstm::{Lstm, LstmConfig, load_lstm, lstm_layout};
 use safetensors::SafeTensors;
@@ -22,14 +24,8 @@ fn logits_loss_and_gradients_match_torch_nn_lstm() {
     let m = load_lstm(&fixtures().join("lstm_tiny")).unwrap();
     let bytes = std::fs::read(fixtures().join("lstm_tiny_ref.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let f32s = |n: &str| -> Vec<f32> {
-        let v = st.tensor(n).unwrap();
-        v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
-    };
-    let i64s = |n: &str| -> Vec<i64> {
-        let v = st.tensor(n).unwrap();
-        v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
-    };
+    let f32s = |n: &str| tensor_f32(&st, n);
+    let i64s = |n: &str| tensor_i64(&st, n);
     let (b, t) = (3, 6);
     let ids: Vec<u32> = i64s("ids").iter().map(|&x| x as u32).collect();
     let targets: Vec<u32> =
@@ -146,18 +142,9 @@ fn score_reads_a_checkpoint_pytorch_saved() {
     }
 }
 
-/// A learnable token stream (a cycle of 17 with 10 % noise) and a config of its vocabulary.
+/// A learnable token stream and a config of its vocabulary.
 fn lstm_data(d: &std::path::Path) {
-    let mut r = gpt1::kernels::rng::Rng::new(1);
-    let toks: Vec<u32> = (0..4000)
-        .map(|i| if r.below(10) == 0 { r.below(64) as u32 } else { (i % 17) as u32 })
-        .collect();
-    gpt1::data::shard::write_bin(&d.join("train.bin"), &toks).unwrap();
-    std::fs::write(
-        d.join("config.json"),
-        r#"{"vocab_size": 64, "n_positions": 32, "n_embd": 16, "n_layer": 1, "n_head": 2}"#,
-    )
-    .unwrap();
+    common::write_cycle_data(d);
 }
 
 fn pretrain_lstm(out: &std::path::Path, extra: &[&str]) {
@@ -266,14 +253,8 @@ fn the_finetuning_objective_matches_pytorch() {
     let m = load_lstm(&fixtures().join("lstm_tiny")).unwrap();
     let bytes = std::fs::read(fixtures().join("lstm_ft_ref.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let f32s = |n: &str| -> Vec<f32> {
-        let v = st.tensor(n).unwrap();
-        v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
-    };
-    let i64s = |n: &str| -> Vec<i64> {
-        let v = st.tensor(n).unwrap();
-        v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
-    };
+    let f32s = |n: &str| tensor_f32(&st, n);
+    let i64s = |n: &str| tensor_i64(&st, n);
     let (b, t, h, c) = (3usize, 6usize, 16usize, 3usize);
     let ids: Vec<u32> = i64s("ids").iter().map(|&x| x as u32).collect();
     let lm: Vec<u32> = i64s("lm").iter().map(|&x| if x < 0 { IGNORE } else { x as u32 }).collect();

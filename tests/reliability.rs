@@ -6,21 +6,13 @@
 mod common;
 use common::{fails, gpt1, ok, s};
 
-use gpt1::data::shard::write_bin;
-use gpt1::kernels::rng::Rng;
 use std::path::Path;
 
-const CONFIG: &str =
-    r#"{"vocab_size": 64, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 4}"#;
+use common::SMALL_CONFIG as CONFIG;
 
+/// A config file and train/val shards of a learnable sequence (a noisy cycle).
 fn setup(dir: &Path) {
-    std::fs::write(dir.join("config.json"), CONFIG).unwrap();
-    let mut r = Rng::new(1);
-    let toks: Vec<u32> = (0..4000)
-        .map(|i| if r.below(10) == 0 { r.below(64) as u32 } else { (i % 17) as u32 })
-        .collect();
-    write_bin(&dir.join("train.bin"), &toks[..3500]).unwrap();
-    write_bin(&dir.join("val.bin"), &toks[3500..]).unwrap();
+    common::write_cycle_data(dir);
 }
 
 /// `pretrain` of [`setup`]'s data into `out` (8 steps of 4 × 16), then `extra`.

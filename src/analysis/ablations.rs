@@ -92,19 +92,9 @@ pub fn ablations(
         for (def, data) in tasks {
             let run = out.join(format!("{}-{}", variant.dir(), def.name));
             let cf = run.join(CELL);
-            if let Ok(text) = std::fs::read_to_string(&cf) {
-                let c: Cell = serde_json::from_str(&text).map_err(|e| {
-                    Error::invalid(
-                        &cf,
-                        format!("not a cell ({e}); remove {} to redo it", run.display()),
-                    )
-                })?;
+            if let Some(c) = super::finished::<Cell>(&run, CELL)? {
                 cells.push(c);
                 continue;
-            }
-            if run.exists() {
-                // Our own unfinished run (no cell.json): start it again.
-                std::fs::remove_dir_all(&run).map_err(|e| Error::io(&run, e))?;
             }
             let mut o = opts.clone();
             (o.out, o.data) = (run.clone(), data.clone());

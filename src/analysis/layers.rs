@@ -63,19 +63,9 @@ pub fn layers(
     for &k in &opts.layers {
         let run = out.join(format!("transfer-{k}"));
         let pf = run.join(POINT);
-        if let Ok(text) = std::fs::read_to_string(&pf) {
-            let p: LayerPoint = serde_json::from_str(&text).map_err(|e| {
-                Error::invalid(
-                    &pf,
-                    format!("not a layer point ({e}); remove {} to redo it", run.display()),
-                )
-            })?;
+        if let Some(p) = super::finished::<LayerPoint>(&run, POINT)? {
             points.push(p);
             continue;
-        }
-        if run.exists() {
-            // Our own unfinished run (no point.json): start it again.
-            std::fs::remove_dir_all(&run).map_err(|e| Error::io(&run, e))?;
         }
         let mut m = model.clone();
         m.keep_layers(k, derive(opts.finetune.seed, stream::INIT));

@@ -50,6 +50,21 @@ impl Table {
     }
 }
 
+/// A finished run of an analysis read back from `run/file`; `None` when there is none, after
+/// removing an unfinished run of ours (killed midway: no `file`), so it starts again.
+pub fn finished<T: serde::de::DeserializeOwned>(run: &Path, file: &str) -> Result<Option<T>> {
+    let f = run.join(file);
+    if let Ok(text) = std::fs::read_to_string(&f) {
+        return serde_json::from_str(&text).map(Some).map_err(|e| {
+            Error::invalid(&f, format!("unreadable ({e}); remove {} to redo it", run.display()))
+        });
+    }
+    if run.exists() {
+        std::fs::remove_dir_all(run).map_err(|e| Error::io(run, e))?;
+    }
+    Ok(None)
+}
+
 /// A score as the tables print it.
 pub fn fmt_score(x: f64) -> String {
     format!("{x:.4}")

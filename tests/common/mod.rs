@@ -61,3 +61,31 @@ pub fn write_letter_vocab(dir: &Path, punct: &[char], merges: &[(&str, &str)]) {
     }
     std::fs::write(dir.join("merges.txt"), m).expect("write merges.txt");
 }
+
+/// The config of the small model the command-line tests pre-train (64 tokens, 2 × 32).
+pub const SMALL_CONFIG: &str =
+    r#"{"vocab_size": 64, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 4}"#;
+
+/// [`SMALL_CONFIG`] as `dir/config.json`, and `train.bin` / `val.bin` of a learnable stream (a
+/// cycle of 17 with 10 % noise; 3,500 and 500 tokens).
+pub fn write_cycle_data(dir: &Path) {
+    std::fs::write(dir.join("config.json"), SMALL_CONFIG).expect("write config.json");
+    let mut r = gpt1::kernels::rng::Rng::new(1);
+    let toks: Vec<u32> = (0..4000)
+        .map(|i| if r.below(10) == 0 { r.below(64) as u32 } else { (i % 17) as u32 })
+        .collect();
+    gpt1::data::shard::write_bin(&dir.join("train.bin"), &toks[..3500]).expect("train.bin");
+    gpt1::data::shard::write_bin(&dir.join("val.bin"), &toks[3500..]).expect("val.bin");
+}
+
+/// A float32 tensor of a safetensors file, flat.
+pub fn tensor_f32(st: &safetensors::SafeTensors, name: &str) -> Vec<f32> {
+    let v = st.tensor(name).unwrap_or_else(|_| panic!("tensor {name}"));
+    v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect()
+}
+
+/// An int64 tensor of a safetensors file, flat.
+pub fn tensor_i64(st: &safetensors::SafeTensors, name: &str) -> Vec<i64> {
+    let v = st.tensor(name).unwrap_or_else(|_| panic!("tensor {name}"));
+    v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect()
+}
