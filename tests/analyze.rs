@@ -282,4 +282,8 @@ fn ablations_write_table_5_and_resume() {
     assert_eq!(ok(&args), lines);
     let after = std::fs::metadata(a.join("full-sst2/metrics.jsonl")).unwrap().modified().unwrap();
     assert_eq!(before, after);
+    // A cell stopped midway (its run.json written, no cell.json) is resumed in place, to the
+    // same score.
+    std::fs::remove_file(a.join("lstm-rte/cell.json")).unwrap();
+    assert_eq!(ok(&args), lines);
 }

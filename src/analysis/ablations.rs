@@ -98,6 +98,7 @@ pub fn ablations(
             }
             let mut o = opts.clone();
             (o.out, o.data) = (run.clone(), data.clone());
+            o.resume = run.join(crate::train::rundir::SPEC_FILE).exists();
             let model = match variant {
                 Variant::Full => Net::Transformer(pretrained.clone()),
                 Variant::NoAuxLm => {

@@ -71,6 +71,7 @@ pub fn layers(
         m.keep_layers(k, derive(opts.finetune.seed, stream::INIT));
         let mut o = opts.finetune.clone();
         o.out = run.clone();
+        o.resume = run.join(crate::train::rundir::SPEC_FILE).exists();
         let s = finetune(m, tok, def, &o)?;
         let mut ft = load_finetuned(&s.best_dir)?;
         if let crate::train::net::Net::Transformer(m) = &mut ft.model {

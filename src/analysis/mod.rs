@@ -50,8 +50,9 @@ impl Table {
     }
 }
 
-/// A finished run of an analysis read back from `run/file`; `None` when there is none, after
-/// removing an unfinished run of ours (killed midway: no `file`), so it starts again.
+/// A finished run of an analysis read back from `run/file`; `None` when there is none. An
+/// unfinished run that recorded its `run.json` is resumed by the caller (its checkpoints kept);
+/// one stopped before that holds nothing worth keeping and is removed.
 pub fn finished<T: serde::de::DeserializeOwned>(run: &Path, file: &str) -> Result<Option<T>> {
     let f = run.join(file);
     if let Ok(text) = std::fs::read_to_string(&f) {
@@ -59,7 +60,7 @@ pub fn finished<T: serde::de::DeserializeOwned>(run: &Path, file: &str) -> Resul
             Error::invalid(&f, format!("unreadable ({e}); remove {} to redo it", run.display()))
         });
     }
-    if run.exists() {
+    if run.exists() && !run.join(crate::train::rundir::SPEC_FILE).exists() {
         std::fs::remove_dir_all(run).map_err(|e| Error::io(run, e))?;
     }
     Ok(None)

@@ -329,6 +329,12 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
         }
     } else {
         let dir = a.model.as_ref().context("--model CKPT_DIR is needed unless --from-scratch")?;
+        anyhow::ensure!(
+            a.lstm.arch != super::Arch::Lstm || gpt1::model::lstm::is_lstm(dir),
+            "--arch lstm: {} is a Transformer checkpoint (an LSTM one is found by its \
+             config.json; --arch applies to --from-scratch)",
+            dir.display()
+        );
         Net::load(dir).with_context(|| format!("loading {}", dir.display()))?
     };
     if let Some(k) = a.transfer_layers {

@@ -67,7 +67,9 @@ impl LstmTrainer {
             nll += sum;
         }
         let loss = nll / tokens.max(1) as f64;
-        if !loss.is_finite() {
+        let sq: f64 = self.grads.iter().map(|&g| g as f64 * g as f64).sum();
+        if !loss.is_finite() || !sq.is_finite() {
+            let loss = if loss.is_finite() { sq.sqrt() } else { loss };
             return Err(Error::Diverged { step, loss });
         }
         let grad_norm = clip_grad_norm(&Cpu::FP32, &mut self.grads, clip);

@@ -107,10 +107,12 @@ impl Tuner {
                 let (_, _, acts) = t.parts();
                 Ok(evaluate_prepared(def, &m, &head, acts, dp, batch))
             }
-            (Net::Lstm(m), _) => Ok(evaluation_of(def, dp, lstm_scores(&m, &head, dp, batch)?)),
-            (Net::Transformer(_), Tuner::Lstm(..)) => Err(crate::error::Error::invalid(
+            (Net::Lstm(m), Tuner::Lstm(..)) => {
+                Ok(evaluation_of(def, dp, lstm_scores(&m, &head, dp, batch)?))
+            }
+            _ => Err(crate::error::Error::invalid(
                 dir,
-                "holds a Transformer; this run tunes an LSTM",
+                "holds the other architecture than this run's",
             )),
         }
     }
