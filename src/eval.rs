@@ -76,7 +76,7 @@ pub fn score_lstm(
     score_with(rows, batch, model.config.vocab_size, |ids, tg, b, t, lp| {
         let mut acts = model.activations(b, t);
         model.forward(&mut acts, ids)?;
-        lp.copy_from_slice(&model.logprobs(&acts, tg));
+        lp.copy_from_slice(&model.logprobs(&mut acts, tg));
         Ok(())
     })
 }

@@ -331,6 +331,16 @@ const READERS: &[Reader] = &[
         args: &["pretrain", "--out", "{}/run", "--resume", "--stop-at", "3", "--quiet"],
     },
     Reader {
+        name: "LSTM config.json",
+        file: "lstm/config.json",
+        args: &["score", "--model", "{}/lstm", "--ids", "{}/rows.npy"],
+    },
+    Reader {
+        name: "LSTM safetensors",
+        file: "lstm/model.safetensors",
+        args: &["score", "--model", "{}/lstm", "--ids", "{}/rows.npy"],
+    },
+    Reader {
         name: "fine-tuning state",
         file: "ftrun/checkpoint-3/trainer_state.json",
         args: FT_RESUME,
@@ -418,6 +428,8 @@ fn fuzz_base(base: &Path) {
         std::fs::copy(run.join("checkpoint-1").join(f), ck.join(f)).unwrap();
     }
     write_bin(&base.join("ids.bin"), &[1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap();
+    let lstm = gpt1::model::lstm::Lstm::init(gpt1::model::lstm::LstmConfig::new(64, 8, 8, 1), 1);
+    gpt1::model::lstm::save_lstm(&base.join("lstm"), &lstm).unwrap();
     write_npy_2d(&base.join("rows.npy"), &[1, 2, 3, 4, 5, 6, 7, 8], 4).unwrap();
     let tok = base.join("tok");
     std::fs::create_dir_all(&tok).unwrap();

@@ -9,7 +9,7 @@
 //! (`tests` below); timed by `cargo bench --bench kernels`. Threads split the output into
 //! tiles, never the reduction, so results do not depend on the thread count.
 
-use super::matmul::{Mat, Par, last_index, matmul_strided};
+use super::matmul::{Mat, Par, matmul_strided};
 use super::parallel::SendPtr;
 use rayon::prelude::*;
 
@@ -100,9 +100,7 @@ pub fn matmul_bf16(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(ldc >= n && c.len() >= last_index(m, n, ldc, 1), "matmul_bf16: c too short");
-    assert!(a.data.len() >= last_index(m, k, a.rs, a.cs), "matmul_bf16: a too short");
-    assert!(b.data.len() >= last_index(k, n, b.rs, b.cs), "matmul_bf16: b too short");
+    super::matmul::check_operands("matmul_bf16", c, ldc, a, b, (m, n, k));
     match version {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has the features (checked here, whatever version was asked for); the

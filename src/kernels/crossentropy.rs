@@ -69,7 +69,7 @@ pub fn forward_backward_biased(
         let lg = &mut logits[..n * v];
         gemm.mm(lg, Mat::rows(hc, d), Mat::t(wte, d), n, v, d, false);
         if let Some((b, _)) = &bias {
-            lg.par_chunks_mut(v).for_each(|row| row.iter_mut().zip(*b).for_each(|(x, b)| *x += b));
+            add_bias(lg, b);
         }
         let nll: Vec<f32> = lg
             .par_chunks_mut(v)
@@ -97,6 +97,13 @@ pub fn forward_backward_biased(
     total
 }
 
+/// `logits[r, :] += bias` for every row.
+fn add_bias(logits: &mut [f32], bias: &[f32]) {
+    logits
+        .par_chunks_mut(bias.len())
+        .for_each(|row| row.iter_mut().zip(bias).for_each(|(x, b)| *x += b));
+}
+
 /// log p(targets[r] | h[r]) for every row (0 for [`IGNORE`]), no gradients.
 pub fn logprobs(
     gemm: Gemm,
@@ -107,6 +114,21 @@ pub fn logprobs(
     targets: &[u32],
     d: usize,
 ) {
+    logprobs_biased(gemm, out, logits, h, wte, None, targets, d)
+}
+
+/// [`logprobs`] of an output layer with a bias (`nn.Linear`).
+#[allow(clippy::too_many_arguments)]
+pub fn logprobs_biased(
+    gemm: Gemm,
+    out: &mut [f32],
+    logits: &mut [f32],
+    h: &[f32],
+    wte: &[f32],
+    bias: Option<&[f32]>,
+    targets: &[u32],
+    d: usize,
+) {
     let v = wte.len() / d;
     let rows = targets.len();
     for r0 in (0..rows).step_by(CHUNK) {
@@ -114,6 +136,9 @@ pub fn logprobs(
         let n = r1 - r0;
         let lg = &mut logits[..n * v];
         gemm.mm(lg, Mat::rows(&h[r0 * d..r1 * d], d), Mat::t(wte, d), n, v, d, false);
+        if let Some(b) = bias {
+            add_bias(lg, b);
+        }
         out[r0..r1]
             .par_iter_mut()
             .zip(lg.par_chunks_mut(v).zip(targets[r0..r1].par_iter()))

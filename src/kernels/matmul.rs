@@ -44,6 +44,21 @@ pub(crate) fn last_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usiz
     if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 }
 }
 
+/// Panics unless `c` (row stride `ldc`), `a` and `b` hold `[m, n]`, `[m, k]` and `[k, n]`:
+/// the bound every product's unchecked inner loops rely on.
+pub(crate) fn check_operands(
+    what: &str,
+    c: &[f32],
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    (m, n, k): (usize, usize, usize),
+) {
+    assert!(ldc >= n && c.len() >= last_index(m, n, ldc, 1), "{what}: c too short");
+    assert!(a.data.len() >= last_index(m, k, a.rs, a.cs), "{what}: a too short");
+    assert!(b.data.len() >= last_index(k, n, b.rs, b.cs), "{what}: b too short");
+}
+
 /// `c[m, n] = (accumulate ? c : 0) + a[m, k] · b[k, n]`, with `c` row-major with row stride
 /// `ldc`.
 ///
@@ -64,9 +79,7 @@ pub fn matmul_strided(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(c.len() >= last_index(m, n, ldc, 1), "matmul: c too short");
-    assert!(a.data.len() >= last_index(m, k, a.rs, a.cs), "matmul: a too short");
-    assert!(b.data.len() >= last_index(k, n, b.rs, b.cs), "matmul: b too short");
+    check_operands("matmul", c, ldc, a, b, (m, n, k));
     // SAFETY: the asserts above bound every index the product touches; `c` is exclusively
     // borrowed and does not alias `a` or `b` (Rust's borrow rules).
     unsafe { matmul_ptr(c.as_mut_ptr(), ldc, a, b, m, n, k, accumulate, par) }

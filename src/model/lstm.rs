@@ -10,7 +10,7 @@
 //! steps. Activations are time-major (`row = t·B + b`) so each step's rows are contiguous.
 
 use crate::error::{Error, Result};
-use crate::kernels::crossentropy::{CHUNK, IGNORE, forward_backward_biased};
+use crate::kernels::crossentropy::{CHUNK, IGNORE, forward_backward_biased, logprobs_biased};
 use crate::kernels::matmul::{Gemm, Mat};
 use crate::kernels::rng;
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,7 @@ impl LstmConfig {
             ("n_embd", self.n_embd, 1 << 16),
             ("hidden_size", self.hidden_size, 1 << 16),
             ("num_layers", self.num_layers, 64),
+            ("n_positions", self.n_positions, 1 << 20),
         ] {
             if v == 0 || v > max {
                 return Err(format!("{k} = {v} must be in 1..={max}"));
@@ -105,6 +106,17 @@ pub fn lstm_layout(c: &LstmConfig) -> Vec<LstmTensor> {
         .collect()
 }
 
+/// Where the tensor `name` lives in a layout.
+fn range_of(layout: &[LstmTensor], name: &str) -> Range<usize> {
+    layout.iter().find(|t| t.name == name).expect("a tensor of the layout").range()
+}
+
+/// PyTorch's draw for LSTM and `nn.Linear` weights: U(−k, k), k = 1/√H.
+fn uniform(key: u64, i: usize, hidden: usize) -> f32 {
+    let u = (rng::bits(key, i as u64) >> 11) as f64 / (1u64 << 53) as f64;
+    ((2.0 * u - 1.0) / (hidden as f64).sqrt()) as f32
+}
+
 pub fn lstm_params(c: &LstmConfig) -> usize {
     lstm_layout(c).last().map_or(0, |t| t.range().end)
 }
@@ -134,6 +146,13 @@ pub struct LstmActs {
     targets: Vec<u32>,
 }
 
+impl LstmActs {
+    /// The time-major row of batch-major row `r` (`r = seq·T + step`).
+    pub fn time_major(&self, r: usize) -> usize {
+        (r % self.t) * self.b + r / self.t
+    }
+}
+
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -143,7 +162,6 @@ impl Lstm {
     /// N(0, 0.02) (GPT-1's, so the two models start alike); the decoder as `nn.Linear`,
     /// U(−1/√H, 1/√H).
     pub fn init(config: LstmConfig, seed: u64) -> Self {
-        let k = 1.0 / (config.hidden_size as f64).sqrt();
         let mut params = vec![0.0f32; lstm_params(&config)];
         for (ti, t) in lstm_layout(&config).iter().enumerate() {
             let key = rng::derive(seed, ti as u64);
@@ -151,8 +169,7 @@ impl Lstm {
                 *p = if t.name == "embedding.weight" {
                     (rng::normal(key, i as u64) * 0.02) as f32
                 } else {
-                    let u = (rng::bits(key, i as u64) >> 11) as f64 / (1u64 << 53) as f64;
-                    ((2.0 * u - 1.0) * k) as f32
+                    uniform(key, i, config.hidden_size)
                 };
             }
         }
@@ -166,7 +183,6 @@ impl Lstm {
         let mut c = self.config.clone();
         c.vocab_size += extra;
         let new = lstm_layout(&c);
-        let k = 1.0 / (c.hidden_size as f64).sqrt();
         let mut params = vec![0.0f32; lstm_params(&c)];
         for (o, n) in old.iter().zip(&new) {
             let (src, dst) = (&self.params[o.range()], &mut params[n.range()]);
@@ -175,10 +191,7 @@ impl Lstm {
             for (i, x) in dst[src.len()..].iter_mut().enumerate() {
                 *x = match n.name.as_str() {
                     "embedding.weight" => (rng::normal(key, i as u64) * 0.02) as f32,
-                    "decoder.weight" => {
-                        let u = (rng::bits(key, i as u64) >> 11) as f64 / (1u64 << 53) as f64;
-                        ((2.0 * u - 1.0) * k) as f32
-                    }
+                    "decoder.weight" => uniform(key, i, c.hidden_size),
                     _ => 0.0,
                 };
             }
@@ -192,15 +205,10 @@ impl Lstm {
         let top = &a.h[self.config.num_layers - 1];
         let mut out = Vec::with_capacity(rows.len() * h);
         for &r in rows {
-            let tm = (r % a.t) * a.b + r / a.t;
+            let tm = a.time_major(r);
             out.extend_from_slice(&top[tm * h..(tm + 1) * h]);
         }
         out
-    }
-
-    fn tensor(&self, name: &str) -> &[f32] {
-        let t = lstm_layout(&self.config).into_iter().find(|t| t.name == name).expect("tensor");
-        &self.params[t.range()]
     }
 
     pub fn activations(&self, b: usize, t: usize) -> LstmActs {
@@ -222,7 +230,9 @@ impl Lstm {
     pub fn forward(&self, a: &mut LstmActs, ids: &[u32]) -> Result<()> {
         let (c, b, t) = (&self.config, a.b, a.t);
         let (e, h) = (c.n_embd, c.hidden_size);
-        let emb = self.tensor("embedding.weight");
+        let layout = lstm_layout(c);
+        let tensor = |name: &str| &self.params[range_of(&layout, name)];
+        let emb = tensor("embedding.weight");
         for s in 0..b {
             for step in 0..t {
                 let id = ids[s * t + step] as usize;
@@ -239,14 +249,10 @@ impl Lstm {
         for l in 0..c.num_layers {
             let inp = if l == 0 { &a.x } else { &a.h[l - 1] };
             let k = c.input(l);
-            let (wih, whh) = (
-                self.tensor(&format!("lstm.weight_ih_l{l}")),
-                self.tensor(&format!("lstm.weight_hh_l{l}")),
-            );
-            let (bih, bhh) = (
-                self.tensor(&format!("lstm.bias_ih_l{l}")),
-                self.tensor(&format!("lstm.bias_hh_l{l}")),
-            );
+            let (wih, whh) =
+                (tensor(&format!("lstm.weight_ih_l{l}")), tensor(&format!("lstm.weight_hh_l{l}")));
+            let (bih, bhh) =
+                (tensor(&format!("lstm.bias_ih_l{l}")), tensor(&format!("lstm.bias_hh_l{l}")));
             let g = &mut a.gates[l];
             // Gx = X · W_ihᵀ + b_ih + b_hh for every step at once.
             Gemm::Fp32.mm(g, Mat::rows(inp, k), Mat::t(wih, k), b * t, 4 * h, k, false);
@@ -315,7 +321,7 @@ impl Lstm {
             }
         }
         let layout = lstm_layout(c);
-        let range = |name: &str| layout.iter().find(|x| x.name == name).expect("tensor").range();
+        let range = |name: &str| range_of(&layout, name);
         let mut dh = vec![0.0f32; b * t * h];
         let (dec_w, dec_b) = (range("decoder.weight"), range("decoder.bias"));
         let (gw, rest) = grads.split_at_mut(dec_b.start);
@@ -341,7 +347,7 @@ impl Lstm {
         let (e, h) = (c.n_embd, c.hidden_size);
         let n = b * t;
         let layout = lstm_layout(c);
-        let range = |name: &str| layout.iter().find(|x| x.name == name).expect("tensor").range();
+        let range = |name: &str| range_of(&layout, name);
         // Backward through time, top layer first; `dh` becomes each layer's input gradient.
         let mut dg = vec![0.0f32; n * 4 * h];
         for l in (0..c.num_layers).rev() {
@@ -510,23 +516,29 @@ pub fn load_lstm(dir: &std::path::Path) -> Result<Lstm> {
 }
 
 impl Lstm {
-    /// log p(targets) (`[B, T]`, batch-major; 0 for [`IGNORE`]) after [`Lstm::forward`], in
-    /// f64 softmax sums.
-    pub fn logprobs(&self, a: &LstmActs, targets: &[u32]) -> Vec<f32> {
-        let v = self.config.vocab_size;
-        let logits = self.logits(a);
-        logits
-            .chunks(v)
-            .zip(targets)
-            .map(|(row, &tg)| {
-                if tg == IGNORE || tg as usize >= v {
-                    return 0.0;
-                }
-                let mx = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-                let z: f64 = row.iter().map(|&x| (x as f64 - mx).exp()).sum();
-                (row[tg as usize] as f64 - mx - z.ln()) as f32
-            })
-            .collect()
+    /// log p(targets) (`[B, T]`, batch-major; 0 for [`IGNORE`]) after [`Lstm::forward`]: the
+    /// output layer in row chunks (the `[T·B, V]` logits never exist whole).
+    pub fn logprobs(&self, a: &mut LstmActs, targets: &[u32]) -> Vec<f32> {
+        let (c, b, t) = (&self.config, a.b, a.t);
+        for s in 0..b {
+            for step in 0..t {
+                a.targets[step * b + s] = targets[s * t + step];
+            }
+        }
+        let layout = lstm_layout(c);
+        let (w, bias) = (range_of(&layout, "decoder.weight"), range_of(&layout, "decoder.bias"));
+        let mut tm = vec![0.0f32; b * t];
+        logprobs_biased(
+            Gemm::Fp32,
+            &mut tm,
+            &mut a.logits,
+            &a.h[c.num_layers - 1],
+            &self.params[w],
+            Some(&self.params[bias]),
+            &a.targets,
+            c.hidden_size,
+        );
+        (0..b * t).map(|r| tm[a.time_major(r)]).collect()
     }
 
     /// The output layer's logits after [`Lstm::forward`], batch-major `[B, T, V]`.
@@ -534,8 +546,7 @@ impl Lstm {
         let (c, b, t) = (&self.config, a.b, a.t);
         let (h, v) = (c.hidden_size, c.vocab_size);
         let layout = lstm_layout(c);
-        let get =
-            |n: &str| &self.params[layout.iter().find(|x| x.name == n).expect("tensor").range()];
+        let get = |n: &str| &self.params[range_of(&layout, n)];
         let (w, bias) = (get("decoder.weight"), get("decoder.bias"));
         let mut tm = vec![0.0f32; b * t * v];
         Gemm::Fp32.mm(

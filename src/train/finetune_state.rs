@@ -19,12 +19,9 @@ use std::path::{Path, PathBuf};
 const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
-/// FNV-1a over 64-bit words: an identity check of data and weights, not a security one.
+/// [`super::rundir::fnv1a`] over 64-bit words (little-endian).
 fn fnv(words: impl Iterator<Item = u64>) -> String {
-    let h = words.fold(0xcbf2_9ce4_8422_2325u64, |h, w| {
-        w.to_le_bytes().iter().fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
-    });
-    format!("{h:016x}")
+    super::rundir::fnv1a(words.flat_map(u64::to_le_bytes))
 }
 
 /// The identity of prepared examples: their token ids and targets, in order.

@@ -2,7 +2,7 @@
 //! global-norm clipping, AdamW with decoupled weight decay on the matrices (not the biases), as
 //! the Transformer's step does.
 
-use super::optim::{AdamW, clip_coef, clip_grad_norm};
+use super::optim::{AdamW, clip_coef};
 use super::trainer::{StepStats, TaskObjective};
 use crate::backend::Cpu;
 use crate::error::{Error, Result};
@@ -67,12 +67,7 @@ impl LstmTrainer {
             nll += sum;
         }
         let loss = nll / tokens.max(1) as f64;
-        let sq: f64 = self.grads.iter().map(|&g| g as f64 * g as f64).sum();
-        if !loss.is_finite() || !sq.is_finite() {
-            let loss = if loss.is_finite() { sq.sqrt() } else { loss };
-            return Err(Error::Diverged { step, loss });
-        }
-        let grad_norm = clip_grad_norm(&Cpu::FP32, &mut self.grads, clip);
+        let grad_norm = clip_together(&mut [&mut self.grads], loss, clip, step)?;
         self.opt.step(&mut self.model.params, &self.grads, lr);
         Ok(LstmStep { loss, grad_norm, tokens })
     }
@@ -123,17 +118,8 @@ impl LstmTrainer {
     ) -> Result<StepStats> {
         let (loss, lm_loss, task_loss, tokens) = self.gradients_task(task, ids, lm, items, key)?;
         let (_, grad) = task.head_and_grad();
-        let sq: f64 =
-            self.grads.iter().chain(&grad.w).chain(&grad.b).map(|&g| g as f64 * g as f64).sum();
-        let grad_norm = sq.sqrt() as f32;
-        if !loss.is_finite() || !grad_norm.is_finite() {
-            let loss = if loss.is_finite() { grad_norm as f64 } else { loss };
-            return Err(Error::Diverged { step, loss });
-        }
-        if let Some(f) = clip_coef(grad_norm, clip) {
-            let all = self.grads.iter_mut().chain(grad.w.iter_mut()).chain(grad.b.iter_mut());
-            all.for_each(|g| *g *= f);
-        }
+        let grad_norm =
+            clip_together(&mut [&mut self.grads, &mut grad.w, &mut grad.b], loss, clip, step)?;
         self.opt.step(&mut self.model.params, &self.grads, lr);
         task.update(lr);
         Ok(StepStats { loss, lm_loss, task_loss: Some(task_loss), grad_norm, tokens })
@@ -179,7 +165,7 @@ impl LstmTrainer {
         let task_sum =
             head.loss_backward(grad, &hidden, &ritems, drop, 1.0 / n_items as f32, &mut dh_rows);
         for (k, &r) in rows.iter().enumerate() {
-            let tm = (r % t) * b + r / t;
+            let tm = self.acts.time_major(r);
             dh[tm * h..(tm + 1) * h]
                 .iter_mut()
                 .zip(&dh_rows[k * h..(k + 1) * h])
@@ -190,4 +176,20 @@ impl LstmTrainer {
         let task_loss = task_sum / n_items as f64;
         Ok((task_loss + lambda as f64 * lm_loss, lm_loss, task_loss, counted))
     }
+}
+
+/// The global norm of the gradients in `parts` (body, and a head's), in order; a NaN or
+/// infinite loss or norm stops before any update (`Diverged`, as the Transformer's step);
+/// otherwise all are clipped together to at most `clip`.
+fn clip_together(parts: &mut [&mut Vec<f32>], loss: f64, clip: f32, step: u64) -> Result<f32> {
+    let sq: f64 = parts.iter().flat_map(|p| p.iter()).map(|&g| g as f64 * g as f64).sum();
+    let norm = sq.sqrt() as f32;
+    if !loss.is_finite() || !norm.is_finite() {
+        let loss = if loss.is_finite() { norm as f64 } else { loss };
+        return Err(Error::Diverged { step, loss });
+    }
+    if let Some(f) = clip_coef(norm, clip) {
+        parts.iter_mut().flat_map(|p| p.iter_mut()).for_each(|g| *g *= f);
+    }
+    Ok(norm)
 }

@@ -50,17 +50,22 @@ impl FileId {
             f.seek(SeekFrom::Start((bytes - MIB).max(MIB))).map_err(|e| Error::io(path, e))?;
             f.take(MIB).read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
         }
-        // FNV-1a, 64 bits: an identity check, not a security one.
-        let h = buf.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-        Ok(FileId { path: path.to_path_buf(), bytes, hash: format!("{h:016x}") })
+        Ok(FileId { path: path.to_path_buf(), bytes, hash: fnv1a(buf) })
     }
 
     /// Same contents (the path may differ: a moved file is the same data).
     pub fn same_data(&self, other: &FileId) -> bool {
         self.bytes == other.bytes && self.hash == other.hash
     }
+}
+
+/// FNV-1a over `bytes`, 64 bits, as hex: the identity of data and weights in a run's
+/// specification (a check against changed inputs, not a security one).
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> String {
+    let h = bytes
+        .into_iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
+    format!("{h:016x}")
 }
 
 /// Holds a run directory for one process: an exclusive lock on `DIR/.lock`, released when
