@@ -4,12 +4,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The OS's message is part of this error's text, so it is not also its `source` (an
+    /// error chain would print it twice).
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     /// A file exists but its contents are wrong (bad magic, short, corrupt, wrong shapes).
     #[error("{path}: {msg}")]
     Invalid { path: PathBuf, msg: String },
@@ -49,7 +47,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), err: source }
     }
     /// A [`Error::Setting`].
     pub fn setting(setting: &'static str, msg: impl Into<String>) -> Self {

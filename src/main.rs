@@ -7,21 +7,15 @@ use clap::Parser;
 /// The error chain on one line; a library setting is shown as the flag that sets it
 /// (`max_len` → `--max-len`).
 fn render(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for c in e.chain() {
-        let s = match c.downcast_ref::<gpt1::Error>() {
+    let parts: Vec<String> = e
+        .chain()
+        .map(|c| match c.downcast_ref::<gpt1::Error>() {
             Some(gpt1::Error::Setting { setting, msg }) => {
                 format!("--{} {msg}", setting.replace('_', "-"))
             }
             _ => c.to_string(),
-        };
-        // An error that already shows its source (I/O errors name the file, then the OS's
-        // message) is not followed by the source again.
-        if parts.last().is_some_and(|p| p.ends_with(&s)) {
-            continue;
-        }
-        parts.push(s);
-    }
+        })
+        .collect();
     // Joined as anyhow's `{:#}` joins them.
     parts.join(": ")
 }
