@@ -156,13 +156,15 @@ pub fn train_lstm(
     steps: usize,
     warmup: usize,
     peak_gflops: Option<f64>,
+    precision: Precision,
 ) -> TrainBench {
     use crate::model::lstm::{Lstm, lstm_params};
     let threads = rayon::current_num_threads();
     let peak = peak_gflops.unwrap_or_else(measure_peak_gflops);
     let flops_tok = lstm_flops_per_token(&config);
-    let mut tr =
-        crate::train::lstm::LstmTrainer::new(Lstm::init(config.clone(), 1), batch, seq, 0.01);
+    let mut model = Lstm::init(config.clone(), 1);
+    model.backend = Cpu::new(precision);
+    let mut tr = crate::train::lstm::LstmTrainer::new(model, batch, seq, 0.01);
     let mut rng = Rng::new(7);
     let v = config.vocab_size as u64;
     let (mut ids, mut tg) = (vec![0u32; batch * seq], vec![0u32; batch * seq]);

@@ -35,7 +35,7 @@ fn logits_loss_and_gradients_match_torch_nn_lstm() {
     let e = rel_err(&m.logits(&a), &f32s("logits"));
     assert!(e < 1e-5, "logits: rel err {e}");
     let mut grads = vec![0.0f32; m.params.len()];
-    let (loss, count) = m.loss_backward(&mut a, &ids, &targets, &mut grads);
+    let (loss, count) = m.loss_backward(&mut a, &targets, &mut grads);
     assert_eq!(count, b * t - 2);
     assert!((loss - f32s("loss")[0] as f64).abs() < 1e-5, "loss {loss}");
     for tn in lstm_layout(&m.config) {
@@ -54,12 +54,12 @@ fn gradients_match_finite_differences() {
         let mut a = m.activations(b, t);
         m.forward(&mut a, &ids).unwrap();
         let mut g = vec![0.0f32; m.params.len()];
-        m.loss_backward(&mut a, &ids, &targets, &mut g).0
+        m.loss_backward(&mut a, &targets, &mut g).0
     };
     let mut a = m0.activations(b, t);
     m0.forward(&mut a, &ids).unwrap();
     let mut grads = vec![0.0f32; m0.params.len()];
-    m0.loss_backward(&mut a, &ids, &targets, &mut grads);
+    m0.loss_backward(&mut a, &targets, &mut grads);
     let eps = 1e-2f32;
     for tn in lstm_layout(&m0.config) {
         // A few entries of every tensor, the embedding rows of used tokens included.
@@ -89,7 +89,7 @@ fn gradients_are_the_same_for_one_or_two_threads() {
             let mut a = m.activations(b, t);
             m.forward(&mut a, &ids).unwrap();
             let mut g = vec![0.0f32; m.params.len()];
-            let (l, _) = m.loss_backward(&mut a, &ids, &ids, &mut g);
+            let (l, _) = m.loss_backward(&mut a, &ids, &mut g);
             (l, g)
         })
     };
@@ -307,4 +307,38 @@ fn growing_the_vocabulary_keeps_every_old_weight() {
     let ids: Vec<u32> = vec![1, 12, 13, 2];
     let mut a = m.activations(1, 4);
     m.forward(&mut a, &ids).unwrap();
+}
+
+/// The LSTM on the bf16 backend (products' inputs rounded to bf16, fp32 accumulation) against
+/// the fp32 path: the same loss and gradients within bf16's precision, and a training step.
+#[test]
+fn bf16_products_agree_with_fp32() {
+    use gpt1::backend::{Cpu, Precision};
+    let m32 = Lstm::init(LstmConfig::new(40, 16, 24, 2), 5);
+    let mut m16 = m32.clone();
+    m16.backend = Cpu::new(Precision::Bf16);
+    let (b, t) = (3, 7);
+    let ids: Vec<u32> = (0..b * t).map(|i| (i * 11 % 40) as u32).collect();
+    let targets: Vec<u32> = (0..b * t).map(|i| ((i * 3 + 1) % 40) as u32).collect();
+    let run = |m: &Lstm| {
+        let mut a = m.activations(b, t);
+        m.forward(&mut a, &ids).unwrap();
+        let mut g = vec![0.0f32; m.params.len()];
+        let (l, _) = m.loss_backward(&mut a, &targets, &mut g);
+        (l, g)
+    };
+    let ((l32, g32), (l16, g16)) = (run(&m32), run(&m16));
+    assert!((l32 - l16).abs() < 1e-2 * l32.abs(), "loss fp32 {l32} bf16 {l16}");
+    assert_ne!(g32, g16, "the bf16 backend ran fp32 products");
+    for tn in lstm_layout(&m32.config) {
+        let e = rel_err(&g16[tn.range()], &g32[tn.range()]);
+        assert!(e < 3e-2, "gradient of {}: bf16 vs fp32 rel err {e}", tn.name);
+    }
+    let mut tr = gpt1::train::lstm::LstmTrainer::new(m16, b, t, 0.01);
+    let first = tr.step(&ids, &targets, 1e-2, 1.0, 1).unwrap().loss;
+    for s in 2..20 {
+        tr.step(&ids, &targets, 1e-2, 1.0, s).unwrap();
+    }
+    let last = tr.step(&ids, &targets, 1e-2, 1.0, 20).unwrap().loss;
+    assert!(last < first - 0.5, "bf16 training did not learn: {first} -> {last}");
 }

@@ -8,7 +8,7 @@ use crate::kernels::dropout::Dropout;
 use crate::kernels::matmul::Gemm;
 use crate::kernels::matmul::Mat;
 use crate::kernels::reduce::{col_sum, sum_squares};
-use crate::kernels::{crossentropy, embedding, gelu, layernorm, optim};
+use crate::kernels::{crossentropy, embedding, gelu, layernorm, lstm, optim};
 use rayon::prelude::*;
 use std::borrow::Cow;
 
@@ -295,6 +295,7 @@ impl Backend for Cpu {
         &self,
         dh: &mut [f32],
         dwte: &mut [f32],
+        bias: Option<(&[f32], &mut [f32])>,
         logits: &mut [f32],
         h: &[f32],
         wte: &[f32],
@@ -302,7 +303,9 @@ impl Backend for Cpu {
         d: usize,
         scale: f32,
     ) -> f64 {
-        crossentropy::forward_backward(self.gemm, dh, dwte, logits, h, wte, targets, d, scale)
+        crossentropy::forward_backward_biased(
+            self.gemm, dh, dwte, bias, logits, h, wte, targets, d, scale,
+        )
     }
     fn logprobs(
         &self,
@@ -310,10 +313,69 @@ impl Backend for Cpu {
         logits: &mut [f32],
         h: &[f32],
         wte: &[f32],
+        bias: Option<&[f32]>,
         targets: &[u32],
         d: usize,
     ) {
-        crossentropy::logprobs(self.gemm, out, logits, h, wte, targets, d);
+        crossentropy::logprobs_biased(self.gemm, out, logits, h, wte, bias, targets, d);
+    }
+
+    fn embedding_forward(&self, out: &mut [f32], table: &[f32], ids: &[u32], d: usize) {
+        embedding::gather(out, table, ids, d);
+    }
+    fn embedding_backward(&self, dtable: &mut [f32], dout: &[f32], ids: &[u32], d: usize) {
+        embedding::scatter_add(dtable, dout, ids, d);
+    }
+    fn add_biases(&self, x: &mut [f32], b1: &[f32], b2: &[f32]) {
+        lstm::add_biases(x, b1, b2);
+    }
+    fn bias_backward(&self, dbias: &mut [f32], dout: &[f32], rows: usize) {
+        col_sum(dbias, dout, rows);
+    }
+    fn lstm_cell_forward(
+        &self,
+        gates: &mut [f32],
+        c: &mut [f32],
+        h: &mut [f32],
+        step: usize,
+        b: usize,
+        hid: usize,
+    ) {
+        let (r0, r1) = (step * b, (step + 1) * b);
+        let (prev, cur) = c.split_at_mut(r0 * hid);
+        let c_prev = (step > 0).then(|| &prev[(r0 - b) * hid..]);
+        lstm::cell_forward(
+            &mut gates[r0 * 4 * hid..r1 * 4 * hid],
+            &mut cur[..b * hid],
+            &mut h[r0 * hid..r1 * hid],
+            c_prev,
+            hid,
+        );
+    }
+    fn lstm_cell_backward(
+        &self,
+        dgates: &mut [f32],
+        dc_next: &mut [f32],
+        dh_next: &[f32],
+        dh: &[f32],
+        gates: &[f32],
+        c: &[f32],
+        step: usize,
+        b: usize,
+        hid: usize,
+    ) {
+        let (r0, r1) = (step * b, (step + 1) * b);
+        let c_prev = (step > 0).then(|| &c[(r0 - b) * hid..r0 * hid]);
+        lstm::cell_backward(
+            &mut dgates[r0 * 4 * hid..r1 * 4 * hid],
+            dc_next,
+            dh_next,
+            &dh[r0 * hid..r1 * hid],
+            &gates[r0 * 4 * hid..r1 * 4 * hid],
+            &c[r0 * hid..r1 * hid],
+            c_prev,
+            hid,
+        );
     }
 
     fn sum_squares(&self, x: &[f32]) -> f64 {

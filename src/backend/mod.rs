@@ -255,11 +255,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
     );
     /// The tied LM head and softmax cross-entropy of `scale · Σ −log p(targets | h)`, fused in
     /// row chunks (`logits` is `[min(rows, CHUNK), V]` workspace): `dh` assigned, `dwte`
-    /// accumulated; returns the unscaled NLL sum of the counted targets.
+    /// accumulated; returns the unscaled NLL sum of the counted targets. `bias`: an output
+    /// layer with a bias (`nn.Linear`, the LSTM's), `(b, ∂b)` with `∂b` accumulated.
     fn crossentropy_forward_backward(
         &self,
         dh: Self::Mut<'_>,
         dwte: Self::Mut<'_>,
+        bias: Option<(Self::Ref<'_>, Self::Mut<'_>)>,
         logits: Self::Mut<'_>,
         h: Self::Ref<'_>,
         wte: Self::Ref<'_>,
@@ -267,15 +269,54 @@ pub trait Backend: Clone + Send + Sync + 'static {
         d: usize,
         scale: f32,
     ) -> f64;
-    /// `out[r]` = log p(targets[r] | h[r]) on the host (0 for ignored targets).
+    /// `out[r]` = log p(targets[r] | h[r]) on the host (0 for ignored targets); `bias` as in
+    /// [`Backend::crossentropy_forward_backward`].
     fn logprobs(
         &self,
         out: &mut [f32],
         logits: Self::Mut<'_>,
         h: Self::Ref<'_>,
         wte: Self::Ref<'_>,
+        bias: Option<Self::Ref<'_>>,
         targets: &[u32],
         d: usize,
+    );
+
+    // ---- the LSTM baseline's kernels (time-major rows, `row = step·B + seq`) ----
+    /// `out[i] = table[ids[i]]`, `out` `[ids.len(), d]` (an embedding without positions).
+    fn embedding_forward(&self, out: Self::Mut<'_>, table: Self::Ref<'_>, ids: &[u32], d: usize);
+    /// `dtable[ids[i]] += dout[i]`.
+    fn embedding_backward(&self, dtable: Self::Mut<'_>, dout: Self::Ref<'_>, ids: &[u32], d: usize);
+    /// `x[r] += b1 + b2` for every row of `x` `[rows, b1.len()]`.
+    fn add_biases(&self, x: Self::Mut<'_>, b1: Self::Ref<'_>, b2: Self::Ref<'_>);
+    /// `dbias[c] += Σ_r dout[r, c]` over `rows` rows: a bias's gradient.
+    fn bias_backward(&self, dbias: Self::Mut<'_>, dout: Self::Ref<'_>, rows: usize);
+    /// Step `step` of the recurrence for its `b` rows of the `[T·B, ·]` buffers: `gates`
+    /// `[T·B, 4H]` pre-activations (i, f, g, o) in, activations out; cells `c` and outputs `h`
+    /// `[T·B, H]` assigned from the previous step's cells (zero at step 0).
+    fn lstm_cell_forward(
+        &self,
+        gates: Self::Mut<'_>,
+        c: Self::Mut<'_>,
+        h: Self::Mut<'_>,
+        step: usize,
+        b: usize,
+        hid: usize,
+    );
+    /// Step `step` backward: `dgates` rows of the step assigned (pre-activation gradients) from
+    /// `dh` `[T·B, H]` (the outputs' gradient) plus `dh_next` `[B, H]` (`dG_{t+1} · W_hh`);
+    /// `dc_next` `[B, H]` is ∂L/∂c from step + 1 in (zero at the last step), ∂L/∂c_{step-1} out.
+    fn lstm_cell_backward(
+        &self,
+        dgates: Self::Mut<'_>,
+        dc_next: Self::Mut<'_>,
+        dh_next: Self::Ref<'_>,
+        dh: Self::Ref<'_>,
+        gates: Self::Ref<'_>,
+        c: Self::Ref<'_>,
+        step: usize,
+        b: usize,
+        hid: usize,
     );
 
     // ---- optimizer ----

@@ -132,12 +132,9 @@ pub fn run(c: Command) -> Result<()> {
                     a.precision.get(),
                 ),
                 super::Arch::Lstm => {
-                    ensure!(
-                        a.precision.value() == gpt1::backend::Precision::Fp32,
-                        "--arch lstm runs in fp32 only"
-                    );
                     let c = a.lstm.config(&config)?;
-                    gpt1::bench::train_lstm(c, a.batch, a.seq, a.steps, a.warmup, a.peak_gflops)
+                    let p = a.precision.get();
+                    gpt1::bench::train_lstm(c, a.batch, a.seq, a.steps, a.warmup, a.peak_gflops, p)
                 }
             };
             if a.json {

@@ -262,9 +262,7 @@ fn load_checked(dir: &std::path::Path, task: Option<&str>) -> Result<Finetuned> 
 
 pub fn run_predict(a: PredictArgs) -> Result<()> {
     let mut ft = load_checked(&a.model, a.task.as_deref())?;
-    if let Net::Transformer(m) = &mut ft.model {
-        m.backend = a.precision.backend();
-    }
+    ft.model.set_backend(a.precision.backend());
     let n = predict_to_file(&ft, &a.data, &a.split, a.batch, &a.out, a.probabilities)?;
     eprintln!("wrote {n} predictions to {}", a.out.display());
     Ok(())
@@ -388,9 +386,7 @@ impl TrainFlags {
 
 pub fn run_evaluate(a: EvaluateArgs) -> Result<()> {
     let mut ft = load_checked(&a.model, a.task.as_deref())?;
-    if let Net::Transformer(m) = &mut ft.model {
-        m.backend = a.precision.backend();
-    }
+    ft.model.set_backend(a.precision.backend());
     let ev = evaluate(&ft, &a.data, &a.split, a.batch, a.skip_bad_rows)?;
     if a.json {
         let js = serde_json::json!({

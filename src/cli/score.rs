@@ -26,7 +26,8 @@ pub fn run(a: Args) -> Result<()> {
     let data = TokenData::open(&a.ids)?;
     // An LSTM checkpoint (config.json's model_type "lstm", PyTorch's or gpt1's) or GPT-1.
     let s = if gpt1::model::lstm::is_lstm(&a.model) {
-        let model = gpt1::model::lstm::load_lstm(&a.model).context("loading the LSTM")?;
+        let mut model = gpt1::model::lstm::load_lstm(&a.model).context("loading the LSTM")?;
+        model.backend = a.precision.backend();
         let rows = rows_of(&data, model.config.n_positions)?;
         gpt1::eval::score_lstm(&model, &rows, a.batch)
     } else {

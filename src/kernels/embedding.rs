@@ -68,3 +68,29 @@ pub fn backward(
         }
     });
 }
+
+/// `out[i] = table[ids[i]]`, `out` `[ids.len(), d]`: an embedding without positions (the
+/// LSTM's, rows in whatever order the caller laid the ids out).
+pub fn gather(out: &mut [f32], table: &[f32], ids: &[u32], d: usize) {
+    out.par_chunks_mut(d).zip(ids.par_iter()).for_each(|(o, &id)| {
+        o.copy_from_slice(&table[id as usize * d..(id as usize + 1) * d]);
+    });
+}
+
+/// `dtable[ids[i]] += dout[i]`, rows in order per column (the same sums for any thread count).
+pub fn scatter_add(dtable: &mut [f32], dout: &[f32], ids: &[u32], d: usize) {
+    const COLS: usize = 64;
+    let v = dtable.len() / d;
+    let te = SendPtr(dtable.as_mut_ptr());
+    (0..d.div_ceil(COLS)).into_par_iter().for_each(|ci| {
+        let (c0, c1) = (ci * COLS, ((ci + 1) * COLS).min(d));
+        for (r, &id) in ids.iter().enumerate() {
+            let id = id as usize;
+            assert!(id < v, "embedding id {id} out of range {v}");
+            for c in c0..c1 {
+                // SAFETY: id < v (asserted), c < d, and each task owns columns c0..c1.
+                unsafe { *te.get().add(id * d + c) += dout[r * d + c] };
+            }
+        }
+    });
+}

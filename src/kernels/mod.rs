@@ -17,6 +17,7 @@ pub mod embedding;
 pub mod fastmath;
 pub mod gelu;
 pub mod layernorm;
+pub mod lstm;
 pub mod matmul;
 pub mod optim;
 pub(crate) mod parallel;

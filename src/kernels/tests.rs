@@ -6,6 +6,7 @@ use super::dropout::Dropout;
 use super::embedding;
 use super::gelu;
 use super::layernorm;
+use super::lstm;
 use super::matmul::Gemm;
 use super::testutil::{check_grad, dot, rand_vec};
 
@@ -148,4 +149,51 @@ fn embedding_gradients() {
     check_grad(&mut wte, &dwte, 35, 1e-2, 1e-2, |x| fwd(x, &p0));
     let t0 = wte.clone();
     check_grad(&mut wpe, &dwpe, 20, 1e-2, 1e-2, |x| fwd(&t0, x));
+}
+
+#[test]
+fn lstm_cell_gradients() {
+    // loss = h·wh + c·wc after one step from c_prev: the cell's backward gives ∂/∂gates
+    // (pre-activation) and ∂/∂c_prev.
+    let (b, hid) = (3, 5);
+    let mut pre = rand_vec(b * 4 * hid, 20);
+    let mut cp = rand_vec(b * hid, 21);
+    let (wh, wc) = (rand_vec(b * hid, 22), rand_vec(b * hid, 23));
+    let run = |pre: &[f32], cp: &[f32]| {
+        let (mut g, mut c, mut h) = (pre.to_vec(), vec![0.0; b * hid], vec![0.0; b * hid]);
+        lstm::cell_forward(&mut g, &mut c, &mut h, Some(cp), hid);
+        (g, c, h)
+    };
+    let (g, c, _) = run(&pre, &cp);
+    let (mut dg, mut dc) = (vec![0.0; b * 4 * hid], wc.clone());
+    let zero = vec![0.0; b * hid];
+    lstm::cell_backward(&mut dg, &mut dc, &zero, &wh, &g, &c, Some(&cp), hid);
+    let loss = |pre: &[f32], cp: &[f32]| {
+        let (_, c, h) = run(pre, cp);
+        dot(&h, &wh) + dot(&c, &wc)
+    };
+    let cp0 = cp.clone();
+    check_grad(&mut pre, &dg, 60, 1e-2, 1e-2, |x| loss(x, &cp0));
+    let p0 = pre.clone();
+    check_grad(&mut cp, &dc, 15, 1e-2, 1e-2, |x| loss(&p0, x));
+    // The first step (no previous cell) is the same with c_prev = 0.
+    let (mut g1, mut c1, mut h1) = (pre.clone(), vec![0.0; b * hid], vec![0.0; b * hid]);
+    lstm::cell_forward(&mut g1, &mut c1, &mut h1, None, hid);
+    let (_, c0, h0) = run(&pre, &zero);
+    assert_eq!((c1, h1), (c0, h0));
+}
+
+#[test]
+fn embedding_gather_scatter() {
+    let (d, v) = (70, 6); // more than one 64-column block
+    let ids: Vec<u32> = vec![5, 0, 5, 2];
+    let mut table = rand_vec(v * d, 30);
+    let w = rand_vec(ids.len() * d, 31);
+    let mut dt = vec![0.0; v * d];
+    embedding::scatter_add(&mut dt, &w, &ids, d);
+    check_grad(&mut table, &dt, 120, 1e-2, 1e-2, |t| {
+        let mut o = vec![0.0; ids.len() * d];
+        embedding::gather(&mut o, t, &ids, d);
+        dot(&o, &w)
+    });
 }

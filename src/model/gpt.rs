@@ -317,7 +317,7 @@ impl<B: Backend> Gpt<B> {
         self.forward(acts, ids, None);
         let wte = self.views().wte;
         let hidden = acts.layers.last().expect("n_layer > 0").ln2.r();
-        self.backend.logprobs(out, acts.logits.w(), hidden, wte, targets, self.config.n_embd);
+        self.backend.logprobs(out, acts.logits.w(), hidden, wte, None, targets, self.config.n_embd);
     }
 
     /// Next-token logits `[B, T, V]` on the host (no dropout): the hidden states times the
@@ -382,7 +382,7 @@ impl<B: Backend> Gpt<B> {
         let g = acts.grads.as_mut().expect("Activations::new(.., training = true) for backward");
         let last = acts.layers.last().expect("n_layer > 0");
         let nll = if loss_scale != 0.0 {
-            be.crossentropy_forward_backward(g.g_x.w(), B::reborrow(&mut gw.wte), acts.logits.w(), last.ln2.r(), w.wte, targets, d, loss_scale)
+            be.crossentropy_forward_backward(g.g_x.w(), B::reborrow(&mut gw.wte), None, acts.logits.w(), last.ln2.r(), w.wte, targets, d, loss_scale)
         } else {
             be.fill(g.g_x.w(), 0.0);
             0.0

@@ -9,9 +9,9 @@
 //! `[B, 4H] × [4H, H]` product each; the weight gradients are then single products over all
 //! steps. Activations are time-major (`row = t·B + b`) so each step's rows are contiguous.
 
+use crate::backend::{Backend, Cpu, DeviceBuf};
 use crate::error::{Error, Result};
-use crate::kernels::crossentropy::{CHUNK, IGNORE, forward_backward_biased, logprobs_biased};
-use crate::kernels::matmul::{Gemm, Mat};
+use crate::kernels::crossentropy::{CHUNK, IGNORE};
 use crate::kernels::rng;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -121,43 +121,70 @@ pub fn lstm_params(c: &LstmConfig) -> usize {
     lstm_layout(c).last().map_or(0, |t| t.range().end)
 }
 
-/// The model: its configuration and one flat parameter buffer.
-#[derive(Clone, Debug)]
-pub struct Lstm {
+/// The model: its configuration, the backend it runs on, and one flat parameter buffer.
+pub struct Lstm<B: Backend = Cpu> {
     pub config: LstmConfig,
-    pub params: Vec<f32>,
+    pub backend: B,
+    /// Every tensor of [`lstm_layout`], in order.
+    pub params: B::Buf,
 }
 
-/// Buffers of one pass over `b` sequences of `t` tokens (time-major rows, `row = step·b + seq`).
-pub struct LstmActs {
+impl Clone for Lstm<Cpu> {
+    fn clone(&self) -> Self {
+        Lstm { config: self.config.clone(), backend: self.backend, params: self.params.clone() }
+    }
+}
+
+impl std::fmt::Debug for Lstm<Cpu> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lstm").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// Buffers of one pass over `b` sequences of `t` tokens (time-major rows, `row = step·b + seq`),
+/// sized once.
+pub struct LstmActs<B: Backend = Cpu> {
     pub b: usize,
     pub t: usize,
-    /// `[T·B, E]` the embedded tokens.
-    x: Vec<f32>,
-    /// Per layer `[T·B, 4H]`: the gates after their nonlinearities (i, f, g, o).
-    gates: Vec<Vec<f32>>,
-    /// Per layer `[T·B, H]`: the cell states.
-    c: Vec<Vec<f32>>,
-    /// Per layer `[T·B, H]`: the outputs h (layer l's is layer l+1's input).
-    h: Vec<Vec<f32>>,
-    /// `[min(T·B, CHUNK), V]` logits workspace.
-    logits: Vec<f32>,
+    /// `[T·B]` the time-major token ids (the host's copy: the embedding's indices).
+    ids: Vec<u32>,
     /// `[T·B]` the time-major targets.
     targets: Vec<u32>,
+    /// `[T·B, E]` the embedded tokens.
+    x: B::Buf,
+    /// Per layer `[T·B, 4H]`: the gates after their nonlinearities (i, f, g, o).
+    gates: Vec<B::Buf>,
+    /// Per layer `[T·B, H]`: the cell states.
+    c: Vec<B::Buf>,
+    /// Per layer `[T·B, H]`: the outputs h (layer l's is layer l+1's input).
+    h: Vec<B::Buf>,
+    /// `[min(T·B, CHUNK), V]` logits workspace.
+    logits: B::Buf,
+    /// `[T·B, 4H]` backward: one layer's gate gradients.
+    dg: B::Buf,
+    /// `[T·B, max(E, H)]` backward: ∂L/∂(a layer's output); the top's is set by
+    /// [`Lstm::lm_head`] (or zeroed) and a task head adds to it.
+    dh: B::Buf,
+    /// `[T·B, max(E, H)]` backward: ∂L/∂(a layer's input), then swapped into `dh`.
+    dx: B::Buf,
+    /// `[B, H]` backward through time: `dG_{t+1} · W_hh` and ∂L/∂c_t from the next step.
+    dh_next: B::Buf,
+    dc_next: B::Buf,
 }
 
-impl LstmActs {
+impl<B: Backend> LstmActs<B> {
     /// The time-major row of batch-major row `r` (`r = seq·T + step`).
     pub fn time_major(&self, r: usize) -> usize {
         (r % self.t) * self.b + r / self.t
     }
 }
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+/// `x[start..start + n]`, writable.
+fn sub_mut<B: Backend>(x: B::Mut<'_>, start: usize, n: usize) -> B::Mut<'_> {
+    B::split_mut(B::split_mut(x, start).1, n).0
 }
 
-impl Lstm {
+impl Lstm<Cpu> {
     /// PyTorch's initialisation: every LSTM weight and bias U(−1/√H, 1/√H); the embedding
     /// N(0, 0.02) (GPT-1's, so the two models start alike); the decoder as `nn.Linear`,
     /// U(−1/√H, 1/√H).
@@ -173,7 +200,7 @@ impl Lstm {
                 };
             }
         }
-        Lstm { config, params }
+        Lstm { config, backend: Cpu::FP32, params }
     }
 
     /// `extra` more tokens (fine-tuning's three special ones): new embedding rows N(0, 0.02),
@@ -199,89 +226,102 @@ impl Lstm {
         (self.config, self.params) = (c, params);
     }
 
-    /// The top layer's states at batch-major rows (`row = seq·T + step`), `[rows, H]`.
-    pub fn hidden_rows(&self, a: &LstmActs, rows: &[usize]) -> Vec<f32> {
-        let h = self.config.hidden_size;
-        let top = &a.h[self.config.num_layers - 1];
-        let mut out = Vec::with_capacity(rows.len() * h);
-        for &r in rows {
-            let tm = a.time_major(r);
-            out.extend_from_slice(&top[tm * h..(tm + 1) * h]);
-        }
-        out
+    /// The same model on another backend.
+    pub fn to_backend<C: Backend>(self, backend: C) -> Lstm<C> {
+        let params = backend.upload(&self.params);
+        Lstm { config: self.config, backend, params }
+    }
+}
+
+impl<B: Backend> Lstm<B> {
+    /// The parameters on the host (checkpoints).
+    pub fn host_params(&self) -> std::borrow::Cow<'_, [f32]> {
+        self.backend.download(self.params.r())
     }
 
-    pub fn activations(&self, b: usize, t: usize) -> LstmActs {
-        let (c, n) = (&self.config, b * t);
-        let l = c.num_layers;
+    /// A zeroed buffer in the parameters' layout (gradients).
+    pub fn zeros_like_params(&self) -> B::Buf {
+        self.backend.zeros(lstm_params(&self.config))
+    }
+
+    /// Tensor `name` of the parameters (or of a buffer in their layout).
+    fn tensor<'a>(&self, x: B::Ref<'a>, name: &str) -> B::Ref<'a> {
+        let r = range_of(&lstm_layout(&self.config), name);
+        B::sub(x, r.start, r.len())
+    }
+
+    /// Tensor `name` of a buffer in the parameters' layout, writable.
+    fn tensor_mut<'a>(&self, x: B::Mut<'a>, name: &str) -> B::Mut<'a> {
+        let r = range_of(&lstm_layout(&self.config), name);
+        sub_mut::<B>(x, r.start, r.len())
+    }
+
+    /// The top layer's states at batch-major rows (`row = seq·T + step`), `[rows, H]`, on the
+    /// host.
+    pub fn hidden_rows(&self, a: &LstmActs<B>, rows: &[usize]) -> Vec<f32> {
+        let tm: Vec<usize> = rows.iter().map(|&r| a.time_major(r)).collect();
+        self.backend.gather_rows(a.h[self.config.num_layers - 1].r(), &tm, self.config.hidden_size)
+    }
+
+    pub fn activations(&self, b: usize, t: usize) -> LstmActs<B> {
+        let (c, n, be) = (&self.config, b * t, &self.backend);
+        let (l, h, wide) = (c.num_layers, c.hidden_size, c.n_embd.max(c.hidden_size));
+        let per_layer = |w: usize| (0..l).map(|_| be.zeros(n * w)).collect();
         LstmActs {
             b,
             t,
-            x: vec![0.0; n * c.n_embd],
-            gates: vec![vec![0.0; n * 4 * c.hidden_size]; l],
-            c: vec![vec![0.0; n * c.hidden_size]; l],
-            h: vec![vec![0.0; n * c.hidden_size]; l],
-            logits: vec![0.0; n.min(CHUNK) * c.vocab_size],
+            ids: vec![0; n],
             targets: vec![IGNORE; n],
+            x: be.zeros(n * c.n_embd),
+            gates: per_layer(4 * h),
+            c: per_layer(h),
+            h: per_layer(h),
+            logits: be.zeros(n.min(CHUNK) * c.vocab_size),
+            dg: be.zeros(n * 4 * h),
+            dh: be.zeros(n * wide),
+            dx: be.zeros(n * wide),
+            dh_next: be.zeros(b * h),
+            dc_next: be.zeros(b * h),
         }
     }
 
     /// The forward pass of `ids` (`[B, T]`, batch-major as given) up to the top layer's states.
-    pub fn forward(&self, a: &mut LstmActs, ids: &[u32]) -> Result<()> {
-        let (c, b, t) = (&self.config, a.b, a.t);
-        let (e, h) = (c.n_embd, c.hidden_size);
-        let layout = lstm_layout(c);
-        let tensor = |name: &str| &self.params[range_of(&layout, name)];
-        let emb = tensor("embedding.weight");
+    pub fn forward(&self, a: &mut LstmActs<B>, ids: &[u32]) -> Result<()> {
+        let (c, be, b, t) = (&self.config, &self.backend, a.b, a.t);
+        let (e, h, n) = (c.n_embd, c.hidden_size, a.b * a.t);
         for s in 0..b {
             for step in 0..t {
-                let id = ids[s * t + step] as usize;
-                if id >= c.vocab_size {
+                let id = ids[s * t + step];
+                if id as usize >= c.vocab_size {
                     return Err(Error::Vocab(format!(
                         "token id {id} is not below the LSTM's vocab_size {}",
                         c.vocab_size
                     )));
                 }
-                let row = step * b + s;
-                a.x[row * e..(row + 1) * e].copy_from_slice(&emb[id * e..(id + 1) * e]);
+                a.ids[step * b + s] = id;
             }
         }
+        let p = self.params.r();
+        be.embedding_forward(a.x.w(), self.tensor(p, "embedding.weight"), &a.ids, e);
         for l in 0..c.num_layers {
-            let inp = if l == 0 { &a.x } else { &a.h[l - 1] };
-            let k = c.input(l);
-            let (wih, whh) =
-                (tensor(&format!("lstm.weight_ih_l{l}")), tensor(&format!("lstm.weight_hh_l{l}")));
-            let (bih, bhh) =
-                (tensor(&format!("lstm.bias_ih_l{l}")), tensor(&format!("lstm.bias_hh_l{l}")));
-            let g = &mut a.gates[l];
-            // Gx = X · W_ihᵀ + b_ih + b_hh for every step at once.
-            Gemm::Fp32.mm(g, Mat::rows(inp, k), Mat::t(wih, k), b * t, 4 * h, k, false);
-            for row in g.chunks_mut(4 * h) {
-                for ((x, p), q) in row.iter_mut().zip(bih).zip(bhh) {
-                    *x += p + q;
-                }
-            }
-            let (cs, hs) = (&mut a.c[l], &mut a.h[l]);
+            let (below, above) = a.h.split_at_mut(l);
+            let (inp, k) = if l == 0 { (a.x.r(), e) } else { (below[l - 1].r(), h) };
+            let wih = self.tensor(p, &format!("lstm.weight_ih_l{l}"));
+            let whh = self.tensor(p, &format!("lstm.weight_hh_l{l}"));
+            let bih = self.tensor(p, &format!("lstm.bias_ih_l{l}"));
+            let bhh = self.tensor(p, &format!("lstm.bias_hh_l{l}"));
+            let (g, cs, hs) = (&mut a.gates[l], &mut a.c[l], &mut above[0]);
+            // Gx = X · W_ihᵀ + b_ih + b_hh for every step at once          [T·B, 4H]
+            be.matmul(g.w(), inp, false, wih, true, n, 4 * h, k, false);
+            be.add_biases(g.w(), bih, bhh);
             for step in 0..t {
-                let rows = step * b..(step + 1) * b;
-                let gt = &mut g[rows.start * 4 * h..rows.end * 4 * h];
                 if step > 0 {
-                    let hp = &hs[(step - 1) * b * h..step * b * h];
-                    Gemm::Fp32.mm(gt, Mat::rows(hp, h), Mat::t(whh, h), b, 4 * h, h, true);
+                    // G_t += h_{t-1} · W_hhᵀ                                     [B, 4H]
+                    let hp = B::sub(hs.r(), (step - 1) * b * h, b * h);
+                    let gt = sub_mut::<B>(g.w(), step * b * 4 * h, b * 4 * h);
+                    be.matmul(gt, hp, false, whh, true, b, 4 * h, h, true);
                 }
-                for s in 0..b {
-                    let gs = &mut gt[s * 4 * h..(s + 1) * 4 * h];
-                    let row = step * b + s;
-                    for j in 0..h {
-                        let (i, f) = (sigmoid(gs[j]), sigmoid(gs[h + j]));
-                        let (gg, o) = (gs[2 * h + j].tanh(), sigmoid(gs[3 * h + j]));
-                        (gs[j], gs[h + j], gs[2 * h + j], gs[3 * h + j]) = (i, f, gg, o);
-                        let cp = if step > 0 { cs[(row - b) * h + j] } else { 0.0 };
-                        let cn = f * cp + i * gg;
-                        cs[row * h + j] = cn;
-                        hs[row * h + j] = o * cn.tanh();
-                    }
-                }
+                be.lstm_cell_forward(g.w(), cs.w(), hs.w(), step, b, h);
             }
         }
         Ok(())
@@ -292,170 +332,177 @@ impl Lstm {
     /// counted targets)`.
     pub fn loss_backward(
         &self,
-        a: &mut LstmActs,
-        ids: &[u32],
+        a: &mut LstmActs<B>,
         targets: &[u32],
-        grads: &mut [f32],
+        grads: &mut B::Buf,
     ) -> (f64, usize) {
         let count = targets.iter().filter(|&&x| x != IGNORE).count();
-        let (nll, dh) = self.lm_head(a, targets, grads, 1.0 / count.max(1) as f32);
-        self.backward(a, ids, dh, grads);
+        let nll = self.lm_head(a, targets, grads, 1.0 / count.max(1) as f32);
+        self.backward(a, grads);
         (nll / count.max(1) as f64, count)
     }
 
-    /// The output layer and cross-entropy of `targets` (`[B, T]`) scaled by `scale`: the
-    /// decoder's gradients accumulated into `grads`; returns the unscaled NLL sum and ∂L/∂h of
-    /// the top layer, time-major `[T·B, H]` (for [`Lstm::backward`], after adding a task head's).
-    pub fn lm_head(
-        &self,
-        a: &mut LstmActs,
-        targets: &[u32],
-        grads: &mut [f32],
-        scale: f32,
-    ) -> (f64, Vec<f32>) {
-        let (c, b, t) = (&self.config, a.b, a.t);
-        let (h, v) = (c.hidden_size, c.vocab_size);
+    /// Lays `targets` (`[B, T]`, batch-major) out time-major.
+    fn set_targets(a: &mut LstmActs<B>, targets: &[u32]) {
+        let (b, t) = (a.b, a.t);
         for s in 0..b {
             for step in 0..t {
                 a.targets[step * b + s] = targets[s * t + step];
             }
         }
-        let layout = lstm_layout(c);
-        let range = |name: &str| range_of(&layout, name);
-        let mut dh = vec![0.0f32; b * t * h];
-        let (dec_w, dec_b) = (range("decoder.weight"), range("decoder.bias"));
-        let (gw, rest) = grads.split_at_mut(dec_b.start);
-        let nll = forward_backward_biased(
-            Gemm::Fp32,
-            &mut dh,
-            &mut gw[dec_w.clone()],
-            Some((&self.params[dec_b.clone()], &mut rest[..v])),
-            &mut a.logits,
-            &a.h[c.num_layers - 1],
-            &self.params[dec_w],
+    }
+
+    /// The output layer and cross-entropy of `targets` (`[B, T]`) scaled by `scale`: the
+    /// decoder's gradients accumulated into `grads`, ∂L/∂h of the top layer assigned to the
+    /// activations' `dh` (a task head then adds to it: [`Lstm::add_dh_rows`]). Returns the
+    /// unscaled NLL sum.
+    pub fn lm_head(
+        &self,
+        a: &mut LstmActs<B>,
+        targets: &[u32],
+        grads: &mut B::Buf,
+        scale: f32,
+    ) -> f64 {
+        let (c, be) = (&self.config, &self.backend);
+        let (h, n) = (c.hidden_size, a.b * a.t);
+        Self::set_targets(a, targets);
+        let p = self.params.r();
+        let (w, bias) = (self.tensor(p, "decoder.weight"), self.tensor(p, "decoder.bias"));
+        // decoder.weight is followed by decoder.bias: one split gives both gradients.
+        let r = range_of(&lstm_layout(c), "decoder.weight");
+        let (dw, db) = B::split_mut(B::split_mut(grads.w(), r.start).1, r.len());
+        let top = a.h[c.num_layers - 1].r();
+        let dh = B::split_mut(a.dh.w(), n * h).0;
+        be.crossentropy_forward_backward(
+            dh,
+            dw,
+            Some((bias, db)),
+            a.logits.w(),
+            top,
+            w,
             &a.targets,
             h,
             scale,
-        );
-        (nll, dh)
+        )
     }
 
-    /// Backward through time from ∂L/∂h of the top layer (time-major `[T·B, H]`), every LSTM
-    /// and embedding gradient accumulated into `grads`.
-    pub fn backward(&self, a: &LstmActs, ids: &[u32], mut dh: Vec<f32>, grads: &mut [f32]) {
-        let (c, b, t) = (&self.config, a.b, a.t);
-        let (e, h) = (c.n_embd, c.hidden_size);
-        let n = b * t;
-        let layout = lstm_layout(c);
-        let range = |name: &str| range_of(&layout, name);
-        // Backward through time, top layer first; `dh` becomes each layer's input gradient.
-        let mut dg = vec![0.0f32; n * 4 * h];
+    /// Zeroes ∂L/∂h of the top layer (fine-tuning without the auxiliary LM loss).
+    pub fn zero_dh(&self, a: &mut LstmActs<B>) {
+        self.backend.fill(a.dh.w(), 0.0);
+    }
+
+    /// Adds `src` (`[rows.len(), H]`, a task head's ∂L/∂h at batch-major rows) to ∂L/∂h.
+    pub fn add_dh_rows(&self, a: &mut LstmActs<B>, rows: &[usize], src: &[f32]) {
+        let tm: Vec<usize> = rows.iter().map(|&r| a.time_major(r)).collect();
+        self.backend.scatter_add_rows(a.dh.w(), &tm, src, self.config.hidden_size);
+    }
+
+    /// Backward through time from the activations' ∂L/∂h of the top layer (time-major
+    /// `[T·B, H]`), every LSTM and embedding gradient accumulated into `grads`.
+    pub fn backward(&self, a: &mut LstmActs<B>, grads: &mut B::Buf) {
+        let (c, be, b, t) = (&self.config, &self.backend, a.b, a.t);
+        let (e, h, n) = (c.n_embd, c.hidden_size, a.b * a.t);
+        let p = self.params.r();
+        // Top layer first; each layer's input gradient (dx) becomes the next one's dh.
         for l in (0..c.num_layers).rev() {
-            let k = c.input(l);
-            let (rih, rhh) =
-                (range(&format!("lstm.weight_ih_l{l}")), range(&format!("lstm.weight_hh_l{l}")));
-            let (rbi, rbh) =
-                (range(&format!("lstm.bias_ih_l{l}")), range(&format!("lstm.bias_hh_l{l}")));
-            let whh = &self.params[rhh.clone()];
-            let (g, cs) = (&a.gates[l], &a.c[l]);
-            let (mut dh_next, mut dc_next) = (vec![0.0f32; b * h], vec![0.0f32; b * h]);
+            let k = if l == 0 { e } else { h };
+            let wih = self.tensor(p, &format!("lstm.weight_ih_l{l}"));
+            let whh = self.tensor(p, &format!("lstm.weight_hh_l{l}"));
+            let (g, cs, hs) = (a.gates[l].r(), a.c[l].r(), a.h[l].r());
+            be.fill(a.dh_next.w(), 0.0);
+            be.fill(a.dc_next.w(), 0.0);
             for step in (0..t).rev() {
-                for s in 0..b {
-                    let row = step * b + s;
-                    let gs = &g[row * 4 * h..(row + 1) * 4 * h];
-                    let d = &mut dg[row * 4 * h..(row + 1) * 4 * h];
-                    for j in 0..h {
-                        let (i, f, gg, o) = (gs[j], gs[h + j], gs[2 * h + j], gs[3 * h + j]);
-                        let tc = cs[row * h + j].tanh();
-                        let dhj = dh[row * h + j] + dh_next[s * h + j];
-                        let dc = dc_next[s * h + j] + dhj * o * (1.0 - tc * tc);
-                        let cp = if step > 0 { cs[(row - b) * h + j] } else { 0.0 };
-                        d[j] = dc * gg * i * (1.0 - i);
-                        d[h + j] = dc * cp * f * (1.0 - f);
-                        d[2 * h + j] = dc * i * (1.0 - gg * gg);
-                        d[3 * h + j] = dhj * tc * o * (1.0 - o);
-                        dc_next[s * h + j] = dc * f;
-                    }
-                }
-                // dh_{t-1} = dG_t · W_hh.
-                let dgt = &dg[step * b * 4 * h..(step + 1) * b * 4 * h];
-                Gemm::Fp32.mm(
-                    &mut dh_next,
-                    Mat::rows(dgt, 4 * h),
-                    Mat::rows(whh, h),
+                // dG_t from ∂L/∂h_t + dG_{t+1} · W_hh and ∂L/∂c_t                 [B, 4H]
+                be.lstm_cell_backward(
+                    a.dg.w(),
+                    a.dc_next.w(),
+                    a.dh_next.r(),
+                    a.dh.r(),
+                    g,
+                    cs,
+                    step,
                     b,
                     h,
-                    4 * h,
-                    false,
                 );
+                // dh_{t-1} = dG_t · W_hh                                            [B, H]
+                let dgt = B::sub(a.dg.r(), step * b * 4 * h, b * 4 * h);
+                be.matmul(a.dh_next.w(), dgt, false, whh, false, b, h, 4 * h, false);
             }
             // Weight gradients over all steps at once.
             if t > 1 {
-                let hs = &a.h[l];
-                Gemm::Fp32.mm(
-                    &mut grads[rhh],
-                    Mat::t(&dg[b * 4 * h..], 4 * h),
-                    Mat::rows(&hs[..(t - 1) * b * h], h),
-                    4 * h,
-                    h,
-                    (t - 1) * b,
-                    true,
-                );
+                // dW_hh += dG[1..]ᵀ · H[..T-1]                                       [4H, H]
+                let dg1 = B::sub(a.dg.r(), b * 4 * h, (n - b) * 4 * h);
+                let h0 = B::sub(hs, 0, (n - b) * h);
+                let dwhh = self.tensor_mut(grads.w(), &format!("lstm.weight_hh_l{l}"));
+                be.matmul(dwhh, dg1, true, h0, false, 4 * h, h, n - b, true);
             }
-            let inp = if l == 0 { &a.x } else { &a.h[l - 1] };
-            Gemm::Fp32.mm(
-                &mut grads[rih.clone()],
-                Mat::t(&dg, 4 * h),
-                Mat::rows(inp, k),
-                4 * h,
-                k,
-                n,
-                true,
-            );
+            // dW_ih += dGᵀ · X                                                      [4H, k]
+            let inp = if l == 0 { a.x.r() } else { a.h[l - 1].r() };
+            let dwih = self.tensor_mut(grads.w(), &format!("lstm.weight_ih_l{l}"));
+            be.matmul(dwih, a.dg.r(), true, inp, false, 4 * h, k, n, true);
             // Both biases are added to every step's gates: the same gradient, the column sums.
-            let db = dg.chunks(4 * h).fold(vec![0.0f32; 4 * h], |mut acc, row| {
-                acc.iter_mut().zip(row).for_each(|(x, d)| *x += d);
-                acc
-            });
-            for r in [rbi, rbh] {
-                grads[r].iter_mut().zip(&db).for_each(|(x, d)| *x += d);
+            for name in [format!("lstm.bias_ih_l{l}"), format!("lstm.bias_hh_l{l}")] {
+                be.bias_backward(self.tensor_mut(grads.w(), &name), a.dg.r(), n);
             }
-            // The input's gradient: dX = dG · W_ih.
-            let mut dx = vec![0.0f32; n * k];
-            Gemm::Fp32.mm(
-                &mut dx,
-                Mat::rows(&dg, 4 * h),
-                Mat::rows(&self.params[rih], k),
-                n,
-                k,
-                4 * h,
-                false,
-            );
-            dh = dx;
+            // dX = dG · W_ih                                                        [T·B, k]
+            let dx = B::split_mut(a.dx.w(), n * k).0;
+            be.matmul(dx, a.dg.r(), false, wih, false, n, k, 4 * h, false);
+            std::mem::swap(&mut a.dh, &mut a.dx);
         }
-        // Embedding rows, in row order (the same sums for any thread count).
-        let re = range("embedding.weight");
+        // The embedding rows, in time-major row order.
+        let demb = self.tensor_mut(grads.w(), "embedding.weight");
+        be.embedding_backward(demb, B::split(a.dh.r(), n * e).0, &a.ids, e);
+    }
+
+    /// log p(targets) (`[B, T]`, batch-major; 0 for [`IGNORE`]) after [`Lstm::forward`]: the
+    /// output layer in row chunks (the `[T·B, V]` logits never exist whole).
+    pub fn logprobs(&self, a: &mut LstmActs<B>, targets: &[u32]) -> Vec<f32> {
+        let (c, b, t) = (&self.config, a.b, a.t);
+        Self::set_targets(a, targets);
+        let p = self.params.r();
+        let (w, bias) = (self.tensor(p, "decoder.weight"), self.tensor(p, "decoder.bias"));
+        let mut tm = vec![0.0f32; b * t];
+        let top = a.h[c.num_layers - 1].r();
+        self.backend.logprobs(&mut tm, a.logits.w(), top, w, Some(bias), &a.targets, c.hidden_size);
+        (0..b * t).map(|r| tm[a.time_major(r)]).collect()
+    }
+
+    /// The output layer's logits after [`Lstm::forward`], batch-major `[B, T, V]`, on the host
+    /// (tests and small inputs: the whole `[T·B, V]` matrix).
+    pub fn logits(&self, a: &LstmActs<B>) -> Vec<f32> {
+        let (c, be, b, t) = (&self.config, &self.backend, a.b, a.t);
+        let (h, v) = (c.hidden_size, c.vocab_size);
+        let p = self.params.r();
+        let w = self.tensor(p, "decoder.weight");
+        let bias = be.download(self.tensor(p, "decoder.bias")).into_owned();
+        let mut buf = be.zeros(b * t * v);
+        be.matmul(buf.w(), a.h[c.num_layers - 1].r(), false, w, true, b * t, v, h, false);
+        let tm = be.download(buf.r());
+        let mut out = vec![0.0f32; b * t * v];
         for s in 0..b {
             for step in 0..t {
-                let (id, row) = (ids[s * t + step] as usize, step * b + s);
-                let dst = &mut grads[re.start + id * e..re.start + (id + 1) * e];
-                dst.iter_mut().zip(&dh[row * e..(row + 1) * e]).for_each(|(x, d)| *x += d);
+                let (src, dst) = ((step * b + s) * v, (s * t + step) * v);
+                for j in 0..v {
+                    out[dst + j] = tm[src + j] + bias[j];
+                }
             }
         }
+        out
     }
 }
 
 /// Writes `config.json` and `model.safetensors` (PyTorch's names) into `dir`.
-pub fn save_lstm(dir: &std::path::Path, m: &Lstm) -> Result<()> {
+pub fn save_lstm<B: Backend>(dir: &std::path::Path, m: &Lstm<B>) -> Result<()> {
     use crate::io::write_atomic;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let cfg = serde_json::to_string_pretty(&m.config).expect("json");
     write_atomic(&dir.join("config.json"), cfg.as_bytes())?;
+    let params = m.host_params();
     let tensors: Vec<(String, Vec<usize>, &[f32])> = lstm_layout(&m.config)
         .into_iter()
         .map(|t| {
             let r = t.range();
-            (t.name, t.shape, &m.params[r])
+            (t.name, t.shape, &params[r])
         })
         .collect();
     write_atomic(
@@ -512,61 +559,5 @@ pub fn load_lstm(dir: &std::path::Path) -> Result<Lstm> {
             ));
         }
     }
-    Ok(Lstm { config, params })
-}
-
-impl Lstm {
-    /// log p(targets) (`[B, T]`, batch-major; 0 for [`IGNORE`]) after [`Lstm::forward`]: the
-    /// output layer in row chunks (the `[T·B, V]` logits never exist whole).
-    pub fn logprobs(&self, a: &mut LstmActs, targets: &[u32]) -> Vec<f32> {
-        let (c, b, t) = (&self.config, a.b, a.t);
-        for s in 0..b {
-            for step in 0..t {
-                a.targets[step * b + s] = targets[s * t + step];
-            }
-        }
-        let layout = lstm_layout(c);
-        let (w, bias) = (range_of(&layout, "decoder.weight"), range_of(&layout, "decoder.bias"));
-        let mut tm = vec![0.0f32; b * t];
-        logprobs_biased(
-            Gemm::Fp32,
-            &mut tm,
-            &mut a.logits,
-            &a.h[c.num_layers - 1],
-            &self.params[w],
-            Some(&self.params[bias]),
-            &a.targets,
-            c.hidden_size,
-        );
-        (0..b * t).map(|r| tm[a.time_major(r)]).collect()
-    }
-
-    /// The output layer's logits after [`Lstm::forward`], batch-major `[B, T, V]`.
-    pub fn logits(&self, a: &LstmActs) -> Vec<f32> {
-        let (c, b, t) = (&self.config, a.b, a.t);
-        let (h, v) = (c.hidden_size, c.vocab_size);
-        let layout = lstm_layout(c);
-        let get = |n: &str| &self.params[range_of(&layout, n)];
-        let (w, bias) = (get("decoder.weight"), get("decoder.bias"));
-        let mut tm = vec![0.0f32; b * t * v];
-        Gemm::Fp32.mm(
-            &mut tm,
-            Mat::rows(&a.h[c.num_layers - 1], h),
-            Mat::t(w, h),
-            b * t,
-            v,
-            h,
-            false,
-        );
-        let mut out = vec![0.0f32; b * t * v];
-        for s in 0..b {
-            for step in 0..t {
-                let (src, dst) = ((step * b + s) * v, (s * t + step) * v);
-                for j in 0..v {
-                    out[dst + j] = tm[src + j] + bias[j];
-                }
-            }
-        }
-        out
-    }
+    Ok(Lstm { config, backend: Cpu::FP32, params })
 }

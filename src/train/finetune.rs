@@ -168,9 +168,6 @@ pub fn finetune_net(
                     tok.bpe_vocab_size()
                 )));
             }
-            if opts.precision != Precision::Fp32 {
-                return Err(Error::setting("precision", "the LSTM baseline runs in fp32 only"));
-            }
             Net::Lstm(m)
         }
     };

@@ -1,23 +1,25 @@
 //! One training step of the LSTM baseline: forward, cross-entropy, backward through time,
 //! global-norm clipping, AdamW with decoupled weight decay on the matrices (not the biases), as
-//! the Transformer's step does.
+//! the Transformer's step does; on any [`Backend`].
 
 use super::optim::{AdamW, clip_coef};
 use super::trainer::{StepStats, TaskObjective};
-use crate::backend::Cpu;
+use crate::backend::{Backend, Cpu, DeviceBuf};
 use crate::error::{Error, Result};
+use crate::kernels::crossentropy::IGNORE;
 use crate::kernels::dropout::Dropout;
+use crate::kernels::reduce::sum_squares;
 use crate::kernels::rng::{derive, stream};
 use crate::model::lstm::{Lstm, LstmActs, lstm_layout};
 use crate::tasks::Target;
 use crate::tasks::head::{Item, extract_rows};
 
-pub struct LstmTrainer {
-    pub model: Lstm,
+pub struct LstmTrainer<B: Backend = Cpu> {
+    pub model: Lstm<B>,
     /// ∂L/∂params, in the parameters' layout.
-    pub grads: Vec<f32>,
-    pub opt: AdamW,
-    acts: LstmActs,
+    pub grads: B::Buf,
+    pub opt: AdamW<B>,
+    acts: LstmActs<B>,
 }
 
 /// What a step measured.
@@ -28,13 +30,13 @@ pub struct LstmStep {
     pub tokens: usize,
 }
 
-impl LstmTrainer {
+impl<B: Backend> LstmTrainer<B> {
     /// For batches of `b` sequences of `t` tokens.
-    pub fn new(model: Lstm, b: usize, t: usize, weight_decay: f32) -> Self {
+    pub fn new(model: Lstm<B>, b: usize, t: usize, weight_decay: f32) -> Self {
         let groups = lstm_layout(&model.config).into_iter().map(|x| (x.range(), x.decay)).collect();
-        let opt = AdamW::with_groups(&Cpu::FP32, groups, weight_decay);
+        let opt = AdamW::with_groups(&model.backend, groups, weight_decay);
         let acts = model.activations(b, t);
-        LstmTrainer { grads: vec![0.0; model.params.len()], model, opt, acts }
+        LstmTrainer { grads: model.zeros_like_params(), model, opt, acts }
     }
 
     /// Activations for `b` sequences of `t` tokens (fine-tuning's batches vary in both).
@@ -55,19 +57,19 @@ impl LstmTrainer {
         clip: f32,
         step: u64,
     ) -> Result<LstmStep> {
-        self.grads.fill(0.0);
-        let tokens = targets.iter().filter(|&&x| x != crate::kernels::crossentropy::IGNORE).count();
+        let be = self.model.backend.clone();
+        be.fill(self.grads.w(), 0.0);
+        let tokens = targets.iter().filter(|&&x| x != IGNORE).count();
         let scale = 1.0 / tokens.max(1) as f32;
         let chunk = self.acts.b * self.acts.t;
         let mut nll = 0.0f64;
         for (i, tg) in ids.chunks(chunk).zip(targets.chunks(chunk)) {
             self.model.forward(&mut self.acts, i)?;
-            let (sum, dh) = self.model.lm_head(&mut self.acts, tg, &mut self.grads, scale);
-            self.model.backward(&self.acts, i, dh, &mut self.grads);
-            nll += sum;
+            nll += self.model.lm_head(&mut self.acts, tg, &mut self.grads, scale);
+            self.model.backward(&mut self.acts, &mut self.grads);
         }
         let loss = nll / tokens.max(1) as f64;
-        let grad_norm = clip_together(&mut [&mut self.grads], loss, clip, step)?;
+        let grad_norm = clip_together(&be, &mut self.grads, &mut [], loss, clip, step)?;
         self.opt.step(&mut self.model.params, &self.grads, lr);
         Ok(LstmStep { loss, grad_norm, tokens })
     }
@@ -90,7 +92,7 @@ impl LstmTrainer {
             }
             let lp = self.model.logprobs(acts, tc);
             for (&x, &tg) in lp.iter().zip(tc) {
-                if tg != crate::kernels::crossentropy::IGNORE {
+                if tg != IGNORE {
                     total -= x as f64;
                     count += 1;
                 }
@@ -118,8 +120,9 @@ impl LstmTrainer {
     ) -> Result<StepStats> {
         let (loss, lm_loss, task_loss, tokens) = self.gradients_task(task, ids, lm, items, key)?;
         let (_, grad) = task.head_and_grad();
+        let be = self.model.backend.clone();
         let grad_norm =
-            clip_together(&mut [&mut self.grads, &mut grad.w, &mut grad.b], loss, clip, step)?;
+            clip_together(&be, &mut self.grads, &mut [&mut grad.w, &mut grad.b], loss, clip, step)?;
         self.opt.step(&mut self.model.params, &self.grads, lr);
         task.update(lr);
         Ok(StepStats { loss, lm_loss, task_loss: Some(task_loss), grad_norm, tokens })
@@ -139,15 +142,18 @@ impl LstmTrainer {
         if ids.len() != b * t {
             return Err(Error::setting("batch", "a fine-tuning batch runs in one pass"));
         }
-        self.grads.fill(0.0);
+        self.model.backend.fill(self.grads.w(), 0.0);
         self.model.forward(&mut self.acts, ids)?;
-        let counted = lm.iter().filter(|&&x| x != crate::kernels::crossentropy::IGNORE).count();
+        let counted = lm.iter().filter(|&&x| x != IGNORE).count();
         let lambda = task.aux_lm;
-        let (nll, mut dh) = if lambda > 0.0 {
-            self.model.lm_head(&mut self.acts, lm, &mut self.grads, lambda / counted.max(1) as f32)
+        let nll = if lambda > 0.0 {
+            let scale = lambda / counted.max(1) as f32;
+            self.model.lm_head(&mut self.acts, lm, &mut self.grads, scale)
         } else {
-            (0.0, vec![0.0f32; b * t * self.model.config.hidden_size])
+            self.model.zero_dh(&mut self.acts);
+            0.0
         };
+        // The head reads the extract rows on the host and returns ∂L/∂h at them.
         let (rows, ritems) = extract_rows(items);
         let h = self.model.config.hidden_size;
         let hidden = self.model.hidden_rows(&self.acts, &rows);
@@ -164,32 +170,34 @@ impl LstmTrainer {
         let mut dh_rows = vec![0.0f32; rows.len() * h];
         let task_sum =
             head.loss_backward(grad, &hidden, &ritems, drop, 1.0 / n_items as f32, &mut dh_rows);
-        for (k, &r) in rows.iter().enumerate() {
-            let tm = self.acts.time_major(r);
-            dh[tm * h..(tm + 1) * h]
-                .iter_mut()
-                .zip(&dh_rows[k * h..(k + 1) * h])
-                .for_each(|(x, d)| *x += d);
-        }
-        self.model.backward(&self.acts, ids, dh, &mut self.grads);
+        self.model.add_dh_rows(&mut self.acts, &rows, &dh_rows);
+        self.model.backward(&mut self.acts, &mut self.grads);
         let lm_loss = nll / counted.max(1) as f64;
         let task_loss = task_sum / n_items as f64;
         Ok((task_loss + lambda as f64 * lm_loss, lm_loss, task_loss, counted))
     }
 }
 
-/// The global norm of the gradients in `parts` (body, and a head's), in order; a NaN or
+/// The global norm of the body's gradients and a head's (host buffers), in order; a NaN or
 /// infinite loss or norm stops before any update (`Diverged`, as the Transformer's step);
 /// otherwise all are clipped together to at most `clip`.
-fn clip_together(parts: &mut [&mut Vec<f32>], loss: f64, clip: f32, step: u64) -> Result<f32> {
-    let sq: f64 = parts.iter().flat_map(|p| p.iter()).map(|&g| g as f64 * g as f64).sum();
+fn clip_together<B: Backend>(
+    be: &B,
+    body: &mut B::Buf,
+    head: &mut [&mut Vec<f32>],
+    loss: f64,
+    clip: f32,
+    step: u64,
+) -> Result<f32> {
+    let sq = be.sum_squares(body.r()) + head.iter().map(|p| sum_squares(p)).sum::<f64>();
     let norm = sq.sqrt() as f32;
     if !loss.is_finite() || !norm.is_finite() {
         let loss = if loss.is_finite() { norm as f64 } else { loss };
         return Err(Error::Diverged { step, loss });
     }
     if let Some(f) = clip_coef(norm, clip) {
-        parts.iter_mut().flat_map(|p| p.iter_mut()).for_each(|g| *g *= f);
+        be.scale(body.w(), f);
+        head.iter_mut().flat_map(|p| p.iter_mut()).for_each(|g| *g *= f);
     }
     Ok(norm)
 }

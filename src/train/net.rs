@@ -110,6 +110,14 @@ impl Net {
         }
     }
 
+    /// Runs on `backend` (the CPU at a precision) from now on.
+    pub fn set_backend(&mut self, backend: Cpu) {
+        match self {
+            Net::Transformer(m) => m.backend = backend,
+            Net::Lstm(m) => m.backend = backend,
+        }
+    }
+
     /// Sets the configuration's dropout (the Transformer's).
     pub fn set_dropout(&mut self, p: f32) -> Result<()> {
         match self {
@@ -140,10 +148,8 @@ impl Net {
                 }
                 Box::new(t)
             }
-            Net::Lstm(m) => {
-                if precision != Precision::Fp32 {
-                    return Err(Error::setting("precision", "the LSTM baseline runs in fp32 only"));
-                }
+            Net::Lstm(mut m) => {
+                m.backend = Cpu::new(precision);
                 let mut t = LstmTrainer::new(m, micro, seq, weight_decay);
                 if let Some(o) = opt {
                     t.opt = o;

@@ -38,7 +38,10 @@ impl Tuner {
                 m.backend = Cpu::new(p);
                 Tuner::Transformer(Trainer::new(m, seqs, t, wd).with_task(task))
             }
-            Net::Lstm(m) => Tuner::Lstm(LstmTrainer::new(m, seqs, t, wd), task),
+            Net::Lstm(mut m) => {
+                m.backend = Cpu::new(p);
+                Tuner::Lstm(LstmTrainer::new(m, seqs, t, wd), task)
+            }
         }
     }
 
@@ -107,7 +110,8 @@ impl Tuner {
                 let (_, _, acts) = t.parts();
                 Ok(evaluate_prepared(def, &m, &head, acts, dp, batch))
             }
-            (Net::Lstm(m), Tuner::Lstm(..)) => {
+            (Net::Lstm(mut m), Tuner::Lstm(..)) => {
+                m.backend = Cpu::new(precision);
                 Ok(evaluation_of(def, dp, lstm_scores(&m, &head, dp, batch)?))
             }
             _ => Err(crate::error::Error::invalid(
