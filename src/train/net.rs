@@ -49,12 +49,14 @@ impl ArchConfig {
     pub fn activation_bytes(&self, b: usize, t: usize) -> usize {
         match self {
             ArchConfig::Transformer(c) => activation_bytes(c, b, t, true),
-            // x, per layer gates (4H), c and h, and the backward's dG and dh; the logits chunk.
+            // x, per layer gates (4H), c and h; the backward's dG, dh and dx, the recurrence's
+            // two [B, H] carries; the logits chunk (model::lstm::LstmActs).
             ArchConfig::Lstm(c) => {
-                let (n, h) = (b * t, c.hidden_size);
+                let (n, h, wide) = (b * t, c.hidden_size, c.n_embd.max(c.hidden_size));
                 4 * (n * c.n_embd
                     + c.num_layers * n * 6 * h
-                    + n * 5 * h
+                    + n * (4 * h + 2 * wide)
+                    + 2 * b * h
                     + n.min(crate::kernels::crossentropy::CHUNK) * c.vocab_size)
             }
         }
