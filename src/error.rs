@@ -41,6 +41,9 @@ pub enum Error {
     /// Ctrl-C or SIGTERM: the run stopped after a step and saved it.
     #[error("interrupted after step {step}; saved {dir}")]
     Interrupted { step: u64, dir: PathBuf },
+    /// Data-parallel training: ranks that disagree, or MPI that is missing.
+    #[error("{0}")]
+    Distributed(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

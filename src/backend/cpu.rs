@@ -378,6 +378,10 @@ impl Backend for Cpu {
         );
     }
 
+    fn all_reduce_sum(&self, x: &mut [f32], comm: &dyn crate::dist::Collective) {
+        comm.all_reduce_f32(x);
+    }
+
     fn sum_squares(&self, x: &[f32]) -> f64 {
         sum_squares(x)
     }

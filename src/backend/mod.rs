@@ -319,6 +319,11 @@ pub trait Backend: Clone + Send + Sync + 'static {
         hid: usize,
     );
 
+    // ---- data parallelism ----
+    /// Sums `x` over the ranks of `comm` in place (a CUDA backend would use NCCL on the device;
+    /// the CPU hands its host buffer to the communicator).
+    fn all_reduce_sum(&self, x: Self::Mut<'_>, comm: &dyn crate::dist::Collective);
+
     // ---- optimizer ----
     /// Σ x² in f64, in an order that does not depend on the thread count.
     fn sum_squares(&self, x: Self::Ref<'_>) -> f64;

@@ -96,6 +96,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    // Under mpirun/srun: this process is one rank of a data-parallel run.
+    let comm = gpt1::dist::connect()?;
     let resume = a.resume || a.resume_from.is_some();
     // On --resume the run's own settings are the defaults, so that `--out RUN --resume` alone
     // continues it; flags given anyway are compared with them by the library.
@@ -153,7 +155,20 @@ pub fn run(a: Args) -> Result<()> {
         o.precision = p;
     }
     super::on_interrupt();
-    let s = pretrain(&o).map_err(|e| {
+    o.comm = comm.clone();
+    let res = pretrain(&o);
+    if let (Err(e), Some(c)) = (&res, &comm)
+        && !matches!(e, gpt1::Error::Interrupted { .. })
+    {
+        // The other ranks wait in a collective for this one: end the job.
+        eprintln!("error: rank {} of {}: pre-training failed: {e}", c.rank(), c.world());
+        c.abort(1);
+    }
+    if comm.as_ref().is_some_and(|c| c.rank() > 0) {
+        res?;
+        return Ok(());
+    }
+    let s = res.map_err(|e| {
         let hint = match &e {
             gpt1::Error::Interrupted { .. } => {
                 format!("stopped; continue with `gpt1 pretrain --out {} --resume`", o.out.display())

@@ -20,6 +20,9 @@ pub struct LstmTrainer<B: Backend = Cpu> {
     pub grads: B::Buf,
     pub opt: AdamW<B>,
     acts: LstmActs<B>,
+    /// Data parallelism (pre-training): this process's share of the passes, gradients summed
+    /// across ranks ([`crate::dist`]).
+    pub dist: Option<std::sync::Arc<dyn crate::dist::Collective>>,
 }
 
 /// What a step measured.
@@ -36,7 +39,7 @@ impl<B: Backend> LstmTrainer<B> {
         let groups = lstm_layout(&model.config).into_iter().map(|x| (x.range(), x.decay)).collect();
         let opt = AdamW::with_groups(&model.backend, groups, weight_decay);
         let acts = model.activations(b, t);
-        LstmTrainer { grads: model.zeros_like_params(), model, opt, acts }
+        LstmTrainer { grads: model.zeros_like_params(), model, opt, acts, dist: None }
     }
 
     /// Activations for `b` sequences of `t` tokens (fine-tuning's batches vary in both).
@@ -63,10 +66,23 @@ impl<B: Backend> LstmTrainer<B> {
         let scale = 1.0 / tokens.max(1) as f32;
         let chunk = self.acts.b * self.acts.t;
         let mut nll = 0.0f64;
-        for (i, tg) in ids.chunks(chunk).zip(targets.chunks(chunk)) {
+        let passes = ids.len().div_ceil(chunk);
+        let mine = match &self.dist {
+            Some(d) => crate::dist::share(passes, d.rank(), d.world()),
+            None => 0..passes,
+        };
+        for (i, tg) in
+            ids.chunks(chunk).zip(targets.chunks(chunk)).skip(mine.start).take(mine.len())
+        {
             self.model.forward(&mut self.acts, i)?;
             nll += self.model.lm_head(&mut self.acts, tg, &mut self.grads, scale);
             self.model.backward(&mut self.acts, &mut self.grads);
+        }
+        if let Some(d) = &self.dist {
+            be.all_reduce_sum(self.grads.w(), d.as_ref());
+            let mut s = [nll];
+            d.all_reduce_f64(&mut s);
+            nll = s[0];
         }
         let loss = nll / tokens.max(1) as f64;
         let grad_norm = clip_together(&be, &mut self.grads, &mut [], loss, clip, step)?;

@@ -194,6 +194,10 @@ pub trait LmTrainer {
     fn eval_loss(&mut self, ids: &[u32], targets: &[u32]) -> f64;
     /// Writes a resumable checkpoint (atomically, as a whole).
     fn save(&self, dir: &Path, state: &TrainerState, tok: Option<&Tokenizer>) -> Result<()>;
+    /// Runs this rank's share of every step, the gradients summed over `comm`'s ranks.
+    fn set_dist(&mut self, comm: std::sync::Arc<dyn crate::dist::Collective>);
+    /// The weights on the host (checking that the ranks agree).
+    fn host_params(&self) -> std::borrow::Cow<'_, [f32]>;
 }
 
 impl LmTrainer for Trainer<Cpu> {
@@ -215,6 +219,12 @@ impl LmTrainer for Trainer<Cpu> {
     }
     fn save(&self, dir: &Path, state: &TrainerState, tok: Option<&Tokenizer>) -> Result<()> {
         checkpoint::save(dir, &self.model, &self.opt, state, tok)
+    }
+    fn set_dist(&mut self, comm: std::sync::Arc<dyn crate::dist::Collective>) {
+        self.dist = Some(comm);
+    }
+    fn host_params(&self) -> std::borrow::Cow<'_, [f32]> {
+        self.model.host_params()
     }
 }
 
@@ -239,5 +249,11 @@ impl LmTrainer for LstmTrainer {
         checkpoint::save_with(dir, &self.opt, state, tok, |tmp| {
             crate::model::lstm::save_lstm(tmp, &self.model)
         })
+    }
+    fn set_dist(&mut self, comm: std::sync::Arc<dyn crate::dist::Collective>) {
+        self.dist = Some(comm);
+    }
+    fn host_params(&self) -> std::borrow::Cow<'_, [f32]> {
+        self.model.host_params()
     }
 }

@@ -66,6 +66,9 @@ pub struct PretrainOptions {
     /// `finetune` and transformers find it); default: the `tokenizer/` folder `gpt1 prepare`
     /// writes beside the shards, when there is one.
     pub tokenizer: Option<PathBuf>,
+    /// Data parallelism: this process is one rank of `comm` (`mpirun -np N`); rank 0 alone
+    /// writes the run directory, every rank takes its share of each step ([`crate::dist`]).
+    pub comm: Option<std::sync::Arc<dyn crate::dist::Collective>>,
 }
 
 /// The paper's pre-training settings (section 4.1): the one source of the defaults of
@@ -136,6 +139,7 @@ impl PretrainOptions {
             progress: true,
             precision: Precision::Fp32,
             tokenizer: None,
+            comm: None,
         }
     }
 }
@@ -300,8 +304,42 @@ fn check_settings(opts: &PretrainOptions, micro: usize) -> Result<()> {
 /// Runs (or resumes) pre-training as `opts` says. Everything is checked before the run
 /// directory is touched: a run that cannot start leaves nothing behind.
 pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
-    let micro = opts.micro_batch.unwrap_or(opts.batch);
+    let comm = opts.comm.as_deref();
+    let (rank, world) = comm.map_or((0, 1), |c| (c.rank(), c.world()));
+    // Rank 0 leads: it alone writes the run directory, metrics and checkpoints.
+    let lead = rank == 0;
+    if let Some(c) = comm {
+        // Every rank must run the same command; a rank that never gets here stops the job.
+        let timeout = std::time::Duration::from_secs(
+            std::env::var("GPT1_DIST_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(300),
+        );
+        crate::dist::within(timeout, rank, || {
+            crate::dist::check_same(c, "settings", &format!("{opts:?}"))
+        })?;
+        if opts.batch % world != 0 {
+            return Err(Error::setting(
+                "batch",
+                format!("{}: must split evenly over the {world} ranks", opts.batch),
+            ));
+        }
+    }
+    let micro = opts.micro_batch.unwrap_or(opts.batch / world);
     check_settings(opts, micro)?;
+    if world > 1 && !(opts.batch / micro).is_multiple_of(world) {
+        return Err(Error::setting(
+            "micro_batch",
+            format!(
+                "{micro}: the {} passes of a step must split evenly over the {world} ranks \
+                 (give a --micro-batch that divides --batch / {world})",
+                opts.batch / micro
+            ),
+        ));
+    }
+    let sync = || {
+        if let Some(c) = comm {
+            crate::dist::barrier(c);
+        }
+    };
     let data = TokenData::open(&opts.data)?;
     let val_data = match &opts.val {
         Some(p) => Some(TokenData::open(p)?),
@@ -341,7 +379,9 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         })
     };
     let (_lock, mut model, opt, start) = if opts.resume {
-        let lock = rundir::claim_existing(&opts.out)?;
+        let lock = if lead { Some(rundir::claim_existing(&opts.out)?) } else { None };
+        // The leader has cleaned up after a killed run before the others look.
+        sync();
         let spec = rundir::load_spec::<PretrainSpec>(&opts.out)?;
         if let Some(spec) = &spec {
             let mut asked = identity(&spec.config)?;
@@ -373,7 +413,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         match (found, &spec) {
             (Some(dir), _) => {
                 let (model, opt, state) = load_checkpoint(&dir, opts.weight_decay)?;
-                if opts.resume_from.is_some() {
+                if opts.resume_from.is_some() && lead {
                     // What the run wrote after that checkpoint is written again as it goes on.
                     discard_after(&opts.out, state.step, &dir)?;
                 }
@@ -428,15 +468,23 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             }
         }
     } else {
-        rundir::check_new(&opts.out, RESUME_HINT)?;
+        if lead {
+            rundir::check_new(&opts.out, RESUME_HINT)?;
+        }
         let mut model = fresh_model(opts, micro)?;
         if let Some(p) = opts.dropout {
             model.set_dropout(p)?;
         }
         check_inputs(&model.config(), opts, &data, val_data.as_ref())?;
         check_memory(&model.config(), opts, micro)?;
-        let lock = rundir::claim_new(&opts.out, RESUME_HINT)?;
-        rundir::save_spec(&opts.out, &identity(&model.config())?)?;
+        let lock = if lead {
+            let lock = rundir::claim_new(&opts.out, RESUME_HINT)?;
+            rundir::save_spec(&opts.out, &identity(&model.config())?)?;
+            Some(lock)
+        } else {
+            None
+        };
+        sync();
         (lock, model, None, 0)
     };
     if let Some(p) = opts.dropout {
@@ -453,9 +501,11 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     // does not change it) before anything large is written.
     let (state_bytes, act_bytes) = check_memory(&c, opts, micro)?;
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    if opts.progress {
+    let progress_on = opts.progress && lead;
+    if progress_on {
+        let ranks = if world > 1 { format!("; {world} ranks") } else { String::new() };
         eprintln!(
-            "model: {:.1} M parameters; {} tokens per step ({} × {}, {} per pass); memory ≈ {:.2} GiB; {}",
+            "model: {:.1} M parameters; {} tokens per step ({} × {}, {} per pass{ranks}); memory ≈ {:.2} GiB; {}",
             c.params() as f64 / 1e6,
             opts.batch * opts.seq,
             opts.batch,
@@ -466,16 +516,25 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         );
     }
     let metrics_path = opts.out.join(METRICS);
-    if opts.resume {
+    if opts.resume && lead {
         truncate_metrics(&metrics_path, start)?;
     }
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| Error::io(&metrics_path, e))?;
+    let mut metrics = if lead {
+        Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&metrics_path)
+                .map_err(|e| Error::io(&metrics_path, e))?,
+        )
+    } else {
+        None
+    };
 
     let mut trainer = model.trainer(micro, opts.seq, opts.weight_decay, opts.precision, opt)?;
+    if let Some(c) = &opts.comm {
+        trainer.set_dist(c.clone());
+    }
     let end = opts.stop_at.unwrap_or(opts.steps).min(opts.steps);
     if end < start {
         return Err(Error::setting(
@@ -493,15 +552,30 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         data: opts.data.clone(),
         precision: opts.precision,
     };
-    let mut progress = Progress::new(end, opts.progress);
+    let mut progress = Progress::new(end, progress_on);
     progress.bar.set_position(start);
     let data_seed = derive(opts.seed, stream::DATA);
     let drop_seed = derive(opts.seed, stream::DROPOUT);
     let (mut ids, mut targets) =
         (vec![0u32; opts.batch * opts.seq], vec![0u32; opts.batch * opts.seq]);
     let (mut last_loss, mut last_val) = (None, None);
-    let write_metric = |m: &mut std::fs::File, v: serde_json::Value| -> Result<()> {
-        writeln!(m, "{v}").map_err(|e| Error::io(&metrics_path, e))
+    let write_metric = |m: &mut Option<std::fs::File>, v: serde_json::Value| -> Result<()> {
+        match m {
+            Some(m) => writeln!(m, "{v}").map_err(|e| Error::io(&metrics_path, e)),
+            None => Ok(()),
+        }
+    };
+    // Every rank holds the same weights (the same summed gradients, the same update); checked
+    // at each checkpoint, so a silent divergence cannot be saved.
+    let agree = |trainer: &dyn crate::train::net::LmTrainer| -> Result<()> {
+        match comm {
+            Some(c) => {
+                let p = trainer.host_params();
+                let h = rundir::fnv1a(bytemuck::cast_slice::<f32, u8>(&p).iter().copied());
+                crate::dist::check_same(c, "weights", &h)
+            }
+            None => Ok(()),
+        }
     };
     for step in start..end {
         let t0 = Instant::now();
@@ -519,6 +593,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             "tokens_per_s": tps, "step_s": secs,
         });
         if let Some((vi, vt)) = &val
+            && lead
             && ((opts.eval_every > 0 && done.is_multiple_of(opts.eval_every)) || done == end)
         {
             let vl = trainer.eval_loss(vi, vt);
@@ -529,7 +604,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         let val_now = rec.get("val_loss").and_then(|v| v.as_f64());
         write_metric(&mut metrics, rec)?;
         last_loss = Some(loss);
-        if done == start + 1 && opts.progress && end > done {
+        if done == start + 1 && progress_on && end > done {
             let left = secs * (end - done) as f64;
             let days = if left > 86_400.0 {
                 " — days: consider a smaller model or --precision bf16"
@@ -547,29 +622,45 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             progress.println(format!("step {done}: val_loss {v:.4} (ppl {:.2})", v.exp()));
         }
         progress.step(done, format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
-        let stop = crate::interrupt::requested();
+        let stop = match comm {
+            Some(c) => crate::dist::any(c, crate::interrupt::requested()),
+            None => crate::interrupt::requested(),
+        };
         if (opts.save_every > 0 && done % opts.save_every == 0 || stop) && done != end {
             let dir = opts.out.join(format!("checkpoint-{done}"));
-            trainer.save(&dir, &state_at(done), tok.as_ref())?;
-            rundir::prune_checkpoints(&opts.out, opts.keep_checkpoints)?;
+            agree(trainer.as_ref())?;
+            if lead {
+                trainer.save(&dir, &state_at(done), tok.as_ref())?;
+                rundir::prune_checkpoints(&opts.out, opts.keep_checkpoints)?;
+            }
             if stop {
                 progress.bar.abandon();
-                metrics.sync_all().map_err(|e| Error::io(&metrics_path, e))?;
+                if let Some(m) = &metrics {
+                    m.sync_all().map_err(|e| Error::io(&metrics_path, e))?;
+                }
+                sync();
                 return Err(Error::Interrupted { step: done, dir });
             }
         }
     }
     progress.bar.finish();
-    metrics.sync_all().map_err(|e| Error::io(&metrics_path, e))?;
-    crate::plot::curves_or_warn(&metrics_path, &opts.out.join("curves.png"), "pre-training");
+    if let Some(m) = &metrics {
+        m.sync_all().map_err(|e| Error::io(&metrics_path, e))?;
+        crate::plot::curves_or_warn(&metrics_path, &opts.out.join("curves.png"), "pre-training");
+    }
     let final_dir = if end < opts.steps {
         opts.out.join(format!("checkpoint-{end}"))
     } else {
         opts.out.join("final")
     };
     if end > start || !final_dir.exists() {
-        trainer.save(&final_dir, &state_at(end), tok.as_ref())?;
-        rundir::prune_checkpoints(&opts.out, opts.keep_checkpoints)?;
+        agree(trainer.as_ref())?;
+        if lead {
+            trainer.save(&final_dir, &state_at(end), tok.as_ref())?;
+            rundir::prune_checkpoints(&opts.out, opts.keep_checkpoints)?;
+        }
     }
+    // The others return once the leader has written everything.
+    sync();
     Ok(Summary { step: end, loss: last_loss, val_loss: last_val, final_dir })
 }

@@ -81,6 +81,9 @@ pub struct Trainer<B: Backend = Cpu> {
     pub micro: usize,
     /// Longest sequence.
     pub t: usize,
+    /// Data parallelism: this process runs its share of each step's passes and the gradients
+    /// are summed across the ranks ([`crate::dist`]).
+    pub dist: Option<std::sync::Arc<dyn crate::dist::Collective>>,
 }
 
 /// The objective of one batch, before the update.
@@ -124,7 +127,7 @@ impl<B: Backend> Trainer<B> {
         let acts = model.activations(micro, t, true);
         let opt = AdamW::new_on(&model.backend, &model.config, weight_decay);
         let grads = model.zeros_like_params();
-        Trainer { model, grads, opt, task: None, acts, micro, t }
+        Trainer { model, grads, opt, task: None, acts, micro, t, dist: None }
     }
 
     /// Adds a task head to the objective (fine-tuning).
@@ -186,9 +189,21 @@ impl<B: Backend> Trainer<B> {
         let lm_scale = lm_weight / counted.max(1) as f32;
         be.fill(self.grads.w(), 0.0);
         let (mut nll, mut task_sum, mut n_items) = (0.0f64, None, 1);
+        let passes = n_seq / per_pass;
+        let mine = match &self.dist {
+            Some(d) => {
+                assert!(items.is_empty(), "data-parallel fine-tuning is not supported");
+                assert!(passes.is_multiple_of(d.world()), "passes must split evenly over ranks");
+                crate::dist::share(passes, d.rank(), d.world())
+            }
+            None => 0..passes,
+        };
         for (k, (i, tg)) in
             ids.chunks(per_pass * len).zip(targets.chunks(per_pass * len)).enumerate()
         {
+            if !mine.contains(&k) {
+                continue;
+            }
             let key = match key {
                 StepKey::Off => None,
                 StepKey::PerMicroBatch(key) => Some(derive(key, k as u64)),
@@ -227,6 +242,12 @@ impl<B: Backend> Trainer<B> {
             let extra = extra.as_ref().map(|(r, dh)| (r.as_slice(), dh.as_slice()));
             nll +=
                 self.model.backward(&mut self.acts, &mut self.grads, i, tg, key, lm_scale, extra);
+        }
+        if let Some(d) = &self.dist {
+            be.all_reduce_sum(self.grads.w(), d.as_ref());
+            let mut s = [nll];
+            d.all_reduce_f64(&mut s);
+            nll = s[0];
         }
         let lm_loss = nll / counted.max(1) as f64;
         let task_loss = task_sum.map(|s| s / n_items as f64);

@@ -1,0 +1,146 @@
+//! Data parallelism ([`gpt1::dist`]) without MPI: ranks as threads of one process
+//! ([`gpt1::dist::local`]), each running its share of every step's micro-batches, must give the
+//! weights and losses of one process running them all (up to the order of the final sum), for
+//! the Transformer (dropout on) and the LSTM. `tests/mpi.rs` runs the same through `mpirun`.
+
+use gpt1::dist::{Collective, local, share};
+use gpt1::kernels::rng::Rng;
+use gpt1::model::lstm::{Lstm, LstmConfig};
+use gpt1::model::{Config, Gpt};
+use gpt1::train::Trainer;
+use gpt1::train::lstm::LstmTrainer;
+use gpt1::train::trainer::StepKey;
+use std::sync::Arc;
+
+fn tokens(n: usize, v: u32, seed: u64) -> Vec<u32> {
+    let mut r = Rng::new(seed);
+    (0..n).map(|_| r.below(v as u64) as u32).collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+/// `world` threads, each given its communicator, results in rank order.
+fn ranks<T: Send + 'static>(
+    world: usize,
+    f: impl Fn(Arc<dyn Collective>) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let f = Arc::new(f);
+    let handles: Vec<_> = local::group(world)
+        .into_iter()
+        .map(|c| {
+            let f = f.clone();
+            std::thread::spawn(move || f(c))
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().expect("rank thread")).collect()
+}
+
+const STEPS: u64 = 4;
+const BATCH: usize = 8;
+const MICRO: usize = 2;
+const SEQ: usize = 12;
+
+fn transformer_run(comm: Option<Arc<dyn Collective>>) -> (Vec<f64>, Vec<f32>) {
+    let mut c = Config::named("tiny").unwrap();
+    (c.vocab_size, c.n_positions, c.n_embd, c.n_layer, c.n_head) = (50, 16, 32, 2, 4);
+    let mut tr = Trainer::new(Gpt::init(c, 3), MICRO, SEQ, 0.01);
+    tr.dist = comm;
+    let losses = (0..STEPS)
+        .map(|s| {
+            let ids = tokens(BATCH * SEQ, 50, 10 + s);
+            let tg = tokens(BATCH * SEQ, 50, 100 + s);
+            let key = StepKey::PerMicroBatch(7 + s);
+            tr.step(&ids, &tg, SEQ, &[], 1e-3, 1.0, key, s + 1).unwrap().loss
+        })
+        .collect();
+    (losses, tr.model.params.clone())
+}
+
+#[test]
+fn transformer_ranks_equal_one_process() {
+    let (l1, p1) = transformer_run(None);
+    for world in [2, 4] {
+        let runs = ranks(world, |c| transformer_run(Some(c)));
+        for (rank, (l, p)) in runs.iter().enumerate() {
+            for (a, b) in l.iter().zip(&l1) {
+                assert!((a - b).abs() < 1e-6, "{world} ranks, rank {rank}: loss {a} vs {b}");
+            }
+            let d = max_diff(p, &p1);
+            assert!(d < 1e-5, "{world} ranks, rank {rank}: weights differ by {d}");
+            // Every rank holds the same weights, bit for bit.
+            assert!(p.iter().zip(&runs[0].1).all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+        assert_ne!(runs[0].1, p1, "the ranks ran every pass themselves (no sharing)");
+    }
+}
+
+fn lstm_run(comm: Option<Arc<dyn Collective>>) -> (Vec<f64>, Vec<f32>) {
+    let mut tr = LstmTrainer::new(Lstm::init(LstmConfig::new(40, 8, 16, 1), 4), MICRO, SEQ, 0.01);
+    tr.dist = comm;
+    let losses = (0..STEPS)
+        .map(|s| {
+            let ids = tokens(BATCH * SEQ, 40, 20 + s);
+            let tg = tokens(BATCH * SEQ, 40, 200 + s);
+            tr.step(&ids, &tg, 1e-2, 1.0, s + 1).unwrap().loss
+        })
+        .collect();
+    (losses, tr.model.params.clone())
+}
+
+#[test]
+fn lstm_ranks_equal_one_process() {
+    let (l1, p1) = lstm_run(None);
+    for (rank, (l, p)) in ranks(2, |c| lstm_run(Some(c))).iter().enumerate() {
+        for (a, b) in l.iter().zip(&l1) {
+            assert!((a - b).abs() < 1e-6, "rank {rank}: loss {a} vs {b}");
+        }
+        let d = max_diff(p, &p1);
+        assert!(d < 1e-5, "rank {rank}: weights differ by {d}");
+    }
+}
+
+#[test]
+fn shares_are_contiguous_and_cover_every_pass() {
+    let mut seen = vec![];
+    for r in 0..4 {
+        seen.extend(share(8, r, 4));
+    }
+    assert_eq!(seen, (0..8).collect::<Vec<_>>());
+    assert_eq!(share(8, 1, 2), 4..8);
+}
+
+#[test]
+fn ranks_that_disagree_all_fail_and_say_where() {
+    let out = ranks(2, |c| {
+        let lr = if c.rank() == 0 { "lr: 0.001" } else { "lr: 0.002" };
+        gpt1::dist::check_same(c.as_ref(), "settings", &format!("Opts {{ batch: 8, {lr} }}"))
+            .map_err(|e| e.to_string())
+    });
+    let (e0, e1) = (out[0].clone().unwrap_err(), out[1].clone().unwrap_err());
+    assert!(e1.contains("lr: 0.002 } here, lr: 0.001 } on rank 0"), "{e1}");
+    assert!(e0.contains("another rank has other settings"), "{e0}");
+    let same = ranks(2, |c| gpt1::dist::check_same(c.as_ref(), "settings", "x").is_ok());
+    assert_eq!(same, vec![true, true]);
+}
+
+#[test]
+fn a_launched_process_without_mpi_is_refused() {
+    // Under mpirun (its environment) a gpt1 built without the `mpi` feature must not run N
+    // independent copies of the same run.
+    if cfg!(feature = "mpi") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
+        .args(["pretrain", "--config", "tiny", "--data", "x.bin", "--out"])
+        .arg(tmp.path().join("run"))
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("built without MPI") && err.contains("--features mpi"), "{err}");
+    assert!(!tmp.path().join("run").exists());
+}

@@ -1,0 +1,185 @@
+//! `mpirun -np 2 gpt1 pretrain ...` on loopback (feature `mpi`, OpenMPI): the weights of the
+//! single-process run with the same `--micro-batch` (Transformer and LSTM), exact resume,
+//! and jobs that stop with a clear message instead of hanging: ranks started with different
+//! settings, a rank that dies.
+#![cfg(feature = "mpi")]
+
+mod common;
+use common::{s, write_cycle_data};
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `mpirun` with the given per-rank command lines (MPMD: `a : b`), bounded in time.
+fn mpirun(apps: &[Vec<String>]) -> Output {
+    let mut c = Command::new("timeout");
+    c.args(["120", "mpirun", "--oversubscribe"]);
+    for (i, app) in apps.iter().enumerate() {
+        if i > 0 {
+            c.arg(":");
+        }
+        c.args(app);
+    }
+    // CI runs as root; OpenMPI refuses root without these.
+    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    c.env("OMPI_MCA_rmaps_base_oversubscribe", "1");
+    c.output().expect("mpirun (OpenMPI: apt-get install openmpi-bin libopenmpi-dev)")
+}
+
+fn args(dir: &Path, out: &str, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "pretrain",
+        "--config",
+        s(&dir.join("config.json")),
+        "--data",
+        s(&dir.join("train.bin")),
+        "--val",
+        s(&dir.join("val.bin")),
+        "--out",
+        s(&dir.join(out)),
+        "--batch",
+        "8",
+        "--micro-batch",
+        "2",
+        "--seq",
+        "16",
+        "--steps",
+        "6",
+        "--warmup",
+        "2",
+        "--lr",
+        "3e-3",
+        "--quiet",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    v.extend(extra.iter().map(|x| x.to_string()));
+    v
+}
+
+/// `gpt1 --threads T ARGS` as one rank's command line.
+fn rank(threads: &str, a: &[String]) -> Vec<String> {
+    let mut v = vec!["-np".into(), "1".into(), env!("CARGO_BIN_EXE_gpt1").into()];
+    v.extend(["--threads".into(), threads.into()]);
+    v.extend(a.iter().cloned());
+    v
+}
+
+fn two_ranks(a: &[String]) -> Output {
+    let mut app = vec!["-np".into(), "2".into(), env!("CARGO_BIN_EXE_gpt1").into()];
+    app.extend(["--threads".into(), "1".into()]);
+    app.extend(a.iter().cloned());
+    mpirun(&[app])
+}
+
+fn single(a: &[String]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gpt1")).arg("--threads").arg("2").args(a).output();
+    let out = out.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn check(out: &Output) {
+    assert!(
+        out.status.success(),
+        "mpirun failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    names.into_iter().map(|n| (n.clone(), common::tensor_f32(&st, &n))).collect()
+}
+
+fn losses(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .collect()
+}
+
+fn assert_close(a: &Path, b: &Path, tol: f32) {
+    let (wa, wb) = (weights(&a.join("final")), weights(&b.join("final")));
+    assert_eq!(wa.len(), wb.len());
+    for ((n, x), (_, y)) in wa.iter().zip(&wb) {
+        let d = x.iter().zip(y).fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(d <= tol, "{n}: {} vs {} differ by {d}", a.display(), b.display());
+    }
+    let (la, lb) = (losses(a), losses(b));
+    assert_eq!(la.len(), lb.len());
+    for (x, y) in la.iter().zip(&lb) {
+        assert!((x - y).abs() < 1e-6, "losses {x} vs {y}");
+    }
+}
+
+#[test]
+fn two_ranks_give_the_single_process_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write_cycle_data(d);
+    for (name, extra) in [("gpt", vec![]), ("lstm", vec!["--arch", "lstm", "--lstm-hidden", "24"])]
+    {
+        let (one, two) = (format!("{name}-one"), format!("{name}-two"));
+        single(&args(d, &one, &extra));
+        check(&two_ranks(&args(d, &two, &extra)));
+        assert_close(&d.join(&one), &d.join(&two), 1e-5);
+        // Rank 0 alone wrote the run directory.
+        assert!(d.join(&two).join("run.json").is_file());
+        assert!(losses(&d.join(&two)).len() == 6);
+    }
+}
+
+#[test]
+fn a_two_rank_run_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write_cycle_data(d);
+    check(&two_ranks(&args(d, "whole", &[])));
+    check(&two_ranks(&args(d, "parts", &["--stop-at", "3"])));
+    assert!(d.join("parts/checkpoint-3").is_dir());
+    let resume = vec![
+        "pretrain".into(),
+        "--out".into(),
+        s(&d.join("parts")).into(),
+        "--resume".into(),
+        "--quiet".into(),
+    ];
+    check(&two_ranks(&resume));
+    assert_close(&d.join("whole"), &d.join("parts"), 0.0);
+}
+
+#[test]
+fn ranks_with_different_settings_stop_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write_cycle_data(d);
+    let t0 = std::time::Instant::now();
+    let out = mpirun(&[
+        rank("1", &args(d, "run", &["--lr", "1e-3"])),
+        rank("1", &args(d, "run", &["--lr", "2e-3"])),
+    ]);
+    assert!(!out.status.success());
+    assert!(t0.elapsed().as_secs() < 60, "the job hung");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lr: 0.002 here, lr: 0.001 on rank 0"), "{err}");
+    assert!(!d.join("run").exists(), "a job that could not start left a run directory");
+}
+
+#[test]
+fn a_rank_that_dies_stops_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write_cycle_data(d);
+    let t0 = std::time::Instant::now();
+    let long = args(d, "run", &["--steps", "1000000"]);
+    let dies = ["-np", "1", "sh", "-c", "sleep 1; kill -9 $$"].map(String::from).to_vec();
+    let out = mpirun(&[rank("1", &long), dies]);
+    assert!(!out.status.success());
+    assert_ne!(out.status.code(), Some(124), "the job hung until the time-out");
+    assert!(t0.elapsed().as_secs() < 60);
+}
