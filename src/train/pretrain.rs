@@ -316,7 +316,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         crate::dist::within(timeout, rank, || {
             crate::dist::check_same(c, "settings", &format!("{opts:?}"))
         })?;
-        if opts.batch % world != 0 {
+        if !opts.batch.is_multiple_of(world) {
             return Err(Error::setting(
                 "batch",
                 format!("{}: must split evenly over the {world} ranks", opts.batch),
