@@ -144,3 +144,15 @@ fn a_launched_process_without_mpi_is_refused() {
     assert!(err.contains("built without MPI") && err.contains("--features mpi"), "{err}");
     assert!(!tmp.path().join("run").exists());
 }
+
+#[test]
+fn only_pretrain_runs_under_a_launcher() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
+        .args(["score", "--model", "x", "--ids", "y.npy"])
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("only `gpt1 pretrain` runs data-parallel"), "{err}");
+}

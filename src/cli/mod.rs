@@ -255,6 +255,14 @@ pub fn run(cli: Cli) -> Result<()> {
             .build_global()
             .context("starting the thread pool")?;
     }
+    let world = gpt1::dist::launched_world();
+    if world > 1 && !matches!(cli.cmd, Command::Pretrain(_)) {
+        // N copies of the same command would each do the whole work (and race for --out).
+        anyhow::bail!(
+            "this process is one of {world} started by a launcher (mpirun, srun): only `gpt1 \
+             pretrain` runs data-parallel; run this command as one process"
+        );
+    }
     match cli.cmd {
         Command::Pretrain(a) => pretrain::run(a),
         Command::Score(a) => score::run(a),
