@@ -1,7 +1,7 @@
 //! `mpirun -np 2 gpt1 pretrain ...` on loopback (feature `mpi`, OpenMPI): the weights of the
 //! single-process run with the same `--micro-batch` (Transformer and LSTM), exact resume,
 //! and jobs that stop with a clear message instead of hanging: ranks started with different
-//! settings, a rank that dies.
+//! settings, a rank that dies, a rank that never joins.
 #![cfg(feature = "mpi")]
 
 mod common;
@@ -182,4 +182,30 @@ fn a_rank_that_dies_stops_the_job() {
     assert!(!out.status.success());
     assert_ne!(out.status.code(), Some(124), "the job hung until the time-out");
     assert!(t0.elapsed().as_secs() < 60);
+}
+
+#[test]
+fn a_rank_that_never_joins_times_out() {
+    // Rank 1 blocks before its first collective (reading its run.json, a FIFO nobody writes);
+    // rank 0's watchdog ends the job after GPT1_DIST_TIMEOUT seconds.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write_cycle_data(d);
+    std::fs::create_dir(d.join("stuck")).unwrap();
+    let fifo = d.join("stuck/run.json");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let t0 = std::time::Instant::now();
+    let stuck_dir = d.join("stuck");
+    let stuck = ["pretrain", "--out", s(&stuck_dir), "--resume", "--quiet"];
+    let mut c = Command::new("timeout");
+    c.args(["120", "mpirun", "--oversubscribe", "-x", "GPT1_DIST_TIMEOUT=3", "-np", "1"]);
+    c.arg(env!("CARGO_BIN_EXE_gpt1")).args(args(d, "run", &[])).args([":", "-np", "1"]);
+    c.arg(env!("CARGO_BIN_EXE_gpt1")).args(stuck);
+    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    let out = c.output().unwrap();
+    assert!(!out.status.success());
+    assert_ne!(out.status.code(), Some(124), "the job hung until the time-out");
+    assert!(t0.elapsed().as_secs() < 60);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did not join within 3 s"), "{err}");
 }

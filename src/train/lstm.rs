@@ -68,7 +68,10 @@ impl<B: Backend> LstmTrainer<B> {
         let mut nll = 0.0f64;
         let passes = ids.len().div_ceil(chunk);
         let mine = match &self.dist {
-            Some(d) => crate::dist::share(passes, d.rank(), d.world()),
+            Some(d) => {
+                assert!(passes.is_multiple_of(d.world()), "passes must split evenly over ranks");
+                crate::dist::share(passes, d.rank(), d.world())
+            }
             None => 0..passes,
         };
         for (i, tg) in
