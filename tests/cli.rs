@@ -2,7 +2,7 @@
 //! determinism across threads, scoring, and bad input.
 
 mod common;
-use common::{fails, ok, s};
+use common::{fails, ok, pretrain_args, s, strs};
 
 use gpt1::data::shard::{write_bin, write_npy_2d};
 use std::path::{Path, PathBuf};
@@ -15,40 +15,8 @@ fn setup(dir: &Path) {
     common::write_cycle_data(dir);
 }
 
-fn train_args<'a>(dir: &'a Path, out: &'a str, extra: &[&'a str]) -> Vec<String> {
-    let mut v: Vec<String> =
-        vec!["pretrain".into(), "--data".into(), s(&dir.join("train.bin")).into()];
-    if !extra.contains(&"--init") {
-        v.extend(["--config".into(), s(&dir.join("config.json")).to_string()]);
-    }
-    v.extend(
-        [
-            "--out",
-            out,
-            "--batch",
-            "4",
-            "--micro-batch",
-            "2",
-            "--seq",
-            "16",
-            "--steps",
-            "8",
-            "--warmup",
-            "2",
-            "--lr",
-            "3e-3",
-            "--quiet",
-        ]
-        .iter()
-        .map(|x| x.to_string()),
-    );
-    v.extend(extra.iter().map(|x| x.to_string()));
-    v
-}
-
 fn run_train(dir: &Path, out: &Path, extra: &[&str]) {
-    let args = train_args(dir, s(out), extra);
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&strs(&pretrain_args(dir, out, extra)));
 }
 
 fn weights(dir: &Path) -> Vec<u8> {
@@ -172,14 +140,14 @@ fn same_seed_same_weights_for_one_or_two_threads() {
     let d = tmp.path();
     setup(d);
     let (a, b) = (d.join("t1"), d.join("t2"));
-    let mut args = train_args(d, s(&a), &["--steps", "3"]);
+    let mut args = pretrain_args(d, &a, &["--steps", "3"]);
     args.insert(0, "1".into());
     args.insert(0, "--threads".into());
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let mut args = train_args(d, s(&b), &["--steps", "3"]);
+    ok(&strs(&args));
+    let mut args = pretrain_args(d, &b, &["--steps", "3"]);
     args.insert(0, "2".into());
     args.insert(0, "--threads".into());
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&strs(&args));
     assert_eq!(weights(&a.join("final")), weights(&b.join("final")));
 }
 
@@ -298,8 +266,8 @@ fn a_finished_run_is_not_overwritten_without_resume() {
     let out = d.join("run");
     run_train(d, &out, &["--steps", "2"]);
     let before = weights(&out.join("final"));
-    let args = train_args(d, s(&out), &[]);
-    fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), "--resume");
+    let args = pretrain_args(d, &out, &[]);
+    fails(&strs(&args), "--resume");
     assert_eq!(before, weights(&out.join("final")));
 }
 
@@ -386,8 +354,8 @@ fn resume_with_different_settings_fails() {
     setup(d);
     let out = d.join("run");
     run_train(d, &out, &["--steps", "2"]);
-    let args = train_args(d, s(&out), &["--resume", "--seed", "5"]);
-    fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), "exact resume needs the same");
+    let args = pretrain_args(d, &out, &["--resume", "--seed", "5"]);
+    fails(&strs(&args), "exact resume needs the same");
 }
 
 #[test]
@@ -395,10 +363,10 @@ fn diverging_run_stops_with_the_step() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     setup(d);
-    let args = train_args(
+    let args = pretrain_args(
         d,
-        s(&d.join("run")),
+        &d.join("run"),
         &["--lr", "1e30", "--clip", "0", "--warmup", "0", "--schedule", "constant"],
     );
-    fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), "the loss is");
+    fails(&strs(&args), "the loss is");
 }

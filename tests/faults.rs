@@ -5,7 +5,7 @@
 //! default 150) make it longer.
 
 mod common;
-use common::{ok, s};
+use common::{ok, pretrain_args, s, strs};
 
 use gpt1::data::shard::{write_bin, write_npy_2d};
 use gpt1::kernels::rng::Rng;
@@ -22,40 +22,12 @@ fn setup(dir: &Path) {
     common::write_cycle_data(dir);
 }
 
-fn pretrain_args(d: &Path, out: &Path, steps: &str) -> Vec<String> {
-    [
-        "pretrain",
-        "--data",
-        s(&d.join("train.bin")),
-        "--val",
-        s(&d.join("val.bin")),
-        "--config",
-        s(&d.join("config.json")),
-        "--out",
-        s(out),
-        "--batch",
-        "4",
-        "--seq",
-        "16",
-        "--steps",
-        steps,
-        "--warmup",
-        "2",
-        "--lr",
-        "3e-3",
-        "--save-every",
-        "1",
-        "--eval-every",
-        "3",
-        "--quiet",
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect()
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
+/// [`pretrain_args`] with validation and a checkpoint after every step (so that kills land in
+/// writes), for `steps` steps.
+fn fault_args(d: &Path, out: &Path, steps: &str) -> Vec<String> {
+    let val = d.join("val.bin");
+    let extra = ["--val", s(&val), "--steps", steps, "--save-every", "1", "--eval-every", "3"];
+    pretrain_args(d, out, &extra)
 }
 
 /// kill -9 at random moments (a checkpoint is written after every step, so many kills land in
@@ -69,7 +41,7 @@ fn kill_9_at_random_moments_then_resume_gives_the_uninterrupted_weights() {
     let steps = "30";
     let straight = d.join("straight");
     let t0 = Instant::now();
-    ok(&strs(&pretrain_args(d, &straight, steps)));
+    ok(&strs(&fault_args(d, &straight, steps)));
     let full = t0.elapsed();
     let want = std::fs::read(straight.join("final/model.safetensors")).unwrap();
     let losses = |run: &Path| -> Vec<String> {
@@ -89,7 +61,7 @@ fn kill_9_at_random_moments_then_resume_gives_the_uninterrupted_weights() {
         let mut first = true;
         let mut kills = 0;
         loop {
-            let mut a = pretrain_args(d, &out, steps);
+            let mut a = fault_args(d, &out, steps);
             if !first {
                 a.push("--resume".into());
             }
@@ -161,7 +133,7 @@ fn a_full_disk_is_reported_and_earlier_checkpoints_survive() {
         return;
     }
     let out = mnt.join("run");
-    let o = common::gpt1(&strs(&pretrain_args(d, &out, "30")));
+    let o = common::gpt1(&strs(&fault_args(d, &out, "30")));
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     let earlier: Vec<PathBuf> = std::fs::read_dir(&out)
         .map(|rd| {
@@ -419,7 +391,7 @@ fn fuzz_base(base: &Path) {
     std::fs::create_dir_all(base).unwrap();
     setup(base);
     let run = base.join("run");
-    let mut a = pretrain_args(base, &run, "3");
+    let mut a = fault_args(base, &run, "3");
     a.extend(["--stop-at".to_string(), "1".to_string()]);
     ok(&strs(&a));
     let ck = base.join("ck");

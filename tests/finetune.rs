@@ -1,7 +1,7 @@
 //! `gpt1 finetune` / `evaluate` end to end on a small task and vocabulary the test writes.
 
 mod common;
-use common::{fails, ok, s};
+use common::{fails, ok, s, strs};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -77,10 +77,6 @@ fn scratch_args(d: &Path, task: &str, out: &Path, extra: &[&str]) -> Vec<String>
         s(out),
     ];
     base.iter().chain(extra).map(|a| a.to_string()).collect()
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 /// Runs [`scratch_args`]; its standard output.

@@ -25,36 +25,13 @@ fn mpirun(apps: &[Vec<String>]) -> Output {
     c.output().expect("mpirun (OpenMPI: apt-get install openmpi-bin libopenmpi-dev)")
 }
 
+/// [`common::pretrain_args`] into `dir/out` with validation, 6 steps of 8 × 16 in passes of 2
+/// (two passes per rank), then `extra`.
 fn args(dir: &Path, out: &str, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "pretrain",
-        "--config",
-        s(&dir.join("config.json")),
-        "--data",
-        s(&dir.join("train.bin")),
-        "--val",
-        s(&dir.join("val.bin")),
-        "--out",
-        s(&dir.join(out)),
-        "--batch",
-        "8",
-        "--micro-batch",
-        "2",
-        "--seq",
-        "16",
-        "--steps",
-        "6",
-        "--warmup",
-        "2",
-        "--lr",
-        "3e-3",
-        "--quiet",
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect();
-    v.extend(extra.iter().map(|x| x.to_string()));
-    v
+    let val = dir.join("val.bin");
+    let mut all = vec!["--val", s(&val), "--batch", "8", "--steps", "6"];
+    all.extend(extra);
+    common::pretrain_args(dir, &dir.join(out), &all)
 }
 
 /// `gpt1 --threads T ARGS` as one rank's command line.

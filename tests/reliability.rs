@@ -4,7 +4,7 @@
 //! for each bad input in [`bad_inputs`].
 
 mod common;
-use common::{fails, gpt1, ok, s};
+use common::{fails, gpt1, ok, pretrain_args, s, strs};
 
 use std::path::Path;
 
@@ -15,39 +15,6 @@ fn setup(dir: &Path) {
     common::write_cycle_data(dir);
 }
 
-/// `pretrain` of [`setup`]'s data into `out` (8 steps of 4 × 16), then `extra`.
-fn args(d: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "pretrain",
-        "--data",
-        s(&d.join("train.bin")),
-        "--config",
-        s(&d.join("config.json")),
-        "--out",
-        s(out),
-        "--batch",
-        "4",
-        "--seq",
-        "16",
-        "--steps",
-        "8",
-        "--warmup",
-        "2",
-        "--lr",
-        "3e-3",
-        "--quiet",
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect();
-    v.extend(extra.iter().map(|x| x.to_string()));
-    v
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
 fn weights(dir: &Path) -> Vec<u8> {
     std::fs::read(dir.join("model.safetensors")).unwrap()
 }
@@ -56,7 +23,7 @@ fn weights(dir: &Path) -> Vec<u8> {
 /// parallel and must not share directories).
 fn straight(d: &Path) -> Vec<u8> {
     let out = d.join("straight");
-    ok(&strs(&args(d, &out, &[])));
+    ok(&strs(&pretrain_args(d, &out, &[])));
     weights(&out.join("final"))
 }
 
@@ -69,7 +36,7 @@ fn a_directory_holding_other_files_is_refused_and_left_untouched() {
     std::fs::create_dir_all(out.join("final")).unwrap();
     std::fs::write(out.join("metrics.jsonl"), "{\"step\": 1, \"task_loss\": 0.3}\n").unwrap();
     std::fs::write(out.join("notes.md"), "my notes").unwrap();
-    fails(&strs(&args(d, &out, &[])), "notes.md");
+    fails(&strs(&pretrain_args(d, &out, &[])), "notes.md");
     assert_eq!(std::fs::read_to_string(out.join("notes.md")).unwrap(), "my notes");
     assert!(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().contains("task_loss"));
 }
@@ -80,10 +47,10 @@ fn a_run_that_cannot_start_leaves_no_directory() {
     let d = tmp.path();
     setup(d);
     let out = d.join("never");
-    let mut a = args(d, &out, &[]);
+    let mut a = pretrain_args(d, &out, &[]);
     a[2] = s(&d.join("missing.bin")).into();
     fails(&strs(&a), "missing.bin");
-    fails(&strs(&args(d, &out, &["--seq", "64"])), "n_positions");
+    fails(&strs(&pretrain_args(d, &out, &["--seq", "64"])), "n_positions");
     assert!(!out.exists());
 }
 
@@ -94,7 +61,7 @@ fn resume_alone_continues_the_run_as_started_bitwise() {
     setup(d);
     let want = straight(d);
     let out = d.join("split");
-    ok(&strs(&args(d, &out, &["--stop-at", "3"])));
+    ok(&strs(&pretrain_args(d, &out, &["--stop-at", "3"])));
     ok(&["pretrain", "--out", s(&out), "--resume", "--quiet"]);
     assert_eq!(weights(&out.join("final")), want);
 }
@@ -105,20 +72,23 @@ fn resume_refuses_a_changed_setting_naming_it() {
     let d = tmp.path();
     setup(d);
     let out = d.join("run");
-    ok(&strs(&args(d, &out, &["--stop-at", "3"])));
-    fails(&strs(&args(d, &out, &["--resume", "--lr", "1e-3"])), "--lr: the run was started with");
-    fails(&strs(&args(d, &out, &["--resume", "--steps", "9"])), "--steps");
+    ok(&strs(&pretrain_args(d, &out, &["--stop-at", "3"])));
+    fails(
+        &strs(&pretrain_args(d, &out, &["--resume", "--lr", "1e-3"])),
+        "--lr: the run was started with",
+    );
+    fails(&strs(&pretrain_args(d, &out, &["--resume", "--steps", "9"])), "--steps");
     // Other tokens under the same path: the data's identity changed.
-    let mut a = args(d, &out, &["--resume"]);
+    let mut a = pretrain_args(d, &out, &["--resume"]);
     a[2] = s(&d.join("val.bin")).into();
     fails(&strs(&a), "--data");
     // Stopping before where the run already is would mislabel a checkpoint.
     fails(
-        &strs(&args(d, &out, &["--resume", "--stop-at", "2"])),
+        &strs(&pretrain_args(d, &out, &["--resume", "--stop-at", "2"])),
         "--stop-at 2: the run is already at step 3",
     );
     // A flag equal to the run's is fine.
-    ok(&strs(&args(d, &out, &["--resume"])));
+    ok(&strs(&pretrain_args(d, &out, &["--resume"])));
 }
 
 #[test]
@@ -128,7 +98,11 @@ fn resume_from_an_earlier_checkpoint_gives_the_same_weights() {
     setup(d);
     let want = straight(d);
     let out = d.join("run");
-    ok(&strs(&args(d, &out, &["--save-every", "2", "--keep-checkpoints", "0", "--stop-at", "6"])));
+    ok(&strs(&pretrain_args(
+        d,
+        &out,
+        &["--save-every", "2", "--keep-checkpoints", "0", "--stop-at", "6"],
+    )));
     assert!(out.join("checkpoint-2").exists() && out.join("checkpoint-6").exists());
     let from = out.join("checkpoint-2");
     ok(&["pretrain", "--out", s(&out), "--resume-from", s(&from), "--quiet"]);
@@ -141,7 +115,11 @@ fn checkpoints_are_bounded_and_stale_temporaries_removed() {
     let d = tmp.path();
     setup(d);
     let out = d.join("run");
-    ok(&strs(&args(d, &out, &["--save-every", "1", "--keep-checkpoints", "2", "--stop-at", "5"])));
+    ok(&strs(&pretrain_args(
+        d,
+        &out,
+        &["--save-every", "1", "--keep-checkpoints", "2", "--stop-at", "5"],
+    )));
     let mut names: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .flatten()
@@ -166,7 +144,7 @@ fn a_second_run_on_the_same_directory_is_refused_while_the_first_runs() {
     setup(d);
     let out = d.join("run");
     let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
-        .args(strs(&args(d, &out, &["--steps", "100000", "--warmup", "1"])))
+        .args(strs(&pretrain_args(d, &out, &["--steps", "100000", "--warmup", "1"])))
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -195,7 +173,7 @@ fn ctrl_c_saves_a_checkpoint_that_resumes_to_the_same_weights() {
     let out = d.join("run");
     // A long run, so that the signal lands mid-run.
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
-        .args(strs(&args(d, &out, &["--steps", "5000"])))
+        .args(strs(&pretrain_args(d, &out, &["--steps", "5000"])))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -219,7 +197,7 @@ fn ctrl_c_saves_a_checkpoint_that_resumes_to_the_same_weights() {
     let at = (step + 3).to_string();
     ok(&["pretrain", "--out", s(&out), "--resume", "--stop-at", &at, "--quiet"]);
     let straight = d.join("straight");
-    ok(&strs(&args(d, &straight, &["--steps", "5000", "--stop-at", &at])));
+    ok(&strs(&pretrain_args(d, &straight, &["--steps", "5000", "--stop-at", &at])));
     let ck = format!("checkpoint-{at}");
     assert_eq!(weights(&out.join(&ck)), weights(&straight.join(&ck)));
 }
@@ -272,7 +250,7 @@ fn bad_inputs() -> Vec<Case> {
         Case {
             name: "a batch that overflows",
             args: |d| {
-                let mut a = args(d, &d.join("o2"), &[]);
+                let mut a = pretrain_args(d, &d.join("o2"), &[]);
                 a.extend(v(&["--batch", "2305843009213693952"]));
                 a
             },
@@ -316,7 +294,7 @@ fn bad_inputs() -> Vec<Case> {
         Case {
             name: "zero validation windows",
             args: |d| {
-                let mut a = args(d, &d.join("o4"), &[]);
+                let mut a = pretrain_args(d, &d.join("o4"), &[]);
                 a.extend(v(&["--val", &p(d, "val.bin"), "--val-windows", "0"]));
                 a
             },
@@ -325,7 +303,7 @@ fn bad_inputs() -> Vec<Case> {
         Case {
             name: "NaN clip",
             args: |d| {
-                let mut a = args(d, &d.join("o5"), &[]);
+                let mut a = pretrain_args(d, &d.join("o5"), &[]);
                 a.extend(v(&["--clip", "NaN"]));
                 a
             },
@@ -334,7 +312,7 @@ fn bad_inputs() -> Vec<Case> {
         Case {
             name: "NaN weight decay",
             args: |d| {
-                let mut a = args(d, &d.join("o6"), &[]);
+                let mut a = pretrain_args(d, &d.join("o6"), &[]);
                 a.extend(v(&["--weight-decay", "NaN"]));
                 a
             },
@@ -377,7 +355,7 @@ fn bad_inputs() -> Vec<Case> {
         Case {
             name: "a directory as --data",
             args: |d| {
-                let mut a = args(d, &d.join("o8"), &[]);
+                let mut a = pretrain_args(d, &d.join("o8"), &[]);
                 a[2] = p(d, "run");
                 a
             },
@@ -420,7 +398,7 @@ fn every_bad_input_gets_a_clear_error_and_no_panic() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     setup(d);
-    ok(&strs(&args(d, &d.join("run"), &["--steps", "2"])));
+    ok(&strs(&pretrain_args(d, &d.join("run"), &["--steps", "2"])));
     for c in bad_inputs() {
         let a = (c.args)(d);
         let o = gpt1(&strs(&a));
@@ -440,7 +418,7 @@ fn a_closed_pipe_ends_score_quietly() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     setup(d);
-    ok(&strs(&args(d, &d.join("run"), &["--steps", "1"])));
+    ok(&strs(&pretrain_args(d, &d.join("run"), &["--steps", "1"])));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
         .args(["score", "--model", &p(d, "run/final"), "--ids", &p(d, "train.bin"), "--json"])
         .stdout(std::process::Stdio::piped())

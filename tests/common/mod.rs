@@ -89,3 +89,41 @@ pub fn tensor_i64(st: &safetensors::SafeTensors, name: &str) -> Vec<i64> {
     let v = st.tensor(name).unwrap_or_else(|_| panic!("tensor {name}"));
     v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect()
 }
+
+/// `gpt1 pretrain` of [`write_cycle_data`]'s files in `dir` into `out`: 8 steps of 4 × 16 in
+/// passes of 2, warm-up 2, lr 3e-3, quiet (`--config` unless `extra` has `--init`), then
+/// `extra` (a repeated flag overrides: the last one wins).
+pub fn pretrain_args(dir: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> =
+        vec!["pretrain".into(), "--data".into(), s(&dir.join("train.bin")).into()];
+    if !extra.contains(&"--init") {
+        v.extend(["--config".into(), s(&dir.join("config.json")).to_string()]);
+    }
+    v.extend(["--out".into(), s(out).to_string()]);
+    v.extend(
+        [
+            "--batch",
+            "4",
+            "--micro-batch",
+            "2",
+            "--seq",
+            "16",
+            "--steps",
+            "8",
+            "--warmup",
+            "2",
+            "--lr",
+            "3e-3",
+            "--quiet",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|x| x.to_string()),
+    );
+    v
+}
+
+/// Borrowed views of owned arguments.
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
