@@ -73,8 +73,9 @@ pub fn score_lstm(
     rows: &[Vec<u32>],
     batch: usize,
 ) -> Result<Score> {
+    let mut acts = model.activations(0, 0);
     score_with(rows, batch, model.config.vocab_size, |ids, tg, b, t, lp| {
-        let mut acts = model.activations(b, t);
+        model.reshape(&mut acts, b, t);
         model.forward(&mut acts, ids)?;
         lp.copy_from_slice(&model.logprobs(&mut acts, tg));
         Ok(())

@@ -356,7 +356,6 @@ impl Backend for Cpu {
         &self,
         dgates: &mut [f32],
         dc_next: &mut [f32],
-        dh_next: &[f32],
         dh: &[f32],
         gates: &[f32],
         c: &[f32],
@@ -369,7 +368,6 @@ impl Backend for Cpu {
         lstm::cell_backward(
             &mut dgates[r0 * 4 * hid..r1 * 4 * hid],
             dc_next,
-            dh_next,
             &dh[r0 * hid..r1 * hid],
             &gates[r0 * 4 * hid..r1 * 4 * hid],
             &c[r0 * hid..r1 * hid],

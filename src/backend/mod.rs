@@ -304,13 +304,12 @@ pub trait Backend: Clone + Send + Sync + 'static {
         hid: usize,
     );
     /// Step `step` backward: `dgates` rows of the step assigned (pre-activation gradients) from
-    /// `dh` `[T·B, H]` (the outputs' gradient) plus `dh_next` `[B, H]` (`dG_{t+1} · W_hh`);
+    /// `dh` `[T·B, H]` (the outputs' whole gradient, step + 1's `dG · W_hh` included);
     /// `dc_next` `[B, H]` is ∂L/∂c from step + 1 in (zero at the last step), ∂L/∂c_{step-1} out.
     fn lstm_cell_backward(
         &self,
         dgates: Self::Mut<'_>,
         dc_next: Self::Mut<'_>,
-        dh_next: Self::Ref<'_>,
         dh: Self::Ref<'_>,
         gates: Self::Ref<'_>,
         c: Self::Ref<'_>,

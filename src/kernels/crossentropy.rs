@@ -4,6 +4,7 @@
 
 use super::fastmath;
 use super::matmul::{Gemm, Mat};
+use super::reduce::col_sum;
 use rayon::prelude::*;
 
 /// Rows per chunk: large enough for efficient products, small enough to bound memory
@@ -68,9 +69,7 @@ pub fn forward_backward_biased(
         let hc = &h[r0 * d..r1 * d];
         let lg = &mut logits[..n * v];
         gemm.mm(lg, Mat::rows(hc, d), Mat::t(wte, d), n, v, d, false);
-        if let Some((b, _)) = &bias {
-            add_bias(lg, b);
-        }
+        let b = bias.as_ref().map(|(b, _)| *b);
         let nll: Vec<f32> = lg
             .par_chunks_mut(v)
             .zip(targets[r0..r1].par_iter())
@@ -79,6 +78,7 @@ pub fn forward_backward_biased(
                     row.fill(0.0);
                     return 0.0;
                 }
+                add_bias(row, b);
                 let lp = softmax_row(row, tg);
                 row.iter_mut().for_each(|x| *x *= scale);
                 row[tg as usize] -= scale;
@@ -87,9 +87,7 @@ pub fn forward_backward_biased(
             .collect();
         total += nll.iter().map(|&x| x as f64).sum::<f64>();
         if let Some((_, db)) = &mut bias {
-            for row in lg.chunks(v) {
-                db.iter_mut().zip(row).for_each(|(g, x)| *g += x);
-            }
+            col_sum(&mut db[..v], lg, n);
         }
         gemm.mm(&mut dh[r0 * d..r1 * d], Mat::rows(lg, v), Mat::rows(wte, d), n, d, v, false);
         gemm.mm(dwte, Mat::t(lg, v), Mat::rows(hc, d), v, d, n, true);
@@ -97,11 +95,11 @@ pub fn forward_backward_biased(
     total
 }
 
-/// `logits[r, :] += bias` for every row.
-fn add_bias(logits: &mut [f32], bias: &[f32]) {
-    logits
-        .par_chunks_mut(bias.len())
-        .for_each(|row| row.iter_mut().zip(bias).for_each(|(x, b)| *x += b));
+/// `row += bias` (an output layer with a bias), in the pass over the row that uses it.
+fn add_bias(row: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        row.iter_mut().zip(b).for_each(|(x, b)| *x += b);
+    }
 }
 
 /// log p(targets[r] | h[r]) for every row (0 for [`IGNORE`]), no gradients.
@@ -136,12 +134,12 @@ pub fn logprobs_biased(
         let n = r1 - r0;
         let lg = &mut logits[..n * v];
         gemm.mm(lg, Mat::rows(&h[r0 * d..r1 * d], d), Mat::t(wte, d), n, v, d, false);
-        if let Some(b) = bias {
-            add_bias(lg, b);
-        }
         out[r0..r1]
             .par_iter_mut()
             .zip(lg.par_chunks_mut(v).zip(targets[r0..r1].par_iter()))
-            .for_each(|(o, (row, &tg))| *o = softmax_row(row, tg));
+            .for_each(|(o, (row, &tg))| {
+                add_bias(row, bias);
+                *o = softmax_row(row, tg);
+            });
     }
 }

@@ -39,14 +39,13 @@ pub fn cell_forward(
 }
 
 /// The step's gate gradients `dg` `[b, 4H]` (assigned, with respect to the pre-activations)
-/// from `∂L/∂h` = `dh` (this step's output gradient) + `dh_next` (`dG_{t+1} · W_hh`), and
-/// `dc_next` (`[b, H]`: ∂L/∂c from step t+1 in, ∂L/∂c_{t-1} out; zero at the last step).
+/// from `∂L/∂h` = `dh` (the output's whole gradient: the layer above's or the loss's, plus
+/// step t+1's `dG_{t+1} · W_hh`), and `dc_next` (`[b, H]`: ∂L/∂c from step t+1 in, ∂L/∂c_{t-1} out; zero at the last step).
 /// `gates` are [`cell_forward`]'s activations, `c` this step's cells, `c_prev` the previous.
 #[allow(clippy::too_many_arguments)]
 pub fn cell_backward(
     dg: &mut [f32],
     dc_next: &mut [f32],
-    dh_next: &[f32],
     dh: &[f32],
     gates: &[f32],
     c: &[f32],
@@ -57,12 +56,12 @@ pub fn cell_backward(
         |(s, (d, dcn))| {
             let gs = &gates[s * 4 * hid..(s + 1) * 4 * hid];
             let r = s * hid..(s + 1) * hid;
-            let (cs, dhs, dhn) = (&c[r.clone()], &dh[r.clone()], &dh_next[r.clone()]);
+            let (cs, dhs) = (&c[r.clone()], &dh[r.clone()]);
             let cp = c_prev.map(|p| &p[r]);
             for j in 0..hid {
                 let (i, f, g, o) = (gs[j], gs[hid + j], gs[2 * hid + j], gs[3 * hid + j]);
                 let tc = cs[j].tanh();
-                let dhj = dhs[j] + dhn[j];
+                let dhj = dhs[j];
                 let dc = dcn[j] + dhj * o * (1.0 - tc * tc);
                 let cpj = cp.map_or(0.0, |p| p[j]);
                 d[j] = dc * g * i * (1.0 - i);

@@ -167,7 +167,7 @@ fn lstm_cell_gradients() {
     let (g, c, _) = run(&pre, &cp);
     let (mut dg, mut dc) = (vec![0.0; b * 4 * hid], wc.clone());
     let zero = vec![0.0; b * hid];
-    lstm::cell_backward(&mut dg, &mut dc, &zero, &wh, &g, &c, Some(&cp), hid);
+    lstm::cell_backward(&mut dg, &mut dc, &wh, &g, &c, Some(&cp), hid);
     let loss = |pre: &[f32], cp: &[f32]| {
         let (_, c, h) = run(pre, cp);
         dot(&h, &wh) + dot(&c, &wc)

@@ -163,12 +163,12 @@ pub struct LstmActs<B: Backend = Cpu> {
     /// `[T·B, 4H]` backward: one layer's gate gradients.
     dg: B::Buf,
     /// `[T·B, max(E, H)]` backward: ∂L/∂(a layer's output); the top's is set by
-    /// [`Lstm::lm_head`] (or zeroed) and a task head adds to it.
+    /// [`Lstm::lm_head`] (or zeroed) and a task head adds to it; backward through time adds
+    /// each step's `dG_t · W_hh` to the previous step's rows.
     dh: B::Buf,
     /// `[T·B, max(E, H)]` backward: ∂L/∂(a layer's input), then swapped into `dh`.
     dx: B::Buf,
-    /// `[B, H]` backward through time: `dG_{t+1} · W_hh` and ∂L/∂c_t from the next step.
-    dh_next: B::Buf,
+    /// `[B, H]` backward through time: ∂L/∂c_t from the next step.
     dc_next: B::Buf,
 }
 
@@ -177,11 +177,50 @@ impl<B: Backend> LstmActs<B> {
     pub fn time_major(&self, r: usize) -> usize {
         (r % self.t) * self.b + r / self.t
     }
+
+    /// `dst[time-major row] = src[batch-major row]` for `[B, T]` values.
+    fn to_time_major<T: Copy>(&self, dst: &mut [T], src: &[T]) {
+        for (r, &x) in src.iter().enumerate() {
+            dst[self.time_major(r)] = x;
+        }
+    }
 }
 
-/// `x[start..start + n]`, writable.
-fn sub_mut<B: Backend>(x: B::Mut<'_>, start: usize, n: usize) -> B::Mut<'_> {
-    B::split_mut(B::split_mut(x, start).1, n).0
+/// Where every tensor of a configuration's layout lives, looked up once per pass.
+struct Index {
+    emb: Range<usize>,
+    /// Per layer: `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`.
+    layers: Vec<[Range<usize>; 4]>,
+    dec_w: Range<usize>,
+    dec_b: Range<usize>,
+}
+
+impl Index {
+    fn of(c: &LstmConfig) -> Index {
+        let layout = lstm_layout(c);
+        let r = |name: &str| range_of(&layout, name);
+        Index {
+            emb: r("embedding.weight"),
+            layers: (0..c.num_layers)
+                .map(|l| {
+                    ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+                        .map(|t| r(&format!("lstm.{t}_l{l}")))
+                })
+                .collect(),
+            dec_w: r("decoder.weight"),
+            dec_b: r("decoder.bias"),
+        }
+    }
+}
+
+/// Elements `r` of a view.
+fn at<'a, B: Backend>(x: B::Ref<'a>, r: &Range<usize>) -> B::Ref<'a> {
+    B::sub(x, r.start, r.len())
+}
+
+/// Elements `r` of a writable view.
+fn at_mut<'a, B: Backend>(x: B::Mut<'a>, r: &Range<usize>) -> B::Mut<'a> {
+    B::split_mut(B::split_mut(x, r.start).1, r.len()).0
 }
 
 impl Lstm<Cpu> {
@@ -225,12 +264,6 @@ impl Lstm<Cpu> {
         }
         (self.config, self.params) = (c, params);
     }
-
-    /// The same model on another backend.
-    pub fn to_backend<C: Backend>(self, backend: C) -> Lstm<C> {
-        let params = backend.upload(&self.params);
-        Lstm { config: self.config, backend, params }
-    }
 }
 
 impl<B: Backend> Lstm<B> {
@@ -244,18 +277,6 @@ impl<B: Backend> Lstm<B> {
         self.backend.zeros(lstm_params(&self.config))
     }
 
-    /// Tensor `name` of the parameters (or of a buffer in their layout).
-    fn tensor<'a>(&self, x: B::Ref<'a>, name: &str) -> B::Ref<'a> {
-        let r = range_of(&lstm_layout(&self.config), name);
-        B::sub(x, r.start, r.len())
-    }
-
-    /// Tensor `name` of a buffer in the parameters' layout, writable.
-    fn tensor_mut<'a>(&self, x: B::Mut<'a>, name: &str) -> B::Mut<'a> {
-        let r = range_of(&lstm_layout(&self.config), name);
-        sub_mut::<B>(x, r.start, r.len())
-    }
-
     /// The top layer's states at batch-major rows (`row = seq·T + step`), `[rows, H]`, on the
     /// host.
     pub fn hidden_rows(&self, a: &LstmActs<B>, rows: &[usize]) -> Vec<f32> {
@@ -264,61 +285,82 @@ impl<B: Backend> Lstm<B> {
     }
 
     pub fn activations(&self, b: usize, t: usize) -> LstmActs<B> {
-        let (c, n, be) = (&self.config, b * t, &self.backend);
-        let (l, h, wide) = (c.num_layers, c.hidden_size, c.n_embd.max(c.hidden_size));
-        let per_layer = |w: usize| (0..l).map(|_| be.zeros(n * w)).collect();
-        LstmActs {
-            b,
-            t,
-            ids: vec![0; n],
-            targets: vec![IGNORE; n],
-            x: be.zeros(n * c.n_embd),
-            gates: per_layer(4 * h),
-            c: per_layer(h),
-            h: per_layer(h),
-            logits: be.zeros(n.min(CHUNK) * c.vocab_size),
-            dg: be.zeros(n * 4 * h),
-            dh: be.zeros(n * wide),
-            dx: be.zeros(n * wide),
-            dh_next: be.zeros(b * h),
-            dc_next: be.zeros(b * h),
+        let (c, be) = (&self.config, &self.backend);
+        let per_layer = || (0..c.num_layers).map(|_| be.zeros(0)).collect();
+        let mut a = LstmActs {
+            b: 0,
+            t: 0,
+            ids: vec![],
+            targets: vec![],
+            x: be.zeros(0),
+            gates: per_layer(),
+            c: per_layer(),
+            h: per_layer(),
+            logits: be.zeros(0),
+            dg: be.zeros(0),
+            dh: be.zeros(0),
+            dx: be.zeros(0),
+            dc_next: be.zeros(0),
+        };
+        self.reshape(&mut a, b, t);
+        a
+    }
+
+    /// Sizes `a` for `b` sequences of `t` tokens, reusing its memory (fine-tuning's batches
+    /// vary in both; no reallocation once sized for the largest).
+    pub fn reshape(&self, a: &mut LstmActs<B>, b: usize, t: usize) {
+        let (c, be, n) = (&self.config, &self.backend, b * t);
+        let (h, wide) = (c.hidden_size, c.n_embd.max(c.hidden_size));
+        (a.b, a.t) = (b, t);
+        a.ids.resize(n, 0);
+        a.targets.resize(n, IGNORE);
+        be.resize(&mut a.x, n * c.n_embd);
+        for l in 0..c.num_layers {
+            be.resize(&mut a.gates[l], n * 4 * h);
+            be.resize(&mut a.c[l], n * h);
+            be.resize(&mut a.h[l], n * h);
         }
+        be.resize(&mut a.logits, n.min(CHUNK) * c.vocab_size);
+        be.resize(&mut a.dg, n * 4 * h);
+        be.resize(&mut a.dh, n * wide);
+        be.resize(&mut a.dx, n * wide);
+        be.resize(&mut a.dc_next, b * h);
     }
 
     /// The forward pass of `ids` (`[B, T]`, batch-major as given) up to the top layer's states.
     pub fn forward(&self, a: &mut LstmActs<B>, ids: &[u32]) -> Result<()> {
         let (c, be, b, t) = (&self.config, &self.backend, a.b, a.t);
         let (e, h, n) = (c.n_embd, c.hidden_size, a.b * a.t);
-        for s in 0..b {
-            for step in 0..t {
-                let id = ids[s * t + step];
-                if id as usize >= c.vocab_size {
-                    return Err(Error::Vocab(format!(
-                        "token id {id} is not below the LSTM's vocab_size {}",
-                        c.vocab_size
-                    )));
-                }
-                a.ids[step * b + s] = id;
-            }
+        if ids.len() != n {
+            return Err(Error::Vocab(format!(
+                "{} token ids for a pass of {b} × {t} (the LSTM's activations)",
+                ids.len()
+            )));
         }
-        let p = self.params.r();
-        be.embedding_forward(a.x.w(), self.tensor(p, "embedding.weight"), &a.ids, e);
-        for l in 0..c.num_layers {
+        if let Some(id) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+            return Err(Error::Vocab(format!(
+                "token id {id} is not below the LSTM's vocab_size {}",
+                c.vocab_size
+            )));
+        }
+        let mut tm = std::mem::take(&mut a.ids);
+        a.to_time_major(&mut tm, ids);
+        a.ids = tm;
+        let (ix, p) = (Index::of(c), self.params.r());
+        be.embedding_forward(a.x.w(), at::<B>(p, &ix.emb), &a.ids, e);
+        for (l, [wih, whh, bih, bhh]) in ix.layers.iter().enumerate() {
             let (below, above) = a.h.split_at_mut(l);
             let (inp, k) = if l == 0 { (a.x.r(), e) } else { (below[l - 1].r(), h) };
-            let wih = self.tensor(p, &format!("lstm.weight_ih_l{l}"));
-            let whh = self.tensor(p, &format!("lstm.weight_hh_l{l}"));
-            let bih = self.tensor(p, &format!("lstm.bias_ih_l{l}"));
-            let bhh = self.tensor(p, &format!("lstm.bias_hh_l{l}"));
+            let (wih, whh) = (at::<B>(p, wih), at::<B>(p, whh));
             let (g, cs, hs) = (&mut a.gates[l], &mut a.c[l], &mut above[0]);
             // Gx = X · W_ihᵀ + b_ih + b_hh for every step at once          [T·B, 4H]
             be.matmul(g.w(), inp, false, wih, true, n, 4 * h, k, false);
-            be.add_biases(g.w(), bih, bhh);
+            be.add_biases(g.w(), at::<B>(p, bih), at::<B>(p, bhh));
             for step in 0..t {
                 if step > 0 {
                     // G_t += h_{t-1} · W_hhᵀ                                     [B, 4H]
                     let hp = B::sub(hs.r(), (step - 1) * b * h, b * h);
-                    let gt = sub_mut::<B>(g.w(), step * b * 4 * h, b * 4 * h);
+                    let gt = at_mut::<B>(g.w(), &(step * b * 4 * h..(step + 1) * b * 4 * h));
                     be.matmul(gt, hp, false, whh, true, b, 4 * h, h, true);
                 }
                 be.lstm_cell_forward(g.w(), cs.w(), hs.w(), step, b, h);
@@ -344,12 +386,10 @@ impl<B: Backend> Lstm<B> {
 
     /// Lays `targets` (`[B, T]`, batch-major) out time-major.
     fn set_targets(a: &mut LstmActs<B>, targets: &[u32]) {
-        let (b, t) = (a.b, a.t);
-        for s in 0..b {
-            for step in 0..t {
-                a.targets[step * b + s] = targets[s * t + step];
-            }
-        }
+        assert_eq!(targets.len(), a.b * a.t, "targets for the pass's [B, T]");
+        let mut tm = std::mem::take(&mut a.targets);
+        a.to_time_major(&mut tm, targets);
+        a.targets = tm;
     }
 
     /// The output layer and cross-entropy of `targets` (`[B, T]`) scaled by `scale`: the
@@ -366,11 +406,11 @@ impl<B: Backend> Lstm<B> {
         let (c, be) = (&self.config, &self.backend);
         let (h, n) = (c.hidden_size, a.b * a.t);
         Self::set_targets(a, targets);
-        let p = self.params.r();
-        let (w, bias) = (self.tensor(p, "decoder.weight"), self.tensor(p, "decoder.bias"));
+        let (ix, p) = (Index::of(c), self.params.r());
+        let (w, bias) = (at::<B>(p, &ix.dec_w), at::<B>(p, &ix.dec_b));
         // decoder.weight is followed by decoder.bias: one split gives both gradients.
-        let r = range_of(&lstm_layout(c), "decoder.weight");
-        let (dw, db) = B::split_mut(B::split_mut(grads.w(), r.start).1, r.len());
+        let (dw, db) =
+            B::split_mut(at_mut::<B>(grads.w(), &(ix.dec_w.start..ix.dec_b.end)), ix.dec_w.len());
         let top = a.h[c.num_layers - 1].r();
         let dh = B::split_mut(a.dh.w(), n * h).0;
         be.crossentropy_forward_backward(
@@ -402,47 +442,36 @@ impl<B: Backend> Lstm<B> {
     pub fn backward(&self, a: &mut LstmActs<B>, grads: &mut B::Buf) {
         let (c, be, b, t) = (&self.config, &self.backend, a.b, a.t);
         let (e, h, n) = (c.n_embd, c.hidden_size, a.b * a.t);
-        let p = self.params.r();
+        let (ix, p) = (Index::of(c), self.params.r());
         // Top layer first; each layer's input gradient (dx) becomes the next one's dh.
-        for l in (0..c.num_layers).rev() {
+        for (l, [rih, rhh, rbi, rbh]) in ix.layers.iter().enumerate().rev() {
             let k = if l == 0 { e } else { h };
-            let wih = self.tensor(p, &format!("lstm.weight_ih_l{l}"));
-            let whh = self.tensor(p, &format!("lstm.weight_hh_l{l}"));
+            let (wih, whh) = (at::<B>(p, rih), at::<B>(p, rhh));
             let (g, cs, hs) = (a.gates[l].r(), a.c[l].r(), a.h[l].r());
-            be.fill(a.dh_next.w(), 0.0);
             be.fill(a.dc_next.w(), 0.0);
             for step in (0..t).rev() {
-                // dG_t from ∂L/∂h_t + dG_{t+1} · W_hh and ∂L/∂c_t                 [B, 4H]
-                be.lstm_cell_backward(
-                    a.dg.w(),
-                    a.dc_next.w(),
-                    a.dh_next.r(),
-                    a.dh.r(),
-                    g,
-                    cs,
-                    step,
-                    b,
-                    h,
-                );
-                // dh_{t-1} = dG_t · W_hh                                            [B, H]
-                let dgt = B::sub(a.dg.r(), step * b * 4 * h, b * 4 * h);
-                be.matmul(a.dh_next.w(), dgt, false, whh, false, b, h, 4 * h, false);
+                // dG_t from ∂L/∂h_t (its own and the next step's) and ∂L/∂c_t       [B, 4H]
+                be.lstm_cell_backward(a.dg.w(), a.dc_next.w(), a.dh.r(), g, cs, step, b, h);
+                if step > 0 {
+                    // ∂L/∂h_{t-1} += dG_t · W_hh                                     [B, H]
+                    let dgt = B::sub(a.dg.r(), step * b * 4 * h, b * 4 * h);
+                    let prev = at_mut::<B>(a.dh.w(), &((step - 1) * b * h..step * b * h));
+                    be.matmul(prev, dgt, false, whh, false, b, h, 4 * h, true);
+                }
             }
             // Weight gradients over all steps at once.
             if t > 1 {
                 // dW_hh += dG[1..]ᵀ · H[..T-1]                                       [4H, H]
                 let dg1 = B::sub(a.dg.r(), b * 4 * h, (n - b) * 4 * h);
                 let h0 = B::sub(hs, 0, (n - b) * h);
-                let dwhh = self.tensor_mut(grads.w(), &format!("lstm.weight_hh_l{l}"));
-                be.matmul(dwhh, dg1, true, h0, false, 4 * h, h, n - b, true);
+                be.matmul(at_mut::<B>(grads.w(), rhh), dg1, true, h0, false, 4 * h, h, n - b, true);
             }
             // dW_ih += dGᵀ · X                                                      [4H, k]
             let inp = if l == 0 { a.x.r() } else { a.h[l - 1].r() };
-            let dwih = self.tensor_mut(grads.w(), &format!("lstm.weight_ih_l{l}"));
-            be.matmul(dwih, a.dg.r(), true, inp, false, 4 * h, k, n, true);
+            be.matmul(at_mut::<B>(grads.w(), rih), a.dg.r(), true, inp, false, 4 * h, k, n, true);
             // Both biases are added to every step's gates: the same gradient, the column sums.
-            for name in [format!("lstm.bias_ih_l{l}"), format!("lstm.bias_hh_l{l}")] {
-                be.bias_backward(self.tensor_mut(grads.w(), &name), a.dg.r(), n);
+            for r in [rbi, rbh] {
+                be.bias_backward(at_mut::<B>(grads.w(), r), a.dg.r(), n);
             }
             // dX = dG · W_ih                                                        [T·B, k]
             let dx = B::split_mut(a.dx.w(), n * k).0;
@@ -450,42 +479,38 @@ impl<B: Backend> Lstm<B> {
             std::mem::swap(&mut a.dh, &mut a.dx);
         }
         // The embedding rows, in time-major row order.
-        let demb = self.tensor_mut(grads.w(), "embedding.weight");
+        let demb = at_mut::<B>(grads.w(), &ix.emb);
         be.embedding_backward(demb, B::split(a.dh.r(), n * e).0, &a.ids, e);
     }
 
     /// log p(targets) (`[B, T]`, batch-major; 0 for [`IGNORE`]) after [`Lstm::forward`]: the
     /// output layer in row chunks (the `[T·B, V]` logits never exist whole).
     pub fn logprobs(&self, a: &mut LstmActs<B>, targets: &[u32]) -> Vec<f32> {
-        let (c, b, t) = (&self.config, a.b, a.t);
+        let (c, n) = (&self.config, a.b * a.t);
         Self::set_targets(a, targets);
-        let p = self.params.r();
-        let (w, bias) = (self.tensor(p, "decoder.weight"), self.tensor(p, "decoder.bias"));
-        let mut tm = vec![0.0f32; b * t];
+        let (ix, p) = (Index::of(c), self.params.r());
+        let (w, bias) = (at::<B>(p, &ix.dec_w), at::<B>(p, &ix.dec_b));
+        let mut tm = vec![0.0f32; n];
         let top = a.h[c.num_layers - 1].r();
         self.backend.logprobs(&mut tm, a.logits.w(), top, w, Some(bias), &a.targets, c.hidden_size);
-        (0..b * t).map(|r| tm[a.time_major(r)]).collect()
+        (0..n).map(|r| tm[a.time_major(r)]).collect()
     }
 
-    /// The output layer's logits after [`Lstm::forward`], batch-major `[B, T, V]`, on the host
-    /// (tests and small inputs: the whole `[T·B, V]` matrix).
+    /// The output layer's logits after [`Lstm::forward`], batch-major `[B, T, V]`, on the host.
+    /// For tests and small inputs: it makes the whole `[T·B, V]` matrix.
     pub fn logits(&self, a: &LstmActs<B>) -> Vec<f32> {
-        let (c, be, b, t) = (&self.config, &self.backend, a.b, a.t);
+        let (c, be, n) = (&self.config, &self.backend, a.b * a.t);
         let (h, v) = (c.hidden_size, c.vocab_size);
-        let p = self.params.r();
-        let w = self.tensor(p, "decoder.weight");
-        let bias = be.download(self.tensor(p, "decoder.bias")).into_owned();
-        let mut buf = be.zeros(b * t * v);
-        be.matmul(buf.w(), a.h[c.num_layers - 1].r(), false, w, true, b * t, v, h, false);
+        let (ix, p) = (Index::of(c), self.params.r());
+        let bias = be.download(at::<B>(p, &ix.dec_b)).into_owned();
+        let mut buf = be.zeros(n * v);
+        let top = a.h[c.num_layers - 1].r();
+        be.matmul(buf.w(), top, false, at::<B>(p, &ix.dec_w), true, n, v, h, false);
         let tm = be.download(buf.r());
-        let mut out = vec![0.0f32; b * t * v];
-        for s in 0..b {
-            for step in 0..t {
-                let (src, dst) = ((step * b + s) * v, (s * t + step) * v);
-                for j in 0..v {
-                    out[dst + j] = tm[src + j] + bias[j];
-                }
-            }
+        let mut out = vec![0.0f32; n * v];
+        for (r, row) in out.chunks_mut(v).enumerate() {
+            let src = &tm[a.time_major(r) * v..][..v];
+            row.iter_mut().zip(src.iter().zip(&bias)).for_each(|(o, (x, b))| *o = x + b);
         }
         out
     }

@@ -103,10 +103,11 @@ pub fn lstm_scores(
     batch_size: usize,
 ) -> Result<Vec<Vec<f32>>> {
     let mut out = Vec::with_capacity(data.len());
+    let mut acts = model.activations(0, 0);
     for chunk in data.chunks(batch_size.max(1)) {
         let refs: Vec<&Prepared> = chunk.iter().collect();
         let b = batch(&refs);
-        let mut acts = model.activations(b.n_seq, b.len);
+        model.reshape(&mut acts, b.n_seq, b.len);
         model.forward(&mut acts, &b.ids)?;
         let (rows, items) = extract_rows(&b.items);
         out.extend(head.forward(&model.hidden_rows(&acts, &rows), &items));

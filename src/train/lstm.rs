@@ -42,11 +42,10 @@ impl<B: Backend> LstmTrainer<B> {
         LstmTrainer { grads: model.zeros_like_params(), model, opt, acts, dist: None }
     }
 
-    /// Activations for `b` sequences of `t` tokens (fine-tuning's batches vary in both).
+    /// Activations for `b` sequences of `t` tokens (fine-tuning's batches vary in both; the
+    /// memory is reused).
     pub fn resize(&mut self, b: usize, t: usize) {
-        if (self.acts.b, self.acts.t) != (b, t) {
-            self.acts = self.model.activations(b, t);
-        }
+        self.model.reshape(&mut self.acts, b, t);
     }
 
     /// One update on `ids`/`targets` (`[n, t]`, in passes of the trainer's micro-batch, the
@@ -98,18 +97,13 @@ impl<B: Backend> LstmTrainer<B> {
         let (b, t) = (self.acts.b, self.acts.t);
         let (mut total, mut count) = (0.0f64, 0usize);
         for (ic, tc) in ids.chunks(b * t).zip(targets.chunks(b * t)) {
-            let rows = ic.len() / t;
-            let mut small;
-            let acts = if rows == b {
-                &mut self.acts
-            } else {
-                small = self.model.activations(rows, t);
-                &mut small
-            };
-            if self.model.forward(acts, ic).is_err() {
-                return f64::NAN;
+            // The last chunk may hold fewer windows.
+            self.model.reshape(&mut self.acts, ic.len() / t, t);
+            if self.model.forward(&mut self.acts, ic).is_err() {
+                total = f64::NAN;
+                break;
             }
-            let lp = self.model.logprobs(acts, tc);
+            let lp = self.model.logprobs(&mut self.acts, tc);
             for (&x, &tg) in lp.iter().zip(tc) {
                 if tg != IGNORE {
                     total -= x as f64;
@@ -117,6 +111,7 @@ impl<B: Backend> LstmTrainer<B> {
                 }
             }
         }
+        self.model.reshape(&mut self.acts, b, t);
         total / count.max(1) as f64
     }
 
