@@ -66,6 +66,33 @@ pub fn any(comm: &dyn Collective, flag: bool) -> bool {
     x[0] > 0.0
 }
 
+/// The passes (micro-batches) of a step this process runs: all of them alone, its [`share`]
+/// as a rank of `comm` (the passes must split evenly: the drivers check it).
+pub fn passes_of(comm: Option<&dyn Collective>, passes: usize) -> Range<usize> {
+    match comm {
+        Some(c) => {
+            assert!(passes.is_multiple_of(c.world()), "passes must split evenly over ranks");
+            share(passes, c.rank(), c.world())
+        }
+        None => 0..passes,
+    }
+}
+
+/// Sums a step's gradients and loss sum over the ranks of `comm` (nothing alone).
+pub fn sum_step<B: crate::backend::Backend>(
+    be: &B,
+    comm: Option<&dyn Collective>,
+    grads: B::Mut<'_>,
+    nll: &mut f64,
+) {
+    if let Some(c) = comm {
+        be.all_reduce_sum(grads, c);
+        let mut s = [*nll];
+        c.all_reduce_f64(&mut s);
+        *nll = s[0];
+    }
+}
+
 /// The contiguous passes (micro-batches) of `passes` that rank `rank` of `world` runs.
 pub fn share(passes: usize, rank: usize, world: usize) -> Range<usize> {
     let per = passes / world;
@@ -118,6 +145,19 @@ pub fn check_same(comm: &dyn Collective, what: &str, desc: &str) -> Result<()> {
         "rank {} has other {what} than rank 0 ({diffs}): every rank must run the same command",
         comm.rank()
     )))
+}
+
+/// How long ranks wait for each other at start-up: `GPT1_DIST_TIMEOUT` seconds (default 300).
+pub fn startup_timeout() -> Result<std::time::Duration> {
+    let Ok(v) = std::env::var("GPT1_DIST_TIMEOUT") else {
+        return Ok(std::time::Duration::from_secs(300));
+    };
+    match v.trim().parse::<u64>() {
+        Ok(s) if s > 0 => Ok(std::time::Duration::from_secs(s)),
+        _ => Err(Error::Distributed(format!(
+            "GPT1_DIST_TIMEOUT={v:?}: give a whole number of seconds, at least 1"
+        ))),
+    }
 }
 
 /// Runs `f` (the first collective), ending this process with a clear message when it has not
@@ -249,8 +289,8 @@ mod mpi_world {
     unsafe impl Send for Mpi {}
     unsafe impl Sync for Mpi {}
 
-    /// Largest count of one MPI call (its counts are C ints).
-    const CHUNK: usize = 1 << 26;
+    /// Values per MPI call: bounds the send copy (16 MiB) well inside MPI's C-int counts.
+    const CHUNK: usize = 1 << 22;
 
     impl Mpi {
         /// Initialises MPI; `None` when it was initialised already.

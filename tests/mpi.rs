@@ -186,3 +186,29 @@ fn a_rank_that_never_joins_times_out() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("did not join within 3 s"), "{err}");
 }
+
+#[test]
+fn ranks_that_start_from_other_weights_stop_the_job() {
+    // The same command line (a relative --init) run in two folders holding other weights, as
+    // on two machines without a shared filesystem: the ranks compare their weights first.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write_cycle_data(d);
+    for (dir, seed) in [("a", "1"), ("b", "2")] {
+        std::fs::create_dir(d.join(dir)).unwrap();
+        single(&args(d, &format!("{dir}/init"), &["--steps", "1", "--seed", seed]));
+    }
+    let mut apps = vec![];
+    for dir in ["a", "b"] {
+        let mut a = args(d, "run", &["--init", "init/final"]);
+        let at = a.iter().position(|x| x == "--out").unwrap();
+        a[at + 1] = "run".into();
+        let mut app: Vec<String> = ["-np", "1", "-wdir", s(&d.join(dir))].map(String::from).into();
+        app.extend(rank("1", &a).into_iter().skip(2));
+        apps.push(app);
+    }
+    let out = mpirun(&apps);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("other weights than rank 0"), "{err}");
+}

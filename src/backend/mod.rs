@@ -104,6 +104,10 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn sub<'a>(x: Self::Ref<'a>, start: usize, n: usize) -> Self::Ref<'a> {
         Self::split(Self::split(x, start).1, n).0
     }
+    /// Elements `start..start + n` of a writable view.
+    fn sub_mut<'a>(x: Self::Mut<'a>, start: usize, n: usize) -> Self::Mut<'a> {
+        Self::split_mut(Self::split_mut(x, start).1, n).0
+    }
     /// A shorter-lived writable view of the same elements.
     fn reborrow<'s>(x: &'s mut Self::Mut<'_>) -> Self::Mut<'s>;
     fn fill(&self, x: Self::Mut<'_>, v: f32);

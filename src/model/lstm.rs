@@ -220,7 +220,7 @@ fn at<'a, B: Backend>(x: B::Ref<'a>, r: &Range<usize>) -> B::Ref<'a> {
 
 /// Elements `r` of a writable view.
 fn at_mut<'a, B: Backend>(x: B::Mut<'a>, r: &Range<usize>) -> B::Mut<'a> {
-    B::split_mut(B::split_mut(x, r.start).1, r.len()).0
+    B::sub_mut(x, r.start, r.len())
 }
 
 impl Lstm<Cpu> {

@@ -3,9 +3,10 @@
 //! loop only: batching, evaluation and checkpoints live in [`crate::tasks`]; the step is
 //! [`Trainer::step`].
 
-use super::finetune_state::{self, FinetuneSpec, LoopState, data_hash, weights_hash};
+use super::finetune_state::{self, FinetuneSpec, LoopState, data_hash};
 use super::net::Net;
 use super::rundir;
+use super::rundir::weights_hash;
 use super::schedule::Schedule;
 use super::trainer::TaskObjective;
 use super::tuner::Tuner;

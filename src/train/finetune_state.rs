@@ -19,10 +19,7 @@ use std::path::{Path, PathBuf};
 const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
-/// [`super::rundir::fnv1a`] over 64-bit words (little-endian).
-fn fnv(words: impl Iterator<Item = u64>) -> String {
-    super::rundir::fnv1a(words.flat_map(u64::to_le_bytes))
-}
+use super::rundir::fnv_words as fnv;
 
 /// The identity of prepared examples: their token ids and targets, in order.
 pub fn data_hash(p: &[Prepared]) -> String {
@@ -31,11 +28,6 @@ pub fn data_hash(p: &[Prepared]) -> String {
         let target = format!("{:?}", e.target).into_bytes().into_iter().map(u64::from);
         ids.chain(std::iter::once(u64::MAX)).chain(target).collect::<Vec<_>>()
     }))
-}
-
-/// The identity of a model's initial weights.
-pub fn weights_hash(params: &[f32]) -> String {
-    fnv(params.iter().map(|x| x.to_bits() as u64))
 }
 
 /// Everything that fixes a fine-tuning run's weights; recorded at its start, compared on

@@ -2,17 +2,13 @@
 //! global-norm clipping, AdamW with decoupled weight decay on the matrices (not the biases), as
 //! the Transformer's step does; on any [`Backend`].
 
-use super::optim::{AdamW, clip_coef};
+use super::optim::{AdamW, clip_checked};
 use super::trainer::{StepStats, TaskObjective};
 use crate::backend::{Backend, Cpu, DeviceBuf};
 use crate::error::{Error, Result};
 use crate::kernels::crossentropy::IGNORE;
-use crate::kernels::dropout::Dropout;
-use crate::kernels::reduce::sum_squares;
-use crate::kernels::rng::{derive, stream};
 use crate::model::lstm::{Lstm, LstmActs, lstm_layout};
-use crate::tasks::Target;
-use crate::tasks::head::{Item, extract_rows};
+use crate::tasks::head::Item;
 
 pub struct LstmTrainer<B: Backend = Cpu> {
     pub model: Lstm<B>,
@@ -65,14 +61,7 @@ impl<B: Backend> LstmTrainer<B> {
         let scale = 1.0 / tokens.max(1) as f32;
         let chunk = self.acts.b * self.acts.t;
         let mut nll = 0.0f64;
-        let passes = ids.len().div_ceil(chunk);
-        let mine = match &self.dist {
-            Some(d) => {
-                assert!(passes.is_multiple_of(d.world()), "passes must split evenly over ranks");
-                crate::dist::share(passes, d.rank(), d.world())
-            }
-            None => 0..passes,
-        };
+        let mine = crate::dist::passes_of(self.dist.as_deref(), ids.len().div_ceil(chunk));
         for (i, tg) in
             ids.chunks(chunk).zip(targets.chunks(chunk)).skip(mine.start).take(mine.len())
         {
@@ -80,14 +69,9 @@ impl<B: Backend> LstmTrainer<B> {
             nll += self.model.lm_head(&mut self.acts, tg, &mut self.grads, scale);
             self.model.backward(&mut self.acts, &mut self.grads);
         }
-        if let Some(d) = &self.dist {
-            be.all_reduce_sum(self.grads.w(), d.as_ref());
-            let mut s = [nll];
-            d.all_reduce_f64(&mut s);
-            nll = s[0];
-        }
+        crate::dist::sum_step(&be, self.dist.as_deref(), self.grads.w(), &mut nll);
         let loss = nll / tokens.max(1) as f64;
-        let grad_norm = clip_together(&be, &mut self.grads, &mut [], loss, clip, step)?;
+        let grad_norm = clip_checked(&be, &mut self.grads, &mut [], clip, loss, step)?;
         self.opt.step(&mut self.model.params, &self.grads, lr);
         Ok(LstmStep { loss, grad_norm, tokens })
     }
@@ -133,10 +117,9 @@ impl<B: Backend> LstmTrainer<B> {
         step: u64,
     ) -> Result<StepStats> {
         let (loss, lm_loss, task_loss, tokens) = self.gradients_task(task, ids, lm, items, key)?;
-        let (_, grad) = task.head_and_grad();
-        let be = self.model.backend.clone();
+        let be = &self.model.backend;
         let grad_norm =
-            clip_together(&be, &mut self.grads, &mut [&mut grad.w, &mut grad.b], loss, clip, step)?;
+            clip_checked(be, &mut self.grads, &mut task.grad_parts(), clip, loss, step)?;
         self.opt.step(&mut self.model.params, &self.grads, lr);
         task.update(lr);
         Ok(StepStats { loss, lm_loss, task_loss: Some(task_loss), grad_norm, tokens })
@@ -168,50 +151,14 @@ impl<B: Backend> LstmTrainer<B> {
             0.0
         };
         // The head reads the extract rows on the host and returns ∂L/∂h at them.
-        let (rows, ritems) = extract_rows(items);
         let h = self.model.config.hidden_size;
-        let hidden = self.model.hidden_rows(&self.acts, &rows);
-        let n_items = items.iter().filter(|it| it.target != Target::None).count().max(1);
-        let drop = match key {
-            Some(k) if task.clf_dropout > 0.0 => {
-                Dropout { p: task.clf_dropout, key: derive(k, stream::HEAD_DROPOUT) }
-            }
-            _ => Dropout::OFF,
-        };
-        let (head, grad) = task.head_and_grad();
-        grad.w.fill(0.0);
-        grad.b.fill(0.0);
-        let mut dh_rows = vec![0.0f32; rows.len() * h];
-        let task_sum =
-            head.loss_backward(grad, &hidden, &ritems, drop, 1.0 / n_items as f32, &mut dh_rows);
+        let (model, acts) = (&self.model, &self.acts);
+        let (task_sum, n_items, rows, dh_rows) =
+            task.backward(items, key, h, |rows| model.hidden_rows(acts, rows));
         self.model.add_dh_rows(&mut self.acts, &rows, &dh_rows);
         self.model.backward(&mut self.acts, &mut self.grads);
         let lm_loss = nll / counted.max(1) as f64;
         let task_loss = task_sum / n_items as f64;
         Ok((task_loss + lambda as f64 * lm_loss, lm_loss, task_loss, counted))
     }
-}
-
-/// The global norm of the body's gradients and a head's (host buffers), in order; a NaN or
-/// infinite loss or norm stops before any update (`Diverged`, as the Transformer's step);
-/// otherwise all are clipped together to at most `clip`.
-fn clip_together<B: Backend>(
-    be: &B,
-    body: &mut B::Buf,
-    head: &mut [&mut Vec<f32>],
-    loss: f64,
-    clip: f32,
-    step: u64,
-) -> Result<f32> {
-    let sq = be.sum_squares(body.r()) + head.iter().map(|p| sum_squares(p)).sum::<f64>();
-    let norm = sq.sqrt() as f32;
-    if !loss.is_finite() || !norm.is_finite() {
-        let loss = if loss.is_finite() { norm as f64 } else { loss };
-        return Err(Error::Diverged { step, loss });
-    }
-    if let Some(f) = clip_coef(norm, clip) {
-        be.scale(body.w(), f);
-        head.iter_mut().flat_map(|p| p.iter_mut()).for_each(|g| *g *= f);
-    }
-    Ok(norm)
 }

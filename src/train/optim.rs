@@ -3,6 +3,8 @@
 //! moments live on the backend, beside the parameters.
 
 use crate::backend::{AdamStep, Backend, Cpu, DeviceBuf};
+use crate::error::{Error, Result};
+use crate::kernels::reduce::sum_squares;
 use crate::model::{Config, params::layout};
 use std::ops::Range;
 
@@ -72,27 +74,42 @@ impl<B: Backend> AdamW<B> {
             let shrink = if *decay { 1.0 - lr * self.weight_decay } else { 1.0 };
             let h = AdamStep { beta1: b1, beta2: b2, eps: self.eps, step_size, bc2_sqrt, shrink };
             let (p, m, v) = (
-                range_mut::<B>(params.w(), r),
-                range_mut::<B>(self.m.w(), r),
-                range_mut::<B>(self.v.w(), r),
+                B::sub_mut(params.w(), r.start, r.len()),
+                B::sub_mut(self.m.w(), r.start, r.len()),
+                B::sub_mut(self.v.w(), r.start, r.len()),
             );
             self.backend.adamw(p, B::sub(grads.r(), r.start, r.len()), m, v, h);
         }
     }
 }
 
-fn range_mut<'a, B: Backend>(x: B::Mut<'a>, r: &Range<usize>) -> B::Mut<'a> {
-    B::split_mut(B::split_mut(x, r.start).1, r.len()).0
-}
-
-/// The global L2 norm of `grads` (before clipping); scales them to at most `max_norm` when
-/// `max_norm > 0`, as `torch.nn.utils.clip_grad_norm_` does.
-pub fn clip_grad_norm<B: Backend>(be: &B, grads: &mut B::Buf, max_norm: f32) -> f32 {
-    let norm = be.sum_squares(grads.r()).sqrt() as f32;
-    if let Some(coef) = clip_coef(norm, max_norm) {
-        be.scale(grads.w(), coef);
+/// The end of a step's gradients: their global L2 norm over a body's buffer and a head's host
+/// buffers (in that order); a NaN or infinite `loss` or norm stops the step (`Diverged`, named
+/// `step`) before any update; otherwise all are scaled together to a norm of at most `max_norm`
+/// (0: no clipping), as `torch.nn.utils.clip_grad_norm_` over all parameters does. Returns the
+/// norm before clipping.
+pub fn clip_checked<B: Backend>(
+    be: &B,
+    body: &mut B::Buf,
+    head: &mut [&mut Vec<f32>],
+    max_norm: f32,
+    loss: f64,
+    step: u64,
+) -> Result<f32> {
+    let mut sq = be.sum_squares(body.r());
+    for p in head.iter() {
+        sq += sum_squares(p);
     }
-    norm
+    let norm = sq.sqrt() as f32;
+    if !loss.is_finite() || !norm.is_finite() {
+        let loss = if loss.is_finite() { norm as f64 } else { loss };
+        return Err(Error::Diverged { step, loss });
+    }
+    if let Some(coef) = clip_coef(norm, max_norm) {
+        be.scale(body.w(), coef);
+        head.iter_mut().flat_map(|p| p.iter_mut()).for_each(|g| *g *= coef);
+    }
+    Ok(norm)
 }
 
 /// The factor that brings a gradient of norm `norm` down to `max_norm` (`None`: leave it).

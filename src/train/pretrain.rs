@@ -310,9 +310,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     let lead = rank == 0;
     if let Some(c) = comm {
         // Every rank must run the same command; a rank that never gets here stops the job.
-        let timeout = std::time::Duration::from_secs(
-            std::env::var("GPT1_DIST_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(300),
-        );
+        let timeout = crate::dist::startup_timeout()?;
         crate::dist::within(timeout, rank, || {
             crate::dist::check_same(c, "settings", &format!("{opts:?}"))
         })?;
@@ -565,18 +563,20 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             None => Ok(()),
         }
     };
-    // Every rank holds the same weights (the same summed gradients, the same update); checked
-    // at each checkpoint, so a silent divergence cannot be saved.
-    let agree = |trainer: &dyn crate::train::net::LmTrainer| -> Result<()> {
+    // Every rank holds the same weights at the same step (the same summed gradients, the same
+    // update): checked at the start (another --init, another checkpoint found on resume) and at
+    // each checkpoint, so a silent divergence cannot be saved.
+    let agree = |trainer: &dyn crate::train::net::LmTrainer, step: u64| -> Result<()> {
         match comm {
             Some(c) => {
                 let p = trainer.host_params();
-                let h = rundir::fnv1a(bytemuck::cast_slice::<f32, u8>(&p).iter().copied());
-                crate::dist::check_same(c, "weights", &h)
+                let desc = format!("step: {step}, weights: {}", rundir::weights_hash(&p));
+                crate::dist::check_same(c, "weights", &desc)
             }
             None => Ok(()),
         }
     };
+    agree(trainer.as_ref(), start)?;
     for step in start..end {
         let t0 = Instant::now();
         let starts = sampler.starts(data_seed, step, opts.batch);
@@ -628,7 +628,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         };
         if (opts.save_every > 0 && done % opts.save_every == 0 || stop) && done != end {
             let dir = opts.out.join(format!("checkpoint-{done}"));
-            agree(trainer.as_ref())?;
+            agree(trainer.as_ref(), done)?;
             if lead {
                 trainer.save(&dir, &state_at(done), tok.as_ref())?;
                 rundir::prune_checkpoints(&opts.out, opts.keep_checkpoints)?;
@@ -653,8 +653,13 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     } else {
         opts.out.join("final")
     };
-    if end > start || !final_dir.exists() {
-        agree(trainer.as_ref())?;
+    // Whether to write final/ is the leader's call (the others may see another filesystem).
+    let mut write_final = end > start || !final_dir.exists();
+    if let Some(c) = comm {
+        write_final = crate::dist::any(c, lead && write_final);
+    }
+    if write_final {
+        agree(trainer.as_ref(), end)?;
         if lead {
             trainer.save(&final_dir, &state_at(end), tok.as_ref())?;
             rundir::prune_checkpoints(&opts.out, opts.keep_checkpoints)?;

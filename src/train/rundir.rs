@@ -68,6 +68,16 @@ pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> String {
     format!("{h:016x}")
 }
 
+/// [`fnv1a`] over 64-bit words (little-endian).
+pub fn fnv_words(words: impl Iterator<Item = u64>) -> String {
+    fnv1a(words.flat_map(u64::to_le_bytes))
+}
+
+/// The identity of a model's weights (a fine-tuning run's initial ones; the ranks' agreement).
+pub fn weights_hash(params: &[f32]) -> String {
+    fnv_words(params.iter().map(|x| x.to_bits() as u64))
+}
+
 /// Holds a run directory for one process: an exclusive lock on `DIR/.lock`, released when
 /// dropped or when the process dies (kill -9 included: the kernel drops the lock).
 pub struct RunLock {

@@ -3,12 +3,11 @@
 //! over body and head, the divergence check, AdamW. The drivers, the benchmarks and the tests
 //! all call [`Trainer::step`].
 
-use super::optim::{AdamW, clip_coef, clip_grad_norm};
+use super::optim::{AdamW, clip_checked};
 use crate::backend::{Backend, Cpu, DeviceBuf};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernels::crossentropy::IGNORE;
 use crate::kernels::dropout::Dropout;
-use crate::kernels::reduce::sum_squares;
 use crate::kernels::rng::{derive, stream};
 use crate::model::{Activations, Gpt};
 use crate::tasks::head::extract_rows;
@@ -35,10 +34,42 @@ impl TaskObjective {
         TaskObjective { grad: head.zeros_like(), head, opt_w, opt_b, aux_lm, clf_dropout }
     }
 
-    /// The head and its gradient buffer (zeroed by the caller each step), for a body other
-    /// than the Transformer's.
-    pub fn head_and_grad(&mut self) -> (&Head, &mut Head) {
-        (&self.head, &mut self.grad)
+    /// The head's gradient after a step's backward pass.
+    pub fn grad(&self) -> &Head {
+        &self.grad
+    }
+
+    /// The head's objective on the body's top states at the extract tokens of `items`
+    /// (`hidden(rows)` gathers them, `[rows.len(), d]`), the head's dropout drawn from the
+    /// pass's `key` (none without one): the head's gradient assigned; returns the task loss
+    /// sum, the labelled items it is the mean over, and the rows with ∂L/∂states at them.
+    pub fn backward(
+        &mut self,
+        items: &[Item],
+        key: Option<u64>,
+        d: usize,
+        hidden: impl FnOnce(&[usize]) -> Vec<f32>,
+    ) -> (f64, usize, Vec<usize>, Vec<f32>) {
+        let (rows, ritems) = extract_rows(items);
+        let hidden = hidden(&rows);
+        let n_items = items.iter().filter(|it| it.target != Target::None).count().max(1);
+        let drop = match key {
+            Some(key) if self.clf_dropout > 0.0 => {
+                Dropout { p: self.clf_dropout, key: derive(key, stream::HEAD_DROPOUT) }
+            }
+            _ => Dropout::OFF,
+        };
+        self.grad.w.fill(0.0);
+        self.grad.b.fill(0.0);
+        let mut dh = vec![0.0f32; rows.len() * d];
+        let scale = 1.0 / n_items as f32;
+        let sum = self.head.loss_backward(&mut self.grad, &hidden, &ritems, drop, scale, &mut dh);
+        (sum, n_items, rows, dh)
+    }
+
+    /// The head's gradient buffers (matrix, bias), for joint clipping.
+    pub(crate) fn grad_parts(&mut self) -> [&mut Vec<f32>; 2] {
+        [&mut self.grad.w, &mut self.grad.b]
     }
 
     /// AdamW on the head with its (clipped) gradient.
@@ -189,15 +220,8 @@ impl<B: Backend> Trainer<B> {
         let lm_scale = lm_weight / counted.max(1) as f32;
         be.fill(self.grads.w(), 0.0);
         let (mut nll, mut task_sum, mut n_items) = (0.0f64, None, 1);
-        let passes = n_seq / per_pass;
-        let mine = match &self.dist {
-            Some(d) => {
-                assert!(items.is_empty(), "data-parallel fine-tuning is not supported");
-                assert!(passes.is_multiple_of(d.world()), "passes must split evenly over ranks");
-                crate::dist::share(passes, d.rank(), d.world())
-            }
-            None => 0..passes,
-        };
+        assert!(items.is_empty() || self.dist.is_none(), "data-parallel fine-tuning");
+        let mine = crate::dist::passes_of(self.dist.as_deref(), n_seq / per_pass);
         for (k, (i, tg)) in
             ids.chunks(per_pass * len).zip(targets.chunks(per_pass * len)).enumerate()
         {
@@ -213,28 +237,11 @@ impl<B: Backend> Trainer<B> {
             let extra = match &mut self.task {
                 Some(task) => {
                     // The head reads the extract rows on the host and returns ∂L/∂h at them.
-                    let (rows, ritems) = extract_rows(items);
                     let d = self.model.config.n_embd;
-                    let hidden = be.gather_rows(self.acts.hidden(), &rows, d);
-                    n_items = items.iter().filter(|it| it.target != Target::None).count().max(1);
-                    let drop = match key {
-                        Some(key) if task.clf_dropout > 0.0 => {
-                            Dropout { p: task.clf_dropout, key: derive(key, stream::HEAD_DROPOUT) }
-                        }
-                        _ => Dropout::OFF,
-                    };
-                    task.grad.w.fill(0.0);
-                    task.grad.b.fill(0.0);
-                    let mut dh = vec![0.0f32; rows.len() * d];
-                    let scale = 1.0 / n_items as f32;
-                    task_sum = Some(task.head.loss_backward(
-                        &mut task.grad,
-                        &hidden,
-                        &ritems,
-                        drop,
-                        scale,
-                        &mut dh,
-                    ));
+                    let acts = &self.acts;
+                    let (sum, n, rows, dh) =
+                        task.backward(items, key, d, |rows| be.gather_rows(acts.hidden(), rows, d));
+                    (task_sum, n_items) = (Some(sum), n);
                     Some((rows, dh))
                 }
                 None => None,
@@ -243,12 +250,7 @@ impl<B: Backend> Trainer<B> {
             nll +=
                 self.model.backward(&mut self.acts, &mut self.grads, i, tg, key, lm_scale, extra);
         }
-        if let Some(d) = &self.dist {
-            be.all_reduce_sum(self.grads.w(), d.as_ref());
-            let mut s = [nll];
-            d.all_reduce_f64(&mut s);
-            nll = s[0];
-        }
+        crate::dist::sum_step(be, self.dist.as_deref(), self.grads.w(), &mut nll);
         let lm_loss = nll / counted.max(1) as f64;
         let task_loss = task_sum.map(|s| s / n_items as f64);
         let loss = match task_loss {
@@ -261,26 +263,6 @@ impl<B: Backend> Trainer<B> {
     /// The head's gradient after [`Trainer::gradients`] (fine-tuning).
     pub fn head_grad(&self) -> Option<&Head> {
         self.task.as_ref().map(|t| &t.grad)
-    }
-
-    /// Clips body and head together to a global norm of at most `clip` (0: no clipping), as
-    /// clipping all parameters together does; returns the norm before clipping.
-    fn clip(&mut self, clip: f32) -> f32 {
-        let be = &self.model.backend;
-        match &mut self.task {
-            None => clip_grad_norm(be, &mut self.grads, clip),
-            Some(t) => {
-                let sq = be.sum_squares(self.grads.r())
-                    + sum_squares(&t.grad.w)
-                    + sum_squares(&t.grad.b);
-                let norm = sq.sqrt() as f32;
-                if let Some(f) = clip_coef(norm, clip) {
-                    be.scale(self.grads.w(), f);
-                    t.grad.w.iter_mut().chain(t.grad.b.iter_mut()).for_each(|g| *g *= f);
-                }
-                norm
-            }
-        }
     }
 
     /// One optimizer step: [`Trainer::gradients`], clipping, the divergence check (a NaN or
@@ -300,11 +282,9 @@ impl<B: Backend> Trainer<B> {
     ) -> Result<StepStats> {
         let Losses { loss, lm_loss, task_loss, tokens } =
             self.gradients(ids, targets, len, items, key);
-        let grad_norm = self.clip(clip);
-        if !loss.is_finite() || !grad_norm.is_finite() {
-            let loss = if loss.is_finite() { grad_norm as f64 } else { loss };
-            return Err(Error::Diverged { step, loss });
-        }
+        let mut head = self.task.as_mut().map(|t| t.grad_parts());
+        let head = head.as_mut().map_or(&mut [][..], |h| &mut h[..]);
+        let grad_norm = clip_checked(&self.model.backend, &mut self.grads, head, clip, loss, step)?;
         self.opt.step(&mut self.model.params, &self.grads, lr);
         if let Some(t) = &mut self.task {
             t.update(lr);
