@@ -1,9 +1,11 @@
 //! The training benchmark: steps of the real trainer on random tokens, timed one by one.
 
 use crate::backend::{Backend, Cpu, Precision};
+use crate::error::Result;
 use crate::kernels::rng::{Rng, derive};
 use crate::model::{Config, Gpt, params::num_params};
 use crate::train::Trainer;
+use crate::train::net::{ArchConfig, Net};
 use crate::train::trainer::StepKey;
 use serde::Serialize;
 use std::time::Instant;
@@ -86,28 +88,37 @@ fn median(v: &mut [f64]) -> f64 {
     if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
 }
 
-/// Runs `warmup` untimed and `steps` timed training steps (dropout as configured, AdamW,
-/// clipping 1.0) on uniformly random tokens. MFU is relative to `peak_gflops` (default: what
-/// [`measure_peak_gflops`] measures now).
+/// Runs `warmup` untimed and `steps` timed training steps of either architecture (dropout as
+/// configured, AdamW, clipping 1.0) on uniformly random tokens: the step `gpt1 pretrain`
+/// takes. MFU is relative to `peak_gflops` (default: what [`measure_peak_gflops`] measures now).
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     name: &str,
-    config: Config,
+    config: ArchConfig,
     batch: usize,
     seq: usize,
     steps: usize,
     warmup: usize,
     peak_gflops: Option<f64>,
     precision: Precision,
-) -> TrainBench {
+) -> Result<TrainBench> {
     let threads = rayon::current_num_threads();
     let peak = peak_gflops.unwrap_or_else(measure_peak_gflops);
-    let flops_tok = train_flops_per_token(&config, seq);
-    let mut model = Gpt::init(config.clone(), 1);
-    model.backend = Cpu::new(precision);
-    let mut tr = Trainer::new(model, batch, seq, 0.01);
+    let (label, flops_tok, formula) = match &config {
+        ArchConfig::Transformer(c) => (
+            name.to_string(),
+            train_flops_per_token(c, seq),
+            "6*N + 12*L*T*d per token, N = 12*L*d^2 + V*d",
+        ),
+        ArchConfig::Lstm(c) => (
+            format!("lstm {}x{} (E {}, V {})", c.num_layers, c.hidden_size, c.n_embd, c.vocab_size),
+            lstm_flops_per_token(c),
+            "6*(sum_l 4H*(in_l + H) + V*H) per token",
+        ),
+    };
+    let mut tr = Net::init(&config, 1).trainer(batch, seq, 0.01, precision, None)?;
     let mut rng = Rng::new(7);
-    let v = config.vocab_size as u64;
+    let v = config.vocab_size() as u64;
     let (mut ids, mut tg) = (vec![0u32; batch * seq], vec![0u32; batch * seq]);
     let mut times = Vec::new();
     for s in 0..warmup + steps {
@@ -115,8 +126,7 @@ pub fn train(
         tg.iter_mut().for_each(|x| *x = rng.below(v) as u32);
         let t0 = Instant::now();
         let key = StepKey::PerMicroBatch(derive(3, s as u64));
-        tr.step(&ids, &tg, seq, &[], 1e-4, 1.0, key, s as u64)
-            .expect("random tokens train finitely");
+        tr.train_step(&ids, &tg, seq, 1e-4, 1.0, key, s as u64)?;
         if s >= warmup {
             times.push(t0.elapsed().as_secs_f64());
         }
@@ -125,20 +135,20 @@ pub fn train(
     let med = step_ms.median / 1e3;
     let tokens = (batch * seq) as f64;
     let gflops = flops_tok * tokens / med / 1e9;
-    TrainBench {
-        config: name.to_string(),
+    Ok(TrainBench {
+        config: label,
         batch,
         seq,
         threads,
-        params: num_params(&config),
+        params: config.params(),
         tokens_per_s: tokens / med,
         step_ms,
         gflops,
         mfu: gflops / peak,
         peak_rss_mib: peak_rss_mib(),
-        flops_formula: "6*N + 12*L*T*d per token, N = 12*L*d^2 + V*d",
+        flops_formula: formula,
         peak_gflops: peak,
-    }
+    })
 }
 
 /// Training FLOPs per token of the LSTM: 6 × the weights in products, `Σ_l 4H·(in_l + H) + V·H`.
@@ -146,59 +156,6 @@ pub fn lstm_flops_per_token(c: &crate::model::lstm::LstmConfig) -> f64 {
     let (e, h, v) = (c.n_embd as f64, c.hidden_size as f64, c.vocab_size as f64);
     let layers: f64 = (0..c.num_layers).map(|l| 4.0 * h * (if l == 0 { e } else { h } + h)).sum();
     6.0 * (layers + v * h)
-}
-
-/// [`train`] for the LSTM baseline (AdamW, clipping 1.0, random tokens).
-pub fn train_lstm(
-    config: crate::model::lstm::LstmConfig,
-    batch: usize,
-    seq: usize,
-    steps: usize,
-    warmup: usize,
-    peak_gflops: Option<f64>,
-    precision: Precision,
-) -> TrainBench {
-    use crate::model::lstm::{Lstm, lstm_params};
-    let threads = rayon::current_num_threads();
-    let peak = peak_gflops.unwrap_or_else(measure_peak_gflops);
-    let flops_tok = lstm_flops_per_token(&config);
-    let mut model = Lstm::init(config.clone(), 1);
-    model.backend = Cpu::new(precision);
-    let mut tr = crate::train::lstm::LstmTrainer::new(model, batch, seq, 0.01);
-    let mut rng = Rng::new(7);
-    let v = config.vocab_size as u64;
-    let (mut ids, mut tg) = (vec![0u32; batch * seq], vec![0u32; batch * seq]);
-    let mut times = Vec::new();
-    for s in 0..warmup + steps {
-        ids.iter_mut().for_each(|x| *x = rng.below(v) as u32);
-        tg.iter_mut().for_each(|x| *x = rng.below(v) as u32);
-        let t0 = Instant::now();
-        tr.step(&ids, &tg, 1e-4, 1.0, s as u64).expect("random tokens train finitely");
-        if s >= warmup {
-            times.push(t0.elapsed().as_secs_f64());
-        }
-    }
-    let step_ms = StepMs::of(&mut times);
-    let med = step_ms.median / 1e3;
-    let tokens = (batch * seq) as f64;
-    let gflops = flops_tok * tokens / med / 1e9;
-    TrainBench {
-        config: format!(
-            "lstm {}x{} (E {}, V {})",
-            config.num_layers, config.hidden_size, config.n_embd, config.vocab_size
-        ),
-        batch,
-        seq,
-        threads,
-        params: lstm_params(&config),
-        tokens_per_s: tokens / med,
-        step_ms,
-        gflops,
-        mfu: gflops / peak,
-        peak_rss_mib: peak_rss_mib(),
-        flops_formula: "6*(sum_l 4H*(in_l + H) + V*H) per token",
-        peak_gflops: peak,
-    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -226,7 +183,7 @@ pub fn finetune(
     steps: usize,
     warmup: usize,
     precision: Precision,
-) -> FinetuneBench {
+) -> Result<FinetuneBench> {
     use crate::tasks::head::extract_rows;
     use crate::tasks::{Head, HeadKind, Item, Target};
     use crate::train::trainer::{TaskObjective, next_token_targets};
@@ -247,8 +204,7 @@ pub fn finetune(
         let lm = next_token_targets(&ids, &vec![seq; batch], seq);
         let t0 = Instant::now();
         let key = StepKey::Whole(derive(5, s as u64));
-        tr.step(&ids, &lm, seq, &items, 6.25e-5, 1.0, key, s as u64)
-            .expect("random tokens train finitely");
+        tr.step(&ids, &lm, seq, &items, 6.25e-5, 1.0, key, s as u64)?;
         if s >= warmup {
             times.push(t0.elapsed().as_secs_f64());
         }
@@ -268,7 +224,7 @@ pub fn finetune(
         eval_times.push(t0.elapsed().as_secs_f64());
     }
     let eval_med = median(&mut eval_times[warmup..].to_vec());
-    FinetuneBench {
+    Ok(FinetuneBench {
         config: name.to_string(),
         batch,
         seq,
@@ -277,7 +233,7 @@ pub fn finetune(
         train_step_ms: step_ms,
         eval_examples_per_s: batch as f64 / eval_med,
         peak_rss_mib: peak_rss_mib(),
-    }
+    })
 }
 
 /// Memory bandwidth of this machine's pool, GB/s: a 256 MiB copy (bytes read + bytes written)

@@ -179,7 +179,7 @@ pub fn generate<B: Backend>(
         return Err(Error::setting("num", "must be between 1 and 512"));
     }
     let (n, p) = (opts.num, prompt.len());
-    let t = (p + opts.max_new).min(c.n_positions);
+    let t = p.saturating_add(opts.max_new).min(c.n_positions);
     let mut acts = model.decode_activations(n, t);
     let key = derive(opts.seed, stream::SAMPLE);
     let draw = |i: usize, step: usize| {

@@ -98,6 +98,14 @@ pub fn line_chart(
     (y_desc, y_range): (&str, (f64, f64)),
     series: &[(String, Vec<(f64, f64)>)],
 ) -> Result<()> {
+    let finite = |(a, b): (f64, f64)| a.is_finite() && b.is_finite();
+    if !finite(x_range) || !finite(y_range) {
+        // plotters loops forever placing ticks on an infinite range.
+        return Err(Error::invalid(
+            out,
+            "the figure's axes would be infinite (a non-finite value)",
+        ));
+    }
     let (w, h) = (720u32, 480u32);
     let mut buf = vec![0u8; (w * h * 3) as usize];
     draw_lines(&mut buf, (w, h), title, (x_desc, x_range), (y_desc, y_range), series)

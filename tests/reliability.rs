@@ -386,6 +386,16 @@ fn bad_inputs() -> Vec<Case> {
             needle: "score \"NaN\" is not a finite number",
         },
         Case {
+            name: "a zero-shot reference equal to chance (the plot's range would be infinite)",
+            args: |d| {
+                v(&["analyze", "zero-shot", "--run", &p(d, "run"), "--data", s(d)])
+                    .into_iter()
+                    .chain(v(&["--tasks", "sst2", "--reference", "sst2=0.5", "--out", &p(d, "zs")]))
+                    .collect()
+            },
+            needle: "must be a finite score other than chance",
+        },
+        Case {
             name: "a missing file, its OS error said once",
             args: |d| v(&["score", "--model", &p(d, "run/final"), "--ids", &p(d, "nope.bin")]),
             needle: "nope.bin: No such file or directory (os error 2)",
@@ -409,6 +419,46 @@ fn every_bad_input_gets_a_clear_error_and_no_panic() {
         assert!(!err.contains("panicked"), "{}: {err}", c.name);
         assert!(err.matches("os error").count() <= 1, "{}: {err}", c.name);
     }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_path_that_is_not_utf8_is_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    let bad = d.join(std::ffi::OsStr::from_bytes(b"run\xff"));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
+        .args(["pretrain", "--config", s(&d.join("config.json")), "--data"])
+        .arg(d.join("train.bin"))
+        .arg("--out")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is not valid UTF-8"), "{err}");
+    assert!(!bad.exists(), "a refused run left its directory");
+}
+
+#[test]
+fn generating_far_beyond_the_context_stops_at_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    ok(&strs(&pretrain_args(d, &d.join("run"), &["--steps", "1"])));
+    let model = d.join("run/final");
+    let out = ok(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--ids",
+        "5,6,7",
+        "--max-new",
+        &u64::MAX.to_string(),
+    ]);
+    assert!(!out.is_empty());
 }
 
 #[cfg(unix)]

@@ -92,6 +92,21 @@ pub fn along_pretraining(
     precision: crate::backend::Precision,
     out: &Path,
 ) -> Result<Vec<Point>> {
+    for (task, _) in tasks {
+        let chance = layout(*task).1;
+        if let Some(&r) = refs.get(task.name())
+            && (!r.is_finite() || r == chance)
+        {
+            return Err(Error::setting(
+                "reference",
+                format!(
+                    "{}={r}: the reference must be a finite score other than chance ({chance}): \
+                     it is the 1 of the normalised scale, chance its 0",
+                    task.name()
+                ),
+            ));
+        }
+    }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let log = out.join("zero-shot.jsonl");
     let mut points: Vec<Point> = match std::fs::read_to_string(&log) {

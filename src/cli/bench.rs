@@ -1,5 +1,6 @@
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use gpt1::model::Config;
+use gpt1::train::net::ArchConfig;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -86,7 +87,7 @@ pub fn run(c: Command) -> Result<()> {
                 "--prompt-len, --new and --rounds must be positive"
             );
             ensure!(
-                a.prompt_len + a.new <= config.n_positions,
+                a.prompt_len.saturating_add(a.new) <= config.n_positions,
                 "--prompt-len {} + --new {} exceed n_positions {}",
                 a.prompt_len,
                 a.new,
@@ -120,23 +121,13 @@ pub fn run(c: Command) -> Result<()> {
         }
         Command::Train(a) => {
             let config = checked(&a)?;
-            let r = match a.lstm.arch {
-                super::Arch::Transformer => gpt1::bench::train(
-                    &a.config,
-                    config,
-                    a.batch,
-                    a.seq,
-                    a.steps,
-                    a.warmup,
-                    a.peak_gflops,
-                    a.precision.get(),
-                ),
-                super::Arch::Lstm => {
-                    let c = a.lstm.config(&config)?;
-                    let p = a.precision.get();
-                    gpt1::bench::train_lstm(c, a.batch, a.seq, a.steps, a.warmup, a.peak_gflops, p)
-                }
+            let arch = match a.lstm.arch {
+                super::Arch::Transformer => ArchConfig::Transformer(config),
+                super::Arch::Lstm => ArchConfig::Lstm(a.lstm.config(&config)?),
             };
+            let (p, peak) = (a.precision.get(), a.peak_gflops);
+            let r = gpt1::bench::train(&a.config, arch, a.batch, a.seq, a.steps, a.warmup, peak, p)
+                .context("a benchmark step (random tokens) failed")?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -161,7 +152,7 @@ pub fn run(c: Command) -> Result<()> {
             let config = checked(&a)?;
             ensure!(
                 a.lstm.arch == super::Arch::Transformer,
-                "bench finetune --arch lstm: LSTM fine-tuning is not implemented yet"
+                "bench finetune measures the Transformer's fine-tuning step only"
             );
             let r = gpt1::bench::finetune(
                 &a.config,
@@ -171,7 +162,8 @@ pub fn run(c: Command) -> Result<()> {
                 a.steps,
                 a.warmup,
                 a.precision.get(),
-            );
+            )
+            .context("a benchmark step (random tokens) failed")?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

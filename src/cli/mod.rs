@@ -242,6 +242,13 @@ pub fn on_interrupt() {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    // Paths are recorded as text in run.json, checkpoints and reports.
+    if let Some(a) = std::env::args_os().find(|a| a.to_str().is_none()) {
+        anyhow::bail!(
+            "argument {a:?} is not valid UTF-8: gpt1 records paths in its JSON files as text; \
+             rename the file or folder"
+        );
+    }
     if let Some(n) = cli.threads {
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
         anyhow::ensure!(

@@ -105,6 +105,25 @@ pub fn load_finetuned(dir: &Path) -> Result<Finetuned> {
         crate::train::net::Net::Lstm(m) => m.config.hidden_size,
     };
     let tokenizer = Tokenizer::load(dir, None)?;
+    // The parts were saved together; files replaced by hand must still fit each other.
+    let config = model.config();
+    if tokenizer.vocab_size() != config.vocab_size() {
+        return Err(Error::invalid(
+            dir,
+            format!(
+                "the tokenizer has {} tokens with the special ones, the model {}: vocab.json / \
+                 merges.txt are not the model's",
+                tokenizer.vocab_size(),
+                config.vocab_size()
+            ),
+        ));
+    }
+    if max_len > config.n_positions() {
+        return Err(Error::invalid(
+            &tp,
+            format!("max_len {max_len} exceeds the model's n_positions {}", config.n_positions()),
+        ));
+    }
     let head = load_head(dir, &task, width)?;
     Ok(Finetuned { model, head, task, tokenizer, max_len })
 }

@@ -65,11 +65,13 @@ pub fn save_with<B: Backend>(
             ("exp_avg_sq".into(), vec![n], &v),
         ])?;
         write_atomic(&tmp.join(OPTIMIZER_FILE), &bytes)?;
-        let json = serde_json::json!({ "state": state, "adam_t": opt.t });
-        write_atomic(
-            &tmp.join(STATE_FILE),
-            serde_json::to_string_pretty(&json).expect("json").as_bytes(),
-        )
+        #[derive(Serialize)]
+        struct Saved<'a> {
+            state: &'a TrainerState,
+            adam_t: u64,
+        }
+        let json = super::rundir::json_text(&Saved { state, adam_t: opt.t })?;
+        write_atomic(&tmp.join(STATE_FILE), json.as_bytes())
     })
 }
 

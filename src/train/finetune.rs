@@ -242,8 +242,13 @@ pub fn finetune_net(
     };
     let metrics_path = opts.out.join("metrics.jsonl");
 
-    let per_example =
-        train_p.iter().map(|e| e.t.features.iter().map(Vec::len).sum::<usize>()).max().unwrap_or(1);
+    // Sized for the largest example of either split (a dev question may have more options).
+    let per_example = train_p
+        .iter()
+        .chain(dev_p.iter().flatten())
+        .map(|e| e.t.features.iter().map(Vec::len).sum::<usize>())
+        .max()
+        .unwrap_or(1);
     let t_max = longest(&train_p).max(dev_p.as_deref().map_or(1, longest));
     let head = Head::new(def.kind, width, def.n_out(), opts.seed);
     let task = TaskObjective::new(head, opts.aux_lm, opts.clf_dropout, opts.weight_decay);

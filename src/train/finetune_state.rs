@@ -116,10 +116,7 @@ pub fn save(
         .map(|(n, v)| (n.to_string(), vec![v.len()], v.as_slice()))
         .collect();
         write_atomic(&tmp.join(OPTIMIZER_FILE), &safetensors_bytes(&tensors)?)?;
-        write_atomic(
-            &tmp.join(STATE_FILE),
-            serde_json::to_string_pretty(state).expect("json").as_bytes(),
-        )
+        write_atomic(&tmp.join(STATE_FILE), super::rundir::json_text(state)?.as_bytes())
     })
 }
 

@@ -245,8 +245,13 @@ pub fn prune_checkpoints(dir: &Path, keep: usize) -> Result<()> {
 
 /// Writes a run's specification (any serializable value) as `DIR/run.json`.
 pub fn save_spec<T: Serialize>(dir: &Path, spec: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(spec).expect("json");
-    write_atomic(&dir.join(SPEC_FILE), text.as_bytes())
+    write_atomic(&dir.join(SPEC_FILE), json_text(spec)?.as_bytes())
+}
+
+/// `value` as pretty JSON; a record that holds a path that is not UTF-8 cannot be written (the
+/// command line refuses such arguments; this is the library's error for them).
+pub fn json_text<T: Serialize + ?Sized>(value: &T) -> Result<String> {
+    serde_json::to_string_pretty(value).map_err(|e| Error::Serialize(format!("JSON: {e}")))
 }
 
 /// Reads `DIR/run.json`, or `None` for a run from before specifications were recorded.
