@@ -109,10 +109,7 @@ pub fn ablations(
                     pretrained.config.clone(),
                     derive(o.seed, stream::INIT),
                 )),
-                Variant::Lstm => {
-                    o.precision = crate::backend::Precision::Fp32;
-                    Net::Lstm(lstm.expect("filtered above").clone())
-                }
+                Variant::Lstm => Net::Lstm(lstm.expect("filtered above").clone()),
             };
             let s = finetune_net(model, tok, def, &o)?;
             let c = Cell {

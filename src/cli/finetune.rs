@@ -310,10 +310,7 @@ pub fn run_data(c: DataCommand) -> Result<()> {
 pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
     let def = a.task.resolve()?;
     let vocab = match (&a.model, a.from_scratch) {
-        (Some(m), false) if gpt1::model::lstm::is_lstm(m) => {
-            Some(gpt1::model::lstm::load_lstm(m)?.config.vocab_size)
-        }
-        (Some(m), false) => Some(gpt1::model::Config::load(&m.join("config.json"))?.vocab_size),
+        (Some(m), false) => Some(gpt1::train::net::ArchConfig::load(m)?.vocab_size()),
         _ => None,
     };
     let tok = super::tokenizer(a.tokenizer.as_deref(), a.model.as_deref(), vocab, None)?;

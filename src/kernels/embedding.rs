@@ -48,6 +48,9 @@ pub fn backward(
     let col_chunks = d.div_ceil(COLS);
     // Views per column chunk would need strided mutable slices; go through raw pointers with
     // disjoint columns per task instead.
+    // The raw writes below rely on these (the callers check ids against the vocabulary).
+    assert!(ids.iter().all(|&id| (id as usize) < v), "embedding id out of range {v}");
+    assert!(t_len <= p && dout.len() >= ids.len() * d, "embedding shapes");
     let te = SendPtr(dwte.as_mut_ptr());
     let pe = SendPtr(dwpe.as_mut_ptr());
     (0..col_chunks).into_par_iter().for_each(|ci| {
@@ -55,7 +58,6 @@ pub fn backward(
         for (r, &id) in ids.iter().enumerate() {
             let id = id as usize;
             let t = r % t_len;
-            debug_assert!(id < v && t < p);
             for c in c0..c1 {
                 let g = dout[r * d + c];
                 // SAFETY: id < v and t < p (checked by the data layer and the shape), c < d, and
@@ -81,14 +83,15 @@ pub fn gather(out: &mut [f32], table: &[f32], ids: &[u32], d: usize) {
 pub fn scatter_add(dtable: &mut [f32], dout: &[f32], ids: &[u32], d: usize) {
     const COLS: usize = 64;
     let v = dtable.len() / d;
+    // The raw writes below rely on it (the callers check ids against the vocabulary).
+    assert!(ids.iter().all(|&id| (id as usize) < v), "embedding id out of range {v}");
     let te = SendPtr(dtable.as_mut_ptr());
     (0..d.div_ceil(COLS)).into_par_iter().for_each(|ci| {
         let (c0, c1) = (ci * COLS, ((ci + 1) * COLS).min(d));
         for (r, &id) in ids.iter().enumerate() {
             let id = id as usize;
-            assert!(id < v, "embedding id {id} out of range {v}");
             for c in c0..c1 {
-                // SAFETY: id < v (asserted), c < d, and each task owns columns c0..c1.
+                // SAFETY: id < v (asserted above), c < d, and each task owns columns c0..c1.
                 unsafe { *te.get().add(id * d + c) += dout[r * d + c] };
             }
         }

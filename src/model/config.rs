@@ -39,7 +39,7 @@ pub struct Config {
 }
 
 /// GPT-1's BPE vocabulary (40,478) plus `_start_`, `_delimiter_`, `_classify_`.
-pub const GPT1_VOCAB: usize = 40_478 + 3;
+pub const GPT1_VOCAB: usize = crate::text::tokenizer::GPT1_BPE_VOCAB + 3;
 
 impl Config {
     fn preset(

@@ -544,14 +544,20 @@ pub fn is_lstm(dir: &std::path::Path) -> bool {
         .is_some_and(|v| v["model_type"] == "lstm")
 }
 
-/// Loads what [`save_lstm`] (or PyTorch's `save_file(model.state_dict())`) wrote.
-pub fn load_lstm(dir: &std::path::Path) -> Result<Lstm> {
-    use crate::model::checkpoint::{copy_f32, read_safetensors};
+/// The validated `config.json` of an LSTM checkpoint directory.
+pub fn load_lstm_config(dir: &std::path::Path) -> Result<LstmConfig> {
     let cp = dir.join("config.json");
     let text = std::fs::read_to_string(&cp).map_err(|e| Error::io(&cp, e))?;
     let config: LstmConfig = serde_json::from_str(&text)
         .map_err(|e| Error::invalid(&cp, format!("not an LSTM config ({e})")))?;
     config.validate().map_err(|m| Error::invalid(&cp, m))?;
+    Ok(config)
+}
+
+/// Loads what [`save_lstm`] (or PyTorch's `save_file(model.state_dict())`) wrote.
+pub fn load_lstm(dir: &std::path::Path) -> Result<Lstm> {
+    use crate::model::checkpoint::{copy_f32, read_safetensors};
+    let config = load_lstm_config(dir)?;
     let wp = dir.join("model.safetensors");
     let bytes = read_safetensors(&wp)?;
     let st = safetensors::SafeTensors::deserialize(&bytes)

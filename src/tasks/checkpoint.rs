@@ -100,13 +100,10 @@ pub fn load_finetuned(dir: &Path) -> Result<Finetuned> {
     let max_len =
         v["max_len"].as_u64().ok_or_else(|| Error::invalid(&tp, "max_len is missing"))? as usize;
     let model = crate::train::net::Net::load(dir)?;
-    let width = match &model {
-        crate::train::net::Net::Transformer(m) => m.config.n_embd,
-        crate::train::net::Net::Lstm(m) => m.config.hidden_size,
-    };
+    let config = model.config();
+    let width = config.width();
     let tokenizer = Tokenizer::load(dir, None)?;
     // The parts were saved together; files replaced by hand must still fit each other.
-    let config = model.config();
     if tokenizer.vocab_size() != config.vocab_size() {
         return Err(Error::invalid(
             dir,

@@ -316,11 +316,11 @@ fn choose_val(docs: &[PathBuf], fraction: f64) -> Result<Vec<bool>> {
     Ok(val)
 }
 
-/// Runs the preparation; writes `OUT/train.bin` and `OUT/val.bin`.
 /// The folder beside the shards where `prepare` saves the tokenizer it used (pre-training
 /// saves it with each checkpoint from there).
 pub const TOKENIZER_DIR: &str = "tokenizer";
 
+/// Runs the preparation; writes `OUT/train.bin` and `OUT/val.bin`.
 pub fn prepare(tok: &Tokenizer, opts: &PrepareOptions) -> Result<PrepareStats> {
     let t0 = std::time::Instant::now();
     let mut stats = PrepareStats::default();

@@ -103,12 +103,8 @@ pub fn parse_merges(path: &Path, text: &str) -> Result<Vec<(String, String)>> {
     Ok(merges)
 }
 
-/// GPT-1's BPE vocabulary size, and with the three fine-tuning tokens.
-pub const GPT1_BPE_TOKENS: usize = 40_478;
-pub const GPT1_TOKENS: usize = GPT1_BPE_TOKENS + 3;
-
 /// GPT-1's own BPE files (MIT, from the paper's code release), built into the binary.
-const GPT1_VOCAB: &str = include_str!("../../assets/gpt1-bpe/encoder_bpe_40000.json");
+const GPT1_ENCODER_JSON: &str = include_str!("../../assets/gpt1-bpe/encoder_bpe_40000.json");
 const GPT1_MERGES: &str = include_str!("../../assets/gpt1-bpe/vocab_40000.bpe");
 
 impl Tokenizer {
@@ -116,7 +112,7 @@ impl Tokenizer {
     /// 40,000 merges, the three fine-tuning tokens appended, mode `original` unless `mode` says.
     pub fn gpt1(mode: impl Into<Option<Mode>>) -> Result<Self> {
         let vp = Path::new("<built-in>/encoder_bpe_40000.json");
-        let vocab: HashMap<String, u32> = serde_json::from_str(GPT1_VOCAB)
+        let vocab: HashMap<String, u32> = serde_json::from_str(GPT1_ENCODER_JSON)
             .map_err(|e| Error::invalid(vp, format!("not JSON ({e})")))?;
         let merges = parse_merges(Path::new("<built-in>/vocab_40000.bpe"), GPT1_MERGES)?;
         let mode = mode.into().unwrap_or(Mode::default_for(vocab.len()));
@@ -136,12 +132,14 @@ impl Tokenizer {
             return Self::load(d, mode);
         }
         match vocab_size {
-            None | Some(GPT1_BPE_TOKENS) | Some(GPT1_TOKENS) => Self::gpt1(mode),
+            None | Some(GPT1_BPE_VOCAB) | Some(crate::model::config::GPT1_VOCAB) => {
+                Self::gpt1(mode)
+            }
             Some(v) => Err(Error::invalid(
                 dir.unwrap_or(Path::new(".")),
                 format!(
                     "no BPE vocabulary here, and the model's {v} tokens are not GPT-1's built-in vocabulary \
-                     ({GPT1_BPE_TOKENS} + 3): pass --tokenizer DIR"
+                     ({GPT1_BPE_VOCAB} + 3): pass --tokenizer DIR"
                 ),
             )),
         }

@@ -59,12 +59,7 @@ pub fn save_with<B: Backend>(
             t.save(tmp)?;
         }
         let (m, v) = (opt.backend().download(opt.m.r()), opt.backend().download(opt.v.r()));
-        let n = m.len();
-        let bytes = safetensors_bytes(&[
-            ("exp_avg".into(), vec![n], &m),
-            ("exp_avg_sq".into(), vec![n], &v),
-        ])?;
-        write_atomic(&tmp.join(OPTIMIZER_FILE), &bytes)?;
+        write_moments(tmp, &[("exp_avg", &m), ("exp_avg_sq", &v)])?;
         #[derive(Serialize)]
         struct Saved<'a> {
             state: &'a TrainerState,
@@ -97,11 +92,25 @@ pub fn load_state(dir: &Path, opt: &mut AdamW) -> Result<TrainerState> {
     let state: TrainerState =
         serde_json::from_value(v["state"].clone()).map_err(|e| bad(e.to_string()))?;
     opt.t = v["adam_t"].as_u64().ok_or_else(|| bad("adam_t missing".into()))?;
+    read_moments(dir, &mut [("exp_avg", &mut opt.m), ("exp_avg_sq", &mut opt.v)])?;
+    Ok(state)
+}
+
+/// Writes named optimizer moments (flat) as `dir/optimizer.safetensors`.
+pub(crate) fn write_moments(dir: &Path, moments: &[(&str, &[f32])]) -> Result<()> {
+    let tensors: Vec<(String, Vec<usize>, &[f32])> =
+        moments.iter().map(|(n, v)| (n.to_string(), vec![v.len()], *v)).collect();
+    write_atomic(&dir.join(OPTIMIZER_FILE), &safetensors_bytes(&tensors)?)
+}
+
+/// Reads named moments from `dir/optimizer.safetensors` into their buffers, each checked to
+/// have the buffer's length (another model's state is refused).
+pub(crate) fn read_moments(dir: &Path, into: &mut [(&str, &mut Vec<f32>)]) -> Result<()> {
     let op = dir.join(OPTIMIZER_FILE);
     let bytes = read_safetensors(&op)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::invalid(&op, format!("corrupt optimizer state ({e})")))?;
-    for (name, dst) in [("exp_avg", &mut opt.m), ("exp_avg_sq", &mut opt.v)] {
+    for (name, dst) in into.iter_mut() {
         let view = st.tensor(name).map_err(|e| Error::invalid(&op, format!("{name}: {e}")))?;
         if view.shape() != [dst.len()] {
             return Err(Error::invalid(
@@ -115,7 +124,7 @@ pub fn load_state(dir: &Path, opt: &mut AdamW) -> Result<TrainerState> {
         }
         copy_f32(&op, name, &view, dst)?;
     }
-    Ok(state)
+    Ok(())
 }
 
 /// The resumable checkpoint with the most steps in a run directory (`checkpoint-N/` or

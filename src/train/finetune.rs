@@ -172,10 +172,8 @@ pub fn finetune_net(
             Net::Lstm(m)
         }
     };
-    let (n_pos, width, params) = match &model {
-        Net::Transformer(m) => (m.config.n_positions, m.config.n_embd, m.params.as_slice()),
-        Net::Lstm(m) => (m.config.n_positions, m.config.hidden_size, m.params.as_slice()),
-    };
+    let c = model.config();
+    let (n_pos, width, params) = (c.n_positions(), c.width(), model.params());
     if let Some(m) = opts.max_len.filter(|&m| m > n_pos) {
         return Err(Error::setting(
             "max_len",

@@ -9,15 +9,13 @@ use crate::backend::Precision;
 use crate::data::tasks::TaskDef;
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
-use crate::model::checkpoint::{copy_f32, read_safetensors, safetensors_bytes};
 use crate::tasks::batch::Prepared;
 use crate::tasks::checkpoint::{load_head, save_finetuned_with};
 use crate::text::Tokenizer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-const STATE_FILE: &str = "trainer_state.json";
-const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+use super::checkpoint::{STATE_FILE, read_moments, write_moments};
 
 use super::rundir::fnv_words as fnv;
 
@@ -104,18 +102,17 @@ pub fn save(
         save_finetuned_with(tmp, &task.head, def, tok, max_len, write_model)?;
         // Written into the finished directory's temporary twin, then moved with it.
         let [w, b] = task.optimizers();
-        let tensors: Vec<(String, Vec<usize>, &[f32])> = [
-            ("body.exp_avg", &opt.m),
-            ("body.exp_avg_sq", &opt.v),
-            ("head.weight.exp_avg", &w.m),
-            ("head.weight.exp_avg_sq", &w.v),
-            ("head.bias.exp_avg", &b.m),
-            ("head.bias.exp_avg_sq", &b.v),
-        ]
-        .into_iter()
-        .map(|(n, v)| (n.to_string(), vec![v.len()], v.as_slice()))
-        .collect();
-        write_atomic(&tmp.join(OPTIMIZER_FILE), &safetensors_bytes(&tensors)?)?;
+        write_moments(
+            tmp,
+            &[
+                ("body.exp_avg", &opt.m),
+                ("body.exp_avg_sq", &opt.v),
+                ("head.weight.exp_avg", &w.m),
+                ("head.weight.exp_avg_sq", &w.v),
+                ("head.bias.exp_avg", &b.m),
+                ("head.bias.exp_avg_sq", &b.v),
+            ],
+        )?;
         write_atomic(&tmp.join(STATE_FILE), super::rundir::json_text(state)?.as_bytes())
     })
 }
@@ -141,10 +138,7 @@ pub fn load(
     task: &mut TaskObjective,
     def: &TaskDef,
 ) -> Result<LoopState> {
-    let loaded = match super::net::Net::load(dir)? {
-        super::net::Net::Transformer(m) => m.params,
-        super::net::Net::Lstm(m) => m.params,
-    };
+    let loaded = super::net::Net::load(dir)?.into_params();
     let head = load_head(dir, def, task.head.d)?;
     if loaded.len() != params.len() {
         return Err(Error::invalid(dir, "this checkpoint is of another model or task"));
@@ -159,28 +153,18 @@ pub fn load(
             format!("{e}; the checkpoint is incomplete: resume from an earlier one"),
         )
     })?;
-    let op = dir.join(OPTIMIZER_FILE);
-    let bytes = read_safetensors(&op)?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::invalid(&op, format!("corrupt optimizer state ({e})")))?;
     let [w, b] = task.optimizers_mut();
-    for (name, dst) in [
-        ("body.exp_avg", &mut opt.m),
-        ("body.exp_avg_sq", &mut opt.v),
-        ("head.weight.exp_avg", &mut w.m),
-        ("head.weight.exp_avg_sq", &mut w.v),
-        ("head.bias.exp_avg", &mut b.m),
-        ("head.bias.exp_avg_sq", &mut b.v),
-    ] {
-        let view = st.tensor(name).map_err(|e| Error::invalid(&op, format!("{name}: {e}")))?;
-        if view.shape() != [dst.len()] {
-            return Err(Error::invalid(
-                &op,
-                format!("{name} has shape {:?}, expected [{}]", view.shape(), dst.len()),
-            ));
-        }
-        copy_f32(&op, name, &view, dst)?;
-    }
+    read_moments(
+        dir,
+        &mut [
+            ("body.exp_avg", &mut opt.m),
+            ("body.exp_avg_sq", &mut opt.v),
+            ("head.weight.exp_avg", &mut w.m),
+            ("head.weight.exp_avg_sq", &mut w.v),
+            ("head.bias.exp_avg", &mut b.m),
+            ("head.bias.exp_avg_sq", &mut b.v),
+        ],
+    )?;
     (opt.t, w.t, b.t) = (state.adam_t[0], state.adam_t[1], state.adam_t[2]);
     Ok(state)
 }

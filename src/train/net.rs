@@ -24,6 +24,16 @@ pub enum ArchConfig {
 }
 
 impl ArchConfig {
+    /// The configuration of a checkpoint directory (its `config.json`), either architecture,
+    /// without reading the weights.
+    pub fn load(dir: &Path) -> Result<Self> {
+        Ok(if is_lstm(dir) {
+            ArchConfig::Lstm(crate::model::lstm::load_lstm_config(dir)?)
+        } else {
+            ArchConfig::Transformer(Config::load(&dir.join("config.json"))?)
+        })
+    }
+
     pub fn n_positions(&self) -> usize {
         match self {
             ArchConfig::Lstm(c) => c.n_positions,
@@ -35,6 +45,14 @@ impl ArchConfig {
         match self {
             ArchConfig::Lstm(c) => c.vocab_size,
             ArchConfig::Transformer(c) => c.vocab_size,
+        }
+    }
+
+    /// The width of the states a task head reads (GPT-1's `n_embd`, the LSTM's hidden size).
+    pub fn width(&self) -> usize {
+        match self {
+            ArchConfig::Lstm(c) => c.hidden_size,
+            ArchConfig::Transformer(c) => c.n_embd,
         }
     }
 
@@ -120,15 +138,28 @@ impl Net {
         }
     }
 
-    /// Sets the configuration's dropout (the Transformer's).
-    pub fn set_dropout(&mut self, p: f32) -> Result<()> {
+    /// The weights, in the layout's order.
+    pub fn params(&self) -> &[f32] {
         match self {
-            Net::Transformer(m) => {
-                m.config = m.config.clone().with_dropout(p);
-                Ok(())
-            }
-            Net::Lstm(_) => Err(Error::setting("dropout", "is not supported by the LSTM baseline")),
+            Net::Transformer(m) => &m.params,
+            Net::Lstm(m) => &m.params,
         }
+    }
+
+    pub fn into_params(self) -> Vec<f32> {
+        match self {
+            Net::Transformer(m) => m.params,
+            Net::Lstm(m) => m.params,
+        }
+    }
+
+    /// Sets the configuration's dropout (the Transformer's; refused for the LSTM).
+    pub fn set_dropout(&mut self, p: f32) -> Result<()> {
+        let c = self.config().with_dropout(p)?;
+        if let (Net::Transformer(m), ArchConfig::Transformer(c)) = (self, c) {
+            m.config = c;
+        }
+        Ok(())
     }
 
     /// The trainer of this model for micro-batches of `micro × seq` tokens, with the optimizer
