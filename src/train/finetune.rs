@@ -233,8 +233,7 @@ pub fn finetune_net(
         }
         lock
     } else {
-        let lock =
-            rundir::claim_new(&opts.out, "pass --resume to continue it, or choose another --out")?;
+        let lock = rundir::claim_new(&opts.out, rundir::RESUME_HINT)?;
         rundir::save_spec(&opts.out, &spec)?;
         lock
     };

@@ -153,7 +153,7 @@ pub struct Summary {
 }
 
 const METRICS: &str = "metrics.jsonl";
-const RESUME_HINT: &str = "pass --resume to continue it, or choose another --out";
+use super::rundir::RESUME_HINT;
 
 /// Keeps only the metric lines of steps `<= step` (after a resume).
 pub(crate) fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
@@ -376,7 +376,16 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             tokenizer: tok_dir.clone(),
         })
     };
-    let (_lock, mut model, opt, start) = if opts.resume {
+    // The model as the run trains it (a dropout override applied), checked against the data
+    // and the memory: before claiming a new directory, after loading a resumed run's weights.
+    let ready = |model: &mut Net| -> Result<(u64, u64)> {
+        if let Some(p) = opts.dropout {
+            model.set_dropout(p)?;
+        }
+        check_inputs(&model.config(), opts, &data, val_data.as_ref())?;
+        check_memory(&model.config(), opts, micro)
+    };
+    let (_lock, model, opt, start, (state_bytes, act_bytes)) = if opts.resume {
         let lock = if lead { Some(rundir::claim_existing(&opts.out)?) } else { None };
         // The leader has cleaned up after a killed run before the others look.
         sync();
@@ -410,7 +419,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
 
         match (found, &spec) {
             (Some(dir), _) => {
-                let (model, opt, state) = load_checkpoint(&dir, opts.weight_decay)?;
+                let (mut model, opt, state) = load_checkpoint(&dir, opts.weight_decay)?;
                 if opts.resume_from.is_some() && lead {
                     // What the run wrote after that checkpoint is written again as it goes on.
                     discard_after(&opts.out, state.step, &dir)?;
@@ -447,7 +456,8 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
                         ),
                     ));
                 }
-                (lock, model, Some(opt), state.step)
+                let bytes = ready(&mut model)?;
+                (lock, model, Some(opt), state.step, bytes)
             }
             // Stopped before its first checkpoint: the run starts again from its first step,
             // with the recorded configuration (a dropout override of --init's included).
@@ -456,7 +466,8 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
                 if let (Net::Transformer(g), ArchConfig::Transformer(c)) = (&mut m, &spec.config) {
                     g.config = c.clone();
                 }
-                (lock, m, None, 0)
+                let bytes = ready(&mut m)?;
+                (lock, m, None, 0, bytes)
             }
             (None, None) => {
                 return Err(Error::invalid(
@@ -470,11 +481,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             rundir::check_new(&opts.out, RESUME_HINT)?;
         }
         let mut model = fresh_model(opts, micro)?;
-        if let Some(p) = opts.dropout {
-            model.set_dropout(p)?;
-        }
-        check_inputs(&model.config(), opts, &data, val_data.as_ref())?;
-        check_memory(&model.config(), opts, micro)?;
+        let bytes = ready(&mut model)?;
         let lock = if lead {
             let lock = rundir::claim_new(&opts.out, RESUME_HINT)?;
             rundir::save_spec(&opts.out, &identity(&model.config())?)?;
@@ -483,21 +490,14 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             None
         };
         sync();
-        (lock, model, None, 0)
+        (lock, model, None, 0, bytes)
     };
-    if let Some(p) = opts.dropout {
-        model.set_dropout(p)?;
-    }
     let c = model.config();
-    check_inputs(&c, opts, &data, val_data.as_ref())?;
     let sampler = Sampler::new(&data, opts.seq, opts.sampling)?;
     let val = match &val_data {
         Some(v) => Some(val_windows(v, opts.seq, opts.val_windows)?),
         None => None,
     };
-    // What the run needs, checked again with the final configuration (a dropout override
-    // does not change it) before anything large is written.
-    let (state_bytes, act_bytes) = check_memory(&c, opts, micro)?;
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let progress_on = opts.progress && lead;
     if progress_on {

@@ -78,6 +78,9 @@ pub fn weights_hash(params: &[f32]) -> String {
     fnv_words(params.iter().map(|x| x.to_bits() as u64))
 }
 
+/// What to do about a directory that already holds a run (its owner's command continues it).
+pub const RESUME_HINT: &str = "pass --resume to continue it, or choose another --out";
+
 /// Holds a run directory for one process: an exclusive lock on `DIR/.lock`, released when
 /// dropped or when the process dies (kill -9 included: the kernel drops the lock).
 pub struct RunLock {
