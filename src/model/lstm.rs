@@ -13,6 +13,7 @@ use crate::backend::{Backend, Cpu, DeviceBuf};
 use crate::error::{Error, Result};
 use crate::kernels::crossentropy::{CHUNK, IGNORE};
 use crate::kernels::rng;
+use crate::model::params::TensorInfo;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
@@ -67,24 +68,8 @@ impl LstmConfig {
     }
 }
 
-/// One tensor of the flat buffer: PyTorch's name, shape, and where it lives.
-#[derive(Clone, Debug)]
-pub struct LstmTensor {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub offset: usize,
-    /// Takes weight decay (the matrices; not biases).
-    pub decay: bool,
-}
-
-impl LstmTensor {
-    pub fn range(&self) -> Range<usize> {
-        self.offset..self.offset + self.shape.iter().product::<usize>()
-    }
-}
-
 /// The layout, in PyTorch's `state_dict` order.
-pub fn lstm_layout(c: &LstmConfig) -> Vec<LstmTensor> {
+pub fn lstm_layout(c: &LstmConfig) -> Vec<TensorInfo> {
     let (v, e, h) = (c.vocab_size, c.n_embd, c.hidden_size);
     let mut spec: Vec<(String, Vec<usize>, bool)> =
         vec![("embedding.weight".into(), vec![v, e], true)];
@@ -99,7 +84,7 @@ pub fn lstm_layout(c: &LstmConfig) -> Vec<LstmTensor> {
     let mut offset = 0;
     spec.into_iter()
         .map(|(name, shape, decay)| {
-            let t = LstmTensor { name, offset, decay, shape };
+            let t = TensorInfo { name, offset, decay, shape };
             offset = t.range().end;
             t
         })
@@ -107,7 +92,7 @@ pub fn lstm_layout(c: &LstmConfig) -> Vec<LstmTensor> {
 }
 
 /// Where the tensor `name` lives in a layout.
-fn range_of(layout: &[LstmTensor], name: &str) -> Range<usize> {
+fn range_of(layout: &[TensorInfo], name: &str) -> Range<usize> {
     layout.iter().find(|t| t.name == name).expect("a tensor of the layout").range()
 }
 
@@ -518,27 +503,14 @@ impl<B: Backend> Lstm<B> {
 
 /// Writes `config.json` and `model.safetensors` (PyTorch's names) into `dir`.
 pub fn save_lstm<B: Backend>(dir: &std::path::Path, m: &Lstm<B>) -> Result<()> {
-    use crate::io::write_atomic;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let cfg = serde_json::to_string_pretty(&m.config).expect("json");
-    write_atomic(&dir.join("config.json"), cfg.as_bytes())?;
     let params = m.host_params();
-    let tensors: Vec<(String, Vec<usize>, &[f32])> = lstm_layout(&m.config)
-        .into_iter()
-        .map(|t| {
-            let r = t.range();
-            (t.name, t.shape, &params[r])
-        })
-        .collect();
-    write_atomic(
-        &dir.join("model.safetensors"),
-        &crate::model::checkpoint::safetensors_bytes(&tensors)?,
-    )
+    crate::model::checkpoint::write_checkpoint(dir, &m.config, &lstm_layout(&m.config), &params)
 }
 
 /// Whether `dir` holds an LSTM checkpoint (its `config.json` says `"model_type": "lstm"`).
 pub fn is_lstm(dir: &std::path::Path) -> bool {
-    std::fs::read_to_string(dir.join("config.json"))
+    std::fs::read_to_string(dir.join(crate::model::checkpoint::CONFIG_FILE))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .is_some_and(|v| v["model_type"] == "lstm")
@@ -546,7 +518,7 @@ pub fn is_lstm(dir: &std::path::Path) -> bool {
 
 /// The validated `config.json` of an LSTM checkpoint directory.
 pub fn load_lstm_config(dir: &std::path::Path) -> Result<LstmConfig> {
-    let cp = dir.join("config.json");
+    let cp = dir.join(crate::model::checkpoint::CONFIG_FILE);
     let text = std::fs::read_to_string(&cp).map_err(|e| Error::io(&cp, e))?;
     let config: LstmConfig = serde_json::from_str(&text)
         .map_err(|e| Error::invalid(&cp, format!("not an LSTM config ({e})")))?;
@@ -556,39 +528,11 @@ pub fn load_lstm_config(dir: &std::path::Path) -> Result<LstmConfig> {
 
 /// Loads what [`save_lstm`] (or PyTorch's `save_file(model.state_dict())`) wrote.
 pub fn load_lstm(dir: &std::path::Path) -> Result<Lstm> {
-    use crate::model::checkpoint::{copy_f32, read_safetensors};
     let config = load_lstm_config(dir)?;
-    let wp = dir.join("model.safetensors");
-    let bytes = read_safetensors(&wp)?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::invalid(&wp, format!("not a valid safetensors file ({e})")))?;
-    let layout = lstm_layout(&config);
-    for t in &layout {
-        let view = st.tensor(&t.name).map_err(|_| {
-            Error::invalid(&wp, format!("tensor {} is missing (config.json: {:?})", t.name, config))
-        })?;
-        if view.shape() != t.shape.as_slice() {
-            return Err(Error::invalid(
-                &wp,
-                format!(
-                    "tensor {} has shape {:?}, config.json implies {:?}",
-                    t.name,
-                    view.shape(),
-                    t.shape
-                ),
-            ));
-        }
-    }
-    let mut params = vec![0.0f32; lstm_params(&config)];
-    for t in &layout {
-        let view = st.tensor(&t.name).expect("checked");
-        copy_f32(&wp, &t.name, &view, &mut params[t.range()])?;
-        if params[t.range()].iter().any(|x| !x.is_finite()) {
-            return Err(Error::invalid(
-                &wp,
-                format!("tensor {} holds a NaN or infinite value", t.name),
-            ));
-        }
-    }
+    let path = dir.join(crate::model::checkpoint::WEIGHTS_FILE);
+    let names = |t: &TensorInfo| vec![t.name.clone()];
+    let desc = format!("{config:?}");
+    let params =
+        crate::model::checkpoint::read_checkpoint(&path, &lstm_layout(&config), names, &desc)?;
     Ok(Lstm { config, backend: Cpu::FP32, params })
 }
