@@ -171,6 +171,18 @@ impl<B: Backend> LstmActs<B> {
     }
 }
 
+/// The bytes of [`LstmActs`] for `b` sequences of `t` tokens, as [`Lstm::reshape`] sizes them:
+/// x; per layer the gates (4H), c and h; the backward's dG, dh and dx, the cell carry; the
+/// logits chunk.
+pub fn activation_bytes(c: &LstmConfig, b: usize, t: usize) -> usize {
+    let (n, h, wide) = (b * t, c.hidden_size, c.n_embd.max(c.hidden_size));
+    4 * (n * c.n_embd
+        + c.num_layers * n * 6 * h
+        + n * (4 * h + 2 * wide)
+        + b * h
+        + n.min(CHUNK) * c.vocab_size)
+}
+
 /// Where every tensor of a configuration's layout lives, looked up once per pass.
 struct Index {
     emb: Range<usize>,
@@ -291,7 +303,7 @@ impl<B: Backend> Lstm<B> {
         a
     }
 
-    /// Sizes `a` for `b` sequences of `t` tokens, reusing its memory (fine-tuning's batches
+    /// Sizes `a` for `b` sequences of `t` tokens ([`activation_bytes`] in all), reusing its memory (fine-tuning's batches
     /// vary in both; no reallocation once sized for the largest).
     pub fn reshape(&self, a: &mut LstmActs<B>, b: usize, t: usize) {
         let (c, be, n) = (&self.config, &self.backend, b * t);

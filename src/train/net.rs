@@ -67,16 +67,7 @@ impl ArchConfig {
     pub fn activation_bytes(&self, b: usize, t: usize) -> usize {
         match self {
             ArchConfig::Transformer(c) => activation_bytes(c, b, t, true),
-            // x, per layer gates (4H), c and h; the backward's dG, dh and dx, the recurrence's
-            // two [B, H] carries; the logits chunk (model::lstm::LstmActs).
-            ArchConfig::Lstm(c) => {
-                let (n, h, wide) = (b * t, c.hidden_size, c.n_embd.max(c.hidden_size));
-                4 * (n * c.n_embd
-                    + c.num_layers * n * 6 * h
-                    + n * (4 * h + 2 * wide)
-                    + 2 * b * h
-                    + n.min(crate::kernels::crossentropy::CHUNK) * c.vocab_size)
-            }
+            ArchConfig::Lstm(c) => crate::model::lstm::activation_bytes(c, b, t),
         }
     }
 
