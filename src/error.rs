@@ -44,6 +44,10 @@ pub enum Error {
     /// Data-parallel training: ranks that disagree, or MPI that is missing.
     #[error("{0}")]
     Distributed(String),
+    /// A device (`--device cuda`) that is missing or failed: no driver, no GPU, a library that
+    /// cannot be found or loaded, a kernel that does not compile.
+    #[error("{0}")]
+    Device(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -16,8 +16,10 @@
 //! buffer with [`Backend::split`] / [`Backend::split_mut`] ([`crate::model::params::views`]).
 
 mod cpu;
+pub mod cuda;
 
 pub use cpu::Cpu;
+pub use cuda::Cuda;
 
 /// The precision of the matrix products (`--precision`).
 #[derive(

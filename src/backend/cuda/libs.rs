@@ -1,0 +1,114 @@
+//! Finding the NVIDIA libraries at run time, before `cudarc` asks for them.
+//!
+//! `cudarc` (dynamic loading) opens `libcuda`, `libnvrtc` and `libcublas` by bare name and
+//! panics when none is found. gpt1 opens each one first, by name and then by full path in the
+//! usual places (`GPT1_CUDA_LIBS`, `CUDA_HOME`, `/usr/local/cuda`, the `nvidia-*` wheels that
+//! PyTorch installs in Python's site-packages), and keeps it loaded: the dynamic linker then
+//! hands `cudarc` the same library by its soname. A library that is nowhere is a clear
+//! [`Error::Device`] naming where it looked, never a panic.
+
+use crate::error::{Error, Result};
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+/// CUDA major versions whose libraries fit the pinned API (newest first).
+const MAJORS: &[&str] = &["13", "12"];
+
+/// Libraries opened so far, kept for the life of the process.
+fn kept() -> &'static Mutex<Vec<(String, PathBuf, libloading::Library)>> {
+    static KEPT: OnceLock<Mutex<Vec<(String, PathBuf, libloading::Library)>>> = OnceLock::new();
+    KEPT.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// Directories to search after the linker's own path, in order.
+pub fn search_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(v) = std::env::var_os("GPT1_CUDA_LIBS") {
+        dirs.extend(std::env::split_paths(&v));
+    }
+    for var in ["CUDA_HOME", "CUDA_PATH", "CUDA_ROOT"] {
+        if let Some(v) = std::env::var_os(var) {
+            let p = PathBuf::from(v);
+            dirs.push(p.join("lib64"));
+            dirs.push(p.join("lib"));
+        }
+    }
+    dirs.push("/usr/local/cuda/lib64".into());
+    dirs.push("/usr/lib/x86_64-linux-gnu".into());
+    // The wheels PyTorch depends on: nvidia/cu13/lib (CUDA 13), nvidia/<lib>/lib (CUDA 12).
+    let home = std::env::var("HOME").unwrap_or_default();
+    let patterns = [
+        format!("{home}/.local/lib/python3*/site-packages/nvidia/*/lib"),
+        format!("{home}/.pyenv/versions/*/lib/python3*/site-packages/nvidia/*/lib"),
+        "/usr/local/lib/python3*/*-packages/nvidia/*/lib".into(),
+        "/usr/lib/python3*/*-packages/nvidia/*/lib".into(),
+        "/opt/conda/lib/python3*/site-packages/nvidia/*/lib".into(),
+        "/opt/conda/envs/*/lib/python3*/site-packages/nvidia/*/lib".into(),
+        "/usr/local/lib/python3*/*-packages/torch/lib".into(),
+    ];
+    for p in patterns {
+        if let Ok(paths) = glob::glob(&p) {
+            dirs.extend(paths.flatten());
+        }
+    }
+    if let Some(v) = std::env::var_os("VIRTUAL_ENV") {
+        if let Ok(paths) =
+            glob::glob(&format!("{}/lib/python3*/site-packages/nvidia/*/lib", v.to_string_lossy()))
+        {
+            dirs.extend(paths.flatten());
+        }
+    }
+    dirs
+}
+
+/// The file names a library may have (`libnvrtc.so.13`, `libnvrtc.so.12`, `libnvrtc.so`).
+fn names(lib: &str) -> Vec<String> {
+    if lib == "cuda" {
+        return vec!["libcuda.so.1".into(), "libcuda.so".into()];
+    }
+    let mut v: Vec<String> = MAJORS.iter().map(|m| format!("lib{lib}.so.{m}")).collect();
+    v.push(format!("lib{lib}.so"));
+    v
+}
+
+/// Opens `lib` (`cuda`, `nvrtc`, `cublasLt`, `cublas`) once, or says where it looked.
+pub fn require(lib: &str, what: &str) -> Result<PathBuf> {
+    let mut kept = kept().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p, _)) = kept.iter().find(|(l, _, _)| l == lib) {
+        return Ok(p.clone());
+    }
+    let mut tried = Vec::new();
+    for name in names(lib) {
+        // SAFETY: loading a shared library runs its initialisers; these are NVIDIA's own.
+        if let Ok(l) = unsafe { libloading::Library::new(&name) } {
+            kept.push((lib.into(), PathBuf::from(&name), l));
+            return Ok(PathBuf::from(name));
+        }
+    }
+    let dirs = search_dirs();
+    for dir in &dirs {
+        for name in names(lib) {
+            let p = dir.join(&name);
+            if !p.is_file() {
+                continue;
+            }
+            // SAFETY: as above.
+            match unsafe { libloading::Library::new(&p) } {
+                Ok(l) => {
+                    kept.push((lib.into(), p.clone(), l));
+                    return Ok(p);
+                }
+                Err(e) => tried.push(format!("{}: {e}", p.display())),
+            }
+        }
+    }
+    let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    Err(Error::Device(format!(
+        "{what}: lib{lib}.so not found (looked on the linker's path, then in {}{}); install the \
+         NVIDIA driver and CUDA {} libraries (`pip install nvidia-cuda-nvrtc nvidia-cublas` \
+         provides NVRTC and cuBLAS), or name their folder in GPT1_CUDA_LIBS",
+        looked.join(", "),
+        if tried.is_empty() { String::new() } else { format!("; failed: {}", tried.join("; ")) },
+        MAJORS.join(" or "),
+    )))
+}
