@@ -61,6 +61,8 @@ pub struct TrainBench {
     pub peak_rss_mib: f64,
     pub flops_formula: &'static str,
     pub peak_gflops: f64,
+    /// What ran the kernels.
+    pub device: String,
 }
 
 /// Training FLOPs per token: 6·N + 12·L·T·d with N = 12·L·d² + V·d (the weights in products).
@@ -101,9 +103,14 @@ pub fn train(
     warmup: usize,
     peak_gflops: Option<f64>,
     precision: Precision,
+    device: crate::backend::Device,
 ) -> Result<TrainBench> {
     let threads = rayon::current_num_threads();
-    let peak = peak_gflops.unwrap_or_else(measure_peak_gflops);
+    // On a GPU the CPU's measured peak means nothing: MFU only against a given peak.
+    let peak = match device {
+        crate::backend::Device::Cpu => peak_gflops.unwrap_or_else(measure_peak_gflops),
+        crate::backend::Device::Cuda(_) => peak_gflops.unwrap_or(0.0),
+    };
     let (label, flops_tok, formula) = match &config {
         ArchConfig::Transformer(c) => (
             name.to_string(),
@@ -116,7 +123,7 @@ pub fn train(
             "6*(sum_l 4H*(in_l + H) + V*H) per token",
         ),
     };
-    let mut tr = Net::init(&config, 1).trainer(batch, seq, 0.01, precision, None)?;
+    let mut tr = Net::init(&config, 1).trainer(batch, seq, 0.01, precision, device, None)?;
     let mut rng = Rng::new(7);
     let v = config.vocab_size() as u64;
     let (mut ids, mut tg) = (vec![0u32; batch * seq], vec![0u32; batch * seq]);
@@ -144,7 +151,8 @@ pub fn train(
         tokens_per_s: tokens / med,
         step_ms,
         gflops,
-        mfu: gflops / peak,
+        mfu: if peak > 0.0 { gflops / peak } else { 0.0 },
+        device: tr.describe(),
         peak_rss_mib: peak_rss_mib(),
         flops_formula: formula,
         peak_gflops: peak,

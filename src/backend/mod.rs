@@ -42,6 +42,58 @@ pub enum Precision {
     Bf16,
 }
 
+/// Where the model runs (`--device`): the CPU, or a CUDA GPU by ordinal (`cuda` alone: the
+/// process's local rank under `mpirun`/`srun`, else 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda(Option<usize>),
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(None)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(|n| Device::Cuda(Some(n)))
+                .ok_or_else(|| format!("{s:?}: expected cpu, cuda or cuda:N (N a GPU's ordinal)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(None) => write!(f, "cuda"),
+            Device::Cuda(Some(n)) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl Device {
+    /// The GPU ordinal this process uses: the one named, else the launcher's local rank.
+    pub fn ordinal(&self) -> usize {
+        match self {
+            Device::Cuda(Some(n)) => *n,
+            _ => ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok()?.parse().ok())
+                .unwrap_or(0),
+        }
+    }
+
+    /// The GPU at `precision` (an error on the CPU device or a machine without one).
+    pub fn cuda(&self, precision: Precision) -> crate::Result<Cuda> {
+        Cuda::new(self.ordinal(), precision)
+    }
+}
+
 use crate::kernels::attention::Dims;
 use crate::kernels::dropout::Dropout;
 use std::borrow::Cow;

@@ -59,6 +59,8 @@ pub struct TrainArgs {
     #[command(flatten)]
     precision: super::PrecisionArg,
     #[command(flatten)]
+    device: super::DeviceArg,
+    #[command(flatten)]
     lstm: super::LstmArgs,
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
@@ -126,17 +128,23 @@ pub fn run(c: Command) -> Result<()> {
                 super::Arch::Lstm => ArchConfig::Lstm(a.lstm.config(&config)?),
             };
             let (p, peak) = (a.precision.get(), a.peak_gflops);
-            let r = gpt1::bench::train(&a.config, arch, a.batch, a.seq, a.steps, a.warmup, peak, p)
-                .context("a benchmark step (random tokens) failed")?;
+            let dev = a.device.device;
+            let r = gpt1::bench::train(
+                &a.config, arch, a.batch, a.seq, a.steps, a.warmup, peak, p, dev,
+            )
+            .with_context(|| format!("bench train on {dev}"))?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
+                let on = match dev {
+                    gpt1::backend::Device::Cpu => format!("{} threads", r.threads),
+                    _ => r.device.clone(),
+                };
                 println!(
-                    "{} {}x{} on {} threads: {:.0} tokens/s, step {:.0} ms (min {:.0}, max {:.0}), {:.1} GFLOP/s, MFU {:.1}%, peak RSS {:.0} MiB",
+                    "{} {}x{} on {on}: {:.0} tokens/s, step {:.0} ms (min {:.0}, max {:.0}), {:.1} GFLOP/s, MFU {:.1}%, peak RSS {:.0} MiB",
                     r.config,
                     r.batch,
                     r.seq,
-                    r.threads,
                     r.tokens_per_s,
                     r.step_ms.median,
                     r.step_ms.min,

@@ -185,6 +185,15 @@ impl LstmArgs {
     }
 }
 
+/// `--device`, on the commands that run on a GPU.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct DeviceArg {
+    /// Where to run: cpu, cuda (the launcher's local rank, else GPU 0) or cuda:N. The CUDA
+    /// driver, NVRTC and cuBLAS are loaded at run time.
+    #[arg(long, default_value = "cpu")]
+    pub device: gpt1::backend::Device,
+}
+
 /// `--precision`, on every command that runs the model.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct PrecisionArg {

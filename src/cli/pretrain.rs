@@ -86,6 +86,8 @@ pub struct Args {
     #[command(flatten)]
     precision: super::PrecisionArg,
     #[command(flatten)]
+    device: super::DeviceArg,
+    #[command(flatten)]
     sizes: super::SizeArgs,
     #[command(flatten)]
     lstm: super::LstmArgs,
@@ -154,6 +156,7 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(p) = a.precision.precision {
         o.precision = p;
     }
+    o.device = a.device.device;
     super::on_interrupt();
     o.comm = comm.clone();
     let res = pretrain(&o);

@@ -239,6 +239,12 @@ impl Lstm<Cpu> {
         Lstm { config, backend: Cpu::FP32, params }
     }
 
+    /// The same model on another backend.
+    pub fn to_backend<C: Backend>(self, backend: C) -> Lstm<C> {
+        let params = backend.upload(&self.params);
+        Lstm { config: self.config, backend, params }
+    }
+
     /// `extra` more tokens (fine-tuning's three special ones): new embedding rows N(0, 0.02),
     /// new output rows as the initialisation draws them, bias 0; the rest unchanged.
     pub fn grow_vocab(&mut self, extra: usize, seed: u64) {

@@ -6,7 +6,7 @@ use super::checkpoint::{self, TrainerState};
 use super::lstm::LstmTrainer;
 use super::optim::AdamW;
 use super::trainer::{StepKey, Trainer};
-use crate::backend::{Cpu, Precision};
+use crate::backend::{Backend, Cpu, Device, Precision};
 use crate::error::{Error, Result};
 use crate::model::lstm::{Lstm, LstmConfig, is_lstm, load_lstm, lstm_layout, lstm_params};
 use crate::model::{Config, Gpt, activation_bytes, checkpoint::load_model, params::num_params};
@@ -153,34 +153,66 @@ impl Net {
         Ok(())
     }
 
-    /// The trainer of this model for micro-batches of `micro × seq` tokens, with the optimizer
-    /// state `opt` of a checkpoint when resuming.
+    /// The trainer of this model for micro-batches of `micro × seq` tokens on `device`, with
+    /// the optimizer state `opt` of a checkpoint when resuming.
     pub fn trainer(
         self,
         micro: usize,
         seq: usize,
         weight_decay: f32,
         precision: Precision,
+        device: Device,
         opt: Option<AdamW>,
     ) -> Result<Box<dyn LmTrainer>> {
-        Ok(match self {
-            Net::Transformer(mut m) => {
-                m.backend = Cpu::new(precision);
-                let mut t = Trainer::new(m, micro, seq, weight_decay);
-                if let Some(o) = opt {
-                    t.opt = o;
+        fn boxed<B: Backend>(
+            net: Net,
+            backend: B,
+            micro: usize,
+            seq: usize,
+            weight_decay: f32,
+            opt: Option<AdamW>,
+        ) -> Box<dyn LmTrainer> {
+            match net {
+                Net::Transformer(m) => {
+                    let mut t =
+                        Trainer::on(m.to_backend(backend.clone()), micro, seq, weight_decay);
+                    if let Some(o) = opt {
+                        t.opt = o.to_backend(&backend);
+                    }
+                    Box::new(t)
                 }
-                Box::new(t)
-            }
-            Net::Lstm(mut m) => {
-                m.backend = Cpu::new(precision);
-                let mut t = LstmTrainer::new(m, micro, seq, weight_decay);
-                if let Some(o) = opt {
-                    t.opt = o;
+                Net::Lstm(m) => {
+                    let mut t =
+                        LstmTrainer::new(m.to_backend(backend.clone()), micro, seq, weight_decay);
+                    if let Some(o) = opt {
+                        t.opt = o.to_backend(&backend);
+                    }
+                    Box::new(t)
                 }
-                Box::new(t)
             }
-        })
+        }
+        match device {
+            Device::Cpu => Ok(boxed(self, Cpu::new(precision), micro, seq, weight_decay, opt)),
+            Device::Cuda(_) => {
+                let gpu = device.cuda(precision)?;
+                let c = self.config();
+                let need = 16 * c.params() as u64 + c.activation_bytes(micro, seq) as u64;
+                let (free, _) = gpu.memory();
+                if need > free as u64 {
+                    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+                    return Err(Error::setting(
+                        "micro_batch",
+                        format!(
+                            "{micro}: the run needs about {:.1} GiB of GPU memory and {:.1} GiB are \
+                             free on {device}: lower the micro-batch or the sequence length",
+                            gib(need),
+                            gib(free as u64)
+                        ),
+                    ));
+                }
+                Ok(boxed(self, gpu, micro, seq, weight_decay, opt))
+            }
+        }
     }
 }
 
@@ -220,9 +252,11 @@ pub trait LmTrainer {
     fn set_dist(&mut self, comm: std::sync::Arc<dyn crate::dist::Collective>);
     /// The weights on the host (checking that the ranks agree).
     fn host_params(&self) -> std::borrow::Cow<'_, [f32]>;
+    /// What runs the kernels (the backend's [`Backend::describe`]).
+    fn describe(&self) -> String;
 }
 
-impl LmTrainer for Trainer<Cpu> {
+impl<B: Backend> LmTrainer for Trainer<B> {
     fn train_step(
         &mut self,
         ids: &[u32],
@@ -248,9 +282,12 @@ impl LmTrainer for Trainer<Cpu> {
     fn host_params(&self) -> std::borrow::Cow<'_, [f32]> {
         self.model.host_params()
     }
+    fn describe(&self) -> String {
+        self.model.backend.describe()
+    }
 }
 
-impl LmTrainer for LstmTrainer {
+impl<B: Backend> LmTrainer for LstmTrainer<B> {
     fn train_step(
         &mut self,
         ids: &[u32],
@@ -277,5 +314,8 @@ impl LmTrainer for LstmTrainer {
     }
     fn host_params(&self) -> std::borrow::Cow<'_, [f32]> {
         self.model.host_params()
+    }
+    fn describe(&self) -> String {
+        self.model.backend.describe()
     }
 }

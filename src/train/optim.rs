@@ -35,6 +35,23 @@ impl AdamW<Cpu> {
     }
 }
 
+impl AdamW<Cpu> {
+    /// The same state on another backend (a resumed run moving to a GPU).
+    pub fn to_backend<C: Backend>(self, backend: &C) -> AdamW<C> {
+        AdamW {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            m: backend.upload(&self.m),
+            v: backend.upload(&self.v),
+            t: self.t,
+            groups: self.groups,
+            backend: backend.clone(),
+        }
+    }
+}
+
 impl<B: Backend> AdamW<B> {
     /// For a model's parameters: one group per tensor of the layout, decayed when its rank is 2.
     pub fn new_on(backend: &B, config: &Config, weight_decay: f32) -> Self {

@@ -6,7 +6,7 @@ use super::rundir::{self, FileId};
 use super::schedule::Schedule;
 use super::spec::PretrainSpec;
 use super::trainer::StepKey;
-use crate::backend::{Cpu, Precision};
+use crate::backend::{Device, Precision};
 use crate::data::{Sampler, Sampling, TokenData};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
@@ -62,6 +62,8 @@ pub struct PretrainOptions {
     pub progress: bool,
     /// The precision of the matrix products (fp32 master weights and state either way).
     pub precision: Precision,
+    /// Where the model runs (checkpoints are the same files either way).
+    pub device: Device,
     /// The tokenizer the data was made with, saved with every checkpoint (HF file names, so
     /// `finetune` and transformers find it); default: the `tokenizer/` folder `gpt1 prepare`
     /// writes beside the shards, when there is one.
@@ -138,6 +140,7 @@ impl PretrainOptions {
             val_windows: p.val_windows,
             progress: true,
             precision: Precision::Fp32,
+            device: Device::Cpu,
             tokenizer: None,
             comm: None,
         }
@@ -323,6 +326,10 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     }
     let micro = opts.micro_batch.unwrap_or(opts.batch / world);
     check_settings(opts, micro)?;
+    // A GPU that is not there is said before anything is claimed or written.
+    if let Device::Cuda(_) = opts.device {
+        opts.device.cuda(opts.precision)?;
+    }
     if world > 1 && !(opts.batch / micro).is_multiple_of(world) {
         return Err(Error::setting(
             "micro_batch",
@@ -493,6 +500,8 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         (lock, model, None, 0, bytes)
     };
     let c = model.config();
+    let mut trainer =
+        model.trainer(micro, opts.seq, opts.weight_decay, opts.precision, opts.device, opt)?;
     let sampler = Sampler::new(&data, opts.seq, opts.sampling)?;
     let val = match &val_data {
         Some(v) => Some(val_windows(v, opts.seq, opts.val_windows)?),
@@ -510,7 +519,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             opts.seq,
             micro,
             gib(state_bytes + act_bytes),
-            <Cpu as crate::backend::Backend>::describe(&Cpu::new(opts.precision))
+            trainer.describe()
         );
     }
     let metrics_path = opts.out.join(METRICS);
@@ -529,7 +538,6 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
         None
     };
 
-    let mut trainer = model.trainer(micro, opts.seq, opts.weight_decay, opts.precision, opt)?;
     if let Some(c) = &opts.comm {
         trainer.set_dist(c.clone());
     }

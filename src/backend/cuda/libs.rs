@@ -51,12 +51,11 @@ pub fn search_dirs() -> Vec<PathBuf> {
             dirs.extend(paths.flatten());
         }
     }
-    if let Some(v) = std::env::var_os("VIRTUAL_ENV") {
-        if let Ok(paths) =
+    if let Some(v) = std::env::var_os("VIRTUAL_ENV")
+        && let Ok(paths) =
             glob::glob(&format!("{}/lib/python3*/site-packages/nvidia/*/lib", v.to_string_lossy()))
-        {
-            dirs.extend(paths.flatten());
-        }
+    {
+        dirs.extend(paths.flatten());
     }
     dirs
 }
@@ -101,6 +100,12 @@ pub fn require(lib: &str, what: &str) -> Result<PathBuf> {
                 Err(e) => tried.push(format!("{}: {e}", p.display())),
             }
         }
+    }
+    if lib == "cuda" {
+        return Err(Error::Device(format!(
+            "{what}: no NVIDIA driver on this machine (libcuda.so.1 is not on the linker's path): \
+             a GPU and its driver are needed; without one, use --device cpu (the default)"
+        )));
     }
     let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
     Err(Error::Device(format!(

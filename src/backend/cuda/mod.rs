@@ -631,7 +631,7 @@ impl Backend for Cuda {
             fail(
                 &format!(
                     "allocating {} MiB (free {} of {} MiB)",
-                    n * 4 >> 20,
+                    (n * 4) >> 20,
                     free >> 20,
                     total >> 20
                 ),
@@ -1269,8 +1269,7 @@ impl Backend for Cuda {
     }
     fn add_biases(&self, x: CMut<'_>, b1: CRef<'_>, b2: CRef<'_>) {
         let n = b1.len;
-        if n > 0 {
-            let rows = x.len / n;
+        if let Some(rows) = x.len.checked_div(n) {
             self.launch_n(
                 "add_biases",
                 rows * n,
