@@ -16,6 +16,8 @@
 set -uo pipefail
 out=${1:?usage: tools/gpu_check.sh OUT_DIR [SECONDS]}
 budget=${2:-460}
+# GPT1_CHECK_DEVICE=cpu: a dry run of the script itself on a machine without a GPU.
+dev=${GPT1_CHECK_DEVICE:-cuda}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 bin=$PWD/gpu-bundle
@@ -67,11 +69,11 @@ GPT1_REQUIRE_GPU=1 GPT1_REQUIRE_NVRTC=1 stage parity 150 \
 # 2. gpt1 at GPT-1's size (batch 16 x 512 per pass; 64 x 512 when it fits in one pass).
 for b in 16 64; do
   stage "bench_gpt1_bf16_b$b" 90 "$bin/gpt1" bench train --config gpt1 --batch $b --seq 512 \
-    --steps 5 --warmup 2 --precision bf16 --device cuda --json &&
+    --steps 5 --warmup 2 --precision bf16 --device "$dev" --json &&
     cp "$out/bench_gpt1_bf16_b$b.out" "$out/bench_gpt1_bf16_b$b.json"
 done
 stage bench_gpt1_fp32_b16 60 "$bin/gpt1" bench train --config gpt1 --batch 16 --seq 512 \
-  --steps 3 --warmup 1 --device cuda --json &&
+  --steps 3 --warmup 1 --device "$dev" --json &&
   cp "$out/bench_gpt1_fp32_b16.out" "$out/bench_gpt1_fp32_b16.json"
 
 # 3. PyTorch on the same GPU.
@@ -82,11 +84,22 @@ stage torch_compile_b16 150 python3 tools/bench_torch_gpu.py --config gpt1 --bat
 
 # 4. A checkpoint trained on the GPU loads in transformers with the same log-probs.
 work=$(mktemp -d)
-stage prepare 60 "$bin/gpt1" prepare --input assets/demo/books.txt.gz --out "$work/data" \
-  --val-fraction 0.02
+# The demo books (one document): the first 97 % trains, the rest is held out.
+python3 - "$work" <<'EOF'
+import gzip, sys
+w = sys.argv[1]
+text = gzip.open("assets/demo/books.txt.gz", "rt", encoding="utf-8").read()
+cut = text.rfind("\n", 0, int(len(text) * 0.97))
+open(f"{w}/train.txt", "w", encoding="utf-8").write(text[:cut])
+open(f"{w}/val.txt", "w", encoding="utf-8").write(text[cut:])
+EOF
+stage prepare 60 "$bin/gpt1" prepare --input "$work/train.txt" --out "$work/tr" --val-fraction 0 &&
+  stage prepare_val 60 "$bin/gpt1" prepare --input "$work/val.txt" --out "$work/va" \
+    --val-fraction 0 && mkdir -p "$work/data" && mv "$work/tr/train.bin" "$work/data/train.bin" &&
+  mv "$work/va/train.bin" "$work/data/val.bin"
 stage pretrain_small 60 "$bin/gpt1" pretrain --data "$work/data/train.bin" \
-  --val "$work/data/val.bin" --config small --batch 8 --seq 128 --steps 30 --warmup 5 \
-  --device cuda --precision bf16 --quiet --out "$work/small" &&
+  --val "$work/data/val.bin" --config gpt1-mini --batch 8 --seq 128 --steps 30 --warmup 5 \
+  --device "$dev" --precision bf16 --quiet --out "$work/small" &&
   python3 - "$work" <<'EOF' &&
 import sys, numpy as np
 w = sys.argv[1]
@@ -105,7 +118,7 @@ if [ "$l" -gt 90 ]; then
   stage pretrain_gpt1 $((l - 15)) "$bin/gpt1" pretrain --data "$work/data/train.bin" \
     --val "$work/data/val.bin" --config gpt1 --batch 16 --seq 512 --steps "$steps" \
     --warmup $((steps / 20 + 1)) --lr 2.5e-4 --eval-every $((steps / 4 + 1)) \
-    --save-every 1000000 --device cuda --precision bf16 --quiet --out "$work/gpt1"
+    --save-every 1000000 --device "$dev" --precision bf16 --quiet --out "$work/gpt1"
   cp "$work/gpt1/metrics.jsonl" "$out/pretrain_gpt1_metrics.jsonl" 2>/dev/null
 fi
 echo "total $(($(date +%s) - t0))s" | tee -a "$out/summary.txt"

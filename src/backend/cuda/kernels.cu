@@ -206,7 +206,7 @@ extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rst
     float mu = warp_sum(s) / d;
     float v = 0.0f;
     for (int i = lane; i < d; i += 32) v += (xr[i] - mu) * (xr[i] - mu);
-    float rs = rsqrtf(warp_sum(v) / d + eps);
+    float rs = 1.0f / sqrtf(warp_sum(v) / d + eps);
     float* o = out + r * d;
     for (int i = lane; i < d; i += 32) o[i] = (xr[i] - mu) * rs * g[i] + b[i];
     if (lane == 0) {

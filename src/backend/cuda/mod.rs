@@ -87,7 +87,7 @@ pub fn compile_source(src: &str, arch: &str) -> Result<String> {
     use cudarc::nvrtc::CompileError;
     libs::require("nvrtc", "compiling the CUDA kernels")?;
     let opts = cudarc::nvrtc::CompileOptions {
-        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
+        options: compile_options(arch),
         name: Some("kernels.cu".into()),
         ..Default::default()
     };
@@ -103,10 +103,15 @@ pub fn compile_source(src: &str, arch: &str) -> Result<String> {
     Ok(ptx.to_src())
 }
 
+fn compile_options(arch: &str) -> Vec<String> {
+    vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()]
+}
+
 /// The PTX for `arch`, from the cache (`$XDG_CACHE_HOME/gpt1` or `~/.cache/gpt1`, keyed by a
 /// hash of the source) or compiled and cached now.
 fn cached_ptx(arch: &str) -> Result<String> {
-    let hash = crate::train::rundir::fnv_words(KERNELS.bytes().map(u64::from));
+    let key = format!("{KERNELS}{:?}", compile_options(arch));
+    let hash = crate::train::rundir::fnv_words(key.bytes().map(u64::from));
     let dir = std::env::var_os("XDG_CACHE_HOME")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
@@ -258,6 +263,12 @@ impl Cuda {
         let ctx = CudaContext::new(ordinal).map_err(|e| dev("creating a context", e))?;
         let (major, minor) = ctx.compute_capability().map_err(|e| dev("compute capability", e))?;
         let arch = format!("sm_{major}{minor}");
+        if precision == Precision::Bf16 && major < 8 {
+            return Err(Error::Device(format!(
+                "--precision bf16 on cuda:{ordinal} ({arch}): bf16 products need compute \
+                 capability 8.0 (Ampere) or newer; use --precision fp32"
+            )));
+        }
         let name = ctx.name().unwrap_or_else(|_| "GPU".into());
         let ptx = cached_ptx(&arch)?;
         let module = ctx
@@ -585,6 +596,13 @@ fn fail(what: &str, e: impl std::fmt::Display) -> ! {
 
 fn check_ids(ids: &[u32], rows_of: usize, what: &str) {
     assert!(ids.iter().all(|&i| (i as usize) < rows_of), "{what}: id out of range {rows_of}");
+}
+
+/// Targets inside the vocabulary (or ignored) and room for one row of logits: the kernels
+/// index with them unchecked (the CPU's slices would panic).
+fn check_targets(targets: &[u32], v: usize, logits: usize) {
+    assert!(logits >= v, "logits workspace of {logits} floats is less than one row of {v}");
+    assert!(targets.iter().all(|&t| t == u32::MAX || (t as usize) < v), "target out of range {v}");
 }
 
 /// Positions grouped by id (ascending ids, positions in order): (ids, offsets, positions).
@@ -1008,6 +1026,9 @@ impl Backend for Cuda {
     ) {
         let (b, t, h, dh) = (s.b, s.t, s.h, s.dh);
         let n = b * h * t * dh;
+        let tt = b * h * t * t;
+        assert!(att.len >= tt && y.len >= b * t * h * dh && qkv.len >= 3 * n, "attention shapes");
+        assert!(!drop.active() || scratch.len >= tt, "attention dropout needs its scratch");
         if n == 0 {
             return;
         }
@@ -1093,6 +1114,7 @@ impl Backend for Cuda {
     ) {
         let (b, t, h, dh) = (s.b, s.t, s.h, s.dh);
         let n = b * h * t * dh;
+        assert!(scratch.len >= b * h * t * t && dqkv.len >= 3 * n, "attention shapes");
         if n == 0 {
             return;
         }
@@ -1168,6 +1190,7 @@ impl Backend for Cuda {
     ) -> f64 {
         let v = wte.len / d;
         let rows = targets.len();
+        check_targets(targets, v, logits.len);
         let chunk = (logits.len / v).min(rows).max(1);
         let tg = self.put(Slot::Idx1, targets);
         let nll = self.scratch(Slot::Nll, rows * 4);
@@ -1218,6 +1241,7 @@ impl Backend for Cuda {
     ) {
         let v = wte.len / d;
         let rows = targets.len();
+        check_targets(targets, v, logits.len);
         let chunk = (logits.len / v).min(rows).max(1);
         let tg = self.put(Slot::Idx1, targets);
         let lp = self.scratch(Slot::Nll, rows * 4);
