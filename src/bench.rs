@@ -294,11 +294,39 @@ pub fn generate(
     new: usize,
     rounds: usize,
     precision: Precision,
+    device: crate::backend::Device,
+) -> Result<GenerateBench> {
+    let model = Gpt::init(config.clone(), 1);
+    Ok(match device {
+        crate::backend::Device::Cpu => {
+            let mut model = model;
+            model.backend = Cpu::new(precision);
+            generate_on(name, &model, prompt_len, new, rounds, true)
+        }
+        dev => generate_on(
+            name,
+            &model.to_backend(dev.cuda(precision)?),
+            prompt_len,
+            new,
+            rounds,
+            false,
+        ),
+    })
+}
+
+/// [`generate`] on `model`'s backend; `host_memory`: relate decoding to the host's measured
+/// bandwidth (the CPU), else report 0.
+fn generate_on<B: crate::backend::Backend>(
+    name: &str,
+    model: &Gpt<B>,
+    prompt_len: usize,
+    new: usize,
+    rounds: usize,
+    host_memory: bool,
 ) -> GenerateBench {
     use crate::generate::{GenerateOptions, Sampling};
     let threads = rayon::current_num_threads();
-    let mut model = Gpt::init(config.clone(), 1);
-    model.backend = Cpu::new(precision);
+    let config = model.config.clone();
     let mut rng = Rng::new(17);
     let prompt: Vec<u32> =
         (0..prompt_len).map(|_| rng.below(config.vocab_size as u64) as u32).collect();
@@ -306,8 +334,8 @@ pub fn generate(
     let (mut total, mut prefill, mut decode) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..rounds + 1 {
         let t0 = Instant::now();
-        let (g, t) = crate::generate::generate(&model, &prompt, &opts, |_, _| false)
-            .expect("valid settings");
+        let (g, t) =
+            crate::generate::generate(model, &prompt, &opts, |_, _| false).expect("valid settings");
         let secs = t0.elapsed().as_secs_f64();
         if r > 0 {
             total.push(g[0].ids.len() as f64 / secs);
@@ -317,7 +345,7 @@ pub fn generate(
     }
     let decode_ms = median(&mut decode);
     let bytes = 4.0 * num_params(&config) as f64;
-    let bw = measure_bandwidth_gbs();
+    let bw = if host_memory { measure_bandwidth_gbs() } else { 0.0 };
     GenerateBench {
         config: name.to_string(),
         prompt_len,
@@ -328,7 +356,7 @@ pub fn generate(
         decode_ms_per_token: decode_ms,
         weight_bytes_per_token: bytes,
         bandwidth_gbs: bw,
-        bandwidth_fraction: bytes * (1e3 / decode_ms) / (bw * 1e9),
+        bandwidth_fraction: if bw > 0.0 { bytes * (1e3 / decode_ms) / (bw * 1e9) } else { 0.0 },
         peak_rss_mib: peak_rss_mib(),
     }
 }

@@ -455,3 +455,28 @@ fn device_cuda_without_a_gpu_is_a_clear_error() {
         "expected cpu, cuda or cuda:N",
     );
 }
+
+/// Greedy generation (the KV-cached decode path: `encoder_rows`, `attention_rows`) on the GPU
+/// gives the CPU's tokens.
+#[test]
+fn greedy_generation_on_the_gpu_gives_the_cpus_tokens() {
+    let Some(gpu) = gpu(Precision::Fp32) else { return };
+    generation_on(gpu);
+}
+
+fn generation_on<B: Backend>(other: B) {
+    use gpt1::generate::{GenerateOptions, Sampling, generate};
+    let m = Gpt::init(small(), 21);
+    let prompt = [3u32, 14, 15, 9, 26];
+    let opts = GenerateOptions { max_new: 20, sampling: Sampling::GREEDY, seed: 0, num: 2 };
+    let (want, _) = generate(&m, &prompt, &opts, |_, _| false).unwrap();
+    let (got, _) = generate(&m.to_backend(other), &prompt, &opts, |_, _| false).unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.ids, w.ids);
+    }
+}
+
+#[test]
+fn the_generation_harness_runs_on_the_cpu() {
+    generation_on(Cpu::FP32);
+}

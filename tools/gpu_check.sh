@@ -9,7 +9,8 @@
 # and JSON results (bench_*.json, torch_*.json, hf_load.json, pretrain.json). Stages, each with
 # a timeout, skipped once the budget (SECONDS, default 460) is spent:
 #   1. parity: every kernel against the CPU (fp32 1e-4, bf16), 10-step trajectories, the LSTM;
-#   2. gpt1 bench train at GPT-1's size (12 x 768, V 40,481), bf16 and fp32, on the GPU;
+#   2. gpt1 bench train at GPT-1's size (12 x 768, V 40,481), bf16 and fp32, on the GPU, and
+#      bench generate (KV-cached greedy decoding);
 #   3. PyTorch on the same GPU: HF OpenAIGPTLMHeadModel, bf16 autocast, eager and torch.compile;
 #   4. a checkpoint pre-trained on the GPU loads in transformers with the same log-probs;
 #   5. with the time left, a real pre-training of a GPT-1-size model on the demo books.
@@ -75,6 +76,9 @@ done
 stage bench_gpt1_fp32_b16 60 "$bin/gpt1" bench train --config gpt1 --batch 16 --seq 512 \
   --steps 3 --warmup 1 --device "$dev" --json &&
   cp "$out/bench_gpt1_fp32_b16.out" "$out/bench_gpt1_fp32_b16.json"
+
+stage bench_generate 60 "$bin/gpt1" bench generate --config gpt1 --prompt-len 64 --new 128 \
+  --device "$dev" --json && cp "$out/bench_generate.out" "$out/bench_generate.json"
 
 # 3. PyTorch on the same GPU.
 stage torch_eager_b16 90 python3 tools/bench_torch_gpu.py --config gpt1 --batch 16 --seq 512 &&

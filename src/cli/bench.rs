@@ -28,6 +28,8 @@ pub struct GenerateArgs {
     rounds: usize,
     #[command(flatten)]
     precision: super::PrecisionArg,
+    #[command(flatten)]
+    device: super::DeviceArg,
     /// Print one JSON object instead of a line of text.
     #[arg(long)]
     json: bool,
@@ -102,7 +104,9 @@ pub fn run(c: Command) -> Result<()> {
                 a.new,
                 a.rounds,
                 a.precision.get(),
-            );
+                a.device.device,
+            )
+            .with_context(|| format!("bench generate on {}", a.device.device))?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

@@ -55,6 +55,8 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     precision: super::PrecisionArg,
+    #[command(flatten)]
+    device: super::DeviceArg,
 }
 
 fn parse_ids(s: &str) -> Result<Vec<u32>> {
@@ -121,7 +123,7 @@ pub fn run(a: Args) -> Result<()> {
         stdout.lock().flush().ok();
     }
     let t0 = std::time::Instant::now();
-    let (gens, timing) = generate(&model, &prompt, &opts, |_, ids| {
+    let mut on_token = |_, ids: &[u32]| {
         let Some(t) = &tok else { return false };
         let Ok(text) = t.decode(ids) else { return false };
         let (shown, stopped) = cut(&text, &a.stop);
@@ -135,7 +137,14 @@ pub fn run(a: Args) -> Result<()> {
             printed = safe;
         }
         stopped
-    })?;
+    };
+    let (gens, timing) = match a.device.device {
+        gpt1::backend::Device::Cpu => generate(&model, &prompt, &opts, &mut on_token)?,
+        dev => {
+            let gpu = dev.cuda(a.precision.value())?;
+            generate(&model.to_backend(gpu), &prompt, &opts, &mut on_token)?
+        }
+    };
     let secs = t0.elapsed().as_secs_f64();
     for g in &gens {
         let text = match &tok {
