@@ -234,6 +234,25 @@ fn cfg(grid: u32, block: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// cuBLAS's operation for a row-major operand stored transposed (`t`) or not.
+fn op_of(t: bool) -> blas::cublasOperation_t {
+    if t { blas::cublasOperation_t::CUBLAS_OP_T } else { blas::cublasOperation_t::CUBLAS_OP_N }
+}
+
+/// The leading dimension of a row-major `[rows, cols]` operand (`[cols, rows]` when stored
+/// transposed), as cuBLAS's column-major view of it.
+fn lead(t: bool, rows: usize, cols: usize) -> i32 {
+    if t { rows as i32 } else { cols as i32 }
+}
+
+/// Where the LM head's gradients go (device addresses) and the loss's scale.
+struct HeadGrads {
+    dh: CUdeviceptr,
+    dwte: CUdeviceptr,
+    dbias: Option<CUdeviceptr>,
+    scale: f32,
+}
+
 /// Dropout as kernel arguments: key, threshold, scale, active.
 fn drop_args(d: Dropout) -> [A; 4] {
     [A::K(d.key), A::U(d.threshold()), A::F(d.scale()), A::I(d.active() as i32)]
@@ -435,15 +454,7 @@ impl Cuda {
             }
             return;
         }
-        let op = |t| {
-            if t {
-                blas::cublasOperation_t::CUBLAS_OP_T
-            } else {
-                blas::cublasOperation_t::CUBLAS_OP_N
-            }
-        };
-        let lda = if a_t { m } else { k } as i32;
-        let ldb = if b_t { k } else { n } as i32;
+        let (op, lda, ldb) = (op_of, lead(a_t, m, k), lead(b_t, k, n));
         let (alpha, h) = (1.0f32, *self.inner.blas.handle());
         self.bind();
         let r = if mixed && self.inner.precision == Precision::Bf16 {
@@ -514,15 +525,7 @@ impl Cuda {
         if m == 0 || n == 0 || k == 0 || batch == 0 {
             return;
         }
-        let op = |t| {
-            if t {
-                blas::cublasOperation_t::CUBLAS_OP_T
-            } else {
-                blas::cublasOperation_t::CUBLAS_OP_N
-            }
-        };
-        let lda = if a_t { m } else { k } as i32;
-        let ldb = if b_t { k } else { n } as i32;
+        let (op, lda, ldb) = (op_of, lead(a_t, m, k), lead(b_t, k, n));
         let (alpha, beta) = (1.0f32, 0.0f32);
         self.bind();
         // SAFETY: `batch` operands of m·k, k·n and m·n floats, contiguous.
@@ -576,6 +579,54 @@ impl Cuda {
                 &[A::P(dst), A::P(part), A::I(cols as i32), A::I(groups as i32)],
             );
         }
+    }
+
+    /// The tied LM head over `targets.len()` rows of `h`, in chunks of the `logits` workspace:
+    /// logits, then per row either the loss and `scale · (softmax − one-hot)` in place and the
+    /// gradient products (`grads`), or log p(target). Returns the rows' NLL (with `grads`) or
+    /// log-probabilities, on the host.
+    #[allow(clippy::too_many_arguments)]
+    fn lm_head(
+        &self,
+        logits: CMut<'_>,
+        h: CRef<'_>,
+        wte: CRef<'_>,
+        bias: Option<CUdeviceptr>,
+        targets: &[u32],
+        d: usize,
+        grads: Option<HeadGrads>,
+    ) -> Vec<f32> {
+        let v = wte.len / d;
+        let rows = targets.len();
+        check_targets(targets, v, logits.len);
+        let chunk = (logits.len / v).min(rows).max(1);
+        let tg = self.put(Slot::Idx1, targets);
+        let per_row = self.scratch(Slot::Nll, rows * 4);
+        let scale = grads.as_ref().map_or(1.0, |g| g.scale);
+        for r0 in (0..rows).step_by(chunk) {
+            let n = chunk.min(rows - r0);
+            let hc = h.ptr + (r0 * d) as u64 * F4;
+            self.gemm(logits.ptr, hc, false, wte.ptr, true, (n, v, d), 0.0, true);
+            let args = [
+                A::P(logits.ptr),
+                A::P(bias.unwrap_or(0)),
+                A::P(tg + r0 as u64 * 4),
+                A::P(per_row + r0 as u64 * F4),
+                A::I(v as i32),
+                A::F(scale),
+                A::I(grads.is_some() as i32),
+            ];
+            self.launch("crossentropy_rows", cfg(n as u32, 1024), &args);
+            if let Some(g) = &grads {
+                if let Some(db) = g.dbias {
+                    self.col_sum(db, logits.ptr, n, v);
+                }
+                let dh = g.dh + (r0 * d) as u64 * F4;
+                self.gemm(dh, logits.ptr, false, wte.ptr, false, (n, d, v), 0.0, true);
+                self.gemm(g.dwte, logits.ptr, true, hc, false, (v, d, n), 1.0, true);
+            }
+        }
+        self.get::<f32>(per_row, rows)
     }
 
     /// One warp per row of `rows`.
@@ -1188,46 +1239,10 @@ impl Backend for Cuda {
         d: usize,
         scale: f32,
     ) -> f64 {
-        let v = wte.len / d;
-        let rows = targets.len();
-        check_targets(targets, v, logits.len);
-        let chunk = (logits.len / v).min(rows).max(1);
-        let tg = self.put(Slot::Idx1, targets);
-        let nll = self.scratch(Slot::Nll, rows * 4);
-        let (bptr, dbptr) = bias.as_ref().map_or((0, 0), |(b, db)| (b.ptr, db.ptr));
-        for r0 in (0..rows).step_by(chunk) {
-            let n = chunk.min(rows - r0);
-            let hc = h.ptr + (r0 * d) as u64 * F4;
-            self.gemm(logits.ptr, hc, false, wte.ptr, true, (n, v, d), 0.0, true);
-            self.launch(
-                "crossentropy_rows",
-                cfg(n as u32, 1024),
-                &[
-                    A::P(logits.ptr),
-                    A::P(bptr),
-                    A::P(tg + r0 as u64 * 4),
-                    A::P(nll + r0 as u64 * F4),
-                    A::I(v as i32),
-                    A::F(scale),
-                    A::I(1),
-                ],
-            );
-            if bias.is_some() {
-                self.col_sum(dbptr, logits.ptr, n, v);
-            }
-            self.gemm(
-                dh.ptr + (r0 * d) as u64 * F4,
-                logits.ptr,
-                false,
-                wte.ptr,
-                false,
-                (n, d, v),
-                0.0,
-                true,
-            );
-            self.gemm(dwte.ptr, logits.ptr, true, hc, false, (v, d, n), 1.0, true);
-        }
-        self.get::<f32>(nll, rows).iter().map(|&x| x as f64).sum()
+        let b = bias.as_ref().map(|(b, db)| (b.ptr, db.ptr));
+        let grads = Some(HeadGrads { dh: dh.ptr, dwte: dwte.ptr, dbias: b.map(|x| x.1), scale });
+        let nll = self.lm_head(logits, h, wte, b.map(|x| x.0), targets, d, grads);
+        nll.iter().map(|&x| x as f64).sum()
     }
     fn logprobs(
         &self,
@@ -1239,32 +1254,8 @@ impl Backend for Cuda {
         targets: &[u32],
         d: usize,
     ) {
-        let v = wte.len / d;
-        let rows = targets.len();
-        check_targets(targets, v, logits.len);
-        let chunk = (logits.len / v).min(rows).max(1);
-        let tg = self.put(Slot::Idx1, targets);
-        let lp = self.scratch(Slot::Nll, rows * 4);
-        let bptr = bias.map_or(0, |b| b.ptr);
-        for r0 in (0..rows).step_by(chunk) {
-            let n = chunk.min(rows - r0);
-            let hc = h.ptr + (r0 * d) as u64 * F4;
-            self.gemm(logits.ptr, hc, false, wte.ptr, true, (n, v, d), 0.0, true);
-            self.launch(
-                "crossentropy_rows",
-                cfg(n as u32, 1024),
-                &[
-                    A::P(logits.ptr),
-                    A::P(bptr),
-                    A::P(tg + r0 as u64 * 4),
-                    A::P(lp + r0 as u64 * F4),
-                    A::I(v as i32),
-                    A::F(1.0),
-                    A::I(0),
-                ],
-            );
-        }
-        out[..rows].copy_from_slice(&self.get::<f32>(lp, rows));
+        let lp = self.lm_head(logits, h, wte, bias.map(|b| b.ptr), targets, d, None);
+        out[..targets.len()].copy_from_slice(&lp);
     }
 
     fn embedding_forward(&self, out: CMut<'_>, table: CRef<'_>, ids: &[u32], d: usize) {
