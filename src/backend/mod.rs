@@ -6,8 +6,9 @@
 //! are generic over it; only checkpoint I/O, metrics and the task head's few extract rows cross
 //! to the host ([`Backend::download`], [`Backend::gather_rows`], [`Backend::scatter_add_rows`]).
 //!
-//! Today's backend is [`Cpu`] (fp32, the kernels of [`crate::kernels`]). A bf16 CPU backend or a
-//! CUDA backend implements the same trait: its own buffer type and views, and one method per
+//! Two backends: [`Cpu`] (the kernels of [`crate::kernels`], fp32 or bf16 products) and
+//! [`Cuda`] (GPU memory, CUDA C kernels, cuBLAS). Each implements the same trait: its own
+//! buffer type and views, and one method per
 //! kernel; `Gpt::forward`/`backward` do not change. The gradient convention of every kernel is
 //! written once, in [`crate::kernels`].
 //!
@@ -377,8 +378,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
     );
 
     // ---- data parallelism ----
-    /// Sums `x` over the ranks of `comm` in place (a CUDA backend would use NCCL on the device;
-    /// the CPU hands its host buffer to the communicator).
+    /// Sums `x` over the ranks of `comm` in place: the CPU hands its buffer to the communicator,
+    /// the GPU copies through the host (NCCL on the device is its next step).
     fn all_reduce_sum(&self, x: Self::Mut<'_>, comm: &dyn crate::dist::Collective);
 
     // ---- optimizer ----
