@@ -98,7 +98,7 @@ fn all_ops<B: Backend>(be: &B) -> Vec<(String, Vec<f32>)> {
         let mut r = Rng::new(9);
         (0..rows).map(|_| r.below(v as u64) as u32).collect()
     };
-    let drop = Dropout { p: 0.1, key: 77 };
+    let drop = Dropout::new(0.1, 77);
     // Embeddings.
     let (wte, wpe) = (up(&rand(v * d, 1)), up(&rand(t * d, 2)));
     let mut x = be.zeros(rows * d);

@@ -156,3 +156,58 @@ fn only_pretrain_runs_under_a_launcher() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("only `gpt1 pretrain` runs data-parallel"), "{err}");
 }
+
+/// Fine-tuning shared by ranks: each runs a contiguous share of the batch's items (here 5
+/// multiple-choice questions of 3 candidates, so 2 ranks split 2 + 3 and 3 ranks 1 + 2 + 2)
+/// with the whole batch's dropout masks (body and head) and divisors; body and head weights and
+/// the losses match one process running the batch in one pass.
+fn finetune_run(comm: Option<Arc<dyn Collective>>) -> (Vec<f64>, Vec<f32>, Vec<f32>) {
+    use gpt1::tasks::{Head, HeadKind, Item, Target};
+    use gpt1::train::trainer::TaskObjective;
+    let mut c = Config::named("tiny").unwrap();
+    (c.vocab_size, c.n_positions, c.n_embd, c.n_layer, c.n_head) = (50, 16, 32, 2, 4);
+    let (items_n, cands, len) = (5usize, 3usize, 10usize);
+    let n_seq = items_n * cands;
+    let head = Head::new(HeadKind::Choice, 32, 1, 9);
+    let task = TaskObjective::new(head, 0.5, 0.1, 0.01);
+    let mut tr = Trainer::new(Gpt::init(c, 3), n_seq, len, 0.01).with_task(task);
+    tr.dist = comm;
+    let losses = (0..STEPS)
+        .map(|s| {
+            let ids = tokens(n_seq * len, 50, 20 + s);
+            let mut tg = tokens(n_seq * len, 50, 200 + s);
+            // Padding predicts nothing: the last 3 positions of every other sequence.
+            for q in (0..n_seq).step_by(2) {
+                tg[q * len + len - 3..(q + 1) * len].fill(u32::MAX);
+            }
+            let items: Vec<Item> = (0..items_n)
+                .map(|i| Item {
+                    features: (0..cands).map(|k| vec![(i * cands + k) * len + len - 4]).collect(),
+                    target: Target::Class((i + s as usize) % cands),
+                })
+                .collect();
+            let key = StepKey::Whole(31 + s);
+            tr.step(&ids, &tg, len, &items, 1e-3, 1.0, key, s + 1).unwrap().loss
+        })
+        .collect();
+    let head = tr.task.as_ref().unwrap().head.w.clone();
+    (losses, tr.model.params.clone(), head)
+}
+
+#[test]
+fn finetuning_ranks_equal_one_process() {
+    let (l1, p1, h1) = finetune_run(None);
+    for world in [2, 3] {
+        let runs = ranks(world, |c| finetune_run(Some(c)));
+        for (rank, (l, p, h)) in runs.iter().enumerate() {
+            for (a, b) in l.iter().zip(&l1) {
+                assert!((a - b).abs() < 1e-6, "{world} ranks, rank {rank}: loss {a} vs {b}");
+            }
+            let (dp, dh) = (max_diff(p, &p1), max_diff(h, &h1));
+            assert!(dp < 1e-5 && dh < 1e-5, "{world} ranks, rank {rank}: weights {dp}, head {dh}");
+            assert!(p.iter().zip(&runs[0].1).all(|(x, y)| x.to_bits() == y.to_bits()));
+            assert!(h.iter().zip(&runs[0].2).all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+        assert_ne!(runs[0].1, p1, "the ranks shared the batch (no rank ran it whole)");
+    }
+}

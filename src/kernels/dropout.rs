@@ -3,18 +3,31 @@
 use super::rng::bits32;
 use rayon::prelude::*;
 
-/// One dropout site: probability `p` of zeroing, and the key its mask is drawn from.
+/// One dropout site: probability `p` of zeroing, and the key its mask is drawn from. Element
+/// `i` of the buffer draws `bits32(key, offset + i)`: `offset` places a pass over part of a
+/// batch (one rank's sequences) at its position in the whole batch's masks.
 #[derive(Clone, Copy, Debug)]
 pub struct Dropout {
     pub p: f32,
     pub key: u64,
+    pub offset: u64,
 }
 
 const CHUNK: usize = 4096;
 
 impl Dropout {
     /// No dropout (evaluation, or p = 0).
-    pub const OFF: Dropout = Dropout { p: 0.0, key: 0 };
+    pub const OFF: Dropout = Dropout { p: 0.0, key: 0, offset: 0 };
+
+    /// Probability `p`, masks from `key`, from the batch's first element.
+    pub const fn new(p: f32, key: u64) -> Self {
+        Dropout { p, key, offset: 0 }
+    }
+
+    /// The same masks, for a buffer whose first element is element `offset` of the batch.
+    pub const fn at(self, offset: u64) -> Self {
+        Dropout { offset, ..self }
+    }
 
     pub fn active(&self) -> bool {
         self.p > 0.0
@@ -29,7 +42,7 @@ impl Dropout {
     /// The multiplier for element `idx`: 0, or 1/(1-p) when kept.
     #[inline(always)]
     pub fn factor(&self, idx: u64, threshold: u32, scale: f32) -> f32 {
-        if (bits32(self.key, idx) >> 8) < threshold { 0.0 } else { scale }
+        if (bits32(self.key, self.offset.wrapping_add(idx)) >> 8) < threshold { 0.0 } else { scale }
     }
 
     pub fn scale(&self) -> f32 {
@@ -80,7 +93,7 @@ mod tests {
 
     #[test]
     fn keeps_the_expected_fraction_and_scales() {
-        let d = Dropout { p: 0.1, key: 42 };
+        let d = Dropout::new(0.1, 42);
         let mut x = vec![1.0f32; 100_000];
         d.apply(&mut x, 0);
         let zeros = x.iter().filter(|&&v| v == 0.0).count();
@@ -92,7 +105,7 @@ mod tests {
 
     #[test]
     fn residual_matches_apply() {
-        let d = Dropout { p: 0.3, key: 9 };
+        let d = Dropout::new(0.3, 9);
         let x: Vec<f32> = (0..10_000).map(|i| i as f32).collect();
         let a: Vec<f32> = (0..10_000).map(|i| (i % 7) as f32).collect();
         let mut out = vec![0.0; x.len()];

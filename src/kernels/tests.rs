@@ -74,7 +74,7 @@ fn attention_gradients_without_dropout() {
 
 #[test]
 fn attention_gradients_with_dropout() {
-    attention_case(Dropout { p: 0.2, key: 11 });
+    attention_case(Dropout::new(0.2, 11));
 }
 
 #[test]

@@ -47,23 +47,27 @@ pub(crate) struct Drops {
     embd: f32,
     attn: f32,
     resid: f32,
+    /// Where this pass's `[B, T, d]` buffers and `[B, H, T, T]` attention probabilities start
+    /// in the whole batch's masks (a rank's share of a fine-tuning batch; 0 otherwise).
+    off_x: u64,
+    off_att: u64,
 }
 
 impl Drops {
     fn site(&self, p: f32, label: u64) -> Dropout {
-        if p > 0.0 { Dropout { p, key: rng::derive(self.key, label) } } else { Dropout::OFF }
+        if p > 0.0 { Dropout::new(p, rng::derive(self.key, label)) } else { Dropout::OFF }
     }
     fn embd(&self) -> Dropout {
-        self.site(self.embd, stream::EMBD_DROPOUT)
+        self.site(self.embd, stream::EMBD_DROPOUT).at(self.off_x)
     }
     fn attn(&self, l: usize) -> Dropout {
-        self.site(self.attn, stream::attn_dropout(l))
+        self.site(self.attn, stream::attn_dropout(l)).at(self.off_att)
     }
     fn res1(&self, l: usize) -> Dropout {
-        self.site(self.resid, stream::resid1_dropout(l))
+        self.site(self.resid, stream::resid1_dropout(l)).at(self.off_x)
     }
     fn res2(&self, l: usize) -> Dropout {
-        self.site(self.resid, stream::resid2_dropout(l))
+        self.site(self.resid, stream::resid2_dropout(l)).at(self.off_x)
     }
 }
 
@@ -139,13 +143,22 @@ impl<B: Backend> Gpt<B> {
         Dims { b, t, h: self.config.n_head, dh: self.config.head_dim() }
     }
 
-    fn drops(&self, key: Option<u64>) -> Drops {
+    /// The pass's dropout sites: none without a key; `first_seq`, the index of the pass's first
+    /// sequence in the batch the masks are drawn for, with `t` positions per sequence.
+    fn drops(&self, key: Option<u64>, first_seq: usize, t: usize) -> Drops {
         let c = &self.config;
+        let (s, t) = (first_seq as u64, t as u64);
+        let (off_x, off_att) = (s * t * c.n_embd as u64, s * c.n_head as u64 * t * t);
         match key {
-            Some(key) => {
-                Drops { key, embd: c.embd_pdrop, attn: c.attn_pdrop, resid: c.resid_pdrop }
-            }
-            None => Drops { key: 0, embd: 0.0, attn: 0.0, resid: 0.0 },
+            Some(key) => Drops {
+                key,
+                embd: c.embd_pdrop,
+                attn: c.attn_pdrop,
+                resid: c.resid_pdrop,
+                off_x,
+                off_att,
+            },
+            None => Drops { key: 0, embd: 0.0, attn: 0.0, resid: 0.0, off_x: 0, off_att: 0 },
         }
     }
 
@@ -156,7 +169,19 @@ impl<B: Backend> Gpt<B> {
     /// The body's forward pass over `ids` (`[B, T]`, every id < vocab_size, T <= n_positions).
     /// `dropout_key`: `Some` in training (masks drawn from it), `None` for evaluation.
     pub fn forward(&self, acts: &mut Activations<B>, ids: &[u32], dropout_key: Option<u64>) {
-        self.forward_blocks(acts, ids, dropout_key, self.config.n_layer);
+        self.forward_blocks(acts, ids, dropout_key, 0, self.config.n_layer);
+    }
+
+    /// [`Gpt::forward`] of sequences `first_seq..` of a larger batch, with that batch's
+    /// dropout masks (a rank's share of a data-parallel fine-tuning batch).
+    pub fn forward_at(
+        &self,
+        acts: &mut Activations<B>,
+        ids: &[u32],
+        dropout_key: Option<u64>,
+        first_seq: usize,
+    ) {
+        self.forward_blocks(acts, ids, dropout_key, first_seq, self.config.n_layer);
     }
 
     /// Embeddings and the first `n_blocks` blocks on every position.
@@ -165,12 +190,13 @@ impl<B: Backend> Gpt<B> {
         acts: &mut Activations<B>,
         ids: &[u32],
         key: Option<u64>,
+        first_seq: usize,
         n_blocks: usize,
     ) {
         let (b, t, d) = (acts.b, acts.t, self.config.n_embd);
         assert_eq!(ids.len(), b * t, "ids must be [B, T]");
         assert!(t <= self.config.n_positions);
-        let (be, w, drops) = (&self.backend, self.views(), self.drops(key));
+        let (be, w, drops) = (&self.backend, self.views(), self.drops(key, first_seq, t));
         be.encoder_forward(acts.encoded.w(), ids, w.wte, w.wpe, t, d);
         be.dropout(acts.encoded.w(), drops.embd());
         for l in 0..n_blocks {
@@ -228,8 +254,8 @@ impl<B: Backend> Gpt<B> {
         let (c, be) = (&self.config, &self.backend);
         let (bt, d, last) = (acts.b * acts.t, c.n_embd, c.n_layer - 1);
         assert!(rows.iter().all(|&r| r < bt), "rows must lie in [B, T]");
-        self.forward_blocks(acts, ids, None, last);
-        let (w, drops) = (self.views(), self.drops(None));
+        self.forward_blocks(acts, ids, None, 0, last);
+        let (w, drops) = (self.views(), self.drops(None, 0, 0));
         let p = &w.layers[last];
         let (prev, rest) = acts.layers.split_at_mut(last);
         let x = if last == 0 { acts.encoded.r() } else { prev[last - 1].ln2.r() };
@@ -294,7 +320,7 @@ impl<B: Backend> Gpt<B> {
         let (c, be) = (&self.config, &self.backend);
         let (n, d, t) = (rows.len(), c.n_embd, acts.t);
         assert!(ids.len() == n && rows.iter().all(|&r| r < acts.b * t), "rows must lie in [B, T]");
-        let (w, drops) = (self.views(), self.drops(None));
+        let (w, drops) = (self.views(), self.drops(None, 0, 0));
         be.encoder_rows(acts.x_rows.w(), ids, rows, w.wte, w.wpe, t, d);
         let same: Vec<usize> = (0..n).collect();
         for l in 0..c.n_layer {
@@ -353,14 +379,15 @@ impl<B: Backend> Gpt<B> {
         loss_scale: f32,
     ) -> f64 {
         self.forward(acts, ids, dropout_key);
-        self.backward(acts, grads, ids, targets, dropout_key, loss_scale, None)
+        self.backward(acts, grads, ids, targets, dropout_key, loss_scale, None, 0)
     }
 
     /// The backward pass after [`Gpt::forward`] with the same `ids` and `dropout_key`: the LM
     /// loss `loss_scale · Σ −log p(targets | ids)` (skipped when `loss_scale` is 0), plus
     /// `extra`, a task head's gradient on the last block's output at some rows (`(rows, ∂h)`,
     /// `∂h` `[rows.len(), d]` on the host). Returns the unscaled LM negative log-likelihood sum
-    /// (0 when skipped). Parameter gradients are accumulated into `grads`.
+    /// (0 when skipped). Parameter gradients are accumulated into `grads`. `first_seq` as in
+    /// [`Gpt::forward_at`] (0 for a whole batch).
     #[allow(clippy::too_many_arguments)]
     // One line per op, as llm.c reads: rustfmt would break the kernel calls apart.
     #[rustfmt::skip]
@@ -373,11 +400,12 @@ impl<B: Backend> Gpt<B> {
         dropout_key: Option<u64>,
         loss_scale: f32,
         extra: Option<(&[usize], &[f32])>,
+        first_seq: usize,
     ) -> f64 {
         let (c, be) = (&self.config, &self.backend);
         let (b, t, d) = (acts.b, acts.t, c.n_embd);
         let bt = b * t;
-        let (drops, dims, w) = (self.drops(dropout_key), self.dims(b, t), self.views());
+        let (drops, dims, w) = (self.drops(dropout_key, first_seq, t), self.dims(b, t), self.views());
         let mut gw = params::views_mut::<B>(grads.w(), c);
         let g = acts.grads.as_mut().expect("Activations::new(.., training = true) for backward");
         let last = acts.layers.last().expect("n_layer > 0");

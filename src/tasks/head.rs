@@ -209,7 +209,7 @@ mod tests {
         let mut hidden = rand_vec(rows * d, 3);
         let mut head = Head::new(kind, d, n_out, 1);
         head.w = rand_vec(d * n_out, 5);
-        let drop = Dropout { p: 0.2, key: 77 };
+        let drop = Dropout::new(0.2, 77);
         let scale = 0.5;
         let mut g = head.zeros_like();
         let mut dh = vec![0.0; rows * d];

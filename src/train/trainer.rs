@@ -50,12 +50,28 @@ impl TaskObjective {
         d: usize,
         hidden: impl FnOnce(&[usize]) -> Vec<f32>,
     ) -> (f64, usize, Vec<usize>, Vec<f32>) {
+        let n_items = labelled(items);
+        self.backward_share(items, key, d, 0, n_items, hidden)
+    }
+
+    /// [`TaskObjective::backward`] of a rank's share of a batch: `items` are the batch's items
+    /// `first_item..`, their head dropout the batch's, their loss the mean over the batch's
+    /// `n_items` labelled items.
+    pub fn backward_share(
+        &mut self,
+        items: &[Item],
+        key: Option<u64>,
+        d: usize,
+        first_item: usize,
+        n_items: usize,
+        hidden: impl FnOnce(&[usize]) -> Vec<f32>,
+    ) -> (f64, usize, Vec<usize>, Vec<f32>) {
         let (rows, ritems) = extract_rows(items);
         let hidden = hidden(&rows);
-        let n_items = items.iter().filter(|it| it.target != Target::None).count().max(1);
         let drop = match key {
             Some(key) if self.clf_dropout > 0.0 => {
-                Dropout { p: self.clf_dropout, key: derive(key, stream::HEAD_DROPOUT) }
+                Dropout::new(self.clf_dropout, derive(key, stream::HEAD_DROPOUT))
+                    .at((first_item * d) as u64)
             }
             _ => Dropout::OFF,
         };
@@ -87,6 +103,41 @@ impl TaskObjective {
     pub fn optimizers_mut(&mut self) -> [&mut AdamW; 2] {
         [&mut self.opt_w, &mut self.opt_b]
     }
+}
+
+/// The labelled items of a batch (at least 1: the mean's divisor).
+fn labelled(items: &[Item]) -> usize {
+    items.iter().filter(|it| it.target != Target::None).count().max(1)
+}
+
+/// Rank `rank`'s share of a fine-tuning batch of `items` over `[n_seq, len]` sequences: a
+/// contiguous run of items (as even as can be), the sequences they read (an example's
+/// sequences are contiguous and in item order: [`crate::tasks::batch::batch`]), and the items
+/// renumbered to those sequences.
+pub fn item_share(
+    items: &[Item],
+    len: usize,
+    rank: usize,
+    world: usize,
+) -> (std::ops::Range<usize>, std::ops::Range<usize>, Vec<Item>) {
+    let n = items.len();
+    let ir = rank * n / world..(rank + 1) * n / world;
+    let mine = &items[ir.clone()];
+    let seqs = mine.iter().flat_map(|it| it.features.iter().flatten()).map(|&r| r / len);
+    let (lo, hi) = seqs.fold((usize::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s + 1)));
+    let sr = if lo == usize::MAX { 0..0 } else { lo..hi };
+    let local = mine
+        .iter()
+        .map(|it| Item {
+            features: it
+                .features
+                .iter()
+                .map(|f| f.iter().map(|&r| r - sr.start * len).collect())
+                .collect(),
+            target: it.target.clone(),
+        })
+        .collect();
+    (ir, sr, local)
 }
 
 /// Where a step's dropout masks come from.
@@ -219,8 +270,12 @@ impl<B: Backend> Trainer<B> {
         let lm_weight = self.task.as_ref().map_or(1.0, |t| t.aux_lm);
         let lm_scale = lm_weight / counted.max(1) as f32;
         be.fill(self.grads.w(), 0.0);
+        if !items.is_empty()
+            && let Some(comm) = self.dist.clone()
+        {
+            return self.task_gradients_shared(ids, targets, len, items, key, &*comm);
+        }
         let (mut nll, mut task_sum, mut n_items) = (0.0f64, None, 1);
-        assert!(items.is_empty() || self.dist.is_none(), "data-parallel fine-tuning");
         let mine = crate::dist::passes_of(self.dist.as_deref(), n_seq / per_pass);
         for (k, (i, tg)) in
             ids.chunks(per_pass * len).zip(targets.chunks(per_pass * len)).enumerate()
@@ -247,8 +302,16 @@ impl<B: Backend> Trainer<B> {
                 None => None,
             };
             let extra = extra.as_ref().map(|(r, dh)| (r.as_slice(), dh.as_slice()));
-            nll +=
-                self.model.backward(&mut self.acts, &mut self.grads, i, tg, key, lm_scale, extra);
+            nll += self.model.backward(
+                &mut self.acts,
+                &mut self.grads,
+                i,
+                tg,
+                key,
+                lm_scale,
+                extra,
+                0,
+            );
         }
         crate::dist::sum_step(be, self.dist.as_deref(), self.grads.w(), &mut nll);
         let lm_loss = nll / counted.max(1) as f64;
@@ -258,6 +321,69 @@ impl<B: Backend> Trainer<B> {
             None => lm_loss,
         };
         Losses { loss, lm_loss, task_loss, tokens: counted }
+    }
+
+    /// [`Trainer::gradients`] of a fine-tuning batch shared by the ranks of `comm`: each runs
+    /// the items of [`item_share`] and their sequences, with the whole batch's dropout masks
+    /// and divisors; body and head gradients, LM and task loss sums are then summed.
+    fn task_gradients_shared(
+        &mut self,
+        ids: &[u32],
+        targets: &[u32],
+        len: usize,
+        items: &[Item],
+        key: StepKey,
+        comm: &dyn crate::dist::Collective,
+    ) -> Losses {
+        let be = &self.model.backend;
+        let counted = targets.iter().filter(|&&t| t != IGNORE).count();
+        let task = self.task.as_mut().expect("items need a task head");
+        let lm_weight = task.aux_lm;
+        let lm_scale = lm_weight / counted.max(1) as f32;
+        let n_items = labelled(items);
+        let (ir, sr, mine) = item_share(items, len, comm.rank(), comm.world());
+        let key = match key {
+            StepKey::Off => None,
+            StepKey::PerMicroBatch(key) => Some(derive(key, 0)),
+            StepKey::Whole(key) => Some(key),
+        };
+        let (mut nll, mut task_sum) = (0.0f64, 0.0f64);
+        if sr.is_empty() {
+            task.grad.w.fill(0.0);
+            task.grad.b.fill(0.0);
+        } else {
+            let (i, tg) =
+                (&ids[sr.start * len..sr.end * len], &targets[sr.start * len..sr.end * len]);
+            self.acts.reshape(sr.len(), len);
+            self.model.forward_at(&mut self.acts, i, key, sr.start);
+            let d = self.model.config.n_embd;
+            let acts = &self.acts;
+            let (sum, _, rows, dh) =
+                task.backward_share(&mine, key, d, ir.start, n_items, |rows| {
+                    be.gather_rows(acts.hidden(), rows, d)
+                });
+            task_sum = sum;
+            let extra = Some((rows.as_slice(), dh.as_slice()));
+            nll = self.model.backward(
+                &mut self.acts,
+                &mut self.grads,
+                i,
+                tg,
+                key,
+                lm_scale,
+                extra,
+                sr.start,
+            );
+        }
+        crate::dist::sum_step(be, Some(comm), self.grads.w(), &mut nll);
+        comm.all_reduce_f32(&mut task.grad.w);
+        comm.all_reduce_f32(&mut task.grad.b);
+        let mut s = [task_sum];
+        comm.all_reduce_f64(&mut s);
+        let lm_loss = nll / counted.max(1) as f64;
+        let task_loss = s[0] / n_items as f64;
+        let loss = task_loss + lm_weight as f64 * lm_loss;
+        Losses { loss, lm_loss, task_loss: Some(task_loss), tokens: counted }
     }
 
     /// The head's gradient after [`Trainer::gradients`] (fine-tuning).

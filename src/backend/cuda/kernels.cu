@@ -148,16 +148,16 @@ extern "C" __global__ void positions_backward(float* dwpe, const float* dout, i6
 }
 
 // ---- dropout and residuals ----
-// out = x · mask / (1 - p) (in place when out == x); idx counts from 0 over the buffer.
-extern "C" __global__ void dropout_copy(float* out, const float* x, i64 n, u64 key, u32 threshold,
+// out = x · mask / (1 - p) (in place when out == x); element i draws mask offset + i.
+extern "C" __global__ void dropout_copy(float* out, const float* x, i64 n, u64 key, u64 offset, u32 threshold,
                                         float scale) {
-    GRID_STRIDE(i, n) out[i] = x[i] * drop_factor(key, (u64)i, threshold, scale);
+    GRID_STRIDE(i, n) out[i] = x[i] * drop_factor(key, offset + (u64)i, threshold, scale);
 }
 // out = x + dropout(a).
 extern "C" __global__ void residual_forward(float* out, const float* x, const float* a, i64 n,
-                                            u64 key, u32 threshold, float scale, int active) {
+                                            u64 key, u64 offset, u32 threshold, float scale, int active) {
     GRID_STRIDE(i, n) {
-        float f = active ? drop_factor(key, (u64)i, threshold, scale) : 1.0f;
+        float f = active ? drop_factor(key, offset + (u64)i, threshold, scale) : 1.0f;
         out[i] = x[i] + a[i] * f;
     }
 }
@@ -340,7 +340,7 @@ extern "C" __global__ void softmax_causal(float* att, i64 nrows, int T, float sc
 // In: ds = ∂L/∂(dropped probabilities); out: ∂L/∂(pre-softmax scores), for probabilities p.
 // The dropout mask index of entry (row, j) is row · T + j, as in the forward pass.
 extern "C" __global__ void softmax_causal_backward(float* ds, const float* p, i64 nrows, int T,
-                                                   float scale, u64 key, u32 threshold,
+                                                   float scale, u64 key, u64 offset, u32 threshold,
                                                    float dscale, int active) {
     i64 r = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     int lane = threadIdx.x & 31;
@@ -351,7 +351,7 @@ extern "C" __global__ void softmax_causal_backward(float* ds, const float* p, i6
     float dot = 0.0f;
     for (int j = lane; j <= i; j += 32) {
         float g = row[j];
-        if (active) g *= drop_factor(key, (u64)(r * T + j), threshold, dscale);
+        if (active) g *= drop_factor(key, offset + (u64)(r * T + j), threshold, dscale);
         row[j] = g;
         dot += pr[j] * g;
     }

@@ -253,9 +253,9 @@ struct HeadGrads {
     scale: f32,
 }
 
-/// Dropout as kernel arguments: key, threshold, scale, active.
-fn drop_args(d: Dropout) -> [A; 4] {
-    [A::K(d.key), A::U(d.threshold()), A::F(d.scale()), A::I(d.active() as i32)]
+/// Dropout as kernel arguments: key, offset, threshold, scale, active.
+fn drop_args(d: Dropout) -> [A; 5] {
+    [A::K(d.key), A::K(d.offset), A::U(d.threshold()), A::F(d.scale()), A::I(d.active() as i32)]
 }
 
 /// Groups for column sums: enough blocks to fill the GPU, few enough partial rows to add.
@@ -890,30 +890,30 @@ impl Backend for Cuda {
     }
     fn dropout(&self, x: CMut<'_>, drop: Dropout) {
         if drop.active() {
-            let [k, th, sc, _] = drop_args(drop);
+            let [k, o, th, sc, _] = drop_args(drop);
             self.launch_n(
                 "dropout_copy",
                 x.len,
-                &[A::P(x.ptr), A::P(x.ptr), A::L(x.len as i64), k, th, sc],
+                &[A::P(x.ptr), A::P(x.ptr), A::L(x.len as i64), k, o, th, sc],
             );
         }
     }
     fn residual_forward(&self, out: CMut<'_>, x: CRef<'_>, a: CRef<'_>, drop: Dropout) {
-        let [k, th, sc, act] = drop_args(drop);
+        let [k, o, th, sc, act] = drop_args(drop);
         self.launch_n(
             "residual_forward",
             out.len,
-            &[A::P(out.ptr), A::P(x.ptr), A::P(a.ptr), A::L(out.len as i64), k, th, sc, act],
+            &[A::P(out.ptr), A::P(x.ptr), A::P(a.ptr), A::L(out.len as i64), k, o, th, sc, act],
         );
     }
     fn residual_backward(&self, out: CMut<'_>, g: CRef<'_>, drop: Dropout) {
-        let drop = if drop.active() { drop } else { Dropout { p: 0.0, key: 0 } };
-        let [k, th, sc, _] = drop_args(drop);
+        let drop = if drop.active() { drop } else { Dropout::OFF };
+        let [k, o, th, sc, _] = drop_args(drop);
         // Inactive: threshold 0 keeps every element, scale 1/(1-0) = 1: a copy.
         self.launch_n(
             "dropout_copy",
             out.len,
-            &[A::P(out.ptr), A::P(g.ptr), A::L(out.len as i64), k, th, sc],
+            &[A::P(out.ptr), A::P(g.ptr), A::L(out.len as i64), k, o, th, sc],
         );
     }
     fn matmul(
@@ -1102,12 +1102,12 @@ impl Backend for Cuda {
             &[A::P(att.ptr), A::L(rows as i64), A::I(t as i32), A::F(scale)],
         );
         let probs = if drop.active() {
-            let [kk, th, sc, _] = drop_args(drop);
+            let [kk, o, th, sc, _] = drop_args(drop);
             let nn = rows * t;
             self.launch_n(
                 "dropout_copy",
                 nn,
-                &[A::P(scratch.ptr), A::P(att.ptr), A::L(nn as i64), kk, th, sc],
+                &[A::P(scratch.ptr), A::P(att.ptr), A::L(nn as i64), kk, o, th, sc],
             );
             scratch.ptr
         } else {
@@ -1187,12 +1187,12 @@ impl Backend for Cuda {
         let rows = bh * t;
         // ∂v = probs_droppedᵀ · ∂heads.
         let probs = if drop.active() {
-            let [kk, th, sc, _] = drop_args(drop);
+            let [kk, o, th, sc, _] = drop_args(drop);
             let nn = rows * t;
             self.launch_n(
                 "dropout_copy",
                 nn,
-                &[A::P(scratch.ptr), A::P(att.ptr), A::L(nn as i64), kk, th, sc],
+                &[A::P(scratch.ptr), A::P(att.ptr), A::L(nn as i64), kk, o, th, sc],
             );
             scratch.ptr
         } else {
@@ -1201,7 +1201,7 @@ impl Backend for Cuda {
         self.gemm_batched(dv, probs, true, dheads, false, (t, dh, t), bh);
         // ∂probs_dropped = ∂heads · vᵀ, then through the dropout and the softmax.
         self.gemm_batched(scratch.ptr, dheads, false, v, true, (t, t, dh), bh);
-        let [kk, th, sc, act] = drop_args(drop);
+        let [kk, o, th, sc, act] = drop_args(drop);
         let scale = 1.0 / (dh as f32).sqrt();
         self.launch(
             "softmax_causal_backward",
@@ -1213,6 +1213,7 @@ impl Backend for Cuda {
                 A::I(t as i32),
                 A::F(scale),
                 kk,
+                o,
                 th,
                 sc,
                 act,
