@@ -1,83 +1,9 @@
 //! `gpt1 finetune` / `evaluate` end to end on a small task and vocabulary the test writes.
 
 mod common;
-use common::{fails, ok, s, strs};
+use common::{fails, ok, s, scratch_args, setup, strs, write_config, write_vocab};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-
-/// Letters (alone and word-final) and merges for "good" and "bad".
-fn write_vocab(dir: &Path) {
-    common::write_letter_vocab(
-        dir,
-        &['.', ','],
-        &[("g", "o"), ("go", "o"), ("goo", "d</w>"), ("b", "a"), ("ba", "d</w>")],
-    );
-}
-
-fn write_task(dir: &Path) {
-    let subjects = [
-        "the cat",
-        "a dog",
-        "this film",
-        "the food",
-        "my day",
-        "that song",
-        "the plan",
-        "his work",
-    ];
-    let mut train = String::from("sentence\tlabel\n");
-    let mut dev = String::from("sentence\tlabel\n");
-    for (i, s) in subjects.iter().enumerate() {
-        for (word, label) in [("good", 1), ("bad", 0)] {
-            let line = format!("{s} was {word} .\t{label}\n");
-            if i < 6 {
-                train.push_str(&line)
-            } else {
-                dev.push_str(&line)
-            }
-            train.push_str(&format!("{s} is {word}\t{label}\n"));
-        }
-    }
-    std::fs::write(dir.join("train.tsv"), train).unwrap();
-    std::fs::write(dir.join("dev.tsv"), dev).unwrap();
-}
-
-/// A 2-block config, `cfg.json` in `d`.
-fn write_config(d: &Path) {
-    std::fs::write(
-        d.join("cfg.json"),
-        r#"{"vocab_size": 1, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 4}"#,
-    )
-    .unwrap();
-}
-
-/// The vocabulary, the task files and a 2-block config in `d`.
-fn setup(d: &Path) {
-    write_vocab(d);
-    write_task(d);
-    write_config(d);
-}
-
-/// `gpt1 finetune --from-scratch` arguments for the task in `d` (config and tokenizer from `d`)
-/// into `out`, plus `extra`.
-fn scratch_args(d: &Path, task: &str, out: &Path, extra: &[&str]) -> Vec<String> {
-    let cfg = d.join("cfg.json");
-    let base = [
-        "finetune",
-        "--from-scratch",
-        "--config",
-        s(&cfg),
-        "--tokenizer",
-        s(d),
-        "--task",
-        task,
-        "--data",
-        s(d),
-        "--out",
-        s(out),
-    ];
-    base.iter().chain(extra).map(|a| a.to_string()).collect()
-}
 
 /// Runs [`scratch_args`]; its standard output.
 fn from_scratch(d: &Path, task: &str, out: &Path, extra: &[&str]) -> String {

@@ -212,3 +212,50 @@ fn ranks_that_start_from_other_weights_stop_the_job() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("other weights than rank 0"), "{err}");
 }
+
+/// `mpirun -np 2 gpt1 finetune` (each rank half of every batch's examples, rank 0 writing the
+/// run) gives the single process's weights, losses and dev scores; a second rank that reads
+/// other data stops the job with a clear message.
+#[test]
+fn finetune_on_two_ranks_equals_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    common::setup(d);
+    let extra = ["--epochs", "2", "--batch", "8", "--lr", "2e-3", "--quiet", "--seed", "5"];
+    let one = d.join("one");
+    single(&common::scratch_args(d, "SST-2", &one, &extra));
+    let two = d.join("two");
+    check(&two_ranks(&common::scratch_args(d, "SST-2", &two, &extra)));
+    let (l1, l2) = (losses_of(&one), losses_of(&two));
+    assert_eq!(l1.len(), l2.len());
+    for (a, b) in l1.iter().zip(&l2) {
+        assert!((a - b).abs() < 1e-5, "loss {a} vs {b}");
+    }
+    for ((n, a), (_, b)) in weights(&one.join("best")).iter().zip(&weights(&two.join("best"))) {
+        let diff = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff < 1e-5, "{n}: {diff}");
+    }
+    // Rank 1 reads a train split with one more example: the settings check names it.
+    let other = d.join("other");
+    std::fs::create_dir(&other).unwrap();
+    common::setup(&other);
+    let mut train = std::fs::read_to_string(other.join("train.tsv")).unwrap();
+    train.push_str("the end was good\t1\n");
+    std::fs::write(other.join("train.tsv"), train).unwrap();
+    let bad = d.join("bad");
+    let a0 = common::scratch_args(d, "SST-2", &bad, &extra);
+    let a1 = common::scratch_args(&other, "SST-2", &bad, &extra);
+    let out = mpirun(&[rank("1", &a0), rank("1", &a1)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("settings") && err.contains("train_hash"), "{err}");
+}
+
+/// The `loss` of every training step in a run's metrics (dev lines have none).
+fn losses_of(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64())
+        .collect()
+}

@@ -343,10 +343,25 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
         );
         m.keep_layers(k, derive(a.train.seed, stream::INIT));
     }
+    // Under mpirun/srun: this process is one rank of a data-parallel run.
+    let comm = gpt1::dist::connect()?;
     let mut o = a.train.options(a.task.data, a.out);
     o.model_dir = if a.from_scratch { None } else { a.model.clone() };
+    o.comm = comm.clone();
     super::on_interrupt();
-    let s = finetune_net(model, &tok, &def, &o).map_err(|e| {
+    let res = finetune_net(model, &tok, &def, &o);
+    if let (Err(e), Some(c)) = (&res, &comm)
+        && !matches!(e, gpt1::Error::Interrupted { .. })
+    {
+        // The other ranks wait in a collective for this one: end the job.
+        eprintln!("error: rank {} of {}: fine-tuning failed: {e}", c.rank(), c.world());
+        c.abort(1);
+    }
+    if comm.as_ref().is_some_and(|c| c.rank() > 0) {
+        res?;
+        return Ok(());
+    }
+    let s = res.map_err(|e| {
         let hint = match &e {
             gpt1::Error::Interrupted { .. } => {
                 "stopped; continue with the same command and --resume".to_string()

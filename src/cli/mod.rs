@@ -272,11 +272,11 @@ pub fn run(cli: Cli) -> Result<()> {
             .context("starting the thread pool")?;
     }
     let world = gpt1::dist::launched_world();
-    if world > 1 && !matches!(cli.cmd, Command::Pretrain(_)) {
+    if world > 1 && !matches!(cli.cmd, Command::Pretrain(_) | Command::Finetune(_)) {
         // N copies of the same command would each do the whole work (and race for --out).
         anyhow::bail!(
             "this process is one of {world} started by a launcher (mpirun, srun): only `gpt1 \
-             pretrain` runs data-parallel; run this command as one process"
+             pretrain` and `gpt1 finetune` run data-parallel; run this command as one process"
         );
     }
     match cli.cmd {

@@ -57,6 +57,9 @@ pub struct FinetuneOptions {
     pub keep_checkpoints: usize,
     /// Continue the run in `out` from its newest checkpoint.
     pub resume: bool,
+    /// Data parallelism: this process is one rank of `comm` (`mpirun -np N gpt1 finetune`);
+    /// the ranks share each batch's examples, rank 0 alone writes the run directory.
+    pub comm: Option<std::sync::Arc<dyn crate::dist::Collective>>,
 }
 
 /// The paper's fine-tuning settings (section 4.1): the one source of the defaults of
@@ -114,6 +117,7 @@ impl FinetuneOptions {
             save_every: 0,
             keep_checkpoints: 2,
             resume: false,
+            comm: None,
         }
     }
 }
@@ -153,6 +157,20 @@ pub fn finetune_net(
     if opts.batch == 0 || opts.epochs == 0 {
         let setting = if opts.batch == 0 { "batch" } else { "epochs" };
         return Err(Error::setting(setting, "must be at least 1"));
+    }
+    // Rank 0 leads: it alone writes the run directory; the others wait for it where they read.
+    let comm = opts.comm.as_deref();
+    let lead = comm.is_none_or(|c| c.rank() == 0);
+    let sync = || {
+        if let Some(c) = comm {
+            crate::dist::barrier(c);
+        }
+    };
+    if comm.is_some() && matches!(model, Net::Lstm(_)) {
+        return Err(Error::Distributed(
+            "data-parallel fine-tuning runs the Transformer; fine-tune the LSTM as one process"
+                .into(),
+        ));
     }
     let model = match model {
         Net::Transformer(m) => Net::Transformer(with_special_tokens(m, tok, opts.seed)?),
@@ -214,9 +232,18 @@ pub fn finetune_net(
         clip: opts.clip,
         precision: opts.precision,
     };
+    if let Some(c) = comm {
+        // Every rank read the same data and model, with the same settings, or none starts.
+        let timeout = crate::dist::startup_timeout()?;
+        crate::dist::within(timeout, c.rank(), || {
+            crate::dist::check_same(c, "settings", &format!("{spec:?}"))
+        })?;
+    }
     // Never into a directory holding an earlier run or the user's files; one run at a time.
     let _lock = if opts.resume {
-        let lock = rundir::claim_existing(&opts.out)?;
+        let lock = if lead { Some(rundir::claim_existing(&opts.out)?) } else { None };
+        // The leader has cleaned up after a killed run before the others look.
+        sync();
         match rundir::load_spec::<FinetuneSpec>(&opts.out)? {
             None => return Err(Error::invalid(&opts.out, "--resume: no fine-tuning run here")),
             Some(run) => {
@@ -233,8 +260,14 @@ pub fn finetune_net(
         }
         lock
     } else {
-        let lock = rundir::claim_new(&opts.out, rundir::RESUME_HINT)?;
-        rundir::save_spec(&opts.out, &spec)?;
+        let lock = if lead {
+            let lock = rundir::claim_new(&opts.out, rundir::RESUME_HINT)?;
+            rundir::save_spec(&opts.out, &spec)?;
+            Some(lock)
+        } else {
+            None
+        };
+        sync();
         lock
     };
     let metrics_path = opts.out.join("metrics.jsonl");
@@ -251,6 +284,9 @@ pub fn finetune_net(
     let task = TaskObjective::new(head, opts.aux_lm, opts.clf_dropout, opts.weight_decay);
     let seqs = opts.batch * per_example;
     let mut trainer = Tuner::new(model, task, seqs, t_max, opts.weight_decay, opts.precision);
+    if let (Tuner::Transformer(t), Some(c)) = (&mut trainer, &opts.comm) {
+        t.dist = Some(c.clone());
+    }
     let (mut step, mut best_epoch, mut best_step, mut best_score) = (0u64, 0usize, 0u64, None);
     if opts.resume
         && let Some((_, dir)) = finetune_state::latest(&opts.out)
@@ -260,19 +296,31 @@ pub fn finetune_net(
             (st.step, st.best_epoch, st.best_step, st.best_score);
     }
     let start = step;
-    if opts.resume {
+    if opts.resume && lead {
         super::pretrain::truncate_metrics(&metrics_path, start)?;
     }
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| Error::io(&metrics_path, e))?;
+    let mut metrics = if lead {
+        Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&metrics_path)
+                .map_err(|e| Error::io(&metrics_path, e))?,
+        )
+    } else {
+        None
+    };
+    let mut write_metric = |v: serde_json::Value| -> Result<()> {
+        match &mut metrics {
+            Some(m) => writeln!(m, "{v}").map_err(|e| Error::io(&metrics_path, e)),
+            None => Ok(()),
+        }
+    };
     let steps_per_epoch = train_p.len().div_ceil(opts.batch) as u64;
     let total =
         (steps_per_epoch * opts.epochs as u64).min(opts.max_steps.unwrap_or(u64::MAX)).max(1);
     let warmup = ((total as f64 * opts.warmup).ceil() as u64).max(1);
-    let mut progress = crate::progress::Progress::new(total, opts.progress);
+    let mut progress = crate::progress::Progress::new(total, opts.progress && lead);
     progress.bar.set_position(start);
     let best_dir = opts.out.join("best");
     let (started, mut seen) = (std::time::Instant::now(), 0usize);
@@ -296,7 +344,7 @@ pub fn finetune_net(
             step += 1;
             let task_loss = s.task_loss.unwrap_or(0.0);
             let rec = serde_json::json!({"step": step, "epoch": epoch, "loss": s.loss, "task_loss": task_loss, "lm_loss": s.lm_loss, "lr": lr, "grad_norm": s.grad_norm});
-            writeln!(metrics, "{rec}").map_err(|e| Error::io(&metrics_path, e))?;
+            write_metric(rec)?;
             seen += chunk.len();
             let rate = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
             progress.step(
@@ -308,23 +356,34 @@ pub fn finetune_net(
             let due = opts.eval_every > 0 && step % opts.eval_every == 0;
             if let (Some(dp), true) = (&dev_p, end || due) {
                 let ev = trainer.evaluate(def, dp, opts.batch)?;
-                writeln!(metrics, "{}", serde_json::json!({"step": step, "epoch": epoch, "dev_score": ev.score, "dev_metric": ev.metric})).map_err(|e| Error::io(&metrics_path, e))?;
+                write_metric(
+                    serde_json::json!({"step": step, "epoch": epoch, "dev_score": ev.score, "dev_metric": ev.metric}),
+                )?;
                 progress.println(format!(
                     "step {step} (epoch {epoch}): dev {:?} {:.4}",
                     ev.metric, ev.score
                 ));
                 if best_score.is_none_or(|b| ev.score > b) {
-                    trainer.save_best(&best_dir, def, tok, max_len)?;
+                    if lead {
+                        trainer.save_best(&best_dir, def, tok, max_len)?;
+                    }
                     (best_epoch, best_step, best_score) = (epoch, step, Some(ev.score));
                     best = Some(Evaluation { predictions: Vec::new(), scores: Vec::new(), ..ev });
                 }
             }
-            let stop = crate::interrupt::requested();
+            // Every rank stops after the same step (a Ctrl-C reaches some ranks only).
+            let stop = match comm {
+                Some(c) => crate::dist::any(c, crate::interrupt::requested()),
+                None => crate::interrupt::requested(),
+            };
             if (opts.save_every > 0 && step % opts.save_every == 0 || stop) && step < total {
                 let dir = opts.out.join(format!("checkpoint-{step}"));
                 let state = LoopState { step, best_score, best_epoch, best_step, adam_t: [0; 3] };
-                trainer.save_state(&dir, def, tok, max_len, state)?;
-                rundir::prune_checkpoints(&opts.out, opts.keep_checkpoints)?;
+                if lead {
+                    trainer.save_state(&dir, def, tok, max_len, state)?;
+                    rundir::prune_checkpoints(&opts.out, opts.keep_checkpoints)?;
+                }
+                sync();
                 if stop {
                     progress.bar.abandon();
                     return Err(Error::Interrupted { step, dir });
@@ -342,10 +401,14 @@ pub fn finetune_net(
         let ev = trainer.evaluate_saved(&best_dir, def, dp, opts.batch, opts.precision)?;
         best = Some(Evaluation { predictions: Vec::new(), scores: Vec::new(), ..ev });
     }
-    if best_score.is_none() {
+    if best_score.is_none() && lead {
         trainer.save_best(&best_dir, def, tok, max_len)?;
     }
-    crate::plot::curves_or_warn(&metrics_path, &opts.out.join("curves.png"), &def.name);
+    if lead {
+        crate::plot::curves_or_warn(&metrics_path, &opts.out.join("curves.png"), &def.name);
+    }
+    // The others return once the leader has written everything.
+    sync();
     Ok(FinetuneSummary {
         steps: step,
         best_epoch,
