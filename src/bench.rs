@@ -183,6 +183,7 @@ pub struct FinetuneBench {
 
 /// The fine-tuning step of `gpt1 finetune` on random sequences of `seq` tokens (extract token
 /// last), `batch` examples per step.
+#[allow(clippy::too_many_arguments)]
 pub fn finetune(
     name: &str,
     config: Config,
@@ -191,6 +192,24 @@ pub fn finetune(
     steps: usize,
     warmup: usize,
     precision: Precision,
+    device: crate::backend::Device,
+) -> Result<FinetuneBench> {
+    match device {
+        crate::backend::Device::Cpu => {
+            finetune_on(name, config, batch, seq, steps, warmup, Cpu::new(precision))
+        }
+        dev => finetune_on(name, config, batch, seq, steps, warmup, dev.cuda(precision)?),
+    }
+}
+
+fn finetune_on<B: crate::backend::Backend>(
+    name: &str,
+    config: Config,
+    batch: usize,
+    seq: usize,
+    steps: usize,
+    warmup: usize,
+    backend: B,
 ) -> Result<FinetuneBench> {
     use crate::tasks::head::extract_rows;
     use crate::tasks::{Head, HeadKind, Item, Target};
@@ -198,9 +217,8 @@ pub fn finetune(
     let threads = rayon::current_num_threads();
     let head = Head::new(HeadKind::Classify, config.n_embd, 2, 1);
     let task = TaskObjective::new(head, 0.5, 0.1, 0.01);
-    let mut model = Gpt::init(config.clone(), 1);
-    model.backend = Cpu::new(precision);
-    let mut tr = Trainer::new(model, batch, seq, 0.01).with_task(task);
+    let model = Gpt::init(config.clone(), 1).to_backend(backend);
+    let mut tr = Trainer::on(model, batch, seq, 0.01).with_task(task);
     let mut rng = Rng::new(11);
     let v = config.vocab_size as u64;
     let items: Vec<Item> = (0..batch)

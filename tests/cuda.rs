@@ -454,6 +454,13 @@ fn device_cuda_without_a_gpu_is_a_clear_error() {
         &["bench", "train", "--config", "tiny", "--device", "gpu"],
         "expected cpu, cuda or cuda:N",
     );
+    common::setup(dir.path());
+    let ft = dir.path().join("ft");
+    let args = common::scratch_args(dir.path(), "SST-2", &ft, &["--device", "cuda", "--quiet"]);
+    common::fails(&common::strs(&args), "no NVIDIA driver on this machine");
+    assert!(!ft.exists(), "nothing is written");
+    let bench = ["bench", "finetune", "--config", "tiny", "--seq", "32", "--device", "cuda"];
+    common::fails(&bench, "use --device cpu");
 }
 
 /// Greedy generation (the KV-cached decode path: `encoder_rows`, `attention_rows`) on the GPU
@@ -479,4 +486,54 @@ fn generation_on<B: Backend>(other: B) {
 #[test]
 fn the_generation_harness_runs_on_the_cpu() {
     generation_on(Cpu::FP32);
+}
+
+/// Fine-tuning steps (task head, auxiliary LM loss, dropout on) on `other` and on the CPU from
+/// the same weights: losses within `tol` relative, body and head weights within `wtol`.
+fn finetune_on<B: Backend>(other: B, tol: f64, wtol: f32) {
+    use gpt1::tasks::{Head, HeadKind, Item, Target};
+    use gpt1::train::trainer::TaskObjective;
+    let (items_n, cands, len) = (4usize, 2usize, 12usize);
+    let n_seq = items_n * cands;
+    let task = || TaskObjective::new(Head::new(HeadKind::Choice, 64, 1, 9), 0.5, 0.1, 0.01);
+    let m = Gpt::init(small(), 13);
+    let mut on_cpu = Trainer::on(m.clone(), n_seq, len, 0.01).with_task(task());
+    let mut on_other = Trainer::on(m.to_backend(other), n_seq, len, 0.01).with_task(task());
+    let mut r = Rng::new(6);
+    for step in 0..5u64 {
+        let ids: Vec<u32> = (0..n_seq * len).map(|_| r.below(67) as u32).collect();
+        let tg: Vec<u32> = (0..n_seq * len).map(|_| r.below(67) as u32).collect();
+        let items: Vec<Item> = (0..items_n)
+            .map(|i| Item {
+                features: (0..cands).map(|k| vec![(i * cands + k) * len + len - 1]).collect(),
+                target: Target::Class(i % cands),
+            })
+            .collect();
+        let key = StepKey::Whole(40 + step);
+        let a = on_cpu.step(&ids, &tg, len, &items, 1e-3, 1.0, key, step).unwrap();
+        let b = on_other.step(&ids, &tg, len, &items, 1e-3, 1.0, key, step).unwrap();
+        assert!(
+            (a.loss - b.loss).abs() / a.loss <= tol,
+            "step {step}: cpu {} other {}",
+            a.loss,
+            b.loss
+        );
+    }
+    let w = on_other.model.host_params().into_owned();
+    let e = w.iter().zip(on_cpu.model.params.iter()).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(e <= wtol, "body weights differ by {e}");
+    let (hc, ho) = (&on_cpu.task.as_ref().unwrap().head.w, &on_other.task.as_ref().unwrap().head.w);
+    let e = hc.iter().zip(ho).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(e <= wtol, "head weights differ by {e}");
+}
+
+#[test]
+fn fine_tuning_on_the_gpu_follows_the_cpu() {
+    let Some(gpu) = gpu(Precision::Fp32) else { return };
+    finetune_on(gpu, 1e-4, 1e-3);
+}
+
+#[test]
+fn the_fine_tuning_harness_runs_on_the_cpu() {
+    finetune_on(Cpu::FP32, 0.0, 0.0);
 }

@@ -10,7 +10,7 @@
 # a timeout, skipped once the budget (SECONDS, default 460) is spent:
 #   1. parity: every kernel against the CPU (fp32 1e-4, bf16), 10-step trajectories, the LSTM;
 #   2. gpt1 bench train at GPT-1's size (12 x 768, V 40,481), bf16 and fp32, on the GPU, and
-#      bench generate (KV-cached greedy decoding);
+#      bench finetune (32 x 128, bf16) and bench generate (KV-cached greedy decoding);
 #   3. PyTorch on the same GPU: HF OpenAIGPTLMHeadModel, bf16 autocast, eager and torch.compile;
 #   4. a checkpoint pre-trained on the GPU loads in transformers with the same log-probs;
 #   5. with the time left, a real pre-training of a GPT-1-size model on the demo books.
@@ -77,6 +77,8 @@ stage bench_gpt1_fp32_b16 60 "$bin/gpt1" bench train --config gpt1 --batch 16 --
   --steps 3 --warmup 1 --device "$dev" --json &&
   cp "$out/bench_gpt1_fp32_b16.out" "$out/bench_gpt1_fp32_b16.json"
 
+stage bench_finetune 60 "$bin/gpt1" bench finetune --config gpt1 --batch 32 --seq 128 --steps 5 \
+  --precision bf16 --device "$dev" --json && cp "$out/bench_finetune.out" "$out/bench_finetune.json"
 stage bench_generate 60 "$bin/gpt1" bench generate --config gpt1 --prompt-len 64 --new 128 \
   --device "$dev" --json && cp "$out/bench_generate.out" "$out/bench_generate.json"
 

@@ -174,8 +174,9 @@ pub fn run(c: Command) -> Result<()> {
                 a.steps,
                 a.warmup,
                 a.precision.get(),
+                a.device.device,
             )
-            .context("a benchmark step (random tokens) failed")?;
+            .with_context(|| format!("bench finetune on {}", a.device.device))?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

@@ -146,6 +146,8 @@ pub struct TrainFlags {
     resume: bool,
     #[command(flatten)]
     pub precision: super::PrecisionArg,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -392,6 +394,7 @@ impl TrainFlags {
         o.save_every = self.save_every;
         o.keep_checkpoints = self.keep_checkpoints;
         o.resume = self.resume;
+        o.device = self.device.device;
         o
     }
 }

@@ -96,8 +96,8 @@ pub fn evaluate_prepared<B: Backend>(
 }
 
 /// The head's scores of `examples` with the LSTM as the body, `batch` examples at a time.
-pub fn lstm_scores(
-    model: &crate::model::lstm::Lstm,
+pub fn lstm_scores<B: Backend>(
+    model: &crate::model::lstm::Lstm<B>,
     head: &Head,
     data: &[Prepared],
     batch_size: usize,

@@ -10,7 +10,7 @@ use super::rundir::weights_hash;
 use super::schedule::Schedule;
 use super::trainer::TaskObjective;
 use super::tuner::Tuner;
-use crate::backend::Precision;
+use crate::backend::{Backend, Cpu, Device, Precision};
 use crate::data::tasks::{TaskDef, read_split};
 use crate::error::{Error, Result};
 use crate::kernels::rng::{derive, stream};
@@ -60,6 +60,8 @@ pub struct FinetuneOptions {
     /// Data parallelism: this process is one rank of `comm` (`mpirun -np N gpt1 finetune`);
     /// the ranks share each batch's examples, rank 0 alone writes the run directory.
     pub comm: Option<std::sync::Arc<dyn crate::dist::Collective>>,
+    /// Where the model runs (the task head's few values stay on the host).
+    pub device: Device,
 }
 
 /// The paper's fine-tuning settings (section 4.1): the one source of the defaults of
@@ -118,6 +120,7 @@ impl FinetuneOptions {
             keep_checkpoints: 2,
             resume: false,
             comm: None,
+            device: Device::Cpu,
         }
     }
 }
@@ -153,6 +156,20 @@ pub fn finetune_net(
     tok: &Tokenizer,
     def: &TaskDef,
     opts: &FinetuneOptions,
+) -> Result<FinetuneSummary> {
+    match opts.device {
+        Device::Cpu => finetune_on(model, tok, def, opts, Cpu::new(opts.precision)),
+        // A GPU that is not there is said before anything is claimed or written.
+        Device::Cuda(_) => finetune_on(model, tok, def, opts, opts.device.cuda(opts.precision)?),
+    }
+}
+
+fn finetune_on<B: Backend>(
+    model: Net,
+    tok: &Tokenizer,
+    def: &TaskDef,
+    opts: &FinetuneOptions,
+    backend: B,
 ) -> Result<FinetuneSummary> {
     if opts.batch == 0 || opts.epochs == 0 {
         let setting = if opts.batch == 0 { "batch" } else { "epochs" };
@@ -283,7 +300,7 @@ pub fn finetune_net(
     let head = Head::new(def.kind, width, def.n_out(), opts.seed);
     let task = TaskObjective::new(head, opts.aux_lm, opts.clf_dropout, opts.weight_decay);
     let seqs = opts.batch * per_example;
-    let mut trainer = Tuner::new(model, task, seqs, t_max, opts.weight_decay, opts.precision);
+    let mut trainer = Tuner::on(model, task, seqs, t_max, opts.weight_decay, backend);
     if let (Tuner::Transformer(t), Some(c)) = (&mut trainer, &opts.comm) {
         t.dist = Some(c.clone());
     }
@@ -398,7 +415,7 @@ pub fn finetune_net(
     if best.is_none() && best_score.is_some() {
         // The best was kept before a resume: its evaluation, again (deterministic).
         let dp = dev_p.as_deref().unwrap_or(&[]);
-        let ev = trainer.evaluate_saved(&best_dir, def, dp, opts.batch, opts.precision)?;
+        let ev = trainer.evaluate_saved(&best_dir, def, dp, opts.batch)?;
         best = Some(Evaluation { predictions: Vec::new(), scores: Vec::new(), ..ev });
     }
     if best_score.is_none() && lead {

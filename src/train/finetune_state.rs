@@ -5,7 +5,7 @@
 
 use super::optim::AdamW;
 use super::trainer::TaskObjective;
-use crate::backend::Precision;
+use crate::backend::{Backend, DeviceBuf, Precision};
 use crate::data::tasks::TaskDef;
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
@@ -88,10 +88,10 @@ pub struct LoopState {
 
 /// Writes `dir` whole: the fine-tuned checkpoint, the moments and the loop state.
 #[allow(clippy::too_many_arguments)]
-pub fn save(
+pub fn save<B: Backend>(
     dir: &Path,
     write_model: impl FnOnce(&Path) -> Result<()>,
-    opt: &AdamW,
+    opt: &AdamW<B>,
     task: &TaskObjective,
     def: &TaskDef,
     tok: &Tokenizer,
@@ -102,11 +102,12 @@ pub fn save(
         save_finetuned_with(tmp, &task.head, def, tok, max_len, write_model)?;
         // Written into the finished directory's temporary twin, then moved with it.
         let [w, b] = task.optimizers();
+        let (m, v) = (opt.backend().download(opt.m.r()), opt.backend().download(opt.v.r()));
         write_moments(
             tmp,
             &[
-                ("body.exp_avg", &opt.m),
-                ("body.exp_avg_sq", &opt.v),
+                ("body.exp_avg", &m),
+                ("body.exp_avg_sq", &v),
                 ("head.weight.exp_avg", &w.m),
                 ("head.weight.exp_avg_sq", &w.v),
                 ("head.bias.exp_avg", &b.m),
@@ -131,10 +132,10 @@ pub fn latest(run: &Path) -> Option<(u64, PathBuf)> {
 
 /// Restores a training checkpoint into `model`, `opt` and `task` (shapes checked) and returns
 /// its loop state.
-pub fn load(
+pub fn load<B: Backend>(
     dir: &Path,
-    params: &mut Vec<f32>,
-    opt: &mut AdamW,
+    params: &mut B::Buf,
+    opt: &mut AdamW<B>,
     task: &mut TaskObjective,
     def: &TaskDef,
 ) -> Result<LoopState> {
@@ -143,7 +144,8 @@ pub fn load(
     if loaded.len() != params.len() {
         return Err(Error::invalid(dir, "this checkpoint is of another model or task"));
     }
-    *params = loaded;
+    let be = opt.backend().clone();
+    *params = be.upload(&loaded);
     task.head = head;
     let sp = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&sp).map_err(|e| Error::io(&sp, e))?;
@@ -154,17 +156,19 @@ pub fn load(
         )
     })?;
     let [w, b] = task.optimizers_mut();
+    let (mut m, mut v) = (vec![0.0f32; opt.m.len()], vec![0.0f32; opt.v.len()]);
     read_moments(
         dir,
         &mut [
-            ("body.exp_avg", &mut opt.m),
-            ("body.exp_avg_sq", &mut opt.v),
+            ("body.exp_avg", &mut m),
+            ("body.exp_avg_sq", &mut v),
             ("head.weight.exp_avg", &mut w.m),
             ("head.weight.exp_avg_sq", &mut w.v),
             ("head.bias.exp_avg", &mut b.m),
             ("head.bias.exp_avg_sq", &mut b.v),
         ],
     )?;
+    (opt.m, opt.v) = (be.upload(&m), be.upload(&v));
     (opt.t, w.t, b.t) = (state.adam_t[0], state.adam_t[1], state.adam_t[2]);
     Ok(state)
 }

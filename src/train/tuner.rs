@@ -6,7 +6,7 @@ use super::finetune_state::{self, LoopState};
 use super::lstm::LstmTrainer;
 use super::net::Net;
 use super::trainer::{StepKey, StepStats, TaskObjective, Trainer};
-use crate::backend::{Cpu, Precision};
+use crate::backend::{Backend, Cpu, Precision};
 use crate::data::tasks::TaskDef;
 use crate::error::Result;
 use crate::tasks::Head;
@@ -18,13 +18,14 @@ use std::path::Path;
 
 // One lives per fine-tuning run; boxing either variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
-pub enum Tuner {
-    Transformer(Trainer),
-    Lstm(LstmTrainer, TaskObjective),
+pub enum Tuner<B: Backend = Cpu> {
+    Transformer(Trainer<B>),
+    Lstm(LstmTrainer<B>, TaskObjective),
 }
 
-impl Tuner {
-    /// The trainer of `model` with `task`, for batches of up to `seqs` sequences of `t` tokens.
+impl Tuner<Cpu> {
+    /// The trainer of `model` with `task` on the CPU at precision `p`, for batches of up to
+    /// `seqs` sequences of `t` tokens.
     pub fn new(
         model: Net,
         task: TaskObjective,
@@ -33,15 +34,26 @@ impl Tuner {
         wd: f32,
         p: Precision,
     ) -> Self {
+        Self::on(model, task, seqs, t, wd, Cpu::new(p))
+    }
+}
+
+impl<B: Backend> Tuner<B> {
+    /// The trainer of `model` with `task` on `backend`.
+    pub fn on(model: Net, task: TaskObjective, seqs: usize, t: usize, wd: f32, backend: B) -> Self {
         match model {
-            Net::Transformer(mut m) => {
-                m.backend = Cpu::new(p);
-                Tuner::Transformer(Trainer::new(m, seqs, t, wd).with_task(task))
+            Net::Transformer(m) => {
+                Tuner::Transformer(Trainer::on(m.to_backend(backend), seqs, t, wd).with_task(task))
             }
-            Net::Lstm(mut m) => {
-                m.backend = Cpu::new(p);
-                Tuner::Lstm(LstmTrainer::new(m, seqs, t, wd), task)
-            }
+            Net::Lstm(m) => Tuner::Lstm(LstmTrainer::new(m.to_backend(backend), seqs, t, wd), task),
+        }
+    }
+
+    /// What runs the kernels.
+    pub fn backend(&self) -> &B {
+        match self {
+            Tuner::Transformer(t) => &t.model.backend,
+            Tuner::Lstm(t, _) => &t.model.backend,
         }
     }
 
@@ -101,17 +113,18 @@ impl Tuner {
         def: &TaskDef,
         dp: &[Prepared],
         batch: usize,
-        precision: Precision,
     ) -> Result<Evaluation> {
         let head = load_head(dir, def, self.head().d)?;
+        // On the run's device at its precision.
+        let be = self.backend().clone();
         match (Net::load(dir)?, &mut *self) {
-            (Net::Transformer(mut m), Tuner::Transformer(t)) => {
-                m.backend = Cpu::new(precision);
+            (Net::Transformer(m), Tuner::Transformer(t)) => {
+                let m = m.to_backend(be);
                 let (_, _, acts) = t.parts();
                 Ok(evaluate_prepared(def, &m, &head, acts, dp, batch))
             }
-            (Net::Lstm(mut m), Tuner::Lstm(..)) => {
-                m.backend = Cpu::new(precision);
+            (Net::Lstm(m), Tuner::Lstm(..)) => {
+                let m = m.to_backend(be);
                 Ok(evaluation_of(def, dp, lstm_scores(&m, &head, dp, batch)?))
             }
             _ => Err(crate::error::Error::invalid(
