@@ -68,8 +68,8 @@ pub fn score<B: Backend>(model: &Gpt<B>, rows: &[Vec<u32>], batch: usize) -> Res
 }
 
 /// [`score`] of the LSTM baseline.
-pub fn score_lstm(
-    model: &crate::model::lstm::Lstm,
+pub fn score_lstm<B: Backend>(
+    model: &crate::model::lstm::Lstm<B>,
     rows: &[Vec<u32>],
     batch: usize,
 ) -> Result<Score> {

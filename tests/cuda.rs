@@ -461,6 +461,16 @@ fn device_cuda_without_a_gpu_is_a_clear_error() {
     assert!(!ft.exists(), "nothing is written");
     let bench = ["bench", "finetune", "--config", "tiny", "--seq", "32", "--device", "cuda"];
     common::fails(&bench, "use --device cpu");
+    let score = [
+        "score",
+        "--model",
+        "tests/fixtures/hf_tiny",
+        "--ids",
+        "tests/fixtures/traj_tokens.bin",
+        "--device",
+        "cuda",
+    ];
+    common::fails(&score, "no NVIDIA driver on this machine");
 }
 
 /// Greedy generation (the KV-cached decode path: `encoder_rows`, `attention_rows`) on the GPU

@@ -214,6 +214,7 @@ fn export_gives_back_the_double_heads_tensors_transformers_wrote() {
         task: gpt1::data::tasks::task("storycloze").unwrap(),
         tokenizer: gpt1::text::Tokenizer::gpt1(None).unwrap(),
         max_len: 16,
+        device: gpt1::backend::Device::Cpu,
     };
     let tmp = tempfile::tempdir().unwrap();
     gpt1::tasks::export::export_double_heads(&ft, &tmp.path().join("hf")).unwrap();
@@ -245,6 +246,7 @@ fn export_of_a_similarity_head_sums_to_gpt1s_prediction() {
         task,
         tokenizer: gpt1::text::Tokenizer::gpt1(None).unwrap(),
         max_len: 16,
+        device: gpt1::backend::Device::Cpu,
     };
     let tmp = tempfile::tempdir().unwrap();
     gpt1::tasks::export::export_double_heads(&ft, &tmp.path().join("hf")).unwrap();

@@ -176,6 +176,8 @@ pub struct EvaluateArgs {
     json: bool,
     #[command(flatten)]
     precision: super::PrecisionArg,
+    #[command(flatten)]
+    device: super::DeviceArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -203,6 +205,8 @@ pub struct PredictArgs {
     probabilities: bool,
     #[command(flatten)]
     precision: super::PrecisionArg,
+    #[command(flatten)]
+    device: super::DeviceArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -265,6 +269,7 @@ fn load_checked(dir: &std::path::Path, task: Option<&str>) -> Result<Finetuned> 
 pub fn run_predict(a: PredictArgs) -> Result<()> {
     let mut ft = load_checked(&a.model, a.task.as_deref())?;
     ft.model.set_backend(a.precision.backend());
+    ft.device = a.device.device;
     let n = predict_to_file(&ft, &a.data, &a.split, a.batch, &a.out, a.probabilities)?;
     eprintln!("wrote {n} predictions to {}", a.out.display());
     Ok(())
@@ -402,6 +407,7 @@ impl TrainFlags {
 pub fn run_evaluate(a: EvaluateArgs) -> Result<()> {
     let mut ft = load_checked(&a.model, a.task.as_deref())?;
     ft.model.set_backend(a.precision.backend());
+    ft.device = a.device.device;
     let ev = evaluate(&ft, &a.data, &a.split, a.batch, a.skip_bad_rows)?;
     if a.json {
         let js = serde_json::json!({

@@ -185,6 +185,25 @@ impl LstmArgs {
     }
 }
 
+/// `$body` with `$m` bound to `&$model` on `$device`: the CPU model as loaded, or a copy
+/// uploaded to the GPU at the model's precision (the body is compiled for each backend).
+#[macro_export]
+macro_rules! on_device {
+    ($model:expr, $device:expr, |$m:ident| $body:expr) => {
+        match $device {
+            gpt1::backend::Device::Cpu => {
+                let $m = &$model;
+                $body
+            }
+            dev => {
+                let g = $model.clone().to_backend(dev.cuda($model.backend.precision())?);
+                let $m = &g;
+                $body
+            }
+        }
+    };
+}
+
 /// `--device`, on the commands that run on a GPU.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct DeviceArg {

@@ -20,6 +20,8 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     precision: super::PrecisionArg,
+    #[command(flatten)]
+    device: super::DeviceArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -29,12 +31,12 @@ pub fn run(a: Args) -> Result<()> {
         let mut model = gpt1::model::lstm::load_lstm(&a.model).context("loading the LSTM")?;
         model.backend = a.precision.backend();
         let rows = rows_of(&data, model.config.n_positions)?;
-        gpt1::eval::score_lstm(&model, &rows, a.batch)
+        crate::on_device!(model, a.device.device, |m| gpt1::eval::score_lstm(m, &rows, a.batch))
     } else {
         let mut model = load_model(&a.model).context("loading the model")?;
         model.backend = a.precision.backend();
         let rows = rows_of(&data, model.config.n_positions)?;
-        score(&model, &rows, a.batch)
+        crate::on_device!(model, a.device.device, |m| score(m, &rows, a.batch))
     }
     .with_context(|| format!("scoring {}", a.ids.display()))?;
     if a.json {
@@ -74,6 +76,8 @@ pub struct PerplexityArgs {
     json: bool,
     #[command(flatten)]
     precision: super::PrecisionArg,
+    #[command(flatten)]
+    device: super::DeviceArg,
 }
 
 pub fn perplexity(a: PerplexityArgs) -> Result<()> {
@@ -103,13 +107,18 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
             f.display(),
             ids.len()
         );
-        let (nll, n) = perplexity(&model, ids, stride, a.batch, |w| bar.inc(w as u64))
-            .with_context(|| format!("scoring {}", f.display()))?;
-        all_nll += nll;
-        all_n += n;
-        let mean = nll / n.max(1) as f64;
-        per_file.push(serde_json::json!({"file": f.display().to_string(), "tokens": n, "mean_nll": mean, "perplexity": mean.exp()}));
     }
+    // The model goes to the device once, for every file.
+    crate::on_device!(model, a.device.device, |m| {
+        for (f, ids) in files.iter().zip(&docs) {
+            let (nll, n) = perplexity(m, ids, stride, a.batch, |w| bar.inc(w as u64))
+                .with_context(|| format!("scoring {}", f.display()))?;
+            all_nll += nll;
+            all_n += n;
+            let mean = nll / n.max(1) as f64;
+            per_file.push(serde_json::json!({"file": f.display().to_string(), "tokens": n, "mean_nll": mean, "perplexity": mean.exp()}));
+        }
+    });
     bar.finish_and_clear();
     let mean = all_nll / all_n.max(1) as f64;
     if a.json {

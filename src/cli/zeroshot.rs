@@ -37,6 +37,8 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     precision: super::PrecisionArg,
+    #[command(flatten)]
+    device: super::DeviceArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -46,10 +48,18 @@ pub fn run(a: Args) -> Result<()> {
         super::model_and_tokenizer(&a.model, a.tokenizer.as_deref(), &a.precision, a.mode)?;
     let tok = tok?;
     let bar = gpt1::progress::bar(0, !a.json);
-    let r = zero_shot_with(&model, &tok, task, &a.data, &split, a.batch, |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })
+    let r = crate::on_device!(model, a.device.device, |m| zero_shot_with(
+        m,
+        &tok,
+        task,
+        &a.data,
+        &split,
+        a.batch,
+        |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+    ))
     .with_context(|| format!("zero-shot {} on {}", task.name(), a.data.display()))?;
     bar.finish_and_clear();
     if let Some(out) = &a.out {

@@ -87,6 +87,8 @@ pub struct Finetuned {
     pub task: TaskDef,
     pub tokenizer: Tokenizer,
     pub max_len: usize,
+    /// Where [`crate::tasks::evaluate::scored_split`] runs the model (the CPU when loaded).
+    pub device: crate::backend::Device,
 }
 
 /// Loads what [`save_finetuned`] wrote.
@@ -122,7 +124,7 @@ pub fn load_finetuned(dir: &Path) -> Result<Finetuned> {
         ));
     }
     let head = load_head(dir, &task, width)?;
-    Ok(Finetuned { model, head, task, tokenizer, max_len })
+    Ok(Finetuned { model, head, task, tokenizer, max_len, device: crate::backend::Device::Cpu })
 }
 
 /// The head of a fine-tuned checkpoint (`head.safetensors`), its shape checked against the

@@ -284,13 +284,25 @@ pub fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> 
     }
     let (p, _) = prepare(&ft.tokenizer, examples, ft.max_len)?;
     let per = p.iter().map(|e| e.t.features.iter().map(Vec::len).sum::<usize>()).max().unwrap_or(1);
-    match &ft.model {
-        crate::train::net::Net::Transformer(m) => {
-            let mut acts = m.activations(batch_size * per, longest(&p), false);
+    use crate::backend::Device;
+    use crate::train::net::Net;
+    let (rows, t) = (batch_size * per, longest(&p));
+    match (&ft.model, ft.device) {
+        (Net::Transformer(m), Device::Cpu) => {
+            let mut acts = m.activations(rows, t, false);
             Ok(evaluate_prepared(&ft.task, m, &ft.head, &mut acts, &p, batch_size))
         }
-        crate::train::net::Net::Lstm(m) => {
+        (Net::Transformer(m), dev) => {
+            let g = m.clone().to_backend(dev.cuda(m.backend.precision())?);
+            let mut acts = g.activations(rows, t, false);
+            Ok(evaluate_prepared(&ft.task, &g, &ft.head, &mut acts, &p, batch_size))
+        }
+        (Net::Lstm(m), Device::Cpu) => {
             Ok(evaluation_of(&ft.task, &p, lstm_scores(m, &ft.head, &p, batch_size)?))
+        }
+        (Net::Lstm(m), dev) => {
+            let g = m.clone().to_backend(dev.cuda(m.backend.precision())?);
+            Ok(evaluation_of(&ft.task, &p, lstm_scores(&g, &ft.head, &p, batch_size)?))
         }
     }
 }
