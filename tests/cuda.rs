@@ -547,3 +547,21 @@ fn fine_tuning_on_the_gpu_follows_the_cpu() {
 fn the_fine_tuning_harness_runs_on_the_cpu() {
     finetune_on(Cpu::FP32, 0.0, 0.0);
 }
+
+/// NCCL loads (when it is installed: PyTorch's wheels bring it) and makes a unique id without
+/// a GPU; the all-reduce itself runs in `tools/gpu_check.sh`'s MPI stage.
+#[test]
+fn nccl_loads_and_makes_a_unique_id() {
+    let v = match cuda::nccl::version() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("skipped: NCCL not found ({e})");
+            return;
+        }
+    };
+    assert!(v >= 20000, "NCCL 2.x, got {v}");
+    let a = cuda::nccl::unique_id().unwrap();
+    let b = cuda::nccl::unique_id().unwrap();
+    assert_eq!(a.len(), 128);
+    assert_ne!(a, b, "two ids differ");
+}

@@ -379,7 +379,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
 
     // ---- data parallelism ----
     /// Sums `x` over the ranks of `comm` in place: the CPU hands its buffer to the communicator,
-    /// the GPU copies through the host (NCCL on the device is its next step).
+    /// the GPU sums on the devices with NCCL (through the host when a rank lacks NCCL).
     fn all_reduce_sum(&self, x: Self::Mut<'_>, comm: &dyn crate::dist::Collective);
 
     // ---- optimizer ----

@@ -65,6 +65,9 @@ fn names(lib: &str) -> Vec<String> {
     if lib == "cuda" {
         return vec!["libcuda.so.1".into(), "libcuda.so".into()];
     }
+    if lib == "nccl" {
+        return vec!["libnccl.so.2".into(), "libnccl.so".into()];
+    }
     let mut v: Vec<String> = MAJORS.iter().map(|m| format!("lib{lib}.so.{m}")).collect();
     v.push(format!("lib{lib}.so"));
     v

@@ -13,12 +13,13 @@
 //! - Deterministic for a given GPU: no atomics; reductions run in a fixed order (see the
 //!   kernels' header), the embedding gradient groups positions by token on the host.
 //! - One stream; host crossings (`download`, `gather_rows`, the loss) synchronise it.
-//! - Data parallelism moves the gradients through the host to the [`crate::dist::Collective`]
-//!   (MPI); NCCL between GPUs is not built yet.
+//! - Data parallelism sums the gradients on the GPUs with NCCL ([`nccl`]), its unique id sent
+//!   over the run's [`crate::dist::Collective`] (MPI); through the host when NCCL is missing.
 //!
 //! Views are raw device addresses with a length and a lifetime, as the CPU's are slices.
 
 pub mod libs;
+pub mod nccl;
 
 use super::{AdamStep, Backend, DeviceBuf, Precision};
 use crate::error::{Error, Result};
@@ -157,6 +158,9 @@ struct Inner {
     ordinal: usize,
     arch: String,
     scratch: Mutex<HashMap<Slot, CudaSlice<u8>>>,
+    /// The run communicator (its address) NCCL was decided for, and its NCCL communicator
+    /// (None: the ranks go through the host).
+    nccl: Mutex<Option<(usize, Option<nccl::NcclComm>)>>,
 }
 
 /// A GPU at a precision. Cheap to clone (one shared context, stream, module and cuBLAS handle).
@@ -314,6 +318,7 @@ impl Cuda {
                 ordinal,
                 arch,
                 scratch: Mutex::new(HashMap::new()),
+                nccl: Mutex::new(None),
             }),
         })
     }
@@ -340,6 +345,7 @@ impl Cuda {
                 ordinal: i.ordinal,
                 arch: i.arch.clone(),
                 scratch: Mutex::new(HashMap::new()),
+                nccl: Mutex::new(None),
             }),
         }
     }
@@ -1352,6 +1358,25 @@ impl Backend for Cuda {
     }
 
     fn all_reduce_sum(&self, x: CMut<'_>, comm: &dyn crate::dist::Collective) {
+        if comm.world() == 1 {
+            return;
+        }
+        // NCCL on the device when every rank has it (decided once per run communicator).
+        let key = comm as *const dyn crate::dist::Collective as *const () as usize;
+        let mut st = self.inner.nccl.lock().unwrap_or_else(|e| e.into_inner());
+        if st.as_ref().is_none_or(|(k, _)| *k != key) {
+            self.bind();
+            let c = nccl::agreed(comm)
+                .then(|| nccl::connect(comm).unwrap_or_else(|e| fail("NCCL set-up", e)));
+            *st = Some((key, c));
+        }
+        if let Some((_, Some(c))) = &*st {
+            self.bind();
+            c.all_reduce_sum(x.ptr, x.len, &self.inner.stream)
+                .unwrap_or_else(|e| fail("NCCL all-reduce", e));
+            return;
+        }
+        drop(st);
         let mut host = self.get::<f32>(x.ptr, x.len);
         comm.all_reduce_f32(&mut host);
         self.bind();
