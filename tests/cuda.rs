@@ -565,3 +565,23 @@ fn nccl_loads_and_makes_a_unique_id() {
     assert_eq!(a.len(), 128);
     assert_ne!(a, b, "two ids differ");
 }
+
+/// The ranks use NCCL only when every one can and each has its own GPU (NCCL refuses two ranks
+/// on one GPU); they always agree.
+#[test]
+fn ranks_agree_on_nccl_only_with_a_gpu_each() {
+    if let Err(e) = cuda::nccl::version() {
+        eprintln!("skipped: NCCL not found ({e})");
+        return;
+    }
+    let run = |gpus: [u64; 2]| -> Vec<bool> {
+        let hs: Vec<_> = gpt1::dist::local::group(2)
+            .into_iter()
+            .zip(gpus)
+            .map(|(c, g)| std::thread::spawn(move || cuda::nccl::agreed(&*c, g)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    };
+    assert_eq!(run([1 << 20, 2 << 20]), [true, true]);
+    assert_eq!(run([5 << 20, 5 << 20]), [false, false]);
+}

@@ -235,6 +235,16 @@ fn finetune_on_two_ranks_equals_one_process() {
         let diff = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(diff < 1e-5, "{n}: {diff}");
     }
+    // A two-rank resume from the run's last checkpoint (every rank checks it resumed the same
+    // state) ends with the same best/ weights, bit for bit.
+    let mut with_ckpt = extra.to_vec();
+    with_ckpt.extend(["--save-every", "2", "--keep-checkpoints", "0"]);
+    let three = d.join("three");
+    check(&two_ranks(&common::scratch_args(d, "SST-2", &three, &with_ckpt)));
+    let before = weights(&three.join("best"));
+    with_ckpt.push("--resume");
+    check(&two_ranks(&common::scratch_args(d, "SST-2", &three, &with_ckpt)));
+    assert_eq!(weights(&three.join("best")), before, "resumed run");
     // Rank 1 reads a train split with one more example: the settings check names it.
     let other = d.join("other");
     std::fs::create_dir(&other).unwrap();

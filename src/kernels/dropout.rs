@@ -49,8 +49,8 @@ impl Dropout {
         1.0 / (1.0 - self.p)
     }
 
-    /// `x[i] *= mask[i] / (1 - p)`, where element i has global index `offset + i`. The same call
-    /// is the forward and the backward of dropout.
+    /// `x[i] *= mask[i] / (1 - p)`, where element i draws mask `self.offset + offset + i`. The
+    /// same call is the forward and the backward of dropout.
     pub fn apply(&self, x: &mut [f32], offset: u64) {
         if !self.active() {
             return;

@@ -253,7 +253,9 @@ fn finetune_on<B: Backend>(
         // Every rank read the same data and model, with the same settings, or none starts.
         let timeout = crate::dist::startup_timeout()?;
         crate::dist::within(timeout, c.rank(), || {
-            crate::dist::check_same(c, "settings", &format!("{spec:?}"))
+            // The device's kind too (not its ordinal: each rank has its own GPU).
+            let kind = if opts.device == Device::Cpu { "cpu" } else { "cuda" };
+            crate::dist::check_same(c, "settings", &format!("{spec:?}, device {kind}"))
         })?;
     }
     // Never into a directory holding an earlier run or the user's files; one run at a time.
@@ -311,6 +313,19 @@ fn finetune_on<B: Backend>(
         let st = trainer.load_state(&dir, def)?;
         (step, best_epoch, best_step, best_score) =
             (st.step, st.best_epoch, st.best_step, st.best_score);
+    }
+    if let Some(c) = comm
+        && opts.resume
+    {
+        // Every rank resumed the same checkpoint (a filesystem that is not shared, or stale
+        // on one node, would give ranks other steps or weights).
+        let (body, head) = trainer.host_weights();
+        let desc = format!(
+            "step {step}, best {best_score:?} at {best_step}, weights {}, head {}",
+            crate::train::rundir::weights_hash(&body),
+            crate::train::rundir::weights_hash(&head.w)
+        );
+        crate::dist::check_same(c, "resumed state", &desc)?;
     }
     let start = step;
     if opts.resume && lead {
@@ -412,7 +427,7 @@ fn finetune_on<B: Backend>(
         }
     }
     progress.bar.finish();
-    if best.is_none() && best_score.is_some() {
+    if best.is_none() && best_score.is_some() && lead {
         // The best was kept before a resume: its evaluation, again (deterministic).
         let dp = dev_p.as_deref().unwrap_or(&[]);
         let ev = trainer.evaluate_saved(&best_dir, def, dp, opts.batch)?;

@@ -342,6 +342,16 @@ impl<B: Backend> Trainer<B> {
         let lm_scale = lm_weight / counted.max(1) as f32;
         let n_items = labelled(items);
         let (ir, sr, mine) = item_share(items, len, comm.rank(), comm.world());
+        // The shares' sequences must tile the batch in order (a batch built by
+        // `tasks::batch::batch` does): else LM terms would be counted twice or not at all.
+        let n_seq = ids.len() / len;
+        let mut next = 0;
+        for r in 0..comm.world() {
+            let s = item_share(items, len, r, comm.world()).1;
+            assert!(s.is_empty() || s.start == next, "items must read their sequences in order");
+            next = if s.is_empty() { next } else { s.end };
+        }
+        assert_eq!(next, n_seq, "every sequence must belong to an item");
         let key = match key {
             StepKey::Off => None,
             StepKey::PerMicroBatch(key) => Some(derive(key, 0)),

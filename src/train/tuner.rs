@@ -49,6 +49,14 @@ impl<B: Backend> Tuner<B> {
         }
     }
 
+    /// The body's and the head's weights on the host (the ranks' agreement after a resume).
+    pub fn host_weights(&self) -> (std::borrow::Cow<'_, [f32]>, &Head) {
+        match self {
+            Tuner::Transformer(t) => (t.model.host_params(), self.head()),
+            Tuner::Lstm(t, task) => (t.model.host_params(), &task.head),
+        }
+    }
+
     /// What runs the kernels.
     pub fn backend(&self) -> &B {
         match self {

@@ -149,6 +149,10 @@ enum Slot {
 }
 
 struct Inner {
+    /// The run communicator (its address) NCCL was decided for, and its NCCL communicator
+    /// (None: the ranks go through the host). First, so that it is destroyed before the
+    /// context and stream (fields drop in order).
+    nccl: Mutex<Option<(usize, Option<nccl::NcclComm>)>>,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     funcs: HashMap<&'static str, CudaFunction>,
@@ -158,9 +162,6 @@ struct Inner {
     ordinal: usize,
     arch: String,
     scratch: Mutex<HashMap<Slot, CudaSlice<u8>>>,
-    /// The run communicator (its address) NCCL was decided for, and its NCCL communicator
-    /// (None: the ranks go through the host).
-    nccl: Mutex<Option<(usize, Option<nccl::NcclComm>)>>,
 }
 
 /// A GPU at a precision. Cheap to clone (one shared context, stream, module and cuBLAS handle).
@@ -354,6 +355,23 @@ impl Cuda {
     pub fn memory(&self) -> (usize, usize) {
         self.bind();
         self.inner.ctx.mem_get_info().unwrap_or((0, 0))
+    }
+
+    /// This GPU's identity across a job: host name and PCI address, hashed.
+    fn gpu_identity(&self) -> u64 {
+        use cudarc::driver::sys::CUdevice_attribute as At;
+        let at = |a| self.inner.ctx.attribute(a).unwrap_or(-1);
+        let pci = (
+            at(At::CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID),
+            at(At::CU_DEVICE_ATTRIBUTE_PCI_BUS_ID),
+            at(At::CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID),
+        );
+        let mut host = [0u8; 256];
+        // SAFETY: gethostname writes at most host.len() bytes.
+        unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len()) };
+        let id = format!("{}:{pci:?}", String::from_utf8_lossy(&host).trim_end_matches('\0'));
+        let h = crate::train::rundir::fnv1a(id.bytes());
+        u64::from_str_radix(&h, 16).unwrap_or(0)
     }
 
     /// Waits for the queued work (timings).
@@ -1366,8 +1384,18 @@ impl Backend for Cuda {
         let mut st = self.inner.nccl.lock().unwrap_or_else(|e| e.into_inner());
         if st.as_ref().is_none_or(|(k, _)| *k != key) {
             self.bind();
-            let c = nccl::agreed(comm)
-                .then(|| nccl::connect(comm).unwrap_or_else(|e| fail("NCCL set-up", e)));
+            let c = if nccl::agreed(comm, self.gpu_identity()) {
+                let c = nccl::connect(comm).map_err(|e| eprintln!("warning: {e}")).ok();
+                // All on NCCL, or all through the host.
+                if crate::dist::any(comm, c.is_none()) { None } else { c }
+            } else {
+                None
+            };
+            if c.is_none() && comm.rank() == 0 {
+                eprintln!(
+                    "gradient sums through the host (NCCL unavailable on some rank, GPUs shared, or GPT1_NCCL=0)"
+                );
+            }
             *st = Some((key, c));
         }
         if let Some((_, Some(c))) = &*st {

@@ -113,22 +113,32 @@ impl Drop for NcclComm {
 }
 
 /// Whether every rank of `comm` can use NCCL (all agree, so none waits in a collective the
-/// others skip): NCCL loads on each and `GPT1_NCCL` is not `0`.
-pub fn agreed(comm: &dyn Collective) -> bool {
+/// others skip): NCCL loads on each, `GPT1_NCCL` is not `0`, and no two ranks share a GPU
+/// (NCCL refuses that; `gpu` identifies this rank's: host and PCI address, hashed).
+pub fn agreed(comm: &dyn Collective, gpu: u64) -> bool {
     let here = std::env::var("GPT1_NCCL").map_or(true, |v| v != "0") && api().is_ok();
-    let mut n = [here as u8 as f64];
-    comm.all_reduce_f64(&mut n);
-    n[0] as usize == comm.world()
+    let world = comm.world();
+    // Slot 0 counts the ranks that can; slot 1 + r holds rank r's GPU (53 bits, never 0).
+    let mut v = vec![0.0f64; world + 1];
+    v[0] = here as u8 as f64;
+    v[1 + comm.rank()] = ((gpu >> 11) | 1) as f64;
+    comm.all_reduce_f64(&mut v);
+    let mut gpus: Vec<u64> = v[1..].iter().map(|&g| g as u64).collect();
+    gpus.sort_unstable();
+    gpus.dedup();
+    v[0] as usize == world && gpus.len() == world
 }
 
 /// This rank's NCCL communicator for the ranks of `comm`: rank 0 makes the unique id and
 /// broadcasts it over `comm`; every rank joins. The current CUDA device is this rank's GPU.
 pub fn connect(comm: &dyn Collective) -> Result<NcclComm> {
     let api = api().map_err(Error::Device)?;
-    let mut bytes = if comm.rank() == 0 { unique_id()? } else { Vec::new() };
+    // Rank 0 always sends (nothing when it has no id), so no rank waits for a broadcast that
+    // does not come; every rank then sees the same failure.
+    let mut bytes = if comm.rank() == 0 { unique_id().unwrap_or_default() } else { Vec::new() };
     comm.broadcast_bytes(&mut bytes);
     if bytes.len() != 128 {
-        return Err(Error::Device(format!("NCCL: a unique id of {} bytes", bytes.len())));
+        return Err(Error::Device("NCCL: rank 0 could not make a unique id".into()));
     }
     let mut id = UniqueId { internal: [0; 128] };
     for (d, s) in id.internal.iter_mut().zip(&bytes) {
