@@ -31,6 +31,8 @@ ap.add_argument("--vocab", type=int, help="lstm: vocabulary")
 ap.add_argument("--embd", type=int, help="lstm: embedding width")
 ap.add_argument("--hidden", type=int, default=2048, help="lstm: hidden units")
 ap.add_argument("--layers", type=int, default=1, help="lstm: layers")
+ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                help="train: gpt1's --precision, PyTorch's bf16 autocast for bf16")
 ap.add_argument("--kind", choices=["train", "finetune", "generate", "lstm"], default="train",
                 help="train: pre-training tokens/s; finetune: fine-tuning and evaluation examples/s; "
                      "generate: KV-cached greedy generation, batch 1")
@@ -66,12 +68,16 @@ if a.kind == "lstm":
 else:
     gpt1_cmd = [a.gpt1, "--threads", str(a.threads), "bench", a.kind, "--json"] + common
     torch_cmd = [sys.executable, os.path.join(HERE, TORCH), "--threads", str(a.threads)] + common
+    if a.precision == "bf16":
+        assert a.kind == "train", "--precision bf16 compares pre-training steps"
+        gpt1_cmd += ["--precision", "bf16"]
+        torch_cmd += ["--bf16"]
 ours, theirs = [], []
 for r in range(a.rounds):
     ours.append(run(gpt1_cmd))
     theirs.append(run(torch_cmd, env))
     print(f"round {r}: " + ", ".join(f"{k} gpt1 {ours[-1][k]:.1f} torch {theirs[-1][k]:.1f}" for k in KEYS), file=sys.stderr)
-res = {"kind": a.kind, "config": a.config, "batch": a.batch, "seq": a.seq, "threads": a.threads, "rounds": a.rounds}
+res = {"kind": a.kind, "precision": a.precision, "config": a.config, "batch": a.batch, "seq": a.seq, "threads": a.threads, "rounds": a.rounds}
 for k in KEYS:
     g = statistics.median(x[k] for x in ours)
     t = statistics.median(x[k] for x in theirs)

@@ -28,6 +28,7 @@ ap.add_argument("--seq", type=int, default=512)
 ap.add_argument("--steps", type=int, default=5)
 ap.add_argument("--warmup", type=int, default=1)
 ap.add_argument("--threads", type=int, default=os.cpu_count())
+ap.add_argument("--bf16", action="store_true", help="bf16 autocast (mixed precision)")
 args = ap.parse_args()
 
 import torch  # noqa: E402
@@ -53,8 +54,9 @@ for s in range(args.warmup + args.steps):
     ids = torch.randint(0, V, (B, T))
     tg = torch.randint(0, V, (B, T))
     t0 = time.perf_counter()
-    logits = model(input_ids=ids).logits
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), tg.reshape(-1))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        logits = model(input_ids=ids).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V).float(), tg.reshape(-1))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

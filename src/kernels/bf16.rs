@@ -299,9 +299,9 @@ mod avx512 {
         }
     }
 
-    /// `tile[MR][NR] = Σ_p a_p ⊗ b_p` over `kp` packed pairs.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn kernel(ap: &[u32], bp: &[u32], kp: usize, tile: &mut [f32; MR * NR]) {
+    /// The `MR × NR` accumulators `Σ_p a_p ⊗ b_p` over `kp` packed pairs.
+    #[inline(always)]
+    unsafe fn dots(ap: &[u32], bp: &[u32], kp: usize) -> [__m512; 2 * MR] {
         unsafe {
             let mut c = [_mm512_setzero_ps(); 2 * MR];
             for p in 0..kp {
@@ -316,9 +316,36 @@ mod avx512 {
                     c[2 * r + 1] = _mm512_dpbf16_ps(c[2 * r + 1], av, b1);
                 }
             }
+            c
+        }
+    }
+
+    /// `tile[MR][NR] = Σ_p a_p ⊗ b_p` over `kp` packed pairs (edge tiles).
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn kernel(ap: &[u32], bp: &[u32], kp: usize, tile: &mut [f32; MR * NR]) {
+        unsafe {
+            let c = dots(ap, bp, kp);
             for r in 0..MR {
                 _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR), c[2 * r]);
                 _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR + 16), c[2 * r + 1]);
+            }
+        }
+    }
+
+    /// A whole `MR × NR` tile straight into `c` (row stride `ldc`): assigned when `first`,
+    /// else added (`c + t`, the edge path's sum); no scalar pass over a temporary tile.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn kernel_into(ap: &[u32], bp: &[u32], kp: usize, c: *mut f32, ldc: usize, first: bool) {
+        unsafe {
+            let acc = dots(ap, bp, kp);
+            for r in 0..MR {
+                let row = c.add(r * ldc);
+                for h in 0..2 {
+                    let o = row.add(16 * h);
+                    let v = acc[2 * r + h];
+                    let v = if first { v } else { _mm512_add_ps(_mm512_loadu_ps(o), v) };
+                    _mm512_storeu_ps(o, v);
+                }
             }
         }
     }
@@ -414,10 +441,18 @@ mod avx512 {
                 for jb in jbs {
                     let (j0, nr) = (jb * NR, (n - jb * NR).min(NR));
                     for (ib, ir) in (0..mc).step_by(MR).enumerate() {
+                        let (ak, bk) = (&apk[ib * MR * KP..], &bpk[jb * NR * KP..]);
+                        if nr == NR && mc - ir >= MR {
+                            // SAFETY: the caller guarantees the CPU features; the tile's rows
+                            // and columns lie inside this task's rows of c.
+                            unsafe {
+                                let o = cp.get().add((i0 + ir) * ldc + j0);
+                                kernel_into(ak, bk, kp, o, ldc, first)
+                            };
+                            continue;
+                        }
                         // SAFETY: the caller guarantees the CPU features.
-                        unsafe {
-                            kernel(&apk[ib * MR * KP..], &bpk[jb * NR * KP..], kp, &mut tile)
-                        };
+                        unsafe { kernel(ak, bk, kp, &mut tile) };
                         for r in 0..(mc - ir).min(MR) {
                             let row = (i0 + ir + r) * ldc + j0;
                             for (j, &t) in tile[r * NR..r * NR + nr].iter().enumerate() {
