@@ -420,12 +420,41 @@ mod avx512 {
             }
             let first = p0 == 0 && !acc;
             let bpk = &bpk;
+            // One MR × NR tile of c at rows r0.. (`rows` of them) and panel `jb`, from packed
+            // `ak` and `bk`: whole tiles straight into c, edge tiles through `tile`.
+            let run_tile = |ak: &[u32],
+                            bk: &[u32],
+                            r0: usize,
+                            rows: usize,
+                            jb: usize,
+                            tile: &mut [f32; MR * NR]| {
+                let (j0, nr) = (jb * NR, (n - jb * NR).min(NR));
+                if nr == NR && rows >= MR {
+                    // SAFETY: the caller guarantees the CPU features; the tile lies inside
+                    // c, in rows and columns no other task writes.
+                    unsafe { kernel_into(ak, bk, kp, cp.get().add(r0 * ldc + j0), ldc, first) };
+                    return;
+                }
+                // SAFETY: the caller guarantees the CPU features.
+                unsafe { kernel(ak, bk, kp, tile) };
+                for r in 0..rows.min(MR) {
+                    let row = (r0 + r) * ldc + j0;
+                    for (j, &t) in tile[r * NR..r * NR + nr].iter().enumerate() {
+                        // SAFETY: as above.
+                        unsafe {
+                            let o = cp.get().add(row + j);
+                            *o = if first { t } else { *o + t };
+                        }
+                    }
+                }
+            };
             // Rows i0..i0 + MC against the column panels `jbs`: one task's share.
             let block = |i0: usize, jbs: std::ops::Range<usize>| {
                 let mc = (m - i0).min(MC);
                 let mut apk = vec![0u32; MC.div_ceil(MR) * MR * KP];
                 let mut tile = [0.0f32; MR * NR];
                 for (ib, ir) in (0..mc).step_by(MR).enumerate() {
+                    // SAFETY: the caller guarantees the CPU features.
                     unsafe {
                         pack::<MR>(
                             &mut apk[ib * MR * KP..],
@@ -439,35 +468,41 @@ mod avx512 {
                     };
                 }
                 for jb in jbs {
-                    let (j0, nr) = (jb * NR, (n - jb * NR).min(NR));
                     for (ib, ir) in (0..mc).step_by(MR).enumerate() {
-                        let (ak, bk) = (&apk[ib * MR * KP..], &bpk[jb * NR * KP..]);
-                        if nr == NR && mc - ir >= MR {
-                            // SAFETY: the caller guarantees the CPU features; the tile's rows
-                            // and columns lie inside this task's rows of c.
-                            unsafe {
-                                let o = cp.get().add((i0 + ir) * ldc + j0);
-                                kernel_into(ak, bk, kp, o, ldc, first)
-                            };
-                            continue;
-                        }
-                        // SAFETY: the caller guarantees the CPU features.
-                        unsafe { kernel(ak, bk, kp, &mut tile) };
-                        for r in 0..(mc - ir).min(MR) {
-                            let row = (i0 + ir + r) * ldc + j0;
-                            for (j, &t) in tile[r * NR..r * NR + nr].iter().enumerate() {
-                                // SAFETY: rows i0..i0+mc of c belong to this task alone and lie
-                                // inside c (asserted by the caller).
-                                unsafe {
-                                    let o = cp.get().add(row + j);
-                                    *o = if first { t } else { *o + t };
-                                }
-                            }
-                        }
+                        run_tile(
+                            &apk[ib * MR * KP..],
+                            &bpk[jb * NR * KP..],
+                            i0 + ir,
+                            mc - ir,
+                            jb,
+                            &mut tile,
+                        );
                     }
                 }
             };
-            if pool && m > MC {
+            let row_blocks = m.div_ceil(MC);
+            if pool && m > MC && panels >= 4 * row_blocks {
+                // Few rows, very many columns (the LM head's logits): all of a packed once (it
+                // stays in L2), then the threads split the column panels, each panel against
+                // every row, so b streams from memory once instead of once per row block.
+                let tiles = m.div_ceil(MR);
+                let mut apk = vec![0u32; tiles * MR * KP];
+                apk.par_chunks_mut(MR * KP).enumerate().for_each(|(ib, dst)| {
+                    // SAFETY: the caller guarantees the CPU features.
+                    unsafe { pack::<MR>(dst, a, ib * MR, (m - ib * MR).min(MR), p0, kp, k) }
+                });
+                let apk = &apk;
+                let per = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
+                (0..panels).into_par_iter().step_by(per).for_each(|j| {
+                    let mut tile = [0.0f32; MR * NR];
+                    for jb in j..(j + per).min(panels) {
+                        for ib in 0..tiles {
+                            let ak = &apk[ib * MR * KP..];
+                            run_tile(ak, &bpk[jb * NR * KP..], ib * MR, m - ib * MR, jb, &mut tile);
+                        }
+                    }
+                });
+            } else if pool && m > MC {
                 (0..m).into_par_iter().step_by(MC).for_each(|i0| block(i0, 0..panels));
             } else if pool && panels > 1 {
                 // Few rows (a decode step): the threads split the column panels instead.
@@ -551,9 +586,15 @@ mod tests {
     #[test]
     fn every_version_matches_the_definition_on_odd_shapes() {
         for version in [best_version(), Version::Emulated] {
-            for &(m, n, k) in
-                &[(1, 1, 1), (1, 40, 7), (13, 33, 5), (25, 70, 300), (97, 257, 258), (3, 5, 1)]
-            {
+            for &(m, n, k) in &[
+                (1, 1, 1),
+                (1, 40, 7),
+                (13, 33, 5),
+                (25, 70, 300),
+                (97, 257, 258),
+                (3, 5, 1),
+                (61, 300, 259),
+            ] {
                 for (ta, tb) in [(false, false), (true, false), (false, true)] {
                     check(version, m, n, k, ta, tb, false);
                 }
