@@ -144,6 +144,12 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// What runs the kernels, for logs (e.g. `cpu fp32 (gemm, AVX-512)`).
     fn describe(&self) -> String;
 
+    /// Bytes of device memory free now, where the backend's memory is not the host's (the
+    /// host's is checked by the callers).
+    fn free_memory(&self) -> Option<u64> {
+        None
+    }
+
     // ---- memory ----
     fn zeros(&self, n: usize) -> Self::Buf;
     fn upload(&self, host: &[f32]) -> Self::Buf;

@@ -196,7 +196,18 @@ macro_rules! on_device {
                 $body
             }
             dev => {
-                let g = $model.clone().to_backend(dev.cuda($model.backend.precision())?);
+                let gpu = dev.cuda($model.backend.precision())?;
+                let (weights, free) = (
+                    4 * $model.params.len() as u64,
+                    gpt1::backend::Backend::free_memory(&gpu).unwrap_or(u64::MAX),
+                );
+                anyhow::ensure!(
+                    weights < free,
+                    "the model's weights ({} MiB) do not fit the {} MiB free on {dev}",
+                    weights >> 20,
+                    free >> 20
+                );
+                let g = $model.clone().to_backend(gpu);
                 let $m = &g;
                 $body
             }

@@ -249,6 +249,33 @@ fn finetune_on<B: Backend>(
         clip: opts.clip,
         precision: opts.precision,
     };
+    // Sized for the largest example of either split (a dev question may have more options).
+    let per_example = train_p
+        .iter()
+        .chain(dev_p.iter().flatten())
+        .map(|e| e.t.features.iter().map(Vec::len).sum::<usize>())
+        .max()
+        .unwrap_or(1);
+    let t_max = longest(&train_p).max(dev_p.as_deref().map_or(1, longest));
+    let seqs = opts.batch * per_example;
+    if let Some(free) = backend.free_memory() {
+        // Weights, gradients, Adam moments and one pass's activations on the device.
+        let need = 16 * params.len() as u64 + c.activation_bytes(seqs, t_max) as u64;
+        if need > free {
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            return Err(Error::setting(
+                "batch",
+                format!(
+                    "{}: fine-tuning needs about {:.1} GiB of device memory and {:.1} GiB are free \
+                     on {}: lower --batch or --max-len",
+                    opts.batch,
+                    gib(need),
+                    gib(free),
+                    backend.describe()
+                ),
+            ));
+        }
+    }
     if let Some(c) = comm {
         // Every rank read the same data and model, with the same settings, or none starts.
         let timeout = crate::dist::startup_timeout()?;
@@ -291,17 +318,8 @@ fn finetune_on<B: Backend>(
     };
     let metrics_path = opts.out.join("metrics.jsonl");
 
-    // Sized for the largest example of either split (a dev question may have more options).
-    let per_example = train_p
-        .iter()
-        .chain(dev_p.iter().flatten())
-        .map(|e| e.t.features.iter().map(Vec::len).sum::<usize>())
-        .max()
-        .unwrap_or(1);
-    let t_max = longest(&train_p).max(dev_p.as_deref().map_or(1, longest));
     let head = Head::new(def.kind, width, def.n_out(), opts.seed);
     let task = TaskObjective::new(head, opts.aux_lm, opts.clf_dropout, opts.weight_decay);
-    let seqs = opts.batch * per_example;
     let mut trainer = Tuner::on(model, task, seqs, t_max, opts.weight_decay, backend);
     if let (Tuner::Transformer(t), Some(c)) = (&mut trainer, &opts.comm) {
         t.dist = Some(c.clone());

@@ -714,6 +714,10 @@ impl Backend for Cuda {
         }
     }
 
+    fn free_memory(&self) -> Option<u64> {
+        Some(self.memory().0 as u64)
+    }
+
     fn zeros(&self, n: usize) -> CudaBuf {
         if n == 0 {
             return CudaBuf { data: None, ptr: 0, len: 0 };
