@@ -29,13 +29,9 @@ impl Dims {
 /// `pd = dropout(p)` for one head's `[T, T]` probabilities (zero above the diagonal); element
 /// `(i, j)` draws its mask at index `off + i·T + j`, in the forward and the backward pass alike.
 fn dropped_probs(pd: &mut [f32], p: &[f32], t: usize, drop: Dropout, off: u64) {
-    let (th, sc) = (drop.threshold(), drop.scale());
     for i in 0..t {
-        let base = off + (i * t) as u64;
         let (row, prow) = (&mut pd[i * t..(i + 1) * t], &p[i * t..(i + 1) * t]);
-        for j in 0..=i {
-            row[j] = prow[j] * drop.factor(base + j as u64, th, sc);
-        }
+        drop.mul_into(&mut row[..=i], &prow[..=i], off + (i * t) as u64);
         row[i + 1..].fill(0.0);
     }
 }
@@ -154,7 +150,6 @@ pub fn backward(
     let scale = 1.0 / (dh as f32).sqrt();
     assert!(dqkv.len() >= s.b * t * d3 && scratch.len() >= s.b * s.h * tt);
     let gp = SendPtr(dqkv.as_mut_ptr());
-    let (th, dsc) = (drop.threshold(), drop.scale());
     scratch[..s.b * s.h * tt].par_chunks_mut(tt).enumerate().for_each(|(bh, sc)| {
         let (bi, hi) = (bh / s.h, bh % s.h);
         let base = bi * t * d3;
@@ -196,10 +191,7 @@ pub fn backward(
             let row = &mut sc[i * t..(i + 1) * t];
             let prow = &p[i * t..(i + 1) * t];
             if drop.active() {
-                let base = off + (i * t) as u64;
-                for (j, v) in row[..=i].iter_mut().enumerate() {
-                    *v *= drop.factor(base + j as u64, th, dsc);
-                }
+                drop.mul_in_place(&mut row[..=i], off + (i * t) as u64);
             }
             let dot = fastmath::dot(&prow[..=i], &row[..=i]);
             for j in 0..=i {

@@ -49,34 +49,73 @@ impl Dropout {
         1.0 / (1.0 - self.p)
     }
 
+    /// `out[i] = src[i] · factor(base + i)` (AVX-512: 16 masks at a time, the same bits).
+    pub fn mul_into(&self, out: &mut [f32], src: &[f32], base: u64) {
+        assert!(src.len() >= out.len());
+        // SAFETY: `src` holds at least `out.len()` values; distinct slices do not overlap.
+        unsafe { self.mul_raw(out.as_mut_ptr(), src.as_ptr(), out.len(), base) }
+    }
+
+    /// `x[i] *= factor(base + i)`.
+    pub fn mul_in_place(&self, x: &mut [f32], base: u64) {
+        let p = x.as_mut_ptr();
+        // SAFETY: reads and writes the same `x.len()` values, each before the next.
+        unsafe { self.mul_raw(p, p, x.len(), base) }
+    }
+
+    /// # Safety
+    /// `src` and `out` hold `n` values (they may be the same).
+    unsafe fn mul_raw(&self, out: *mut f32, src: *const f32, n: usize, base: u64) {
+        let (th, sc) = (self.threshold(), self.scale());
+        let mut i = 0;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            while i + 16 <= n {
+                let idx = self.offset.wrapping_add(base + i as u64);
+                // Sixteen draws share the index's high word unless its low word wraps.
+                if (idx as u32).checked_add(15).is_some() {
+                    // SAFETY: the feature is present; i + 16 <= n.
+                    unsafe { simd::mul16(out.add(i), src.add(i), self.key, idx, th, sc) };
+                } else {
+                    for j in i..i + 16 {
+                        // SAFETY: j < n.
+                        unsafe { *out.add(j) = *src.add(j) * self.factor(base + j as u64, th, sc) };
+                    }
+                }
+                i += 16;
+            }
+        }
+        for j in i..n {
+            // SAFETY: j < n.
+            unsafe { *out.add(j) = *src.add(j) * self.factor(base + j as u64, th, sc) };
+        }
+    }
+
     /// `x[i] *= mask[i] / (1 - p)`, where element i draws mask `self.offset + offset + i`. The
     /// same call is the forward and the backward of dropout.
     pub fn apply(&self, x: &mut [f32], offset: u64) {
         if !self.active() {
             return;
         }
-        let (th, sc) = (self.threshold(), self.scale());
         x.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-            let base = offset + (c * CHUNK) as u64;
-            for (i, v) in chunk.iter_mut().enumerate() {
-                *v *= self.factor(base + i as u64, th, sc);
-            }
+            self.mul_in_place(chunk, offset + (c * CHUNK) as u64);
         });
     }
 
     /// `out = x + dropout(a)`: the residual connection of a block.
     pub fn residual(&self, out: &mut [f32], x: &[f32], a: &[f32]) {
-        let (th, sc) = (self.threshold(), self.scale());
         let active = self.active();
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK).zip(a.par_chunks(CHUNK)))
             .enumerate()
             .for_each(|(c, (o, (x, a)))| {
-                let base = (c * CHUNK) as u64;
-                for i in 0..o.len() {
-                    let f = if active { self.factor(base + i as u64, th, sc) } else { 1.0 };
-                    o[i] = x[i] + a[i] * f;
+                // o = x + a · f, as a · f first (the same two roundings as one expression).
+                if active {
+                    self.mul_into(o, a, (c * CHUNK) as u64);
+                } else {
+                    o.copy_from_slice(&a[..o.len()]);
                 }
+                o.iter_mut().zip(x).for_each(|(o, x)| *o += x);
             });
     }
 
@@ -84,6 +123,34 @@ impl Dropout {
     pub fn backward_into(&self, out: &mut [f32], g: &[f32]) {
         out.copy_from_slice(g);
         self.apply(out, 0);
+    }
+}
+
+/// The AVX-512 masks: `rng::bits32` on sixteen lanes.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// `out[l] = src[l] · factor(idx + l)` for l < 16, where `idx`'s low word does not wrap.
+    ///
+    /// # Safety
+    /// AVX-512F; `out` and `src` hold 16 values.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn mul16(out: *mut f32, src: *const f32, key: u64, idx: u64, th: u32, sc: f32) {
+        let c = |v: u32| _mm512_set1_epi32(v as i32);
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let lo = _mm512_add_epi32(c(idx as u32), lanes);
+        let mut h = _mm512_mullo_epi32(_mm512_xor_si512(lo, c(key as u32)), c(0x9E37_79B1));
+        h = _mm512_xor_si512(h, c((key >> 32) as u32 ^ (idx >> 32) as u32));
+        h = _mm512_xor_si512(h, _mm512_srli_epi32::<16>(h));
+        h = _mm512_mullo_epi32(h, c(0x85EB_CA6B));
+        h = _mm512_xor_si512(h, _mm512_srli_epi32::<13>(h));
+        h = _mm512_mullo_epi32(h, c(0xC2B2_AE35));
+        h = _mm512_xor_si512(h, _mm512_srli_epi32::<16>(h));
+        let keep = _mm512_cmpge_epu32_mask(_mm512_srli_epi32::<8>(h), c(th));
+        let f = _mm512_maskz_mov_ps(keep, _mm512_set1_ps(sc));
+        // SAFETY: the caller's.
+        unsafe { _mm512_storeu_ps(out, _mm512_mul_ps(_mm512_loadu_ps(src), f)) };
     }
 }
 
@@ -101,6 +168,30 @@ mod tests {
         let mean: f32 = x.iter().sum::<f32>() / x.len() as f32;
         assert!((mean - 1.0).abs() < 0.01);
         assert!(x.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.9).abs() < 1e-6));
+    }
+
+    /// The 16-lane masks are the scalar ones bit for bit, across a wrap of the index's low
+    /// word and for lengths that are not multiples of 16.
+    #[test]
+    fn vector_masks_equal_scalar_masks() {
+        for (key, offset, base, n) in [
+            (42u64, 0u64, 0u64, 1000usize),
+            (0xDEAD_BEEF_1234_5678, 7, 3, 37),
+            (9, (1 << 32) - 21, 0, 70),
+        ] {
+            let d = Dropout::new(0.3, key).at(offset);
+            let src: Vec<f32> = (0..n).map(|i| i as f32 - 11.5).collect();
+            let mut got = vec![0.0; n];
+            d.mul_into(&mut got, &src, base);
+            let (th, sc) = (d.threshold(), d.scale());
+            for i in 0..n {
+                let want = src[i] * d.factor(base + i as u64, th, sc);
+                assert_eq!(got[i].to_bits(), want.to_bits(), "key {key} offset {offset} i {i}");
+            }
+            let mut x = src.clone();
+            d.mul_in_place(&mut x, base);
+            assert_eq!(x, got);
+        }
     }
 
     #[test]
