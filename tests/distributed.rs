@@ -212,3 +212,45 @@ fn finetuning_ranks_equal_one_process() {
         assert_ne!(runs[0].1, p1, "the ranks shared the batch (no rank ran it whole)");
     }
 }
+
+/// The LSTM baseline's fine-tuning shared by ranks (head dropout at the batch's positions, the
+/// batch's divisors): the single process's losses and weights.
+fn lstm_finetune_run(comm: Option<Arc<dyn Collective>>) -> (Vec<f64>, Vec<f32>, Vec<f32>) {
+    use gpt1::tasks::{Head, HeadKind, Item, Target};
+    use gpt1::train::trainer::TaskObjective;
+    let (items_n, len) = (5usize, 9usize);
+    let mut tr = LstmTrainer::new(Lstm::init(LstmConfig::new(40, 8, 16, 1), 4), items_n, len, 0.01);
+    tr.dist = comm;
+    let mut task = TaskObjective::new(Head::new(HeadKind::Classify, 16, 3, 2), 0.5, 0.2, 0.01);
+    let losses = (0..STEPS)
+        .map(|s| {
+            tr.resize(items_n, len);
+            let ids = tokens(items_n * len, 40, 30 + s);
+            let mut lm = tokens(items_n * len, 40, 300 + s);
+            lm[len - 2..len].fill(u32::MAX);
+            let items: Vec<Item> = (0..items_n)
+                .map(|i| Item {
+                    features: vec![vec![i * len + len - 1]],
+                    target: Target::Class(i % 3),
+                })
+                .collect();
+            tr.step_task(&mut task, &ids, &lm, &items, 1e-2, 1.0, Some(50 + s), s + 1).unwrap().loss
+        })
+        .collect();
+    (losses, tr.model.params.clone(), task.head.w.clone())
+}
+
+#[test]
+fn lstm_finetuning_ranks_equal_one_process() {
+    let (l1, p1, h1) = lstm_finetune_run(None);
+    for world in [2, 3] {
+        let runs = ranks(world, |c| lstm_finetune_run(Some(c)));
+        for (rank, (l, p, h)) in runs.iter().enumerate() {
+            for (a, b) in l.iter().zip(&l1) {
+                assert!((a - b).abs() < 1e-6, "{world} ranks, rank {rank}: loss {a} vs {b}");
+            }
+            let (dp, dh) = (max_diff(p, &p1), max_diff(h, &h1));
+            assert!(dp < 1e-5 && dh < 1e-5, "{world} ranks, rank {rank}: weights {dp}, head {dh}");
+        }
+    }
+}

@@ -183,12 +183,6 @@ fn finetune_on<B: Backend>(
             crate::dist::barrier(c);
         }
     };
-    if comm.is_some() && matches!(model, Net::Lstm(_)) {
-        return Err(Error::Distributed(
-            "data-parallel fine-tuning runs the Transformer; fine-tune the LSTM as one process"
-                .into(),
-        ));
-    }
     let model = match model {
         Net::Transformer(m) => Net::Transformer(with_special_tokens(m, tok, opts.seed)?),
         Net::Lstm(mut m) => {
@@ -321,8 +315,11 @@ fn finetune_on<B: Backend>(
     let head = Head::new(def.kind, width, def.n_out(), opts.seed);
     let task = TaskObjective::new(head, opts.aux_lm, opts.clf_dropout, opts.weight_decay);
     let mut trainer = Tuner::on(model, task, seqs, t_max, opts.weight_decay, backend);
-    if let (Tuner::Transformer(t), Some(c)) = (&mut trainer, &opts.comm) {
-        t.dist = Some(c.clone());
+    if let Some(c) = &opts.comm {
+        match &mut trainer {
+            Tuner::Transformer(t) => t.dist = Some(c.clone()),
+            Tuner::Lstm(t, _) => t.dist = Some(c.clone()),
+        }
     }
     let (mut step, mut best_epoch, mut best_step, mut best_score) = (0u64, 0usize, 0u64, None);
     if opts.resume

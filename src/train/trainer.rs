@@ -83,6 +83,18 @@ impl TaskObjective {
         (sum, n_items, rows, dh)
     }
 
+    /// A zero gradient (a rank with no items in a shared batch).
+    pub fn zero_grad(&mut self) {
+        self.grad.w.fill(0.0);
+        self.grad.b.fill(0.0);
+    }
+
+    /// Sums the head's gradient over the ranks of `comm`.
+    pub fn all_reduce_grad(&mut self, comm: &dyn crate::dist::Collective) {
+        comm.all_reduce_f32(&mut self.grad.w);
+        comm.all_reduce_f32(&mut self.grad.b);
+    }
+
     /// The head's gradient buffers (matrix, bias), for joint clipping.
     pub(crate) fn grad_parts(&mut self) -> [&mut Vec<f32>; 2] {
         [&mut self.grad.w, &mut self.grad.b]
@@ -110,22 +122,31 @@ fn labelled(items: &[Item]) -> usize {
     items.iter().filter(|it| it.target != Target::None).count().max(1)
 }
 
-/// Rank `rank`'s share of a fine-tuning batch of `items` over `[n_seq, len]` sequences: a
+/// Rank `rank`'s share of a fine-tuning batch of `items` over `[n_seq, len]` sequences (which
+/// the shares must tile, in order: asserted): a
 /// contiguous run of items (as even as can be), the sequences they read (an example's
 /// sequences are contiguous and in item order: [`crate::tasks::batch::batch`]), and the items
 /// renumbered to those sequences.
 pub fn item_share(
     items: &[Item],
     len: usize,
+    n_seq: usize,
     rank: usize,
     world: usize,
 ) -> (std::ops::Range<usize>, std::ops::Range<usize>, Vec<Item>) {
+    // The shares' sequences must tile the batch in order (a batch built by
+    // `tasks::batch::batch` does): else LM terms would be counted twice or not at all.
+    let mut next = 0;
+    for r in 0..world {
+        let s = share_seqs(items, len, r, world);
+        assert!(s.is_empty() || s.start == next, "items must read their sequences in order");
+        next = if s.is_empty() { next } else { s.end };
+    }
+    assert_eq!(next, n_seq, "every sequence must belong to an item");
     let n = items.len();
     let ir = rank * n / world..(rank + 1) * n / world;
     let mine = &items[ir.clone()];
-    let seqs = mine.iter().flat_map(|it| it.features.iter().flatten()).map(|&r| r / len);
-    let (lo, hi) = seqs.fold((usize::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s + 1)));
-    let sr = if lo == usize::MAX { 0..0 } else { lo..hi };
+    let sr = share_seqs(items, len, rank, world);
     let local = mine
         .iter()
         .map(|it| Item {
@@ -138,6 +159,15 @@ pub fn item_share(
         })
         .collect();
     (ir, sr, local)
+}
+
+/// The sequences rank `rank`'s items read (`[n_seq, len]` rows), empty when it has none.
+fn share_seqs(items: &[Item], len: usize, rank: usize, world: usize) -> std::ops::Range<usize> {
+    let n = items.len();
+    let mine = &items[rank * n / world..(rank + 1) * n / world];
+    let seqs = mine.iter().flat_map(|it| it.features.iter().flatten()).map(|&r| r / len);
+    let (lo, hi) = seqs.fold((usize::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s + 1)));
+    if lo == usize::MAX { 0..0 } else { lo..hi }
 }
 
 /// Where a step's dropout masks come from.
@@ -341,17 +371,8 @@ impl<B: Backend> Trainer<B> {
         let lm_weight = task.aux_lm;
         let lm_scale = lm_weight / counted.max(1) as f32;
         let n_items = labelled(items);
-        let (ir, sr, mine) = item_share(items, len, comm.rank(), comm.world());
-        // The shares' sequences must tile the batch in order (a batch built by
-        // `tasks::batch::batch` does): else LM terms would be counted twice or not at all.
         let n_seq = ids.len() / len;
-        let mut next = 0;
-        for r in 0..comm.world() {
-            let s = item_share(items, len, r, comm.world()).1;
-            assert!(s.is_empty() || s.start == next, "items must read their sequences in order");
-            next = if s.is_empty() { next } else { s.end };
-        }
-        assert_eq!(next, n_seq, "every sequence must belong to an item");
+        let (ir, sr, mine) = item_share(items, len, n_seq, comm.rank(), comm.world());
         let key = match key {
             StepKey::Off => None,
             StepKey::PerMicroBatch(key) => Some(derive(key, 0)),
@@ -359,8 +380,7 @@ impl<B: Backend> Trainer<B> {
         };
         let (mut nll, mut task_sum) = (0.0f64, 0.0f64);
         if sr.is_empty() {
-            task.grad.w.fill(0.0);
-            task.grad.b.fill(0.0);
+            task.zero_grad();
         } else {
             let (i, tg) =
                 (&ids[sr.start * len..sr.end * len], &targets[sr.start * len..sr.end * len]);
@@ -386,8 +406,7 @@ impl<B: Backend> Trainer<B> {
             );
         }
         crate::dist::sum_step(be, Some(comm), self.grads.w(), &mut nll);
-        comm.all_reduce_f32(&mut task.grad.w);
-        comm.all_reduce_f32(&mut task.grad.b);
+        task.all_reduce_grad(comm);
         let mut s = [task_sum];
         comm.all_reduce_f64(&mut s);
         let lm_loss = nll / counted.max(1) as f64;
