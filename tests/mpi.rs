@@ -231,6 +231,19 @@ fn finetune_on_two_ranks_equals_one_process() {
     for (a, b) in l1.iter().zip(&l2) {
         assert!((a - b).abs() < 1e-5, "loss {a} vs {b}");
     }
+    // Dev evaluations (each rank scores every other batch) give one process's scores.
+    let dev = |run: &Path| -> Vec<f64> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["dev_score"].as_f64()
+            })
+            .collect()
+    };
+    let (d1, d2) = (dev(&one), dev(&two));
+    assert!(!d1.is_empty());
+    assert_eq!(d1, d2, "dev scores");
     for ((n, a), (_, b)) in weights(&one.join("best")).iter().zip(&weights(&two.join("best"))) {
         let diff = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(diff < 1e-5, "{n}: {diff}");

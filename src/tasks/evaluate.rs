@@ -64,24 +64,59 @@ impl Evaluation {
     }
 }
 
-/// Scores `examples` without dropout, `batch` examples at a time.
+/// The scores of `data` in batches of `batch_size`, each batch by `run`; with `comm`, rank `r`
+/// runs batches `r, r + N, ...` and the ranks' scores are summed into everyone's (each score
+/// is one rank's, the others add zeros): the same batches, so the same scores as one process.
+fn batched_scores(
+    head: &Head,
+    data: &[Prepared],
+    batch_size: usize,
+    comm: Option<&dyn crate::dist::Collective>,
+    mut run: impl FnMut(&[Prepared]) -> Result<Vec<Vec<f32>>>,
+) -> Result<Vec<Vec<f32>>> {
+    // An example's score count: one per candidate (multiple choice), else the head's outputs.
+    let width = |e: &Prepared| match head.kind {
+        crate::tasks::HeadKind::Choice => e.t.features.len(),
+        _ => head.n_out,
+    };
+    let mut out = Vec::with_capacity(data.len());
+    for (ci, chunk) in data.chunks(batch_size.max(1)).enumerate() {
+        match comm {
+            Some(c) if ci % c.world() != c.rank() => {
+                out.extend(chunk.iter().map(|e| vec![0.0f32; width(e)]));
+            }
+            _ => out.extend(run(chunk)?),
+        }
+    }
+    if let Some(c) = comm {
+        let mut flat: Vec<f32> = out.iter().flatten().copied().collect();
+        c.all_reduce_f32(&mut flat);
+        let mut it = flat.into_iter();
+        for s in &mut out {
+            s.iter_mut().for_each(|v| *v = it.next().unwrap_or(0.0));
+        }
+    }
+    Ok(out)
+}
+
+/// Scores `examples` without dropout, `batch` examples at a time (shared by `comm`'s ranks).
 fn scores<B: Backend>(
     model: &Gpt<B>,
     head: &Head,
     acts: &mut Activations<B>,
     data: &[Prepared],
     batch_size: usize,
+    comm: Option<&dyn crate::dist::Collective>,
 ) -> Vec<Vec<f32>> {
-    let mut out = Vec::with_capacity(data.len());
-    for chunk in data.chunks(batch_size.max(1)) {
+    let run = |chunk: &[Prepared]| {
         let refs: Vec<&Prepared> = chunk.iter().collect();
         let b = batch(&refs);
         acts.reshape(b.n_seq, b.len);
         let (rows, items) = extract_rows(&b.items);
         let hidden = model.forward_rows(acts, &b.ids, &rows);
-        out.extend(head.forward(&hidden, &items));
-    }
-    out
+        Ok(head.forward(&hidden, &items))
+    };
+    batched_scores(head, data, batch_size, comm, run).expect("the Transformer's scoring")
 }
 
 pub fn evaluate_prepared<B: Backend>(
@@ -92,7 +127,21 @@ pub fn evaluate_prepared<B: Backend>(
     data: &[Prepared],
     batch_size: usize,
 ) -> Evaluation {
-    evaluation_of(def, data, scores(model, head, acts, data, batch_size))
+    evaluation_of(def, data, scores(model, head, acts, data, batch_size, None))
+}
+
+/// [`evaluate_prepared`] shared by the ranks of `comm` (fine-tuning's dev evaluations):
+/// each runs every N-th batch; the same scores as one process.
+pub fn evaluate_shared<B: Backend>(
+    def: &TaskDef,
+    model: &Gpt<B>,
+    head: &Head,
+    acts: &mut Activations<B>,
+    data: &[Prepared],
+    batch_size: usize,
+    comm: Option<&dyn crate::dist::Collective>,
+) -> Evaluation {
+    evaluation_of(def, data, scores(model, head, acts, data, batch_size, comm))
 }
 
 /// The head's scores of `examples` with the LSTM as the body, `batch` examples at a time.
@@ -102,17 +151,26 @@ pub fn lstm_scores<B: Backend>(
     data: &[Prepared],
     batch_size: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    let mut out = Vec::with_capacity(data.len());
+    lstm_scores_shared(model, head, data, batch_size, None)
+}
+
+/// [`lstm_scores`] shared by the ranks of `comm`, as [`evaluate_shared`].
+pub fn lstm_scores_shared<B: Backend>(
+    model: &crate::model::lstm::Lstm<B>,
+    head: &Head,
+    data: &[Prepared],
+    batch_size: usize,
+    comm: Option<&dyn crate::dist::Collective>,
+) -> Result<Vec<Vec<f32>>> {
     let mut acts = model.activations(0, 0);
-    for chunk in data.chunks(batch_size.max(1)) {
+    batched_scores(head, data, batch_size, comm, |chunk| {
         let refs: Vec<&Prepared> = chunk.iter().collect();
         let b = batch(&refs);
         model.reshape(&mut acts, b.n_seq, b.len);
         model.forward(&mut acts, &b.ids)?;
         let (rows, items) = extract_rows(&b.items);
-        out.extend(head.forward(&model.hidden_rows(&acts, &rows), &items));
-    }
-    Ok(out)
+        Ok(head.forward(&model.hidden_rows(&acts, &rows), &items))
+    })
 }
 
 /// Predictions and the task's metrics from the head's `scores` of `data`.

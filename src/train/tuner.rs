@@ -12,7 +12,9 @@ use crate::error::Result;
 use crate::tasks::Head;
 use crate::tasks::batch::{Batch, Prepared};
 use crate::tasks::checkpoint::{load_head, save_finetuned, save_finetuned_with};
-use crate::tasks::evaluate::{Evaluation, evaluate_prepared, evaluation_of, lstm_scores};
+use crate::tasks::evaluate::{
+    Evaluation, evaluate_prepared, evaluate_shared, evaluation_of, lstm_scores, lstm_scores_shared,
+};
 use crate::text::Tokenizer;
 use std::path::Path;
 
@@ -103,13 +105,17 @@ impl<B: Backend> Tuner<B> {
     /// The dev evaluation (no dropout) of the current weights.
     pub fn evaluate(&mut self, def: &TaskDef, dp: &[Prepared], batch: usize) -> Result<Evaluation> {
         match self {
+            // Shared by the ranks of a data-parallel run: each scores every N-th batch.
             Tuner::Transformer(t) => {
+                let comm = t.dist.clone();
                 let (model, head, acts) = t.parts();
                 let head = head.expect("a fine-tuning trainer has a head");
-                Ok(evaluate_prepared(def, model, head, acts, dp, batch))
+                Ok(evaluate_shared(def, model, head, acts, dp, batch, comm.as_deref()))
             }
             Tuner::Lstm(t, task) => {
-                Ok(evaluation_of(def, dp, lstm_scores(&t.model, &task.head, dp, batch)?))
+                let comm = t.dist.as_deref();
+                let s = lstm_scores_shared(&t.model, &task.head, dp, batch, comm)?;
+                Ok(evaluation_of(def, dp, s))
             }
         }
     }
