@@ -90,6 +90,7 @@ pub fn along_pretraining(
     refs: &BTreeMap<String, f64>,
     batch: usize,
     precision: crate::backend::Precision,
+    device: crate::backend::Device,
     out: &Path,
 ) -> Result<Vec<Point>> {
     for (task, _) in tasks {
@@ -125,6 +126,11 @@ pub fn along_pretraining(
             .collect::<Result<_>>()?,
         Err(_) => Vec::new(),
     };
+    // The GPU once for every checkpoint (each one's weights are uploaded in turn).
+    let gpu = match device {
+        crate::backend::Device::Cpu => None,
+        dev => Some(dev.cuda(precision)?),
+    };
     for (step, tokens, dir) in checkpoints(run)? {
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let todo: Vec<&(ZeroShotTask, PathBuf)> = tasks
@@ -136,9 +142,16 @@ pub fn along_pretraining(
         }
         let mut model = load_model(&dir)?;
         model.backend = crate::backend::Cpu::new(precision);
+        let gpu = match &gpu {
+            Some(g) => Some(model.clone().to_backend(g.clone())),
+            None => None,
+        };
         for (task, data) in todo {
             let split = task.default_split();
-            let r = zero_shot(&model, tok, *task, data, split, batch)?;
+            let r = match &gpu {
+                Some(g) => zero_shot(g, tok, *task, data, split, batch)?,
+                None => zero_shot(&model, tok, *task, data, split, batch)?,
+            };
             let chance = layout(*task).1;
             let reference = refs.get(task.name()).copied().unwrap_or(default_reference(*task));
             let p = Point {

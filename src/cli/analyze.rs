@@ -45,6 +45,8 @@ pub struct ZeroShotArgs {
     out: PathBuf,
     #[command(flatten)]
     precision: super::PrecisionArg,
+    #[command(flatten)]
+    device: super::DeviceArg,
 }
 
 fn parse_reference(s: &str) -> std::result::Result<(String, f64), String> {
@@ -211,9 +213,17 @@ pub fn run(c: Command) -> Result<()> {
             let tok =
                 super::tokenizer(a.tokenizer.as_deref(), Some(&a.run.join("final")), None, None)?;
             let refs = a.references.iter().cloned().collect();
-            let points =
-                along_pretraining(&a.run, &tok, &tasks, &refs, a.batch, a.precision.get(), &a.out)
-                    .context("the zero-shot analysis failed")?;
+            let points = along_pretraining(
+                &a.run,
+                &tok,
+                &tasks,
+                &refs,
+                a.batch,
+                a.precision.get(),
+                a.device.device,
+                &a.out,
+            )
+            .context("the zero-shot analysis failed")?;
             for p in &points {
                 println!("{}", serde_json::to_string(p)?);
             }
