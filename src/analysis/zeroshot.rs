@@ -83,6 +83,7 @@ pub fn checkpoints(run: &Path) -> Result<Vec<(u64, u64, PathBuf)>> {
 /// Scores every checkpoint of `run` on every task (`tasks`: the task and its data folder), with
 /// `refs` overriding [`default_reference`], its products at `precision`; appends each point to `out/zero-shot.jsonl` as it
 /// comes (a point already there is not recomputed), then writes `zero-shot.csv`, `.md`, `.png`.
+#[allow(clippy::too_many_arguments)]
 pub fn along_pretraining(
     run: &Path,
     tok: &Tokenizer,
