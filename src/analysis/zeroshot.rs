@@ -143,13 +143,10 @@ pub fn along_pretraining(
         }
         let mut model = load_model(&dir)?;
         model.backend = crate::backend::Cpu::new(precision);
-        let gpu = match &gpu {
-            Some(g) => Some(model.clone().to_backend(g.clone())),
-            None => None,
-        };
+        let on_gpu = gpu.as_ref().map(|g| model.clone().to_backend(g.clone()));
         for (task, data) in todo {
             let split = task.default_split();
-            let r = match &gpu {
+            let r = match &on_gpu {
                 Some(g) => zero_shot(g, tok, *task, data, split, batch)?,
                 None => zero_shot(&model, tok, *task, data, split, batch)?,
             };
