@@ -198,7 +198,13 @@ pub fn finetune(
         crate::backend::Device::Cpu => {
             finetune_on(name, config, batch, seq, steps, warmup, Cpu::new(precision))
         }
-        dev => finetune_on(name, config, batch, seq, steps, warmup, dev.cuda(precision)?),
+        dev => {
+            let gpu = dev.cuda(precision)?;
+            let need = 16 * crate::model::params::num_params(&config) as u64
+                + crate::model::activation_bytes(&config, batch, seq, true) as u64;
+            crate::backend::check_fits(&gpu, need, "bench finetune (lower --batch or --seq)")?;
+            finetune_on(name, config, batch, seq, steps, warmup, gpu)
+        }
     }
 }
 
@@ -321,14 +327,14 @@ pub fn generate(
             model.backend = Cpu::new(precision);
             generate_on(name, &model, prompt_len, new, rounds, true)
         }
-        dev => generate_on(
-            name,
-            &model.to_backend(dev.cuda(precision)?),
-            prompt_len,
-            new,
-            rounds,
-            false,
-        ),
+        dev => {
+            let gpu = dev.cuda(precision)?;
+            let t = prompt_len.saturating_add(new);
+            let need = 4 * num_params(&config) as u64
+                + crate::model::activation_bytes(&config, 1, t, false) as u64;
+            crate::backend::check_fits(&gpu, need, "bench generate")?;
+            generate_on(name, &model.to_backend(gpu), prompt_len, new, rounds, false)
+        }
     })
 }
 

@@ -95,6 +95,20 @@ impl Device {
     }
 }
 
+/// An error when `bytes` (what `what` needs) exceed the device memory `backend` has free; Ok
+/// on the CPU (the callers check the host's).
+pub fn check_fits<B: Backend>(backend: &B, bytes: u64, what: &str) -> crate::Result<()> {
+    match backend.free_memory() {
+        Some(free) if bytes > free => Err(crate::Error::Device(format!(
+            "{what} needs about {} MiB of device memory and {} MiB are free on {}",
+            bytes >> 20,
+            free >> 20,
+            backend.describe()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 use crate::kernels::attention::Dims;
 use crate::kernels::dropout::Dropout;
 use std::borrow::Cow;
