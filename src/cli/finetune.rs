@@ -357,14 +357,7 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
     o.comm = comm.clone();
     super::on_interrupt();
     let res = finetune_net(model, &tok, &def, &o);
-    if let (Err(e), Some(c)) = (&res, &comm)
-        && !matches!(e, gpt1::Error::Interrupted { .. })
-    {
-        // The other ranks wait in a collective for this one: end the job.
-        eprintln!("error: rank {} of {}: fine-tuning failed: {e}", c.rank(), c.world());
-        c.abort(1);
-    }
-    if comm.as_ref().is_some_and(|c| c.rank() > 0) {
+    if super::follower_done(&res, comm.as_deref(), "fine-tuning") {
         res?;
         return Ok(());
     }

@@ -215,6 +215,24 @@ macro_rules! on_device {
     };
 }
 
+/// Under a launcher, after a data-parallel run: a rank that failed ends the job (the others
+/// wait for it in a collective; an interrupt is every rank's and is saved, so not that); true
+/// for ranks other than 0, which print nothing and return the result as it is.
+pub fn follower_done<T>(
+    res: &gpt1::Result<T>,
+    comm: Option<&dyn gpt1::dist::Collective>,
+    what: &str,
+) -> bool {
+    let Some(c) = comm else { return false };
+    if let Err(e) = res
+        && !matches!(e, gpt1::Error::Interrupted { .. })
+    {
+        eprintln!("error: rank {} of {}: {what} failed: {e}", c.rank(), c.world());
+        c.abort(1);
+    }
+    c.rank() > 0
+}
+
 /// `--device`, on the commands that run on a GPU.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct DeviceArg {

@@ -160,14 +160,7 @@ pub fn run(a: Args) -> Result<()> {
     super::on_interrupt();
     o.comm = comm.clone();
     let res = pretrain(&o);
-    if let (Err(e), Some(c)) = (&res, &comm)
-        && !matches!(e, gpt1::Error::Interrupted { .. })
-    {
-        // The other ranks wait in a collective for this one: end the job.
-        eprintln!("error: rank {} of {}: pre-training failed: {e}", c.rank(), c.world());
-        c.abort(1);
-    }
-    if comm.as_ref().is_some_and(|c| c.rank() > 0) {
+    if super::follower_done(&res, comm.as_deref(), "pre-training") {
         res?;
         return Ok(());
     }

@@ -127,7 +127,7 @@ pub fn evaluate_prepared<B: Backend>(
     data: &[Prepared],
     batch_size: usize,
 ) -> Evaluation {
-    evaluation_of(def, data, scores(model, head, acts, data, batch_size, None))
+    evaluate_shared(def, model, head, acts, data, batch_size, None)
 }
 
 /// [`evaluate_prepared`] shared by the ranks of `comm` (fine-tuning's dev evaluations):

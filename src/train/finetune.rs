@@ -20,7 +20,6 @@ use crate::tasks::batch::{Prepared, batch, bucketed_batches, longest, prepare};
 use crate::tasks::checkpoint::with_special_tokens;
 use crate::tasks::evaluate::Evaluation;
 use crate::text::Tokenizer;
-use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Clone, Debug)]
@@ -310,7 +309,6 @@ fn finetune_on<B: Backend>(
         sync();
         lock
     };
-    let metrics_path = opts.out.join("metrics.jsonl");
 
     let head = Head::new(def.kind, width, def.n_out(), opts.seed);
     let task = TaskObjective::new(head, opts.aux_lm, opts.clf_dropout, opts.weight_decay);
@@ -343,26 +341,11 @@ fn finetune_on<B: Backend>(
         crate::dist::check_same(c, "resumed state", &desc)?;
     }
     let start = step;
-    if opts.resume && lead {
-        super::pretrain::truncate_metrics(&metrics_path, start)?;
-    }
-    let mut metrics = if lead {
-        Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&metrics_path)
-                .map_err(|e| Error::io(&metrics_path, e))?,
-        )
-    } else {
-        None
-    };
-    let mut write_metric = |v: serde_json::Value| -> Result<()> {
-        match &mut metrics {
-            Some(m) => writeln!(m, "{v}").map_err(|e| Error::io(&metrics_path, e)),
-            None => Ok(()),
-        }
-    };
+    let mut metrics = rundir::MetricsLog::open(
+        opts.out.join("metrics.jsonl"),
+        lead,
+        opts.resume.then_some(start),
+    )?;
     let steps_per_epoch = train_p.len().div_ceil(opts.batch) as u64;
     let total =
         (steps_per_epoch * opts.epochs as u64).min(opts.max_steps.unwrap_or(u64::MAX)).max(1);
@@ -391,7 +374,7 @@ fn finetune_on<B: Backend>(
             step += 1;
             let task_loss = s.task_loss.unwrap_or(0.0);
             let rec = serde_json::json!({"step": step, "epoch": epoch, "loss": s.loss, "task_loss": task_loss, "lm_loss": s.lm_loss, "lr": lr, "grad_norm": s.grad_norm});
-            write_metric(rec)?;
+            metrics.write(rec)?;
             seen += chunk.len();
             let rate = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
             progress.step(
@@ -403,7 +386,7 @@ fn finetune_on<B: Backend>(
             let due = opts.eval_every > 0 && step % opts.eval_every == 0;
             if let (Some(dp), true) = (&dev_p, end || due) {
                 let ev = trainer.evaluate(def, dp, opts.batch)?;
-                write_metric(
+                metrics.write(
                     serde_json::json!({"step": step, "epoch": epoch, "dev_score": ev.score, "dev_metric": ev.metric}),
                 )?;
                 progress.println(format!(
@@ -451,8 +434,8 @@ fn finetune_on<B: Backend>(
     if best_score.is_none() && lead {
         trainer.save_best(&best_dir, def, tok, max_len)?;
     }
-    if lead {
-        crate::plot::curves_or_warn(&metrics_path, &opts.out.join("curves.png"), &def.name);
+    if metrics.sync()? {
+        crate::plot::curves_or_warn(metrics.path(), &opts.out.join("curves.png"), &def.name);
     }
     // The others return once the leader has written everything.
     sync();

@@ -3,12 +3,12 @@
 //! the Transformer's step does; on any [`Backend`].
 
 use super::optim::{AdamW, clip_checked};
-use super::trainer::{StepStats, TaskObjective, item_share};
+use super::trainer::{StepStats, TaskObjective, labelled, sum_task_step, task_share};
 use crate::backend::{Backend, Cpu, DeviceBuf};
 use crate::error::{Error, Result};
 use crate::kernels::crossentropy::IGNORE;
 use crate::model::lstm::{Lstm, LstmActs, lstm_layout};
-use crate::tasks::{Item, Target};
+use crate::tasks::Item;
 
 pub struct LstmTrainer<B: Backend = Cpu> {
     pub model: Lstm<B>,
@@ -139,58 +139,23 @@ impl<B: Backend> LstmTrainer<B> {
         if ids.len() != b * t {
             return Err(Error::setting("batch", "a fine-tuning batch runs in one pass"));
         }
-        if let Some(comm) = self.dist.clone() {
-            return self.gradients_task_shared(task, ids, lm, items, key, t, &*comm);
-        }
-        self.model.backend.fill(self.grads.w(), 0.0);
-        self.model.forward(&mut self.acts, ids)?;
+        // Alone: the whole batch; under `dist`: this rank's share of its items (the head's
+        // dropout at the batch's positions, the batch's divisors), the sums then summed.
+        let comm = self.dist.clone();
+        let comm = comm.as_deref();
         let counted = lm.iter().filter(|&&x| x != IGNORE).count();
         let lambda = task.aux_lm;
-        let nll = if lambda > 0.0 {
-            let scale = lambda / counted.max(1) as f32;
-            self.model.lm_head(&mut self.acts, lm, &mut self.grads, scale)
-        } else {
-            self.model.zero_dh(&mut self.acts);
-            0.0
-        };
-        // The head reads the extract rows on the host and returns ∂L/∂h at them.
-        let h = self.model.config.hidden_size;
-        let (model, acts) = (&self.model, &self.acts);
-        let (task_sum, n_items, rows, dh_rows) =
-            task.backward(items, key, h, |rows| model.hidden_rows(acts, rows));
-        self.model.add_dh_rows(&mut self.acts, &rows, &dh_rows);
-        self.model.backward(&mut self.acts, &mut self.grads);
-        let lm_loss = nll / counted.max(1) as f64;
-        let task_loss = task_sum / n_items as f64;
-        Ok((task_loss + lambda as f64 * lm_loss, lm_loss, task_loss, counted))
-    }
-
-    /// [`LstmTrainer::gradients_task`] of a batch shared by the ranks of `comm`: each runs the
-    /// items of [`item_share`] and their sequences (the head's dropout at the batch's
-    /// positions, the batch's divisors); body and head gradients and the loss sums are summed.
-    #[allow(clippy::too_many_arguments)]
-    fn gradients_task_shared(
-        &mut self,
-        task: &mut TaskObjective,
-        ids: &[u32],
-        lm: &[u32],
-        items: &[Item],
-        key: Option<u64>,
-        len: usize,
-        comm: &dyn crate::dist::Collective,
-    ) -> Result<(f64, f64, f64, usize)> {
-        let counted = lm.iter().filter(|&&x| x != IGNORE).count();
-        let lambda = task.aux_lm;
-        let n_items = items.iter().filter(|it| it.target != Target::None).count().max(1);
-        let n_seq = ids.len() / len;
-        let (ir, sr, mine) = item_share(items, len, n_seq, comm.rank(), comm.world());
+        let n_items = labelled(items);
+        let (ir, sr, mine) = task_share(items, t, b, comm);
         self.model.backend.fill(self.grads.w(), 0.0);
         let (mut nll, mut task_sum) = (0.0f64, 0.0f64);
         if sr.is_empty() {
             task.zero_grad();
         } else {
-            let (i, tg) = (&ids[sr.start * len..sr.end * len], &lm[sr.start * len..sr.end * len]);
-            self.resize(sr.len(), len);
+            let (i, tg) = (&ids[sr.start * t..sr.end * t], &lm[sr.start * t..sr.end * t]);
+            if sr.len() != b {
+                self.resize(sr.len(), t);
+            }
             self.model.forward(&mut self.acts, i)?;
             nll = if lambda > 0.0 {
                 let scale = lambda / counted.max(1) as f32;
@@ -199,22 +164,19 @@ impl<B: Backend> LstmTrainer<B> {
                 self.model.zero_dh(&mut self.acts);
                 0.0
             };
+            // The head reads the extract rows on the host and returns ∂L/∂h at them.
             let h = self.model.config.hidden_size;
             let (model, acts) = (&self.model, &self.acts);
-            let (sum, _, rows, dh_rows) =
-                task.backward_share(&mine, key, h, ir.start, n_items, |rows| {
-                    model.hidden_rows(acts, rows)
-                });
+            let (sum, rows, dh_rows) = task
+                .backward(&mine, key, h, ir.start, n_items, |rows| model.hidden_rows(acts, rows));
             task_sum = sum;
             self.model.add_dh_rows(&mut self.acts, &rows, &dh_rows);
             self.model.backward(&mut self.acts, &mut self.grads);
         }
-        crate::dist::sum_step(&self.model.backend, Some(comm), self.grads.w(), &mut nll);
-        task.all_reduce_grad(comm);
-        let mut s = [task_sum];
-        comm.all_reduce_f64(&mut s);
+        let be = &self.model.backend;
+        let (nll, task_sum) = sum_task_step(be, comm, &mut self.grads, task, nll, task_sum);
         let lm_loss = nll / counted.max(1) as f64;
-        let task_loss = s[0] / n_items as f64;
+        let task_loss = task_sum / n_items as f64;
         Ok((task_loss + lambda as f64 * lm_loss, lm_loss, task_loss, counted))
     }
 }

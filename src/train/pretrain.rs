@@ -9,12 +9,10 @@ use super::trainer::StepKey;
 use crate::backend::{Device, Precision};
 use crate::data::{Sampler, Sampling, TokenData};
 use crate::error::{Error, Result};
-use crate::io::write_atomic;
 use crate::kernels::rng::{derive, stream};
 use crate::model::Config;
 use crate::model::lstm::LstmConfig;
 use crate::progress::{Progress, human, mem_available};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -157,24 +155,6 @@ pub struct Summary {
 
 const METRICS: &str = "metrics.jsonl";
 use super::rundir::RESUME_HINT;
-
-/// Keeps only the metric lines of steps `<= step` (after a resume).
-pub(crate) fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s <= step)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    write_atomic(path, kept.as_bytes())
-}
 
 fn val_windows(val: &TokenData, seq: usize, max: usize) -> Result<(Vec<u32>, Vec<u32>)> {
     let s = Sampler::new(val, seq, Sampling::Sequential)?;
@@ -522,21 +502,8 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             trainer.describe()
         );
     }
-    let metrics_path = opts.out.join(METRICS);
-    if opts.resume && lead {
-        truncate_metrics(&metrics_path, start)?;
-    }
-    let mut metrics = if lead {
-        Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&metrics_path)
-                .map_err(|e| Error::io(&metrics_path, e))?,
-        )
-    } else {
-        None
-    };
+    let mut metrics =
+        rundir::MetricsLog::open(opts.out.join(METRICS), lead, opts.resume.then_some(start))?;
 
     if let Some(c) = &opts.comm {
         trainer.set_dist(c.clone());
@@ -565,12 +532,6 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     let (mut ids, mut targets) =
         (vec![0u32; opts.batch * opts.seq], vec![0u32; opts.batch * opts.seq]);
     let (mut last_loss, mut last_val) = (None, None);
-    let write_metric = |m: &mut Option<std::fs::File>, v: serde_json::Value| -> Result<()> {
-        match m {
-            Some(m) => writeln!(m, "{v}").map_err(|e| Error::io(&metrics_path, e)),
-            None => Ok(()),
-        }
-    };
     // Every rank holds the same weights at the same step (the same summed gradients, the same
     // update): checked at the start (another --init, another checkpoint found on resume) and at
     // each checkpoint, so a silent divergence cannot be saved.
@@ -610,7 +571,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             last_val = Some(vl);
         }
         let val_now = rec.get("val_loss").and_then(|v| v.as_f64());
-        write_metric(&mut metrics, rec)?;
+        metrics.write(rec)?;
         last_loss = Some(loss);
         if done == start + 1 && progress_on && end > done {
             let left = secs * (end - done) as f64;
@@ -643,18 +604,15 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             }
             if stop {
                 progress.bar.abandon();
-                if let Some(m) = &metrics {
-                    m.sync_all().map_err(|e| Error::io(&metrics_path, e))?;
-                }
+                metrics.sync()?;
                 sync();
                 return Err(Error::Interrupted { step: done, dir });
             }
         }
     }
     progress.bar.finish();
-    if let Some(m) = &metrics {
-        m.sync_all().map_err(|e| Error::io(&metrics_path, e))?;
-        crate::plot::curves_or_warn(&metrics_path, &opts.out.join("curves.png"), "pre-training");
+    if metrics.sync()? {
+        crate::plot::curves_or_warn(metrics.path(), &opts.out.join("curves.png"), "pre-training");
     }
     let final_dir = if end < opts.steps {
         opts.out.join(format!("checkpoint-{end}"))

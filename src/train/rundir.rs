@@ -270,6 +270,68 @@ pub fn load_spec<T: for<'de> Deserialize<'de>>(dir: &Path) -> Result<Option<T>> 
         .map_err(|e| Error::invalid(&p, format!("not a run specification ({e})")))
 }
 
+/// Keeps only the metric lines of steps `<= step` (after a resume).
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_atomic(path, kept.as_bytes())
+}
+
+/// A run's `metrics.jsonl`, one JSON line per record, appended by the leading rank only (the
+/// others hold no file); on a resume from step `s`, the lines after `s` are dropped first.
+pub struct MetricsLog {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl MetricsLog {
+    pub fn open(path: PathBuf, lead: bool, resume_at: Option<u64>) -> Result<Self> {
+        if !lead {
+            return Ok(MetricsLog { path, file: None });
+        }
+        if let Some(s) = resume_at {
+            truncate_metrics(&path, s)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(MetricsLog { path, file: Some(file) })
+    }
+
+    pub fn write(&mut self, v: serde_json::Value) -> Result<()> {
+        use std::io::Write;
+        match &mut self.file {
+            Some(f) => writeln!(f, "{v}").map_err(|e| Error::io(&self.path, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes the lines to disk (before a stop or at the end); whether this rank writes.
+    pub fn sync(&self) -> Result<bool> {
+        match &self.file {
+            Some(f) => f.sync_all().map(|_| true).map_err(|e| Error::io(&self.path, e)),
+            None => Ok(false),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

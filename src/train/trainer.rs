@@ -42,22 +42,10 @@ impl TaskObjective {
     /// The head's objective on the body's top states at the extract tokens of `items`
     /// (`hidden(rows)` gathers them, `[rows.len(), d]`), the head's dropout drawn from the
     /// pass's `key` (none without one): the head's gradient assigned; returns the task loss
-    /// sum, the labelled items it is the mean over, and the rows with ∂L/∂states at them.
+    /// sum and the rows with ∂L/∂states at them. `items` are a batch's items `first_item..`
+    /// (0 for a whole batch; a rank's share otherwise): their head dropout is the batch's,
+    /// their loss scaled as the mean over the batch's `n_items` labelled items.
     pub fn backward(
-        &mut self,
-        items: &[Item],
-        key: Option<u64>,
-        d: usize,
-        hidden: impl FnOnce(&[usize]) -> Vec<f32>,
-    ) -> (f64, usize, Vec<usize>, Vec<f32>) {
-        let n_items = labelled(items);
-        self.backward_share(items, key, d, 0, n_items, hidden)
-    }
-
-    /// [`TaskObjective::backward`] of a rank's share of a batch: `items` are the batch's items
-    /// `first_item..`, their head dropout the batch's, their loss the mean over the batch's
-    /// `n_items` labelled items.
-    pub fn backward_share(
         &mut self,
         items: &[Item],
         key: Option<u64>,
@@ -65,7 +53,7 @@ impl TaskObjective {
         first_item: usize,
         n_items: usize,
         hidden: impl FnOnce(&[usize]) -> Vec<f32>,
-    ) -> (f64, usize, Vec<usize>, Vec<f32>) {
+    ) -> (f64, Vec<usize>, Vec<f32>) {
         let (rows, ritems) = extract_rows(items);
         let hidden = hidden(&rows);
         let drop = match key {
@@ -80,7 +68,7 @@ impl TaskObjective {
         let mut dh = vec![0.0f32; rows.len() * d];
         let scale = 1.0 / n_items as f32;
         let sum = self.head.loss_backward(&mut self.grad, &hidden, &ritems, drop, scale, &mut dh);
-        (sum, n_items, rows, dh)
+        (sum, rows, dh)
     }
 
     /// A zero gradient (a rank with no items in a shared batch).
@@ -118,7 +106,7 @@ impl TaskObjective {
 }
 
 /// The labelled items of a batch (at least 1: the mean's divisor).
-fn labelled(items: &[Item]) -> usize {
+pub(crate) fn labelled(items: &[Item]) -> usize {
     items.iter().filter(|it| it.target != Target::None).count().max(1)
 }
 
@@ -159,6 +147,41 @@ pub fn item_share(
         })
         .collect();
     (ir, sr, local)
+}
+
+/// This process's share of a fine-tuning batch: the whole batch alone, else
+/// [`item_share`] of `comm`'s rank.
+pub(crate) fn task_share<'a>(
+    items: &'a [Item],
+    len: usize,
+    n_seq: usize,
+    comm: Option<&dyn crate::dist::Collective>,
+) -> (std::ops::Range<usize>, std::ops::Range<usize>, std::borrow::Cow<'a, [Item]>) {
+    match comm {
+        None => (0..items.len(), 0..n_seq, std::borrow::Cow::Borrowed(items)),
+        Some(c) => {
+            let (ir, sr, mine) = item_share(items, len, n_seq, c.rank(), c.world());
+            (ir, sr, std::borrow::Cow::Owned(mine))
+        }
+    }
+}
+
+/// Under `comm`, sums a fine-tuning step over the ranks: the body's gradients, the head's, and
+/// the (LM, task) loss sums it returns.
+pub(crate) fn sum_task_step<B: Backend>(
+    be: &B,
+    comm: Option<&dyn crate::dist::Collective>,
+    grads: &mut B::Buf,
+    task: &mut TaskObjective,
+    nll: f64,
+    task_sum: f64,
+) -> (f64, f64) {
+    let Some(c) = comm else { return (nll, task_sum) };
+    be.all_reduce_sum(grads.w(), c);
+    task.all_reduce_grad(c);
+    let mut s = [nll, task_sum];
+    c.all_reduce_f64(&mut s);
+    (s[0], s[1])
 }
 
 /// The sequences rank `rank`'s items read (`[n_seq, len]` rows), empty when it has none.
@@ -290,22 +313,19 @@ impl<B: Backend> Trainer<B> {
         items: &[Item],
         key: StepKey,
     ) -> Losses {
+        if self.task.is_some() {
+            let comm = self.dist.clone();
+            return self.task_gradients(ids, targets, len, items, key, comm.as_deref());
+        }
         let n_seq = ids.len() / len;
         let per_pass = self.micro.min(n_seq);
         assert!(n_seq.is_multiple_of(per_pass), "batch must be a multiple of the micro-batch");
-        assert!(items.is_empty() || per_pass == n_seq, "a task head's batch runs in one pass");
         self.acts.reshape(per_pass, len);
         let be = &self.model.backend;
         let counted = targets.iter().filter(|&&t| t != IGNORE).count();
-        let lm_weight = self.task.as_ref().map_or(1.0, |t| t.aux_lm);
-        let lm_scale = lm_weight / counted.max(1) as f32;
+        let lm_scale = 1.0 / counted.max(1) as f32;
         be.fill(self.grads.w(), 0.0);
-        if !items.is_empty()
-            && let Some(comm) = self.dist.clone()
-        {
-            return self.task_gradients_shared(ids, targets, len, items, key, &*comm);
-        }
-        let (mut nll, mut task_sum, mut n_items) = (0.0f64, None, 1);
+        let mut nll = 0.0f64;
         let mine = crate::dist::passes_of(self.dist.as_deref(), n_seq / per_pass);
         for (k, (i, tg)) in
             ids.chunks(per_pass * len).zip(targets.chunks(per_pass * len)).enumerate()
@@ -319,60 +339,36 @@ impl<B: Backend> Trainer<B> {
                 StepKey::Whole(key) => Some(key),
             };
             self.model.forward(&mut self.acts, i, key);
-            let extra = match &mut self.task {
-                Some(task) => {
-                    // The head reads the extract rows on the host and returns ∂L/∂h at them.
-                    let d = self.model.config.n_embd;
-                    let acts = &self.acts;
-                    let (sum, n, rows, dh) =
-                        task.backward(items, key, d, |rows| be.gather_rows(acts.hidden(), rows, d));
-                    (task_sum, n_items) = (Some(sum), n);
-                    Some((rows, dh))
-                }
-                None => None,
-            };
-            let extra = extra.as_ref().map(|(r, dh)| (r.as_slice(), dh.as_slice()));
-            nll += self.model.backward(
-                &mut self.acts,
-                &mut self.grads,
-                i,
-                tg,
-                key,
-                lm_scale,
-                extra,
-                0,
-            );
+            let g = &mut self.grads;
+            nll += self.model.backward(&mut self.acts, g, i, tg, key, lm_scale, None, 0);
         }
         crate::dist::sum_step(be, self.dist.as_deref(), self.grads.w(), &mut nll);
         let lm_loss = nll / counted.max(1) as f64;
-        let task_loss = task_sum.map(|s| s / n_items as f64);
-        let loss = match task_loss {
-            Some(t) => t + lm_weight as f64 * lm_loss,
-            None => lm_loss,
-        };
-        Losses { loss, lm_loss, task_loss, tokens: counted }
+        Losses { loss: lm_loss, lm_loss, task_loss: None, tokens: counted }
     }
 
-    /// [`Trainer::gradients`] of a fine-tuning batch shared by the ranks of `comm`: each runs
-    /// the items of [`item_share`] and their sequences, with the whole batch's dropout masks
-    /// and divisors; body and head gradients, LM and task loss sums are then summed.
-    fn task_gradients_shared(
+    /// [`Trainer::gradients`] with a task head: the batch in one pass, or under `comm` each
+    /// rank the items of [`item_share`] and their sequences, with the whole batch's dropout
+    /// masks and divisors, body and head gradients and the loss sums then summed.
+    fn task_gradients(
         &mut self,
         ids: &[u32],
         targets: &[u32],
         len: usize,
         items: &[Item],
         key: StepKey,
-        comm: &dyn crate::dist::Collective,
+        comm: Option<&dyn crate::dist::Collective>,
     ) -> Losses {
         let be = &self.model.backend;
+        be.fill(self.grads.w(), 0.0);
         let counted = targets.iter().filter(|&&t| t != IGNORE).count();
-        let task = self.task.as_mut().expect("items need a task head");
+        let task = self.task.as_mut().expect("called with a task head");
         let lm_weight = task.aux_lm;
         let lm_scale = lm_weight / counted.max(1) as f32;
         let n_items = labelled(items);
         let n_seq = ids.len() / len;
-        let (ir, sr, mine) = item_share(items, len, n_seq, comm.rank(), comm.world());
+        assert!(n_seq <= self.micro, "a task head's batch runs in one pass");
+        let (ir, sr, mine) = task_share(items, len, n_seq, comm);
         let key = match key {
             StepKey::Off => None,
             StepKey::PerMicroBatch(key) => Some(derive(key, 0)),
@@ -386,12 +382,12 @@ impl<B: Backend> Trainer<B> {
                 (&ids[sr.start * len..sr.end * len], &targets[sr.start * len..sr.end * len]);
             self.acts.reshape(sr.len(), len);
             self.model.forward_at(&mut self.acts, i, key, sr.start);
+            // The head reads the extract rows on the host and returns ∂L/∂h at them.
             let d = self.model.config.n_embd;
             let acts = &self.acts;
-            let (sum, _, rows, dh) =
-                task.backward_share(&mine, key, d, ir.start, n_items, |rows| {
-                    be.gather_rows(acts.hidden(), rows, d)
-                });
+            let (sum, rows, dh) = task.backward(&mine, key, d, ir.start, n_items, |rows| {
+                be.gather_rows(acts.hidden(), rows, d)
+            });
             task_sum = sum;
             let extra = Some((rows.as_slice(), dh.as_slice()));
             nll = self.model.backward(
@@ -405,12 +401,9 @@ impl<B: Backend> Trainer<B> {
                 sr.start,
             );
         }
-        crate::dist::sum_step(be, Some(comm), self.grads.w(), &mut nll);
-        task.all_reduce_grad(comm);
-        let mut s = [task_sum];
-        comm.all_reduce_f64(&mut s);
+        let (nll, task_sum) = sum_task_step(be, comm, &mut self.grads, task, nll, task_sum);
         let lm_loss = nll / counted.max(1) as f64;
-        let task_loss = s[0] / n_items as f64;
+        let task_loss = task_sum / n_items as f64;
         let loss = task_loss + lm_weight as f64 * lm_loss;
         Losses { loss, lm_loss, task_loss: Some(task_loss), tokens: counted }
     }
