@@ -143,7 +143,7 @@ pub fn along_pretraining(
         }
         let mut model = load_model(&dir)?;
         model.backend = crate::backend::Cpu::new(precision);
-        let on_gpu = gpu.as_ref().map(|g| model.clone().to_backend(g.clone()));
+        let on_gpu = gpu.as_ref().map(|g| model.to_backend(g.clone()));
         for (task, data) in todo {
             let split = task.default_split();
             let r = match &on_gpu {

@@ -207,7 +207,7 @@ macro_rules! on_device {
                     weights >> 20,
                     free >> 20
                 );
-                let g = $model.clone().to_backend(gpu);
+                let g = $model.to_backend(gpu);
                 let $m = &g;
                 $body
             }

@@ -111,10 +111,10 @@ impl Gpt<Cpu> {
         }
     }
 
-    /// The same model on another backend.
-    pub fn to_backend<C: Backend>(self, backend: C) -> Gpt<C> {
+    /// The same model on another backend (its weights uploaded; no host copy).
+    pub fn to_backend<C: Backend>(&self, backend: C) -> Gpt<C> {
         let params = backend.upload(&self.params);
-        Gpt { config: self.config, backend, params }
+        Gpt { config: self.config.clone(), backend, params }
     }
 }
 

@@ -240,9 +240,9 @@ impl Lstm<Cpu> {
     }
 
     /// The same model on another backend.
-    pub fn to_backend<C: Backend>(self, backend: C) -> Lstm<C> {
+    pub fn to_backend<C: Backend>(&self, backend: C) -> Lstm<C> {
         let params = backend.upload(&self.params);
-        Lstm { config: self.config, backend, params }
+        Lstm { config: self.config.clone(), backend, params }
     }
 
     /// `extra` more tokens (fine-tuning's three special ones): new embedding rows N(0, 0.02),

@@ -351,7 +351,7 @@ pub fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> 
             Ok(evaluate_prepared(&ft.task, m, &ft.head, &mut acts, &p, batch_size))
         }
         (Net::Transformer(m), dev) => {
-            let g = m.clone().to_backend(dev.cuda(m.backend.precision())?);
+            let g = m.to_backend(dev.cuda(m.backend.precision())?);
             let mut acts = g.activations(rows, t, false);
             Ok(evaluate_prepared(&ft.task, &g, &ft.head, &mut acts, &p, batch_size))
         }
@@ -359,7 +359,7 @@ pub fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> 
             Ok(evaluation_of(&ft.task, &p, lstm_scores(m, &ft.head, &p, batch_size)?))
         }
         (Net::Lstm(m), dev) => {
-            let g = m.clone().to_backend(dev.cuda(m.backend.precision())?);
+            let g = m.to_backend(dev.cuda(m.backend.precision())?);
             Ok(evaluation_of(&ft.task, &p, lstm_scores(&g, &ft.head, &p, batch_size)?))
         }
     }

@@ -266,18 +266,24 @@ extern "C" __global__ void gelu_backward(float* dx, const float* x, i64 n) {
 }
 
 // ---- attention: heads permuted to [B, H, T, dh] for cuBLAS's batched products ----
+// (b, h, t, x) of element e of a [B, H, T, dh] buffer.
+__device__ __forceinline__ void head_index(i64 e, int T, int H, int dh, int* b, int* h, int* t,
+                                           int* x) {
+    *x = (int)(e % dh);
+    i64 rest = e / dh;
+    *t = (int)(rest % T);
+    rest /= T;
+    *h = (int)(rest % H);
+    *b = (int)(rest / H);
+}
 // q, k, v [B, H, T, dh] from qkv [B, T, 3d].
 extern "C" __global__ void permute_qkv(float* q, float* k, float* v, const float* qkv, int B, int T,
                                        int H, int dh) {
     i64 n = (i64)B * H * T * dh;
     int d = H * dh;
     GRID_STRIDE(e, n) {
-        int x = (int)(e % dh);
-        i64 rest = e / dh;
-        int t = (int)(rest % T);
-        rest /= T;
-        int h = (int)(rest % H);
-        int b = (int)(rest / H);
+        int b, h, t, x;
+        head_index(e, T, H, dh, &b, &h, &t, &x);
         i64 src = ((i64)b * T + t) * 3 * d + h * dh + x;
         q[e] = qkv[src];
         k[e] = qkv[src + d];
@@ -290,12 +296,8 @@ extern "C" __global__ void unpermute_qkv(float* dqkv, const float* dq, const flo
     i64 n = (i64)B * H * T * dh;
     int d = H * dh;
     GRID_STRIDE(e, n) {
-        int x = (int)(e % dh);
-        i64 rest = e / dh;
-        int t = (int)(rest % T);
-        rest /= T;
-        int h = (int)(rest % H);
-        int b = (int)(rest / H);
+        int b, h, t, x;
+        head_index(e, T, H, dh, &b, &h, &t, &x);
         i64 dst = ((i64)b * T + t) * 3 * d + h * dh + x;
         dqkv[dst] = dq[e];
         dqkv[dst + d] = dk[e];
@@ -307,12 +309,8 @@ extern "C" __global__ void heads_merge(float* y, float* heads, int B, int T, int
                                        int to_heads) {
     i64 n = (i64)B * H * T * dh;
     GRID_STRIDE(e, n) {
-        int x = (int)(e % dh);
-        i64 rest = e / dh;
-        int t = (int)(rest % T);
-        rest /= T;
-        int h = (int)(rest % H);
-        int b = (int)(rest / H);
+        int b, h, t, x;
+        head_index(e, T, H, dh, &b, &h, &t, &x);
         i64 o = ((i64)b * T + t) * H * dh + h * dh + x;
         if (to_heads) heads[e] = y[o]; else y[o] = heads[e];
     }

@@ -218,6 +218,7 @@ impl CudaBuf {
 }
 
 /// A kernel argument, as the kernel declares it.
+#[derive(Clone, Copy)]
 enum A {
     /// A device pointer (`float*`, `const u32*`, ...).
     P(CUdeviceptr),
@@ -256,6 +257,11 @@ struct HeadGrads {
     dwte: CUdeviceptr,
     dbias: Option<CUdeviceptr>,
     scale: f32,
+}
+
+/// Attention's dimensions as kernel arguments: B, T, H, dh.
+fn dims_args(s: Dims) -> [A; 4] {
+    [A::I(s.b as i32), A::I(s.t as i32), A::I(s.h as i32), A::I(s.dh as i32)]
 }
 
 /// Dropout as kernel arguments: key, offset, threshold, scale, active.
@@ -326,29 +332,6 @@ impl Cuda {
 
     pub fn precision(&self) -> Precision {
         self.inner.precision
-    }
-
-    /// The same GPU at another precision (sharing its context and kernels).
-    pub fn with_precision(&self, precision: Precision) -> Self {
-        if precision == self.inner.precision {
-            return self.clone();
-        }
-        let i = &self.inner;
-        let blas = CudaBlas::new(i.stream.clone()).expect("cuBLAS handle");
-        Cuda {
-            inner: Arc::new(Inner {
-                ctx: i.ctx.clone(),
-                stream: i.stream.clone(),
-                funcs: i.funcs.clone(),
-                blas,
-                precision,
-                name: i.name.clone(),
-                ordinal: i.ordinal,
-                arch: i.arch.clone(),
-                scratch: Mutex::new(HashMap::new()),
-                nccl: Mutex::new(None),
-            }),
-        }
     }
 
     /// (free, total) bytes of GPU memory.
@@ -584,25 +567,29 @@ impl Cuda {
 
     /// `dst[c] += Σ_r src[r, c]` over `rows` rows of `cols`, in a fixed order.
     fn col_sum(&self, dst: CUdeviceptr, src: CUdeviceptr, rows: usize, cols: usize) {
-        if cols == 0 {
+        self.col_sums("col_sum_partial", &[A::P(src)], dst, rows, cols);
+    }
+
+    /// `dst[c] += Σ_r f(r, c)` over `rows` rows of `cols`: the `partial` kernel (arguments:
+    /// the partials, `inputs`, rows, cols) sums fixed groups of rows, then the groups are
+    /// added in order.
+    fn col_sums(&self, partial: &str, inputs: &[A], dst: CUdeviceptr, rows: usize, cols: usize) {
+        if cols == 0 || rows == 0 {
             return;
         }
-        let groups = GROUPS.min(rows.max(1));
+        let groups = GROUPS.min(rows);
         let part = self.scratch(Slot::Partial, groups * cols * 4);
         let grid = (cols.div_ceil(256) as u32, groups as u32, 1);
-        if rows > 0 {
-            let c = LaunchConfig { grid_dim: grid, block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-            self.launch(
-                "col_sum_partial",
-                c,
-                &[A::P(part), A::P(src), A::L(rows as i64), A::I(cols as i32)],
-            );
-            self.launch(
-                "col_sum_finish",
-                cfg(blocks(cols, 256), 256),
-                &[A::P(dst), A::P(part), A::I(cols as i32), A::I(groups as i32)],
-            );
-        }
+        let c = LaunchConfig { grid_dim: grid, block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let mut args = vec![A::P(part)];
+        args.extend_from_slice(inputs);
+        args.extend([A::L(rows as i64), A::I(cols as i32)]);
+        self.launch(partial, c, &args);
+        self.launch(
+            "col_sum_finish",
+            cfg(blocks(cols, 256), 256),
+            &[A::P(dst), A::P(part), A::I(cols as i32), A::I(groups as i32)],
+        );
     }
 
     /// The tied LM head over `targets.len()` rows of `h`, in chunks of the `logits` workspace:
@@ -651,6 +638,45 @@ impl Cuda {
             }
         }
         self.get::<f32>(per_row, rows)
+    }
+
+    /// q, k, v of the fused `qkv` `[B, T, 3d]`, permuted to `[B, H, T, dh]` in scratch.
+    fn heads_of(&self, qkv: CRef<'_>, s: Dims) -> [CUdeviceptr; 3] {
+        let n = s.b * s.h * s.t * s.dh;
+        let q = self.scratch(Slot::Qkv, 3 * n * 4);
+        let (k, v) = (q + n as u64 * F4, q + 2 * n as u64 * F4);
+        let [d0, d1, d2, d3] = dims_args(s);
+        let args = [A::P(q), A::P(k), A::P(v), A::P(qkv.ptr), d0, d1, d2, d3];
+        self.launch_n("permute_qkv", n, &args);
+        [q, k, v]
+    }
+
+    /// `y` `[B, T, d]` from per-head `[B, H, T, dh]` rows, or back when `to_heads`.
+    fn merge_heads(&self, y: CUdeviceptr, heads: CUdeviceptr, s: Dims, to_heads: bool) {
+        let [d0, d1, d2, d3] = dims_args(s);
+        let args = [A::P(y), A::P(heads), d0, d1, d2, d3, A::I(to_heads as i32)];
+        self.launch_n("heads_merge", s.b * s.h * s.t * s.dh, &args);
+    }
+
+    /// The attention probabilities `att` (`n` of them) after dropout: copied into `scratch`
+    /// with their masks when `drop` is active, else `att` itself.
+    fn dropped(
+        &self,
+        scratch: CUdeviceptr,
+        att: CUdeviceptr,
+        n: usize,
+        drop: Dropout,
+    ) -> CUdeviceptr {
+        if !drop.active() {
+            return att;
+        }
+        let [kk, o, th, sc, _] = drop_args(drop);
+        self.launch_n(
+            "dropout_copy",
+            n,
+            &[A::P(scratch), A::P(att), A::L(n as i64), kk, o, th, sc],
+        );
+        scratch
     }
 
     /// One warp per row of `rows`.
@@ -1061,31 +1087,8 @@ impl Backend for Cuda {
                 A::I(d as i32),
             ],
         );
-        let groups = GROUPS.min(rows);
-        let part = self.scratch(Slot::Partial, groups * d * 4);
-        let c = LaunchConfig {
-            grid_dim: (d.div_ceil(256) as u32, groups as u32, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        self.launch(
-            "layernorm_dg_partial",
-            c,
-            &[
-                A::P(part),
-                A::P(dout.ptr),
-                A::P(x.ptr),
-                A::P(mean.ptr),
-                A::P(rstd.ptr),
-                A::L(rows as i64),
-                A::I(d as i32),
-            ],
-        );
-        self.launch(
-            "col_sum_finish",
-            cfg(blocks(d, 256), 256),
-            &[A::P(dg.ptr), A::P(part), A::I(d as i32), A::I(groups as i32)],
-        );
+        let inputs = [A::P(dout.ptr), A::P(x.ptr), A::P(mean.ptr), A::P(rstd.ptr)];
+        self.col_sums("layernorm_dg_partial", &inputs, dg.ptr, rows, d);
         self.col_sum(db.ptr, dout.ptr, rows, d);
     }
     fn gelu_forward(&self, out: CMut<'_>, x: CRef<'_>) {
@@ -1111,16 +1114,8 @@ impl Backend for Cuda {
         if n == 0 {
             return;
         }
-        let q = self.scratch(Slot::Qkv, 3 * n * 4);
-        let (k, v) = (q + n as u64 * F4, q + 2 * n as u64 * F4);
+        let [q, k, v] = self.heads_of(qkv, s);
         let heads = self.scratch(Slot::Heads, n * 4);
-        let dims = [A::I(b as i32), A::I(t as i32), A::I(h as i32), A::I(dh as i32)];
-        let [d0, d1, d2, d3] = dims;
-        self.launch_n(
-            "permute_qkv",
-            n,
-            &[A::P(q), A::P(k), A::P(v), A::P(qkv.ptr), d0, d1, d2, d3],
-        );
         self.gemm_batched(att.ptr, q, false, k, true, (t, t, dh), b * h);
         let scale = 1.0 / (dh as f32).sqrt();
         let rows = b * h * t;
@@ -1129,32 +1124,9 @@ impl Backend for Cuda {
             Self::warp_rows(rows),
             &[A::P(att.ptr), A::L(rows as i64), A::I(t as i32), A::F(scale)],
         );
-        let probs = if drop.active() {
-            let [kk, o, th, sc, _] = drop_args(drop);
-            let nn = rows * t;
-            self.launch_n(
-                "dropout_copy",
-                nn,
-                &[A::P(scratch.ptr), A::P(att.ptr), A::L(nn as i64), kk, o, th, sc],
-            );
-            scratch.ptr
-        } else {
-            att.ptr
-        };
+        let probs = self.dropped(scratch.ptr, att.ptr, rows * t, drop);
         self.gemm_batched(heads, probs, false, v, false, (t, dh, t), b * h);
-        self.launch_n(
-            "heads_merge",
-            n,
-            &[
-                A::P(y.ptr),
-                A::P(heads),
-                A::I(b as i32),
-                A::I(t as i32),
-                A::I(h as i32),
-                A::I(dh as i32),
-                A::I(0),
-            ],
-        );
+        self.merge_heads(y.ptr, heads, s, false);
     }
     fn attention_rows(&self, y: CMut<'_>, qkv: CRef<'_>, s: Dims, rows: &[usize]) {
         if rows.is_empty() {
@@ -1198,34 +1170,15 @@ impl Backend for Cuda {
             return;
         }
         let bh = b * h;
-        let q = self.scratch(Slot::Qkv, 3 * n * 4);
-        let (k, v) = (q + n as u64 * F4, q + 2 * n as u64 * F4);
+        // The forward's q, k, v again (permuting is cheaper than keeping them).
+        let [q, k, v] = self.heads_of(qkv, s);
         let dq = self.scratch(Slot::Dqkv, 3 * n * 4);
         let (dk, dv) = (dq + n as u64 * F4, dq + 2 * n as u64 * F4);
         let dheads = self.scratch(Slot::Heads, n * 4);
-        let dims = || [A::I(b as i32), A::I(t as i32), A::I(h as i32), A::I(dh as i32)];
-        let [d0, d1, d2, d3] = dims();
-        self.launch_n(
-            "permute_qkv",
-            n,
-            &[A::P(q), A::P(k), A::P(v), A::P(qkv.ptr), d0, d1, d2, d3],
-        );
-        let [d0, d1, d2, d3] = dims();
-        self.launch_n("heads_merge", n, &[A::P(dy.ptr), A::P(dheads), d0, d1, d2, d3, A::I(1)]);
+        self.merge_heads(dy.ptr, dheads, s, true);
         let rows = bh * t;
         // ∂v = probs_droppedᵀ · ∂heads.
-        let probs = if drop.active() {
-            let [kk, o, th, sc, _] = drop_args(drop);
-            let nn = rows * t;
-            self.launch_n(
-                "dropout_copy",
-                nn,
-                &[A::P(scratch.ptr), A::P(att.ptr), A::L(nn as i64), kk, o, th, sc],
-            );
-            scratch.ptr
-        } else {
-            att.ptr
-        };
+        let probs = self.dropped(scratch.ptr, att.ptr, rows * t, drop);
         self.gemm_batched(dv, probs, true, dheads, false, (t, dh, t), bh);
         // ∂probs_dropped = ∂heads · vᵀ, then through the dropout and the softmax.
         self.gemm_batched(scratch.ptr, dheads, false, v, true, (t, t, dh), bh);
@@ -1249,7 +1202,7 @@ impl Backend for Cuda {
         );
         self.gemm_batched(dq, scratch.ptr, false, k, false, (t, dh, t), bh);
         self.gemm_batched(dk, scratch.ptr, true, q, false, (t, dh, t), bh);
-        let [d0, d1, d2, d3] = dims();
+        let [d0, d1, d2, d3] = dims_args(s);
         self.launch_n(
             "unpermute_qkv",
             n,
