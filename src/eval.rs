@@ -60,6 +60,7 @@ pub fn rows_of(data: &TokenData, n_positions: usize) -> Result<Vec<Vec<u32>>> {
 
 /// Scores every row (rows of equal length are batched `batch` at a time).
 pub fn score<B: Backend>(model: &Gpt<B>, rows: &[Vec<u32>], batch: usize) -> Result<Score> {
+    let _pinned = model.pin();
     score_with(rows, batch, model.config.vocab_size, |ids, tg, b, t, lp| {
         let mut acts = model.activations(b, t, false);
         model.logprobs(&mut acts, ids, tg, lp);
@@ -166,6 +167,7 @@ pub fn perplexity<B: Backend>(
         return Err(Error::Vocab(format!("token {i}: id {bad} is not below vocab_size {v}")));
     }
     let wins = windows(ids.len(), ctx, stride);
+    let _pinned = model.pin();
     let (mut nll, mut count) = (0.0f64, 0usize);
     let mut i = 0;
     while i < wins.len() {

@@ -181,6 +181,7 @@ pub fn generate<B: Backend>(
     let (n, p) = (opts.num, prompt.len());
     let t = p.saturating_add(opts.max_new).min(c.n_positions);
     let mut acts = model.decode_activations(n, t);
+    let _pinned = model.pin();
     let key = derive(opts.seed, stream::SAMPLE);
     let draw = |i: usize, step: usize| {
         let bits = rng::bits(derive(key, i as u64), step as u64);

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The PyTorch reference for `gpt1 bench generate`: a key/value-cached greedy decoder written
 over transformers' OpenAIGPT modules (their weights and LayerNorms; OpenAIGPT has no cache of
-its own), fp32, batch 1, random weights and prompt; prints the same JSON keys.
+its own), fp32 (or `--precision bf16`: the model cast to bf16, PyTorch's fastest bf16
+inference, after the check below runs in fp32), batch 1, random weights and prompt; prints the
+same JSON keys.
 
   pip install torch transformers
   python3 tools/bench_generate_torch.py --config gpt1 --prompt-len 64 --new 128 --threads 2
@@ -27,6 +29,7 @@ ap.add_argument("--prompt-len", type=int, default=64)
 ap.add_argument("--new", type=int, default=128)
 ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--threads", type=int, default=os.cpu_count())
+ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
 args = ap.parse_args()
 
 import torch  # noqa: E402
@@ -89,6 +92,8 @@ with torch.inference_mode():
         nxt = model(seq).logits[:, -1].argmax(-1)
         assert nxt.item() == check[i], "the cached decoder disagrees with transformers"
         seq = torch.cat([seq, nxt[:, None]], dim=1)
+    if args.precision == "bf16":
+        model.to(torch.bfloat16)
     tps, pre, dec = [], [], []
     for r in range(args.rounds + 1):
         out, p, d, total = generate(prompt, args.new)
@@ -97,7 +102,7 @@ with torch.inference_mode():
             pre.append(p * 1e3)
             dec.append(d * 1e3 / (args.new - 1))
 print(json.dumps({
-    "config": args.config, "prompt_len": args.prompt_len, "new": args.new, "threads": args.threads,
+    "config": args.config, "precision": args.precision, "prompt_len": args.prompt_len, "new": args.new, "threads": args.threads,
     "tokens_per_s": statistics.median(tps), "prefill_ms": statistics.median(pre),
     "decode_ms_per_token": statistics.median(dec),
     "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

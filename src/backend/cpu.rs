@@ -1,7 +1,7 @@
 //! The CPU: host `Vec<f32>` buffers and the kernels of [`crate::kernels`], with the matrix
 //! products in fp32 or in bf16 with fp32 accumulation ([`Precision`]).
 
-use super::{AdamStep, Backend, DeviceBuf, Precision};
+use super::{AdamStep, Backend, DeviceBuf, Pinned, Precision};
 use crate::kernels::attention::{self, Dims};
 use crate::kernels::bf16;
 use crate::kernels::dropout::Dropout;
@@ -91,6 +91,13 @@ impl Backend for Cpu {
                 "cpu bf16 products, fp32 accumulation ({threads} threads; no AVX-512 BF16 on this CPU: \
                  emulated, inputs rounded to bf16 then fp32 products, slower than fp32)"
             ),
+        }
+    }
+
+    fn pin<'a>(&self, weights: Self::Ref<'a>) -> Pinned<'a> {
+        match self.gemm {
+            Gemm::Bf16(bf16::Version::Avx512) => Pinned(Some(bf16::pin(weights))),
+            _ => Pinned::none(),
         }
     }
 

@@ -113,6 +113,18 @@ use crate::kernels::attention::Dims;
 use crate::kernels::dropout::Dropout;
 use std::borrow::Cow;
 
+/// What a backend keeps, derived from weights, while they are pinned ([`Backend::pin`]): on the
+/// CPU in bf16, the weights' packed panels. It borrows the weights, so they cannot change while
+/// it lives.
+pub struct Pinned<'a>(#[allow(dead_code)] Option<crate::kernels::bf16::Pinned<'a>>);
+
+impl Pinned<'_> {
+    /// Nothing kept (fp32, or a backend that derives nothing from its weights).
+    pub fn none() -> Self {
+        Pinned(None)
+    }
+}
+
 /// An owned buffer of f32 values in a backend's memory.
 pub trait DeviceBuf<B: Backend>: Send + Sync {
     /// The whole buffer, read-only.
@@ -162,6 +174,15 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// host's is checked by the callers).
     fn free_memory(&self) -> Option<u64> {
         None
+    }
+
+    /// Pins `weights` for inference: until the guard drops, products reading them may keep
+    /// what they derive from them (the CPU's bf16 packing) instead of deriving it at every call.
+    /// Generation, scoring and evaluation pin their model; training, whose weights change at
+    /// every step, does not. Results are bitwise those of unpinned products.
+    fn pin<'a>(&self, weights: Self::Ref<'a>) -> Pinned<'a> {
+        let _ = weights;
+        Pinned::none()
     }
 
     // ---- memory ----

@@ -132,6 +132,90 @@ fn emulated(
     matmul_strided(c, ldc, Mat::rows(&ar, k), Mat::rows(&br, n), m, n, k, acc, par);
 }
 
+/// Weights pinned for inference: while a [`Pinned`] lives, products whose `b` operand lies
+/// inside its range keep `b`'s packed bf16 panels and reuse them, call after call, instead of
+/// converting and packing the fp32 weights each time (a decode step reads half the bytes). The
+/// guard borrows the weights, so they cannot change while their packing is kept; the results
+/// are bitwise those of unpinned products (the same panels).
+pub struct Pinned<'a> {
+    id: u64,
+    _weights: std::marker::PhantomData<&'a [f32]>,
+}
+
+struct Pin {
+    id: u64,
+    /// Byte addresses `start..end` of the pinned weights.
+    range: std::ops::Range<usize>,
+    /// Each product's panels, keyed by where and how it reads `b`.
+    panels: Vec<(PanelKey, std::sync::Arc<Vec<u32>>)>,
+}
+
+/// A `b` operand: its first element's address, strides and shape.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct PanelKey {
+    ptr: usize,
+    rs: usize,
+    cs: usize,
+    k: usize,
+    n: usize,
+}
+
+static PINS: std::sync::Mutex<Vec<Pin>> = std::sync::Mutex::new(Vec::new());
+static NEXT_PIN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn pins() -> std::sync::MutexGuard<'static, Vec<Pin>> {
+    PINS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Pins `weights` (see [`Pinned`]) until the guard drops; the packing is made at each
+/// product's first call (bf16 products with AVX-512 BF16 only; others ignore pins).
+pub fn pin(weights: &[f32]) -> Pinned<'_> {
+    let id = NEXT_PIN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = weights.as_ptr() as usize;
+    pins().push(Pin {
+        id,
+        range: start..start + std::mem::size_of_val(weights),
+        panels: Vec::new(),
+    });
+    Pinned { id, _weights: std::marker::PhantomData }
+}
+
+impl Drop for Pinned<'_> {
+    fn drop(&mut self) {
+        pins().retain(|p| p.id != self.id);
+    }
+}
+
+/// The packed panels of `b` (`[k, n]`) when it lies inside pinned weights: kept ones, or
+/// `pack()`'s, kept for the next call. None when `b` is not pinned.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn pinned_panels(
+    b: Mat,
+    k: usize,
+    n: usize,
+    pack: impl FnOnce() -> Vec<u32>,
+) -> Option<std::sync::Arc<Vec<u32>>> {
+    let start = b.data.as_ptr() as usize;
+    let end = start + 4 * super::matmul::last_index(k, n, b.rs, b.cs);
+    let key = PanelKey { ptr: start, rs: b.rs, cs: b.cs, k, n };
+    let id = {
+        let pins = pins();
+        let pin = pins.iter().find(|p| p.range.start <= start && end <= p.range.end)?;
+        if let Some((_, panels)) = pin.panels.iter().find(|(k, _)| *k == key) {
+            return Some(panels.clone());
+        }
+        pin.id
+    };
+    // Packed outside the lock (the packing runs on the pool, whose tasks may take it).
+    let panels = std::sync::Arc::new(pack());
+    if let Some(pin) = pins().iter_mut().find(|p| p.id == id)
+        && !pin.panels.iter().any(|(k, _)| *k == key)
+    {
+        pin.panels.push((key, panels.clone()));
+    }
+    Some(panels)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::*;
@@ -299,9 +383,11 @@ mod avx512 {
         }
     }
 
-    /// The `MR × NR` accumulators `Σ_p a_p ⊗ b_p` over `kp` packed pairs.
+    /// The accumulators `Σ_p a_p ⊗ b_p` over `kp` packed pairs for the first `R` rows of an
+    /// `MR`-row packed `a` (fewer rows than a tile, a decode step's, issue fewer products; each
+    /// row's sums are the same whatever `R`).
     #[inline(always)]
-    unsafe fn dots(ap: &[u32], bp: &[u32], kp: usize) -> [__m512; 2 * MR] {
+    unsafe fn dots<const R: usize>(ap: &[u32], bp: &[u32], kp: usize) -> [__m512; 2 * MR] {
         unsafe {
             let mut c = [_mm512_setzero_ps(); 2 * MR];
             for p in 0..kp {
@@ -310,7 +396,7 @@ mod avx512 {
                 let b1: __m512bh =
                     std::mem::transmute(_mm512_loadu_si512(bptr.add(16) as *const _));
                 let arow = ap.as_ptr().add(p * MR);
-                for r in 0..MR {
+                for r in 0..R {
                     let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*arow.add(r) as i32));
                     c[2 * r] = _mm512_dpbf16_ps(c[2 * r], av, b0);
                     c[2 * r + 1] = _mm512_dpbf16_ps(c[2 * r + 1], av, b1);
@@ -320,12 +406,26 @@ mod avx512 {
         }
     }
 
-    /// `tile[MR][NR] = Σ_p a_p ⊗ b_p` over `kp` packed pairs (edge tiles).
+    /// `tile[r][NR] = Σ_p a_p ⊗ b_p` over `kp` packed pairs for the first `rows` rows (edge
+    /// tiles).
     #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn kernel(ap: &[u32], bp: &[u32], kp: usize, tile: &mut [f32; MR * NR]) {
+    unsafe fn kernel(ap: &[u32], bp: &[u32], kp: usize, rows: usize, tile: &mut [f32; MR * NR]) {
         unsafe {
-            let c = dots(ap, bp, kp);
-            for r in 0..MR {
+            let c = match rows {
+                1 => dots::<1>(ap, bp, kp),
+                2 => dots::<2>(ap, bp, kp),
+                3 => dots::<3>(ap, bp, kp),
+                4 => dots::<4>(ap, bp, kp),
+                5 => dots::<5>(ap, bp, kp),
+                6 => dots::<6>(ap, bp, kp),
+                7 => dots::<7>(ap, bp, kp),
+                8 => dots::<8>(ap, bp, kp),
+                9 => dots::<9>(ap, bp, kp),
+                10 => dots::<10>(ap, bp, kp),
+                11 => dots::<11>(ap, bp, kp),
+                _ => dots::<MR>(ap, bp, kp),
+            };
+            for r in 0..rows.min(MR) {
                 _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR), c[2 * r]);
                 _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR + 16), c[2 * r + 1]);
             }
@@ -337,7 +437,7 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx512bf16")]
     unsafe fn kernel_into(ap: &[u32], bp: &[u32], kp: usize, c: *mut f32, ldc: usize, first: bool) {
         unsafe {
-            let acc = dots(ap, bp, kp);
+            let acc = dots::<MR>(ap, bp, kp);
             for r in 0..MR {
                 let row = c.add(r * ldc);
                 for h in 0..2 {
@@ -401,57 +501,98 @@ mod avx512 {
         let pool = par == Par::Pool;
         // b packs as the rows of its transpose.
         let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
-        // The packed panels of b, reused across calls (every product of a step, every token
-        // of a generation) instead of allocated and zeroed each time; all of it that a kernel
-        // reads is written first.
-        let mut bpk = PANELS.take();
-        bpk.resize(panels * NR * KP, 0);
-        let cp = SendPtr(c.as_mut_ptr());
-        for p0 in (0..kpairs.max(1)).step_by(KP) {
-            let kp = (kpairs - p0).min(KP);
-            // SAFETY (both closures): the caller guarantees the CPU features.
-            let pack_panel = |(jb, dst): (usize, &mut [u32])| unsafe {
-                pack::<NR>(dst, bt, jb * NR, (n - jb * NR).min(NR), p0, kp, k)
-            };
-            if pool {
-                bpk.par_chunks_mut(NR * KP).enumerate().for_each(pack_panel);
-            } else {
-                bpk.chunks_mut(NR * KP).enumerate().for_each(pack_panel);
-            }
-            let first = p0 == 0 && !acc;
-            let bpk = &bpk;
-            // One MR × NR tile of c at rows r0.. (`rows` of them) and panel `jb`, from packed
-            // `ak` and `bk`: whole tiles straight into c, edge tiles through `tile`.
-            let run_tile = |ak: &[u32],
-                            bk: &[u32],
-                            r0: usize,
-                            rows: usize,
-                            jb: usize,
-                            tile: &mut [f32; MR * NR]| {
-                let (j0, nr) = (jb * NR, (n - jb * NR).min(NR));
-                if nr == NR && rows >= MR {
-                    // SAFETY: the caller guarantees the CPU features; the tile lies inside
-                    // c, in rows and columns no other task writes.
-                    unsafe { kernel_into(ak, bk, kp, cp.get().add(r0 * ldc + j0), ldc, first) };
-                    return;
-                }
+        let stride = panels * NR * KP;
+        // Pinned weights' panels, packed once for every k block; else each block's panels
+        // into a buffer reused across calls (every product of a step) instead of allocated
+        // and zeroed each time; all of it that a kernel reads is written first.
+        let cached = super::pinned_panels(b, k, n, || {
+            let mut all = vec![0u32; kpairs.div_ceil(KP).max(1) * stride];
+            for (blk, dst) in all.chunks_mut(stride).enumerate() {
                 // SAFETY: the caller guarantees the CPU features.
-                unsafe { kernel(ak, bk, kp, tile) };
-                for r in 0..rows.min(MR) {
-                    let row = (r0 + r) * ldc + j0;
-                    for (j, &t) in tile[r * NR..r * NR + nr].iter().enumerate() {
-                        // SAFETY: as above.
-                        unsafe {
-                            let o = cp.get().add(row + j);
-                            *o = if first { t } else { *o + t };
+                unsafe { pack_b(dst, bt, n, blk * KP, (kpairs - blk * KP).min(KP), k, pool) };
+            }
+            all
+        });
+        let mut buf = if cached.is_some() { Vec::new() } else { PANELS.take() };
+        if cached.is_none() {
+            buf.resize(stride, 0);
+        }
+        let cp = SendPtr(c.as_mut_ptr());
+        // One MR × NR tile of c at rows r0.. (`rows` of them) and panel `jb`, from packed `ak`
+        // and `bk` (`kp` pairs; `first`: assign, else add): whole tiles straight into c, edge
+        // tiles through `tile`.
+        let run_tile = |ak: &[u32],
+                        bk: &[u32],
+                        kp: usize,
+                        first: bool,
+                        r0: usize,
+                        rows: usize,
+                        jb: usize,
+                        tile: &mut [f32; MR * NR]| {
+            let (j0, nr) = (jb * NR, (n - jb * NR).min(NR));
+            if nr == NR && rows >= MR {
+                // SAFETY: the caller guarantees the CPU features; the tile lies inside c, in
+                // rows and columns no other task writes.
+                unsafe { kernel_into(ak, bk, kp, cp.get().add(r0 * ldc + j0), ldc, first) };
+                return;
+            }
+            // SAFETY: the caller guarantees the CPU features.
+            unsafe { kernel(ak, bk, kp, rows.min(MR), tile) };
+            for r in 0..rows.min(MR) {
+                let row = (r0 + r) * ldc + j0;
+                for (j, &t) in tile[r * NR..r * NR + nr].iter().enumerate() {
+                    // SAFETY: as above.
+                    unsafe {
+                        let o = cp.get().add(row + j);
+                        *o = if first { t } else { *o + t };
+                    }
+                }
+            }
+        };
+        if let Some(all) = cached.as_deref().filter(|_| pool && m <= MC && panels > 1) {
+            // A decode step's few rows against kept panels: each task owns some column panels
+            // through every k block, in order (one fork-join per product, not one per block;
+            // each element sums its blocks in the same order as below).
+            let per = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
+            (0..panels).into_par_iter().step_by(per).for_each(|j| {
+                let mut apk = vec![0u32; m.div_ceil(MR) * MR * KP];
+                let mut tile = [0.0f32; MR * NR];
+                for (blk, bpk) in all.chunks(stride).enumerate() {
+                    let (p0, first) = (blk * KP, blk == 0 && !acc);
+                    let kp = (kpairs - p0).min(KP);
+                    for (ib, ir) in (0..m).step_by(MR).enumerate() {
+                        let dst = &mut apk[ib * MR * KP..];
+                        // SAFETY: the caller guarantees the CPU features.
+                        unsafe { pack::<MR>(dst, a, ir, (m - ir).min(MR), p0, kp, k) };
+                    }
+                    for jb in j..(j + per).min(panels) {
+                        for (ib, ir) in (0..m).step_by(MR).enumerate() {
+                            let (ak, bk) = (&apk[ib * MR * KP..], &bpk[jb * NR * KP..]);
+                            run_tile(ak, bk, kp, first, ir, m - ir, jb, &mut tile);
                         }
                     }
                 }
+            });
+            return;
+        }
+        for p0 in (0..kpairs.max(1)).step_by(KP) {
+            let kp = (kpairs - p0).min(KP);
+            let bpk: &[u32] = match &cached {
+                Some(all) => &all[(p0 / KP) * stride..(p0 / KP + 1) * stride],
+                None => {
+                    // SAFETY: the caller guarantees the CPU features.
+                    unsafe { pack_b(&mut buf, bt, n, p0, kp, k, pool) };
+                    &buf
+                }
+            };
+            let first = p0 == 0 && !acc;
+            let run_tile = |ak: &[u32], bk: &[u32], r0, rows, jb, tile: &mut [f32; MR * NR]| {
+                run_tile(ak, bk, kp, first, r0, rows, jb, tile)
             };
             // Rows i0..i0 + MC against the column panels `jbs`: one task's share.
             let block = |i0: usize, jbs: std::ops::Range<usize>| {
                 let mc = (m - i0).min(MC);
-                let mut apk = vec![0u32; MC.div_ceil(MR) * MR * KP];
+                let mut apk = vec![0u32; mc.div_ceil(MR) * MR * KP];
                 let mut tile = [0.0f32; MR * NR];
                 for (ib, ir) in (0..mc).step_by(MR).enumerate() {
                     // SAFETY: the caller guarantees the CPU features.
@@ -515,7 +656,33 @@ mod avx512 {
                 (0..m).step_by(MC).for_each(|i0| block(i0, 0..panels));
             }
         }
-        PANELS.set(bpk);
+        if cached.is_none() {
+            PANELS.set(buf);
+        }
+    }
+
+    /// Packs pairs `p0..p0 + kp` of `bt` (`b`'s transpose, `n` rows) into `NR`-column panels,
+    /// `dst` `[panels][KP][NR]`.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+    unsafe fn pack_b(
+        dst: &mut [u32],
+        bt: Mat,
+        n: usize,
+        p0: usize,
+        kp: usize,
+        k: usize,
+        pool: bool,
+    ) {
+        // SAFETY (the closure): the caller guarantees the CPU features.
+        let pack_panel = |(jb, dst): (usize, &mut [u32])| unsafe {
+            pack::<NR>(dst, bt, jb * NR, (n - jb * NR).min(NR), p0, kp, k)
+        };
+        let dst = &mut dst[..n.div_ceil(NR) * NR * KP];
+        if pool {
+            dst.par_chunks_mut(NR * KP).enumerate().for_each(pack_panel);
+        } else {
+            dst.chunks_mut(NR * KP).enumerate().for_each(pack_panel);
+        }
     }
 }
 
@@ -599,6 +766,48 @@ mod tests {
                     check(version, m, n, k, ta, tb, false);
                 }
                 check(version, m, n, k, false, false, true);
+            }
+        }
+    }
+
+    #[test]
+    fn tiles_of_every_row_count_match_the_definition() {
+        // Edge tiles of 1..=12 rows run their own micro-kernel (a decode step's few rows).
+        for m in 1..=13 {
+            check(best_version(), m, 70, 37, false, true, false);
+            check(best_version(), m, 64, 300, false, false, true);
+        }
+    }
+
+    #[test]
+    fn pinned_weights_give_the_unpinned_products_bitwise() {
+        let (k, n) = (300, 97);
+        let w = rand_vec(k * n + 10, 6);
+        for (m, tb) in [(1, false), (5, true), (130, false), (700, true)] {
+            let a = rand_vec(m * k, 7);
+            let bm = if tb { Mat::t(&w[10..], k) } else { Mat::rows(&w[10..], n) };
+            let run = |c0: &[f32]| {
+                let mut c = c0.to_vec();
+                let am = Mat::rows(&a, k);
+                matmul_bf16(best_version(), &mut c, n, am, bm, m, n, k, true, Par::Pool);
+                c
+            };
+            let c0 = rand_vec(m * n, 8);
+            let plain = run(&c0);
+            let pinned = pin(&w);
+            // The first call packs and keeps the panels, the second reads the kept ones.
+            let (first, second) = (run(&c0), run(&c0));
+            if best_version() == Version::Avx512 {
+                let kept = pins().iter().find(|p| p.id == pinned.id).map(|p| p.panels.len());
+                assert_eq!(kept, Some(1), "m {m}: the panels are kept");
+            }
+            drop(pinned);
+            assert!(pins().iter().all(|p| p.range.start != w.as_ptr() as usize), "unpinned");
+            for got in [&first, &second] {
+                assert!(
+                    plain.iter().zip(got).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "m {m} tb {tb}: pinned differs"
+                );
             }
         }
     }

@@ -124,6 +124,12 @@ impl<B: Backend> Gpt<B> {
         self.backend.download(self.params.r())
     }
 
+    /// Pins the weights for inference ([`Backend::pin`]): bf16 products keep their packing
+    /// until the guard drops.
+    pub fn pin(&self) -> crate::backend::Pinned<'_> {
+        self.backend.pin(self.params.r())
+    }
+
     /// Activations for this model's backend.
     pub fn activations(&self, b: usize, t: usize, training: bool) -> Activations<B> {
         Activations::new_on(&self.backend, &self.config, b, t, training)

@@ -108,6 +108,7 @@ fn scores<B: Backend>(
     batch_size: usize,
     comm: Option<&dyn crate::dist::Collective>,
 ) -> Vec<Vec<f32>> {
+    let _pinned = model.pin();
     let run = |chunk: &[Prepared]| {
         let refs: Vec<&Prepared> = chunk.iter().collect();
         let b = batch(&refs);

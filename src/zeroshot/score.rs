@@ -85,6 +85,7 @@ pub fn continuation_logprobs<B: Backend>(
     let mut out: Vec<Option<Scored>> = vec![None; rows.len()];
     let Some(&longest) = order.first() else { return Ok(Vec::new()) };
     let mut acts = model.activations(batch.min(rows.len()), rows[longest].0.len() - 1, false);
+    let _pinned = model.pin();
     for chunk in order.chunks(batch) {
         let (b, t) = (chunk.len(), rows[chunk[0]].0.len() - 1);
         acts.reshape(b, t);
