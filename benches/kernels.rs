@@ -2,8 +2,10 @@
 //! step, in each layout the model uses (median of 5 runs), for the fp32 product and each bf16
 //! version this CPU runs (`src/kernels/bf16.rs`).
 
-use gpt1::kernels::bf16::{Version, best_version, matmul_bf16};
-use gpt1::kernels::matmul::{Mat, Par, matmul};
+use gpt1::kernels::attention::{self, Dims};
+use gpt1::kernels::bf16::{Version, best_version, kernel_peak_gflops, matmul_bf16};
+use gpt1::kernels::dropout::Dropout;
+use gpt1::kernels::matmul::{Gemm, Mat, Par, matmul};
 use std::time::Instant;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -42,6 +44,10 @@ fn main() {
     for ver in &versions {
         print!(" {:>12}", format!("bf16 {ver:?}"));
     }
+    let peak = kernel_peak_gflops();
+    if peak.is_some() {
+        print!(" {:>8}", "of peak");
+    }
     println!("   (GFLOP/s, {} threads)", rayon::current_num_threads());
     for (label, m, n, k, ta, tb) in shapes {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
@@ -52,12 +58,46 @@ fn main() {
         let flops = 2.0 * (m * n * k) as f64;
         let fp32 = flops / time(|| matmul(&mut c, am, bm, m, n, k, false)) / 1e9;
         print!("{label:28} {m:>6} {n:>6} {k:>6} {fp32:>10.1}");
+        let mut best = 0.0;
         for &ver in &versions {
             let g = flops
                 / time(|| matmul_bf16(ver, &mut c, n, am, bm, m, n, k, false, Par::Pool))
                 / 1e9;
+            if ver == best_version() {
+                best = g;
+            }
             print!(" {g:>12.1}");
         }
+        if let Some(p) = peak {
+            print!(" {:>7.0} %", 100.0 * best / p);
+        }
         println!();
+    }
+    // Attention of one gpt1 layer (4 × 512, 12 heads of 64): per-head causal products inside
+    // the parallel loop over heads, with dropout, forward then backward.
+    let s = Dims { b: 4, t: 512, h: 12, dh: 64 };
+    let (d, tt) = (s.d(), s.b * s.h * s.t * s.t);
+    let qkv: Vec<f32> = (0..s.b * s.t * 3 * d).map(|i| ((i % 17) as f32 - 8.0) * 0.05).collect();
+    let dy: Vec<f32> = (0..s.b * s.t * d).map(|i| ((i % 11) as f32 - 5.0) * 0.01).collect();
+    let (mut y, mut att, mut sc) = (vec![0.0; s.b * s.t * d], vec![0.0; tt], vec![0.0; tt]);
+    let mut dqkv = vec![0.0; qkv.len()];
+    // Causal products: half of the 4 · T² · dh multiply-adds per head forward, twice that back.
+    let flops = 3.0 * 2.0 * 2.0 * (s.b * s.h * s.t * s.t * s.dh) as f64;
+    print!("{:28} {:>6} {:>6} {:>6}", "attention fwd+bwd (causal)", s.b * s.h, s.t, s.dh);
+    let drop = Dropout::new(0.1, 1);
+    let mut gemms = vec![Gemm::Fp32];
+    gemms.extend(versions.iter().map(|&v| Gemm::Bf16(v)));
+    for g in gemms {
+        let secs = time(|| {
+            attention::forward(g, &mut y, &mut att, &mut sc, &qkv, s, drop);
+            attention::backward(g, &mut dqkv, &mut sc, &dy, &qkv, &att, s, drop);
+        });
+        print!(" {:>12.1}", flops / secs / 1e9);
+    }
+    println!();
+    if let Some(p) = peak {
+        println!(
+            "peak: the bf16 micro-kernel alone on L1-resident panels, every thread at once: {p:.1} GFLOP/s"
+        );
     }
 }

@@ -20,13 +20,15 @@ ap.add_argument("--steps", type=int, default=3)
 ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--kind", choices=["train", "finetune"], default="train")
+ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
 a = ap.parse_args()
 keys = ["tokens_per_s"] if a.kind == "train" else ["train_examples_per_s", "eval_examples_per_s"]
 res = {"a": {k: [] for k in keys}, "b": {k: [] for k in keys}}
 for r in range(a.rounds):
     for name, binary in (("a", a.a), ("b", a.b)):
         cmd = [binary, "--threads", str(a.threads), "bench", a.kind, "--config", a.config,
-               "--batch", str(a.batch), "--seq", str(a.seq), "--steps", str(a.steps), "--json"]
+               "--batch", str(a.batch), "--seq", str(a.seq), "--steps", str(a.steps), "--json",
+               "--precision", a.precision]
         if a.kind == "train" and name == "b":
             cmd += ["--peak-gflops", "320"]
         out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)

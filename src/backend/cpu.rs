@@ -281,7 +281,7 @@ impl Backend for Cpu {
         s: Dims,
         drop: Dropout,
     ) {
-        attention::forward(y, att, scratch, qkv, s, drop);
+        attention::forward(self.gemm, y, att, scratch, qkv, s, drop);
     }
     fn attention_rows(&self, y: &mut [f32], qkv: &[f32], s: Dims, rows: &[usize]) {
         attention::forward_rows(y, qkv, s, rows);
@@ -296,7 +296,7 @@ impl Backend for Cpu {
         s: Dims,
         drop: Dropout,
     ) {
-        attention::backward(dqkv, scratch, dy, qkv, att, s, drop);
+        attention::backward(self.gemm, dqkv, scratch, dy, qkv, att, s, drop);
     }
     fn crossentropy_forward_backward(
         &self,

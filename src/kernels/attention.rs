@@ -4,7 +4,7 @@
 
 use super::dropout::Dropout;
 use super::fastmath;
-use super::matmul::{Mat, Par, matmul_ptr, matmul_strided};
+use super::matmul::{Gemm, Mat, check_operands};
 use super::parallel::SendPtr;
 use rayon::prelude::*;
 
@@ -26,6 +26,18 @@ impl Dims {
     }
 }
 
+/// `c = a · b` into a slice (bounds checked) in `gemm`'s precision, on the calling thread (the
+/// heads already run in parallel).
+#[allow(clippy::too_many_arguments)]
+fn mm(gemm: Gemm, c: &mut [f32], ldc: usize, a: Mat, b: Mat, m: usize, n: usize, k: usize) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    check_operands("attention", c, ldc, a, b, (m, n, k));
+    // SAFETY: bounds checked above; `c` is exclusively borrowed.
+    unsafe { gemm.mm_single(c.as_mut_ptr(), ldc, a, b, m, n, k) }
+}
+
 /// `pd = dropout(p)` for one head's `[T, T]` probabilities (zero above the diagonal); element
 /// `(i, j)` draws its mask at index `off + i·T + j`, in the forward and the backward pass alike.
 fn dropped_probs(pd: &mut [f32], p: &[f32], t: usize, drop: Dropout, off: u64) {
@@ -38,8 +50,9 @@ fn dropped_probs(pd: &mut [f32], p: &[f32], t: usize, drop: Dropout, off: u64) {
 
 /// `y[B, T, d]` = attention of `qkv`; `att[B, H, T, T]` receives the probabilities before
 /// dropout (zero above the diagonal); `scratch` (same size, only when dropout is active) holds
-/// the dropped-out probabilities.
+/// the dropped-out probabilities. `gemm`: the products' precision (bf16 in a bf16 run).
 pub fn forward(
+    gemm: Gemm,
     y: &mut [f32],
     att: &mut [f32],
     scratch: &mut [f32],
@@ -64,7 +77,7 @@ pub fn forward(
         for i0 in (0..t).step_by(BLK) {
             let i1 = (i0 + BLK).min(t);
             let q = Mat::strided(&qkv[base + i0 * d3 + hi * dh..], d3, 1);
-            matmul_strided(&mut p[i0 * t..], t, q, k_t, i1 - i0, i1, dh, false, Par::Single);
+            mm(gemm, &mut p[i0 * t..], t, q, k_t, i1 - i0, i1, dh);
         }
         for i in 0..t {
             let row = &mut p[i * t..(i + 1) * t];
@@ -89,7 +102,7 @@ pub fn forward(
             // SAFETY: rows bi*t+i0..i1 and columns hi*dh..+dh of y belong to this task alone,
             // and lie inside y (asserted above).
             unsafe {
-                matmul_ptr(
+                gemm.mm_single(
                     yp.get().add((bi * t + i0) * d + hi * dh),
                     d,
                     Mat::strided(&probs[i0 * t..], t, 1),
@@ -97,8 +110,6 @@ pub fn forward(
                     i1 - i0,
                     dh,
                     i1,
-                    false,
-                    Par::Single,
                 );
             }
         }
@@ -135,7 +146,9 @@ pub fn forward_rows(y: &mut [f32], qkv: &[f32], s: Dims, rows: &[usize]) {
 }
 
 /// `dqkv` (assigned) from `dy`; `scratch` is `[B, H, T, T]` workspace.
+#[allow(clippy::too_many_arguments)]
 pub fn backward(
+    gemm: Gemm,
     dqkv: &mut [f32],
     scratch: &mut [f32],
     dy: &[f32],
@@ -165,7 +178,7 @@ pub fn backward(
                 let j1 = (j0 + BLK).min(t);
                 // SAFETY: rows bi*t+j0..j1, v columns of head hi: this task's alone.
                 unsafe {
-                    matmul_ptr(
+                    gemm.mm_single(
                         gp.get().add((bi * t + j0) * d3 + 2 * d + hi * dh),
                         d3,
                         Mat::strided(&pd[j0 * t + j0..], 1, t),
@@ -173,8 +186,6 @@ pub fn backward(
                         j1 - j0,
                         dh,
                         t - j0,
-                        false,
-                        Par::Single,
                     );
                 }
             }
@@ -184,7 +195,7 @@ pub fn backward(
         for i0 in (0..t).step_by(BLK) {
             let i1 = (i0 + BLK).min(t);
             let g = Mat::strided(&dy[(bi * t + i0) * d + hi * dh..], d, 1);
-            matmul_strided(&mut sc[i0 * t..], t, g, v_t, i1 - i0, i1, dh, false, Par::Single);
+            mm(gemm, &mut sc[i0 * t..], t, g, v_t, i1 - i0, i1, dh);
         }
         // Through dropout and softmax: dS = P ⊙ (dP − rowsum(P ⊙ dP)), times the 1/√dh scale.
         for i in 0..t {
@@ -204,7 +215,7 @@ pub fn backward(
             let i1 = (i0 + BLK).min(t);
             // SAFETY: q columns of head hi in rows bi*t+i0..i1: this task's alone.
             unsafe {
-                matmul_ptr(
+                gemm.mm_single(
                     gp.get().add((bi * t + i0) * d3 + hi * dh),
                     d3,
                     Mat::strided(&ds[i0 * t..], t, 1),
@@ -212,8 +223,6 @@ pub fn backward(
                     i1 - i0,
                     dh,
                     i1,
-                    false,
-                    Par::Single,
                 );
             }
         }
@@ -221,7 +230,7 @@ pub fn backward(
             let j1 = (j0 + BLK).min(t);
             // SAFETY: k columns of head hi in rows bi*t+j0..j1: this task's alone.
             unsafe {
-                matmul_ptr(
+                gemm.mm_single(
                     gp.get().add((bi * t + j0) * d3 + d + hi * dh),
                     d3,
                     Mat::strided(&ds[j0 * t + j0..], 1, t),
@@ -229,8 +238,6 @@ pub fn backward(
                     j1 - j0,
                     dh,
                     t - j0,
-                    false,
-                    Par::Single,
                 );
             }
         }

@@ -9,7 +9,7 @@
 //! (`tests` below); timed by `cargo bench --bench kernels`. Threads split the output into
 //! tiles, never the reduction, so results do not depend on the thread count.
 
-use super::matmul::{Mat, Par, matmul_strided};
+use super::matmul::{Mat, Par, matmul_ptr};
 use super::parallel::SendPtr;
 use rayon::prelude::*;
 
@@ -101,21 +101,67 @@ pub fn matmul_bf16(
         return;
     }
     super::matmul::check_operands("matmul_bf16", c, ldc, a, b, (m, n, k));
+    // SAFETY: the asserts above bound every element the packing reads and the product writes;
+    // `c` is exclusively borrowed.
+    unsafe { matmul_bf16_ptr(version, c.as_mut_ptr(), ldc, a, b, m, n, k, acc, par) }
+}
+
+/// [`matmul_bf16`] writing through a raw pointer, for tasks that write disjoint column blocks of
+/// one matrix (attention heads).
+///
+/// # Safety
+/// As [`super::matmul::matmul_ptr`]: `c` valid for writes at `r * ldc + j` for `r < m`,
+/// `j < n`, no other thread touching those elements during the call; `a` and `b` in bounds.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul_bf16_ptr(
+    version: Version,
+    c: *mut f32,
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    m: usize,
+    n: usize,
+    k: usize,
+    acc: bool,
+    par: Par,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    debug_assert!(a.data.len() >= super::matmul::last_index(m, k, a.rs, a.cs));
+    debug_assert!(b.data.len() >= super::matmul::last_index(k, n, b.rs, b.cs));
     match version {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU has the features (checked here, whatever version was asked for); the
-        // asserts above bound every element the packing reads and the product writes.
+        // SAFETY: the CPU has the features (checked here, whatever version was asked for);
+        // bounds are the caller's contract.
         Version::Avx512 if best_version() == Version::Avx512 => unsafe {
             avx512::matmul(c, ldc, a, b, m, n, k, acc, par)
         },
-        _ => emulated(c, ldc, a, b, m, n, k, acc, par),
+        // SAFETY: the caller's contract.
+        _ => unsafe { emulated(c, ldc, a, b, m, n, k, acc, par) },
     }
 }
 
+/// The bf16 micro-kernel's rate on every thread of the pool at once, GFLOP/s: the ceiling the
+/// products are measured against (`cargo bench --bench kernels`); `None` without AVX-512 BF16.
+pub fn kernel_peak_gflops() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if best_version() == Version::Avx512 {
+        let reps = 20_000;
+        // SAFETY: the CPU has the features (checked above).
+        let rates = rayon::broadcast(|_| unsafe { avx512::kernel_rate(reps) });
+        return Some(rates.iter().sum::<f64>() / 1e9);
+    }
+    None
+}
+
 /// Inputs rounded to bf16 into dense copies, then the fp32 product.
+///
+/// # Safety
+/// As [`matmul_bf16_ptr`].
 #[allow(clippy::too_many_arguments)]
-fn emulated(
-    c: &mut [f32],
+unsafe fn emulated(
+    c: *mut f32,
     ldc: usize,
     a: Mat,
     b: Mat,
@@ -129,7 +175,8 @@ fn emulated(
         (0..m * k).map(|x| round_bf16(a.data[(x / k) * a.rs + (x % k) * a.cs])).collect();
     let br: Vec<f32> =
         (0..k * n).map(|x| round_bf16(b.data[(x / n) * b.rs + (x % n) * b.cs])).collect();
-    matmul_strided(c, ldc, Mat::rows(&ar, k), Mat::rows(&br, n), m, n, k, acc, par);
+    // SAFETY: the caller's contract for c; the dense copies hold [m, k] and [k, n].
+    unsafe { matmul_ptr(c, ldc, Mat::rows(&ar, k), Mat::rows(&br, n), m, n, k, acc, par) };
 }
 
 /// Weights pinned for inference: while a [`Pinned`] lives, products whose `b` operand lies
@@ -450,6 +497,23 @@ mod avx512 {
         }
     }
 
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX-512 BF16.
+    ///
+    /// The micro-kernel's own rate on one thread, FLOP/s: `reps` runs over one `a` and one `b`
+    /// panel of `KP` pairs that stay in L1 (no packing, no memory traffic, no edges).
+    pub unsafe fn kernel_rate(reps: usize) -> f64 {
+        let (ap, bp) = (vec![0x3F80_3F80u32; MR * KP], vec![0x3C00_3C00u32; NR * KP]);
+        let mut tile = [0.0f32; MR * NR];
+        let t0 = std::time::Instant::now();
+        for _ in 0..reps {
+            // SAFETY: the caller guarantees the CPU features.
+            unsafe { kernel_into(&ap, &bp, KP, tile.as_mut_ptr(), NR, false) };
+        }
+        std::hint::black_box(&tile);
+        (2 * MR * NR * 2 * KP * reps) as f64 / t0.elapsed().as_secs_f64()
+    }
+
     #[cfg(test)]
     #[test]
     fn transpose16_transposes() {
@@ -478,7 +542,8 @@ mod avx512 {
     }
 
     /// # Safety
-    /// The CPU must have AVX-512F and AVX-512 BF16.
+    /// The CPU must have AVX-512F and AVX-512 BF16; `c`, `a` and `b` as in
+    /// [`super::matmul_bf16_ptr`].
     ///
     /// GotoBLAS order: for each block of `KP` pairs (in order, so every element sums its k
     /// blocks in the same order whatever the threads), `b` is packed once for every column
@@ -486,7 +551,7 @@ mod avx512 {
     /// running the micro-kernel over every column panel.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn matmul(
-        c: &mut [f32],
+        c: *mut f32,
         ldc: usize,
         a: Mat,
         b: Mat,
@@ -517,7 +582,7 @@ mod avx512 {
         if cached.is_none() {
             buf.resize(stride, 0);
         }
-        let cp = SendPtr(c.as_mut_ptr());
+        let cp = SendPtr(c);
         // One MR × NR tile of c at rows r0.. (`rows` of them) and panel `jb`, from packed `ak`
         // and `bk` (`kp` pairs; `first`: assign, else add): whole tiles straight into c, edge
         // tiles through `tile`.

@@ -222,4 +222,31 @@ impl Gemm {
             }
         }
     }
+
+    /// `c[m, n] = a · b` (row stride `ldc`) on the calling thread, through a raw pointer: the
+    /// per-head products of attention, each task writing its own column block.
+    ///
+    /// # Safety
+    /// As [`matmul_ptr`].
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn mm_single(
+        self,
+        c: *mut f32,
+        ldc: usize,
+        a: Mat,
+        b: Mat,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match self {
+                Gemm::Fp32 => matmul_ptr(c, ldc, a, b, m, n, k, false, Par::Single),
+                Gemm::Bf16(v) => {
+                    super::bf16::matmul_bf16_ptr(v, c, ldc, a, b, m, n, k, false, Par::Single)
+                }
+            }
+        }
+    }
 }

@@ -57,14 +57,42 @@ fn attention_case(drop: Dropout) {
     let fwd = |qkv: &[f32]| {
         let (mut y, mut att, mut sc) =
             (vec![0.0; s.b * s.t * d], vec![0.0; att_len], vec![0.0; att_len]);
-        attention::forward(&mut y, &mut att, &mut sc, qkv, s, drop);
+        attention::forward(Gemm::Fp32, &mut y, &mut att, &mut sc, qkv, s, drop);
         (y, att)
     };
     let (_, att) = fwd(&qkv);
     let mut dqkv = vec![0.0; n];
     let mut sc = vec![0.0; att_len];
-    attention::backward(&mut dqkv, &mut sc, &w, &qkv, &att, s, drop);
+    attention::backward(Gemm::Fp32, &mut dqkv, &mut sc, &w, &qkv, &att, s, drop);
     check_grad(&mut qkv, &dqkv, 150, 1e-2, 3e-2, |q| dot(&fwd(q).0, &w));
+}
+
+/// Attention with bf16 products (a bf16 run) against fp32: outputs and q/k/v gradients within
+/// bf16 rounding, over several causal blocks, with dropout.
+#[test]
+fn bf16_attention_is_fp32_attention_up_to_bf16_rounding() {
+    let s = Dims { b: 2, t: 150, h: 2, dh: 64 };
+    let (d, drop) = (s.d(), Dropout::new(0.1, 5));
+    let n = s.b * s.t * 3 * d;
+    let qkv = rand_vec(n, 17);
+    let w = rand_vec(s.b * s.t * d, 18);
+    let att_len = s.b * s.h * s.t * s.t;
+    let run = |gemm: Gemm| {
+        let (mut y, mut att, mut sc) =
+            (vec![0.0; s.b * s.t * d], vec![0.0; att_len], vec![0.0; att_len]);
+        attention::forward(gemm, &mut y, &mut att, &mut sc, &qkv, s, drop);
+        let mut dqkv = vec![0.0; n];
+        attention::backward(gemm, &mut dqkv, &mut sc, &w, &qkv, &att, s, drop);
+        (y, dqkv)
+    };
+    let (y32, g32) = run(Gemm::Fp32);
+    let (y16, g16) = run(Gemm::Bf16(crate::kernels::bf16::best_version()));
+    for (got, want, what) in [(&y16, &y32, "y"), (&g16, &g32, "dqkv")] {
+        let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let err = got.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+        assert!(err > 0.0, "{what}: bf16 products must round");
+        assert!(err < 2e-2, "{what}: max error {err} of the largest value");
+    }
 }
 
 #[test]
@@ -85,7 +113,7 @@ fn attention_is_causal() {
     let att_len = s.h * s.t * s.t;
     let run = |qkv: &[f32]| {
         let (mut y, mut att) = (vec![0.0; s.t * d], vec![0.0; att_len]);
-        attention::forward(&mut y, &mut att, &mut [], qkv, s, Dropout::OFF);
+        attention::forward(Gemm::Fp32, &mut y, &mut att, &mut [], qkv, s, Dropout::OFF);
         y
     };
     let before = run(&qkv);
