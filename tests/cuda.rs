@@ -165,8 +165,10 @@ fn all_ops<B: Backend>(be: &B) -> Vec<(String, Vec<f32>)> {
     be.gelu_forward(ge.w(), x.r());
     out.push(("gelu_forward".into(), host(be, &ge)));
     let mut dge = dout_copy(be, &dout);
-    be.gelu_backward(dge.w(), x.r());
+    let mut regelu = be.zeros(rows * d);
+    be.gelu_backward(dge.w(), regelu.w(), x.r());
     out.push(("gelu_backward".into(), host(be, &dge)));
+    out.push(("gelu_backward recomputed gelu".into(), host(be, &regelu)));
     // Attention, with and without dropout.
     let s = Dims { b, t, h, dh };
     let qkv = up(&rand(rows * 3 * d, 19));

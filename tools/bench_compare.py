@@ -32,7 +32,8 @@ ap.add_argument("--embd", type=int, help="lstm: embedding width")
 ap.add_argument("--hidden", type=int, default=2048, help="lstm: hidden units")
 ap.add_argument("--layers", type=int, default=1, help="lstm: layers")
 ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                help="train: gpt1's --precision, PyTorch's bf16 autocast for bf16")
+                help="gpt1's --precision; PyTorch's bf16 autocast for train and finetune, its model "
+                     "cast to bf16 for generate")
 ap.add_argument("--kind", choices=["train", "finetune", "generate", "lstm"], default="train",
                 help="train: pre-training tokens/s; finetune: fine-tuning and evaluation examples/s; "
                      "generate: KV-cached greedy generation, batch 1")
@@ -69,9 +70,8 @@ else:
     gpt1_cmd = [a.gpt1, "--threads", str(a.threads), "bench", a.kind, "--json"] + common
     torch_cmd = [sys.executable, os.path.join(HERE, TORCH), "--threads", str(a.threads)] + common
     if a.precision == "bf16":
-        assert a.kind == "train", "--precision bf16 compares pre-training steps"
         gpt1_cmd += ["--precision", "bf16"]
-        torch_cmd += ["--bf16"]
+        torch_cmd += ["--precision", "bf16"] if a.kind == "generate" else ["--bf16"]
 ours, theirs = [], []
 for r in range(a.rounds):
     ours.append(run(gpt1_cmd))

@@ -2,7 +2,9 @@
 """The PyTorch reference for `gpt1 bench finetune`: HF OpenAIGPTDoubleHeadsModel (one choice:
 the body, the tied LM head and a linear summary head, the same work as gpt1's classifier with
 the auxiliary LM loss), fp32, dropout 0.1, λ = 0.5, clipping 1.0, AdamW, random sequences;
-evaluation with OpenAIGPTForSequenceClassification (forward, no grad). Prints JSON.
+evaluation with OpenAIGPTForSequenceClassification (forward, no grad). `--bf16`: both under
+`torch.autocast("cpu", torch.bfloat16)`, mixed precision as gpt1's `--precision bf16`. Prints
+JSON.
 
   python3 tools/bench_finetune_torch.py --config tiny --batch 8 --seq 128 --steps 5 --threads 2
 """
@@ -22,6 +24,7 @@ ap.add_argument("--seq", type=int, default=128)
 ap.add_argument("--steps", type=int, default=5)
 ap.add_argument("--warmup", type=int, default=1)
 ap.add_argument("--threads", type=int, default=os.cpu_count())
+ap.add_argument("--bf16", action="store_true", help="bf16 autocast (mixed precision)")
 a = ap.parse_args()
 
 import torch  # noqa: E402
@@ -47,8 +50,9 @@ for s in range(a.warmup + a.steps):
     ids = torch.randint(0, V, (B, 1, T))
     mc_ids = torch.full((B, 1), T - 1)
     t0 = time.perf_counter()
-    out = model(input_ids=ids, mc_token_ids=mc_ids, labels=ids, mc_labels=torch.zeros(B, dtype=torch.long))
-    loss = out.mc_loss + 0.5 * out.loss
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+        out = model(input_ids=ids, mc_token_ids=mc_ids, labels=ids, mc_labels=torch.zeros(B, dtype=torch.long))
+        loss = out.mc_loss + 0.5 * out.loss
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -62,7 +66,8 @@ with torch.no_grad():
     for s in range(a.warmup + a.steps):
         ids = torch.randint(0, V, (B, T))
         t0 = time.perf_counter()
-        clf(input_ids=ids)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+            clf(input_ids=ids)
         if s >= a.warmup:
             eval_times.append(time.perf_counter() - t0)
 med = statistics.median(times)

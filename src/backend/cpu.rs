@@ -269,8 +269,8 @@ impl Backend for Cpu {
     fn gelu_forward(&self, out: &mut [f32], x: &[f32]) {
         gelu::forward(out, x);
     }
-    fn gelu_backward(&self, dx: &mut [f32], x: &[f32]) {
-        gelu::backward_inplace(dx, x);
+    fn gelu_backward(&self, dx: &mut [f32], out: &mut [f32], x: &[f32]) {
+        gelu::backward(dx, out, x);
     }
     fn attention_forward(
         &self,

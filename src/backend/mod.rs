@@ -325,8 +325,9 @@ pub trait Backend: Clone + Send + Sync + 'static {
         d: usize,
     );
     fn gelu_forward(&self, out: Self::Mut<'_>, x: Self::Ref<'_>);
-    /// `dx *= gelu'(x)` in place.
-    fn gelu_backward(&self, dx: Self::Mut<'_>, x: Self::Ref<'_>);
+    /// `dx *= gelu'(x)` in place, and `out = gelu(x)` (bitwise `gelu_forward`'s): the
+    /// backward pass recomputes the GELU its weight gradient reads from the same tanh.
+    fn gelu_backward(&self, dx: Self::Mut<'_>, out: Self::Mut<'_>, x: Self::Ref<'_>);
     /// Causal attention over the fused `qkv` `[B, T, 3d]` for every position: `y` `[B, T, d]`,
     /// `att` `[B, H, T, T]` the probabilities before dropout, `scratch` (same size) the dropped
     /// ones when dropout is active.

@@ -11,12 +11,6 @@ fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + super::fastmath::tanh(S * (x + C * x * x * x)))
 }
 
-#[inline(always)]
-fn gelu_grad(x: f32) -> f32 {
-    let t = super::fastmath::tanh(S * (x + C * x * x * x));
-    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * S * (1.0 + 3.0 * C * x * x)
-}
-
 pub fn forward(out: &mut [f32], x: &[f32]) {
     out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| {
         for (o, &x) in o.iter_mut().zip(x) {
@@ -25,11 +19,18 @@ pub fn forward(out: &mut [f32], x: &[f32]) {
     });
 }
 
-/// `dx *= gelu'(x)` in place: `dx` holds ∂L/∂out on entry.
-pub fn backward_inplace(dx: &mut [f32], x: &[f32]) {
-    dx.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(d, x)| {
-        for (d, &x) in d.iter_mut().zip(x) {
-            *d *= gelu_grad(x);
-        }
-    });
+/// `dx *= gelu'(x)` in place (`dx` holds ∂L/∂out on entry), and `out = gelu(x)`: the backward
+/// pass recomputes the GELU that the next weight gradient reads (the blocks share one buffer for
+/// it), from the tanh it needs anyway. `out` is bitwise [`forward`]'s.
+pub fn backward(dx: &mut [f32], out: &mut [f32], x: &[f32]) {
+    assert!(out.len() == dx.len() && x.len() == dx.len(), "gelu backward: lengths differ");
+    dx.par_chunks_mut(CHUNK).zip(out.par_chunks_mut(CHUNK)).zip(x.par_chunks(CHUNK)).for_each(
+        |((d, o), x)| {
+            for ((d, o), &x) in d.iter_mut().zip(o).zip(x) {
+                let t = super::fastmath::tanh(S * (x + C * x * x * x));
+                *o = 0.5 * x * (1.0 + t);
+                *d *= 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * S * (1.0 + 3.0 * C * x * x);
+            }
+        },
+    );
 }

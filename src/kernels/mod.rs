@@ -6,7 +6,7 @@
 //!   buffer once, and each micro-batch, the LM head and the task head add to it.
 //! - Gradients of **activations** are assigned (`=`): a backward kernel overwrites its `dx`,
 //!   except where its signature says otherwise (`matmul_backward`'s `acc` flag adds the input
-//!   gradient of a second branch; `gelu_backward` scales `dx` in place).
+//!   gradient of a second branch; `gelu_backward` scales `dx` in place, and recomputes the GELU itself).
 //! - Forward kernels assign their outputs; they never read them first.
 
 pub mod attention;

@@ -20,10 +20,10 @@ pub(crate) struct LayerActs<Buf> {
     pub ln1: Buf,
     pub ln1_mean: Buf,
     pub ln1_rstd: Buf,
-    /// `[B, T, 4d]` the feed-forward's first product, and its GELU.
+    /// `[B, T, 4d]` the feed-forward's first product (its GELU is recomputed in the backward
+    /// pass: [`Activations::gelu`]).
     pub fch: Buf,
-    pub fch_gelu: Buf,
-    /// `[B, T, d]` `ln1 + dropout(fch_gelu · W_mproj + b)`.
+    /// `[B, T, d]` `ln1 + dropout(gelu(fch) · W_mproj + b)`.
     pub r2: Buf,
     /// `[B, T, d]` LayerNorm of `r2`: the block's output; `[B, T]` statistics.
     pub ln2: Buf,
@@ -32,7 +32,7 @@ pub(crate) struct LayerActs<Buf> {
 }
 
 impl<Buf> LayerActs<Buf> {
-    fn bufs(&self) -> [&Buf; 13] {
+    fn bufs(&self) -> [&Buf; 12] {
         [
             &self.qkv,
             &self.att,
@@ -42,14 +42,13 @@ impl<Buf> LayerActs<Buf> {
             &self.ln1_mean,
             &self.ln1_rstd,
             &self.fch,
-            &self.fch_gelu,
             &self.r2,
             &self.ln2,
             &self.ln2_mean,
             &self.ln2_rstd,
         ]
     }
-    fn bufs_mut(&mut self) -> [&mut Buf; 13] {
+    fn bufs_mut(&mut self) -> [&mut Buf; 12] {
         let a = self;
         [
             &mut a.qkv,
@@ -60,7 +59,6 @@ impl<Buf> LayerActs<Buf> {
             &mut a.ln1_mean,
             &mut a.ln1_rstd,
             &mut a.fch,
-            &mut a.fch_gelu,
             &mut a.r2,
             &mut a.ln2,
             &mut a.ln2_mean,
@@ -109,6 +107,11 @@ pub struct Activations<B: Backend> {
     pub(crate) layers: Vec<LayerActs<B::Buf>>,
     /// `[B, T, d]` a residual branch's product before dropout.
     pub(crate) tmp: B::Buf,
+    /// `[B, T, 4d]` GELU of one block's `fch`: written by its forward pass and recomputed by its
+    /// backward pass (llm.c's recomputation, here from the tanh the GELU gradient computes
+    /// anyway), so the blocks share one buffer instead of keeping one each (at GPT-1's size,
+    /// 4 × 512: 277 MB less; the recomputation gives the same values, bitwise).
+    pub(crate) gelu: B::Buf,
     /// `[B, T, d]` the inputs of the rows a subset-of-rows block runs on.
     pub(crate) x_rows: B::Buf,
     /// `[B, H, T, T]` dropped-out attention probabilities (training), ∂P in the backward pass.
@@ -131,7 +134,6 @@ impl<B: Backend> Activations<B> {
             ln1_mean: e(),
             ln1_rstd: e(),
             fch: e(),
-            fch_gelu: e(),
             r2: e(),
             ln2: e(),
             ln2_mean: e(),
@@ -148,6 +150,7 @@ impl<B: Backend> Activations<B> {
             encoded: e(),
             layers: (0..c.n_layer).map(|_| empty()).collect(),
             tmp: e(),
+            gelu: e(),
             x_rows: e(),
             att_scratch: e(),
             logits: e(),
@@ -195,6 +198,7 @@ impl<B: Backend> Activations<B> {
         let all = [
             &mut self.encoded,
             &mut self.tmp,
+            &mut self.gelu,
             &mut self.x_rows,
             &mut self.att_scratch,
             &mut self.logits,
@@ -209,7 +213,8 @@ impl<B: Backend> Activations<B> {
     pub fn len(&self) -> usize {
         let layers: usize =
             self.layers.iter().map(|a| a.bufs().iter().map(|x| x.len()).sum::<usize>()).sum();
-        let shared = [&self.encoded, &self.tmp, &self.x_rows, &self.att_scratch, &self.logits];
+        let shared =
+            [&self.encoded, &self.tmp, &self.gelu, &self.x_rows, &self.att_scratch, &self.logits];
         let grads = self.grads.as_ref().map_or(0, |g| g.bufs().iter().map(|x| x.len()).sum());
         layers + shared.iter().map(|x| x.len()).sum::<usize>() + grads
     }
@@ -233,7 +238,8 @@ pub fn activation_bytes(c: &Config, b: usize, t: usize, training: bool) -> usize
 }
 
 /// The length of every buffer for `b` sequences of `t` tokens — one block's (in
-/// [`LayerActs::bufs_mut`] order), the shared ones (encoded, tmp, x_rows, att_scratch, logits)
+/// [`LayerActs::bufs_mut`] order), the shared ones (encoded, tmp, gelu, x_rows, att_scratch,
+/// logits)
 /// and the gradient workspaces ([`GradBufs::bufs_mut`] order): the one place sizes are written.
 fn sizes(
     (d, h, v): (usize, usize, usize),
@@ -241,26 +247,13 @@ fn sizes(
     t: usize,
     training: bool,
     decode_only: bool,
-) -> ([usize; 13], [usize; 5], [usize; 5]) {
+) -> ([usize; 12], [usize; 6], [usize; 5]) {
     let bt = b * t;
     let att = if decode_only { 0 } else { b * h * t * t };
-    let layer = [
-        3 * bt * d,
-        att,
-        bt * d,
-        bt * d,
-        bt * d,
-        bt,
-        bt,
-        4 * bt * d,
-        4 * bt * d,
-        bt * d,
-        bt * d,
-        bt,
-        bt,
-    ];
+    let layer =
+        [3 * bt * d, att, bt * d, bt * d, bt * d, bt, bt, 4 * bt * d, bt * d, bt * d, bt, bt];
     let scratch = if training { b * h * t * t } else { 0 };
-    let shared = [bt * d, bt * d, bt * d, scratch, bt.min(crossentropy::CHUNK) * v];
+    let shared = [bt * d, bt * d, 4 * bt * d, bt * d, scratch, bt.min(crossentropy::CHUNK) * v];
     (layer, shared, [bt * d, bt * d, bt * d, 4 * bt * d, 3 * bt * d])
 }
 

@@ -245,8 +245,8 @@ impl<B: Backend> Gpt<B> {
         be.residual_forward(a.r1.part_mut(nd), x, acts.tmp.part(nd), drops.res1(l));
         be.layernorm_forward(a.ln1.part_mut(nd), a.ln1_mean.part_mut(n), a.ln1_rstd.part_mut(n), a.r1.part(nd), p.ln1_g, p.ln1_b, d, eps);
         be.matmul_forward(a.fch.w(), a.ln1.part(nd), p.fc_w, p.fc_b, n, d, 4 * d);
-        be.gelu_forward(a.fch_gelu.part_mut(4 * nd), a.fch.part(4 * nd));
-        be.matmul_forward(acts.tmp.w(), a.fch_gelu.part(4 * nd), p.mproj_w, p.mproj_b, n, 4 * d, d);
+        be.gelu_forward(acts.gelu.part_mut(4 * nd), a.fch.part(4 * nd));
+        be.matmul_forward(acts.tmp.w(), acts.gelu.part(4 * nd), p.mproj_w, p.mproj_b, n, 4 * d, d);
         be.residual_forward(a.r2.part_mut(nd), a.ln1.part(nd), acts.tmp.part(nd), drops.res2(l));
         be.layernorm_forward(a.ln2.part_mut(nd), a.ln2_mean.part_mut(n), a.ln2_rstd.part_mut(n), a.r2.part(nd), p.ln2_g, p.ln2_b, d, eps);
     }
@@ -430,8 +430,12 @@ impl<B: Backend> Gpt<B> {
             // ln_2, then the MLP branch of r2 = ln1 + dropout(mlp(ln1)).
             be.layernorm_backward(g.g_r.w(), gl.ln2_g, gl.ln2_b, g.g_x.r(), a.r2.r(), a.ln2_mean.r(), a.ln2_rstd.r(), p.ln2_g, d);
             be.residual_backward(g.g_tmp.w(), g.g_r.r(), drops.res2(l));
-            be.matmul_backward(g.g_4d.w(), false, gl.mproj_w, gl.mproj_b, g.g_tmp.r(), a.fch_gelu.r(), p.mproj_w, bt, 4 * d, d);
-            be.gelu_backward(g.g_4d.w(), a.fch.r());
+            // mproj's input gradient, then GELU's (which recomputes gelu(fch) into the shared
+            // buffer: no block keeps its own), then mproj's weight and bias gradients.
+            be.matmul(g.g_4d.w(), g.g_tmp.r(), false, p.mproj_w, true, bt, 4 * d, d, false);
+            be.gelu_backward(g.g_4d.w(), acts.gelu.w(), a.fch.r());
+            be.matmul(gl.mproj_w, acts.gelu.r(), true, g.g_tmp.r(), false, 4 * d, d, bt, true);
+            be.bias_backward(gl.mproj_b, g.g_tmp.r(), bt);
             be.matmul_backward(g.g_r.w(), true, gl.fc_w, gl.fc_b, g.g_4d.r(), a.ln1.r(), p.fc_w, bt, d, 4 * d);
             // ln_1, then the attention branch of r1 = x + dropout(attn(x)).
             be.layernorm_backward(g.g_x.w(), gl.ln1_g, gl.ln1_b, g.g_r.r(), a.r1.r(), a.ln1_mean.r(), a.ln1_rstd.r(), p.ln1_g, d);

@@ -257,10 +257,12 @@ extern "C" __global__ void gelu_forward(float* out, const float* x, i64 n) {
         out[i] = 0.5f * v * (1.0f + tanhf(GELU_S * (v + GELU_C * v * v * v)));
     }
 }
-extern "C" __global__ void gelu_backward(float* dx, const float* x, i64 n) {
+// dx *= gelu'(x), and out = gelu(x) recomputed from the same tanh (the weight gradient reads it).
+extern "C" __global__ void gelu_backward(float* dx, float* out, const float* x, i64 n) {
     GRID_STRIDE(i, n) {
         float v = x[i];
         float t = tanhf(GELU_S * (v + GELU_C * v * v * v));
+        out[i] = 0.5f * v * (1.0f + t);
         dx[i] *= 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * GELU_S * (1.0f + 3.0f * GELU_C * v * v);
     }
 }

@@ -1094,8 +1094,10 @@ impl Backend for Cuda {
     fn gelu_forward(&self, out: CMut<'_>, x: CRef<'_>) {
         self.launch_n("gelu_forward", out.len, &[A::P(out.ptr), A::P(x.ptr), A::L(out.len as i64)]);
     }
-    fn gelu_backward(&self, dx: CMut<'_>, x: CRef<'_>) {
-        self.launch_n("gelu_backward", dx.len, &[A::P(dx.ptr), A::P(x.ptr), A::L(dx.len as i64)]);
+    fn gelu_backward(&self, dx: CMut<'_>, out: CMut<'_>, x: CRef<'_>) {
+        assert!(out.len == dx.len && x.len == dx.len, "gelu backward: lengths differ");
+        let args = [A::P(dx.ptr), A::P(out.ptr), A::P(x.ptr), A::L(dx.len as i64)];
+        self.launch_n("gelu_backward", dx.len, &args);
     }
     fn attention_forward(
         &self,
