@@ -37,6 +37,9 @@ fn main() {
         ("head weight grad dLᵀ·h", v, d, 512, true, false),
     ];
     let mut versions = vec![best_version()];
+    if best_version() == Version::Amx {
+        versions.push(Version::Avx512);
+    }
     if best_version() != Version::Emulated {
         versions.push(Version::Emulated);
     }
@@ -44,7 +47,7 @@ fn main() {
     for ver in &versions {
         print!(" {:>12}", format!("bf16 {ver:?}"));
     }
-    let peak = kernel_peak_gflops();
+    let peak = kernel_peak_gflops(best_version());
     if peak.is_some() {
         print!(" {:>8}", "of peak");
     }
@@ -97,7 +100,8 @@ fn main() {
     println!();
     if let Some(p) = peak {
         println!(
-            "peak: the bf16 micro-kernel alone on L1-resident panels, every thread at once: {p:.1} GFLOP/s"
+            "peak: the {:?} micro-kernel alone on L1-resident panels, every thread at once: {p:.1} GFLOP/s",
+            best_version()
         );
     }
 }

@@ -82,9 +82,14 @@ impl Backend for Cpu {
                 let simd = "portable";
                 format!("cpu fp32 ({threads} threads, gemm crate, {simd})")
             }
-            Gemm::Bf16(bf16::Version::Avx512) => {
+            Gemm::Bf16(bf16::Version::Amx) if bf16::amx_usable() => {
+                format!("cpu bf16 products, fp32 accumulation ({threads} threads, AMX tdpbf16ps)")
+            }
+            Gemm::Bf16(bf16::Version::Avx512 | bf16::Version::Amx) => {
+                let amx = bf16::amx_refused().map(|why| format!("; AMX not used: {why}"));
                 format!(
-                    "cpu bf16 products, fp32 accumulation ({threads} threads, AVX-512 BF16 vdpbf16ps)"
+                    "cpu bf16 products, fp32 accumulation ({threads} threads, AVX-512 BF16 vdpbf16ps{})",
+                    amx.unwrap_or_default()
                 )
             }
             Gemm::Bf16(bf16::Version::Emulated) => format!(
@@ -96,7 +101,9 @@ impl Backend for Cpu {
 
     fn pin<'a>(&self, weights: Self::Ref<'a>) -> Pinned<'a> {
         match self.gemm {
-            Gemm::Bf16(bf16::Version::Avx512) => Pinned(Some(bf16::pin(weights))),
+            Gemm::Bf16(bf16::Version::Avx512 | bf16::Version::Amx) => {
+                Pinned(Some(bf16::pin(weights)))
+            }
             _ => Pinned::none(),
         }
     }

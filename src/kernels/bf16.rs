@@ -37,6 +37,9 @@ pub fn round_bf16(x: f32) -> f32 {
 /// Which version [`matmul_bf16`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
+    /// `tdpbf16ps` on Intel AMX's tiles ([`super::amx`]), where the CPU has it, the OS grants
+    /// it and its self-check passes.
+    Amx,
     /// `vdpbf16ps` (AVX-512 BF16).
     Avx512,
     /// Inputs rounded to bf16, then the fp32 product (any CPU).
@@ -45,14 +48,44 @@ pub enum Version {
 
 /// The fastest version this CPU runs.
 pub fn best_version() -> Version {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512bf16")
-        && std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-    {
-        return Version::Avx512;
+    if amx_usable() {
+        Version::Amx
+    } else if avx512_bf16() {
+        Version::Avx512
+    } else {
+        Version::Emulated
     }
-    Version::Emulated
+}
+
+/// The CPU runs AVX-512 BF16 (with AVX-512F and BW, which the packing uses).
+pub fn avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16")
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// AMX runs here ([`super::amx::status`]).
+pub fn amx_usable() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::amx::status().is_ok()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Why AMX is not used, for the log, where the CPU has it (None where it has none or it runs).
+pub fn amx_refused() -> Option<String> {
+    #[cfg(target_arch = "x86_64")]
+    if avx512_bf16() && super::amx::has_amx() {
+        return super::amx::status().as_ref().err().cloned();
+    }
+    None
 }
 
 /// The definition: `c[i, j] (+)= Σ_k bf16(a[i, k]) · bf16(b[k, j])`, summed in f32 pair by
@@ -132,9 +165,15 @@ pub unsafe fn matmul_bf16_ptr(
     debug_assert!(b.data.len() >= super::matmul::last_index(k, n, b.rs, b.cs));
     match version {
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: AMX checked (whatever version was asked for); bounds are the caller's
+        // contract.
+        Version::Amx if amx_usable() => unsafe {
+            super::amx::matmul(&super::amx::Hardware, c, ldc, a, b, m, n, k, acc, par)
+        },
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has the features (checked here, whatever version was asked for);
         // bounds are the caller's contract.
-        Version::Avx512 if best_version() == Version::Avx512 => unsafe {
+        Version::Avx512 | Version::Amx if avx512_bf16() => unsafe {
             avx512::matmul(c, ldc, a, b, m, n, k, acc, par)
         },
         // SAFETY: the caller's contract.
@@ -142,16 +181,25 @@ pub unsafe fn matmul_bf16_ptr(
     }
 }
 
-/// The bf16 micro-kernel's rate on every thread of the pool at once, GFLOP/s: the ceiling the
-/// products are measured against (`cargo bench --bench kernels`); `None` without AVX-512 BF16.
-pub fn kernel_peak_gflops() -> Option<f64> {
+/// The micro-kernel of `version` on every thread of the pool at once, GFLOP/s: the ceiling the
+/// products are measured against (`cargo bench --bench kernels`); `None` for the emulation or a
+/// version this CPU does not run.
+pub fn kernel_peak_gflops(version: Version) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
-    if best_version() == Version::Avx512 {
-        let reps = 20_000;
-        // SAFETY: the CPU has the features (checked above).
-        let rates = rayon::broadcast(|_| unsafe { avx512::kernel_rate(reps) });
-        return Some(rates.iter().sum::<f64>() / 1e9);
+    {
+        // SAFETY (both): the CPU runs the version (checked first).
+        let rates = match version {
+            Version::Amx if amx_usable() => {
+                rayon::broadcast(|_| unsafe { super::amx::kernel_rate(2_000) })
+            }
+            Version::Avx512 if avx512_bf16() => {
+                rayon::broadcast(|_| unsafe { avx512::kernel_rate(20_000) })
+            }
+            _ => return None,
+        };
+        Some(rates.iter().sum::<f64>() / 1e9)
     }
+    #[cfg(not(target_arch = "x86_64"))]
     None
 }
 
@@ -236,7 +284,7 @@ impl Drop for Pinned<'_> {
 /// The packed panels of `b` (`[k, n]`) when it lies inside pinned weights: kept ones, or
 /// `pack()`'s, kept for the next call. None when `b` is not pinned.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn pinned_panels(
+pub(crate) fn pinned_panels(
     b: Mat,
     k: usize,
     n: usize,
@@ -264,7 +312,7 @@ fn pinned_panels(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     use super::*;
     use std::arch::x86_64::*;
 
@@ -274,9 +322,9 @@ mod avx512 {
 
     /// Rows and columns of the micro-kernel's tile: 12 × 32 fp32 accumulators (24 zmm).
     const MR: usize = 12;
-    const NR: usize = 32;
+    pub(crate) const NR: usize = 32;
     /// k (in pairs) per packed block, and the rows of the output one task owns.
-    const KP: usize = 128;
+    pub(crate) const KP: usize = 128;
     const MC: usize = 4 * MR;
 
     /// 16 bf16 pairs from two rows of 16 contiguous floats (`n` valid, zeros beyond): pair q is
@@ -308,7 +356,7 @@ mod avx512 {
     /// Transposes a 16 × 16 block of u32 held as 16 rows (row i, element j → row j,
     /// element i): three rounds of unpack and lane shuffles.
     #[target_feature(enable = "avx512f")]
-    unsafe fn transpose16(r: &mut [__m512i; 16]) {
+    pub(crate) unsafe fn transpose16(r: &mut [__m512i; 16]) {
         let mut t = [_mm512_setzero_si512(); 16];
         for i in 0..8 {
             t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
@@ -376,7 +424,7 @@ mod avx512 {
     /// `a` is packed as itself (W = MR); `b` as its transpose (W = NR: one zmm then holds 16
     /// columns' pairs, the VNNI layout `vdpbf16ps` reads).
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
-    unsafe fn pack<const W: usize>(
+    pub(crate) unsafe fn pack<const W: usize>(
         dst: &mut [u32],
         x: Mat,
         i0: usize,
@@ -517,7 +565,7 @@ mod avx512 {
     #[cfg(test)]
     #[test]
     fn transpose16_transposes() {
-        if best_version() != Version::Avx512 {
+        if !avx512_bf16() {
             return;
         }
         let m: Vec<u32> = (0..256).collect();
@@ -727,9 +775,10 @@ mod avx512 {
     }
 
     /// Packs pairs `p0..p0 + kp` of `bt` (`b`'s transpose, `n` rows) into `NR`-column panels,
-    /// `dst` `[panels][KP][NR]`.
+    /// `dst` `[panels][KP][NR]`; the pairs after `kp` up to the next multiple of 16 are zero
+    /// (AMX's tiles read 16 pairs at a time).
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
-    unsafe fn pack_b(
+    pub(crate) unsafe fn pack_b(
         dst: &mut [u32],
         bt: Mat,
         n: usize,
@@ -740,7 +789,8 @@ mod avx512 {
     ) {
         // SAFETY (the closure): the caller guarantees the CPU features.
         let pack_panel = |(jb, dst): (usize, &mut [u32])| unsafe {
-            pack::<NR>(dst, bt, jb * NR, (n - jb * NR).min(NR), p0, kp, k)
+            pack::<NR>(dst, bt, jb * NR, (n - jb * NR).min(NR), p0, kp, k);
+            dst[kp * NR..kp.next_multiple_of(16).min(KP) * NR].fill(0);
         };
         let dst = &mut dst[..n.div_ceil(NR) * NR * KP];
         if pool {
@@ -817,7 +867,7 @@ mod tests {
 
     #[test]
     fn every_version_matches_the_definition_on_odd_shapes() {
-        for version in [best_version(), Version::Emulated] {
+        for version in [best_version(), Version::Avx512, Version::Emulated] {
             for &(m, n, k) in &[
                 (1, 1, 1),
                 (1, 40, 7),
@@ -862,7 +912,7 @@ mod tests {
             let pinned = pin(&w);
             // The first call packs and keeps the panels, the second reads the kept ones.
             let (first, second) = (run(&c0), run(&c0));
-            if best_version() == Version::Avx512 {
+            if best_version() != Version::Emulated {
                 let kept = pins().iter().find(|p| p.id == pinned.id).map(|p| p.panels.len());
                 assert_eq!(kept, Some(1), "m {m}: the panels are kept");
             }

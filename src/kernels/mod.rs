@@ -9,6 +9,8 @@
 //!   gradient of a second branch; `gelu_backward` scales `dx` in place, and recomputes the GELU itself).
 //! - Forward kernels assign their outputs; they never read them first.
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 pub mod attention;
 pub mod bf16;
 pub mod crossentropy;

@@ -1,0 +1,505 @@
+//! The bf16 product on Intel AMX (`tdpbf16ps`), a version of [`super::bf16`]'s kernel lab.
+//!
+//! One tile instruction multiplies a 16 × 32 bf16 tile of `a` by a 32 × 16 tile of `b` into a
+//! 16 × 16 fp32 tile: 8,192 multiply-adds. The micro-kernel keeps a 32 × 32 block of `c` in
+//! four tile registers (tmm0–3), loads two tiles of `a` (tmm4–5, 32 rows × 16 pairs) and two of
+//! `b` (tmm6–7, 16 pairs × 32 columns) per step of 16 pairs, and issues four `tdpbf16ps`.
+//! `b` is packed as for AVX-512 BF16 (`[panels][KP][32]` pairs, VNNI: a tile of `b` is 16 rows
+//! of 64 bytes, 128 bytes apart, so pinned panels serve both versions); `a` is packed per block of
+//! 32 rows as `[32][KP]` pairs (a tile's row is 16 consecutive pairs), by the AVX-512 packing
+//! of 16 × 16 blocks and a transpose.
+//!
+//! The instructions are issued by inline assembly (stable Rust has no AMX intrinsics) after the
+//! OS grants the tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`). Whether AMX
+//! is used is decided once per process ([`status`]): the CPU must report AMX-BF16 and AMX-TILE,
+//! the OS must grant the permission, and a self-check product must match the definition;
+//! otherwise the AVX-512 BF16 version runs, with the reason in the precision line of the log.
+//!
+//! Everything but the assembly is also run by [`Emulated`], which executes the same four tile
+//! operations in scalar code on the same packed memory: the tests check packing, scheduling,
+//! edges and accumulation on any CPU with AVX-512 BF16; the assembly itself is checked by
+//! [`status`]'s self-check where AMX exists.
+
+use super::bf16::avx512::{KP, NR, pack, pack_b, transpose16};
+use super::bf16::{pinned_panels, reference};
+use super::matmul::{Mat, Par, last_index};
+use super::parallel::SendPtr;
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+/// Rows of `c` one micro-kernel call computes (two tiles of 16).
+pub(crate) const MA: usize = 32;
+
+/// The four tile operations of one 32 × 32 block of `c`.
+pub(crate) trait TileOps: Sync {
+    /// `c[32][32]` (row stride `ldc` floats) = (`load` ? `c` : 0) + Σ over `steps` steps of 16
+    /// pairs of `a` (`ap`: `[32][KP]` pairs) times `b` (`bp`: `[KP][32]` pairs).
+    ///
+    /// # Safety
+    /// `ap`, `bp` valid for `steps` · 16 pairs as laid out above; `c` valid for 32 rows of 32.
+    unsafe fn block(
+        &self,
+        ap: *const u32,
+        bp: *const u32,
+        steps: usize,
+        c: *mut f32,
+        ldc: usize,
+        load: bool,
+    );
+}
+
+/// The tile instructions themselves.
+pub(crate) struct Hardware;
+
+/// The tile operations in scalar code, `tdpbf16ps`'s definition: for each element, the pairs of
+/// each step in order, each pair's two products added one after the other in fp32. Only the
+/// tests run it (on CPUs without AMX).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) struct Emulated;
+
+impl TileOps for Emulated {
+    unsafe fn block(
+        &self,
+        ap: *const u32,
+        bp: *const u32,
+        steps: usize,
+        c: *mut f32,
+        ldc: usize,
+        load: bool,
+    ) {
+        let f = |h: u32| f32::from_bits(h << 16);
+        for i in 0..MA {
+            for j in 0..NR {
+                // SAFETY: the caller's contract.
+                unsafe {
+                    let o = c.add(i * ldc + j);
+                    let mut acc = if load { *o } else { 0.0 };
+                    for q in 0..steps * 16 {
+                        let (x, y) = (*ap.add(i * KP + q), *bp.add(q * NR + j));
+                        acc += f(x & 0xFFFF) * f(y & 0xFFFF);
+                        acc += f(x >> 16) * f(y >> 16);
+                    }
+                    *o = acc;
+                }
+            }
+        }
+    }
+}
+
+/// The tile configuration (palette 1): eight tiles of 16 rows × 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+const CONFIG: TileConfig = {
+    let mut c = [0u8; 64];
+    c[0] = 1;
+    let mut t = 0;
+    while t < 8 {
+        c[16 + 2 * t] = 64; // bytes per row, little-endian u16
+        c[48 + t] = 16; // rows
+        t += 1;
+    }
+    TileConfig(c)
+};
+
+thread_local! {
+    static CONFIGURED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl TileOps for Hardware {
+    unsafe fn block(
+        &self,
+        ap: *const u32,
+        bp: *const u32,
+        steps: usize,
+        c: *mut f32,
+        ldc: usize,
+        load: bool,
+    ) {
+        // SAFETY (every asm block): `status` checked that the CPU has AMX and the OS granted
+        // its state; the pointers and strides are the caller's contract; the tile registers
+        // are used by no other code in this process.
+        unsafe {
+            if !CONFIGURED.get() {
+                asm_ldtilecfg(&CONFIG);
+                CONFIGURED.set(true);
+            }
+            let sc = 4 * ldc;
+            let (c1, c2, c3) = (c.add(16), c.add(16 * ldc), c.add(16 * ldc + 16));
+            if load {
+                std::arch::asm!(
+                    "tileloadd tmm0, [{c0} + {s}*1]",
+                    "tileloadd tmm1, [{c1} + {s}*1]",
+                    "tileloadd tmm2, [{c2} + {s}*1]",
+                    "tileloadd tmm3, [{c3} + {s}*1]",
+                    c0 = in(reg) c, c1 = in(reg) c1, c2 = in(reg) c2, c3 = in(reg) c3,
+                    s = in(reg) sc,
+                    options(nostack, readonly),
+                );
+            } else {
+                std::arch::asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
+            }
+            let (sa, sb) = (4 * KP, 4 * NR);
+            for st in 0..steps {
+                let a0 = ap.add(16 * st);
+                let b0 = bp.add(16 * st * NR);
+                std::arch::asm!(
+                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0, a1 = in(reg) a0.add(16 * KP),
+                    b0 = in(reg) b0, b1 = in(reg) b0.add(16),
+                    sa = in(reg) sa, sb = in(reg) sb,
+                    options(nostack, readonly),
+                );
+            }
+            std::arch::asm!(
+                "tilestored [{c0} + {s}*1], tmm0",
+                "tilestored [{c1} + {s}*1], tmm1",
+                "tilestored [{c2} + {s}*1], tmm2",
+                "tilestored [{c3} + {s}*1], tmm3",
+                c0 = in(reg) c, c1 = in(reg) c1, c2 = in(reg) c2, c3 = in(reg) c3,
+                s = in(reg) sc,
+                options(nostack),
+            );
+        }
+    }
+}
+
+/// # Safety
+/// The CPU has AMX and the OS granted its state.
+unsafe fn asm_ldtilecfg(cfg: &TileConfig) {
+    // SAFETY: the caller's contract; `cfg` is 64 readable bytes.
+    unsafe {
+        std::arch::asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly))
+    };
+}
+
+/// Why AMX is not used, or Ok: decided once per process. Checks, in order: AVX-512 BF16 (the
+/// packing uses it), the CPU's AMX-BF16 and AMX-TILE bits, the OS's permission for the tile
+/// state, and a self-check product (odd shapes, accumulation) against [`reference`].
+pub fn status() -> &'static Result<(), String> {
+    static STATUS: OnceLock<Result<(), String>> = OnceLock::new();
+    STATUS.get_or_init(|| {
+        if !super::bf16::avx512_bf16() {
+            return Err("no AVX-512 BF16".into());
+        }
+        if !has_amx() {
+            return Err("no AMX on this CPU".into());
+        }
+        request_permission()?;
+        self_check(&Hardware)
+    })
+}
+
+/// The CPU reports AMX-BF16 and AMX-TILE (CPUID leaf 7: EDX bits 22 and 24).
+pub fn has_amx() -> bool {
+    let r = __cpuid_count(7, 0);
+    r.edx & (1 << 22) != 0 && r.edx & (1 << 24) != 0
+}
+
+/// `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`: Linux grants a process the tile
+/// state only on request (kernel 5.16+).
+fn request_permission() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        const SYS_ARCH_PRCTL: i64 = 158;
+        const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+        const XFEATURE_XTILEDATA: i64 = 18;
+        let ret: i64;
+        // SAFETY: a system call with integer arguments; it reads and writes no memory of ours.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") SYS_ARCH_PRCTL => ret,
+                in("rdi") ARCH_REQ_XCOMP_PERM,
+                in("rsi") XFEATURE_XTILEDATA,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        if ret != 0 {
+            return Err(format!("the OS refused the AMX tile state (arch_prctl: error {})", -ret));
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    Err("AMX is enabled on Linux only".into())
+}
+
+/// The AMX driver with `ops` against the definition on shapes with edges in every direction,
+/// a partial last step, two k blocks and accumulation.
+pub(crate) fn self_check(ops: &impl TileOps) -> Result<(), String> {
+    for &(m, n, k, acc) in &[(37, 45, 301, false), (64, 64, 256, true), (1, 33, 40, false)] {
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 201) as f32 - 100.0) / 97.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 104_729 % 199) as f32 - 99.0) / 89.0).collect();
+        let c0: Vec<f32> = (0..m * n).map(|i| (i % 13) as f32 / 7.0).collect();
+        let (am, bm) = (Mat::rows(&a, k), Mat::rows(&b, n));
+        let (mut got, mut want) = (c0.clone(), c0);
+        // SAFETY: the checks passed so far (AVX-512 BF16; for the hardware, AMX and the
+        // permission); the buffers hold the shapes.
+        unsafe { matmul(ops, got.as_mut_ptr(), n, am, bm, m, n, k, acc, Par::Single) };
+        reference(&mut want, n, am, bm, m, n, k, acc);
+        let tol = 1e-4 * (k as f32).sqrt();
+        let bad = |g: f32, w: f32| (g - w).abs().is_nan() || (g - w).abs() > tol;
+        if let Some((i, (g, w))) =
+            got.iter().zip(&want).enumerate().find(|(_, (g, w))| bad(**g, **w))
+        {
+            return Err(format!(
+                "the AMX self-check failed ({m}×{n}×{k}, element {i}: {g} against {w})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Packs rows `i0..i0 + live` (zeros beyond, up to [`MA`]) and pairs `p0..p0 + kp` of `a` as
+/// `[MA][KP]` pairs, zeros after `kp` up to the next multiple of 16.
+///
+/// # Safety
+/// The CPU has AVX-512F, AVX-512BW and AVX-512 BF16; `a` holds the rows and pairs read.
+#[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+unsafe fn pack_a(dst: &mut [u32], a: Mat, i0: usize, live: usize, p0: usize, kp: usize, k: usize) {
+    let mut blk = [0u32; 256];
+    for g in 0..MA / 16 {
+        let rows = live.saturating_sub(16 * g).min(16);
+        for q0 in (0..kp).step_by(16) {
+            let nq = (kp - q0).min(16);
+            blk.fill(0);
+            if rows > 0 {
+                // `[nq][16]`: pair q of rows 16g.. (zeros for the rows after `rows`).
+                // SAFETY: the caller's contract.
+                unsafe { pack::<16>(&mut blk, a, i0 + 16 * g, rows, p0 + q0, nq, k) };
+            }
+            // SAFETY: the features as above; `blk` holds 16 rows of 16.
+            unsafe {
+                let mut r = [_mm512_setzero_si512(); 16];
+                for (q, rq) in r.iter_mut().enumerate() {
+                    *rq = _mm512_loadu_si512(blk[16 * q..].as_ptr() as *const _);
+                }
+                transpose16(&mut r);
+                for (i, ri) in r.iter().enumerate() {
+                    let row = &mut dst[(16 * g + i) * KP + q0..][..16];
+                    _mm512_storeu_si512(row.as_mut_ptr() as *mut _, *ri);
+                }
+            }
+        }
+    }
+}
+
+/// `c[m, n] (+)= bf16(a) · bf16(b)` through `ops`, `c` with row stride `ldc`.
+///
+/// For each block of `KP` pairs (in order): `b`'s panels (kept ones when `b` is pinned), all of
+/// `a` packed in blocks of 32 rows, then tasks over 64 rows × a run of column panels, each
+/// 32 × 32 block of `c` loaded into the tiles, accumulated and stored back. Tasks split the
+/// output, never the reduction: the same result for any thread count.
+///
+/// # Safety
+/// The CPU has AVX-512 BF16 (and AMX for [`Hardware`]); `c`, `a` and `b` as in
+/// [`super::bf16::matmul_bf16_ptr`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn matmul(
+    ops: &impl TileOps,
+    c: *mut f32,
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    m: usize,
+    n: usize,
+    k: usize,
+    acc: bool,
+    par: Par,
+) {
+    debug_assert!(b.data.len() >= last_index(k, n, b.rs, b.cs));
+    let kpairs = k.div_ceil(2);
+    let panels = n.div_ceil(NR);
+    let tiles = m.div_ceil(MA);
+    let pool = par == Par::Pool;
+    let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
+    let stride = panels * NR * KP;
+    let blocks = kpairs.div_ceil(KP).max(1);
+    let cached = pinned_panels(b, k, n, || {
+        let mut all = vec![0u32; blocks * stride];
+        for (blk, dst) in all.chunks_mut(stride).enumerate() {
+            // SAFETY: the caller guarantees the CPU features.
+            unsafe { pack_b(dst, bt, n, blk * KP, (kpairs - blk * KP).min(KP), k, pool) };
+        }
+        all
+    });
+    let mut buf = if cached.is_some() { Vec::new() } else { vec![0u32; stride] };
+    let mut apk = vec![0u32; tiles * MA * KP];
+    let cp = SendPtr(c);
+    // Tasks: 64 rows (two blocks of 32) × `per` column panels, at least 4 per thread.
+    let groups = tiles.div_ceil(2);
+    let want = if pool { 4 * rayon::current_num_threads() } else { 1 };
+    let per = panels.div_ceil(want.div_ceil(groups)).max(1);
+    let chunks = panels.div_ceil(per);
+    for blk in 0..blocks {
+        let (p0, first) = (blk * KP, blk == 0 && !acc);
+        let kp = (kpairs - p0).min(KP);
+        let steps = kp.div_ceil(16);
+        let bpk: &[u32] = match &cached {
+            Some(all) => &all[blk * stride..(blk + 1) * stride],
+            None => {
+                // SAFETY: the caller guarantees the CPU features.
+                unsafe { pack_b(&mut buf, bt, n, p0, kp, k, pool) };
+                &buf
+            }
+        };
+        // SAFETY (the closure): the caller guarantees the CPU features.
+        let pack_tile = |(t, dst): (usize, &mut [u32])| unsafe {
+            pack_a(dst, a, t * MA, (m - t * MA).min(MA), p0, kp, k)
+        };
+        if pool {
+            apk.par_chunks_mut(MA * KP).enumerate().for_each(pack_tile);
+        } else {
+            apk.chunks_mut(MA * KP).enumerate().for_each(pack_tile);
+        }
+        let apk = &apk;
+        let task = |x: usize| {
+            let (g, ch) = (x / chunks, x % chunks);
+            let mut edge = [0.0f32; MA * NR];
+            for jb in ch * per..((ch + 1) * per).min(panels) {
+                let (j0, cols) = (jb * NR, (n - jb * NR).min(NR));
+                for t in 2 * g..(2 * g + 2).min(tiles) {
+                    let (r0, rows) = (t * MA, (m - t * MA).min(MA));
+                    let (ap, bp) = (apk[t * MA * KP..].as_ptr(), bpk[jb * NR * KP..].as_ptr());
+                    // SAFETY: the block of c at (r0, j0) belongs to this task alone and lies
+                    // inside c when whole; edge blocks go through `edge`.
+                    unsafe {
+                        let at = cp.get().add(r0 * ldc + j0);
+                        if rows == MA && cols == NR {
+                            ops.block(ap, bp, steps, at, ldc, !first);
+                            continue;
+                        }
+                        edge.fill(0.0);
+                        if !first {
+                            for r in 0..rows {
+                                let src = std::slice::from_raw_parts(at.add(r * ldc), cols);
+                                edge[r * NR..r * NR + cols].copy_from_slice(src);
+                            }
+                        }
+                        ops.block(ap, bp, steps, edge.as_mut_ptr(), NR, !first);
+                        for r in 0..rows {
+                            let dst = std::slice::from_raw_parts_mut(at.add(r * ldc), cols);
+                            dst.copy_from_slice(&edge[r * NR..r * NR + cols]);
+                        }
+                    }
+                }
+            }
+        };
+        if pool {
+            (0..groups * chunks).into_par_iter().for_each(task);
+        } else {
+            (0..groups * chunks).for_each(task);
+        }
+    }
+}
+
+/// The micro-kernel's own rate on one thread, FLOP/s: `reps` calls on L1-resident panels.
+///
+/// # Safety
+/// [`status`] is Ok.
+pub(crate) unsafe fn kernel_rate(reps: usize) -> f64 {
+    let (ap, bp) = (vec![0x3F80_3F80u32; MA * KP], vec![0x3C00_3C00u32; NR * KP]);
+    let mut c = vec![0.0f32; MA * NR];
+    let t0 = std::time::Instant::now();
+    for _ in 0..reps {
+        // SAFETY: the caller's contract; the buffers hold the layout.
+        unsafe { Hardware.block(ap.as_ptr(), bp.as_ptr(), KP / 16, c.as_mut_ptr(), NR, true) };
+    }
+    std::hint::black_box(&c);
+    (2 * MA * NR * 2 * KP * reps) as f64 / t0.elapsed().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::rand_vec;
+
+    /// The AMX driver (packing, tasks, edges, partial steps, k blocks, accumulation) with the
+    /// tile operations emulated, against the definition: runs on any CPU with AVX-512 BF16.
+    #[test]
+    fn the_amx_driver_matches_the_definition_with_emulated_tiles() {
+        if !crate::kernels::bf16::avx512_bf16() {
+            eprintln!("skipped: no AVX-512 BF16 (the AMX packing uses it)");
+            return;
+        }
+        assert_eq!(self_check(&Emulated), Ok(()));
+        for &(m, n, k) in &[(1, 1, 1), (13, 33, 5), (97, 257, 258), (61, 300, 259), (40, 64, 600)] {
+            for (ta, tb, acc) in [(false, false, false), (true, false, true), (false, true, false)]
+            {
+                let (a, b) = (rand_vec(m * k, 1), rand_vec(k * n, 2));
+                let am = if ta { Mat::t(&a, m) } else { Mat::rows(&a, k) };
+                let bm = if tb { Mat::t(&b, k) } else { Mat::rows(&b, n) };
+                let c0 = rand_vec(m * n, 3);
+                let (mut got, mut want) = (c0.clone(), c0);
+                // SAFETY: AVX-512 BF16 checked; the buffers hold the shapes.
+                unsafe { matmul(&Emulated, got.as_mut_ptr(), n, am, bm, m, n, k, acc, Par::Pool) };
+                reference(&mut want, n, am, bm, m, n, k, acc);
+                let tol = 1e-4 * (k as f32).sqrt();
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - w).abs() < tol, "{m}x{n}x{k} {ta} {tb} [{i}] {g} vs {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_amx_driver_does_not_depend_on_the_thread_count() {
+        if !crate::kernels::bf16::avx512_bf16() {
+            return;
+        }
+        let (m, n, k) = (150, 200, 300);
+        let (a, b) = (rand_vec(m * k, 4), rand_vec(k * n, 5));
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut c = vec![0.0; m * n];
+                let (am, bm) = (Mat::rows(&a, k), Mat::rows(&b, n));
+                // SAFETY: AVX-512 BF16 checked; the buffers hold the shapes.
+                unsafe { matmul(&Emulated, c.as_mut_ptr(), n, am, bm, m, n, k, false, Par::Pool) };
+                c
+            })
+        };
+        let one = run(1);
+        for t in [2, 3] {
+            assert!(one.iter().zip(&run(t)).all(|(x, y)| x.to_bits() == y.to_bits()), "{t}");
+        }
+    }
+
+    /// Where AMX exists, the hardware tiles give the emulated tiles' results (the same sums in
+    /// the same order, up to AMX's flushing of denormals).
+    #[test]
+    fn amx_hardware_matches_the_emulated_tiles() {
+        if status().is_err() {
+            eprintln!("skipped: AMX not used here ({})", status().as_ref().unwrap_err());
+            return;
+        }
+        let (m, n, k) = (70, 90, 520);
+        let (a, b) = (rand_vec(m * k, 6), rand_vec(k * n, 7));
+        let (am, bm) = (Mat::rows(&a, k), Mat::rows(&b, n));
+        let (mut hw, mut em) = (vec![0.0; m * n], vec![0.0; m * n]);
+        // SAFETY: AMX checked by `status`; the buffers hold the shapes.
+        unsafe {
+            matmul(&Hardware, hw.as_mut_ptr(), n, am, bm, m, n, k, false, Par::Pool);
+            matmul(&Emulated, em.as_mut_ptr(), n, am, bm, m, n, k, false, Par::Pool);
+        }
+        for (i, (h, e)) in hw.iter().zip(&em).enumerate() {
+            assert!((h - e).abs() <= 1e-5 * (k as f32).sqrt(), "[{i}] {h} vs {e}");
+        }
+    }
+}
