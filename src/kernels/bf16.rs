@@ -241,8 +241,19 @@ struct Pin {
     id: u64,
     /// Byte addresses `start..end` of the pinned weights.
     range: std::ops::Range<usize>,
-    /// Each product's panels, keyed by where and how it reads `b`.
-    panels: Vec<(PanelKey, std::sync::Arc<Vec<u32>>)>,
+    /// Each product's panels, keyed by where and how it reads `b`, with the bits of a sample of
+    /// `b`'s elements when they were packed.
+    panels: Vec<(PanelKey, Sample, std::sync::Arc<Vec<u32>>)>,
+}
+
+/// The bits of 16 elements spread over a `b` operand.
+type Sample = [u32; 16];
+
+fn sample(b: Mat, k: usize, n: usize) -> Sample {
+    std::array::from_fn(|i| {
+        let (p, j) = ((i * 7 + 3) % 16, i);
+        b.data[(p * k / 16) * b.rs + (j * n / 16) * b.cs].to_bits()
+    })
 }
 
 /// A `b` operand: its first element's address, strides and shape.
@@ -256,6 +267,8 @@ struct PanelKey {
 }
 
 static PINS: std::sync::Mutex<Vec<Pin>> = std::sync::Mutex::new(Vec::new());
+/// Pins alive: products skip the lock while there are none (training).
+static PINNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 static NEXT_PIN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn pins() -> std::sync::MutexGuard<'static, Vec<Pin>> {
@@ -272,17 +285,22 @@ pub fn pin(weights: &[f32]) -> Pinned<'_> {
         range: start..start + std::mem::size_of_val(weights),
         panels: Vec::new(),
     });
+    PINNED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     Pinned { id, _weights: std::marker::PhantomData }
 }
 
 impl Drop for Pinned<'_> {
     fn drop(&mut self) {
         pins().retain(|p| p.id != self.id);
+        PINNED.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 /// The packed panels of `b` (`[k, n]`) when it lies inside pinned weights: kept ones, or
-/// `pack()`'s, kept for the next call. None when `b` is not pinned.
+/// `pack()`'s, kept for the next call. None when `b` is not pinned. Kept panels are used only
+/// while a sample of `b`'s elements has the bits it had when they were packed: the borrow makes
+/// that certain, and the sample guards against a guard leaked with `mem::forget` whose memory
+/// came to hold other weights.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn pinned_panels(
     b: Mat,
@@ -290,23 +308,26 @@ pub(crate) fn pinned_panels(
     n: usize,
     pack: impl FnOnce() -> Vec<u32>,
 ) -> Option<std::sync::Arc<Vec<u32>>> {
+    if PINNED.load(std::sync::atomic::Ordering::SeqCst) == 0 || k == 0 || n == 0 {
+        return None;
+    }
     let start = b.data.as_ptr() as usize;
     let end = start + 4 * super::matmul::last_index(k, n, b.rs, b.cs);
     let key = PanelKey { ptr: start, rs: b.rs, cs: b.cs, k, n };
+    let now = sample(b, k, n);
     let id = {
         let pins = pins();
         let pin = pins.iter().find(|p| p.range.start <= start && end <= p.range.end)?;
-        if let Some((_, panels)) = pin.panels.iter().find(|(k, _)| *k == key) {
+        if let Some((_, _, panels)) = pin.panels.iter().find(|(k, s, _)| *k == key && *s == now) {
             return Some(panels.clone());
         }
         pin.id
     };
     // Packed outside the lock (the packing runs on the pool, whose tasks may take it).
     let panels = std::sync::Arc::new(pack());
-    if let Some(pin) = pins().iter_mut().find(|p| p.id == id)
-        && !pin.panels.iter().any(|(k, _)| *k == key)
-    {
-        pin.panels.push((key, panels.clone()));
+    if let Some(pin) = pins().iter_mut().find(|p| p.id == id) {
+        pin.panels.retain(|(k, _, _)| *k != key);
+        pin.panels.push((key, now, panels.clone()));
     }
     Some(panels)
 }
@@ -925,6 +946,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A guard leaked with `mem::forget` leaves its range registered; weights changed there
+    /// afterwards are packed afresh, not served from the stale panels.
+    #[test]
+    fn a_leaked_pin_never_serves_stale_panels() {
+        let (m, k, n) = (3, 300, 97);
+        let a = rand_vec(m * k, 11);
+        let mut w = rand_vec(k * n, 12);
+        let run = |w: &[f32]| {
+            let mut c = vec![0.0; m * n];
+            let (am, bm) = (Mat::rows(&a, k), Mat::rows(w, n));
+            matmul_bf16(best_version(), &mut c, n, am, bm, m, n, k, false, Par::Pool);
+            c
+        };
+        let pinned = pin(&w);
+        run(&w);
+        std::mem::forget(pinned);
+        w.iter_mut().for_each(|x| *x = 1.5 - *x);
+        let after = run(&w);
+        let fresh = {
+            let copy = w.clone();
+            run(&copy)
+        };
+        assert!(after.iter().zip(&fresh).all(|(x, y)| x.to_bits() == y.to_bits()));
     }
 
     #[test]
