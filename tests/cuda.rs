@@ -587,3 +587,35 @@ fn ranks_agree_on_nccl_only_with_a_gpu_each() {
     assert_eq!(run([1 << 20, 2 << 20]), [true, true]);
     assert_eq!(run([5 << 20, 5 << 20]), [false, false]);
 }
+
+/// bf16 products against pinned weights read the kept bf16 copies: the same log-probs and
+/// decode-step logits, bitwise, as converting the weights at every product.
+fn pinned_on<B: Backend>(be: B) {
+    let (b, t) = (2, 19);
+    let ids: Vec<u32> = (0..b * t).map(|i| (i * 7 % 67) as u32).collect();
+    let targets: Vec<u32> = (0..b * t).map(|i| (i * 11 % 67) as u32).collect();
+    let m = Gpt::init(small(), 23).to_backend(be);
+    let run = |m: &Gpt<B>| {
+        let mut lp = vec![0.0f32; b * t];
+        m.logprobs(&mut m.activations(b, t, false), &ids, &targets, &mut lp);
+        let mut acts = m.decode_activations(1, 8);
+        let rows: Vec<usize> = (0..5).collect();
+        lp.extend(m.cached_logits(&mut acts, &ids[..5], &rows, &[4]));
+        lp.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    };
+    let plain = run(&m);
+    let _pinned = m.pin();
+    assert_eq!(plain, run(&m), "first pinned pass");
+    assert_eq!(plain, run(&m), "second pinned pass (the kept copies)");
+}
+
+#[test]
+fn pinned_bf16_weights_on_the_gpu_give_the_same_results() {
+    let Some(gpu) = gpu(Precision::Bf16) else { return };
+    pinned_on(gpu);
+}
+
+#[test]
+fn the_pinning_harness_runs_on_the_cpu() {
+    pinned_on(Cpu::new(Precision::Bf16));
+}

@@ -102,7 +102,7 @@ impl Backend for Cpu {
     fn pin<'a>(&self, weights: Self::Ref<'a>) -> Pinned<'a> {
         match self.gemm {
             Gemm::Bf16(bf16::Version::Avx512 | bf16::Version::Amx) => {
-                Pinned(Some(bf16::pin(weights)))
+                Pinned::new(bf16::pin(weights))
             }
             _ => Pinned::none(),
         }

@@ -113,15 +113,20 @@ use crate::kernels::attention::Dims;
 use crate::kernels::dropout::Dropout;
 use std::borrow::Cow;
 
-/// What a backend keeps, derived from weights, while they are pinned ([`Backend::pin`]): on the
-/// CPU in bf16, the weights' packed panels. It borrows the weights, so they cannot change while
-/// it lives.
-pub struct Pinned<'a>(#[allow(dead_code)] Option<crate::kernels::bf16::Pinned<'a>>);
+/// What a backend keeps, derived from weights, while they are pinned ([`Backend::pin`]): in
+/// bf16, the CPU's packed panels of the weights, the GPU's bf16 copies. It borrows the weights,
+/// so they cannot change while it lives; dropping it frees what was kept.
+pub struct Pinned<'a>(#[allow(dead_code)] Option<Box<dyn Send + 'a>>);
 
-impl Pinned<'_> {
+impl<'a> Pinned<'a> {
     /// Nothing kept (fp32, or a backend that derives nothing from its weights).
     pub fn none() -> Self {
         Pinned(None)
+    }
+
+    /// Keeps `guard` (whose drop ends the pin) until this drops.
+    pub(crate) fn new(guard: impl Send + 'a) -> Self {
+        Pinned(Some(Box::new(guard)))
     }
 }
 

@@ -21,7 +21,7 @@
 pub mod libs;
 pub mod nccl;
 
-use super::{AdamStep, Backend, DeviceBuf, Precision};
+use super::{AdamStep, Backend, DeviceBuf, Pinned, Precision};
 use crate::error::{Error, Result};
 use crate::kernels::attention::Dims;
 use crate::kernels::dropout::Dropout;
@@ -153,6 +153,9 @@ struct Inner {
     /// (None: the ranks go through the host). First, so that it is destroyed before the
     /// context and stream (fields drop in order).
     nccl: Mutex<Option<(usize, Option<nccl::NcclComm>)>>,
+    /// Pinned weights ([`Backend::pin`]) and the bf16 copies the products made of them (before
+    /// the context, so that they are freed first).
+    pins: Mutex<Vec<DevicePin>>,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     funcs: HashMap<&'static str, CudaFunction>,
@@ -162,6 +165,27 @@ struct Inner {
     ordinal: usize,
     arch: String,
     scratch: Mutex<HashMap<Slot, CudaSlice<u8>>>,
+}
+
+/// Weights pinned on the device: their address range, and the bf16 copy of each operand read
+/// from it (its address and length), made by the first bf16 product that reads it.
+struct DevicePin {
+    id: u64,
+    range: std::ops::Range<CUdeviceptr>,
+    copies: Vec<(CUdeviceptr, usize, CudaSlice<u16>)>,
+}
+
+/// Ends a pin: its bf16 copies are freed.
+struct PinGuard<'a> {
+    inner: Arc<Inner>,
+    id: u64,
+    _weights: PhantomData<&'a f32>,
+}
+
+impl Drop for PinGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.pins.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| p.id != self.id);
+    }
 }
 
 /// A GPU at a precision. Cheap to clone (one shared context, stream, module and cuBLAS handle).
@@ -325,6 +349,7 @@ impl Cuda {
                 ordinal,
                 arch,
                 scratch: Mutex::new(HashMap::new()),
+                pins: Mutex::new(Vec::new()),
                 nccl: Mutex::new(None),
             }),
         })
@@ -406,6 +431,34 @@ impl Cuda {
         p
     }
 
+    /// `n` values at `x` rounded to bf16: the kept copy when `x` lies inside pinned weights
+    /// (made at the first call), else a conversion into the scratch slot `slot`.
+    fn bf16_copy(&self, x: CUdeviceptr, n: usize, slot: Slot) -> CUdeviceptr {
+        let convert = |to: CUdeviceptr| {
+            self.launch_n("to_bf16", n, &[A::P(to), A::P(x), A::L(n as i64)]);
+            to
+        };
+        let mut pins = self.inner.pins.lock().unwrap_or_else(|e| e.into_inner());
+        let end = x + 4 * n as CUdeviceptr;
+        let Some(pin) = pins.iter_mut().find(|p| p.range.start <= x && end <= p.range.end) else {
+            drop(pins);
+            return convert(self.scratch(slot, n * 2));
+        };
+        if let Some((_, _, copy)) = pin.copies.iter().find(|(p, len, _)| *p == x && *len == n) {
+            let (p, _) = copy.device_ptr(&self.inner.stream);
+            return p;
+        }
+        let copy = self
+            .inner
+            .stream
+            .alloc_zeros::<u16>(n.max(1))
+            .unwrap_or_else(|e| fail("allocating a pinned weight's bf16 copy", e));
+        let (p, _) = copy.device_ptr(&self.inner.stream);
+        convert(p);
+        pin.copies.push((x, n, copy));
+        p
+    }
+
     /// Host values in a scratch slot.
     fn put<T: Copy>(&self, slot: Slot, host: &[T]) -> CUdeviceptr {
         let p = self.scratch(slot, std::mem::size_of_val(host));
@@ -465,10 +518,8 @@ impl Cuda {
         let (alpha, h) = (1.0f32, *self.inner.blas.handle());
         self.bind();
         let r = if mixed && self.inner.precision == Precision::Bf16 {
-            let a16 = self.scratch(Slot::Bf16A, m * k * 2);
-            let b16 = self.scratch(Slot::Bf16B, k * n * 2);
-            self.launch_n("to_bf16", m * k, &[A::P(a16), A::P(a), A::L((m * k) as i64)]);
-            self.launch_n("to_bf16", k * n, &[A::P(b16), A::P(b), A::L((k * n) as i64)]);
+            let a16 = self.bf16_copy(a, m * k, Slot::Bf16A);
+            let b16 = self.bf16_copy(b, k * n, Slot::Bf16B);
             // SAFETY: the operands hold m·k and k·n bf16 values, c holds m·n floats.
             unsafe {
                 cudarc::cublas::result::gemm_ex(
@@ -726,6 +777,18 @@ impl Backend for Cuda {
     type Buf = CudaBuf;
     type Ref<'a> = CRef<'a>;
     type Mut<'a> = CMut<'a>;
+
+    fn pin<'a>(&self, weights: Self::Ref<'a>) -> Pinned<'a> {
+        if self.inner.precision != Precision::Bf16 {
+            return Pinned::none();
+        }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let range = weights.ptr..weights.ptr + 4 * weights.len as CUdeviceptr;
+        let pin = DevicePin { id, range, copies: Vec::new() };
+        self.inner.pins.lock().unwrap_or_else(|e| e.into_inner()).push(pin);
+        Pinned::new(PinGuard { inner: self.inner.clone(), id, _weights: PhantomData })
+    }
 
     fn describe(&self) -> String {
         let i = &self.inner;
