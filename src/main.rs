@@ -28,6 +28,19 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // A GPU that fails inside a kernel method (out of memory, a fault) stops the run with a
+    // panic carrying a `DeviceFailure`: shown as an error line with its fix and exit status 1,
+    // like any other error; other panics (bugs) keep Rust's report.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        match info.payload().downcast_ref::<gpt1::backend::cuda::DeviceFailure>() {
+            Some(f) => {
+                eprintln!("error: {f}");
+                std::process::exit(1);
+            }
+            None => report(info),
+        }
+    }));
     let args = cli::Cli::parse();
     if let Err(e) = cli::run(args) {
         let interrupted = e.chain().any(|c| {

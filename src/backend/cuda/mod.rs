@@ -740,10 +740,32 @@ fn dev(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Device(format!("CUDA: {what}: {e}"))
 }
 
-/// A CUDA error inside a kernel method (the trait's methods cannot return one): the device is
-/// unusable (out of memory, a fault), so the run stops with the call that failed.
+/// A CUDA error inside a kernel method, the payload of the panic that stops the run (the trait's
+/// methods cannot return one: the device is unusable, out of memory or faulted). The `gpt1`
+/// command turns it into an `error:` line and exit status 1 (its panic hook); what was already
+/// written stays whole (files are written to a temporary name, then renamed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceFailure(pub String);
+
+impl std::fmt::Display for DeviceFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn failure(what: &str, e: impl std::fmt::Display) -> DeviceFailure {
+    let e = e.to_string();
+    let fix = if e.contains("OUT_OF_MEMORY") {
+        ": the GPU's memory is exhausted; lower --batch (or split it with --micro-batch), --seq \
+         or --num, or free the GPU of other processes (nvidia-smi)"
+    } else {
+        ""
+    };
+    DeviceFailure(format!("CUDA error in {what}: {e}{fix}"))
+}
+
 fn fail(what: &str, e: impl std::fmt::Display) -> ! {
-    panic!("CUDA error in {what}: {e}")
+    std::panic::panic_any(failure(what, e))
 }
 
 fn check_ids(ids: &[u32], rows_of: usize, what: &str) {
@@ -1476,6 +1498,22 @@ impl Backend for Cuda {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_out_of_memory_failure_names_the_fix() {
+        let caught = std::panic::catch_unwind(|| {
+            fail("allocating scratch memory", "CUDA_ERROR_OUT_OF_MEMORY")
+        });
+        let payload = caught.expect_err("fail panics");
+        let f = payload.downcast_ref::<DeviceFailure>().expect("a DeviceFailure payload");
+        assert!(
+            f.0.starts_with("CUDA error in allocating scratch memory: CUDA_ERROR_OUT_OF_MEMORY")
+        );
+        assert!(f.0.contains("lower --batch"), "{f}");
+        assert!(
+            !failure("a cuBLAS product", "CUBLAS_STATUS_EXECUTION_FAILED").0.contains("--batch")
+        );
+    }
 
     #[test]
     fn positions_are_grouped_by_id_in_order() {
