@@ -77,6 +77,8 @@ pub fn layers(
         if let crate::train::net::Net::Transformer(m) = &mut ft.model {
             m.backend = crate::backend::Cpu::new(o.precision);
         }
+        // The train split is scored where the fine-tuning ran (`--device`).
+        ft.device = o.device;
         let mut train = read_split(def, &o.data, "train", o.skip_bad_rows)?.examples;
         if opts.train_eval > 0 {
             train.truncate(opts.train_eval);
