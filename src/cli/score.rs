@@ -1,6 +1,7 @@
 use anyhow::{Context, Result};
 use gpt1::data::TokenData;
 use gpt1::eval::{rows_of, score};
+use gpt1::model::activation_bytes;
 use gpt1::model::checkpoint::load_model;
 use std::path::PathBuf;
 
@@ -31,12 +32,18 @@ pub fn run(a: Args) -> Result<()> {
         let mut model = gpt1::model::lstm::load_lstm(&a.model).context("loading the LSTM")?;
         model.backend = a.precision.backend();
         let rows = rows_of(&data, model.config.n_positions)?;
-        crate::on_device!(model, a.device.device, |m| gpt1::eval::score_lstm(m, &rows, a.batch))
+        let t = rows.iter().map(Vec::len).max().unwrap_or(1);
+        let acts = gpt1::model::lstm::activation_bytes(&model.config, a.batch.min(rows.len()), t);
+        crate::on_device!(model, a.device.device, acts = acts, |m| gpt1::eval::score_lstm(
+            m, &rows, a.batch
+        ))
     } else {
         let mut model = load_model(&a.model).context("loading the model")?;
         model.backend = a.precision.backend();
         let rows = rows_of(&data, model.config.n_positions)?;
-        crate::on_device!(model, a.device.device, |m| score(m, &rows, a.batch))
+        let t = rows.iter().map(Vec::len).max().unwrap_or(1);
+        let acts = activation_bytes(&model.config, a.batch.min(rows.len()), t, false);
+        crate::on_device!(model, a.device.device, acts = acts, |m| score(m, &rows, a.batch))
     }
     .with_context(|| format!("scoring {}", a.ids.display()))?;
     if a.json {
@@ -109,7 +116,8 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
         );
     }
     // The model goes to the device once, for every file.
-    crate::on_device!(model, a.device.device, |m| {
+    let acts = activation_bytes(&model.config, a.batch, ctx, false);
+    crate::on_device!(model, a.device.device, acts = acts, |m| {
         for (f, ids) in files.iter().zip(&docs) {
             let (nll, n) = perplexity(m, ids, stride, a.batch, |w| bar.inc(w as u64))
                 .with_context(|| format!("scoring {}", f.display()))?;

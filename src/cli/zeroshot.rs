@@ -48,7 +48,10 @@ pub fn run(a: Args) -> Result<()> {
         super::model_and_tokenizer(&a.model, a.tokenizer.as_deref(), &a.precision, a.mode)?;
     let tok = tok?;
     let bar = gpt1::progress::bar(0, !a.json);
-    let r = crate::on_device!(model, a.device.device, |m| zero_shot_with(
+    // At most `--batch` rows of the model's context at a time.
+    let acts =
+        gpt1::model::activation_bytes(&model.config, a.batch, model.config.n_positions, false);
+    let r = crate::on_device!(model, a.device.device, acts = acts, |m| zero_shot_with(
         m,
         &tok,
         task,

@@ -352,7 +352,11 @@ pub fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> 
             Ok(evaluate_prepared(&ft.task, m, &ft.head, &mut acts, &p, batch_size))
         }
         (Net::Transformer(m), dev) => {
-            let g = m.to_backend(dev.cuda(m.backend.precision())?);
+            let gpu = dev.cuda(m.backend.precision())?;
+            let need =
+                4 * m.params.len() + crate::model::activation_bytes(&m.config, rows, t, false);
+            crate::backend::check_fits(&gpu, need as u64, "scoring (lower --batch)")?;
+            let g = m.to_backend(gpu);
             let mut acts = g.activations(rows, t, false);
             Ok(evaluate_prepared(&ft.task, &g, &ft.head, &mut acts, &p, batch_size))
         }
@@ -360,7 +364,11 @@ pub fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> 
             Ok(evaluation_of(&ft.task, &p, lstm_scores(m, &ft.head, &p, batch_size)?))
         }
         (Net::Lstm(m), dev) => {
-            let g = m.to_backend(dev.cuda(m.backend.precision())?);
+            let gpu = dev.cuda(m.backend.precision())?;
+            let need =
+                4 * m.params.len() + crate::model::lstm::activation_bytes(&m.config, rows, t);
+            crate::backend::check_fits(&gpu, need as u64, "scoring (lower --batch)")?;
+            let g = m.to_backend(gpu);
             Ok(evaluation_of(&ft.task, &p, lstm_scores(&g, &ft.head, &p, batch_size)?))
         }
     }
