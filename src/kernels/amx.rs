@@ -354,7 +354,9 @@ pub(crate) unsafe fn matmul(
         all
     });
     let mut buf = if cached.is_some() { Vec::new() } else { PANELS.take() };
-    buf.resize(if cached.is_some() { 0 } else { stride }, 0);
+    if cached.is_none() && buf.len() < stride {
+        buf.resize(stride, 0);
+    }
     let cp = SendPtr(c);
     // The 32 × 32 block of c at rows t·32.. and panel jb from packed `ap` and `bp` (`steps`
     // steps; `first`: assign, else add): whole blocks in place, edge blocks through `edge`.

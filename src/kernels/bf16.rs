@@ -648,7 +648,9 @@ pub(super) mod avx512 {
             all
         });
         let mut buf = if cached.is_some() { Vec::new() } else { PANELS.take() };
-        if cached.is_none() {
+        if cached.is_none() && buf.len() < stride {
+            // Grown only: a shorter product after a longer one (the LM head's) neither frees
+            // nor re-zeroes it.
             buf.resize(stride, 0);
         }
         let cp = SendPtr(c);
