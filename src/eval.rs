@@ -61,8 +61,12 @@ pub fn rows_of(data: &TokenData, n_positions: usize) -> Result<Vec<Vec<u32>>> {
 /// Scores every row (rows of equal length are batched `batch` at a time).
 pub fn score<B: Backend>(model: &Gpt<B>, rows: &[Vec<u32>], batch: usize) -> Result<Score> {
     let _pinned = model.pin();
+    // One set of activations for the largest batch, reshaped for each (no allocation per batch:
+    // on a GPU each would be a device allocation, on the CPU fresh pages to fault in).
+    let longest = rows.iter().map(|r| r.len().saturating_sub(1)).max().unwrap_or(0);
+    let mut acts = model.activations(batch.max(1).min(rows.len()), longest, false);
     score_with(rows, batch, model.config.vocab_size, |ids, tg, b, t, lp| {
-        let mut acts = model.activations(b, t, false);
+        acts.reshape(b, t);
         model.logprobs(&mut acts, ids, tg, lp);
         Ok(())
     })
@@ -168,6 +172,8 @@ pub fn perplexity<B: Backend>(
     }
     let wins = windows(ids.len(), ctx, stride);
     let _pinned = model.pin();
+    let longest = wins.iter().map(|w| w.1 - 1).max().unwrap_or(0);
+    let mut acts = model.activations(batch.max(1).min(wins.len()), longest, false);
     let (mut nll, mut count) = (0.0f64, 0usize);
     let mut i = 0;
     while i < wins.len() {
@@ -185,7 +191,7 @@ pub fn perplexity<B: Backend>(
                 tg[k * t + p - 1] = ids[start + p];
             }
         }
-        let mut acts = model.activations(b, t, false);
+        acts.reshape(b, t);
         let mut lp = vec![0.0f32; b * t];
         model.logprobs(&mut acts, &inp, &tg, &mut lp);
         for (l, &g) in lp.iter().zip(&tg) {
@@ -203,6 +209,35 @@ pub fn perplexity<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::windows;
+
+    /// One set of activations, reshaped for every batch: each row's log-probs are bitwise those
+    /// of scoring it alone in freshly made activations; perplexity's batched windows (of two
+    /// lengths) sum to the windows scored one at a time.
+    #[test]
+    fn reshaped_activations_score_as_fresh_ones() {
+        use crate::model::{Activations, Config, Gpt};
+        let mut c = Config::named("tiny").unwrap();
+        (c.vocab_size, c.n_positions, c.n_embd, c.n_layer, c.n_head) = (50, 16, 32, 2, 2);
+        let m = Gpt::init(c.clone(), 3);
+        let mut r = crate::kernels::rng::Rng::new(4);
+        let rows: Vec<Vec<u32>> = [9, 9, 17, 5, 9, 17]
+            .iter()
+            .map(|&l| (0..l).map(|_| r.below(50) as u32).collect())
+            .collect();
+        let got = super::score(&m, &rows, 2).unwrap();
+        for (row, s) in rows.iter().zip(&got.rows) {
+            let t = row.len() - 1;
+            let mut lp = vec![0.0f32; t];
+            m.logprobs(&mut Activations::new(&c, 1, t, false), &row[..t], &row[1..], &mut lp);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&lp), bits(&s.token_logprobs));
+        }
+        let ids: Vec<u32> = (0..53).map(|_| r.below(50) as u32).collect();
+        let (batched, n) = super::perplexity(&m, &ids, 5, 4, |_| {}).unwrap();
+        let (alone, n1) = super::perplexity(&m, &ids, 5, 1, |_| {}).unwrap();
+        assert_eq!(n, n1);
+        assert!((batched - alone).abs() < 1e-9 * alone.abs(), "{batched} vs {alone}");
+    }
 
     #[test]
     fn windows_score_every_token_once_with_enough_history() {
