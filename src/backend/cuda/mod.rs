@@ -568,7 +568,8 @@ impl Cuda {
         r.unwrap_or_else(|e| fail("cuBLAS product", e));
     }
 
-    /// `batch` fp32 products of row-major operands `strides` apart (attention's heads).
+    /// `batch` products of row-major operands `strides` apart (attention's heads), in fp32, or
+    /// with bf16 inputs and fp32 accumulation at bf16 precision.
     #[allow(clippy::too_many_arguments)]
     fn gemm_batched(
         &self,
@@ -586,6 +587,42 @@ impl Cuda {
         let (op, lda, ldb) = (op_of, lead(a_t, m, k), lead(b_t, k, n));
         let (alpha, beta) = (1.0f32, 0.0f32);
         self.bind();
+        if self.inner.precision == Precision::Bf16 {
+            // As on the CPU: attention's products take bf16 inputs, fp32 accumulation.
+            let a16 = self.bf16_copy(a, batch * m * k, Slot::Bf16A);
+            let b16 = self.bf16_copy(b, batch * k * n, Slot::Bf16B);
+            let bf16 = blas::cudaDataType::CUDA_R_16BF;
+            // SAFETY: `batch` operands of m·k and k·n bf16 values and m·n floats, contiguous.
+            unsafe {
+                cudarc::cublas::result::gemm_strided_batched_ex(
+                    *self.inner.blas.handle(),
+                    op(b_t),
+                    op(a_t),
+                    n as i32,
+                    m as i32,
+                    k as i32,
+                    (&alpha as *const f32).cast(),
+                    b16 as *const _,
+                    bf16,
+                    ldb,
+                    (k * n) as i64,
+                    a16 as *const _,
+                    bf16,
+                    lda,
+                    (m * k) as i64,
+                    (&beta as *const f32).cast(),
+                    c as *mut _,
+                    blas::cudaDataType::CUDA_R_32F,
+                    n as i32,
+                    (m * n) as i64,
+                    batch as i32,
+                    blas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+            }
+            .unwrap_or_else(|e| fail("cuBLAS batched bf16 product", e));
+            return;
+        }
         // SAFETY: `batch` operands of m·k, k·n and m·n floats, contiguous.
         unsafe {
             cudarc::cublas::result::sgemm_strided_batched(
