@@ -10,7 +10,8 @@
 # a timeout, skipped once the budget (SECONDS, default 460) is spent:
 #   1. parity: every kernel against the CPU (fp32 1e-4, bf16), 10-step trajectories, the LSTM;
 #   2. gpt1 bench train at GPT-1's size (12 x 768, V 40,481), bf16 and fp32, on the GPU, and
-#      bench finetune (32 x 128, bf16) and bench generate (KV-cached greedy decoding);
+#      bench finetune (32 x 128, bf16) and bench generate (KV-cached greedy decoding, fp32 and
+#      bf16 with pinned weights);
 #   3. PyTorch on the same GPU: HF OpenAIGPTLMHeadModel, bf16 autocast, eager and torch.compile;
 #   4. a checkpoint pre-trained on the GPU loads in transformers with the same log-probs;
 #   5. with the time left, a real pre-training of a GPT-1-size model on the demo books.
@@ -81,6 +82,9 @@ stage bench_finetune 60 "$bin/gpt1" bench finetune --config gpt1 --batch 32 --se
   --precision bf16 --device "$dev" --json && cp "$out/bench_finetune.out" "$out/bench_finetune.json"
 stage bench_generate 60 "$bin/gpt1" bench generate --config gpt1 --prompt-len 64 --new 128 \
   --device "$dev" --json && cp "$out/bench_generate.out" "$out/bench_generate.json"
+stage bench_generate_bf16 45 "$bin/gpt1" bench generate --config gpt1 --prompt-len 64 --new 128 \
+  --precision bf16 --device "$dev" --json &&
+  cp "$out/bench_generate_bf16.out" "$out/bench_generate_bf16.json"
 
 # 3. PyTorch on the same GPU.
 stage torch_eager_b16 90 python3 tools/bench_torch_gpu.py --config gpt1 --batch 16 --seq 512 &&
