@@ -200,8 +200,13 @@ pub fn finetune(
         }
         dev => {
             let gpu = dev.cuda(precision)?;
+            let bf16 = if precision == Precision::Bf16 {
+                crate::model::bf16_bytes(&config, batch, seq, true)
+            } else {
+                0
+            };
             let need = 16 * crate::model::params::num_params(&config) as u64
-                + crate::model::activation_bytes(&config, batch, seq, true) as u64;
+                + (crate::model::activation_bytes(&config, batch, seq, true) + bf16) as u64;
             crate::backend::check_fits(&gpu, need, "bench finetune (lower --batch or --seq)")?;
             finetune_on(name, config, batch, seq, steps, warmup, gpu)
         }
@@ -300,7 +305,8 @@ pub struct GenerateBench {
     pub tokens_per_s: f64,
     pub prefill_ms: f64,
     pub decode_ms_per_token: f64,
-    /// fp32 weights read per decode step: every parameter once (batch 1).
+    /// Weight bytes read per decode step: every parameter once (batch 1), 4 bytes each, or 2
+    /// where bf16 decoding reads the weights' kept bf16 packing.
     pub weight_bytes_per_token: f64,
     /// The pool's measured copy bandwidth (read + write).
     pub bandwidth_gbs: f64,
@@ -326,15 +332,23 @@ pub fn generate(
         crate::backend::Device::Cpu => {
             let mut model = model;
             model.backend = Cpu::new(precision);
-            // bf16 decoding reads the matrices' kept bf16 packing (pinned weights): 2 bytes each.
-            let bytes_per_weight = if precision == Precision::Bf16 { 2.0 } else { 4.0 };
+            // bf16 decoding reads the matrices' kept bf16 packing (pinned weights): 2 bytes each,
+            // where a bf16 product keeps one (not the emulation's).
+            let kept = precision == Precision::Bf16
+                && crate::kernels::bf16::best_version() != crate::kernels::bf16::Version::Emulated;
+            let bytes_per_weight = if kept { 2.0 } else { 4.0 };
             generate_on(name, &model, prompt_len, new, rounds, Some(bytes_per_weight))
         }
         dev => {
             let gpu = dev.cuda(precision)?;
             let t = prompt_len.saturating_add(new);
+            let bf16 = if precision == Precision::Bf16 {
+                crate::model::bf16_bytes(&config, 1, t, true)
+            } else {
+                0
+            };
             let need = 4 * num_params(&config) as u64
-                + crate::model::activation_bytes(&config, 1, t, false) as u64;
+                + (crate::model::activation_bytes(&config, 1, t, false) + bf16) as u64;
             crate::backend::check_fits(&gpu, need, "bench generate")?;
             generate_on(name, &model.to_backend(gpu), prompt_len, new, rounds, None)
         }

@@ -61,11 +61,14 @@ pub fn rows_of(data: &TokenData, n_positions: usize) -> Result<Vec<Vec<u32>>> {
 /// Scores every row (rows of equal length are batched `batch` at a time).
 pub fn score<B: Backend>(model: &Gpt<B>, rows: &[Vec<u32>], batch: usize) -> Result<Score> {
     let _pinned = model.pin();
-    // One set of activations for the largest batch, reshaped for each (no allocation per batch:
-    // on a GPU each would be a device allocation, on the CPU fresh pages to fault in).
-    let longest = rows.iter().map(|r| r.len().saturating_sub(1)).max().unwrap_or(0);
-    let mut acts = model.activations(batch.max(1).min(rows.len()), longest, false);
+    // One set of activations, reshaped for each batch that fits it and made anew (for that
+    // batch) only when one does not: no allocation per batch (on a GPU a device allocation, on
+    // the CPU fresh pages), and never more than the largest batch needs.
+    let mut acts = model.activations(0, 0, false);
     score_with(rows, batch, model.config.vocab_size, |ids, tg, b, t, lp| {
+        if !acts.fits(b, t) {
+            acts = model.activations(b, t, false);
+        }
         acts.reshape(b, t);
         model.logprobs(&mut acts, ids, tg, lp);
         Ok(())
@@ -172,8 +175,7 @@ pub fn perplexity<B: Backend>(
     }
     let wins = windows(ids.len(), ctx, stride);
     let _pinned = model.pin();
-    let longest = wins.iter().map(|w| w.1 - 1).max().unwrap_or(0);
-    let mut acts = model.activations(batch.max(1).min(wins.len()), longest, false);
+    let mut acts = model.activations(0, 0, false);
     let (mut nll, mut count) = (0.0f64, 0usize);
     let mut i = 0;
     while i < wins.len() {
@@ -190,6 +192,9 @@ pub fn perplexity<B: Backend>(
             for p in first..len {
                 tg[k * t + p - 1] = ids[start + p];
             }
+        }
+        if !acts.fits(b, t) {
+            acts = model.activations(b, t, false);
         }
         acts.reshape(b, t);
         let mut lp = vec![0.0f32; b * t];

@@ -29,13 +29,14 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     // A GPU that fails inside a kernel method (out of memory, a fault) stops the run with a
-    // panic carrying a `DeviceFailure`: shown as an error line with its fix and exit status 1,
-    // like any other error; other panics (bugs) keep Rust's report.
+    // panic whose message starts with `FAILURE_PREFIX`: shown as an error line with its fix and
+    // exit status 1, like any other error; other panics (bugs) keep Rust's report.
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        match info.payload().downcast_ref::<gpt1::backend::cuda::DeviceFailure>() {
-            Some(f) => {
-                eprintln!("error: {f}");
+        let msg = info.payload().downcast_ref::<String>();
+        match msg.filter(|m| m.starts_with(gpt1::backend::cuda::FAILURE_PREFIX)) {
+            Some(m) => {
+                eprintln!("error: {m}");
                 std::process::exit(1);
             }
             None => report(info),

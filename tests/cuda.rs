@@ -168,6 +168,9 @@ fn all_ops<B: Backend>(be: &B) -> Vec<(String, Vec<f32>)> {
     let mut regelu = be.zeros(rows * d);
     be.gelu_backward(dge.w(), regelu.w(), x.r());
     out.push(("gelu_backward".into(), host(be, &dge)));
+    // The backward pass's recomputed GELU is the forward's, bitwise, on every backend.
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    assert_eq!(bits(host(be, &regelu)), bits(host(be, &ge)), "recomputed gelu");
     out.push(("gelu_backward recomputed gelu".into(), host(be, &regelu)));
     // Attention, with and without dropout.
     let s = Dims { b, t, h, dh };

@@ -42,7 +42,11 @@ pub fn run(a: Args) -> Result<()> {
         model.backend = a.precision.backend();
         let rows = rows_of(&data, model.config.n_positions)?;
         let t = rows.iter().map(Vec::len).max().unwrap_or(1);
-        let acts = activation_bytes(&model.config, a.batch.min(rows.len()), t, false);
+        let b = a.batch.min(rows.len());
+        let mut acts = activation_bytes(&model.config, b, t, false);
+        if model.backend.precision() == gpt1::backend::Precision::Bf16 {
+            acts += gpt1::model::bf16_bytes(&model.config, b, t, true);
+        }
         crate::on_device!(model, a.device.device, acts = acts, |m| score(m, &rows, a.batch))
     }
     .with_context(|| format!("scoring {}", a.ids.display()))?;
@@ -116,7 +120,10 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
         );
     }
     // The model goes to the device once, for every file.
-    let acts = activation_bytes(&model.config, a.batch, ctx, false);
+    let mut acts = activation_bytes(&model.config, a.batch, ctx, false);
+    if model.backend.precision() == gpt1::backend::Precision::Bf16 {
+        acts += gpt1::model::bf16_bytes(&model.config, a.batch, ctx, true);
+    }
     crate::on_device!(model, a.device.device, acts = acts, |m| {
         for (f, ids) in files.iter().zip(&docs) {
             let (nll, n) = perplexity(m, ids, stride, a.batch, |w| bar.inc(w as u64))

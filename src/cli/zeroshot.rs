@@ -49,8 +49,11 @@ pub fn run(a: Args) -> Result<()> {
     let tok = tok?;
     let bar = gpt1::progress::bar(0, !a.json);
     // At most `--batch` rows of the model's context at a time.
-    let acts =
-        gpt1::model::activation_bytes(&model.config, a.batch, model.config.n_positions, false);
+    let (b, t) = (a.batch, model.config.n_positions);
+    let mut acts = gpt1::model::activation_bytes(&model.config, b, t, false);
+    if model.backend.precision() == gpt1::backend::Precision::Bf16 {
+        acts += gpt1::model::bf16_bytes(&model.config, b, t, true);
+    }
     let r = crate::on_device!(model, a.device.device, acts = acts, |m| zero_shot_with(
         m,
         &tok,

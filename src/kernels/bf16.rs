@@ -276,7 +276,7 @@ fn pins() -> std::sync::MutexGuard<'static, Vec<Pin>> {
 }
 
 /// Pins `weights` (see [`Pinned`]) until the guard drops; the packing is made at each
-/// product's first call (bf16 products with AVX-512 BF16 only; others ignore pins).
+/// product's first call (the AVX-512 BF16 and AMX versions; the emulation ignores pins).
 pub fn pin(weights: &[f32]) -> Pinned<'_> {
     let id = NEXT_PIN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let start = weights.as_ptr() as usize;

@@ -177,13 +177,15 @@ impl<B: Backend> Activations<B> {
         a
     }
 
+    /// Whether [`Activations::reshape`] can take `b` sequences of length `t`.
+    pub fn fits(&self, b: usize, t: usize) -> bool {
+        b * t <= self.max.0 * self.max.1 && b <= self.max.0 && t <= self.max.1
+    }
+
     /// Reuses the buffers for `b` sequences of length `t` (each at most what they were made
     /// for): no allocation, so batches of varying length share one set.
     pub fn reshape(&mut self, b: usize, t: usize) {
-        assert!(
-            b * t <= self.max.0 * self.max.1 && b <= self.max.0 && t <= self.max.1,
-            "reshape beyond the allocated size"
-        );
+        assert!(self.fits(b, t), "reshape beyond the allocated size");
         self.b = b;
         self.t = t;
         self.size_buffers(b, t);
@@ -235,6 +237,19 @@ pub fn activation_bytes(c: &Config, b: usize, t: usize, training: bool) -> usize
     let (layer, shared, grads) = sizes((c.n_embd, c.n_head, c.vocab_size), b, t, training, false);
     let grads: usize = if training { grads.iter().sum() } else { 0 };
     4 * (c.n_layer * layer.iter().sum::<usize>() + shared.iter().sum::<usize>() + grads)
+}
+
+/// Device bytes a bf16 run needs beyond its fp32 buffers on a GPU: the scratch holding the bf16
+/// copies of the largest operands of a product (`a`: attention's probabilities, a weight
+/// gradient's input, or a chunk of the LM head's logits gradient; `b`: the embedding or a
+/// weight gradient's output gradient) and, when `pinned` (inference, fine-tuning's dev
+/// evaluations), a bf16 copy of every weight.
+pub fn bf16_bytes(c: &Config, b: usize, t: usize, pinned: bool) -> usize {
+    let (bt, d, v) = (b * t, c.n_embd, c.vocab_size);
+    let a = (b * c.n_head * t * t).max(4 * d * bt).max(bt.min(crossentropy::CHUNK) * v);
+    let bb = (v * d).max(4 * d * bt);
+    let weights = if pinned { super::params::num_params(c) } else { 0 };
+    2 * (a + bb + weights)
 }
 
 /// The length of every buffer for `b` sequences of `t` tokens — one block's (in

@@ -252,8 +252,11 @@ fn finetune_on<B: Backend>(
     let t_max = longest(&train_p).max(dev_p.as_deref().map_or(1, longest));
     let seqs = opts.batch * per_example;
     if let Some(free) = backend.free_memory() {
-        // Weights, gradients, Adam moments and one pass's activations on the device.
-        let need = 16 * params.len() as u64 + c.activation_bytes(seqs, t_max) as u64;
+        // Weights, gradients, Adam moments and one pass's activations on the device, and in bf16
+        // the products' bf16 scratch and the dev evaluations' pinned copies.
+        let need = 16 * params.len() as u64
+            + c.activation_bytes(seqs, t_max) as u64
+            + c.bf16_bytes(opts.precision, seqs, t_max, dev_p.is_some()) as u64;
         if need > free {
             let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
             return Err(Error::setting(

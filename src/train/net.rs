@@ -63,6 +63,24 @@ impl ArchConfig {
         }
     }
 
+    /// Device bytes a bf16 run adds on a GPU ([`crate::model::bf16_bytes`]; for the LSTM, the
+    /// bf16 copies of its LM head's operands and, when `pinned`, of its weights); 0 in fp32.
+    pub fn bf16_bytes(&self, precision: Precision, b: usize, t: usize, pinned: bool) -> usize {
+        if precision != Precision::Bf16 {
+            return 0;
+        }
+        match self {
+            ArchConfig::Transformer(c) => crate::model::bf16_bytes(c, b, t, pinned),
+            ArchConfig::Lstm(c) => {
+                let chunk = (b * t).min(crate::kernels::crossentropy::CHUNK);
+                let wide = c.n_embd.max(c.hidden_size);
+                2 * (chunk * c.vocab_size
+                    + c.vocab_size * wide
+                    + if pinned { self.params() } else { 0 })
+            }
+        }
+    }
+
     /// Activation bytes of a training pass over `b × t` tokens.
     pub fn activation_bytes(&self, b: usize, t: usize) -> usize {
         match self {
@@ -196,7 +214,9 @@ impl Net {
             Device::Cuda(_) => {
                 let gpu = device.cuda(precision)?;
                 let c = self.config();
-                let need = 16 * c.params() as u64 + c.activation_bytes(micro, seq) as u64;
+                let need = 16 * c.params() as u64
+                    + c.activation_bytes(micro, seq) as u64
+                    + c.bf16_bytes(precision, micro, seq, false) as u64;
                 let (free, _) = gpu.memory();
                 if need > free as u64 {
                     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;

@@ -777,32 +777,26 @@ fn dev(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Device(format!("CUDA: {what}: {e}"))
 }
 
-/// A CUDA error inside a kernel method, the payload of the panic that stops the run (the trait's
-/// methods cannot return one: the device is unusable, out of memory or faulted). The `gpt1`
-/// command turns it into an `error:` line and exit status 1 (its panic hook); what was already
-/// written stays whole (files are written to a temporary name, then renamed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceFailure(pub String);
+/// The start of the message of the panic that stops a run when CUDA fails inside a kernel
+/// method (the trait's methods cannot return an error: the device is unusable, out of memory or
+/// faulted). The `gpt1` command's panic hook turns such a panic into an `error:` line and exit
+/// status 1; what was already written stays whole (files are written to a temporary name, then
+/// renamed). Tests and other library users see the message as any panic's.
+pub const FAILURE_PREFIX: &str = "CUDA error in ";
 
-impl std::fmt::Display for DeviceFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn failure(what: &str, e: impl std::fmt::Display) -> DeviceFailure {
+fn failure(what: &str, e: impl std::fmt::Display) -> String {
     let e = e.to_string();
-    let fix = if e.contains("OUT_OF_MEMORY") {
+    let fix = if e.contains("OUT_OF_MEMORY") || e.contains("ALLOC_FAILED") {
         ": the GPU's memory is exhausted; lower --batch (or split it with --micro-batch), --seq \
          or --num, or free the GPU of other processes (nvidia-smi)"
     } else {
         ""
     };
-    DeviceFailure(format!("CUDA error in {what}: {e}{fix}"))
+    format!("{FAILURE_PREFIX}{what}: {e}{fix}")
 }
 
 fn fail(what: &str, e: impl std::fmt::Display) -> ! {
-    std::panic::panic_any(failure(what, e))
+    panic!("{}", failure(what, e))
 }
 
 fn check_ids(ids: &[u32], rows_of: usize, what: &str) {
@@ -1542,14 +1536,11 @@ mod tests {
             fail("allocating scratch memory", "CUDA_ERROR_OUT_OF_MEMORY")
         });
         let payload = caught.expect_err("fail panics");
-        let f = payload.downcast_ref::<DeviceFailure>().expect("a DeviceFailure payload");
-        assert!(
-            f.0.starts_with("CUDA error in allocating scratch memory: CUDA_ERROR_OUT_OF_MEMORY")
-        );
-        assert!(f.0.contains("lower --batch"), "{f}");
-        assert!(
-            !failure("a cuBLAS product", "CUBLAS_STATUS_EXECUTION_FAILED").0.contains("--batch")
-        );
+        let f = payload.downcast_ref::<String>().expect("a message");
+        assert!(f.starts_with("CUDA error in allocating scratch memory: CUDA_ERROR_OUT_OF_MEMORY"));
+        assert!(f.contains("lower --batch"), "{f}");
+        assert!(failure("a product", "CUBLAS_STATUS_ALLOC_FAILED").contains("--batch"));
+        assert!(!failure("a cuBLAS product", "CUBLAS_STATUS_EXECUTION_FAILED").contains("--batch"));
     }
 
     #[test]
