@@ -146,7 +146,7 @@ fn a_launched_process_without_mpi_is_refused() {
 }
 
 #[test]
-fn only_pretrain_and_finetune_run_under_a_launcher() {
+fn only_training_evaluate_and_predict_run_under_a_launcher() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
         .args(["score", "--model", "x", "--ids", "y.npy"])
         .env("OMPI_COMM_WORLD_SIZE", "2")
@@ -154,7 +154,7 @@ fn only_pretrain_and_finetune_run_under_a_launcher() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("only `gpt1 pretrain` and `gpt1 finetune` run data-parallel"), "{err}");
+    assert!(err.contains("only `gpt1 pretrain`, `finetune`, `evaluate` and `predict`"), "{err}");
 }
 
 /// Fine-tuning shared by ranks: each runs a contiguous share of the batch's items (here 5

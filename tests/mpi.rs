@@ -1,5 +1,6 @@
 //! `mpirun -np 2 gpt1 pretrain ...` on loopback (feature `mpi`, OpenMPI): the weights of the
-//! single-process run with the same `--micro-batch` (Transformer and LSTM), exact resume,
+//! single-process run with the same `--micro-batch` (Transformer and LSTM), fine-tuning,
+//! `evaluate` and `predict` as one process, exact resume,
 //! and jobs that stop with a clear message instead of hanging: ranks started with different
 //! settings, a rank that dies, a rank that never joins.
 #![cfg(feature = "mpi")]
@@ -226,6 +227,29 @@ fn finetune_on_two_ranks_equals_one_process() {
     single(&common::scratch_args(d, "SST-2", &one, &extra));
     let two = d.join("two");
     check(&two_ranks(&common::scratch_args(d, "SST-2", &two, &extra)));
+    // `gpt1 evaluate` and `predict` on two ranks (each scores every other batch of 3, rank 0
+    // prints and writes): one process's output, byte for byte.
+    let best = one.join("best");
+    let eval = |extra: &[&str]| -> Vec<String> {
+        let mut v = vec!["--model", s(&best), "--data", s(d), "--split", "dev", "--batch", "3"];
+        v.extend(extra);
+        v.into_iter().map(String::from).collect()
+    };
+    let mut ev = vec!["evaluate".to_string()];
+    ev.extend(eval(&["--json"]));
+    let alone = Command::new(env!("CARGO_BIN_EXE_gpt1")).args(&ev).output().unwrap();
+    check(&alone);
+    let shared = two_ranks(&ev);
+    check(&shared);
+    assert_eq!(String::from_utf8_lossy(&shared.stdout), String::from_utf8_lossy(&alone.stdout));
+    let (p1, p2) = (d.join("p1.tsv"), d.join("p2.tsv"));
+    let mut pr = vec!["predict".to_string()];
+    pr.extend(eval(&["--probabilities", "--out", s(&p1)]));
+    single(&pr);
+    let mut pr2 = vec!["predict".to_string()];
+    pr2.extend(eval(&["--probabilities", "--out", s(&p2)]));
+    check(&two_ranks(&pr2));
+    assert_eq!(std::fs::read(&p1).unwrap(), std::fs::read(&p2).unwrap(), "predictions");
     let (l1, l2) = (losses_of(&one), losses_of(&two));
     assert_eq!(l1.len(), l2.len());
     for (a, b) in l1.iter().zip(&l2) {

@@ -215,6 +215,7 @@ fn export_gives_back_the_double_heads_tensors_transformers_wrote() {
         tokenizer: gpt1::text::Tokenizer::gpt1(None).unwrap(),
         max_len: 16,
         device: gpt1::backend::Device::Cpu,
+        comm: None,
     };
     let tmp = tempfile::tempdir().unwrap();
     gpt1::tasks::export::export_double_heads(&ft, &tmp.path().join("hf")).unwrap();
@@ -247,6 +248,7 @@ fn export_of_a_similarity_head_sums_to_gpt1s_prediction() {
         tokenizer: gpt1::text::Tokenizer::gpt1(None).unwrap(),
         max_len: 16,
         device: gpt1::backend::Device::Cpu,
+        comm: None,
     };
     let tmp = tempfile::tempdir().unwrap();
     gpt1::tasks::export::export_double_heads(&ft, &tmp.path().join("hf")).unwrap();

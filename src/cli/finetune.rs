@@ -270,7 +270,15 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
     let mut ft = load_checked(&a.model, a.task.as_deref())?;
     ft.model.set_backend(a.precision.backend());
     ft.device = a.device.device;
-    let n = predict_to_file(&ft, &a.data, &a.split, a.batch, &a.out, a.probabilities)?;
+    // Under mpirun/srun the ranks share the batches; rank 0 writes the file.
+    ft.comm = gpt1::dist::connect()?;
+    let comm = ft.comm.clone();
+    let res = predict_to_file(&ft, &a.data, &a.split, a.batch, &a.out, a.probabilities);
+    if super::follower_done(&res, comm.as_deref(), "prediction") {
+        res?;
+        return Ok(());
+    }
+    let n = res?;
     eprintln!("wrote {n} predictions to {}", a.out.display());
     Ok(())
 }
@@ -401,7 +409,15 @@ pub fn run_evaluate(a: EvaluateArgs) -> Result<()> {
     let mut ft = load_checked(&a.model, a.task.as_deref())?;
     ft.model.set_backend(a.precision.backend());
     ft.device = a.device.device;
-    let ev = evaluate(&ft, &a.data, &a.split, a.batch, a.skip_bad_rows)?;
+    // Under mpirun/srun the ranks share the batches; rank 0 prints.
+    ft.comm = gpt1::dist::connect()?;
+    let comm = ft.comm.clone();
+    let res = evaluate(&ft, &a.data, &a.split, a.batch, a.skip_bad_rows);
+    if super::follower_done(&res, comm.as_deref(), "evaluation") {
+        res?;
+        return Ok(());
+    }
+    let ev = res?;
     if a.json {
         let js = serde_json::json!({
             "task": ft.task.name,

@@ -324,11 +324,16 @@ pub fn run(cli: Cli) -> Result<()> {
             .context("starting the thread pool")?;
     }
     let world = gpt1::dist::launched_world();
-    if world > 1 && !matches!(cli.cmd, Command::Pretrain(_) | Command::Finetune(_)) {
+    let parallel = matches!(
+        cli.cmd,
+        Command::Pretrain(_) | Command::Finetune(_) | Command::Evaluate(_) | Command::Predict(_)
+    );
+    if world > 1 && !parallel {
         // N copies of the same command would each do the whole work (and race for --out).
         anyhow::bail!(
             "this process is one of {world} started by a launcher (mpirun, srun): only `gpt1 \
-             pretrain` and `gpt1 finetune` run data-parallel; run this command as one process"
+             pretrain`, `finetune`, `evaluate` and `predict` run data-parallel; run this command \
+             as one process"
         );
     }
     match cli.cmd {

@@ -89,6 +89,9 @@ pub struct Finetuned {
     pub max_len: usize,
     /// Where [`crate::tasks::evaluate::scored_split`] runs the model (the CPU when loaded).
     pub device: crate::backend::Device,
+    /// The ranks that share [`crate::tasks::evaluate::scored_split`]'s batches under a launcher
+    /// (each scores every N-th batch; every rank gets all scores); None: one process.
+    pub comm: Option<std::sync::Arc<dyn crate::dist::Collective>>,
 }
 
 /// Loads what [`save_finetuned`] wrote.
@@ -124,7 +127,8 @@ pub fn load_finetuned(dir: &Path) -> Result<Finetuned> {
         ));
     }
     let head = load_head(dir, &task, width)?;
-    Ok(Finetuned { model, head, task, tokenizer, max_len, device: crate::backend::Device::Cpu })
+    let device = crate::backend::Device::Cpu;
+    Ok(Finetuned { model, head, task, tokenizer, max_len, device, comm: None })
 }
 
 /// The head of a fine-tuned checkpoint (`head.safetensors`), its shape checked against the

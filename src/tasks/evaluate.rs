@@ -302,7 +302,10 @@ pub fn predict_to_file(
         }
         text.push('\n');
     }
-    write_atomic(out, text.as_bytes())?;
+    // Ranks sharing the work all hold every prediction; rank 0 alone writes them.
+    if ft.comm.as_ref().is_none_or(|c| c.rank() == 0) {
+        write_atomic(out, text.as_bytes())?;
+    }
     Ok(ev.predictions.len())
 }
 
@@ -346,10 +349,11 @@ pub fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> 
     use crate::backend::Device;
     use crate::train::net::Net;
     let (rows, t) = (batch_size * per, longest(&p));
+    let comm = ft.comm.as_deref();
     match (&ft.model, ft.device) {
         (Net::Transformer(m), Device::Cpu) => {
             let mut acts = m.activations(rows, t, false);
-            Ok(evaluate_prepared(&ft.task, m, &ft.head, &mut acts, &p, batch_size))
+            Ok(evaluate_shared(&ft.task, m, &ft.head, &mut acts, &p, batch_size, comm))
         }
         (Net::Transformer(m), dev) => {
             let gpu = dev.cuda(m.backend.precision())?;
@@ -364,10 +368,11 @@ pub fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> 
             crate::backend::check_fits(&gpu, need as u64, "scoring (lower --batch)")?;
             let g = m.to_backend(gpu);
             let mut acts = g.activations(rows, t, false);
-            Ok(evaluate_prepared(&ft.task, &g, &ft.head, &mut acts, &p, batch_size))
+            Ok(evaluate_shared(&ft.task, &g, &ft.head, &mut acts, &p, batch_size, comm))
         }
         (Net::Lstm(m), Device::Cpu) => {
-            Ok(evaluation_of(&ft.task, &p, lstm_scores(m, &ft.head, &p, batch_size)?))
+            let scores = lstm_scores_shared(m, &ft.head, &p, batch_size, comm)?;
+            Ok(evaluation_of(&ft.task, &p, scores))
         }
         (Net::Lstm(m), dev) => {
             let gpu = dev.cuda(m.backend.precision())?;
@@ -375,7 +380,8 @@ pub fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> 
                 4 * m.params.len() + crate::model::lstm::activation_bytes(&m.config, rows, t);
             crate::backend::check_fits(&gpu, need as u64, "scoring (lower --batch)")?;
             let g = m.to_backend(gpu);
-            Ok(evaluation_of(&ft.task, &p, lstm_scores(&g, &ft.head, &p, batch_size)?))
+            let scores = lstm_scores_shared(&g, &ft.head, &p, batch_size, comm)?;
+            Ok(evaluation_of(&ft.task, &p, scores))
         }
     }
 }
