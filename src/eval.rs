@@ -2,6 +2,7 @@
 
 use crate::backend::Backend;
 use crate::data::TokenData;
+use crate::dist::Collective;
 use crate::error::{Error, Result};
 use crate::kernels::crossentropy::IGNORE;
 use crate::model::Gpt;
@@ -60,12 +61,23 @@ pub fn rows_of(data: &TokenData, n_positions: usize) -> Result<Vec<Vec<u32>>> {
 
 /// Scores every row (rows of equal length are batched `batch` at a time).
 pub fn score<B: Backend>(model: &Gpt<B>, rows: &[Vec<u32>], batch: usize) -> Result<Score> {
+    score_shared(model, rows, batch, None)
+}
+
+/// [`score`] shared by the ranks of `comm`: rank `r` scores batches `r, r + N, …`, and every
+/// rank returns every row's scores, those of one process.
+pub fn score_shared<B: Backend>(
+    model: &Gpt<B>,
+    rows: &[Vec<u32>],
+    batch: usize,
+    comm: Option<&dyn Collective>,
+) -> Result<Score> {
     let _pinned = model.pin();
     // One set of activations, reshaped for each batch that fits it and made anew (for that
     // batch) only when one does not: no allocation per batch (on a GPU a device allocation, on
     // the CPU fresh pages), and never more than the largest batch needs.
     let mut acts = model.activations(0, 0, false);
-    score_with(rows, batch, model.config.vocab_size, |ids, tg, b, t, lp| {
+    score_with(rows, batch, model.config.vocab_size, comm, |ids, tg, b, t, lp| {
         if !acts.fits(b, t) {
             acts = model.activations(b, t, false);
         }
@@ -75,14 +87,15 @@ pub fn score<B: Backend>(model: &Gpt<B>, rows: &[Vec<u32>], batch: usize) -> Res
     })
 }
 
-/// [`score`] of the LSTM baseline.
+/// [`score_shared`] of the LSTM baseline.
 pub fn score_lstm<B: Backend>(
     model: &crate::model::lstm::Lstm<B>,
     rows: &[Vec<u32>],
     batch: usize,
+    comm: Option<&dyn Collective>,
 ) -> Result<Score> {
     let mut acts = model.activations(0, 0);
-    score_with(rows, batch, model.config.vocab_size, |ids, tg, b, t, lp| {
+    score_with(rows, batch, model.config.vocab_size, comm, |ids, tg, b, t, lp| {
         model.reshape(&mut acts, b, t);
         model.forward(&mut acts, ids)?;
         lp.copy_from_slice(&model.logprobs(&mut acts, tg));
@@ -90,11 +103,14 @@ pub fn score_lstm<B: Backend>(
     })
 }
 
-/// Scores `rows` in batches of equal length with `run(ids, targets, b, t, logprobs)`.
+/// Scores `rows` in batches of equal length with `run(ids, targets, b, t, logprobs)`; with
+/// `comm`, rank `r` runs batches `r, r + N, …` and the log-probs are summed across ranks (each
+/// row is scored by one rank, the others add zeros: exact).
 fn score_with(
     rows: &[Vec<u32>],
     batch: usize,
     v: usize,
+    comm: Option<&dyn Collective>,
     mut run: impl FnMut(&[u32], &[u32], usize, usize, &mut [f32]) -> Result<()>,
 ) -> Result<Score> {
     for (i, r) in rows.iter().enumerate() {
@@ -104,26 +120,39 @@ fn score_with(
             )));
         }
     }
-    let mut out: Vec<Option<RowScore>> = vec![None; rows.len()];
-    let mut i = 0;
+    // Every row's log-probs, laid end to end (row i's `len - 1` values at `start[i]`).
+    let mut start = vec![0usize; rows.len() + 1];
+    for (i, r) in rows.iter().enumerate() {
+        start[i + 1] = start[i] + r.len().saturating_sub(1);
+    }
+    let mut all = vec![0.0f32; start[rows.len()]];
+    let (rank, world) = comm.map_or((0, 1), |c| (c.rank(), c.world()));
+    let (mut i, mut k) = (0, 0);
     while i < rows.len() {
         let l = rows[i].len();
         let mut j = i;
         while j < rows.len() && j - i < batch.max(1) && rows[j].len() == l {
             j += 1;
         }
-        let (b, t) = (j - i, l - 1);
-        let ids: Vec<u32> = rows[i..j].iter().flat_map(|r| r[..t].iter().copied()).collect();
-        let tg: Vec<u32> = rows[i..j].iter().flat_map(|r| r[1..].iter().copied()).collect();
-        let mut lp = vec![0.0f32; b * t];
-        run(&ids, &tg, b, t, &mut lp)?;
-        for (k, c) in lp.chunks(t).enumerate() {
-            let mean_nll = -c.iter().map(|&x| x as f64).sum::<f64>() / t as f64;
-            out[i + k] = Some(RowScore { mean_nll, token_logprobs: c.to_vec() });
+        if k % world == rank {
+            let (b, t) = (j - i, l - 1);
+            let ids: Vec<u32> = rows[i..j].iter().flat_map(|r| r[..t].iter().copied()).collect();
+            let tg: Vec<u32> = rows[i..j].iter().flat_map(|r| r[1..].iter().copied()).collect();
+            // Rows i..j are contiguous in `all`, each t values long.
+            run(&ids, &tg, b, t, &mut all[start[i]..start[j]])?;
         }
-        i = j;
+        (i, k) = (j, k + 1);
     }
-    let rows: Vec<RowScore> = out.into_iter().map(|r| r.expect("every row scored")).collect();
+    if let Some(c) = comm {
+        c.all_reduce_f32(&mut all);
+    }
+    let rows: Vec<RowScore> = (0..rows.len())
+        .map(|i| {
+            let c = &all[start[i]..start[i + 1]];
+            let mean_nll = -c.iter().map(|&x| x as f64).sum::<f64>() / c.len() as f64;
+            RowScore { mean_nll, token_logprobs: c.to_vec() }
+        })
+        .collect();
     let tokens: usize = rows.iter().map(|r| r.token_logprobs.len()).sum();
     let total: f64 = rows.iter().flat_map(|r| r.token_logprobs.iter()).map(|&x| -(x as f64)).sum();
     let mean_nll = total / tokens.max(1) as f64;
@@ -161,6 +190,20 @@ pub fn perplexity<B: Backend>(
     ids: &[u32],
     stride: usize,
     batch: usize,
+    on_window: impl FnMut(usize),
+) -> Result<(f64, usize)> {
+    perplexity_shared(model, ids, stride, batch, None, on_window)
+}
+
+/// [`perplexity`] shared by the ranks of `comm`: rank `r` scores batches of windows `r, r + N,
+/// …`; each batch's sums are gathered and added in order, so every rank returns one process's
+/// result, bitwise. `on_window` sees this rank's windows.
+pub fn perplexity_shared<B: Backend>(
+    model: &Gpt<B>,
+    ids: &[u32],
+    stride: usize,
+    batch: usize,
+    comm: Option<&dyn Collective>,
     mut on_window: impl FnMut(usize),
 ) -> Result<(f64, usize)> {
     let (ctx, v) = (model.config.n_positions, model.config.vocab_size);
@@ -176,7 +219,9 @@ pub fn perplexity<B: Backend>(
     let wins = windows(ids.len(), ctx, stride);
     let _pinned = model.pin();
     let mut acts = model.activations(0, 0, false);
-    let (mut nll, mut count) = (0.0f64, 0usize);
+    let (rank, world) = comm.map_or((0, 1), |c| (c.rank(), c.world()));
+    // Per batch of windows: the negative log-likelihood sum and the count of scored tokens.
+    let mut sums: Vec<f64> = Vec::new();
     let mut i = 0;
     while i < wins.len() {
         let len = wins[i].1;
@@ -184,30 +229,39 @@ pub fn perplexity<B: Backend>(
         while j < wins.len() && j - i < batch.max(1) && wins[j].1 == len {
             j += 1;
         }
-        let (b, t) = (j - i, len - 1);
-        let mut inp = Vec::with_capacity(b * t);
-        let mut tg = vec![IGNORE; b * t];
-        for (k, &(start, _, first)) in wins[i..j].iter().enumerate() {
-            inp.extend_from_slice(&ids[start..start + t]);
-            for p in first..len {
-                tg[k * t + p - 1] = ids[start + p];
+        let k = sums.len() / 2;
+        sums.extend([0.0, 0.0]);
+        if k % world == rank {
+            let (b, t) = (j - i, len - 1);
+            let mut inp = Vec::with_capacity(b * t);
+            let mut tg = vec![IGNORE; b * t];
+            for (w, &(start, _, first)) in wins[i..j].iter().enumerate() {
+                inp.extend_from_slice(&ids[start..start + t]);
+                for p in first..len {
+                    tg[w * t + p - 1] = ids[start + p];
+                }
             }
-        }
-        if !acts.fits(b, t) {
-            acts = model.activations(b, t, false);
-        }
-        acts.reshape(b, t);
-        let mut lp = vec![0.0f32; b * t];
-        model.logprobs(&mut acts, &inp, &tg, &mut lp);
-        for (l, &g) in lp.iter().zip(&tg) {
-            if g != IGNORE {
-                nll -= *l as f64;
-                count += 1;
+            if !acts.fits(b, t) {
+                acts = model.activations(b, t, false);
             }
+            acts.reshape(b, t);
+            let mut lp = vec![0.0f32; b * t];
+            model.logprobs(&mut acts, &inp, &tg, &mut lp);
+            for (l, &g) in lp.iter().zip(&tg) {
+                if g != IGNORE {
+                    sums[2 * k] -= *l as f64;
+                    sums[2 * k + 1] += 1.0;
+                }
+            }
+            on_window(j - i);
         }
-        on_window(j - i);
         i = j;
     }
+    if let Some(c) = comm {
+        c.all_reduce_f64(&mut sums);
+    }
+    let nll = sums.iter().step_by(2).sum();
+    let count = sums.iter().skip(1).step_by(2).sum::<f64>() as usize;
     Ok((nll, count))
 }
 

@@ -146,15 +146,15 @@ fn a_launched_process_without_mpi_is_refused() {
 }
 
 #[test]
-fn only_training_evaluate_and_predict_run_under_a_launcher() {
+fn commands_that_do_not_share_their_work_refuse_a_launcher() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
-        .args(["score", "--model", "x", "--ids", "y.npy"])
+        .args(["generate", "--model", "x", "--ids", "1"])
         .env("OMPI_COMM_WORLD_SIZE", "2")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("only `gpt1 pretrain`, `finetune`, `evaluate` and `predict`"), "{err}");
+    assert!(err.contains("`score` and `perplexity` run data-parallel"), "{err}");
 }
 
 /// Fine-tuning shared by ranks: each runs a contiguous share of the batch's items (here 5
@@ -251,6 +251,36 @@ fn lstm_finetuning_ranks_equal_one_process() {
             }
             let (dp, dh) = (max_diff(p, &p1), max_diff(h, &h1));
             assert!(dp < 1e-5 && dh < 1e-5, "{world} ranks, rank {rank}: weights {dp}, head {dh}");
+        }
+    }
+}
+
+/// `score` and `perplexity` shared by 2 and 3 ranks (batches dealt round-robin, one rank with
+/// none at 3): every rank returns one process's scores and sums, bitwise.
+#[test]
+fn scoring_shared_by_ranks_equals_one_process() {
+    let mut c = Config::named("tiny").unwrap();
+    (c.vocab_size, c.n_positions, c.n_embd, c.n_layer, c.n_head) = (50, 16, 32, 2, 4);
+    let m = Arc::new(Gpt::init(c, 9));
+    let rows: Arc<Vec<Vec<u32>>> =
+        Arc::new([9, 9, 17, 5, 9].iter().map(|&l| tokens(l, 50, l as u64)).collect());
+    let ids = Arc::new(tokens(61, 50, 77));
+    let alone = gpt1::eval::score(&m, &rows, 2).unwrap();
+    let ppl = gpt1::eval::perplexity(&m, &ids, 5, 3, |_| {}).unwrap();
+    for world in [2, 3] {
+        let (m, rows, ids) = (m.clone(), rows.clone(), ids.clone());
+        let got = ranks(world, move |comm| {
+            let s = gpt1::eval::score_shared(&m, &rows, 2, Some(&*comm)).unwrap();
+            let p = gpt1::eval::perplexity_shared(&m, &ids, 5, 3, Some(&*comm), |_| {}).unwrap();
+            (s, p)
+        });
+        for (s, p) in got {
+            for (a, b) in s.rows.iter().zip(&alone.rows) {
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a.token_logprobs), bits(&b.token_logprobs), "{world} ranks");
+            }
+            assert_eq!(s.mean_nll.to_bits(), alone.mean_nll.to_bits());
+            assert_eq!((p.0.to_bits(), p.1), (ppl.0.to_bits(), ppl.1), "{world} ranks");
         }
     }
 }

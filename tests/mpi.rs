@@ -109,6 +109,19 @@ fn two_ranks_give_the_single_process_weights() {
         // Rank 0 alone wrote the run directory.
         assert!(d.join(&two).join("run.json").is_file());
         assert!(losses(&d.join(&two)).len() == 6);
+        // `gpt1 score` on two ranks (each scores every other batch, rank 0 prints): one
+        // process's output, byte for byte.
+        let final_dir = d.join(&one).join("final");
+        let sc: Vec<String> = ["score", "--model", s(&final_dir), "--ids", s(&d.join("val.bin"))]
+            .iter()
+            .chain(&["--batch", "2", "--json"])
+            .map(|x| x.to_string())
+            .collect();
+        let alone = Command::new(env!("CARGO_BIN_EXE_gpt1")).args(&sc).output().unwrap();
+        check(&alone);
+        let shared = two_ranks(&sc);
+        check(&shared);
+        assert_eq!(String::from_utf8_lossy(&shared.stdout), String::from_utf8_lossy(&alone.stdout));
     }
 }
 

@@ -326,14 +326,19 @@ pub fn run(cli: Cli) -> Result<()> {
     let world = gpt1::dist::launched_world();
     let parallel = matches!(
         cli.cmd,
-        Command::Pretrain(_) | Command::Finetune(_) | Command::Evaluate(_) | Command::Predict(_)
+        Command::Pretrain(_)
+            | Command::Finetune(_)
+            | Command::Evaluate(_)
+            | Command::Predict(_)
+            | Command::Score(_)
+            | Command::Perplexity(_)
     );
     if world > 1 && !parallel {
         // N copies of the same command would each do the whole work (and race for --out).
         anyhow::bail!(
             "this process is one of {world} started by a launcher (mpirun, srun): only `gpt1 \
-             pretrain`, `finetune`, `evaluate` and `predict` run data-parallel; run this command \
-             as one process"
+             pretrain`, `finetune`, `evaluate`, `predict`, `score` and `perplexity` run \
+             data-parallel; run this command as one process"
         );
     }
     match cli.cmd {

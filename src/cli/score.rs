@@ -1,6 +1,6 @@
 use anyhow::{Context, Result};
 use gpt1::data::TokenData;
-use gpt1::eval::{rows_of, score};
+use gpt1::eval::{rows_of, score_shared};
 use gpt1::model::activation_bytes;
 use gpt1::model::checkpoint::load_model;
 use std::path::PathBuf;
@@ -27,6 +27,9 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let data = TokenData::open(&a.ids)?;
+    // Under mpirun/srun the ranks share the batches; rank 0 prints.
+    let comm = gpt1::dist::connect()?;
+    let c = comm.as_deref();
     // An LSTM checkpoint (config.json's model_type "lstm", PyTorch's or gpt1's) or GPT-1.
     let s = if gpt1::model::lstm::is_lstm(&a.model) {
         let mut model = gpt1::model::lstm::load_lstm(&a.model).context("loading the LSTM")?;
@@ -35,7 +38,7 @@ pub fn run(a: Args) -> Result<()> {
         let t = rows.iter().map(Vec::len).max().unwrap_or(1);
         let acts = gpt1::model::lstm::activation_bytes(&model.config, a.batch.min(rows.len()), t);
         crate::on_device!(model, a.device.device, acts = acts, |m| gpt1::eval::score_lstm(
-            m, &rows, a.batch
+            m, &rows, a.batch, c
         ))
     } else {
         let mut model = load_model(&a.model).context("loading the model")?;
@@ -47,9 +50,15 @@ pub fn run(a: Args) -> Result<()> {
         if model.backend.precision() == gpt1::backend::Precision::Bf16 {
             acts += gpt1::model::bf16_bytes(&model.config, b, t, true);
         }
-        crate::on_device!(model, a.device.device, acts = acts, |m| score(m, &rows, a.batch))
+        crate::on_device!(model, a.device.device, acts = acts, |m| score_shared(
+            m, &rows, a.batch, c
+        ))
+    };
+    if super::follower_done(&s, c, "scoring") {
+        s?;
+        return Ok(());
     }
-    .with_context(|| format!("scoring {}", a.ids.display()))?;
+    let s = s.with_context(|| format!("scoring {}", a.ids.display()))?;
     if a.json {
         println!("{}", serde_json::to_string(&s)?);
     } else {
@@ -92,7 +101,7 @@ pub struct PerplexityArgs {
 }
 
 pub fn perplexity(a: PerplexityArgs) -> Result<()> {
-    use gpt1::eval::{perplexity, windows};
+    use gpt1::eval::{perplexity_shared, windows};
     let (model, tok) =
         super::model_and_tokenizer(&a.model, a.tokenizer.as_deref(), &a.precision, None)?;
     let tok = tok?;
@@ -107,8 +116,14 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
             tok.encode_document(&text).with_context(|| format!("tokenizing {}", f.display()))?,
         );
     }
+    // Under mpirun/srun the ranks share each file's windows; rank 0 prints (and shows the
+    // progress of its own share).
+    let comm = gpt1::dist::connect()?;
+    let c = comm.as_deref();
+    let lead = c.is_none_or(|c| c.rank() == 0);
     let total: usize = docs.iter().map(|d| windows(d.len(), ctx, stride.clamp(1, ctx)).len()).sum();
-    let bar = gpt1::progress::bar(total as u64, !a.json);
+    let world = c.map_or(1, |c| c.world());
+    let bar = gpt1::progress::bar(total.div_ceil(world) as u64, !a.json && lead);
     let (mut all_nll, mut all_n) = (0.0, 0usize);
     let mut per_file = Vec::new();
     for (f, ids) in files.iter().zip(&docs) {
@@ -126,7 +141,7 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
     }
     crate::on_device!(model, a.device.device, acts = acts, |m| {
         for (f, ids) in files.iter().zip(&docs) {
-            let (nll, n) = perplexity(m, ids, stride, a.batch, |w| bar.inc(w as u64))
+            let (nll, n) = perplexity_shared(m, ids, stride, a.batch, c, |w| bar.inc(w as u64))
                 .with_context(|| format!("scoring {}", f.display()))?;
             all_nll += nll;
             all_n += n;
@@ -135,6 +150,9 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
         }
     });
     bar.finish_and_clear();
+    if !lead {
+        return Ok(());
+    }
     let mean = all_nll / all_n.max(1) as f64;
     if a.json {
         let js = serde_json::json!({"files": per_file, "tokens": all_n, "mean_nll": mean, "perplexity": mean.exp(), "context": ctx, "stride": stride});
