@@ -154,7 +154,7 @@ fn commands_that_do_not_share_their_work_refuse_a_launcher() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("`score` and `perplexity` run data-parallel"), "{err}");
+    assert!(err.contains("`perplexity` and `zero-shot` run data-parallel"), "{err}");
 }
 
 /// Fine-tuning shared by ranks: each runs a contiguous share of the batch's items (here 5
@@ -255,8 +255,8 @@ fn lstm_finetuning_ranks_equal_one_process() {
     }
 }
 
-/// `score` and `perplexity` shared by 2 and 3 ranks (batches dealt round-robin, one rank with
-/// none at 3): every rank returns one process's scores and sums, bitwise.
+/// `score`, `perplexity` and the zero-shot scorer shared by 2 and 3 ranks (batches dealt
+/// round-robin): every rank returns one process's scores and sums, bitwise.
 #[test]
 fn scoring_shared_by_ranks_equals_one_process() {
     let mut c = Config::named("tiny").unwrap();
@@ -267,14 +267,30 @@ fn scoring_shared_by_ranks_equals_one_process() {
     let ids = Arc::new(tokens(61, 50, 77));
     let alone = gpt1::eval::score(&m, &rows, 2).unwrap();
     let ppl = gpt1::eval::perplexity(&m, &ids, 5, 3, |_| {}).unwrap();
+    use gpt1::zeroshot::{Pair, continuation_logprobs, continuation_logprobs_shared};
+    let pairs: Arc<Vec<Pair>> = Arc::new(
+        (0..7)
+            .map(|i| Pair {
+                context: tokens(3 + i % 4, 50, 200 + i as u64),
+                continuation: tokens(1 + i % 3, 50, 300 + i as u64),
+            })
+            .collect(),
+    );
+    let cont = continuation_logprobs(&m, &pairs, 2, |_| {}).unwrap();
     for world in [2, 3] {
-        let (m, rows, ids) = (m.clone(), rows.clone(), ids.clone());
+        let (m, rows, ids, pairs) = (m.clone(), rows.clone(), ids.clone(), pairs.clone());
         let got = ranks(world, move |comm| {
             let s = gpt1::eval::score_shared(&m, &rows, 2, Some(&*comm)).unwrap();
             let p = gpt1::eval::perplexity_shared(&m, &ids, 5, 3, Some(&*comm), |_| {}).unwrap();
-            (s, p)
+            let z = continuation_logprobs_shared(&m, &pairs, 2, Some(&*comm), |_| {}).unwrap();
+            (s, p, z)
         });
-        for (s, p) in got {
+        for (s, p, z) in got {
+            for (a, b) in z.iter().zip(&cont) {
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a.logprobs), bits(&b.logprobs), "zero-shot, {world} ranks");
+                assert_eq!((a.truncated, a.cut), (b.truncated, b.cut));
+            }
             for (a, b) in s.rows.iter().zip(&alone.rows) {
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&a.token_logprobs), bits(&b.token_logprobs), "{world} ranks");

@@ -332,13 +332,14 @@ pub fn run(cli: Cli) -> Result<()> {
             | Command::Predict(_)
             | Command::Score(_)
             | Command::Perplexity(_)
+            | Command::ZeroShot(_)
     );
     if world > 1 && !parallel {
         // N copies of the same command would each do the whole work (and race for --out).
         anyhow::bail!(
             "this process is one of {world} started by a launcher (mpirun, srun): only `gpt1 \
-             pretrain`, `finetune`, `evaluate`, `predict`, `score` and `perplexity` run \
-             data-parallel; run this command as one process"
+             pretrain`, `finetune`, `evaluate`, `predict`, `score`, `perplexity` and `zero-shot` \
+             run data-parallel; run this command as one process"
         );
     }
     match cli.cmd {

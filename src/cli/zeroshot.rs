@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use gpt1::text::Mode;
-use gpt1::zeroshot::{DEFAULT_BATCH, ZeroShotTask, zero_shot_with};
+use gpt1::zeroshot::{DEFAULT_BATCH, ZeroShotTask, zero_shot_shared};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -47,27 +47,37 @@ pub fn run(a: Args) -> Result<()> {
     let (model, tok) =
         super::model_and_tokenizer(&a.model, a.tokenizer.as_deref(), &a.precision, a.mode)?;
     let tok = tok?;
-    let bar = gpt1::progress::bar(0, !a.json);
+    // Under mpirun/srun the ranks share the batches of pairs; rank 0 prints and writes (its bar
+    // counts its own share, scaled to the whole).
+    let comm = gpt1::dist::connect()?;
+    let c = comm.as_deref();
+    let (lead, world) = c.map_or((true, 1), |c| (c.rank() == 0, c.world()));
+    let bar = gpt1::progress::bar(0, !a.json && lead);
     // At most `--batch` rows of the model's context at a time.
     let (b, t) = (a.batch, model.config.n_positions);
     let mut acts = gpt1::model::activation_bytes(&model.config, b, t, false);
     if model.backend.precision() == gpt1::backend::Precision::Bf16 {
         acts += gpt1::model::bf16_bytes(&model.config, b, t, true);
     }
-    let r = crate::on_device!(model, a.device.device, acts = acts, |m| zero_shot_with(
+    let r = crate::on_device!(model, a.device.device, acts = acts, |m| zero_shot_shared(
         m,
         &tok,
         task,
         &a.data,
         &split,
         a.batch,
+        c,
         |done, total| {
             bar.set_length(total as u64);
-            bar.set_position(done as u64);
+            bar.set_position((done * world).min(total) as u64);
         }
-    ))
-    .with_context(|| format!("zero-shot {} on {}", task.name(), a.data.display()))?;
+    ));
     bar.finish_and_clear();
+    if super::follower_done(&r, c, "zero-shot") {
+        r?;
+        return Ok(());
+    }
+    let r = r.with_context(|| format!("zero-shot {} on {}", task.name(), a.data.display()))?;
     if let Some(out) = &a.out {
         let mut body = String::new();
         for e in &r.examples {

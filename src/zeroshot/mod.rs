@@ -6,7 +6,7 @@
 mod score;
 pub mod winograd;
 
-pub use score::{Pair, Scored, continuation_logprobs};
+pub use score::{Pair, Scored, continuation_logprobs, continuation_logprobs_shared};
 
 use crate::backend::Backend;
 use crate::data::tasks::{read_split, task};
@@ -135,10 +135,28 @@ pub fn zero_shot_with<B: Backend>(
     batch: usize,
     progress: impl FnMut(usize, usize),
 ) -> Result<ZeroShotResult> {
+    zero_shot_shared(model, tok, task, data, split, batch, None, progress)
+}
+
+/// [`zero_shot_with`] shared by the ranks of `comm` (each scores every N-th batch of pairs,
+/// [`continuation_logprobs_shared`]): every rank returns one process's result; `progress` sees
+/// this rank's passes.
+#[allow(clippy::too_many_arguments)]
+pub fn zero_shot_shared<B: Backend>(
+    model: &Gpt<B>,
+    tok: &Tokenizer,
+    task: ZeroShotTask,
+    data: &Path,
+    split: &str,
+    batch: usize,
+    comm: Option<&dyn crate::dist::Collective>,
+    progress: impl FnMut(usize, usize),
+) -> Result<ZeroShotResult> {
     if batch == 0 {
         return Err(Error::setting("batch", "must be at least 1"));
     }
-    let mut run = Run { model, batch, done: 0, total: 0, progress, fallbacks: 0, truncated: 0 };
+    let mut run =
+        Run { model, batch, comm, done: 0, total: 0, progress, fallbacks: 0, truncated: 0 };
     let (examples, gold, threshold) = match task {
         ZeroShotTask::Cola => cola(&mut run, tok, data, split)?,
         ZeroShotTask::Sst2 => {
@@ -220,6 +238,7 @@ pub fn cola_threshold(scores: &[f64], labels: &[usize]) -> f64 {
 struct Run<'m, B: Backend, P: FnMut(usize, usize)> {
     model: &'m Gpt<B>,
     batch: usize,
+    comm: Option<&'m dyn crate::dist::Collective>,
     done: usize,
     total: usize,
     progress: P,
@@ -233,7 +252,7 @@ impl<B: Backend, P: FnMut(usize, usize)> Run<'_, B, P> {
     fn score(&mut self, pairs: &[Pair], owner: &[usize]) -> Result<Vec<Scored>> {
         let (done, total) = (&mut self.done, self.total);
         let progress = &mut self.progress;
-        let s = continuation_logprobs(self.model, pairs, self.batch, |k| {
+        let s = continuation_logprobs_shared(self.model, pairs, self.batch, self.comm, |k| {
             *done += k;
             progress(*done, total);
         })?;

@@ -52,6 +52,19 @@ pub fn continuation_logprobs<B: Backend>(
     model: &Gpt<B>,
     pairs: &[Pair],
     batch: usize,
+    on_done: impl FnMut(usize),
+) -> Result<Vec<Scored>> {
+    continuation_logprobs_shared(model, pairs, batch, None, on_done)
+}
+
+/// [`continuation_logprobs`] shared by the ranks of `comm`: rank `r` runs batches `r, r + N, …`
+/// (`on_done` sees its own), the log-probs are summed across ranks (each pair is scored by one
+/// rank: exact), and every rank returns every pair's, those of one process.
+pub fn continuation_logprobs_shared<B: Backend>(
+    model: &Gpt<B>,
+    pairs: &[Pair],
+    batch: usize,
+    comm: Option<&dyn crate::dist::Collective>,
     mut on_done: impl FnMut(usize),
 ) -> Result<Vec<Scored>> {
     if batch == 0 {
@@ -82,11 +95,20 @@ pub fn continuation_logprobs<B: Backend>(
     }
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(rows[i].0.len()));
-    let mut out: Vec<Option<Scored>> = vec![None; rows.len()];
+    // Every pair's continuation log-probs, laid end to end (pair i's at `start[i]`).
+    let mut start = vec![0usize; rows.len() + 1];
+    for (i, (row, first, _, _)) in rows.iter().enumerate() {
+        start[i + 1] = start[i] + row.len() - first;
+    }
+    let mut all = vec![0.0f32; start[rows.len()]];
     let Some(&longest) = order.first() else { return Ok(Vec::new()) };
     let mut acts = model.activations(batch.min(rows.len()), rows[longest].0.len() - 1, false);
     let _pinned = model.pin();
-    for chunk in order.chunks(batch) {
+    let (rank, world) = comm.map_or((0, 1), |c| (c.rank(), c.world()));
+    for (n, chunk) in order.chunks(batch).enumerate() {
+        if n % world != rank {
+            continue;
+        }
         let (b, t) = (chunk.len(), rows[chunk[0]].0.len() - 1);
         acts.reshape(b, t);
         let mut ids = vec![0u32; b * t];
@@ -101,14 +123,19 @@ pub fn continuation_logprobs<B: Backend>(
         let mut lp = vec![0.0f32; b * t];
         model.logprobs(&mut acts, &ids, &tg, &mut lp);
         for (k, &i) in chunk.iter().enumerate() {
-            let (row, first, truncated, cut) = &rows[i];
-            out[i] = Some(Scored {
-                logprobs: lp[k * t + first - 1..k * t + row.len() - 1].to_vec(),
-                truncated: *truncated,
-                cut: *cut,
-            });
+            let (row, first, _, _) = &rows[i];
+            all[start[i]..start[i + 1]]
+                .copy_from_slice(&lp[k * t + first - 1..k * t + row.len() - 1]);
         }
         on_done(b);
     }
-    Ok(out.into_iter().map(|s| s.expect("every pair is in one batch")).collect())
+    if let Some(c) = comm {
+        c.all_reduce_f32(&mut all);
+    }
+    let scored = rows.iter().enumerate().map(|(i, (_, _, truncated, cut))| Scored {
+        logprobs: all[start[i]..start[i + 1]].to_vec(),
+        truncated: *truncated,
+        cut: *cut,
+    });
+    Ok(scored.collect())
 }
