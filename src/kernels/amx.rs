@@ -20,18 +20,13 @@
 //! edges and accumulation on any CPU with AVX-512 BF16; the assembly itself is checked by
 //! [`status`]'s self-check where AMX exists.
 
-use super::bf16::avx512::{KP, NR, pack, pack_b, transpose16};
-use super::bf16::{pinned_panels, reference};
+use super::bf16::avx512::{KP, NR, b_panels, pack, pack_b, put_panels, transpose16};
+use super::bf16::reference;
 use super::matmul::{Mat, Par, last_index};
 use super::parallel::SendPtr;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
-
-thread_local! {
-    /// The packed panels of `b` for one k block, reused across calls.
-    static PANELS: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
-}
 
 /// Rows of `c` one micro-kernel call computes (two tiles of 16).
 pub(crate) const MA: usize = 32;
@@ -345,18 +340,8 @@ pub(crate) unsafe fn matmul(
     let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
     let stride = panels * NR * KP;
     let blocks = kpairs.div_ceil(KP).max(1);
-    let cached = pinned_panels(b, k, n, || {
-        let mut all = vec![0u32; blocks * stride];
-        for (blk, dst) in all.chunks_mut(stride).enumerate() {
-            // SAFETY: the caller guarantees the CPU features.
-            unsafe { pack_b(dst, bt, n, blk * KP, (kpairs - blk * KP).min(KP), k, pool) };
-        }
-        all
-    });
-    let mut buf = if cached.is_some() { Vec::new() } else { PANELS.take() };
-    if cached.is_none() && buf.len() < stride {
-        buf.resize(stride, 0);
-    }
+    // SAFETY: the caller guarantees the CPU features.
+    let (cached, mut buf) = unsafe { b_panels(b, k, n, pool) };
     let cp = SendPtr(c);
     // The 32 × 32 block of c at rows t·32.. and panel jb from packed `ap` and `bp` (`steps`
     // steps; `first`: assign, else add): whole blocks in place, edge blocks through `edge`.
@@ -449,9 +434,7 @@ pub(crate) unsafe fn matmul(
             (0..groups * chunks).for_each(task);
         }
     }
-    if cached.is_none() {
-        PANELS.set(buf);
-    }
+    put_panels(buf);
 }
 
 /// The micro-kernel's own rate on one thread, FLOP/s: `reps` calls on L1-resident panels.

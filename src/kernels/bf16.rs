@@ -633,26 +633,10 @@ pub(super) mod avx512 {
         let kpairs = k.div_ceil(2);
         let panels = n.div_ceil(NR);
         let pool = par == Par::Pool;
-        // b packs as the rows of its transpose.
         let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
         let stride = panels * NR * KP;
-        // Pinned weights' panels, packed once for every k block; else each block's panels
-        // into a buffer reused across calls (every product of a step) instead of allocated
-        // and zeroed each time; all of it that a kernel reads is written first.
-        let cached = super::pinned_panels(b, k, n, || {
-            let mut all = vec![0u32; kpairs.div_ceil(KP).max(1) * stride];
-            for (blk, dst) in all.chunks_mut(stride).enumerate() {
-                // SAFETY: the caller guarantees the CPU features.
-                unsafe { pack_b(dst, bt, n, blk * KP, (kpairs - blk * KP).min(KP), k, pool) };
-            }
-            all
-        });
-        let mut buf = if cached.is_some() { Vec::new() } else { PANELS.take() };
-        if cached.is_none() && buf.len() < stride {
-            // Grown only: a shorter product after a longer one (the LM head's) neither frees
-            // nor re-zeroes it.
-            buf.resize(stride, 0);
-        }
+        // SAFETY: the caller guarantees the CPU features.
+        let (cached, mut buf) = unsafe { b_panels(b, k, n, pool) };
         let cp = SendPtr(c);
         // One MR × NR tile of c at rows r0.. (`rows` of them) and panel `jb`, from packed `ak`
         // and `bk` (`kp` pairs; `first`: assign, else add): whole tiles straight into c, edge
@@ -792,7 +776,48 @@ pub(super) mod avx512 {
                 (0..m).step_by(MC).for_each(|i0| block(i0, 0..panels));
             }
         }
-        if cached.is_none() {
+        put_panels(buf);
+    }
+
+    /// `b`'s packed panels for a product (`[k, n]`, `NR`-column panels of `KP` pairs per k
+    /// block): every block's, kept, when `b` lies in pinned weights (packed at the first call);
+    /// else an empty `None` and this thread's buffer for one block's, grown only (a shorter
+    /// product after the LM head's neither frees nor re-zeroes it; a kernel reads only what the
+    /// packing wrote), to give back with [`put_panels`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, AVX-512BW and AVX-512 BF16.
+    pub(crate) unsafe fn b_panels(
+        b: Mat,
+        k: usize,
+        n: usize,
+        pool: bool,
+    ) -> (Option<std::sync::Arc<Vec<u32>>>, Vec<u32>) {
+        let (kpairs, stride) = (k.div_ceil(2), n.div_ceil(NR) * NR * KP);
+        // b packs as the rows of its transpose.
+        let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
+        let cached = super::pinned_panels(b, k, n, || {
+            let mut all = vec![0u32; kpairs.div_ceil(KP).max(1) * stride];
+            for (blk, dst) in all.chunks_mut(stride).enumerate() {
+                // SAFETY: the caller guarantees the CPU features.
+                unsafe { pack_b(dst, bt, n, blk * KP, (kpairs - blk * KP).min(KP), k, pool) };
+            }
+            all
+        });
+        if cached.is_some() {
+            return (cached, Vec::new());
+        }
+        let mut buf = PANELS.take();
+        if buf.len() < stride {
+            buf.resize(stride, 0);
+        }
+        (None, buf)
+    }
+
+    /// Gives [`b_panels`]'s buffer back to this thread (an empty one, from kept panels, is not
+    /// kept).
+    pub(crate) fn put_panels(buf: Vec<u32>) {
+        if !buf.is_empty() {
             PANELS.set(buf);
         }
     }
