@@ -200,11 +200,7 @@ pub fn finetune(
         }
         dev => {
             let gpu = dev.cuda(precision)?;
-            let bf16 = if precision == Precision::Bf16 {
-                crate::model::bf16_bytes(&config, batch, seq, true)
-            } else {
-                0
-            };
+            let bf16 = crate::model::bf16_bytes(&config, precision, batch, seq, true);
             let need = 16 * crate::model::params::num_params(&config) as u64
                 + (crate::model::activation_bytes(&config, batch, seq, true) + bf16) as u64;
             crate::backend::check_fits(&gpu, need, "bench finetune (lower --batch or --seq)")?;
@@ -342,13 +338,7 @@ pub fn generate(
         dev => {
             let gpu = dev.cuda(precision)?;
             let t = prompt_len.saturating_add(new);
-            let bf16 = if precision == Precision::Bf16 {
-                crate::model::bf16_bytes(&config, 1, t, true)
-            } else {
-                0
-            };
-            let need = 4 * num_params(&config) as u64
-                + (crate::model::activation_bytes(&config, 1, t, false) + bf16) as u64;
+            let need = crate::model::inference_bytes(&config, precision, 1, t);
             crate::backend::check_fits(&gpu, need, "bench generate")?;
             generate_on(name, &model.to_backend(gpu), prompt_len, new, rounds, None)
         }

@@ -144,11 +144,7 @@ pub fn run(a: Args) -> Result<()> {
             let gpu = dev.cuda(a.precision.value())?;
             let c = &model.config;
             let t = prompt.len().saturating_add(a.max_new).min(c.n_positions);
-            let mut need = 4 * gpt1::model::params::num_params(c) as u64
-                + gpt1::model::activation_bytes(c, a.num, t, false) as u64;
-            if a.precision.value() == gpt1::backend::Precision::Bf16 {
-                need += gpt1::model::bf16_bytes(c, a.num, t, true) as u64;
-            }
+            let need = gpt1::model::inference_bytes(c, a.precision.value(), a.num, t);
             gpt1::backend::check_fits(&gpu, need, "generation (lower --num)")?;
             generate(&model.to_backend(gpu), &prompt, &opts, &mut on_token)?
         }

@@ -187,10 +187,10 @@ impl LstmArgs {
 
 /// `$body` with `$m` bound to `&$model` on `$device`: the CPU model as loaded, or a copy
 /// uploaded to the GPU at the model's precision (the body is compiled for each backend). On a
-/// GPU, the weights and `$acts` bytes of activations must fit its free memory first.
+/// GPU, `$need` bytes (weights, activations, scratch) must fit its free memory first.
 #[macro_export]
 macro_rules! on_device {
-    ($model:expr, $device:expr, acts = $acts:expr, |$m:ident| $body:expr) => {
+    ($model:expr, $device:expr, need = $need:expr, |$m:ident| $body:expr) => {
         match $device {
             gpt1::backend::Device::Cpu => {
                 let $m = &$model;
@@ -198,17 +198,13 @@ macro_rules! on_device {
             }
             dev => {
                 let gpu = dev.cuda($model.backend.precision())?;
-                let (weights, acts, free) = (
-                    4 * $model.params.len() as u64,
-                    $acts as u64,
-                    gpt1::backend::Backend::free_memory(&gpu).unwrap_or(u64::MAX),
-                );
+                let (need, free) =
+                    ($need as u64, gpt1::backend::Backend::free_memory(&gpu).unwrap_or(u64::MAX));
                 anyhow::ensure!(
-                    weights + acts < free,
-                    "the model's weights ({} MiB) and activations ({} MiB) do not fit the {} MiB \
-                     free on {dev}: lower --batch",
-                    weights >> 20,
-                    acts >> 20,
+                    need < free,
+                    "the model's weights and one batch's activations ({} MiB) do not fit the {} \
+                     MiB free on {dev}: lower --batch",
+                    need >> 20,
                     free >> 20
                 );
                 let g = $model.to_backend(gpu);

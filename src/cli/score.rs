@@ -1,8 +1,8 @@
 use anyhow::{Context, Result};
 use gpt1::data::TokenData;
 use gpt1::eval::{rows_of, score_shared};
-use gpt1::model::activation_bytes;
 use gpt1::model::checkpoint::load_model;
+use gpt1::model::inference_bytes;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -37,7 +37,8 @@ pub fn run(a: Args) -> Result<()> {
         let rows = rows_of(&data, model.config.n_positions)?;
         let t = rows.iter().map(Vec::len).max().unwrap_or(1);
         let acts = gpt1::model::lstm::activation_bytes(&model.config, a.batch.min(rows.len()), t);
-        crate::on_device!(model, a.device.device, acts = acts, |m| gpt1::eval::score_lstm(
+        let need = 4 * model.params.len() + acts;
+        crate::on_device!(model, a.device.device, need = need, |m| gpt1::eval::score_lstm(
             m, &rows, a.batch, c
         ))
     } else {
@@ -46,11 +47,8 @@ pub fn run(a: Args) -> Result<()> {
         let rows = rows_of(&data, model.config.n_positions)?;
         let t = rows.iter().map(Vec::len).max().unwrap_or(1);
         let b = a.batch.min(rows.len());
-        let mut acts = activation_bytes(&model.config, b, t, false);
-        if model.backend.precision() == gpt1::backend::Precision::Bf16 {
-            acts += gpt1::model::bf16_bytes(&model.config, b, t, true);
-        }
-        crate::on_device!(model, a.device.device, acts = acts, |m| score_shared(
+        let need = inference_bytes(&model.config, model.backend.precision(), b, t);
+        crate::on_device!(model, a.device.device, need = need, |m| score_shared(
             m, &rows, a.batch, c
         ))
     };
@@ -135,11 +133,8 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
         );
     }
     // The model goes to the device once, for every file.
-    let mut acts = activation_bytes(&model.config, a.batch, ctx, false);
-    if model.backend.precision() == gpt1::backend::Precision::Bf16 {
-        acts += gpt1::model::bf16_bytes(&model.config, a.batch, ctx, true);
-    }
-    crate::on_device!(model, a.device.device, acts = acts, |m| {
+    let need = inference_bytes(&model.config, model.backend.precision(), a.batch, ctx);
+    crate::on_device!(model, a.device.device, need = need, |m| {
         for (f, ids) in files.iter().zip(&docs) {
             let (nll, n) = perplexity_shared(m, ids, stride, a.batch, c, |w| bar.inc(w as u64))
                 .with_context(|| format!("scoring {}", f.display()))?;

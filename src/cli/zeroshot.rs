@@ -55,11 +55,8 @@ pub fn run(a: Args) -> Result<()> {
     let bar = gpt1::progress::bar(0, !a.json && lead);
     // At most `--batch` rows of the model's context at a time.
     let (b, t) = (a.batch, model.config.n_positions);
-    let mut acts = gpt1::model::activation_bytes(&model.config, b, t, false);
-    if model.backend.precision() == gpt1::backend::Precision::Bf16 {
-        acts += gpt1::model::bf16_bytes(&model.config, b, t, true);
-    }
-    let r = crate::on_device!(model, a.device.device, acts = acts, |m| zero_shot_shared(
+    let need = gpt1::model::inference_bytes(&model.config, model.backend.precision(), b, t);
+    let r = crate::on_device!(model, a.device.device, need = need, |m| zero_shot_shared(
         m,
         &tok,
         task,

@@ -2,7 +2,7 @@
 //! sequences of `T` positions, `d` = n_embd, `H` heads, `V` vocabulary.
 
 use super::config::Config;
-use crate::backend::{Backend, DeviceBuf};
+use crate::backend::{Backend, DeviceBuf, Precision};
 use crate::kernels::crossentropy;
 
 /// What one block keeps for its backward pass.
@@ -239,17 +239,27 @@ pub fn activation_bytes(c: &Config, b: usize, t: usize, training: bool) -> usize
     4 * (c.n_layer * layer.iter().sum::<usize>() + shared.iter().sum::<usize>() + grads)
 }
 
-/// Device bytes a bf16 run needs beyond its fp32 buffers on a GPU: the scratch holding the bf16
-/// copies of the largest operands of a product (`a`: attention's probabilities, a weight
-/// gradient's input, or a chunk of the LM head's logits gradient; `b`: the embedding or a
-/// weight gradient's output gradient) and, when `pinned` (inference, fine-tuning's dev
-/// evaluations), a bf16 copy of every weight.
-pub fn bf16_bytes(c: &Config, b: usize, t: usize, pinned: bool) -> usize {
+/// Device bytes a bf16 run needs beyond its fp32 buffers on a GPU (0 in fp32): the scratch
+/// holding the bf16 copies of the largest operands of a product (`a`: attention's
+/// probabilities, a weight gradient's input, or a chunk of the LM head's logits gradient; `b`:
+/// the embedding or a weight gradient's output gradient) and, when `pinned` (inference,
+/// fine-tuning's dev evaluations), a bf16 copy of every weight.
+pub fn bf16_bytes(c: &Config, precision: Precision, b: usize, t: usize, pinned: bool) -> usize {
+    if precision != Precision::Bf16 {
+        return 0;
+    }
     let (bt, d, v) = (b * t, c.n_embd, c.vocab_size);
     let a = (b * c.n_head * t * t).max(4 * d * bt).max(bt.min(crossentropy::CHUNK) * v);
     let bb = (v * d).max(4 * d * bt);
     let weights = if pinned { super::params::num_params(c) } else { 0 };
     2 * (a + bb + weights)
+}
+
+/// Device bytes inference over batches of up to `b × t` tokens needs: the weights, one batch's
+/// activations and, in bf16, [`bf16_bytes`] with pinned weights.
+pub fn inference_bytes(c: &Config, precision: Precision, b: usize, t: usize) -> u64 {
+    let weights = 4 * super::params::num_params(c);
+    (weights + activation_bytes(c, b, t, false) + bf16_bytes(c, precision, b, t, true)) as u64
 }
 
 /// The length of every buffer for `b` sequences of `t` tokens — one block's (in

@@ -7,6 +7,6 @@ pub mod gpt;
 pub mod lstm;
 pub mod params;
 
-pub use activations::{Activations, activation_bytes, bf16_bytes};
+pub use activations::{Activations, activation_bytes, bf16_bytes, inference_bytes};
 pub use config::Config;
 pub use gpt::{Gpt, Query};

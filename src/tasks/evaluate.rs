@@ -357,15 +357,8 @@ pub fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> 
         }
         (Net::Transformer(m), dev) => {
             let gpu = dev.cuda(m.backend.precision())?;
-            let bf16 = if m.backend.precision() == crate::backend::Precision::Bf16 {
-                crate::model::bf16_bytes(&m.config, rows, t, true)
-            } else {
-                0
-            };
-            let need = 4 * m.params.len()
-                + crate::model::activation_bytes(&m.config, rows, t, false)
-                + bf16;
-            crate::backend::check_fits(&gpu, need as u64, "scoring (lower --batch)")?;
+            let need = crate::model::inference_bytes(&m.config, m.backend.precision(), rows, t);
+            crate::backend::check_fits(&gpu, need, "scoring (lower --batch)")?;
             let g = m.to_backend(gpu);
             let mut acts = g.activations(rows, t, false);
             Ok(evaluate_shared(&ft.task, &g, &ft.head, &mut acts, &p, batch_size, comm))

@@ -66,11 +66,9 @@ impl ArchConfig {
     /// Device bytes a bf16 run adds on a GPU ([`crate::model::bf16_bytes`]; for the LSTM, the
     /// bf16 copies of its LM head's operands and, when `pinned`, of its weights); 0 in fp32.
     pub fn bf16_bytes(&self, precision: Precision, b: usize, t: usize, pinned: bool) -> usize {
-        if precision != Precision::Bf16 {
-            return 0;
-        }
         match self {
-            ArchConfig::Transformer(c) => crate::model::bf16_bytes(c, b, t, pinned),
+            ArchConfig::Transformer(c) => crate::model::bf16_bytes(c, precision, b, t, pinned),
+            ArchConfig::Lstm(_) if precision != Precision::Bf16 => 0,
             ArchConfig::Lstm(c) => {
                 let chunk = (b * t).min(crate::kernels::crossentropy::CHUNK);
                 let wide = c.n_embd.max(c.hidden_size);
