@@ -78,6 +78,20 @@ pub fn passes_of(comm: Option<&dyn Collective>, passes: usize) -> Range<usize> {
     }
 }
 
+/// Whether this process scores batch `k` of an evaluation shared round-robin by the ranks of
+/// `comm` (rank `r` takes batches `r, r + N, …`; alone, every batch). The results are then
+/// summed with [`sum_shared`]: each value comes from one rank, the others add zeros (exact).
+pub fn owns(comm: Option<&dyn Collective>, k: usize) -> bool {
+    comm.is_none_or(|c| k % c.world() == c.rank())
+}
+
+/// Sums `x` over the ranks of `comm` in place (nothing alone).
+pub fn sum_shared(comm: Option<&dyn Collective>, x: &mut [f32]) {
+    if let Some(c) = comm {
+        c.all_reduce_f32(x);
+    }
+}
+
 /// Sums a step's gradients and loss sum over the ranks of `comm` (nothing alone).
 pub fn sum_step<B: crate::backend::Backend>(
     be: &B,

@@ -59,14 +59,10 @@ pub fn rows_of(data: &TokenData, n_positions: usize) -> Result<Vec<Vec<u32>>> {
     Ok(rows)
 }
 
-/// Scores every row (rows of equal length are batched `batch` at a time).
-pub fn score<B: Backend>(model: &Gpt<B>, rows: &[Vec<u32>], batch: usize) -> Result<Score> {
-    score_shared(model, rows, batch, None)
-}
-
-/// [`score`] shared by the ranks of `comm`: rank `r` scores batches `r, r + N, …`, and every
-/// rank returns every row's scores, those of one process.
-pub fn score_shared<B: Backend>(
+/// Scores every row (rows of equal length are batched `batch` at a time). With `comm`, its
+/// ranks share the batches (rank `r` scores batches `r, r + N, …`) and every rank returns every
+/// row's scores, those of one process.
+pub fn score<B: Backend>(
     model: &Gpt<B>,
     rows: &[Vec<u32>],
     batch: usize,
@@ -87,7 +83,7 @@ pub fn score_shared<B: Backend>(
     })
 }
 
-/// [`score_shared`] of the LSTM baseline.
+/// [`score`] of the LSTM baseline.
 pub fn score_lstm<B: Backend>(
     model: &crate::model::lstm::Lstm<B>,
     rows: &[Vec<u32>],
@@ -126,7 +122,6 @@ fn score_with(
         start[i + 1] = start[i] + r.len().saturating_sub(1);
     }
     let mut all = vec![0.0f32; start[rows.len()]];
-    let (rank, world) = comm.map_or((0, 1), |c| (c.rank(), c.world()));
     let (mut i, mut k) = (0, 0);
     while i < rows.len() {
         let l = rows[i].len();
@@ -134,7 +129,7 @@ fn score_with(
         while j < rows.len() && j - i < batch.max(1) && rows[j].len() == l {
             j += 1;
         }
-        if k % world == rank {
+        if crate::dist::owns(comm, k) {
             let (b, t) = (j - i, l - 1);
             let ids: Vec<u32> = rows[i..j].iter().flat_map(|r| r[..t].iter().copied()).collect();
             let tg: Vec<u32> = rows[i..j].iter().flat_map(|r| r[1..].iter().copied()).collect();
@@ -143,9 +138,7 @@ fn score_with(
         }
         (i, k) = (j, k + 1);
     }
-    if let Some(c) = comm {
-        c.all_reduce_f32(&mut all);
-    }
+    crate::dist::sum_shared(comm, &mut all);
     let rows: Vec<RowScore> = (0..rows.len())
         .map(|i| {
             let c = &all[start[i]..start[i + 1]];
@@ -184,21 +177,10 @@ pub fn windows(n: usize, context: usize, stride: usize) -> Vec<(usize, usize, us
 /// Negative log-likelihood sum and count of every token of `ids` after the first, each scored
 /// once with sliding windows of the model's context moved by `stride` (so every token after the
 /// first window has at least `n_positions - stride` tokens of history); windows of equal length
-/// go `batch` at a time. `on_window` is called after each batch with the windows done.
+/// go `batch` at a time. `on_window` is called after each batch with the windows done. With
+/// `comm`, its ranks share the batches (`on_window` sees this rank's); each batch's sums are
+/// gathered and added in order, so every rank returns one process's result, bitwise.
 pub fn perplexity<B: Backend>(
-    model: &Gpt<B>,
-    ids: &[u32],
-    stride: usize,
-    batch: usize,
-    on_window: impl FnMut(usize),
-) -> Result<(f64, usize)> {
-    perplexity_shared(model, ids, stride, batch, None, on_window)
-}
-
-/// [`perplexity`] shared by the ranks of `comm`: rank `r` scores batches of windows `r, r + N,
-/// …`; each batch's sums are gathered and added in order, so every rank returns one process's
-/// result, bitwise. `on_window` sees this rank's windows.
-pub fn perplexity_shared<B: Backend>(
     model: &Gpt<B>,
     ids: &[u32],
     stride: usize,
@@ -219,7 +201,6 @@ pub fn perplexity_shared<B: Backend>(
     let wins = windows(ids.len(), ctx, stride);
     let _pinned = model.pin();
     let mut acts = model.activations(0, 0, false);
-    let (rank, world) = comm.map_or((0, 1), |c| (c.rank(), c.world()));
     // Per batch of windows: the negative log-likelihood sum and the count of scored tokens.
     let mut sums: Vec<f64> = Vec::new();
     let mut i = 0;
@@ -231,7 +212,7 @@ pub fn perplexity_shared<B: Backend>(
         }
         let k = sums.len() / 2;
         sums.extend([0.0, 0.0]);
-        if k % world == rank {
+        if crate::dist::owns(comm, k) {
             let (b, t) = (j - i, len - 1);
             let mut inp = Vec::with_capacity(b * t);
             let mut tg = vec![IGNORE; b * t];
@@ -283,7 +264,7 @@ mod tests {
             .iter()
             .map(|&l| (0..l).map(|_| r.below(50) as u32).collect())
             .collect();
-        let got = super::score(&m, &rows, 2).unwrap();
+        let got = super::score(&m, &rows, 2, None).unwrap();
         for (row, s) in rows.iter().zip(&got.rows) {
             let t = row.len() - 1;
             let mut lp = vec![0.0f32; t];
@@ -292,8 +273,8 @@ mod tests {
             assert_eq!(bits(&lp), bits(&s.token_logprobs));
         }
         let ids: Vec<u32> = (0..53).map(|_| r.below(50) as u32).collect();
-        let (batched, n) = super::perplexity(&m, &ids, 5, 4, |_| {}).unwrap();
-        let (alone, n1) = super::perplexity(&m, &ids, 5, 1, |_| {}).unwrap();
+        let (batched, n) = super::perplexity(&m, &ids, 5, 4, None, |_| {}).unwrap();
+        let (alone, n1) = super::perplexity(&m, &ids, 5, 1, None, |_| {}).unwrap();
         assert_eq!(n, n1);
         assert!((batched - alone).abs() < 1e-9 * alone.abs(), "{batched} vs {alone}");
     }

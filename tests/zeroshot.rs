@@ -64,7 +64,7 @@ fn the_scoring_primitive_equals_direct_logprobs_and_cuts_long_contexts_from_the_
         Pair { context: ids(2, 9), continuation: ids(20, 1) }, // continuation over the context
     ];
     for batch in [1, 2, 8] {
-        let got = continuation_logprobs(&m, &pairs, batch, |_| {}).unwrap();
+        let got = continuation_logprobs(&m, &pairs, batch, None, |_| {}).unwrap();
         for (p, g) in pairs.iter().zip(&got) {
             let cont = &p.continuation[..p.continuation.len().min(16)];
             let keep = p.context.len().min(17 - cont.len());
@@ -82,10 +82,16 @@ fn the_scoring_primitive_equals_direct_logprobs_and_cuts_long_contexts_from_the_
         }
     }
     assert!(
-        continuation_logprobs(&m, &[Pair { context: vec![], continuation: vec![1] }], 2, |_| {})
-            .is_err()
+        continuation_logprobs(
+            &m,
+            &[Pair { context: vec![], continuation: vec![1] }],
+            2,
+            None,
+            |_| {}
+        )
+        .is_err()
     );
-    assert!(continuation_logprobs(&m, &pairs, 0, |_| {}).is_err());
+    assert!(continuation_logprobs(&m, &pairs, 0, None, |_| {}).is_err());
 }
 
 #[test]

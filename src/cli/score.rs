@@ -1,6 +1,6 @@
 use anyhow::{Context, Result};
 use gpt1::data::TokenData;
-use gpt1::eval::{rows_of, score_shared};
+use gpt1::eval::{rows_of, score};
 use gpt1::model::checkpoint::load_model;
 use gpt1::model::inference_bytes;
 use std::path::PathBuf;
@@ -48,9 +48,7 @@ pub fn run(a: Args) -> Result<()> {
         let t = rows.iter().map(Vec::len).max().unwrap_or(1);
         let b = a.batch.min(rows.len());
         let need = inference_bytes(&model.config, model.backend.precision(), b, t);
-        crate::on_device!(model, a.device.device, need = need, |m| score_shared(
-            m, &rows, a.batch, c
-        ))
+        crate::on_device!(model, a.device.device, need = need, |m| score(m, &rows, a.batch, c))
     };
     if super::follower_done(&s, c, "scoring") {
         s?;
@@ -99,7 +97,7 @@ pub struct PerplexityArgs {
 }
 
 pub fn perplexity(a: PerplexityArgs) -> Result<()> {
-    use gpt1::eval::{perplexity_shared, windows};
+    use gpt1::eval::{perplexity, windows};
     let (model, tok) =
         super::model_and_tokenizer(&a.model, a.tokenizer.as_deref(), &a.precision, None)?;
     let tok = tok?;
@@ -136,7 +134,7 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
     let need = inference_bytes(&model.config, model.backend.precision(), a.batch, ctx);
     crate::on_device!(model, a.device.device, need = need, |m| {
         for (f, ids) in files.iter().zip(&docs) {
-            let (nll, n) = perplexity_shared(m, ids, stride, a.batch, c, |w| bar.inc(w as u64))
+            let (nll, n) = perplexity(m, ids, stride, a.batch, c, |w| bar.inc(w as u64))
                 .with_context(|| format!("scoring {}", f.display()))?;
             all_nll += nll;
             all_n += n;

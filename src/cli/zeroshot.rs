@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use gpt1::text::Mode;
-use gpt1::zeroshot::{DEFAULT_BATCH, ZeroShotTask, zero_shot_shared};
+use gpt1::zeroshot::{DEFAULT_BATCH, ZeroShotTask, zero_shot_with};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -56,7 +56,7 @@ pub fn run(a: Args) -> Result<()> {
     // At most `--batch` rows of the model's context at a time.
     let (b, t) = (a.batch, model.config.n_positions);
     let need = gpt1::model::inference_bytes(&model.config, model.backend.precision(), b, t);
-    let r = crate::on_device!(model, a.device.device, need = need, |m| zero_shot_shared(
+    let r = crate::on_device!(model, a.device.device, need = need, |m| zero_shot_with(
         m,
         &tok,
         task,

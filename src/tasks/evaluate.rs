@@ -81,11 +81,10 @@ fn batched_scores(
     };
     let mut out = Vec::with_capacity(data.len());
     for (ci, chunk) in data.chunks(batch_size.max(1)).enumerate() {
-        match comm {
-            Some(c) if ci % c.world() != c.rank() => {
-                out.extend(chunk.iter().map(|e| vec![0.0f32; width(e)]));
-            }
-            _ => out.extend(run(chunk)?),
+        if crate::dist::owns(comm, ci) {
+            out.extend(run(chunk)?);
+        } else {
+            out.extend(chunk.iter().map(|e| vec![0.0f32; width(e)]));
         }
     }
     if let Some(c) = comm {

@@ -6,7 +6,7 @@
 mod score;
 pub mod winograd;
 
-pub use score::{Pair, Scored, continuation_logprobs, continuation_logprobs_shared};
+pub use score::{Pair, Scored, continuation_logprobs};
 
 use crate::backend::Backend;
 use crate::data::tasks::{read_split, task};
@@ -122,27 +122,14 @@ pub fn zero_shot<B: Backend>(
     split: &str,
     batch: usize,
 ) -> Result<ZeroShotResult> {
-    zero_shot_with(model, tok, task, data, split, batch, |_, _| {})
+    zero_shot_with(model, tok, task, data, split, batch, None, |_, _| {})
 }
 
-/// [`zero_shot`], calling `progress(done, total)` (in scored sequences) after each pass.
-pub fn zero_shot_with<B: Backend>(
-    model: &Gpt<B>,
-    tok: &Tokenizer,
-    task: ZeroShotTask,
-    data: &Path,
-    split: &str,
-    batch: usize,
-    progress: impl FnMut(usize, usize),
-) -> Result<ZeroShotResult> {
-    zero_shot_shared(model, tok, task, data, split, batch, None, progress)
-}
-
-/// [`zero_shot_with`] shared by the ranks of `comm` (each scores every N-th batch of pairs,
-/// [`continuation_logprobs_shared`]): every rank returns one process's result; `progress` sees
-/// this rank's passes.
+/// [`zero_shot`], calling `progress(done, total)` (in scored sequences) after each pass. With
+/// `comm`, its ranks share the batches of pairs ([`continuation_logprobs`]): every rank returns
+/// one process's result, and `progress` sees this rank's passes.
 #[allow(clippy::too_many_arguments)]
-pub fn zero_shot_shared<B: Backend>(
+pub fn zero_shot_with<B: Backend>(
     model: &Gpt<B>,
     tok: &Tokenizer,
     task: ZeroShotTask,
@@ -252,7 +239,7 @@ impl<B: Backend, P: FnMut(usize, usize)> Run<'_, B, P> {
     fn score(&mut self, pairs: &[Pair], owner: &[usize]) -> Result<Vec<Scored>> {
         let (done, total) = (&mut self.done, self.total);
         let progress = &mut self.progress;
-        let s = continuation_logprobs_shared(self.model, pairs, self.batch, self.comm, |k| {
+        let s = continuation_logprobs(self.model, pairs, self.batch, self.comm, |k| {
             *done += k;
             progress(*done, total);
         })?;

@@ -44,23 +44,13 @@ impl Scored {
 /// continuation is never cut, unless it alone exceeds the context: then its first `n_positions`
 /// tokens are scored after the context's last token, `cut`). Rows are sorted by length
 /// (longest first) and go `batch` at a time, right-padded to the longest of their batch.
-/// `on_done(k)` is called after each forward pass with the `k` pairs it scored.
+/// `on_done(k)` is called after each forward pass with the `k` pairs it scored. With `comm`,
+/// its ranks share the batches (`on_done` sees this rank's) and every rank returns every pair's
+/// log-probs, those of one process.
 ///
 /// Fails on an empty context or continuation (the first continuation token needs a token
 /// before it), a token id outside the vocabulary, or `batch` 0.
 pub fn continuation_logprobs<B: Backend>(
-    model: &Gpt<B>,
-    pairs: &[Pair],
-    batch: usize,
-    on_done: impl FnMut(usize),
-) -> Result<Vec<Scored>> {
-    continuation_logprobs_shared(model, pairs, batch, None, on_done)
-}
-
-/// [`continuation_logprobs`] shared by the ranks of `comm`: rank `r` runs batches `r, r + N, …`
-/// (`on_done` sees its own), the log-probs are summed across ranks (each pair is scored by one
-/// rank: exact), and every rank returns every pair's, those of one process.
-pub fn continuation_logprobs_shared<B: Backend>(
     model: &Gpt<B>,
     pairs: &[Pair],
     batch: usize,
@@ -104,9 +94,8 @@ pub fn continuation_logprobs_shared<B: Backend>(
     let Some(&longest) = order.first() else { return Ok(Vec::new()) };
     let mut acts = model.activations(batch.min(rows.len()), rows[longest].0.len() - 1, false);
     let _pinned = model.pin();
-    let (rank, world) = comm.map_or((0, 1), |c| (c.rank(), c.world()));
     for (n, chunk) in order.chunks(batch).enumerate() {
-        if n % world != rank {
+        if !crate::dist::owns(comm, n) {
             continue;
         }
         let (b, t) = (chunk.len(), rows[chunk[0]].0.len() - 1);
@@ -129,9 +118,7 @@ pub fn continuation_logprobs_shared<B: Backend>(
         }
         on_done(b);
     }
-    if let Some(c) = comm {
-        c.all_reduce_f32(&mut all);
-    }
+    crate::dist::sum_shared(comm, &mut all);
     let scored = rows.iter().enumerate().map(|(i, (_, _, truncated, cut))| Scored {
         logprobs: all[start[i]..start[i + 1]].to_vec(),
         truncated: *truncated,
