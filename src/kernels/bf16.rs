@@ -314,10 +314,10 @@ pub(crate) fn pinned_panels(
     let start = b.data.as_ptr() as usize;
     let end = start + 4 * super::matmul::last_index(k, n, b.rs, b.cs);
     let key = PanelKey { ptr: start, rs: b.rs, cs: b.cs, k, n };
-    let now = sample(b, k, n);
     let id = {
         let pins = pins();
         let pin = pins.iter().find(|p| p.range.start <= start && end <= p.range.end)?;
+        let now = sample(b, k, n);
         if let Some((_, _, panels)) = pin.panels.iter().find(|(k, s, _)| *k == key && *s == now) {
             return Some(panels.clone());
         }
@@ -325,6 +325,7 @@ pub(crate) fn pinned_panels(
     };
     // Packed outside the lock (the packing runs on the pool, whose tasks may take it).
     let panels = std::sync::Arc::new(pack());
+    let now = sample(b, k, n);
     if let Some(pin) = pins().iter_mut().find(|p| p.id == id) {
         pin.panels.retain(|(k, _, _)| *k != key);
         pin.panels.push((key, now, panels.clone()));
@@ -780,7 +781,9 @@ pub(super) mod avx512 {
     }
 
     /// `b`'s packed panels for a product (`[k, n]`, `NR`-column panels of `KP` pairs per k
-    /// block): every block's, kept, when `b` lies in pinned weights (packed at the first call);
+    /// block): every block's, kept, when `b` lies in pinned weights (packed at the first call;
+    /// only products on the pool are looked up: those on the calling thread are attention's
+    /// per-head products, whose operands are activations, never weights);
     /// else an empty `None` and this thread's buffer for one block's, grown only (a shorter
     /// product after the LM head's neither frees nor re-zeroes it; a kernel reads only what the
     /// packing wrote), to give back with [`put_panels`].
@@ -796,7 +799,8 @@ pub(super) mod avx512 {
         let (kpairs, stride) = (k.div_ceil(2), n.div_ceil(NR) * NR * KP);
         // b packs as the rows of its transpose.
         let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
-        let cached = super::pinned_panels(b, k, n, || {
+        let kept = |pack| if pool { super::pinned_panels(b, k, n, pack) } else { None };
+        let cached = kept(|| {
             let mut all = vec![0u32; kpairs.div_ceil(KP).max(1) * stride];
             for (blk, dst) in all.chunks_mut(stride).enumerate() {
                 // SAFETY: the caller guarantees the CPU features.
