@@ -110,6 +110,37 @@ fn a_final_checkpoint_initializes_a_new_run() {
     run_train(d2, &d2.join("run2"), &["--init", s(&d.join("run/final")), "--steps", "1"]);
 }
 
+/// A run stopped before its first checkpoint resumes from `--init` again; if `--init` now holds
+/// a model of another size, `--resume` says so instead of failing inside the model.
+#[test]
+fn resume_refuses_an_init_of_another_size() {
+    let d = eight_steps();
+    let tmp = tempfile::tempdir().unwrap();
+    let d2 = tmp.path();
+    setup(d2);
+    let init = d2.join("init");
+    copy_dir(&d.join("run/final"), &init);
+    run_train(d2, &d2.join("done"), &["--init", s(&init), "--steps", "1"]);
+    // A run directory with its run.json and no checkpoint yet.
+    let stopped = d2.join("stopped");
+    std::fs::create_dir(&stopped).unwrap();
+    std::fs::copy(d2.join("done/run.json"), stopped.join("run.json")).unwrap();
+    // --init replaced by a model half as wide.
+    run_train(d2, &d2.join("narrow"), &["--n-embd", "16", "--steps", "1"]);
+    std::fs::remove_dir_all(&init).unwrap();
+    copy_dir(&d2.join("narrow/final"), &init);
+    let args = pretrain_args(d2, &stopped, &["--init", s(&init), "--steps", "1", "--resume"]);
+    fails(&strs(&args), "restore the original --init");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
 #[test]
 fn resume_is_bitwise_exact() {
     let tmp = tempfile::tempdir().unwrap();
@@ -369,4 +400,12 @@ fn diverging_run_stops_with_the_step() {
         &["--lr", "1e30", "--clip", "0", "--warmup", "0", "--schedule", "constant"],
     );
     fails(&strs(&args), "the loss is");
+}
+
+/// Counts that must be positive are refused by the flag that gives them, before anything runs.
+#[test]
+fn zero_counts_name_their_own_flag() {
+    for flag in ["--examples", "--finetune-batch", "--pretrain-steps", "--finetune-steps"] {
+        fails(&["demo", flag, "0"], &format!("invalid value '0' for '{flag}"));
+    }
 }

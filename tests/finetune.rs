@@ -260,6 +260,18 @@ fn evaluate_rejects_a_zero_batch() {
 }
 
 #[test]
+fn finetune_rejects_settings_that_are_not_finite_and_non_negative() {
+    let tmp = own_setup();
+    let d = tmp.path();
+    for (flag, v) in [("--lr", "NaN"), ("--aux-lm", "-1")] {
+        let arg = format!("{flag}={v}");
+        let args = scratch_args(d, "SST-2", &d.join("run"), &[&arg]);
+        fails(&strs(&args), &format!("{flag} {v} must be a finite number ≥ 0"));
+        assert!(!d.join("run").exists(), "{flag}: nothing written");
+    }
+}
+
+#[test]
 fn finetune_rejects_an_unknown_task() {
     let tmp = own_setup();
     let d = tmp.path();

@@ -336,3 +336,31 @@ fn tokenizer_train_in_original_mode_keeps_its_pipeline() {
     // spaCy's contraction split.
     assert_eq!(round_trip(&out, "“I don't,” she said."), "\" i do n't , \" she said .");
 }
+
+/// `tokenizer train --mode original` on a file with a line that is not UTF-8 stops naming the
+/// file and the line, instead of training on the text before it.
+#[test]
+fn tokenizer_train_names_a_line_that_is_not_utf8() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let bad = d.join("bad.txt");
+    std::fs::write(&bad, b"the first line is fine\nthe second \xff is not\n").unwrap();
+    let out = d.join("t");
+    let err = common::fails(
+        &[
+            "tokenizer",
+            "train",
+            "--mode",
+            "original",
+            "--input",
+            s(&bad),
+            "--merges",
+            "5",
+            "--out",
+            s(&out),
+        ],
+        "line 2",
+    );
+    assert!(err.contains("bad.txt"), "{err}");
+    assert!(!out.exists());
+}

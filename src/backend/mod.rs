@@ -80,18 +80,32 @@ impl std::fmt::Display for Device {
 impl Device {
     /// The GPU ordinal this process uses: the one named, else the launcher's local rank.
     pub fn ordinal(&self) -> usize {
-        match self {
-            Device::Cuda(Some(n)) => *n,
-            _ => ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"]
-                .iter()
-                .find_map(|v| std::env::var(v).ok()?.parse().ok())
-                .unwrap_or(0),
-        }
+        self.ordinal_from().0
     }
 
-    /// The GPU at `precision` (an error on the CPU device or a machine without one).
+    /// [`Device::ordinal`] and where it came from (the flag, or the launcher's variable), for
+    /// errors.
+    fn ordinal_from(&self) -> (usize, String) {
+        if let Device::Cuda(Some(n)) = self {
+            return (*n, format!("--device cuda:{n}"));
+        }
+        ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"]
+            .iter()
+            .find_map(|v| {
+                let n = std::env::var(v).ok()?.parse().ok()?;
+                Some((n, format!("--device cuda (GPU {n}, from {v})")))
+            })
+            .unwrap_or((0, "--device cuda (GPU 0)".into()))
+    }
+
+    /// The GPU at `precision` (an error on the CPU device or a machine without one, naming
+    /// where the GPU's number came from).
     pub fn cuda(&self, precision: Precision) -> crate::Result<Cuda> {
-        Cuda::new(self.ordinal(), precision)
+        let (ordinal, from) = self.ordinal_from();
+        Cuda::new(ordinal, precision).map_err(|e| match e {
+            crate::Error::Device(m) => crate::Error::Device(format!("{from}: {m}")),
+            e => e,
+        })
     }
 }
 
@@ -105,6 +119,23 @@ pub fn check_fits<B: Backend>(backend: &B, bytes: u64, what: &str) -> crate::Res
             free >> 20,
             backend.describe()
         ))),
+        _ => Ok(()),
+    }
+}
+
+/// An error when `bytes` of new host buffers (what `what` allocates beyond what is already
+/// there) exceed the memory the host has available: a clear `--batch` error instead of a failed
+/// allocation or the out-of-memory killer. Ok where the host does not say (not Linux).
+pub fn check_host(bytes: u64, what: &str) -> crate::Result<()> {
+    match crate::progress::mem_available() {
+        Some(avail) if bytes > avail => Err(crate::Error::setting(
+            "batch",
+            format!(
+                "{what} needs about {:.1} GiB of memory and {:.1} GiB are available: lower --batch",
+                bytes as f64 / (1u64 << 30) as f64,
+                avail as f64 / (1u64 << 30) as f64
+            ),
+        )),
         _ => Ok(()),
     }
 }

@@ -69,7 +69,7 @@ pub struct AblationsArgs {
     #[arg(long, default_value = "gpt1-mini")]
     config: String,
     /// Pre-training updates with --pretrain-data.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pretrain_steps: u64,
     /// A pre-trained LSTM baseline (`pretrain --arch lstm`) for the table's LSTM row.
     #[arg(long, conflicts_with = "pretrain_data")]

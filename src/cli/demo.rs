@@ -13,19 +13,19 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Pre-training updates (16 × 128 tokens each).
-    #[arg(long, default_value_t = DemoOptions::new(PathBuf::new()).pretrain_steps)]
+    #[arg(long, default_value_t = DemoOptions::new(PathBuf::new()).pretrain_steps, value_parser = clap::value_parser!(u64).range(1..))]
     pretrain_steps: u64,
     /// Fine-tuning updates per task and variant.
-    #[arg(long, default_value_t = DemoOptions::new(PathBuf::new()).finetune_steps)]
+    #[arg(long, default_value_t = DemoOptions::new(PathBuf::new()).finetune_steps, value_parser = clap::value_parser!(u64).range(1..))]
     finetune_steps: u64,
     /// Examples per fine-tuning update.
-    #[arg(long, default_value_t = DemoOptions::new(PathBuf::new()).finetune_batch)]
+    #[arg(long, default_value_t = DemoOptions::new(PathBuf::new()).finetune_batch, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     finetune_batch: usize,
     /// Peak fine-tuning learning rate.
     #[arg(long, default_value_t = DemoOptions::new(PathBuf::new()).finetune_lr)]
     finetune_lr: f32,
     /// Train examples per book and task (dev: a third as many).
-    #[arg(long, default_value_t = DemoOptions::new(PathBuf::new()).examples)]
+    #[arg(long, default_value_t = DemoOptions::new(PathBuf::new()).examples, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     examples: usize,
     /// Print one JSON line (tasks, samples, wall_s) instead of the report.
     #[arg(long)]

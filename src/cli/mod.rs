@@ -186,13 +186,17 @@ impl LstmArgs {
 }
 
 /// `$body` with `$m` bound to `&$model` on `$device`: the CPU model as loaded, or a copy
-/// uploaded to the GPU at the model's precision (the body is compiled for each backend). On a
-/// GPU, `$need` bytes (weights, activations, scratch) must fit its free memory first.
+/// uploaded to the GPU at the model's precision (the body is compiled for each backend).
+/// `$need` bytes (weights, activations, scratch) must fit the GPU's free memory first, or on
+/// the CPU what they add to the loaded weights the host's available memory.
 #[macro_export]
 macro_rules! on_device {
     ($model:expr, $device:expr, need = $need:expr, |$m:ident| $body:expr) => {
         match $device {
             gpt1::backend::Device::Cpu => {
+                // The weights are already in memory; the rest is allocated by the body.
+                let rest = ($need as u64).saturating_sub(4 * $model.params.len() as u64);
+                gpt1::backend::check_host(rest, "one batch's activations")?;
                 let $m = &$model;
                 $body
             }

@@ -347,22 +347,28 @@ pub fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> 
     let per = p.iter().map(|e| e.t.features.iter().map(Vec::len).sum::<usize>()).max().unwrap_or(1);
     use crate::backend::Device;
     use crate::train::net::Net;
-    let (rows, t) = (batch_size * per, longest(&p));
+    // Buffers for one batch: no more examples than there are, each of `per` sequences.
+    let (rows, t) = (batch_size.min(p.len().max(1)).saturating_mul(per), longest(&p));
     let comm = ft.comm.as_deref();
+    let what = "scoring (lower --batch)";
     match (&ft.model, ft.device) {
         (Net::Transformer(m), Device::Cpu) => {
+            let need = crate::model::inference_bytes(&m.config, m.backend.precision(), rows, t);
+            crate::backend::check_host(need.saturating_sub(4 * m.params.len() as u64), what)?;
             let mut acts = m.activations(rows, t, false);
             Ok(evaluate_shared(&ft.task, m, &ft.head, &mut acts, &p, batch_size, comm))
         }
         (Net::Transformer(m), dev) => {
             let gpu = dev.cuda(m.backend.precision())?;
             let need = crate::model::inference_bytes(&m.config, m.backend.precision(), rows, t);
-            crate::backend::check_fits(&gpu, need, "scoring (lower --batch)")?;
+            crate::backend::check_fits(&gpu, need, what)?;
             let g = m.to_backend(gpu);
             let mut acts = g.activations(rows, t, false);
             Ok(evaluate_shared(&ft.task, &g, &ft.head, &mut acts, &p, batch_size, comm))
         }
         (Net::Lstm(m), Device::Cpu) => {
+            let acts = crate::model::lstm::activation_bytes(&m.config, rows, t);
+            crate::backend::check_host(acts as u64, what)?;
             let scores = lstm_scores_shared(m, &ft.head, &p, batch_size, comm)?;
             Ok(evaluation_of(&ft.task, &p, scores))
         }
@@ -370,7 +376,7 @@ pub fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> 
             let gpu = dev.cuda(m.backend.precision())?;
             let need =
                 4 * m.params.len() + crate::model::lstm::activation_bytes(&m.config, rows, t);
-            crate::backend::check_fits(&gpu, need as u64, "scoring (lower --batch)")?;
+            crate::backend::check_fits(&gpu, need as u64, what)?;
             let g = m.to_backend(gpu);
             let scores = lstm_scores_shared(&g, &ft.head, &p, batch_size, comm)?;
             Ok(evaluation_of(&ft.task, &p, scores))

@@ -252,7 +252,12 @@ impl Tokenizer {
             let mut lines = Vec::new();
             for f in files {
                 let file = std::fs::File::open(f).map_err(|e| Error::io(f, e))?;
-                lines.extend(std::io::BufReader::new(file).lines().map_while(|l| l.ok()));
+                for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+                    // A line that is not UTF-8 (or a read error) stops with its place, instead
+                    // of silently ending the file's text there.
+                    lines
+                        .push(line.map_err(|e| Error::invalid(f, format!("line {}: {e}", i + 1)))?);
+                }
             }
             trainer
                 .feed(lines.iter(), |line| {

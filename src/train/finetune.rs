@@ -174,6 +174,18 @@ fn finetune_on<B: Backend>(
         let setting = if opts.batch == 0 { "batch" } else { "epochs" };
         return Err(Error::setting(setting, "must be at least 1"));
     }
+    super::pretrain::finite_nonneg(&[
+        ("lr", opts.lr),
+        ("aux_lm", opts.aux_lm),
+        ("weight_decay", opts.weight_decay),
+        ("clip", opts.clip),
+    ])?;
+    if !(0.0..1.0).contains(&opts.clf_dropout) {
+        return Err(Error::setting(
+            "clf_dropout",
+            format!("{} must be in [0, 1)", opts.clf_dropout),
+        ));
+    }
     // Rank 0 leads: it alone writes the run directory; the others wait for it where they read.
     let comm = opts.comm.as_deref();
     let lead = comm.is_none_or(|c| c.rank() == 0);
@@ -250,10 +262,11 @@ fn finetune_on<B: Backend>(
         .max()
         .unwrap_or(1);
     let t_max = longest(&train_p).max(dev_p.as_deref().map_or(1, longest));
-    let seqs = opts.batch * per_example;
-    if let Some(free) = backend.free_memory() {
-        // Weights, gradients, Adam moments and one pass's activations on the device, and in bf16
-        // the products' bf16 scratch and the dev evaluations' pinned copies.
+    let seqs = opts.batch.saturating_mul(per_example);
+    // The device's free memory, or on the CPU the host's available memory.
+    if let Some(free) = backend.free_memory().or_else(crate::progress::mem_available) {
+        // Weights, gradients, Adam moments and one pass's activations, and on a GPU in bf16 the
+        // products' bf16 scratch and the dev evaluations' pinned copies.
         let need = 16 * params.len() as u64
             + c.activation_bytes(seqs, t_max) as u64
             + c.bf16_bytes(opts.precision, seqs, t_max, dev_p.is_some()) as u64;
@@ -262,8 +275,8 @@ fn finetune_on<B: Backend>(
             return Err(Error::setting(
                 "batch",
                 format!(
-                    "{}: fine-tuning needs about {:.1} GiB of device memory and {:.1} GiB are free \
-                     on {}: lower --batch or --max-len",
+                    "{}: fine-tuning needs about {:.1} GiB of memory and {:.1} GiB are free on \
+                     {}: lower --batch or --max-len",
                     opts.batch,
                     gib(need),
                     gib(free),

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::kernels::rng::{derive, stream};
 use crate::model::Config;
 use crate::model::lstm::LstmConfig;
+use crate::model::params::num_params;
 use crate::progress::{Progress, human, mem_available};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -260,19 +261,7 @@ fn check_settings(opts: &PretrainOptions, micro: usize) -> Result<()> {
             format!("{} × --seq {} tokens per step is beyond any machine", opts.batch, opts.seq),
         ));
     }
-    for (name, v, ok) in [
-        ("lr", opts.lr, opts.lr.is_finite() && opts.lr >= 0.0),
-        (
-            "weight_decay",
-            opts.weight_decay,
-            opts.weight_decay.is_finite() && opts.weight_decay >= 0.0,
-        ),
-        ("clip", opts.clip, opts.clip.is_finite() && opts.clip >= 0.0),
-    ] {
-        if !ok {
-            return Err(Error::setting(name, format!("{v} must be a finite number ≥ 0")));
-        }
-    }
+    finite_nonneg(&[("lr", opts.lr), ("weight_decay", opts.weight_decay), ("clip", opts.clip)])?;
     if let Some(p) = opts.dropout
         && !(0.0..1.0).contains(&p)
     {
@@ -282,6 +271,15 @@ fn check_settings(opts: &PretrainOptions, micro: usize) -> Result<()> {
         return Err(Error::setting("val_windows", "must be at least 1 when --val is given"));
     }
     Ok(())
+}
+
+/// An error naming the first of `settings` that is not a finite number ≥ 0 (NaN would end a run
+/// as a divergence, a negative learning rate or clip silently change what it does).
+pub(crate) fn finite_nonneg(settings: &[(&'static str, f32)]) -> Result<()> {
+    match settings.iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0)) {
+        Some((name, v)) => Err(Error::setting(name, format!("{v} must be a finite number ≥ 0"))),
+        None => Ok(()),
+    }
 }
 
 /// Runs (or resumes) pre-training as `opts` says. Everything is checked before the run
@@ -451,6 +449,20 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
             (None, Some(spec)) => {
                 let mut m = fresh_model(opts, micro)?;
                 if let (Net::Transformer(g), ArchConfig::Transformer(c)) = (&mut m, &spec.config) {
+                    // Only the recorded dropout may differ: weights of another shape (--init
+                    // replaced since) cannot take the recorded configuration.
+                    if num_params(c) != g.params.len() {
+                        return Err(Error::invalid(
+                            &opts.out,
+                            format!(
+                                "--resume: the run recorded a model of {} parameters and the \
+                                 model given now has {}; restore the original --init or start \
+                                 a new --out",
+                                num_params(c),
+                                g.params.len()
+                            ),
+                        ));
+                    }
                     g.config = c.clone();
                 }
                 let bytes = ready(&mut m)?;

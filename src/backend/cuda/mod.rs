@@ -310,7 +310,7 @@ impl Cuda {
         }
         if ordinal >= count as usize {
             return Err(Error::Device(format!(
-                "--device cuda:{ordinal}: this machine has {count} GPU(s), cuda:0..cuda:{}",
+                "GPU {ordinal} does not exist: this machine has {count} GPU(s), cuda:0..cuda:{}",
                 count - 1
             )));
         }
