@@ -109,8 +109,8 @@ fn compile_options(arch: &str) -> Vec<String> {
 }
 
 /// The PTX for `arch`, from the cache (`$XDG_CACHE_HOME/gpt1` or `~/.cache/gpt1`, keyed by a
-/// hash of the source) or compiled and cached now.
-fn cached_ptx(arch: &str) -> Result<String> {
+/// hash of the source) or compiled and cached now; with the cache file it came from.
+fn cached_ptx(arch: &str) -> Result<(String, Option<std::path::PathBuf>)> {
     let key = format!("{KERNELS}{:?}", compile_options(arch));
     let hash = crate::train::rundir::fnv_words(key.bytes().map(u64::from));
     let dir = std::env::var_os("XDG_CACHE_HOME")
@@ -119,7 +119,7 @@ fn cached_ptx(arch: &str) -> Result<String> {
         .map(|d| d.join("gpt1"));
     let file = dir.as_ref().map(|d| d.join(format!("kernels-{hash}-{arch}.ptx")));
     if let Some(Ok(s)) = file.as_ref().map(std::fs::read_to_string) {
-        return Ok(s);
+        return Ok((s, file));
     }
     let ptx = compile_ptx(arch)?;
     if let (Some(dir), Some(file)) = (dir, file) {
@@ -128,7 +128,7 @@ fn cached_ptx(arch: &str) -> Result<String> {
             let _ = crate::io::write_atomic(&file, ptx.as_bytes());
         }
     }
-    Ok(ptx)
+    Ok((ptx, None))
 }
 
 /// Growable device scratch buffers, one per use, kept between calls.
@@ -324,10 +324,18 @@ impl Cuda {
             )));
         }
         let name = ctx.name().unwrap_or_else(|_| "GPU".into());
-        let ptx = cached_ptx(&arch)?;
-        let module = ctx
-            .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
-            .map_err(|e| dev("loading the kernels", e))?;
+        let (ptx, cached) = cached_ptx(&arch)?;
+        let module =
+            ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx)).map_err(|e| match &cached {
+                Some(f) => dev(
+                    &format!(
+                        "loading the kernels cached in {} (delete it to recompile)",
+                        f.display()
+                    ),
+                    e,
+                ),
+                None => dev("loading the kernels", e),
+            })?;
         let mut funcs = HashMap::new();
         for &n in KERNEL_NAMES {
             funcs.insert(n, module.load_function(n).map_err(|e| dev(n, e))?);
