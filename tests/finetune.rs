@@ -379,18 +379,7 @@ fn custom_setup() -> tempfile::TempDir {
 /// `finetune --from-scratch` of `--task custom` with the config and vocabulary in `d`, plus
 /// `extra`.
 fn custom_args(d: &Path, extra: &[&str]) -> Vec<String> {
-    let cfg = d.join("cfg.json");
-    let base = [
-        "finetune",
-        "--from-scratch",
-        "--config",
-        s(&cfg),
-        "--tokenizer",
-        s(d),
-        "--task",
-        "custom",
-    ];
-    base.iter().chain(extra).map(|a| a.to_string()).collect()
+    common::finetune_args(d, "custom", extra)
 }
 
 /// A classification task from a CSV with quoted fields in `d/csv`, fine-tuned for 2 updates into

@@ -115,7 +115,7 @@ pub(crate) fn labelled(items: &[Item]) -> usize {
 /// contiguous run of items (as even as can be), the sequences they read (an example's
 /// sequences are contiguous and in item order: [`crate::tasks::batch::batch`]), and the items
 /// renumbered to those sequences.
-pub fn item_share(
+fn item_share(
     items: &[Item],
     len: usize,
     n_seq: usize,

@@ -183,23 +183,18 @@ pub fn setup(d: &Path) {
     write_config(d);
 }
 
-/// `gpt1 finetune --from-scratch` arguments for the task in `d` (config and tokenizer from `d`)
-/// into `out`, plus `extra`.
-pub fn scratch_args(d: &Path, task: &str, out: &Path, extra: &[&str]) -> Vec<String> {
+/// `gpt1 finetune --from-scratch` arguments for `task` with the config and tokenizer of `d`,
+/// plus `extra`.
+pub fn finetune_args(d: &Path, task: &str, extra: &[&str]) -> Vec<String> {
     let cfg = d.join("cfg.json");
-    let base = [
-        "finetune",
-        "--from-scratch",
-        "--config",
-        s(&cfg),
-        "--tokenizer",
-        s(d),
-        "--task",
-        task,
-        "--data",
-        s(d),
-        "--out",
-        s(out),
-    ];
+    let base =
+        ["finetune", "--from-scratch", "--config", s(&cfg), "--tokenizer", s(d), "--task", task];
     base.iter().chain(extra).map(|a| a.to_string()).collect()
+}
+
+/// [`finetune_args`] for the task's data in `d`, into `out`.
+pub fn scratch_args(d: &Path, task: &str, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut all = vec!["--data", s(d), "--out", s(out)];
+    all.extend(extra);
+    finetune_args(d, task, &all)
 }
