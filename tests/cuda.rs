@@ -12,22 +12,51 @@ fn nvrtc_required() -> bool {
 
 #[test]
 fn every_kernel_compiles_with_nvrtc() {
-    for arch in ["sm_80", "sm_90"] {
-        let ptx = match cuda::compile_ptx(arch) {
-            Ok(p) => p,
-            Err(e) if !nvrtc_required() && e.to_string().contains("not found") => {
-                eprintln!("skipped: NVRTC not found ({e})");
-                return;
-            }
-            Err(e) => panic!("{e}"),
-        };
+    let version = match cuda::compile::nvrtc_version() {
+        Ok(v) => v,
+        Err(e) if !nvrtc_required() && e.to_string().contains("not found") => {
+            eprintln!("skipped: NVRTC not found ({e})");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    eprintln!("NVRTC {}.{}", version.0, version.1);
+    for cc in [80, 90] {
+        // PTX: every kernel is an entry.
+        let ptx = cuda::compile_ptx(&format!("sm_{cc}")).unwrap_or_else(|e| panic!("{e}"));
         for name in KERNEL_NAMES {
             assert!(
                 ptx.contains(&format!(".entry {name}(")),
-                "{arch}: no kernel {name} in the PTX"
+                "sm_{cc}: no kernel {name} in the PTX"
             );
         }
+        // What the GPU loads by default: a CUBIN, an ELF image holding every kernel's name.
+        let cubin = cuda::compile::compile(cc, cuda::compile::Code::Cubin)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&cubin[..4], b"\x7fELF", "sm_{cc}: the CUBIN is not an ELF image");
+        for name in KERNEL_NAMES {
+            assert!(
+                cubin
+                    .windows(name.len() + 1)
+                    .any(|w| &w[..name.len()] == name.as_bytes() && w[name.len()] == 0),
+                "sm_{cc}: no kernel {name} in the CUBIN"
+            );
+        }
+        let ptx = cuda::compile::compile(cc, cuda::compile::Code::Ptx).unwrap();
+        assert!(ptx.starts_with(b"//") && !ptx.contains(&0), "sm_{cc}: PTX text without NULs");
     }
+    // A GPU newer than this NVRTC gets PTX for the newest architecture it knows.
+    let archs = cuda::compile::supported_archs().unwrap();
+    let newest = *archs.iter().max().unwrap();
+    assert!(archs.contains(&90), "{archs:?}");
+    assert_eq!(
+        cuda::compile::target(90, cuda::compile::Code::Cubin).unwrap(),
+        (90, cuda::compile::Code::Cubin)
+    );
+    assert_eq!(
+        cuda::compile::target(newest + 1, cuda::compile::Code::Cubin).unwrap(),
+        (newest, cuda::compile::Code::Ptx)
+    );
 }
 
 #[test]

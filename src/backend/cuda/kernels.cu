@@ -364,12 +364,12 @@ extern "C" __global__ void softmax_causal_backward(float* ds, const float* p, i6
     for (int j = lane; j < T; j += 32) row[j] = j <= i ? pr[j] * (row[j] - dot) * scale : 0.0f;
 }
 // Attention outputs at some flat positions `rows` of [B, T] against the cache (no dropout):
-// one block per (row, head), scores in dynamic shared memory (T floats + 32).
-extern "C" __global__ void attention_rows(float* y, const float* qkv, const u32* rows, int T, int H,
-                                          int dh, float scale) {
-    extern __shared__ float sh[];
-    float* red = sh;
-    float* p = sh + 32;
+// one block per (row, head), its scores in `probs` [rows·H, T] (global memory: any context
+// length fits, where shared memory would stop near 12k positions; the row is read back from L1/L2).
+extern "C" __global__ void attention_rows(float* y, const float* qkv, const u32* rows,
+                                          float* probs, int T, int H, int dh, float scale) {
+    __shared__ float red[32];
+    float* p = probs + (i64)blockIdx.x * T;
     int n = blockIdx.x / H, h = blockIdx.x % H;
     int d = H * dh, d3 = 3 * d;
     i64 r = rows[n];
@@ -404,8 +404,10 @@ extern "C" __global__ void attention_rows(float* y, const float* qkv, const u32*
 // ---- the LM head's softmax cross-entropy: one block per row of logits [n, V] ----
 // Adds the bias (if any); for a counted target writes `scale · (softmax - onehot)` in place and
 // the row's NLL to nll[row]; an ignored target's row becomes zeros, NLL 0.
-extern "C" __global__ void crossentropy_rows(float* logits, const float* bias, const u32* targets,
-                                             float* nll, int V, float scale, int grad) {
+// Launched with 1024 threads: the bound lets the compiler budget registers for it.
+extern "C" __global__ void __launch_bounds__(1024)
+    crossentropy_rows(float* logits, const float* bias, const u32* targets, float* nll, int V,
+                      float scale, int grad) {
     __shared__ float red[32];
     i64 r = blockIdx.x;
     float* row = logits + r * V;
@@ -485,7 +487,9 @@ extern "C" __global__ void lstm_cell_backward(float* dg, float* dc_next, const f
 
 // ---- optimizer ----
 // part[blk] = Σ x² over block blk's fixed chunk, in f64 (the host adds the parts in order).
-extern "C" __global__ void sum_squares_partial(double* part, const float* x, i64 n, i64 chunk) {
+// Launched with 1024 threads (as crossentropy_rows).
+extern "C" __global__ void __launch_bounds__(1024)
+    sum_squares_partial(double* part, const float* x, i64 n, i64 chunk) {
     __shared__ double red[1024];
     i64 c0 = (i64)blockIdx.x * chunk, c1 = min(n, c0 + chunk);
     double s = 0.0;

@@ -73,6 +73,44 @@ fn names(lib: &str) -> Vec<String> {
     v
 }
 
+/// Loads `libnvrtc-builtins.so.*` from NVRTC's own folder `dir`, so that NVRTC finds it when it
+/// asks for it by its soname: the dynamic linker hands an already loaded library to a request
+/// for its soname. NVRTC opens it by bare name at its first compile, and a wheel without a
+/// RUNPATH (`nvidia-cuda-nvrtc` 13.0.88, PyTorch's cu130 wheels; 13.5.37) otherwise fails with
+/// "failed to open libnvrtc-builtins.so.13.0" unless that folder is on `LD_LIBRARY_PATH`.
+/// The `.alt` variants are left alone (NVRTC's alternative, selected by an option gpt1 does
+/// not use).
+fn preload_builtins(dir: &std::path::Path, kept: &mut Vec<(String, PathBuf, libloading::Library)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libnvrtc-builtins.so"))
+        })
+        .collect();
+    found.sort();
+    for p in found {
+        // SAFETY: NVIDIA's own library, beside the NVRTC about to be used.
+        if let Ok(l) = unsafe { libloading::Library::new(&p) } {
+            kept.push(("nvrtc-builtins".into(), p, l));
+        }
+    }
+}
+
+/// The folder of the mapped library whose file name starts with `prefix` (from
+/// `/proc/self/maps`): where the dynamic linker found a library opened by bare name.
+fn mapped_dir(prefix: &str) -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        let path = PathBuf::from(line.split_whitespace().nth(5)?);
+        let name = path.file_name()?.to_str()?;
+        name.starts_with(prefix).then(|| path.parent().map(PathBuf::from))?
+    })
+}
+
 /// Opens `lib` (`cuda`, `nvrtc`, `cublasLt`, `cublas`) once, or says where it looked.
 pub fn require(lib: &str, what: &str) -> Result<PathBuf> {
     let mut kept = kept().lock().unwrap_or_else(|e| e.into_inner());
@@ -83,6 +121,11 @@ pub fn require(lib: &str, what: &str) -> Result<PathBuf> {
     for name in names(lib) {
         // SAFETY: loading a shared library runs its initialisers; these are NVIDIA's own.
         if let Ok(l) = unsafe { libloading::Library::new(&name) } {
+            if lib == "nvrtc"
+                && let Some(dir) = mapped_dir("libnvrtc.so")
+            {
+                preload_builtins(&dir, &mut kept);
+            }
             kept.push((lib.into(), PathBuf::from(&name), l));
             return Ok(PathBuf::from(name));
         }
@@ -97,6 +140,9 @@ pub fn require(lib: &str, what: &str) -> Result<PathBuf> {
             // SAFETY: as above.
             match unsafe { libloading::Library::new(&p) } {
                 Ok(l) => {
+                    if lib == "nvrtc" {
+                        preload_builtins(dir, &mut kept);
+                    }
                     kept.push((lib.into(), p.clone(), l));
                     return Ok(p);
                 }

@@ -18,8 +18,11 @@
 //!
 //! Views are raw device addresses with a length and a lifetime, as the CPU's are slices.
 
+pub mod compile;
 pub mod libs;
 pub mod nccl;
+
+pub use compile::{KERNELS, compile_ptx, compile_source};
 
 use super::{AdamStep, Backend, DeviceBuf, Pinned, Precision};
 use crate::error::{Error, Result};
@@ -35,9 +38,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
-
-/// The kernels' CUDA C source.
-pub const KERNELS: &str = include_str!("kernels.cu");
 
 /// Every kernel of [`KERNELS`], loaded by name.
 pub const KERNEL_NAMES: &[&str] = &[
@@ -76,59 +76,40 @@ pub const KERNEL_NAMES: &[&str] = &[
     "adamw",
 ];
 
-/// Compiles [`KERNELS`] to PTX for `arch` (`sm_90`, `compute_90`) with NVRTC (found by
-/// [`libs`]); the test suite runs this on machines without a GPU.
-pub fn compile_ptx(arch: &str) -> Result<String> {
-    compile_source(KERNELS, arch)
-}
-
-/// Compiles CUDA C `src` to PTX for `arch`; a compile error carries NVRTC's log (file, line,
-/// message).
-pub fn compile_source(src: &str, arch: &str) -> Result<String> {
-    use cudarc::nvrtc::CompileError;
-    libs::require("nvrtc", "compiling the CUDA kernels")?;
-    let opts = cudarc::nvrtc::CompileOptions {
-        options: compile_options(arch),
-        name: Some("kernels.cu".into()),
-        ..Default::default()
-    };
-    let ptx = std::panic::catch_unwind(|| cudarc::nvrtc::compile_ptx_with_opts(src, opts))
-        .map_err(|_| Error::Device("NVRTC failed to load".into()))?
-        .map_err(|e| {
-            let detail = match &e {
-                CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
-                e => e.to_string(),
-            };
-            Error::Device(format!("NVRTC compiling the CUDA kernels for {arch}: {detail}"))
-        })?;
-    Ok(ptx.to_src())
-}
-
-fn compile_options(arch: &str) -> Vec<String> {
-    vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()]
-}
-
-/// The PTX for `arch`, from the cache (`$XDG_CACHE_HOME/gpt1` or `~/.cache/gpt1`, keyed by a
-/// hash of the source) or compiled and cached now; with the cache file it came from.
-fn cached_ptx(arch: &str) -> Result<(String, Option<std::path::PathBuf>)> {
-    let key = format!("{KERNELS}{:?}", compile_options(arch));
-    let hash = crate::train::rundir::fnv_words(key.bytes().map(u64::from));
-    let dir = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("gpt1"));
-    let file = dir.as_ref().map(|d| d.join(format!("kernels-{hash}-{arch}.ptx")));
-    if let Some(Ok(s)) = file.as_ref().map(std::fs::read_to_string) {
-        return Ok((s, file));
-    }
-    let ptx = compile_ptx(arch)?;
-    if let (Some(dir), Some(file)) = (dir, file) {
-        // A cache that cannot be written only costs a compile next time.
-        if std::fs::create_dir_all(&dir).is_ok() {
-            let _ = crate::io::write_atomic(&file, ptx.as_bytes());
+/// Compiles (or reads from the cache) and loads the kernels for compute capability `cc`.
+fn load_kernels(ctx: &Arc<CudaContext>, cc: i32) -> Result<Arc<cudarc::driver::CudaModule>> {
+    let mut driver = 0;
+    // SAFETY: an out-parameter; the driver is loaded (a context exists).
+    unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut driver) }
+        .result()
+        .map_err(|e| dev("the driver's version", e))?;
+    let (cc_used, code) = compile::target(cc, compile::Code::from_env()?)?;
+    let (image, cached) = compile::cached(cc_used, code, driver)?;
+    let module = match code {
+        compile::Code::Cubin => ctx.load_module(cudarc::nvrtc::Ptx::from_binary(image)),
+        compile::Code::Ptx => {
+            ctx.load_module(cudarc::nvrtc::Ptx::from_src(String::from_utf8_lossy(&image)))
         }
-    }
-    Ok((ptx, None))
+    };
+    module.map_err(|e| {
+        let nvrtc = compile::nvrtc_version().map(|(a, b)| format!("{a}.{b}")).unwrap_or_default();
+        let what = format!(
+            "loading the kernels ({code:?} for sm_{cc_used}, NVRTC {nvrtc}, driver {}.{}{})",
+            driver / 1000,
+            driver % 1000 / 10,
+            match &cached {
+                Some(f) => format!(", cached in {}: delete it to recompile", f.display()),
+                None => String::new(),
+            }
+        );
+        let hint = if code == compile::Code::Ptx {
+            "; PTX from an NVRTC newer than the driver cannot be loaded: use GPT1_CUDA_CODE=cubin, \
+             an NVRTC no newer than the driver, or a newer driver"
+        } else {
+            ""
+        };
+        Error::Device(format!("CUDA: {what}: {e}{hint}"))
+    })
 }
 
 /// Growable device scratch buffers, one per use, kept between calls.
@@ -146,6 +127,7 @@ enum Slot {
     Nll,
     Bf16A,
     Bf16B,
+    Probs,
 }
 
 struct Inner {
@@ -324,18 +306,7 @@ impl Cuda {
             )));
         }
         let name = ctx.name().unwrap_or_else(|_| "GPU".into());
-        let (ptx, cached) = cached_ptx(&arch)?;
-        let module =
-            ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx)).map_err(|e| match &cached {
-                Some(f) => dev(
-                    &format!(
-                        "loading the kernels cached in {} (delete it to recompile)",
-                        f.display()
-                    ),
-                    e,
-                ),
-                None => dev("loading the kernels", e),
-            })?;
+        let module = load_kernels(&ctx, major * 10 + minor)?;
         let mut funcs = HashMap::new();
         for &n in KERNEL_NAMES {
             funcs.insert(n, module.load_function(n).map_err(|e| dev(n, e))?);
@@ -1259,11 +1230,8 @@ impl Backend for Cuda {
             return;
         }
         let r = self.put_u32(Slot::Rows, rows.iter().map(|&r| r as u32));
-        let c = LaunchConfig {
-            grid_dim: ((rows.len() * s.h) as u32, 1, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: ((s.t + 32) * 4) as u32,
-        };
+        let probs = self.scratch(Slot::Probs, rows.len() * s.h * s.t * 4);
+        let c = cfg((rows.len() * s.h) as u32, 128);
         let scale = 1.0 / (s.dh as f32).sqrt();
         self.launch(
             "attention_rows",
@@ -1272,6 +1240,7 @@ impl Backend for Cuda {
                 A::P(y.ptr),
                 A::P(qkv.ptr),
                 A::P(r),
+                A::P(probs),
                 A::I(s.t as i32),
                 A::I(s.h as i32),
                 A::I(s.dh as i32),
