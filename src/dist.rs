@@ -92,21 +92,6 @@ pub fn sum_shared(comm: Option<&dyn Collective>, x: &mut [f32]) {
     }
 }
 
-/// Sums a step's gradients and loss sum over the ranks of `comm` (nothing alone).
-pub fn sum_step<B: crate::backend::Backend>(
-    be: &B,
-    comm: Option<&dyn Collective>,
-    grads: B::Mut<'_>,
-    nll: &mut f64,
-) {
-    if let Some(c) = comm {
-        be.all_reduce_sum(grads, c);
-        let mut s = [*nll];
-        c.all_reduce_f64(&mut s);
-        *nll = s[0];
-    }
-}
-
 /// The contiguous passes (micro-batches) of `passes` that rank `rank` of `world` runs.
 pub fn share(passes: usize, rank: usize, world: usize) -> Range<usize> {
     let per = passes / world;

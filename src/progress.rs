@@ -70,10 +70,3 @@ pub fn human(secs: f64) -> String {
         format!("{:.1} days", secs / 86400.0)
     }
 }
-
-/// `MemAvailable` of /proc/meminfo in bytes (None where unreadable).
-pub fn mem_available() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-}

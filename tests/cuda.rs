@@ -290,7 +290,7 @@ fn all_ops<B: Backend>(be: &B) -> Vec<(String, Vec<f32>)> {
     be.scale(vv.w(), 0.5);
     be.fill(vv.w(), 0.25);
     out.push(("sum_squares".into(), vec![be.sum_squares(p.r()) as f32]));
-    let hstep = gpt1::backend::AdamStep {
+    let hstep = gpt1::kernels::optim::AdamStep {
         beta1: 0.9,
         beta2: 0.999,
         eps: 1e-8,

@@ -1,12 +1,13 @@
 //! The CPU: host `Vec<f32>` buffers and the kernels of [`crate::kernels`], with the matrix
 //! products in fp32 or in bf16 with fp32 accumulation ([`Precision`]).
 
-use super::{AdamStep, Backend, DeviceBuf, Pinned, Precision};
+use super::{Backend, DeviceBuf, Pinned, Precision};
 use crate::kernels::attention::{self, Dims};
 use crate::kernels::bf16;
 use crate::kernels::dropout::Dropout;
 use crate::kernels::matmul::Gemm;
 use crate::kernels::matmul::Mat;
+use crate::kernels::optim::AdamStep;
 use crate::kernels::reduce::{col_sum, sum_squares};
 use crate::kernels::{crossentropy, embedding, gelu, layernorm, lstm, optim};
 use rayon::prelude::*;

@@ -127,7 +127,7 @@ pub fn check_fits<B: Backend>(backend: &B, bytes: u64, what: &str) -> crate::Res
 /// there) exceed the memory the host has available: a clear `--batch` error instead of a failed
 /// allocation or the out-of-memory killer. Ok where the host does not say (not Linux).
 pub fn check_host(bytes: u64, what: &str) -> crate::Result<()> {
-    match crate::progress::mem_available() {
+    match crate::sys::mem_available() {
         Some(avail) if bytes > avail => Err(crate::Error::setting(
             "batch",
             format!(
@@ -142,6 +142,7 @@ pub fn check_host(bytes: u64, what: &str) -> crate::Result<()> {
 
 use crate::kernels::attention::Dims;
 use crate::kernels::dropout::Dropout;
+use crate::kernels::optim::AdamStep;
 use std::borrow::Cow;
 
 /// What a backend keeps, derived from weights, while they are pinned ([`Backend::pin`]): in
@@ -179,20 +180,6 @@ pub trait DeviceBuf<B: Backend>: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// One AdamW update's constants (the bias corrections folded in), shared by every group.
-#[derive(Clone, Copy, Debug)]
-pub struct AdamStep {
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    /// `lr / (1 - beta1^t)`.
-    pub step_size: f32,
-    /// `sqrt(1 - beta2^t)`.
-    pub bc2_sqrt: f32,
-    /// `1 - lr · weight_decay` for decayed tensors, 1 otherwise.
-    pub shrink: f32,
 }
 
 /// A device and precision the model runs on. Shapes in the kernel docs: `B` sequences of `T`

@@ -1,9 +1,22 @@
 //! The optimizer's element-wise kernels: AdamW's update and gradient scaling (clipping).
 
-use crate::backend::AdamStep;
 use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
+
+/// One AdamW update's constants (the bias corrections folded in), shared by every group.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamStep {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// `lr / (1 - beta1^t)`.
+    pub step_size: f32,
+    /// `sqrt(1 - beta2^t)`.
+    pub bc2_sqrt: f32,
+    /// `1 - lr · weight_decay` for decayed tensors, 1 otherwise.
+    pub shrink: f32,
+}
 
 /// One AdamW update of a parameter group: moments `m`, `v` and parameters `p` updated in
 /// place from the gradients `g` (decoupled weight decay through `h.shrink`).

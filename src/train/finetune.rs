@@ -264,7 +264,7 @@ fn finetune_on<B: Backend>(
     let t_max = longest(&train_p).max(dev_p.as_deref().map_or(1, longest));
     let seqs = opts.batch.saturating_mul(per_example);
     // The device's free memory, or on the CPU the host's available memory.
-    if let Some(free) = backend.free_memory().or_else(crate::progress::mem_available) {
+    if let Some(free) = backend.free_memory().or_else(crate::sys::mem_available) {
         // Weights, gradients, Adam moments and one pass's activations, and on a GPU in bf16 the
         // products' bf16 scratch and the dev evaluations' pinned copies.
         let need = 16 * params.len() as u64

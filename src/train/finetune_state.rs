@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use super::checkpoint::{STATE_FILE, read_moments, write_moments};
 
-use super::rundir::fnv_words as fnv;
+use crate::sys::fnv_words as fnv;
 
 /// The identity of prepared examples: their token ids and targets, in order.
 pub fn data_hash(p: &[Prepared]) -> String {

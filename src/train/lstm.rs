@@ -69,7 +69,7 @@ impl<B: Backend> LstmTrainer<B> {
             nll += self.model.lm_head(&mut self.acts, tg, &mut self.grads, scale);
             self.model.backward(&mut self.acts, &mut self.grads);
         }
-        crate::dist::sum_step(&be, self.dist.as_deref(), self.grads.w(), &mut nll);
+        crate::train::trainer::sum_step(&be, self.dist.as_deref(), self.grads.w(), &mut nll);
         let loss = nll / tokens.max(1) as f64;
         let grad_norm = clip_checked(&be, &mut self.grads, &mut [], clip, loss, step)?;
         self.opt.step(&mut self.model.params, &self.grads, lr);

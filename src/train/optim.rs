@@ -2,8 +2,9 @@
 //! gradient-norm clipping: the update of `torch.optim.AdamW` with the paper's grouping. The
 //! moments live on the backend, beside the parameters.
 
-use crate::backend::{AdamStep, Backend, Cpu, DeviceBuf};
+use crate::backend::{Backend, Cpu, DeviceBuf};
 use crate::error::{Error, Result};
+use crate::kernels::optim::AdamStep;
 use crate::kernels::reduce::sum_squares;
 use crate::model::{Config, params::layout};
 use std::ops::Range;

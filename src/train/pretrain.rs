@@ -13,7 +13,8 @@ use crate::kernels::rng::{derive, stream};
 use crate::model::Config;
 use crate::model::lstm::LstmConfig;
 use crate::model::params::num_params;
-use crate::progress::{Progress, human, mem_available};
+use crate::progress::{Progress, human};
+use crate::sys::mem_available;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

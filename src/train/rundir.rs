@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
+use crate::sys::{fnv_words, fnv1a};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Read;
@@ -57,20 +58,6 @@ impl FileId {
     pub fn same_data(&self, other: &FileId) -> bool {
         self.bytes == other.bytes && self.hash == other.hash
     }
-}
-
-/// FNV-1a over `bytes`, 64 bits, as hex: the identity of data and weights in a run's
-/// specification (a check against changed inputs, not a security one).
-pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> String {
-    let h = bytes
-        .into_iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
-    format!("{h:016x}")
-}
-
-/// [`fnv1a`] over 64-bit words (little-endian).
-pub fn fnv_words(words: impl Iterator<Item = u64>) -> String {
-    fnv1a(words.flat_map(u64::to_le_bytes))
 }
 
 /// The identity of a model's weights (a fine-tuning run's initial ones; the ranks' agreement).

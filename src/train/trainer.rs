@@ -5,6 +5,7 @@
 
 use super::optim::{AdamW, clip_checked};
 use crate::backend::{Backend, Cpu, DeviceBuf};
+use crate::dist::Collective;
 use crate::error::Result;
 use crate::kernels::crossentropy::IGNORE;
 use crate::kernels::dropout::Dropout;
@@ -342,7 +343,7 @@ impl<B: Backend> Trainer<B> {
             let g = &mut self.grads;
             nll += self.model.backward(&mut self.acts, g, i, tg, key, lm_scale, None, 0);
         }
-        crate::dist::sum_step(be, self.dist.as_deref(), self.grads.w(), &mut nll);
+        sum_step(be, self.dist.as_deref(), self.grads.w(), &mut nll);
         let lm_loss = nll / counted.max(1) as f64;
         Losses { loss: lm_loss, lm_loss, task_loss: None, tokens: counted }
     }
@@ -452,4 +453,19 @@ pub fn next_token_targets(ids: &[u32], lengths: &[usize], len: usize) -> Vec<u32
         }
     }
     lm
+}
+
+/// Sums a step's gradients and loss sum over the ranks of `comm` (nothing alone).
+pub fn sum_step<B: Backend>(
+    be: &B,
+    comm: Option<&dyn Collective>,
+    grads: B::Mut<'_>,
+    nll: &mut f64,
+) {
+    if let Some(c) = comm {
+        be.all_reduce_sum(grads, c);
+        let mut s = [*nll];
+        c.all_reduce_f64(&mut s);
+        *nll = s[0];
+    }
 }

@@ -205,7 +205,7 @@ pub fn cached(cc: i32, code: Code, driver: i32) -> Result<(Vec<u8>, Option<PathB
         "{KERNELS}{:?} nvrtc {major}.{minor} driver {driver} {ext}",
         options(&format!("{prefix}_{cc}"))
     );
-    let hash = crate::train::rundir::fnv_words(key.bytes().map(u64::from));
+    let hash = crate::sys::fnv_words(key.bytes().map(u64::from));
     let dir = cache_dir();
     let file = dir.as_ref().map(|d| d.join(format!("kernels-{hash}-{prefix}_{cc}.{ext}")));
     if let Some(Ok(bytes)) = file.as_ref().map(std::fs::read)

@@ -24,10 +24,11 @@ pub mod nccl;
 
 pub use compile::{KERNELS, compile_ptx, compile_source};
 
-use super::{AdamStep, Backend, DeviceBuf, Pinned, Precision};
+use super::{Backend, DeviceBuf, Pinned, Precision};
 use crate::error::{Error, Result};
 use crate::kernels::attention::Dims;
 use crate::kernels::dropout::Dropout;
+use crate::kernels::optim::AdamStep;
 use cudarc::cublas::{CudaBlas, sys as blas};
 use cudarc::driver::sys::CUdeviceptr;
 use cudarc::driver::{
@@ -357,7 +358,7 @@ impl Cuda {
         // SAFETY: gethostname writes at most host.len() bytes.
         unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len()) };
         let id = format!("{}:{pci:?}", String::from_utf8_lossy(&host).trim_end_matches('\0'));
-        let h = crate::train::rundir::fnv1a(id.bytes());
+        let h = crate::sys::fnv1a(id.bytes());
         u64::from_str_radix(&h, 16).unwrap_or(0)
     }
 
