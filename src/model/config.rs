@@ -38,9 +38,6 @@ pub struct Config {
     pub initializer_range: f32,
 }
 
-/// GPT-1's BPE vocabulary (40,478) plus `_start_`, `_delimiter_`, `_classify_`.
-pub const GPT1_VOCAB: usize = crate::text::tokenizer::GPT1_BPE_VOCAB + 3;
-
 impl Config {
     fn preset(
         vocab_size: usize,
@@ -67,10 +64,10 @@ impl Config {
     /// `gpt1` (the paper's model), `small`, `tiny`.
     pub fn named(name: &str) -> Option<Self> {
         match name {
-            "gpt1" => Some(Self::preset(GPT1_VOCAB, 512, 768, 12, 12)),
+            "gpt1" => Some(Self::preset(crate::text::tokenizer::GPT1_VOCAB, 512, 768, 12, 12)),
             // GPT-1's vocabulary at sizes a CPU trains in minutes to hours.
-            "gpt1-small" => Some(Self::preset(GPT1_VOCAB, 512, 384, 6, 6)),
-            "gpt1-mini" => Some(Self::preset(GPT1_VOCAB, 128, 256, 4, 4)),
+            "gpt1-small" => Some(Self::preset(crate::text::tokenizer::GPT1_VOCAB, 512, 384, 6, 6)),
+            "gpt1-mini" => Some(Self::preset(crate::text::tokenizer::GPT1_VOCAB, 128, 256, 4, 4)),
             "small" => Some(Self::preset(16_384, 512, 384, 6, 6)),
             "tiny" => Some(Self::preset(8_192, 256, 256, 4, 4)),
             _ => None,

@@ -43,6 +43,9 @@ pub const CONFIG_FILE: &str = "tokenizer_config.json";
 /// The size of GPT-1's own BPE vocabulary (`encoder_bpe_40000.json`).
 pub const GPT1_BPE_VOCAB: usize = 40_478;
 
+/// GPT-1's BPE vocabulary plus `_start_`, `_delimiter_`, `_classify_`: the model's vocabulary.
+pub const GPT1_VOCAB: usize = GPT1_BPE_VOCAB + 3;
+
 impl Mode {
     /// The default for a vocabulary: `original` for GPT-1's own (which that pipeline made),
     /// `hf` for any other (what `tokenizer train` learns with).
@@ -132,7 +135,7 @@ impl Tokenizer {
             return Self::load(d, mode);
         }
         match vocab_size {
-            None | Some(GPT1_BPE_VOCAB) | Some(crate::model::config::GPT1_VOCAB) => {
+            None | Some(GPT1_BPE_VOCAB) | Some(GPT1_VOCAB) => {
                 Self::gpt1(mode)
             }
             Some(v) => Err(Error::invalid(
