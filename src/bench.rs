@@ -3,9 +3,9 @@
 use crate::backend::{Backend, Cpu, Precision};
 use crate::error::Result;
 use crate::kernels::rng::{Rng, derive};
+use crate::model::{ArchConfig, Net};
 use crate::model::{Config, Gpt, params::num_params};
 use crate::train::Trainer;
-use crate::train::net::{ArchConfig, Net};
 use crate::train::trainer::StepKey;
 use serde::Serialize;
 use std::time::Instant;
@@ -123,7 +123,15 @@ pub fn train(
             "6*(sum_l 4H*(in_l + H) + V*H) per token",
         ),
     };
-    let mut tr = Net::init(&config, 1).trainer(batch, seq, 0.01, precision, device, None)?;
+    let mut tr = crate::train::lm::trainer(
+        Net::init(&config, 1),
+        batch,
+        seq,
+        0.01,
+        precision,
+        device,
+        None,
+    )?;
     let mut rng = Rng::new(7);
     let v = config.vocab_size() as u64;
     let (mut ids, mut tg) = (vec![0u32; batch * seq], vec![0u32; batch * seq]);
@@ -218,9 +226,10 @@ fn finetune_on<B: crate::backend::Backend>(
     warmup: usize,
     backend: B,
 ) -> Result<FinetuneBench> {
+    use crate::tasks::batch::next_token_targets;
     use crate::tasks::head::extract_rows;
     use crate::tasks::{Head, HeadKind, Item, Target};
-    use crate::train::trainer::{TaskObjective, next_token_targets};
+    use crate::train::trainer::TaskObjective;
     let threads = rayon::current_num_threads();
     let head = Head::new(HeadKind::Classify, config.n_embd, 2, 1);
     let task = TaskObjective::new(head, 0.5, 0.1, 0.01);

@@ -113,8 +113,9 @@ fn adamw_trajectory_matches_torch() {
 /// `tools/make_finetune_fixtures.py`).
 #[test]
 fn finetuning_objective_and_gradients_match_double_heads() {
+    use gpt1::tasks::batch::next_token_targets;
     use gpt1::tasks::{Head, HeadKind, Item, Target};
-    use gpt1::train::trainer::{TaskObjective, next_token_targets};
+    use gpt1::train::trainer::TaskObjective;
     let model = load_model(&fixtures().join("hf_ft")).unwrap();
     let bytes = std::fs::read(fixtures().join("hf_ft_ref.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -209,7 +210,7 @@ fn export_gives_back_the_double_heads_tensors_transformers_wrote() {
             v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
     }
     let ft = Finetuned {
-        model: gpt1::train::net::Net::Transformer(model),
+        model: gpt1::model::Net::Transformer(model),
         head,
         task: gpt1::data::tasks::task("storycloze").unwrap(),
         tokenizer: gpt1::text::Tokenizer::gpt1(None).unwrap(),
@@ -242,7 +243,7 @@ fn export_of_a_similarity_head_sums_to_gpt1s_prediction() {
     let ours = head.forward(&hidden, &[Item { features: vec![vec![0, 1]], target: Target::None }]);
     let task = gpt1::data::tasks::task("stsb").unwrap();
     let ft = Finetuned {
-        model: gpt1::train::net::Net::Transformer(model),
+        model: gpt1::model::Net::Transformer(model),
         head,
         task,
         tokenizer: gpt1::text::Tokenizer::gpt1(None).unwrap(),

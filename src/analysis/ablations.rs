@@ -11,10 +11,10 @@ use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::kernels::rng::{derive, stream};
 use crate::model::Gpt;
+use crate::model::Net;
 use crate::model::lstm::Lstm;
 use crate::text::Tokenizer;
 use crate::train::finetune::{FinetuneOptions, finetune_net};
-use crate::train::net::Net;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

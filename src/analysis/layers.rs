@@ -74,7 +74,7 @@ pub fn layers(
         o.resume = run.join(crate::train::rundir::SPEC_FILE).exists();
         let s = finetune(m, tok, def, &o)?;
         let mut ft = load_finetuned(&s.best_dir)?;
-        if let crate::train::net::Net::Transformer(m) = &mut ft.model {
+        if let crate::model::Net::Transformer(m) = &mut ft.model {
             m.backend = crate::backend::Cpu::new(o.precision);
         }
         // The train split is scored where the fine-tuning ran (`--device`).

@@ -1,6 +1,6 @@
 use anyhow::{Context, Result, ensure};
+use gpt1::model::ArchConfig;
 use gpt1::model::Config;
-use gpt1::train::net::ArchConfig;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {

@@ -3,12 +3,12 @@
 use anyhow::{Context, Result, bail};
 use gpt1::data::tasks::{self, Custom, Shape, TaskDef, custom_task, task};
 use gpt1::kernels::rng::{derive, stream};
+use gpt1::model::Net;
 use gpt1::model::{Config, Gpt};
 use gpt1::tasks::checkpoint::{Finetuned, load_finetuned};
 use gpt1::tasks::evaluate::{evaluate, predict_to_file};
 use gpt1::tasks::stats::split_stats;
 use gpt1::train::finetune::{FINETUNE, FinetuneOptions, finetune_net};
-use gpt1::train::net::Net;
 use std::path::PathBuf;
 
 /// The columns of a user's own task (`--task custom`).
@@ -325,7 +325,7 @@ pub fn run_data(c: DataCommand) -> Result<()> {
 pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
     let def = a.task.resolve()?;
     let vocab = match (&a.model, a.from_scratch) {
-        (Some(m), false) => Some(gpt1::train::net::ArchConfig::load(m)?.vocab_size()),
+        (Some(m), false) => Some(gpt1::model::ArchConfig::load(m)?.vocab_size()),
         _ => None,
     };
     let tok = super::tokenizer(a.tokenizer.as_deref(), a.model.as_deref(), vocab, None)?;

@@ -1,6 +1,7 @@
 //! The model: configuration, parameter layout, activations, forward/backward, checkpoints.
 
 mod activations;
+pub mod arch;
 pub mod checkpoint;
 pub mod config;
 pub mod gpt;
@@ -8,5 +9,6 @@ pub mod lstm;
 pub mod params;
 
 pub use activations::{Activations, activation_bytes, bf16_bytes, inference_bytes};
+pub use arch::{ArchConfig, Net};
 pub use config::Config;
 pub use gpt::{Gpt, Query};

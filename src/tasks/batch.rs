@@ -3,9 +3,9 @@
 
 use super::{Example, Item, Specials, Target, Transformed, transform};
 use crate::error::{Error, Result};
+use crate::kernels::crossentropy::IGNORE;
 use crate::kernels::rng::Rng;
 use crate::text::Tokenizer;
-use crate::train::trainer::next_token_targets;
 
 /// An example ready for the model.
 #[derive(Clone, Debug)]
@@ -117,4 +117,17 @@ pub fn bucketed_batches(data: &[Prepared], batch: usize, seed: u64) -> Vec<Vec<u
         batches.swap(i, rng.below(i as u64 + 1) as usize);
     }
     batches
+}
+
+/// Next-token targets of right-padded sequences: `targets[s, j] = ids[s, j + 1]` inside each
+/// sequence of `lengths[s]` tokens; padding and each sequence's last token predict nothing
+/// ([`IGNORE`]). The one place fine-tuning's LM targets are built.
+pub fn next_token_targets(ids: &[u32], lengths: &[usize], len: usize) -> Vec<u32> {
+    let mut lm = vec![IGNORE; ids.len()];
+    for (s, &n) in lengths.iter().enumerate() {
+        for j in 0..n.saturating_sub(1) {
+            lm[s * len + j] = ids[s * len + j + 1];
+        }
+    }
+    lm
 }

@@ -82,7 +82,7 @@ pub fn save_finetuned_with(
 /// A fine-tuned checkpoint loaded back: model, head, task, tokenizer, context length.
 pub struct Finetuned {
     /// GPT-1, or the LSTM baseline.
-    pub model: crate::train::net::Net,
+    pub model: crate::model::Net,
     pub head: Head,
     pub task: TaskDef,
     pub tokenizer: Tokenizer,
@@ -104,7 +104,7 @@ pub fn load_finetuned(dir: &Path) -> Result<Finetuned> {
         .map_err(|e| Error::invalid(&tp, format!("not a task definition ({e})")))?;
     let max_len =
         v["max_len"].as_u64().ok_or_else(|| Error::invalid(&tp, "max_len is missing"))? as usize;
-    let model = crate::train::net::Net::load(dir)?;
+    let model = crate::model::Net::load(dir)?;
     let config = model.config();
     let width = config.width();
     let tokenizer = Tokenizer::load(dir, None)?;

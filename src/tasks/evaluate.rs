@@ -346,7 +346,7 @@ pub fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> 
     let (p, _) = prepare(&ft.tokenizer, examples, ft.max_len)?;
     let per = p.iter().map(|e| e.t.features.iter().map(Vec::len).sum::<usize>()).max().unwrap_or(1);
     use crate::backend::Device;
-    use crate::train::net::Net;
+    use crate::model::Net;
     // Buffers for one batch: no more examples than there are, each of `per` sequences.
     let (rows, t) = (batch_size.min(p.len().max(1)).saturating_mul(per), longest(&p));
     let comm = ft.comm.as_deref();

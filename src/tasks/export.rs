@@ -44,7 +44,7 @@ pub fn summed_sequences(ft: &Finetuned) -> usize {
 /// embedding also as `lm_head.weight`, the head as `multiple_choice_head.summary.*`) and the
 /// tokenizer files; `gpt1_task.json` says how to read the logits.
 pub fn export_double_heads(ft: &Finetuned, dir: &Path) -> Result<()> {
-    let crate::train::net::Net::Transformer(model) = &ft.model else {
+    let crate::model::Net::Transformer(model) = &ft.model else {
         return Err(Error::Unknown(
             "an LSTM checkpoint: transformers has no class for it (docs/lstm.md shows the \
              PyTorch module its model.safetensors loads into)"

@@ -135,9 +135,7 @@ impl Tokenizer {
             return Self::load(d, mode);
         }
         match vocab_size {
-            None | Some(GPT1_BPE_VOCAB) | Some(GPT1_VOCAB) => {
-                Self::gpt1(mode)
-            }
+            None | Some(GPT1_BPE_VOCAB) | Some(GPT1_VOCAB) => Self::gpt1(mode),
             Some(v) => Err(Error::invalid(
                 dir.unwrap_or(Path::new(".")),
                 format!(

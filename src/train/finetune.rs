@@ -4,7 +4,6 @@
 //! [`Trainer::step`].
 
 use super::finetune_state::{self, FinetuneSpec, LoopState, data_hash};
-use super::net::Net;
 use super::rundir;
 use super::rundir::weights_hash;
 use super::schedule::Schedule;
@@ -15,6 +14,7 @@ use crate::data::tasks::{TaskDef, read_split};
 use crate::error::{Error, Result};
 use crate::kernels::rng::{derive, stream};
 use crate::model::Gpt;
+use crate::model::Net;
 use crate::tasks::Head;
 use crate::tasks::batch::{Prepared, batch, bucketed_batches, longest, prepare};
 use crate::tasks::checkpoint::with_special_tokens;

@@ -139,7 +139,7 @@ pub fn load<B: Backend>(
     task: &mut TaskObjective,
     def: &TaskDef,
 ) -> Result<LoopState> {
-    let loaded = super::net::Net::load(dir)?.into_params();
+    let loaded = crate::model::Net::load(dir)?.into_params();
     let head = load_head(dir, def, task.head.d)?;
     if loaded.len() != params.len() {
         return Err(Error::invalid(dir, "this checkpoint is of another model or task"));

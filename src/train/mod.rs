@@ -3,8 +3,8 @@
 pub mod checkpoint;
 pub mod finetune;
 pub mod finetune_state;
+pub mod lm;
 pub mod lstm;
-pub mod net;
 pub mod optim;
 pub mod pretrain;
 pub mod rundir;

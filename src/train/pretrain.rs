@@ -1,7 +1,7 @@
 //! The pre-training driver: sampling, schedule, evaluation, metrics, checkpoints, resume.
 
 use super::checkpoint::{self, TrainerState};
-use super::net::{ArchConfig, Net, load_checkpoint};
+use super::lm::{load_checkpoint, trainer};
 use super::rundir::{self, FileId};
 use super::schedule::Schedule;
 use super::spec::PretrainSpec;
@@ -13,6 +13,7 @@ use crate::kernels::rng::{derive, stream};
 use crate::model::Config;
 use crate::model::lstm::LstmConfig;
 use crate::model::params::num_params;
+use crate::model::{ArchConfig, Net};
 use crate::progress::{Progress, human};
 use crate::sys::mem_available;
 use std::path::{Path, PathBuf};
@@ -494,7 +495,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     };
     let c = model.config();
     let mut trainer =
-        model.trainer(micro, opts.seq, opts.weight_decay, opts.precision, opts.device, opt)?;
+        trainer(model, micro, opts.seq, opts.weight_decay, opts.precision, opts.device, opt)?;
     let sampler = Sampler::new(&data, opts.seq, opts.sampling)?;
     let val = match &val_data {
         Some(v) => Some(val_windows(v, opts.seq, opts.val_windows)?),
@@ -548,7 +549,7 @@ pub fn pretrain(opts: &PretrainOptions) -> Result<Summary> {
     // Every rank holds the same weights at the same step (the same summed gradients, the same
     // update): checked at the start (another --init, another checkpoint found on resume) and at
     // each checkpoint, so a silent divergence cannot be saved.
-    let agree = |trainer: &dyn crate::train::net::LmTrainer, step: u64| -> Result<()> {
+    let agree = |trainer: &dyn crate::train::lm::LmTrainer, step: u64| -> Result<()> {
         match comm {
             Some(c) => {
                 let p = trainer.host_params();

@@ -1,12 +1,12 @@
 //! A pre-training run's specification (`run.json`): what fixes its weights, recorded when it
 //! starts and compared on resume.
 
-use super::net::ArchConfig;
 use super::pretrain::{ModelSource, PretrainOptions};
 use super::rundir::FileId;
 use super::schedule::Schedule;
 use crate::backend::Precision;
 use crate::data::Sampling;
+use crate::model::ArchConfig;
 use std::path::PathBuf;
 
 /// What fixes a run's weights: recorded in `run.json` when it starts and compared on resume,

@@ -442,19 +442,6 @@ impl<B: Backend> Trainer<B> {
     }
 }
 
-/// Next-token targets of right-padded sequences: `targets[s, j] = ids[s, j + 1]` inside each
-/// sequence of `lengths[s]` tokens; padding and each sequence's last token predict nothing
-/// ([`IGNORE`]). The one place fine-tuning's LM targets are built.
-pub fn next_token_targets(ids: &[u32], lengths: &[usize], len: usize) -> Vec<u32> {
-    let mut lm = vec![IGNORE; ids.len()];
-    for (s, &n) in lengths.iter().enumerate() {
-        for j in 0..n.saturating_sub(1) {
-            lm[s * len + j] = ids[s * len + j + 1];
-        }
-    }
-    lm
-}
-
 /// Sums a step's gradients and loss sum over the ranks of `comm` (nothing alone).
 pub fn sum_step<B: Backend>(
     be: &B,

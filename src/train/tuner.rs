@@ -4,11 +4,11 @@
 
 use super::finetune_state::{self, LoopState};
 use super::lstm::LstmTrainer;
-use super::net::Net;
 use super::trainer::{StepKey, StepStats, TaskObjective, Trainer};
 use crate::backend::{Backend, Cpu, Precision};
 use crate::data::tasks::TaskDef;
 use crate::error::Result;
+use crate::model::Net;
 use crate::tasks::Head;
 use crate::tasks::batch::{Batch, Prepared};
 use crate::tasks::checkpoint::{load_head, save_finetuned, save_finetuned_with};
