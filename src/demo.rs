@@ -6,7 +6,7 @@
 //! (same architecture, same settings, auxiliary LM on both). Samples from fixed prompts before
 //! and after pre-training show what the language model learned.
 
-use crate::data::tasks::{Custom, Shape, custom_task};
+use crate::tasks::readers::{Custom, Shape, custom_task};
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Sampling, generate};
 use crate::io::write_atomic;

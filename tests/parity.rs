@@ -212,7 +212,7 @@ fn export_gives_back_the_double_heads_tensors_transformers_wrote() {
     let ft = Finetuned {
         model: gpt1::model::Net::Transformer(model),
         head,
-        task: gpt1::data::tasks::task("storycloze").unwrap(),
+        task: gpt1::tasks::readers::task("storycloze").unwrap(),
         tokenizer: gpt1::text::Tokenizer::gpt1(None).unwrap(),
         max_len: 16,
         device: gpt1::backend::Device::Cpu,
@@ -241,7 +241,7 @@ fn export_of_a_similarity_head_sums_to_gpt1s_prediction() {
     head.b = vec![0.3];
     let hidden: Vec<f32> = (0..2 * d).map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0).collect();
     let ours = head.forward(&hidden, &[Item { features: vec![vec![0, 1]], target: Target::None }]);
-    let task = gpt1::data::tasks::task("stsb").unwrap();
+    let task = gpt1::tasks::readers::task("stsb").unwrap();
     let ft = Finetuned {
         model: gpt1::model::Net::Transformer(model),
         head,

@@ -6,7 +6,7 @@
 //! recomputed when the command runs again.
 
 use super::{Table, fmt_score};
-use crate::data::tasks::{Metric, TaskDef};
+use crate::tasks::readers::{Metric, TaskDef};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::kernels::rng::{derive, stream};

@@ -3,7 +3,7 @@
 //! model is fine-tuned; the dev and train metrics are recorded.
 
 use super::{Table, fmt_score};
-use crate::data::tasks::{Metric, TaskDef, read_split};
+use crate::tasks::readers::{Metric, TaskDef, read_split};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::kernels::rng::{derive, stream};

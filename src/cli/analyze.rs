@@ -100,8 +100,8 @@ pub struct AblationsArgs {
 }
 
 /// A task's data folder under `data`: `glue/<title>`, else `<name>`, else `<title>`.
-fn task_folder(data: &std::path::Path, def: &gpt1::data::tasks::TaskDef) -> PathBuf {
-    let title = gpt1::data::tasks::builtin(&def.name).map_or(def.name.as_str(), |b| b.title);
+fn task_folder(data: &std::path::Path, def: &gpt1::tasks::readers::TaskDef) -> PathBuf {
+    let title = gpt1::tasks::readers::builtin(&def.name).map_or(def.name.as_str(), |b| b.title);
     [data.join("glue").join(title), data.join(&def.name), data.join(title)]
         .into_iter()
         .find(|p| p.is_dir())
@@ -114,7 +114,7 @@ fn run_ablations(a: AblationsArgs) -> Result<()> {
         .tasks
         .iter()
         .map(|t| {
-            let def = gpt1::data::tasks::task(t)?;
+            let def = gpt1::tasks::readers::task(t)?;
             let dir = task_folder(&a.data, &def);
             Ok((def, dir))
         })

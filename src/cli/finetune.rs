@@ -1,7 +1,7 @@
 //! `finetune` and `evaluate`.
 
 use anyhow::{Context, Result, bail};
-use gpt1::data::tasks::{self, Custom, Shape, TaskDef, custom_task, task};
+use gpt1::tasks::readers::{self, Custom, Shape, TaskDef, custom_task, task};
 use gpt1::kernels::rng::{derive, stream};
 use gpt1::model::Net;
 use gpt1::model::{Config, Gpt};
@@ -35,7 +35,7 @@ pub struct CustomArgs {
 /// `custom` from the column options.
 #[derive(clap::Args, Debug)]
 pub struct TaskArgs {
-    #[arg(long, help = tasks::help(), long_help = tasks::long_help())]
+    #[arg(long, help = readers::help(), long_help = readers::long_help())]
     pub task: String,
     #[command(flatten)]
     custom: CustomArgs,
@@ -307,7 +307,7 @@ pub fn run_data(c: DataCommand) -> Result<()> {
     let a = match c {
         DataCommand::Stats(a) => a,
         DataCommand::Tasks => {
-            print!("{}", tasks::markdown_table());
+            print!("{}", readers::markdown_table());
             return Ok(());
         }
     };

@@ -2,7 +2,6 @@
 
 pub mod sampler;
 pub mod shard;
-pub mod tasks;
 
 pub use sampler::{Sampler, Sampling};
 pub use shard::TokenData;

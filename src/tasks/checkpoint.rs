@@ -4,7 +4,7 @@
 
 use super::Head;
 use crate::backend::Backend;
-use crate::data::tasks::TaskDef;
+use crate::tasks::readers::TaskDef;
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::kernels::rng::{derive, stream};

@@ -6,7 +6,7 @@ use super::checkpoint::Finetuned;
 use super::head::extract_rows;
 use super::{Example, Head, HeadKind, Target, metrics};
 use crate::backend::Backend;
-use crate::data::tasks::{Metric, TaskDef, read_split};
+use crate::tasks::readers::{Metric, TaskDef, read_split};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::model::{Activations, Gpt};

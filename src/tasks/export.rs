@@ -16,7 +16,7 @@
 
 use super::checkpoint::Finetuned;
 use super::head::HeadKind;
-use crate::data::tasks::{Shape, builtin};
+use crate::tasks::readers::{Shape, builtin};
 use crate::error::{Error, Result};
 use crate::io::{write_atomic, write_dir_atomic};
 use crate::model::checkpoint::safetensors_bytes;

@@ -1,6 +1,6 @@
 //! Tasks: example shapes, the paper's input transformations, batching, the task head and its
 //! losses, evaluation and metrics, fine-tuned checkpoints, data statistics. File formats live
-//! in [`crate::data::tasks`].
+//! in [`crate::tasks::readers`].
 
 pub mod batch;
 pub mod checkpoint;
@@ -9,6 +9,7 @@ pub mod example;
 pub mod export;
 pub mod head;
 pub mod metrics;
+pub mod readers;
 pub mod stats;
 pub mod transform;
 

@@ -2,7 +2,7 @@
 
 use super::Target;
 use super::batch::prepare;
-use crate::data::tasks::{TaskDef, read_split};
+use crate::tasks::readers::{TaskDef, read_split};
 use crate::error::{Error, Result};
 use crate::text::Tokenizer;
 use std::path::Path;

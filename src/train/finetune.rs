@@ -10,7 +10,7 @@ use super::schedule::Schedule;
 use super::trainer::TaskObjective;
 use super::tuner::Tuner;
 use crate::backend::{Backend, Cpu, Device, Precision};
-use crate::data::tasks::{TaskDef, read_split};
+use crate::tasks::readers::{TaskDef, read_split};
 use crate::error::{Error, Result};
 use crate::kernels::rng::{derive, stream};
 use crate::model::Gpt;

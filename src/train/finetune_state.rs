@@ -6,7 +6,7 @@
 use super::optim::AdamW;
 use super::trainer::TaskObjective;
 use crate::backend::{Backend, DeviceBuf, Precision};
-use crate::data::tasks::TaskDef;
+use crate::tasks::readers::TaskDef;
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::tasks::batch::Prepared;

@@ -6,7 +6,7 @@ use super::finetune_state::{self, LoopState};
 use super::lstm::LstmTrainer;
 use super::trainer::{StepKey, StepStats, TaskObjective, Trainer};
 use crate::backend::{Backend, Cpu, Precision};
-use crate::data::tasks::TaskDef;
+use crate::tasks::readers::TaskDef;
 use crate::error::Result;
 use crate::model::Net;
 use crate::tasks::Head;

@@ -9,7 +9,7 @@ pub mod winograd;
 pub use score::{Pair, Scored, continuation_logprobs};
 
 use crate::backend::Backend;
-use crate::data::tasks::{read_split, task};
+use crate::tasks::readers::{read_split, task};
 use crate::error::{Error, Result};
 use crate::model::Gpt;
 use crate::tasks::metrics::{accuracy, matthews, matthews_counts};
@@ -255,7 +255,7 @@ impl<B: Backend, P: FnMut(usize, usize)> Run<'_, B, P> {
     }
 }
 
-fn files(split: &crate::data::tasks::Split, data: &Path) -> PathBuf {
+fn files(split: &crate::tasks::readers::Split, data: &Path) -> PathBuf {
     split.files.first().cloned().unwrap_or_else(|| data.to_path_buf())
 }
 
