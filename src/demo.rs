@@ -6,13 +6,13 @@
 //! (same architecture, same settings, auxiliary LM on both). Samples from fixed prompts before
 //! and after pre-training show what the language model learned.
 
-use crate::tasks::readers::{Custom, Shape, custom_task};
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Sampling, generate};
 use crate::io::write_atomic;
 use crate::kernels::rng::{Rng, derive, stream};
 use crate::model::checkpoint::load_model;
 use crate::model::{Config, Gpt};
+use crate::tasks::readers::{Custom, Shape, custom_task};
 use crate::text::Tokenizer;
 use crate::train::finetune::{FinetuneOptions, finetune};
 use crate::train::{ModelSource, PretrainOptions, pretrain};

@@ -2,8 +2,8 @@
 //! the repository): the published counts and label distributions of each split. Skips with a
 //! message when absent. And the task table in docs/finetune.md is the registry's.
 
-use gpt1::tasks::readers::{markdown_table, read_split, task};
 use gpt1::tasks::Target;
+use gpt1::tasks::readers::{markdown_table, read_split, task};
 use std::path::PathBuf;
 
 fn data_dir() -> Option<PathBuf> {

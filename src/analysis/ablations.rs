@@ -6,13 +6,13 @@
 //! recomputed when the command runs again.
 
 use super::{Table, fmt_score};
-use crate::tasks::readers::{Metric, TaskDef};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::kernels::rng::{derive, stream};
 use crate::model::Gpt;
 use crate::model::Net;
 use crate::model::lstm::Lstm;
+use crate::tasks::readers::{Metric, TaskDef};
 use crate::text::Tokenizer;
 use crate::train::finetune::{FinetuneOptions, finetune_net};
 use serde::{Deserialize, Serialize};

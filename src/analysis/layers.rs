@@ -3,13 +3,13 @@
 //! model is fine-tuned; the dev and train metrics are recorded.
 
 use super::{Table, fmt_score};
-use crate::tasks::readers::{Metric, TaskDef, read_split};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::kernels::rng::{derive, stream};
 use crate::model::Gpt;
 use crate::tasks::checkpoint::load_finetuned;
 use crate::tasks::evaluate::scored_split;
+use crate::tasks::readers::{Metric, TaskDef, read_split};
 use crate::text::Tokenizer;
 use crate::train::finetune::{FinetuneOptions, finetune};
 use serde::{Deserialize, Serialize};

@@ -1,12 +1,12 @@
 //! `finetune` and `evaluate`.
 
 use anyhow::{Context, Result, bail};
-use gpt1::tasks::readers::{self, Custom, Shape, TaskDef, custom_task, task};
 use gpt1::kernels::rng::{derive, stream};
 use gpt1::model::Net;
 use gpt1::model::{Config, Gpt};
 use gpt1::tasks::checkpoint::{Finetuned, load_finetuned};
 use gpt1::tasks::evaluate::{evaluate, predict_to_file};
+use gpt1::tasks::readers::{self, Custom, Shape, TaskDef, custom_task, task};
 use gpt1::tasks::stats::split_stats;
 use gpt1::train::finetune::{FINETUNE, FinetuneOptions, finetune_net};
 use std::path::PathBuf;

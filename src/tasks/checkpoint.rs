@@ -4,12 +4,12 @@
 
 use super::Head;
 use crate::backend::Backend;
-use crate::tasks::readers::TaskDef;
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::kernels::rng::{derive, stream};
 use crate::model::Gpt;
 use crate::model::checkpoint::{safetensors_bytes, save_model};
+use crate::tasks::readers::TaskDef;
 use crate::text::Tokenizer;
 use std::path::Path;
 

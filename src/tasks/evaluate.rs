@@ -6,10 +6,10 @@ use super::checkpoint::Finetuned;
 use super::head::extract_rows;
 use super::{Example, Head, HeadKind, Target, metrics};
 use crate::backend::Backend;
-use crate::tasks::readers::{Metric, TaskDef, read_split};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::model::{Activations, Gpt};
+use crate::tasks::readers::{Metric, TaskDef, read_split};
 use std::path::Path;
 
 /// A model's answer for one example.

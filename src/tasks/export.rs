@@ -16,11 +16,11 @@
 
 use super::checkpoint::Finetuned;
 use super::head::HeadKind;
-use crate::tasks::readers::{Shape, builtin};
 use crate::error::{Error, Result};
 use crate::io::{write_atomic, write_dir_atomic};
 use crate::model::checkpoint::safetensors_bytes;
 use crate::model::params::layout;
+use crate::tasks::readers::{Shape, builtin};
 use std::path::Path;
 
 /// The input shape of a fine-tuned task: its custom definition, or the built-in task's.

@@ -2,8 +2,8 @@
 
 use super::Target;
 use super::batch::prepare;
-use crate::tasks::readers::{TaskDef, read_split};
 use crate::error::{Error, Result};
+use crate::tasks::readers::{TaskDef, read_split};
 use crate::text::Tokenizer;
 use std::path::Path;
 

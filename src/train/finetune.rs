@@ -10,7 +10,6 @@ use super::schedule::Schedule;
 use super::trainer::TaskObjective;
 use super::tuner::Tuner;
 use crate::backend::{Backend, Cpu, Device, Precision};
-use crate::tasks::readers::{TaskDef, read_split};
 use crate::error::{Error, Result};
 use crate::kernels::rng::{derive, stream};
 use crate::model::Gpt;
@@ -19,6 +18,7 @@ use crate::tasks::Head;
 use crate::tasks::batch::{Prepared, batch, bucketed_batches, longest, prepare};
 use crate::tasks::checkpoint::with_special_tokens;
 use crate::tasks::evaluate::Evaluation;
+use crate::tasks::readers::{TaskDef, read_split};
 use crate::text::Tokenizer;
 use std::path::PathBuf;
 

@@ -6,11 +6,11 @@
 use super::optim::AdamW;
 use super::trainer::TaskObjective;
 use crate::backend::{Backend, DeviceBuf, Precision};
-use crate::tasks::readers::TaskDef;
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::tasks::batch::Prepared;
 use crate::tasks::checkpoint::{load_head, save_finetuned_with};
+use crate::tasks::readers::TaskDef;
 use crate::text::Tokenizer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -9,11 +9,10 @@ pub mod optim;
 pub mod pretrain;
 pub mod rundir;
 pub mod schedule;
-pub mod spec;
 pub mod trainer;
 pub mod tuner;
 
-pub use pretrain::{ModelSource, PretrainOptions, Summary, pretrain};
+pub use pretrain::{ModelSource, PretrainOptions, PretrainSpec, Summary, pretrain};
 pub use schedule::Schedule;
-pub use spec::PretrainSpec;
+
 pub use trainer::Trainer;

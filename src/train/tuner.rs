@@ -6,7 +6,6 @@ use super::finetune_state::{self, LoopState};
 use super::lstm::LstmTrainer;
 use super::trainer::{StepKey, StepStats, TaskObjective, Trainer};
 use crate::backend::{Backend, Cpu, Precision};
-use crate::tasks::readers::TaskDef;
 use crate::error::Result;
 use crate::model::Net;
 use crate::tasks::Head;
@@ -15,6 +14,7 @@ use crate::tasks::checkpoint::{load_head, save_finetuned, save_finetuned_with};
 use crate::tasks::evaluate::{
     Evaluation, evaluate_prepared, evaluate_shared, evaluation_of, lstm_scores, lstm_scores_shared,
 };
+use crate::tasks::readers::TaskDef;
 use crate::text::Tokenizer;
 use std::path::Path;
 

@@ -9,10 +9,10 @@ pub mod winograd;
 pub use score::{Pair, Scored, continuation_logprobs};
 
 use crate::backend::Backend;
-use crate::tasks::readers::{read_split, task};
 use crate::error::{Error, Result};
 use crate::model::Gpt;
 use crate::tasks::metrics::{accuracy, matthews, matthews_counts};
+use crate::tasks::readers::{read_split, task};
 use crate::tasks::{Example, Input, Target};
 use crate::text::Tokenizer;
 use serde::Serialize;
