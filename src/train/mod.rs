@@ -2,7 +2,6 @@
 
 pub mod checkpoint;
 pub mod finetune;
-pub mod finetune_state;
 pub mod lm;
 pub mod lstm;
 pub mod optim;
@@ -10,7 +9,6 @@ pub mod pretrain;
 pub mod rundir;
 pub mod schedule;
 pub mod trainer;
-pub mod tuner;
 
 pub use pretrain::{ModelSource, PretrainOptions, PretrainSpec, Summary, pretrain};
 pub use schedule::Schedule;

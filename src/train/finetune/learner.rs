@@ -2,9 +2,7 @@
 //! fine-tuning loop needs of it (a step, a dev evaluation, the kept checkpoint, a resumable
 //! checkpoint), so `finetune` has one loop for GPT-1 and the LSTM baseline.
 
-use super::finetune_state::{self, LoopState};
-use super::lstm::LstmTrainer;
-use super::trainer::{StepKey, StepStats, TaskObjective, Trainer};
+use super::checkpoint::{self as state, LoopState};
 use crate::backend::{Backend, Cpu, Precision};
 use crate::error::Result;
 use crate::model::Net;
@@ -16,16 +14,18 @@ use crate::tasks::evaluate::{
 };
 use crate::tasks::readers::TaskDef;
 use crate::text::Tokenizer;
+use crate::train::lstm::LstmTrainer;
+use crate::train::trainer::{StepKey, StepStats, TaskObjective, Trainer};
 use std::path::Path;
 
 // One lives per fine-tuning run; boxing either variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
-pub enum Tuner<B: Backend = Cpu> {
+pub enum Learner<B: Backend = Cpu> {
     Transformer(Trainer<B>),
     Lstm(LstmTrainer<B>, TaskObjective),
 }
 
-impl Tuner<Cpu> {
+impl Learner<Cpu> {
     /// The trainer of `model` with `task` on the CPU at precision `p`, for batches of up to
     /// `seqs` sequences of `t` tokens.
     pub fn new(
@@ -40,30 +40,32 @@ impl Tuner<Cpu> {
     }
 }
 
-impl<B: Backend> Tuner<B> {
+impl<B: Backend> Learner<B> {
     /// The trainer of `model` with `task` on `backend`.
     pub fn on(model: Net, task: TaskObjective, seqs: usize, t: usize, wd: f32, backend: B) -> Self {
         match model {
-            Net::Transformer(m) => {
-                Tuner::Transformer(Trainer::on(m.to_backend(backend), seqs, t, wd).with_task(task))
+            Net::Transformer(m) => Learner::Transformer(
+                Trainer::on(m.to_backend(backend), seqs, t, wd).with_task(task),
+            ),
+            Net::Lstm(m) => {
+                Learner::Lstm(LstmTrainer::new(m.to_backend(backend), seqs, t, wd), task)
             }
-            Net::Lstm(m) => Tuner::Lstm(LstmTrainer::new(m.to_backend(backend), seqs, t, wd), task),
         }
     }
 
     /// The body's and the head's weights on the host (the ranks' agreement after a resume).
     pub fn host_weights(&self) -> (std::borrow::Cow<'_, [f32]>, &Head) {
         match self {
-            Tuner::Transformer(t) => (t.model.host_params(), self.head()),
-            Tuner::Lstm(t, task) => (t.model.host_params(), &task.head),
+            Learner::Transformer(t) => (t.model.host_params(), self.head()),
+            Learner::Lstm(t, task) => (t.model.host_params(), &task.head),
         }
     }
 
     /// What runs the kernels.
     pub fn backend(&self) -> &B {
         match self {
-            Tuner::Transformer(t) => &t.model.backend,
-            Tuner::Lstm(t, _) => &t.model.backend,
+            Learner::Transformer(t) => &t.model.backend,
+            Learner::Lstm(t, _) => &t.model.backend,
         }
     }
 
@@ -76,10 +78,10 @@ impl<B: Backend> Tuner<B> {
         step: u64,
     ) -> Result<StepStats> {
         match self {
-            Tuner::Transformer(t) => {
+            Learner::Transformer(t) => {
                 t.step(&b.ids, &b.lm, b.len, &b.items, lr, clip, StepKey::Whole(key), step)
             }
-            Tuner::Lstm(t, task) => {
+            Learner::Lstm(t, task) => {
                 t.resize(b.n_seq, b.len);
                 t.step_task(task, &b.ids, &b.lm, &b.items, lr, clip, Some(key), step)
             }
@@ -88,17 +90,17 @@ impl<B: Backend> Tuner<B> {
 
     fn head(&self) -> &Head {
         match self {
-            Tuner::Transformer(t) => {
+            Learner::Transformer(t) => {
                 &t.task.as_ref().expect("a fine-tuning trainer has a task").head
             }
-            Tuner::Lstm(_, task) => &task.head,
+            Learner::Lstm(_, task) => &task.head,
         }
     }
 
     fn task(&self) -> &TaskObjective {
         match self {
-            Tuner::Transformer(t) => t.task.as_ref().expect("a fine-tuning trainer has a task"),
-            Tuner::Lstm(_, task) => task,
+            Learner::Transformer(t) => t.task.as_ref().expect("a fine-tuning trainer has a task"),
+            Learner::Lstm(_, task) => task,
         }
     }
 
@@ -106,13 +108,13 @@ impl<B: Backend> Tuner<B> {
     pub fn evaluate(&mut self, def: &TaskDef, dp: &[Prepared], batch: usize) -> Result<Evaluation> {
         match self {
             // Shared by the ranks of a data-parallel run: each scores every N-th batch.
-            Tuner::Transformer(t) => {
+            Learner::Transformer(t) => {
                 let comm = t.dist.clone();
                 let (model, head, acts) = t.parts();
                 let head = head.expect("a fine-tuning trainer has a head");
                 Ok(evaluate_shared(def, model, head, acts, dp, batch, comm.as_deref()))
             }
-            Tuner::Lstm(t, task) => {
+            Learner::Lstm(t, task) => {
                 let comm = t.dist.as_deref();
                 let s = lstm_scores_shared(&t.model, &task.head, dp, batch, comm)?;
                 Ok(evaluation_of(def, dp, s))
@@ -132,12 +134,12 @@ impl<B: Backend> Tuner<B> {
         // On the run's device at its precision.
         let be = self.backend().clone();
         match (Net::load(dir)?, &mut *self) {
-            (Net::Transformer(m), Tuner::Transformer(t)) => {
+            (Net::Transformer(m), Learner::Transformer(t)) => {
                 let m = m.to_backend(be);
                 let (_, _, acts) = t.parts();
                 Ok(evaluate_prepared(def, &m, &head, acts, dp, batch))
             }
-            (Net::Lstm(m), Tuner::Lstm(..)) => {
+            (Net::Lstm(m), Learner::Lstm(..)) => {
                 let m = m.to_backend(be);
                 Ok(evaluation_of(def, dp, lstm_scores(&m, &head, dp, batch)?))
             }
@@ -157,8 +159,10 @@ impl<B: Backend> Tuner<B> {
         max_len: usize,
     ) -> Result<()> {
         match self {
-            Tuner::Transformer(t) => save_finetuned(dir, &t.model, self.head(), def, tok, max_len),
-            Tuner::Lstm(t, task) => {
+            Learner::Transformer(t) => {
+                save_finetuned(dir, &t.model, self.head(), def, tok, max_len)
+            }
+            Learner::Lstm(t, task) => {
                 save_finetuned_with(dir, &task.head, def, tok, max_len, |tmp| {
                     crate::model::lstm::save_lstm(tmp, &t.model)
                 })
@@ -178,15 +182,15 @@ impl<B: Backend> Tuner<B> {
     ) -> Result<()> {
         let [w, b] = self.task().optimizers();
         match self {
-            Tuner::Transformer(t) => {
+            Learner::Transformer(t) => {
                 state.adam_t = [t.opt.t, w.t, b.t];
                 let write = |tmp: &Path| crate::model::checkpoint::save_model(tmp, &t.model);
-                finetune_state::save(dir, write, &t.opt, self.task(), def, tok, max_len, &state)
+                state::save(dir, write, &t.opt, self.task(), def, tok, max_len, &state)
             }
-            Tuner::Lstm(t, task) => {
+            Learner::Lstm(t, task) => {
                 state.adam_t = [t.opt.t, w.t, b.t];
                 let write = |tmp: &Path| crate::model::lstm::save_lstm(tmp, &t.model);
-                finetune_state::save(dir, write, &t.opt, task, def, tok, max_len, &state)
+                state::save(dir, write, &t.opt, task, def, tok, max_len, &state)
             }
         }
     }
@@ -194,13 +198,11 @@ impl<B: Backend> Tuner<B> {
     /// Restores a resumable checkpoint; its loop state.
     pub fn load_state(&mut self, dir: &Path, def: &TaskDef) -> Result<LoopState> {
         match self {
-            Tuner::Transformer(t) => {
+            Learner::Transformer(t) => {
                 let task = t.task.as_mut().expect("a task");
-                finetune_state::load(dir, &mut t.model.params, &mut t.opt, task, def)
+                state::load(dir, &mut t.model.params, &mut t.opt, task, def)
             }
-            Tuner::Lstm(t, task) => {
-                finetune_state::load(dir, &mut t.model.params, &mut t.opt, task, def)
-            }
+            Learner::Lstm(t, task) => state::load(dir, &mut t.model.params, &mut t.opt, task, def),
         }
     }
 }

@@ -1,79 +1,19 @@
-//! What makes fine-tuning resumable: the run's specification (`run.json`: the task, the data's
-//! and the initial model's identity, every setting that fixes the weights) and training
-//! checkpoints (`checkpoint-N/`: the fine-tuned checkpoint of [`save_finetuned`] plus the body's
-//! and the head's Adam moments and the loop's position and best score so far).
+//! Resumable fine-tuning checkpoints (`checkpoint-N/`): the fine-tuned checkpoint of
+//! [`save_finetuned_with`] plus the body's and the head's Adam moments and the loop's position
+//! and best score so far.
 
-use super::optim::AdamW;
-use super::trainer::TaskObjective;
-use crate::backend::{Backend, DeviceBuf, Precision};
+use crate::backend::{Backend, DeviceBuf};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
-use crate::tasks::batch::Prepared;
 use crate::tasks::checkpoint::{load_head, save_finetuned_with};
 use crate::tasks::readers::TaskDef;
 use crate::text::Tokenizer;
+use crate::train::checkpoint::{STATE_FILE, read_moments, write_moments};
+use crate::train::optim::AdamW;
+use crate::train::rundir;
+use crate::train::trainer::TaskObjective;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-use super::checkpoint::{STATE_FILE, read_moments, write_moments};
-
-use crate::sys::fnv_words as fnv;
-
-/// The identity of prepared examples: their token ids and targets, in order.
-pub fn data_hash(p: &[Prepared]) -> String {
-    fnv(p.iter().flat_map(|e| {
-        let ids = e.t.features.iter().flatten().flat_map(|q| q.ids.iter().map(|&i| i as u64));
-        let target = format!("{:?}", e.target).into_bytes().into_iter().map(u64::from);
-        ids.chain(std::iter::once(u64::MAX)).chain(target).collect::<Vec<_>>()
-    }))
-}
-
-/// Everything that fixes a fine-tuning run's weights; recorded at its start, compared on
-/// resume.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FinetuneSpec {
-    pub task: TaskDef,
-    pub data: PathBuf,
-    pub train_hash: String,
-    pub dev_hash: Option<String>,
-    /// The model it started from (a checkpoint directory, or `None` from scratch) and the hash
-    /// of its weights with the special tokens added.
-    pub model: Option<PathBuf>,
-    pub model_hash: String,
-    pub epochs: usize,
-    pub batch: usize,
-    pub lr: f32,
-    pub aux_lm: f32,
-    pub max_len: usize,
-    pub seed: u64,
-    pub max_steps: Option<u64>,
-    pub eval_every: u64,
-    pub warmup: f64,
-    pub clf_dropout: f32,
-    pub weight_decay: f32,
-    pub clip: f32,
-    pub precision: Precision,
-}
-
-impl FinetuneSpec {
-    /// The first field in which the run (`self`) and `asked` differ: `(flag, run's, asked)`.
-    pub fn differs(&self, asked: &FinetuneSpec) -> Option<(String, String, String)> {
-        let (a, b) = (serde_json::to_value(self).ok()?, serde_json::to_value(asked).ok()?);
-        for (k, v) in a.as_object()? {
-            // The model's path may move; its weights may not.
-            if k == "model" || v == &b[k] {
-                continue;
-            }
-            let flag = match k.as_str() {
-                "train_hash" | "dev_hash" => "data (its examples changed)".to_string(),
-                "model_hash" => "model (other initial weights)".to_string(),
-                k => k.replace('_', "-"),
-            };
-            return Some((flag, v.to_string(), b[k].to_string()));
-        }
-        None
-    }
-}
 
 /// Where the loop stands, and the best dev result so far.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -114,7 +54,7 @@ pub fn save<B: Backend>(
                 ("head.bias.exp_avg_sq", &b.v),
             ],
         )?;
-        write_atomic(&tmp.join(STATE_FILE), super::rundir::json_text(state)?.as_bytes())
+        write_atomic(&tmp.join(STATE_FILE), rundir::json_text(state)?.as_bytes())
     })
 }
 
@@ -124,7 +64,7 @@ pub fn latest(run: &Path) -> Option<(u64, PathBuf)> {
         .ok()?
         .flatten()
         .filter_map(|e| {
-            let n = super::rundir::checkpoint_step(&e.file_name().to_string_lossy())?;
+            let n = rundir::checkpoint_step(&e.file_name().to_string_lossy())?;
             e.path().join(STATE_FILE).exists().then(|| (n, e.path()))
         })
         .max_by_key(|(n, _)| *n)
