@@ -18,8 +18,31 @@ use cudarc::nvrtc::{result as nv, sys};
 use std::ffi::CString;
 use std::path::PathBuf;
 
-/// The kernels' CUDA C source.
-pub const KERNELS: &str = include_str!("kernels.cu");
+/// The kernels' CUDA C source: one program, the files of `kernels/` in this order (the
+/// definitions of `common.cuh` first), a blank line between them.
+pub const KERNELS: &str = concat!(
+    include_str!("kernels/common.cuh"),
+    "\n",
+    include_str!("kernels/memory.cu"),
+    "\n",
+    include_str!("kernels/embeddings.cu"),
+    "\n",
+    include_str!("kernels/dropout.cu"),
+    "\n",
+    include_str!("kernels/linear.cu"),
+    "\n",
+    include_str!("kernels/layernorm.cu"),
+    "\n",
+    include_str!("kernels/gelu.cu"),
+    "\n",
+    include_str!("kernels/attention.cu"),
+    "\n",
+    include_str!("kernels/crossentropy.cu"),
+    "\n",
+    include_str!("kernels/lstm.cu"),
+    "\n",
+    include_str!("kernels/optim.cu"),
+);
 
 /// What NVRTC is asked to produce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
