@@ -1,11 +1,12 @@
 //! `cargo bench --bench kernels`: GFLOP/s of the matrix products of a gpt1 (4 × 512) training
 //! step, in each layout the model uses (median of 5 runs), for the fp32 product and each bf16
-//! version this CPU runs (`src/kernels/bf16.rs`).
+//! version this CPU runs (`src/kernels/gemm/`).
 
 use gpt1::kernels::attention::{self, Dims};
-use gpt1::kernels::bf16::{Version, best_version, kernel_peak_gflops, matmul_bf16};
 use gpt1::kernels::dropout::Dropout;
-use gpt1::kernels::matmul::{Gemm, Mat, Par, matmul};
+use gpt1::kernels::gemm::{
+    Gemm, Mat, Par, Version, best_version, kernel_peak_gflops, matmul, matmul_bf16,
+};
 use std::time::Instant;
 
 fn median(mut v: Vec<f64>) -> f64 {

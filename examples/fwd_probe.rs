@@ -1,7 +1,7 @@
 //! Times the pieces of one tiny-model layer's forward at 8 × 128 (eval): which part of a short
 //! forward pass is not matrix products.
 use gpt1::kernels::dropout::Dropout;
-use gpt1::kernels::matmul::{Mat, matmul};
+use gpt1::kernels::gemm::{Mat, matmul};
 use gpt1::kernels::{gelu, layernorm};
 use std::time::Instant;
 

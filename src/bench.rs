@@ -340,7 +340,7 @@ pub fn generate(
             // bf16 decoding reads the matrices' kept bf16 packing (pinned weights): 2 bytes each,
             // where a bf16 product keeps one (not the emulation's).
             let kept = precision == Precision::Bf16
-                && crate::kernels::bf16::best_version() != crate::kernels::bf16::Version::Emulated;
+                && crate::kernels::gemm::best_version() != crate::kernels::gemm::Version::Emulated;
             let bytes_per_weight = if kept { 2.0 } else { 4.0 };
             generate_on(name, &model, prompt_len, new, rounds, Some(bytes_per_weight))
         }

@@ -3,10 +3,8 @@
 
 use super::{Backend, DeviceBuf, Pinned, Precision};
 use crate::kernels::attention::{self, Dims};
-use crate::kernels::bf16;
 use crate::kernels::dropout::Dropout;
-use crate::kernels::matmul::Gemm;
-use crate::kernels::matmul::Mat;
+use crate::kernels::gemm::{self, Gemm, Mat};
 use crate::kernels::optim::AdamStep;
 use crate::kernels::reduce::{col_sum, sum_squares};
 use crate::kernels::{crossentropy, embedding, gelu, layernorm, lstm, optim};
@@ -38,7 +36,7 @@ impl Cpu {
     pub fn new(precision: Precision) -> Self {
         match precision {
             Precision::Fp32 => Cpu::FP32,
-            Precision::Bf16 => Cpu { gemm: Gemm::Bf16(bf16::best_version()) },
+            Precision::Bf16 => Cpu { gemm: Gemm::Bf16(gemm::best_version()) },
         }
     }
 
@@ -83,17 +81,17 @@ impl Backend for Cpu {
                 let simd = "portable";
                 format!("cpu fp32 ({threads} threads, gemm crate, {simd})")
             }
-            Gemm::Bf16(bf16::Version::Amx) if bf16::amx_usable() => {
+            Gemm::Bf16(gemm::Version::Amx) if gemm::amx_usable() => {
                 format!("cpu bf16 products, fp32 accumulation ({threads} threads, AMX tdpbf16ps)")
             }
-            Gemm::Bf16(bf16::Version::Avx512 | bf16::Version::Amx) => {
-                let amx = bf16::amx_refused().map(|why| format!("; AMX not used: {why}"));
+            Gemm::Bf16(gemm::Version::Avx512 | gemm::Version::Amx) => {
+                let amx = gemm::amx_refused().map(|why| format!("; AMX not used: {why}"));
                 format!(
                     "cpu bf16 products, fp32 accumulation ({threads} threads, AVX-512 BF16 vdpbf16ps{})",
                     amx.unwrap_or_default()
                 )
             }
-            Gemm::Bf16(bf16::Version::Emulated) => format!(
+            Gemm::Bf16(gemm::Version::Emulated) => format!(
                 "cpu bf16 products, fp32 accumulation ({threads} threads; no AVX-512 BF16 on this CPU: \
                  emulated, inputs rounded to bf16 then fp32 products, slower than fp32)"
             ),
@@ -102,8 +100,8 @@ impl Backend for Cpu {
 
     fn pin<'a>(&self, weights: Self::Ref<'a>) -> Pinned<'a> {
         match self.gemm {
-            Gemm::Bf16(bf16::Version::Avx512 | bf16::Version::Amx) => {
-                Pinned::new(bf16::pin(weights))
+            Gemm::Bf16(gemm::Version::Avx512 | gemm::Version::Amx) => {
+                Pinned::new(gemm::pin(weights))
             }
             _ => Pinned::none(),
         }

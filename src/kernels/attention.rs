@@ -4,7 +4,7 @@
 
 use super::dropout::Dropout;
 use super::fastmath;
-use super::matmul::{Gemm, Mat, check_operands};
+use super::gemm::{Gemm, Mat, check_operands};
 use super::parallel::SendPtr;
 use rayon::prelude::*;
 

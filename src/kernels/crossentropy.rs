@@ -3,7 +3,7 @@
 //! ∂L/∂logits in place, then ∂L/∂h = ∂logits · Wte and ∂Wte += ∂logitsᵀ · h.
 
 use super::fastmath;
-use super::matmul::{Gemm, Mat};
+use super::gemm::{Gemm, Mat};
 use super::reduce::col_sum;
 use rayon::prelude::*;
 

@@ -9,18 +9,15 @@
 //!   gradient of a second branch; `gelu_backward` scales `dx` in place, and recomputes the GELU itself).
 //! - Forward kernels assign their outputs; they never read them first.
 
-#[cfg(target_arch = "x86_64")]
-pub mod amx;
 pub mod attention;
-pub mod bf16;
 pub mod crossentropy;
 pub mod dropout;
 pub mod embedding;
 pub mod fastmath;
 pub mod gelu;
+pub mod gemm;
 pub mod layernorm;
 pub mod lstm;
-pub mod matmul;
 pub mod optim;
 pub(crate) mod parallel;
 pub mod reduce;

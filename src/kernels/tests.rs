@@ -5,9 +5,9 @@ use super::crossentropy;
 use super::dropout::Dropout;
 use super::embedding;
 use super::gelu;
+use super::gemm::Gemm;
 use super::layernorm;
 use super::lstm;
-use super::matmul::Gemm;
 use super::testutil::{check_grad, dot, rand_vec};
 
 #[test]
@@ -89,7 +89,7 @@ fn bf16_attention_is_fp32_attention_up_to_bf16_rounding() {
         (y, dqkv)
     };
     let (y32, g32) = run(Gemm::Fp32);
-    let (y16, g16) = run(Gemm::Bf16(crate::kernels::bf16::best_version()));
+    let (y16, g16) = run(Gemm::Bf16(crate::kernels::gemm::best_version()));
     for (got, want, what) in [(&y16, &y32, "y"), (&g16, &g32, "dqkv")] {
         let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
         let err = got.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) / scale;

@@ -1,6 +1,6 @@
 //! Helpers for kernel tests: random data, a naive product, finite differences.
 
-use super::matmul::Mat;
+use super::gemm::Mat;
 use super::rng;
 
 pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {

@@ -1,63 +1,12 @@
-//! Matrix products: the one place that calls the `gemm` crate.
+//! The fp32 products: the one place that calls the `gemm` crate.
 //!
 //! `gemm` 0.19 with its `x86-v4` feature (AVX-512) measured 280–320 GFLOP/s on this CPU's two
 //! cores, ahead of OpenBLAS (235–285) and `matrixmultiply` (210–250; docs/benchmarks.md). Its threads
 //! split the output, never the reduction, so results do not depend on the thread count (checked
 //! by `matmul_is_thread_count_independent`).
 
+use super::{Mat, Par, check_operands, last_index};
 use gemm::Parallelism;
-
-/// A row-major matrix operand: `data[r * rs + c * cs]`.
-#[derive(Clone, Copy)]
-pub struct Mat<'a> {
-    pub data: &'a [f32],
-    pub rs: usize,
-    pub cs: usize,
-}
-
-impl<'a> Mat<'a> {
-    /// A dense row-major `[rows, cols]` matrix.
-    pub fn rows(data: &'a [f32], cols: usize) -> Self {
-        Mat { data, rs: cols, cs: 1 }
-    }
-    /// The transpose of a dense row-major matrix stored as `[cols_of_t, rows_of_t]`:
-    /// element `(r, c)` of the operand is `data[c * stored_cols + r]`.
-    pub fn t(data: &'a [f32], stored_cols: usize) -> Self {
-        Mat { data, rs: 1, cs: stored_cols }
-    }
-    /// A strided view (rows `rs` apart, columns `cs` apart).
-    pub fn strided(data: &'a [f32], rs: usize, cs: usize) -> Self {
-        Mat { data, rs, cs }
-    }
-}
-
-/// Whether a product may use the rayon pool (large products) or must stay on the calling thread
-/// (products already inside a parallel loop, such as per-head attention).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Par {
-    Pool,
-    Single,
-}
-
-/// One past the last element a `[rows, cols]` operand with strides `rs`, `cs` touches.
-pub(crate) fn last_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
-    if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 }
-}
-
-/// Panics unless `c` (row stride `ldc`), `a` and `b` hold `[m, n]`, `[m, k]` and `[k, n]`:
-/// the bound every product's unchecked inner loops rely on.
-pub(crate) fn check_operands(
-    what: &str,
-    c: &[f32],
-    ldc: usize,
-    a: Mat,
-    b: Mat,
-    (m, n, k): (usize, usize, usize),
-) {
-    assert!(ldc >= n && c.len() >= last_index(m, n, ldc, 1), "{what}: c too short");
-    assert!(a.data.len() >= last_index(m, k, a.rs, a.cs), "{what}: a too short");
-    assert!(b.data.len() >= last_index(k, n, b.rs, b.cs), "{what}: b too short");
-}
 
 /// `c[m, n] = (accumulate ? c : 0) + a[m, k] · b[k, n]`, with `c` row-major with row stride
 /// `ldc`.
@@ -199,54 +148,6 @@ mod tests {
         for t in [2, 3, 4] {
             let other = run(t);
             assert!(one.iter().zip(&other).all(|(x, y)| x.to_bits() == y.to_bits()), "{t} threads");
-        }
-    }
-}
-
-/// Which product a kernel uses: fp32, or bf16 inputs with fp32 accumulation (a version of
-/// [`super::bf16`]). Kernels that multiply large matrices (the LM head) take one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Gemm {
-    Fp32,
-    Bf16(super::bf16::Version),
-}
-
-impl Gemm {
-    /// Dense `c[m, n] (+)= a · b` on the shared pool.
-    #[allow(clippy::too_many_arguments)]
-    pub fn mm(self, c: &mut [f32], a: Mat, b: Mat, m: usize, n: usize, k: usize, accumulate: bool) {
-        match self {
-            Gemm::Fp32 => matmul(c, a, b, m, n, k, accumulate),
-            Gemm::Bf16(v) => {
-                super::bf16::matmul_bf16(v, c, n, a, b, m, n, k, accumulate, Par::Pool)
-            }
-        }
-    }
-
-    /// `c[m, n] = a · b` (row stride `ldc`) on the calling thread, through a raw pointer: the
-    /// per-head products of attention, each task writing its own column block.
-    ///
-    /// # Safety
-    /// As [`matmul_ptr`].
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn mm_single(
-        self,
-        c: *mut f32,
-        ldc: usize,
-        a: Mat,
-        b: Mat,
-        m: usize,
-        n: usize,
-        k: usize,
-    ) {
-        // SAFETY: the caller's contract.
-        unsafe {
-            match self {
-                Gemm::Fp32 => matmul_ptr(c, ldc, a, b, m, n, k, false, Par::Single),
-                Gemm::Bf16(v) => {
-                    super::bf16::matmul_bf16_ptr(v, c, ldc, a, b, m, n, k, false, Par::Single)
-                }
-            }
         }
     }
 }

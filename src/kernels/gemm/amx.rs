@@ -1,4 +1,4 @@
-//! The bf16 product on Intel AMX (`tdpbf16ps`), a version of [`super::bf16`]'s kernel lab.
+//! The bf16 product on Intel AMX (`tdpbf16ps`), a version of [`super`]'s kernel lab.
 //!
 //! One tile instruction multiplies a 16 × 32 bf16 tile of `a` by a 32 × 16 tile of `b` into a
 //! 16 × 16 fp32 tile: 8,192 multiply-adds. The micro-kernel keeps a 32 × 32 block of `c` in
@@ -20,19 +20,18 @@
 //! edges and accumulation on any CPU with AVX-512 BF16; the assembly itself is checked by
 //! [`status`]'s self-check where AMX exists.
 
-use super::bf16::avx512::{KP, NR, b_panels, pack, pack_b, put_panels, transpose16};
-use super::bf16::reference;
-use super::matmul::{Mat, Par, last_index};
-use super::parallel::SendPtr;
+use super::avx512::{KP, NR, b_panels, pack, pack_b, put_panels, transpose16};
+use super::{Mat, Par, last_index, reference};
+use crate::kernels::parallel::SendPtr;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 /// Rows of `c` one micro-kernel call computes (two tiles of 16).
-pub(crate) const MA: usize = 32;
+pub(super) const MA: usize = 32;
 
 /// The four tile operations of one 32 × 32 block of `c`.
-pub(crate) trait TileOps: Sync {
+pub(super) trait TileOps: Sync {
     /// `c[32][32]` (row stride `ldc` floats) = (`load` ? `c` : 0) + Σ over `steps` steps of 16
     /// pairs of `a` (`ap`: `[32][KP]` pairs) times `b` (`bp`: `[KP][32]` pairs).
     ///
@@ -50,7 +49,7 @@ pub(crate) trait TileOps: Sync {
 }
 
 /// The tile instructions themselves.
-pub(crate) struct Hardware;
+pub(super) struct Hardware;
 
 /// The tile operations in scalar code, after the SDM's definition of `tdpbf16ps`: for each
 /// element and each instruction (16 pairs), the even and the odd products are summed separately
@@ -58,7 +57,7 @@ pub(crate) struct Hardware;
 /// added to the element; denormal inputs and results are flushed to zero. Only the tests run it
 /// (on CPUs without AMX).
 #[cfg_attr(not(test), allow(dead_code))]
-pub(crate) struct Emulated;
+pub(super) struct Emulated;
 
 impl TileOps for Emulated {
     unsafe fn block(
@@ -184,7 +183,7 @@ impl TileOps for Hardware {
 pub fn status() -> &'static Result<(), String> {
     static STATUS: OnceLock<Result<(), String>> = OnceLock::new();
     STATUS.get_or_init(|| {
-        if !super::bf16::avx512_bf16() {
+        if !super::avx512_bf16() {
             return Err("no AVX-512 BF16".into());
         }
         if !has_amx() {
@@ -251,7 +250,7 @@ fn request_permission() -> Result<(), String> {
 
 /// The AMX driver with `ops` against the definition on shapes with edges in every direction,
 /// a partial last step, two k blocks and accumulation.
-pub(crate) fn self_check(ops: &impl TileOps) -> Result<(), String> {
+pub(super) fn self_check(ops: &impl TileOps) -> Result<(), String> {
     for &(m, n, k, acc) in &[(37, 45, 301, false), (64, 64, 256, true), (1, 33, 40, false)] {
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 201) as f32 - 100.0) / 97.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| ((i * 104_729 % 199) as f32 - 99.0) / 89.0).collect();
@@ -318,9 +317,9 @@ unsafe fn pack_a(dst: &mut [u32], a: Mat, i0: usize, live: usize, p0: usize, kp:
 ///
 /// # Safety
 /// The CPU has AVX-512 BF16 (and AMX for [`Hardware`]); `c`, `a` and `b` as in
-/// [`super::bf16::matmul_bf16_ptr`].
+/// [`super::matmul_bf16_ptr`].
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn matmul(
+pub(super) unsafe fn matmul(
     ops: &impl TileOps,
     c: *mut f32,
     ldc: usize,
@@ -441,7 +440,7 @@ pub(crate) unsafe fn matmul(
 ///
 /// # Safety
 /// [`status`] is Ok.
-pub(crate) unsafe fn kernel_rate(reps: usize) -> f64 {
+pub(super) unsafe fn kernel_rate(reps: usize) -> f64 {
     let (ap, bp) = (vec![0x3F80_3F80u32; MA * KP], vec![0x3C00_3C00u32; NR * KP]);
     let mut c = vec![0.0f32; MA * NR];
     let t0 = std::time::Instant::now();
@@ -462,7 +461,7 @@ mod tests {
     /// tile operations emulated, against the definition: runs on any CPU with AVX-512 BF16.
     #[test]
     fn the_amx_driver_matches_the_definition_with_emulated_tiles() {
-        if !crate::kernels::bf16::avx512_bf16() {
+        if !crate::kernels::gemm::avx512_bf16() {
             eprintln!("skipped: no AVX-512 BF16 (the AMX packing uses it)");
             return;
         }
@@ -490,7 +489,7 @@ mod tests {
     /// give the unpinned results bitwise.
     #[test]
     fn the_amx_decode_path_with_pinned_panels_gives_the_same_bits() {
-        if !crate::kernels::bf16::avx512_bf16() {
+        if !crate::kernels::gemm::avx512_bf16() {
             return;
         }
         let (k, n) = (300, 97);
@@ -506,7 +505,7 @@ mod tests {
                 c
             };
             let plain = run();
-            let _pinned = crate::kernels::bf16::pin(&w);
+            let _pinned = crate::kernels::gemm::pin(&w);
             for got in [run(), run()] {
                 assert!(plain.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits()), "m {m}");
             }
@@ -515,7 +514,7 @@ mod tests {
 
     #[test]
     fn the_amx_driver_does_not_depend_on_the_thread_count() {
-        if !crate::kernels::bf16::avx512_bf16() {
+        if !crate::kernels::gemm::avx512_bf16() {
             return;
         }
         let (m, n, k) = (150, 200, 300);

@@ -1,0 +1,525 @@
+//! The bf16 product on AVX-512 BF16 (`vdpbf16ps`): a 12 × 32 micro-kernel over packed,
+//! VNNI-interleaved panels, in GotoBLAS order. Its packing (`pub(super)`) also feeds the AMX
+//! version, and its `b` panels are the ones pinned weights keep.
+
+use super::pin::pinned_panels;
+use super::{Mat, Par, to_bf16};
+use crate::kernels::parallel::SendPtr;
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+
+thread_local! {
+    static PANELS: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Rows and columns of the micro-kernel's tile: 12 × 32 fp32 accumulators (24 zmm).
+const MR: usize = 12;
+pub(super) const NR: usize = 32;
+/// k (in pairs) per packed block, and the rows of the output one task owns.
+pub(super) const KP: usize = 128;
+const MC: usize = 4 * MR;
+
+/// 16 bf16 pairs from two rows of 16 contiguous floats (`n` valid, zeros beyond): pair q is
+/// (x0[q], x1[q]).
+#[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+unsafe fn pairs_interleaved(x0: *const f32, x1: Option<*const f32>, n: usize, out: &mut [u32; 16]) {
+    unsafe {
+        let m = if n >= 16 { 0xFFFF } else { (1u16 << n) - 1 };
+        let lo = _mm512_maskz_loadu_ps(m, x0);
+        let hi = match x1 {
+            Some(p) => _mm512_maskz_loadu_ps(m, p),
+            None => _mm512_setzero_ps(),
+        };
+        // [lo 0..16 | hi 0..16] as bf16, then interleaved lo0 hi0 lo1 hi1 ...
+        let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+        let idx = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
+            4, 19, 3, 18, 2, 17, 1, 16, 0,
+        );
+        _mm512_storeu_si512(out.as_mut_ptr() as *mut _, _mm512_permutexvar_epi16(idx, v));
+    }
+}
+
+/// Transposes a 16 × 16 block of u32 held as 16 rows (row i, element j → row j,
+/// element i): three rounds of unpack and lane shuffles.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn transpose16(r: &mut [__m512i; 16]) {
+    let mut t = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for i in 0..4 {
+        for h in 0..2 {
+            r[4 * i + 2 * h] = _mm512_unpacklo_epi64(t[4 * i + h], t[4 * i + 2 + h]);
+            r[4 * i + 2 * h + 1] = _mm512_unpackhi_epi64(t[4 * i + h], t[4 * i + 2 + h]);
+        }
+    }
+    // Now r[4i + c] holds, per 128-bit lane L, rows 4i..4i+4 of column 4L + c.
+    for i in 0..2 {
+        for c in 0..4 {
+            t[8 * i + c] = _mm512_shuffle_i32x4(r[8 * i + c], r[8 * i + 4 + c], 0x88);
+            t[8 * i + 4 + c] = _mm512_shuffle_i32x4(r[8 * i + c], r[8 * i + 4 + c], 0xDD);
+        }
+    }
+    // t[c] holds lanes (0, 2) of row groups 0 and 1, t[4 + c] lanes (1, 3); t[8 + c] and
+    // t[12 + c] the same for groups 2 and 3.
+    for c in 0..4 {
+        for h in 0..2 {
+            let (x, y) = (t[4 * h + c], t[8 + 4 * h + c]);
+            r[c + 4 * h] = _mm512_shuffle_i32x4(x, y, 0x88);
+            r[c + 4 * h + 8] = _mm512_shuffle_i32x4(x, y, 0xDD);
+        }
+    }
+}
+
+/// Pairs of 16 vectors of contiguous floats, transposed: `src(j)` is the start of vector
+/// j's floats (`n` valid floats each, at most 32, zeros beyond; `live` vectors, zeros for
+/// the others); `out[q][j]` is vector j's pair q.
+#[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+unsafe fn pairs_block(
+    src: impl Fn(usize) -> *const f32,
+    live: usize,
+    n: usize,
+    out: &mut [[u32; 16]; 16],
+) {
+    unsafe {
+        let m0 = if n >= 16 { 0xFFFF } else { (1u16 << n) - 1 };
+        let m1 = if n >= 32 {
+            0xFFFF
+        } else if n > 16 {
+            (1u16 << (n - 16)) - 1
+        } else {
+            0
+        };
+        let mut r = [_mm512_setzero_si512(); 16];
+        for (j, rj) in r.iter_mut().enumerate().take(live) {
+            let x = src(j);
+            let lo = _mm512_maskz_loadu_ps(m0, x);
+            let hi = _mm512_maskz_loadu_ps(m1, x.wrapping_add(16.min(n)));
+            *rj = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+        }
+        transpose16(&mut r);
+        for (q, rq) in r.iter().enumerate() {
+            _mm512_storeu_si512(out[q].as_mut_ptr() as *mut _, *rq);
+        }
+    }
+}
+
+/// Packs rows `i0..i0 + live` of `x` (live <= W, zero rows beyond) and pairs
+/// `p0..p0 + kp` along its columns: `[kp][W]` u32, each the bf16 pair (x[i, 2p], x[i, 2p + 1]).
+/// `a` is packed as itself (W = MR); `b` as its transpose (W = NR: one zmm then holds 16
+/// columns' pairs, the VNNI layout `vdpbf16ps` reads).
+#[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+pub(super) unsafe fn pack<const W: usize>(
+    dst: &mut [u32],
+    x: Mat,
+    i0: usize,
+    live: usize,
+    p0: usize,
+    kp: usize,
+    k: usize,
+) {
+    let ptr = |off: usize| x.data.as_ptr().wrapping_add(off);
+    if x.cs == 1 {
+        // A row's pairs are contiguous floats: 16 rows at a time, transposed in registers.
+        let mut blk = [[0u32; 16]; 16];
+        for r0 in (0..W).step_by(16) {
+            let (rows, w) = (live.saturating_sub(r0).min(16), (W - r0).min(16));
+            for q0 in (0..kp).step_by(16) {
+                let nq = (kp - q0).min(16);
+                let k0 = 2 * (p0 + q0);
+                let n = (k - k0).min(2 * nq);
+                unsafe { pairs_block(|r| ptr((i0 + r0 + r) * x.rs + k0), rows, n, &mut blk) };
+                for q in 0..nq {
+                    dst[(q0 + q) * W + r0..(q0 + q) * W + r0 + w].copy_from_slice(&blk[q][..w]);
+                }
+            }
+        }
+    } else if x.rs == 1 {
+        // Rows are contiguous for a given column: pair two columns, 16 rows at a time.
+        let mut buf = [0u32; 16];
+        for p in 0..kp {
+            let (k0, k1) = (2 * (p0 + p), 2 * (p0 + p) + 1);
+            for r0 in (0..W).step_by(16) {
+                let (rows, w) = (live.saturating_sub(r0).min(16), (W - r0).min(16));
+                let x1 = (k1 < k).then(|| ptr(k1 * x.cs + i0 + r0));
+                unsafe { pairs_interleaved(ptr(k0 * x.cs + i0 + r0), x1, rows, &mut buf) };
+                dst[p * W + r0..p * W + r0 + w].copy_from_slice(&buf[..w]);
+            }
+        }
+    } else {
+        for p in 0..kp {
+            let (k0, k1) = (2 * (p0 + p), 2 * (p0 + p) + 1);
+            for r in 0..W {
+                dst[p * W + r] = if r < live {
+                    let row = (i0 + r) * x.rs;
+                    let lo = to_bf16(x.data[row + k0 * x.cs]) as u32;
+                    let hi = if k1 < k { to_bf16(x.data[row + k1 * x.cs]) as u32 } else { 0 };
+                    lo | (hi << 16)
+                } else {
+                    0
+                };
+            }
+        }
+    }
+}
+
+/// The accumulators `Σ_p a_p ⊗ b_p` over `kp` packed pairs for the first `R` rows of an
+/// `MR`-row packed `a` (fewer rows than a tile, a decode step's, issue fewer products; each
+/// row's sums are the same whatever `R`).
+#[inline(always)]
+unsafe fn dots<const R: usize>(ap: &[u32], bp: &[u32], kp: usize) -> [__m512; 2 * MR] {
+    unsafe {
+        let mut c = [_mm512_setzero_ps(); 2 * MR];
+        for p in 0..kp {
+            let bptr = bp.as_ptr().add(p * NR);
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bptr as *const _));
+            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bptr.add(16) as *const _));
+            let arow = ap.as_ptr().add(p * MR);
+            for r in 0..R {
+                let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*arow.add(r) as i32));
+                c[2 * r] = _mm512_dpbf16_ps(c[2 * r], av, b0);
+                c[2 * r + 1] = _mm512_dpbf16_ps(c[2 * r + 1], av, b1);
+            }
+        }
+        c
+    }
+}
+
+/// `tile[r][NR] = Σ_p a_p ⊗ b_p` over `kp` packed pairs for the first `rows` rows (edge
+/// tiles).
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn kernel(ap: &[u32], bp: &[u32], kp: usize, rows: usize, tile: &mut [f32; MR * NR]) {
+    unsafe {
+        let c = match rows {
+            1 => dots::<1>(ap, bp, kp),
+            2 => dots::<2>(ap, bp, kp),
+            3 => dots::<3>(ap, bp, kp),
+            4 => dots::<4>(ap, bp, kp),
+            5 => dots::<5>(ap, bp, kp),
+            6 => dots::<6>(ap, bp, kp),
+            7 => dots::<7>(ap, bp, kp),
+            8 => dots::<8>(ap, bp, kp),
+            9 => dots::<9>(ap, bp, kp),
+            10 => dots::<10>(ap, bp, kp),
+            11 => dots::<11>(ap, bp, kp),
+            _ => dots::<MR>(ap, bp, kp),
+        };
+        for r in 0..rows.min(MR) {
+            _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR), c[2 * r]);
+            _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR + 16), c[2 * r + 1]);
+        }
+    }
+}
+
+/// A whole `MR × NR` tile straight into `c` (row stride `ldc`): assigned when `first`,
+/// else added (`c + t`, the edge path's sum); no scalar pass over a temporary tile.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn kernel_into(ap: &[u32], bp: &[u32], kp: usize, c: *mut f32, ldc: usize, first: bool) {
+    unsafe {
+        let acc = dots::<MR>(ap, bp, kp);
+        for r in 0..MR {
+            let row = c.add(r * ldc);
+            for h in 0..2 {
+                let o = row.add(16 * h);
+                let v = acc[2 * r + h];
+                let v = if first { v } else { _mm512_add_ps(_mm512_loadu_ps(o), v) };
+                _mm512_storeu_ps(o, v);
+            }
+        }
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX-512F and AVX-512 BF16.
+///
+/// The micro-kernel's own rate on one thread, FLOP/s: `reps` runs over one `a` and one `b`
+/// panel of `KP` pairs that stay in L1 (no packing, no memory traffic, no edges).
+pub unsafe fn kernel_rate(reps: usize) -> f64 {
+    let (ap, bp) = (vec![0x3F80_3F80u32; MR * KP], vec![0x3C00_3C00u32; NR * KP]);
+    let mut tile = [0.0f32; MR * NR];
+    let t0 = std::time::Instant::now();
+    for _ in 0..reps {
+        // SAFETY: the caller guarantees the CPU features.
+        unsafe { kernel_into(&ap, &bp, KP, tile.as_mut_ptr(), NR, false) };
+    }
+    std::hint::black_box(&tile);
+    (2 * MR * NR * 2 * KP * reps) as f64 / t0.elapsed().as_secs_f64()
+}
+
+#[cfg(test)]
+#[test]
+fn transpose16_transposes() {
+    if !super::avx512_bf16() {
+        return;
+    }
+    let m: Vec<u32> = (0..256).collect();
+    // SAFETY: checked above.
+    let got = unsafe {
+        let mut r = [_mm512_setzero_si512(); 16];
+        for (i, ri) in r.iter_mut().enumerate() {
+            *ri = _mm512_loadu_si512(m[16 * i..].as_ptr() as *const _);
+        }
+        transpose16(&mut r);
+        let mut out = vec![0u32; 256];
+        for (i, ri) in r.iter().enumerate() {
+            _mm512_storeu_si512(out[16 * i..].as_mut_ptr() as *mut _, *ri);
+        }
+        out
+    };
+    for i in 0..16 {
+        for j in 0..16 {
+            assert_eq!(got[16 * j + i], m[16 * i + j], "({i}, {j})");
+        }
+    }
+}
+
+/// One MR × NR tile of `c` (row stride `ldc`, `n` columns) at rows r0.. (`rows` of them) and
+/// panel `jb`, from packed `ak` and `bk` (`kp` pairs; `first`: assign, else add): whole tiles
+/// straight into c, edge tiles through `tile`.
+///
+/// # Safety
+/// The CPU must have AVX-512F and AVX-512 BF16; the tile's rows and columns of `c` are valid for
+/// writes, and no other task writes them during the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn write_tile(
+    cp: SendPtr,
+    ldc: usize,
+    n: usize,
+    ak: &[u32],
+    bk: &[u32],
+    kp: usize,
+    first: bool,
+    r0: usize,
+    rows: usize,
+    jb: usize,
+    tile: &mut [f32; MR * NR],
+) {
+    let (j0, nr) = (jb * NR, (n - jb * NR).min(NR));
+    if nr == NR && rows >= MR {
+        // SAFETY: the caller guarantees the CPU features; the tile lies inside c, in
+        // rows and columns no other task writes.
+        unsafe { kernel_into(ak, bk, kp, cp.get().add(r0 * ldc + j0), ldc, first) };
+        return;
+    }
+    // SAFETY: the caller guarantees the CPU features.
+    unsafe { kernel(ak, bk, kp, rows.min(MR), tile) };
+    for r in 0..rows.min(MR) {
+        let row = (r0 + r) * ldc + j0;
+        for (j, &t) in tile[r * NR..r * NR + nr].iter().enumerate() {
+            // SAFETY: as above.
+            unsafe {
+                let o = cp.get().add(row + j);
+                *o = if first { t } else { *o + t };
+            }
+        }
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX-512F and AVX-512 BF16; `c`, `a` and `b` as in
+/// [`super::matmul_bf16_ptr`].
+///
+/// GotoBLAS order: for each block of `KP` pairs (in order, so every element sums its k
+/// blocks in the same order whatever the threads), `b` is packed once for every column
+/// panel, then row blocks of `MC` go to the threads, each packing its rows of `a` and
+/// running the micro-kernel over every column panel.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul(
+    c: *mut f32,
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    m: usize,
+    n: usize,
+    k: usize,
+    acc: bool,
+    par: Par,
+) {
+    let kpairs = k.div_ceil(2);
+    let panels = n.div_ceil(NR);
+    let pool = par == Par::Pool;
+    let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
+    let stride = panels * NR * KP;
+    // SAFETY: the caller guarantees the CPU features.
+    let (cached, mut buf) = unsafe { b_panels(b, k, n, pool) };
+    let cp = SendPtr(c);
+    let run_tile = |ak: &[u32], bk: &[u32], kp, first, r0, rows, jb, tile: &mut _| {
+        // SAFETY: the caller guarantees the CPU features; each task's tiles lie inside c, in
+        // rows and columns no other task writes.
+        unsafe { write_tile(cp, ldc, n, ak, bk, kp, first, r0, rows, jb, tile) }
+    };
+    if let Some(all) = cached.as_deref().filter(|_| pool && m <= MC && panels > 1) {
+        // A decode step's few rows against kept panels: each task owns some column panels
+        // through every k block, in order (one fork-join per product, not one per block;
+        // each element sums its blocks in the same order as below).
+        let per = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
+        (0..panels).into_par_iter().step_by(per).for_each(|j| {
+            let mut apk = vec![0u32; m.div_ceil(MR) * MR * KP];
+            let mut tile = [0.0f32; MR * NR];
+            for (blk, bpk) in all.chunks(stride).enumerate() {
+                let (p0, first) = (blk * KP, blk == 0 && !acc);
+                let kp = (kpairs - p0).min(KP);
+                for (ib, ir) in (0..m).step_by(MR).enumerate() {
+                    let dst = &mut apk[ib * MR * KP..];
+                    // SAFETY: the caller guarantees the CPU features.
+                    unsafe { pack::<MR>(dst, a, ir, (m - ir).min(MR), p0, kp, k) };
+                }
+                for jb in j..(j + per).min(panels) {
+                    for (ib, ir) in (0..m).step_by(MR).enumerate() {
+                        let (ak, bk) = (&apk[ib * MR * KP..], &bpk[jb * NR * KP..]);
+                        run_tile(ak, bk, kp, first, ir, m - ir, jb, &mut tile);
+                    }
+                }
+            }
+        });
+        return;
+    }
+    for p0 in (0..kpairs.max(1)).step_by(KP) {
+        let kp = (kpairs - p0).min(KP);
+        let bpk: &[u32] = match &cached {
+            Some(all) => &all[(p0 / KP) * stride..(p0 / KP + 1) * stride],
+            None => {
+                // SAFETY: the caller guarantees the CPU features.
+                unsafe { pack_b(&mut buf, bt, n, p0, kp, k, pool) };
+                &buf
+            }
+        };
+        let first = p0 == 0 && !acc;
+        let run_tile = |ak: &[u32], bk: &[u32], r0, rows, jb, tile: &mut [f32; MR * NR]| {
+            run_tile(ak, bk, kp, first, r0, rows, jb, tile)
+        };
+        // Rows i0..i0 + MC against the column panels `jbs`: one task's share.
+        let block = |i0: usize, jbs: std::ops::Range<usize>| {
+            let mc = (m - i0).min(MC);
+            let mut apk = vec![0u32; mc.div_ceil(MR) * MR * KP];
+            let mut tile = [0.0f32; MR * NR];
+            for (ib, ir) in (0..mc).step_by(MR).enumerate() {
+                // SAFETY: the caller guarantees the CPU features.
+                unsafe {
+                    pack::<MR>(&mut apk[ib * MR * KP..], a, i0 + ir, (mc - ir).min(MR), p0, kp, k)
+                };
+            }
+            for jb in jbs {
+                for (ib, ir) in (0..mc).step_by(MR).enumerate() {
+                    run_tile(
+                        &apk[ib * MR * KP..],
+                        &bpk[jb * NR * KP..],
+                        i0 + ir,
+                        mc - ir,
+                        jb,
+                        &mut tile,
+                    );
+                }
+            }
+        };
+        let row_blocks = m.div_ceil(MC);
+        if pool && m > MC && panels >= 4 * row_blocks {
+            // Few rows, very many columns (the LM head's logits): all of a packed once (it
+            // stays in L2), then the threads split the column panels, each panel against
+            // every row, so b streams from memory once instead of once per row block.
+            let tiles = m.div_ceil(MR);
+            let mut apk = vec![0u32; tiles * MR * KP];
+            apk.par_chunks_mut(MR * KP).enumerate().for_each(|(ib, dst)| {
+                // SAFETY: the caller guarantees the CPU features.
+                unsafe { pack::<MR>(dst, a, ib * MR, (m - ib * MR).min(MR), p0, kp, k) }
+            });
+            let apk = &apk;
+            let per = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
+            (0..panels).into_par_iter().step_by(per).for_each(|j| {
+                let mut tile = [0.0f32; MR * NR];
+                for jb in j..(j + per).min(panels) {
+                    for ib in 0..tiles {
+                        let ak = &apk[ib * MR * KP..];
+                        run_tile(ak, &bpk[jb * NR * KP..], ib * MR, m - ib * MR, jb, &mut tile);
+                    }
+                }
+            });
+        } else if pool && m > MC {
+            (0..m).into_par_iter().step_by(MC).for_each(|i0| block(i0, 0..panels));
+        } else if pool && panels > 1 {
+            // Few rows (a decode step): the threads split the column panels instead.
+            let per = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
+            (0..panels)
+                .into_par_iter()
+                .step_by(per)
+                .for_each(|j| block(0, j..(j + per).min(panels)));
+        } else {
+            (0..m).step_by(MC).for_each(|i0| block(i0, 0..panels));
+        }
+    }
+    put_panels(buf);
+}
+
+/// `b`'s packed panels for a product (`[k, n]`, `NR`-column panels of `KP` pairs per k
+/// block): every block's, kept, when `b` lies in pinned weights (packed at the first call;
+/// only products on the pool are looked up: those on the calling thread are attention's
+/// per-head products, whose operands are activations, never weights);
+/// else an empty `None` and this thread's buffer for one block's, grown only (a shorter
+/// product after the LM head's neither frees nor re-zeroes it; a kernel reads only what the
+/// packing wrote), to give back with [`put_panels`].
+///
+/// # Safety
+/// The CPU must have AVX-512F, AVX-512BW and AVX-512 BF16.
+pub(super) unsafe fn b_panels(
+    b: Mat,
+    k: usize,
+    n: usize,
+    pool: bool,
+) -> (Option<std::sync::Arc<Vec<u32>>>, Vec<u32>) {
+    let (kpairs, stride) = (k.div_ceil(2), n.div_ceil(NR) * NR * KP);
+    // b packs as the rows of its transpose.
+    let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
+    let kept = |pack| if pool { pinned_panels(b, k, n, pack) } else { None };
+    let cached = kept(|| {
+        let mut all = vec![0u32; kpairs.div_ceil(KP).max(1) * stride];
+        for (blk, dst) in all.chunks_mut(stride).enumerate() {
+            // SAFETY: the caller guarantees the CPU features.
+            unsafe { pack_b(dst, bt, n, blk * KP, (kpairs - blk * KP).min(KP), k, pool) };
+        }
+        all
+    });
+    if cached.is_some() {
+        return (cached, Vec::new());
+    }
+    let mut buf = PANELS.take();
+    if buf.len() < stride {
+        buf.resize(stride, 0);
+    }
+    (None, buf)
+}
+
+/// Gives [`b_panels`]'s buffer back to this thread (an empty one, from kept panels, is not
+/// kept).
+pub(super) fn put_panels(buf: Vec<u32>) {
+    if !buf.is_empty() {
+        PANELS.set(buf);
+    }
+}
+
+/// Packs pairs `p0..p0 + kp` of `bt` (`b`'s transpose, `n` rows) into `NR`-column panels,
+/// `dst` `[panels][KP][NR]`; the pairs after `kp` up to the next multiple of 16 are zero
+/// (AMX's tiles read 16 pairs at a time).
+#[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+pub(super) unsafe fn pack_b(
+    dst: &mut [u32],
+    bt: Mat,
+    n: usize,
+    p0: usize,
+    kp: usize,
+    k: usize,
+    pool: bool,
+) {
+    // SAFETY (the closure): the caller guarantees the CPU features.
+    let pack_panel = |(jb, dst): (usize, &mut [u32])| unsafe {
+        pack::<NR>(dst, bt, jb * NR, (n - jb * NR).min(NR), p0, kp, k);
+        dst[kp * NR..kp.next_multiple_of(16).min(KP) * NR].fill(0);
+    };
+    let dst = &mut dst[..n.div_ceil(NR) * NR * KP];
+    if pool {
+        dst.par_chunks_mut(NR * KP).enumerate().for_each(pack_panel);
+    } else {
+        dst.chunks_mut(NR * KP).enumerate().for_each(pack_panel);
+    }
+}

@@ -1,0 +1,463 @@
+//! Matrix products `c (+)= a · b`: fp32, or bf16 inputs with fp32 accumulation (mixed
+//! precision: `a` and `b` rounded to bf16, round to nearest even, as they are packed; products
+//! summed in fp32). Every version splits the output between threads, never the reduction, so
+//! results do not depend on the thread count.
+//!
+//! Kernel lab, in llm.c's `dev/cuda` spirit: [`reference`] (scalar, the definition),
+//! [`matmul_bf16`] dispatching to the fastest [`Version`] this CPU runs; validated against
+//! [`reference`] and the fp32 product (the tests), timed by `cargo bench --bench kernels`.
+//!
+//! The files, each importing only from those listed after it (and from this one, by `super::`):
+//! - `mod.rs`: the operands ([`Mat`], [`Par`]) and their shape checks, the precision switch
+//!   ([`Gemm`]), the bf16 entry points and their dispatch, the definition and the emulation
+//!   (inputs rounded to bf16, then the fp32 product: any CPU).
+//! - `amx.rs`: the AMX version (`tdpbf16ps` on tiles, also emulated in scalar code for the
+//!   tests), on the AVX-512 packing.
+//! - `avx512.rs`: the AVX-512 BF16 version (`vdpbf16ps`): packing, micro-kernels, drivers.
+//! - `pin.rs`: pinned weights, whose packed `b` panels are kept from product to product.
+//! - `fp32.rs`: the fp32 products, the one call into the `gemm` crate; imports no sibling.
+
+#[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod fp32;
+mod pin;
+
+pub use fp32::{matmul, matmul_ptr, matmul_strided};
+pub use pin::{Pinned, pin};
+
+/// A row-major matrix operand: `data[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A dense row-major `[rows, cols]` matrix.
+    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+        Mat { data, rs: cols, cs: 1 }
+    }
+    /// The transpose of a dense row-major matrix stored as `[cols_of_t, rows_of_t]`:
+    /// element `(r, c)` of the operand is `data[c * stored_cols + r]`.
+    pub fn t(data: &'a [f32], stored_cols: usize) -> Self {
+        Mat { data, rs: 1, cs: stored_cols }
+    }
+    /// A strided view (rows `rs` apart, columns `cs` apart).
+    pub fn strided(data: &'a [f32], rs: usize, cs: usize) -> Self {
+        Mat { data, rs, cs }
+    }
+}
+
+/// Whether a product may use the rayon pool (large products) or must stay on the calling thread
+/// (products already inside a parallel loop, such as per-head attention).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Par {
+    Pool,
+    Single,
+}
+
+/// One past the last element a `[rows, cols]` operand with strides `rs`, `cs` touches.
+pub(crate) fn last_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 }
+}
+
+/// Panics unless `c` (row stride `ldc`), `a` and `b` hold `[m, n]`, `[m, k]` and `[k, n]`:
+/// the bound every product's unchecked inner loops rely on.
+pub(crate) fn check_operands(
+    what: &str,
+    c: &[f32],
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    (m, n, k): (usize, usize, usize),
+) {
+    assert!(ldc >= n && c.len() >= last_index(m, n, ldc, 1), "{what}: c too short");
+    assert!(a.data.len() >= last_index(m, k, a.rs, a.cs), "{what}: a too short");
+    assert!(b.data.len() >= last_index(k, n, b.rs, b.cs), "{what}: b too short");
+}
+
+/// Which product a kernel uses: fp32, or bf16 inputs with fp32 accumulation (a [`Version`]).
+/// Kernels that multiply large matrices (the LM head) take one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gemm {
+    Fp32,
+    Bf16(Version),
+}
+
+impl Gemm {
+    /// Dense `c[m, n] (+)= a · b` on the shared pool.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mm(self, c: &mut [f32], a: Mat, b: Mat, m: usize, n: usize, k: usize, accumulate: bool) {
+        match self {
+            Gemm::Fp32 => matmul(c, a, b, m, n, k, accumulate),
+            Gemm::Bf16(v) => matmul_bf16(v, c, n, a, b, m, n, k, accumulate, Par::Pool),
+        }
+    }
+
+    /// `c[m, n] = a · b` (row stride `ldc`) on the calling thread, through a raw pointer: the
+    /// per-head products of attention, each task writing its own column block.
+    ///
+    /// # Safety
+    /// As [`matmul_ptr`].
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn mm_single(
+        self,
+        c: *mut f32,
+        ldc: usize,
+        a: Mat,
+        b: Mat,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match self {
+                Gemm::Fp32 => matmul_ptr(c, ldc, a, b, m, n, k, false, Par::Single),
+                Gemm::Bf16(v) => matmul_bf16_ptr(v, c, ldc, a, b, m, n, k, false, Par::Single),
+            }
+        }
+    }
+}
+
+/// fp32 → bf16 bits, round to nearest even (a NaN stays a quiet NaN).
+#[inline(always)]
+pub fn to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
+}
+
+#[inline(always)]
+pub fn from_bf16(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// `x` rounded to the nearest bf16 value, as an f32.
+#[inline(always)]
+pub fn round_bf16(x: f32) -> f32 {
+    from_bf16(to_bf16(x))
+}
+
+/// Which version [`matmul_bf16`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// `tdpbf16ps` on Intel AMX's tiles (`amx.rs`), where the CPU has it, the OS grants
+    /// it and its self-check passes.
+    Amx,
+    /// `vdpbf16ps` (AVX-512 BF16).
+    Avx512,
+    /// Inputs rounded to bf16, then the fp32 product (any CPU).
+    Emulated,
+}
+
+/// The fastest version this CPU runs.
+pub fn best_version() -> Version {
+    if amx_usable() {
+        Version::Amx
+    } else if avx512_bf16() {
+        Version::Avx512
+    } else {
+        Version::Emulated
+    }
+}
+
+/// The CPU runs AVX-512 BF16 (with AVX-512F and BW, which the packing uses).
+pub fn avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16")
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// AMX runs here (`amx::status`).
+pub fn amx_usable() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        amx::status().is_ok()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Why AMX is not used, for the log, where the CPU has it (None where it has none or it runs).
+pub fn amx_refused() -> Option<String> {
+    #[cfg(target_arch = "x86_64")]
+    if avx512_bf16() && amx::has_amx() {
+        return amx::status().as_ref().err().cloned();
+    }
+    None
+}
+
+/// The definition: `c[i, j] (+)= Σ_k bf16(a[i, k]) · bf16(b[k, j])`, summed in f32 pair by
+/// pair (k, k + 1), as `vdpbf16ps` pairs them.
+#[allow(clippy::too_many_arguments)]
+pub fn reference(
+    c: &mut [f32],
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    m: usize,
+    n: usize,
+    k: usize,
+    acc: bool,
+) {
+    let av = |i: usize, p: usize| if p < k { round_bf16(a.data[i * a.rs + p * a.cs]) } else { 0.0 };
+    let bv = |p: usize, j: usize| if p < k { round_bf16(b.data[p * b.rs + j * b.cs]) } else { 0.0 };
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0f32;
+            for p in (0..k).step_by(2) {
+                s += av(i, p) * bv(p, j) + av(i, p + 1) * bv(p + 1, j);
+            }
+            let o = &mut c[i * ldc + j];
+            *o = if acc { *o + s } else { s };
+        }
+    }
+}
+
+/// `c[m, n] (+)= bf16(a) · bf16(b)` with fp32 accumulation; `c` row-major with row stride
+/// `ldc`. `par`: the rayon pool (large products) or the calling thread.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_bf16(
+    version: Version,
+    c: &mut [f32],
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    m: usize,
+    n: usize,
+    k: usize,
+    acc: bool,
+    par: Par,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    check_operands("matmul_bf16", c, ldc, a, b, (m, n, k));
+    // SAFETY: the asserts above bound every element the packing reads and the product writes;
+    // `c` is exclusively borrowed.
+    unsafe { matmul_bf16_ptr(version, c.as_mut_ptr(), ldc, a, b, m, n, k, acc, par) }
+}
+
+/// [`matmul_bf16`] writing through a raw pointer, for tasks that write disjoint column blocks of
+/// one matrix (attention heads).
+///
+/// # Safety
+/// As [`matmul_ptr`]: `c` valid for writes at `r * ldc + j` for `r < m`,
+/// `j < n`, no other thread touching those elements during the call; `a` and `b` in bounds.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul_bf16_ptr(
+    version: Version,
+    c: *mut f32,
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    m: usize,
+    n: usize,
+    k: usize,
+    acc: bool,
+    par: Par,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    debug_assert!(a.data.len() >= last_index(m, k, a.rs, a.cs));
+    debug_assert!(b.data.len() >= last_index(k, n, b.rs, b.cs));
+    match version {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AMX checked (whatever version was asked for); bounds are the caller's
+        // contract.
+        Version::Amx if amx_usable() => unsafe {
+            amx::matmul(&amx::Hardware, c, ldc, a, b, m, n, k, acc, par)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has the features (checked here, whatever version was asked for);
+        // bounds are the caller's contract.
+        Version::Avx512 | Version::Amx if avx512_bf16() => unsafe {
+            avx512::matmul(c, ldc, a, b, m, n, k, acc, par)
+        },
+        // SAFETY: the caller's contract.
+        _ => unsafe { emulated(c, ldc, a, b, m, n, k, acc, par) },
+    }
+}
+
+/// The micro-kernel of `version` on every thread of the pool at once, GFLOP/s: the ceiling the
+/// products are measured against (`cargo bench --bench kernels`); `None` for the emulation or a
+/// version this CPU does not run.
+pub fn kernel_peak_gflops(version: Version) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY (both): the CPU runs the version (checked first).
+        let rates = match version {
+            Version::Amx if amx_usable() => {
+                rayon::broadcast(|_| unsafe { amx::kernel_rate(2_000) })
+            }
+            Version::Avx512 if avx512_bf16() => {
+                rayon::broadcast(|_| unsafe { avx512::kernel_rate(20_000) })
+            }
+            _ => return None,
+        };
+        Some(rates.iter().sum::<f64>() / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// Inputs rounded to bf16 into dense copies, then the fp32 product.
+///
+/// # Safety
+/// As [`matmul_bf16_ptr`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn emulated(
+    c: *mut f32,
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    m: usize,
+    n: usize,
+    k: usize,
+    acc: bool,
+    par: Par,
+) {
+    let ar: Vec<f32> =
+        (0..m * k).map(|x| round_bf16(a.data[(x / k) * a.rs + (x % k) * a.cs])).collect();
+    let br: Vec<f32> =
+        (0..k * n).map(|x| round_bf16(b.data[(x / n) * b.rs + (x % n) * b.cs])).collect();
+    // SAFETY: the caller's contract for c; the dense copies hold [m, k] and [k, n].
+    unsafe { matmul_ptr(c, ldc, Mat::rows(&ar, k), Mat::rows(&br, n), m, n, k, acc, par) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::rand_vec;
+
+    fn check(version: Version, m: usize, n: usize, k: usize, ta: bool, tb: bool, acc: bool) {
+        let (a, b) = (rand_vec(m * k, 1), rand_vec(k * n, 2));
+        let am = if ta { Mat::t(&a, m) } else { Mat::rows(&a, k) };
+        let bm = if tb { Mat::t(&b, k) } else { Mat::rows(&b, n) };
+        let c0 = rand_vec(m * n, 3);
+        let (mut got, mut want, mut fp32) = (c0.clone(), c0.clone(), c0.clone());
+        matmul_bf16(version, &mut got, n, am, bm, m, n, k, acc, Par::Pool);
+        reference(&mut want, n, am, bm, m, n, k, acc);
+        matmul(&mut fp32, am, bm, m, n, k, acc);
+        let scale = (k as f32).sqrt();
+        for i in 0..m * n {
+            // Against the definition: only the order of the f32 sums differs.
+            assert!(
+                (got[i] - want[i]).abs() < 1e-4 * scale,
+                "{version:?} {m}x{n}x{k} [{i}] {} vs {}",
+                got[i],
+                want[i]
+            );
+            // Against fp32: bf16 inputs carry 8 bits of mantissa.
+            assert!(
+                (got[i] - fp32[i]).abs() < 2e-2 * scale,
+                "{version:?} vs fp32 [{i}] {} vs {}",
+                got[i],
+                fp32[i]
+            );
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "a too short")]
+    fn a_short_operand_panics_instead_of_reading_beyond_it() {
+        let (a, b) = (vec![1.0f32; 1], vec![1.0f32; 64 * 64]);
+        let mut c = vec![0.0f32; 64];
+        matmul_bf16(
+            best_version(),
+            &mut c,
+            64,
+            Mat::rows(&a, 64),
+            Mat::rows(&b, 64),
+            1,
+            64,
+            64,
+            false,
+            Par::Pool,
+        );
+    }
+
+    #[test]
+    fn bf16_rounding_is_to_nearest_even() {
+        assert_eq!(to_bf16(1.0), 0x3F80);
+        // 1 + 2^-8 is a tie between 1 and 1 + 2^-7: to even (1.0).
+        assert_eq!(to_bf16(1.0 + 1.0 / 256.0), 0x3F80);
+        assert_eq!(to_bf16(1.0 + 3.0 / 256.0), 0x3F82);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
+        assert_eq!(round_bf16(-2.5), -2.5);
+    }
+
+    #[test]
+    fn every_version_matches_the_definition_on_odd_shapes() {
+        for version in [best_version(), Version::Avx512, Version::Emulated] {
+            for &(m, n, k) in &[
+                (1, 1, 1),
+                (1, 40, 7),
+                (13, 33, 5),
+                (25, 70, 300),
+                (97, 257, 258),
+                (3, 5, 1),
+                (61, 300, 259),
+            ] {
+                for (ta, tb) in [(false, false), (true, false), (false, true)] {
+                    check(version, m, n, k, ta, tb, false);
+                }
+                check(version, m, n, k, false, false, true);
+            }
+        }
+    }
+
+    #[test]
+    fn tiles_of_every_row_count_match_the_definition() {
+        // Edge tiles of 1..=12 rows run their own micro-kernel (a decode step's few rows).
+        for m in 1..=13 {
+            check(best_version(), m, 70, 37, false, true, false);
+            check(best_version(), m, 64, 300, false, false, true);
+        }
+    }
+
+    #[test]
+    fn bf16_products_do_not_depend_on_the_thread_count() {
+        let (m, n, k) = (200, 300, 260);
+        let (a, b) = (rand_vec(m * k, 4), rand_vec(k * n, 5));
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut c = vec![0.0; m * n];
+                matmul_bf16(
+                    best_version(),
+                    &mut c,
+                    n,
+                    Mat::rows(&a, k),
+                    Mat::rows(&b, n),
+                    m,
+                    n,
+                    k,
+                    false,
+                    Par::Pool,
+                );
+                c
+            })
+        };
+        let one = run(1);
+        for t in [2, 3] {
+            assert!(
+                one.iter().zip(&run(t)).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{t} threads"
+            );
+        }
+    }
+}
