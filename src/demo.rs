@@ -160,16 +160,7 @@ pub fn demo(opts: &DemoOptions) -> Result<DemoReport> {
     let books = books()?;
     // 1. Pre-training text: the first 85 % of each book's paragraphs (the last 2 % of that for
     //    validation); the held-out 15 % makes the tasks.
-    let (mut train_ids, mut val_ids, mut held) = (Vec::new(), Vec::new(), Vec::new());
-    for b in &books {
-        let cut = b.paras.len() * 85 / 100;
-        let val_from = cut * 98 / 100;
-        for (i, p) in b.paras[..cut].iter().enumerate() {
-            let ids = tok.encode(p)?;
-            if i < val_from { train_ids.extend(ids) } else { val_ids.extend(ids) }
-        }
-        held.push(b.paras[cut..].iter().flat_map(|p| sentences(p)).collect::<Vec<_>>());
-    }
+    let (train_ids, val_ids, held) = split_books(&tok, &books)?;
     let data = out.join("data");
     std::fs::create_dir_all(&data).map_err(|e| Error::io(&data, e))?;
     crate::data::shard::write_bin(&data.join("train.bin"), &train_ids)?;
@@ -220,39 +211,7 @@ pub fn demo(opts: &DemoOptions) -> Result<DemoReport> {
         });
     }
     // 4. The tasks, from the held-out sentences.
-    let mut rng = Rng::new(derive(opts.seed, stream::DEMO_TASKS));
-    let (n_train, n_dev) = (opts.examples, (opts.examples / 3).max(4));
-    let (mut author_rows, mut next_rows) =
-        (vec![Vec::new(), Vec::new()], vec![Vec::new(), Vec::new()]);
-    for (bi, sents) in held.iter().enumerate() {
-        // Passages of three consecutive sentences; the first 75 % of the book's held-out text
-        // for train, the rest for dev (no sentence in both).
-        let split_at = sents.len() * 3 / 4;
-        for (split, range, n) in [(0, 0..split_at, n_train), (1, split_at..sents.len(), n_dev)] {
-            let s = &sents[range];
-            if s.len() < 48 {
-                return Err(Error::invalid(
-                    "<built-in>/books.txt.gz",
-                    "a book's held-out part is too short",
-                ));
-            }
-            for _ in 0..n {
-                let i = rng.below((s.len() - 3) as u64) as usize;
-                author_rows[split].push(
-                    serde_json::json!({"text": s[i..i + 3].join(" "), "label": books[bi].author}),
-                );
-                // Next sentence: after the passage's second sentence, the true third one or one
-                // from at least 20 sentences away.
-                let mut j = rng.below(s.len() as u64) as usize;
-                while j.abs_diff(i + 2) < 20 {
-                    j = rng.below(s.len() as u64) as usize;
-                }
-                let truth_first = rng.below(2) == 0;
-                let (a, b) = if truth_first { (&s[i + 2], &s[j]) } else { (&s[j], &s[i + 2]) };
-                next_rows[split].push(serde_json::json!({"context": s[i + 1], "a": a, "b": b, "label": if truth_first { 0 } else { 1 }}));
-            }
-        }
-    }
+    let (author_rows, next_rows) = task_rows(&held, &books, opts)?;
     let tasks_dir = out.join("tasks");
     let mut rows = Vec::new();
     for (name, rowsets, custom, metric) in [
@@ -327,6 +286,66 @@ pub fn demo(opts: &DemoOptions) -> Result<DemoReport> {
         serde_json::to_string_pretty(&report).expect("json").as_bytes(),
     )?;
     Ok(report)
+}
+
+/// Each book's first 85 % of paragraphs as pre-training tokens (the last 2 % of that for
+/// validation), and the sentences of the held-out 15 %: `(train, val, held)`.
+#[allow(clippy::type_complexity)]
+fn split_books(tok: &Tokenizer, books: &[Book]) -> Result<(Vec<u32>, Vec<u32>, Vec<Vec<String>>)> {
+    let (mut train_ids, mut val_ids, mut held) = (Vec::new(), Vec::new(), Vec::new());
+    for b in books {
+        let cut = b.paras.len() * 85 / 100;
+        let val_from = cut * 98 / 100;
+        for (i, p) in b.paras[..cut].iter().enumerate() {
+            let ids = tok.encode(p)?;
+            if i < val_from { train_ids.extend(ids) } else { val_ids.extend(ids) }
+        }
+        held.push(b.paras[cut..].iter().flat_map(|p| sentences(p)).collect::<Vec<_>>());
+    }
+    Ok((train_ids, val_ids, held))
+}
+
+/// Rows of `[train, dev]`.
+type Rows = Vec<Vec<serde_json::Value>>;
+
+/// The two tasks' rows from each book's held-out sentences `held`: authorship (a passage of
+/// three sentences and its author) and next sentence (the true third sentence against a far
+/// one), `[train, dev]` each.
+fn task_rows(held: &[Vec<String>], books: &[Book], opts: &DemoOptions) -> Result<(Rows, Rows)> {
+    let mut rng = Rng::new(derive(opts.seed, stream::DEMO_TASKS));
+    let (n_train, n_dev) = (opts.examples, (opts.examples / 3).max(4));
+    let (mut author_rows, mut next_rows): (Rows, Rows) =
+        (vec![Vec::new(), Vec::new()], vec![Vec::new(), Vec::new()]);
+    for (bi, sents) in held.iter().enumerate() {
+        // Passages of three consecutive sentences; the first 75 % of the book's held-out text
+        // for train, the rest for dev (no sentence in both).
+        let split_at = sents.len() * 3 / 4;
+        for (split, range, n) in [(0, 0..split_at, n_train), (1, split_at..sents.len(), n_dev)] {
+            let s = &sents[range];
+            if s.len() < 48 {
+                return Err(Error::invalid(
+                    "<built-in>/books.txt.gz",
+                    "a book's held-out part is too short",
+                ));
+            }
+            for _ in 0..n {
+                let i = rng.below((s.len() - 3) as u64) as usize;
+                author_rows[split].push(
+                    serde_json::json!({"text": s[i..i + 3].join(" "), "label": books[bi].author}),
+                );
+                // Next sentence: after the passage's second sentence, the true third one or one
+                // from at least 20 sentences away.
+                let mut j = rng.below(s.len() as u64) as usize;
+                while j.abs_diff(i + 2) < 20 {
+                    j = rng.below(s.len() as u64) as usize;
+                }
+                let truth_first = rng.below(2) == 0;
+                let (a, b) = if truth_first { (&s[i + 2], &s[j]) } else { (&s[j], &s[i + 2]) };
+                next_rows[split].push(serde_json::json!({"context": s[i + 1], "a": a, "b": b, "label": if truth_first { 0 } else { 1 }}));
+            }
+        }
+    }
+    Ok((author_rows, next_rows))
 }
 
 /// The report in the shape of the paper's Table 5, with the samples.
