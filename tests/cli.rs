@@ -409,3 +409,22 @@ fn zero_counts_name_their_own_flag() {
         fails(&["demo", flag, "0"], &format!("invalid value '0' for '{flag}"));
     }
 }
+
+#[test]
+fn bench_kernels_reports_every_figure_as_json() {
+    let out = ok(&["bench", "kernels", "--runs", "1", "--json"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(r["cpu"].as_str().is_some_and(|s| !s.is_empty()));
+    assert_eq!(r["products"].as_array().unwrap().len(), 7);
+    for p in r["products"].as_array().unwrap() {
+        let rates = p["rates"].as_array().unwrap();
+        assert_eq!(rates[0]["version"], "fp32");
+        assert!(rates.iter().all(|x| x["gflops"].as_f64().is_some_and(|g| g > 0.0)), "{p}");
+    }
+    assert!(r["memory"]["read_gb_s"].as_f64().unwrap() > 0.0);
+    let decode = r["decode"].as_array().unwrap();
+    assert_eq!(decode[0]["version"], "fp32");
+    // gpt1's 116 M weights of 4 bytes each, read once per token.
+    let mb = decode[0]["weight_mb_per_token"].as_f64().unwrap();
+    assert!((mb - 464.5).abs() < 1.0, "{mb}");
+}

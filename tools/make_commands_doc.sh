@@ -14,7 +14,8 @@ out=docs/commands.md
   echo "shows them together; \`docs/formats.md\` describes the files they read and write."
   for cmd in "" demo pretrain generate perplexity score finetune evaluate predict export zero-shot \
              "data stats" "data tasks" "tokenizer train" tokenize detokenize prepare plot \
-             "analyze layers" "analyze zero-shot" "bench train" "bench finetune" "bench generate"; do
+             "analyze layers" "analyze zero-shot" "bench train" "bench finetune" "bench generate" \
+             "bench kernels"; do
     echo
     echo "## \`gpt1${cmd:+ $cmd}\`"
     echo

@@ -10,6 +10,19 @@ pub enum Command {
     Finetune(TrainArgs),
     /// Generation speed with the KV cache (batch 1, greedy): tokens/s, prefill, per-token decode.
     Generate(GenerateArgs),
+    /// The kernel lab: the CPU and its flags, each product of a gpt1 step in fp32 and every bf16
+    /// version this CPU runs (GFLOP/s), micro-kernel peaks, memory bandwidth, decode rate.
+    Kernels(KernelArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct KernelArgs {
+    /// Timed runs per figure (the median is reported), after one untimed.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -84,6 +97,16 @@ fn checked(a: &TrainArgs) -> Result<Config> {
 
 pub fn run(c: Command) -> Result<()> {
     match c {
+        Command::Kernels(a) => {
+            ensure!(a.runs >= 1, "--runs must be at least 1");
+            let r = gpt1::bench::kernels::kernels(a.runs);
+            if a.json {
+                println!("{}", serde_json::to_string(&r).context("the report as JSON")?);
+            } else {
+                print!("{}", gpt1::bench::kernels::text(&r));
+            }
+            Ok(())
+        }
         Command::Generate(a) => {
             let config = Config::from_name_or_file(&a.config)?;
             ensure!(

@@ -1,4 +1,7 @@
-//! The training benchmark: steps of the real trainer on random tokens, timed one by one.
+//! The benchmarks behind `gpt1 bench`: training steps of the real trainer on random tokens,
+//! timed one by one (here), fine-tuning and generation, and the kernel lab ([`kernels`]).
+
+pub mod kernels;
 
 use crate::backend::{Backend, Cpu, Precision};
 use crate::error::Result;

@@ -1,0 +1,358 @@
+//! `gpt1 bench kernels`: the kernel lab in the release binary, so that figures from machines
+//! without a Rust toolchain (an AMX Xeon, a user's server) come back in one JSON object: the CPU
+//! and its flags, each matrix product of a gpt1 (4 × 512) training step in fp32 and in every
+//! bf16 version this CPU runs, each version's micro-kernel peak, one layer's attention, the
+//! memory's read and copy bandwidth, and the decode matrix-vector rate (every weight of a
+//! gpt1-size model read once per token, fp32 and bf16 kept panels) against that bandwidth.
+//! `cargo bench --bench kernels` prints the same report.
+
+use crate::kernels::attention::{self, Dims};
+use crate::kernels::dropout::Dropout;
+use crate::kernels::gemm::{
+    Gemm, Mat, Par, Version, amx_refused, best_version, kernel_peak_gflops, matmul, matmul_bf16,
+};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Everything `gpt1 bench kernels` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelReport {
+    pub cpu: String,
+    /// The instruction sets that matter here, as /proc/cpuinfo names them.
+    pub flags: Vec<String>,
+    pub threads: usize,
+    /// The bf16 version bf16 runs use, and why AMX is not used where the CPU has it.
+    pub bf16_version: String,
+    pub amx_not_used: Option<String>,
+    /// Each bf16 version's micro-kernel alone on L1-resident panels, every thread at once.
+    pub peaks: Vec<VersionRate>,
+    pub products: Vec<Product>,
+    /// One gpt1 layer's attention (4 × 512, 12 heads of 64), forward and backward, causal.
+    pub attention: Vec<VersionRate>,
+    pub memory: Memory,
+    pub decode: Vec<Decode>,
+    /// The blocking chosen by a tuner at first use: none yet, every product uses fixed blocks.
+    pub tuner: Option<String>,
+}
+
+/// A rate in GFLOP/s of one version (`fp32`, `bf16 Avx512`, `bf16 Amx`, `bf16 Emulated`).
+#[derive(Clone, Debug, Serialize)]
+pub struct VersionRate {
+    pub version: String,
+    pub gflops: f64,
+}
+
+/// One product of a training step: `c[m, n] = a[m, k] · b[k, n]`, operands as the model reads
+/// them (`ta`, `tb`: stored transposed).
+#[derive(Clone, Debug, Serialize)]
+pub struct Product {
+    pub label: String,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub rates: Vec<VersionRate>,
+}
+
+/// Bandwidth of all threads over buffers far larger than the caches, in GB/s.
+#[derive(Clone, Debug, Serialize)]
+pub struct Memory {
+    /// Summing 512 MB of f32.
+    pub read_gb_s: f64,
+    /// Copying 256 MB into another 256 MB, counting the bytes read and written (STREAM's way).
+    pub copy_gb_s: f64,
+}
+
+/// The products of one decoded token at gpt1's size (12 blocks' four weight matrices and the
+/// tied LM head, batch 1): the weight bytes read per token and the rate they stream at.
+#[derive(Clone, Debug, Serialize)]
+pub struct Decode {
+    pub version: String,
+    pub weight_mb_per_token: f64,
+    pub ms_per_token: f64,
+    pub gb_s: f64,
+    /// `gb_s` over the measured read bandwidth.
+    pub bandwidth_fraction: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Median seconds of `runs` runs of `f` after one untimed.
+fn time(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..runs)
+            .map(|_| {
+                let t0 = Instant::now();
+                f();
+                t0.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+/// The versions this CPU runs: the best first, then the others it can (the emulation last).
+fn versions() -> Vec<Version> {
+    let mut v = vec![best_version()];
+    if best_version() == Version::Amx {
+        v.push(Version::Avx512);
+    }
+    if best_version() != Version::Emulated {
+        v.push(Version::Emulated);
+    }
+    v
+}
+
+fn name(v: Version) -> String {
+    format!("bf16 {v:?}")
+}
+
+/// The CPU's model name and its flags that matter to the products.
+fn cpu() -> (String, Vec<String>) {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let model = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let have: Vec<String> =
+        field("flags").unwrap_or_default().split(' ').map(String::from).collect();
+    let wanted = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512bw",
+        "avx512_vnni",
+        "avx512_bf16",
+        "amx_tile",
+        "amx_bf16",
+        "amx_int8",
+    ];
+    (model, wanted.iter().filter(|f| have.iter().any(|h| h == *f)).map(|f| f.to_string()).collect())
+}
+
+/// The products of a gpt1 (4 × 512) training step, each in fp32 and every bf16 version.
+fn products(runs: usize) -> Vec<Product> {
+    let (bt, d, v) = (2048, 768, 40_481);
+    // (label, m, n, k, a transposed, b transposed)
+    let shapes = [
+        ("qkv forward x·W", bt, 3 * d, d, false, false),
+        ("qkv input grad dY·Wᵀ", bt, d, 3 * d, false, true),
+        ("qkv weight grad Xᵀ·dY", d, 3 * d, bt, true, false),
+        ("fc forward x·W", bt, 4 * d, d, false, false),
+        ("head logits h·Wteᵀ", 512, v, d, false, true),
+        ("head input grad dL·Wte", 512, d, v, false, false),
+        ("head weight grad dLᵀ·h", v, d, 512, true, false),
+    ];
+    shapes
+        .into_iter()
+        .map(|(label, m, n, k, ta, tb)| {
+            let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();
+            let mut c = vec![0.0f32; m * n];
+            let am = if ta { Mat::t(&a, m) } else { Mat::rows(&a, k) };
+            let bm = if tb { Mat::t(&b, k) } else { Mat::rows(&b, n) };
+            let flops = 2.0 * (m * n * k) as f64;
+            let mut rates = vec![VersionRate {
+                version: "fp32".into(),
+                gflops: flops / time(runs, || matmul(&mut c, am, bm, m, n, k, false)) / 1e9,
+            }];
+            for ver in versions() {
+                let s =
+                    time(runs, || matmul_bf16(ver, &mut c, n, am, bm, m, n, k, false, Par::Pool));
+                rates.push(VersionRate { version: name(ver), gflops: flops / s / 1e9 });
+            }
+            Product { label: label.into(), m, n, k, rates }
+        })
+        .collect()
+}
+
+/// One gpt1 layer's attention, forward then backward, with dropout, in each precision.
+fn attention_rates(runs: usize) -> Vec<VersionRate> {
+    let s = Dims { b: 4, t: 512, h: 12, dh: 64 };
+    let (d, tt) = (s.d(), s.b * s.h * s.t * s.t);
+    let qkv: Vec<f32> = (0..s.b * s.t * 3 * d).map(|i| ((i % 17) as f32 - 8.0) * 0.05).collect();
+    let dy: Vec<f32> = (0..s.b * s.t * d).map(|i| ((i % 11) as f32 - 5.0) * 0.01).collect();
+    let (mut y, mut att, mut sc) = (vec![0.0; s.b * s.t * d], vec![0.0; tt], vec![0.0; tt]);
+    let mut dqkv = vec![0.0; qkv.len()];
+    // Causal products: half of the 4 · T² · dh multiply-adds per head forward, twice that back.
+    let flops = 3.0 * 2.0 * 2.0 * (s.b * s.h * s.t * s.t * s.dh) as f64;
+    let drop = Dropout::new(0.1, 1);
+    let mut gemms = vec![(String::from("fp32"), Gemm::Fp32)];
+    gemms.extend(versions().into_iter().map(|v| (name(v), Gemm::Bf16(v))));
+    gemms
+        .into_iter()
+        .map(|(version, g)| {
+            let secs = time(runs, || {
+                attention::forward(g, &mut y, &mut att, &mut sc, &qkv, s, drop);
+                attention::backward(g, &mut dqkv, &mut sc, &dy, &qkv, &att, s, drop);
+            });
+            VersionRate { version, gflops: flops / secs / 1e9 }
+        })
+        .collect()
+}
+
+/// Read and copy bandwidth of every thread at once over buffers far beyond the caches.
+fn memory(runs: usize) -> Memory {
+    const CHUNK: usize = 1 << 16;
+    let big: Vec<f32> = (0..128usize << 20).map(|i| (i & 0xff) as f32).collect();
+    let mut sink = 0.0f32;
+    let read = time(runs, || {
+        sink += big
+            .par_chunks(CHUNK)
+            .map(|c| {
+                // 32 independent lanes (two vectors' worth per step) keep the loads, not the
+                // adds' latency, the limit.
+                let mut acc = [0.0f32; 32];
+                for w in c.chunks_exact(32) {
+                    for (a, x) in acc.iter_mut().zip(w) {
+                        *a += x;
+                    }
+                }
+                acc.iter().sum::<f32>()
+            })
+            .sum::<f32>();
+    });
+    std::hint::black_box(sink);
+    let (src, mut dst) = (&big[..64 << 20], vec![0.0f32; 64 << 20]);
+    let copy = time(runs, || {
+        dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| d.copy_from_slice(s))
+    });
+    Memory {
+        read_gb_s: (big.len() * 4) as f64 / read / 1e9,
+        copy_gb_s: (2 * src.len() * 4) as f64 / copy / 1e9,
+    }
+}
+
+/// One decoded token's products at gpt1's size, fp32 and bf16 (the weights pinned: their bf16
+/// panels are made once and kept, as `generate` does).
+fn decode(runs: usize, read_gb_s: f64) -> Vec<Decode> {
+    let (d, v, layers) = (768, 40_481, 12);
+    // (k, n) of each block's products, then the LM head (x · Wteᵀ, Wte stored [V, d]).
+    let block = [(d, 3 * d), (d, d), (d, 4 * d), (4 * d, d)];
+    let per_block: usize = block.iter().map(|(k, n)| k * n).sum();
+    let weights: Vec<f32> =
+        (0..layers * per_block + v * d).map(|i| ((i % 31) as f32 - 15.0) * 1e-3).collect();
+    let x = vec![0.01f32; 4 * d];
+    let mut y = vec![0.0f32; v.max(4 * d)];
+    let token = |bf16: Option<Version>, y: &mut [f32]| {
+        let mut off = 0;
+        for _ in 0..layers {
+            for &(k, n) in &block {
+                let w = Mat::rows(&weights[off..off + k * n], n);
+                let xm = Mat::rows(&x[..k], k);
+                match bf16 {
+                    None => matmul(&mut y[..n], xm, w, 1, n, k, false),
+                    Some(ver) => matmul_bf16(ver, &mut y[..n], n, xm, w, 1, n, k, false, Par::Pool),
+                }
+                off += k * n;
+            }
+        }
+        let wte = Mat::t(&weights[off..off + v * d], d);
+        let xm = Mat::rows(&x[..d], d);
+        match bf16 {
+            None => matmul(&mut y[..v], xm, wte, 1, v, d, false),
+            Some(ver) => matmul_bf16(ver, &mut y[..v], v, xm, wte, 1, v, d, false, Par::Pool),
+        }
+    };
+    let n_weights = weights.len() as f64;
+    let mut out = Vec::new();
+    let mut record = |version: String, bytes_per: f64, secs: f64| {
+        let gb_s = n_weights * bytes_per / secs / 1e9;
+        out.push(Decode {
+            version,
+            weight_mb_per_token: n_weights * bytes_per / 1e6,
+            ms_per_token: secs * 1e3,
+            gb_s,
+            bandwidth_fraction: gb_s / read_gb_s,
+        });
+    };
+    let secs = time(runs, || token(None, &mut y));
+    record("fp32".into(), 4.0, secs);
+    if best_version() != Version::Emulated {
+        let _pinned = crate::kernels::gemm::pin(&weights);
+        let ver = best_version();
+        let secs = time(runs, || token(Some(ver), &mut y));
+        record(format!("{} (kept panels)", name(ver)), 2.0, secs);
+    }
+    out
+}
+
+/// Measures everything in [`KernelReport`]; `runs` timed runs per figure (the median).
+pub fn kernels(runs: usize) -> KernelReport {
+    let (cpu, flags) = cpu();
+    let runs = runs.max(1);
+    let peaks = versions()
+        .into_iter()
+        .filter_map(|v| Some(VersionRate { version: name(v), gflops: kernel_peak_gflops(v)? }))
+        .collect();
+    let memory = memory(runs);
+    KernelReport {
+        cpu,
+        flags,
+        threads: rayon::current_num_threads(),
+        bf16_version: name(best_version()),
+        amx_not_used: amx_refused(),
+        peaks,
+        products: products(runs),
+        attention: attention_rates(runs),
+        decode: decode(runs, memory.read_gb_s),
+        memory,
+        tuner: None,
+    }
+}
+
+/// The report as a table, for people.
+pub fn text(r: &KernelReport) -> String {
+    let mut s = format!("{} ({} threads; {})\n", r.cpu, r.threads, r.flags.join(" "));
+    s += &format!("bf16 products: {}", r.bf16_version);
+    if let Some(why) = &r.amx_not_used {
+        s += &format!(" ({why})");
+    }
+    s += "\n\nGFLOP/s\n";
+    let cols: Vec<&str> = r.products[0].rates.iter().map(|x| x.version.as_str()).collect();
+    s += &format!("{:26} {:>6} {:>6} {:>6}", "product", "m", "n", "k");
+    for c in &cols {
+        s += &format!(" {c:>14}");
+    }
+    s += "\n";
+    for p in &r.products {
+        s += &format!("{:26} {:>6} {:>6} {:>6}", p.label, p.m, p.n, p.k);
+        for x in &p.rates {
+            s += &format!(" {:>14.1}", x.gflops);
+        }
+        s += "\n";
+    }
+    s += &format!("{:26} {:>6} {:>6} {:>6}", "attention fwd+bwd (causal)", 48, 512, 64);
+    for x in &r.attention {
+        s += &format!(" {:>14.1}", x.gflops);
+    }
+    s += "\n";
+    for p in &r.peaks {
+        s += &format!("micro-kernel peak, {}: {:.1} GFLOP/s\n", p.version, p.gflops);
+    }
+    s += &format!(
+        "\nmemory: read {:.1} GB/s, copy {:.1} GB/s (read + written)\n",
+        r.memory.read_gb_s, r.memory.copy_gb_s
+    );
+    for d in &r.decode {
+        s += &format!(
+            "decode, gpt1 size, batch 1, {}: {:.0} MB of weights per token, {:.2} ms/token, {:.1} GB/s ({:.0} % of read)\n",
+            d.version,
+            d.weight_mb_per_token,
+            d.ms_per_token,
+            d.gb_s,
+            100.0 * d.bandwidth_fraction
+        );
+    }
+    s += &format!(
+        "tuner: {}\n",
+        r.tuner.as_deref().unwrap_or("none yet (every product uses fixed blocks)")
+    );
+    s
+}
