@@ -5,7 +5,7 @@ use crate::data::TokenData;
 use crate::dist::Collective;
 use crate::error::{Error, Result};
 use crate::kernels::crossentropy::IGNORE;
-use crate::model::Gpt;
+use crate::model::LanguageModel;
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
@@ -59,43 +59,22 @@ pub fn rows_of(data: &TokenData, n_positions: usize) -> Result<Vec<Vec<u32>>> {
     Ok(rows)
 }
 
-/// Scores every row (rows of equal length are batched `batch` at a time). With `comm`, its
-/// ranks share the batches (rank `r` scores batches `r, r + N, …`) and every rank returns every
-/// row's scores, those of one process.
-pub fn score<B: Backend>(
-    model: &Gpt<B>,
+/// Scores every row (rows of equal length are batched `batch` at a time), with a model of
+/// either architecture. With `comm`, its ranks share the batches (rank `r` scores batches
+/// `r, r + N, …`) and every rank returns every row's scores, those of one process.
+pub fn score<B: Backend, M: LanguageModel<B>>(
+    model: &M,
     rows: &[Vec<u32>],
     batch: usize,
     comm: Option<&dyn Collective>,
 ) -> Result<Score> {
-    let _pinned = model.pin();
-    // One set of activations, reshaped for each batch that fits it and made anew (for that
-    // batch) only when one does not: no allocation per batch (on a GPU a device allocation, on
-    // the CPU fresh pages), and never more than the largest batch needs.
-    let mut acts = model.activations(0, 0, false);
-    score_with(rows, batch, model.config.vocab_size, comm, |ids, tg, b, t, lp| {
-        if !acts.fits(b, t) {
-            acts = model.activations(b, t, false);
-        }
-        acts.reshape(b, t);
-        model.logprobs(&mut acts, ids, tg, lp);
-        Ok(())
-    })
-}
-
-/// [`score`] of the LSTM baseline.
-pub fn score_lstm<B: Backend>(
-    model: &crate::model::lstm::Lstm<B>,
-    rows: &[Vec<u32>],
-    batch: usize,
-    comm: Option<&dyn Collective>,
-) -> Result<Score> {
-    let mut acts = model.activations(0, 0);
-    score_with(rows, batch, model.config.vocab_size, comm, |ids, tg, b, t, lp| {
-        model.reshape(&mut acts, b, t);
-        model.forward(&mut acts, ids)?;
-        lp.copy_from_slice(&model.logprobs(&mut acts, tg));
-        Ok(())
+    let _pinned = model.pin_weights();
+    // One set of buffers, fitted to each batch (made anew only for a batch that does not fit):
+    // no allocation per batch (on a GPU a device allocation, on the CPU fresh pages).
+    let mut s = model.scratch();
+    score_with(rows, batch, model.vocab_size(), comm, |ids, tg, b, t, lp| {
+        model.fit(&mut s, b, t);
+        model.next_logprobs(&mut s, ids, tg, lp)
     })
 }
 
@@ -180,15 +159,15 @@ pub fn windows(n: usize, context: usize, stride: usize) -> Vec<(usize, usize, us
 /// go `batch` at a time. `on_window` is called after each batch with the windows done. With
 /// `comm`, its ranks share the batches (`on_window` sees this rank's); each batch's sums are
 /// gathered and added in order, so every rank returns one process's result, bitwise.
-pub fn perplexity<B: Backend>(
-    model: &Gpt<B>,
+pub fn perplexity<B: Backend, M: LanguageModel<B>>(
+    model: &M,
     ids: &[u32],
     stride: usize,
     batch: usize,
     comm: Option<&dyn Collective>,
     mut on_window: impl FnMut(usize),
 ) -> Result<(f64, usize)> {
-    let (ctx, v) = (model.config.n_positions, model.config.vocab_size);
+    let (ctx, v) = (model.n_positions(), model.vocab_size());
     if stride == 0 || stride > ctx {
         return Err(Error::setting(
             "stride",
@@ -199,8 +178,8 @@ pub fn perplexity<B: Backend>(
         return Err(Error::Vocab(format!("token {i}: id {bad} is not below vocab_size {v}")));
     }
     let wins = windows(ids.len(), ctx, stride);
-    let _pinned = model.pin();
-    let mut acts = model.activations(0, 0, false);
+    let _pinned = model.pin_weights();
+    let mut s = model.scratch();
     // Per batch of windows: the negative log-likelihood sum and the count of scored tokens.
     let mut sums: Vec<f64> = Vec::new();
     let mut i = 0;
@@ -222,12 +201,9 @@ pub fn perplexity<B: Backend>(
                     tg[w * t + p - 1] = ids[start + p];
                 }
             }
-            if !acts.fits(b, t) {
-                acts = model.activations(b, t, false);
-            }
-            acts.reshape(b, t);
+            model.fit(&mut s, b, t);
             let mut lp = vec![0.0f32; b * t];
-            model.logprobs(&mut acts, &inp, &tg, &mut lp);
+            model.next_logprobs(&mut s, &inp, &tg, &mut lp)?;
             for (l, &g) in lp.iter().zip(&tg) {
                 if g != IGNORE {
                     sums[2 * k] -= *l as f64;

@@ -265,8 +265,8 @@ fn scoring_shared_by_ranks_equals_one_process() {
     let rows: Arc<Vec<Vec<u32>>> =
         Arc::new([9, 9, 17, 5, 9].iter().map(|&l| tokens(l, 50, l as u64)).collect());
     let ids = Arc::new(tokens(61, 50, 77));
-    let alone = gpt1::eval::score(&m, &rows, 2, None).unwrap();
-    let ppl = gpt1::eval::perplexity(&m, &ids, 5, 3, None, |_| {}).unwrap();
+    let alone = gpt1::eval::score(&*m, &rows, 2, None).unwrap();
+    let ppl = gpt1::eval::perplexity(&*m, &ids, 5, 3, None, |_| {}).unwrap();
     use gpt1::zeroshot::{Pair, continuation_logprobs};
     let pairs: Arc<Vec<Pair>> = Arc::new(
         (0..7)
@@ -276,13 +276,13 @@ fn scoring_shared_by_ranks_equals_one_process() {
             })
             .collect(),
     );
-    let cont = continuation_logprobs(&m, &pairs, 2, None, |_| {}).unwrap();
+    let cont = continuation_logprobs(&*m, &pairs, 2, None, |_| {}).unwrap();
     for world in [2, 3] {
         let (m, rows, ids, pairs) = (m.clone(), rows.clone(), ids.clone(), pairs.clone());
         let got = ranks(world, move |comm| {
-            let s = gpt1::eval::score(&m, &rows, 2, Some(&*comm)).unwrap();
-            let p = gpt1::eval::perplexity(&m, &ids, 5, 3, Some(&*comm), |_| {}).unwrap();
-            let z = continuation_logprobs(&m, &pairs, 2, Some(&*comm), |_| {}).unwrap();
+            let s = gpt1::eval::score(&*m, &rows, 2, Some(&*comm)).unwrap();
+            let p = gpt1::eval::perplexity(&*m, &ids, 5, 3, Some(&*comm), |_| {}).unwrap();
+            let z = continuation_logprobs(&*m, &pairs, 2, Some(&*comm), |_| {}).unwrap();
             (s, p, z)
         });
         for (s, p, z) in got {

@@ -1,8 +1,8 @@
 use anyhow::{Context, Result};
+use gpt1::backend::Backend;
 use gpt1::data::TokenData;
 use gpt1::eval::{rows_of, score};
-use gpt1::model::checkpoint::load_model;
-use gpt1::model::inference_bytes;
+use gpt1::model::{LanguageModel, ModelTask, Net, inference_bytes};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -25,31 +25,37 @@ pub struct Args {
     device: super::DeviceArg,
 }
 
+/// `gpt1 score`'s work, for either architecture on either device.
+struct Scoring<'a> {
+    rows: &'a [Vec<u32>],
+    batch: usize,
+    comm: Option<&'a dyn gpt1::dist::Collective>,
+}
+
+impl ModelTask for Scoring<'_> {
+    type Out = gpt1::eval::Score;
+    fn run<B: Backend, M: LanguageModel<B>>(self, m: &M) -> gpt1::Result<Self::Out> {
+        score(m, self.rows, self.batch, self.comm)
+    }
+}
+
 pub fn run(a: Args) -> Result<()> {
     let data = TokenData::open(&a.ids)?;
     // Under mpirun/srun the ranks share the batches; rank 0 prints.
     let comm = gpt1::dist::connect()?;
     let c = comm.as_deref();
     // An LSTM checkpoint (config.json's model_type "lstm", PyTorch's or gpt1's) or GPT-1.
-    let s = if gpt1::model::lstm::is_lstm(&a.model) {
-        let mut model = gpt1::model::lstm::load_lstm(&a.model).context("loading the LSTM")?;
-        model.backend = a.precision.backend();
-        let rows = rows_of(&data, model.config.n_positions)?;
-        let t = rows.iter().map(Vec::len).max().unwrap_or(1);
-        let acts = gpt1::model::lstm::activation_bytes(&model.config, a.batch.min(rows.len()), t);
-        let need = 4 * model.params.len() + acts;
-        crate::on_device!(model, a.device.device, need = need, |m| gpt1::eval::score_lstm(
-            m, &rows, a.batch, c
-        ))
-    } else {
-        let mut model = load_model(&a.model).context("loading the model")?;
-        model.backend = a.precision.backend();
-        let rows = rows_of(&data, model.config.n_positions)?;
-        let t = rows.iter().map(Vec::len).max().unwrap_or(1);
-        let b = a.batch.min(rows.len());
-        let need = inference_bytes(&model.config, model.backend.precision(), b, t);
-        crate::on_device!(model, a.device.device, need = need, |m| score(m, &rows, a.batch, c))
-    };
+    let mut model = Net::load(&a.model).context("loading the model")?;
+    model.set_backend(a.precision.backend());
+    let rows = rows_of(&data, model.config().n_positions())?;
+    let t = rows.iter().map(Vec::len).max().unwrap_or(1);
+    let pass = (a.batch.min(rows.len()), t);
+    let s = model.run_on(
+        a.device.device,
+        pass,
+        "one batch's activations",
+        Scoring { rows: &rows, batch: a.batch, comm: c },
+    );
     if super::follower_done(&s, c, "scoring") {
         s?;
         return Ok(());

@@ -2,8 +2,14 @@
 //! (Table 5). `ArchConfig` is either configuration (as `run.json` and `config.json` hold it),
 //! `Net` either model with its weights; the trainers, fine-tuning, evaluation and the analyses
 //! take these instead of knowing which architecture they run.
+//!
+//! Inference is written once, generic over [`super::LanguageModel`] (batched next-token
+//! log-probabilities and the last layer's states at chosen positions), which `Gpt<B>` and
+//! `Lstm<B>` implement in their own files; [`Net::run_on`] is the one place that picks the
+//! architecture and the device for such code ([`ModelTask`]).
 
-use crate::backend::{Cpu, Precision};
+use super::language_model::ModelTask;
+use crate::backend::{Cpu, Device, Precision};
 use crate::error::{Error, Result};
 use crate::model::lstm::{Lstm, LstmConfig, is_lstm, load_lstm, lstm_params};
 use crate::model::{Config, Gpt, activation_bytes, checkpoint::load_model, params::num_params};
@@ -71,6 +77,17 @@ impl ArchConfig {
                 2 * (chunk * c.vocab_size
                     + c.vocab_size * wide
                     + if pinned { self.params() } else { 0 })
+            }
+        }
+    }
+
+    /// Bytes an inference pass over `b × t` tokens needs: the weights and the activations (and
+    /// in bf16 the products' copies).
+    pub fn inference_bytes(&self, precision: Precision, b: usize, t: usize) -> u64 {
+        match self {
+            ArchConfig::Transformer(c) => crate::model::inference_bytes(c, precision, b, t),
+            ArchConfig::Lstm(c) => {
+                (4 * self.params() + crate::model::lstm::activation_bytes(c, b, t)) as u64
             }
         }
     }
@@ -163,5 +180,43 @@ impl Net {
             m.config = c;
         }
         Ok(())
+    }
+}
+
+impl Net {
+    /// Runs `task` with this model (at its backend's precision) on `device`, after checking that
+    /// the weights and one pass of `b × t` tokens fit its memory (`what` names the pass in the
+    /// error). On a GPU the weights are uploaded first.
+    pub fn run_on<T: ModelTask>(
+        &self,
+        device: Device,
+        (b, t): (usize, usize),
+        what: &str,
+        task: T,
+    ) -> Result<T::Out> {
+        let precision = match self {
+            Net::Transformer(m) => m.backend.precision(),
+            Net::Lstm(m) => m.backend.precision(),
+        };
+        let need = self.config().inference_bytes(precision, b, t);
+        match device {
+            Device::Cpu => {
+                // The weights are already in memory; the rest is allocated by the task.
+                let weights = 4 * self.params().len() as u64;
+                crate::backend::check_host(need.saturating_sub(weights), what)?;
+                match self {
+                    Net::Transformer(m) => task.run(m),
+                    Net::Lstm(m) => task.run(m),
+                }
+            }
+            dev => {
+                let gpu = dev.cuda(precision)?;
+                crate::backend::check_fits(&gpu, need, what)?;
+                match self {
+                    Net::Transformer(m) => task.run(&m.to_backend(gpu)),
+                    Net::Lstm(m) => task.run(&m.to_backend(gpu)),
+                }
+            }
+        }
     }
 }

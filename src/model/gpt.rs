@@ -449,3 +449,43 @@ impl<B: Backend> Gpt<B> {
         nll
     }
 }
+
+impl<B: Backend> super::language_model::LanguageModel<B> for Gpt<B> {
+    type Scratch = Activations<B>;
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    fn n_positions(&self) -> usize {
+        self.config.n_positions
+    }
+    fn scratch(&self) -> Activations<B> {
+        self.activations(0, 0, false)
+    }
+    fn fit(&self, s: &mut Activations<B>, b: usize, t: usize) {
+        if !s.fits(b, t) {
+            *s = self.activations(b, t, false);
+        }
+        s.reshape(b, t);
+    }
+    fn next_logprobs(
+        &self,
+        s: &mut Activations<B>,
+        ids: &[u32],
+        targets: &[u32],
+        out: &mut [f32],
+    ) -> crate::Result<()> {
+        self.logprobs(s, ids, targets, out);
+        Ok(())
+    }
+    fn states_at(
+        &self,
+        s: &mut Activations<B>,
+        ids: &[u32],
+        rows: &[usize],
+    ) -> crate::Result<Vec<f32>> {
+        Ok(self.forward_rows(s, ids, rows))
+    }
+    fn pin_weights(&self) -> crate::backend::Pinned<'_> {
+        self.pin()
+    }
+}

@@ -519,6 +519,40 @@ impl<B: Backend> Lstm<B> {
     }
 }
 
+impl<B: Backend> super::language_model::LanguageModel<B> for Lstm<B> {
+    type Scratch = LstmActs<B>;
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    fn n_positions(&self) -> usize {
+        self.config.n_positions
+    }
+    fn scratch(&self) -> LstmActs<B> {
+        self.activations(0, 0)
+    }
+    fn fit(&self, s: &mut LstmActs<B>, b: usize, t: usize) {
+        self.reshape(s, b, t);
+    }
+    fn next_logprobs(
+        &self,
+        s: &mut LstmActs<B>,
+        ids: &[u32],
+        targets: &[u32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.forward(s, ids)?;
+        out.copy_from_slice(&self.logprobs(s, targets));
+        Ok(())
+    }
+    fn states_at(&self, s: &mut LstmActs<B>, ids: &[u32], rows: &[usize]) -> Result<Vec<f32>> {
+        self.forward(s, ids)?;
+        Ok(self.hidden_rows(s, rows))
+    }
+    fn pin_weights(&self) -> crate::backend::Pinned<'_> {
+        self.backend.pin(self.params.r())
+    }
+}
+
 /// Writes `config.json` and `model.safetensors` (PyTorch's names) into `dir`.
 pub fn save_lstm<B: Backend>(dir: &std::path::Path, m: &Lstm<B>) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

@@ -5,6 +5,7 @@ pub mod arch;
 pub mod checkpoint;
 pub mod config;
 pub mod gpt;
+pub mod language_model;
 pub mod lstm;
 pub mod params;
 
@@ -12,3 +13,4 @@ pub use activations::{Activations, activation_bytes, bf16_bytes, inference_bytes
 pub use arch::{ArchConfig, Net};
 pub use config::Config;
 pub use gpt::{Gpt, Query};
+pub use language_model::{LanguageModel, ModelTask};

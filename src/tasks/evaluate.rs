@@ -8,7 +8,7 @@ use super::{Example, Head, HeadKind, Target, metrics};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
-use crate::model::{Activations, Gpt};
+use crate::model::{LanguageModel, ModelTask};
 use crate::tasks::readers::{Metric, TaskDef, read_split};
 use std::path::Path;
 
@@ -98,79 +98,53 @@ fn batched_scores(
     Ok(out)
 }
 
-/// Scores `examples` without dropout, `batch` examples at a time (shared by `comm`'s ranks).
-fn scores<B: Backend>(
-    model: &Gpt<B>,
+/// The head's scores of `data` without dropout, `batch_size` examples at a time (shared by
+/// `comm`'s ranks), with a body of either architecture and its buffers `s`.
+fn scores<B: Backend, M: LanguageModel<B>>(
+    model: &M,
     head: &Head,
-    acts: &mut Activations<B>,
+    s: &mut M::Scratch,
     data: &[Prepared],
     batch_size: usize,
     comm: Option<&dyn crate::dist::Collective>,
-) -> Vec<Vec<f32>> {
-    let _pinned = model.pin();
+) -> Result<Vec<Vec<f32>>> {
+    let _pinned = model.pin_weights();
     let run = |chunk: &[Prepared]| {
         let refs: Vec<&Prepared> = chunk.iter().collect();
         let b = batch(&refs);
-        acts.reshape(b.n_seq, b.len);
+        model.fit(s, b.n_seq, b.len);
         let (rows, items) = extract_rows(&b.items);
-        let hidden = model.forward_rows(acts, &b.ids, &rows);
+        let hidden = model.states_at(s, &b.ids, &rows)?;
         Ok(head.forward(&hidden, &items))
     };
-    batched_scores(head, data, batch_size, comm, run).expect("the Transformer's scoring")
+    batched_scores(head, data, batch_size, comm, run)
 }
 
-pub fn evaluate_prepared<B: Backend>(
+/// Evaluates `data` (dev or test examples) with `model` and `head`, `batch_size` examples at a
+/// time, in buffers `s` (a trainer's, between steps, or [`LanguageModel::scratch`]).
+pub fn evaluate_prepared<B: Backend, M: LanguageModel<B>>(
     def: &TaskDef,
-    model: &Gpt<B>,
+    model: &M,
     head: &Head,
-    acts: &mut Activations<B>,
+    s: &mut M::Scratch,
     data: &[Prepared],
     batch_size: usize,
-) -> Evaluation {
-    evaluate_shared(def, model, head, acts, data, batch_size, None)
+) -> Result<Evaluation> {
+    evaluate_shared(def, model, head, s, data, batch_size, None)
 }
 
 /// [`evaluate_prepared`] shared by the ranks of `comm` (fine-tuning's dev evaluations):
 /// each runs every N-th batch; the same scores as one process.
-pub fn evaluate_shared<B: Backend>(
+pub fn evaluate_shared<B: Backend, M: LanguageModel<B>>(
     def: &TaskDef,
-    model: &Gpt<B>,
+    model: &M,
     head: &Head,
-    acts: &mut Activations<B>,
+    s: &mut M::Scratch,
     data: &[Prepared],
     batch_size: usize,
     comm: Option<&dyn crate::dist::Collective>,
-) -> Evaluation {
-    evaluation_of(def, data, scores(model, head, acts, data, batch_size, comm))
-}
-
-/// The head's scores of `examples` with the LSTM as the body, `batch` examples at a time.
-pub fn lstm_scores<B: Backend>(
-    model: &crate::model::lstm::Lstm<B>,
-    head: &Head,
-    data: &[Prepared],
-    batch_size: usize,
-) -> Result<Vec<Vec<f32>>> {
-    lstm_scores_shared(model, head, data, batch_size, None)
-}
-
-/// [`lstm_scores`] shared by the ranks of `comm`, as [`evaluate_shared`].
-pub fn lstm_scores_shared<B: Backend>(
-    model: &crate::model::lstm::Lstm<B>,
-    head: &Head,
-    data: &[Prepared],
-    batch_size: usize,
-    comm: Option<&dyn crate::dist::Collective>,
-) -> Result<Vec<Vec<f32>>> {
-    let mut acts = model.activations(0, 0);
-    batched_scores(head, data, batch_size, comm, |chunk| {
-        let refs: Vec<&Prepared> = chunk.iter().collect();
-        let b = batch(&refs);
-        model.reshape(&mut acts, b.n_seq, b.len);
-        model.forward(&mut acts, &b.ids)?;
-        let (rows, items) = extract_rows(&b.items);
-        Ok(head.forward(&model.hidden_rows(&acts, &rows), &items))
-    })
+) -> Result<Evaluation> {
+    Ok(evaluation_of(def, data, scores(model, head, s, data, batch_size, comm)?))
 }
 
 /// Predictions and the task's metrics from the head's `scores` of `data`.
@@ -345,41 +319,29 @@ pub fn scored_split(ft: &Finetuned, examples: &[Example], batch_size: usize) -> 
     }
     let (p, _) = prepare(&ft.tokenizer, examples, ft.max_len)?;
     let per = p.iter().map(|e| e.t.features.iter().map(Vec::len).sum::<usize>()).max().unwrap_or(1);
-    use crate::backend::Device;
-    use crate::model::Net;
     // Buffers for one batch: no more examples than there are, each of `per` sequences.
-    let (rows, t) = (batch_size.min(p.len().max(1)).saturating_mul(per), longest(&p));
+    let pass = (batch_size.min(p.len().max(1)).saturating_mul(per), longest(&p));
     let comm = ft.comm.as_deref();
-    let what = "scoring (lower --batch)";
-    match (&ft.model, ft.device) {
-        (Net::Transformer(m), Device::Cpu) => {
-            let need = crate::model::inference_bytes(&m.config, m.backend.precision(), rows, t);
-            crate::backend::check_host(need.saturating_sub(4 * m.params.len() as u64), what)?;
-            let mut acts = m.activations(rows, t, false);
-            Ok(evaluate_shared(&ft.task, m, &ft.head, &mut acts, &p, batch_size, comm))
-        }
-        (Net::Transformer(m), dev) => {
-            let gpu = dev.cuda(m.backend.precision())?;
-            let need = crate::model::inference_bytes(&m.config, m.backend.precision(), rows, t);
-            crate::backend::check_fits(&gpu, need, what)?;
-            let g = m.to_backend(gpu);
-            let mut acts = g.activations(rows, t, false);
-            Ok(evaluate_shared(&ft.task, &g, &ft.head, &mut acts, &p, batch_size, comm))
-        }
-        (Net::Lstm(m), Device::Cpu) => {
-            let acts = crate::model::lstm::activation_bytes(&m.config, rows, t);
-            crate::backend::check_host(acts as u64, what)?;
-            let scores = lstm_scores_shared(m, &ft.head, &p, batch_size, comm)?;
-            Ok(evaluation_of(&ft.task, &p, scores))
-        }
-        (Net::Lstm(m), dev) => {
-            let gpu = dev.cuda(m.backend.precision())?;
-            let need =
-                4 * m.params.len() + crate::model::lstm::activation_bytes(&m.config, rows, t);
-            crate::backend::check_fits(&gpu, need as u64, what)?;
-            let g = m.to_backend(gpu);
-            let scores = lstm_scores_shared(&g, &ft.head, &p, batch_size, comm)?;
-            Ok(evaluation_of(&ft.task, &p, scores))
-        }
+    let task = Scoring { def: &ft.task, head: &ft.head, data: &p, batch_size, comm, pass };
+    ft.model.run_on(ft.device, pass, "scoring (lower --batch)", task)
+}
+
+/// [`scored_split`]'s work, for either architecture on either device.
+struct Scoring<'a> {
+    def: &'a TaskDef,
+    head: &'a Head,
+    data: &'a [Prepared],
+    batch_size: usize,
+    comm: Option<&'a dyn crate::dist::Collective>,
+    /// The largest pass, `(sequences, tokens)`: the buffers are made for it once.
+    pass: (usize, usize),
+}
+
+impl ModelTask for Scoring<'_> {
+    type Out = Evaluation;
+    fn run<B: Backend, M: LanguageModel<B>>(self, model: &M) -> Result<Evaluation> {
+        let mut s = model.scratch();
+        model.fit(&mut s, self.pass.0, self.pass.1);
+        evaluate_shared(self.def, model, self.head, &mut s, self.data, self.batch_size, self.comm)
     }
 }

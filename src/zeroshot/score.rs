@@ -4,7 +4,7 @@
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::kernels::crossentropy::IGNORE;
-use crate::model::Gpt;
+use crate::model::LanguageModel;
 
 /// Token ids of a context and of the continuation to score after it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,8 +50,8 @@ impl Scored {
 ///
 /// Fails on an empty context or continuation (the first continuation token needs a token
 /// before it), a token id outside the vocabulary, or `batch` 0.
-pub fn continuation_logprobs<B: Backend>(
-    model: &Gpt<B>,
+pub fn continuation_logprobs<B: Backend, M: LanguageModel<B>>(
+    model: &M,
     pairs: &[Pair],
     batch: usize,
     comm: Option<&dyn crate::dist::Collective>,
@@ -60,7 +60,7 @@ pub fn continuation_logprobs<B: Backend>(
     if batch == 0 {
         return Err(Error::setting("batch", "must be at least 1"));
     }
-    let (ctx, v) = (model.config.n_positions, model.config.vocab_size);
+    let (ctx, v) = (model.n_positions(), model.vocab_size());
     // (row, index in the row of the first continuation token, truncated, cut)
     let mut rows: Vec<(Vec<u32>, usize, bool, bool)> = Vec::with_capacity(pairs.len());
     for (i, p) in pairs.iter().enumerate() {
@@ -92,14 +92,16 @@ pub fn continuation_logprobs<B: Backend>(
     }
     let mut all = vec![0.0f32; start[rows.len()]];
     let Some(&longest) = order.first() else { return Ok(Vec::new()) };
-    let mut acts = model.activations(batch.min(rows.len()), rows[longest].0.len() - 1, false);
-    let _pinned = model.pin();
+    // Fitted to the first (longest) batch, then reshaped for the shorter ones.
+    let mut s = model.scratch();
+    model.fit(&mut s, batch.min(rows.len()), rows[longest].0.len() - 1);
+    let _pinned = model.pin_weights();
     for (n, chunk) in order.chunks(batch).enumerate() {
         if !crate::dist::owns(comm, n) {
             continue;
         }
         let (b, t) = (chunk.len(), rows[chunk[0]].0.len() - 1);
-        acts.reshape(b, t);
+        model.fit(&mut s, b, t);
         let mut ids = vec![0u32; b * t];
         let mut tg = vec![IGNORE; b * t];
         for (k, &i) in chunk.iter().enumerate() {
@@ -110,7 +112,7 @@ pub fn continuation_logprobs<B: Backend>(
             tg[k * t + first - 1..k * t + l - 1].copy_from_slice(&row[*first..]);
         }
         let mut lp = vec![0.0f32; b * t];
-        model.logprobs(&mut acts, &ids, &tg, &mut lp);
+        model.next_logprobs(&mut s, &ids, &tg, &mut lp)?;
         for (k, &i) in chunk.iter().enumerate() {
             let (row, first, _, _) = &rows[i];
             all[start[i]..start[i + 1]]

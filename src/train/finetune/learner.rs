@@ -5,13 +5,12 @@
 use super::checkpoint::{self as state, LoopState};
 use crate::backend::{Backend, Cpu, Precision};
 use crate::error::Result;
+use crate::model::LanguageModel;
 use crate::model::Net;
 use crate::tasks::Head;
 use crate::tasks::batch::{Batch, Prepared};
 use crate::tasks::checkpoint::{load_head, save_finetuned, save_finetuned_with};
-use crate::tasks::evaluate::{
-    Evaluation, evaluate_prepared, evaluate_shared, evaluation_of, lstm_scores, lstm_scores_shared,
-};
+use crate::tasks::evaluate::{Evaluation, evaluate_prepared, evaluate_shared};
 use crate::tasks::readers::TaskDef;
 use crate::text::Tokenizer;
 use crate::train::lstm::LstmTrainer;
@@ -112,12 +111,11 @@ impl<B: Backend> Learner<B> {
                 let comm = t.dist.clone();
                 let (model, head, acts) = t.parts();
                 let head = head.expect("a fine-tuning trainer has a head");
-                Ok(evaluate_shared(def, model, head, acts, dp, batch, comm.as_deref()))
+                evaluate_shared(def, model, head, acts, dp, batch, comm.as_deref())
             }
             Learner::Lstm(t, task) => {
-                let comm = t.dist.as_deref();
-                let s = lstm_scores_shared(&t.model, &task.head, dp, batch, comm)?;
-                Ok(evaluation_of(def, dp, s))
+                let mut s = t.model.scratch();
+                evaluate_shared(def, &t.model, &task.head, &mut s, dp, batch, t.dist.as_deref())
             }
         }
     }
@@ -137,11 +135,12 @@ impl<B: Backend> Learner<B> {
             (Net::Transformer(m), Learner::Transformer(t)) => {
                 let m = m.to_backend(be);
                 let (_, _, acts) = t.parts();
-                Ok(evaluate_prepared(def, &m, &head, acts, dp, batch))
+                evaluate_prepared(def, &m, &head, acts, dp, batch)
             }
             (Net::Lstm(m), Learner::Lstm(..)) => {
                 let m = m.to_backend(be);
-                Ok(evaluation_of(def, dp, lstm_scores(&m, &head, dp, batch)?))
+                let mut s = m.scratch();
+                evaluate_prepared(def, &m, &head, &mut s, dp, batch)
             }
             _ => Err(crate::error::Error::invalid(
                 dir,
