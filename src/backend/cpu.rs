@@ -12,10 +12,12 @@ use rayon::prelude::*;
 use std::borrow::Cow;
 
 /// The host's cores (rayon's pool). Every tensor is stored in fp32; with
-/// [`Precision::Bf16`] the matrix products of the linear layers and of the tied LM head take
-/// their inputs rounded to bf16 and accumulate in fp32 (mixed precision: master weights,
-/// optimizer state, LayerNorm, softmax, the loss and every reduction stay fp32; the bf16 copy
-/// of a weight is made as the product packs it). Attention's products stay fp32.
+/// [`Precision::Bf16`] the matrix products of the linear layers, of the tied LM head and of
+/// attention (its per-head products) take their inputs rounded to bf16 and accumulate in fp32
+/// (mixed precision: master weights, optimizer state, LayerNorm, softmax, the loss and every
+/// reduction stay fp32; the bf16 copy of a weight is made as the product packs it, or kept
+/// while the weights are pinned). The bf16 products run on AMX tiles where the CPU has them
+/// and the OS grants them, else on AVX-512 BF16, else emulated (`kernels::gemm`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cpu {
     gemm: Gemm,
