@@ -68,6 +68,12 @@ pub unsafe fn matmul_ptr(
         }
         return;
     }
+    // Decoding's few rows against a large matrix: bound by memory, streamed once.
+    if super::gemv::applies(m, n, k, b) {
+        // SAFETY: the caller's contract, which gemv shares.
+        unsafe { super::gemv::gemv(c, ldc, a, b, m, n, k, accumulate, par) };
+        return;
+    }
     let parallelism = match par {
         Par::Pool if rayon::current_num_threads() > 1 && m * n * k >= 1 << 15 => {
             Parallelism::Rayon(rayon::current_num_threads())

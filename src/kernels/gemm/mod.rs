@@ -22,6 +22,7 @@ mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod fp32;
+mod gemv;
 mod pin;
 
 pub use fp32::{matmul, matmul_ptr, matmul_strided};
