@@ -481,3 +481,35 @@ fn a_closed_pipe_ends_score_quietly() {
     child.wait().unwrap();
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_failed_write_to_stdout_is_an_error_not_a_panic() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("skipped: no /dev/full on this system");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    ok(&strs(&pretrain_args(d, &d.join("run"), &["--steps", "1"])));
+    let (model, ids) = (p(d, "run/final"), p(d, "train.bin"));
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--help"],
+        vec!["data", "tasks"],
+        vec!["tokenize", "--text", "hello"],
+        vec!["score", "--model", &model, "--ids", &ids],
+        vec!["generate", "--model", &model, "--ids", "5,6,7", "--max-new", "3"],
+    ];
+    for args in cases {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
+            .args(&args)
+            .stdout(full.try_clone().unwrap())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("error: writing to stdout: No space left"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

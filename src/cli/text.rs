@@ -145,6 +145,8 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
             print_ids(&mut out, &ids, a.json)?;
         }
     }
+    // A write that fails in the buffer's last flush is an error too, not a silent exit 0.
+    out.flush().context("writing to stdout")?;
     Ok(())
 }
 
