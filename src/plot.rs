@@ -52,6 +52,11 @@ pub fn read_series(path: &Path) -> Result<BTreeMap<String, Vec<(f64, f64)>>> {
 /// Draws `metrics` (a `metrics.jsonl`) to the PNG `out` (written atomically), at most three
 /// panels: losses, then the dev score or the learning rate, then what is left.
 pub fn curves(metrics: &Path, out: &Path, title: &str) -> Result<()> {
+    curves_to(metrics, &crate::io::Output::File(out.to_path_buf()), title)
+}
+
+/// [`curves`] written to `out` as the output rule says (a file, a device, standard output).
+pub fn curves_to(metrics: &Path, out: &crate::io::Output, title: &str) -> Result<()> {
     let series = read_series(metrics)?;
     let panels: Vec<(&str, Vec<&str>)> = PANELS
         .iter()
@@ -71,12 +76,17 @@ pub fn curves(metrics: &Path, out: &Path, title: &str) -> Result<()> {
     let (w, h) = (960u32, 280 * panels.len() as u32);
     let mut buf = vec![0u8; (w * h * 3) as usize];
     draw(&mut buf, (w, h), &series, &panels, title)
-        .map_err(|e| Error::invalid(out, format!("drawing the curves: {e}")))?;
-    write_png(out, &buf, w, h)
+        .map_err(|e| Error::invalid(out.display(), format!("drawing the curves: {e}")))?;
+    out.write(&png(&buf, w, h, &out.display())?)
 }
 
 /// Encodes an RGB buffer as PNG and writes it atomically.
 fn write_png(out: &Path, buf: &[u8], w: u32, h: u32) -> Result<()> {
+    write_atomic(out, &png(buf, w, h, &out.display().to_string())?)
+}
+
+/// An RGB buffer as PNG bytes (`name` for the error).
+fn png(buf: &[u8], w: u32, h: u32, name: &str) -> Result<Vec<u8>> {
     let mut png_bytes = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut png_bytes, w, h);
@@ -84,9 +94,9 @@ fn write_png(out: &Path, buf: &[u8], w: u32, h: u32) -> Result<()> {
         enc.set_depth(png::BitDepth::Eight);
         enc.write_header()
             .and_then(|mut wr| wr.write_image_data(buf))
-            .map_err(|e| Error::invalid(out, format!("encoding PNG: {e}")))?;
+            .map_err(|e| Error::invalid(name, format!("encoding PNG: {e}")))?;
     }
-    write_atomic(out, &png_bytes)
+    Ok(png_bytes)
 }
 
 /// One figure of lines with markers: `series` are `(label, [(x, y)])`, drawn over the given

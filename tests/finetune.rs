@@ -691,3 +691,36 @@ fn the_lstm_finetunes_and_resumes() {
     from_scratch(d, "sst2", &part, &again);
     assert_eq!(read(&part), read(&whole));
 }
+
+#[test]
+fn predict_follows_the_output_rule() {
+    let tmp = own_setup();
+    let d = tmp.path();
+    let pred = d.join("pred.tsv");
+    std::fs::write(&pred, "the user's file").unwrap();
+    // An existing file is refused and left as it was; --force replaces it.
+    let args = on_best("predict", d, &["--split", "dev", "--out", s(&pred)]);
+    let err = common::fails(&strs(&args), "exists");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(&pred).unwrap(), "the user's file");
+    let args = on_best("predict", d, &["--split", "dev", "--out", s(&pred), "--force"]);
+    ok(&strs(&args));
+    assert!(std::fs::read_to_string(&pred).unwrap().starts_with("index\tprediction\n"));
+    // Its own input is refused even with --force, and stays whole.
+    let dev = std::fs::read(d.join("dev.tsv")).unwrap();
+    let args = on_best("predict", d, &["--split", "dev", "--out", s(&d.join("dev.tsv")), "--force"]);
+    common::fails(&strs(&args), "input");
+    assert_eq!(std::fs::read(d.join("dev.tsv")).unwrap(), dev);
+    // `-` is standard output.
+    let out = ok(&strs(&on_best("predict", d, &["--split", "dev", "--out", "-"])));
+    assert!(out.starts_with("index\tprediction\n"), "{out}");
+    // A link is followed: the target is written, the link stays a link.
+    #[cfg(unix)]
+    {
+        let link = d.join("link.tsv");
+        std::os::unix::fs::symlink("target.tsv", &link).unwrap();
+        ok(&strs(&on_best("predict", d, &["--split", "dev", "--out", s(&link)])));
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(std::fs::read_to_string(d.join("target.tsv")).unwrap().starts_with("index\t"));
+    }
+}

@@ -364,3 +364,32 @@ fn tokenizer_train_names_a_line_that_is_not_utf8() {
     assert!(err.contains("bad.txt"), "{err}");
     assert!(!out.exists());
 }
+
+#[test]
+fn prepare_refuses_a_directory_of_other_files_and_reruns_into_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let text = d.join("book.txt");
+    std::fs::write(&text, "A short book. It has two sentences.\n").unwrap();
+    let out = d.join("shards");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("train.bin"), "the user's own").unwrap();
+    let args = ["prepare", "--input", s(&text), "--out", s(&out), "--val-fraction", "0", "--quiet"];
+    let err = common::fails(&args, "did not write (train.bin)");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(out.join("train.bin")).unwrap(), "the user's own");
+    // A stale temporary of a killed run does not count, and is removed.
+    let fresh = d.join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    std::fs::write(fresh.join("train.bin.tmp99999"), "partial").unwrap();
+    let args2 = ["prepare", "--input", s(&text), "--out", s(&fresh), "--val-fraction", "0", "--quiet"];
+    ok(&args2);
+    assert!(!fresh.join("train.bin.tmp99999").exists());
+    assert!(fresh.join("prepare.json").exists());
+    // Its own earlier output is rewritten without --force; --force writes beside other files.
+    ok(&args2);
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    ok(&forced);
+    assert_ne!(std::fs::read(out.join("train.bin")).unwrap(), b"the user's own");
+}

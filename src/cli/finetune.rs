@@ -197,9 +197,13 @@ pub struct PredictArgs {
     /// Examples per update (per evaluation pass for evaluate and predict).
     #[arg(long, default_value_t = FINETUNE.batch)]
     pub batch: usize,
-    /// Output TSV (index, prediction).
+    /// Output TSV (index, prediction); `-` for standard output. An existing file is refused
+    /// unless --force.
     #[arg(long)]
     out: PathBuf,
+    /// Replace an existing --out file (never one of the command's inputs).
+    #[arg(long)]
+    force: bool,
     /// Add one column per class (or candidate) with its probability (the head's softmax).
     #[arg(long)]
     probabilities: bool,
@@ -267,19 +271,21 @@ fn load_checked(dir: &std::path::Path, task: Option<&str>) -> Result<Finetuned> 
 }
 
 pub fn run_predict(a: PredictArgs) -> Result<()> {
+    // Refused before any work: an existing file (without --force), a directory.
+    let out = gpt1::io::Output::new(&a.out, a.force)?;
     let mut ft = load_checked(&a.model, a.task.as_deref())?;
     ft.model.set_backend(a.precision.backend());
     ft.device = a.device.device;
     // Under mpirun/srun the ranks share the batches; rank 0 writes the file.
     ft.comm = gpt1::dist::connect()?;
     let comm = ft.comm.clone();
-    let res = predict_to_file(&ft, &a.data, &a.split, a.batch, &a.out, a.probabilities);
+    let res = predict_to_file(&ft, &a.data, &a.split, a.batch, &out, a.probabilities);
     if super::follower_done(&res, comm.as_deref(), "prediction") {
         res?;
         return Ok(());
     }
     let n = res?;
-    eprintln!("wrote {n} predictions to {}", a.out.display());
+    eprintln!("wrote {n} predictions to {}", out.display());
     Ok(())
 }
 

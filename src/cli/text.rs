@@ -48,9 +48,13 @@ pub struct PrepareArgs {
     /// Text files, directories (their .txt files) or glob patterns.
     #[arg(long, num_args = 1.., required = true)]
     input: Vec<String>,
-    /// Output directory for train.bin and val.bin.
+    /// Output directory for train.bin, val.bin, tokenizer/ and prepare.json: new, empty, or an
+    /// earlier prepare's (a directory holding other files is refused unless --force).
     #[arg(long)]
     out: PathBuf,
+    /// Write into a directory that holds files gpt1 did not write.
+    #[arg(long)]
+    force: bool,
     /// Share of the bytes (whole documents) that go to val.bin.
     #[arg(long, default_value_t = 0.005)]
     val_fraction: f64,
@@ -177,6 +181,7 @@ pub fn prepare_cmd(a: PrepareArgs) -> Result<()> {
         strip_gutenberg: a.strip_gutenberg,
         strict: a.strict,
         progress: !a.quiet,
+        force: a.force,
     };
     let stats = prepare(&tok, &opts)?;
     for s in &stats.skipped_files {

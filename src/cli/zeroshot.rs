@@ -29,9 +29,13 @@ pub struct Args {
     /// Sequences per forward pass.
     #[arg(long, default_value_t = DEFAULT_BATCH)]
     batch: usize,
-    /// Write one JSON line per example: index, scores (one per candidate), prediction.
+    /// Write one JSON line per example: index, scores (one per candidate), prediction; `-` for
+    /// standard output. An existing file is refused unless --force.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Replace an existing --out file (never one of the command's inputs).
+    #[arg(long)]
+    force: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -43,6 +47,15 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let task = ZeroShotTask::parse(&a.task)?;
+    // Refused before any work: an existing file (without --force), a directory, the data read.
+    let out = a.out.as_deref().map(|o| gpt1::io::Output::new(o, a.force)).transpose()?;
+    if let Some(o) = &out {
+        let inputs: Vec<PathBuf> = match std::fs::read_dir(&a.data) {
+            Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+            Err(_) => vec![a.data.clone()],
+        };
+        o.check_not_input(&inputs)?;
+    }
     let split = a.split.clone().unwrap_or_else(|| task.default_split().to_string());
     let (model, tok) =
         super::model_and_tokenizer(&a.model, a.tokenizer.as_deref(), &a.precision, a.mode)?;
@@ -75,13 +88,13 @@ pub fn run(a: Args) -> Result<()> {
         return Ok(());
     }
     let r = r.with_context(|| format!("zero-shot {} on {}", task.name(), a.data.display()))?;
-    if let Some(out) = &a.out {
+    if let Some(out) = &out {
         let mut body = String::new();
         for e in &r.examples {
             body.push_str(&serde_json::to_string(e)?);
             body.push('\n');
         }
-        gpt1::io::write_atomic(out, body.as_bytes())?;
+        out.write(body.as_bytes())?;
         if !a.json {
             eprintln!("wrote {} predictions to {}", r.examples.len(), out.display());
         }

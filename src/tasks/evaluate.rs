@@ -7,7 +7,7 @@ use super::head::extract_rows;
 use super::{Example, Head, HeadKind, Target, metrics};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::io::write_atomic;
+use crate::io::Output;
 use crate::model::{LanguageModel, ModelTask};
 use crate::tasks::readers::{Metric, TaskDef, read_split};
 use std::path::Path;
@@ -236,7 +236,7 @@ pub fn predict_to_file(
     data: &Path,
     split: &str,
     batch_size: usize,
-    out: &Path,
+    out: &Output,
     probabilities: bool,
 ) -> Result<usize> {
     if probabilities && ft.task.kind == HeadKind::Regress {
@@ -249,6 +249,7 @@ pub fn predict_to_file(
         ));
     }
     let s = read_split(&ft.task, data, split, false)?;
+    out.check_not_input(&s.files)?;
     let ev = scored_split(ft, &s.examples, batch_size)?;
     let mut text = String::from("index\tprediction");
     if probabilities {
@@ -277,7 +278,7 @@ pub fn predict_to_file(
     }
     // Ranks sharing the work all hold every prediction; rank 0 alone writes them.
     if ft.comm.as_ref().is_none_or(|c| c.rank() == 0) {
-        write_atomic(out, text.as_bytes())?;
+        out.write(text.as_bytes())?;
     }
     Ok(ev.predictions.len())
 }

@@ -27,6 +27,16 @@ pub struct PrepareOptions {
     /// Fail on invalid UTF-8 (with the file and byte offset) instead of replacing it.
     pub strict: bool,
     pub progress: bool,
+    /// Write into a directory holding files gpt1 did not write ([`crate::io::check_out_dir`]).
+    pub force: bool,
+}
+
+/// Written into `--out` last, with the statistics: marks the directory as `prepare`'s own.
+pub const MARKER: &str = "prepare.json";
+
+/// Whether `name` is a temporary file of [`ShardWriter`] (`train.bin.tmp1234`).
+fn is_tmp(name: &str) -> bool {
+    name.split_once(".bin.tmp").is_some_and(|(_, pid)| pid.chars().all(|c| c.is_ascii_digit()))
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -234,6 +244,18 @@ struct ShardWriter {
     w: std::io::BufWriter<File>,
     wide: bool,
     count: u64,
+    /// Removes the temporary file unless the shard was finished (a failure, a full disk).
+    _guard: TmpGuard,
+}
+
+/// Removes the file when dropped: after a failure, the partial shard; after `finish`, nothing
+/// (it was renamed into place).
+struct TmpGuard(PathBuf);
+
+impl Drop for TmpGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 impl ShardWriter {
@@ -241,8 +263,9 @@ impl ShardWriter {
         let tmp = path.with_extension(format!("bin.tmp{}", std::process::id()));
         let f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        let guard = TmpGuard(tmp.clone());
         w.write_all(&[0u8; 1024]).map_err(|e| Error::io(&tmp, e))?;
-        Ok(ShardWriter { path, tmp, w, wide, count: 0 })
+        Ok(ShardWriter { path, tmp, w, wide, count: 0, _guard: guard })
     }
 
     fn push(&mut self, ids: &[u32]) -> Result<()> {
@@ -332,7 +355,14 @@ pub fn prepare(tok: &Tokenizer, opts: &PrepareOptions) -> Result<PrepareStats> {
         ));
     }
     let val = choose_val(&docs, opts.val_fraction)?;
+    crate::io::check_out_dir(&opts.out, MARKER, is_tmp, opts.force)?;
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    // Temporary shards a killed run left behind.
+    for e in std::fs::read_dir(&opts.out).map_err(|e| Error::io(&opts.out, e))?.flatten() {
+        if is_tmp(&e.file_name().to_string_lossy()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     let td = opts.out.join(TOKENIZER_DIR);
     std::fs::create_dir_all(&td).map_err(|e| Error::io(&td, e))?;
     tok.save(&td)?;
@@ -366,5 +396,7 @@ pub fn prepare(tok: &Tokenizer, opts: &PrepareOptions) -> Result<PrepareStats> {
     stats.seconds = t0.elapsed().as_secs_f64();
     stats.mb_per_s = stats.bytes as f64 / 1e6 / stats.seconds;
     stats.tokens_per_s = (stats.train_tokens + stats.val_tokens) as f64 / stats.seconds;
+    let marker = serde_json::to_string_pretty(&stats).expect("plain data");
+    crate::io::write_atomic(&opts.out.join(MARKER), marker.as_bytes())?;
     Ok(stats)
 }
