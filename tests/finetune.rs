@@ -708,7 +708,8 @@ fn predict_follows_the_output_rule() {
     assert!(std::fs::read_to_string(&pred).unwrap().starts_with("index\tprediction\n"));
     // Its own input is refused even with --force, and stays whole.
     let dev = std::fs::read(d.join("dev.tsv")).unwrap();
-    let args = on_best("predict", d, &["--split", "dev", "--out", s(&d.join("dev.tsv")), "--force"]);
+    let args =
+        on_best("predict", d, &["--split", "dev", "--out", s(&d.join("dev.tsv")), "--force"]);
     common::fails(&strs(&args), "input");
     assert_eq!(std::fs::read(d.join("dev.tsv")).unwrap(), dev);
     // `-` is standard output.
@@ -723,4 +724,13 @@ fn predict_follows_the_output_rule() {
         assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
         assert!(std::fs::read_to_string(d.join("target.tsv")).unwrap().starts_with("index\t"));
     }
+}
+
+#[test]
+fn zero_max_steps_is_refused_not_run_as_one() {
+    let tmp = own_setup();
+    let out = tmp.path().join("run0");
+    let args = scratch_args(tmp.path(), "SST-2", &out, &["--max-steps", "0"]);
+    common::fails(&strs(&args), "--max-steps must be at least 1");
+    assert!(!out.exists(), "a refused run left its directory");
 }

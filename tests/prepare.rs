@@ -382,7 +382,8 @@ fn prepare_refuses_a_directory_of_other_files_and_reruns_into_its_own() {
     let fresh = d.join("fresh");
     std::fs::create_dir(&fresh).unwrap();
     std::fs::write(fresh.join("train.bin.tmp99999"), "partial").unwrap();
-    let args2 = ["prepare", "--input", s(&text), "--out", s(&fresh), "--val-fraction", "0", "--quiet"];
+    let args2 =
+        ["prepare", "--input", s(&text), "--out", s(&fresh), "--val-fraction", "0", "--quiet"];
     ok(&args2);
     assert!(!fresh.join("train.bin.tmp99999").exists());
     assert!(fresh.join("prepare.json").exists());

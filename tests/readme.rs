@@ -96,3 +96,43 @@ fn the_readme_walkthrough_runs() {
     }
     assert!(d.join("sst2-dev.tsv").exists());
 }
+
+/// The README renders as intended under CommonMark: every `##` line is a heading (none swallowed
+/// by a code block that a stray fence left open), and every fenced block is closed.
+#[test]
+fn the_readme_renders_its_headings_outside_code_blocks() {
+    use pulldown_cmark::{Event, HeadingLevel, Parser, Tag, TagEnd};
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let mut in_code = false;
+    let (mut headings, mut in_heading, mut code_lines) = (Vec::new(), false, Vec::new());
+    for ev in Parser::new(&readme) {
+        match ev {
+            Event::Start(Tag::CodeBlock(_)) => in_code = true,
+            Event::End(TagEnd::CodeBlock) => in_code = false,
+            Event::Start(Tag::Heading { level: HeadingLevel::H2, .. }) => {
+                in_heading = true;
+                headings.push(String::new());
+            }
+            Event::End(TagEnd::Heading(_)) => in_heading = false,
+            Event::Text(t) if in_heading => headings.last_mut().unwrap().push_str(&t),
+            Event::Text(t) if in_code => code_lines.extend(t.lines().map(str::to_string)),
+            _ => {}
+        }
+    }
+    let written: Vec<&str> =
+        readme.lines().filter_map(|l| l.strip_prefix("## ")).filter(|l| !l.is_empty()).collect();
+    assert_eq!(headings.len(), written.len(), "rendered {headings:?}, written {written:?}");
+    assert!(headings.iter().any(|h| h.starts_with("Walkthrough")), "{headings:?}");
+    assert!(!code_lines.iter().any(|l| l.starts_with("## ")), "a heading inside a code block");
+    // Each fence opens and closes on its own line: no text after a closing fence.
+    for (i, l) in readme.lines().enumerate() {
+        if let Some(rest) = l.strip_prefix("```") {
+            assert!(
+                rest.is_empty() || rest.chars().all(|c| c.is_ascii_alphanumeric()),
+                "README.md:{}: text after a fence: {l:?}",
+                i + 1
+            );
+        }
+    }
+}

@@ -396,6 +396,33 @@ fn bad_inputs() -> Vec<Case> {
             needle: "must be a finite score other than chance",
         },
         Case {
+            name: "merges beyond any vocabulary (4e9 asked for 283 GB)",
+            args: |d| {
+                let t = write(d, "corpus.txt", b"some text and some more text\n");
+                v(&["tokenizer", "train", "--input", &t, "--merges", "4000000000"])
+                    .into_iter()
+                    .chain(v(&["--out", &p(d, "tok")]))
+                    .collect()
+            },
+            needle: "--merges 4000000000 must be in 1..=1000000",
+        },
+        Case {
+            name: "a tokenizer learned from nothing",
+            args: |d| {
+                let t = write(d, "empty.txt", b"");
+                v(&["tokenizer", "train", "--input", &t, "--merges", "10", "--out", &p(d, "tok0")])
+            },
+            needle: "no text to learn a vocabulary from",
+        },
+        Case {
+            name: "an empty stop string",
+            args: |d| {
+                let m = p(d, "run/final");
+                v(&["generate", "--model", &m, "--ids", "5,6", "--stop", "", "--tokenizer", &m])
+            },
+            needle: "--stop ''",
+        },
+        Case {
             name: "a missing file, its OS error said once",
             args: |d| v(&["score", "--model", &p(d, "run/final"), "--ids", &p(d, "nope.bin")]),
             needle: "nope.bin: No such file or directory (os error 2)",

@@ -94,6 +94,10 @@ pub fn run(a: Args) -> Result<()> {
             return Err(e.context("no tokenizer for --prompt (pass --tokenizer DIR, or --ids)"));
         }
     };
+    ensure!(
+        a.stop.iter().all(|s| !s.is_empty()),
+        "--stop '': an empty stop string would end every sample at its first token; give text"
+    );
     ensure!(a.stop.is_empty() || tok.is_some(), "--stop needs a tokenizer to read the text");
     let prompt_text = match (&a.prompt, &a.prompt_file) {
         (Some(p), _) => Some(p.clone()),

@@ -40,6 +40,9 @@ pub enum Mode {
 /// Written beside the vocabulary by [`Tokenizer::save`]: the mode it was made for.
 pub const CONFIG_FILE: &str = "tokenizer_config.json";
 
+/// The most merges `Tokenizer::train` learns (25 × GPT-1's 40,000).
+pub const MAX_MERGES: usize = 1_000_000;
+
 /// The size of GPT-1's own BPE vocabulary (`encoder_bpe_40000.json`).
 pub const GPT1_BPE_VOCAB: usize = 40_478;
 
@@ -237,6 +240,13 @@ impl Tokenizer {
                 return Err(Error::invalid(f, "no such file"));
             }
         }
+        // Bounded before the trainer sizes its tables by it (4e9 asked for 283 GB).
+        if merges == 0 || merges > MAX_MERGES {
+            return Err(Error::setting(
+                "merges",
+                format!("{merges} must be in 1..={MAX_MERGES} (GPT-1 learned 40,000)"),
+            ));
+        }
         // Ask for more than enough, then keep the first `merges` (BPE training is greedy, so
         // they are exactly what a run stopping at `merges` would learn).
         let trainer = BpeTrainerBuilder::new()
@@ -306,6 +316,14 @@ impl Tokenizer {
                     .collect()
             })
             .unwrap_or_default();
+        if json["vocab"].as_object().is_none_or(|o| o.is_empty()) {
+            let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+            return Err(Error::invalid(
+                names.join(", "),
+                "no text to learn a vocabulary from (empty input): a tokenizer of 0 symbols would \
+                 encode everything as one id",
+            ));
+        }
         let kept: Vec<(String, String)> = learned.into_iter().take(merges).collect();
         let results: std::collections::HashSet<String> =
             kept.iter().map(|(a, b)| format!("{a}{b}")).collect();

@@ -30,8 +30,12 @@ pub(super) struct Inputs {
 
 /// Settings that cannot work, refused before anything is read.
 pub(super) fn check_settings(opts: &FinetuneOptions) -> Result<()> {
-    if opts.batch == 0 || opts.epochs == 0 {
-        let setting = if opts.batch == 0 { "batch" } else { "epochs" };
+    if opts.batch == 0 || opts.epochs == 0 || opts.max_steps == Some(0) {
+        let setting = match () {
+            _ if opts.batch == 0 => "batch",
+            _ if opts.epochs == 0 => "epochs",
+            _ => "max_steps",
+        };
         return Err(Error::setting(setting, "must be at least 1"));
     }
     crate::train::pretrain::finite_nonneg(&[
