@@ -69,6 +69,29 @@ pub fn write_dir_atomic(dest: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> 
     Ok(())
 }
 
+/// The text of a file the user named (a prompt, a document), at most `max` bytes: a device or
+/// another special file is refused by name (`/dev/zero` would never end), a longer file is
+/// refused before it fills the memory, and invalid UTF-8 is an error naming its byte offset.
+pub fn read_text(path: &Path, max: u64) -> Result<String> {
+    let md = fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if md.is_dir() {
+        return Err(Error::invalid(path, "is a directory, not a text file"));
+    }
+    if !md.is_file() {
+        return Err(Error::invalid(path, "is a device or special file, not a text file"));
+    }
+    let mut bytes = Vec::new();
+    let f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    std::io::Read::read_to_end(&mut std::io::Read::take(f, max + 1), &mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > max {
+        return Err(Error::invalid(path, format!("is over {} MiB, the most read here", max >> 20)));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        Error::invalid(path, format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()))
+    })
+}
+
 /// Where a file that the user named (`--out`) is written: the one rule every command follows
 /// (docs/reliability.md).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -394,3 +394,21 @@ fn prepare_refuses_a_directory_of_other_files_and_reruns_into_its_own() {
     ok(&forced);
     assert_ne!(std::fs::read(out.join("train.bin")).unwrap(), b"the user's own");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_symbolic_link_loop_reads_each_book_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let books = d.join("books");
+    std::fs::create_dir(&books).unwrap();
+    std::fs::write(books.join("one.txt"), "A short book. It has two sentences.\n").unwrap();
+    std::fs::write(books.join("two.txt"), "Another book, with one sentence.\n").unwrap();
+    // books/again -> books: a walk that follows it would read the books again and again.
+    std::os::unix::fs::symlink(&books, books.join("again")).unwrap();
+    let out = d.join("shards");
+    let js =
+        ok(&["prepare", "--input", s(&books), "--out", s(&out), "--val-fraction", "0", "--quiet"]);
+    let stats: serde_json::Value = serde_json::from_str(&js).unwrap();
+    assert_eq!(stats["documents"], 2, "{js}");
+}

@@ -423,6 +423,20 @@ fn bad_inputs() -> Vec<Case> {
             needle: "--stop ''",
         },
         Case {
+            name: "a prompt file that never ends (/dev/zero grew to 24 GB)",
+            args: |d| {
+                common::write_vocab(d);
+                let m = p(d, "run/final");
+                v(&["generate", "--model", &m, "--tokenizer", s(d), "--prompt-file", "/dev/zero"])
+            },
+            needle: "/dev/zero: is a device or special file, not a text file",
+        },
+        Case {
+            name: "a device as a corpus",
+            args: |d| v(&["prepare", "--input", "/dev/zero", "--out", &p(d, "shards0")]),
+            needle: "/dev/zero: is a device or special file, not a text file",
+        },
+        Case {
             name: "a missing file, its OS error said once",
             args: |d| v(&["score", "--model", &p(d, "run/final"), "--ids", &p(d, "nope.bin")]),
             needle: "nope.bin: No such file or directory (os error 2)",

@@ -101,9 +101,8 @@ pub fn run(a: Args) -> Result<()> {
     ensure!(a.stop.is_empty() || tok.is_some(), "--stop needs a tokenizer to read the text");
     let prompt_text = match (&a.prompt, &a.prompt_file) {
         (Some(p), _) => Some(p.clone()),
-        (None, Some(f)) => {
-            Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)
-        }
+        // A prompt longer than any context is still refused before it fills the memory.
+        (None, Some(f)) => Some(gpt1::io::read_text(f, 64 << 20)?),
         (None, None) => None,
     };
     let prompt = match (&prompt_text, &a.ids, &tok) {

@@ -85,18 +85,37 @@ pub fn expand_inputs(inputs: &[String], skipped: &mut Vec<String>) -> Result<Vec
                 ));
             }
             out.extend(found);
+        } else if p.exists() {
+            return Err(Error::invalid(p, "is a device or special file, not a text file"));
         } else {
             return Err(Error::invalid(p, "no such file or directory"));
         }
     }
+    // The same file named twice (or through a link) is read once.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| seen.insert(p.canonicalize().unwrap_or_else(|_| p.clone())));
     Ok(out)
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<String>) -> Result<()> {
+    walk_once(dir, out, skipped, &mut std::collections::HashSet::new())
+}
+
+/// [`walk`], entering each directory once however many links lead to it (a link to a parent
+/// would otherwise read the same books again and again).
+fn walk_once(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    skipped: &mut Vec<String>,
+    seen: &mut std::collections::HashSet<PathBuf>,
+) -> Result<()> {
+    if !seen.insert(dir.canonicalize().map_err(|e| Error::io(dir, e))?) {
+        return Ok(());
+    }
     for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let p = e.map_err(|e| Error::io(dir, e))?.path();
         if p.is_dir() {
-            walk(&p, out, skipped)?;
+            walk_once(&p, out, skipped, seen)?;
         } else if p.extension().is_some_and(|x| x == "txt") {
             out.push(p);
         } else {
