@@ -437,6 +437,13 @@ fn bad_inputs() -> Vec<Case> {
             needle: "/dev/zero: is a device or special file, not a text file",
         },
         Case {
+            name: "a benchmark far beyond the memory (472 GB asked, then an abort)",
+            args: |_| {
+                v(&["bench", "train", "--config", "tiny", "--batch", "10000000", "--seq", "256"])
+            },
+            needle: "tokens per pass) needs about",
+        },
+        Case {
             name: "a missing file, its OS error said once",
             args: |d| v(&["score", "--model", &p(d, "run/final"), "--ids", &p(d, "nope.bin")]),
             needle: "nope.bin: No such file or directory (os error 2)",

@@ -50,7 +50,14 @@ pub fn trainer(
         }
     }
     match device {
-        Device::Cpu => Ok(boxed(net, Cpu::new(precision), micro, seq, weight_decay, opt)),
+        Device::Cpu => {
+            // The weights exist; their gradients, two Adam moments and one pass's activations
+            // are about to be allocated (`bench train --batch 100000` asked for 472 GB).
+            let c = net.config();
+            let rest = 12 * c.params() as u64 + c.activation_bytes(micro, seq) as u64;
+            crate::backend::check_host(rest, &format!("{micro} (× {seq} tokens per pass)"))?;
+            Ok(boxed(net, Cpu::new(precision), micro, seq, weight_decay, opt))
+        }
         Device::Cuda(_) => {
             let gpu = device.cuda(precision)?;
             let c = net.config();
