@@ -444,6 +444,16 @@ fn bad_inputs() -> Vec<Case> {
             needle: "tokens per pass) needs about",
         },
         Case {
+            name: "a device to tokenize (8 GiB, then an abort)",
+            args: |_| v(&["tokenize", "--file", "/dev/zero"]),
+            needle: "/dev/zero: is a device or special file, not a text file",
+        },
+        Case {
+            name: "invalid UTF-8 to tokenize",
+            args: |d| v(&["tokenize", "--file", &write(d, "bad.txt", b"fine\nbad \xff byte\n")]),
+            needle: "bad.txt:2: invalid UTF-8 at byte 4 of the line",
+        },
+        Case {
             name: "a missing file, its OS error said once",
             args: |d| v(&["score", "--model", &p(d, "run/final"), "--ids", &p(d, "nope.bin")]),
             needle: "nope.bin: No such file or directory (os error 2)",

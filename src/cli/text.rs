@@ -128,6 +128,9 @@ fn print_ids(out: &mut impl Write, ids: &[u32], json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The longest line `tokenize` reads.
+const MAX_LINE: usize = 64 << 20;
+
 pub fn tokenize(a: TokenizeArgs) -> Result<()> {
     let tok = super::tokenizer(a.tokenizer.as_deref(), None, None, a.mode)?;
     let stdout = std::io::stdout();
@@ -139,11 +142,49 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
         let input: Box<dyn std::io::Read> = if p.as_os_str() == "-" {
             Box::new(std::io::stdin())
         } else {
+            let md = std::fs::metadata(&p).with_context(|| format!("opening {}", p.display()))?;
+            // A FIFO streams lines; a device (/dev/zero) would be read forever.
+            #[cfg(unix)]
+            let stream = std::os::unix::fs::FileTypeExt::is_fifo(&md.file_type());
+            #[cfg(not(unix))]
+            let stream = false;
+            anyhow::ensure!(
+                md.is_file() || stream,
+                "{}: is a device or special file, not a text file",
+                p.display()
+            );
             Box::new(std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?)
         };
-        for (i, line) in std::io::BufReader::new(input).split(b'\n').enumerate() {
-            let line = line.with_context(|| format!("reading {}", p.display()))?;
-            let text = String::from_utf8_lossy(&line);
+        let mut reader = std::io::BufReader::new(input);
+        for i in 0.. {
+            // One line at a time, none longer than MAX_LINE (a stream without newlines would
+            // otherwise fill the memory).
+            let mut line = Vec::new();
+            let n = std::io::Read::take(&mut reader, MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .with_context(|| format!("reading {}", p.display()))?;
+            if n == 0 {
+                break;
+            }
+            anyhow::ensure!(
+                line.len() <= MAX_LINE || line.ends_with(b"\n"),
+                "{}:{}: a line over {} MiB; split the text into lines",
+                p.display(),
+                i + 1,
+                MAX_LINE >> 20
+            );
+            if line.ends_with(b"\n") {
+                line.pop();
+            }
+            // Invalid UTF-8 is an error on stdin as in a file, never replaced silently.
+            let text = String::from_utf8(line).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}:{}: invalid UTF-8 at byte {} of the line",
+                    p.display(),
+                    i + 1,
+                    e.utf8_error().valid_up_to()
+                )
+            })?;
             let text = text.strip_suffix('\r').unwrap_or(&text);
             let ids = tok.encode(text).with_context(|| format!("{}:{}", p.display(), i + 1))?;
             print_ids(&mut out, &ids, a.json)?;
