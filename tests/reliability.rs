@@ -454,6 +454,20 @@ fn bad_inputs() -> Vec<Case> {
             needle: "bad.txt:2: invalid UTF-8 at byte 4 of the line",
         },
         Case {
+            name: "a JSONL row whose text is a number",
+            args: |d| {
+                let t = d.join("own");
+                std::fs::create_dir_all(&t).unwrap();
+                let rows = "{\"text\": \"fine\", \"label\": 0}\n{\"text\": 5, \"label\": 1}\n";
+                std::fs::write(t.join("train.jsonl"), rows).unwrap();
+                v(&["data", "stats", "--task", "custom", "--type", "single", "--text-a", "text"])
+                    .into_iter()
+                    .chain(v(&["--label", "label", "--data", s(&t)]))
+                    .collect()
+            },
+            needle: "train.jsonl: line 2: column \"text\" is 5, not text",
+        },
+        Case {
             name: "a missing file, its OS error said once",
             args: |d| v(&["score", "--model", &p(d, "run/final"), "--ids", &p(d, "nope.bin")]),
             needle: "nope.bin: No such file or directory (os error 2)",

@@ -44,7 +44,7 @@ pub fn custom_task(dir: &Path, c: Custom) -> Result<TaskDef> {
         let (path, rows) = custom_rows(dir, "train")?;
         let mut labels: Vec<String> = rows
             .iter()
-            .filter_map(|(_, r)| r.get(&c.label).map(|v| v.trim().to_string()))
+            .filter_map(|(_, r, _)| r.get(&c.label).map(|v| v.trim().to_string()))
             .filter(|v| !v.is_empty())
             .collect();
         labels.sort();
@@ -66,8 +66,13 @@ pub fn custom_task(dir: &Path, c: Custom) -> Result<TaskDef> {
 
 type Record = std::collections::HashMap<String, String>;
 
+/// The columns of a JSON line whose values are not strings (`null`, numbers, objects), with
+/// the value as written: fine for a label, refused as text.
+type NotText = std::collections::HashMap<String, String>;
+
 /// The rows of a custom split file as column → value maps, with their line numbers.
-fn custom_rows(dir: &Path, split: &str) -> Result<(PathBuf, Vec<(usize, Record)>)> {
+#[allow(clippy::type_complexity)]
+fn custom_rows(dir: &Path, split: &str) -> Result<(PathBuf, Vec<(usize, Record, NotText)>)> {
     let names = [format!("{split}.tsv"), format!("{split}.csv"), format!("{split}.jsonl")];
     let path = split_file(dir, &names.iter().map(String::as_str).collect::<Vec<_>>())?;
     let mut out = Vec::new();
@@ -79,19 +84,23 @@ fn custom_rows(dir: &Path, split: &str) -> Result<(PathBuf, Vec<(usize, Record)>
             let obj = v.as_object().ok_or_else(|| {
                 Error::invalid(&path, format!("line {}: not a JSON object", i + 1))
             })?;
+            // A null is no value (an unlabelled row); other non-strings keep their JSON text.
             let rec = obj
                 .iter()
+                .filter(|(_, v)| !v.is_null())
                 .map(|(k, v)| {
                     (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
                 })
                 .collect();
-            out.push((i + 1, rec));
+            let not_text =
+                obj.iter().filter(|(_, v)| !v.is_string()).map(|(k, v)| (k.clone(), v.to_string()));
+            out.push((i + 1, rec, not_text.collect()));
         }
     } else {
         let tsv = path.extension().is_some_and(|e| e == "tsv");
         let rows = read_delimited(&path, if tsv { b'\t' } else { b',' }, !tsv, true)?;
         for (line, row) in rows.rows {
-            out.push((line, rows.header.iter().cloned().zip(row).collect()));
+            out.push((line, rows.header.iter().cloned().zip(row).collect(), NotText::new()));
         }
     }
     Ok((path, out))
@@ -108,10 +117,12 @@ pub(super) fn read_custom(
 ) -> Result<()> {
     let (path, rows) = custom_rows(dir, split)?;
     let mut b = Builder { skip_bad, split: out };
-    for (line, r) in &rows {
+    for (line, r, not_text) in &rows {
         let ex = (|| {
-            let get =
-                |k: &str| r.get(k).map(String::as_str).ok_or_else(|| format!("no column {k:?}"));
+            let get = |k: &str| match not_text.get(k) {
+                Some(v) => Err(format!("column {k:?} is {v}, not text")),
+                None => r.get(k).map(String::as_str).ok_or_else(|| format!("no column {k:?}")),
+            };
             let a = text(get(&c.text_a)?, &c.text_a)?;
             let label = r.get(&c.label).map(|s| s.trim()).filter(|s| !s.is_empty());
             let input = match c.shape {
