@@ -734,3 +734,19 @@ fn zero_max_steps_is_refused_not_run_as_one() {
     common::fails(&strs(&args), "--max-steps must be at least 1");
     assert!(!out.exists(), "a refused run left its directory");
 }
+
+#[test]
+fn a_damaged_task_json_is_named_as_damaged_not_missing() {
+    let tmp = own_setup();
+    let ck = tmp.path().join("ck");
+    std::fs::create_dir(&ck).unwrap();
+    for e in std::fs::read_dir(trained().best()).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), ck.join(e.file_name())).unwrap();
+        }
+    }
+    std::fs::write(ck.join("task.json"), b"\xff\xfe{").unwrap();
+    let args = ["evaluate", "--model", s(&ck), "--data", s(tmp.path()), "--split", "dev"];
+    let err = common::fails(&args, "task.json: not UTF-8 text");
+    assert!(!err.contains("missing"), "{err}");
+}

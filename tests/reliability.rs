@@ -468,6 +468,11 @@ fn bad_inputs() -> Vec<Case> {
             needle: "train.jsonl: line 2: column \"text\" is 5, not text",
         },
         Case {
+            name: "resume of a run directory that does not exist",
+            args: |d| v(&["pretrain", "--out", &p(d, "never"), "--resume"]),
+            needle: "--resume: no run here (the directory does not exist)",
+        },
+        Case {
             name: "a missing file, its OS error said once",
             args: |d| v(&["score", "--model", &p(d, "run/final"), "--ids", &p(d, "nope.bin")]),
             needle: "nope.bin: No such file or directory (os error 2)",

@@ -104,6 +104,19 @@ pub fn run(a: Args) -> Result<()> {
     // On --resume the run's own settings are the defaults, so that `--out RUN --resume` alone
     // continues it; flags given anyway are compared with them by the library.
     let spec = if resume { gpt1::train::rundir::load_spec::<PretrainSpec>(&a.out)? } else { None };
+    // Without run.json the data must be named (a run from before it); say which is missing.
+    if resume && spec.is_none() && a.data.is_none() {
+        anyhow::ensure!(
+            a.out.is_dir(),
+            "{}: --resume: no run here (the directory does not exist)",
+            a.out.display()
+        );
+        anyhow::bail!(
+            "{}: --resume: no run.json here; give --data (and the run's other settings) for a run \
+             from before run.json, or start a new run without --resume",
+            a.out.display()
+        );
+    }
     let model = match (&a.config, &a.init) {
         (Some(c), _) if a.lstm.arch == super::Arch::Lstm => {
             ModelSource::Lstm(a.lstm.config(&a.sizes.config(c)?)?)

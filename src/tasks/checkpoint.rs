@@ -97,7 +97,18 @@ pub struct Finetuned {
 /// Loads what [`save_finetuned`] wrote.
 pub fn load_finetuned(dir: &Path) -> Result<Finetuned> {
     let tp = dir.join("task.json");
-    let text = std::fs::read_to_string(&tp).map_err(|e| Error::invalid(dir, format!("not a fine-tuned checkpoint: task.json is missing ({e}); pass the best/ directory of a `gpt1 finetune` run")))?;
+    // Missing is one thing (the wrong directory), unreadable or not text another (a damaged one).
+    let text = std::fs::read_to_string(&tp).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::invalid(
+            dir,
+            "not a fine-tuned checkpoint: task.json is missing; pass the best/ directory of a \
+             `gpt1 finetune` run",
+        ),
+        std::io::ErrorKind::InvalidData => {
+            Error::invalid(&tp, "not UTF-8 text: the file is damaged")
+        }
+        _ => Error::io(&tp, e),
+    })?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Error::invalid(&tp, format!("not JSON ({e})")))?;
     let task: TaskDef = serde_json::from_value(v["task"].clone())
