@@ -51,6 +51,11 @@ fn a_run_that_cannot_start_leaves_no_directory() {
     a[2] = s(&d.join("missing.bin")).into();
     fails(&strs(&a), "missing.bin");
     fails(&strs(&pretrain_args(d, &out, &["--seq", "64"])), "n_positions");
+    // An empty shard: refused before run.json, so the corrected command starts afresh.
+    gpt1::data::shard::write_bin(&d.join("empty.bin"), &[]).unwrap();
+    let mut a = pretrain_args(d, &out, &[]);
+    a[2] = s(&d.join("empty.bin")).into();
+    fails(&strs(&a), "fewer than one window");
     assert!(!out.exists());
 }
 

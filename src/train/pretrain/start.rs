@@ -4,7 +4,7 @@
 
 use super::options::{ModelSource, PretrainOptions, PretrainSpec};
 use crate::backend::Device;
-use crate::data::TokenData;
+use crate::data::{Sampler, Sampling, TokenData};
 use crate::dist::Collective;
 use crate::error::{Error, Result};
 use crate::kernels::rng::{derive, stream};
@@ -91,6 +91,12 @@ impl<'a> Ctx<'a> {
             Some(d) => Some(Tokenizer::load(d, None)?),
             None => None,
         };
+        // Data too short for one window (an empty shard) is refused here, before run.json is
+        // written: a run that cannot take its first step leaves nothing to refuse it later.
+        Sampler::new(&data, opts.seq, opts.sampling)?;
+        if let Some(v) = &val {
+            Sampler::new(v, opts.seq, Sampling::Sequential)?;
+        }
         Ok(Ctx { opts, comm, world, lead: rank == 0, micro, data, val, tok_dir, tok })
     }
 
