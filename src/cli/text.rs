@@ -225,6 +225,21 @@ pub fn prepare_cmd(a: PrepareArgs) -> Result<()> {
         force: a.force,
     };
     let stats = prepare(&tok, &opts)?;
+    // Whole documents go to validation: with few of them the share can be far from the one
+    // asked for; say so rather than train on less than expected.
+    let tokens = (stats.train_tokens + stats.val_tokens).max(1) as f64;
+    let share = stats.val_tokens as f64 / tokens;
+    if a.val_fraction > 0.0 && share > 2.0 * a.val_fraction {
+        eprintln!(
+            "warning: validation holds {:.1} % of the tokens, not the {:.1} % asked: whole \
+             documents go to validation ({} of {}); give more documents, or --val-fraction 0 and \
+             a validation file of your own",
+            100.0 * share,
+            100.0 * a.val_fraction,
+            stats.val_documents.len(),
+            stats.documents
+        );
+    }
     for s in &stats.skipped_files {
         eprintln!("skipped (not .txt): {s}");
     }
