@@ -338,7 +338,8 @@ fn dpr_partial_scoring_json_and_out_lines() {
     // Text mode: one line.
     let txt = ok(&["zero-shot", "--model", s(d.path()), "--task", "dprd", "--data", s(d.path())]);
     assert!(
-        txt.starts_with("dprd test: 4 examples, accuracy ") && txt.contains("fallbacks 1"),
+        txt.starts_with("dprd test: 4 examples, accuracy ")
+            && txt.contains("1 scored by a fallback"),
         "{txt}"
     );
     fails(

@@ -107,7 +107,7 @@ pub struct TrainFlags {
     /// Passes over the training split.
     #[arg(long, default_value_t = FINETUNE.epochs)]
     epochs: usize,
-    /// Examples per update (per evaluation pass for evaluate and predict).
+    /// Examples per update (dev evaluations go this many at a time too).
     #[arg(long, default_value_t = FINETUNE.batch)]
     pub batch: usize,
     /// Peak learning rate (linear warm-up over 0.2 % of the updates, then linear decay).
@@ -165,7 +165,7 @@ pub struct EvaluateArgs {
     /// NAME of a labelled NAME.tsv beside them).
     #[arg(long, default_value = "dev")]
     split: String,
-    /// Examples per update (per evaluation pass for evaluate and predict).
+    /// Examples per evaluation pass.
     #[arg(long, default_value_t = FINETUNE.batch)]
     pub batch: usize,
     /// Skip (and count) malformed rows of the task files instead of stopping.
@@ -194,7 +194,7 @@ pub struct PredictArgs {
     /// The split to predict (test by default: labels are not needed).
     #[arg(long, default_value = "test")]
     split: String,
-    /// Examples per update (per evaluation pass for evaluate and predict).
+    /// Examples per evaluation pass.
     #[arg(long, default_value_t = FINETUNE.batch)]
     pub batch: usize,
     /// Output TSV (index, prediction); `-` for standard output. An existing file is refused

@@ -249,9 +249,9 @@ pub struct DeviceArg {
 /// `--precision`, on every command that runs the model.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct PrecisionArg {
-    /// Matrix products in fp32 (the default), or bf16 with fp32 accumulation (mixed precision:
-    /// fp32 master weights, optimizer state, LayerNorm, softmax and loss).
-    /// [default: fp32; on `pretrain --resume`, the run's]
+    /// Matrix products in fp32 (the default), or in bf16 with fp32 accumulation; the weights,
+    /// LayerNorm, softmax and the loss stay fp32 (docs/precision.md). [default: fp32; a resumed
+    /// run keeps its own]
     #[arg(long, value_enum)]
     pub precision: Option<gpt1::backend::Precision>,
 }

@@ -106,8 +106,8 @@ pub fn run(a: Args) -> Result<()> {
         if let Some(t) = r.threshold {
             all.push(format!("threshold {t:.4}"));
         }
-        all.push(format!("fallbacks {}", r.fallbacks));
-        all.push(format!("truncated {}", r.truncated));
+        all.push(format!("{} scored by a fallback (docs/zeroshot.md)", r.fallbacks));
+        all.push(format!("{} with a context cut to fit", r.truncated));
         println!("{} {}: {} examples, {}", r.task, r.split, r.n, all.join(", "));
     }
     Ok(())

@@ -168,7 +168,7 @@ impl Cuda {
     /// reads from the cache) the kernels for its architecture. Errors, never panics, when any
     /// of it is missing.
     pub fn new(ordinal: usize, precision: Precision) -> Result<Self> {
-        libs::require("cuda", "the NVIDIA driver (--device cuda)")?;
+        libs::require("cuda", "the NVIDIA driver")?;
         let count = std::panic::catch_unwind(CudaContext::device_count)
             .map_err(|_| Error::Device("the NVIDIA driver failed to load".into()))?
             .map_err(|e| Error::Device(format!("the NVIDIA driver: {e} (is a GPU present?)")))?;
