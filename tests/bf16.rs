@@ -5,7 +5,7 @@
 mod common;
 use common::{fails, ok, s};
 use gpt1::backend::{Cpu, Precision};
-use gpt1::data::{Sampler, Sampling, TokenData};
+use gpt1::data::{Sampler, TokenData, WindowOrder};
 use gpt1::kernels::rng::Rng;
 use gpt1::model::{Activations, Config, Gpt};
 use gpt1::train::Trainer;
@@ -82,8 +82,8 @@ fn pinned_bf16_weights_give_the_same_results_bitwise() {
 fn bf16_training_reaches_the_fp32_loss() {
     let data = TokenData::open(std::path::Path::new("tests/fixtures/traj_tokens.bin")).unwrap();
     let (b, t) = (8, 16);
-    let sampler = Sampler::new(&data, t, Sampling::Random).unwrap();
-    let val = Sampler::new(&data, t, Sampling::Sequential).unwrap();
+    let sampler = Sampler::new(&data, t, WindowOrder::Random).unwrap();
+    let val = Sampler::new(&data, t, WindowOrder::Sequential).unwrap();
     let nv = val.windows().min(16);
     let (mut vi, mut vt) = (vec![0; nv * t], vec![0; nv * t]);
     val.fill(&val.starts(0, 0, nv), &mut vi, &mut vt);

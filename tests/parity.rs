@@ -1,7 +1,7 @@
 //! Parity with PyTorch + HF transformers on the fixtures written by `tools/make_fixtures.py`:
 //! logits, loss, every parameter's gradient, and a 10-step AdamW trajectory.
 
-use gpt1::data::{Sampler, Sampling, TokenData};
+use gpt1::data::{Sampler, TokenData, WindowOrder};
 use gpt1::model::checkpoint::load_model;
 use gpt1::model::params::layout;
 use gpt1::model::{Activations, Gpt};
@@ -86,7 +86,7 @@ fn adamw_trajectory_matches_torch() {
     let r = Ref::load();
     let data = TokenData::open(&fixtures().join("traj_tokens.bin")).unwrap();
     let (b, t) = (3, 12);
-    let sampler = Sampler::new(&data, t, Sampling::Sequential).unwrap();
+    let sampler = Sampler::new(&data, t, WindowOrder::Sequential).unwrap();
     let mut tr = Trainer::new(model, b, t, 0.01);
     let (want_loss, want_norm) = (r.f32("traj_loss"), r.f32("traj_grad_norm"));
     let (mut ids, mut tg) = (vec![0; b * t], vec![0; b * t]);

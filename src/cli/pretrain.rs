@@ -1,5 +1,5 @@
 use anyhow::Result;
-use gpt1::data::Sampling;
+use gpt1::data::WindowOrder;
 use gpt1::train::pretrain::PRETRAIN;
 use gpt1::train::{ModelSource, PretrainOptions, PretrainSpec, Schedule, pretrain};
 use std::path::PathBuf;
@@ -57,7 +57,7 @@ pub struct Args {
     seed: Option<u64>,
     /// Random windows (the paper) or windows in order [default: random; on --resume, the run's].
     #[arg(long, value_enum)]
-    sampling: Option<Sampling>,
+    sampling: Option<WindowOrder>,
     /// Evaluate on --val every K steps (0: only at the end).
     #[arg(long, default_value_t = PRETRAIN.eval_every)]
     eval_every: u64,

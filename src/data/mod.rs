@@ -3,5 +3,5 @@
 pub mod sampler;
 pub mod shard;
 
-pub use sampler::{Sampler, Sampling};
+pub use sampler::{Sampler, WindowOrder};
 pub use shard::TokenData;

@@ -9,7 +9,7 @@ use crate::kernels::rng::{Rng, derive};
     Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
-pub enum Sampling {
+pub enum WindowOrder {
     /// Uniformly random contiguous windows (the paper's pre-training).
     Random,
     /// Windows (or rows of a 2-D array) in order: step i takes the next B of them.
@@ -20,11 +20,11 @@ pub enum Sampling {
 pub struct Sampler<'a> {
     data: &'a TokenData,
     t: usize,
-    kind: Sampling,
+    kind: WindowOrder,
 }
 
 impl<'a> Sampler<'a> {
-    pub fn new(data: &'a TokenData, t: usize, kind: Sampling) -> Result<Self> {
+    pub fn new(data: &'a TokenData, t: usize, kind: WindowOrder) -> Result<Self> {
         let s = Sampler { data, t, kind };
         match data.rows {
             Some((_, l)) if l < t + 1 => {
@@ -68,10 +68,10 @@ impl<'a> Sampler<'a> {
     pub fn starts(&self, seed: u64, step: u64, b: usize) -> Vec<usize> {
         let n = self.windows();
         match self.kind {
-            Sampling::Sequential => {
+            WindowOrder::Sequential => {
                 (0..b).map(|j| self.window_start((step as usize * b + j) % n)).collect()
             }
-            Sampling::Random => {
+            WindowOrder::Random => {
                 let mut rng = Rng::new(derive(seed, step));
                 match self.data.rows {
                     Some((rows, _)) => {
@@ -109,7 +109,7 @@ mod tests {
         let p = dir.path().join("s.bin");
         write_bin(&p, &(0..101).collect::<Vec<u32>>()).unwrap();
         let d = TokenData::open(&p).unwrap();
-        let s = Sampler::new(&d, 10, Sampling::Sequential).unwrap();
+        let s = Sampler::new(&d, 10, WindowOrder::Sequential).unwrap();
         assert_eq!(s.windows(), 10);
         assert_eq!(s.starts(0, 0, 3), vec![0, 10, 20]);
         assert_eq!(s.starts(0, 3, 3), vec![90, 0, 10]);
@@ -117,11 +117,11 @@ mod tests {
         s.fill(&[0, 90], &mut ids, &mut tg);
         assert_eq!(ids[10..], (90..100).collect::<Vec<u32>>()[..]);
         assert_eq!(tg[10..], (91..101).collect::<Vec<u32>>()[..]);
-        let r = Sampler::new(&d, 10, Sampling::Random).unwrap();
+        let r = Sampler::new(&d, 10, WindowOrder::Random).unwrap();
         let a = r.starts(5, 7, 64);
         assert_eq!(a, r.starts(5, 7, 64));
         assert_ne!(a, r.starts(5, 8, 64));
         assert!(a.iter().all(|&x| x + 11 <= 101));
-        assert!(Sampler::new(&d, 101, Sampling::Random).is_err());
+        assert!(Sampler::new(&d, 101, WindowOrder::Random).is_err());
     }
 }

@@ -2,7 +2,7 @@
 
 use super::optim::AdamW;
 use crate::backend::{Backend, DeviceBuf};
-use crate::data::Sampling;
+use crate::data::WindowOrder;
 use crate::error::{Error, Result};
 use crate::io::{write_atomic, write_dir_atomic};
 use crate::model::Gpt;
@@ -27,7 +27,7 @@ pub struct TrainerState {
     pub batch: usize,
     pub seq: usize,
     pub micro_batch: usize,
-    pub sampling: Sampling,
+    pub sampling: WindowOrder,
     pub data: PathBuf,
     /// The products' precision (runs from before mixed precision were fp32).
     #[serde(default)]

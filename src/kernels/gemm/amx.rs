@@ -15,7 +15,7 @@
 //! the OS must grant the permission, and a self-check product must match the definition;
 //! otherwise the AVX-512 BF16 version runs, with the reason in the precision line of the log.
 //!
-//! Everything but the assembly is also run by [`Emulated`], which executes the same four tile
+//! Everything but the assembly is also run by [`EmulatedTiles`], which executes the same four tile
 //! operations in scalar code on the same packed memory: the tests check packing, scheduling,
 //! edges and accumulation on any CPU with AVX-512 BF16; the assembly itself is checked by
 //! [`status`]'s self-check where AMX exists.
@@ -57,9 +57,9 @@ pub(super) struct Hardware;
 /// added to the element; denormal inputs and results are flushed to zero. Only the tests run it
 /// (on CPUs without AMX).
 #[cfg_attr(not(test), allow(dead_code))]
-pub(super) struct Emulated;
+pub(super) struct EmulatedTiles;
 
-impl TileOps for Emulated {
+impl TileOps for EmulatedTiles {
     unsafe fn block(
         &self,
         ap: *const u32,
@@ -465,7 +465,7 @@ mod tests {
             eprintln!("skipped: no AVX-512 BF16 (the AMX packing uses it)");
             return;
         }
-        assert_eq!(self_check(&Emulated), Ok(()));
+        assert_eq!(self_check(&EmulatedTiles), Ok(()));
         for &(m, n, k) in &[(1, 1, 1), (13, 33, 5), (97, 257, 258), (61, 300, 259), (40, 64, 600)] {
             for (ta, tb, acc) in [(false, false, false), (true, false, true), (false, true, false)]
             {
@@ -475,7 +475,9 @@ mod tests {
                 let c0 = rand_vec(m * n, 3);
                 let (mut got, mut want) = (c0.clone(), c0);
                 // SAFETY: AVX-512 BF16 checked; the buffers hold the shapes.
-                unsafe { matmul(&Emulated, got.as_mut_ptr(), n, am, bm, m, n, k, acc, Par::Pool) };
+                unsafe {
+                    matmul(&EmulatedTiles, got.as_mut_ptr(), n, am, bm, m, n, k, acc, Par::Pool)
+                };
                 reference(&mut want, n, am, bm, m, n, k, acc);
                 let tol = 1e-4 * (k as f32).sqrt();
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -501,7 +503,9 @@ mod tests {
                 let mut c = c0.clone();
                 let (am, bm) = (Mat::rows(&a, k), Mat::rows(&w, n));
                 // SAFETY: AVX-512 BF16 checked; the buffers hold the shapes.
-                unsafe { matmul(&Emulated, c.as_mut_ptr(), n, am, bm, m, n, k, true, Par::Pool) };
+                unsafe {
+                    matmul(&EmulatedTiles, c.as_mut_ptr(), n, am, bm, m, n, k, true, Par::Pool)
+                };
                 c
             };
             let plain = run();
@@ -525,7 +529,9 @@ mod tests {
                 let mut c = vec![0.0; m * n];
                 let (am, bm) = (Mat::rows(&a, k), Mat::rows(&b, n));
                 // SAFETY: AVX-512 BF16 checked; the buffers hold the shapes.
-                unsafe { matmul(&Emulated, c.as_mut_ptr(), n, am, bm, m, n, k, false, Par::Pool) };
+                unsafe {
+                    matmul(&EmulatedTiles, c.as_mut_ptr(), n, am, bm, m, n, k, false, Par::Pool)
+                };
                 c
             })
         };
@@ -550,7 +556,7 @@ mod tests {
         // SAFETY: AMX checked by `status`; the buffers hold the shapes.
         unsafe {
             matmul(&Hardware, hw.as_mut_ptr(), n, am, bm, m, n, k, false, Par::Pool);
-            matmul(&Emulated, em.as_mut_ptr(), n, am, bm, m, n, k, false, Par::Pool);
+            matmul(&EmulatedTiles, em.as_mut_ptr(), n, am, bm, m, n, k, false, Par::Pool);
         }
         for (i, (h, e)) in hw.iter().zip(&em).enumerate() {
             assert!((h - e).abs() <= 1e-5 * (k as f32).sqrt(), "[{i}] {h} vs {e}");

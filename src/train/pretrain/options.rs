@@ -3,7 +3,7 @@
 //! ([`PretrainSpec`]): one file, so that a new option and its record are added together.
 
 use crate::backend::{Device, Precision};
-use crate::data::Sampling;
+use crate::data::WindowOrder;
 use crate::model::lstm::LstmConfig;
 use crate::model::{ArchConfig, Config};
 use crate::train::rundir::FileId;
@@ -39,7 +39,7 @@ pub struct PretrainOptions {
     /// Overrides the configuration's three dropout probabilities.
     pub dropout: Option<f32>,
     pub seed: u64,
-    pub sampling: Sampling,
+    pub sampling: WindowOrder,
     pub eval_every: u64,
     pub save_every: u64,
     pub resume: bool,
@@ -78,7 +78,7 @@ pub struct PretrainDefaults {
     pub weight_decay: f32,
     pub clip: f32,
     pub seed: u64,
-    pub sampling: Sampling,
+    pub sampling: WindowOrder,
     pub eval_every: u64,
     pub save_every: u64,
     pub val_windows: usize,
@@ -95,7 +95,7 @@ pub const PRETRAIN: PretrainDefaults = PretrainDefaults {
     weight_decay: 0.01,
     clip: 1.0,
     seed: 0,
-    sampling: Sampling::Random,
+    sampling: WindowOrder::Random,
     eval_every: 0,
     save_every: 0,
     val_windows: 64,
@@ -166,7 +166,7 @@ pub struct PretrainSpec {
     pub weight_decay: f32,
     pub clip: f32,
     pub seed: u64,
-    pub sampling: Sampling,
+    pub sampling: WindowOrder,
     pub precision: Precision,
     pub val_windows: usize,
     pub tokenizer: Option<PathBuf>,

@@ -3,7 +3,7 @@
 
 use super::options::Summary;
 use super::start::{Ctx, Started};
-use crate::data::{Sampler, Sampling, TokenData};
+use crate::data::{Sampler, TokenData, WindowOrder};
 use crate::error::{Error, Result};
 use crate::kernels::rng::{derive, stream};
 use crate::progress::{Progress, human};
@@ -132,7 +132,7 @@ pub(super) fn run(ctx: &Ctx, s: Started) -> Result<Summary> {
 
 /// The first `max` sequential windows of the validation data: `(ids, targets)`.
 fn val_windows(val: &TokenData, seq: usize, max: usize) -> Result<(Vec<u32>, Vec<u32>)> {
-    let s = Sampler::new(val, seq, Sampling::Sequential)?;
+    let s = Sampler::new(val, seq, WindowOrder::Sequential)?;
     let n = s.windows().min(max);
     let starts = s.starts(0, 0, n);
     let (mut ids, mut tg) = (vec![0; n * seq], vec![0; n * seq]);

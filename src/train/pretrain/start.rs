@@ -4,7 +4,7 @@
 
 use super::options::{ModelSource, PretrainOptions, PretrainSpec};
 use crate::backend::Device;
-use crate::data::{Sampler, Sampling, TokenData};
+use crate::data::{Sampler, TokenData, WindowOrder};
 use crate::dist::Collective;
 use crate::error::{Error, Result};
 use crate::kernels::rng::{derive, stream};
@@ -95,7 +95,7 @@ impl<'a> Ctx<'a> {
         // written: a run that cannot take its first step leaves nothing to refuse it later.
         Sampler::new(&data, opts.seq, opts.sampling)?;
         if let Some(v) = &val {
-            Sampler::new(v, opts.seq, Sampling::Sequential)?;
+            Sampler::new(v, opts.seq, WindowOrder::Sequential)?;
         }
         Ok(Ctx { opts, comm, world, lead: rank == 0, micro, data, val, tok_dir, tok })
     }
