@@ -36,7 +36,8 @@ pub const MARKER: &str = "prepare.json";
 
 /// Whether `name` is a temporary file of [`ShardWriter`] (`train.bin.tmp1234`).
 fn is_tmp(name: &str) -> bool {
-    name.split_once(".bin.tmp").is_some_and(|(_, pid)| pid.chars().all(|c| c.is_ascii_digit()))
+    name.split_once(".bin.tmp")
+        .is_some_and(|(_, pid)| !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()))
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

@@ -106,13 +106,10 @@ pub(super) unsafe fn gemv(
         }
     } else {
         // b transposed: column j of the operand is `b.data[j * b.cs ..][..k]`, contiguous.
+        // a's rows gathered once (contiguous for the dot products), shared by every task.
+        let xs: Vec<f32> =
+            (0..m).flat_map(|r| (0..k).map(move |kk| (r, kk))).map(|(r, kk)| x(r, kk)).collect();
         let block = |t: usize| {
-            let mut xs = vec![0.0f32; m * k];
-            for r in 0..m {
-                for kk in 0..k {
-                    xs[r * k + kk] = x(r, kk);
-                }
-            }
             for j in t * ROWS_T..((t + 1) * ROWS_T).min(n) {
                 let col = &b.data[j * b.cs..j * b.cs + k];
                 for r in 0..m {
