@@ -198,7 +198,7 @@ pub fn demo(opts: &DemoOptions) -> Result<DemoReport> {
     // 3. Samples before and after.
     let mut samples = Vec::new();
     let sampling = Sampling { temperature: 0.8, top_k: 40, top_p: 1.0, repetition_penalty: 1.2 };
-    let go = GenerateOptions { max_new: 24, sampling, seed: opts.seed, num: 1 };
+    let go = GenerateOptions { max_new: 24, sampling, seed: opts.seed, num: 1, logprobs: None };
     for p in PROMPTS {
         let ids = tok.encode(p)?;
         let text = |m: &Gpt| -> Result<String> {

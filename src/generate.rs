@@ -99,6 +99,52 @@ impl Sampling {
     }
 }
 
+/// The uniform draw in [0, 1) of sample `i`'s step `step` under `seed`: a function of the three
+/// alone, so a sample is the same whatever else is decoded beside it.
+pub fn draw(seed: u64, i: usize, step: usize) -> f64 {
+    let bits = rng::bits(derive(derive(seed, stream::SAMPLE), i as u64), step as u64);
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The log-softmax of one row of logits (the sum in f64, shifted by the maximum).
+pub fn log_softmax(row: &[f32]) -> Vec<f32> {
+    let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let lse = mx + row.iter().map(|&x| (x as f64 - mx).exp()).sum::<f64>().ln();
+    row.iter().map(|&x| (x as f64 - lse) as f32).collect()
+}
+
+/// The `k` largest entries of `logp` as `(id, value)`, largest first, ties by id.
+pub fn top_k(logp: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let k = k.min(logp.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let better = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let mut v: Vec<(u32, f32)> = logp.iter().enumerate().map(|(i, &x)| (i as u32, x)).collect();
+    v.select_nth_unstable_by(k - 1, better);
+    v.truncate(k);
+    v.sort_by(better);
+    v
+}
+
+/// `text` cut before the first of `stops` it contains, and whether one was found.
+pub fn cut_at_stop(text: &str, stops: &[String]) -> (String, bool) {
+    match stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+        Some(i) => (text[..i].to_string(), true),
+        None => (text.to_string(), false),
+    }
+}
+
+/// The length of the longest tail of `text` that begins one of `stops`: text a stream must
+/// hold back, since a stop string may still complete there.
+pub fn held_back(text: &str, stops: &[String]) -> usize {
+    stops
+        .iter()
+        .flat_map(|s| (1..s.len()).filter(|&l| s.is_char_boundary(l) && text.ends_with(&s[..l])))
+        .max()
+        .unwrap_or(0)
+}
+
 fn argmax(v: &[f32]) -> usize {
     v.iter()
         .enumerate()
@@ -125,6 +171,9 @@ pub struct GenerateOptions {
     pub seed: u64,
     /// Samples decoded together from the same prompt.
     pub num: usize,
+    /// Also report each new token's log-probability and the `k` most likely alternatives
+    /// (`Some(0)`: the token's alone), under the model's distribution before sampling's changes.
+    pub logprobs: Option<usize>,
 }
 
 /// One sample: the generated ids (prompt excluded) and why it stopped.
@@ -132,6 +181,10 @@ pub struct GenerateOptions {
 pub struct Generated {
     pub ids: Vec<u32>,
     pub stop: StopReason,
+    /// With [`GenerateOptions::logprobs`]: log p(ids[i] | everything before), one per id.
+    pub logprobs: Vec<f32>,
+    /// With [`GenerateOptions::logprobs`] `Some(k)`: the k most likely tokens at each step.
+    pub top: Vec<Vec<(u32, f32)>>,
 }
 
 /// Timings of a [`generate`] call.
@@ -182,13 +235,15 @@ pub fn generate<B: Backend>(
     let t = p.saturating_add(opts.max_new).min(c.n_positions);
     let mut acts = model.decode_activations(n, t);
     let _pinned = model.pin();
-    let key = derive(opts.seed, stream::SAMPLE);
-    let draw = |i: usize, step: usize| {
-        let bits = rng::bits(derive(key, i as u64), step as u64);
-        (bits >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let mut out: Vec<Generated> =
-        (0..n).map(|_| Generated { ids: Vec::new(), stop: StopReason::MaxNew }).collect();
+    let draw = |i: usize, step: usize| draw(opts.seed, i, step);
+    let mut out: Vec<Generated> = (0..n)
+        .map(|_| Generated {
+            ids: Vec::new(),
+            stop: StopReason::MaxNew,
+            logprobs: Vec::new(),
+            top: Vec::new(),
+        })
+        .collect();
     let mut seen: Vec<Vec<u32>> = vec![prompt.to_vec(); n];
     let mut timing = Timing::default();
     if opts.max_new == 0 {
@@ -207,7 +262,14 @@ pub fn generate<B: Backend>(
     for step in 0.. {
         let mut next_live = Vec::with_capacity(live.len());
         for (k, &s) in live.iter().enumerate() {
-            let tok = opts.sampling.pick(&mut logits[k * v..(k + 1) * v], &seen[s], draw(s, step));
+            let row = &mut logits[k * v..(k + 1) * v];
+            // Before `pick` changes the row (repetition penalty).
+            let logp = opts.logprobs.map(|_| log_softmax(row));
+            let tok = opts.sampling.pick(row, &seen[s], draw(s, step));
+            if let (Some(lp), Some(k)) = (logp, opts.logprobs) {
+                out[s].logprobs.push(lp[tok as usize]);
+                out[s].top.push(top_k(&lp, k));
+            }
             seen[s].push(tok);
             out[s].ids.push(tok);
             if on_token(s, &out[s].ids) {

@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod model;
 pub mod plot;
 pub mod progress;
+pub mod serve;
 pub mod sys;
 pub mod tasks;
 pub mod text;

@@ -519,7 +519,13 @@ fn generation_on<B: Backend>(other: B) {
     use gpt1::generate::{GenerateOptions, Sampling, generate};
     let m = Gpt::init(small(), 21);
     let prompt = [3u32, 14, 15, 9, 26];
-    let opts = GenerateOptions { max_new: 20, sampling: Sampling::GREEDY, seed: 0, num: 2 };
+    let opts = GenerateOptions {
+        max_new: 20,
+        sampling: Sampling::GREEDY,
+        seed: 0,
+        num: 2,
+        logprobs: None,
+    };
     let (want, _) = generate(&m, &prompt, &opts, |_, _| false).unwrap();
     let (got, _) = generate(&m.to_backend(other), &prompt, &opts, |_, _| false).unwrap();
     for (g, w) in got.iter().zip(&want) {

@@ -256,7 +256,13 @@ fn cached_greedy_generation_equals_full_recompute() {
     let v = c.vocab_size;
     for p in [1, 5, 9] {
         let prompt = tokens(p, v as u32, 20 + p as u64);
-        let opts = GenerateOptions { max_new: 10, sampling: Sampling::GREEDY, seed: 0, num: 2 };
+        let opts = GenerateOptions {
+            max_new: 10,
+            sampling: Sampling::GREEDY,
+            seed: 0,
+            num: 2,
+            logprobs: None,
+        };
         let (got, timing) = generate(&model, &prompt, &opts, |_, _| false).unwrap();
         assert_eq!(timing.decode_steps, 9);
         let mut seq = prompt.clone();
@@ -289,7 +295,7 @@ fn sampling_is_reproducible_and_stops_where_it_should() {
     let prompt = tokens(4, c.vocab_size as u32, 3);
     let s = Sampling { temperature: 0.9, top_k: 20, top_p: 0.95, repetition_penalty: 1.2 };
     let run = |num, seed| {
-        let opts = GenerateOptions { max_new: 8, sampling: s, seed, num };
+        let opts = GenerateOptions { max_new: 8, sampling: s, seed, num, logprobs: None };
         generate(&model, &prompt, &opts, |_, _| false).unwrap().0
     };
     let (three, one, again, other) = (run(3, 7), run(1, 7), run(3, 7), run(3, 8));
@@ -301,18 +307,23 @@ fn sampling_is_reproducible_and_stops_where_it_should() {
     assert_ne!(three[1].ids, three[2].ids, "samples differ");
     assert_ne!(three[0].ids, other[0].ids, "seeds differ");
     // A stop callback ends sample 1 after its third token only.
-    let opts = GenerateOptions { max_new: 8, sampling: s, seed: 7, num: 3 };
+    let opts = GenerateOptions { max_new: 8, sampling: s, seed: 7, num: 3, logprobs: None };
     let (g, _) = generate(&model, &prompt, &opts, |i, ids| i == 1 && ids.len() == 3).unwrap();
     assert_eq!((g[1].ids.len(), g[1].stop), (3, StopReason::StopString));
     assert_eq!(g[1].ids, three[1].ids[..3]);
     assert_eq!((g[0].ids.len(), g[0].stop), (8, StopReason::MaxNew));
     // The context: 16 positions hold the 4 prompt tokens and 12 new ones.
-    let opts = GenerateOptions { max_new: 100, sampling: s, seed: 7, num: 1 };
+    let opts = GenerateOptions { max_new: 100, sampling: s, seed: 7, num: 1, logprobs: None };
     let (g, _) = generate(&model, &prompt, &opts, |_, _| false).unwrap();
     assert_eq!((g[0].ids.len(), g[0].stop), (12, StopReason::Context));
     // Bad settings are errors, not panics.
-    let bad =
-        GenerateOptions { max_new: 4, sampling: Sampling { top_p: 0.0, ..s }, seed: 0, num: 1 };
+    let bad = GenerateOptions {
+        max_new: 4,
+        sampling: Sampling { top_p: 0.0, ..s },
+        seed: 0,
+        num: 1,
+        logprobs: None,
+    };
     assert!(generate(&model, &prompt, &bad, |_, _| false).is_err());
     assert!(generate(&model, &[], &opts, |_, _| false).is_err());
     assert!(generate(&model, &[c.vocab_size as u32], &opts, |_, _| false).is_err());

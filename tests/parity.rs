@@ -185,7 +185,13 @@ fn greedy_generation_matches_transformers() {
     };
     for case in r["cases"].as_array().unwrap() {
         let (prompt, want) = (ids(&case["prompt"]), ids(&case["greedy"]));
-        let opts = GenerateOptions { max_new, sampling: Sampling::GREEDY, seed: 0, num: 1 };
+        let opts = GenerateOptions {
+            max_new,
+            sampling: Sampling::GREEDY,
+            seed: 0,
+            num: 1,
+            logprobs: None,
+        };
         let (got, _) = generate(&model, &prompt, &opts, |_, _| false).unwrap();
         assert_eq!(got[0].ids, want, "prompt {prompt:?}");
     }

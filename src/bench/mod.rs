@@ -374,7 +374,13 @@ fn generate_on<B: crate::backend::Backend>(
     let mut rng = Rng::new(17);
     let prompt: Vec<u32> =
         (0..prompt_len).map(|_| rng.below(config.vocab_size as u64) as u32).collect();
-    let opts = GenerateOptions { max_new: new, sampling: Sampling::GREEDY, seed: 0, num: 1 };
+    let opts = GenerateOptions {
+        max_new: new,
+        sampling: Sampling::GREEDY,
+        seed: 0,
+        num: 1,
+        logprobs: None,
+    };
     let (mut total, mut prefill, mut decode) = (Vec::new(), Vec::new(), Vec::new());
     // Pinned across the rounds, as a served model is: the untimed first round makes what the
     // backend keeps of the weights (the bf16 packing), the timed ones reuse it.

@@ -1,7 +1,9 @@
 //! `generate`: text from a prompt, streamed as it comes.
 
 use anyhow::{Context, Result, bail, ensure};
-use gpt1::generate::{GenerateOptions, Sampling, StopReason, generate};
+use gpt1::generate::{
+    GenerateOptions, Sampling, StopReason, cut_at_stop as cut, generate, held_back,
+};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -66,24 +68,6 @@ fn parse_ids(s: &str) -> Result<Vec<u32>> {
         .collect()
 }
 
-/// The text of `ids` cut before the first stop string (and whether one was found).
-fn cut(text: &str, stops: &[String]) -> (String, bool) {
-    match stops.iter().filter_map(|s| text.find(s.as_str())).min() {
-        Some(i) => (text[..i].to_string(), true),
-        None => (text.to_string(), false),
-    }
-}
-
-/// The length of the longest tail of `text` that is the start of a stop string (a stop string
-/// may still complete there).
-fn held_back(text: &str, stops: &[String]) -> usize {
-    stops
-        .iter()
-        .flat_map(|s| (1..s.len()).filter(|&l| s.is_char_boundary(l) && text.ends_with(&s[..l])))
-        .max()
-        .unwrap_or(0)
-}
-
 pub fn run(a: Args) -> Result<()> {
     let (model, found) =
         super::model_and_tokenizer(&a.model, a.tokenizer.as_deref(), &a.precision, None)?;
@@ -116,7 +100,8 @@ pub fn run(a: Args) -> Result<()> {
         top_p: a.top_p,
         repetition_penalty: a.repetition_penalty,
     };
-    let opts = GenerateOptions { max_new: a.max_new, sampling, seed: a.seed, num: a.num };
+    let opts =
+        GenerateOptions { max_new: a.max_new, sampling, seed: a.seed, num: a.num, logprobs: None };
     // Streaming (one sample, text mode): print each completed word as it comes.
     let stream = !a.json && a.num == 1 && tok.is_some();
     let mut printed = 0usize;

@@ -8,6 +8,7 @@ mod generate;
 mod plot;
 mod pretrain;
 mod score;
+mod serve;
 mod text;
 mod zeroshot;
 
@@ -74,6 +75,9 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::Command),
+    /// An OpenAI-compatible HTTP server: completions with log-probabilities, streaming, the
+    /// tokenizer, and a fine-tuned model's classifier (docs/serving.md).
+    Serve(serve::Args),
 }
 
 /// The tokenizer of a command: `--tokenizer DIR` when given; else the model directory's
@@ -361,5 +365,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plot(a) => plot::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Analyze(c) => analyze::run(c),
+        Command::Serve(a) => serve::run(a),
     }
 }

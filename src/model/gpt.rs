@@ -372,6 +372,31 @@ impl<B: Backend> Gpt<B> {
         self.backend.download(out.r()).into_owned()
     }
 
+    /// Next-token logits of every position of `ids` `[B, T]` (no dropout), handed to
+    /// `f(first_row, logits [n, V])` at most [`crate::kernels::crossentropy::CHUNK`] rows at a
+    /// time: whole distributions (a server's top-k alternatives) without holding `[B, T, V]`.
+    pub fn logits_chunks(
+        &self,
+        acts: &mut Activations<B>,
+        ids: &[u32],
+        mut f: impl FnMut(usize, &[f32]),
+    ) {
+        self.forward(acts, ids, None);
+        let (v, d, bt) = (self.config.vocab_size, self.config.n_embd, ids.len());
+        let (wte, be) = (self.views().wte, &self.backend);
+        let chunk = crate::kernels::crossentropy::CHUNK.min(bt);
+        let hidden = acts.layers.last().expect("n_layer > 0").ln2.r();
+        let mut r0 = 0;
+        while r0 < bt {
+            let n = chunk.min(bt - r0);
+            let (_, rest) = B::split(hidden, r0 * d);
+            let (h, _) = B::split(rest, n * d);
+            be.matmul(acts.logits.part_mut(n * v), h, false, wte, true, n, v, d, false);
+            f(r0, &be.download(acts.logits.part(n * v)));
+            r0 += n;
+        }
+    }
+
     /// Forward and backward of `loss_scale · Σ −log p(targets | ids)`: gradients are accumulated
     /// into `grads` (same layout as the parameters). Returns the unscaled sum of the negative
     /// log-likelihoods of the counted targets. `dropout_key` as in [`Gpt::forward`].

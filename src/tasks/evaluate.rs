@@ -284,7 +284,7 @@ pub fn predict_to_file(
 }
 
 /// Probabilities of scores, in f64 (stable: shifted by the maximum).
-fn softmax(v: &[f32]) -> Vec<f64> {
+pub fn softmax(v: &[f32]) -> Vec<f64> {
     let m = v.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
     let e: Vec<f64> = v.iter().map(|&x| (x as f64 - m).exp()).collect();
     let z: f64 = e.iter().sum();
