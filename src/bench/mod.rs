@@ -2,6 +2,8 @@
 //! timed one by one (here), fine-tuning and generation, and the kernel lab ([`kernels`]).
 
 pub mod kernels;
+mod serve;
+pub use serve::{ServeBench, serve};
 
 use crate::backend::{Backend, Cpu, Precision};
 use crate::error::Result;

@@ -13,6 +13,34 @@ pub enum Command {
     /// The kernel lab: the CPU and its flags, each product of a gpt1 step in fp32 and every bf16
     /// version this CPU runs (GFLOP/s), micro-kernel peaks, memory bandwidth, decode rate.
     Kernels(KernelArgs),
+    /// Log-likelihood requests through `gpt1 serve` (loopback HTTP) at several concurrencies,
+    /// beside the same scoring in-process: requests/s, tokens/s and their ratio.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// A preset (tiny, small, gpt1-mini, gpt1-small, gpt1) or a config.json; random weights,
+    /// GPT-1's vocabulary.
+    #[arg(long, default_value = "small")]
+    config: String,
+    /// Requests per measurement, each one prompt.
+    #[arg(long, default_value_t = 64)]
+    requests: usize,
+    /// Tokens per prompt.
+    #[arg(long, default_value_t = 128)]
+    prompt_len: usize,
+    /// Concurrent clients, one measurement each.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    concurrency: Vec<usize>,
+    /// The server's --max-batch, and the in-process scoring's batch.
+    #[arg(long, default_value_t = 16)]
+    max_batch: usize,
+    #[command(flatten)]
+    precision: super::PrecisionArg,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -144,6 +172,44 @@ pub fn run(c: Command) -> Result<()> {
                     r.decode_ms_per_token,
                     100.0 * r.bandwidth_fraction,
                     r.bandwidth_gbs
+                );
+            }
+            Ok(())
+        }
+        Command::Serve(a) => {
+            let config = gpt1::model::Config::from_name_or_file(&a.config)?;
+            let r = gpt1::bench::serve(
+                &a.config,
+                config,
+                a.requests,
+                a.prompt_len,
+                &a.concurrency,
+                a.max_batch,
+                a.precision.value(),
+            )
+            .context("bench serve")?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+                return Ok(());
+            }
+            println!(
+                "{} on {} threads, {} requests of {} tokens, passes of {}: in-process {:.2} requests/s ({:.0} tokens/s)",
+                r.config,
+                r.threads,
+                r.requests,
+                r.prompt_len,
+                r.max_batch,
+                r.in_process.requests_per_s,
+                r.in_process.tokens_per_s
+            );
+            for run in &r.runs {
+                println!(
+                    "  {:8} concurrency {:3}: {:.2} requests/s, {:.0} tokens/s, {:.2}x in-process",
+                    run.style,
+                    run.concurrency,
+                    run.rate.requests_per_s,
+                    run.rate.tokens_per_s,
+                    run.vs_in_process
                 );
             }
             Ok(())

@@ -57,6 +57,7 @@ pub fn run(a: Args) -> Result<()> {
         max_queue: a.max_queue,
         max_n: a.max_n,
         max_body: a.max_request_mb.saturating_mul(1 << 20),
+        log_requests: true,
         api_key: a.api_key.or_else(|| std::env::var("GPT1_API_KEY").ok()).filter(|k| !k.is_empty()),
     };
     serve(o, |addr| {

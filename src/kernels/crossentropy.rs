@@ -18,10 +18,10 @@ pub const IGNORE: u32 = u32::MAX;
 fn softmax_row(row: &mut [f32], target: u32) -> f32 {
     let mx = fastmath::max(row);
     let logit = if target == IGNORE { 0.0 } else { row[target as usize] };
-    let sum = fastmath::exp_shifted(row, mx);
-    let inv = 1.0 / sum;
+    let sum = fastmath::exp_shifted_wide(row, mx);
+    let inv = (1.0 / sum) as f32;
     row.iter_mut().for_each(|v| *v *= inv);
-    if target == IGNORE { 0.0 } else { logit - mx - sum.ln() }
+    if target == IGNORE { 0.0 } else { ((logit - mx) as f64 - sum.ln()) as f32 }
 }
 
 /// Forward and backward of `scale · Σ_r −log p(targets[r] | h[r])`.

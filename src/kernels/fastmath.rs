@@ -100,6 +100,27 @@ pub fn exp_shifted(x: &mut [f32], shift: f32) -> f32 {
     sum(x)
 }
 
+/// e^(x − shift) in place; their sum accumulated in f64 lanes. A softmax over the vocabulary
+/// needs it: a sharp row is one term near 1 and ~40k tiny ones, each below half an f32 ulp of a
+/// running sum near 1, which an f32 sum drops (log p too high by up to ~1e-4).
+pub fn exp_shifted_wide(x: &mut [f32], shift: f32) -> f64 {
+    for v in x.iter_mut() {
+        *v = exp(*v - shift);
+    }
+    let mut acc = [0.0f64; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            acc[i] += c[i] as f64;
+        }
+    }
+    let mut s = chunks.remainder().iter().map(|&v| v as f64).sum::<f64>();
+    for a in acc {
+        s += a;
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -117,5 +138,18 @@ mod tests {
         assert!(worst_t < 2e-7, "tanh abs err {worst_t}");
         assert_eq!(super::exp(-1000.0), super::exp(-87.3));
         assert!(super::exp(-87.3) < 1e-37);
+    }
+
+    #[test]
+    fn a_wide_sum_keeps_the_tiny_terms_of_a_sharp_row() {
+        // One logit far above 40,000 others: each of those adds 3e-8 to a sum near 1.
+        let mut row = vec![-17.3f32; 40_000];
+        row[0] = 0.0;
+        let want = 1.0 + 40_000.0 * (-17.3f64).exp();
+        let mut a = row.clone();
+        let narrow = super::exp_shifted(&mut a, 0.0) as f64;
+        let wide = super::exp_shifted_wide(&mut row, 0.0);
+        assert!((wide - want).abs() / want < 1e-7, "{wide} vs {want}");
+        assert!((narrow - want).abs() / want > 3e-5, "the f32 sum should lose them: {narrow}");
     }
 }

@@ -366,7 +366,10 @@ impl State {
                 for (j, &id) in t.ids.iter().enumerate() {
                     tokens.push(self.token_text(id));
                     lps.push(if j == 0 { Value::Null } else { json!(s.logprobs[j - 1]) });
-                    tops.push(if j == 0 || s.top.is_empty() { Value::Null } else { top_obj(&s.top[j - 1]) });
+                    tops.push(match j {
+                        0 => Value::Null,
+                        _ => s.top.get(j - 1).map_or(json!({}), |t| top_obj(t)),
+                    });
                 }
             }
             for j in 0..kept {

@@ -169,7 +169,8 @@ impl<B: Backend> Engine<B> {
                     targets[k * t + j] = r[j + 1];
                 }
             }
-            let whole = pass.iter().any(|&i| rows[i].top.is_some() || rows[i].next);
+            // Alternatives or a whole next distribution need every logit; the rest the fused head.
+            let whole = pass.iter().any(|&i| rows[i].top.is_some_and(|k| k > 0) || rows[i].next);
             let mut acts = self.model.activations(pass.len(), t, false);
             if !whole {
                 // The fused head, as `gpt1 score` runs it.
@@ -194,7 +195,7 @@ impl<B: Backend> Engine<B> {
                     let o = &mut out[pass[k]];
                     if j + 1 < r.ids.len() {
                         o.logprobs.push(lp[r.ids[j + 1] as usize]);
-                        if let Some(top) = r.top {
+                        if let Some(top) = r.top.filter(|&k| k > 0) {
                             o.top.push(crate::generate::top_k(&lp, top));
                         }
                     } else if r.next && j + 1 == r.ids.len() {

@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub max_n: usize,
     pub max_body: usize,
     pub api_key: Option<String>,
+    /// One line per request on stderr.
+    pub log_requests: bool,
 }
 
 /// The checkpoint's GPT-1, tokenizer and task head (fine-tuned checkpoints).
@@ -78,6 +80,15 @@ fn load(o: &ServeOptions) -> Result<(Gpt, Tokenizer, Option<TaskHead>)> {
 /// Loads the model, listens, calls `on_listening` with the address, and serves until Ctrl-C
 /// or SIGTERM; then it stops accepting, finishes what is running and returns.
 pub fn serve(o: ServeOptions, on_listening: impl FnOnce(SocketAddr)) -> Result<()> {
+    serve_until(o, on_listening, signalled())
+}
+
+/// [`serve`] until `stop` completes (a benchmark or a test in the same process).
+pub fn serve_until(
+    o: ServeOptions,
+    on_listening: impl FnOnce(SocketAddr),
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     for (name, v) in [("max_batch", o.max_batch), ("max_queue", o.max_queue), ("max_n", o.max_n)] {
         if v == 0 {
             return Err(Error::setting(name, "must be at least 1"));
@@ -135,7 +146,7 @@ pub fn serve(o: ServeOptions, on_listening: impl FnOnce(SocketAddr)) -> Result<(
     let aliases = vec![o.model.display().to_string()];
     let limits = Limits { max_queue: o.max_queue, max_n: o.max_n };
     let st = State::new(tx, tok, name, aliases, n_positions, limits, o.api_key.clone(), task);
-    let app = routes::router(st, o.max_body);
+    let app = routes::router(st, o.max_body, o.log_requests);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -149,7 +160,7 @@ pub fn serve(o: ServeOptions, on_listening: impl FnOnce(SocketAddr)) -> Result<(
         let local = listener.local_addr().map_err(|e| Error::Unknown(e.to_string()))?;
         on_listening(local);
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown())
+            .with_graceful_shutdown(stop)
             .await
             .map_err(|e| Error::Unknown(format!("serving: {e}")))
     })?;
@@ -160,7 +171,7 @@ pub fn serve(o: ServeOptions, on_listening: impl FnOnce(SocketAddr)) -> Result<(
 }
 
 /// Ctrl-C or SIGTERM.
-async fn shutdown() {
+async fn signalled() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

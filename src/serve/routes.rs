@@ -21,7 +21,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 #[derive(Clone, Copy)]
 struct Tokens(usize);
 
-pub fn router(st: State, max_body: usize) -> Router {
+pub fn router(st: State, max_body: usize, log_requests: bool) -> Router {
     let api = Router::new()
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions))
@@ -30,15 +30,15 @@ pub fn router(st: State, max_body: usize) -> Router {
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         .route_layer(middleware::from_fn_with_state(st.clone(), auth));
-    Router::new()
+    let app = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .merge(api)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "no such route: see docs/serving.md")
         })
-        .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn(log))
-        .with_state(st)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body));
+    let app = if log_requests { app.layer(middleware::from_fn(log)) } else { app };
+    app.with_state(st)
 }
 
 /// One line per request on stderr: method, path, status, tokens, milliseconds.
