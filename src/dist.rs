@@ -78,18 +78,45 @@ pub fn passes_of(comm: Option<&dyn Collective>, passes: usize) -> Range<usize> {
     }
 }
 
-/// Whether this process scores batch `k` of an evaluation shared round-robin by the ranks of
-/// `comm` (rank `r` takes batches `r, r + N, …`; alone, every batch). The results are then
-/// summed with [`sum_shared`]: each value comes from one rank, the others add zeros (exact).
-pub fn owns(comm: Option<&dyn Collective>, k: usize) -> bool {
-    comm.is_none_or(|c| k % c.world() == c.rank())
+/// What an evaluation shared by the ranks sums: `f32` scores, `f64` loss sums.
+pub trait Summed: Copy {
+    /// Element-wise sum over the ranks of `comm`, in place.
+    fn sum_over(comm: &dyn Collective, x: &mut [Self]);
 }
 
-/// Sums `x` over the ranks of `comm` in place (nothing alone).
-pub fn sum_shared(comm: Option<&dyn Collective>, x: &mut [f32]) {
-    if let Some(c) = comm {
-        c.all_reduce_f32(x);
+impl Summed for f32 {
+    fn sum_over(comm: &dyn Collective, x: &mut [f32]) {
+        comm.all_reduce_f32(x);
     }
+}
+
+impl Summed for f64 {
+    fn sum_over(comm: &dyn Collective, x: &mut [f64]) {
+        comm.all_reduce_f64(x);
+    }
+}
+
+/// Runs the `n` batches of an evaluation, shared round-robin by the ranks of `comm`: rank `r`
+/// calls `run(k, out)` for batches `k = r, r + N, …` (alone, for every batch), each writing
+/// its batch's results into that batch's own places of `out` (zeros when called); then `out`
+/// is summed over the ranks. Each value comes from one rank and the others add zeros (exact),
+/// so every rank returns the results of one process. The one place evaluations split work
+/// across ranks (perplexity, scoring, task evaluation, zero-shot).
+pub fn shared_batches<T: Summed>(
+    n: usize,
+    comm: Option<&dyn Collective>,
+    out: &mut [T],
+    mut run: impl FnMut(usize, &mut [T]) -> Result<()>,
+) -> Result<()> {
+    for k in 0..n {
+        if comm.is_none_or(|c| k % c.world() == c.rank()) {
+            run(k, out)?;
+        }
+    }
+    if let Some(c) = comm {
+        T::sum_over(c, out);
+    }
+    Ok(())
 }
 
 /// The contiguous passes (micro-batches) of `passes` that rank `rank` of `world` runs.

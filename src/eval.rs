@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::kernels::crossentropy::IGNORE;
 use crate::model::LanguageModel;
 use serde::Serialize;
+use std::ops::Range;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct RowScore {
@@ -101,23 +102,15 @@ fn score_with(
         start[i + 1] = start[i] + r.len().saturating_sub(1);
     }
     let mut all = vec![0.0f32; start[rows.len()]];
-    let (mut i, mut k) = (0, 0);
-    while i < rows.len() {
-        let l = rows[i].len();
-        let mut j = i;
-        while j < rows.len() && j - i < batch.max(1) && rows[j].len() == l {
-            j += 1;
-        }
-        if crate::dist::owns(comm, k) {
-            let (b, t) = (j - i, l - 1);
-            let ids: Vec<u32> = rows[i..j].iter().flat_map(|r| r[..t].iter().copied()).collect();
-            let tg: Vec<u32> = rows[i..j].iter().flat_map(|r| r[1..].iter().copied()).collect();
-            // Rows i..j are contiguous in `all`, each t values long.
-            run(&ids, &tg, b, t, &mut all[start[i]..start[j]])?;
-        }
-        (i, k) = (j, k + 1);
-    }
-    crate::dist::sum_shared(comm, &mut all);
+    let batches = equal_runs(rows.len(), batch, |i| rows[i].len());
+    crate::dist::shared_batches(batches.len(), comm, &mut all, |k, all| {
+        let (i, j) = (batches[k].start, batches[k].end);
+        let (b, t) = (j - i, rows[i].len() - 1);
+        let ids: Vec<u32> = rows[i..j].iter().flat_map(|r| r[..t].iter().copied()).collect();
+        let tg: Vec<u32> = rows[i..j].iter().flat_map(|r| r[1..].iter().copied()).collect();
+        // Rows i..j are contiguous in `all`, each t values long.
+        run(&ids, &tg, b, t, &mut all[start[i]..start[j]])
+    })?;
     let rows: Vec<RowScore> = (0..rows.len())
         .map(|i| {
             let c = &all[start[i]..start[i + 1]];
@@ -129,6 +122,22 @@ fn score_with(
     let total: f64 = rows.iter().flat_map(|r| r.token_logprobs.iter()).map(|&x| -(x as f64)).sum();
     let mean_nll = total / tokens.max(1) as f64;
     Ok(Score { mean_nll, perplexity: mean_nll.exp(), tokens, rows })
+}
+
+/// The batches of `n` items in order: runs of up to `batch` consecutive items of equal
+/// `len(i)` (a batch is one forward pass of one length).
+fn equal_runs(n: usize, batch: usize, len: impl Fn(usize) -> usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        while j < n && j - i < batch.max(1) && len(j) == len(i) {
+            j += 1;
+        }
+        out.push(i..j);
+        i = j;
+    }
+    out
 }
 
 /// The windows of a stream of `n` tokens for [`perplexity`], each `(start, len, first)`: the
@@ -180,43 +189,33 @@ pub fn perplexity<B: Backend, M: LanguageModel<B>>(
     let wins = windows(ids.len(), ctx, stride);
     let _pinned = model.pin_weights();
     let mut s = model.scratch();
+    let batches = equal_runs(wins.len(), batch, |i| wins[i].1);
     // Per batch of windows: the negative log-likelihood sum and the count of scored tokens.
-    let mut sums: Vec<f64> = Vec::new();
-    let mut i = 0;
-    while i < wins.len() {
+    let mut sums = vec![0.0f64; 2 * batches.len()];
+    crate::dist::shared_batches(batches.len(), comm, &mut sums, |k, sums| {
+        let (i, j) = (batches[k].start, batches[k].end);
         let len = wins[i].1;
-        let mut j = i;
-        while j < wins.len() && j - i < batch.max(1) && wins[j].1 == len {
-            j += 1;
-        }
-        let k = sums.len() / 2;
-        sums.extend([0.0, 0.0]);
-        if crate::dist::owns(comm, k) {
-            let (b, t) = (j - i, len - 1);
-            let mut inp = Vec::with_capacity(b * t);
-            let mut tg = vec![IGNORE; b * t];
-            for (w, &(start, _, first)) in wins[i..j].iter().enumerate() {
-                inp.extend_from_slice(&ids[start..start + t]);
-                for p in first..len {
-                    tg[w * t + p - 1] = ids[start + p];
-                }
+        let (b, t) = (j - i, len - 1);
+        let mut inp = Vec::with_capacity(b * t);
+        let mut tg = vec![IGNORE; b * t];
+        for (w, &(start, _, first)) in wins[i..j].iter().enumerate() {
+            inp.extend_from_slice(&ids[start..start + t]);
+            for p in first..len {
+                tg[w * t + p - 1] = ids[start + p];
             }
-            model.fit(&mut s, b, t);
-            let mut lp = vec![0.0f32; b * t];
-            model.next_logprobs(&mut s, &inp, &tg, &mut lp)?;
-            for (l, &g) in lp.iter().zip(&tg) {
-                if g != IGNORE {
-                    sums[2 * k] -= *l as f64;
-                    sums[2 * k + 1] += 1.0;
-                }
-            }
-            on_window(j - i);
         }
-        i = j;
-    }
-    if let Some(c) = comm {
-        c.all_reduce_f64(&mut sums);
-    }
+        model.fit(&mut s, b, t);
+        let mut lp = vec![0.0f32; b * t];
+        model.next_logprobs(&mut s, &inp, &tg, &mut lp)?;
+        for (l, &g) in lp.iter().zip(&tg) {
+            if g != IGNORE {
+                sums[2 * k] -= *l as f64;
+                sums[2 * k + 1] += 1.0;
+            }
+        }
+        on_window(j - i);
+        Ok(())
+    })?;
     let nll = sums.iter().step_by(2).sum();
     let count = sums.iter().skip(1).step_by(2).sum::<f64>() as usize;
     Ok((nll, count))

@@ -79,23 +79,23 @@ fn batched_scores(
         crate::tasks::HeadKind::Choice => e.t.features.len(),
         _ => head.n_out,
     };
-    let mut out = Vec::with_capacity(data.len());
-    for (ci, chunk) in data.chunks(batch_size.max(1)).enumerate() {
-        if crate::dist::owns(comm, ci) {
-            out.extend(run(chunk)?);
-        } else {
-            out.extend(chunk.iter().map(|e| vec![0.0f32; width(e)]));
-        }
+    // Every example's scores, laid end to end (example i's at `start[i]`).
+    let mut start = vec![0usize; data.len() + 1];
+    for (i, e) in data.iter().enumerate() {
+        start[i + 1] = start[i] + width(e);
     }
-    if let Some(c) = comm {
-        let mut flat: Vec<f32> = out.iter().flatten().copied().collect();
-        c.all_reduce_f32(&mut flat);
-        let mut it = flat.into_iter();
-        for s in &mut out {
-            s.iter_mut().for_each(|v| *v = it.next().unwrap_or(0.0));
+    let mut flat = vec![0.0f32; start[data.len()]];
+    let per = batch_size.max(1);
+    let n = data.len().div_ceil(per);
+    crate::dist::shared_batches(n, comm, &mut flat, |k, flat| {
+        let first = k * per;
+        let chunk = &data[first..(first + per).min(data.len())];
+        for (i, s) in (first..).zip(run(chunk)?) {
+            flat[start[i]..start[i + 1]].copy_from_slice(&s);
         }
-    }
-    Ok(out)
+        Ok(())
+    })?;
+    Ok((0..data.len()).map(|i| flat[start[i]..start[i + 1]].to_vec()).collect())
 }
 
 /// The head's scores of `data` without dropout, `batch_size` examples at a time (shared by

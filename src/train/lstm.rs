@@ -16,9 +16,12 @@ pub struct LstmTrainer<B: Backend = Cpu> {
     pub grads: B::Buf,
     pub opt: AdamW<B>,
     acts: LstmActs<B>,
-    /// Data parallelism (pre-training): this process's share of the passes, gradients summed
-    /// across ranks ([`crate::dist`]).
+    /// Data parallelism: this process's share of the passes (pre-training) or of the items
+    /// (fine-tuning), gradients summed across ranks ([`crate::dist`]).
     pub dist: Option<std::sync::Arc<dyn crate::dist::Collective>>,
+    /// Set for fine-tuning (as [`crate::train::Trainer`]'s): [`crate::train::lm::LmTrainer`]'s
+    /// step then is [`LstmTrainer::step_task`] with it.
+    pub task: Option<TaskObjective>,
 }
 
 /// What a step measured.
@@ -35,7 +38,7 @@ impl<B: Backend> LstmTrainer<B> {
         let groups = lstm_layout(&model.config).into_iter().map(|x| (x.range(), x.decay)).collect();
         let opt = AdamW::with_groups(&model.backend, groups, weight_decay);
         let acts = model.activations(b, t);
-        LstmTrainer { grads: model.zeros_like_params(), model, opt, acts, dist: None }
+        LstmTrainer { grads: model.zeros_like_params(), model, opt, acts, dist: None, task: None }
     }
 
     /// Activations for `b` sequences of `t` tokens (fine-tuning's batches vary in both; the

@@ -205,6 +205,18 @@ pub enum StepKey {
     Whole(u64),
 }
 
+impl StepKey {
+    /// The key of a step that runs in one pass (a task head's): micro-batch 0's when keyed
+    /// per micro-batch.
+    pub fn one_pass(self) -> Option<u64> {
+        match self {
+            StepKey::Off => None,
+            StepKey::PerMicroBatch(key) => Some(derive(key, 0)),
+            StepKey::Whole(key) => Some(key),
+        }
+    }
+}
+
 pub struct Trainer<B: Backend = Cpu> {
     pub model: Gpt<B>,
     /// ∂L/∂params, in the parameters' layout.
@@ -370,11 +382,7 @@ impl<B: Backend> Trainer<B> {
         let n_seq = ids.len() / len;
         assert!(n_seq <= self.micro, "a task head's batch runs in one pass");
         let (ir, sr, mine) = task_share(items, len, n_seq, comm);
-        let key = match key {
-            StepKey::Off => None,
-            StepKey::PerMicroBatch(key) => Some(derive(key, 0)),
-            StepKey::Whole(key) => Some(key),
-        };
+        let key = key.one_pass();
         let (mut nll, mut task_sum) = (0.0f64, 0.0f64);
         if sr.is_empty() {
             task.zero_grad();

@@ -96,10 +96,9 @@ pub fn continuation_logprobs<B: Backend, M: LanguageModel<B>>(
     let mut s = model.scratch();
     model.fit(&mut s, batch.min(rows.len()), rows[longest].0.len() - 1);
     let _pinned = model.pin_weights();
-    for (n, chunk) in order.chunks(batch).enumerate() {
-        if !crate::dist::owns(comm, n) {
-            continue;
-        }
+    let chunks: Vec<&[usize]> = order.chunks(batch).collect();
+    crate::dist::shared_batches(chunks.len(), comm, &mut all, |n, all| {
+        let chunk = chunks[n];
         let (b, t) = (chunk.len(), rows[chunk[0]].0.len() - 1);
         model.fit(&mut s, b, t);
         let mut ids = vec![0u32; b * t];
@@ -119,8 +118,8 @@ pub fn continuation_logprobs<B: Backend, M: LanguageModel<B>>(
                 .copy_from_slice(&lp[k * t + first - 1..k * t + row.len() - 1]);
         }
         on_done(b);
-    }
-    crate::dist::sum_shared(comm, &mut all);
+        Ok(())
+    })?;
     let scored = rows.iter().enumerate().map(|(i, (_, _, truncated, cut))| Scored {
         logprobs: all[start[i]..start[i + 1]].to_vec(),
         truncated: *truncated,

@@ -2,16 +2,14 @@
 //! [`save_finetuned_with`] plus the body's and the head's Adam moments and the loop's position
 //! and best score so far.
 
-use crate::backend::{Backend, DeviceBuf};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::tasks::checkpoint::{load_head, save_finetuned_with};
 use crate::tasks::readers::TaskDef;
 use crate::text::Tokenizer;
 use crate::train::checkpoint::{STATE_FILE, read_moments, write_moments};
-use crate::train::optim::AdamW;
+use crate::train::lm::LmTrainer;
 use crate::train::rundir;
-use crate::train::trainer::TaskObjective;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -26,23 +24,23 @@ pub struct LoopState {
     pub adam_t: [u64; 3],
 }
 
-/// Writes `dir` whole: the fine-tuned checkpoint, the moments and the loop state.
-#[allow(clippy::too_many_arguments)]
-pub fn save<B: Backend>(
+/// Writes `dir` whole: the fine-tuned checkpoint of `trainer` (which has a task), its moments
+/// and the loop state (Adam's update counts set from the optimizers).
+pub fn save(
     dir: &Path,
-    write_model: impl FnOnce(&Path) -> Result<()>,
-    opt: &AdamW<B>,
-    task: &TaskObjective,
+    trainer: &dyn LmTrainer,
     def: &TaskDef,
     tok: &Tokenizer,
     max_len: usize,
-    state: &LoopState,
+    mut state: LoopState,
 ) -> Result<()> {
+    let task = trainer.task().expect("a fine-tuning trainer has a task");
+    let [w, b] = task.optimizers();
+    let ([m, v], adam_t) = trainer.host_moments();
+    state.adam_t = [adam_t, w.t, b.t];
     crate::io::write_dir_atomic(dir, |tmp| {
-        save_finetuned_with(tmp, &task.head, def, tok, max_len, write_model)?;
+        save_finetuned_with(tmp, &task.head, def, tok, max_len, |tmp| trainer.save_model(tmp))?;
         // Written into the finished directory's temporary twin, then moved with it.
-        let [w, b] = task.optimizers();
-        let (m, v) = (opt.backend().download(opt.m.r()), opt.backend().download(opt.v.r()));
         write_moments(
             tmp,
             &[
@@ -54,7 +52,7 @@ pub fn save<B: Backend>(
                 ("head.bias.exp_avg_sq", &b.v),
             ],
         )?;
-        write_atomic(&tmp.join(STATE_FILE), rundir::json_text(state)?.as_bytes())
+        write_atomic(&tmp.join(STATE_FILE), rundir::json_text(&state)?.as_bytes())
     })
 }
 
@@ -70,23 +68,16 @@ pub fn latest(run: &Path) -> Option<(u64, PathBuf)> {
         .max_by_key(|(n, _)| *n)
 }
 
-/// Restores a training checkpoint into `model`, `opt` and `task` (shapes checked) and returns
-/// its loop state.
-pub fn load<B: Backend>(
-    dir: &Path,
-    params: &mut B::Buf,
-    opt: &mut AdamW<B>,
-    task: &mut TaskObjective,
-    def: &TaskDef,
-) -> Result<LoopState> {
+/// Restores a training checkpoint into `trainer` (which has a task; shapes checked) and
+/// returns its loop state.
+pub fn load(dir: &Path, trainer: &mut dyn LmTrainer, def: &TaskDef) -> Result<LoopState> {
     let loaded = crate::model::Net::load(dir)?.into_params();
-    let head = load_head(dir, def, task.head.d)?;
-    if loaded.len() != params.len() {
+    let d = trainer.task().expect("a fine-tuning trainer has a task").head.d;
+    let head = load_head(dir, def, d)?;
+    let n = trainer.n_params();
+    if loaded.len() != n {
         return Err(Error::invalid(dir, "this checkpoint is of another model or task"));
     }
-    let be = opt.backend().clone();
-    *params = be.upload(&loaded);
-    task.head = head;
     let sp = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&sp).map_err(|e| Error::io(&sp, e))?;
     let state: LoopState = serde_json::from_str(&text).map_err(|e| {
@@ -95,8 +86,10 @@ pub fn load<B: Backend>(
             format!("{e}; the checkpoint is incomplete: resume from an earlier one"),
         )
     })?;
+    let task = trainer.task_mut().expect("a fine-tuning trainer has a task");
+    task.head = head;
     let [w, b] = task.optimizers_mut();
-    let (mut m, mut v) = (vec![0.0f32; opt.m.len()], vec![0.0f32; opt.v.len()]);
+    let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
     read_moments(
         dir,
         &mut [
@@ -108,7 +101,7 @@ pub fn load<B: Backend>(
             ("head.bias.exp_avg_sq", &mut b.v),
         ],
     )?;
-    (opt.m, opt.v) = (be.upload(&m), be.upload(&v));
-    (opt.t, w.t, b.t) = (state.adam_t[0], state.adam_t[1], state.adam_t[2]);
+    (w.t, b.t) = (state.adam_t[1], state.adam_t[2]);
+    trainer.restore(&loaded, [&m, &v], state.adam_t[0]);
     Ok(state)
 }

@@ -5,12 +5,13 @@
 //!   [`FINETUNE`]), what `run.json` records ([`FinetuneSpec`]), what it answers;
 //! - `start.rs`: the checks made before the run directory is touched, the task's data read
 //!   and prepared, the run claimed or resumed;
-//! - `learner.rs`: the body and head being fine-tuned, either architecture ([`Learner`]);
+//! - `learner.rs`: the body and head being fine-tuned, either architecture ([`Learner`], over
+//!   [`crate::train::lm::LmTrainer`]);
 //! - `run.rs`: the loop (epochs, steps, dev evaluation, the best checkpoint);
 //! - `checkpoint.rs`: resumable checkpoints (moments and the loop's position).
 //!
 //! Batching, evaluation and fine-tuned checkpoints live in [`crate::tasks`]; the step is
-//! [`crate::train::Trainer::step`].
+//! [`crate::train::lm::LmTrainer::train_step`] ([`crate::train::Trainer::step`] for GPT-1).
 
 mod checkpoint;
 mod learner;

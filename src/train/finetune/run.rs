@@ -52,10 +52,7 @@ pub(super) fn run<B: Backend>(
     let task = TaskObjective::new(head, opts.aux_lm, opts.clf_dropout, opts.weight_decay);
     let mut trainer = Learner::on(model, task, inp.seqs, inp.t_max, opts.weight_decay, backend);
     if let Some(c) = &opts.comm {
-        match &mut trainer {
-            Learner::Transformer(t) => t.dist = Some(c.clone()),
-            Learner::Lstm(t, _) => t.dist = Some(c.clone()),
-        }
+        trainer.set_dist(c.clone());
     }
     let (mut step, mut best) = r.resume(&mut trainer)?;
     let start = step;
@@ -152,7 +149,7 @@ pub(super) fn run<B: Backend>(
 impl Run<'_> {
     /// The update and best result of the newest checkpoint of a resumed run (every rank's the
     /// same, checked), else the start.
-    fn resume<B: Backend>(&self, trainer: &mut Learner<B>) -> Result<(u64, Best)> {
+    fn resume(&self, trainer: &mut Learner) -> Result<(u64, Best)> {
         let (opts, def) = (self.opts, self.def);
         let (mut step, mut best) = (0u64, Best::default());
         if opts.resume
@@ -181,9 +178,9 @@ impl Run<'_> {
     }
 
     /// Keeps the weights as `OUT/best/` when `ev` beats the best so far.
-    fn keep_if_best<B: Backend>(
+    fn keep_if_best(
         &self,
-        trainer: &mut Learner<B>,
+        trainer: &mut Learner,
         best: &mut Best,
         ev: Evaluation,
         epoch: usize,
@@ -202,13 +199,7 @@ impl Run<'_> {
 
     /// Writes the resumable checkpoint of update `step` into `dir` (the leader), prunes the
     /// older ones, and waits for every rank.
-    fn save<B: Backend>(
-        &self,
-        trainer: &mut Learner<B>,
-        best: &Best,
-        step: u64,
-        dir: &Path,
-    ) -> Result<()> {
+    fn save(&self, trainer: &mut Learner, best: &Best, step: u64, dir: &Path) -> Result<()> {
         let state = LoopState {
             step,
             best_score: best.score,
@@ -226,12 +217,7 @@ impl Run<'_> {
 
     /// After the last update: the best's evaluation again when it was kept before a resume
     /// (deterministic), or the last weights as `best/` when there was no dev split.
-    fn finish<B: Backend>(
-        &self,
-        trainer: &mut Learner<B>,
-        best: &mut Best,
-        best_dir: &Path,
-    ) -> Result<()> {
+    fn finish(&self, trainer: &mut Learner, best: &mut Best, best_dir: &Path) -> Result<()> {
         if best.eval.is_none() && best.score.is_some() && self.lead {
             let dp = self.inp.dev.as_deref().unwrap_or(&[]);
             let ev = trainer.evaluate_saved(best_dir, self.def, dp, self.opts.batch)?;

@@ -10,7 +10,7 @@ use crate::progress::{Progress, human};
 use crate::train::checkpoint::TrainerState;
 use crate::train::lm::{LmTrainer, trainer};
 use crate::train::rundir;
-use crate::train::trainer::StepKey;
+use crate::train::trainer::{StepKey, StepStats};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -79,8 +79,8 @@ pub(super) fn run(ctx: &Ctx, s: Started) -> Result<Summary> {
         sampler.fill(&starts, &mut ids, &mut targets);
         let lr = opts.schedule.lr(opts.lr, step, opts.warmup, opts.steps);
         let key = StepKey::PerMicroBatch(derive(drop_seed, step));
-        let (loss, grad_norm, tokens) =
-            trainer.train_step(&ids, &targets, opts.seq, lr, opts.clip, key, step + 1)?;
+        let StepStats { loss, grad_norm, tokens, .. } =
+            trainer.train_step(&ids, &targets, opts.seq, &[], lr, opts.clip, key, step + 1)?;
         let secs = t0.elapsed().as_secs_f64();
         let tps = tokens as f64 / secs;
         let done = step + 1;
