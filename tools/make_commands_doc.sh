@@ -15,7 +15,7 @@ out=docs/commands.md
   for cmd in "" demo pretrain generate perplexity score finetune evaluate predict export zero-shot \
              "data stats" "data tasks" "tokenizer train" tokenize detokenize prepare plot \
              "analyze layers" "analyze zero-shot" "bench train" "bench finetune" "bench generate" \
-             "bench kernels" serve; do
+             "bench kernels" "bench serve" serve; do
     echo
     echo "## \`gpt1${cmd:+ $cmd}\`"
     echo

@@ -176,44 +176,7 @@ pub fn run(c: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Serve(a) => {
-            let config = gpt1::model::Config::from_name_or_file(&a.config)?;
-            let r = gpt1::bench::serve(
-                &a.config,
-                config,
-                a.requests,
-                a.prompt_len,
-                &a.concurrency,
-                a.max_batch,
-                a.precision.value(),
-            )
-            .context("bench serve")?;
-            if a.json {
-                println!("{}", serde_json::to_string(&r)?);
-                return Ok(());
-            }
-            println!(
-                "{} on {} threads, {} requests of {} tokens, passes of {}: in-process {:.2} requests/s ({:.0} tokens/s)",
-                r.config,
-                r.threads,
-                r.requests,
-                r.prompt_len,
-                r.max_batch,
-                r.in_process.requests_per_s,
-                r.in_process.tokens_per_s
-            );
-            for run in &r.runs {
-                println!(
-                    "  {:8} concurrency {:3}: {:.2} requests/s, {:.0} tokens/s, {:.2}x in-process",
-                    run.style,
-                    run.concurrency,
-                    run.rate.requests_per_s,
-                    run.rate.tokens_per_s,
-                    run.vs_in_process
-                );
-            }
-            Ok(())
-        }
+        Command::Serve(a) => serve(a),
         Command::Train(a) => {
             let config = checked(&a)?;
             let arch = match a.lstm.arch {
@@ -284,4 +247,44 @@ pub fn run(c: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `bench serve`: the server's throughput beside in-process scoring.
+fn serve(a: ServeArgs) -> Result<()> {
+    let config = gpt1::model::Config::from_name_or_file(&a.config)?;
+    let r = gpt1::bench::serve(
+        &a.config,
+        config,
+        a.requests,
+        a.prompt_len,
+        &a.concurrency,
+        a.max_batch,
+        a.precision.value(),
+    )
+    .context("bench serve")?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    println!(
+        "{} on {} threads, {} requests of {} tokens, passes of {}: in-process {:.2} requests/s ({:.0} tokens/s)",
+        r.config,
+        r.threads,
+        r.requests,
+        r.prompt_len,
+        r.max_batch,
+        r.in_process.requests_per_s,
+        r.in_process.tokens_per_s
+    );
+    for run in &r.runs {
+        println!(
+            "  {:8} concurrency {:3}: {:.2} requests/s, {:.0} tokens/s, {:.2}x in-process",
+            run.style,
+            run.concurrency,
+            run.rate.requests_per_s,
+            run.rate.tokens_per_s,
+            run.vs_in_process
+        );
+    }
+    Ok(())
 }
