@@ -106,25 +106,50 @@ pub fn draw(seed: u64, i: usize, step: usize) -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// The log-softmax of one row of logits (the sum in f64, shifted by the maximum).
-pub fn log_softmax(row: &[f32]) -> Vec<f32> {
-    let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let lse = mx + row.iter().map(|&x| (x as f64 - mx).exp()).sum::<f64>().ln();
-    row.iter().map(|&x| (x as f64 - lse) as f32).collect()
+/// The log-softmax of one row of logits as the fused LM head computes it (the maximum, then
+/// e^(x − max) summed in f64 lanes), so a log-prob read here equals `gpt1 score`'s.
+#[derive(Clone, Copy, Debug)]
+pub struct LogSoftmax {
+    max: f32,
+    ln_sum: f64,
 }
 
-/// The `k` largest entries of `logp` as `(id, value)`, largest first, ties by id.
-pub fn top_k(logp: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let k = k.min(logp.len());
-    if k == 0 {
-        return Vec::new();
+impl LogSoftmax {
+    pub fn of(row: &[f32]) -> Self {
+        let max = crate::kernels::fastmath::max(row);
+        Self { max, ln_sum: crate::kernels::fastmath::exp_sum_wide(row, max).ln() }
     }
-    let better = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    let mut v: Vec<(u32, f32)> = logp.iter().enumerate().map(|(i, &x)| (i as u32, x)).collect();
-    v.select_nth_unstable_by(k - 1, better);
-    v.truncate(k);
-    v.sort_by(better);
-    v
+    /// log p of a token whose logit is `x`.
+    pub fn at(&self, x: f32) -> f32 {
+        ((x - self.max) as f64 - self.ln_sum) as f32
+    }
+}
+
+/// The log-softmax of one row of logits ([`LogSoftmax`]).
+pub fn log_softmax(row: &[f32]) -> Vec<f32> {
+    let l = LogSoftmax::of(row);
+    row.iter().map(|&x| l.at(x)).collect()
+}
+
+/// The `k` largest entries of `row` as `(id, value)`, largest first, ties by id: one pass with
+/// a sorted list of k (k is small: a server's alternatives).
+pub fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let k = k.min(row.len());
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+    if k == 0 {
+        return best;
+    }
+    for (i, &x) in row.iter().enumerate() {
+        // Not above the k-th (or NaN): skip.
+        if best.len() == k && x.partial_cmp(&best[k - 1].1) != Some(std::cmp::Ordering::Greater) {
+            continue;
+        }
+        // After the equal values already kept: those have smaller ids.
+        let at = best.partition_point(|&(_, y)| y >= x);
+        best.insert(at, (i as u32, x));
+        best.truncate(k);
+    }
+    best
 }
 
 /// `text` cut before the first of `stops` it contains, and whether one was found.
@@ -263,12 +288,19 @@ pub fn generate<B: Backend>(
         let mut next_live = Vec::with_capacity(live.len());
         for (k, &s) in live.iter().enumerate() {
             let row = &mut logits[k * v..(k + 1) * v];
-            // Before `pick` changes the row (repetition penalty).
-            let logp = opts.logprobs.map(|_| log_softmax(row));
+            // Before `pick` changes the row (the repetition penalty does).
+            let dist = opts.logprobs.map(|k| {
+                let l = LogSoftmax::of(row);
+                let top: Vec<(u32, f32)> =
+                    top_k(row, k).into_iter().map(|(i, x)| (i, l.at(x))).collect();
+                let raw = (opts.sampling.repetition_penalty != 1.0).then(|| row.to_vec());
+                (l, top, raw)
+            });
             let tok = opts.sampling.pick(row, &seen[s], draw(s, step));
-            if let (Some(lp), Some(k)) = (logp, opts.logprobs) {
-                out[s].logprobs.push(lp[tok as usize]);
-                out[s].top.push(top_k(&lp, k));
+            if let Some((l, top, raw)) = dist {
+                let x = raw.as_ref().map_or(row[tok as usize], |r| r[tok as usize]);
+                out[s].logprobs.push(l.at(x));
+                out[s].top.push(top);
             }
             seen[s].push(tok);
             out[s].ids.push(tok);

@@ -175,6 +175,11 @@ fn echo_logprobs_equal_gpt1_score_and_the_next_token_is_the_greedy_one() {
     assert_eq!(tl.len(), rows[0].len() - 1);
     assert!(tl.iter().zip(&want.rows[0].token_logprobs).all(|(a, b)| (a - b).abs() <= 1e-5));
     assert_eq!(v["usage"]["completion_tokens"], 0);
+    // With alternatives the whole log-softmax runs on the host: the fused head's values, bitwise.
+    let body = json!({"prompt": rows[0], "max_tokens": 0, "echo": true, "logprobs": 3});
+    let w = srv.post("/v1/completions", &body).1;
+    let lp = |v: &Value| v["choices"][0]["logprobs"]["token_logprobs"].clone();
+    assert_eq!(lp(&w), lp(&v));
     let (status, err) = srv.stop();
     assert!(status.success(), "{err}");
     assert!(err.contains("POST /v1/completions 200"), "{err}");

@@ -155,7 +155,8 @@ pub fn serve(
             .err()
             .unwrap_or(Error::Unknown("the server did not start".into())));
     };
-    let styles: [(&str, fn(&[u32]) -> String); 2] = [
+    type Body = fn(&[u32]) -> String;
+    let styles: [(&str, Body); 2] = [
         ("echo", |ids| {
             serde_json::json!({"prompt": ids, "max_tokens": 0, "echo": true, "logprobs": 0})
                 .to_string()

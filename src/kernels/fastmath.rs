@@ -121,6 +121,23 @@ pub fn exp_shifted_wide(x: &mut [f32], shift: f32) -> f64 {
     s
 }
 
+/// Σ e^(x − shift) in f64 lanes without writing `x`: [`exp_shifted_wide`]'s sum, bitwise (the
+/// same exponentials added in the same order).
+pub fn exp_sum_wide(x: &[f32], shift: f32) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            acc[i] += exp(c[i] - shift) as f64;
+        }
+    }
+    let mut s = chunks.remainder().iter().map(|&v| exp(v - shift) as f64).sum::<f64>();
+    for a in acc {
+        s += a;
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -148,7 +165,9 @@ mod tests {
         let want = 1.0 + 40_000.0 * (-17.3f64).exp();
         let mut a = row.clone();
         let narrow = super::exp_shifted(&mut a, 0.0) as f64;
+        let kept = super::exp_sum_wide(&row, 0.0);
         let wide = super::exp_shifted_wide(&mut row, 0.0);
+        assert_eq!(kept, wide);
         assert!((wide - want).abs() / want < 1e-7, "{wide} vs {want}");
         assert!((narrow - want).abs() / want > 3e-5, "the f32 sum should lose them: {narrow}");
     }

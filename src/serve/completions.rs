@@ -509,3 +509,25 @@ async fn stream_inner(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::state::Limits;
+
+    #[test]
+    fn a_full_queue_is_a_503_and_a_stopped_model_thread_too() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let tok = std::sync::Arc::new(crate::text::Tokenizer::gpt1(None).unwrap());
+        let limits = Limits { max_queue: 1, max_n: 1 };
+        let st = State::new(tx, tok, "m".into(), vec![], 8, limits, None, None);
+        let job = || Job::Score { rows: vec![], reply: tokio::sync::oneshot::channel().0 };
+        assert!(submit(&st, job()).is_ok());
+        let e = submit(&st, job()).unwrap_err();
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.message.contains("queue is full"), "{}", e.message);
+        drop(rx);
+        let e = submit(&st, job()).unwrap_err();
+        assert!(e.message.contains("stopping"), "{}", e.message);
+    }
+}

@@ -5,9 +5,12 @@
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::generate::{GenerateOptions, Generated, cut_at_stop, generate, held_back, log_softmax};
+use crate::generate::{
+    GenerateOptions, Generated, LogSoftmax, cut_at_stop, generate, held_back, log_softmax, top_k,
+};
 use crate::kernels::crossentropy::IGNORE;
 use crate::model::Gpt;
+use crate::model::{Activations, LanguageModel};
 use crate::tasks::Example;
 use crate::tasks::Head;
 use crate::tasks::batch::prepare;
@@ -86,6 +89,8 @@ pub struct Engine<B: Backend> {
     pub task: Option<TaskHead>,
     /// Rows in one scoring pass at most.
     pub max_batch: usize,
+    /// A scoring pass's buffers, kept between passes (reshaped, made anew only when too small).
+    pub scratch: std::cell::RefCell<Activations<B>>,
 }
 
 impl<B: Backend> Engine<B> {
@@ -171,11 +176,13 @@ impl<B: Backend> Engine<B> {
             }
             // Alternatives or a whole next distribution need every logit; the rest the fused head.
             let whole = pass.iter().any(|&i| rows[i].top.is_some_and(|k| k > 0) || rows[i].next);
-            let mut acts = self.model.activations(pass.len(), t, false);
+            let mut scratch = self.scratch.borrow_mut();
+            let acts = &mut *scratch;
+            self.model.fit(acts, pass.len(), t);
             if !whole {
                 // The fused head, as `gpt1 score` runs it.
                 let mut lp = vec![0.0f32; pass.len() * t];
-                self.model.logprobs(&mut acts, &ids, &targets, &mut lp);
+                self.model.logprobs(acts, &ids, &targets, &mut lp);
                 for (k, &i) in pass.iter().enumerate() {
                     let n = rows[i].ids.len().saturating_sub(1);
                     out[i].logprobs = lp[k * t..k * t + n].to_vec();
@@ -183,23 +190,38 @@ impl<B: Backend> Engine<B> {
                 continue;
             }
             let v = self.model.config.vocab_size;
-            self.model.logits_chunks(&mut acts, &ids, |r0, logits| {
-                let per: Vec<(usize, Vec<f32>)> = logits
+            self.model.logits_chunks(acts, &ids, |r0, logits| {
+                // Per position: its log-prob, alternatives, or the whole next distribution.
+                type Pos = (usize, Option<f32>, Vec<(u32, f32)>, Option<Vec<f32>>);
+                let per: Vec<Pos> = logits
                     .par_chunks(v)
                     .enumerate()
-                    .map(|(j, row)| (r0 + j, log_softmax(row)))
-                    .collect();
-                for (flat, lp) in per {
-                    let (k, j) = (flat / t, flat % t);
-                    let r = rows[pass[k]];
-                    let o = &mut out[pass[k]];
-                    if j + 1 < r.ids.len() {
-                        o.logprobs.push(lp[r.ids[j + 1] as usize]);
-                        if let Some(top) = r.top.filter(|&k| k > 0) {
-                            o.top.push(crate::generate::top_k(&lp, top));
+                    .map(|(j, row)| {
+                        let flat = r0 + j;
+                        let (k, j) = (flat / t, flat % t);
+                        let r = rows[pass[k]];
+                        if j + 1 < r.ids.len() {
+                            let l = LogSoftmax::of(row);
+                            let top = top_k(row, r.top.unwrap_or(0));
+                            let top = top.into_iter().map(|(i, x)| (i, l.at(x))).collect();
+                            (flat, Some(l.at(row[r.ids[j + 1] as usize])), top, None)
+                        } else if r.next && j + 1 == r.ids.len() {
+                            (flat, None, Vec::new(), Some(log_softmax(row)))
+                        } else {
+                            (flat, None, Vec::new(), None)
                         }
-                    } else if r.next && j + 1 == r.ids.len() {
-                        o.next = Some(lp);
+                    })
+                    .collect();
+                for (flat, lp, top, next) in per {
+                    let o = &mut out[pass[flat / t]];
+                    if let Some(lp) = lp {
+                        o.logprobs.push(lp);
+                        if rows[pass[flat / t]].top.is_some_and(|k| k > 0) {
+                            o.top.push(top);
+                        }
+                    }
+                    if next.is_some() {
+                        o.next = next;
                     }
                 }
             });
@@ -248,7 +270,7 @@ impl<B: Backend> Engine<B> {
             ));
         };
         let (p, _) = prepare(&self.tokenizer, examples, t.max_len)?;
-        let mut s = crate::model::LanguageModel::scratch(&self.model);
+        let mut s = self.model.scratch();
         evaluate_prepared(&t.task, &self.model, &t.head, &mut s, &p, self.max_batch.max(1))
     }
 }

@@ -123,7 +123,8 @@ pub fn serve_until(
                 ready: std::sync::mpsc::Sender<Result<()>>,
             ) {
                 let _ = ready.send(Ok(()));
-                Engine { model: m, tokenizer: t, task: h, max_batch: mb }.run(rx);
+                let scratch = crate::model::LanguageModel::scratch(&m).into();
+                Engine { model: m, tokenizer: t, task: h, max_batch: mb, scratch }.run(rx);
             }
             match device {
                 Device::Cpu => {
