@@ -11,6 +11,8 @@ It starts `gpt1 serve --port 0` on --model and compares what the clients get wit
            generate_until) and checks every logged sample: each choice's log-likelihood is the sum
            of its continuation tokens' log-probs from `gpt1 score` (1e-4); each generation is
            `gpt1 generate --greedy` cut at the stop strings (modulo surrounding white space).
+           Where torch and transformers import, the same again against transformers'
+           `OpenAIGPTLMHeadModel` on the same checkpoint (float64 log-softmax, greedy generate).
   server   SIGTERM stops it with exit status 0.
 
 One PASS/FAIL line per check; the exit status is 1 if any failed. Any checkpoint with GPT-1's
@@ -78,6 +80,32 @@ class Cli:
         return json.loads(out.splitlines()[0])["text"]
 
 
+class Transformers:
+    """The same checkpoint in transformers' `OpenAIGPTLMHeadModel` (float64 log-softmax, greedy
+    `generate`), when torch and transformers are importable: the reference gpt1 is held to."""
+
+    def __init__(self, model, base):
+        import torch
+        from transformers import OpenAIGPTLMHeadModel
+
+        self.torch, self.base = torch, base
+        self.m = OpenAIGPTLMHeadModel.from_pretrained(model).eval()
+
+    def score(self, ids):
+        with self.torch.no_grad():
+            x = self.torch.tensor([ids])
+            lp = self.torch.log_softmax(self.m(x).logits.double(), -1)[0]
+        return [float(lp[j, ids[j + 1]]) for j in range(len(ids) - 1)]
+
+    def generate(self, prompt, max_new):
+        ids = http(self.base, "/tokenize", {"prompt": prompt, "add_special_tokens": False})["tokens"]
+        n = min(max_new, self.m.config.n_positions - len(ids))
+        with self.torch.no_grad():
+            out = self.m.generate(self.torch.tensor([ids]), max_new_tokens=n, do_sample=False,
+                                  pad_token_id=0)
+        return http(self.base, "/detokenize", {"tokens": out[0, len(ids):].tolist()})["prompt"]
+
+
 def http(base, path, body=None):
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
@@ -140,10 +168,10 @@ def run_lm_eval(base, name, work):
     return samples("serve_mc"), samples("serve_gen")
 
 
-def check_mc(base, cli, samples):
+def check_mc(base, refs, samples):
     tok = lambda s: http(base, "/tokenize", {"prompt": s, "add_special_tokens": False})["tokens"]
     report("lm_eval serve_mc samples", len(samples) == 8, f"{len(samples)} logged")
-    for s in sorted(samples, key=lambda s: s["doc_id"]):
+    for (who, ref_of), s in ((r, s) for r in refs for s in sorted(samples, key=lambda s: s["doc_id"])):
         worst, n = 0.0, 0
         for i, arg in enumerate(s["arguments"].values()):
             ctx, cont = arg["arg_0"], arg["arg_1"]
@@ -152,26 +180,26 @@ def check_mc(base, cli, samples):
             if k:
                 ctx, cont = ctx[:-k], ctx[-k:] + cont
             whole, ctx_ids = tok(ctx + cont), tok(ctx)
-            ref = sum(cli.score(whole)[len(ctx_ids) - 1:])
+            ref = sum(ref_of.score(whole)[len(ctx_ids) - 1:])
             got = float(s["resps"][i][0][0])
             filtered = float(s["filtered_resps"][i][0])
             worst = max(worst, abs(got - ref), abs(filtered - ref))
             n += 1
-        report(f"lm_eval serve_mc doc {s['doc_id']}", n > 0 and worst <= 1e-4,
-               f"{n} choices, max |loglik - gpt1 score| {worst:.2e}")
+        report(f"lm_eval serve_mc doc {s['doc_id']} vs {who}", n > 0 and worst <= 1e-4,
+               f"{n} choices, max |loglik - {who}| {worst:.2e}")
 
 
-def check_gen(base, cli, samples):
+def check_gen(base, refs, samples):
     eos = http(base, "/tokenizer_info").get("eos_token")
     report("lm_eval serve_gen samples", len(samples) == 8, f"{len(samples)} logged")
-    for s in sorted(samples, key=lambda s: s["doc_id"]):
+    for (who, ref_of), s in ((r, s) for r in refs for s in sorted(samples, key=lambda s: s["doc_id"])):
         ctx, kw = s["arguments"]["gen_args_0"]["arg_0"], s["arguments"]["gen_args_0"]["arg_1"]
         # The synchronous path (num_concurrent=1) adds the EOS string to the task's `until`.
         stops = list(kw["until"]) + ([eos] if eos and eos not in kw["until"] else [])
         got = s["resps"][0][0]
-        ref = cut(cli.generate(ctx, kw["max_gen_toks"]), stops)
-        report(f"lm_eval serve_gen doc {s['doc_id']}", got.strip() == ref.strip(),
-               f"server {got!r}, cli cut at {stops!r} {ref!r}")
+        ref = cut(ref_of.generate(ctx, kw["max_gen_toks"]), stops)
+        report(f"lm_eval serve_gen doc {s['doc_id']} vs {who}", got.strip() == ref.strip(),
+               f"server {got!r}, {who} cut at {stops!r} {ref!r}")
 
 
 def small_model(gpt1, work):
@@ -220,9 +248,15 @@ def main():
             print(f"server {base}, model {name!r}", flush=True)
             check_openai(base, name, cli)
             got = run_lm_eval(base, name, work)
+            refs = [("gpt1", cli)]
+            try:
+                refs.append(("transformers", Transformers(args.model, base)))
+            except ImportError:
+                print("transformers: not importable (torch + transformers); compared with gpt1's "
+                      "CLI only", flush=True)
             if got:
-                check_mc(base, cli, got[0])
-                check_gen(base, cli, got[1])
+                check_mc(base, refs, got[0])
+                check_gen(base, refs, got[1])
         finally:
             server.send_signal(signal.SIGTERM)
             try:
