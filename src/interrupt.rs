@@ -16,3 +16,9 @@ pub fn request() {
 pub fn requested() -> bool {
     REQUESTED.load(Ordering::SeqCst)
 }
+
+/// Forgets a request (a process that trains again after an interrupted run, as a Python
+/// session does).
+pub fn clear() {
+    REQUESTED.store(false, Ordering::SeqCst);
+}

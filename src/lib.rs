@@ -10,6 +10,7 @@ pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod generate;
+pub mod hub;
 pub mod interrupt;
 pub mod io;
 pub mod kernels;

@@ -428,3 +428,48 @@ fn bench_kernels_reports_every_figure_as_json() {
     let mb = decode[0]["weight_mb_per_token"].as_f64().unwrap();
     assert!((mb - 464.5).abs() < 1.0, "{mb}");
 }
+
+#[test]
+fn a_hub_id_names_its_snapshot_in_the_local_hugging_face_cache() {
+    // The layout transformers and huggingface-cli leave: models--ORG--NAME/{refs/main,snapshots/H}.
+    let cache = tempfile::tempdir().unwrap();
+    let repo = cache.path().join("models--someone--tiny-gpt");
+    let snap = repo.join("snapshots/0123abcd");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(Path::new("tests/fixtures/hf_gen").join(f), snap.join(f)).unwrap();
+    }
+    let run = |model: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
+            .args([
+                "generate",
+                "--model",
+                model,
+                "--ids",
+                "54 43 49 39",
+                "--max-new",
+                "3",
+                "--greedy",
+                "--json",
+            ])
+            .env("HF_HUB_CACHE", cache.path())
+            .output()
+            .unwrap()
+    };
+    let by_id = run("someone/tiny-gpt");
+    assert!(by_id.status.success(), "{}", String::from_utf8_lossy(&by_id.stderr));
+    let by_path = run("tests/fixtures/hf_gen");
+    let ids = |o: &std::process::Output| {
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["ids"].clone()
+    };
+    assert_eq!(ids(&by_id), ids(&by_path));
+    let missing = run("someone/other-gpt");
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && err.contains("huggingface-cli download someone/other-gpt"),
+        "{err}"
+    );
+}

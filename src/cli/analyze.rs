@@ -179,7 +179,7 @@ fn run_ablations(a: AblationsArgs) -> Result<()> {
 #[derive(clap::Args, Debug)]
 pub struct LayersArgs {
     /// The pre-trained checkpoint (HF layout).
-    #[arg(long)]
+    #[arg(long, value_parser = super::model_dir)]
     model: PathBuf,
     #[command(flatten)]
     task: TaskArgs,

@@ -74,7 +74,7 @@ fn resolve_task(name: &str, data: &std::path::Path, c: &CustomArgs) -> Result<Ta
 #[derive(clap::Args, Debug)]
 pub struct FinetuneArgs {
     /// Pre-trained checkpoint directory (HF layout).
-    #[arg(long, required_unless_present = "from_scratch")]
+    #[arg(long, required_unless_present = "from_scratch", value_parser = super::model_dir)]
     model: Option<PathBuf>,
     #[command(flatten)]
     task: TaskArgs,
@@ -153,7 +153,7 @@ pub struct TrainFlags {
 #[derive(clap::Args, Debug)]
 pub struct EvaluateArgs {
     /// A fine-tuned checkpoint: a finetune run directory (its best/) or the checkpoint itself.
-    #[arg(long)]
+    #[arg(long, value_parser = super::model_dir)]
     model: PathBuf,
     /// The task (optional: the checkpoint records it; given, it must match).
     #[arg(long)]
@@ -183,7 +183,7 @@ pub struct EvaluateArgs {
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
     /// A fine-tuned checkpoint: a finetune run directory (its best/) or the checkpoint itself.
-    #[arg(long)]
+    #[arg(long, value_parser = super::model_dir)]
     model: PathBuf,
     /// The task (optional: the checkpoint records it; given, it must match).
     #[arg(long)]
@@ -216,7 +216,7 @@ pub struct PredictArgs {
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
     /// A fine-tuned checkpoint: a finetune run directory (its best/) or the checkpoint itself.
-    #[arg(long)]
+    #[arg(long, value_parser = super::model_dir)]
     model: PathBuf,
     /// The directory to write (must not exist yet, or be empty).
     #[arg(long)]

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "prompt_file", "ids"])))]
 pub struct Args {
-    /// Checkpoint directory (config.json + model.safetensors).
-    #[arg(long)]
+    /// Checkpoint directory (config.json + model.safetensors), or a hub id (ORG/NAME) in the local
+    /// Hugging Face cache.
+    #[arg(long, value_parser = super::model_dir)]
     model: PathBuf,
     /// The prompt text.
     #[arg(long)]

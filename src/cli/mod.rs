@@ -80,6 +80,12 @@ enum Command {
     Serve(serve::Args),
 }
 
+/// `--model`: a directory, or a hub id (`ORG/NAME[@REVISION]`) whose snapshot is in the local
+/// Hugging Face cache (`gpt1::hub`).
+pub fn model_dir(s: &str) -> std::result::Result<std::path::PathBuf, String> {
+    gpt1::hub::resolve(std::path::Path::new(s)).map_err(|e| e.to_string())
+}
+
 /// The tokenizer of a command: `--tokenizer DIR` when given; else the model directory's
 /// vocabulary files; else GPT-1's built-in BPE when the model's vocabulary is GPT-1's (or there
 /// is no model).

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Checkpoint directory (config.json + model.safetensors).
-    #[arg(long)]
+    /// Checkpoint directory (config.json + model.safetensors), or a hub id (ORG/NAME) in the local
+    /// Hugging Face cache.
+    #[arg(long, value_parser = super::model_dir)]
     model: PathBuf,
     /// Token ids: `.npy` (1-D stream or 2-D rows scored independently) or `.bin`.
     #[arg(long)]
@@ -77,8 +78,9 @@ pub fn run(a: Args) -> Result<()> {
 
 #[derive(clap::Args, Debug)]
 pub struct PerplexityArgs {
-    /// Checkpoint directory (config.json + model.safetensors).
-    #[arg(long)]
+    /// Checkpoint directory (config.json + model.safetensors), or a hub id (ORG/NAME) in the local
+    /// Hugging Face cache.
+    #[arg(long, value_parser = super::model_dir)]
     model: PathBuf,
     /// Text files, directories (their .txt files) or glob patterns.
     #[arg(long, num_args = 1.., required = true)]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 pub struct Args {
     /// Checkpoint directory: pre-trained (config.json + model.safetensors) or fine-tuned (a
     /// `gpt1 finetune` run's best/, which also answers /v1/classify).
-    #[arg(long)]
+    #[arg(long, value_parser = super::model_dir)]
     model: PathBuf,
     /// Tokenizer directory (default: the model directory's vocabulary files, else GPT-1's BPE).
     #[arg(long)]

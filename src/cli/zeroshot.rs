@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Pre-trained checkpoint directory (config.json + model.safetensors).
-    #[arg(long)]
+    #[arg(long, value_parser = super::model_dir)]
     model: PathBuf,
     /// The task: cola, sst2, race, storycloze, dprd (DPR) or wsc (WSC273).
     #[arg(long)]
