@@ -3,23 +3,8 @@
 
 mod common;
 
-use common::{fails, ok, s, write_letter_vocab};
-use gpt1::model::checkpoint::save_model;
-use gpt1::model::{Config, Gpt};
+use common::{fails, letter_model, ok, s};
 use std::path::Path;
-
-/// A random model over a letter vocabulary (52 tokens + 3 special), saved with its tokenizer.
-fn letter_model(dir: &Path) {
-    write_letter_vocab(dir, &[], &[]);
-    let mut c = Config::named("tiny").unwrap();
-    c.vocab_size = 55;
-    c.n_positions = 24;
-    c.n_embd = 16;
-    c.n_layer = 2;
-    c.n_head = 2;
-    c.initializer_range = 0.3;
-    save_model(dir, &Gpt::init(c, 1)).unwrap();
-}
 
 /// `gpt1 generate --model DIR` with `args`; its standard output.
 fn generate_out(dir: &Path, args: &[&str]) -> String {

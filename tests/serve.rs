@@ -3,27 +3,13 @@
 
 mod common;
 
-use common::{ok, s, scratch_args, setup, strs, write_letter_vocab};
-use gpt1::model::checkpoint::save_model;
-use gpt1::model::{Config, Gpt, Net};
+use common::{letter_model, ok, s, scratch_args, setup, strs};
+use gpt1::model::Net;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-
-/// A random model over a letter vocabulary (52 tokens + 3 special), saved with its tokenizer.
-fn letter_model(dir: &Path) {
-    write_letter_vocab(dir, &[], &[]);
-    let mut c = Config::named("tiny").unwrap();
-    c.vocab_size = 55;
-    c.n_positions = 24;
-    c.n_embd = 16;
-    c.n_layer = 2;
-    c.n_head = 2;
-    c.initializer_range = 0.3;
-    save_model(dir, &Gpt::init(c, 1)).unwrap();
-}
 
 fn model_dir() -> &'static Path {
     static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();

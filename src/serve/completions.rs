@@ -218,6 +218,19 @@ fn first_tokens(req: &Request, scored: &Scored) -> Vec<Generated> {
         .collect()
 }
 
+/// A scoring-only request's samples of prompt `i`: the one token drawn from the scoring pass
+/// (`max_tokens` 1), or none.
+fn scored_samples(req: &Request, scored: Option<&[Scored]>, i: usize) -> Vec<Generated> {
+    match (scored, req.max_tokens) {
+        (Some(s), 1) => first_tokens(req, &s[i]),
+        _ => {
+            let none =
+                Generated { ids: vec![], stop: StopReason::MaxNew, logprobs: vec![], top: vec![] };
+            vec![none; req.n]
+        }
+    }
+}
+
 fn options(req: &Request) -> GenerateOptions {
     GenerateOptions {
         max_new: req.max_tokens,
@@ -236,18 +249,7 @@ pub async fn complete(st: &State, body: &[u8]) -> ApiResult<(Value, usize)> {
     let mut parts = Vec::new();
     if req.scoring_only() {
         for (i, _) in toks.iter().enumerate() {
-            let gens = match (&scored, req.max_tokens) {
-                (Some(s), 1) => first_tokens(&req, &s[i]),
-                _ => vec![
-                    Generated {
-                        ids: vec![],
-                        stop: StopReason::MaxNew,
-                        logprobs: vec![],
-                        top: vec![]
-                    };
-                    req.n
-                ],
-            };
+            let gens = scored_samples(&req, scored.as_deref(), i);
             parts.extend(gens.into_iter().map(|sample| Part { prompt: i, sample }));
         }
     } else {
@@ -428,18 +430,7 @@ async fn stream_inner(
         // Nothing to stream token by token: each choice in one event.
         let scored = score(st, req, &toks).await?;
         for (i, t) in toks.iter().enumerate() {
-            let gens = match (&scored, req.max_tokens) {
-                (Some(s), 1) => first_tokens(req, &s[i]),
-                _ => vec![
-                    Generated {
-                        ids: vec![],
-                        stop: StopReason::MaxNew,
-                        logprobs: vec![],
-                        top: vec![]
-                    };
-                    req.n
-                ],
-            };
+            let gens = scored_samples(req, scored.as_deref(), i);
             for (s, g) in gens.iter().enumerate() {
                 let c = st.choice(req, t, scored.as_ref().map(|x| &x[i]), g)?;
                 let v = &c.value;

@@ -198,3 +198,16 @@ pub fn scratch_args(d: &Path, task: &str, out: &Path, extra: &[&str]) -> Vec<Str
     all.extend(extra);
     finetune_args(d, task, &all)
 }
+
+/// A random model over a letter vocabulary (52 tokens + 3 special), saved with its tokenizer.
+pub fn letter_model(dir: &Path) {
+    write_letter_vocab(dir, &[], &[]);
+    let mut c = gpt1::model::Config::named("tiny").unwrap();
+    c.vocab_size = 55;
+    c.n_positions = 24;
+    c.n_embd = 16;
+    c.n_layer = 2;
+    c.n_head = 2;
+    c.initializer_range = 0.3;
+    gpt1::model::checkpoint::save_model(dir, &gpt1::model::Gpt::init(c, 1)).unwrap();
+}
