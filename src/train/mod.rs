@@ -8,6 +8,7 @@ pub mod optim;
 pub mod pretrain;
 pub mod rundir;
 pub mod schedule;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use pretrain::{ModelSource, PretrainOptions, PretrainSpec, Summary, pretrain};

@@ -27,6 +27,7 @@ fn ours(name: &str) -> bool {
     let base = base.split(".old").next().unwrap_or(base);
     matches!(base, "run.json" | ".lock" | "metrics.jsonl" | "final" | "best")
         || checkpoint_step(base).is_some()
+        || name.starts_with(super::tensorboard::PREFIX)
         || (base != name && matches!(base, "curves.png" | "report.md"))
 }
 
@@ -280,12 +281,14 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
 pub struct MetricsLog {
     path: PathBuf,
     file: Option<File>,
+    /// The same numbers for TensorBoard, in an event file beside it.
+    events: Option<super::tensorboard::EventWriter>,
 }
 
 impl MetricsLog {
     pub fn open(path: PathBuf, lead: bool, resume_at: Option<u64>) -> Result<Self> {
         if !lead {
-            return Ok(MetricsLog { path, file: None });
+            return Ok(MetricsLog { path, file: None, events: None });
         }
         if let Some(s) = resume_at {
             truncate_metrics(&path, s)?;
@@ -295,11 +298,16 @@ impl MetricsLog {
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        Ok(MetricsLog { path, file: Some(file) })
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let events = Some(super::tensorboard::EventWriter::create(dir)?);
+        Ok(MetricsLog { path, file: Some(file), events })
     }
 
     pub fn write(&mut self, v: serde_json::Value) -> Result<()> {
         use std::io::Write;
+        if let Some(e) = &mut self.events {
+            e.write(&v)?;
+        }
         match &mut self.file {
             Some(f) => writeln!(f, "{v}").map_err(|e| Error::io(&self.path, e)),
             None => Ok(()),
@@ -308,6 +316,9 @@ impl MetricsLog {
 
     /// Flushes the lines to disk (before a stop or at the end); whether this rank writes.
     pub fn sync(&self) -> Result<bool> {
+        if let Some(e) = &self.events {
+            e.sync()?;
+        }
         match &self.file {
             Some(f) => f.sync_all().map(|_| true).map_err(|e| Error::io(&self.path, e)),
             None => Ok(false),
