@@ -59,6 +59,17 @@ impl Progress {
 }
 
 /// "2 h 05 min", "3.4 days": a duration as a person reads it.
+/// After a run's first step: how long the `left` steps will take at its pace.
+pub fn first_step_line(secs: f64, left: u64) -> String {
+    let total = secs * left as f64;
+    let days = if total > 86_400.0 {
+        " — days: consider a smaller model or --precision bf16"
+    } else {
+        ""
+    };
+    format!("first step {secs:.2} s: about {} for the {left} steps left{days}", human(total))
+}
+
 pub fn human(secs: f64) -> String {
     if secs < 60.0 {
         format!("{secs:.0} s")

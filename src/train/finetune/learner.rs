@@ -48,6 +48,11 @@ impl Learner {
         Learner { trainer: trainer_on(model, backend, seqs, t, wd, None, Some(task)) }
     }
 
+    /// What runs the kernels.
+    pub fn describe(&self) -> String {
+        self.trainer.describe()
+    }
+
     /// Runs this rank's share of every step and evaluation ([`crate::dist`]).
     pub fn set_dist(&mut self, comm: std::sync::Arc<dyn crate::dist::Collective>) {
         self.trainer.set_dist(comm);

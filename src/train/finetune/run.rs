@@ -48,6 +48,7 @@ pub(super) fn run<B: Backend>(
     backend: B,
 ) -> Result<FinetuneSummary> {
     let r = Run { tok, def, opts, inp: &inp, lead: leads(opts) };
+    let params = model.config().params();
     let head = Head::new(def.kind, model.config().width(), def.n_out(), opts.seed);
     let task = TaskObjective::new(head, opts.aux_lm, opts.clf_dropout, opts.weight_decay);
     let mut trainer = Learner::on(model, task, inp.seqs, inp.t_max, opts.weight_decay, backend);
@@ -66,6 +67,9 @@ pub(super) fn run<B: Backend>(
         (steps_per_epoch * opts.epochs as u64).min(opts.max_steps.unwrap_or(u64::MAX)).max(1);
     let warmup = ((total as f64 * opts.warmup).ceil() as u64).max(1);
     let mut progress = crate::progress::Progress::new(total, opts.progress && r.lead);
+    if opts.progress && r.lead {
+        progress.println(summary_line(def, opts, &inp, params, total, &trainer.describe()));
+    }
     progress.bar.set_position(start);
     let best_dir = opts.out.join("best");
     let (started, mut seen) = (std::time::Instant::now(), 0usize);
@@ -84,8 +88,13 @@ pub(super) fn run<B: Backend>(
             let refs: Vec<&Prepared> = chunk.iter().map(|&i| &inp.train[i]).collect();
             let b = batch(&refs);
             let lr = Schedule::WarmupLinear.lr(opts.lr, step, warmup, total);
+            let t0 = std::time::Instant::now();
             let s = trainer.step(&b, lr, opts.clip, derive(drop_seed, step), step + 1)?;
             step += 1;
+            if step == start + 1 && step < total && opts.progress && r.lead {
+                let secs = t0.elapsed().as_secs_f64();
+                progress.println(crate::progress::first_step_line(secs, total - step));
+            }
             let task_loss = s.task_loss.unwrap_or(0.0);
             let rec = serde_json::json!({"step": step, "epoch": epoch, "loss": s.loss, "task_loss": task_loss, "lm_loss": s.lm_loss, "lr": lr, "grad_norm": s.grad_norm});
             metrics.write(rec)?;
@@ -228,4 +237,33 @@ impl Run<'_> {
         }
         Ok(())
     }
+}
+
+/// What a fine-tuning run is about to do, before its first step (as pre-training says it):
+/// the examples (and how many `--max-len` cut), the steps, the model, what runs it.
+fn summary_line(
+    def: &TaskDef,
+    opts: &FinetuneOptions,
+    inp: &Inputs,
+    params: usize,
+    total: u64,
+    backend: &str,
+) -> String {
+    let cut = match inp.train_truncated {
+        0 => String::new(),
+        n => format!(", {n} cut to --max-len {}", inp.max_len),
+    };
+    let skipped = match inp.skipped {
+        0 => String::new(),
+        n => format!(", {n} bad rows skipped"),
+    };
+    let dev = inp.dev.as_ref().map_or("no dev split".to_string(), |d| format!("{} dev", d.len()));
+    format!(
+        "task {}: {} training examples{cut}{skipped}, {dev}; {total} steps of {} examples; \
+         model: {:.1} M parameters; {backend}",
+        def.name,
+        inp.train.len(),
+        opts.batch,
+        params as f64 / 1e6
+    )
 }

@@ -6,7 +6,7 @@ use super::start::{Ctx, Started};
 use crate::data::{Sampler, TokenData, WindowOrder};
 use crate::error::{Error, Result};
 use crate::kernels::rng::{derive, stream};
-use crate::progress::{Progress, human};
+use crate::progress::Progress;
 use crate::train::checkpoint::TrainerState;
 use crate::train::lm::{LmTrainer, trainer};
 use crate::train::rundir;
@@ -101,7 +101,7 @@ pub(super) fn run(ctx: &Ctx, s: Started) -> Result<Summary> {
         metrics.write(rec)?;
         last_loss = Some(loss);
         if done == start + 1 && progress_on && end > done {
-            progress.println(first_step_line(secs, end - done));
+            progress.println(crate::progress::first_step_line(secs, end - done));
         }
         if let Some(v) = val_now {
             progress.println(format!("step {done}: val_loss {v:.4} (ppl {:.2})", v.exp()));
@@ -138,17 +138,6 @@ fn val_windows(val: &TokenData, seq: usize, max: usize) -> Result<(Vec<u32>, Vec
     let (mut ids, mut tg) = (vec![0; n * seq], vec![0; n * seq]);
     s.fill(&starts, &mut ids, &mut tg);
     Ok((ids, tg))
-}
-
-/// After the first step: how long the `left` steps will take at its pace.
-fn first_step_line(secs: f64, left: u64) -> String {
-    let total = secs * left as f64;
-    let days = if total > 86_400.0 {
-        " — days: consider a smaller model or --precision bf16"
-    } else {
-        ""
-    };
-    format!("first step {secs:.2} s: about {} for the {left} steps left{days}", human(total))
 }
 
 /// Every rank holds the same weights at the same step (the same summed gradients, the same
