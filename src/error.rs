@@ -38,6 +38,9 @@ pub enum Error {
         "step {step}: the loss is {loss}; lower --lr, keep --clip on, or resume from an earlier checkpoint"
     )]
     Diverged { step: u64, loss: f64 },
+    /// A run that learned nothing more than frequencies, stopped by `--on-collapse stop`.
+    #[error("{0}")]
+    Collapsed(String),
     /// Ctrl-C or SIGTERM: the run stopped after a step and saved it.
     #[error("interrupted after step {step}; saved {dir}")]
     Interrupted { step: u64, dir: PathBuf },

@@ -77,6 +77,10 @@ pub struct Args {
     /// Stop after this many steps (saving checkpoint-N) while keeping the schedule of --steps.
     #[arg(long)]
     stop_at: Option<u64>,
+    /// When the validation loss stays at the data's unigram entropy past warm-up (the model
+    /// predicts token frequencies only): warn in the log and metrics.jsonl, or stop.
+    #[arg(long, value_enum, default_value = "warn")]
+    on_collapse: gpt1::train::collapse::OnCollapse,
     /// Validation windows evaluated each time [default: 64; on --resume, the run's].
     #[arg(long)]
     val_windows: Option<usize>,
@@ -161,6 +165,7 @@ pub fn run(a: Args) -> Result<()> {
     o.resume = resume;
     o.resume_from = a.resume_from;
     o.stop_at = a.stop_at;
+    o.on_collapse = a.on_collapse;
     o.progress = !a.quiet;
     if a.tokenizer.is_some() {
         o.tokenizer = a.tokenizer;

@@ -1,6 +1,7 @@
 //! Optimizer, schedules, the training step and the pre-training driver.
 
 pub mod checkpoint;
+pub mod collapse;
 pub mod finetune;
 pub mod lm;
 pub mod lstm;

@@ -116,6 +116,10 @@ pub(super) fn run<B: Backend>(
                     "step {step} (epoch {epoch}): dev {:?} {:.4}",
                     ev.metric, ev.score
                 ));
+                if let Some(msg) = one_class_dev(def, dp, &ev) {
+                    progress.println(format!("warning: step {step}: {msg}"));
+                    metrics.write(serde_json::json!({"step": step, "warning": msg}))?;
+                }
                 r.keep_if_best(&mut trainer, &mut best, ev, epoch, step, &best_dir)?;
             }
             // Every rank stops after the same step (a Ctrl-C reaches some ranks only).
@@ -266,4 +270,28 @@ fn summary_line(
         opts.batch,
         params as f64 / 1e6
     )
+}
+
+/// A classifier's dev evaluation that chose one class for every example, named.
+fn one_class_dev(def: &TaskDef, dev: &[Prepared], ev: &Evaluation) -> Option<String> {
+    use crate::tasks::evaluate::Prediction;
+    if def.kind != crate::tasks::HeadKind::Classify {
+        return None;
+    }
+    let preds: Vec<usize> = ev
+        .predictions
+        .iter()
+        .filter_map(|p| match p {
+            Prediction::Class(c) => Some(*c),
+            Prediction::Score(_) => None,
+        })
+        .collect();
+    let targets: Vec<Option<usize>> = dev
+        .iter()
+        .map(|e| match e.target {
+            crate::tasks::Target::Class(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    crate::train::collapse::one_class(&preds, &targets, &def.labels)
 }

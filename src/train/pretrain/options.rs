@@ -63,6 +63,8 @@ pub struct PretrainOptions {
     /// Data parallelism: this process is one rank of `comm` (`mpirun -np N`); rank 0 alone
     /// writes the run directory, every rank takes its share of each step ([`crate::dist`]).
     pub comm: Option<std::sync::Arc<dyn crate::dist::Collective>>,
+    /// A validation loss that stays at the data's unigram entropy: warn, or stop the run.
+    pub on_collapse: crate::train::collapse::OnCollapse,
 }
 
 /// The paper's pre-training settings (section 4.1): the one source of the defaults of
@@ -135,6 +137,7 @@ impl PretrainOptions {
             device: Device::Cpu,
             tokenizer: None,
             comm: None,
+            on_collapse: Default::default(),
         }
     }
 }

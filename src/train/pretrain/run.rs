@@ -32,10 +32,16 @@ pub(super) fn run(ctx: &Ctx, s: Started) -> Result<Summary> {
         s.opt,
     )?;
     let sampler = Sampler::new(&ctx.data, opts.seq, opts.sampling)?;
+
     let val = match &ctx.val {
         Some(v) => Some(val_windows(v, opts.seq, opts.val_windows)?),
         None => None,
     };
+    // With validation data: what a frequencies-only model scores on it, to name a collapse.
+    let mut watch = val.as_ref().filter(|_| ctx.lead).map(|(_, vt)| {
+        let h = crate::train::collapse::unigram_loss(&ctx.data, vt);
+        crate::train::collapse::CollapseWatch::new(h, opts.warmup.max(opts.steps / 4))
+    });
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let progress_on = opts.progress && ctx.lead;
     if progress_on {
@@ -95,6 +101,15 @@ pub(super) fn run(ctx: &Ctx, s: Started) -> Result<Summary> {
             let vl = trainer.eval_loss(vi, vt);
             rec["val_loss"] = vl.into();
             rec["val_ppl"] = vl.exp().into();
+            if let Some(msg) = watch.as_mut().and_then(|w| w.check(done, vl)) {
+                progress.println(format!("warning: {msg}"));
+                rec["warning"] = msg.clone().into();
+                if opts.on_collapse == crate::train::collapse::OnCollapse::Stop {
+                    metrics.write(rec)?;
+                    metrics.sync()?;
+                    return Err(Error::Collapsed(msg));
+                }
+            }
             last_val = Some(vl);
         }
         let val_now = rec.get("val_loss").and_then(|v| v.as_f64());
