@@ -210,7 +210,7 @@ fn tick_label(v: f64, scale: f64) -> String {
     if v == 0.0 || v.abs() <= scale * 1e-9 {
         return "0".into();
     }
-    if scale < 1e-2 || scale >= 1e5 {
+    if !(1e-2..1e5).contains(&scale) {
         let s = format!("{v:.2e}");
         let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
         let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
