@@ -5,7 +5,7 @@
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::kernels::rng::{self, derive, stream};
-use crate::model::Gpt;
+use crate::model::{Config, Gpt};
 use std::time::Instant;
 
 /// How the next token is chosen from the logits (transformers' order: repetition penalty, then
@@ -201,6 +201,37 @@ pub struct GenerateOptions {
     pub logprobs: Option<usize>,
 }
 
+impl GenerateOptions {
+    /// Every check [`generate`] makes of these options and `prompt` against `config`, so a
+    /// caller can refuse a bad command before it prints or allocates anything.
+    pub fn check(&self, config: &Config, prompt: &[u32]) -> Result<()> {
+        self.sampling.check()?;
+        if prompt.is_empty() {
+            return Err(Error::setting("prompt", "is empty: give at least one token"));
+        }
+        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= config.vocab_size) {
+            return Err(Error::Vocab(format!(
+                "prompt token {bad} is not below vocab_size {}",
+                config.vocab_size
+            )));
+        }
+        if prompt.len() >= config.n_positions {
+            return Err(Error::setting(
+                "prompt",
+                format!(
+                    "has {} tokens; the model's context is {}: shorten it",
+                    prompt.len(),
+                    config.n_positions
+                ),
+            ));
+        }
+        if self.num == 0 || self.num > crate::kernels::crossentropy::CHUNK {
+            return Err(Error::setting("num", "must be between 1 and 512"));
+        }
+        Ok(())
+    }
+}
+
 /// One sample: the generated ids (prompt excluded) and why it stopped.
 #[derive(Clone, Debug)]
 pub struct Generated {
@@ -233,29 +264,7 @@ pub fn generate<B: Backend>(
     mut on_token: impl FnMut(usize, &[u32]) -> bool,
 ) -> Result<(Vec<Generated>, Timing)> {
     let c = &model.config;
-    opts.sampling.check()?;
-    if prompt.is_empty() {
-        return Err(Error::setting("prompt", "is empty: give at least one token"));
-    }
-    if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= c.vocab_size) {
-        return Err(Error::Vocab(format!(
-            "prompt token {bad} is not below vocab_size {}",
-            c.vocab_size
-        )));
-    }
-    if prompt.len() >= c.n_positions {
-        return Err(Error::setting(
-            "prompt",
-            format!(
-                "has {} tokens; the model's context is {}: shorten it",
-                prompt.len(),
-                c.n_positions
-            ),
-        ));
-    }
-    if opts.num == 0 || opts.num > crate::kernels::crossentropy::CHUNK {
-        return Err(Error::setting("num", "must be between 1 and 512"));
-    }
+    opts.check(c, prompt)?;
     let (n, p) = (opts.num, prompt.len());
     let t = p.saturating_add(opts.max_new).min(c.n_positions);
     let mut acts = model.decode_activations(n, t);

@@ -192,6 +192,33 @@ const COLORS: [RGBColor; 4] =
 
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
+/// Width in pixels of the strip right of each curves panel that holds its legend.
+const LEGEND_W: u32 = 120;
+
+/// The step axis from `lo` to `hi` with a margin on each side (2 % of the span, at least half
+/// a step), so that a marker at either end, a lone evaluation included, is drawn whole.
+fn padded(lo: f64, hi: f64) -> (f64, f64) {
+    let pad = ((hi - lo) * 0.02).max(0.5);
+    (lo - pad, hi + pad)
+}
+
+/// A value axis' tick label, for an axis whose largest magnitude is `scale`: "0" for zero
+/// (and for the rounding residue of a tick computed as a sum, such as 1.4e-20 on an axis of
+/// learning rates near 2.5e-4), three significant digits in scientific notation for small or
+/// large axes ("2.5e-4", not "0.000"), three decimals otherwise.
+fn tick_label(v: f64, scale: f64) -> String {
+    if v == 0.0 || v.abs() <= scale * 1e-9 {
+        return "0".into();
+    }
+    if !(1e-2..1e5).contains(&scale) {
+        let s = format!("{v:.2e}");
+        let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+        let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+        return format!("{mantissa}e{exp}");
+    }
+    format!("{v:.3}")
+}
+
 fn draw(
     buf: &mut [u8],
     size: (u32, u32),
@@ -207,30 +234,29 @@ fn draw(
     for (x, _) in panels.iter().flat_map(|(_, k)| k.iter().flat_map(|k| series[*k].iter())) {
         (x0, x1) = (x0.min(*x), x1.max(*x));
     }
-    if x1 <= x0 {
-        x1 = x0 + 1.0;
-    }
+    let (x0, x1) = padded(x0, x1);
     for (area, (name, keys)) in root.split_evenly((panels.len(), 1)).iter().zip(panels) {
         let (mut y0, mut y1) = (f64::MAX, f64::MIN);
         for &(_, y) in keys.iter().flat_map(|k| series[*k].iter()) {
             (y0, y1) = (y0.min(y), y1.max(y));
         }
-        let small = y1.abs().max(y0.abs()) < 1e-2;
         // A flat series gets a band of ±5 % around its value.
         let pad = if y1 > y0 { (y1 - y0) * 0.05 } else { (y1.abs() * 0.05).max(1e-6) };
-        let mut chart = ChartBuilder::on(area)
+        let (y0, y1) = (y0 - pad, y1 + pad);
+        // The legend sits in a strip right of the plot, where it cannot hide a curve.
+        let (plot, key) = area.split_horizontally(size.0.saturating_sub(LEGEND_W) as i32);
+        let mut chart = ChartBuilder::on(&plot)
             .caption(format!("{title}: {name}"), ("sans-serif", 18))
             .margin(8)
             .x_label_area_size(32)
             .y_label_area_size(70)
-            .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))?;
+            .build_cartesian_2d(x0..x1, y0..y1)?;
+        let y_scale = y0.abs().max(y1.abs());
         chart
             .configure_mesh()
             .x_desc("step")
             .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| {
-                if small { format!("{y:.1e}") } else { format!("{y:.3}") }
-            })
+            .y_label_formatter(&|y| tick_label(*y, y_scale))
             .label_style(("sans-serif", 13))
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
@@ -240,17 +266,11 @@ fn draw(
             let line = LineSeries::new(s.iter().copied(), color.stroke_width(2));
             // Sparse series (evaluations) get markers so that a single point still shows.
             let line = if s.len() < 50 { line.point_size(3) } else { line };
-            chart
-                .draw_series(line)?
-                .label(*k)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            chart.draw_series(line)?;
+            let y = 40 + 20 * ci as i32;
+            key.draw(&PathElement::new(vec![(6, y), (26, y)], color.stroke_width(2)))?;
+            key.draw(&Text::new(*k, (32, y - 7), ("sans-serif", 13)))?;
         }
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
     }
     root.present()?;
     Ok(())
@@ -377,6 +397,67 @@ mod tests {
         std::fs::write(&m, "{\"epoch\": 1}\n").unwrap();
         let e = curves(&m, &out, "run").unwrap_err().to_string();
         assert!(e.contains("no metrics"), "{e}");
+    }
+
+    #[test]
+    fn tick_labels_are_short_and_zero_is_0() {
+        let lr = 2.5e-4;
+        assert_eq!(tick_label(1.4e-20, lr), "0");
+        assert_eq!(tick_label(0.0, lr), "0");
+        assert_eq!(tick_label(-0.0, lr), "0");
+        assert_eq!(tick_label(2.5e-4, lr), "2.5e-4");
+        assert_eq!(tick_label(1e-4, lr), "1e-4");
+        assert_eq!(tick_label(1.234e-4, lr), "1.23e-4");
+        assert_eq!(tick_label(-5e-5, lr), "-5e-5");
+        assert_eq!(tick_label(2.5, 6.0), "2.500");
+        assert_eq!(tick_label(1.5e5, 2e5), "1.5e5");
+        assert_eq!(tick_label(1e-15, 6.0), "0");
+    }
+
+    #[test]
+    fn the_step_axis_leaves_room_for_a_marker_at_either_end() {
+        assert_eq!(padded(40.0, 40.0), (39.5, 40.5));
+        let (lo, hi) = padded(0.0, 1000.0);
+        assert!(lo < 0.0 && hi > 1000.0 && hi - lo < 1100.0, "{lo} {hi}");
+    }
+
+    /// A lone dev point at the last step shows whole, and no legend box covers a curve: every
+    /// pixel of the dev score's color lies in the plot, left of the legend strip, except the
+    /// legend's own swatch.
+    #[test]
+    fn a_lone_dev_point_is_drawn_whole_and_the_legend_is_beside_the_plot() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("metrics.jsonl");
+        let mut text = String::new();
+        for s in 1..=60 {
+            let line = format!("{{\"step\": {s}, \"loss\": {}, \"lr\": 2.5e-4}}\n", 1.0 / s as f64);
+            text.push_str(&line);
+        }
+        text.push_str("{\"step\": 60, \"dev_score\": 0.75}\n");
+        std::fs::write(&m, text).unwrap();
+        let out = dir.path().join("curves.png");
+        curves(&m, &out, "run").unwrap();
+        let png = std::fs::read(&out).unwrap();
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png)).read_info().unwrap();
+        let mut img = vec![0u8; reader.output_buffer_size()];
+        reader.next_frame(&mut img).unwrap();
+        // The dev panel is the second; its only series has the first color.
+        let c = COLORS[0];
+        let (w, panel) = (960usize, 280usize);
+        let blue: Vec<(usize, usize)> = (panel..2 * panel)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .filter(|&(x, y)| {
+                let p = &img[(y * w + x) * 3..][..3];
+                (p[0], p[1], p[2]) == (c.0, c.1, c.2)
+            })
+            .collect();
+        let plot_edge = w - LEGEND_W as usize;
+        let marker: Vec<_> = blue.iter().filter(|(x, _)| *x < plot_edge).collect();
+        // A disc of radius 3 is about 29 pixels; clipped at the edge it would be half that.
+        assert!(marker.len() >= 25, "{} marker pixels", marker.len());
+        let xs = marker.iter().map(|(x, _)| *x);
+        let (lo, hi) = (xs.clone().min().unwrap(), xs.max().unwrap());
+        assert!(hi - lo >= 6, "the marker is {} pixels wide", hi - lo + 1);
     }
 
     fn ab_glyph_font_ok() -> bool {

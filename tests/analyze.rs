@@ -287,3 +287,86 @@ fn ablations_write_table_5_and_resume() {
     std::fs::remove_file(a.join("lstm-rte/cell.json")).unwrap();
     assert_eq!(ok(&args), lines);
 }
+
+/// The SST-2 task of [`setup`] and the arguments of `analyze ablations` over it into `out`,
+/// with `extra`.
+fn ablation_args(m: &Path, d: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let sst = d.join("glue/SST-2");
+    std::fs::create_dir_all(&sst).unwrap();
+    setup(m, &sst);
+    let base = ["analyze", "ablations", "--tasks", "sst2", "--data", s(d), "--out", s(out)];
+    let tail = ["--batch", "4", "--quiet"];
+    base.iter().chain(extra).chain(&tail).map(|x| x.to_string()).collect()
+}
+
+/// Pre-training the Transformer and then the LSTM in one process installs one Ctrl-C handler
+/// (a second install would fail and leave the second run and the cells without one).
+#[test]
+fn ablations_that_pretrain_twice_keep_their_ctrl_c_handler() {
+    let (m, d, out) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut c = Config::named("tiny").unwrap();
+    (c.vocab_size, c.n_positions, c.n_embd, c.n_layer, c.n_head) = (26 * 2 + 2 + 5, 128, 16, 1, 2);
+    let cfg = d.path().join("cfg.json");
+    std::fs::write(&cfg, serde_json::to_string(&c).unwrap()).unwrap();
+    let toks: Vec<u32> = (0..600).map(|i| (i % 50) as u32).collect();
+    let data = d.path().join("tokens.bin");
+    gpt1::data::shard::write_bin(&data, &toks).unwrap();
+    let a = out.path().join("a");
+    let extra = [
+        "--pretrain-data",
+        s(&data),
+        "--config",
+        s(&cfg),
+        "--pretrain-steps",
+        "2",
+        "--with-lstm",
+        "--lstm-hidden",
+        "8",
+        "--tokenizer",
+        s(m.path()),
+        "--epochs",
+        "1",
+    ];
+    let args = ablation_args(m.path(), d.path(), &a, &extra);
+    let o = common::gpt1(&common::strs(&args));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(a.join("pretrain-lstm/final").is_dir());
+    assert!(!err.contains("Ctrl-C will stop at once"), "{err}");
+}
+
+/// Ctrl-C during an ablation cell's fine-tuning stops it after its step with a checkpoint and
+/// exit status 130, as `finetune` does.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_during_an_ablation_cell_checkpoints_it() {
+    let (m, d, out) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = out.path().join("a");
+    let extra = ["--transformer", s(m.path()), "--epochs", "100000"];
+    let args = ablation_args(m.path(), d.path(), &a, &extra);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = a.join("full-sst2/metrics.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 1 {
+        assert!(t0.elapsed().as_secs() < 120, "the first cell did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: sending SIGINT to our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    let saved = std::fs::read_dir(a.join("full-sst2"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("checkpoint-"));
+    assert!(saved, "no checkpoint: {err}");
+}

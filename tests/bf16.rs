@@ -94,7 +94,7 @@ fn bf16_training_reaches_the_fp32_loss() {
         let (mut ids, mut tg) = (vec![0; b * t], vec![0; b * t]);
         for step in 0..300u64 {
             sampler.fill(&sampler.starts(5, step, b), &mut ids, &mut tg);
-            tr.step(&ids, &tg, t, &[], 2e-3, 1.0, StepKey::PerMicroBatch(step), step).unwrap();
+            tr.step(&ids, &tg, t, &[], 2e-3, 1.0, StepKey::Whole(step), step).unwrap();
         }
         tr.eval_loss(&vi, &vt)
     };
@@ -114,7 +114,7 @@ fn bf16_training_is_bitwise_identical_for_any_thread_count() {
             let mut tr = Trainer::new(m, 2, 16, 0.01);
             for s in 0..3u64 {
                 let (ids, tg) = (tokens(4 * 16, 67, 10 + s), tokens(4 * 16, 67, 20 + s));
-                tr.step(&ids, &tg, 16, &[], 1e-3, 1.0, StepKey::PerMicroBatch(s), s).unwrap();
+                tr.step(&ids, &tg, 16, &[], 1e-3, 1.0, StepKey::Whole(s), s).unwrap();
             }
             tr.model.params
         })

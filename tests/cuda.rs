@@ -391,7 +391,7 @@ fn trajectory_on<B: Backend>(gpu: B, p: Precision, grad_tol: f32, loss_tol: f64,
     for step in 0..10u64 {
         let ids: Vec<u32> = (0..b * t).map(|_| r.below(67) as u32).collect();
         let tg: Vec<u32> = (0..b * t).map(|_| r.below(67) as u32).collect();
-        let key = StepKey::PerMicroBatch(step);
+        let key = StepKey::Whole(step);
         if step == 0 {
             let lc = on_cpu.gradients(&ids, &tg, t, &[], key).loss;
             let lg = on_gpu.gradients(&ids, &tg, t, &[], key).loss;

@@ -43,15 +43,20 @@ const MICRO: usize = 2;
 const SEQ: usize = 12;
 
 fn transformer_run(comm: Option<Arc<dyn Collective>>) -> (Vec<f64>, Vec<f32>) {
+    transformer_run_in(MICRO, comm)
+}
+
+/// [`STEPS`] pre-training steps (dropout on) in passes of `micro` sequences.
+fn transformer_run_in(micro: usize, comm: Option<Arc<dyn Collective>>) -> (Vec<f64>, Vec<f32>) {
     let mut c = Config::named("tiny").unwrap();
     (c.vocab_size, c.n_positions, c.n_embd, c.n_layer, c.n_head) = (50, 16, 32, 2, 4);
-    let mut tr = Trainer::new(Gpt::init(c, 3), MICRO, SEQ, 0.01);
+    let mut tr = Trainer::new(Gpt::init(c, 3), micro, SEQ, 0.01);
     tr.dist = comm;
     let losses = (0..STEPS)
         .map(|s| {
             let ids = tokens(BATCH * SEQ, 50, 10 + s);
             let tg = tokens(BATCH * SEQ, 50, 100 + s);
-            let key = StepKey::PerMicroBatch(7 + s);
+            let key = StepKey::Whole(7 + s);
             tr.step(&ids, &tg, SEQ, &[], 1e-3, 1.0, key, s + 1).unwrap().loss
         })
         .collect();
@@ -73,6 +78,56 @@ fn transformer_ranks_equal_one_process() {
             assert!(p.iter().zip(&runs[0].1).all(|(x, y)| x.to_bits() == y.to_bits()));
         }
         assert_ne!(runs[0].1, p1, "the ranks ran every pass themselves (no sharing)");
+    }
+}
+
+/// Dropout masks belong to a sequence's place in the batch, not to the pass that runs it: any
+/// micro-batch, and any number of ranks with their default micro-batch (the batch over the
+/// ranks), give one process's whole-batch weights up to the order of the sums.
+#[test]
+fn any_split_of_a_step_gives_the_same_weights() {
+    let (l1, p1) = transformer_run_in(BATCH, None);
+    let mut runs = vec![];
+    for micro in [1, 2, 4] {
+        runs.push((format!("micro-batch {micro}"), transformer_run_in(micro, None)));
+    }
+    for world in [2, 4] {
+        let r = ranks(world, move |c| transformer_run_in(BATCH / world, Some(c)));
+        runs.push((format!("{world} ranks"), r.into_iter().next().unwrap()));
+    }
+    for (name, (l, p)) in &runs {
+        for (a, b) in l.iter().zip(&l1) {
+            assert!((a - b).abs() < 1e-6, "{name}: loss {a} vs {b}");
+        }
+        let d = max_diff(p, &p1);
+        eprintln!("{name}: weights differ from the whole batch's by {d:.1e}");
+        assert!(d < 1e-5, "{name}: weights differ from the whole batch's by {d}");
+        assert_ne!(p, &p1, "{name}: the passes were split (sums in another order)");
+    }
+}
+
+/// One step's gradients (dropout on) for any pass size: the same masks, so equal up to the
+/// order of the sums; masks keyed by pass would differ by the size of the gradients.
+#[test]
+fn a_steps_gradients_do_not_depend_on_the_micro_batch() {
+    let grads = |micro: usize| {
+        let mut c = Config::named("tiny").unwrap();
+        (c.vocab_size, c.n_positions, c.n_embd, c.n_layer, c.n_head) = (50, 16, 32, 2, 4);
+        assert!(c.attn_pdrop > 0.0 && c.resid_pdrop > 0.0 && c.embd_pdrop > 0.0);
+        let mut tr = Trainer::new(Gpt::init(c, 3), micro, SEQ, 0.01);
+        let (ids, tg) = (tokens(BATCH * SEQ, 50, 10), tokens(BATCH * SEQ, 50, 100));
+        tr.gradients(&ids, &tg, SEQ, &[], StepKey::Whole(7));
+        tr.grads
+    };
+    let whole = grads(BATCH);
+    let scale = whole.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+    for micro in [1, 2, 4] {
+        let d = max_diff(&grads(micro), &whole);
+        eprintln!("micro-batch {micro}: gradients differ by {:.1e} of their largest", d / scale);
+        assert!(
+            d <= 1e-5 * scale,
+            "micro-batch {micro}: gradients differ by {d} (largest {scale})"
+        );
     }
 }
 

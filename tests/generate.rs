@@ -117,6 +117,28 @@ fn bad_settings_and_prompts_are_refused_clearly() {
     fails(&["generate", "--model", m, "--ids", "1", "--num", "0"], "--num");
 }
 
+/// A streamed text prompt is printed only once every check has passed: a bad sampling setting,
+/// a prompt longer than the context or a device that is not there leaves stdout empty.
+#[test]
+fn a_refused_generation_prints_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    letter_model(d.path());
+    let long = "ab ".repeat(30);
+    for (extra, needle) in [
+        (vec!["--prompt", "ab cd", "--top-p", "0"], "--top-p"),
+        (vec!["--prompt", "ab cd", "--repetition-penalty", "0"], "--repetition-penalty"),
+        (vec!["--prompt", "ab cd", "--num", "0"], "--num"),
+        (vec!["--prompt", &long], "--prompt has"),
+        (vec!["--prompt", "ab cd", "--device", "cuda:7"], "cuda"),
+    ] {
+        let mut a = vec!["generate", "--model", s(d.path())];
+        a.extend(extra);
+        fails(&a, needle);
+        let out = common::gpt1(&a);
+        assert!(out.stdout.is_empty(), "{a:?}: {}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
 /// `gpt1 perplexity` on a text that fits one window gives exp of the mean negative
 /// log-likelihood the model assigns its tokens after the first (computed here directly), and a
 /// stride shorter than the context still scores every token after the first exactly once.

@@ -71,8 +71,7 @@ fn train_steps(threads: usize) -> Vec<f32> {
         for s in 0..3u64 {
             let ids = tokens(4 * 16, 50, 10 + s);
             let tg = tokens(4 * 16, 50, 20 + s);
-            tr.step(&ids, &tg, 16, &[], 1e-3, 1.0, StepKey::PerMicroBatch(derive(9, s)), s)
-                .unwrap();
+            tr.step(&ids, &tg, 16, &[], 1e-3, 1.0, StepKey::Whole(derive(9, s)), s).unwrap();
         }
         tr.model.params
     })

@@ -1,5 +1,6 @@
 //! `mpirun -np 2 gpt1 pretrain ...` on loopback (feature `mpi`, OpenMPI): the weights of the
-//! single-process run with the same `--micro-batch` (Transformer and LSTM), fine-tuning,
+//! single-process run, with the same `--micro-batch` (Transformer and LSTM) or each with its
+//! default, fine-tuning,
 //! `evaluate` and `predict` as one process, exact resume,
 //! and jobs that stop with a clear message instead of hanging: ranks started with different
 //! settings, a rank that dies, a rank that never joins.
@@ -123,6 +124,28 @@ fn two_ranks_give_the_single_process_weights() {
         check(&shared);
         assert_eq!(String::from_utf8_lossy(&shared.stdout), String::from_utf8_lossy(&alone.stdout));
     }
+}
+
+/// With default settings two ranks run passes of half the batch each and one process the
+/// whole batch in one pass: dropout masks follow each sequence's place in the batch, so the
+/// weights still agree up to the order of the sums.
+#[test]
+fn two_ranks_with_default_micro_batches_give_the_single_process_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write_cycle_data(d);
+    let defaults = |out: &str| -> Vec<String> {
+        let a = args(d, out, &[]);
+        let at = a.iter().position(|x| x == "--micro-batch").expect("--micro-batch");
+        a[..at].iter().chain(&a[at + 2..]).cloned().collect()
+    };
+    single(&defaults("one"));
+    check(&two_ranks(&defaults("two")));
+    for (n, x) in [("one", 8), ("two", 4)] {
+        let spec = std::fs::read_to_string(d.join(n).join("run.json")).unwrap();
+        assert!(spec.contains(&format!("\"micro_batch\": {x}")), "{n}: {spec}");
+    }
+    assert_close(&d.join("one"), &d.join("two"), 1e-5);
 }
 
 #[test]

@@ -154,10 +154,33 @@ fn a_second_run_on_the_same_directory_is_refused_while_the_first_runs() {
         .spawn()
         .unwrap();
     wait_for_metrics(&out, 1);
+    assert!(out.join(".lock").is_file(), "a running run holds its lock");
     let err = fails(&["pretrain", "--out", s(&out), "--resume", "--quiet"], "another gpt1 process");
     first.kill().unwrap();
     first.wait().unwrap();
     assert!(err.contains(&first.id().to_string()), "{err}");
+}
+
+/// A run that ends (finished, stopped by `--stop-at`, resumed to its end; fine-tuning too)
+/// removes its `.lock`: the directory holds its results only, and still refuses a second new
+/// run (its `run.json`).
+#[test]
+fn a_finished_run_leaves_no_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    let out = d.join("run");
+    ok(&strs(&pretrain_args(d, &out, &["--stop-at", "3"])));
+    assert!(out.join("checkpoint-3").is_dir() && !out.join(".lock").exists());
+    ok(&["pretrain", "--out", s(&out), "--resume", "--quiet"]);
+    assert!(out.join("final").is_dir() && !out.join(".lock").exists());
+    fails(&strs(&pretrain_args(d, &out, &[])), "--resume");
+    let ft = tempfile::tempdir().unwrap();
+    common::setup(ft.path());
+    let fout = ft.path().join("ft");
+    let extra = ["--max-steps", "2", "--batch", "4", "--quiet"];
+    ok(&strs(&common::scratch_args(ft.path(), "sst2", &fout, &extra)));
+    assert!(fout.join("best").is_dir() && !fout.join(".lock").exists());
 }
 
 /// Waits until `out/metrics.jsonl` has `n` lines (a run has taken `n` steps).
@@ -198,6 +221,7 @@ fn ctrl_c_saves_a_checkpoint_that_resumes_to_the_same_weights() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no step in: {err}"));
     assert!(out.join(format!("checkpoint-{step}")).exists());
+    assert!(!out.join(".lock").exists(), "an interrupted run releases its directory");
     // Resumed to a few steps later, against the same run stopped there without a signal.
     let at = (step + 3).to_string();
     ok(&["pretrain", "--out", s(&out), "--resume", "--stop-at", &at, "--quiet"]);

@@ -5,6 +5,9 @@
 # seam, one Trainer step, task registry) left all four unchanged, and only the last change of it,
 # `--from-scratch` drawing its weights from the named INIT stream as `pretrain` does, changed the
 # two fine-tuning lines (they were 023f2125bacb92a2 1296a0bd2291524d 1903cbdb2339dac0).
+# Issue 24 (dropout masks keyed by a sequence's index in the step's batch, not by micro-batch)
+# left all four unchanged: this pre-training run has no dropout (hf_tiny's p = 0) and
+# fine-tuning already drew the whole batch's masks in one pass.
 # Usage: tools/behaviour_hashes.sh [BINARY] (default target/release/gpt1); needs GPT1_DATA or
 # ../shared/data for the fine-tuning run (SST-2 and GPT-1's BPE files).
 set -euo pipefail

@@ -145,7 +145,7 @@ pub fn train(
         ids.iter_mut().for_each(|x| *x = rng.below(v) as u32);
         tg.iter_mut().for_each(|x| *x = rng.below(v) as u32);
         let t0 = Instant::now();
-        let key = StepKey::PerMicroBatch(derive(3, s as u64));
+        let key = StepKey::Whole(derive(3, s as u64));
         tr.train_step(&ids, &tg, seq, &[], 1e-4, 1.0, key, s as u64)?;
         if s >= warmup {
             times.push(t0.elapsed().as_secs_f64());

@@ -110,6 +110,8 @@ fn task_folder(data: &std::path::Path, def: &gpt1::tasks::readers::TaskDef) -> P
 
 fn run_ablations(a: AblationsArgs) -> Result<()> {
     use gpt1::analysis::ablations::ablations;
+    // Every pre-training and every cell's fine-tuning stops at Ctrl-C with a checkpoint.
+    super::on_interrupt();
     let tasks = a
         .tasks
         .iter()
@@ -131,7 +133,6 @@ fn run_ablations(a: AblationsArgs) -> Result<()> {
             o.warmup = 100.min(a.pretrain_steps / 3).max(1);
             o.resume = run.join("run.json").exists();
             o.tokenizer = a.tokenizer.clone();
-            super::on_interrupt();
             gpt1::train::pretrain(&o).with_context(|| format!("pre-training {name}"))?;
         }
         Ok(final_dir)
@@ -231,6 +232,8 @@ pub fn run(c: Command) -> Result<()> {
             Ok(())
         }
         Command::Layers(a) => {
+            // Each fine-tuning stops at Ctrl-C with a checkpoint, as `finetune` does.
+            super::on_interrupt();
             let def = a.task.resolve()?;
             let model =
                 load_model(&a.model).with_context(|| format!("loading {}", a.model.display()))?;

@@ -103,6 +103,19 @@ pub fn run(a: Args) -> Result<()> {
     };
     let opts =
         GenerateOptions { max_new: a.max_new, sampling, seed: a.seed, num: a.num, logprobs: None };
+    // Every flag, the prompt and the device are checked before anything is printed.
+    opts.check(&model.config, &prompt)?;
+    let gpu = match a.device.device {
+        gpt1::backend::Device::Cpu => None,
+        dev => {
+            let gpu = dev.cuda(a.precision.value())?;
+            let c = &model.config;
+            let t = prompt.len().saturating_add(a.max_new).min(c.n_positions);
+            let need = gpt1::model::inference_bytes(c, a.precision.value(), a.num, t);
+            gpt1::backend::check_fits(&gpu, need, "generation (lower --num)")?;
+            Some(model.to_backend(gpu))
+        }
+    };
     // Streaming (one sample, text mode): print each completed word as it comes.
     let stream = !a.json && a.num == 1 && tok.is_some();
     let mut printed = 0usize;
@@ -127,16 +140,9 @@ pub fn run(a: Args) -> Result<()> {
         }
         stopped
     };
-    let (gens, timing) = match a.device.device {
-        gpt1::backend::Device::Cpu => generate(&model, &prompt, &opts, &mut on_token)?,
-        dev => {
-            let gpu = dev.cuda(a.precision.value())?;
-            let c = &model.config;
-            let t = prompt.len().saturating_add(a.max_new).min(c.n_positions);
-            let need = gpt1::model::inference_bytes(c, a.precision.value(), a.num, t);
-            gpt1::backend::check_fits(&gpu, need, "generation (lower --num)")?;
-            generate(&model.to_backend(gpu), &prompt, &opts, &mut on_token)?
-        }
+    let (gens, timing) = match &gpu {
+        None => generate(&model, &prompt, &opts, &mut on_token)?,
+        Some(on_gpu) => generate(on_gpu, &prompt, &opts, &mut on_token)?,
     };
     let secs = t0.elapsed().as_secs_f64();
     for g in &gens {

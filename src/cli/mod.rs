@@ -291,8 +291,15 @@ impl PrecisionArg {
 
 /// Ctrl-C or SIGTERM: the first asks training to stop after its step (it saves a checkpoint and
 /// says how to resume); a second stops at once (the last checkpoint on disk is whole: every
-/// checkpoint is written to a temporary name and renamed).
+/// checkpoint is written to a temporary name and renamed). A process has one handler: the
+/// first call installs it and later calls (a command that trains several runs, as `analyze
+/// ablations` does) keep it.
 pub fn on_interrupt() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(install_interrupt_handler);
+}
+
+fn install_interrupt_handler() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static COUNT: AtomicUsize = AtomicUsize::new(0);
     let r = ctrlc::set_handler(|| {

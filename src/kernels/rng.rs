@@ -9,7 +9,8 @@ pub mod stream {
     pub const INIT: u64 = 0x1417;
     /// Pre-training's window sampler: `derive(seed, DATA)`, then the step.
     pub const DATA: u64 = 0xDA7A;
-    /// Pre-training's dropout: `derive(seed, DROPOUT)`, then the step, then the micro-batch.
+    /// Pre-training's dropout: `derive(seed, DROPOUT)`, then the step (the whole batch's
+    /// masks, each sequence at its index in the batch, whichever pass or rank runs it).
     pub const DROPOUT: u64 = 0xD209;
     /// Fine-tuning's dropout: `derive(seed, FINETUNE_DROPOUT)`, then the step.
     pub const FINETUNE_DROPOUT: u64 = 0xF17E;

@@ -48,7 +48,8 @@ pub(crate) struct Drops {
     attn: f32,
     resid: f32,
     /// Where this pass's `[B, T, d]` buffers and `[B, H, T, T]` attention probabilities start
-    /// in the whole batch's masks (a rank's share of a fine-tuning batch; 0 otherwise).
+    /// in the whole batch's masks (a micro-batch, or a rank's share of a batch; 0 for a whole
+    /// batch).
     off_x: u64,
     off_att: u64,
 }
@@ -179,7 +180,8 @@ impl<B: Backend> Gpt<B> {
     }
 
     /// [`Gpt::forward`] of sequences `first_seq..` of a larger batch, with that batch's
-    /// dropout masks (a rank's share of a data-parallel fine-tuning batch).
+    /// dropout masks (a micro-batch, or a rank's share of a data-parallel batch), so the masks
+    /// do not depend on how the batch is split.
     pub fn forward_at(
         &self,
         acts: &mut Activations<B>,

@@ -281,7 +281,7 @@ impl<B: Backend> LmTrainer for LstmTrainer<B> {
             return Ok(StepStats { loss, lm_loss: loss, task_loss: None, grad_norm, tokens });
         };
         self.resize(ids.len() / seq, seq);
-        let r = self.step_task(&mut task, ids, targets, items, lr, clip, key.one_pass(), step);
+        let r = self.step_task(&mut task, ids, targets, items, lr, clip, key.key(), step);
         self.task = Some(task);
         r
     }

@@ -70,43 +70,78 @@ pub fn weights_hash(params: &[f32]) -> String {
 pub const RESUME_HINT: &str = "pass --resume to continue it, or choose another --out";
 
 /// Holds a run directory for one process: an exclusive lock on `DIR/.lock`, released when
-/// dropped or when the process dies (kill -9 included: the kernel drops the lock).
+/// dropped or when the process dies (kill -9 included: the kernel drops the lock). Dropping it
+/// (the run finished, stopped with its checkpoint, or failed) also removes `.lock`, so a
+/// finished run leaves only its results; a killed one leaves an unlocked `.lock`, which the
+/// next run takes.
 pub struct RunLock {
-    _file: File,
+    file: File,
+    path: PathBuf,
 }
 
 impl RunLock {
     /// Takes the lock of `dir` (which exists), or says who holds it.
     pub fn take(dir: &Path) -> Result<Self> {
         let p = dir.join(LOCK_FILE);
+        // A holder removes the file before it lets the lock go: a lock taken on a file that is
+        // no longer `.lock` protects nothing, so take the new one instead.
+        for _ in 0..100 {
+            let file = Self::try_take(dir, &p)?;
+            if same_file(&file, &p) {
+                use std::io::{Seek, Write};
+                let mut file = file;
+                let _ = file.set_len(0);
+                let _ = file.seek(std::io::SeekFrom::Start(0));
+                let _ = write!(file, "{}", std::process::id());
+                return Ok(RunLock { file, path: p });
+            }
+        }
+        Err(Error::invalid(dir, "its .lock keeps being replaced; is another gpt1 starting here?"))
+    }
+
+    fn try_take(dir: &Path, p: &Path) -> Result<File> {
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&p)
-            .map_err(|e| Error::io(&p, e))?;
+            .open(p)
+            .map_err(|e| Error::io(p, e))?;
         match file.try_lock() {
-            Ok(()) => {}
+            Ok(()) => Ok(file),
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut pid = String::new();
                 let _ = file.read_to_string(&mut pid);
-                return Err(Error::invalid(
+                Err(Error::invalid(
                     dir,
                     format!(
                         "another gpt1 process (pid {}) is running in this directory; wait for it \
                          or choose another --out",
                         pid.trim()
                     ),
-                ));
+                ))
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&p, e)),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(p, e)),
         }
-        use std::io::{Seek, Write};
-        let _ = file.set_len(0);
-        let _ = file.seek(std::io::SeekFrom::Start(0));
-        let _ = write!(file, "{}", std::process::id());
-        Ok(RunLock { _file: file })
+    }
+}
+
+/// Whether the open `file` is still the file at `path` (not removed or replaced since).
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // Removed while still locked (the file closes after this), so no other process can
+        // hold a lock on the path meanwhile; failing to remove it only leaves a stale lock.
+        if same_file(&self.file, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -349,8 +384,29 @@ mod tests {
         let first = RunLock::take(d.path()).unwrap();
         let e = RunLock::take(d.path()).err().unwrap().to_string();
         assert!(e.contains("another gpt1 process"), "{e}");
+        assert!(d.path().join(".lock").is_file());
         drop(first);
-        RunLock::take(d.path()).unwrap();
+        assert!(!d.path().join(".lock").exists(), "the lock's file goes with it");
+        // A lock file left unlocked (a killed run's) is taken as it is.
+        std::fs::write(d.path().join(".lock"), "123").unwrap();
+        let again = RunLock::take(d.path()).unwrap();
+        let pid = std::fs::read_to_string(d.path().join(".lock")).unwrap();
+        assert_eq!(pid, std::process::id().to_string());
+        drop(again);
+    }
+
+    /// A lock held on a file that was removed (its holder let it go) protects nothing: the
+    /// next taker makes a new `.lock` instead of trusting the old file.
+    #[test]
+    fn a_lock_on_a_removed_file_is_not_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(".lock");
+        let old = std::fs::File::create(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        assert!(!same_file(&old, &p));
+        let lock = RunLock::take(d.path()).unwrap();
+        assert!(same_file(&lock.file, &p));
+        assert!(RunLock::take(d.path()).is_err());
     }
 
     #[test]

@@ -194,24 +194,22 @@ fn share_seqs(items: &[Item], len: usize, rank: usize, world: usize) -> std::ops
     if lo == usize::MAX { 0..0 } else { lo..hi }
 }
 
-/// Where a step's dropout masks come from.
+/// Where a step's dropout masks come from. Sequence `s` of a step's batch draws its masks at
+/// its place in the whole batch's, so a step's weights do not depend on how its sequences are
+/// split into passes (`--micro-batch`) or among ranks: only the order of the sums does.
 #[derive(Clone, Copy, Debug)]
 pub enum StepKey {
     /// No dropout.
     Off,
-    /// Micro-batch `k` draws its masks from `derive(key, k)` (pre-training).
-    PerMicroBatch(u64),
-    /// One pass over the whole batch with this key (fine-tuning).
+    /// The whole batch's masks, drawn from this key (pre-training and fine-tuning).
     Whole(u64),
 }
 
 impl StepKey {
-    /// The key of a step that runs in one pass (a task head's): micro-batch 0's when keyed
-    /// per micro-batch.
-    pub fn one_pass(self) -> Option<u64> {
+    /// The key the masks are drawn from, if any.
+    pub fn key(self) -> Option<u64> {
         match self {
             StepKey::Off => None,
-            StepKey::PerMicroBatch(key) => Some(derive(key, 0)),
             StepKey::Whole(key) => Some(key),
         }
     }
@@ -346,14 +344,11 @@ impl<B: Backend> Trainer<B> {
             if !mine.contains(&k) {
                 continue;
             }
-            let key = match key {
-                StepKey::Off => None,
-                StepKey::PerMicroBatch(key) => Some(derive(key, k as u64)),
-                StepKey::Whole(key) => Some(key),
-            };
-            self.model.forward(&mut self.acts, i, key);
+            // Pass k holds sequences k·per_pass.. of the batch: their masks are the batch's.
+            let (key, first) = (key.key(), k * per_pass);
+            self.model.forward_at(&mut self.acts, i, key, first);
             let g = &mut self.grads;
-            nll += self.model.backward(&mut self.acts, g, i, tg, key, lm_scale, None, 0);
+            nll += self.model.backward(&mut self.acts, g, i, tg, key, lm_scale, None, first);
         }
         sum_step(be, self.dist.as_deref(), self.grads.w(), &mut nll);
         let lm_loss = nll / counted.max(1) as f64;
@@ -382,7 +377,7 @@ impl<B: Backend> Trainer<B> {
         let n_seq = ids.len() / len;
         assert!(n_seq <= self.micro, "a task head's batch runs in one pass");
         let (ir, sr, mine) = task_share(items, len, n_seq, comm);
-        let key = key.one_pass();
+        let key = key.key();
         let (mut nll, mut task_sum) = (0.0f64, 0.0f64);
         if sr.is_empty() {
             task.zero_grad();

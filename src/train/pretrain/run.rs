@@ -84,7 +84,7 @@ pub(super) fn run(ctx: &Ctx, s: Started) -> Result<Summary> {
         let starts = sampler.starts(data_seed, step, opts.batch);
         sampler.fill(&starts, &mut ids, &mut targets);
         let lr = opts.schedule.lr(opts.lr, step, opts.warmup, opts.steps);
-        let key = StepKey::PerMicroBatch(derive(drop_seed, step));
+        let key = StepKey::Whole(derive(drop_seed, step));
         let StepStats { loss, grad_norm, tokens, .. } =
             trainer.train_step(&ids, &targets, opts.seq, &[], lr, opts.clip, key, step + 1)?;
         let secs = t0.elapsed().as_secs_f64();
