@@ -48,6 +48,13 @@ pub fn resolve_in(path: &Path, cache: &Path) -> Result<PathBuf> {
         Some((i, r)) => (i, r),
         None => (&*s, "main"),
     };
+    // A ref's name or a commit: never a path out of the repository's folders.
+    if rev.is_empty() || rev.starts_with('/') || rev.split('/').any(|p| p == ".." || p.is_empty()) {
+        return Err(Error::invalid(
+            path,
+            format!("{rev:?} is not a revision: give a branch, a tag or a commit hash"),
+        ));
+    }
     let repo = cache.join(format!("models--{}", id.replace('/', "--")));
     let missing = |what: String| {
         Error::invalid(
@@ -97,6 +104,14 @@ mod tests {
         assert!(e.contains("huggingface-cli download openai-community/nope"), "{e}");
         let e = resolve_in(Path::new("openai-community/openai-gpt@v2"), &cache).unwrap_err();
         assert!(e.to_string().contains("revision v2"), "{e}");
+        for bad in ["openai-community/openai-gpt@", "openai-community/openai-gpt@../x"] {
+            assert!(
+                resolve_in(Path::new(bad), &cache)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("not a revision")
+            );
+        }
         // Paths (existing, absolute, relative with ./, or one word) are left to the loaders.
         assert_eq!(resolve_in(&cache, &cache).unwrap(), cache);
         assert_eq!(resolve_in(Path::new("./a/b"), &cache).unwrap(), Path::new("./a/b"));

@@ -296,7 +296,7 @@ fn many_concurrent_requests_are_all_answered_as_alone() {
 #[test]
 fn bad_requests_get_a_json_error_and_the_server_keeps_serving() {
     let dir = model_dir();
-    let srv = Server::start(dir, &["--max-n", "4", "--max-request-mb", "1"]);
+    let srv = Server::start(dir, &["--max-n", "4", "--max-request-mb", "1", "--max-queue", "2"]);
     let long: Vec<u32> = vec![1; 30];
     let cases: Vec<(&str, String, u16, &str)> = vec![
         ("/v1/completions", "{not json".into(), 400, "not JSON"),
@@ -346,6 +346,19 @@ fn bad_requests_get_a_json_error_and_the_server_keeps_serving() {
         ("/tokenize", json!({"prompt": 3}).to_string(), 400, "prompt"),
         ("/detokenize", json!({"tokens": [1, 99999]}).to_string(), 400, "outside the vocabulary"),
         ("/nowhere", "{}".into(), 404, "no such route"),
+        // The whole context, and no room left for a new token.
+        (
+            "/v1/completions",
+            json!({"prompt": vec![1; 24], "max_tokens": 2}).to_string(),
+            400,
+            "a new token needs one",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "ab", "stream": true, "logprobs": 1, "max_tokens": 1}).to_string(),
+            400,
+            "logprobs",
+        ),
     ];
     for (path, body, status, needle) in cases {
         let (st, v) = srv.post_raw(path, &body, None);
@@ -356,6 +369,10 @@ fn bad_requests_get_a_json_error_and_the_server_keeps_serving() {
         let (st, v) = srv.post("/v1/completions", &json!({"prompt": "ab", "max_tokens": 2}));
         assert_eq!(st, 200, "after {path} {body:.80}: {v}");
     }
+    // More prompts than the queue holds: they go to the model one at a time.
+    let body = json!({"prompt": ["ab", "cd", "ef", "gh", "ij"], "max_tokens": 3});
+    let (st, v) = srv.post("/v1/completions", &body);
+    assert_eq!((st, v["choices"].as_array().map(Vec::len)), (200, Some(5)), "{v}");
 }
 
 #[test]

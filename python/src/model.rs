@@ -48,7 +48,7 @@ fn ids_2d(obj: &Bound<'_, PyAny>, vocab: usize) -> PyResult<(Vec<u32>, usize, us
         return Err(invalid("ids must be a 2-D integer array [B, T] or a list of lists of ids"));
     };
     let t = rows.first().map_or(0, Vec::len);
-    if rows.is_empty() || rows.iter().any(|r| r.len() != t) {
+    if rows.is_empty() || t == 0 || rows.iter().any(|r| r.len() != t) {
         return Err(invalid("ids must be a non-empty [B, T] array: rows of equal length"));
     }
     let mut flat = Vec::with_capacity(rows.len() * t);

@@ -80,7 +80,8 @@ impl Request {
             return Err(ApiError::bad("top_p", "top_p must be in (0, 1]"));
         }
         let stream = f.bool("stream")?.unwrap_or(false);
-        if stream && logprobs.is_some() && max_tokens > 1 {
+        let scoring_only = max_tokens == 0 || (f.bool("echo")?.unwrap_or(false) && max_tokens == 1);
+        if stream && logprobs.is_some() && !scoring_only {
             return Err(ApiError::bad(
                 "logprobs",
                 "logprobs with stream is not supported for generated text: ask without stream",
@@ -142,14 +143,18 @@ fn tokenize(st: &State, req: &Request) -> ApiResult<Vec<Tokenized>> {
             }
             // Scoring reads every prompt token but the last as input (the last too when one
             // token follows it); generation needs room for a new token.
-            let room = if req.max_tokens == 0 { np + 1 } else { np };
+            let room = match (req.max_tokens, req.scoring_only()) {
+                (0, _) => np + 1,
+                (_, true) => np,
+                _ => np - 1,
+            };
             if t.ids.len() > room {
                 return Err(ApiError::bad(
                     "prompt",
                     format!(
                         "prompt {i} has {} tokens; the model's context is {np} positions{}: shorten it",
                         t.ids.len(),
-                        if req.max_tokens == 0 { " (+1 scored)" } else { ", one of them for a new token" }
+                        if req.max_tokens == 0 { " (+1 scored)" } else { ", and a new token needs one" }
                     ),
                 ));
             }
@@ -253,9 +258,9 @@ pub async fn complete(st: &State, body: &[u8]) -> ApiResult<(Value, usize)> {
             parts.extend(gens.into_iter().map(|sample| Part { prompt: i, sample }));
         }
     } else {
-        // Every prompt's job is queued at once; the model thread runs them in turn.
-        let mut waits = Vec::new();
-        for t in &toks {
+        // One prompt at a time (the model thread runs generations in turn anyway): a request
+        // holds one place in the queue, whatever its number of prompts.
+        for (i, t) in toks.iter().enumerate() {
             let (reply, rx) = tokio::sync::oneshot::channel();
             let job = Job::Generate {
                 prompt: t.ids.clone(),
@@ -265,9 +270,6 @@ pub async fn complete(st: &State, body: &[u8]) -> ApiResult<(Value, usize)> {
                 reply,
             };
             submit(st, job)?;
-            waits.push(rx);
-        }
-        for (i, rx) in waits.into_iter().enumerate() {
             parts.extend(answer(rx).await?.into_iter().map(|sample| Part { prompt: i, sample }));
         }
     }
@@ -447,6 +449,10 @@ async fn stream_inner(
         return Ok(());
     }
     for (i, t) in toks.iter().enumerate() {
+        // The client has gone: nothing more to compute for it.
+        if out.is_closed() {
+            return Ok(());
+        }
         let base = i * req.n;
         if req.echo {
             for s in 0..req.n {

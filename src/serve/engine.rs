@@ -129,6 +129,9 @@ impl<B: Backend> Engine<B> {
 
     fn answer(&self, job: Job) {
         match job {
+            // The request has gone (its client disconnected): nothing to compute.
+            Job::Generate { ref reply, .. } if reply.is_closed() => {}
+            Job::Classify { ref reply, .. } if reply.is_closed() => {}
             Job::Score { rows, reply } => self.score_jobs(vec![(rows, reply)]),
             Job::Generate { prompt, opts, stops, stream, reply } => {
                 let _ = reply.send(self.generate(&prompt, &opts, &stops, stream));
@@ -252,7 +255,11 @@ impl<B: Backend> Engine<B> {
                 let word_end =
                     tok.token(*ids.last().unwrap_or(&0)).is_some_and(|t| t.ends_with("</w>"));
                 if (word_end || stopped) && safe > sent[s] {
-                    let _ = tx.send(Delta { sample: s, text: shown[sent[s]..safe].to_string() });
+                    // A client that has gone stops its samples.
+                    if tx.send(Delta { sample: s, text: shown[sent[s]..safe].to_string() }).is_err()
+                    {
+                        return true;
+                    }
                     sent[s] = safe;
                 }
             }

@@ -87,9 +87,18 @@ pub struct EventWriter {
 impl EventWriter {
     pub fn create(dir: &Path) -> Result<Self> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let name = format!("{PREFIX}{}.{}.{}", now() as u64, host.trim(), std::process::id());
+        // The time, the host and the process, then a count: two writers of one process in the
+        // same second (a run and its resume from Python) never share a file.
+        static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let k = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (secs, pid) = (now() as u64, std::process::id());
+        let name = format!("{PREFIX}{secs}.{}.{pid}.{k}", host.trim());
         let path = dir.join(name);
-        let mut file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
         // The first event names the format's version.
         let mut rest = Vec::new();
         bytes_field(&mut rest, 3, b"brain.Event:2");
