@@ -6,8 +6,8 @@
 
 use crate::errors::{invalid, to_py};
 use crate::model::{cpu_only, precision};
-use gpt1::model::{Config, Gpt, Net};
-use gpt1::train::finetune::{FinetuneOptions, finetune_net};
+use gpt1::model::Config;
+use gpt1::train::finetune::{FinetuneOptions, finetune_net, starting_model};
 use gpt1::train::pretrain::{ModelSource, PretrainOptions, PretrainSpec, pretrain as run_pretrain};
 use pyo3::prelude::*;
 use std::path::{Path, PathBuf};
@@ -244,29 +244,19 @@ pub fn finetune<'py>(
         None => gpt1::text::Tokenizer::load_or_gpt1(dir.as_deref(), vocab, None),
     }
     .map_err(to_py)?;
-    let mut net = if from_scratch {
+    let scratch = if from_scratch {
         let mut c = Config::from_name_or_file(config.unwrap_or("gpt1")).map_err(to_py)?;
         c.vocab_size = tok.vocab_size();
-        let key = gpt1::kernels::rng::derive(o.seed, gpt1::kernels::rng::stream::INIT);
-        Net::Transformer(Gpt::init(c, key))
+        Some(gpt1::model::ArchConfig::Transformer(c))
     } else {
         let d =
             dir.as_ref().ok_or_else(|| invalid("model is required unless from_scratch=True"))?;
         o.model_dir = Some(d.clone());
-        Net::load(d).map_err(to_py)?
+        None
     };
-    if let Some(k) = transfer_layers {
-        let Net::Transformer(m) = &mut net else {
-            return Err(invalid("transfer_layers applies to the Transformer"));
-        };
-        if k > m.config.n_layer {
-            return Err(invalid(format!(
-                "transfer_layers={k} exceeds the model's {} layers",
-                m.config.n_layer
-            )));
-        }
-        m.keep_layers(k, gpt1::kernels::rng::derive(o.seed, gpt1::kernels::rng::stream::INIT));
-    }
+    let checkpoint = if from_scratch { None } else { dir.as_deref() };
+    let net =
+        starting_model(checkpoint, scratch.as_ref(), o.seed, transfer_layers).map_err(to_py)?;
     let s = interruptible(py, || finetune_net(net, &tok, &def, &o))?;
     let d = to_python(py, &s)?;
     d.set_item("run_dir", out)?;

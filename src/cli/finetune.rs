@@ -1,9 +1,7 @@
 //! `finetune` and `evaluate`.
 
 use anyhow::{Context, Result, bail};
-use gpt1::kernels::rng::{derive, stream};
-use gpt1::model::Net;
-use gpt1::model::{Config, Gpt};
+use gpt1::model::Config;
 use gpt1::tasks::checkpoint::{Finetuned, load_finetuned};
 use gpt1::tasks::evaluate::{evaluate, predict_to_file};
 use gpt1::tasks::readers::{self, Custom, Shape, TaskDef, custom_task, task};
@@ -335,14 +333,13 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
         _ => None,
     };
     let tok = super::tokenizer(a.tokenizer.as_deref(), a.model.as_deref(), vocab, None)?;
-    let mut model = if a.from_scratch {
+    let scratch = if a.from_scratch {
         let mut c = Config::from_name_or_file(a.config.as_deref().unwrap_or("gpt1"))?;
         c.vocab_size = tok.vocab_size();
-        let key = derive(a.train.seed, stream::INIT);
-        match a.lstm.arch {
-            super::Arch::Lstm => Net::Lstm(gpt1::model::lstm::Lstm::init(a.lstm.config(&c)?, key)),
-            super::Arch::Transformer => Net::Transformer(Gpt::init(c, key)),
-        }
+        Some(match a.lstm.arch {
+            super::Arch::Lstm => gpt1::model::ArchConfig::Lstm(a.lstm.config(&c)?),
+            super::Arch::Transformer => gpt1::model::ArchConfig::Transformer(c),
+        })
     } else {
         let dir = a.model.as_ref().context("--model CKPT_DIR is needed unless --from-scratch")?;
         anyhow::ensure!(
@@ -351,19 +348,19 @@ pub fn run_finetune(a: FinetuneArgs) -> Result<()> {
              config.json; --arch applies to --from-scratch)",
             dir.display()
         );
-        Net::load(dir).with_context(|| format!("loading {}", dir.display()))?
+        None
     };
-    if let Some(k) = a.transfer_layers {
-        let Net::Transformer(m) = &mut model else {
-            anyhow::bail!("--transfer-layers applies to the Transformer");
-        };
-        anyhow::ensure!(
-            k <= m.config.n_layer,
-            "--transfer-layers {k} exceeds the model's {} layers",
-            m.config.n_layer
-        );
-        m.keep_layers(k, derive(a.train.seed, stream::INIT));
-    }
+    let checkpoint = if a.from_scratch { None } else { a.model.as_deref() };
+    let model = gpt1::train::finetune::starting_model(
+        checkpoint,
+        scratch.as_ref(),
+        a.train.seed,
+        a.transfer_layers,
+    )
+    .with_context(|| match checkpoint {
+        Some(d) => format!("loading {}", d.display()),
+        None => "making the model".to_string(),
+    })?;
     // Under mpirun/srun: this process is one rank of a data-parallel run.
     let comm = gpt1::dist::connect()?;
     let mut o = a.train.options(a.task.data, a.out);

@@ -30,6 +30,40 @@ use crate::model::{Gpt, Net};
 use crate::tasks::readers::TaskDef;
 use crate::text::Tokenizer;
 
+/// The model a fine-tuning run starts from: the weights of `checkpoint`, or a fresh one of
+/// `scratch` (its vocabulary already the tokenizer's), initialised from `seed` as every run
+/// is; with `transfer_layers`, the Transformer's first k blocks kept and the rest made anew
+/// (section 5's layers-transferred analysis). One place for the command line and Python.
+pub fn starting_model(
+    checkpoint: Option<&std::path::Path>,
+    scratch: Option<&crate::model::ArchConfig>,
+    seed: u64,
+    transfer_layers: Option<usize>,
+) -> Result<Net> {
+    use crate::kernels::rng::{derive, stream};
+    let mut model = match (scratch, checkpoint) {
+        (Some(c), _) => Net::init(c, derive(seed, stream::INIT)),
+        (None, Some(dir)) => Net::load(dir)?,
+        (None, None) => {
+            return Err(crate::Error::setting("model", "give a checkpoint, or start from scratch"));
+        }
+    };
+    if let Some(k) = transfer_layers {
+        let Net::Transformer(m) = &mut model else {
+            return Err(crate::Error::setting("transfer_layers", "applies to the Transformer"));
+        };
+        if k > m.config.n_layer {
+            let n = m.config.n_layer;
+            return Err(crate::Error::setting(
+                "transfer_layers",
+                format!("{k} exceeds the model's {n} layers"),
+            ));
+        }
+        m.keep_layers(k, derive(seed, stream::INIT));
+    }
+    Ok(model)
+}
+
 /// Fine-tunes `model` on task `def` as `opts` says; keeps the best dev checkpoint in
 /// `OUT/best/`.
 pub fn finetune(
