@@ -189,6 +189,18 @@ pub fn check_out_dir(
     own: impl Fn(&str) -> bool,
     force: bool,
 ) -> Result<()> {
+    check_out_dir_by(dir, |_, names| names.iter().any(|n| n == marker), own, Some(force))
+}
+
+/// [`check_out_dir`] where `ours(dir, names)` says whether the directory already holds an
+/// earlier output of the command (which it rewrites). `force`: None where the command has no
+/// `--force` (its output replaces a directory whole, so it never writes beside foreign files).
+pub fn check_out_dir_by(
+    dir: &Path,
+    ours: impl Fn(&Path, &[String]) -> bool,
+    own: impl Fn(&str) -> bool,
+    force: Option<bool>,
+) -> Result<()> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -199,7 +211,7 @@ pub fn check_out_dir(
     };
     let names: Vec<String> =
         rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    if force || names.iter().any(|n| n == marker) {
+    if force == Some(true) || ours(dir, &names) {
         return Ok(());
     }
     let mut foreign: Vec<&String> = names.iter().filter(|n| !own(n)).collect();
@@ -208,11 +220,17 @@ pub fn check_out_dir(
     }
     foreign.sort();
     let shown: Vec<&str> = foreign.iter().take(3).map(|s| s.as_str()).collect();
+    let way = match force {
+        Some(_) => {
+            "choose a new or empty --out, or pass --force to write beside them (files of the \
+             same names are replaced)"
+        }
+        None => "choose a new or empty --out",
+    };
     Err(Error::invalid(
         dir,
         format!(
-            "holds files gpt1 did not write ({}{}): choose a new or empty --out, or pass --force \
-             to write beside them (files of the same names are replaced)",
+            "holds files gpt1 did not write ({}{}): {way}",
             shown.join(", "),
             if foreign.len() > 3 {
                 format!(" and {} more", foreign.len() - 3)
@@ -221,6 +239,12 @@ pub fn check_out_dir(
             }
         ),
     ))
+}
+
+/// `dir` with the symbolic links along its last component followed: a command that replaces
+/// an output directory whole replaces the directory a link names, never the link.
+pub fn resolve_out_dir(dir: &Path) -> Result<PathBuf> {
+    follow_links(dir)
 }
 
 /// `path` with every symbolic link along its last component followed (at most 40, as the

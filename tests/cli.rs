@@ -70,6 +70,9 @@ fn pretrain_logs_the_validation_loss_on_evaluation_steps_only() {
             && lines[7]["val_loss"].is_number()
             && lines[0]["val_loss"].is_null()
     );
+    // With each validation, how far apart the final hidden states lie across positions.
+    let spread = lines[7]["hidden_spread"].as_f64().unwrap();
+    assert!(spread > 0.0 && spread <= 1.0, "{spread}");
 }
 
 #[test]

@@ -502,6 +502,119 @@ fn bad_inputs() -> Vec<Case> {
             needle: "--resume: no run here (the directory does not exist)",
         },
         Case {
+            name: "a JSONL row whose text is null",
+            args: |d| {
+                let t = d.join("own-null");
+                std::fs::create_dir_all(&t).unwrap();
+                let rows = "{\"text\": \"fine\", \"label\": 0}\n{\"text\": null, \"label\": 1}\n";
+                std::fs::write(t.join("train.jsonl"), rows).unwrap();
+                v(&["data", "stats", "--task", "custom", "--type", "single", "--text-a", "text"])
+                    .into_iter()
+                    .chain(v(&["--label", "label", "--data", s(&t)]))
+                    .collect()
+            },
+            needle: "train.jsonl: line 2: column \"text\" is null, not text",
+        },
+        Case {
+            name: "fine-tuning for zero steps (ran one)",
+            args: |d| {
+                let t = d.join("own-ft");
+                std::fs::create_dir_all(&t).unwrap();
+                let rows =
+                    "{\"text\": \"fine\", \"label\": 0}\n{\"text\": \"bad\", \"label\": 1}\n";
+                std::fs::write(t.join("train.jsonl"), rows).unwrap();
+                let task = ["--task", "custom", "--type", "single", "--text-a", "text"];
+                v(&["finetune", "--from-scratch", "--config", "tiny"])
+                    .into_iter()
+                    .chain(v(&task))
+                    .chain(v(&["--label", "label", "--data", s(&t), "--out", &p(d, "ft0")]))
+                    .chain(v(&["--max-steps", "0"]))
+                    .collect()
+            },
+            needle: "--max-steps must be at least 1",
+        },
+        Case {
+            name: "a device as a text to score (was \"no such file\")",
+            args: |d| {
+                common::write_vocab(d);
+                let m = p(d, "run/final");
+                v(&["perplexity", "--model", &m, "--tokenizer", s(d), "--input", "/dev/zero"])
+            },
+            needle: "/dev/zero: is a device or special file, not a text file",
+        },
+        Case {
+            name: "a fine-tuned checkpoint's corrupt task.json (was reported missing)",
+            args: |d| {
+                let ck = damaged(d, "badtask", "config.json", CONFIG.as_bytes());
+                std::fs::write(Path::new(&ck).join("task.json"), b"{not json").unwrap();
+                v(&["evaluate", "--model", &ck, "--data", &p(d, "nowhere")])
+            },
+            needle: "task.json: not JSON",
+        },
+        Case {
+            name: "plot over the user's essay",
+            args: |d| v(&["plot", &p(d, "run"), "--out", &write(d, "essay.txt", b"my essay\n")]),
+            needle: "essay.txt: exists: gpt1 does not replace a file it did not write",
+        },
+        Case {
+            name: "plot over its own input, even with --force",
+            args: |d| v(&["plot", &p(d, "run"), "--out", &p(d, "run/metrics.jsonl"), "--force"]),
+            needle: "is also this command's input",
+        },
+        Case {
+            name: "zero-shot over the user's file",
+            args: |d| {
+                let out = write(d, "scores.jsonl", b"kept\n");
+                v(&["zero-shot", "--model", &p(d, "run/final"), "--task", "sst2", "--out", &out])
+                    .into_iter()
+                    .chain(v(&["--data", &p(d, "nowhere")]))
+                    .collect()
+            },
+            needle: "scores.jsonl: exists",
+        },
+        Case {
+            name: "a tokenizer trained into a transformers tokenizer's directory",
+            args: |d| {
+                let hf = d.join("hf-tok");
+                std::fs::create_dir_all(&hf).unwrap();
+                std::fs::write(hf.join("vocab.json"), b"{\"a\": 0}").unwrap();
+                std::fs::write(hf.join("tokenizer_config.json"), b"{\"model_max_length\": 512}")
+                    .unwrap();
+                let corpus = write(d, "corpus.txt", b"one two three four\n");
+                v(&["tokenizer", "train", "--input", &corpus, "--merges", "5", "--out", s(&hf)])
+            },
+            needle: "holds files gpt1 did not write (tokenizer_config.json, vocab.json)",
+        },
+        Case {
+            name: "export over a file",
+            args: |d| {
+                let out = write(d, "export.txt", b"kept\n");
+                v(&["export", "--model", &p(d, "run/final"), "--out", &out])
+            },
+            needle: "export.txt: is a file: --out names a directory",
+        },
+        Case {
+            name: "export into a directory of the user's",
+            args: |d| {
+                let out = d.join("notes");
+                std::fs::create_dir_all(&out).unwrap();
+                std::fs::write(out.join("notes.md"), b"mine\n").unwrap();
+                v(&["export", "--model", &p(d, "run/final"), "--out", s(&out)])
+            },
+            needle: "holds files gpt1 did not write (notes.md): choose a new or empty --out",
+        },
+        Case {
+            name: "prepare into a directory holding the user's train.bin",
+            args: |d| {
+                let out = d.join("mine");
+                std::fs::create_dir_all(&out).unwrap();
+                std::fs::write(out.join("train.bin"), b"precious").unwrap();
+                let corpus = write(d, "book.txt", b"one two three four\n");
+                v(&["prepare", "--input", &corpus, "--out", s(&out), "--quiet"])
+            },
+            needle: "holds files gpt1 did not write (train.bin)",
+        },
+        Case {
             name: "a missing file, its OS error said once",
             args: |d| v(&["score", "--model", &p(d, "run/final"), "--ids", &p(d, "nope.bin")]),
             needle: "nope.bin: No such file or directory (os error 2)",
@@ -515,9 +628,17 @@ fn every_bad_input_gets_a_clear_error_and_no_panic() {
     let d = tmp.path();
     setup(d);
     ok(&strs(&pretrain_args(d, &d.join("run"), &["--steps", "2"])));
-    for c in bad_inputs() {
+    let cases = bad_inputs();
+    assert!(cases.len() >= 36, "the table holds every case of issue 24 and its kind");
+    for c in cases {
         let a = (c.args)(d);
+        let before = files(d);
         let o = gpt1(&strs(&a));
+        // No byte of a file that was there before the command changed (nor was it removed).
+        for (path, bytes) in &before {
+            let now = std::fs::read(path).ok();
+            assert!(now.as_ref() == Some(bytes), "{}: changed {}", c.name, path.display());
+        }
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{}: should fail", c.name);
         assert_eq!(o.status.code(), Some(1), "{}: {err}", c.name);
@@ -525,6 +646,23 @@ fn every_bad_input_gets_a_clear_error_and_no_panic() {
         assert!(!err.contains("panicked"), "{}: {err}", c.name);
         assert!(err.matches("os error").count() <= 1, "{}: {err}", c.name);
     }
+}
+
+/// Every regular file under `d` and its bytes (links are not followed).
+fn files(d: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![d.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                out.push((e.path(), std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(unix)]

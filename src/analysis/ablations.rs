@@ -56,6 +56,14 @@ impl Variant {
     }
 }
 
+/// The names the ablations write in their directory: the tables and figure, a run per cell
+/// (`VARIANT-TASK/`) and the pre-trainings the command line runs (`pretrain-*/`).
+pub fn own_name(n: &str) -> bool {
+    n.starts_with("ablations.")
+        || n.starts_with("pretrain-")
+        || Variant::ALL.iter().any(|v| n.starts_with(&format!("{}-", v.dir())))
+}
+
 /// One cell: a variant fine-tuned on a task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
@@ -84,7 +92,7 @@ pub fn ablations(
         return Err(Error::setting("tasks", "needs at least one task"));
     }
     let out = &opts.out;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    super::claim_out(out, own_name)?;
     let mut cells = Vec::new();
     let variants: Vec<Variant> =
         Variant::ALL.into_iter().filter(|&v| v != Variant::Lstm || lstm.is_some()).collect();

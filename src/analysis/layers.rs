@@ -58,7 +58,7 @@ pub fn layers(
     if opts.layers.is_empty() {
         return Err(Error::setting("layers", "needs at least one value"));
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    super::claim_out(out, |n| n.starts_with("transfer-") || n.starts_with("layers."))?;
     let mut points = Vec::new();
     for &k in &opts.layers {
         let run = out.join(format!("transfer-{k}"));

@@ -66,6 +66,16 @@ pub fn finished<T: serde::de::DeserializeOwned>(run: &Path, file: &str) -> Resul
     Ok(None)
 }
 
+/// Takes `out` for an analysis (created if new): it may be new, empty, or an earlier run of the
+/// same analysis (names for which `own` is true; the analysis resumes from them); a directory
+/// holding other files is refused naming them (docs/reliability.md), so an analysis never reads
+/// or replaces a user's file of the same name.
+pub fn claim_out(out: &Path, own: impl Fn(&str) -> bool) -> Result<()> {
+    let own = |n: &str| own(n) || n.contains(".tmp") || n.contains(".old");
+    crate::io::check_out_dir_by(out, |_, _| false, own, None)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))
+}
+
 /// A score as the tables print it.
 pub fn fmt_score(x: f64) -> String {
     format!("{x:.4}")

@@ -109,7 +109,7 @@ pub fn along_pretraining(
             ));
         }
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    super::claim_out(out, |n| n.starts_with("zero-shot."))?;
     let log = out.join("zero-shot.jsonl");
     let mut points: Vec<Point> = match std::fs::read_to_string(&log) {
         Ok(text) => text

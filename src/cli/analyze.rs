@@ -112,6 +112,8 @@ fn run_ablations(a: AblationsArgs) -> Result<()> {
     use gpt1::analysis::ablations::ablations;
     // Every pre-training and every cell's fine-tuning stops at Ctrl-C with a checkpoint.
     super::on_interrupt();
+    // The directory's rule before any pre-training writes into it.
+    gpt1::analysis::claim_out(&a.out, gpt1::analysis::ablations::own_name)?;
     let tasks = a
         .tasks
         .iter()

@@ -216,7 +216,8 @@ pub struct ExportArgs {
     /// A fine-tuned checkpoint: a finetune run directory (its best/) or the checkpoint itself.
     #[arg(long, value_parser = super::model_dir)]
     model: PathBuf,
-    /// The directory to write (must not exist yet, or be empty).
+    /// The directory to write: new, empty, or an earlier export (replaced whole); a directory
+    /// holding other files is refused.
     #[arg(long)]
     out: PathBuf,
 }
@@ -288,15 +289,9 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
 }
 
 pub fn run_export(a: ExportArgs) -> Result<()> {
+    let out = gpt1::tasks::export::check_export_dir(&a.out)?;
     let ft = load_checked(&a.model, None)?;
-    if let Ok(mut entries) = std::fs::read_dir(&a.out) {
-        anyhow::ensure!(
-            entries.next().is_none(),
-            "{} is not empty: export writes a new directory (choose another --out)",
-            a.out.display()
-        );
-    }
-    gpt1::tasks::export::export_double_heads(&ft, &a.out)
+    gpt1::tasks::export::export_double_heads(&ft, &out)
         .with_context(|| format!("exporting to {}", a.out.display()))?;
     let n = gpt1::tasks::export::summed_sequences(&ft);
     eprintln!(

@@ -86,14 +86,19 @@ pub struct TrainArgs {
     /// Normalization and pre-tokenization to learn with (saved in tokenizer_config.json).
     #[arg(long, value_enum, default_value = "hf")]
     mode: Mode,
-    /// Output directory for vocab.json, merges.txt and tokenizer_config.json.
+    /// Output directory for vocab.json, merges.txt and tokenizer_config.json: new, empty, or
+    /// an earlier `tokenizer train`'s (a directory holding other files is refused unless --force).
     #[arg(long)]
     out: PathBuf,
+    /// Write into a directory that holds files gpt1 did not write (same names are replaced).
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn tokenizer(c: TokenizerCommand) -> Result<()> {
     match c {
         TokenizerCommand::Train(a) => {
+            Tokenizer::check_save_dir(&a.out, a.force)?;
             let mut skipped = Vec::new();
             let files = gpt1::text::prepare::expand_inputs(&a.input, &mut skipped)?;
             for s in &skipped {

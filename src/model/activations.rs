@@ -229,6 +229,11 @@ impl<B: Backend> Activations<B> {
     pub fn hidden(&self) -> B::Ref<'_> {
         self.layers.last().expect("n_layer > 0").ln2.r()
     }
+
+    /// The first `n` values of [`Activations::hidden`] (the first rows).
+    pub fn hidden_part(&self, n: usize) -> B::Ref<'_> {
+        self.layers.last().expect("n_layer > 0").ln2.part(n)
+    }
 }
 
 /// Bytes the activations (and, for training, the gradient workspaces) of `b` sequences of `t`

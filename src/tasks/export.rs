@@ -39,6 +39,28 @@ pub fn summed_sequences(ft: &Finetuned) -> usize {
     }
 }
 
+/// The files [`export_double_heads`] writes (the tokenizer's among them).
+pub const EXPORTED: [&str; 6] = [
+    "config.json",
+    "model.safetensors",
+    "gpt1_task.json",
+    "vocab.json",
+    "merges.txt",
+    crate::text::tokenizer::CONFIG_FILE,
+];
+
+/// Refuses an export directory that holds anything but an earlier export (the export replaces
+/// the directory whole); returns where to write: the directory a symbolic link names.
+pub fn check_export_dir(dir: &Path) -> Result<std::path::PathBuf> {
+    let dir = crate::io::resolve_out_dir(dir)?;
+    let ours = |_: &Path, names: &[String]| {
+        names.iter().any(|n| n == "gpt1_task.json")
+            && names.iter().all(|n| EXPORTED.contains(&n.as_str()))
+    };
+    crate::io::check_out_dir_by(&dir, ours, |_| false, None)?;
+    Ok(dir)
+}
+
 /// Writes `dir` (atomically) as transformers' `save_pretrained` writes a DoubleHeads model:
 /// `config.json`, `model.safetensors` (every body tensor under `transformer.`, the tied
 /// embedding also as `lm_head.weight`, the head as `multiple_choice_head.summary.*`) and the

@@ -471,6 +471,22 @@ impl Tokenizer {
         Ok(out)
     }
 
+    /// Refuses a `dir` to [`Tokenizer::save`] into that holds files gpt1 did not write (a
+    /// transformers tokenizer's `vocab.json` would be replaced), unless `force`: it may be new,
+    /// empty, or an earlier save (those three files, the config gpt1's).
+    pub fn check_save_dir(dir: &Path, force: bool) -> Result<()> {
+        const SAVED: [&str; 3] = ["vocab.json", "merges.txt", CONFIG_FILE];
+        let ours = |dir: &Path, names: &[String]| {
+            names.iter().all(|n| SAVED.contains(&n.as_str()))
+                && std::fs::read(dir.join(CONFIG_FILE))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .is_some_and(|v| v.get("mode").is_some() && v.get("unk_id").is_some())
+        };
+        let tmp = |n: &str| n.contains(".tmp");
+        crate::io::check_out_dir_by(dir, ours, tmp, Some(force))
+    }
+
     /// Writes `vocab.json` and `merges.txt` (HF names; the special tokens are not in them).
     pub fn save(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         use crate::io::write_atomic;

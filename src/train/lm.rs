@@ -7,7 +7,7 @@
 use super::checkpoint::{self, TrainerState};
 use super::lstm::LstmTrainer;
 use super::optim::AdamW;
-use super::trainer::{StepKey, StepStats, TaskObjective, Trainer};
+use super::trainer::{StepKey, StepStats, TaskObjective, Trainer, Validation};
 use crate::backend::{Backend, Cpu, Device, DeviceBuf, Precision};
 use crate::error::{Error, Result};
 use crate::model::lstm::{is_lstm, load_lstm, lstm_layout};
@@ -131,6 +131,11 @@ pub trait LmTrainer {
     ) -> Result<StepStats>;
     /// Mean NLL of `[n, seq]` windows, no dropout.
     fn eval_loss(&mut self, ids: &[u32], targets: &[u32]) -> f64;
+    /// [`LmTrainer::eval_loss`] and, where the model measures it, the spread of the final
+    /// hidden states across positions (a collapsed model gives every position the same state).
+    fn validate(&mut self, ids: &[u32], targets: &[u32]) -> Validation {
+        Validation { loss: self.eval_loss(ids, targets), spread: None }
+    }
     /// The task head and its optimizers (fine-tuning; None in pre-training).
     fn task(&self) -> Option<&TaskObjective>;
     /// The same, to restore a checkpoint.
@@ -209,6 +214,9 @@ impl<B: Backend> LmTrainer for Trainer<B> {
     }
     fn eval_loss(&mut self, ids: &[u32], targets: &[u32]) -> f64 {
         Trainer::eval_loss(self, ids, targets)
+    }
+    fn validate(&mut self, ids: &[u32], targets: &[u32]) -> Validation {
+        Trainer::validate(self, ids, targets)
     }
     fn task(&self) -> Option<&TaskObjective> {
         self.task.as_ref()

@@ -232,6 +232,16 @@ pub struct Trainer<B: Backend = Cpu> {
     pub dist: Option<std::sync::Arc<dyn crate::dist::Collective>>,
 }
 
+/// A validation pass's results.
+#[derive(Clone, Copy, Debug)]
+pub struct Validation {
+    /// Mean NLL per counted token.
+    pub loss: f64,
+    /// The spread of one window's final hidden states across its positions (None where the
+    /// model does not measure it).
+    pub spread: Option<f64>,
+}
+
 /// The objective of one batch, before the update.
 #[derive(Clone, Copy, Debug)]
 pub struct Losses {
@@ -290,16 +300,27 @@ impl<B: Backend> Trainer<B> {
     /// Mean NLL of `[n, t]` windows without dropout or gradients (n a multiple of `micro`, or
     /// the remainder evaluated in a smaller pass).
     pub fn eval_loss(&mut self, ids: &[u32], targets: &[u32]) -> f64 {
+        self.validate(ids, targets).loss
+    }
+
+    /// [`Trainer::eval_loss`], and how far apart the first window's final hidden states lie
+    /// ([`crate::train::collapse::position_spread`], read from the pass the loss already ran).
+    pub fn validate(&mut self, ids: &[u32], targets: &[u32]) -> Validation {
         self.acts.reshape(self.micro, self.t);
         let chunk = self.micro * self.t;
         let mut lp = vec![0.0f32; chunk];
-        let (mut sum, mut count) = (0.0f64, 0usize);
+        let (mut sum, mut count, mut spread) = (0.0f64, 0usize, None);
         for (i, tg) in ids.chunks(chunk).zip(targets.chunks(chunk)) {
             if i.len() != chunk {
                 let mut small = self.model.activations(i.len() / self.t, self.t, false);
                 self.model.logprobs(&mut small, i, tg, &mut lp[..i.len()]);
             } else {
                 self.model.logprobs(&mut self.acts, i, tg, &mut lp);
+                if spread.is_none() {
+                    let d = self.model.config.n_embd;
+                    let h = self.model.backend.download(self.acts.hidden_part(self.t * d));
+                    spread = Some(crate::train::collapse::position_spread(&h, d));
+                }
             }
             for (l, &t) in lp[..i.len()].iter().zip(tg) {
                 if t != IGNORE {
@@ -308,7 +329,7 @@ impl<B: Backend> Trainer<B> {
                 }
             }
         }
-        sum / count.max(1) as f64
+        Validation { loss: sum / count.max(1) as f64, spread }
     }
 
     /// The objective and its gradients over `ids` and their next-token `targets`

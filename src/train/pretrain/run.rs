@@ -98,10 +98,14 @@ pub(super) fn run(ctx: &Ctx, s: Started) -> Result<Summary> {
             && ctx.lead
             && ((opts.eval_every > 0 && done.is_multiple_of(opts.eval_every)) || done == end)
         {
-            let vl = trainer.eval_loss(vi, vt);
+            let v = trainer.validate(vi, vt);
+            let vl = v.loss;
             rec["val_loss"] = vl.into();
             rec["val_ppl"] = vl.exp().into();
-            if let Some(msg) = watch.as_mut().and_then(|w| w.check(done, vl)) {
+            if let Some(s) = v.spread {
+                rec["hidden_spread"] = s.into();
+            }
+            if let Some(msg) = watch.as_mut().and_then(|w| w.check(done, vl, v.spread)) {
                 progress.println(format!("warning: {msg}"));
                 rec["warning"] = msg.clone().into();
                 if opts.on_collapse == crate::train::collapse::OnCollapse::Stop {
