@@ -505,8 +505,14 @@ fn custom_choice_task_labels_are_a_candidate_index_or_its_text() {
     let (_, b) = read(&hf.join("model.safetensors"), "multiple_choice_head.summary.bias");
     assert_eq!(b, read(&out.join("best/head.safetensors"), "bias").1);
     assert!(hf.join("vocab.json").exists() && hf.join("gpt1_task.json").exists());
-    // Never into a directory that holds something.
-    fails(&["export", "--model", s(&out), "--out", s(&hf)], "is not empty");
+    // An earlier export is replaced whole; a directory holding anything else is refused.
+    ok(&["export", "--model", s(&out), "--out", s(&hf)]);
+    std::fs::write(hf.join("notes.md"), b"mine").unwrap();
+    fails(
+        &["export", "--model", s(&out), "--out", s(&hf)],
+        "holds files gpt1 did not write (notes.md)",
+    );
+    assert_eq!(std::fs::read(hf.join("notes.md")).unwrap(), b"mine");
 }
 
 #[test]

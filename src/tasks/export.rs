@@ -53,11 +53,10 @@ pub const EXPORTED: [&str; 6] = [
 /// the directory whole); returns where to write: the directory a symbolic link names.
 pub fn check_export_dir(dir: &Path) -> Result<std::path::PathBuf> {
     let dir = crate::io::resolve_out_dir(dir)?;
-    let ours = |_: &Path, names: &[String]| {
-        names.iter().any(|n| n == "gpt1_task.json")
-            && names.iter().all(|n| EXPORTED.contains(&n.as_str()))
-    };
-    crate::io::check_out_dir_by(&dir, ours, |_| false, None)?;
+    // An earlier export's files are its own; without its gpt1_task.json every file is the
+    // user's (a transformers model's config.json, say), and refused by name.
+    let earlier = dir.join("gpt1_task.json").is_file();
+    crate::io::check_out_dir_by(&dir, |_, _| false, |n| earlier && EXPORTED.contains(&n), None)?;
     Ok(dir)
 }
 

@@ -476,15 +476,14 @@ impl Tokenizer {
     /// empty, or an earlier save (those three files, the config gpt1's).
     pub fn check_save_dir(dir: &Path, force: bool) -> Result<()> {
         const SAVED: [&str; 3] = ["vocab.json", "merges.txt", CONFIG_FILE];
-        let ours = |dir: &Path, names: &[String]| {
-            names.iter().all(|n| SAVED.contains(&n.as_str()))
-                && std::fs::read(dir.join(CONFIG_FILE))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                    .is_some_and(|v| v.get("mode").is_some() && v.get("unk_id").is_some())
-        };
-        let tmp = |n: &str| n.contains(".tmp");
-        crate::io::check_out_dir_by(dir, ours, tmp, Some(force))
+        // An earlier save's files are its own when its config is gpt1's (a transformers
+        // tokenizer_config.json has no "mode"); anything else is the user's, refused by name.
+        let earlier = std::fs::read(dir.join(CONFIG_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|v| v.get("mode").is_some() && v.get("unk_id").is_some());
+        let own = |n: &str| n.contains(".tmp") || (earlier && SAVED.contains(&n));
+        crate::io::check_out_dir_by(dir, |_, _| false, own, Some(force))
     }
 
     /// Writes `vocab.json` and `merges.txt` (HF names; the special tokens are not in them).
