@@ -757,3 +757,16 @@ fn a_failed_write_to_stdout_is_an_error_not_a_panic() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_divergence_is_said_in_the_metrics_with_its_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d);
+    let out = d.join("div");
+    let err = fails(&strs(&pretrain_args(d, &out, &["--lr", "1e4", "--clip", "0"])), "lower --lr");
+    assert!(err.contains("the loss is"), "{err}");
+    let m = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(m.lines().last().unwrap()).unwrap();
+    assert!(last["warning"].as_str().unwrap().contains("lower --lr"), "{last}");
+}
