@@ -2,8 +2,9 @@
 //!
 //! One tile instruction multiplies a 16 × 32 bf16 tile of `a` by a 32 × 16 tile of `b` into a
 //! 16 × 16 fp32 tile: 8,192 multiply-adds. The micro-kernel keeps a 32 × 32 block of `c` in
-//! four tile registers (tmm0–3), loads two tiles of `a` (tmm4–5, 32 rows × 16 pairs) and two of
-//! `b` (tmm6–7, 16 pairs × 32 columns) per step of 16 pairs, and issues four `tdpbf16ps`.
+//! four tile registers (tmm0–3) through the whole of k, loads two tiles of `a` (tmm4–5, 32 rows ×
+//! 16 pairs) and two of `b` (tmm6–7, 16 pairs × 32 columns) per step of 16 pairs, and issues four
+//! `tdpbf16ps`.
 //! `b` is packed as for AVX-512 BF16 (`[panels][KP][32]` pairs, VNNI: a tile of `b` is 16 rows
 //! of 64 bytes, 128 bytes apart, so pinned panels serve both versions); `a` is packed per block of
 //! 32 rows as `[32][KP]` pairs (a tile's row is 16 consecutive pairs), by the AVX-512 packing
@@ -30,18 +31,25 @@ use std::sync::OnceLock;
 /// Rows of `c` one micro-kernel call computes (two tiles of 16).
 pub(super) const MA: usize = 32;
 
-/// The four tile operations of one 32 × 32 block of `c`.
+/// The tile operations of one 32 × 32 block of `c` through the whole of k.
 pub(super) trait TileOps: Sync {
-    /// `c[32][32]` (row stride `ldc` floats) = (`load` ? `c` : 0) + Σ over `steps` steps of 16
-    /// pairs of `a` (`ap`: `[32][KP]` pairs) times `b` (`bp`: `[KP][32]` pairs).
+    /// `c[32][32]` (row stride `ldc` floats) = (`load` ? `c` : 0) + Σ over `blocks` k blocks
+    /// of their steps of 16 pairs of `a` times `b`: block `i`'s `a` at `ap + i·MA·KP` (`[32][KP]`
+    /// pairs), its `b` at `bp + i·b_blk` (`[KP][32]` pairs); every block but the last has
+    /// `KP / 16` steps, the last `last`. The accumulators stay in the tiles from the first
+    /// step to the last.
     ///
     /// # Safety
-    /// `ap`, `bp` valid for `steps` · 16 pairs as laid out above; `c` valid for 32 rows of 32.
+    /// The operands valid for those steps as laid out above; `c` valid for 32 rows of 32;
+    /// `blocks` ≥ 1.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn block(
         &self,
         ap: *const u32,
         bp: *const u32,
-        steps: usize,
+        b_blk: usize,
+        blocks: usize,
+        last: usize,
         c: *mut f32,
         ldc: usize,
         load: bool,
@@ -64,7 +72,9 @@ impl TileOps for EmulatedTiles {
         &self,
         ap: *const u32,
         bp: *const u32,
-        steps: usize,
+        b_blk: usize,
+        blocks: usize,
+        last: usize,
         c: *mut f32,
         ldc: usize,
         load: bool,
@@ -77,14 +87,18 @@ impl TileOps for EmulatedTiles {
                 unsafe {
                     let o = c.add(i * ldc + j);
                     let mut acc = if load { ftz(*o) } else { 0.0 };
-                    for st in 0..steps {
-                        let (mut even, mut odd) = (0.0f32, 0.0f32);
-                        for q in 16 * st..16 * st + 16 {
-                            let (x, y) = (*ap.add(i * KP + q), *bp.add(q * NR + j));
-                            even = ftz(f(x & 0xFFFF).mul_add(f(y & 0xFFFF), even));
-                            odd = ftz(f(x >> 16).mul_add(f(y >> 16), odd));
+                    for blk in 0..blocks {
+                        let (a, b) = (ap.add(blk * MA * KP), bp.add(blk * b_blk));
+                        let steps = if blk + 1 == blocks { last } else { KP / 16 };
+                        for st in 0..steps {
+                            let (mut even, mut odd) = (0.0f32, 0.0f32);
+                            for q in 16 * st..16 * st + 16 {
+                                let (x, y) = (*a.add(i * KP + q), *b.add(q * NR + j));
+                                even = ftz(f(x & 0xFFFF).mul_add(f(y & 0xFFFF), even));
+                                odd = ftz(f(x >> 16).mul_add(f(y >> 16), odd));
+                            }
+                            acc = ftz(acc + (even + odd));
                         }
-                        acc = ftz(acc + (even + odd));
                     }
                     *o = acc;
                 }
@@ -109,28 +123,39 @@ const CONFIG: TileConfig = {
     TileConfig(c)
 };
 
+// a's tile rows (KP pairs, 4·KP bytes) are 4 times b's (NR pairs): one stride register and
+// a scale of 4 address both.
+const _: () = assert!(KP == 4 * NR);
+
 impl TileOps for Hardware {
     unsafe fn block(
         &self,
         ap: *const u32,
         bp: *const u32,
-        steps: usize,
+        b_blk: usize,
+        blocks: usize,
+        last: usize,
         c: *mut f32,
         ldc: usize,
         load: bool,
     ) {
         // SAFETY: `status` checked that the CPU has AMX and the OS granted its state; the
-        // pointers and strides are the caller's contract. One block configures the tiles, uses
-        // them and releases them: no tile state outlives it.
+        // pointers and strides are the caller's contract. One asm block configures the tiles,
+        // runs every k block with the accumulators in tmm0–3, stores them and releases the
+        // tiles: Rust's inline-assembly rules leave registers that are not operands (the tiles
+        // can only be clobbers) undefined on entry to a block, so no tile state may outlive it.
         unsafe {
             std::arch::asm!(
-                "ldtilecfg [{cfg}]",
-                "test {load:e}, {load:e}",
+                "ldtilecfg [{t}]",
+                "mov {t}, {sc}",
+                "shl {t}, 4",
+                "add {t}, {c0}",
+                "test {n:e}, {n:e}",
                 "jz 2f",
                 "tileloadd tmm0, [{c0} + {sc}*1]",
                 "tileloadd tmm1, [{c0} + {sc}*1 + 64]",
-                "tileloadd tmm2, [{c2} + {sc}*1]",
-                "tileloadd tmm3, [{c2} + {sc}*1 + 64]",
+                "tileloadd tmm2, [{t} + {sc}*1]",
+                "tileloadd tmm3, [{t} + {sc}*1 + 64]",
                 "jmp 3f",
                 "2:",
                 "tilezero tmm0",
@@ -138,37 +163,69 @@ impl TileOps for Hardware {
                 "tilezero tmm2",
                 "tilezero tmm3",
                 "3:",
-                "test {n}, {n}",
-                "jz 5f",
+                // Every block but the last: KP / 16 steps each.
+                "6:",
+                "test {nb}, {nb}",
+                "jz 7f",
+                "mov {n}, {full}",
+                "mov {t}, {a}",
+                "mov {pb}, {b}",
                 "4:",
-                "tileloadd tmm4, [{a} + {sa}*1]",
-                "tileloadd tmm5, [{a} + {sa}*1 + {a_hi}]",
-                "tileloadd tmm6, [{b} + {sb}*1]",
-                "tileloadd tmm7, [{b} + {sb}*1 + 64]",
+                "tileloadd tmm4, [{t} + {s}*4]",
+                "tileloadd tmm5, [{t} + {s}*4 + {a_hi}]",
+                "tileloadd tmm6, [{pb} + {s}*1]",
+                "tileloadd tmm7, [{pb} + {s}*1 + 64]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {t}, 64",
+                "add {pb}, {b_step}",
+                "dec {n}",
+                "jnz 4b",
+                "add {a}, {a_blk}",
+                "add {b}, {bb}",
+                "dec {nb}",
+                "jmp 6b",
+                // The last block: `last` steps.
+                "7:",
+                "test {last}, {last}",
+                "jz 5f",
+                "8:",
+                "tileloadd tmm4, [{a} + {s}*4]",
+                "tileloadd tmm5, [{a} + {s}*4 + {a_hi}]",
+                "tileloadd tmm6, [{b} + {s}*1]",
+                "tileloadd tmm7, [{b} + {s}*1 + 64]",
                 "tdpbf16ps tmm0, tmm4, tmm6",
                 "tdpbf16ps tmm1, tmm4, tmm7",
                 "tdpbf16ps tmm2, tmm5, tmm6",
                 "tdpbf16ps tmm3, tmm5, tmm7",
                 "add {a}, 64",
                 "add {b}, {b_step}",
-                "dec {n}",
-                "jnz 4b",
+                "dec {last}",
+                "jnz 8b",
                 "5:",
+                "mov {t}, {sc}",
+                "shl {t}, 4",
+                "add {t}, {c0}",
                 "tilestored [{c0} + {sc}*1], tmm0",
                 "tilestored [{c0} + {sc}*1 + 64], tmm1",
-                "tilestored [{c2} + {sc}*1], tmm2",
-                "tilestored [{c2} + {sc}*1 + 64], tmm3",
+                "tilestored [{t} + {sc}*1], tmm2",
+                "tilestored [{t} + {sc}*1 + 64], tmm3",
                 "tilerelease",
-                cfg = in(reg) CONFIG.0.as_ptr(),
-                load = in(reg) load as u32,
+                t = inout(reg) CONFIG.0.as_ptr() => _,
+                n = inout(reg) load as usize => _,
                 c0 = in(reg) c,
-                c2 = in(reg) c.add(16 * ldc),
                 sc = in(reg) 4 * ldc,
                 a = inout(reg) ap => _,
                 b = inout(reg) bp => _,
-                n = inout(reg) steps => _,
-                sa = in(reg) 4 * KP,
-                sb = in(reg) 4 * NR,
+                nb = inout(reg) blocks - 1 => _,
+                last = inout(reg) last => _,
+                pb = out(reg) _,
+                s = in(reg) 4 * NR,
+                bb = in(reg) 4 * b_blk,
+                full = const KP / 16,
+                a_blk = const MA * KP * 4,
                 a_hi = const 16 * KP * 4,
                 b_step = const 16 * NR * 4,
                 options(nostack),
@@ -308,12 +365,23 @@ unsafe fn pack_a(dst: &mut [u32], a: Mat, i0: usize, live: usize, p0: usize, kp:
     }
 }
 
+thread_local! {
+    /// Every k block's `b` panels of an unpinned product (grown only, on the calling thread).
+    static ALL_B: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// One task's rows of `a`, every k block (grown only, per worker thread).
+    static TASK_A: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// `c[m, n] (+)= bf16(a) · bf16(b)` through `ops`, `c` with row stride `ldc`.
 ///
-/// For each block of `KP` pairs (in order): `b`'s panels (kept ones when `b` is pinned), all of
-/// `a` packed in blocks of 32 rows, then tasks over 64 rows × a run of column panels, each
-/// 32 × 32 block of `c` loaded into the tiles, accumulated and stored back. Tasks split the
-/// output, never the reduction: the same result for any thread count.
+/// Designed from the AMX chapter of Intel's optimization manual and oneDNN's brgemm: `b`'s
+/// panels for every k block (kept ones when `b` is pinned, else packed once for the product),
+/// then tasks over 64 rows × a run of column panels. A task configures the tiles once, packs
+/// its 64 rows of `a` for every k block, and for each 32 × 32 block of `c` starts the
+/// accumulators (loaded or zeroed), runs every k block's steps with the accumulators held in
+/// the tiles, and stores them once. Tasks split the output, never the reduction: the same
+/// result for any thread count, and the same as one block per k block would give (a stored and
+/// reloaded fp32 value is unchanged).
 ///
 /// # Safety
 /// The CPU has AVX-512 BF16 (and AMX for [`Hardware`]); `c`, `a` and `b` as in
@@ -336,120 +404,111 @@ pub(super) unsafe fn matmul(
     let panels = n.div_ceil(NR);
     let tiles = m.div_ceil(MA);
     let pool = par == Par::Pool;
-    let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
     let stride = panels * NR * KP;
     let blocks = kpairs.div_ceil(KP).max(1);
+    let kp_of = |blk: usize| kpairs.saturating_sub(blk * KP).min(KP);
     // SAFETY: the caller guarantees the CPU features.
-    let (cached, mut buf) = unsafe { b_panels(b, k, n, pool) };
-    let cp = SendPtr(c);
-    // The 32 × 32 block of c at rows t·32.. and panel jb from packed `ap` and `bp` (`steps`
-    // steps; `first`: assign, else add): whole blocks in place, edge blocks through `edge`.
-    let tile =
-        |ap: &[u32], bp: &[u32], steps, t: usize, jb: usize, first: bool, edge: &mut [f32]| {
-            let (r0, rows, j0, cols) =
-                (t * MA, (m - t * MA).min(MA), jb * NR, (n - jb * NR).min(NR));
-            // SAFETY: the block of c at (r0, j0) belongs to the calling task alone and lies inside
-            // c when whole; `edge` holds 32 × 32; the packed operands hold `steps` steps.
-            unsafe {
-                let at = cp.get().add(r0 * ldc + j0);
-                if rows == MA && cols == NR {
-                    ops.block(ap.as_ptr(), bp.as_ptr(), steps, at, ldc, !first);
-                    return;
-                }
-                edge.fill(0.0);
-                if !first {
-                    for r in 0..rows {
-                        let src = std::slice::from_raw_parts(at.add(r * ldc), cols);
-                        edge[r * NR..r * NR + cols].copy_from_slice(src);
-                    }
-                }
-                ops.block(ap.as_ptr(), bp.as_ptr(), steps, edge.as_mut_ptr(), NR, !first);
-                for r in 0..rows {
-                    let dst = std::slice::from_raw_parts_mut(at.add(r * ldc), cols);
-                    dst.copy_from_slice(&edge[r * NR..r * NR + cols]);
-                }
+    let (cached, buf) = unsafe { b_panels(b, k, n, pool) };
+    put_panels(buf);
+    let mut owned = Vec::new();
+    let allb: &[u32] = match cached.as_deref() {
+        Some(all) => all,
+        None => {
+            owned = ALL_B.take();
+            if owned.len() < blocks * stride {
+                owned.resize(blocks * stride, 0);
             }
-        };
-    if let Some(all) = cached.as_deref().filter(|_| pool && m <= MA && panels > 1) {
-        // A decode step's few rows against kept panels: each task owns some column panels
-        // through every k block in order (one fork-join per product; each block of c sees the
-        // same operations as below).
-        let per = panels.div_ceil(4 * rayon::current_num_threads()).max(1);
-        (0..panels).into_par_iter().step_by(per).for_each(|j| {
-            let (mut ak, mut edge) = (vec![0u32; MA * KP], [0.0f32; MA * NR]);
-            for (blk, bpk) in all.chunks(stride).enumerate() {
-                let (p0, first) = (blk * KP, blk == 0 && !acc);
-                let kp = (kpairs - p0).min(KP);
+            let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
+            for (blk, dst) in owned.chunks_mut(stride).take(blocks).enumerate() {
                 // SAFETY: the caller guarantees the CPU features.
-                unsafe { pack_a(&mut ak, a, 0, m, p0, kp, k) };
-                for jb in j..(j + per).min(panels) {
-                    tile(&ak, &bpk[jb * NR * KP..], kp.div_ceil(16), 0, jb, first, &mut edge);
-                }
+                unsafe { pack_b(dst, bt, n, blk * KP, kp_of(blk), k, pool) };
             }
-        });
-        return;
-    }
-    let mut apk = vec![0u32; tiles * MA * KP];
+            &owned
+        }
+    };
+    let cp = SendPtr(c);
     // Tasks: 64 rows (two blocks of 32) × `per` column panels, at least 4 per thread.
     let groups = tiles.div_ceil(2);
     let want = if pool { 4 * rayon::current_num_threads() } else { 1 };
     let per = panels.div_ceil(want.div_ceil(groups)).max(1);
     let chunks = panels.div_ceil(per);
-    for blk in 0..blocks {
-        let (p0, first) = (blk * KP, blk == 0 && !acc);
-        let kp = (kpairs - p0).min(KP);
-        let steps = kp.div_ceil(16);
-        let bpk: &[u32] = match &cached {
-            Some(all) => &all[blk * stride..(blk + 1) * stride],
-            None => {
-                // SAFETY: the caller guarantees the CPU features.
-                unsafe { pack_b(&mut buf, bt, n, p0, kp, k, pool) };
-                &buf
-            }
-        };
-        // SAFETY (the closure): the caller guarantees the CPU features.
-        let pack_tile = |(t, dst): (usize, &mut [u32])| unsafe {
-            pack_a(dst, a, t * MA, (m - t * MA).min(MA), p0, kp, k)
-        };
-        if pool {
-            apk.par_chunks_mut(MA * KP).enumerate().for_each(pack_tile);
-        } else {
-            apk.chunks_mut(MA * KP).enumerate().for_each(pack_tile);
+    let task = |x: usize| {
+        let (g, ch) = (x / chunks, x % chunks);
+        let rows_of = |t: usize| (m - t * MA).min(MA);
+        let ts = 2 * g..(2 * g + 2).min(tiles);
+        let mut ak = TASK_A.take();
+        if ak.len() < 2 * blocks * MA * KP {
+            ak.resize(2 * blocks * MA * KP, 0);
         }
-        let apk = &apk;
-        let task = |x: usize| {
-            let (g, ch) = (x / chunks, x % chunks);
-            let mut edge = [0.0f32; MA * NR];
-            for jb in ch * per..((ch + 1) * per).min(panels) {
-                for t in 2 * g..(2 * g + 2).min(tiles) {
-                    let (ap, bp) = (&apk[t * MA * KP..], &bpk[jb * NR * KP..]);
-                    tile(ap, bp, steps, t, jb, first, &mut edge);
+        for t in ts.clone() {
+            for blk in 0..blocks {
+                let dst = &mut ak[((t - 2 * g) * blocks + blk) * MA * KP..][..MA * KP];
+                // SAFETY: the caller guarantees the CPU features.
+                unsafe { pack_a(dst, a, t * MA, rows_of(t), blk * KP, kp_of(blk), k) };
+            }
+        }
+        let mut edge = [0.0f32; MA * NR];
+        let last = kp_of(blocks - 1).div_ceil(16);
+        for jb in ch * per..((ch + 1) * per).min(panels) {
+            let (j0, cols) = (jb * NR, (n - jb * NR).min(NR));
+            for t in ts.clone() {
+                let (r0, rows) = (t * MA, rows_of(t));
+                let ap = ak[(t - 2 * g) * blocks * MA * KP..].as_ptr();
+                let bp = allb[jb * NR * KP..].as_ptr();
+                // SAFETY: the block of c at (r0, j0) belongs to this task alone and lies inside
+                // c when whole; `edge` holds 32 × 32; the packed operands hold every k block.
+                unsafe {
+                    let at = cp.get().add(r0 * ldc + j0);
+                    if rows == MA && cols == NR {
+                        ops.block(ap, bp, stride, blocks, last, at, ldc, acc);
+                        continue;
+                    }
+                    edge.fill(0.0);
+                    if acc {
+                        for r in 0..rows {
+                            let src = std::slice::from_raw_parts(at.add(r * ldc), cols);
+                            edge[r * NR..r * NR + cols].copy_from_slice(src);
+                        }
+                    }
+                    ops.block(ap, bp, stride, blocks, last, edge.as_mut_ptr(), NR, acc);
+                    for r in 0..rows {
+                        let dst = std::slice::from_raw_parts_mut(at.add(r * ldc), cols);
+                        dst.copy_from_slice(&edge[r * NR..r * NR + cols]);
+                    }
                 }
             }
-        };
-        if pool {
-            (0..groups * chunks).into_par_iter().for_each(task);
-        } else {
-            (0..groups * chunks).for_each(task);
         }
+        TASK_A.set(ak);
+    };
+    if pool {
+        (0..groups * chunks).into_par_iter().for_each(task);
+    } else {
+        (0..groups * chunks).for_each(task);
     }
-    put_panels(buf);
+    if !owned.is_empty() {
+        ALL_B.set(owned);
+    }
 }
 
-/// The micro-kernel's own rate on one thread, FLOP/s: `reps` calls on L1-resident panels.
+/// The micro-kernel's own rate on one thread, FLOP/s: `reps` blocks of 32 × 32 through
+/// k = 6,144 (24 k blocks of `a` from L2, one L1-resident `b` panel read for every block).
 ///
 /// # Safety
 /// [`status`] is Ok.
 pub(super) unsafe fn kernel_rate(reps: usize) -> f64 {
-    let (ap, bp) = (vec![0x3F80_3F80u32; MA * KP], vec![0x3C00_3C00u32; NR * KP]);
+    const BLOCKS: usize = 24;
+    let (ap, bp) = (vec![0x3F80_3F80u32; BLOCKS * MA * KP], vec![0x3C00_3C00u32; NR * KP]);
     let mut c = vec![0.0f32; MA * NR];
+    let calls = reps.div_ceil(BLOCKS).max(1);
     let t0 = std::time::Instant::now();
-    for _ in 0..reps {
-        // SAFETY: the caller's contract; the buffers hold the layout.
-        unsafe { Hardware.block(ap.as_ptr(), bp.as_ptr(), KP / 16, c.as_mut_ptr(), NR, true) };
+    for _ in 0..calls {
+        // SAFETY: the caller's contract; the buffers hold the layout (b's blocks 0 apart).
+        unsafe {
+            Hardware.block(ap.as_ptr(), bp.as_ptr(), 0, BLOCKS, KP / 16, c.as_mut_ptr(), NR, true)
+        };
     }
     std::hint::black_box(&c);
-    (2 * MA * NR * 2 * KP * reps) as f64 / t0.elapsed().as_secs_f64()
+    (2 * MA * NR * 2 * KP * BLOCKS * calls) as f64 / t0.elapsed().as_secs_f64()
 }
 
 #[cfg(test)]
@@ -482,6 +541,44 @@ mod tests {
                 let tol = 1e-4 * (k as f32).sqrt();
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!((g - w).abs() < tol, "{m}x{n}x{k} {ta} {tb} [{i}] {g} vs {w}");
+                }
+            }
+        }
+    }
+
+    /// The tiles' order of sums written plainly over the whole of k: per element, the start
+    /// value (c or 0), then per step of 16 pairs the even and the odd products summed apart
+    /// from zero and their sum added (flushing denormals), the steps in order across k blocks.
+    /// The driver with emulated tiles gives these bits exactly, whatever its blocking.
+    #[test]
+    fn the_amx_driver_sums_in_the_tiles_order() {
+        if !crate::kernels::gemm::avx512_bf16() {
+            return;
+        }
+        let ftz = |v: f32| if v.is_subnormal() { 0.0f32.copysign(v) } else { v };
+        let bf = |x: f32| ftz(f32::from_bits((crate::kernels::gemm::to_bf16(x) as u32) << 16));
+        for &(m, n, k, acc) in &[(70, 90, 520, false), (33, 40, 301, true), (5, 64, 1030, true)] {
+            let (a, b) = (rand_vec(m * k, 11), rand_vec(k * n, 12));
+            let c0 = rand_vec(m * n, 13);
+            let mut got = c0.clone();
+            let (am, bm) = (Mat::rows(&a, k), Mat::rows(&b, n));
+            // SAFETY: AVX-512 BF16 checked; the buffers hold the shapes.
+            unsafe { matmul(&EmulatedTiles, got.as_mut_ptr(), n, am, bm, m, n, k, acc, Par::Pool) };
+            let x = |i: usize, p: usize| if p < k { bf(a[i * k + p]) } else { 0.0 };
+            let y = |p: usize, j: usize| if p < k { bf(b[p * n + j]) } else { 0.0 };
+            for i in 0..m {
+                for j in 0..n {
+                    let mut s = if acc { ftz(c0[i * n + j]) } else { 0.0 };
+                    for st in 0..k.div_ceil(2).div_ceil(16) {
+                        let (mut even, mut odd) = (0.0f32, 0.0f32);
+                        for q in 16 * st..16 * st + 16 {
+                            even = ftz(x(i, 2 * q).mul_add(y(2 * q, j), even));
+                            odd = ftz(x(i, 2 * q + 1).mul_add(y(2 * q + 1, j), odd));
+                        }
+                        s = ftz(s + (even + odd));
+                    }
+                    let g = got[i * n + j];
+                    assert_eq!(g.to_bits(), s.to_bits(), "{m}x{n}x{k} ({i}, {j}): {g} vs {s}");
                 }
             }
         }
