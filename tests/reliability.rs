@@ -615,6 +615,14 @@ fn bad_inputs() -> Vec<Case> {
             needle: "holds files gpt1 did not write (train.bin)",
         },
         Case {
+            name: "prepare into / (wrote train.bin, val.bin and tokenizer/ there)",
+            args: |d| {
+                let corpus = write(d, "root-book.txt", b"one two three four\n");
+                v(&["prepare", "--input", &corpus, "--out", "/", "--quiet"])
+            },
+            needle: "/: holds files gpt1 did not write",
+        },
+        Case {
             name: "a missing file, its OS error said once",
             args: |d| v(&["score", "--model", &p(d, "run/final"), "--ids", &p(d, "nope.bin")]),
             needle: "nope.bin: No such file or directory (os error 2)",
@@ -629,7 +637,7 @@ fn every_bad_input_gets_a_clear_error_and_no_panic() {
     setup(d);
     ok(&strs(&pretrain_args(d, &d.join("run"), &["--steps", "2"])));
     let cases = bad_inputs();
-    assert!(cases.len() >= 36, "the table holds every case of issue 24 and its kind");
+    assert!(cases.len() >= 37, "the table holds every case of issue 24 and its kind");
     for c in cases {
         let a = (c.args)(d);
         let before = files(d);
@@ -769,4 +777,21 @@ fn a_divergence_is_said_in_the_metrics_with_its_fix() {
     let m = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(m.lines().last().unwrap()).unwrap();
     assert!(last["warning"].as_str().unwrap().contains("lower --lr"), "{last}");
+}
+
+#[test]
+fn invalid_utf8_on_standard_input_is_an_error_as_in_a_file() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
+        .arg("tokenize")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"fine\nbad \xff byte\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("-:2: invalid UTF-8 at byte 4 of the line"), "{err}");
 }
