@@ -3,29 +3,12 @@
 //! `GPT1_FAULT_TRIALS` (kill trials, default 6) makes it longer.
 
 mod common;
-use common::{ok, pretrain_args, s, strs};
+use common::{env_or, fault_args, ok, s, strs};
 
 use gpt1::kernels::rng::Rng;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// A config file and train/val shards of a learnable sequence (a noisy cycle).
-fn setup(dir: &Path) {
-    common::write_cycle_data(dir);
-}
-
-/// [`pretrain_args`] with validation and a checkpoint after every step (so that kills land in
-/// writes), for `steps` steps.
-fn fault_args(d: &Path, out: &Path, steps: &str) -> Vec<String> {
-    let val = d.join("val.bin");
-    let extra = ["--val", s(&val), "--steps", steps, "--save-every", "1", "--eval-every", "3"];
-    pretrain_args(d, out, &extra)
-}
 
 /// kill -9 at random moments (a checkpoint is written after every step, so many kills land in
 /// a checkpoint write), then `--resume` until the run finishes: the final weights and the
@@ -34,7 +17,7 @@ fn fault_args(d: &Path, out: &Path, steps: &str) -> Vec<String> {
 fn kill_9_at_random_moments_then_resume_gives_the_uninterrupted_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    setup(d);
+    common::write_cycle_data(d);
     let steps = "30";
     let straight = d.join("straight");
     let t0 = Instant::now();
@@ -117,7 +100,7 @@ fn kill_9_at_random_moments_then_resume_gives_the_uninterrupted_weights() {
 fn a_full_disk_is_reported_and_earlier_checkpoints_survive() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    setup(d);
+    common::write_cycle_data(d);
     let mnt = d.join("small");
     std::fs::create_dir_all(&mnt).unwrap();
     let mounted = Command::new("mount")

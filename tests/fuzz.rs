@@ -6,29 +6,13 @@
 //! `GPT1_FUZZ_MUTANTS` (mutants per reader, default 150) makes it longer.
 
 mod common;
-use common::{ok, pretrain_args, s, strs};
+use common::{env_or, fault_args, ok, s, strs};
 
 use gpt1::data::shard::{write_bin, write_npy_2d};
 use gpt1::kernels::rng::Rng;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// A config file and train/val shards of a learnable sequence (a noisy cycle).
-fn setup(dir: &Path) {
-    common::write_cycle_data(dir);
-}
-
-/// [`pretrain_args`] with validation and a checkpoint after every step, for `steps` steps.
-fn fault_args(d: &Path, out: &Path, steps: &str) -> Vec<String> {
-    let val = d.join("val.bin");
-    let extra = ["--val", s(&val), "--steps", steps, "--save-every", "1", "--eval-every", "3"];
-    pretrain_args(d, out, &extra)
-}
 
 /// One mutation of `b`: flipped bytes, a cut, an insertion, a duplicated slice, or (for text)
 /// a number replaced by an extreme one.
@@ -319,7 +303,7 @@ const READERS: &[Reader] = &[
 /// The valid inputs every reader's mutants start from, in `base`.
 fn fuzz_base(base: &Path) {
     std::fs::create_dir_all(base).unwrap();
-    setup(base);
+    common::write_cycle_data(base);
     let run = base.join("run");
     let mut a = fault_args(base, &run, "3");
     a.extend(["--stop-at".to_string(), "1".to_string()]);

@@ -211,3 +211,16 @@ pub fn letter_model(dir: &Path) {
     c.initializer_range = 0.3;
     gpt1::model::checkpoint::save_model(dir, &gpt1::model::Gpt::init(c, 1)).unwrap();
 }
+
+/// A count from the environment (a harness's size), or `default`.
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// [`pretrain_args`] with validation and a checkpoint after every step (so that kills land in
+/// writes), for `steps` steps: the fault harness's and the fuzzer's runs.
+pub fn fault_args(d: &Path, out: &Path, steps: &str) -> Vec<String> {
+    let val = d.join("val.bin");
+    let extra = ["--val", s(&val), "--steps", steps, "--save-every", "1", "--eval-every", "3"];
+    pretrain_args(d, out, &extra)
+}
