@@ -11,7 +11,7 @@
 //! - `mod.rs`: the operands ([`Mat`], [`Par`]) and their shape checks, the precision switch
 //!   ([`Gemm`]), the bf16 entry points and their dispatch, the definition and the emulation
 //!   (inputs rounded to bf16, then the fp32 product: any CPU).
-//! - `amx.rs`: the AMX version (`tdpbf16ps` on tiles, also emulated in scalar code for the
+//! - `amx/`: the AMX version (`tdpbf16ps` on tiles, also emulated in scalar code for the
 //!   tests), on the AVX-512 packing.
 //! - `avx512.rs`: the AVX-512 BF16 version (`vdpbf16ps`): packing, micro-kernels, drivers.
 //! - `pin.rs`: pinned weights, whose packed `b` panels are kept from product to product.
@@ -148,7 +148,7 @@ pub fn round_bf16(x: f32) -> f32 {
 /// Which version [`matmul_bf16`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
-    /// `tdpbf16ps` on Intel AMX's tiles (`amx.rs`), where the CPU has it, the OS grants
+    /// `tdpbf16ps` on Intel AMX's tiles (`amx/`), where the CPU has it, the OS grants
     /// it and its self-check passes.
     Amx,
     /// `vdpbf16ps` (AVX-512 BF16).

@@ -1,0 +1,229 @@
+//! The AMX tile instructions ([`Hardware`]) and the checks that decide whether they run
+//! ([`status`]): CPUID, the tile palette, the OS's permission, a self-check product.
+
+use super::{MA, TileOps, self_check};
+use crate::kernels::gemm::avx512::{KP, NR};
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+/// The tile instructions themselves.
+pub(in crate::kernels::gemm) struct Hardware;
+
+/// The tile configuration (palette 1): eight tiles of 16 rows × 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+const CONFIG: TileConfig = {
+    let mut c = [0u8; 64];
+    c[0] = 1;
+    let mut t = 0;
+    while t < 8 {
+        c[16 + 2 * t] = 64; // bytes per row, little-endian u16
+        c[48 + t] = 16; // rows
+        t += 1;
+    }
+    TileConfig(c)
+};
+
+// a's tile rows (KP pairs, 4·KP bytes) are 4 times b's (NR pairs): one stride register and
+// a scale of 4 address both.
+const _: () = assert!(KP == 4 * NR);
+
+impl TileOps for Hardware {
+    unsafe fn block(
+        &self,
+        ap: *const u32,
+        bp: *const u32,
+        b_blk: usize,
+        blocks: usize,
+        last: usize,
+        c: *mut f32,
+        ldc: usize,
+        load: bool,
+    ) {
+        // SAFETY: `status` checked that the CPU has AMX and the OS granted its state; the
+        // pointers and strides are the caller's contract. One asm block configures the tiles,
+        // runs every k block with the accumulators in tmm0–3, stores them and releases the
+        // tiles: Rust's inline-assembly rules leave registers that are not operands (the tiles
+        // can only be clobbers) undefined on entry to a block, so no tile state may outlive it.
+        unsafe {
+            std::arch::asm!(
+                "ldtilecfg [{t}]",
+                "mov {t}, {sc}",
+                "shl {t}, 4",
+                "add {t}, {c0}",
+                "test {n:e}, {n:e}",
+                "jz 2f",
+                "tileloadd tmm0, [{c0} + {sc}*1]",
+                "tileloadd tmm1, [{c0} + {sc}*1 + 64]",
+                "tileloadd tmm2, [{t} + {sc}*1]",
+                "tileloadd tmm3, [{t} + {sc}*1 + 64]",
+                "jmp 3f",
+                "2:",
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "3:",
+                // Every block but the last: KP / 16 steps each.
+                "6:",
+                "test {nb}, {nb}",
+                "jz 7f",
+                "mov {n}, {full}",
+                "mov {t}, {a}",
+                "mov {pb}, {b}",
+                "4:",
+                "tileloadd tmm4, [{t} + {s}*4]",
+                "tileloadd tmm5, [{t} + {s}*4 + {a_hi}]",
+                "tileloadd tmm6, [{pb} + {s}*1]",
+                "tileloadd tmm7, [{pb} + {s}*1 + 64]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {t}, 64",
+                "add {pb}, {b_step}",
+                "dec {n}",
+                "jnz 4b",
+                "add {a}, {a_blk}",
+                "add {b}, {bb}",
+                "dec {nb}",
+                "jmp 6b",
+                // The last block: `last` steps.
+                "7:",
+                "test {last}, {last}",
+                "jz 5f",
+                "8:",
+                "tileloadd tmm4, [{a} + {s}*4]",
+                "tileloadd tmm5, [{a} + {s}*4 + {a_hi}]",
+                "tileloadd tmm6, [{b} + {s}*1]",
+                "tileloadd tmm7, [{b} + {s}*1 + 64]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {a}, 64",
+                "add {b}, {b_step}",
+                "dec {last}",
+                "jnz 8b",
+                "5:",
+                "mov {t}, {sc}",
+                "shl {t}, 4",
+                "add {t}, {c0}",
+                "tilestored [{c0} + {sc}*1], tmm0",
+                "tilestored [{c0} + {sc}*1 + 64], tmm1",
+                "tilestored [{t} + {sc}*1], tmm2",
+                "tilestored [{t} + {sc}*1 + 64], tmm3",
+                "tilerelease",
+                t = inout(reg) CONFIG.0.as_ptr() => _,
+                n = inout(reg) load as usize => _,
+                c0 = in(reg) c,
+                sc = in(reg) 4 * ldc,
+                a = inout(reg) ap => _,
+                b = inout(reg) bp => _,
+                nb = inout(reg) blocks - 1 => _,
+                last = inout(reg) last => _,
+                pb = out(reg) _,
+                s = in(reg) 4 * NR,
+                bb = in(reg) 4 * b_blk,
+                full = const KP / 16,
+                a_blk = const MA * KP * 4,
+                a_hi = const 16 * KP * 4,
+                b_step = const 16 * NR * 4,
+                options(nostack),
+            );
+        }
+    }
+}
+
+/// Why AMX is not used, or Ok: decided once per process. Checks, in order: AVX-512 BF16 (the
+/// packing uses it), the CPU's AMX-BF16 and AMX-TILE bits, the OS's permission for the tile
+/// state, and a self-check product (odd shapes, accumulation) against [`reference`].
+pub fn status() -> &'static Result<(), String> {
+    static STATUS: OnceLock<Result<(), String>> = OnceLock::new();
+    STATUS.get_or_init(|| {
+        if !crate::kernels::gemm::avx512_bf16() {
+            return Err("no AVX-512 BF16".into());
+        }
+        if !has_amx() {
+            return Err("no AMX on this CPU".into());
+        }
+        palette_fits()?;
+        request_permission()?;
+        self_check(&Hardware)
+    })
+}
+
+/// The CPU reports AMX-BF16 and AMX-TILE (CPUID leaf 7: EDX bits 22 and 24).
+pub fn has_amx() -> bool {
+    let r = __cpuid_count(7, 0);
+    r.edx & (1 << 22) != 0 && r.edx & (1 << 24) != 0
+}
+
+/// The tile palette 1 (CPUID leaf 0x1D) holds the configuration used here: 8 tiles of 16 rows
+/// of 64 bytes.
+fn palette_fits() -> Result<(), String> {
+    let max_leaf = __cpuid_count(0, 0).eax;
+    if max_leaf < 0x1D || __cpuid_count(0x1D, 0).eax < 1 {
+        return Err("the CPU reports no AMX tile palette".into());
+    }
+    let p = __cpuid_count(0x1D, 1);
+    let (row_bytes, names, rows) = (p.ebx & 0xFFFF, p.ebx >> 16, p.ecx & 0xFFFF);
+    if row_bytes < 64 || names < 8 || rows < 16 {
+        return Err(format!(
+            "the AMX palette has {names} tiles of {rows} rows of {row_bytes} bytes; 8 × 16 × 64 needed"
+        ));
+    }
+    Ok(())
+}
+
+/// `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`: Linux grants a process the tile
+/// state only on request (kernel 5.16+).
+fn request_permission() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        const SYS_ARCH_PRCTL: i64 = 158;
+        const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+        const XFEATURE_XTILEDATA: i64 = 18;
+        let ret: i64;
+        // SAFETY: a system call with integer arguments; it reads and writes no memory of ours.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") SYS_ARCH_PRCTL => ret,
+                in("rdi") ARCH_REQ_XCOMP_PERM,
+                in("rsi") XFEATURE_XTILEDATA,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        if ret != 0 {
+            return Err(format!("the OS refused the AMX tile state (arch_prctl: error {})", -ret));
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    Err("AMX is enabled on Linux only".into())
+}
+
+/// The micro-kernel's own rate on one thread, FLOP/s: `reps` blocks of 32 × 32 through
+/// k = 6,144 (24 k blocks of `a` from L2, one L1-resident `b` panel read for every block).
+///
+/// # Safety
+/// [`status`] is Ok.
+pub(in crate::kernels::gemm) unsafe fn kernel_rate(reps: usize) -> f64 {
+    const BLOCKS: usize = 24;
+    let (ap, bp) = (vec![0x3F80_3F80u32; BLOCKS * MA * KP], vec![0x3C00_3C00u32; NR * KP]);
+    let mut c = vec![0.0f32; MA * NR];
+    let calls = reps.div_ceil(BLOCKS).max(1);
+    let t0 = std::time::Instant::now();
+    for _ in 0..calls {
+        // SAFETY: the caller's contract; the buffers hold the layout (b's blocks 0 apart).
+        unsafe {
+            Hardware.block(ap.as_ptr(), bp.as_ptr(), 0, BLOCKS, KP / 16, c.as_mut_ptr(), NR, true)
+        };
+    }
+    std::hint::black_box(&c);
+    (2 * MA * NR * 2 * KP * BLOCKS * calls) as f64 / t0.elapsed().as_secs_f64()
+}
