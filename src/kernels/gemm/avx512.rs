@@ -468,18 +468,9 @@ pub(super) unsafe fn b_panels(
     n: usize,
     pool: bool,
 ) -> (Option<std::sync::Arc<Vec<u32>>>, Vec<u32>) {
-    let (kpairs, stride) = (k.div_ceil(2), n.div_ceil(NR) * NR * KP);
-    // b packs as the rows of its transpose.
-    let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
-    let kept = |pack| if pool { pinned_panels(b, k, n, pack) } else { None };
-    let cached = kept(|| {
-        let mut all = vec![0u32; kpairs.div_ceil(KP).max(1) * stride];
-        for (blk, dst) in all.chunks_mut(stride).enumerate() {
-            // SAFETY: the caller guarantees the CPU features.
-            unsafe { pack_b(dst, bt, n, blk * KP, (kpairs - blk * KP).min(KP), k, pool) };
-        }
-        all
-    });
+    let stride = n.div_ceil(NR) * NR * KP;
+    // SAFETY: the caller guarantees the CPU features.
+    let cached = unsafe { kept_b_panels(b, k, n, pool) };
     if cached.is_some() {
         return (cached, Vec::new());
     }
@@ -488,6 +479,33 @@ pub(super) unsafe fn b_panels(
         buf.resize(stride, 0);
     }
     (None, buf)
+}
+
+/// [`b_panels`]' kept panels alone: every k block's, when `b` lies in pinned weights and the
+/// product runs on the pool (packed at the first call); else None.
+///
+/// # Safety
+/// The CPU must have AVX-512F, AVX-512BW and AVX-512 BF16.
+pub(super) unsafe fn kept_b_panels(
+    b: Mat,
+    k: usize,
+    n: usize,
+    pool: bool,
+) -> Option<std::sync::Arc<Vec<u32>>> {
+    let (kpairs, stride) = (k.div_ceil(2), n.div_ceil(NR) * NR * KP);
+    // b packs as the rows of its transpose.
+    let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
+    if !pool {
+        return None;
+    }
+    pinned_panels(b, k, n, || {
+        let mut all = vec![0u32; kpairs.div_ceil(KP).max(1) * stride];
+        for (blk, dst) in all.chunks_mut(stride).enumerate() {
+            // SAFETY: the caller guarantees the CPU features.
+            unsafe { pack_b(dst, bt, n, blk * KP, (kpairs - blk * KP).min(KP), k, pool) };
+        }
+        all
+    })
 }
 
 /// Gives [`b_panels`]'s buffer back to this thread (an empty one, from kept panels, is not

@@ -207,8 +207,10 @@ fn request_permission() -> Result<(), String> {
     Err("AMX is enabled on Linux only".into())
 }
 
-/// The micro-kernel's own rate on one thread, FLOP/s: `reps` blocks of 32 × 32 through
-/// k = 6,144 (24 k blocks of `a` from L2, one L1-resident `b` panel read for every block).
+/// The micro-kernel's own rate on one thread, FLOP/s: about `reps` k blocks of one 32 × 32
+/// block of `c`, run as calls of 24 k blocks each (k = 6,144; `a` from L2, one L1-resident `b`
+/// panel read for every block). Each call configures, loads and stores once, as a product's
+/// blocks do: not comparable with the first version's rate, which paid that per k block.
 ///
 /// # Safety
 /// [`status`] is Ok.

@@ -21,7 +21,7 @@
 //! edges and accumulation on any CPU with AVX-512 BF16; the assembly itself is checked by
 //! [`status`]'s self-check where AMX exists.
 
-use super::avx512::{KP, NR, b_panels, pack, pack_b, put_panels, transpose16};
+use super::avx512::{KP, NR, kept_b_panels, pack, pack_b, transpose16};
 use super::{Mat, Par, last_index, reference};
 use crate::kernels::parallel::SendPtr;
 use rayon::prelude::*;
@@ -167,6 +167,9 @@ unsafe fn pack_a(dst: &mut [u32], a: Mat, i0: usize, live: usize, p0: usize, kp:
     }
 }
 
+/// The largest `b` packing a thread keeps between products.
+const KEEP_B_BYTES: usize = 64 << 20;
+
 thread_local! {
     /// Every k block's `b` panels of an unpinned product (grown only, on the calling thread).
     static ALL_B: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
@@ -210,8 +213,7 @@ pub(super) unsafe fn matmul(
     let blocks = kpairs.div_ceil(KP).max(1);
     let kp_of = |blk: usize| kpairs.saturating_sub(blk * KP).min(KP);
     // SAFETY: the caller guarantees the CPU features.
-    let (cached, buf) = unsafe { b_panels(b, k, n, pool) };
-    put_panels(buf);
+    let cached = unsafe { kept_b_panels(b, k, n, pool) };
     let mut owned = Vec::new();
     let allb: &[u32] = match cached.as_deref() {
         Some(all) => all,
@@ -287,7 +289,10 @@ pub(super) unsafe fn matmul(
     } else {
         (0..groups * chunks).for_each(task);
     }
-    if !owned.is_empty() {
+    // Kept for the next product up to the size of gpt1's largest weight in bf16 (the tied
+    // embedding, 62 MB); a larger one (a long batch's weight gradient, whose `b` is the
+    // activations) is freed.
+    if !owned.is_empty() && owned.len() * 4 <= KEEP_B_BYTES {
         ALL_B.set(owned);
     }
 }
