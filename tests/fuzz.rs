@@ -67,17 +67,24 @@ fn mutate(b: &[u8], r: &mut Rng) -> Vec<u8> {
     m
 }
 
-/// Files of `dir` (recursively) with their sizes, to see what a command wrote.
+/// Files of `dir` (recursively) with a hash of their bytes (directories with 0), to see what a
+/// command wrote or changed.
 fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
+    use std::hash::{Hash, Hasher};
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(p) = stack.pop() {
         for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
             let path = e.path();
-            if path.is_dir() {
+            let content = if path.is_dir() {
                 stack.push(path.clone());
-            }
-            out.push((path, e.metadata().map_or(0, |m| m.len())));
+                0
+            } else {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                std::fs::read(&path).unwrap_or_default().hash(&mut h);
+                h.finish()
+            };
+            out.push((path, content));
         }
     }
     out.sort();
@@ -446,14 +453,18 @@ fn mutants_of_every_reader_give_errors_not_panics_aborts_hangs_or_stray_writes()
                     // Writes only where the command may write: the run directory, out/.
                     let allowed = [work.join("run"), work.join("out"), work.join("ftrun")];
                     let after = listing(&work);
-                    for (p, size) in &after {
-                        let new_or_changed = !before.contains(&(p.clone(), *size));
-                        if new_or_changed && !allowed.iter().any(|a| p.starts_with(a)) {
-                            failures.push(format!(
-                                "{} mutant {i}: wrote {}",
-                                reader.name,
-                                p.display()
-                            ));
+                    // Not one byte changed, and nothing added or removed, anywhere else.
+                    let outside = |p: &PathBuf| !allowed.iter().any(|a| p.starts_with(a));
+                    for (p, content) in &after {
+                        if !before.contains(&(p.clone(), *content)) && outside(p) {
+                            let what = format!("wrote {}", p.display());
+                            failures.push(format!("{} mutant {i}: {what}", reader.name));
+                        }
+                    }
+                    for (p, _) in before.iter().filter(|(p, _)| outside(p)) {
+                        if !after.iter().any(|(q, _)| q == p) {
+                            let what = format!("removed {}", p.display());
+                            failures.push(format!("{} mutant {i}: {what}", reader.name));
                         }
                     }
                 }
