@@ -179,28 +179,13 @@ impl Output {
     }
 }
 
-/// The rule for an output directory (`--out DIR` of `prepare`): it may be new, empty, or hold
-/// an earlier output of the same command (its `marker` file, written last); anything else
-/// holds files gpt1 did not write and is refused, naming some, unless `force`. Names for which
-/// `own` is true (the command's temporary files) do not count.
-pub fn check_out_dir(
-    dir: &Path,
-    marker: &str,
-    own: impl Fn(&str) -> bool,
-    force: bool,
-) -> Result<()> {
-    check_out_dir_by(dir, |_, names| names.iter().any(|n| n == marker), own, Some(force))
-}
-
-/// [`check_out_dir`] where `ours(dir, names)` says whether the directory already holds an
-/// earlier output of the command (which it rewrites). `force`: None where the command has no
-/// `--force` (its output replaces a directory whole, so it never writes beside foreign files).
-pub fn check_out_dir_by(
-    dir: &Path,
-    ours: impl Fn(&Path, &[String]) -> bool,
-    own: impl Fn(&str) -> bool,
-    force: Option<bool>,
-) -> Result<()> {
+/// The rule for an output directory (`--out DIR`): it may be new, empty, or hold the same
+/// command's earlier output; anything else holds files gpt1 did not write and is refused,
+/// naming some, unless `force` is `Some(true)`. `own(name)` says which names are the command's
+/// (its files, once it knows the directory is its earlier output, and its temporaries).
+/// `force`: None where the command has no `--force` (its output replaces a directory whole, so
+/// it never writes beside foreign files).
+pub fn check_out_dir(dir: &Path, own: impl Fn(&str) -> bool, force: Option<bool>) -> Result<()> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -211,7 +196,7 @@ pub fn check_out_dir_by(
     };
     let names: Vec<String> =
         rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    if force == Some(true) || ours(dir, &names) {
+    if force == Some(true) {
         return Ok(());
     }
     let mut foreign: Vec<&String> = names.iter().filter(|n| !own(n)).collect();

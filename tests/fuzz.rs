@@ -6,7 +6,7 @@
 //! `GPT1_FUZZ_MUTANTS` (mutants per reader, default 150) makes it longer.
 
 mod common;
-use common::{env_or, fault_args, ok, s, strs};
+use common::{env_or, fault_args, ok, s, snapshot, strs};
 
 use gpt1::data::shard::{write_bin, write_npy_2d};
 use gpt1::kernels::rng::Rng;
@@ -65,30 +65,6 @@ fn mutate(b: &[u8], r: &mut Rng) -> Vec<u8> {
         }
     }
     m
-}
-
-/// Files of `dir` (recursively) with a hash of their bytes (directories with 0), to see what a
-/// command wrote or changed.
-fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
-    use std::hash::{Hash, Hasher};
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
-            let path = e.path();
-            let content = if path.is_dir() {
-                stack.push(path.clone());
-                0
-            } else {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                std::fs::read(&path).unwrap_or_default().hash(&mut h);
-                h.finish()
-            };
-            out.push((path, content));
-        }
-    }
-    out.sort();
-    out
 }
 
 /// One reader under the fuzzer: the valid file it reads, where a mutant goes, and the command
@@ -442,7 +418,7 @@ fn mutants_of_every_reader_give_errors_not_panics_aborts_hangs_or_stray_writes()
             copy_tree(&base, &work);
             let mutant = mutate(&original, &mut r);
             std::fs::write(work.join(reader.file), &mutant).unwrap();
-            let before = listing(&work);
+            let before = snapshot(&work);
             let args: Vec<String> = reader.args.iter().map(|a| a.replace("{}", s(&work))).collect();
             let res = run_bounded(&args, Duration::from_secs(20));
             total += 1;
@@ -452,7 +428,7 @@ fn mutants_of_every_reader_give_errors_not_panics_aborts_hangs_or_stray_writes()
                     rejected += err.contains("error:") as usize;
                     // Writes only where the command may write: the run directory, out/.
                     let allowed = [work.join("run"), work.join("out"), work.join("ftrun")];
-                    let after = listing(&work);
+                    let after = snapshot(&work);
                     // Not one byte changed, and nothing added or removed, anywhere else.
                     let outside = |p: &PathBuf| !allowed.iter().any(|a| p.starts_with(a));
                     for (p, content) in &after {
@@ -678,7 +654,7 @@ fn every_state_of_an_output_path_keeps_the_users_files() {
                 let first = run_bounded(&args(&out), Duration::from_secs(20)).unwrap();
                 assert!(!first.contains("error:"), "{}: {first}", sink.name);
             }
-            let before = files_and_links(&work);
+            let before = snapshot(&work);
             let res = run_bounded(&args(&out), Duration::from_secs(20));
             runs += 1;
             let tag = format!("{} with --out {state:?}", sink.name);
@@ -699,7 +675,7 @@ fn every_state_of_an_output_path_keeps_the_users_files() {
                 (matches!(state, State::UsersFileForced) && !sink.dir && p == work.join("o"))
                     || (matches!(state, State::Again) && p.starts_with(work.join("o")))
             };
-            let after = files_and_links(&work);
+            let after = snapshot(&work);
             for (p, what) in &before {
                 if !may_change(p) && after.iter().find(|(q, _)| q == p).map(|x| &x.1) != Some(what)
                 {
@@ -710,25 +686,4 @@ fn every_state_of_an_output_path_keeps_the_users_files() {
     }
     eprintln!("outputs: {runs} commands, {} failures", failures.len());
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
-}
-
-/// Every file (its bytes) and symbolic link (its target) under `d`.
-fn files_and_links(d: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![d.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let (p, ft) = (e.path(), e.file_type().unwrap());
-            if ft.is_symlink() {
-                let t = std::fs::read_link(&p).unwrap();
-                out.push((p, format!("link to {}", t.display()).into_bytes()));
-            } else if ft.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
 }

@@ -66,16 +66,26 @@ impl Server {
     }
 
     fn post_raw(&self, path: &str, body: &str, key: Option<&str>) -> (u16, Value) {
+        self.try_post_raw(path, body, key).unwrap()
+    }
+
+    /// [`Server::post_raw`], or the transport's error (a connection the server closed).
+    fn try_post_raw(
+        &self,
+        path: &str,
+        body: &str,
+        key: Option<&str>,
+    ) -> Result<(u16, Value), ureq::Error> {
         let mut r = Self::agent()
             .post(&format!("{}{path}", self.base))
             .header("Content-Type", "application/json");
         if let Some(k) = key {
             r = r.header("Authorization", &format!("Bearer {k}"));
         }
-        let mut res = r.send(body).unwrap();
+        let mut res = r.send(body)?;
         let status = res.status().as_u16();
-        let text = res.body_mut().read_to_string().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        let text = res.body_mut().read_to_string()?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
@@ -361,7 +371,20 @@ fn bad_requests_get_a_json_error_and_the_server_keeps_serving() {
         ),
     ];
     for (path, body, status, needle) in cases {
-        let (st, v) = srv.post_raw(path, &body, None);
+        // A body over the limit is refused from its Content-Length, before it is read: the
+        // server may close the connection while the client still sends, which a loaded machine
+        // shows as a broken pipe instead of the 413 (docs/serving.md). Either way, it serves on.
+        let (st, v) = match srv.try_post_raw(path, &body, None) {
+            Err(ureq::Error::Io(e)) if status == 413 => {
+                use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+                assert!(matches!(e.kind(), BrokenPipe | ConnectionReset), "{path}: {e}");
+                let (st, v) =
+                    srv.post("/v1/completions", &json!({"prompt": "ab", "max_tokens": 2}));
+                assert_eq!(st, 200, "after {path} {body:.80}: {v}");
+                continue;
+            }
+            r => r.unwrap(),
+        };
         assert_eq!(st, status, "{path} {body:.80}: {v}");
         let msg =
             v["error"]["message"].as_str().unwrap_or_else(|| panic!("{path} {body:.80}: {v}"));

@@ -72,7 +72,7 @@ pub fn finished<T: serde::de::DeserializeOwned>(run: &Path, file: &str) -> Resul
 /// or replaces a user's file of the same name.
 pub fn claim_out(out: &Path, own: impl Fn(&str) -> bool) -> Result<()> {
     let own = |n: &str| own(n) || n.contains(".tmp") || n.contains(".old");
-    crate::io::check_out_dir_by(out, |_, _| false, own, None)?;
+    crate::io::check_out_dir(out, own, None)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))
 }
 

@@ -4,7 +4,7 @@
 use super::api::{ApiError, ApiResult, object};
 use super::completions::{answer, submit};
 use super::engine::Job;
-use super::state::State;
+use super::state::{State, TaskInfo};
 use crate::tasks::evaluate::{Prediction, softmax};
 use crate::tasks::readers::Shape;
 use crate::tasks::{Example, Input, Target};
@@ -43,8 +43,7 @@ fn text(o: &Map<String, Value>, names: &[&str], i: usize, optional: bool) -> Api
     Err(ApiError::bad("inputs", format!("example {i}: give {}", names.join(" or "))))
 }
 
-fn example(st: &State, o: &Map<String, Value>, i: usize) -> ApiResult<Example> {
-    let info = st.task.as_ref().expect("checked");
+fn example(info: &TaskInfo, o: &Map<String, Value>, i: usize) -> ApiResult<Example> {
     let custom = info.def.custom.as_ref();
     // A user's task reads its own column names first.
     fn with<'a>(own: Option<&'a String>, std: &'static [&'static str]) -> Vec<&'a str> {
@@ -99,8 +98,8 @@ fn example(st: &State, o: &Map<String, Value>, i: usize) -> ApiResult<Example> {
 
 /// One example's answer: `{label, probabilities}` (classes: by label; multiple choice: the
 /// 1-based candidate and one probability per candidate) or `{score}` (regression).
-fn answer_of(st: &State, p: &Prediction, scores: &[f32]) -> Value {
-    let def = &st.task.as_ref().expect("checked").def;
+fn answer_of(info: &TaskInfo, p: &Prediction, scores: &[f32]) -> Value {
+    let def = &info.def;
     match p {
         Prediction::Score(s) => json!({"score": s}),
         Prediction::Class(c) if def.labels.is_empty() => {
@@ -120,12 +119,12 @@ fn answer_of(st: &State, p: &Prediction, scores: &[f32]) -> Value {
 
 /// `{fields}` answers one object; `{"inputs": [{fields}, ...]}` answers `{"data": [...]}`.
 pub async fn classify(st: &State, body: &[u8]) -> ApiResult<(Value, usize)> {
-    if st.task.is_none() {
+    let Some(info) = st.task.as_deref() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "this server runs a language model: /v1/classify needs a fine-tuned checkpoint (gpt1 finetune's best/)",
         ));
-    }
+    };
     let m = object(body)?;
     st.check_model(&m)?;
     let (objs, many): (Vec<&Map<String, Value>>, bool) = match m.get("inputs") {
@@ -143,13 +142,13 @@ pub async fn classify(st: &State, body: &[u8]) -> ApiResult<(Value, usize)> {
         return Err(ApiError::bad("inputs", format!("give 1 to {MAX_EXAMPLES} examples")));
     }
     let examples =
-        objs.iter().enumerate().map(|(i, o)| example(st, o, i)).collect::<ApiResult<Vec<_>>>()?;
+        objs.iter().enumerate().map(|(i, o)| example(info, o, i)).collect::<ApiResult<Vec<_>>>()?;
     let n = examples.len();
     let (reply, rx) = tokio::sync::oneshot::channel();
     submit(st, Job::Classify { examples, reply })?;
     let ev = answer(rx).await?;
     let out: Vec<Value> =
-        ev.predictions.iter().zip(&ev.scores).map(|(p, s)| answer_of(st, p, s)).collect();
+        ev.predictions.iter().zip(&ev.scores).map(|(p, s)| answer_of(info, p, s)).collect();
     let body =
         if many { json!({"data": out}) } else { out.into_iter().next().unwrap_or(Value::Null) };
     Ok((body, n))

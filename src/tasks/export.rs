@@ -56,7 +56,7 @@ pub fn check_export_dir(dir: &Path) -> Result<std::path::PathBuf> {
     // An earlier export's files are its own; without its gpt1_task.json every file is the
     // user's (a transformers model's config.json, say), and refused by name.
     let earlier = dir.join("gpt1_task.json").is_file();
-    crate::io::check_out_dir_by(&dir, |_, _| false, |n| earlier && EXPORTED.contains(&n), None)?;
+    crate::io::check_out_dir(&dir, |n| earlier && EXPORTED.contains(&n), None)?;
     Ok(dir)
 }
 

@@ -375,7 +375,9 @@ pub fn prepare(tok: &Tokenizer, opts: &PrepareOptions) -> Result<PrepareStats> {
         ));
     }
     let val = choose_val(&docs, opts.val_fraction)?;
-    crate::io::check_out_dir(&opts.out, MARKER, is_tmp, opts.force)?;
+    // An earlier prepare's directory (its marker, written last) is rewritten whatever it holds.
+    let earlier = opts.out.join(MARKER).is_file();
+    crate::io::check_out_dir(&opts.out, |n| earlier || is_tmp(n), Some(opts.force))?;
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     // Temporary shards a killed run left behind.
     for e in std::fs::read_dir(&opts.out).map_err(|e| Error::io(&opts.out, e))?.flatten() {

@@ -483,7 +483,7 @@ impl Tokenizer {
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .is_some_and(|v| v.get("mode").is_some() && v.get("unk_id").is_some());
         let own = |n: &str| n.contains(".tmp") || (earlier && SAVED.contains(&n));
-        crate::io::check_out_dir_by(dir, |_, _| false, own, Some(force))
+        crate::io::check_out_dir(dir, own, Some(force))
     }
 
     /// Writes `vocab.json` and `merges.txt` (HF names; the special tokens are not in them).

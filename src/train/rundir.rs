@@ -349,6 +349,17 @@ impl MetricsLog {
         }
     }
 
+    /// Records a step's failure to diverge (a NaN or infinite loss: its step and fix, as a
+    /// `warning`, so the log and TensorBoard say it too) and flushes; other results pass
+    /// through untouched.
+    pub fn note_divergence<T>(&mut self, step: u64, lr: f32, r: &Result<T>) -> Result<()> {
+        if let Err(e @ Error::Diverged { .. }) = r {
+            self.write(serde_json::json!({"step": step, "lr": lr, "warning": e.to_string()}))?;
+            self.sync()?;
+        }
+        Ok(())
+    }
+
     /// Flushes the lines to disk (before a stop or at the end); whether this rank writes.
     pub fn sync(&self) -> Result<bool> {
         if let Some(e) = &self.events {

@@ -224,3 +224,33 @@ pub fn fault_args(d: &Path, out: &Path, steps: &str) -> Vec<String> {
     let extra = ["--val", s(&val), "--steps", steps, "--save-every", "1", "--eval-every", "3"];
     pretrain_args(d, out, &extra)
 }
+
+/// Everything under `d`: each file with a hash of its bytes, each symbolic link (not followed)
+/// with a hash of its target, each directory with 0; sorted. Two snapshots differ where a
+/// command added, removed or changed anything, by a single byte.
+pub fn snapshot(d: &Path) -> Vec<(PathBuf, u64)> {
+    use std::hash::{Hash, Hasher};
+    let hash = |x: &[u8]| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        x.hash(&mut h);
+        h.finish()
+    };
+    let mut out = Vec::new();
+    let mut stack = vec![d.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let (p, ft) = (e.path(), e.file_type().unwrap());
+            let content = if ft.is_symlink() {
+                hash(std::fs::read_link(&p).unwrap().as_os_str().as_encoded_bytes())
+            } else if ft.is_dir() {
+                stack.push(p.clone());
+                0
+            } else {
+                hash(&std::fs::read(&p).unwrap_or_default())
+            };
+            out.push((p, content));
+        }
+    }
+    out.sort();
+    out
+}

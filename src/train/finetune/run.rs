@@ -90,12 +90,7 @@ pub(super) fn run<B: Backend>(
             let lr = Schedule::WarmupLinear.lr(opts.lr, step, warmup, total);
             let t0 = std::time::Instant::now();
             let s = trainer.step(&b, lr, opts.clip, derive(drop_seed, step), step + 1);
-            if let Err(e @ Error::Diverged { .. }) = &s {
-                metrics.write(
-                    serde_json::json!({"step": step + 1, "lr": lr, "warning": e.to_string()}),
-                )?;
-                metrics.sync()?;
-            }
+            metrics.note_divergence(step + 1, lr, &s)?;
             let s = s?;
             step += 1;
             if step == start + 1 && step < total && opts.progress && r.lead {

@@ -86,12 +86,7 @@ pub(super) fn run(ctx: &Ctx, s: Started) -> Result<Summary> {
         let lr = opts.schedule.lr(opts.lr, step, opts.warmup, opts.steps);
         let key = StepKey::Whole(derive(drop_seed, step));
         let stats = trainer.train_step(&ids, &targets, opts.seq, &[], lr, opts.clip, key, step + 1);
-        if let Err(e @ Error::Diverged { .. }) = &stats {
-            // Said in metrics.jsonl too (and so in TensorBoard), with its cause and fix.
-            metrics
-                .write(serde_json::json!({"step": step + 1, "lr": lr, "warning": e.to_string()}))?;
-            metrics.sync()?;
-        }
+        metrics.note_divergence(step + 1, lr, &stats)?;
         let StepStats { loss, grad_norm, tokens, .. } = stats?;
         let secs = t0.elapsed().as_secs_f64();
         let tps = tokens as f64 / secs;
