@@ -108,6 +108,53 @@ fn attention_gradients_with_dropout() {
     attention_case(Dropout::new(0.2, 11));
 }
 
+/// Attention at a few rows, written plainly: head by head, each score a dot product over the
+/// head's width, the softmax's exponentials from `fastmath`, the outputs summed over the
+/// positions in order.
+fn attention_rows_plain(qkv: &[f32], s: Dims, rows: &[usize]) -> Vec<f32> {
+    use super::fastmath;
+    let (t, dh, d) = (s.t, s.dh, s.d());
+    let scale = 1.0 / (dh as f32).sqrt();
+    let mut y = vec![0.0f32; rows.len() * d];
+    for (out, &r) in y.chunks_mut(d).zip(rows) {
+        let (bi, i) = (r / t, r % t);
+        for hi in 0..s.h {
+            let q = &qkv[r * 3 * d + hi * dh..][..dh];
+            let mut p: Vec<f32> = (0..=i)
+                .map(|j| fastmath::dot(q, &qkv[(bi * t + j) * 3 * d + d + hi * dh..][..dh]) * scale)
+                .collect();
+            let mx = fastmath::max(&p);
+            let inv = 1.0 / fastmath::exp_shifted(&mut p, mx);
+            let o = &mut out[hi * dh..(hi + 1) * dh];
+            for (j, &pj) in p.iter().enumerate() {
+                let v = &qkv[(bi * t + j) * 3 * d + 2 * d + hi * dh..][..dh];
+                o.iter_mut().zip(v).for_each(|(o, v)| *o += pj * inv * v);
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn attention_at_rows_sums_as_the_plain_definition_for_any_threads() {
+    // Head counts with and without divisors, one row (a decode step: heads split over tasks)
+    // to many (a prefill), each row of a batch at its own length.
+    for (h, dh) in [(12, 8), (7, 5), (1, 16), (4, 64)] {
+        let s = Dims { b: 3, t: 19, h, dh };
+        let qkv = rand_vec(s.b * s.t * 3 * s.d(), 21);
+        for rows in [vec![5], vec![2 * 19 + 18], vec![0, 19 + 7, 2 * 19 + 3], (0..57).collect()] {
+            let want = attention_rows_plain(&qkv, s, &rows);
+            for threads in [1, 2, 3, 8] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut y = vec![f32::NAN; rows.len() * s.d()];
+                pool.install(|| attention::forward_rows(&mut y, &qkv, s, &rows));
+                let same = y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "h {h}, rows {rows:?}, {threads} threads");
+            }
+        }
+    }
+}
+
 #[test]
 fn attention_is_causal() {
     let s = Dims { b: 1, t: 20, h: 2, dh: 3 };
