@@ -202,22 +202,7 @@ fn memory(runs: usize) -> Memory {
     const CHUNK: usize = 1 << 16;
     let big: Vec<f32> = (0..128usize << 20).map(|i| (i & 0xff) as f32).collect();
     let mut sink = 0.0f32;
-    let read = time(runs, || {
-        sink += big
-            .par_chunks(CHUNK)
-            .map(|c| {
-                // 32 independent lanes (two vectors' worth per step) keep the loads, not the
-                // adds' latency, the limit.
-                let mut acc = [0.0f32; 32];
-                for w in c.chunks_exact(32) {
-                    for (a, x) in acc.iter_mut().zip(w) {
-                        *a += x;
-                    }
-                }
-                acc.iter().sum::<f32>()
-            })
-            .sum::<f32>();
-    });
+    let read = time(runs, || sink += super::read_all(&big));
     std::hint::black_box(sink);
     let (src, mut dst) = (&big[..64 << 20], vec![0.0f32; 64 << 20]);
     let copy = time(runs, || {

@@ -284,25 +284,39 @@ fn finetune_on<B: crate::backend::Backend>(
     })
 }
 
-/// Memory bandwidth of this machine's pool, GB/s: a 256 MiB copy (bytes read + bytes written)
-/// split over the threads, median of 5.
-pub fn measure_bandwidth_gbs() -> f64 {
+/// Σ x over the pool's threads, 32 independent lanes each (two vectors' worth per step), so
+/// the loads, not the adds' latency, are the limit: over a buffer far beyond the caches, the
+/// memory's read rate. `bench kernels` and `bench generate` both measure with it.
+pub(crate) fn read_all(x: &[f32]) -> f32 {
     use rayon::prelude::*;
-    let n = 64 << 20;
-    let src = vec![1.0f32; n];
-    let mut dst = vec![0.0f32; n];
+    x.par_chunks(1 << 16)
+        .map(|c| {
+            let mut acc = [0.0f32; 32];
+            for w in c.chunks_exact(32) {
+                for (a, x) in acc.iter_mut().zip(w) {
+                    *a += x;
+                }
+            }
+            acc.iter().sum::<f32>()
+        })
+        .sum::<f32>()
+}
+
+/// The read bandwidth of this machine's pool, GB/s: 512 MB summed by every thread
+/// ([`read_all`]), the median of 5 after one untimed pass.
+pub fn measure_read_gbs() -> f64 {
+    let big: Vec<f32> = (0..128usize << 20).map(|i| (i & 0xff) as f32).collect();
+    let mut sink = 0.0f32;
     let mut times: Vec<f64> = (0..6)
         .map(|_| {
             let t0 = Instant::now();
-            dst.par_chunks_mut(1 << 16)
-                .zip(src.par_chunks(1 << 16))
-                .for_each(|(d, s)| d.copy_from_slice(s));
+            sink += read_all(&big);
             t0.elapsed().as_secs_f64()
         })
         .skip(1)
         .collect();
-    std::hint::black_box(&dst);
-    2.0 * (n * 4) as f64 / median(&mut times) / 1e9
+    std::hint::black_box(sink);
+    (big.len() * 4) as f64 / median(&mut times) / 1e9
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -318,7 +332,8 @@ pub struct GenerateBench {
     /// Weight bytes read per decode step: every parameter once (batch 1), 4 bytes each, or 2
     /// where bf16 decoding reads the weights' kept bf16 packing.
     pub weight_bytes_per_token: f64,
-    /// The pool's measured copy bandwidth (read + write).
+    /// The pool's read bandwidth, measured after the rounds ([`measure_read_gbs`], as
+    /// `bench kernels` measures it).
     pub bandwidth_gbs: f64,
     /// weight_bytes_per_token × decode tokens/s ÷ bandwidth_gbs: how close decoding is to the
     /// memory-bandwidth limit.
@@ -400,7 +415,9 @@ fn generate_on<B: crate::backend::Backend>(
     }
     let decode_ms = median(&mut decode);
     let bytes = host_bytes.unwrap_or(4.0) * num_params(&config) as f64;
-    let bw = if host_bytes.is_some() { measure_bandwidth_gbs() } else { 0.0 };
+    // Before the bandwidth's 512 MB buffer, which is not the model's.
+    let peak_rss_mib = peak_rss_mib();
+    let bw = if host_bytes.is_some() { measure_read_gbs() } else { 0.0 };
     GenerateBench {
         config: name.to_string(),
         prompt_len,
@@ -412,6 +429,6 @@ fn generate_on<B: crate::backend::Backend>(
         weight_bytes_per_token: bytes,
         bandwidth_gbs: bw,
         bandwidth_fraction: if bw > 0.0 { bytes * (1e3 / decode_ms) / (bw * 1e9) } else { 0.0 },
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib,
     }
 }

@@ -162,7 +162,7 @@ pub fn run(c: Command) -> Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "{} prompt {} + {} new on {} threads: {:.1} tokens/s, prefill {:.0} ms, decode {:.1} ms/token, {:.0} % of the {:.1} GB/s memory bandwidth",
+                    "{} prompt {} + {} new on {} threads: {:.1} tokens/s, prefill {:.0} ms, decode {:.1} ms/token, {:.0} % of the {:.1} GB/s read bandwidth",
                     r.config,
                     r.prompt_len,
                     r.new,
