@@ -354,18 +354,23 @@ pub unsafe fn matmul(
         // A decode step's few rows against kept panels: each task owns some column panels
         // through every k block, in order (one fork-join per product, not one per block;
         // each element sums its blocks in the same order as below).
+        // `a`'s few rows are packed once for every k block, here, and shared by the tasks
+        // (each task packing them again cost eight packings per product on 2 threads).
+        let a_blk = m.div_ceil(MR) * MR * KP;
+        let mut apk_all = vec![0u32; kpairs.max(1).div_ceil(KP) * a_blk];
+        for (blk, apk) in apk_all.chunks_mut(a_blk).enumerate() {
+            let (p0, kp) = (blk * KP, (kpairs - blk * KP).min(KP));
+            for (ib, ir) in (0..m).step_by(MR).enumerate() {
+                // SAFETY: the caller guarantees the CPU features.
+                unsafe { pack::<MR>(&mut apk[ib * MR * KP..], a, ir, (m - ir).min(MR), p0, kp, k) };
+            }
+        }
         let per = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
         (0..panels).into_par_iter().step_by(per).for_each(|j| {
-            let mut apk = vec![0u32; m.div_ceil(MR) * MR * KP];
             let mut tile = [0.0f32; MR * NR];
-            for (blk, bpk) in all.chunks(stride).enumerate() {
+            for (blk, (bpk, apk)) in all.chunks(stride).zip(apk_all.chunks(a_blk)).enumerate() {
                 let (p0, first) = (blk * KP, blk == 0 && !acc);
                 let kp = (kpairs - p0).min(KP);
-                for (ib, ir) in (0..m).step_by(MR).enumerate() {
-                    let dst = &mut apk[ib * MR * KP..];
-                    // SAFETY: the caller guarantees the CPU features.
-                    unsafe { pack::<MR>(dst, a, ir, (m - ir).min(MR), p0, kp, k) };
-                }
                 for jb in j..(j + per).min(panels) {
                     for (ib, ir) in (0..m).step_by(MR).enumerate() {
                         let (ak, bk) = (&apk[ib * MR * KP..], &bpk[jb * NR * KP..]);
