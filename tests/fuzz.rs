@@ -348,11 +348,13 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// Runs `args` with a deadline: `Ok(stderr)` when it ended by itself with exit 0 or 1.
-fn run_bounded(args: &[String], limit: Duration) -> Result<String, String> {
+/// Runs `args` in `cwd` (the test's own directory: `--out -` names a directory there, never in
+/// the project) with a deadline: `Ok(stderr)` when it ended by itself with exit 0 or 1.
+fn run_bounded(args: &[String], cwd: &Path, limit: Duration) -> Result<String, String> {
     use std::io::Read;
     let mut child = Command::new(env!("CARGO_BIN_EXE_gpt1"))
         .args(args)
+        .current_dir(cwd)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -405,7 +407,7 @@ fn mutants_of_every_reader_give_errors_not_panics_aborts_hangs_or_stray_writes()
         }
         copy_tree(&base, &work);
         let args: Vec<String> = reader.args.iter().map(|a| a.replace("{}", s(&work))).collect();
-        match run_bounded(&args, Duration::from_secs(20)) {
+        match run_bounded(&args, tmp.path(), Duration::from_secs(20)) {
             Ok(err) if !err.contains("error:") => {}
             other => {
                 panic!("{}: the valid file must be read without error: {other:?}", reader.name)
@@ -420,7 +422,7 @@ fn mutants_of_every_reader_give_errors_not_panics_aborts_hangs_or_stray_writes()
             std::fs::write(work.join(reader.file), &mutant).unwrap();
             let before = snapshot(&work);
             let args: Vec<String> = reader.args.iter().map(|a| a.replace("{}", s(&work))).collect();
-            let res = run_bounded(&args, Duration::from_secs(20));
+            let res = run_bounded(&args, tmp.path(), Duration::from_secs(20));
             total += 1;
             match res {
                 Err(e) => failures.push(format!("{} mutant {i}: {e}", reader.name)),
@@ -651,11 +653,11 @@ fn every_state_of_an_output_path_keeps_the_users_files() {
                     .collect()
             };
             if matches!(state, State::Again) {
-                let first = run_bounded(&args(&out), Duration::from_secs(20)).unwrap();
+                let first = run_bounded(&args(&out), tmp.path(), Duration::from_secs(20)).unwrap();
                 assert!(!first.contains("error:"), "{}: {first}", sink.name);
             }
             let before = snapshot(&work);
-            let res = run_bounded(&args(&out), Duration::from_secs(20));
+            let res = run_bounded(&args(&out), tmp.path(), Duration::from_secs(20));
             runs += 1;
             let tag = format!("{} with --out {state:?}", sink.name);
             let err = match res {
