@@ -321,10 +321,14 @@ unsafe fn write_tile(
 /// The CPU must have AVX-512F and AVX-512 BF16; `c`, `a` and `b` as in
 /// [`super::matmul_bf16_ptr`].
 ///
-/// GotoBLAS order: for each block of `KP` pairs (in order, so every element sums its k
-/// blocks in the same order whatever the threads), `b` is packed once for every column
-/// panel, then row blocks of `MC` go to the threads, each packing its rows of `a` and
-/// running the micro-kernel over every column panel.
+/// `b`'s panels for every k block first (kept ones when `b` is pinned, else packed once for the
+/// product in one parallel loop), then one fork-join over the output: row blocks of `MC`, each
+/// task packing its rows of `a` per k block and running every column panel, its block of `c`
+/// staying in cache through the k blocks; or, for few rows against many columns (a decode
+/// step, the LM head's logits), `a` packed once and runs of column panels to the tasks, so `b`
+/// streams once. Every tile adds its k blocks in order, so each element sums the same terms in
+/// the same order whatever the split and the threads (before 2026-12-06 the k blocks were the
+/// outer loop: two fork-joins per k block, and `c` left the cache between them).
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn matmul(
     c: *mut f32,
@@ -340,130 +344,83 @@ pub unsafe fn matmul(
     let kpairs = k.div_ceil(2);
     let panels = n.div_ceil(NR);
     let pool = par == Par::Pool;
-    let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
     let stride = panels * NR * KP;
+    let blocks = kpairs.div_ceil(KP).max(1);
+    let kp_of = |blk: usize| kpairs.saturating_sub(blk * KP).min(KP);
     // SAFETY: the caller guarantees the CPU features.
-    let (cached, mut buf) = unsafe { b_panels(b, k, n, pool) };
+    let (cached, owned) = unsafe { b_panels(b, k, n, pool) };
+    let allb: &[u32] = cached.as_deref().map_or(&owned[..], |v| &v[..]);
     let cp = SendPtr(c);
-    let run_tile = |ak: &[u32], bk: &[u32], kp, first, r0, rows, jb, tile: &mut _| {
+    // Tile (r0.., jb) of k block `blk`: the first block assigns (unless accumulating).
+    let run_tile = |ak: &[u32], blk: usize, r0, rows, jb, tile: &mut _| {
+        let bk = &allb[blk * stride + jb * NR * KP..];
+        let first = blk == 0 && !acc;
         // SAFETY: the caller guarantees the CPU features; each task's tiles lie inside c, in
         // rows and columns no other task writes.
-        unsafe { write_tile(cp, ldc, n, ak, bk, kp, first, r0, rows, jb, tile) }
+        unsafe { write_tile(cp, ldc, n, ak, bk, kp_of(blk), first, r0, rows, jb, tile) }
     };
-    if let Some(all) = cached.as_deref().filter(|_| pool && m <= MC && panels > 1) {
-        // A decode step's few rows against kept panels: each task owns some column panels
-        // through every k block, in order (one fork-join per product, not one per block;
-        // each element sums its blocks in the same order as below).
-        // `a`'s few rows are packed once for every k block, here, and shared by the tasks
-        // (each task packing them again cost eight packings per product on 2 threads).
-        let a_blk = m.div_ceil(MR) * MR * KP;
-        let mut apk_all = vec![0u32; kpairs.max(1).div_ceil(KP) * a_blk];
-        for (blk, apk) in apk_all.chunks_mut(a_blk).enumerate() {
-            let (p0, kp) = (blk * KP, (kpairs - blk * KP).min(KP));
-            for (ib, ir) in (0..m).step_by(MR).enumerate() {
-                // SAFETY: the caller guarantees the CPU features.
-                unsafe { pack::<MR>(&mut apk[ib * MR * KP..], a, ir, (m - ir).min(MR), p0, kp, k) };
-            }
+    let row_blocks = m.div_ceil(MC);
+    if pool && panels > 1 && (m <= MC || panels >= 4 * row_blocks) {
+        let tiles = m.div_ceil(MR);
+        let a_blk = tiles * MR * KP;
+        let mut apk = vec![0u32; blocks * a_blk];
+        // SAFETY (the closure): the caller guarantees the CPU features.
+        let pack_a = |(x, dst): (usize, &mut [u32])| unsafe {
+            let (blk, ib) = (x / tiles, x % tiles);
+            pack::<MR>(dst, a, ib * MR, (m - ib * MR).min(MR), blk * KP, kp_of(blk), k)
+        };
+        if m > MC {
+            apk.par_chunks_mut(MR * KP).enumerate().for_each(pack_a);
+        } else {
+            apk.chunks_mut(MR * KP).enumerate().for_each(pack_a);
         }
+        let apk = &apk;
         let per = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
         (0..panels).into_par_iter().step_by(per).for_each(|j| {
             let mut tile = [0.0f32; MR * NR];
-            for (blk, (bpk, apk)) in all.chunks(stride).zip(apk_all.chunks(a_blk)).enumerate() {
-                let (p0, first) = (blk * KP, blk == 0 && !acc);
-                let kp = (kpairs - p0).min(KP);
-                for jb in j..(j + per).min(panels) {
-                    for (ib, ir) in (0..m).step_by(MR).enumerate() {
-                        let (ak, bk) = (&apk[ib * MR * KP..], &bpk[jb * NR * KP..]);
-                        run_tile(ak, bk, kp, first, ir, m - ir, jb, &mut tile);
+            for jb in j..(j + per).min(panels) {
+                for ib in 0..tiles {
+                    for blk in 0..blocks {
+                        let ak = &apk[blk * a_blk + ib * MR * KP..];
+                        run_tile(ak, blk, ib * MR, m - ib * MR, jb, &mut tile);
                     }
                 }
             }
         });
-        return;
-    }
-    for p0 in (0..kpairs.max(1)).step_by(KP) {
-        let kp = (kpairs - p0).min(KP);
-        let bpk: &[u32] = match &cached {
-            Some(all) => &all[(p0 / KP) * stride..(p0 / KP + 1) * stride],
-            None => {
-                // SAFETY: the caller guarantees the CPU features.
-                unsafe { pack_b(&mut buf, bt, n, p0, kp, k, pool) };
-                &buf
-            }
-        };
-        let first = p0 == 0 && !acc;
-        let run_tile = |ak: &[u32], bk: &[u32], r0, rows, jb, tile: &mut [f32; MR * NR]| {
-            run_tile(ak, bk, kp, first, r0, rows, jb, tile)
-        };
-        // Rows i0..i0 + MC against the column panels `jbs`: one task's share.
-        let block = |i0: usize, jbs: std::ops::Range<usize>| {
+    } else {
+        let block = |i0: usize| {
             let mc = (m - i0).min(MC);
             let mut apk = vec![0u32; mc.div_ceil(MR) * MR * KP];
             let mut tile = [0.0f32; MR * NR];
-            for (ib, ir) in (0..mc).step_by(MR).enumerate() {
-                // SAFETY: the caller guarantees the CPU features.
-                unsafe {
-                    pack::<MR>(&mut apk[ib * MR * KP..], a, i0 + ir, (mc - ir).min(MR), p0, kp, k)
-                };
-            }
-            for jb in jbs {
+            for blk in 0..blocks {
                 for (ib, ir) in (0..mc).step_by(MR).enumerate() {
-                    run_tile(
-                        &apk[ib * MR * KP..],
-                        &bpk[jb * NR * KP..],
-                        i0 + ir,
-                        mc - ir,
-                        jb,
-                        &mut tile,
-                    );
+                    let (dst, live) = (&mut apk[ib * MR * KP..], (mc - ir).min(MR));
+                    // SAFETY: the caller guarantees the CPU features.
+                    unsafe { pack::<MR>(dst, a, i0 + ir, live, blk * KP, kp_of(blk), k) };
+                }
+                for jb in 0..panels {
+                    for (ib, ir) in (0..mc).step_by(MR).enumerate() {
+                        run_tile(&apk[ib * MR * KP..], blk, i0 + ir, mc - ir, jb, &mut tile);
+                    }
                 }
             }
         };
-        let row_blocks = m.div_ceil(MC);
-        if pool && m > MC && panels >= 4 * row_blocks {
-            // Few rows, very many columns (the LM head's logits): all of a packed once (it
-            // stays in L2), then the threads split the column panels, each panel against
-            // every row, so b streams from memory once instead of once per row block.
-            let tiles = m.div_ceil(MR);
-            let mut apk = vec![0u32; tiles * MR * KP];
-            apk.par_chunks_mut(MR * KP).enumerate().for_each(|(ib, dst)| {
-                // SAFETY: the caller guarantees the CPU features.
-                unsafe { pack::<MR>(dst, a, ib * MR, (m - ib * MR).min(MR), p0, kp, k) }
-            });
-            let apk = &apk;
-            let per = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
-            (0..panels).into_par_iter().step_by(per).for_each(|j| {
-                let mut tile = [0.0f32; MR * NR];
-                for jb in j..(j + per).min(panels) {
-                    for ib in 0..tiles {
-                        let ak = &apk[ib * MR * KP..];
-                        run_tile(ak, &bpk[jb * NR * KP..], ib * MR, m - ib * MR, jb, &mut tile);
-                    }
-                }
-            });
-        } else if pool && m > MC {
-            (0..m).into_par_iter().step_by(MC).for_each(|i0| block(i0, 0..panels));
-        } else if pool && panels > 1 {
-            // Few rows (a decode step): the threads split the column panels instead.
-            let per = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
-            (0..panels)
-                .into_par_iter()
-                .step_by(per)
-                .for_each(|j| block(0, j..(j + per).min(panels)));
+        if pool {
+            (0..m).into_par_iter().step_by(MC).for_each(block);
         } else {
-            (0..m).step_by(MC).for_each(|i0| block(i0, 0..panels));
+            (0..m).step_by(MC).for_each(block);
         }
     }
-    put_panels(buf);
+    put_panels(owned);
 }
 
 /// `b`'s packed panels for a product (`[k, n]`, `NR`-column panels of `KP` pairs per k
-/// block): every block's, kept, when `b` lies in pinned weights (packed at the first call;
+/// block, every block's): kept ones when `b` lies in pinned weights (packed at the first call;
 /// only products on the pool are looked up: those on the calling thread are attention's
-/// per-head products, whose operands are activations, never weights);
-/// else an empty `None` and this thread's buffer for one block's, grown only (a shorter
-/// product after the LM head's neither frees nor re-zeroes it; a kernel reads only what the
-/// packing wrote), to give back with [`put_panels`].
+/// per-head products, whose operands are activations, never weights); else `None` and this
+/// thread's buffer, packed for this product in one loop over every block's panels and given
+/// back with [`put_panels`]. The buffer is grown only (a shorter product after the LM head's
+/// neither frees nor re-zeroes it; a kernel reads only what the packing wrote).
 ///
 /// # Safety
 /// The CPU must have AVX-512F, AVX-512BW and AVX-512 BF16.
@@ -473,15 +430,27 @@ pub(super) unsafe fn b_panels(
     n: usize,
     pool: bool,
 ) -> (Option<std::sync::Arc<Vec<u32>>>, Vec<u32>) {
-    let stride = n.div_ceil(NR) * NR * KP;
     // SAFETY: the caller guarantees the CPU features.
     let cached = unsafe { kept_b_panels(b, k, n, pool) };
     if cached.is_some() {
         return (cached, Vec::new());
     }
+    let (kpairs, panels) = (k.div_ceil(2), n.div_ceil(NR));
+    let all = kpairs.div_ceil(KP).max(1) * panels * NR * KP;
     let mut buf = PANELS.take();
-    if buf.len() < stride {
-        buf.resize(stride, 0);
+    if buf.len() < all {
+        buf.resize(all, 0);
+    }
+    let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
+    // SAFETY (the closure): the caller guarantees the CPU features.
+    let pack = |(x, dst): (usize, &mut [u32])| unsafe {
+        let (blk, jb) = (x / panels, x % panels);
+        pack_panel(dst, bt, n, jb, blk * KP, kpairs.saturating_sub(blk * KP).min(KP), k)
+    };
+    if pool {
+        buf[..all].par_chunks_mut(NR * KP).enumerate().for_each(pack);
+    } else {
+        buf[..all].chunks_mut(NR * KP).enumerate().for_each(pack);
     }
     (None, buf)
 }
@@ -516,9 +485,36 @@ pub(super) unsafe fn kept_b_panels(
 /// Gives [`b_panels`]'s buffer back to this thread (an empty one, from kept panels, is not
 /// kept).
 pub(super) fn put_panels(buf: Vec<u32>) {
-    if !buf.is_empty() {
+    // Kept for the next product up to the size of gpt1's largest weight in bf16 (the tied
+    // embedding, 62 MB); a larger one (a long batch's weight gradient, whose `b` is the
+    // activations) is freed.
+    if !buf.is_empty() && buf.len() * 4 <= KEEP_B_BYTES {
         PANELS.set(buf);
     }
+}
+
+/// The largest `b` packing a thread keeps between products.
+pub(super) const KEEP_B_BYTES: usize = 64 << 20;
+
+/// Column panel `jb` of pairs `p0..p0 + kp` of `bt` (`b`'s transpose, `n` rows) into `dst`
+/// `[KP][NR]`; the pairs after `kp` up to the next multiple of 16 are zero (AMX's tiles read 16
+/// pairs at a time).
+///
+/// # Safety
+/// The CPU must have AVX-512F, AVX-512BW and AVX-512 BF16.
+#[inline]
+unsafe fn pack_panel(
+    dst: &mut [u32],
+    bt: Mat,
+    n: usize,
+    jb: usize,
+    p0: usize,
+    kp: usize,
+    k: usize,
+) {
+    // SAFETY: the caller guarantees the CPU features.
+    unsafe { pack::<NR>(dst, bt, jb * NR, (n - jb * NR).min(NR), p0, kp, k) };
+    dst[kp * NR..kp.next_multiple_of(16).min(KP) * NR].fill(0);
 }
 
 /// Packs pairs `p0..p0 + kp` of `bt` (`b`'s transpose, `n` rows) into `NR`-column panels,
@@ -535,10 +531,8 @@ pub(super) unsafe fn pack_b(
     pool: bool,
 ) {
     // SAFETY (the closure): the caller guarantees the CPU features.
-    let pack_panel = |(jb, dst): (usize, &mut [u32])| unsafe {
-        pack::<NR>(dst, bt, jb * NR, (n - jb * NR).min(NR), p0, kp, k);
-        dst[kp * NR..kp.next_multiple_of(16).min(KP) * NR].fill(0);
-    };
+    let pack_panel =
+        |(jb, dst): (usize, &mut [u32])| unsafe { pack_panel(dst, bt, n, jb, p0, kp, k) };
     let dst = &mut dst[..n.div_ceil(NR) * NR * KP];
     if pool {
         dst.par_chunks_mut(NR * KP).enumerate().for_each(pack_panel);

@@ -21,7 +21,7 @@
 //! edges and accumulation on any CPU with AVX-512 BF16; the assembly itself is checked by
 //! [`status`]'s self-check where AMX exists.
 
-use super::avx512::{KP, NR, kept_b_panels, pack, pack_b, transpose16};
+use super::avx512::{KP, NR, b_panels, pack, put_panels, transpose16};
 use super::{Mat, Par, last_index, reference};
 use crate::kernels::parallel::SendPtr;
 use rayon::prelude::*;
@@ -167,12 +167,7 @@ unsafe fn pack_a(dst: &mut [u32], a: Mat, i0: usize, live: usize, p0: usize, kp:
     }
 }
 
-/// The largest `b` packing a thread keeps between products.
-const KEEP_B_BYTES: usize = 64 << 20;
-
 thread_local! {
-    /// Every k block's `b` panels of an unpinned product (grown only, on the calling thread).
-    static ALL_B: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
     /// One task's rows of `a`, every k block (grown only, per worker thread).
     static TASK_A: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
 }
@@ -213,23 +208,8 @@ pub(super) unsafe fn matmul(
     let blocks = kpairs.div_ceil(KP).max(1);
     let kp_of = |blk: usize| kpairs.saturating_sub(blk * KP).min(KP);
     // SAFETY: the caller guarantees the CPU features.
-    let cached = unsafe { kept_b_panels(b, k, n, pool) };
-    let mut owned = Vec::new();
-    let allb: &[u32] = match cached.as_deref() {
-        Some(all) => all,
-        None => {
-            owned = ALL_B.take();
-            if owned.len() < blocks * stride {
-                owned.resize(blocks * stride, 0);
-            }
-            let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
-            for (blk, dst) in owned.chunks_mut(stride).take(blocks).enumerate() {
-                // SAFETY: the caller guarantees the CPU features.
-                unsafe { pack_b(dst, bt, n, blk * KP, kp_of(blk), k, pool) };
-            }
-            &owned
-        }
-    };
+    let (cached, owned) = unsafe { b_panels(b, k, n, pool) };
+    let allb: &[u32] = cached.as_deref().map_or(&owned[..], |v| &v[..]);
     let cp = SendPtr(c);
     // Tasks: 64 rows (two blocks of 32) × `per` column panels, at least 4 per thread.
     let groups = tiles.div_ceil(2);
@@ -289,12 +269,7 @@ pub(super) unsafe fn matmul(
     } else {
         (0..groups * chunks).for_each(task);
     }
-    // Kept for the next product up to the size of gpt1's largest weight in bf16 (the tied
-    // embedding, 62 MB); a larger one (a long batch's weight gradient, whose `b` is the
-    // activations) is freed.
-    if !owned.is_empty() && owned.len() * 4 <= KEEP_B_BYTES {
-        ALL_B.set(owned);
-    }
+    put_panels(owned);
 }
 
 #[cfg(test)]
