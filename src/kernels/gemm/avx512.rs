@@ -1,6 +1,7 @@
 //! The bf16 product on AVX-512 BF16 (`vdpbf16ps`): a 12 × 32 micro-kernel over packed,
-//! VNNI-interleaved panels, in GotoBLAS order. Its packing (`pub(super)`) also feeds the AMX
-//! version, and its `b` panels are the ones pinned weights keep.
+//! VNNI-interleaved panels, every k block of `b` packed before one fork-join over the output.
+//! Its packing (`pub(super)`) also feeds the AMX version, and its `b` panels are the ones
+//! pinned weights keep.
 
 use super::pin::pinned_panels;
 use super::{Mat, Par, to_bf16};
@@ -378,7 +379,23 @@ pub unsafe fn matmul(
         let per = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
         (0..panels).into_par_iter().step_by(per).for_each(|j| {
             let mut tile = [0.0f32; MR * NR];
-            for jb in j..(j + per).min(panels) {
+            let run = j..(j + per).min(panels);
+            if m <= MC {
+                // A decode step's rows: the task's panels of one k block lie side by side, so
+                // `b` streams in long runs; its few rows of `c` stay in cache anyway.
+                for blk in 0..blocks {
+                    for jb in run.clone() {
+                        for ib in 0..tiles {
+                            let ak = &apk[blk * a_blk + ib * MR * KP..];
+                            run_tile(ak, blk, ib * MR, m - ib * MR, jb, &mut tile);
+                        }
+                    }
+                }
+                return;
+            }
+            // Many rows (the LM head's logits): each tile of `c` through every k block while
+            // it is in cache.
+            for jb in run {
                 for ib in 0..tiles {
                     for blk in 0..blocks {
                         let ak = &apk[blk * a_blk + ib * MR * KP..];
