@@ -63,10 +63,6 @@ pub fn forward_backward_biased(
     let v = wte.len() / d;
     let rows = targets.len();
     let mut total = 0.0f64;
-    // Each chunk's two products read `wte` (as itself and transposed): pinned, a bf16 product
-    // packs each orientation once for the whole loop instead of once per chunk (16 packings of
-    // the embedding per step at 8 × 512, 2 now). Bitwise the unpinned products.
-    let _pinned = (rows > CHUNK && matches!(gemm, Gemm::Bf16(_))).then(|| super::gemm::pin(wte));
     for r0 in (0..rows).step_by(CHUNK) {
         let r1 = (r0 + CHUNK).min(rows);
         let n = r1 - r0;
