@@ -284,36 +284,33 @@ fn finetune_on<B: crate::backend::Backend>(
     })
 }
 
-/// Σ x over the pool's threads, 32 independent lanes each (two vectors' worth per step), so
-/// the loads, not the adds' latency, are the limit: over a buffer far beyond the caches, the
-/// memory's read rate. `bench kernels` and `bench generate` both measure with it.
-pub(crate) fn read_all(x: &[f32]) -> f32 {
+/// The read bandwidth of this machine's pool, GB/s: 512 MB summed by every thread, 32
+/// independent lanes each (two vectors' worth per step, so the loads, not the adds' latency,
+/// are the limit); the median of `runs` after one untimed pass. `bench kernels` and `bench
+/// generate` both report it.
+pub fn measure_read_gbs(runs: usize) -> f64 {
     use rayon::prelude::*;
-    x.par_chunks(1 << 16)
-        .map(|c| {
-            let mut acc = [0.0f32; 32];
-            for w in c.chunks_exact(32) {
-                for (a, x) in acc.iter_mut().zip(w) {
-                    *a += x;
-                }
-            }
-            acc.iter().sum::<f32>()
-        })
-        .sum::<f32>()
-}
-
-/// The read bandwidth of this machine's pool, GB/s: 512 MB summed by every thread
-/// ([`read_all`]), the median of 5 after one untimed pass.
-pub fn measure_read_gbs() -> f64 {
     let big: Vec<f32> = (0..128usize << 20).map(|i| (i & 0xff) as f32).collect();
-    let mut sink = 0.0f32;
-    let mut times: Vec<f64> = (0..6)
+    let read_all = |x: &[f32]| {
+        x.par_chunks(1 << 16)
+            .map(|c| {
+                let mut acc = [0.0f32; 32];
+                for w in c.chunks_exact(32) {
+                    for (a, x) in acc.iter_mut().zip(w) {
+                        *a += x;
+                    }
+                }
+                acc.iter().sum::<f32>()
+            })
+            .sum::<f32>()
+    };
+    let mut sink = read_all(&big);
+    let mut times: Vec<f64> = (0..runs.max(1))
         .map(|_| {
             let t0 = Instant::now();
             sink += read_all(&big);
             t0.elapsed().as_secs_f64()
         })
-        .skip(1)
         .collect();
     std::hint::black_box(sink);
     (big.len() * 4) as f64 / median(&mut times) / 1e9
@@ -417,7 +414,7 @@ fn generate_on<B: crate::backend::Backend>(
     let bytes = host_bytes.unwrap_or(4.0) * num_params(&config) as f64;
     // Before the bandwidth's 512 MB buffer, which is not the model's.
     let peak_rss_mib = peak_rss_mib();
-    let bw = if host_bytes.is_some() { measure_read_gbs() } else { 0.0 };
+    let bw = if host_bytes.is_some() { measure_read_gbs(5) } else { 0.0 };
     GenerateBench {
         config: name.to_string(),
         prompt_len,
