@@ -163,3 +163,53 @@ fn pretrain_in_bf16_resumes_only_in_bf16() {
     let state = std::fs::read_to_string(out.join("final/trainer_state.json")).unwrap();
     assert!(state.contains("\"bf16\""), "{state}");
 }
+
+/// The product tuner (`GPT1_TUNE`): `redo` times the candidates of a step's large products and
+/// keeps its choices in the cache folder; `off` reads and writes nothing; both train to the
+/// same bits (a blocking changes which task computes an element, never its sums).
+#[test]
+fn the_tuner_keeps_its_choices_and_never_changes_the_results() {
+    let d = tempfile::tempdir().unwrap();
+    let run = |mode: &str| {
+        let (cache, out) = (d.path().join(format!("cache-{mode}")), d.path().join(mode));
+        let args = [
+            "pretrain",
+            "--data",
+            "tests/fixtures/traj_tokens.bin",
+            "--config",
+            "small",
+            "--precision",
+            "bf16",
+            "--out",
+            s(&out),
+            "--batch",
+            "8",
+            "--seq",
+            "64",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--quiet",
+        ];
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
+            .args(args)
+            .env("XDG_CACHE_HOME", &cache)
+            .env("GPT1_TUNE", mode)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let kept: Vec<String> = std::fs::read_dir(cache.join("gpt1"))
+            .map(|r| r.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap()).collect())
+            .unwrap_or_default();
+        (std::fs::read(out.join("final/model.safetensors")).unwrap(), kept)
+    };
+    let (off, off_kept) = run("off");
+    let (redo, redo_kept) = run("redo");
+    assert!(off == redo, "the tuner changed the weights");
+    assert!(off_kept.is_empty(), "GPT1_TUNE=off wrote {off_kept:?}");
+    if gpt1::kernels::gemm::avx512_bf16() {
+        // The LM head's products at 8 × 64 rows are large enough to tune.
+        assert!(redo_kept.len() == 1 && redo_kept[0].contains("\"choice\""), "{redo_kept:?}");
+    }
+}

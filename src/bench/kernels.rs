@@ -9,7 +9,8 @@
 use crate::kernels::attention::{self, Dims};
 use crate::kernels::dropout::Dropout;
 use crate::kernels::gemm::{
-    Gemm, Mat, Par, Version, amx_refused, best_version, kernel_peak_gflops, matmul, matmul_bf16,
+    Gemm, Mat, Par, TunerReport, Version, amx_refused, best_version, kernel_peak_gflops, matmul,
+    matmul_bf16, tune_now, tuner_report,
 };
 use rayon::prelude::*;
 use serde::Serialize;
@@ -32,8 +33,9 @@ pub struct KernelReport {
     pub attention: Vec<VersionRate>,
     pub memory: Memory,
     pub decode: Vec<Decode>,
-    /// The blocking chosen by a tuner at first use: none yet, every product uses fixed blocks.
-    pub tuner: Option<String>,
+    /// The tuner's mode and file, and its choice for each bf16 product above with every
+    /// candidate's rate (timed here, whatever was kept).
+    pub tuner: TunerReport,
 }
 
 /// A rate in GFLOP/s of one version (`fp32`, `bf16 Avx512`, `bf16 Amx`, `bf16 Emulated`).
@@ -113,15 +115,12 @@ fn name(v: Version) -> String {
 /// The CPU's model name and its flags that matter to the products.
 fn cpu() -> (String, Vec<String>) {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |key: &str| {
-        info.lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-    };
-    let model = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let have: Vec<String> =
-        field("flags").unwrap_or_default().split(' ').map(String::from).collect();
+    let model = crate::sys::cpu_model();
+    let have: Vec<String> = crate::sys::cpuinfo_field(&info, "flags")
+        .unwrap_or_default()
+        .split(' ')
+        .map(String::from)
+        .collect();
     let wanted = [
         "avx2",
         "fma",
@@ -163,6 +162,8 @@ fn products(runs: usize) -> Vec<Product> {
                 gflops: flops / time(runs, || matmul(&mut c, am, bm, m, n, k, false)) / 1e9,
             }];
             for ver in versions() {
+                // Every candidate blocking timed first, so the product below runs the choice.
+                tune_now(ver, am, bm, m, n, k);
                 let s =
                     time(runs, || matmul_bf16(ver, &mut c, n, am, bm, m, n, k, false, Par::Pool));
                 rates.push(VersionRate { version: name(ver), gflops: flops / s / 1e9 });
@@ -284,7 +285,7 @@ pub fn kernels(runs: usize) -> KernelReport {
         attention: attention_rates(runs),
         decode: decode(runs, memory.read_gb_s),
         memory,
-        tuner: None,
+        tuner: tuner_report(),
     }
 }
 
@@ -331,9 +332,28 @@ pub fn text(r: &KernelReport) -> String {
             100.0 * d.bandwidth_fraction
         );
     }
-    s += &format!(
-        "tuner: {}\n",
-        r.tuner.as_deref().unwrap_or("none yet (every product uses fixed blocks)")
-    );
+    s += &tuner_text(&r.tuner);
+    s
+}
+
+/// The tuner's lines of the table: its mode and file, then each shape's choice and candidates.
+fn tuner_text(t: &TunerReport) -> String {
+    let mode = format!("{:?}", t.mode).to_lowercase();
+    let mut s = format!("\ntuner: GPT1_TUNE={mode}, {:.1} s spent in this run", t.seconds_spent);
+    s += &format!(", file {}", t.cache_file.as_deref().unwrap_or("none (no cache folder)"));
+    if let Some(e) = &t.cache_error {
+        s += &format!(" ({e})");
+    }
+    s += "\n";
+    for x in &t.shapes {
+        let rates: Vec<String> = x.gflops.iter().map(|(b, g)| format!("{} {g:.0}", b)).collect();
+        s += &format!(
+            "  {:34} chose {:10} (rule {}); GFLOP/s: {}\n",
+            x.shape,
+            x.choice.to_string(),
+            x.rule,
+            rates.join(", ")
+        );
+    }
     s
 }

@@ -210,15 +210,6 @@ fn compile_with(src: &str, opts: &[String], code: Code) -> Result<Vec<u8>> {
     Ok(image)
 }
 
-/// The folder of the kernel cache: `$XDG_CACHE_HOME/gpt1`, else `~/.cache/gpt1`.
-pub fn cache_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("gpt1"))
-}
-
 /// The kernels for compute capability `cc` as `code`, for a driver of version `driver`
 /// (`13000`): from the cache or compiled and cached now; with the cache file it came from.
 pub fn cached(cc: i32, code: Code, driver: i32) -> Result<(Vec<u8>, Option<PathBuf>)> {
@@ -229,7 +220,7 @@ pub fn cached(cc: i32, code: Code, driver: i32) -> Result<(Vec<u8>, Option<PathB
         options(&format!("{prefix}_{cc}"))
     );
     let hash = crate::sys::fnv_words(key.bytes().map(u64::from));
-    let dir = cache_dir();
+    let dir = crate::sys::cache_dir();
     let file = dir.as_ref().map(|d| d.join(format!("kernels-{hash}-{prefix}_{cc}.{ext}")));
     if let Some(Ok(bytes)) = file.as_ref().map(std::fs::read)
         && !bytes.is_empty()

@@ -4,7 +4,7 @@
 //! pinned weights keep.
 
 use super::pin::pinned_panels;
-use super::{Mat, Par, to_bf16};
+use super::{Blocking, Mat, Par, to_bf16};
 use crate::kernels::parallel::SendPtr;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
@@ -318,12 +318,29 @@ unsafe fn write_tile(
     }
 }
 
+/// The blocking used where the tuner chose none: row blocks of `MC` rows, or, for few rows
+/// against many column panels (a decode step, the LM head's logits) on the pool, `a` packed once
+/// and runs of column panels to the tasks.
+pub(super) fn rule(m: usize, n: usize, par: Par) -> Blocking {
+    let panels = n.div_ceil(NR);
+    if par == Par::Pool && panels > 1 && (m <= MC || panels >= 4 * m.div_ceil(MC)) {
+        Blocking::Columns
+    } else {
+        Blocking::Rows(MC)
+    }
+}
+
+/// The blockings the tuner times: row blocks of 2, 4 (the rule's) and 8 tiles, and column runs.
+pub(super) const CANDIDATES: [Blocking; 4] =
+    [Blocking::Rows(2 * MR), Blocking::Rows(MC), Blocking::Rows(8 * MR), Blocking::Columns];
+
 /// # Safety
 /// The CPU must have AVX-512F and AVX-512 BF16; `c`, `a` and `b` as in
 /// [`super::matmul_bf16_ptr`].
 ///
 /// `b`'s panels for every k block first (kept ones when `b` is pinned, else packed once for the
-/// product in one parallel loop), then one fork-join over the output: row blocks of `MC`, each
+/// product in one parallel loop), then one fork-join over the output (`blocking`, else
+/// [`rule`]'s): row blocks (`MC` rows unless the tuner chose others), each
 /// task packing its rows of `a` per k block and running every column panel, its block of `c`
 /// staying in cache through the k blocks; or, for few rows against many columns (a decode
 /// step, the LM head's logits), `a` packed once and runs of column panels to the tasks, so `b`
@@ -341,10 +358,15 @@ pub unsafe fn matmul(
     k: usize,
     acc: bool,
     par: Par,
+    blocking: Option<Blocking>,
 ) {
     let kpairs = k.div_ceil(2);
     let panels = n.div_ceil(NR);
     let pool = par == Par::Pool;
+    let (columns, mc) = match blocking.unwrap_or_else(|| rule(m, n, par)) {
+        Blocking::Columns => (pool && panels > 1, MC),
+        Blocking::Rows(r) => (false, r.next_multiple_of(MR).max(MR)),
+    };
     let stride = panels * NR * KP;
     let blocks = kpairs.div_ceil(KP).max(1);
     let kp_of = |blk: usize| kpairs.saturating_sub(blk * KP).min(KP);
@@ -360,8 +382,7 @@ pub unsafe fn matmul(
         // rows and columns no other task writes.
         unsafe { write_tile(cp, ldc, n, ak, bk, kp_of(blk), first, r0, rows, jb, tile) }
     };
-    let row_blocks = m.div_ceil(MC);
-    if pool && panels > 1 && (m <= MC || panels >= 4 * row_blocks) {
+    if columns {
         let tiles = m.div_ceil(MR);
         let a_blk = tiles * MR * KP;
         let mut apk = vec![0u32; blocks * a_blk];
@@ -406,7 +427,7 @@ pub unsafe fn matmul(
         });
     } else {
         let block = |i0: usize| {
-            let mc = (m - i0).min(MC);
+            let mc = (m - i0).min(mc);
             let mut apk = vec![0u32; mc.div_ceil(MR) * MR * KP];
             let mut tile = [0.0f32; MR * NR];
             for blk in 0..blocks {
@@ -423,9 +444,9 @@ pub unsafe fn matmul(
             }
         };
         if pool {
-            (0..m).into_par_iter().step_by(MC).for_each(block);
+            (0..m).into_par_iter().step_by(mc).for_each(block);
         } else {
-            (0..m).step_by(MC).for_each(block);
+            (0..m).step_by(mc).for_each(block);
         }
     }
     put_panels(owned);

@@ -11,22 +11,30 @@
 //! - `mod.rs`: the operands ([`Mat`], [`Par`]) and their shape checks, the precision switch
 //!   ([`Gemm`]), the bf16 entry points and their dispatch, the definition and the emulation
 //!   (inputs rounded to bf16, then the fp32 product: any CPU).
+//! - `tune.rs`: the tuner, which times each large bf16 product's blockings at first use and
+//!   keeps the fastest per CPU model.
 //! - `amx/`: the AMX version (`tdpbf16ps` on tiles, also emulated in scalar code for the
 //!   tests), on the AVX-512 packing.
 //! - `avx512.rs`: the AVX-512 BF16 version (`vdpbf16ps`): packing, micro-kernels, drivers.
+//! - `gemv.rs`: decoding's fp32 products of a few rows, streaming the weights once.
 //! - `pin.rs`: pinned weights, whose packed `b` panels are kept from product to product.
 //! - `fp32.rs`: the fp32 products, the one call into the `gemm` crate; imports no sibling.
+//! - `blocking.rs`: how a bf16 product splits its output among tasks; imports nothing.
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod blocking;
 mod fp32;
 mod gemv;
 mod pin;
+mod tune;
 
+pub use blocking::Blocking;
 pub use fp32::{matmul, matmul_ptr, matmul_strided};
 pub use pin::{Pinned, pin};
+pub use tune::{TunedShape, TunerReport, tune_now, tuner_report};
 
 /// A row-major matrix operand: `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
@@ -284,19 +292,49 @@ pub unsafe fn matmul_bf16_ptr(
     }
     debug_assert!(a.data.len() >= last_index(m, k, a.rs, a.cs));
     debug_assert!(b.data.len() >= last_index(k, n, b.rs, b.cs));
+    let driver = driver(version, m);
+    let blocking = tune::choose(driver, a, b, (m, n, k), par);
+    // SAFETY: the caller's contract.
+    unsafe { run(driver, c, ldc, a, b, (m, n, k), acc, par, blocking) }
+}
+
+/// The version that runs a product of `m` rows asked of `version` on this CPU: AMX where it is
+/// usable (but for a few rows), else AVX-512 BF16 where the CPU has it, else the emulation.
+fn driver(version: Version, m: usize) -> Version {
     match version {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: AMX checked (whatever version was asked for); bounds are the caller's
-        // contract.
-        Version::Amx if amx_usable() && !(m <= FEW_ROWS && avx512_bf16()) => unsafe {
-            amx::matmul(&amx::Hardware, c, ldc, a, b, m, n, k, acc, par)
+        Version::Amx if amx_usable() && !(m <= FEW_ROWS && avx512_bf16()) => Version::Amx,
+        #[cfg(target_arch = "x86_64")]
+        Version::Avx512 | Version::Amx if avx512_bf16() => Version::Avx512,
+        _ => Version::Emulated,
+    }
+}
+
+/// The product on `driver` (from [`driver`]) with `blocking` (None: the driver's rule).
+///
+/// # Safety
+/// As [`matmul_bf16_ptr`]; `driver` runs on this CPU.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run(
+    driver: Version,
+    c: *mut f32,
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    (m, n, k): (usize, usize, usize),
+    acc: bool,
+    par: Par,
+    blocking: Option<Blocking>,
+) {
+    match driver {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the caller's contract (AMX usable).
+        Version::Amx => unsafe {
+            amx::matmul(&amx::Hardware, c, ldc, a, b, m, n, k, acc, par, blocking)
         },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU has the features (checked here, whatever version was asked for);
-        // bounds are the caller's contract.
-        Version::Avx512 | Version::Amx if avx512_bf16() => unsafe {
-            avx512::matmul(c, ldc, a, b, m, n, k, acc, par)
-        },
+        // SAFETY: the caller's contract (AVX-512 BF16 present).
+        Version::Avx512 => unsafe { avx512::matmul(c, ldc, a, b, m, n, k, acc, par, blocking) },
         // SAFETY: the caller's contract.
         _ => unsafe { emulated(c, ldc, a, b, m, n, k, acc, par) },
     }
@@ -494,6 +532,44 @@ mod tests {
                 one.iter().zip(&run(t)).all(|(x, y)| x.to_bits() == y.to_bits()),
                 "{t} threads"
             );
+        }
+    }
+
+    /// Any blocking the tuner may choose, on any thread count, transposed or not, assigning or
+    /// accumulating: the bits of the rule's product on one thread.
+    #[test]
+    fn every_blocking_the_tuner_may_choose_gives_the_same_bits() {
+        #[cfg(target_arch = "x86_64")]
+        if avx512_bf16() {
+            for &(m, n, k, ta, acc) in &[
+                (200, 300, 260, false, false),
+                (61, 700, 259, true, true),
+                (5, 2000, 100, false, false),
+            ] {
+                let (a, b, c0) = (rand_vec(m * k, 4), rand_vec(k * n, 5), rand_vec(m * n, 6));
+                let am = if ta { Mat::t(&a, m) } else { Mat::rows(&a, k) };
+                let run = |threads, blocking| {
+                    let pool =
+                        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    pool.install(|| {
+                        let (mut c, bm) = (c0.clone(), Mat::rows(&b, n));
+                        let cp = c.as_mut_ptr();
+                        // SAFETY: AVX-512 BF16 checked; the buffers hold the shapes.
+                        unsafe {
+                            run(Version::Avx512, cp, n, am, bm, (m, n, k), acc, Par::Pool, blocking)
+                        };
+                        c
+                    })
+                };
+                let want = run(1, None);
+                for threads in [1, 2, 3] {
+                    for blocking in avx512::CANDIDATES {
+                        let got = run(threads, Some(blocking));
+                        let same = want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "{m}x{n}x{k}, {threads} threads, {blocking:?}");
+                    }
+                }
+            }
         }
     }
 }

@@ -22,7 +22,7 @@
 //! [`status`]'s self-check where AMX exists.
 
 use super::avx512::{KP, NR, b_panels, pack, put_panels, transpose16};
-use super::{Mat, Par, last_index, reference};
+use super::{Blocking, Mat, Par, last_index, reference};
 use crate::kernels::parallel::SendPtr;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
@@ -118,7 +118,7 @@ pub(super) fn self_check(ops: &impl TileOps) -> Result<(), String> {
         let (mut got, mut want) = (c0.clone(), c0);
         // SAFETY: the checks passed so far (AVX-512 BF16; for the hardware, AMX and the
         // permission); the buffers hold the shapes.
-        unsafe { matmul(ops, got.as_mut_ptr(), n, am, bm, m, n, k, acc, Par::Single) };
+        unsafe { matmul(ops, got.as_mut_ptr(), n, am, bm, m, n, k, acc, Par::Single, None) };
         reference(&mut want, n, am, bm, m, n, k, acc);
         let tol = 1e-4 * (k as f32).sqrt();
         let bad = |g: f32, w: f32| (g - w).abs().is_nan() || (g - w).abs() > tol;
@@ -172,12 +172,21 @@ thread_local! {
     static TASK_A: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
+/// Blocks of 32 rows per task where the tuner chose none.
+const RULE_TILES: usize = 2;
+
+/// The blocking used where the tuner chose none.
+pub(super) const RULE: Blocking = Blocking::Rows(RULE_TILES * MA);
+
+/// The blockings the tuner times: 32, 64 (the rule's) and 128 rows per task.
+pub(super) const CANDIDATES: [Blocking; 3] = [Blocking::Rows(MA), RULE, Blocking::Rows(4 * MA)];
+
 /// `c[m, n] (+)= bf16(a) · bf16(b)` through `ops`, `c` with row stride `ldc`.
 ///
 /// Designed from the AMX chapter of Intel's optimization manual and oneDNN's brgemm: `b`'s
 /// panels for every k block (kept ones when `b` is pinned, else packed once for the product),
-/// then tasks over 64 rows × a run of column panels. A task configures the tiles once, packs
-/// its 64 rows of `a` for every k block, and for each 32 × 32 block of `c` starts the
+/// then tasks over 64 rows (or the tuner's `blocking`) × a run of column panels. A task
+/// configures the tiles once, packs its rows of `a` for every k block, and for each 32 × 32 block of `c` starts the
 /// accumulators (loaded or zeroed), runs every k block's steps with the accumulators held in
 /// the tiles, and stores them once. Tasks split the output, never the reduction: the same
 /// result for any thread count, and the same as one block per k block would give (a stored and
@@ -198,6 +207,7 @@ pub(super) unsafe fn matmul(
     k: usize,
     acc: bool,
     par: Par,
+    blocking: Option<Blocking>,
 ) {
     debug_assert!(b.data.len() >= last_index(k, n, b.rs, b.cs));
     let kpairs = k.div_ceil(2);
@@ -211,22 +221,27 @@ pub(super) unsafe fn matmul(
     let (cached, owned) = unsafe { b_panels(b, k, n, pool) };
     let allb: &[u32] = cached.as_deref().map_or(&owned[..], |v| &v[..]);
     let cp = SendPtr(c);
-    // Tasks: 64 rows (two blocks of 32) × `per` column panels, at least 4 per thread.
-    let groups = tiles.div_ceil(2);
+    // Tasks: `gt` blocks of 32 rows (two unless the tuner chose otherwise) × `per` column
+    // panels, at least 4 tasks per thread.
+    let gt = match blocking {
+        Some(Blocking::Rows(r)) => r.div_ceil(MA).max(1),
+        _ => RULE_TILES,
+    };
+    let groups = tiles.div_ceil(gt);
     let want = if pool { 4 * rayon::current_num_threads() } else { 1 };
     let per = panels.div_ceil(want.div_ceil(groups)).max(1);
     let chunks = panels.div_ceil(per);
     let task = |x: usize| {
         let (g, ch) = (x / chunks, x % chunks);
         let rows_of = |t: usize| (m - t * MA).min(MA);
-        let ts = 2 * g..(2 * g + 2).min(tiles);
+        let ts = gt * g..(gt * g + gt).min(tiles);
         let mut ak = TASK_A.take();
-        if ak.len() < 2 * blocks * MA * KP {
-            ak.resize(2 * blocks * MA * KP, 0);
+        if ak.len() < gt * blocks * MA * KP {
+            ak.resize(gt * blocks * MA * KP, 0);
         }
         for t in ts.clone() {
             for blk in 0..blocks {
-                let dst = &mut ak[((t - 2 * g) * blocks + blk) * MA * KP..][..MA * KP];
+                let dst = &mut ak[((t - gt * g) * blocks + blk) * MA * KP..][..MA * KP];
                 // SAFETY: the caller guarantees the CPU features.
                 unsafe { pack_a(dst, a, t * MA, rows_of(t), blk * KP, kp_of(blk), k) };
             }
@@ -237,7 +252,7 @@ pub(super) unsafe fn matmul(
             let (j0, cols) = (jb * NR, (n - jb * NR).min(NR));
             for t in ts.clone() {
                 let (r0, rows) = (t * MA, rows_of(t));
-                let ap = ak[(t - 2 * g) * blocks * MA * KP..].as_ptr();
+                let ap = ak[(t - gt * g) * blocks * MA * KP..].as_ptr();
                 let bp = allb[jb * NR * KP..].as_ptr();
                 // SAFETY: the block of c at (r0, j0) belongs to this task alone and lies inside
                 // c when whole; `edge` holds 32 × 32; the packed operands hold every k block.
@@ -296,7 +311,19 @@ mod tests {
                 let (mut got, mut want) = (c0.clone(), c0);
                 // SAFETY: AVX-512 BF16 checked; the buffers hold the shapes.
                 unsafe {
-                    matmul(&EmulatedTiles, got.as_mut_ptr(), n, am, bm, m, n, k, acc, Par::Pool)
+                    matmul(
+                        &EmulatedTiles,
+                        got.as_mut_ptr(),
+                        n,
+                        am,
+                        bm,
+                        m,
+                        n,
+                        k,
+                        acc,
+                        Par::Pool,
+                        None,
+                    )
                 };
                 reference(&mut want, n, am, bm, m, n, k, acc);
                 let tol = 1e-4 * (k as f32).sqrt();
@@ -324,7 +351,9 @@ mod tests {
             let mut got = c0.clone();
             let (am, bm) = (Mat::rows(&a, k), Mat::rows(&b, n));
             // SAFETY: AVX-512 BF16 checked; the buffers hold the shapes.
-            unsafe { matmul(&EmulatedTiles, got.as_mut_ptr(), n, am, bm, m, n, k, acc, Par::Pool) };
+            unsafe {
+                matmul(&EmulatedTiles, got.as_mut_ptr(), n, am, bm, m, n, k, acc, Par::Pool, None)
+            };
             let x = |i: usize, p: usize| if p < k { bf(a[i * k + p]) } else { 0.0 };
             let y = |p: usize, j: usize| if p < k { bf(b[p * n + j]) } else { 0.0 };
             for i in 0..m {
@@ -362,7 +391,19 @@ mod tests {
                 let (am, bm) = (Mat::rows(&a, k), Mat::rows(&w, n));
                 // SAFETY: AVX-512 BF16 checked; the buffers hold the shapes.
                 unsafe {
-                    matmul(&EmulatedTiles, c.as_mut_ptr(), n, am, bm, m, n, k, true, Par::Pool)
+                    matmul(
+                        &EmulatedTiles,
+                        c.as_mut_ptr(),
+                        n,
+                        am,
+                        bm,
+                        m,
+                        n,
+                        k,
+                        true,
+                        Par::Pool,
+                        None,
+                    )
                 };
                 c
             };
@@ -374,28 +415,34 @@ mod tests {
         }
     }
 
+    /// Any thread count and any blocking the tuner may choose: the same bits.
     #[test]
-    fn the_amx_driver_does_not_depend_on_the_thread_count() {
+    fn the_amx_driver_does_not_depend_on_the_thread_count_or_the_blocking() {
         if !crate::kernels::gemm::avx512_bf16() {
             return;
         }
         let (m, n, k) = (150, 200, 300);
         let (a, b) = (rand_vec(m * k, 4), rand_vec(k * n, 5));
-        let run = |threads| {
+        let run = |threads, blocking| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
                 let mut c = vec![0.0; m * n];
                 let (am, bm) = (Mat::rows(&a, k), Mat::rows(&b, n));
                 // SAFETY: AVX-512 BF16 checked; the buffers hold the shapes.
                 unsafe {
-                    matmul(&EmulatedTiles, c.as_mut_ptr(), n, am, bm, m, n, k, false, Par::Pool)
+                    let ops = &EmulatedTiles;
+                    matmul(ops, c.as_mut_ptr(), n, am, bm, m, n, k, false, Par::Pool, blocking)
                 };
                 c
             })
         };
-        let one = run(1);
+        let one = run(1, None);
         for t in [2, 3] {
-            assert!(one.iter().zip(&run(t)).all(|(x, y)| x.to_bits() == y.to_bits()), "{t}");
+            for blocking in std::iter::once(None).chain(CANDIDATES.map(Some)) {
+                let got = run(t, blocking);
+                let same = one.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{t} threads, {blocking:?}");
+            }
         }
     }
 
@@ -413,8 +460,8 @@ mod tests {
         let (mut hw, mut em) = (vec![0.0; m * n], vec![0.0; m * n]);
         // SAFETY: AMX checked by `status`; the buffers hold the shapes.
         unsafe {
-            matmul(&Hardware, hw.as_mut_ptr(), n, am, bm, m, n, k, false, Par::Pool);
-            matmul(&EmulatedTiles, em.as_mut_ptr(), n, am, bm, m, n, k, false, Par::Pool);
+            matmul(&Hardware, hw.as_mut_ptr(), n, am, bm, m, n, k, false, Par::Pool, None);
+            matmul(&EmulatedTiles, em.as_mut_ptr(), n, am, bm, m, n, k, false, Par::Pool, None);
         }
         for (i, (h, e)) in hw.iter().zip(&em).enumerate() {
             assert!((h - e).abs() <= 1e-5 * (k as f32).sqrt(), "[{i}] {h} vs {e}");
