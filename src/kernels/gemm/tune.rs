@@ -47,7 +47,7 @@ pub enum Mode {
 
 /// `GPT1_TUNE`'s value as a mode; an error names the values it takes.
 fn parse_mode(value: Option<&str>) -> Result<Mode, String> {
-    match value.map(str::trim) {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
         None | Some("" | "on" | "1") => Ok(Mode::On),
         Some("off" | "0") => Ok(Mode::Off),
         Some("redo") => Ok(Mode::Redo),
@@ -127,7 +127,14 @@ impl Table {
             .join("-");
         self.path = crate::sys::cache_dir().map(|d| d.join(format!("tune-{slug}.json")));
         let Some(path) = &self.path else { return };
-        let Ok(text) = std::fs::read_to_string(path) else { return };
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                self.error = Some(format!("{}: {e} (ignored)", path.display()));
+                return;
+            }
+        };
         match serde_json::from_str::<CacheFile>(&text) {
             Ok(f) => self.kept = f.shapes.into_iter().map(|s| (s.shape.clone(), s)).collect(),
             Err(e) => {
@@ -136,15 +143,20 @@ impl Table {
         }
     }
 
-    /// The choice for `key` if one is known or being made (`Some(None)`: keep the rule).
-    fn lookup(&mut self, key: &str) -> Option<Option<Blocking>> {
+    /// The choice for `key` if one is known or being made (`Some(None)`: keep the rule). A
+    /// kept choice that is not one of `cands` (a file from another version of gpt1, or edited)
+    /// is not used; one equal to the rule it was timed against is not forced on the class's
+    /// other shapes, whose own rule may differ (the rule depends on the exact `m` and `n`).
+    fn lookup(&mut self, key: &str, cands: &[Blocking]) -> Option<Option<Blocking>> {
+        let used = |s: &TunedShape| (s.choice != s.rule).then_some(s.choice);
         if let Some(known) = self.now.get(key) {
-            return Some(known.as_ref().map(|s| s.choice));
+            return Some(known.as_ref().and_then(used));
         }
-        let kept = self.kept.get(key).filter(|_| mode() != Mode::Redo)?.clone();
-        let choice = kept.choice;
+        let kept =
+            self.kept.get(key).filter(|s| mode() != Mode::Redo && cands.contains(&s.choice))?;
+        let (kept, choice) = (kept.clone(), used(kept));
         self.now.insert(key.to_string(), Some(kept));
-        Some(Some(choice))
+        Some(choice)
     }
 
     fn record(&mut self, shape: TunedShape) {
@@ -169,7 +181,9 @@ fn table() -> MutexGuard<'static, Table> {
     static TABLE: LazyLock<Mutex<Table>> = LazyLock::new(Mutex::default);
     // A panic while holding the lock leaves whole entries behind: the table stays usable.
     let mut t = TABLE.lock().unwrap_or_else(|e| e.into_inner());
-    t.load();
+    if mode() != Mode::Off {
+        t.load();
+    }
     t
 }
 
@@ -258,13 +272,14 @@ pub(super) fn choose(
     if par != Par::Pool || m <= FEW_ROWS || flop < MIN_FLOP || mode() == Mode::Off {
         return None;
     }
-    if candidates(driver, m, n).0.is_empty() {
+    let cands = candidates(driver, m, n).0;
+    if cands.is_empty() {
         return None;
     }
     let key = key(driver, a, b, dims);
     let left = {
         let mut t = table();
-        if let Some(known) = t.lookup(&key) {
+        if let Some(known) = t.lookup(&key, cands) {
             return known;
         }
         if t.spent >= BUDGET {
@@ -275,20 +290,14 @@ pub(super) fn choose(
         BUDGET - t.spent
     };
     // SAFETY: the caller's (matmul_bf16_ptr's) contract; `driver` came from `super::driver`.
-    let (shape, took) = unsafe { measure(driver, key.clone(), a, b, dims, Some(left)) };
+    let (shape, took) = unsafe { measure(driver, key, a, b, dims, Some(left)) };
     let mut t = table();
     t.spent += took;
-    match shape {
-        Some(s) => {
-            let choice = s.choice;
-            t.record(s);
-            Some(choice)
-        }
-        None => {
-            t.now.remove(&key);
-            None
-        }
-    }
+    // A shape whose trials did not fit the budget keeps its marker: the rule, this process.
+    let s = shape?;
+    let choice = (s.choice != s.rule).then_some(s.choice);
+    t.record(s);
+    choice
 }
 
 /// Times every candidate for `version`'s product of `a` (`[m, k]`) and `b` (`[k, n]`) now,
@@ -314,7 +323,10 @@ pub fn tune_now(
     let mut t = table();
     t.spent += took;
     let shape = shape?;
-    t.record(shape.clone());
+    // Products `choose` never looks up are reported, not kept.
+    if 2.0 * (m * n * k) as f64 >= MIN_FLOP {
+        t.record(shape.clone());
+    }
     Some(shape)
 }
 
@@ -339,7 +351,7 @@ mod tests {
     #[test]
     fn gpt1_tune_takes_on_off_and_redo_and_names_them_otherwise() {
         assert_eq!(parse_mode(None), Ok(Mode::On));
-        assert_eq!(parse_mode(Some("off")), Ok(Mode::Off));
+        assert_eq!(parse_mode(Some("OFF")), Ok(Mode::Off));
         assert_eq!(parse_mode(Some(" redo ")), Ok(Mode::Redo));
         assert!(parse_mode(Some("fast")).unwrap_err().contains("on, off or redo"));
     }
@@ -365,6 +377,34 @@ mod tests {
         let back: CacheFile = serde_json::from_str(&text.unwrap()).unwrap();
         assert_eq!(back.shapes, vec![s]);
         assert!(text_has_names(), "blockings are written as their names");
+    }
+
+    #[test]
+    fn a_kept_choice_is_used_only_if_the_driver_takes_it_and_it_is_not_the_rule() {
+        let shape = |key: &str, choice, rule| TunedShape {
+            shape: key.into(),
+            timed_on: [512, 512, 512],
+            choice,
+            rule,
+            gflops: vec![],
+        };
+        let cands = [Blocking::Rows(24), Blocking::Rows(48), Blocking::Columns];
+        let mut t = Table { loaded: true, ..Table::default() };
+        for s in [
+            shape("faster", Blocking::Rows(24), Blocking::Rows(48)),
+            shape("rule", Blocking::Columns, Blocking::Columns),
+            shape("edited", Blocking::Rows(100_000), Blocking::Rows(48)),
+        ] {
+            t.kept.insert(s.shape.clone(), s);
+        }
+        assert_eq!(t.lookup("faster", &cands), Some(Some(Blocking::Rows(24))));
+        // The class's other shapes keep their own rule, which may differ.
+        assert_eq!(t.lookup("rule", &cands), Some(None));
+        // Not a candidate: timed again.
+        assert_eq!(t.lookup("edited", &cands), None);
+        assert_eq!(t.lookup("unknown", &cands), None);
+        t.now.insert("busy".into(), None);
+        assert_eq!(t.lookup("busy", &cands), Some(None));
     }
 
     fn text_has_names() -> bool {
