@@ -6,7 +6,7 @@
 //! gpt1-size model read once per token, fp32 and bf16 kept panels) against that bandwidth.
 //! `cargo bench --bench kernels` prints the same report.
 
-use crate::kernels::attention::{self, Dims};
+use crate::kernels::attention::{self, Dims, RowsVersion};
 use crate::kernels::dropout::Dropout;
 use crate::kernels::gemm::{
     Gemm, Mat, Par, TunerReport, Version, amx_refused, best_version, kernel_peak_gflops, matmul,
@@ -33,6 +33,8 @@ pub struct KernelReport {
     pub attention: Vec<VersionRate>,
     pub memory: Memory,
     pub decode: Vec<Decode>,
+    /// One decoded token's attention over the key/value cache, each version.
+    pub decode_attention: Vec<DecodeAttention>,
     /// The tuner's mode and file, and its choice for each bf16 product above with every
     /// candidate's rate (timed here, whatever was kept).
     pub tuner: TunerReport,
@@ -75,6 +77,17 @@ pub struct Decode {
     pub gb_s: f64,
     /// `gb_s` over the measured read bandwidth.
     pub bandwidth_fraction: f64,
+}
+
+/// One decoded token's attention at gpt1's size (12 layers, 12 heads of 64, batch 1) over
+/// `positions` cached keys and values per layer, by one version of the row attention.
+#[derive(Clone, Debug, Serialize)]
+pub struct DecodeAttention {
+    pub version: String,
+    pub positions: usize,
+    pub ms_per_token: f64,
+    /// The keys and values read (fp32) per second.
+    pub gb_s: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -265,6 +278,44 @@ fn decode(runs: usize, read_gb_s: f64) -> Vec<Decode> {
     out
 }
 
+/// The row attention of one decoded token at gpt1's size, over caches of 128 and 512
+/// positions. Each timed token reads the next of 4 sets of 12 layers' caches (226 MB in all), so
+/// its keys and values come from memory, as in a decode step, whose weights have just passed
+/// through the caches, not from the last run's L3.
+fn decode_attention(runs: usize) -> Vec<DecodeAttention> {
+    let (layers, sets, s) = (12, 4, Dims { b: 1, t: 512, h: 12, dh: 64 });
+    let d = s.d();
+    let caches: Vec<Vec<f32>> = (0..sets * layers)
+        .map(|l| (0..s.t * 3 * d).map(|i| ((i * 7 + l) % 23) as f32 * 0.01 - 0.1).collect())
+        .collect();
+    let mut y = vec![0.0f32; d];
+    let mut out = Vec::new();
+    let mut versions = vec![RowsVersion::Portable];
+    if RowsVersion::best(s.dh) != RowsVersion::Portable {
+        versions.push(RowsVersion::best(s.dh));
+    }
+    for positions in [128, 512] {
+        for &version in &versions {
+            let mut set = 0;
+            let secs = time(runs.max(4), || {
+                set = (set + 1) % sets;
+                for c in &caches[set * layers..(set + 1) * layers] {
+                    attention::forward_rows_with(version, &mut y, c, s, &[positions - 1]);
+                }
+            });
+            let bytes = (layers * positions * 2 * d * 4) as f64;
+            let version = format!("{version:?}").to_lowercase();
+            out.push(DecodeAttention {
+                version,
+                positions,
+                ms_per_token: secs * 1e3,
+                gb_s: bytes / secs / 1e9,
+            });
+        }
+    }
+    out
+}
+
 /// Measures everything in [`KernelReport`]; `runs` timed runs per figure (the median).
 pub fn kernels(runs: usize) -> KernelReport {
     let (cpu, flags) = cpu();
@@ -284,6 +335,7 @@ pub fn kernels(runs: usize) -> KernelReport {
         products: products(runs),
         attention: attention_rates(runs),
         decode: decode(runs, memory.read_gb_s),
+        decode_attention: decode_attention(runs),
         memory,
         tuner: tuner_report(),
     }
@@ -330,6 +382,12 @@ pub fn text(r: &KernelReport) -> String {
             d.ms_per_token,
             d.gb_s,
             100.0 * d.bandwidth_fraction
+        );
+    }
+    for a in &r.decode_attention {
+        s += &format!(
+            "decode attention, gpt1 size, batch 1, {} positions, {}: {:.3} ms/token, {:.1} GB/s of keys and values\n",
+            a.positions, a.version, a.ms_per_token, a.gb_s
         );
     }
     s += &tuner_text(&r.tuner);

@@ -139,17 +139,26 @@ fn attention_rows_plain(qkv: &[f32], s: Dims, rows: &[usize]) -> Vec<f32> {
 fn attention_at_rows_sums_as_the_plain_definition_for_any_threads() {
     // Head counts with and without divisors, one row (a decode step: heads split over tasks)
     // to many (a prefill), each row of a batch at its own length.
-    for (h, dh) in [(12, 8), (7, 5), (1, 16), (4, 64)] {
-        let s = Dims { b: 3, t: 19, h, dh };
+    // Lengths of 37 and 50 give the AVX-512 version full blocks of 16 positions and a remainder;
+    // head sizes of 16, 64 and 128 run it, the others the portable version.
+    use attention::RowsVersion::{Avx512, Portable};
+    for (h, dh, t) in
+        [(12, 8, 19), (7, 5, 19), (1, 16, 37), (4, 64, 19), (12, 64, 50), (3, 128, 37)]
+    {
+        let s = Dims { b: 3, t, h, dh };
         let qkv = rand_vec(s.b * s.t * 3 * s.d(), 21);
-        for rows in [vec![5], vec![2 * 19 + 18], vec![0, 19 + 7, 2 * 19 + 3], (0..57).collect()] {
+        let each = [vec![5], vec![3 * t - 1], vec![0, t + 33 % t, 2 * t + 3], (0..3 * t).collect()];
+        for rows in each {
             let want = attention_rows_plain(&qkv, s, &rows);
             for threads in [1, 2, 3, 8] {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                let mut y = vec![f32::NAN; rows.len() * s.d()];
-                pool.install(|| attention::forward_rows(&mut y, &qkv, s, &rows));
-                let same = y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "h {h}, rows {rows:?}, {threads} threads");
+                for version in [Portable, Avx512] {
+                    let mut y = vec![f32::NAN; rows.len() * s.d()];
+                    let run = || attention::forward_rows_with(version, &mut y, &qkv, s, &rows);
+                    pool.install(run);
+                    let same = y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{version:?}: h {h}, dh {dh}, rows {rows:?}, {threads} threads");
+                }
             }
         }
     }

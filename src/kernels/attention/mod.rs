@@ -1,12 +1,16 @@
 //! Causal multi-head self-attention on the fused `[B, T, 3d]` q/k/v projection, with dropout on
 //! the attention probabilities. Heads are processed in parallel, each product only over the
-//! causal (lower-triangular) blocks.
+//! causal (lower-triangular) blocks. A few rows against the cache (decoding, evaluation's last
+//! block) run in `rows.rs`.
 
 use super::dropout::Dropout;
 use super::fastmath;
 use super::gemm::{Gemm, Mat, check_operands};
 use super::parallel::SendPtr;
 use rayon::prelude::*;
+
+mod rows;
+pub use rows::{RowsVersion, forward_rows, forward_rows_with};
 
 /// Rows per block of the causal products.
 const BLK: usize = 64;
@@ -111,54 +115,6 @@ pub fn forward(
                     dh,
                     i1,
                 );
-            }
-        }
-    });
-}
-
-/// `y[rows.len(), d]`: attention outputs at the flat positions `rows` of `[B, T]` only (no
-/// dropout; evaluation), each row attending over its own sequence's positions up to itself.
-///
-/// A task is one row's group of heads, so a decode step's single row still feeds every
-/// thread (before, one task did all 12 heads at gpt1's size while the others waited, ~1 ms per
-/// token). It walks the sequence a position at a time, reading its heads' keys (then values)
-/// where they lie side by side in that position's row of `qkv`. Every output sums the same
-/// terms in the same order for any grouping and thread count.
-pub fn forward_rows(y: &mut [f32], qkv: &[f32], s: Dims, rows: &[usize]) {
-    let (t, dh, d, h) = (s.t, s.dh, s.d(), s.h);
-    let d3 = 3 * d;
-    let scale = 1.0 / (dh as f32).sqrt();
-    assert!(y.len() >= rows.len() * d && qkv.len() >= s.b * t * d3);
-    // Head groups per row: enough tasks for twice the threads, a divisor of the head count.
-    let want = (2 * rayon::current_num_threads()).div_ceil(rows.len().max(1)).clamp(1, h);
-    let groups = (want..=h).find(|g| h % g == 0).unwrap_or(h);
-    let (hs, gw) = (h / groups, h / groups * dh);
-    y[..rows.len() * d].par_chunks_mut(gw).enumerate().for_each(|(task, out)| {
-        let (r, c0) = (rows[task / groups], (task % groups) * gw);
-        let (bi, n) = (r / t, r % t + 1);
-        let at = |j: usize, part: usize| &qkv[(bi * t + j) * d3 + part * d + c0..][..gw];
-        let q = &qkv[r * d3 + c0..][..gw];
-        // p[hh, j]: head hh's scores over positions 0..n, then its unnormalised probabilities.
-        let mut p = vec![0.0f32; hs * n];
-        for j in 0..n {
-            let k = at(j, 1);
-            for (hh, (q, k)) in q.chunks_exact(dh).zip(k.chunks_exact(dh)).enumerate() {
-                p[hh * n + j] = fastmath::dot(q, k) * scale;
-            }
-        }
-        let inv: Vec<f32> = p
-            .chunks_exact_mut(n)
-            .map(|row| {
-                let mx = fastmath::max(row);
-                1.0 / fastmath::exp_shifted(row, mx)
-            })
-            .collect();
-        out.fill(0.0);
-        for j in 0..n {
-            let v = at(j, 2);
-            for (hh, (o, v)) in out.chunks_exact_mut(dh).zip(v.chunks_exact(dh)).enumerate() {
-                let w = p[hh * n + j] * inv[hh];
-                o.iter_mut().zip(v).for_each(|(o, v)| *o += w * v);
             }
         }
     });

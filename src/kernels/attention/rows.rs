@@ -1,0 +1,299 @@
+//! Attention of a few rows over their sequences' earlier positions (no dropout): a decode step
+//! against the key/value cache, evaluation's last block. Two versions that give the same bits:
+//!
+//! - [`RowsVersion::Portable`]: a position at a time, each score one [`fastmath::dot`] (the
+//!   reference, and what runs without AVX-512 or where the head size is not a multiple of 16).
+//! - [`RowsVersion::Avx512`]: the scores of 16 positions at once. Each position's 16 partial sums
+//!   are formed as `fastmath::dot` forms them, then a 16 × 16 transpose puts partial sum `i` of
+//!   every position in one register, so the 16 dot products finish with 15 vector adds in
+//!   `fastmath::dot`'s order instead of 16 horizontal reductions (which took most of a decode
+//!   step's attention). The outputs are summed 16 lanes at a time, in position order.
+//!
+//! Both compute every output from the same terms in the same order, for any grouping of the
+//! heads and any thread count (`attention_at_rows_sums_as_the_plain_definition_for_any_threads`).
+//! `gpt1 bench kernels` times both ("decode attention").
+
+use super::Dims;
+use crate::kernels::fastmath;
+use rayon::prelude::*;
+
+/// Which implementation runs [`forward_rows_with`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowsVersion {
+    Portable,
+    Avx512,
+}
+
+impl RowsVersion {
+    /// The fastest this CPU runs for heads of `dh`.
+    pub fn best(dh: usize) -> RowsVersion {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") && avx512::fits(dh) {
+            return RowsVersion::Avx512;
+        }
+        let _ = dh;
+        RowsVersion::Portable
+    }
+}
+
+/// `y[rows.len(), d]`: attention outputs at the flat positions `rows` of `[B, T]` only (no
+/// dropout; evaluation), each row attending over its own sequence's positions up to itself.
+pub fn forward_rows(y: &mut [f32], qkv: &[f32], s: Dims, rows: &[usize]) {
+    forward_rows_with(RowsVersion::best(s.dh), y, qkv, s, rows);
+}
+
+/// One task's work: row `r`'s heads `c0 / dh ..` (`hs` of them, `gw = hs · dh` outputs).
+struct Task<'a> {
+    qkv: &'a [f32],
+    /// Offset of the row's queries for these heads.
+    q: usize,
+    /// Offset of position 0's keys for these heads; values follow `d` later.
+    k0: usize,
+    /// Positions attended to (the row's own included).
+    n: usize,
+    hs: usize,
+    dh: usize,
+    d: usize,
+    scale: f32,
+}
+
+impl Task<'_> {
+    /// Heads `hh`'s keys (`part` 0) or values (`part` 1) at position `j`.
+    fn at(&self, j: usize, part: usize, hh: usize) -> &[f32] {
+        &self.qkv[self.k0 + j * 3 * self.d + part * self.d + hh * self.dh..][..self.dh]
+    }
+
+    fn query(&self, hh: usize) -> &[f32] {
+        &self.qkv[self.q + hh * self.dh..][..self.dh]
+    }
+
+    /// `p[hh, j]` → `e^(p − max)` in place; the reciprocal of each head's sum.
+    fn softmax(&self, p: &mut [f32]) -> Vec<f32> {
+        p.chunks_exact_mut(self.n)
+            .map(|row| {
+                let mx = fastmath::max(row);
+                1.0 / fastmath::exp_shifted(row, mx)
+            })
+            .collect()
+    }
+}
+
+/// [`forward_rows`] by a given version (`Avx512` where the CPU or the head size does not allow
+/// it runs `Portable`).
+///
+/// A task is one row's group of heads, so a decode step's single row still feeds every
+/// thread (before, one task did all 12 heads at gpt1's size while the others waited, ~1 ms per
+/// token).
+pub fn forward_rows_with(
+    version: RowsVersion,
+    y: &mut [f32],
+    qkv: &[f32],
+    s: Dims,
+    rows: &[usize],
+) {
+    let version = if version == RowsVersion::best(s.dh) { version } else { RowsVersion::Portable };
+    let (t, dh, d, h) = (s.t, s.dh, s.d(), s.h);
+    let d3 = 3 * d;
+    let scale = 1.0 / (dh as f32).sqrt();
+    assert!(y.len() >= rows.len() * d && qkv.len() >= s.b * t * d3);
+    // Head groups per row: enough tasks for twice the threads, a divisor of the head count.
+    let want = (2 * rayon::current_num_threads()).div_ceil(rows.len().max(1)).clamp(1, h);
+    let groups = (want..=h).find(|g| h % g == 0).unwrap_or(h);
+    let (hs, gw) = (h / groups, h / groups * dh);
+    let task_of = |task: usize| {
+        let (r, c0) = (rows[task / groups], (task % groups) * gw);
+        let (bi, n) = (r / t, r % t + 1);
+        Task { qkv, q: r * d3 + c0, k0: bi * t * d3 + d + c0, n, hs, dh, d, scale }
+    };
+    match version {
+        RowsVersion::Portable => {
+            y[..rows.len() * d]
+                .par_chunks_mut(gw)
+                .enumerate()
+                .for_each(|(task, out)| portable(&task_of(task), out));
+        }
+        #[cfg(target_arch = "x86_64")]
+        RowsVersion::Avx512 => {
+            y[..rows.len() * d].par_chunks_mut(gw).enumerate().for_each(|(task, out)| {
+                let w = task_of(task);
+                let mut p = vec![0.0f32; hs * w.n];
+                // SAFETY: `best` saw AVX-512F and a fitting head size; p holds hs · n.
+                unsafe {
+                    avx512::scores(&w, 0, w.n, p.as_mut_ptr());
+                    avx512::outputs(&w, &mut p, out);
+                }
+            });
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        RowsVersion::Avx512 => unreachable!("best() is Portable off x86_64"),
+    }
+}
+
+/// A position at a time: its heads' keys (then values) side by side in its row of `qkv`.
+fn portable(w: &Task, out: &mut [f32]) {
+    let (n, hs) = (w.n, w.hs);
+    // p[hh, j]: head hh's scores over positions 0..n, then its unnormalised probabilities.
+    let mut p = vec![0.0f32; hs * n];
+    for j in 0..n {
+        for hh in 0..hs {
+            p[hh * n + j] = fastmath::dot(w.query(hh), w.at(j, 0, hh)) * w.scale;
+        }
+    }
+    let inv = w.softmax(&mut p);
+    out.fill(0.0);
+    for j in 0..n {
+        for (hh, o) in out.chunks_exact_mut(w.dh).enumerate() {
+            let wt = p[hh * n + j] * inv[hh];
+            o.iter_mut().zip(w.at(j, 1, hh)).for_each(|(o, v)| *o += wt * v);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::Task;
+    use std::arch::x86_64::*;
+
+    /// Head sizes the registers hold: a multiple of 16, at most 128 (8 accumulators).
+    pub fn fits(dh: usize) -> bool {
+        dh.is_multiple_of(16) && (16..=128).contains(&dh)
+    }
+
+    /// The transpose of the 16 × 16 matrix whose rows are `r`: `out[i]` lane `j` is `r[j]` lane
+    /// `i` (unpack, then in-lane shuffles, then two rounds of 128-bit lane shuffles).
+    #[target_feature(enable = "avx512f")]
+    fn transpose(r: [__m512; 16]) -> [__m512; 16] {
+        let mut t = [_mm512_setzero_ps(); 16];
+        let mut u = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        for i in 0..4 {
+            let (a, b, c, e) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+            u[4 * i] = _mm512_shuffle_ps::<0x44>(a, c);
+            u[4 * i + 1] = _mm512_shuffle_ps::<0xEE>(a, c);
+            u[4 * i + 2] = _mm512_shuffle_ps::<0x44>(b, e);
+            u[4 * i + 3] = _mm512_shuffle_ps::<0xEE>(b, e);
+        }
+        // u[4g + c] holds rows 4g..4g+4, columns c, c+4, c+8, c+12 (one per 128-bit lane).
+        for g in [0, 8] {
+            for c in 0..4 {
+                t[g + c] = _mm512_shuffle_f32x4::<0x88>(u[g + c], u[g + 4 + c]);
+                t[g + 4 + c] = _mm512_shuffle_f32x4::<0xDD>(u[g + c], u[g + 4 + c]);
+            }
+        }
+        // t[g + c]: rows g..g+8, columns c and c+8; t[g + 4 + c]: columns c+4 and c+12.
+        let mut out = [_mm512_setzero_ps(); 16];
+        for c in 0..8 {
+            out[c] = _mm512_shuffle_f32x4::<0x88>(t[c], t[8 + c]);
+            out[c + 8] = _mm512_shuffle_f32x4::<0xDD>(t[c], t[8 + c]);
+        }
+        out
+    }
+
+    /// Scores of positions `j0..j0 + 16` for head `hh`, times the scale, into `dst[j0..]`.
+    ///
+    /// # Safety
+    /// `dst` holds `j0 + 16` elements; positions `j0..j0 + 16` lie in `w`'s sequence.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn scores16(w: &Task, hh: usize, j0: usize, dst: *mut f32) {
+        let q = w.query(hh);
+        let mut part = [_mm512_setzero_ps(); 16];
+        for (jj, acc) in part.iter_mut().enumerate() {
+            let k = w.at(j0 + jj, 0, hh);
+            // fastmath::dot's 16 partial sums: lane i adds q[c·16 + i]·k[c·16 + i] over c in order.
+            for (qc, kc) in q.chunks_exact(16).zip(k.chunks_exact(16)) {
+                // SAFETY: each chunk holds 16 f32.
+                let prod = unsafe {
+                    _mm512_mul_ps(_mm512_loadu_ps(qc.as_ptr()), _mm512_loadu_ps(kc.as_ptr()))
+                };
+                *acc = _mm512_add_ps(*acc, prod);
+            }
+        }
+        let cols = transpose(part);
+        // fastmath::dot starts from the (empty) remainder's sum, then adds partial sums 0..16.
+        let mut s = _mm512_set1_ps(std::iter::empty::<f32>().sum());
+        for c in cols {
+            s = _mm512_add_ps(s, c);
+        }
+        let s = _mm512_mul_ps(s, _mm512_set1_ps(w.scale));
+        // SAFETY: the caller's.
+        unsafe { _mm512_storeu_ps(dst.add(j0), s) };
+    }
+
+    /// Every head's scores at positions `j0..j1` into `p` (`[hs, n]`), 16 positions at a time,
+    /// the last few one at a time (`fastmath::dot`, the same sums).
+    ///
+    /// # Safety
+    /// The CPU runs AVX-512F and `fits(w.dh)`; `p` holds `hs · n` elements; `j1 <= n`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn scores(w: &Task, j0: usize, j1: usize, p: *mut f32) {
+        let full = j0 + (j1 - j0) / 16 * 16;
+        for b in (j0..full).step_by(16) {
+            for hh in 0..w.hs {
+                // SAFETY: head hh's row of p holds n >= b + 16 elements.
+                unsafe { scores16(w, hh, b, p.add(hh * w.n)) };
+            }
+        }
+        for j in full..j1 {
+            for hh in 0..w.hs {
+                let s = crate::kernels::fastmath::dot(w.query(hh), w.at(j, 0, hh)) * w.scale;
+                // SAFETY: j < n.
+                unsafe { *p.add(hh * w.n + j) = s };
+            }
+        }
+    }
+
+    /// The outputs of `w`'s heads from their scores `p` (`[hs, n]`, made probabilities here),
+    /// summed over the positions in order.
+    ///
+    /// # Safety
+    /// The CPU runs AVX-512F and `fits(w.dh)`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn outputs(w: &Task, p: &mut [f32], out: &mut [f32]) {
+        let n = w.n;
+        let inv = w.softmax(p);
+        out.fill(0.0);
+        for j in 0..n {
+            for (hh, o) in out.chunks_exact_mut(w.dh).enumerate() {
+                let wt = _mm512_set1_ps(p[hh * n + j] * inv[hh]);
+                let v = w.at(j, 1, hh);
+                for (oc, vc) in o.chunks_exact_mut(16).zip(v.chunks_exact(16)) {
+                    // SAFETY: each chunk holds 16 f32.
+                    let (o16, v16) =
+                        unsafe { (_mm512_loadu_ps(oc.as_ptr()), _mm512_loadu_ps(vc.as_ptr())) };
+                    let sum = _mm512_add_ps(o16, _mm512_mul_ps(wt, v16));
+                    // SAFETY: 16 f32.
+                    unsafe { _mm512_storeu_ps(oc.as_mut_ptr(), sum) };
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_transpose_transposes() {
+            if !std::arch::is_x86_feature_detected!("avx512f") {
+                eprintln!("skipped: this CPU has no AVX-512F");
+                return;
+            }
+            let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
+            // SAFETY: AVX-512F checked above; each row holds 16 f32.
+            let got = unsafe {
+                let rows = std::array::from_fn(|r| _mm512_loadu_ps(m[16 * r..].as_ptr()));
+                transpose(rows)
+            };
+            for (i, col) in got.iter().enumerate() {
+                let mut lanes = [0.0f32; 16];
+                // SAFETY: 16 f32.
+                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *col) };
+                let want: Vec<f32> = (0..16).map(|j| m[16 * j + i]).collect();
+                assert_eq!(lanes.to_vec(), want, "column {i}");
+            }
+        }
+    }
+}
