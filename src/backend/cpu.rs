@@ -153,9 +153,17 @@ impl Backend for Cpu {
             dst[i * d..(i + 1) * d].copy_from_slice(&src[r * d..(r + 1) * d]);
         }
     }
-    fn place_rows(&self, dst: &mut [f32], src: &[f32], rows: &[usize], d: usize) {
+    fn place_rows(
+        &self,
+        dst: &mut [f32],
+        dst_ld: usize,
+        src: &[f32],
+        src_ld: usize,
+        rows: &[usize],
+        width: usize,
+    ) {
         for (i, &r) in rows.iter().enumerate() {
-            dst[r * d..(r + 1) * d].copy_from_slice(&src[i * d..(i + 1) * d]);
+            dst[r * dst_ld..][..width].copy_from_slice(&src[i * src_ld..][..width]);
         }
     }
 
@@ -291,8 +299,16 @@ impl Backend for Cpu {
     ) {
         attention::forward(self.gemm, y, att, scratch, qkv, s, drop);
     }
-    fn attention_rows(&self, y: &mut [f32], qkv: &[f32], s: Dims, rows: &[usize]) {
-        attention::forward_rows(y, qkv, s, rows);
+    fn attention_rows(
+        &self,
+        y: &mut [f32],
+        q: &[f32],
+        kv: &[f32],
+        ld: usize,
+        s: Dims,
+        rows: &[usize],
+    ) {
+        attention::forward_rows(y, q, kv, ld, s, rows);
     }
     fn attention_backward(
         &self,

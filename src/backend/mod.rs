@@ -238,8 +238,16 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn scatter_add_rows(&self, x: Self::Mut<'_>, rows: &[usize], src: &[f32], d: usize);
     /// `dst[i] = src[rows[i]]`, `[rows.len(), d]`, on the device.
     fn copy_rows(&self, dst: Self::Mut<'_>, src: Self::Ref<'_>, rows: &[usize], d: usize);
-    /// `dst[rows[i]] = src[i]`, on the device.
-    fn place_rows(&self, dst: Self::Mut<'_>, src: Self::Ref<'_>, rows: &[usize], d: usize);
+    /// `dst[rows[i] · dst_ld + c] = src[i · src_ld + c]` for `c < width`, on the device.
+    fn place_rows(
+        &self,
+        dst: Self::Mut<'_>,
+        dst_ld: usize,
+        src: Self::Ref<'_>,
+        src_ld: usize,
+        rows: &[usize],
+        width: usize,
+    );
 
     // ---- the model's kernels, each forward beside its backward ----
     /// `out[r] = wte[ids[r]] + wpe[r % t]`, `out` `[rows, d]`.
@@ -365,7 +373,19 @@ pub trait Backend: Clone + Send + Sync + 'static {
     );
     /// The outputs `[rows.len(), d]` at the flat positions `rows` of `[B, T]` only, each
     /// against its own sequence's keys and values up to itself (the cache), without dropout.
-    fn attention_rows(&self, y: Self::Mut<'_>, qkv: Self::Ref<'_>, s: Dims, rows: &[usize]);
+    /// `q`: the rows' own `[rows.len(), 3d]` q/k/v projection (the queries are read); `kv`: the
+    /// cache, position `j` of sequence `b` with its keys at `(b·T + j)·ld` and its values `d`
+    /// further (decoding's `[B, T, 2d]` with `ld` = 2d, or the forward pass's `[B, T, 3d]`
+    /// projection from its keys on, `ld` = 3d).
+    fn attention_rows(
+        &self,
+        y: Self::Mut<'_>,
+        q: Self::Ref<'_>,
+        kv: Self::Ref<'_>,
+        ld: usize,
+        s: Dims,
+        rows: &[usize],
+    );
     /// `dqkv` (assigned) from `dy`; `scratch` `[B, H, T, T]` workspace.
     fn attention_backward(
         &self,

@@ -278,16 +278,17 @@ fn decode(runs: usize, read_gb_s: f64) -> Vec<Decode> {
     out
 }
 
-/// The row attention of one decoded token at gpt1's size, over caches of 128 and 512
-/// positions. Each timed token reads the next of 4 sets of 12 layers' caches (226 MB in all), so
-/// its keys and values come from memory, as in a decode step, whose weights have just passed
-/// through the caches, not from the last run's L3.
+/// The row attention of one decoded token at gpt1's size, over decoding's `[B, T, 2d]` caches
+/// of 128 and 512 positions. Each timed token reads the next of 4 sets of 12 layers' caches
+/// (151 MB in all), so its keys and values come from memory, as in a decode step, whose weights
+/// have just passed through the caches, not from the last run's L3.
 fn decode_attention(runs: usize) -> Vec<DecodeAttention> {
     let (layers, sets, s) = (12, 4, Dims { b: 1, t: 512, h: 12, dh: 64 });
     let d = s.d();
     let caches: Vec<Vec<f32>> = (0..sets * layers)
-        .map(|l| (0..s.t * 3 * d).map(|i| ((i * 7 + l) % 23) as f32 * 0.01 - 0.1).collect())
+        .map(|l| (0..s.t * 2 * d).map(|i| ((i * 7 + l) % 23) as f32 * 0.01 - 0.1).collect())
         .collect();
+    let q: Vec<f32> = (0..3 * d).map(|i| (i % 19) as f32 * 0.01 - 0.09).collect();
     let mut y = vec![0.0f32; d];
     let mut out = Vec::new();
     let mut versions = vec![RowsVersion::Portable];
@@ -300,7 +301,8 @@ fn decode_attention(runs: usize) -> Vec<DecodeAttention> {
             let secs = time(runs.max(4), || {
                 set = (set + 1) % sets;
                 for c in &caches[set * layers..(set + 1) * layers] {
-                    attention::forward_rows_with(version, &mut y, c, s, &[positions - 1]);
+                    let row = [positions - 1];
+                    attention::forward_rows_with(version, &mut y, &q, c, 2 * d, s, &row);
                 }
             });
             let bytes = (layers * positions * 2 * d * 4) as f64;

@@ -146,18 +146,28 @@ fn attention_at_rows_sums_as_the_plain_definition_for_any_threads() {
         [(12, 8, 19), (7, 5, 19), (1, 16, 37), (4, 64, 19), (12, 64, 50), (3, 128, 37)]
     {
         let s = Dims { b: 3, t, h, dh };
-        let qkv = rand_vec(s.b * s.t * 3 * s.d(), 21);
+        let d = s.d();
+        let qkv = rand_vec(s.b * s.t * 3 * d, 21);
+        // Decoding's cache: each position's keys and values side by side.
+        let kv: Vec<f32> = qkv.chunks(3 * d).flat_map(|row| row[d..].to_vec()).collect();
         let each = [vec![5], vec![3 * t - 1], vec![0, t + 33 % t, 2 * t + 3], (0..3 * t).collect()];
         for rows in each {
             let want = attention_rows_plain(&qkv, s, &rows);
+            let q: Vec<f32> =
+                rows.iter().flat_map(|&r| qkv[r * 3 * d..][..3 * d].to_vec()).collect();
             for threads in [1, 2, 3, 8] {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                for version in [Portable, Avx512] {
-                    let mut y = vec![f32::NAN; rows.len() * s.d()];
-                    let run = || attention::forward_rows_with(version, &mut y, &qkv, s, &rows);
-                    pool.install(run);
-                    let same = y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "{version:?}: h {h}, dh {dh}, rows {rows:?}, {threads} threads");
+                for (cache, ld) in [(&qkv[d..], 3 * d), (&kv[..], 2 * d)] {
+                    for version in [Portable, Avx512] {
+                        let mut y = vec![f32::NAN; rows.len() * d];
+                        let run = || {
+                            attention::forward_rows_with(version, &mut y, &q, cache, ld, s, &rows)
+                        };
+                        pool.install(run);
+                        let same = y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                        let what = format!("{version:?}, ld {ld}: h {h}, dh {dh}, rows {rows:?}");
+                        assert!(same, "{what}, {threads} threads");
+                    }
                 }
             }
         }

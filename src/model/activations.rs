@@ -8,7 +8,9 @@ use crate::kernels::crossentropy;
 /// What one block keeps for its backward pass.
 pub(crate) struct LayerActs<Buf> {
     /// `[B, T, 3d]` fused q/k/v projection; also the block's key/value cache for
-    /// [`super::Gpt::block`] on a subset of rows.
+    /// [`super::Gpt::block`] on a subset of rows. In decoding's activations
+    /// ([`Activations::decoding_on`]) it is only that cache, `[B, T, 2d]`: each position's
+    /// keys, then its values.
     pub qkv: Buf,
     /// `[B, H, T, T]` attention probabilities before dropout (zero above the diagonal).
     pub att: Buf,
@@ -100,7 +102,7 @@ pub struct Activations<B: Backend> {
     dims: (usize, usize, usize),
     training: bool,
     /// Only blocks on subsets of rows run (generation): no attention probabilities are kept.
-    decode_only: bool,
+    pub(crate) decode_only: bool,
     backend: B,
     /// `[B, T, d]` token + position embeddings (after dropout).
     pub(crate) encoded: B::Buf,
@@ -280,8 +282,9 @@ fn sizes(
 ) -> ([usize; 12], [usize; 6], [usize; 5]) {
     let bt = b * t;
     let att = if decode_only { 0 } else { b * h * t * t };
-    let layer =
-        [3 * bt * d, att, bt * d, bt * d, bt * d, bt, bt, 4 * bt * d, bt * d, bt * d, bt, bt];
+    // Decoding keeps only the keys and values (`LayerActs::qkv`).
+    let qkv = if decode_only { 2 * bt * d } else { 3 * bt * d };
+    let layer = [qkv, att, bt * d, bt * d, bt * d, bt, bt, 4 * bt * d, bt * d, bt * d, bt, bt];
     let scratch = if training { b * h * t * t } else { 0 };
     let shared = [bt * d, bt * d, 4 * bt * d, bt * d, scratch, bt.min(crossentropy::CHUNK) * v];
     (layer, shared, [bt * d, bt * d, bt * d, 4 * bt * d, 3 * bt * d])

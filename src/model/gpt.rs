@@ -237,10 +237,18 @@ impl<B: Backend> Gpt<B> {
                 be.attention_forward(a.atty.w(), a.att.w(), acts.att_scratch.w(), a.qkv.r(), dims, drops.attn(l));
             }
             Query::Rows(rows) => {
-                // The rows' own q/k/v (through fch as scratch) join the cache, then attend to it.
+                // The rows' own q/k/v (through fch as scratch): their keys and values join the
+                // cache, then their queries attend to it. Decoding's cache is `[B, T, 2d]`, keys
+                // and values side by side (it streams from memory twice as fast as the same
+                // bytes spread through the q/k/v rows); evaluation's last block reads the
+                // forward pass's `[B, T, 3d]` projection.
                 be.matmul_forward(a.fch.w(), x, p.attn_w, p.attn_b, n, d, 3 * d);
-                be.place_rows(a.qkv.w(), a.fch.part(n * 3 * d), rows, 3 * d);
-                be.attention_rows(a.atty.w(), a.qkv.r(), dims, rows);
+                let (ld, at) = if acts.decode_only { (2 * d, 0) } else { (3 * d, d) };
+                let kv_len = a.qkv.len() - at;
+                let fresh = B::sub(a.fch.r(), d, n * 3 * d - d);
+                be.place_rows(B::sub_mut(a.qkv.w(), at, kv_len), ld, fresh, 3 * d, rows, 2 * d);
+                let kv = B::sub(a.qkv.r(), at, kv_len);
+                be.attention_rows(a.atty.w(), a.fch.part(n * 3 * d), kv, ld, dims, rows);
             }
         }
         be.matmul_forward(acts.tmp.w(), a.atty.part(nd), p.proj_w, p.proj_b, n, d, d);

@@ -86,7 +86,15 @@ impl Cuda {
     }
 
     /// The trait's `attention_rows`.
-    pub(super) fn attend_rows(&self, y: CMut<'_>, qkv: CRef<'_>, s: Dims, rows: &[usize]) {
+    pub(super) fn attend_rows(
+        &self,
+        y: CMut<'_>,
+        q: CRef<'_>,
+        kv: CRef<'_>,
+        ld: usize,
+        s: Dims,
+        rows: &[usize],
+    ) {
         if rows.is_empty() {
             return;
         }
@@ -99,12 +107,14 @@ impl Cuda {
             c,
             &[
                 A::P(y.ptr),
-                A::P(qkv.ptr),
+                A::P(q.ptr),
+                A::P(kv.ptr),
                 A::P(r),
                 A::P(probs),
                 A::I(s.t as i32),
                 A::I(s.h as i32),
                 A::I(s.dh as i32),
+                A::I(ld as i32),
                 A::F(scale),
             ],
         );

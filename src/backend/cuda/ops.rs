@@ -155,13 +155,22 @@ impl Backend for Cuda {
             &[A::P(dst.ptr), A::P(src.ptr), A::P(r), A::I(n as i32), A::I(d as i32)],
         );
     }
-    fn place_rows(&self, dst: CMut<'_>, src: CRef<'_>, rows: &[usize], d: usize) {
+    fn place_rows(
+        &self,
+        dst: CMut<'_>,
+        dst_ld: usize,
+        src: CRef<'_>,
+        src_ld: usize,
+        rows: &[usize],
+        width: usize,
+    ) {
         let n = rows.len();
         let r = self.put_u32(Slot::Rows, rows.iter().map(|&r| r as u32));
+        let i = |x: usize| A::I(x as i32);
         self.launch_n(
             "place_rows",
-            n * d,
-            &[A::P(dst.ptr), A::P(src.ptr), A::P(r), A::I(n as i32), A::I(d as i32)],
+            n * width,
+            &[A::P(dst.ptr), A::P(src.ptr), A::P(r), i(n), i(width), i(dst_ld), i(src_ld)],
         );
     }
 
@@ -367,8 +376,16 @@ impl Backend for Cuda {
     ) {
         self.attend(y, att, scratch, qkv, s, drop);
     }
-    fn attention_rows(&self, y: CMut<'_>, qkv: CRef<'_>, s: Dims, rows: &[usize]) {
-        self.attend_rows(y, qkv, s, rows);
+    fn attention_rows(
+        &self,
+        y: CMut<'_>,
+        q: CRef<'_>,
+        kv: CRef<'_>,
+        ld: usize,
+        s: Dims,
+        rows: &[usize],
+    ) {
+        self.attend_rows(y, q, kv, ld, s, rows);
     }
     fn attention_backward(
         &self,

@@ -37,17 +37,25 @@ impl RowsVersion {
 }
 
 /// `y[rows.len(), d]`: attention outputs at the flat positions `rows` of `[B, T]` only (no
-/// dropout; evaluation), each row attending over its own sequence's positions up to itself.
-pub fn forward_rows(y: &mut [f32], qkv: &[f32], s: Dims, rows: &[usize]) {
-    forward_rows_with(RowsVersion::best(s.dh), y, qkv, s, rows);
+/// dropout), each row attending over its own sequence's positions up to itself.
+///
+/// `q` `[rows.len(), 3d]`: the rows' own q/k/v projection (its queries are read). `kv`: the
+/// cache, position `j` of sequence `b` with its keys at `(b·T + j)·ld` and its values `d`
+/// further: decoding's `[B, T, 2d]` (`ld` = 2d, each position's keys and values side by side,
+/// positions one after another), or the forward pass's `[B, T, 3d]` projection from its first
+/// key on (`ld` = 3d; evaluation's last block).
+pub fn forward_rows(y: &mut [f32], q: &[f32], kv: &[f32], ld: usize, s: Dims, rows: &[usize]) {
+    forward_rows_with(RowsVersion::best(s.dh), y, q, kv, ld, s, rows);
 }
 
 /// One task's work: row `r`'s heads `c0 / dh ..` (`hs` of them, `gw = hs · dh` outputs).
 struct Task<'a> {
-    qkv: &'a [f32],
-    /// Offset of the row's queries for these heads.
-    q: usize,
-    /// Offset of position 0's keys for these heads; values follow `d` later.
+    /// The row's queries for these heads onwards.
+    q: &'a [f32],
+    kv: &'a [f32],
+    /// The cache's row stride.
+    ld: usize,
+    /// Offset of position 0's keys for these heads in `kv`; values follow `d` later.
     k0: usize,
     /// Positions attended to (the row's own included).
     n: usize,
@@ -60,11 +68,11 @@ struct Task<'a> {
 impl Task<'_> {
     /// Heads `hh`'s keys (`part` 0) or values (`part` 1) at position `j`.
     fn at(&self, j: usize, part: usize, hh: usize) -> &[f32] {
-        &self.qkv[self.k0 + j * 3 * self.d + part * self.d + hh * self.dh..][..self.dh]
+        &self.kv[self.k0 + j * self.ld + part * self.d + hh * self.dh..][..self.dh]
     }
 
     fn query(&self, hh: usize) -> &[f32] {
-        &self.qkv[self.q + hh * self.dh..][..self.dh]
+        &self.q[hh * self.dh..][..self.dh]
     }
 
     /// `p[hh, j]` → `e^(p − max)` in place; the reciprocal of each head's sum.
@@ -87,7 +95,9 @@ impl Task<'_> {
 pub fn forward_rows_with(
     version: RowsVersion,
     y: &mut [f32],
-    qkv: &[f32],
+    q: &[f32],
+    kv: &[f32],
+    ld: usize,
     s: Dims,
     rows: &[usize],
 ) {
@@ -95,15 +105,18 @@ pub fn forward_rows_with(
     let (t, dh, d, h) = (s.t, s.dh, s.d(), s.h);
     let d3 = 3 * d;
     let scale = 1.0 / (dh as f32).sqrt();
-    assert!(y.len() >= rows.len() * d && qkv.len() >= s.b * t * d3);
+    let bt = s.b * t;
+    assert!(y.len() >= rows.len() * d && q.len() >= rows.len() * d3);
+    assert!(ld >= 2 * d && (bt == 0 || kv.len() >= (bt - 1) * ld + 2 * d));
+    assert!(rows.iter().all(|&r| r < bt), "rows must lie in [B, T]");
     // Head groups per row: enough tasks for twice the threads, a divisor of the head count.
     let want = (2 * rayon::current_num_threads()).div_ceil(rows.len().max(1)).clamp(1, h);
     let groups = (want..=h).find(|g| h % g == 0).unwrap_or(h);
     let (hs, gw) = (h / groups, h / groups * dh);
     let task_of = |task: usize| {
-        let (r, c0) = (rows[task / groups], (task % groups) * gw);
-        let (bi, n) = (r / t, r % t + 1);
-        Task { qkv, q: r * d3 + c0, k0: bi * t * d3 + d + c0, n, hs, dh, d, scale }
+        let (i, c0) = (task / groups, (task % groups) * gw);
+        let (bi, n) = (rows[i] / t, rows[i] % t + 1);
+        Task { q: &q[i * d3 + c0..], kv, ld, k0: bi * t * ld + c0, n, hs, dh, d, scale }
     };
     match version {
         RowsVersion::Portable => {
@@ -129,7 +142,7 @@ pub fn forward_rows_with(
     }
 }
 
-/// A position at a time: its heads' keys (then values) side by side in its row of `qkv`.
+/// A position at a time: its heads' keys (then values) side by side in its row of the cache.
 fn portable(w: &Task, out: &mut [f32]) {
     let (n, hs) = (w.n, w.hs);
     // p[hh, j]: head hh's scores over positions 0..n, then its unnormalised probabilities.

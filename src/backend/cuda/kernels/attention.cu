@@ -92,8 +92,11 @@ extern "C" __global__ void softmax_causal_backward(float* ds, const float* p, i6
 // Attention outputs at some flat positions `rows` of [B, T] against the cache (no dropout):
 // one block per (row, head), its scores in `probs` [rows·H, T] (global memory: any context
 // length fits, where shared memory would stop near 12k positions; the row is read back from L1/L2).
-extern "C" __global__ void attention_rows(float* y, const float* qkv, const u32* rows,
-                                          float* probs, int T, int H, int dh, float scale) {
+// `q`: the rows' own [rows, 3d] projection (queries first); `kv`: the cache, position j of
+// sequence b's keys at kv[(b·T + j)·ld], its values d further.
+extern "C" __global__ void attention_rows(float* y, const float* q_rows, const float* kv,
+                                          const u32* rows, float* probs, int T, int H, int dh,
+                                          int ld, float scale) {
     __shared__ float red[32];
     float* p = probs + (i64)blockIdx.x * T;
     int n = blockIdx.x / H, h = blockIdx.x % H;
@@ -101,10 +104,10 @@ extern "C" __global__ void attention_rows(float* y, const float* qkv, const u32*
     i64 r = rows[n];
     i64 b = r / T;
     int i = (int)(r % T);
-    const float* q = qkv + r * d3 + h * dh;
+    const float* q = q_rows + (i64)n * d3 + h * dh;
     float mx = NEG_INF;
     for (int j = threadIdx.x; j <= i; j += blockDim.x) {
-        const float* k = qkv + (b * T + j) * d3 + d + h * dh;
+        const float* k = kv + (b * T + j) * ld + h * dh;
         float s = 0.0f;
         for (int x = 0; x < dh; x++) s += q[x] * k[x];
         s *= scale;
@@ -122,7 +125,7 @@ extern "C" __global__ void attention_rows(float* y, const float* qkv, const u32*
     __syncthreads();
     for (int x = threadIdx.x; x < dh; x += blockDim.x) {
         float o = 0.0f;
-        for (int j = 0; j <= i; j++) o += p[j] * inv * qkv[(b * T + j) * d3 + 2 * d + h * dh + x];
+        for (int j = 0; j <= i; j++) o += p[j] * inv * kv[(b * T + j) * ld + d + h * dh + x];
         y[(i64)n * d + h * dh + x] = o;
     }
 }

@@ -22,11 +22,12 @@ extern "C" __global__ void copy_rows(float* dst, const float* src, const u32* ro
         dst[e] = src[(i64)rows[i] * d + c];
     }
 }
-// dst[rows[i]] = src[i].
-extern "C" __global__ void place_rows(float* dst, const float* src, const u32* rows, int n, int d) {
-    GRID_STRIDE(e, (i64)n * d) {
-        i64 i = e / d, c = e % d;
-        dst[(i64)rows[i] * d + c] = src[e];
+// dst[rows[i] * ldd + c] = src[i * lds + c] for c < w.
+extern "C" __global__ void place_rows(float* dst, const float* src, const u32* rows, int n, int w,
+                                      int ldd, int lds) {
+    GRID_STRIDE(e, (i64)n * w) {
+        i64 i = e / w, c = e % w;
+        dst[(i64)rows[i] * ldd + c] = src[i * lds + c];
     }
 }
 // x[rows[i]] += src[i] (distinct rows).
