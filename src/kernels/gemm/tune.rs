@@ -100,7 +100,6 @@ struct CacheFile {
     shapes: Vec<TunedShape>,
 }
 
-#[derive(Default)]
 struct Table {
     loaded: bool,
     path: Option<PathBuf>,
@@ -109,7 +108,28 @@ struct Table {
     /// This process's: `None` while a shape is being timed.
     now: HashMap<String, Option<TunedShape>>,
     spent: Duration,
+    /// FLOP/s of the last shape timed ([`SLOW_RATE`] before any), to judge whether the next
+    /// one's trials fit the budget before running them.
+    rate: f64,
     error: Option<String>,
+}
+
+/// The rate assumed before any shape is timed (FLOP/s): slower than any CPU with a bf16
+/// version, so the first shape's trials are over-estimated rather than under-estimated.
+const SLOW_RATE: f64 = 5e10;
+
+impl Default for Table {
+    fn default() -> Self {
+        Table {
+            loaded: false,
+            path: None,
+            kept: HashMap::new(),
+            now: HashMap::new(),
+            spent: Duration::ZERO,
+            rate: SLOW_RATE,
+            error: None,
+        }
+    }
 }
 
 impl Table {
@@ -277,22 +297,29 @@ pub(super) fn choose(
         return None;
     }
     let key = key(driver, a, b, dims);
-    let left = {
+    let (left, reserved) = {
         let mut t = table();
         if let Some(known) = t.lookup(&key, cands) {
             return known;
         }
-        if t.spent >= BUDGET {
+        // Other threads asking meanwhile keep the rule; so does this process if the trials
+        // (one warm run, two per candidate), at the rate measured last, would pass the budget.
+        t.now.insert(key.clone(), None);
+        let trials = Duration::from_secs_f64(flop / t.rate * (1 + 2 * cands.len()) as f64);
+        if t.spent + trials > BUDGET {
             return None;
         }
-        // Other threads asking meanwhile keep the rule.
-        t.now.insert(key.clone(), None);
-        BUDGET - t.spent
+        // Reserved while it runs, so that threads tuning other shapes see it spent.
+        t.spent += trials;
+        (BUDGET - t.spent + trials, trials)
     };
     // SAFETY: the caller's (matmul_bf16_ptr's) contract; `driver` came from `super::driver`.
     let (shape, took) = unsafe { measure(driver, key, a, b, dims, Some(left)) };
     let mut t = table();
-    t.spent += took;
+    t.spent = t.spent.saturating_sub(reserved) + took;
+    if let Some(best) = shape.as_ref().and_then(|s| s.gflops.iter().map(|x| x.1).reduce(f64::max)) {
+        t.rate = best * 1e9;
+    }
     // A shape whose trials did not fit the budget keeps its marker: the rule, this process.
     let s = shape?;
     let choice = (s.choice != s.rule).then_some(s.choice);
