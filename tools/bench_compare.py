@@ -72,6 +72,9 @@ else:
     if a.precision == "bf16":
         gpt1_cmd += ["--precision", "bf16"]
         torch_cmd += ["--precision", "bf16"] if a.kind == "generate" else ["--bf16"]
+if a.kind in ("train", "lstm"):
+    # The two MFUs over one denominator: bench_torch.py's fixed 160 GFLOP/s per thread.
+    gpt1_cmd += ["--peak-gflops", str(160.0 * a.threads)]
 ours, theirs = [], []
 for r in range(a.rounds):
     ours.append(run(gpt1_cmd))

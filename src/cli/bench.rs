@@ -94,7 +94,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1)]
     warmup: usize,
     /// The matrix-product peak MFU divides by, in GFLOP/s (default: measured at start with
-    /// this library's fp32 product on the same threads).
+    /// this library's product at the run's precision on the same threads).
     #[arg(long)]
     peak_gflops: Option<f64>,
     #[command(flatten)]
