@@ -204,6 +204,7 @@ impl<B: Backend> Gpt<B> {
         let (b, t, d) = (acts.b, acts.t, self.config.n_embd);
         assert_eq!(ids.len(), b * t, "ids must be [B, T]");
         assert!(t <= self.config.n_positions);
+        assert!(!acts.decode_only, "a full forward pass needs Activations::new, not decoding's");
         let (be, w, drops) = (&self.backend, self.views(), self.drops(key, first_seq, t));
         be.encoder_forward(acts.encoded.w(), ids, w.wte, w.wpe, t, d);
         be.dropout(acts.encoded.w(), drops.embd());
@@ -239,13 +240,12 @@ impl<B: Backend> Gpt<B> {
             Query::Rows(rows) => {
                 // The rows' own q/k/v (through fch as scratch): their keys and values join the
                 // cache, then their queries attend to it. Decoding's cache is `[B, T, 2d]`, keys
-                // and values side by side (it streams from memory twice as fast as the same
-                // bytes spread through the q/k/v rows); evaluation's last block reads the
-                // forward pass's `[B, T, 3d]` projection.
+                // and values side by side (a third less memory than the projection);
+                // evaluation's last block reads the forward pass's `[B, T, 3d]` projection.
                 be.matmul_forward(a.fch.w(), x, p.attn_w, p.attn_b, n, d, 3 * d);
                 let (ld, at) = if acts.decode_only { (2 * d, 0) } else { (3 * d, d) };
                 let kv_len = a.qkv.len() - at;
-                let fresh = B::sub(a.fch.r(), d, n * 3 * d - d);
+                let fresh = B::sub(a.fch.r(), d, (n * 3 * d).saturating_sub(d));
                 be.place_rows(B::sub_mut(a.qkv.w(), at, kv_len), ld, fresh, 3 * d, rows, 2 * d);
                 let kv = B::sub(a.qkv.r(), at, kv_len);
                 be.attention_rows(a.atty.w(), a.fch.part(n * 3 * d), kv, ld, dims, rows);
@@ -284,8 +284,9 @@ impl<B: Backend> Gpt<B> {
 
     /// The decode step of KV-cache generation: the embeddings and every block on the flat
     /// positions `rows` of `[B, T]` only (`ids` their tokens), each row attending over its
-    /// sequence's earlier positions in the blocks' key/value caches, which a forward pass or
-    /// earlier decode steps filled; the rows' own keys and values join the caches. Returns the
+    /// sequence's earlier positions in the blocks' key/value caches, which earlier decode steps
+    /// (or, in activations from `Activations::new`, a forward pass) filled; the rows' own keys
+    /// and values join the caches. Returns the
     /// last block's output at `rows`, `[rows.len(), d]`, on the host; no dropout. One position per
     /// token costs one row through the blocks, not the whole prefix.
     pub fn forward_cached(

@@ -167,7 +167,8 @@ mod avx512 {
     use super::Task;
     use std::arch::x86_64::*;
 
-    /// Head sizes the registers hold: a multiple of 16, at most 128 (8 accumulators).
+    /// Head sizes it takes: a multiple of 16, at most 128 (the heads of GPT-1 and its
+    /// relatives; larger ones run the portable version).
     pub fn fits(dh: usize) -> bool {
         dh.is_multiple_of(16) && (16..=128).contains(&dh)
     }
