@@ -75,6 +75,11 @@ impl Task<'_> {
         &self.q[hh * self.dh..][..self.dh]
     }
 
+    /// Head `hh`'s score at position `j`: one [`fastmath::dot`], scaled.
+    fn score(&self, hh: usize, j: usize) -> f32 {
+        fastmath::dot(self.query(hh), self.at(j, 0, hh)) * self.scale
+    }
+
     /// `p[hh, j]` → `e^(p − max)` in place; the reciprocal of each head's sum.
     fn softmax(&self, p: &mut [f32]) -> Vec<f32> {
         p.chunks_exact_mut(self.n)
@@ -128,13 +133,8 @@ pub fn forward_rows_with(
         #[cfg(target_arch = "x86_64")]
         RowsVersion::Avx512 => {
             y[..rows.len() * d].par_chunks_mut(gw).enumerate().for_each(|(task, out)| {
-                let w = task_of(task);
-                let mut p = vec![0.0f32; hs * w.n];
-                // SAFETY: `best` saw AVX-512F and a fitting head size; p holds hs · n.
-                unsafe {
-                    avx512::scores(&w, 0, w.n, p.as_mut_ptr());
-                    avx512::outputs(&w, &mut p, out);
-                }
+                // SAFETY: `best` saw AVX-512F and a fitting head size.
+                unsafe { avx512::task(&task_of(task), out) }
             });
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -144,15 +144,23 @@ pub fn forward_rows_with(
 
 /// A position at a time: its heads' keys (then values) side by side in its row of the cache.
 fn portable(w: &Task, out: &mut [f32]) {
-    let (n, hs) = (w.n, w.hs);
     // p[hh, j]: head hh's scores over positions 0..n, then its unnormalised probabilities.
-    let mut p = vec![0.0f32; hs * n];
-    for j in 0..n {
-        for hh in 0..hs {
-            p[hh * n + j] = fastmath::dot(w.query(hh), w.at(j, 0, hh)) * w.scale;
+    let mut p = vec![0.0f32; w.hs * w.n];
+    for j in 0..w.n {
+        for hh in 0..w.hs {
+            p[hh * w.n + j] = w.score(hh, j);
         }
     }
-    let inv = w.softmax(&mut p);
+    outputs(w, &mut p, out);
+}
+
+/// The outputs of `w`'s heads from their scores `p` (`[hs, n]`, made probabilities here),
+/// summed over the positions in order. Inlined into each version, so the AVX-512 one sums 16
+/// lanes at a time (the same sums).
+#[inline(always)]
+fn outputs(w: &Task, p: &mut [f32], out: &mut [f32]) {
+    let n = w.n;
+    let inv = w.softmax(p);
     out.fill(0.0);
     for j in 0..n {
         for (hh, o) in out.chunks_exact_mut(w.dh).enumerate() {
@@ -206,12 +214,9 @@ mod avx512 {
         out
     }
 
-    /// Scores of positions `j0..j0 + 16` for head `hh`, times the scale, into `dst[j0..]`.
-    ///
-    /// # Safety
-    /// `dst` holds `j0 + 16` elements; positions `j0..j0 + 16` lie in `w`'s sequence.
+    /// Scores of positions `j0..j0 + 16` for head `hh`, times the scale, into `dst` (16).
     #[target_feature(enable = "avx512f")]
-    unsafe fn scores16(w: &Task, hh: usize, j0: usize, dst: *mut f32) {
+    fn scores16(w: &Task, hh: usize, j0: usize, dst: &mut [f32]) {
         let q = w.query(hh);
         let mut part = [_mm512_setzero_ps(); 16];
         for (jj, acc) in part.iter_mut().enumerate() {
@@ -232,57 +237,30 @@ mod avx512 {
             s = _mm512_add_ps(s, c);
         }
         let s = _mm512_mul_ps(s, _mm512_set1_ps(w.scale));
-        // SAFETY: the caller's.
-        unsafe { _mm512_storeu_ps(dst.add(j0), s) };
+        // SAFETY: dst holds 16 f32.
+        unsafe { _mm512_storeu_ps(dst[..16].as_mut_ptr(), s) };
     }
 
-    /// Every head's scores at positions `j0..j1` into `p` (`[hs, n]`), 16 positions at a time,
-    /// the last few one at a time (`fastmath::dot`, the same sums).
-    ///
-    /// # Safety
-    /// The CPU runs AVX-512F and `fits(w.dh)`; `p` holds `hs · n` elements; `j1 <= n`.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn scores(w: &Task, j0: usize, j1: usize, p: *mut f32) {
-        let full = j0 + (j1 - j0) / 16 * 16;
-        for b in (j0..full).step_by(16) {
-            for hh in 0..w.hs {
-                // SAFETY: head hh's row of p holds n >= b + 16 elements.
-                unsafe { scores16(w, hh, b, p.add(hh * w.n)) };
-            }
-        }
-        for j in full..j1 {
-            for hh in 0..w.hs {
-                let s = crate::kernels::fastmath::dot(w.query(hh), w.at(j, 0, hh)) * w.scale;
-                // SAFETY: j < n.
-                unsafe { *p.add(hh * w.n + j) = s };
-            }
-        }
-    }
-
-    /// The outputs of `w`'s heads from their scores `p` (`[hs, n]`, made probabilities here),
-    /// summed over the positions in order.
+    /// [`super::portable`]'s results, bitwise: each head's scores 16 positions at a time (the
+    /// last few one at a time), then the shared [`super::outputs`].
     ///
     /// # Safety
     /// The CPU runs AVX-512F and `fits(w.dh)`.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn outputs(w: &Task, p: &mut [f32], out: &mut [f32]) {
-        let n = w.n;
-        let inv = w.softmax(p);
-        out.fill(0.0);
-        for j in 0..n {
-            for (hh, o) in out.chunks_exact_mut(w.dh).enumerate() {
-                let wt = _mm512_set1_ps(p[hh * n + j] * inv[hh]);
-                let v = w.at(j, 1, hh);
-                for (oc, vc) in o.chunks_exact_mut(16).zip(v.chunks_exact(16)) {
-                    // SAFETY: each chunk holds 16 f32.
-                    let (o16, v16) =
-                        unsafe { (_mm512_loadu_ps(oc.as_ptr()), _mm512_loadu_ps(vc.as_ptr())) };
-                    let sum = _mm512_add_ps(o16, _mm512_mul_ps(wt, v16));
-                    // SAFETY: 16 f32.
-                    unsafe { _mm512_storeu_ps(oc.as_mut_ptr(), sum) };
-                }
+    pub unsafe fn task(w: &Task, out: &mut [f32]) {
+        let mut p = vec![0.0f32; w.hs * w.n];
+        let full = w.n / 16 * 16;
+        for j0 in (0..full).step_by(16) {
+            for (hh, ph) in p.chunks_exact_mut(w.n).enumerate() {
+                scores16(w, hh, j0, &mut ph[j0..j0 + 16]);
             }
         }
+        for (hh, ph) in p.chunks_exact_mut(w.n).enumerate() {
+            for (j, pj) in ph.iter_mut().enumerate().skip(full) {
+                *pj = w.score(hh, j);
+            }
+        }
+        super::outputs(w, &mut p, out);
     }
 
     #[cfg(test)]
