@@ -6,8 +6,8 @@
 //! - [`RowsVersion::Avx512`]: the scores of 16 positions at once. Each position's 16 partial sums
 //!   are formed as `fastmath::dot` forms them, then a 16 × 16 transpose puts partial sum `i` of
 //!   every position in one register, so the 16 dot products finish with 15 vector adds in
-//!   `fastmath::dot`'s order instead of 16 horizontal reductions (which took most of a decode
-//!   step's attention). The outputs are summed 16 lanes at a time, in position order.
+//!   `fastmath::dot`'s order instead of 16 horizontal reductions. The outputs' loop is shared
+//!   with the portable version (compiled there for AVX-512, the same sums).
 //!
 //! Both compute every output from the same terms in the same order, for any grouping of the
 //! heads and any thread count (`attention_at_rows_sums_as_the_plain_definition_for_any_threads`).
