@@ -76,6 +76,7 @@ fn a_kernel_that_does_not_compile_is_an_error_naming_the_line() {
 use gpt1::backend::{Backend, Cpu, DeviceBuf};
 use gpt1::kernels::attention::Dims;
 use gpt1::kernels::dropout::Dropout;
+use gpt1::kernels::gemm::Gemm;
 use gpt1::kernels::rng::Rng;
 
 /// The GPU at `p`, or `None` (skipped) on a machine without one; `GPT1_REQUIRE_GPU=1`
@@ -204,12 +205,23 @@ fn all_ops<B: Backend>(be: &B) -> Vec<(String, Vec<f32>)> {
     // Attention, with and without dropout.
     let s = Dims { b, t, h, dh };
     let qkv = up(&rand(rows * 3 * d, 19));
+    // The CPU keeps no probabilities (its backward pass recomputes them): its entry is the
+    // function both its passes compute them with.
+    let keeps = be.keeps_attention_probs();
+    let probs_len = if keeps { b * h * t * t } else { 0 };
     for dr in [Dropout::OFF, drop] {
         let (mut ya, mut att, mut sc) =
-            (be.zeros(rows * d), be.zeros(b * h * t * t), be.zeros(b * h * t * t));
+            (be.zeros(rows * d), be.zeros(probs_len), be.zeros(probs_len));
         be.attention_forward(ya.w(), att.w(), sc.w(), qkv.r(), s, dr);
         out.push((format!("attention_forward p {}", dr.p), host(be, &ya)));
-        out.push((format!("attention probs p {}", dr.p), host(be, &att)));
+        let probs = if keeps {
+            host(be, &att)
+        } else {
+            let mut p = vec![0.0; b * h * t * t];
+            gpt1::kernels::attention::probabilities(Gemm::Fp32, &mut p, &host(be, &qkv), s);
+            p
+        };
+        out.push((format!("attention probs p {}", dr.p), probs));
         let mut dqkv = be.zeros(rows * 3 * d);
         be.attention_backward(dqkv.w(), sc.w(), dout.r(), qkv.r(), att.r(), s, dr);
         out.push((format!("attention_backward p {}", dr.p), host(be, &dqkv)));

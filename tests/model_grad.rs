@@ -328,7 +328,9 @@ fn sampling_is_reproducible_and_stops_where_it_should() {
     assert!(generate(&model, &[c.vocab_size as u32], &opts, |_, _| false).is_err());
 }
 
-/// The memory estimate the drivers check before allocating is what the activations take.
+/// The memory estimate the drivers check before allocating is what the activations take; the
+/// CPU keeps no attention probabilities, a backend that keeps them `B·H·T²` floats per block
+/// (and, training, a scratch of that size) more.
 #[test]
 fn activation_bytes_is_what_activations_allocate() {
     use gpt1::model::activation_bytes;
@@ -336,9 +338,11 @@ fn activation_bytes_is_what_activations_allocate() {
         let c = small_config(0.1);
         let a = Activations::new(&c, b, t, training);
         assert_eq!(
-            activation_bytes(&c, b, t, training),
+            activation_bytes(&c, b, t, training, false),
             4 * a.len(),
             "b {b} t {t} training {training}"
         );
+        let probs = 4 * b * c.n_head * t * t * (c.n_layer + usize::from(training));
+        assert_eq!(activation_bytes(&c, b, t, training, true), 4 * a.len() + probs);
     }
 }

@@ -288,16 +288,19 @@ impl Backend for Cpu {
     fn gelu_backward(&self, dx: &mut [f32], out: &mut [f32], x: &[f32]) {
         gelu::backward(dx, out, x);
     }
+    fn keeps_attention_probs(&self) -> bool {
+        false
+    }
     fn attention_forward(
         &self,
         y: &mut [f32],
-        att: &mut [f32],
-        scratch: &mut [f32],
+        _att: &mut [f32],
+        _scratch: &mut [f32],
         qkv: &[f32],
         s: Dims,
         drop: Dropout,
     ) {
-        attention::forward(self.gemm, y, att, scratch, qkv, s, drop);
+        attention::forward(self.gemm, y, qkv, s, drop);
     }
     fn attention_rows(
         &self,
@@ -313,14 +316,14 @@ impl Backend for Cpu {
     fn attention_backward(
         &self,
         dqkv: &mut [f32],
-        scratch: &mut [f32],
+        _scratch: &mut [f32],
         dy: &[f32],
         qkv: &[f32],
-        att: &[f32],
+        _att: &[f32],
         s: Dims,
         drop: Dropout,
     ) {
-        attention::backward(self.gemm, dqkv, scratch, dy, qkv, att, s, drop);
+        attention::backward(self.gemm, dqkv, dy, qkv, s, drop);
     }
     fn crossentropy_forward_backward(
         &self,

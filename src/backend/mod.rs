@@ -359,9 +359,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// `dx *= gelu'(x)` in place, and `out = gelu(x)` (bitwise `gelu_forward`'s): the
     /// backward pass recomputes the GELU its weight gradient reads from the same tanh.
     fn gelu_backward(&self, dx: Self::Mut<'_>, out: Self::Mut<'_>, x: Self::Ref<'_>);
+    /// Whether [`Backend::attention_forward`] keeps each block's `[B, H, T, T]` probabilities for
+    /// the backward pass (and uses a `[B, H, T, T]` scratch). The CPU does not: it recomputes
+    /// each head's probabilities in the backward pass, so both buffers are empty there.
+    fn keeps_attention_probs(&self) -> bool;
     /// Causal attention over the fused `qkv` `[B, T, 3d]` for every position: `y` `[B, T, d]`,
     /// `att` `[B, H, T, T]` the probabilities before dropout, `scratch` (same size) the dropped
-    /// ones when dropout is active.
+    /// ones when dropout is active; both empty where the backend does not
+    /// [keep them](Backend::keeps_attention_probs).
     fn attention_forward(
         &self,
         y: Self::Mut<'_>,
@@ -386,7 +391,9 @@ pub trait Backend: Clone + Send + Sync + 'static {
         s: Dims,
         rows: &[usize],
     );
-    /// `dqkv` (assigned) from `dy`; `scratch` `[B, H, T, T]` workspace.
+    /// `dqkv` (assigned) from `dy`; `scratch` `[B, H, T, T]` workspace and `att` the forward
+    /// pass's probabilities, both empty where the backend does not
+    /// [keep them](Backend::keeps_attention_probs).
     fn attention_backward(
         &self,
         dqkv: Self::Mut<'_>,

@@ -189,10 +189,10 @@ fn products(runs: usize) -> Vec<Product> {
 /// One gpt1 layer's attention, forward then backward, with dropout, in each precision.
 fn attention_rates(runs: usize) -> Vec<VersionRate> {
     let s = Dims { b: 4, t: 512, h: 12, dh: 64 };
-    let (d, tt) = (s.d(), s.b * s.h * s.t * s.t);
+    let d = s.d();
     let qkv: Vec<f32> = (0..s.b * s.t * 3 * d).map(|i| ((i % 17) as f32 - 8.0) * 0.05).collect();
     let dy: Vec<f32> = (0..s.b * s.t * d).map(|i| ((i % 11) as f32 - 5.0) * 0.01).collect();
-    let (mut y, mut att, mut sc) = (vec![0.0; s.b * s.t * d], vec![0.0; tt], vec![0.0; tt]);
+    let mut y = vec![0.0; s.b * s.t * d];
     let mut dqkv = vec![0.0; qkv.len()];
     // Causal products: half of the 4 · T² · dh multiply-adds per head forward, twice that back.
     let flops = 3.0 * 2.0 * 2.0 * (s.b * s.h * s.t * s.t * s.dh) as f64;
@@ -203,8 +203,8 @@ fn attention_rates(runs: usize) -> Vec<VersionRate> {
         .into_iter()
         .map(|(version, g)| {
             let secs = time(runs, || {
-                attention::forward(g, &mut y, &mut att, &mut sc, &qkv, s, drop);
-                attention::backward(g, &mut dqkv, &mut sc, &dy, &qkv, &att, s, drop);
+                attention::forward(g, &mut y, &qkv, s, drop);
+                attention::backward(g, &mut dqkv, &dy, &qkv, s, drop);
             });
             VersionRate { version, gflops: flops / secs / 1e9 }
         })

@@ -56,18 +56,14 @@ fn attention_case(drop: Dropout) {
     let n = s.b * s.t * 3 * d;
     let mut qkv = rand_vec(n, 7);
     let w = rand_vec(s.b * s.t * d, 8);
-    let att_len = s.b * s.h * s.t * s.t;
     let fwd = |qkv: &[f32]| {
-        let (mut y, mut att, mut sc) =
-            (vec![0.0; s.b * s.t * d], vec![0.0; att_len], vec![0.0; att_len]);
-        attention::forward(Gemm::Fp32, &mut y, &mut att, &mut sc, qkv, s, drop);
-        (y, att)
+        let mut y = vec![0.0; s.b * s.t * d];
+        attention::forward(Gemm::Fp32, &mut y, qkv, s, drop);
+        y
     };
-    let (_, att) = fwd(&qkv);
     let mut dqkv = vec![0.0; n];
-    let mut sc = vec![0.0; att_len];
-    attention::backward(Gemm::Fp32, &mut dqkv, &mut sc, &w, &qkv, &att, s, drop);
-    check_grad(&mut qkv, &dqkv, 150, 1e-2, 3e-2, |q| dot(&fwd(q).0, &w));
+    attention::backward(Gemm::Fp32, &mut dqkv, &w, &qkv, s, drop);
+    check_grad(&mut qkv, &dqkv, 150, 1e-2, 3e-2, |q| dot(&fwd(q), &w));
 }
 
 /// Attention with bf16 products (a bf16 run) against fp32: outputs and q/k/v gradients within
@@ -79,13 +75,11 @@ fn bf16_attention_is_fp32_attention_up_to_bf16_rounding() {
     let n = s.b * s.t * 3 * d;
     let qkv = rand_vec(n, 17);
     let w = rand_vec(s.b * s.t * d, 18);
-    let att_len = s.b * s.h * s.t * s.t;
     let run = |gemm: Gemm| {
-        let (mut y, mut att, mut sc) =
-            (vec![0.0; s.b * s.t * d], vec![0.0; att_len], vec![0.0; att_len]);
-        attention::forward(gemm, &mut y, &mut att, &mut sc, &qkv, s, drop);
+        let mut y = vec![0.0; s.b * s.t * d];
+        attention::forward(gemm, &mut y, &qkv, s, drop);
         let mut dqkv = vec![0.0; n];
-        attention::backward(gemm, &mut dqkv, &mut sc, &w, &qkv, &att, s, drop);
+        attention::backward(gemm, &mut dqkv, &w, &qkv, s, drop);
         (y, dqkv)
     };
     let (y32, g32) = run(Gemm::Fp32);
@@ -179,10 +173,9 @@ fn attention_is_causal() {
     let s = Dims { b: 1, t: 20, h: 2, dh: 3 };
     let d = s.d();
     let mut qkv = rand_vec(s.t * 3 * d, 9);
-    let att_len = s.h * s.t * s.t;
     let run = |qkv: &[f32]| {
-        let (mut y, mut att) = (vec![0.0; s.t * d], vec![0.0; att_len]);
-        attention::forward(Gemm::Fp32, &mut y, &mut att, &mut [], qkv, s, Dropout::OFF);
+        let mut y = vec![0.0; s.t * d];
+        attention::forward(Gemm::Fp32, &mut y, qkv, s, Dropout::OFF);
         y
     };
     let before = run(&qkv);

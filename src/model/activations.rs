@@ -12,7 +12,8 @@ pub(crate) struct LayerActs<Buf> {
     /// ([`Activations::decoding_on`]) it is only that cache, `[B, T, 2d]`: each position's
     /// keys, then its values.
     pub qkv: Buf,
-    /// `[B, H, T, T]` attention probabilities before dropout (zero above the diagonal).
+    /// `[B, H, T, T]` attention probabilities before dropout (zero above the diagonal), where
+    /// the backend keeps them ([`Backend::keeps_attention_probs`]); else empty.
     pub att: Buf,
     /// `[B, T, d]` attention output, heads concatenated.
     pub atty: Buf,
@@ -116,7 +117,8 @@ pub struct Activations<B: Backend> {
     pub(crate) gelu: B::Buf,
     /// `[B, T, d]` the inputs of the rows a subset-of-rows block runs on.
     pub(crate) x_rows: B::Buf,
-    /// `[B, H, T, T]` dropped-out attention probabilities (training), ∂P in the backward pass.
+    /// `[B, H, T, T]` dropped-out attention probabilities (training), ∂P in the backward pass,
+    /// where the backend keeps the probabilities; else empty.
     pub(crate) att_scratch: B::Buf,
     /// `[min(B·T, CHUNK), V]` the LM head's logits, one row chunk at a time.
     pub(crate) logits: B::Buf,
@@ -194,7 +196,8 @@ impl<B: Backend> Activations<B> {
     }
 
     fn size_buffers(&mut self, b: usize, t: usize) {
-        let (layer, shared, grads) = sizes(self.dims, b, t, self.training, self.decode_only);
+        let probs = !self.decode_only && self.backend.keeps_attention_probs();
+        let (layer, shared, grads) = sizes(self.dims, b, t, self.training, self.decode_only, probs);
         let be = &self.backend;
         for a in &mut self.layers {
             a.bufs_mut().into_iter().zip(layer).for_each(|(x, n)| be.resize(x, n));
@@ -239,9 +242,12 @@ impl<B: Backend> Activations<B> {
 }
 
 /// Bytes the activations (and, for training, the gradient workspaces) of `b` sequences of `t`
-/// tokens take: the sizes [`Activations::new_on`] allocates.
-pub fn activation_bytes(c: &Config, b: usize, t: usize, training: bool) -> usize {
-    let (layer, shared, grads) = sizes((c.n_embd, c.n_head, c.vocab_size), b, t, training, false);
+/// tokens take: the sizes [`Activations::new_on`] allocates. `probs`: on a backend that keeps
+/// the attention probabilities ([`Backend::keeps_attention_probs`]: a GPU's, not the CPU's),
+/// `B·H·T²` floats more per block and, for training, one more set.
+pub fn activation_bytes(c: &Config, b: usize, t: usize, training: bool, probs: bool) -> usize {
+    let dims = (c.n_embd, c.n_head, c.vocab_size);
+    let (layer, shared, grads) = sizes(dims, b, t, training, false, probs);
     let grads: usize = if training { grads.iter().sum() } else { 0 };
     4 * (c.n_layer * layer.iter().sum::<usize>() + shared.iter().sum::<usize>() + grads)
 }
@@ -262,30 +268,32 @@ pub fn bf16_bytes(c: &Config, precision: Precision, b: usize, t: usize, pinned: 
     2 * (a + bb + weights)
 }
 
-/// Device bytes inference over batches of up to `b × t` tokens needs: the weights, one batch's
-/// activations and, in bf16, [`bf16_bytes`] with pinned weights.
+/// Device bytes inference over batches of up to `b × t` tokens needs on a GPU: the weights, one
+/// batch's activations and, in bf16, [`bf16_bytes`] with pinned weights.
 pub fn inference_bytes(c: &Config, precision: Precision, b: usize, t: usize) -> u64 {
     let weights = 4 * super::params::num_params(c);
-    (weights + activation_bytes(c, b, t, false) + bf16_bytes(c, precision, b, t, true)) as u64
+    (weights + activation_bytes(c, b, t, false, true) + bf16_bytes(c, precision, b, t, true)) as u64
 }
 
 /// The length of every buffer for `b` sequences of `t` tokens — one block's (in
 /// [`LayerActs::bufs_mut`] order), the shared ones (encoded, tmp, gelu, x_rows, att_scratch,
 /// logits)
 /// and the gradient workspaces ([`GradBufs::bufs_mut`] order): the one place sizes are written.
+/// `probs`: the attention probabilities are kept ([`Backend::keeps_attention_probs`]).
 fn sizes(
     (d, h, v): (usize, usize, usize),
     b: usize,
     t: usize,
     training: bool,
     decode_only: bool,
+    probs: bool,
 ) -> ([usize; 12], [usize; 6], [usize; 5]) {
     let bt = b * t;
-    let att = if decode_only { 0 } else { b * h * t * t };
+    let att = if probs { b * h * t * t } else { 0 };
     // Decoding keeps only the keys and values (`LayerActs::qkv`).
     let qkv = if decode_only { 2 * bt * d } else { 3 * bt * d };
     let layer = [qkv, att, bt * d, bt * d, bt * d, bt, bt, 4 * bt * d, bt * d, bt * d, bt, bt];
-    let scratch = if training { b * h * t * t } else { 0 };
+    let scratch = if training && probs { b * h * t * t } else { 0 };
     let shared = [bt * d, bt * d, 4 * bt * d, bt * d, scratch, bt.min(crossentropy::CHUNK) * v];
     (layer, shared, [bt * d, bt * d, bt * d, 4 * bt * d, 3 * bt * d])
 }

@@ -92,10 +92,11 @@ impl ArchConfig {
         }
     }
 
-    /// Activation bytes of a training pass over `b × t` tokens.
-    pub fn activation_bytes(&self, b: usize, t: usize) -> usize {
+    /// Activation bytes of a training pass over `b × t` tokens; `probs`: on a backend that keeps
+    /// the attention probabilities ([`crate::backend::Backend::keeps_attention_probs`]).
+    pub fn activation_bytes(&self, b: usize, t: usize, probs: bool) -> usize {
         match self {
-            ArchConfig::Transformer(c) => activation_bytes(c, b, t, true),
+            ArchConfig::Transformer(c) => activation_bytes(c, b, t, true, probs),
             ArchConfig::Lstm(c) => crate::model::lstm::activation_bytes(c, b, t),
         }
     }

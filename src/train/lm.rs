@@ -35,7 +35,7 @@ pub fn trainer(
             // The weights exist; their gradients, two Adam moments and one pass's activations
             // are about to be allocated (`bench train --batch 100000` asked for 472 GB).
             let c = net.config();
-            let rest = 12 * c.params() as u64 + c.activation_bytes(micro, seq) as u64;
+            let rest = 12 * c.params() as u64 + c.activation_bytes(micro, seq, false) as u64;
             crate::backend::check_host(rest, &format!("{micro} (× {seq} tokens per pass)"))?;
             Ok(trainer_on(net, Cpu::new(precision), micro, seq, weight_decay, opt, None))
         }
@@ -43,7 +43,7 @@ pub fn trainer(
             let gpu = device.cuda(precision)?;
             let c = net.config();
             let need = 16 * c.params() as u64
-                + c.activation_bytes(micro, seq) as u64
+                + c.activation_bytes(micro, seq, true) as u64
                 + c.bf16_bytes(precision, micro, seq, false) as u64;
             let (free, _) = gpu.memory();
             if need > free as u64 {

@@ -365,6 +365,9 @@ impl Backend for Cuda {
         let args = [A::P(dx.ptr), A::P(out.ptr), A::P(x.ptr), A::L(dx.len as i64)];
         self.launch_n("gelu_backward", dx.len, &args);
     }
+    fn keeps_attention_probs(&self) -> bool {
+        true
+    }
     fn attention_forward(
         &self,
         y: CMut<'_>,

@@ -156,7 +156,7 @@ pub(super) fn check_memory<B: Backend>(
         // Weights, gradients, Adam moments and one pass's activations, and on a GPU in bf16 the
         // products' bf16 scratch and the dev evaluations' pinned copies.
         let need = 16 * model.params().len() as u64
-            + c.activation_bytes(inp.seqs, inp.t_max) as u64
+            + c.activation_bytes(inp.seqs, inp.t_max, backend.keeps_attention_probs()) as u64
             + c.bf16_bytes(opts.precision, inp.seqs, inp.t_max, inp.dev.is_some()) as u64;
         if need > free {
             let gib = |b: u64| b as f64 / (1u64 << 30) as f64;

@@ -351,7 +351,8 @@ fn check_inputs(
 fn check_memory(c: &ArchConfig, opts: &PretrainOptions, micro: usize) -> Result<(u64, u64)> {
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let state_bytes = 16 * c.params() as u64; // weights, gradients, 2 Adam moments
-    let act_bytes = c.activation_bytes(micro, opts.seq.min(c.n_positions())) as u64;
+    let probs = matches!(opts.device, Device::Cuda(_));
+    let act_bytes = c.activation_bytes(micro, opts.seq.min(c.n_positions()), probs) as u64;
     if let Some(avail) = mem_available()
         && state_bytes + act_bytes > avail
     {
