@@ -194,7 +194,8 @@ fn attention_rates(runs: usize) -> Vec<VersionRate> {
     let dy: Vec<f32> = (0..s.b * s.t * d).map(|i| ((i % 11) as f32 - 5.0) * 0.01).collect();
     let mut y = vec![0.0; s.b * s.t * d];
     let mut dqkv = vec![0.0; qkv.len()];
-    // Causal products: half of the 4 · T² · dh multiply-adds per head forward, twice that back.
+    // Causal products: half of the 4 · T² · dh multiply-adds per head forward, twice that back
+    // (the backward pass's recomputed q·kᵀ not counted: the rate is of the model's work).
     let flops = 3.0 * 2.0 * 2.0 * (s.b * s.h * s.t * s.t * s.dh) as f64;
     let drop = Dropout::new(0.1, 1);
     let mut gemms = vec![(String::from("fp32"), Gemm::Fp32)];
