@@ -345,4 +345,18 @@ fn activation_bytes_is_what_activations_allocate() {
         let probs = 4 * b * c.n_head * t * t * (c.n_layer + usize::from(training));
         assert_eq!(activation_bytes(&c, b, t, training, true), 4 * a.len() + probs);
     }
+    // Decoding's estimate is the weights and what `decoding_on` allocates (fp32: no copies).
+    use gpt1::backend::{Cpu, Precision};
+    let c = small_config(0.1);
+    let (b, t) = (3, 16);
+    let a = Activations::decoding_on(&Cpu::FP32, &c, b, t);
+    let weights = 4 * gpt1::model::params::num_params(&c) as u64;
+    assert_eq!(
+        gpt1::model::decoding_bytes(&c, Precision::Fp32, b, t),
+        weights + 4 * a.len() as u64
+    );
+    assert!(
+        gpt1::model::decoding_bytes(&c, Precision::Fp32, b, t)
+            < gpt1::model::inference_bytes(&c, Precision::Fp32, b, t, false)
+    );
 }

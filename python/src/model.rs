@@ -84,7 +84,8 @@ impl Model {
                 c.n_positions
             )));
         }
-        let need = gpt1::model::inference_bytes(c, self.model.backend.precision(), b, t);
+        // The module runs on the CPU, which keeps no attention probabilities.
+        let need = gpt1::model::inference_bytes(c, self.model.backend.precision(), b, t, false);
         gpt1::backend::check_host(need as u64, &format!("{b} sequences of {t} tokens"))
             .map_err(to_py)
     }

@@ -370,7 +370,7 @@ pub fn generate(
         dev => {
             let gpu = dev.cuda(precision)?;
             let t = prompt_len.saturating_add(new);
-            let need = crate::model::inference_bytes(&config, precision, 1, t);
+            let need = crate::model::decoding_bytes(&config, precision, 1, t);
             crate::backend::check_fits(&gpu, need, "bench generate")?;
             generate_on(name, &model.to_backend(gpu), prompt_len, new, rounds, None)
         }

@@ -111,7 +111,7 @@ pub fn run(a: Args) -> Result<()> {
             let gpu = dev.cuda(a.precision.value())?;
             let c = &model.config;
             let t = prompt.len().saturating_add(a.max_new).min(c.n_positions);
-            let need = gpt1::model::inference_bytes(c, a.precision.value(), a.num, t);
+            let need = gpt1::model::decoding_bytes(c, a.precision.value(), a.num, t);
             gpt1::backend::check_fits(&gpu, need, "generation (lower --num)")?;
             Some(model.to_backend(gpu))
         }

@@ -139,7 +139,8 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
         );
     }
     // The model goes to the device once, for every file.
-    let need = inference_bytes(&model.config, model.backend.precision(), a.batch, ctx);
+    let gpu = matches!(a.device.device, gpt1::backend::Device::Cuda(_));
+    let need = inference_bytes(&model.config, model.backend.precision(), a.batch, ctx, gpu);
     crate::on_device!(model, a.device.device, need = need, |m| {
         for (f, ids) in files.iter().zip(&docs) {
             let (nll, n) = perplexity(m, ids, stride, a.batch, c, |w| bar.inc(w as u64))

@@ -68,7 +68,8 @@ pub fn run(a: Args) -> Result<()> {
     let bar = gpt1::progress::bar(0, !a.json && lead);
     // At most `--batch` rows of the model's context at a time.
     let (b, t) = (a.batch, model.config.n_positions);
-    let need = gpt1::model::inference_bytes(&model.config, model.backend.precision(), b, t);
+    let gpu = matches!(a.device.device, gpt1::backend::Device::Cuda(_));
+    let need = gpt1::model::inference_bytes(&model.config, model.backend.precision(), b, t, gpu);
     let r = crate::on_device!(model, a.device.device, need = need, |m| zero_shot_with(
         m,
         &tok,

@@ -258,21 +258,42 @@ pub fn activation_bytes(c: &Config, b: usize, t: usize, training: bool, probs: b
 /// the embedding or a weight gradient's output gradient) and, when `pinned` (inference,
 /// fine-tuning's dev evaluations), a bf16 copy of every weight.
 pub fn bf16_bytes(c: &Config, precision: Precision, b: usize, t: usize, pinned: bool) -> usize {
-    if precision != Precision::Bf16 {
+    bf16_parts(c, precision, b, t, pinned, true)
+}
+
+/// [`bf16_bytes`], with attention's probabilities among the operands only when `probs` (a
+/// decoding step attends without them).
+fn bf16_parts(c: &Config, p: Precision, b: usize, t: usize, pinned: bool, probs: bool) -> usize {
+    if p != Precision::Bf16 {
         return 0;
     }
     let (bt, d, v) = (b * t, c.n_embd, c.vocab_size);
-    let a = (b * c.n_head * t * t).max(4 * d * bt).max(bt.min(crossentropy::CHUNK) * v);
+    let att = if probs { b * c.n_head * t * t } else { 0 };
+    let a = att.max(4 * d * bt).max(bt.min(crossentropy::CHUNK) * v);
     let bb = (v * d).max(4 * d * bt);
     let weights = if pinned { super::params::num_params(c) } else { 0 };
     2 * (a + bb + weights)
 }
 
-/// Device bytes inference over batches of up to `b × t` tokens needs on a GPU: the weights, one
-/// batch's activations and, in bf16, [`bf16_bytes`] with pinned weights.
-pub fn inference_bytes(c: &Config, precision: Precision, b: usize, t: usize) -> u64 {
+/// Bytes inference over batches of up to `b × t` tokens needs: the weights, one batch's
+/// activations and, in bf16, [`bf16_bytes`] with pinned weights. `probs`: on a backend that
+/// keeps the attention probabilities ([`Backend::keeps_attention_probs`]: a GPU's).
+pub fn inference_bytes(c: &Config, precision: Precision, b: usize, t: usize, probs: bool) -> u64 {
     let weights = 4 * super::params::num_params(c);
-    (weights + activation_bytes(c, b, t, false, true) + bf16_bytes(c, precision, b, t, true)) as u64
+    let acts = activation_bytes(c, b, t, false, probs);
+    (weights + acts + bf16_bytes(c, precision, b, t, true)) as u64
+}
+
+/// Bytes generating `b` sequences of up to `t` tokens needs: the weights, decoding's
+/// activations ([`Activations::decoding_on`]: no attention probabilities on any backend, keys
+/// and values only) and, in bf16, the products' copies without attention's probabilities.
+/// [`inference_bytes`] counted a full forward pass's, about 1.2 GB too many at GPT-1's size
+/// with 8 × 512 on a GPU.
+pub fn decoding_bytes(c: &Config, precision: Precision, b: usize, t: usize) -> u64 {
+    let weights = 4 * super::params::num_params(c);
+    let (layer, shared, _) = sizes((c.n_embd, c.n_head, c.vocab_size), b, t, false, true, false);
+    let acts = 4 * (c.n_layer * layer.iter().sum::<usize>() + shared.iter().sum::<usize>());
+    (weights + acts + bf16_parts(c, precision, b, t, true, false)) as u64
 }
 
 /// The length of every buffer for `b` sequences of `t` tokens — one block's (in

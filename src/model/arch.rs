@@ -82,10 +82,11 @@ impl ArchConfig {
     }
 
     /// Bytes an inference pass over `b × t` tokens needs: the weights and the activations (and
-    /// in bf16 the products' copies).
-    pub fn inference_bytes(&self, precision: Precision, b: usize, t: usize) -> u64 {
+    /// in bf16 the products' copies). `probs`: on a backend that keeps the attention
+    /// probabilities (a GPU's).
+    pub fn inference_bytes(&self, precision: Precision, b: usize, t: usize, probs: bool) -> u64 {
         match self {
-            ArchConfig::Transformer(c) => crate::model::inference_bytes(c, precision, b, t),
+            ArchConfig::Transformer(c) => crate::model::inference_bytes(c, precision, b, t, probs),
             ArchConfig::Lstm(c) => {
                 (4 * self.params() + crate::model::lstm::activation_bytes(c, b, t)) as u64
             }
@@ -199,7 +200,8 @@ impl Net {
             Net::Transformer(m) => m.backend.precision(),
             Net::Lstm(m) => m.backend.precision(),
         };
-        let need = self.config().inference_bytes(precision, b, t);
+        let probs = matches!(device, Device::Cuda(_));
+        let need = self.config().inference_bytes(precision, b, t, probs);
         match device {
             Device::Cpu => {
                 // The weights are already in memory; the rest is allocated by the task.

@@ -9,7 +9,7 @@ pub mod language_model;
 pub mod lstm;
 pub mod params;
 
-pub use activations::{Activations, activation_bytes, bf16_bytes, inference_bytes};
+pub use activations::{Activations, activation_bytes, bf16_bytes, decoding_bytes, inference_bytes};
 pub use arch::{ArchConfig, Net};
 pub use config::Config;
 pub use gpt::{Gpt, Query};
