@@ -1,6 +1,6 @@
 //! What the rest of the library asks of the system and of plain data, below every layer:
 //! content hashes (the identity of files, weights and compiled kernels), the host's memory and
-//! CPU, and the user's cache folder.
+//! CPU, the user's cache folder, and a check run in a child process.
 
 /// FNV-1a over `bytes`, 64 bits, as hex: the identity of data and weights in a run's
 /// specification (a check against changed inputs, not a security one).
@@ -47,4 +47,89 @@ pub fn cpuinfo_field(info: &str, key: &str) -> Option<String> {
         .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
         .and_then(|l| l.split_once(':'))
         .map(|(_, v)| v.trim().to_string())
+}
+
+/// How a check run in a child process ([`in_child`]) ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChildCheck {
+    /// The child returned this verdict.
+    Returned(bool),
+    /// A signal ended the child (a fault: `SIGILL`, `SIGSEGV`, ...).
+    Signal(i32),
+    /// The child overran the time limit and was killed.
+    TimedOut,
+    /// No child could be made (`fork` refused, e.g. in a sandbox): the caller decides.
+    NoChild,
+}
+
+/// Runs `check` in a forked child process and reports how it ended, so that code which may
+/// fault on a CPU it has never run on (AMX's tile instructions: `kernels::gemm`'s self-check)
+/// costs the child, not this process. The child runs `check` on its only thread (it must not
+/// wait for other threads or the thread pool, which the child does not have) and leaves with
+/// `_exit`, running no destructor, handler or buffered write of this process.
+#[cfg(target_os = "linux")]
+pub fn in_child(check: impl FnOnce() -> bool, limit: std::time::Duration) -> ChildCheck {
+    // SAFETY: after the fork the child only runs `check` and `_exit`s (see above); the parent
+    // only waits for it.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return ChildCheck::NoChild;
+    }
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)).unwrap_or(false);
+        // SAFETY: leaving the child at once, as above.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+    }
+    let t0 = std::time::Instant::now();
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child; writes only `status`.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // Someone else reaped it (a SIGCHLD handler): the verdict is lost.
+            return ChildCheck::NoChild;
+        }
+        if t0.elapsed() > limit {
+            // SAFETY: kills and reaps our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return ChildCheck::TimedOut;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    if libc::WIFSIGNALED(status) {
+        ChildCheck::Signal(libc::WTERMSIG(status))
+    } else {
+        ChildCheck::Returned(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
+    }
+}
+
+#[cfg(all(test, target_os = "linux", target_arch = "x86_64"))]
+mod tests {
+    use super::{ChildCheck, in_child};
+    use std::time::Duration;
+
+    #[test]
+    fn a_check_in_a_child_reports_its_verdict_a_fault_or_a_hang() {
+        let limit = Duration::from_secs(20);
+        assert_eq!(in_child(|| true, limit), ChildCheck::Returned(true));
+        assert_eq!(in_child(|| false, limit), ChildCheck::Returned(false));
+        assert_eq!(in_child(|| panic!("in the child"), limit), ChildCheck::Returned(false));
+        // An instruction the CPU refuses, as an unsupported tile instruction would be.
+        // SAFETY: `ud2` raises SIGILL in the child, which ends it; nothing else runs.
+        let fault = || unsafe {
+            std::arch::asm!("ud2");
+            true
+        };
+        assert_eq!(in_child(fault, limit), ChildCheck::Signal(libc::SIGILL));
+        let hang = || loop {
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(in_child(hang, Duration::from_millis(300)), ChildCheck::TimedOut);
+    }
 }

@@ -1,7 +1,7 @@
 //! The AMX tile instructions ([`Hardware`]) and the checks that decide whether they run
 //! ([`status`]): CPUID, the tile palette, the OS's permission, a self-check product.
 
-use super::{MA, TileOps, self_check};
+use super::{Job, MA, Steps, TileOps, self_check};
 use crate::kernels::gemm::avx512::{KP, NR};
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -29,31 +29,40 @@ const CONFIG: TileConfig = {
 // a scale of 4 address both.
 const _: () = assert!(KP == 4 * NR);
 
+// The offsets the assembly reads `Job`'s and `Steps`' fields at.
+const _: () = {
+    assert!(std::mem::offset_of!(Job, a) == 0 && std::mem::offset_of!(Job, b) == 8);
+    assert!(std::mem::offset_of!(Job, c) == 16 && std::mem::offset_of!(Job, ldc_bytes) == 24);
+    assert!(std::mem::offset_of!(Job, load) == 32 && std::mem::size_of::<Job>() == 40);
+    assert!(
+        std::mem::offset_of!(Steps, whole) == 0 && std::mem::offset_of!(Steps, b_blk_bytes) == 8
+    );
+    assert!(std::mem::offset_of!(Steps, last) == 16);
+};
+
 impl TileOps for Hardware {
-    unsafe fn block(
-        &self,
-        ap: *const u32,
-        bp: *const u32,
-        b_blk: usize,
-        blocks: usize,
-        last: usize,
-        c: *mut f32,
-        ldc: usize,
-        load: bool,
-    ) {
-        // SAFETY: `status` checked that the CPU has AMX and the OS granted its state; the
+    unsafe fn run(&self, jobs: &[Job], steps: &Steps) {
+        if jobs.is_empty() {
+            return;
+        }
+        // SAFETY: `status` checked that the CPU has AMX and the OS granted its state; the jobs'
         // pointers and strides are the caller's contract. One asm block configures the tiles,
-        // runs every k block with the accumulators in tmm0–3, stores them and releases the
-        // tiles: Rust's inline-assembly rules leave registers that are not operands (the tiles
-        // can only be clobbers) undefined on entry to a block, so no tile state may outlive it.
+        // runs every job (its accumulators in tmm0–3 from its first step to its last), and
+        // releases the tiles: Rust's inline-assembly rules leave registers that are not
+        // operands (the tiles can only be clobbers) undefined on entry to a block, so no tile
+        // state may outlive it.
         unsafe {
             std::arch::asm!(
                 "ldtilecfg [{t}]",
+                // One job: its c (row stride sc bytes) loaded into tmm0-3, or zeroed.
+                "9:",
+                "mov {c0}, [{jp} + 16]",
+                "mov {sc}, [{jp} + 24]",
                 "mov {t}, {sc}",
                 "shl {t}, 4",
                 "add {t}, {c0}",
-                "test {n:e}, {n:e}",
-                "jz 2f",
+                "cmp qword ptr [{jp} + 32], 0",
+                "je 2f",
                 "tileloadd tmm0, [{c0} + {sc}*1]",
                 "tileloadd tmm1, [{c0} + {sc}*1 + 64]",
                 "tileloadd tmm2, [{t} + {sc}*1]",
@@ -65,6 +74,9 @@ impl TileOps for Hardware {
                 "tilezero tmm2",
                 "tilezero tmm3",
                 "3:",
+                "mov {a}, [{jp}]",
+                "mov {b}, [{jp} + 8]",
+                "mov {nb}, [{st}]",
                 // Every block but the last: KP / 16 steps each.
                 "6:",
                 "test {nb}, {nb}",
@@ -86,12 +98,13 @@ impl TileOps for Hardware {
                 "dec {n}",
                 "jnz 4b",
                 "add {a}, {a_blk}",
-                "add {b}, {bb}",
+                "add {b}, [{st} + 8]",
                 "dec {nb}",
                 "jmp 6b",
                 // The last block: `last` steps.
                 "7:",
-                "test {last}, {last}",
+                "mov {n}, [{st} + 16]",
+                "test {n}, {n}",
                 "jz 5f",
                 "8:",
                 "tileloadd tmm4, [{a} + {s}*4]",
@@ -104,8 +117,9 @@ impl TileOps for Hardware {
                 "tdpbf16ps tmm3, tmm5, tmm7",
                 "add {a}, 64",
                 "add {b}, {b_step}",
-                "dec {last}",
+                "dec {n}",
                 "jnz 8b",
+                // Store the job's c, then the next job.
                 "5:",
                 "mov {t}, {sc}",
                 "shl {t}, 4",
@@ -114,18 +128,22 @@ impl TileOps for Hardware {
                 "tilestored [{c0} + {sc}*1 + 64], tmm1",
                 "tilestored [{t} + {sc}*1], tmm2",
                 "tilestored [{t} + {sc}*1 + 64], tmm3",
+                "add {jp}, 40",
+                "dec {jn}",
+                "jnz 9b",
                 "tilerelease",
                 t = inout(reg) CONFIG.0.as_ptr() => _,
-                n = inout(reg) load as usize => _,
-                c0 = in(reg) c,
-                sc = in(reg) 4 * ldc,
-                a = inout(reg) ap => _,
-                b = inout(reg) bp => _,
-                nb = inout(reg) blocks - 1 => _,
-                last = inout(reg) last => _,
+                jp = inout(reg) jobs.as_ptr() => _,
+                jn = inout(reg) jobs.len() => _,
+                st = in(reg) steps as *const Steps,
+                c0 = out(reg) _,
+                sc = out(reg) _,
+                a = out(reg) _,
+                b = out(reg) _,
+                nb = out(reg) _,
+                n = out(reg) _,
                 pb = out(reg) _,
                 s = in(reg) 4 * NR,
-                bb = in(reg) 4 * b_blk,
                 full = const KP / 16,
                 a_blk = const MA * KP * 4,
                 a_hi = const 16 * KP * 4,
@@ -138,7 +156,8 @@ impl TileOps for Hardware {
 
 /// Why AMX is not used, or Ok: decided once per process. Checks, in order: AVX-512 BF16 (the
 /// packing uses it), the CPU's AMX-BF16 and AMX-TILE bits, the OS's permission for the tile
-/// state, and a self-check product (odd shapes, accumulation) against [`reference`].
+/// state, and a self-check product (odd shapes, accumulation) against [`reference`], first in a
+/// child process ([`isolated_check`]), then here.
 pub fn status() -> &'static Result<(), String> {
     static STATUS: OnceLock<Result<(), String>> = OnceLock::new();
     STATUS.get_or_init(|| {
@@ -150,8 +169,35 @@ pub fn status() -> &'static Result<(), String> {
         }
         palette_fits()?;
         request_permission()?;
+        isolated_check()?;
         self_check(&Hardware)
     })
+}
+
+/// The self-check first in a child process (`sys::in_child`): the tile kernel has run on
+/// hardware only where this build was measured, so one that faults (an instruction or a
+/// layout wrong on some CPU) must end the child, not the user's run. Err if the child died or
+/// hung; Ok if it returned, whatever its verdict ([`status`] then runs the check here, which
+/// cannot fault, to give its result and message); Ok where no child can be made.
+fn isolated_check() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        use crate::sys::{ChildCheck, in_child};
+        let limit = std::time::Duration::from_secs(60);
+        match in_child(|| self_check(&Hardware).is_ok(), limit) {
+            ChildCheck::Signal(sig) => {
+                return Err(format!("the AMX self-check crashed its test process (signal {sig})"));
+            }
+            ChildCheck::TimedOut => {
+                return Err(format!(
+                    "the AMX self-check did not finish in {} s in its test process",
+                    limit.as_secs()
+                ));
+            }
+            ChildCheck::Returned(_) | ChildCheck::NoChild => {}
+        }
+    }
+    Ok(())
 }
 
 /// The CPU reports AMX-BF16 and AMX-TILE (CPUID leaf 7: EDX bits 22 and 24).
@@ -207,10 +253,12 @@ fn request_permission() -> Result<(), String> {
     Err("AMX is enabled on Linux only".into())
 }
 
-/// The micro-kernel's own rate on one thread, FLOP/s: about `reps` k blocks of one 32 × 32
-/// block of `c`, run as calls of 24 k blocks each (k = 6,144; `a` from L2, one L1-resident `b`
-/// panel read for every block). Each call configures, loads and stores once, as a product's
-/// blocks do: not comparable with the first version's rate, which paid that per k block.
+/// The micro-kernel's own rate on one thread, FLOP/s: about `reps` k blocks of 32 × 32 blocks
+/// of `c`, each through 24 k blocks (k = 6,144; `a` from L2, one L1-resident `b` panel read for
+/// every block), run [`super::JOBS`] blocks at a time as a product's tasks run them: the tiles
+/// configured once per run, each block's `c` loaded and stored once. Not comparable with the
+/// first version's rate, which paid a configuration, a load and a store per k block, nor with
+/// the second's (2026-12-06), which configured the tiles per block of `c`.
 ///
 /// # Safety
 /// [`status`] is Ok.
@@ -218,14 +266,17 @@ pub(in crate::kernels::gemm) unsafe fn kernel_rate(reps: usize) -> f64 {
     const BLOCKS: usize = 24;
     let (ap, bp) = (vec![0x3F80_3F80u32; BLOCKS * MA * KP], vec![0x3C00_3C00u32; NR * KP]);
     let mut c = vec![0.0f32; MA * NR];
-    let calls = reps.div_ceil(BLOCKS).max(1);
+    let job = Job { a: ap.as_ptr(), b: bp.as_ptr(), c: c.as_mut_ptr(), ldc_bytes: 4 * NR, load: 1 };
+    let jobs = [job; super::JOBS];
+    // b's k blocks 0 apart: the same panel for every block.
+    let steps = Steps { whole: BLOCKS - 1, b_blk_bytes: 0, last: KP / 16 };
+    let runs = reps.div_ceil(BLOCKS * super::JOBS).max(1);
     let t0 = std::time::Instant::now();
-    for _ in 0..calls {
-        // SAFETY: the caller's contract; the buffers hold the layout (b's blocks 0 apart).
-        unsafe {
-            Hardware.block(ap.as_ptr(), bp.as_ptr(), 0, BLOCKS, KP / 16, c.as_mut_ptr(), NR, true)
-        };
+    for _ in 0..runs {
+        // SAFETY: the caller's contract; the buffers hold the layout, and the jobs write one
+        // block of c in turn.
+        unsafe { Hardware.run(&jobs, &steps) };
     }
     std::hint::black_box(&c);
-    (2 * MA * NR * 2 * KP * BLOCKS * calls) as f64 / t0.elapsed().as_secs_f64()
+    (2 * MA * NR * 2 * KP * BLOCKS * super::JOBS * runs) as f64 / t0.elapsed().as_secs_f64()
 }

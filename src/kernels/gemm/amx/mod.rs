@@ -34,29 +34,42 @@ pub use hardware::{has_amx, status};
 /// Rows of `c` one micro-kernel call computes (two tiles of 16).
 pub(super) const MA: usize = 32;
 
-/// The tile operations of one 32 × 32 block of `c` through the whole of k.
+/// One 32 × 32 block of `c` for [`TileOps::run`]: its rows of `a` for every k block
+/// (`[32][KP]` pairs per block, `MA·KP` pairs apart), its column panel of `b` for the first k
+/// block (the others `Steps::b_blk_bytes` apart), where the block lies in `c` (row stride
+/// `ldc_bytes`) and whether it starts from `c` (`load` 1) or from zero (0). Laid out for the
+/// assembly, which reads the fields at offsets 0, 8, 16, 24 and 32.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(super) struct Job {
+    pub a: *const u32,
+    pub b: *const u32,
+    pub c: *mut f32,
+    pub ldc_bytes: usize,
+    pub load: usize,
+}
+
+/// The k blocks every job of a [`TileOps::run`] goes through: `whole` blocks of `KP / 16` steps
+/// of 16 pairs, then one of `last` steps; `b`'s blocks `b_blk_bytes` apart. Read by the
+/// assembly at offsets 0, 8 and 16.
+#[repr(C)]
+pub(super) struct Steps {
+    pub whole: usize,
+    pub b_blk_bytes: usize,
+    pub last: usize,
+}
+
+/// The tile operations of 32 × 32 blocks of `c` through the whole of k.
 pub(super) trait TileOps: Sync {
-    /// `c[32][32]` (row stride `ldc` floats) = (`load` ? `c` : 0) + Σ over `blocks` k blocks
-    /// of their steps of 16 pairs of `a` times `b`: block `i`'s `a` at `ap + i·MA·KP` (`[32][KP]`
-    /// pairs), its `b` at `bp + i·b_blk` (`[KP][32]` pairs); every block but the last has
-    /// `KP / 16` steps, the last `last`. The accumulators stay in the tiles from the first
-    /// step to the last.
+    /// For each job in order: `c[32][32]` = (`load` ? `c` : 0) + Σ over the k blocks of their
+    /// steps of 16 pairs of `a` times `b`, the accumulators held in the tiles from the first
+    /// step to the last. The tiles are configured once for all the jobs (issue 23: the first
+    /// version configured them per block of `c` and per k block).
     ///
     /// # Safety
-    /// The operands valid for those steps as laid out above; `c` valid for 32 rows of 32;
-    /// `blocks` ≥ 1.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn block(
-        &self,
-        ap: *const u32,
-        bp: *const u32,
-        b_blk: usize,
-        blocks: usize,
-        last: usize,
-        c: *mut f32,
-        ldc: usize,
-        load: bool,
-    );
+    /// Each job's operands valid for those steps as laid out in [`Job`]; its `c` valid for 32
+    /// rows of 32 and written by no one else during the call.
+    unsafe fn run(&self, jobs: &[Job], steps: &Steps);
 }
 
 /// The tile operations in scalar code, after the SDM's definition of `tdpbf16ps`: for each
@@ -68,39 +81,33 @@ pub(super) trait TileOps: Sync {
 pub(super) struct EmulatedTiles;
 
 impl TileOps for EmulatedTiles {
-    unsafe fn block(
-        &self,
-        ap: *const u32,
-        bp: *const u32,
-        b_blk: usize,
-        blocks: usize,
-        last: usize,
-        c: *mut f32,
-        ldc: usize,
-        load: bool,
-    ) {
+    unsafe fn run(&self, jobs: &[Job], steps: &Steps) {
         let ftz = |v: f32| if v.is_subnormal() { 0.0f32.copysign(v) } else { v };
         let f = |h: u32| ftz(f32::from_bits(h << 16));
-        for i in 0..MA {
-            for j in 0..NR {
-                // SAFETY: the caller's contract.
-                unsafe {
-                    let o = c.add(i * ldc + j);
-                    let mut acc = if load { ftz(*o) } else { 0.0 };
-                    for blk in 0..blocks {
-                        let (a, b) = (ap.add(blk * MA * KP), bp.add(blk * b_blk));
-                        let steps = if blk + 1 == blocks { last } else { KP / 16 };
-                        for st in 0..steps {
-                            let (mut even, mut odd) = (0.0f32, 0.0f32);
-                            for q in 16 * st..16 * st + 16 {
-                                let (x, y) = (*a.add(i * KP + q), *b.add(q * NR + j));
-                                even = ftz(f(x & 0xFFFF).mul_add(f(y & 0xFFFF), even));
-                                odd = ftz(f(x >> 16).mul_add(f(y >> 16), odd));
+        let (blocks, b_blk) = (steps.whole + 1, steps.b_blk_bytes / 4);
+        for job in jobs {
+            let ldc = job.ldc_bytes / 4;
+            for i in 0..MA {
+                for j in 0..NR {
+                    // SAFETY: the caller's contract.
+                    unsafe {
+                        let o = job.c.add(i * ldc + j);
+                        let mut acc = if job.load != 0 { ftz(*o) } else { 0.0 };
+                        for blk in 0..blocks {
+                            let (a, b) = (job.a.add(blk * MA * KP), job.b.add(blk * b_blk));
+                            let n = if blk + 1 == blocks { steps.last } else { KP / 16 };
+                            for st in 0..n {
+                                let (mut even, mut odd) = (0.0f32, 0.0f32);
+                                for q in 16 * st..16 * st + 16 {
+                                    let (x, y) = (*a.add(i * KP + q), *b.add(q * NR + j));
+                                    even = ftz(f(x & 0xFFFF).mul_add(f(y & 0xFFFF), even));
+                                    odd = ftz(f(x >> 16).mul_add(f(y >> 16), odd));
+                                }
+                                acc = ftz(acc + (even + odd));
                             }
-                            acc = ftz(acc + (even + odd));
                         }
+                        *o = acc;
                     }
-                    *o = acc;
                 }
             }
         }
@@ -170,7 +177,12 @@ unsafe fn pack_a(dst: &mut [u32], a: Mat, i0: usize, live: usize, p0: usize, kp:
 thread_local! {
     /// One task's rows of `a`, every k block (grown only, per worker thread).
     static TASK_A: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// One run's edge blocks of `c`, [`JOBS`] slots of 32 × 32 (per worker thread).
+    static TASK_EDGES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
+
+/// Blocks of `c` per [`TileOps::run`]: the tiles are configured once per run.
+const JOBS: usize = 64;
 
 /// Blocks of 32 rows per task where the tuner chose none.
 const RULE_TILES: usize = 2;
@@ -185,10 +197,11 @@ pub(super) const CANDIDATES: [Blocking; 3] = [Blocking::Rows(MA), RULE, Blocking
 ///
 /// Designed from the AMX chapter of Intel's optimization manual and oneDNN's brgemm: `b`'s
 /// panels for every k block (kept ones when `b` is pinned, else packed once for the product),
-/// then tasks over 64 rows (or the tuner's `blocking`) × a run of column panels. A task
-/// configures the tiles once, packs its rows of `a` for every k block, and for each 32 × 32 block of `c` starts the
-/// accumulators (loaded or zeroed), runs every k block's steps with the accumulators held in
-/// the tiles, and stores them once. Tasks split the output, never the reduction: the same
+/// then tasks over 64 rows (or the tuner's `blocking`) × a run of column panels. A task packs
+/// its rows of `a` for every k block, then hands its 32 × 32 blocks of `c` to `ops` [`JOBS`] at
+/// a time: the tiles are configured once per run, and each block starts its accumulators
+/// (loaded or zeroed), runs every k block's steps with them held in the tiles, and stores them
+/// once. Tasks split the output, never the reduction: the same
 /// result for any thread count, and the same as one block per k block would give (a stored and
 /// reloaded fp32 value is unchanged).
 ///
@@ -246,37 +259,79 @@ pub(super) unsafe fn matmul(
                 unsafe { pack_a(dst, a, t * MA, rows_of(t), blk * KP, kp_of(blk), k) };
             }
         }
-        let mut edge = [0.0f32; MA * NR];
-        let last = kp_of(blocks - 1).div_ceil(16);
+        // The task's blocks of `c` go to `ops` `JOBS` at a time, each run configuring the tiles
+        // once; edge blocks (fewer rows or columns) through a 32 × 32 slot of `edges` each,
+        // copied back after the run.
+        let steps = Steps {
+            whole: blocks - 1,
+            b_blk_bytes: 4 * stride,
+            last: kp_of(blocks - 1).div_ceil(16),
+        };
+        let mut edges = TASK_EDGES.take();
+        if edges.len() < JOBS * MA * NR {
+            edges.resize(JOBS * MA * NR, 0.0);
+        }
+        let eb = edges.as_mut_ptr();
+        let mut jobs: Vec<Job> = Vec::with_capacity(JOBS);
+        // (slot, the block's first element in c, rows, columns) of each edge job in `jobs`.
+        let mut backs: Vec<(usize, usize, usize, usize)> = Vec::new();
+        let flush = |jobs: &mut Vec<Job>, backs: &mut Vec<(usize, usize, usize, usize)>| {
+            // SAFETY: each job's block of c (or its slot of `edges`) is this task's alone and
+            // holds 32 × 32; the packed operands hold every k block.
+            unsafe { ops.run(jobs, &steps) };
+            for &(slot, at, rows, cols) in backs.iter() {
+                for r in 0..rows {
+                    // SAFETY: the slot holds 32 × 32; the edge block's rows and columns lie
+                    // inside c and are this task's alone.
+                    unsafe {
+                        let src = std::slice::from_raw_parts(eb.add(slot * MA * NR + r * NR), cols);
+                        std::slice::from_raw_parts_mut(cp.get().add(at + r * ldc), cols)
+                            .copy_from_slice(src);
+                    }
+                }
+            }
+            jobs.clear();
+            backs.clear();
+        };
         for jb in ch * per..((ch + 1) * per).min(panels) {
             let (j0, cols) = (jb * NR, (n - jb * NR).min(NR));
             for t in ts.clone() {
                 let (r0, rows) = (t * MA, rows_of(t));
-                let ap = ak[(t - gt * g) * blocks * MA * KP..].as_ptr();
-                let bp = allb[jb * NR * KP..].as_ptr();
-                // SAFETY: the block of c at (r0, j0) belongs to this task alone and lies inside
-                // c when whole; `edge` holds 32 × 32; the packed operands hold every k block.
-                unsafe {
-                    let at = cp.get().add(r0 * ldc + j0);
-                    if rows == MA && cols == NR {
-                        ops.block(ap, bp, stride, blocks, last, at, ldc, acc);
-                        continue;
-                    }
-                    edge.fill(0.0);
-                    if acc {
-                        for r in 0..rows {
-                            let src = std::slice::from_raw_parts(at.add(r * ldc), cols);
-                            edge[r * NR..r * NR + cols].copy_from_slice(src);
+                let a = ak[(t - gt * g) * blocks * MA * KP..].as_ptr();
+                let b = allb[jb * NR * KP..].as_ptr();
+                let (at, load) = (r0 * ldc + j0, usize::from(acc));
+                if rows == MA && cols == NR {
+                    // SAFETY: a whole block lies inside c.
+                    let c = unsafe { cp.get().add(at) };
+                    jobs.push(Job { a, b, c, ldc_bytes: 4 * ldc, load });
+                } else {
+                    let slot = backs.len();
+                    // SAFETY: slot < JOBS (the jobs are run at JOBS), so it lies in `edges`;
+                    // the edge block's rows and columns lie inside c.
+                    let c = unsafe {
+                        let e = std::slice::from_raw_parts_mut(eb.add(slot * MA * NR), MA * NR);
+                        e.fill(0.0);
+                        if acc {
+                            for r in 0..rows {
+                                let src =
+                                    std::slice::from_raw_parts(cp.get().add(at + r * ldc), cols);
+                                e[r * NR..r * NR + cols].copy_from_slice(src);
+                            }
                         }
-                    }
-                    ops.block(ap, bp, stride, blocks, last, edge.as_mut_ptr(), NR, acc);
-                    for r in 0..rows {
-                        let dst = std::slice::from_raw_parts_mut(at.add(r * ldc), cols);
-                        dst.copy_from_slice(&edge[r * NR..r * NR + cols]);
-                    }
+                        e.as_mut_ptr()
+                    };
+                    jobs.push(Job { a, b, c, ldc_bytes: 4 * NR, load });
+                    backs.push((slot, at, rows, cols));
+                }
+                if jobs.len() == JOBS {
+                    flush(&mut jobs, &mut backs);
                 }
             }
         }
+        if !jobs.is_empty() {
+            flush(&mut jobs, &mut backs);
+        }
+        TASK_EDGES.set(edges);
         TASK_A.set(ak);
     };
     if pool {
@@ -331,6 +386,38 @@ mod tests {
                     assert!((g - w).abs() < tol, "{m}x{n}x{k} {ta} {tb} [{i}] {g} vs {w}");
                 }
             }
+        }
+    }
+
+    /// A task with more blocks of `c` than one run of the tiles takes (`JOBS`), edge blocks in
+    /// every run (40 rows: the second block of 32 is an edge) and a column edge in the last: the
+    /// definition, and the bits of the same product split into small tasks.
+    #[test]
+    fn the_amx_driver_runs_many_blocks_per_configuration() {
+        if !crate::kernels::gemm::avx512_bf16() {
+            return;
+        }
+        let (m, n, k) = (40, 70 * NR + 5, 40);
+        assert!(2 * n.div_ceil(NR) > 2 * JOBS);
+        let (a, b) = (rand_vec(m * k, 21), rand_vec(k * n, 22));
+        let (am, bm) = (Mat::rows(&a, k), Mat::rows(&b, n));
+        let c0 = rand_vec(m * n, 23);
+        for acc in [false, true] {
+            let run = |par| {
+                let mut c = c0.clone();
+                // SAFETY: AVX-512 BF16 checked; the buffers hold the shapes.
+                unsafe {
+                    matmul(&EmulatedTiles, c.as_mut_ptr(), n, am, bm, m, n, k, acc, par, None)
+                };
+                c
+            };
+            let (one, split) = (run(Par::Single), run(Par::Pool));
+            let mut want = c0.clone();
+            reference(&mut want, n, am, bm, m, n, k, acc);
+            for (i, (g, w)) in one.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() < 1e-4 * (k as f32).sqrt(), "acc {acc} [{i}] {g} vs {w}");
+            }
+            assert!(one.iter().zip(&split).all(|(x, y)| x.to_bits() == y.to_bits()), "acc {acc}");
         }
     }
 
