@@ -58,25 +58,35 @@ pub enum ChildCheck {
     Signal(i32),
     /// The child overran the time limit and was killed.
     TimedOut,
+    /// The child ran but its end could not be learned (`waitpid` failed: SIGCHLD ignored, so
+    /// the kernel reaped it): it may have faulted.
+    Lost,
     /// No child could be made (`fork` refused, e.g. in a sandbox): the caller decides.
     NoChild,
 }
 
 /// Runs `check` in a forked child process and reports how it ended, so that code which may
 /// fault on a CPU it has never run on (AMX's tile instructions: `kernels::gemm`'s self-check)
-/// costs the child, not this process. The child runs `check` on its only thread (it must not
-/// wait for other threads or the thread pool, which the child does not have) and leaves with
-/// `_exit`, running no destructor, handler or buffered write of this process.
+/// costs the child, not this process. The child runs `check` on its only thread and leaves
+/// with `_exit`, running no destructor, handler or buffered write of this process.
+///
+/// # Safety
+/// `check` must not take a lock another thread may hold at the fork (the child has no other
+/// thread to release it): no thread pool, no shared mutex, and no panic (the panic hook takes
+/// std's locks). Allocation is fine on glibc, which resets its locks in the child.
 #[cfg(target_os = "linux")]
-pub fn in_child(check: impl FnOnce() -> bool, limit: std::time::Duration) -> ChildCheck {
-    // SAFETY: after the fork the child only runs `check` and `_exit`s (see above); the parent
-    // only waits for it.
+pub(crate) unsafe fn in_child(
+    check: impl FnOnce() -> bool,
+    limit: std::time::Duration,
+) -> ChildCheck {
+    // SAFETY: after the fork the child only runs `check` (the caller's contract) and
+    // `_exit`s; the parent only waits for it.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return ChildCheck::NoChild;
     }
     if pid == 0 {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)).unwrap_or(false);
+        let ok = check();
         // SAFETY: leaving the child at once, as above.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) }
     }
@@ -89,8 +99,8 @@ pub fn in_child(check: impl FnOnce() -> bool, limit: std::time::Duration) -> Chi
             break;
         }
         if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            // Someone else reaped it (a SIGCHLD handler): the verdict is lost.
-            return ChildCheck::NoChild;
+            // Reaped by someone else (SIGCHLD ignored, or a handler): the verdict is lost.
+            return ChildCheck::Lost;
         }
         if t0.elapsed() > limit {
             // SAFETY: kills and reaps our own child.
@@ -117,19 +127,22 @@ mod tests {
     #[test]
     fn a_check_in_a_child_reports_its_verdict_a_fault_or_a_hang() {
         let limit = Duration::from_secs(20);
-        assert_eq!(in_child(|| true, limit), ChildCheck::Returned(true));
-        assert_eq!(in_child(|| false, limit), ChildCheck::Returned(false));
-        assert_eq!(in_child(|| panic!("in the child"), limit), ChildCheck::Returned(false));
-        // An instruction the CPU refuses, as an unsupported tile instruction would be.
-        // SAFETY: `ud2` raises SIGILL in the child, which ends it; nothing else runs.
-        let fault = || unsafe {
-            std::arch::asm!("ud2");
-            true
-        };
-        assert_eq!(in_child(fault, limit), ChildCheck::Signal(libc::SIGILL));
-        let hang = || loop {
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert_eq!(in_child(hang, Duration::from_millis(300)), ChildCheck::TimedOut);
+        // SAFETY (every call): the checks take no lock and do not panic.
+        unsafe {
+            assert_eq!(in_child(|| true, limit), ChildCheck::Returned(true));
+            assert_eq!(in_child(|| false, limit), ChildCheck::Returned(false));
+            // An instruction the CPU refuses, as an unsupported tile instruction would be:
+            // `ud2` raises SIGILL in the child, which ends it.
+            let fault = || {
+                std::arch::asm!("ud2");
+                true
+            };
+            assert_eq!(in_child(fault, limit), ChildCheck::Signal(libc::SIGILL));
+            let hang = || loop {
+                // A raw sleep: std's takes no lock either, but this is plainly lock-free.
+                libc::usleep(50_000);
+            };
+            assert_eq!(in_child(hang, Duration::from_millis(300)), ChildCheck::TimedOut);
+        }
     }
 }

@@ -184,9 +184,17 @@ fn isolated_check() -> Result<(), String> {
     {
         use crate::sys::{ChildCheck, in_child};
         let limit = std::time::Duration::from_secs(60);
-        match in_child(|| self_check(&Hardware).is_ok(), limit) {
+        // SAFETY: the self-check runs on the calling thread (`Par::Single`: no pool, no pinned
+        // panels' mutex, thread-local buffers and allocation only) and returns its failures
+        // as values, without panicking.
+        match unsafe { in_child(|| self_check(&Hardware).is_ok(), limit) } {
             ChildCheck::Signal(sig) => {
                 return Err(format!("the AMX self-check crashed its test process (signal {sig})"));
+            }
+            ChildCheck::Lost => {
+                return Err("the end of the AMX self-check's test process was lost (is SIGCHLD \
+                            ignored?)"
+                    .into());
             }
             ChildCheck::TimedOut => {
                 return Err(format!(
@@ -265,16 +273,24 @@ fn request_permission() -> Result<(), String> {
 pub(in crate::kernels::gemm) unsafe fn kernel_rate(reps: usize) -> f64 {
     const BLOCKS: usize = 24;
     let (ap, bp) = (vec![0x3F80_3F80u32; BLOCKS * MA * KP], vec![0x3C00_3C00u32; NR * KP]);
-    let mut c = vec![0.0f32; MA * NR];
-    let job = Job { a: ap.as_ptr(), b: bp.as_ptr(), c: c.as_mut_ptr(), ldc_bytes: 4 * NR, load: 1 };
-    let jobs = [job; super::JOBS];
+    // Each job its own block of c, as in a product (one shared block would make every job's
+    // loads wait for the previous job's stores).
+    let mut c = vec![0.0f32; super::JOBS * MA * NR];
+    let cp = c.as_mut_ptr();
+    // SAFETY: job i's block lies at i·MA·NR inside c.
+    let jobs: [Job; super::JOBS] = std::array::from_fn(|i| Job {
+        a: ap.as_ptr(),
+        b: bp.as_ptr(),
+        c: unsafe { cp.add(i * MA * NR) },
+        ldc_bytes: 4 * NR,
+        load: 1,
+    });
     // b's k blocks 0 apart: the same panel for every block.
     let steps = Steps { whole: BLOCKS - 1, b_blk_bytes: 0, last: KP / 16 };
     let runs = reps.div_ceil(BLOCKS * super::JOBS).max(1);
     let t0 = std::time::Instant::now();
     for _ in 0..runs {
-        // SAFETY: the caller's contract; the buffers hold the layout, and the jobs write one
-        // block of c in turn.
+        // SAFETY: the caller's contract; the buffers hold the layout.
         unsafe { Hardware.run(&jobs, &steps) };
     }
     std::hint::black_box(&c);

@@ -201,9 +201,9 @@ pub(super) const CANDIDATES: [Blocking; 3] = [Blocking::Rows(MA), RULE, Blocking
 /// its rows of `a` for every k block, then hands its 32 × 32 blocks of `c` to `ops` [`JOBS`] at
 /// a time: the tiles are configured once per run, and each block starts its accumulators
 /// (loaded or zeroed), runs every k block's steps with them held in the tiles, and stores them
-/// once. Tasks split the output, never the reduction: the same
-/// result for any thread count, and the same as one block per k block would give (a stored and
-/// reloaded fp32 value is unchanged).
+/// once. Tasks split the output, never the reduction: the same result for any thread count,
+/// and the same as one block per k block would give (a stored and reloaded fp32 value is
+/// unchanged).
 ///
 /// # Safety
 /// The CPU has AVX-512 BF16 (and AMX for [`Hardware`]); `c`, `a` and `b` as in
