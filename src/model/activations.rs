@@ -171,8 +171,9 @@ impl<B: Backend> Activations<B> {
     }
 
     /// Activations for generation only ([`crate::model::Gpt::forward_cached`] and
-    /// `cached_logits`): every buffer but the `[B, H, T, T]` attention probabilities, which
-    /// blocks on subsets of rows never keep (at GPT-1's size that is 150 MB per sequence).
+    /// `cached_logits`): no `[B, H, T, T]` attention probabilities on any backend (blocks on
+    /// subsets of rows never keep them; at GPT-1's size a GPU's would be 150 MB per sequence),
+    /// and each block's `qkv` only its keys and values.
     pub fn decoding_on(backend: &B, c: &Config, b: usize, t: usize) -> Self {
         let mut a = Self::new_on(backend, c, 0, 0, false);
         a.decode_only = true;
