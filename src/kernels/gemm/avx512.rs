@@ -11,6 +11,27 @@ use std::arch::x86_64::*;
 
 thread_local! {
     static PANELS: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Packed rows of `a` (a task's, or a product's whole `a` for column runs), grown only:
+    /// a decode step's 49 products each zeroed a fresh one, 1.5 % of a bf16 decode step.
+    static A_PANELS: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// This thread's [`A_PANELS`] buffer with at least `len` values. The packing writes every pair
+/// a kernel reads, so what a longer product left beyond is never read.
+fn a_panels(len: usize) -> Vec<u32> {
+    let mut buf = A_PANELS.take();
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    buf
+}
+
+/// Gives [`a_panels`]' buffer back to this thread, unless it grew past 8 MiB (a whole `a`
+/// packed for column runs, e.g. the LM head's weight gradient if the tuner chose those: 41 MB).
+fn put_a_panels(buf: Vec<u32>) {
+    if buf.len() * 4 <= 8 << 20 {
+        A_PANELS.set(buf);
+    }
 }
 
 /// Rows and columns of the micro-kernel's tile: 12 × 32 fp32 accumulators (24 zmm).
@@ -385,18 +406,18 @@ pub unsafe fn matmul(
     if columns {
         let tiles = m.div_ceil(MR);
         let a_blk = tiles * MR * KP;
-        let mut apk = vec![0u32; blocks * a_blk];
+        let mut apk = a_panels(blocks * a_blk);
+        let apk_all = blocks * a_blk;
         // SAFETY (the closure): the caller guarantees the CPU features.
         let pack_a = |(x, dst): (usize, &mut [u32])| unsafe {
             let (blk, ib) = (x / tiles, x % tiles);
             pack::<MR>(dst, a, ib * MR, (m - ib * MR).min(MR), blk * KP, kp_of(blk), k)
         };
         if m > MC {
-            apk.par_chunks_mut(MR * KP).enumerate().for_each(pack_a);
+            apk[..apk_all].par_chunks_mut(MR * KP).enumerate().for_each(pack_a);
         } else {
-            apk.chunks_mut(MR * KP).enumerate().for_each(pack_a);
+            apk[..apk_all].chunks_mut(MR * KP).enumerate().for_each(pack_a);
         }
-        let apk = &apk;
         let per = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
         (0..panels).into_par_iter().step_by(per).for_each(|j| {
             let mut tile = [0.0f32; MR * NR];
@@ -425,10 +446,11 @@ pub unsafe fn matmul(
                 }
             }
         });
+        put_a_panels(apk);
     } else {
         let block = |i0: usize| {
             let mc = (m - i0).min(mc);
-            let mut apk = vec![0u32; mc.div_ceil(MR) * MR * KP];
+            let mut apk = a_panels(mc.div_ceil(MR) * MR * KP);
             let mut tile = [0.0f32; MR * NR];
             for blk in 0..blocks {
                 for (ib, ir) in (0..mc).step_by(MR).enumerate() {
@@ -442,6 +464,7 @@ pub unsafe fn matmul(
                     }
                 }
             }
+            put_a_panels(apk);
         };
         if pool {
             (0..m).into_par_iter().step_by(mc).for_each(block);

@@ -572,4 +572,74 @@ mod tests {
             }
         }
     }
+
+    /// The packing buffers a thread keeps between products (`a`'s and `b`'s) are never read
+    /// beyond what the packing wrote: after a larger product whose `a` is all NaN, smaller ones
+    /// with partial k blocks and edge tiles, in every blocking, give the bits of a fresh thread.
+    #[test]
+    fn packing_left_by_a_larger_product_is_never_read() {
+        #[cfg(target_arch = "x86_64")]
+        if avx512_bf16() {
+            let shapes = [(5, 64, 301, false), (37, 200, 259, true), (1, 2304, 768, false)];
+            let cases = |poison: bool| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+                pool.install(|| {
+                    if poison {
+                        let (m, n, k) = (300, 700, 1000);
+                        let (nan, b) = (vec![f32::NAN; m * k], rand_vec(k * n, 1));
+                        for blocking in avx512::CANDIDATES {
+                            let mut c = vec![0.0; m * n];
+                            let (am, bm) = (Mat::rows(&nan, k), Mat::rows(&b, n));
+                            // SAFETY: AVX-512 BF16 checked; the buffers hold the shapes.
+                            unsafe {
+                                let cp = c.as_mut_ptr();
+                                run(
+                                    Version::Avx512,
+                                    cp,
+                                    n,
+                                    am,
+                                    bm,
+                                    (m, n, k),
+                                    false,
+                                    Par::Pool,
+                                    Some(blocking),
+                                )
+                            };
+                        }
+                    }
+                    let mut out = Vec::new();
+                    for &(m, n, k, acc) in &shapes {
+                        let (a, b, c0) =
+                            (rand_vec(m * k, 2), rand_vec(k * n, 3), rand_vec(m * n, 4));
+                        for blocking in avx512::CANDIDATES {
+                            let mut c = c0.clone();
+                            let (am, bm) = (Mat::rows(&a, k), Mat::rows(&b, n));
+                            // SAFETY: AVX-512 BF16 checked; the buffers hold the shapes.
+                            unsafe {
+                                let cp = c.as_mut_ptr();
+                                run(
+                                    Version::Avx512,
+                                    cp,
+                                    n,
+                                    am,
+                                    bm,
+                                    (m, n, k),
+                                    acc,
+                                    Par::Pool,
+                                    Some(blocking),
+                                )
+                            };
+                            out.push(c);
+                        }
+                    }
+                    out
+                })
+            };
+            let (fresh, after) = (cases(false), cases(true));
+            for (x, y) in fresh.iter().zip(&after) {
+                assert!(y.iter().all(|v| v.is_finite()));
+                assert!(x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()));
+            }
+        }
+    }
 }
