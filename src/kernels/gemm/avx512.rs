@@ -270,33 +270,6 @@ pub unsafe fn kernel_rate(reps: usize) -> f64 {
     (2 * MR * NR * 2 * KP * reps) as f64 / t0.elapsed().as_secs_f64()
 }
 
-#[cfg(test)]
-#[test]
-fn transpose16_transposes() {
-    if !super::avx512_bf16() {
-        return;
-    }
-    let m: Vec<u32> = (0..256).collect();
-    // SAFETY: checked above.
-    let got = unsafe {
-        let mut r = [_mm512_setzero_si512(); 16];
-        for (i, ri) in r.iter_mut().enumerate() {
-            *ri = _mm512_loadu_si512(m[16 * i..].as_ptr() as *const _);
-        }
-        transpose16(&mut r);
-        let mut out = vec![0u32; 256];
-        for (i, ri) in r.iter().enumerate() {
-            _mm512_storeu_si512(out[16 * i..].as_mut_ptr() as *mut _, *ri);
-        }
-        out
-    };
-    for i in 0..16 {
-        for j in 0..16 {
-            assert_eq!(got[16 * j + i], m[16 * i + j], "({i}, {j})");
-        }
-    }
-}
-
 /// One MR × NR tile of `c` (row stride `ldc`, `n` columns) at rows r0.. (`rows` of them) and
 /// panel `jb`, from packed `ak` and `bk` (`kp` pairs; `first`: assign, else add): whole tiles
 /// straight into c, edge tiles through `tile`.
