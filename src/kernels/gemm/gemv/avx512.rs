@@ -1,0 +1,224 @@
+//! AVX-512 versions of [`super`]'s two inner loops, register-blocked so that each weight read
+//! from memory feeds up to 8 rows of `a` (the LSTM's recurrence, `--num` rows of decoding)
+//! without a packed copy. Every output element gets the portable loop's sum in the portable
+//! loop's order, so the bits do not depend on which version ran (tested against it).
+
+use std::arch::x86_64::*;
+
+/// This CPU runs these kernels (checked once; `std` caches the answer).
+pub fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// Vectors of 16 columns per register block of the row-major loop.
+const VC: usize = 4;
+/// Rows of `a` per register block of the row-major loop: `RR × VC` accumulators.
+const RR: usize = 4;
+/// Rows of `a` per register block of the dot products: `RT × 2` accumulators.
+const RT: usize = 8;
+
+/// The lanes `< len` of a 16-lane vector.
+fn mask(len: usize) -> __mmask16 {
+    if len >= 16 { !0 } else { (1u16 << len) - 1 }
+}
+
+/// `p[r * n + j] = Σ_{kk in k0..k1} xs[r * k + kk] · b[kk * brs + j]` for `r < m`, `j < n`: a
+/// running fused sum from `+0.0`, `kk` ascending, as the portable block loop adds it.
+///
+/// # Safety
+/// AVX-512F; `xs` holds `m × k`, `p` holds `m × n`, `b` is valid at `kk * brs + j` for
+/// `kk < k1`, `j < n`.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn rows_block(
+    p: &mut [f32],
+    xs: &[f32],
+    k: usize,
+    b: *const f32,
+    brs: usize,
+    (k0, k1): (usize, usize),
+    m: usize,
+    n: usize,
+) {
+    debug_assert!(p.len() >= m * n && xs.len() >= m * k);
+    for c0 in (0..n).step_by(16 * VC) {
+        let masks: [__mmask16; VC] = std::array::from_fn(|v| mask(n.saturating_sub(c0 + 16 * v)));
+        let mut r0 = 0;
+        while r0 < m {
+            // SAFETY: the caller's contract; the masks keep every access inside the `n` columns.
+            unsafe {
+                match m - r0 {
+                    1 => rows_tile::<1>(p, xs, k, b, brs, (k0, k1), (r0, c0), n, &masks),
+                    2 => rows_tile::<2>(p, xs, k, b, brs, (k0, k1), (r0, c0), n, &masks),
+                    3 => rows_tile::<3>(p, xs, k, b, brs, (k0, k1), (r0, c0), n, &masks),
+                    _ => rows_tile::<RR>(p, xs, k, b, brs, (k0, k1), (r0, c0), n, &masks),
+                }
+            }
+            r0 += RR;
+        }
+    }
+}
+
+/// One `R × 16·VC` block of [`rows_block`], held in registers over `k0..k1`.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_tile<const R: usize>(
+    p: &mut [f32],
+    xs: &[f32],
+    k: usize,
+    b: *const f32,
+    brs: usize,
+    (k0, k1): (usize, usize),
+    (r0, c0): (usize, usize),
+    n: usize,
+    masks: &[__mmask16; VC],
+) {
+    let mut acc = [[_mm512_setzero_ps(); VC]; R];
+    for kk in k0..k1 {
+        // SAFETY: row `kk`, columns `c0 + 16v + lane` for the lanes the mask keeps (< n).
+        let bv: [__m512; VC] = std::array::from_fn(|v| unsafe {
+            _mm512_maskz_loadu_ps(masks[v], b.add(kk * brs + c0 + 16 * v))
+        });
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let x = _mm512_set1_ps(xs[(r0 + r) * k + kk]);
+            for v in 0..VC {
+                acc_r[v] = _mm512_fmadd_ps(x, bv[v], acc_r[v]);
+            }
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        let row = &mut p[(r0 + r) * n..(r0 + r + 1) * n];
+        for v in 0..VC {
+            // SAFETY: the mask keeps the lanes inside the row's `n` columns.
+            unsafe { _mm512_mask_storeu_ps(row.as_mut_ptr().add(c0 + 16 * v), masks[v], acc_r[v]) };
+        }
+    }
+}
+
+/// `put(r, j, Σ_kk xs[r * k + kk] · b[j * bcs + kk])` for `r < m`, `j in j0..j1`: each sum in
+/// 16 lanes (element `kk` into lane `kk % 16`, in order), the lanes then added pairwise as the
+/// portable `dot` adds them.
+///
+/// # Safety
+/// AVX-512F; `xs` holds `m × k`; `b` is valid at `j * bcs + kk` for `j < j1`, `kk < k`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn dots(
+    put: &impl Fn(usize, usize, f32),
+    xs: &[f32],
+    k: usize,
+    b: *const f32,
+    bcs: usize,
+    (j0, j1): (usize, usize),
+    m: usize,
+) {
+    debug_assert!(xs.len() >= m * k);
+    let mut j = j0;
+    while j < j1 {
+        let mut r0 = 0;
+        while r0 < m {
+            // SAFETY: the caller's contract.
+            unsafe {
+                if j + 1 < j1 {
+                    dots_rows::<2>(put, xs, k, b, bcs, j, r0, m - r0);
+                } else {
+                    dots_rows::<1>(put, xs, k, b, bcs, j, r0, m - r0);
+                }
+            }
+            r0 += RT;
+        }
+        j += 2;
+    }
+}
+
+/// [`dots_tile`] for the `rows` (clamped to [`RT`]) rows from `r0`.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dots_rows<const C: usize>(
+    put: &impl Fn(usize, usize, f32),
+    xs: &[f32],
+    k: usize,
+    b: *const f32,
+    bcs: usize,
+    j: usize,
+    r0: usize,
+    rows: usize,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match rows {
+            1 => dots_tile::<1, C>(put, xs, k, b, bcs, j, r0),
+            2 => dots_tile::<2, C>(put, xs, k, b, bcs, j, r0),
+            3 => dots_tile::<3, C>(put, xs, k, b, bcs, j, r0),
+            4 => dots_tile::<4, C>(put, xs, k, b, bcs, j, r0),
+            5 => dots_tile::<5, C>(put, xs, k, b, bcs, j, r0),
+            6 => dots_tile::<6, C>(put, xs, k, b, bcs, j, r0),
+            7 => dots_tile::<7, C>(put, xs, k, b, bcs, j, r0),
+            _ => dots_tile::<RT, C>(put, xs, k, b, bcs, j, r0),
+        }
+    }
+}
+
+/// `R` rows of `a` against `C` stored rows of `b` from `j`: `R × C` sums in registers.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dots_tile<const R: usize, const C: usize>(
+    put: &impl Fn(usize, usize, f32),
+    xs: &[f32],
+    k: usize,
+    b: *const f32,
+    bcs: usize,
+    j: usize,
+    r0: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let x = xs[r0 * k..(r0 + R) * k].as_ptr();
+    let full = k / 16 * 16;
+    let mut kk = 0;
+    while kk < full {
+        // SAFETY: `kk + 16 <= k`: inside every row of `xs` and every stored row of `b`.
+        unsafe {
+            let bv: [__m512; C] =
+                std::array::from_fn(|c| _mm512_loadu_ps(b.add((j + c) * bcs + kk)));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let xv = _mm512_loadu_ps(x.add(r * k + kk));
+                for c in 0..C {
+                    acc_r[c] = _mm512_fmadd_ps(xv, bv[c], acc_r[c]);
+                }
+            }
+        }
+        kk += 16;
+    }
+    if full < k {
+        // The last `k - full` elements into lanes `0..k - full`; a masked fused add leaves
+        // the other lanes' sums as they are, as the portable tail does.
+        let mk = mask(k - full);
+        // SAFETY: the mask keeps every access below `k`.
+        unsafe {
+            let bv: [__m512; C] =
+                std::array::from_fn(|c| _mm512_maskz_loadu_ps(mk, b.add((j + c) * bcs + full)));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let xv = _mm512_maskz_loadu_ps(mk, x.add(r * k + full));
+                for c in 0..C {
+                    acc_r[c] = _mm512_mask3_fmadd_ps(xv, bv[c], acc_r[c], mk);
+                }
+            }
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (c, &v) in acc_r.iter().enumerate() {
+            put(r0 + r, j + c, reduce(v));
+        }
+    }
+}
+
+/// Lanes added as the portable `dot` adds them: `l += l + 8`, then `+ 4`, `+ 2`, `+ 1`.
+#[target_feature(enable = "avx512f")]
+fn reduce(v: __m512) -> f32 {
+    let lo = _mm512_castps512_ps256(v);
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    let s8 = _mm256_add_ps(lo, hi);
+    let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<0b01>(s2, s2));
+    _mm_cvtss_f32(s1)
+}

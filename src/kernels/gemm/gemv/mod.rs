@@ -1,0 +1,405 @@
+//! Products of a few rows against a large matrix, `c[m, n] (+)= a[m, k] · b[k, n]`:
+//! decoding's products, where every weight is read once per token and the memory, not the
+//! arithmetic, is the limit, and the LSTM's recurrence (`[B, H] × W_hhᵀ` every step). The
+//! `gemm` crate's small-`m` path streamed a gpt1 token's 464 MB at about half the read
+//! bandwidth, and with a transposed `b` it packs all of `b` at every call (16 MB per LSTM step
+//! at H = 1,024: 6.8 ms for an 8-row product that takes 0.2–0.6 ms here). Each task reads one
+//! contiguous block of `b` exactly once, for all `m` rows of `a` together:
+//! - `b` row-major (`x · W`, `m ≤ MAX_ROWS`): a block of `b`'s rows, one contiguous stretch,
+//!   into partial sums of every column, added in block order at the end;
+//! - `b` transposed (`x · Wteᵀ`, the tied LM head, `m ≤ MAX_ROWS_T`): a block of `b`'s stored
+//!   rows, each output a dot product of two contiguous vectors in 16 lanes.
+//!
+//! Where the CPU has AVX-512F, both inner loops run register-blocked (`avx512.rs`: up to 4 rows
+//! × 64 columns, or 8 rows × 2 dot products, per block of registers), with the same sums in
+//! the same order as the portable loops here. Each output element is one fixed-order sum over
+//! `k` (lanes added in a fixed order), so results do not depend on the thread count, on the
+//! blocks' widths, on the CPU's vector width, or on how many other rows share the product.
+
+use super::{Mat, Par};
+use rayon::prelude::*;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+/// The most rows of `a` a product with a row-major `b` may have to take this path: beyond 8,
+/// the partial sums (`m × n` per block of `ROWS_K` rows) cost more than the `gemm` crate's
+/// packing saves (measured at `[m, 4096] × [4096, 1024]`, docs/precision.md).
+pub const MAX_ROWS: usize = 8;
+
+/// The most rows of `a` a product with a transposed `b` may have to take this path: up to 64,
+/// reading `b` in place beats the `gemm` crate, which packs all of it (1.6–30x faster at
+/// `[m, 1024] × [1024, 4096]ᵀ`).
+pub const MAX_ROWS_T: usize = 64;
+
+/// Whether `c[m, n] = a[m, k] · b[k, n]` goes through [`gemv`]: few rows, enough weights to be
+/// worth threads, and `b` contiguous along one of its axes; `GPT1_GEMV=off` sends every
+/// product to the `gemm` crate instead (to compare, or to rule this path out).
+pub(super) fn applies(m: usize, n: usize, k: usize, b: Mat) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var("GPT1_GEMV").is_ok_and(|v| v == "off"));
+    let rows_ok = if b.cs == 1 { m <= MAX_ROWS } else { b.rs == 1 && m <= MAX_ROWS_T };
+    !off && n * k >= 1 << 14 && rows_ok
+}
+
+/// The most rows the portable loops take even where AVX-512 runs. Up to 4 rows the weights
+/// come from memory (decoding) and the portable loops stream them faster: each walks one
+/// contiguous stretch at a time, where the register blocks read 64-column slices of many rows
+/// of `W` or two rows of `Wte` at once (`x · W` 1 row 0.11 against 0.19 ms, `x · Wteᵀ` 4 rows
+/// 5.2 against 7.6 ms). From 5 rows on, the arithmetic counts and the register blocks win
+/// (8 rows: 1.2–2.6x, from memory or cache). Both give the same bits.
+const PORTABLE_ROWS: usize = 4;
+
+/// Rows of a row-major `b` per block: one contiguous stretch of memory per task.
+const ROWS_K: usize = 64;
+/// Stored rows of a transposed `b` per task.
+const ROWS_T: usize = 64;
+
+/// Elements of the partial sums added up at a time (a stretch of `[m, n]`, in registers).
+const REDUCE_COLS: usize = 512;
+
+thread_local! {
+    /// The calling thread's partial sums, `[blocks][m, n]` (taken for the call, then put back).
+    static PARTIAL: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// The calling thread's gathered rows of a strided `a`, `[m, k]` (taken, then put back).
+    static GATHERED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A raw output pointer that tasks writing disjoint elements share.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: every task writes a disjoint set of elements (its own columns).
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The pointer (a method, so closures capture the whole `Out`, not its field).
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// `c[m, n] = (accumulate ? c : 0) + a[m, k] · b[k, n]`, `c` row-major with row stride `ldc`.
+///
+/// # Safety
+/// As [`super::matmul_ptr`]: `c` valid for writes at `r * ldc + j` (`r < m`, `j < n`) and
+/// touched by no one else during the call; `a`, `b` in bounds for their shapes;
+/// [`applies`] holds.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemv(
+    c: *mut f32,
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    par: Par,
+) {
+    let out = Out(c);
+    let threads = if par == Par::Pool { rayon::current_num_threads() } else { 1 };
+    let put = move |r: usize, j: usize, v: f32| {
+        // SAFETY: r < m, j < n, this task's own column (the caller's contract).
+        unsafe {
+            let p = out.at(r * ldc + j);
+            *p = if accumulate { *p + v } else { v };
+        }
+    };
+    // a's rows `[m, k]`, contiguous, shared by every task: a itself where it is laid out so,
+    // else gathered once into this thread's buffer.
+    let mut gathered = GATHERED.with(|c| c.take());
+    let xs: &[f32] = if a.cs == 1 && (m == 1 || a.rs == k) {
+        &a.data[..m * k]
+    } else {
+        gathered.clear();
+        gathered.extend((0..m).flat_map(|r| (0..k).map(move |kk| a.data[r * a.rs + kk * a.cs])));
+        &gathered
+    };
+    #[cfg(target_arch = "x86_64")]
+    let simd = m > PORTABLE_ROWS && avx512::available();
+    if b.cs == 1 {
+        // Fixed blocks of ROWS_K of b's rows, each read as one contiguous stretch into its own
+        // partial sums of every column; the partials are then added in block order. The blocks
+        // do not depend on the thread count, so neither do the sums.
+        let blocks = k.div_ceil(ROWS_K);
+        // This thread's buffer (grown only; every element is assigned by its block's first
+        // row, so it needs no zeroing): no page faults and no memset per token.
+        let mut partial = PARTIAL.with(|c| c.take());
+        if partial.len() < blocks * m * n {
+            partial = vec![0.0f32; blocks * m * n];
+        }
+        let partial_all = &mut partial[..blocks * m * n];
+        let block = |(bi, p): (usize, &mut [f32])| {
+            let rows = (bi * ROWS_K, ((bi + 1) * ROWS_K).min(k));
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: AVX-512F checked; `p` is `[m, n]`, `xs` `[m, k]`, and b's rows
+                // `rows` hold `n` columns each (the caller's contract).
+                unsafe { avx512::rows_block(p, xs, k, b.data.as_ptr(), b.rs, rows, m, n) };
+                return;
+            }
+            rows_block(p, xs, k, b, rows, m, n);
+        };
+        if threads > 1 {
+            partial_all.par_chunks_mut(m * n).enumerate().for_each(block);
+        } else {
+            partial_all.chunks_mut(m * n).enumerate().for_each(block);
+        }
+        // The partials added in block order, a stretch of columns at a time (each element's
+        // sum in the same order as one pass would add them).
+        let partial_all = &*partial_all;
+        let reduce = |c0: usize| {
+            let c1 = (c0 + REDUCE_COLS).min(m * n);
+            let mut acc = [0.0f32; REDUCE_COLS];
+            let acc = &mut acc[..c1 - c0];
+            acc.copy_from_slice(&partial_all[c0..c1]);
+            for bi in 1..blocks {
+                let o = bi * m * n;
+                for (v, &p) in acc.iter_mut().zip(&partial_all[o + c0..o + c1]) {
+                    *v += p;
+                }
+            }
+            for (i, &v) in acc.iter().enumerate() {
+                put((c0 + i) / n, (c0 + i) % n, v);
+            }
+        };
+        // On the calling thread: ~36 K additions per product at gpt1 size, less than a
+        // fork-join costs.
+        (0..m * n).step_by(REDUCE_COLS).for_each(reduce);
+        PARTIAL.with(|c| c.set(partial));
+    } else {
+        // b transposed: column j of the operand is `b.data[j * b.cs ..][..k]`, contiguous.
+        let block = |t: usize| {
+            let cols = (t * ROWS_T, ((t + 1) * ROWS_T).min(n));
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: AVX-512F checked; `xs` is `[m, k]`, and b's stored rows `cols` hold
+                // `k` elements each (the caller's contract).
+                unsafe { avx512::dots(&put, xs, k, b.data.as_ptr(), b.cs, cols, m) };
+                return;
+            }
+            for j in cols.0..cols.1 {
+                let col = &b.data[j * b.cs..j * b.cs + k];
+                for r in 0..m {
+                    put(r, j, dot(&xs[r * k..(r + 1) * k], col));
+                }
+            }
+        };
+        let tasks = n.div_ceil(ROWS_T);
+        if threads > 1 {
+            (0..tasks).into_par_iter().for_each(block)
+        } else {
+            (0..tasks).for_each(block)
+        }
+    }
+    GATHERED.with(|c| c.set(gathered));
+}
+
+/// `p[r * n + j] = Σ_{kk in rows} xs[r * k + kk] · b(kk, j)`, a running fused sum from `+0.0`
+/// in `kk` order: the portable version of [`avx512::rows_block`] (and its definition).
+fn rows_block(
+    p: &mut [f32],
+    xs: &[f32],
+    k: usize,
+    b: Mat,
+    rows: (usize, usize),
+    m: usize,
+    n: usize,
+) {
+    for kk in rows.0..rows.1 {
+        let row = &b.data[kk * b.rs..kk * b.rs + n];
+        let first = kk == rows.0;
+        for r in 0..m {
+            let xr = xs[r * k + kk];
+            let pr = &mut p[r * n..(r + 1) * n];
+            if first {
+                // mul_add with 0.0: the bits the zeroed buffer's first step gave.
+                for (s, &bw) in pr.iter_mut().zip(row) {
+                    *s = xr.mul_add(bw, 0.0);
+                }
+            } else {
+                for (s, &bw) in pr.iter_mut().zip(row) {
+                    *s = xr.mul_add(bw, *s);
+                }
+            }
+        }
+    }
+}
+
+/// `Σ x[i]·y[i]` in 16 lanes (element `i` into lane `i % 16`, in order), the lanes then added
+/// pairwise in a fixed order: the same bits wherever it runs.
+fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let (xc, yc) = (x.chunks_exact(16), y.chunks_exact(16));
+    let (xt, yt) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for l in 0..16 {
+            lanes[l] = a[l].mul_add(b[l], lanes[l]);
+        }
+    }
+    for (l, (a, b)) in xt.iter().zip(yt).enumerate() {
+        lanes[l] = a.mul_add(*b, lanes[l]);
+    }
+    let mut w = 16;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            lanes[l] += lanes[l + w];
+        }
+    }
+    lanes[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Mat, Par};
+    use super::*;
+
+    /// The definition in f64.
+    fn reference(a: Mat, b: Mat, m: usize, n: usize, k: usize) -> Vec<f32> {
+        let mut c = vec![0.0f32; m * n];
+        for r in 0..m {
+            for j in 0..n {
+                let s: f64 = (0..k)
+                    .map(|p| {
+                        a.data[r * a.rs + p * a.cs] as f64 * b.data[p * b.rs + j * b.cs] as f64
+                    })
+                    .sum();
+                c[r * n + j] = s as f32;
+            }
+        }
+        c
+    }
+
+    /// The row-major path's defined order, written plainly: per block of ROWS_K rows a
+    /// running fused sum from 0, then the blocks added in order.
+    fn in_block_order(a: Mat, b: Mat, m: usize, n: usize, k: usize) -> Vec<f32> {
+        let mut c = vec![0.0f32; m * n];
+        for r in 0..m {
+            for j in 0..n {
+                let mut total = 0.0f32;
+                for (bi, k0) in (0..k).step_by(ROWS_K).enumerate() {
+                    let mut s = 0.0f32;
+                    for p in k0..(k0 + ROWS_K).min(k) {
+                        s = a.data[r * a.rs + p * a.cs].mul_add(b.data[p * b.rs + j * b.cs], s);
+                    }
+                    total = if bi == 0 { s } else { total + s };
+                }
+                c[r * n + j] = total;
+            }
+        }
+        c
+    }
+
+    /// Against the definition (f64 sums) on odd shapes, both layouts of `b`, accumulating or
+    /// not, and bitwise the same on one thread and on the pool.
+    #[test]
+    fn gemv_matches_the_definition_and_any_thread_count() {
+        let shapes = [(1, 4099, 37), (3, 1000, 300), (4, 33, 2049), (2, 4096, 768), (8, 129, 1030)];
+        for &(m, n, k) in shapes.iter().chain(&[(13, 170, 195), (64, 300, 64)]) {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.01).collect();
+            let w: Vec<f32> = (0..k * n).map(|i| ((i * 13 % 31) as f32 - 15.0) * 0.01).collect();
+            // Beyond MAX_ROWS only a transposed b takes this path.
+            for t in [false, true].into_iter().filter(|&t| t || m <= MAX_ROWS) {
+                // The same operand values either way: b(kk, j) = w[kk * n + j].
+                let stored: Vec<f32> = if t {
+                    (0..n * k).map(|i| w[(i % k) * n + i / k]).collect()
+                } else {
+                    w.clone()
+                };
+                let bm = if t { Mat::t(&stored, k) } else { Mat::rows(&stored, n) };
+                assert!(applies(m, n, k, bm));
+                let am = Mat::rows(&a, k);
+                let want = reference(am, bm, m, n, k);
+                for acc in [false, true] {
+                    let mut one = vec![0.5f32; m * n];
+                    let mut pool = vec![0.5f32; m * n];
+                    // SAFETY: dense buffers of the shapes given.
+                    unsafe {
+                        gemv(one.as_mut_ptr(), n, am, bm, m, n, k, acc, Par::Single);
+                        gemv(pool.as_mut_ptr(), n, am, bm, m, n, k, acc, Par::Pool);
+                    }
+                    assert!(one.iter().zip(&pool).all(|(x, y)| x.to_bits() == y.to_bits()));
+                    if !t && !acc {
+                        let order = in_block_order(am, bm, m, n, k);
+                        assert!(one.iter().zip(&order).all(|(x, y)| x.to_bits() == y.to_bits()));
+                    }
+                    for (i, (&g, &r)) in one.iter().zip(&want).enumerate() {
+                        let r = r + if acc { 0.5 } else { 0.0 };
+                        assert!((g - r).abs() <= 1e-4 * (1.0 + r.abs()), "{m}x{n}x{k} t={t} {i}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each row of `a` gets the same bits whatever other rows share the product (decoding's
+    /// `--num` rows, the LSTM's batch): a product of `m` rows, row by row, against products of
+    /// one row, both layouts, on the pool.
+    #[test]
+    fn a_row_gets_the_same_bits_alone_or_among_others() {
+        let (n, k) = (301, 517);
+        for m in [2, 5, 8, 17] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 11 % 29) as f32 - 14.0) * 0.013).collect();
+            let w: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 37) as f32 - 18.0) * 0.007).collect();
+            for t in [false, true].into_iter().filter(|&t| t || m <= MAX_ROWS) {
+                let bm = if t { Mat::t(&w, k) } else { Mat::rows(&w, n) };
+                let mut all = vec![0.0f32; m * n];
+                // SAFETY: dense buffers of the shapes given.
+                unsafe {
+                    gemv(all.as_mut_ptr(), n, Mat::rows(&a, k), bm, m, n, k, false, Par::Pool)
+                };
+                for r in 0..m {
+                    let mut one = vec![0.0f32; n];
+                    let ar = Mat::rows(&a[r * k..(r + 1) * k], k);
+                    // SAFETY: as above.
+                    unsafe { gemv(one.as_mut_ptr(), n, ar, bm, 1, n, k, false, Par::Pool) };
+                    let same =
+                        one.iter().zip(&all[r * n..]).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "m {m} t {t} row {r}");
+                }
+            }
+        }
+    }
+
+    /// The AVX-512 loops give the portable loops' bits, element for element, on shapes with
+    /// every kind of edge (rows past a register block, columns past a vector, `k` past 16), and
+    /// a row of `-0.0`.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx512_loops_give_the_portable_bits() {
+        if !avx512::available() {
+            eprintln!("skipped: this CPU has no AVX-512F (the portable loops run)");
+            return;
+        }
+        for &(m, n, k) in
+            &[(1, 1, 1), (1, 17, 15), (3, 64, 33), (5, 65, 64), (8, 130, 47), (9, 3, 100)]
+        {
+            let mut xs: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 19) as f32 - 9.0) * 0.03).collect();
+            let w: Vec<f32> = (0..k * n).map(|i| ((i * 3 % 23) as f32 - 11.0) * 0.05).collect();
+            xs[..k].iter_mut().for_each(|x| *x = -0.0);
+            // Row-major, over the block of rows 0..k: into the partials.
+            let (mut want, mut got) = (vec![1.0f32; m * n], vec![2.0f32; m * n]);
+            rows_block(&mut want, &xs, k, Mat::rows(&w, n), (0, k), m, n);
+            // SAFETY: AVX-512F checked; the buffers have the shapes given.
+            unsafe { avx512::rows_block(&mut got, &xs, k, w.as_ptr(), n, (0, k), m, n) };
+            assert!(
+                want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "rows {m}x{n}x{k}"
+            );
+            // Transposed: w read as n stored rows of k.
+            let want: Vec<f32> =
+                (0..m * n).map(|i| dot(&xs[i / n * k..][..k], &w[i % n * k..][..k])).collect();
+            let got = std::sync::Mutex::new(vec![2.0f32; m * n]);
+            let put = |r: usize, j: usize, v: f32| got.lock().unwrap()[r * n + j] = v;
+            // SAFETY: as above.
+            unsafe { avx512::dots(&put, &xs, k, w.as_ptr(), k, (0, n), m) };
+            let got = got.into_inner().unwrap();
+            assert!(
+                want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "dots {m}x{n}x{k}"
+            );
+        }
+    }
+}
