@@ -202,7 +202,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Pins `weights` for inference: until the guard drops, products reading them may keep
     /// what they derive from them (the CPU's bf16 packing) instead of deriving it at every call.
     /// Generation, scoring and evaluation pin their model; training, whose weights change at
-    /// every step, does not. Results are bitwise those of unpinned products.
+    /// every step, pins only within a pass: the LSTM's `W_hh` for its T - 1 recurrent products.
+    /// Results are bitwise those of unpinned products.
     fn pin<'a>(&self, weights: Self::Ref<'a>) -> Pinned<'a> {
         let _ = weights;
         Pinned::none()

@@ -359,6 +359,8 @@ impl<B: Backend> Lstm<B> {
             // Gx = X · W_ihᵀ + b_ih + b_hh for every step at once          [T·B, 4H]
             be.matmul(g.w(), inp, false, wih, true, n, 4 * h, k, false);
             be.add_biases(g.w(), at::<B>(p, bih), at::<B>(p, bhh));
+            // W_hh's bf16 panels made once for the T - 1 products below, not at each step.
+            let _pinned = be.pin(whh);
             for step in 0..t {
                 if step > 0 {
                     // G_t += h_{t-1} · W_hhᵀ                                     [B, 4H]
@@ -452,6 +454,8 @@ impl<B: Backend> Lstm<B> {
             let (wih, whh) = (at::<B>(p, rih), at::<B>(p, rhh));
             let (g, cs, hs) = (a.gates[l].r(), a.c[l].r(), a.h[l].r());
             be.fill(a.dc_next.w(), 0.0);
+            // As in the forward pass: W_hh's panels (this orientation's) made once.
+            let pinned = be.pin(whh);
             for step in (0..t).rev() {
                 // dG_t from ∂L/∂h_t (its own and the next step's) and ∂L/∂c_t       [B, 4H]
                 be.lstm_cell_backward(a.dg.w(), a.dc_next.w(), a.dh.r(), g, cs, step, b, h);
@@ -462,6 +466,7 @@ impl<B: Backend> Lstm<B> {
                     be.matmul(prev, dgt, false, whh, false, b, h, 4 * h, true);
                 }
             }
+            drop(pinned);
             // Weight gradients over all steps at once.
             if t > 1 {
                 // dW_hh += dG[1..]ᵀ · H[..T-1]                                       [4H, H]

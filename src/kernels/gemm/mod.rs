@@ -16,7 +16,8 @@
 //! - `amx/`: the AMX version (`tdpbf16ps` on tiles, also emulated in scalar code for the
 //!   tests), on the AVX-512 packing.
 //! - `avx512.rs`: the AVX-512 BF16 version (`vdpbf16ps`): packing, micro-kernels, drivers.
-//! - `gemv.rs`: decoding's fp32 products of a few rows, streaming the weights once.
+//! - `gemv/`: fp32 products of a few rows (decoding, the LSTM's recurrence), reading the
+//!   weights in place, once.
 //! - `pin.rs`: pinned weights, whose packed `b` panels are kept from product to product.
 //! - `fp32.rs`: the fp32 products, the one call into the `gemm` crate; imports no sibling.
 //! - `blocking.rs`: how a bf16 product splits its output among tasks; imports nothing.
