@@ -10,7 +10,7 @@ pub enum Command {
     Finetune(TrainArgs),
     /// Generation speed with the KV cache (batch 1, greedy): tokens/s, prefill, per-token decode.
     Generate(GenerateArgs),
-    /// The kernel lab: the CPU and its flags, each product of a gpt1 step in fp32 and every bf16
+    /// The kernel lab: the CPU and its flags, each product of a gpt1 step (and an LSTM time step) in fp32 and every bf16
     /// version this CPU runs (GFLOP/s), micro-kernel peaks, memory bandwidth, decode rate.
     Kernels(KernelArgs),
     /// Log-likelihood requests through `gpt1 serve` (loopback HTTP) at several concurrencies,
