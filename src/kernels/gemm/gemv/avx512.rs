@@ -1,7 +1,8 @@
-//! AVX-512 versions of [`super`]'s two inner loops, register-blocked so that each weight read
-//! from memory feeds up to 8 rows of `a` (the LSTM's recurrence, `--num` rows of decoding)
-//! without a packed copy. Every output element gets the portable loop's sum in the portable
-//! loop's order, so the bits do not depend on which version ran (tested against it).
+//! The AVX-512 version of [`super`]'s dot products (`b` transposed), register-blocked so that
+//! each weight read from memory feeds up to 8 rows of `a` (the LSTM's recurrence, `--num` rows
+//! of decoding, a short batch's input gradients) without a packed copy. Every output element
+//! gets the portable loop's sum in the portable loop's order, so the bits do not depend on
+//! which version ran (tested against it).
 
 use std::arch::x86_64::*;
 
@@ -10,89 +11,12 @@ pub fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
 }
 
-/// Vectors of 16 columns per register block of the row-major loop.
-const VC: usize = 4;
-/// Rows of `a` per register block of the row-major loop: `RR × VC` accumulators.
-const RR: usize = 4;
 /// Rows of `a` per register block of the dot products: `RT × 2` accumulators.
 const RT: usize = 8;
 
 /// The lanes `< len` of a 16-lane vector.
 fn mask(len: usize) -> __mmask16 {
     if len >= 16 { !0 } else { (1u16 << len) - 1 }
-}
-
-/// `p[r * n + j] = Σ_{kk in k0..k1} xs[r * k + kk] · b[kk * brs + j]` for `r < m`, `j < n`: a
-/// running fused sum from `+0.0`, `kk` ascending, as the portable block loop adds it.
-///
-/// # Safety
-/// AVX-512F; `xs` holds `m × k`, `p` holds `m × n`, `b` is valid at `kk * brs + j` for
-/// `kk < k1`, `j < n`.
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn rows_block(
-    p: &mut [f32],
-    xs: &[f32],
-    k: usize,
-    b: *const f32,
-    brs: usize,
-    (k0, k1): (usize, usize),
-    m: usize,
-    n: usize,
-) {
-    debug_assert!(p.len() >= m * n && xs.len() >= m * k);
-    for c0 in (0..n).step_by(16 * VC) {
-        let masks: [__mmask16; VC] = std::array::from_fn(|v| mask(n.saturating_sub(c0 + 16 * v)));
-        let mut r0 = 0;
-        while r0 < m {
-            // SAFETY: the caller's contract; the masks keep every access inside the `n` columns.
-            unsafe {
-                match m - r0 {
-                    1 => rows_tile::<1>(p, xs, k, b, brs, (k0, k1), (r0, c0), n, &masks),
-                    2 => rows_tile::<2>(p, xs, k, b, brs, (k0, k1), (r0, c0), n, &masks),
-                    3 => rows_tile::<3>(p, xs, k, b, brs, (k0, k1), (r0, c0), n, &masks),
-                    _ => rows_tile::<RR>(p, xs, k, b, brs, (k0, k1), (r0, c0), n, &masks),
-                }
-            }
-            r0 += RR;
-        }
-    }
-}
-
-/// One `R × 16·VC` block of [`rows_block`], held in registers over `k0..k1`.
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn rows_tile<const R: usize>(
-    p: &mut [f32],
-    xs: &[f32],
-    k: usize,
-    b: *const f32,
-    brs: usize,
-    (k0, k1): (usize, usize),
-    (r0, c0): (usize, usize),
-    n: usize,
-    masks: &[__mmask16; VC],
-) {
-    let mut acc = [[_mm512_setzero_ps(); VC]; R];
-    for kk in k0..k1 {
-        // SAFETY: row `kk`, columns `c0 + 16v + lane` for the lanes the mask keeps (< n).
-        let bv: [__m512; VC] = std::array::from_fn(|v| unsafe {
-            _mm512_maskz_loadu_ps(masks[v], b.add(kk * brs + c0 + 16 * v))
-        });
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            let x = _mm512_set1_ps(xs[(r0 + r) * k + kk]);
-            for v in 0..VC {
-                acc_r[v] = _mm512_fmadd_ps(x, bv[v], acc_r[v]);
-            }
-        }
-    }
-    for (r, acc_r) in acc.iter().enumerate() {
-        let row = &mut p[(r0 + r) * n..(r0 + r + 1) * n];
-        for v in 0..VC {
-            // SAFETY: the mask keeps the lanes inside the row's `n` columns.
-            unsafe { _mm512_mask_storeu_ps(row.as_mut_ptr().add(c0 + 16 * v), masks[v], acc_r[v]) };
-        }
-    }
 }
 
 /// `put(r, j, Σ_kk xs[r * k + kk] · b[j * bcs + kk])` for `r < m`, `j in j0..j1`: each sum in

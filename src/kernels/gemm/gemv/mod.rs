@@ -10,9 +10,9 @@
 //! - `b` transposed (`x · Wteᵀ`, the tied LM head, `m ≤ MAX_ROWS_T`): a block of `b`'s stored
 //!   rows, each output a dot product of two contiguous vectors in 16 lanes.
 //!
-//! Where the CPU has AVX-512F, both inner loops run register-blocked (`avx512.rs`: up to 4 rows
-//! × 64 columns, or 8 rows × 2 dot products, per block of registers), with the same sums in
-//! the same order as the portable loops here. Each output element is one fixed-order sum over
+//! Where the CPU has AVX-512F, the dot products of 5 rows or more run register-blocked
+//! (`avx512.rs`: 8 rows × 2 stored rows of `b` per block of registers), with the same sums in
+//! the same order as the portable loop here. Each output element is one fixed-order sum over
 //! `k` (lanes added in a fixed order), so results do not depend on the thread count, on the
 //! blocks' widths, on the CPU's vector width, or on how many other rows share the product.
 
@@ -22,10 +22,11 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
-/// The most rows of `a` a product with a row-major `b` may have to take this path: beyond 8,
-/// the partial sums (`m × n` per block of `ROWS_K` rows) cost more than the `gemm` crate's
-/// packing saves (measured at `[m, 4096] × [4096, 1024]`, docs/precision.md).
-pub const MAX_ROWS: usize = 8;
+/// The most rows of `a` a product with a row-major `b` may have to take this path: decoding's.
+/// Beyond, the partial sums (`m × n` per block of `ROWS_K` rows) cost about what the `gemm`
+/// crate's packing does (8 rows of `[m, 4096] × [4096, 1024]`: 0.6–1.2 ms either way, the
+/// LSTM's backward as fast) and hold 2 MB per thread (docs/precision.md).
+pub const MAX_ROWS: usize = 4;
 
 /// The most rows of `a` a product with a transposed `b` may have to take this path: up to 64,
 /// reading `b` in place beats the `gemm` crate, which packs all of it (1.6–30x faster at
@@ -45,12 +46,11 @@ pub(super) fn applies(m: usize, n: usize, k: usize, b: Mat) -> bool {
     !off && big && rows_ok
 }
 
-/// The most rows the portable loops take even where AVX-512 runs. Up to 4 rows the weights
-/// come from memory (decoding) and the portable loops stream them faster: each walks one
-/// contiguous stretch at a time, where the register blocks read 64-column slices of many rows
-/// of `W` or two rows of `Wte` at once (`x · W` 1 row 0.11 against 0.19 ms, `x · Wteᵀ` 4 rows
-/// 5.2 against 7.6 ms). From 5 rows on, the arithmetic counts and the register blocks win
-/// (8 rows: 1.2–2.6x, from memory or cache). Both give the same bits.
+/// The most rows the portable dot products take even where AVX-512 runs. Up to 4 rows the
+/// weights come from memory (decoding) and the portable loop streams them faster: it walks one
+/// stored row of `Wte` at a time, where the register block reads two at once (4 rows of
+/// `x · Wteᵀ`: 5.2 against 7.6 ms). From 5 rows on, the arithmetic counts and the register
+/// blocks win (8 rows: 1.3–2.6x, from memory or cache). Both give the same bits.
 const PORTABLE_ROWS: usize = 4;
 
 /// Rows of a row-major `b` per block: one contiguous stretch of memory per task.
@@ -135,13 +135,6 @@ pub(super) unsafe fn gemv(
         let partial_all = &mut partial[..blocks * m * n];
         let block = |(bi, p): (usize, &mut [f32])| {
             let rows = (bi * ROWS_K, ((bi + 1) * ROWS_K).min(k));
-            #[cfg(target_arch = "x86_64")]
-            if simd {
-                // SAFETY: AVX-512F checked; `p` is `[m, n]`, `xs` `[m, k]`, and b's rows
-                // `rows` hold `n` columns each (the caller's contract).
-                unsafe { avx512::rows_block(p, xs, k, b.data.as_ptr(), b.rs, rows, m, n) };
-                return;
-            }
             rows_block(p, xs, k, b, rows, m, n);
         };
         if threads > 1 {
@@ -200,7 +193,7 @@ pub(super) unsafe fn gemv(
 }
 
 /// `p[r * n + j] = Σ_{kk in rows} xs[r * k + kk] · b(kk, j)`, a running fused sum from `+0.0`
-/// in `kk` order: the portable version of [`avx512::rows_block`] (and its definition).
+/// in `kk` order.
 fn rows_block(
     p: &mut [f32],
     xs: &[f32],
@@ -366,12 +359,12 @@ mod tests {
         }
     }
 
-    /// The AVX-512 loops give the portable loops' bits, element for element, on shapes with
-    /// every kind of edge (rows past a register block, columns past a vector, `k` past 16), and
-    /// a row of `-0.0`.
+    /// The AVX-512 dot products give the portable loop's bits, element for element, on shapes
+    /// with every kind of edge (rows past a register block, an odd last stored row, `k` past
+    /// 16), and a row of `-0.0`.
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn the_avx512_loops_give_the_portable_bits() {
+    fn the_avx512_dots_give_the_portable_bits() {
         if !avx512::available() {
             eprintln!("skipped: this CPU has no AVX-512F (the portable loops run)");
             return;
@@ -382,15 +375,6 @@ mod tests {
             let mut xs: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 19) as f32 - 9.0) * 0.03).collect();
             let w: Vec<f32> = (0..k * n).map(|i| ((i * 3 % 23) as f32 - 11.0) * 0.05).collect();
             xs[..k].iter_mut().for_each(|x| *x = -0.0);
-            // Row-major, over the block of rows 0..k: into the partials.
-            let (mut want, mut got) = (vec![1.0f32; m * n], vec![2.0f32; m * n]);
-            rows_block(&mut want, &xs, k, Mat::rows(&w, n), (0, k), m, n);
-            // SAFETY: AVX-512F checked; the buffers have the shapes given.
-            unsafe { avx512::rows_block(&mut got, &xs, k, w.as_ptr(), n, (0, k), m, n) };
-            assert!(
-                want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits()),
-                "rows {m}x{n}x{k}"
-            );
             // Transposed: w read as n stored rows of k.
             let want: Vec<f32> =
                 (0..m * n).map(|i| dot(&xs[i / n * k..][..k], &w[i % n * k..][..k])).collect();
