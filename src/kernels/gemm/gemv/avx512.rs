@@ -19,6 +19,16 @@ fn mask(len: usize) -> __mmask16 {
     if len >= 16 { !0 } else { (1u16 << len) - 1 }
 }
 
+/// The operands of one product's dot products: `a`'s rows `xs` (`[m, k]`), `b`'s stored rows
+/// (`b + j * bcs`, `k` each), and where each sum goes.
+struct Dots<'a, F> {
+    put: &'a F,
+    xs: &'a [f32],
+    k: usize,
+    b: *const f32,
+    bcs: usize,
+}
+
 /// `put(r, j, Σ_kk xs[r * k + kk] · b[j * bcs + kk])` for `r < m`, `j in j0..j1`: each sum in
 /// 16 lanes (element `kk` into lane `kk % 16`, in order), the lanes then added pairwise as the
 /// portable `dot` adds them.
@@ -26,8 +36,8 @@ fn mask(len: usize) -> __mmask16 {
 /// # Safety
 /// AVX-512F; `xs` holds `m × k`; `b` is valid at `j * bcs + kk` for `j < j1`, `kk < k`.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn dots(
-    put: &impl Fn(usize, usize, f32),
+pub unsafe fn dots<F: Fn(usize, usize, f32)>(
+    put: &F,
     xs: &[f32],
     k: usize,
     b: *const f32,
@@ -36,101 +46,81 @@ pub unsafe fn dots(
     m: usize,
 ) {
     debug_assert!(xs.len() >= m * k);
-    let mut j = j0;
-    while j < j1 {
-        let mut r0 = 0;
-        while r0 < m {
+    let d = Dots { put, xs, k, b, bcs };
+    for j in (j0..j1).step_by(2) {
+        for r0 in (0..m).step_by(RT) {
             // SAFETY: the caller's contract.
             unsafe {
                 if j + 1 < j1 {
-                    dots_rows::<2>(put, xs, k, b, bcs, j, r0, m - r0);
+                    d.rows::<2>(j, r0, m - r0);
                 } else {
-                    dots_rows::<1>(put, xs, k, b, bcs, j, r0, m - r0);
+                    d.rows::<1>(j, r0, m - r0);
                 }
             }
-            r0 += RT;
-        }
-        j += 2;
-    }
-}
-
-/// [`dots_tile`] for the `rows` (clamped to [`RT`]) rows from `r0`.
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn dots_rows<const C: usize>(
-    put: &impl Fn(usize, usize, f32),
-    xs: &[f32],
-    k: usize,
-    b: *const f32,
-    bcs: usize,
-    j: usize,
-    r0: usize,
-    rows: usize,
-) {
-    // SAFETY: the caller's contract.
-    unsafe {
-        match rows {
-            1 => dots_tile::<1, C>(put, xs, k, b, bcs, j, r0),
-            2 => dots_tile::<2, C>(put, xs, k, b, bcs, j, r0),
-            3 => dots_tile::<3, C>(put, xs, k, b, bcs, j, r0),
-            4 => dots_tile::<4, C>(put, xs, k, b, bcs, j, r0),
-            5 => dots_tile::<5, C>(put, xs, k, b, bcs, j, r0),
-            6 => dots_tile::<6, C>(put, xs, k, b, bcs, j, r0),
-            7 => dots_tile::<7, C>(put, xs, k, b, bcs, j, r0),
-            _ => dots_tile::<RT, C>(put, xs, k, b, bcs, j, r0),
         }
     }
 }
 
-/// `R` rows of `a` against `C` stored rows of `b` from `j`: `R × C` sums in registers.
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn dots_tile<const R: usize, const C: usize>(
-    put: &impl Fn(usize, usize, f32),
-    xs: &[f32],
-    k: usize,
-    b: *const f32,
-    bcs: usize,
-    j: usize,
-    r0: usize,
-) {
-    let mut acc = [[_mm512_setzero_ps(); C]; R];
-    let x = xs[r0 * k..(r0 + R) * k].as_ptr();
-    let full = k / 16 * 16;
-    let mut kk = 0;
-    while kk < full {
-        // SAFETY: `kk + 16 <= k`: inside every row of `xs` and every stored row of `b`.
+impl<F: Fn(usize, usize, f32)> Dots<'_, F> {
+    /// [`Dots::tile`] for the `rows` (clamped to [`RT`]) rows from `r0`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows<const C: usize>(&self, j: usize, r0: usize, rows: usize) {
+        // SAFETY: the caller's contract.
         unsafe {
-            let bv: [__m512; C] =
-                std::array::from_fn(|c| _mm512_loadu_ps(b.add((j + c) * bcs + kk)));
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let xv = _mm512_loadu_ps(x.add(r * k + kk));
-                for c in 0..C {
-                    acc_r[c] = _mm512_fmadd_ps(xv, bv[c], acc_r[c]);
-                }
-            }
-        }
-        kk += 16;
-    }
-    if full < k {
-        // The last `k - full` elements into lanes `0..k - full`; a masked fused add leaves
-        // the other lanes' sums as they are, as the portable tail does.
-        let mk = mask(k - full);
-        // SAFETY: the mask keeps every access below `k`.
-        unsafe {
-            let bv: [__m512; C] =
-                std::array::from_fn(|c| _mm512_maskz_loadu_ps(mk, b.add((j + c) * bcs + full)));
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let xv = _mm512_maskz_loadu_ps(mk, x.add(r * k + full));
-                for c in 0..C {
-                    acc_r[c] = _mm512_mask3_fmadd_ps(xv, bv[c], acc_r[c], mk);
-                }
+            match rows {
+                1 => self.tile::<1, C>(j, r0),
+                2 => self.tile::<2, C>(j, r0),
+                3 => self.tile::<3, C>(j, r0),
+                4 => self.tile::<4, C>(j, r0),
+                5 => self.tile::<5, C>(j, r0),
+                6 => self.tile::<6, C>(j, r0),
+                7 => self.tile::<7, C>(j, r0),
+                _ => self.tile::<RT, C>(j, r0),
             }
         }
     }
-    for (r, acc_r) in acc.iter().enumerate() {
-        for (c, &v) in acc_r.iter().enumerate() {
-            put(r0 + r, j + c, reduce(v));
+
+    /// `R` rows of `a` from `r0` against `C` stored rows of `b` from `j`: `R × C` sums in
+    /// registers.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const R: usize, const C: usize>(&self, j: usize, r0: usize) {
+        let (k, b, bcs) = (self.k, self.b, self.bcs);
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        let x = self.xs[r0 * k..(r0 + R) * k].as_ptr();
+        let full = k / 16 * 16;
+        for kk in (0..full).step_by(16) {
+            // SAFETY: `kk + 16 <= k`: inside every row of `xs` and every stored row of `b`.
+            unsafe {
+                let bv: [__m512; C] =
+                    std::array::from_fn(|c| _mm512_loadu_ps(b.add((j + c) * bcs + kk)));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let xv = _mm512_loadu_ps(x.add(r * k + kk));
+                    for c in 0..C {
+                        acc_r[c] = _mm512_fmadd_ps(xv, bv[c], acc_r[c]);
+                    }
+                }
+            }
+        }
+        if full < k {
+            // The last `k - full` elements into lanes `0..k - full`; a masked fused add leaves
+            // the other lanes' sums as they are, as the portable tail does.
+            let mk = mask(k - full);
+            // SAFETY: the mask keeps every access below `k`.
+            unsafe {
+                let bv: [__m512; C] =
+                    std::array::from_fn(|c| _mm512_maskz_loadu_ps(mk, b.add((j + c) * bcs + full)));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let xv = _mm512_maskz_loadu_ps(mk, x.add(r * k + full));
+                    for c in 0..C {
+                        acc_r[c] = _mm512_mask3_fmadd_ps(xv, bv[c], acc_r[c], mk);
+                    }
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (c, &v) in acc_r.iter().enumerate() {
+                (self.put)(r0 + r, j + c, reduce(v));
+            }
         }
     }
 }
