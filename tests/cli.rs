@@ -433,6 +433,24 @@ fn bench_kernels_reports_every_figure_as_json() {
     assert!((mb - 464.5).abs() < 1.0, "{mb}");
 }
 
+/// `bench generate --num` decodes that many samples together: every sample's tokens are
+/// counted, each decode step is one token for all of them, and `--num 0` is refused.
+#[test]
+fn bench_generate_decodes_num_samples_together() {
+    let run = |num: &str| {
+        let args = ["bench", "generate", "--config", "tiny", "--prompt-len", "4", "--new", "6"];
+        let out = ok(&[&args[..], &["--num", num, "--rounds", "1", "--json"]].concat());
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    for num in ["1", "3"] {
+        let r = run(num);
+        assert_eq!(r["num"].as_u64().unwrap().to_string(), num);
+        assert!(r["tokens_per_s"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+        assert!(r["decode_ms_per_token"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+    }
+    fails(&["bench", "generate", "--config", "tiny", "--num", "0"], "--num");
+}
+
 #[test]
 fn a_hub_id_names_its_snapshot_in_the_local_hugging_face_cache() {
     // The layout transformers and huggingface-cli leave: models--ORG--NAME/{refs/main,snapshots/H}.

@@ -327,13 +327,18 @@ pub struct GenerateBench {
     pub config: String,
     pub prompt_len: usize,
     pub new: usize,
+    /// Samples decoded together (`generate --num`): each decode step reads the weights once
+    /// for all of them.
+    pub num: usize,
     pub threads: usize,
-    /// New tokens over the whole call's wall time, prefill included (median of the rounds).
+    /// New tokens of every sample over the whole call's wall time, prefill included (median of
+    /// the rounds).
     pub tokens_per_s: f64,
     pub prefill_ms: f64,
+    /// One decode step: a new token for each of the `num` samples.
     pub decode_ms_per_token: f64,
-    /// Weight bytes read per decode step: every parameter once (batch 1), 4 bytes each, or 2
-    /// where bf16 decoding reads the weights' kept bf16 packing.
+    /// Weight bytes read per decode step: every parameter once, 4 bytes each, or 2 where bf16
+    /// decoding reads the weights' kept bf16 packing.
     pub weight_bytes_per_token: f64,
     /// The pool's read bandwidth, measured after the rounds ([`measure_read_gbs`], as
     /// `bench kernels` measures it).
@@ -349,9 +354,7 @@ pub struct GenerateBench {
 pub fn generate(
     name: &str,
     config: Config,
-    prompt_len: usize,
-    new: usize,
-    rounds: usize,
+    shape: GenerateShape,
     precision: Precision,
     device: crate::backend::Device,
 ) -> Result<GenerateBench> {
@@ -365,16 +368,26 @@ pub fn generate(
             let kept = precision == Precision::Bf16
                 && crate::kernels::gemm::best_version() != crate::kernels::gemm::Version::Emulated;
             let bytes_per_weight = if kept { 2.0 } else { 4.0 };
-            generate_on(name, &model, prompt_len, new, rounds, Some(bytes_per_weight))
+            generate_on(name, &model, shape, Some(bytes_per_weight))
         }
         dev => {
             let gpu = dev.cuda(precision)?;
-            let t = prompt_len.saturating_add(new);
-            let need = crate::model::decoding_bytes(&config, precision, 1, t);
+            let t = shape.prompt_len.saturating_add(shape.new);
+            let need = crate::model::decoding_bytes(&config, precision, shape.num, t);
             crate::backend::check_fits(&gpu, need, "bench generate")?;
-            generate_on(name, &model.to_backend(gpu), prompt_len, new, rounds, None)
+            generate_on(name, &model.to_backend(gpu), shape, None)
         }
     })
+}
+
+/// What [`generate`] measures: a random prompt of `prompt_len` tokens, `new` tokens greedily
+/// for each of `num` samples, `rounds` timed rounds after one untimed.
+#[derive(Clone, Copy, Debug)]
+pub struct GenerateShape {
+    pub prompt_len: usize,
+    pub new: usize,
+    pub num: usize,
+    pub rounds: usize,
 }
 
 /// [`generate`] on `model`'s backend; `host_bytes`: the bytes a decode step reads per weight
@@ -383,24 +396,18 @@ pub fn generate(
 fn generate_on<B: crate::backend::Backend>(
     name: &str,
     model: &Gpt<B>,
-    prompt_len: usize,
-    new: usize,
-    rounds: usize,
+    shape: GenerateShape,
     host_bytes: Option<f64>,
 ) -> GenerateBench {
+    let GenerateShape { prompt_len, new, num, rounds } = shape;
     use crate::generate::{GenerateOptions, Sampling};
     let threads = rayon::current_num_threads();
     let config = model.config.clone();
     let mut rng = Rng::new(17);
     let prompt: Vec<u32> =
         (0..prompt_len).map(|_| rng.below(config.vocab_size as u64) as u32).collect();
-    let opts = GenerateOptions {
-        max_new: new,
-        sampling: Sampling::GREEDY,
-        seed: 0,
-        num: 1,
-        logprobs: None,
-    };
+    let opts =
+        GenerateOptions { max_new: new, sampling: Sampling::GREEDY, seed: 0, num, logprobs: None };
     let (mut total, mut prefill, mut decode) = (Vec::new(), Vec::new(), Vec::new());
     // Pinned across the rounds, as a served model is: the untimed first round makes what the
     // backend keeps of the weights (the bf16 packing), the timed ones reuse it.
@@ -411,7 +418,7 @@ fn generate_on<B: crate::backend::Backend>(
             crate::generate::generate(model, &prompt, &opts, |_, _| false).expect("valid settings");
         let secs = t0.elapsed().as_secs_f64();
         if r > 0 {
-            total.push(g[0].ids.len() as f64 / secs);
+            total.push(g.iter().map(|s| s.ids.len()).sum::<usize>() as f64 / secs);
             prefill.push(t.prefill_s * 1e3);
             decode.push(t.decode_s * 1e3 / t.decode_steps.max(1) as f64);
         }
@@ -425,6 +432,7 @@ fn generate_on<B: crate::backend::Backend>(
         config: name.to_string(),
         prompt_len,
         new,
+        num,
         threads,
         tokens_per_s: median(&mut total),
         prefill_ms: median(&mut prefill),

@@ -64,6 +64,10 @@ pub struct GenerateArgs {
     /// New tokens.
     #[arg(long, default_value_t = 128)]
     new: usize,
+    /// Samples decoded together from the prompt (`generate --num`): each step's products then
+    /// have that many rows.
+    #[arg(long, default_value_t = 1)]
+    num: usize,
     /// Timed rounds (the median is reported), after one untimed.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -138,8 +142,8 @@ pub fn run(c: Command) -> Result<()> {
         Command::Generate(a) => {
             let config = Config::from_name_or_file(&a.config)?;
             ensure!(
-                a.prompt_len > 0 && a.new > 0 && a.rounds > 0,
-                "--prompt-len, --new and --rounds must be positive"
+                a.prompt_len > 0 && a.new > 0 && a.num > 0 && a.rounds > 0,
+                "--prompt-len, --new, --num and --rounds must be positive"
             );
             ensure!(
                 a.prompt_len.saturating_add(a.new) <= config.n_positions,
@@ -148,24 +152,24 @@ pub fn run(c: Command) -> Result<()> {
                 a.new,
                 config.n_positions
             );
-            let r = gpt1::bench::generate(
-                &a.config,
-                config,
-                a.prompt_len,
-                a.new,
-                a.rounds,
-                a.precision.get(),
-                a.device.device,
-            )
-            .with_context(|| format!("bench generate on {}", a.device.device))?;
+            let shape = gpt1::bench::GenerateShape {
+                prompt_len: a.prompt_len,
+                new: a.new,
+                num: a.num,
+                rounds: a.rounds,
+            };
+            let r =
+                gpt1::bench::generate(&a.config, config, shape, a.precision.get(), a.device.device)
+                    .with_context(|| format!("bench generate on {}", a.device.device))?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "{} prompt {} + {} new on {} threads: {:.1} tokens/s, prefill {:.0} ms, decode {:.1} ms/token, {:.0} % of the {:.1} GB/s read bandwidth",
+                    "{} prompt {} + {} new × {} on {} threads: {:.1} tokens/s, prefill {:.0} ms, decode {:.1} ms/step, {:.0} % of the {:.1} GB/s read bandwidth",
                     r.config,
                     r.prompt_len,
                     r.new,
+                    r.num,
                     r.threads,
                     r.tokens_per_s,
                     r.prefill_ms,

@@ -369,9 +369,20 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX-512F (the portable loops run)");
             return;
         }
-        for &(m, n, k) in
-            &[(1, 1, 1), (1, 17, 15), (3, 64, 33), (5, 65, 64), (8, 130, 47), (9, 3, 100)]
-        {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (1, 17, 15),
+            (2, 5, 31),
+            (3, 64, 33),
+            (4, 9, 16),
+            (5, 65, 64),
+            (6, 7, 40),
+            (7, 12, 17),
+            (8, 130, 47),
+            (9, 3, 100),
+            (10, 5, 70),
+            (12, 8, 33),
+        ] {
             let mut xs: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 19) as f32 - 9.0) * 0.03).collect();
             let w: Vec<f32> = (0..k * n).map(|i| ((i * 3 % 23) as f32 - 11.0) * 0.05).collect();
             xs[..k].iter_mut().for_each(|x| *x = -0.0);
@@ -387,6 +398,58 @@ mod tests {
                 want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits()),
                 "dots {m}x{n}x{k}"
             );
+        }
+    }
+
+    /// Which products take this path: few rows, weights big enough, `b` contiguous along one
+    /// axis; row-major `b` only up to [`MAX_ROWS`] rows, and from 5 rows on only weight-sized
+    /// operands (attention's score blocks stay with the `gemm` crate).
+    #[test]
+    fn applies_takes_few_rows_against_weights_only() {
+        let w = vec![0.0f32; 1 << 20];
+        let (rm, t) = (|n| Mat::rows(&w, n), |k| Mat::t(&w, k));
+        assert!(applies(4, 1024, 1024, rm(1024)) && !applies(5, 1024, 1024, rm(1024)));
+        assert!(applies(64, 1024, 1024, t(1024)) && !applies(65, 1024, 1024, t(1024)));
+        // A causal score block: 64 queries against 512 keys of 64, K read in place.
+        assert!(!applies(64, 512, 64, Mat::strided(&w, 1, 2304)));
+        assert!(applies(4, 512, 64, Mat::strided(&w, 1, 2304)));
+        assert!(!applies(1, 100, 100, rm(100)), "too small to be worth threads");
+        assert!(!applies(2, 64, 64, Mat::strided(&w, 128, 2)), "no contiguous axis");
+    }
+
+    /// A strided `a` (gathered into the thread's buffer) and a single row with a row stride
+    /// (read in place) give the bits of the same values laid out densely.
+    #[test]
+    fn a_strided_a_gives_the_dense_bits() {
+        let (n, k) = (300, 400);
+        let w: Vec<f32> = (0..k * n).map(|i| ((i * 3 % 29) as f32 - 14.0) * 0.01).collect();
+        for m in [1, 3, 6] {
+            let dense: Vec<f32> = (0..m * k).map(|i| ((i * 5 % 17) as f32 - 8.0) * 0.02).collect();
+            // The same values as a's transpose stored (column-major a), and with a row stride.
+            let cm: Vec<f32> = (0..k * m).map(|i| dense[(i % m) * k + i / m]).collect();
+            let mut wide = vec![9.0f32; m * (k + 7)];
+            for r in 0..m {
+                wide[r * (k + 7)..r * (k + 7) + k].copy_from_slice(&dense[r * k..(r + 1) * k]);
+            }
+            for bm in [Mat::rows(&w, n), Mat::t(&w, k)] {
+                if bm.cs == 1 && m > MAX_ROWS {
+                    continue;
+                }
+                let run = |a: Mat| {
+                    let mut c = vec![0.0f32; m * n];
+                    // SAFETY: dense buffers of the shapes given.
+                    unsafe { gemv(c.as_mut_ptr(), n, a, bm, m, n, k, false, Par::Pool) };
+                    c
+                };
+                let want = run(Mat::rows(&dense, k));
+                for a in [Mat::t(&cm, m), Mat::strided(&wide, k + 7, 1)] {
+                    let got = run(a);
+                    assert!(
+                        want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "m {m}"
+                    );
+                }
+            }
         }
     }
 }
