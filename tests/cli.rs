@@ -449,6 +449,7 @@ fn bench_generate_decodes_num_samples_together() {
         assert!(r["decode_ms_per_token"].as_f64().is_some_and(|x| x > 0.0), "{r}");
     }
     fails(&["bench", "generate", "--config", "tiny", "--num", "0"], "--num");
+    fails(&["bench", "generate", "--config", "tiny", "--num", "513"], "between 1 and 512");
 }
 
 #[test]

@@ -368,14 +368,14 @@ pub fn generate(
             let kept = precision == Precision::Bf16
                 && crate::kernels::gemm::best_version() != crate::kernels::gemm::Version::Emulated;
             let bytes_per_weight = if kept { 2.0 } else { 4.0 };
-            generate_on(name, &model, shape, Some(bytes_per_weight))
+            generate_on(name, &model, shape, Some(bytes_per_weight))?
         }
         dev => {
             let gpu = dev.cuda(precision)?;
             let t = shape.prompt_len.saturating_add(shape.new);
             let need = crate::model::decoding_bytes(&config, precision, shape.num, t);
             crate::backend::check_fits(&gpu, need, "bench generate")?;
-            generate_on(name, &model.to_backend(gpu), shape, None)
+            generate_on(name, &model.to_backend(gpu), shape, None)?
         }
     })
 }
@@ -398,7 +398,7 @@ fn generate_on<B: crate::backend::Backend>(
     model: &Gpt<B>,
     shape: GenerateShape,
     host_bytes: Option<f64>,
-) -> GenerateBench {
+) -> Result<GenerateBench> {
     let GenerateShape { prompt_len, new, num, rounds } = shape;
     use crate::generate::{GenerateOptions, Sampling};
     let threads = rayon::current_num_threads();
@@ -414,8 +414,7 @@ fn generate_on<B: crate::backend::Backend>(
     let _pinned = model.pin();
     for r in 0..rounds + 1 {
         let t0 = Instant::now();
-        let (g, t) =
-            crate::generate::generate(model, &prompt, &opts, |_, _| false).expect("valid settings");
+        let (g, t) = crate::generate::generate(model, &prompt, &opts, |_, _| false)?;
         let secs = t0.elapsed().as_secs_f64();
         if r > 0 {
             total.push(g.iter().map(|s| s.ids.len()).sum::<usize>() as f64 / secs);
@@ -428,7 +427,7 @@ fn generate_on<B: crate::backend::Backend>(
     // Before the bandwidth's 512 MB buffer, which is not the model's.
     let peak_rss_mib = peak_rss_mib();
     let bw = if host_bytes.is_some() { measure_read_gbs(5) } else { 0.0 };
-    GenerateBench {
+    Ok(GenerateBench {
         config: name.to_string(),
         prompt_len,
         new,
@@ -441,5 +440,5 @@ fn generate_on<B: crate::backend::Backend>(
         bandwidth_gbs: bw,
         bandwidth_fraction: if bw > 0.0 { bytes * (1e3 / decode_ms) / (bw * 1e9) } else { 0.0 },
         peak_rss_mib,
-    }
+    })
 }

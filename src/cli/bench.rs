@@ -8,10 +8,12 @@ pub enum Command {
     Train(TrainArgs),
     /// Fine-tuning and evaluation throughput (examples/s).
     Finetune(TrainArgs),
-    /// Generation speed with the KV cache (batch 1, greedy): tokens/s, prefill, per-token decode.
+    /// Generation speed with the KV cache (greedy; one sample, or `--num` together): tokens/s,
+    /// prefill, per-step decode.
     Generate(GenerateArgs),
-    /// The kernel lab: the CPU and its flags, each product of a gpt1 step (and an LSTM time step) in fp32 and every bf16
-    /// version this CPU runs (GFLOP/s), micro-kernel peaks, memory bandwidth, decode rate.
+    /// The kernel lab: the CPU and its flags, each product of a gpt1 step (and an LSTM time
+    /// step) in fp32 and every bf16 version this CPU runs (GFLOP/s), micro-kernel peaks, memory
+    /// bandwidth, decode rate.
     Kernels(KernelArgs),
     /// Log-likelihood requests through `gpt1 serve` (loopback HTTP) at several concurrencies,
     /// beside the same scoring in-process: requests/s, tokens/s and their ratio.

@@ -119,8 +119,6 @@ pub(super) unsafe fn gemv(
         gathered.extend((0..m).flat_map(|r| (0..k).map(move |kk| a.data[r * a.rs + kk * a.cs])));
         &gathered
     };
-    #[cfg(target_arch = "x86_64")]
-    let simd = m > PORTABLE_ROWS && avx512::available();
     if b.cs == 1 {
         // Fixed blocks of ROWS_K of b's rows, each read as one contiguous stretch into its own
         // partial sums of every column; the partials are then added in block order. The blocks
@@ -166,6 +164,8 @@ pub(super) unsafe fn gemv(
         PARTIAL.with(|c| c.set(partial));
     } else {
         // b transposed: column j of the operand is `b.data[j * b.cs ..][..k]`, contiguous.
+        #[cfg(target_arch = "x86_64")]
+        let simd = m > PORTABLE_ROWS && avx512::available();
         let block = |t: usize| {
             let cols = (t * ROWS_T, ((t + 1) * ROWS_T).min(n));
             #[cfg(target_arch = "x86_64")]
