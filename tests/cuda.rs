@@ -74,7 +74,7 @@ fn a_kernel_that_does_not_compile_is_an_error_naming_the_line() {
 // ---- with a GPU ----
 
 use gpt1::backend::{Backend, Cpu, DeviceBuf};
-use gpt1::kernels::attention::Dims;
+use gpt1::kernels::attention::{Dims, KvLayout};
 use gpt1::kernels::dropout::Dropout;
 use gpt1::kernels::gemm::Gemm;
 use gpt1::kernels::rng::Rng;
@@ -226,15 +226,20 @@ fn all_ops<B: Backend>(be: &B) -> Vec<(String, Vec<f32>)> {
         be.attention_backward(dqkv.w(), sc.w(), dout.r(), qkv.r(), att.r(), s, dr);
         out.push((format!("attention_backward p {}", dr.p), host(be, &dqkv)));
     }
-    // Against the forward pass's projection (evaluation), then decoding's [B, T, 2d] cache.
+    // Against the forward pass's projection (evaluation), then decoding's head-major cache,
+    // filled by place_kv from the whole projection.
     let mut yr = be.zeros(pos.len() * d);
     let qh = host(be, &qkv);
     let q_rows =
         up(&pos.iter().flat_map(|&r| qh[r * 3 * d..][..3 * d].to_vec()).collect::<Vec<_>>());
-    be.attention_rows(yr.w(), q_rows.r(), B::sub(qkv.r(), d, rows * 3 * d - d), 3 * d, s, &pos);
+    let proj = KvLayout::rows(s, 3 * d);
+    be.attention_rows(yr.w(), q_rows.r(), B::sub(qkv.r(), d, rows * 3 * d - d), proj, s, &pos);
     out.push(("attention_rows".into(), host(be, &yr)));
-    let kv2 = up(&qh.chunks(3 * d).flat_map(|r| r[d..].to_vec()).collect::<Vec<_>>());
-    be.attention_rows(yr.w(), q_rows.r(), kv2.r(), 2 * d, s, &pos);
+    let heads = KvLayout::heads(s);
+    let mut cache = be.zeros(heads.span(s));
+    be.place_kv(cache.w(), heads, qkv.r(), s, &(0..rows).collect::<Vec<_>>());
+    out.push(("place_kv every position".into(), host(be, &cache)));
+    be.attention_rows(yr.w(), q_rows.r(), cache.r(), heads, s, &pos);
     out.push(("attention_rows decoding's cache".into(), host(be, &yr)));
     // The LM head's loss, with a bias and ignored targets, in one chunk (the CPU chunks by 512 rows).
     let mut tg = ids.clone();
@@ -300,11 +305,7 @@ fn all_ops<B: Backend>(be: &B) -> Vec<(String, Vec<f32>)> {
     let mut cr = be.zeros(3 * d);
     be.copy_rows(cr.w(), x.r(), &rws, d);
     out.push(("copy_rows".into(), host(be, &cr)));
-    be.place_rows(xs.w(), d, cr.r(), d, &[1, 2, 3], d);
-    out.push(("place_rows".into(), host(be, &xs)));
-    // Part of each row, between different strides (a decode step's keys and values).
-    be.place_rows(B::sub_mut(xs.w(), 2, rows * d - 2), d + 1, cr.r(), d, &[0, 4], d - 3);
-    out.push(("place_rows strided".into(), host(be, &xs)));
+
     // Optimizer.
     let n = 70_001;
     let (mut p, gg, mut mm, mut vv) =

@@ -2,7 +2,7 @@
 //! products in fp32 or in bf16 with fp32 accumulation ([`Precision`]).
 
 use super::{Backend, DeviceBuf, Pinned, Precision};
-use crate::kernels::attention::{self, Dims};
+use crate::kernels::attention::{self, Dims, KvLayout};
 use crate::kernels::dropout::Dropout;
 use crate::kernels::gemm::{self, Gemm, Mat};
 use crate::kernels::optim::AdamStep;
@@ -153,18 +153,8 @@ impl Backend for Cpu {
             dst[i * d..(i + 1) * d].copy_from_slice(&src[r * d..(r + 1) * d]);
         }
     }
-    fn place_rows(
-        &self,
-        dst: &mut [f32],
-        dst_ld: usize,
-        src: &[f32],
-        src_ld: usize,
-        rows: &[usize],
-        width: usize,
-    ) {
-        for (i, &r) in rows.iter().enumerate() {
-            dst[r * dst_ld..][..width].copy_from_slice(&src[i * src_ld..][..width]);
-        }
+    fn place_kv(&self, kv: &mut [f32], layout: KvLayout, fresh: &[f32], s: Dims, rows: &[usize]) {
+        attention::place(kv, layout, fresh, s, rows);
     }
 
     fn encoder_forward(
@@ -307,11 +297,11 @@ impl Backend for Cpu {
         y: &mut [f32],
         q: &[f32],
         kv: &[f32],
-        ld: usize,
+        layout: KvLayout,
         s: Dims,
         rows: &[usize],
     ) {
-        attention::forward_rows(y, q, kv, ld, s, rows);
+        attention::forward_rows(y, q, kv, layout, s, rows);
     }
     fn attention_backward(
         &self,

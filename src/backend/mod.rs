@@ -140,7 +140,7 @@ pub fn check_host(bytes: u64, what: &str) -> crate::Result<()> {
     }
 }
 
-use crate::kernels::attention::Dims;
+use crate::kernels::attention::{Dims, KvLayout};
 use crate::kernels::dropout::Dropout;
 use crate::kernels::optim::AdamStep;
 use std::borrow::Cow;
@@ -239,15 +239,15 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn scatter_add_rows(&self, x: Self::Mut<'_>, rows: &[usize], src: &[f32], d: usize);
     /// `dst[i] = src[rows[i]]`, `[rows.len(), d]`, on the device.
     fn copy_rows(&self, dst: Self::Mut<'_>, src: Self::Ref<'_>, rows: &[usize], d: usize);
-    /// `dst[rows[i] · dst_ld + c] = src[i · src_ld + c]` for `c < width`, on the device.
-    fn place_rows(
+    /// The keys and values of the flat positions `rows` of `[B, T]`, from their own q/k/v
+    /// projection `fresh` `[rows.len(), 3d]`, into the cache `kv` laid out as `layout`.
+    fn place_kv(
         &self,
-        dst: Self::Mut<'_>,
-        dst_ld: usize,
-        src: Self::Ref<'_>,
-        src_ld: usize,
+        kv: Self::Mut<'_>,
+        layout: KvLayout,
+        fresh: Self::Ref<'_>,
+        s: Dims,
         rows: &[usize],
-        width: usize,
     );
 
     // ---- the model's kernels, each forward beside its backward ----
@@ -380,15 +380,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// The outputs `[rows.len(), d]` at the flat positions `rows` of `[B, T]` only, each
     /// against its own sequence's keys and values up to itself (the cache), without dropout.
     /// `q`: the rows' own `[rows.len(), 3d]` q/k/v projection (the queries are read); `kv`: the
-    /// cache, position `j` of sequence `b` with its keys at `(b·T + j)·ld` and its values `d`
-    /// further (decoding's `[B, T, 2d]` with `ld` = 2d, or the forward pass's `[B, T, 3d]`
-    /// projection from its keys on, `ld` = 3d).
+    /// cache, laid out as `layout` says (decoding's [`KvLayout::heads`], or the forward pass's
+    /// `[B, T, 3d]` projection from its keys on, [`KvLayout::rows`] with `ld` = 3d).
     fn attention_rows(
         &self,
         y: Self::Mut<'_>,
         q: Self::Ref<'_>,
         kv: Self::Ref<'_>,
-        ld: usize,
+        layout: KvLayout,
         s: Dims,
         rows: &[usize],
     );

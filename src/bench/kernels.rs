@@ -6,7 +6,7 @@
 //! gpt1-size model read once per token, fp32 and bf16 kept panels) against that bandwidth.
 //! `cargo bench --bench kernels` prints the same report.
 
-use crate::kernels::attention::{self, Dims, RowsVersion};
+use crate::kernels::attention::{self, Dims, KvLayout, RowsVersion};
 use crate::kernels::dropout::Dropout;
 use crate::kernels::gemm::{
     Gemm, Mat, Par, TunerReport, Version, amx_refused, best_version, kernel_peak_gflops, matmul,
@@ -80,10 +80,14 @@ pub struct Decode {
 }
 
 /// One decoded token's attention at gpt1's size (12 layers, 12 heads of 64, batch 1) over
-/// `positions` cached keys and values per layer, by one version of the row attention.
+/// `positions` cached keys and values per layer, by one version of the row attention, from a
+/// cache in one layout.
 #[derive(Clone, Debug, Serialize)]
 pub struct DecodeAttention {
     pub version: String,
+    /// The cache's layout: `heads` (decoding's, `[B, H, 2, T, dh]`) or `rows` (`[B, T, 2d]`,
+    /// decoding's until 2026-12-07; each position's keys and values side by side).
+    pub layout: String,
     pub positions: usize,
     pub ms_per_token: f64,
     /// The keys and values read (fp32) per second.
@@ -284,8 +288,8 @@ fn decode(runs: usize, read_gb_s: f64) -> Vec<Decode> {
     out
 }
 
-/// The row attention of one decoded token at gpt1's size, over decoding's `[B, T, 2d]` caches
-/// of 128 and 512 positions. Each timed token reads the next of 4 sets of 12 layers' caches
+/// The row attention of one decoded token at gpt1's size, over caches of 128 and 512 positions
+/// in decoding's head-major layout and in the `[B, T, 2d]` rows it replaced (2026-12-07). Each timed token reads the next of 4 sets of 12 layers' caches
 /// (151 MB in all), so its keys and values come from memory, as in a decode step, whose weights
 /// have just passed through the caches, not from the last run's L3.
 fn decode_attention(runs: usize) -> Vec<DecodeAttention> {
@@ -302,19 +306,23 @@ fn decode_attention(runs: usize) -> Vec<DecodeAttention> {
         versions.push(RowsVersion::best(s.dh));
     }
     for positions in [128, 512] {
-        for &version in &versions {
+        let layouts = [("heads", KvLayout::heads(s)), ("rows", KvLayout::rows(s, 2 * d))];
+        for (&version, &(layout_name, layout)) in
+            versions.iter().flat_map(|v| layouts.iter().map(move |l| (v, l)))
+        {
             let mut set = 0;
             let secs = time(runs.max(4), || {
                 set = (set + 1) % sets;
                 for c in &caches[set * layers..(set + 1) * layers] {
                     let row = [positions - 1];
-                    attention::forward_rows_with(version, &mut y, &q, c, 2 * d, s, &row);
+                    attention::forward_rows_with(version, &mut y, &q, c, layout, s, &row);
                 }
             });
             let bytes = (layers * positions * 2 * d * 4) as f64;
             let version = format!("{version:?}").to_lowercase();
             out.push(DecodeAttention {
                 version,
+                layout: layout_name.into(),
                 positions,
                 ms_per_token: secs * 1e3,
                 gb_s: bytes / secs / 1e9,
@@ -394,8 +402,8 @@ pub fn text(r: &KernelReport) -> String {
     }
     for a in &r.decode_attention {
         s += &format!(
-            "decode attention, gpt1 size, batch 1, {} positions, {}: {:.3} ms/token, {:.1} GB/s of keys and values\n",
-            a.positions, a.version, a.ms_per_token, a.gb_s
+            "decode attention, gpt1 size, batch 1, {} positions, {}, {} cache: {:.3} ms/token, {:.1} GB/s of keys and values\n",
+            a.positions, a.version, a.layout, a.ms_per_token, a.gb_s
         );
     }
     s += &tuner_text(&r.tuner);

@@ -1,6 +1,6 @@
 //! Finite-difference gradient checks for every kernel.
 
-use super::attention::{self, Dims};
+use super::attention::{self, Dims, KvLayout};
 use super::crossentropy;
 use super::dropout::Dropout;
 use super::embedding;
@@ -142,8 +142,23 @@ fn attention_at_rows_sums_as_the_plain_definition_for_any_threads() {
         let s = Dims { b: 3, t, h, dh };
         let d = s.d();
         let qkv = rand_vec(s.b * s.t * 3 * d, 21);
-        // Decoding's cache: each position's keys and values side by side.
+        // Decoding's caches: each position's keys and values side by side, and head-major
+        // (placed by `attention::place`, as decoding places them).
         let kv: Vec<f32> = qkv.chunks(3 * d).flat_map(|row| row[d..].to_vec()).collect();
+        let heads = KvLayout::heads(s);
+        let mut by_head = vec![f32::NAN; heads.span(s)];
+        attention::place(&mut by_head, heads, &qkv, s, &(0..s.b * s.t).collect::<Vec<_>>());
+        // A decode step places one row at a time: the same cache, whatever the order.
+        let mut one_by_one = vec![f32::NAN; heads.span(s)];
+        for r in (0..s.b * s.t).rev() {
+            attention::place(&mut one_by_one, heads, &qkv[r * 3 * d..], s, &[r]);
+        }
+        assert!(one_by_one.iter().zip(&by_head).all(|(a, b)| a.to_bits() == b.to_bits()));
+        let caches = [
+            (&qkv[d..], KvLayout::rows(s, 3 * d)),
+            (&kv[..], KvLayout::rows(s, 2 * d)),
+            (&by_head[..], heads),
+        ];
         let each = [vec![5], vec![3 * t - 1], vec![0, t + 33 % t, 2 * t + 3], (0..3 * t).collect()];
         for rows in each {
             let want = attention_rows_plain(&qkv, s, &rows);
@@ -151,15 +166,15 @@ fn attention_at_rows_sums_as_the_plain_definition_for_any_threads() {
                 rows.iter().flat_map(|&r| qkv[r * 3 * d..][..3 * d].to_vec()).collect();
             for threads in [1, 2, 3, 8] {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                for (cache, ld) in [(&qkv[d..], 3 * d), (&kv[..], 2 * d)] {
+                for (cache, l) in caches {
                     for version in [Portable, Avx512] {
                         let mut y = vec![f32::NAN; rows.len() * d];
                         let run = || {
-                            attention::forward_rows_with(version, &mut y, &q, cache, ld, s, &rows)
+                            attention::forward_rows_with(version, &mut y, &q, cache, l, s, &rows)
                         };
                         pool.install(run);
                         let same = y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
-                        let what = format!("{version:?}, ld {ld}: h {h}, dh {dh}, rows {rows:?}");
+                        let what = format!("{version:?}, {l:?}: h {h}, dh {dh}, rows {rows:?}");
                         assert!(same, "{what}, {threads} threads");
                     }
                 }

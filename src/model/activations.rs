@@ -9,8 +9,8 @@ use crate::kernels::crossentropy;
 pub(crate) struct LayerActs<Buf> {
     /// `[B, T, 3d]` fused q/k/v projection; also the block's key/value cache for
     /// [`super::Gpt::block`] on a subset of rows. In decoding's activations
-    /// ([`Activations::decoding_on`]) it is only that cache, `[B, T, 2d]`: each position's
-    /// keys, then its values.
+    /// ([`Activations::decoding_on`]) it is only that cache, `[B, H, 2, T, dh]`: each head's
+    /// keys for every position, then its values (`attention::KvLayout::heads`).
     pub qkv: Buf,
     /// `[B, H, T, T]` attention probabilities before dropout (zero above the diagonal), where
     /// the backend keeps them ([`Backend::keeps_attention_probs`]); else empty.

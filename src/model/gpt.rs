@@ -7,7 +7,7 @@ use super::activations::Activations;
 use super::config::Config;
 use super::params::{self, Layer, Views, num_params};
 use crate::backend::{Backend, Cpu, DeviceBuf};
-use crate::kernels::attention::Dims;
+use crate::kernels::attention::{Dims, KvLayout};
 use crate::kernels::dropout::Dropout;
 use crate::kernels::rng::{self, stream};
 use rayon::prelude::*;
@@ -239,16 +239,16 @@ impl<B: Backend> Gpt<B> {
             }
             Query::Rows(rows) => {
                 // The rows' own q/k/v (through fch as scratch): their keys and values join the
-                // cache, then their queries attend to it. Decoding's cache is `[B, T, 2d]`, keys
-                // and values side by side (a third less memory than the projection);
-                // evaluation's last block reads the forward pass's `[B, T, 3d]` projection.
+                // cache, then their queries attend to it. Decoding's cache is `[B, H, 2, T, dh]`
+                // (a third less memory than the projection, each head's keys and values in
+                // one stretch); evaluation's last block reads the forward pass's `[B, T, 3d]`
+                // projection.
                 be.matmul_forward(a.fch.w(), x, p.attn_w, p.attn_b, n, d, 3 * d);
-                let (ld, at) = if acts.decode_only { (2 * d, 0) } else { (3 * d, d) };
+                let (layout, at) = if acts.decode_only { (KvLayout::heads(dims), 0) } else { (KvLayout::rows(dims, 3 * d), d) };
                 let kv_len = a.qkv.len() - at;
-                let fresh = B::sub(a.fch.r(), d, (n * 3 * d).saturating_sub(d));
-                be.place_rows(B::sub_mut(a.qkv.w(), at, kv_len), ld, fresh, 3 * d, rows, 2 * d);
+                be.place_kv(B::sub_mut(a.qkv.w(), at, kv_len), layout, a.fch.part(n * 3 * d), dims, rows);
                 let kv = B::sub(a.qkv.r(), at, kv_len);
-                be.attention_rows(a.atty.w(), a.fch.part(n * 3 * d), kv, ld, dims, rows);
+                be.attention_rows(a.atty.w(), a.fch.part(n * 3 * d), kv, layout, dims, rows);
             }
         }
         be.matmul_forward(acts.tmp.w(), a.atty.part(nd), p.proj_w, p.proj_b, n, d, d);

@@ -3,7 +3,7 @@
 
 use super::Cuda;
 use super::device::{A, CMut, CRef, F4, Slot, cfg, drop_args};
-use crate::kernels::attention::Dims;
+use crate::kernels::attention::{Dims, KvLayout};
 use crate::kernels::dropout::Dropout;
 use cudarc::driver::sys::CUdeviceptr;
 
@@ -91,7 +91,7 @@ impl Cuda {
         y: CMut<'_>,
         q: CRef<'_>,
         kv: CRef<'_>,
-        ld: usize,
+        l: KvLayout,
         s: Dims,
         rows: &[usize],
     ) {
@@ -114,7 +114,10 @@ impl Cuda {
                 A::I(s.t as i32),
                 A::I(s.h as i32),
                 A::I(s.dh as i32),
-                A::I(ld as i32),
+                A::I(l.seq as i32),
+                A::I(l.head as i32),
+                A::I(l.pos as i32),
+                A::I(l.value as i32),
                 A::F(scale),
             ],
         );

@@ -64,7 +64,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "fill_f32",
     "to_bf16",
     "copy_rows",
-    "place_rows",
+    "place_kv",
     "add_rows",
     "encoder_forward",
     "encoder_rows",

@@ -6,7 +6,7 @@ use super::failure::fail;
 use super::head::HeadGrads;
 use super::{Cuda, nccl};
 use crate::backend::{Backend, Pinned, Precision};
-use crate::kernels::attention::Dims;
+use crate::kernels::attention::{Dims, KvLayout};
 use crate::kernels::dropout::Dropout;
 use crate::kernels::optim::AdamStep;
 use cudarc::driver::sys::CUdeviceptr;
@@ -155,22 +155,26 @@ impl Backend for Cuda {
             &[A::P(dst.ptr), A::P(src.ptr), A::P(r), A::I(n as i32), A::I(d as i32)],
         );
     }
-    fn place_rows(
-        &self,
-        dst: CMut<'_>,
-        dst_ld: usize,
-        src: CRef<'_>,
-        src_ld: usize,
-        rows: &[usize],
-        width: usize,
-    ) {
+    fn place_kv(&self, kv: CMut<'_>, l: KvLayout, fresh: CRef<'_>, s: Dims, rows: &[usize]) {
         let n = rows.len();
         let r = self.put_u32(Slot::Rows, rows.iter().map(|&r| r as u32));
         let i = |x: usize| A::I(x as i32);
         self.launch_n(
-            "place_rows",
-            n * width,
-            &[A::P(dst.ptr), A::P(src.ptr), A::P(r), i(n), i(width), i(dst_ld), i(src_ld)],
+            "place_kv",
+            n * 2 * s.d(),
+            &[
+                A::P(kv.ptr),
+                A::P(fresh.ptr),
+                A::P(r),
+                i(n),
+                i(s.t),
+                i(s.h),
+                i(s.dh),
+                i(l.seq),
+                i(l.head),
+                i(l.pos),
+                i(l.value),
+            ],
         );
     }
 
@@ -384,11 +388,11 @@ impl Backend for Cuda {
         y: CMut<'_>,
         q: CRef<'_>,
         kv: CRef<'_>,
-        ld: usize,
+        layout: KvLayout,
         s: Dims,
         rows: &[usize],
     ) {
-        self.attend_rows(y, q, kv, ld, s, rows);
+        self.attend_rows(y, q, kv, layout, s, rows);
     }
     fn attention_backward(
         &self,

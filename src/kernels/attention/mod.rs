@@ -10,7 +10,7 @@ use super::parallel::SendPtr;
 use rayon::prelude::*;
 
 mod rows;
-pub use rows::{RowsVersion, forward_rows, forward_rows_with};
+pub use rows::{KvLayout, RowsVersion, forward_rows, forward_rows_with, place};
 
 /// Rows per block of the causal products.
 const BLK: usize = 64;

@@ -11,7 +11,10 @@
 //!
 //! Both compute every output from the same terms in the same order, for any grouping of the
 //! heads and any thread count (`attention_at_rows_sums_as_the_plain_definition_for_any_threads`).
-//! `gpt1 bench kernels` times both ("decode attention").
+//! Where the cache's keys and values lie is a [`KvLayout`]: decoding's own cache is head-major
+//! ([`KvLayout::heads`], written by [`place`]), so a task streams each head's keys, then its
+//! values, from one contiguous stretch. `gpt1 bench kernels` times both versions on both
+//! layouts ("decode attention").
 
 use super::Dims;
 use crate::kernels::fastmath;
@@ -36,16 +39,73 @@ impl RowsVersion {
     }
 }
 
+/// Where attention at a few rows finds its cache's keys and values, in floats: head `h`'s keys
+/// at position `j` of sequence `b` start at `b·seq + h·head + j·pos`, its values `value`
+/// further (`dh` floats each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvLayout {
+    pub seq: usize,
+    pub head: usize,
+    pub pos: usize,
+    pub value: usize,
+}
+
+impl KvLayout {
+    /// Positions as rows of `ld` floats, each its keys (heads side by side), then `d` further
+    /// its values: the forward pass's `[B, T, 3d]` projection read from its first key (`ld` =
+    /// 3d), or a `[B, T, 2d]` cache (`ld` = 2d).
+    pub fn rows(s: Dims, ld: usize) -> KvLayout {
+        KvLayout { seq: s.t * ld, head: s.dh, pos: ld, value: s.d() }
+    }
+
+    /// Head-major, `[B, H, 2, T, dh]`: each head's keys for every position, then its values.
+    /// A task (one row's group of heads) reads one contiguous stretch per head and part, where
+    /// [`KvLayout::rows`] has it read `dh`·4 bytes out of every row.
+    pub fn heads(s: Dims) -> KvLayout {
+        KvLayout { seq: 2 * s.h * s.t * s.dh, head: 2 * s.t * s.dh, pos: s.dh, value: s.t * s.dh }
+    }
+
+    /// The floats a cache of this layout spans for `s`: one past the last value.
+    pub fn span(&self, s: Dims) -> usize {
+        if s.b == 0 || s.t == 0 || s.h == 0 {
+            return 0;
+        }
+        (s.b - 1) * self.seq + (s.h - 1) * self.head + (s.t - 1) * self.pos + self.value + s.dh
+    }
+}
+
 /// `y[rows.len(), d]`: attention outputs at the flat positions `rows` of `[B, T]` only (no
 /// dropout), each row attending over its own sequence's positions up to itself.
 ///
 /// `q` `[rows.len(), 3d]`: the rows' own q/k/v projection (its queries are read). `kv`: the
-/// cache, position `j` of sequence `b` with its keys at `(b·T + j)·ld` and its values `d`
-/// further: decoding's `[B, T, 2d]` (`ld` = 2d, each position's keys and values side by side,
-/// positions one after another), or the forward pass's `[B, T, 3d]` projection from its first
-/// key on (`ld` = 3d; evaluation's last block).
-pub fn forward_rows(y: &mut [f32], q: &[f32], kv: &[f32], ld: usize, s: Dims, rows: &[usize]) {
-    forward_rows_with(RowsVersion::best(s.dh), y, q, kv, ld, s, rows);
+/// cache, laid out as `layout` says: decoding's ([`KvLayout::heads`] on the CPU) or the
+/// forward pass's `[B, T, 3d]` projection from its first key on (evaluation's last block).
+pub fn forward_rows(
+    y: &mut [f32],
+    q: &[f32],
+    kv: &[f32],
+    layout: KvLayout,
+    s: Dims,
+    rows: &[usize],
+) {
+    forward_rows_with(RowsVersion::best(s.dh), y, q, kv, layout, s, rows);
+}
+
+/// Writes the keys and values of `rows` (flat positions of `[B, T]`) from their own q/k/v
+/// projection `fresh` (`[rows.len(), 3d]`) into the cache `kv` laid out as `layout`.
+pub fn place(kv: &mut [f32], layout: KvLayout, fresh: &[f32], s: Dims, rows: &[usize]) {
+    let (d, dh) = (s.d(), s.dh);
+    assert!(kv.len() >= layout.span(s) && fresh.len() >= rows.len() * 3 * d);
+    for (i, &r) in rows.iter().enumerate() {
+        let (bi, j) = (r / s.t, r % s.t);
+        for h in 0..s.h {
+            let at = bi * layout.seq + h * layout.head + j * layout.pos;
+            for part in 0..2 {
+                let src = &fresh[i * 3 * d + (1 + part) * d + h * dh..][..dh];
+                kv[at + part * layout.value..][..dh].copy_from_slice(src);
+            }
+        }
+    }
 }
 
 /// One task's work: row `r`'s heads `c0 / dh ..` (`hs` of them, `gw = hs · dh` outputs).
@@ -53,22 +113,21 @@ struct Task<'a> {
     /// The row's queries for these heads onwards.
     q: &'a [f32],
     kv: &'a [f32],
-    /// The cache's row stride.
-    ld: usize,
-    /// Offset of position 0's keys for these heads in `kv`; values follow `d` later.
+    layout: KvLayout,
+    /// Offset of position 0's keys for the first of these heads in `kv`.
     k0: usize,
     /// Positions attended to (the row's own included).
     n: usize,
     hs: usize,
     dh: usize,
-    d: usize,
     scale: f32,
 }
 
 impl Task<'_> {
     /// Heads `hh`'s keys (`part` 0) or values (`part` 1) at position `j`.
     fn at(&self, j: usize, part: usize, hh: usize) -> &[f32] {
-        &self.kv[self.k0 + j * self.ld + part * self.d + hh * self.dh..][..self.dh]
+        let l = self.layout;
+        &self.kv[self.k0 + hh * l.head + j * l.pos + part * l.value..][..self.dh]
     }
 
     fn query(&self, hh: usize) -> &[f32] {
@@ -102,7 +161,7 @@ pub fn forward_rows_with(
     y: &mut [f32],
     q: &[f32],
     kv: &[f32],
-    ld: usize,
+    layout: KvLayout,
     s: Dims,
     rows: &[usize],
 ) {
@@ -112,7 +171,7 @@ pub fn forward_rows_with(
     let scale = 1.0 / (dh as f32).sqrt();
     let bt = s.b * t;
     assert!(y.len() >= rows.len() * d && q.len() >= rows.len() * d3);
-    assert!(ld >= 2 * d && (bt == 0 || kv.len() >= (bt - 1) * ld + 2 * d));
+    assert!(kv.len() >= layout.span(s), "the cache is smaller than its layout");
     assert!(rows.iter().all(|&r| r < bt), "rows must lie in [B, T]");
     // Head groups per row: enough tasks for twice the threads, a divisor of the head count.
     let want = (2 * rayon::current_num_threads()).div_ceil(rows.len().max(1)).clamp(1, h);
@@ -121,7 +180,8 @@ pub fn forward_rows_with(
     let task_of = |task: usize| {
         let (i, c0) = (task / groups, (task % groups) * gw);
         let (bi, n) = (rows[i] / t, rows[i] % t + 1);
-        Task { q: &q[i * d3 + c0..], kv, ld, k0: bi * t * ld + c0, n, hs, dh, d, scale }
+        let k0 = bi * layout.seq + c0 / dh * layout.head;
+        Task { q: &q[i * d3 + c0..], kv, layout, k0, n, hs, dh, scale }
     };
     match version {
         RowsVersion::Portable => {

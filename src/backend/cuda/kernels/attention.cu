@@ -92,11 +92,12 @@ extern "C" __global__ void softmax_causal_backward(float* ds, const float* p, i6
 // Attention outputs at some flat positions `rows` of [B, T] against the cache (no dropout):
 // one block per (row, head), its scores in `probs` [rows·H, T] (global memory: any context
 // length fits, where shared memory would stop near 12k positions; the row is read back from L1/L2).
-// `q`: the rows' own [rows, 3d] projection (queries first); `kv`: the cache, position j of
-// sequence b's keys at kv[(b·T + j)·ld], its values d further.
+// `q`: the rows' own [rows, 3d] projection (queries first); `kv`: the cache, head h's keys at
+// position j of sequence b at kv[b·seq + h·head + j·pos], its values `value` further (the CPU's
+// KvLayout).
 extern "C" __global__ void attention_rows(float* y, const float* q_rows, const float* kv,
                                           const u32* rows, float* probs, int T, int H, int dh,
-                                          int ld, float scale) {
+                                          int seq, int head, int pos, int value, float scale) {
     __shared__ float red[32];
     float* p = probs + (i64)blockIdx.x * T;
     int n = blockIdx.x / H, h = blockIdx.x % H;
@@ -105,9 +106,10 @@ extern "C" __global__ void attention_rows(float* y, const float* q_rows, const f
     i64 b = r / T;
     int i = (int)(r % T);
     const float* q = q_rows + (i64)n * d3 + h * dh;
+    const float* kh = kv + b * seq + (i64)h * head;
     float mx = NEG_INF;
     for (int j = threadIdx.x; j <= i; j += blockDim.x) {
-        const float* k = kv + (b * T + j) * ld + h * dh;
+        const float* k = kh + (i64)j * pos;
         float s = 0.0f;
         for (int x = 0; x < dh; x++) s += q[x] * k[x];
         s *= scale;
@@ -125,7 +127,7 @@ extern "C" __global__ void attention_rows(float* y, const float* q_rows, const f
     __syncthreads();
     for (int x = threadIdx.x; x < dh; x += blockDim.x) {
         float o = 0.0f;
-        for (int j = 0; j <= i; j++) o += p[j] * inv * kv[(b * T + j) * ld + d + h * dh + x];
+        for (int j = 0; j <= i; j++) o += p[j] * inv * kh[(i64)j * pos + value + x];
         y[(i64)n * d + h * dh + x] = o;
     }
 }

@@ -22,12 +22,17 @@ extern "C" __global__ void copy_rows(float* dst, const float* src, const u32* ro
         dst[e] = src[(i64)rows[i] * d + c];
     }
 }
-// dst[rows[i] * ldd + c] = src[i * lds + c] for c < w.
-extern "C" __global__ void place_rows(float* dst, const float* src, const u32* rows, int n, int w,
-                                      int ldd, int lds) {
-    GRID_STRIDE(e, (i64)n * w) {
-        i64 i = e / w, c = e % w;
-        dst[(i64)rows[i] * ldd + c] = src[i * lds + c];
+// The keys and values of the flat positions `rows` [n] from their [n, 3d] q/k/v projection
+// `fresh` into the cache `kv`: head h's keys at position j of sequence b at kv[b·seq + h·head +
+// j·pos], its values `value` further (the CPU's KvLayout).
+extern "C" __global__ void place_kv(float* kv, const float* fresh, const u32* rows, int n, int T,
+                                    int H, int dh, int seq, int head, int pos, int value) {
+    int d = H * dh;
+    GRID_STRIDE(e, (i64)n * 2 * d) {
+        i64 i = e / (2 * d);
+        int c = (int)(e % (2 * d)), part = c / d, h = (c % d) / dh, x = c % dh;
+        i64 r = rows[i], b = r / T, j = r % T;
+        kv[b * seq + (i64)h * head + j * pos + (i64)part * value + x] = fresh[i * 3 * d + d + c];
     }
 }
 // x[rows[i]] += src[i] (distinct rows).
