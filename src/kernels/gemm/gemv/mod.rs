@@ -25,7 +25,7 @@ mod avx512;
 /// The most rows of `a` a product with a row-major `b` may have to take this path: decoding's.
 /// Beyond, the partial sums (`m × n` per block of `ROWS_K` rows) cost about what the `gemm`
 /// crate's packing does (8 rows of `[m, 4096] × [4096, 1024]`: 0.6–1.2 ms either way, the
-/// LSTM's backward as fast) and hold 2 MB per thread (docs/precision.md).
+/// LSTM's backward as fast) and hold 2 MB per thread (docs/decoding.md).
 pub const MAX_ROWS: usize = 4;
 
 /// The most rows of `a` a product with a transposed `b` may have to take this path: up to 64,
