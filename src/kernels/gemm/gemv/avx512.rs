@@ -1,8 +1,9 @@
-//! The AVX-512 version of [`super`]'s dot products (`b` transposed), register-blocked so that
-//! each weight read from memory feeds up to 8 rows of `a` (the LSTM's recurrence, `--num` rows
-//! of decoding, a short batch's input gradients) without a packed copy. Every output element
-//! gets the portable loop's sum in the portable loop's order, so the bits do not depend on
-//! which version ran (tested against it).
+//! The AVX-512 versions of [`super`]'s loops, register-blocked so that each weight read from
+//! memory feeds several rows of `a` without a packed copy: the dot products (`b` transposed, up
+//! to 8 rows per block: the LSTM's recurrence, `--num` rows of decoding, a short batch's input
+//! gradients) and the partial sums of 2–4 rows (`b` row-major: `--num` rows of decoding).
+//! Every output element gets the portable loop's sum in the portable loop's order, so the bits
+//! do not depend on which version ran (tested against it).
 
 use std::arch::x86_64::*;
 
@@ -135,4 +136,75 @@ fn reduce(v: __m512) -> f32 {
     let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<0b01>(s2, s2));
     _mm_cvtss_f32(s1)
+}
+
+/// [`super::rows_block`] for `M` rows of `a` (`2 ≤ M ≤ 4`): for each 16 columns, four of `b`'s
+/// rows loaded once feed every row's partial sums, held in registers through the four fused
+/// steps. Each element's steps are the portable loop's, in its order (from `+0.0` at the
+/// block's first row, then `kk` ascending), so the bits are the same.
+///
+/// # Safety
+/// AVX-512F; `p` holds `M × n`, `xs` holds `M × k`; `b` is valid at `kk * brs + j` for `kk` in
+/// `rows`, `j < n`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn rows_block<const M: usize>(
+    p: &mut [f32],
+    xs: &[f32],
+    k: usize,
+    b: *const f32,
+    brs: usize,
+    rows: (usize, usize),
+    n: usize,
+) {
+    assert!(p.len() >= M * n && xs.len() >= M * k);
+    let pp = p.as_mut_ptr();
+    let mut kk = rows.0;
+    while kk + 4 <= rows.1 {
+        let first = kk == rows.0;
+        let x: [[__m512; 4]; M] =
+            std::array::from_fn(|r| std::array::from_fn(|q| _mm512_set1_ps(xs[r * k + kk + q])));
+        let w = |q: usize| b.wrapping_add((kk + q) * brs);
+        let mut j = 0;
+        while j < n {
+            let mk = mask(n - j);
+            // SAFETY: the caller's contract; lanes past the row are masked.
+            unsafe {
+                let w0 = _mm512_maskz_loadu_ps(mk, w(0).add(j));
+                let w1 = _mm512_maskz_loadu_ps(mk, w(1).add(j));
+                let w2 = _mm512_maskz_loadu_ps(mk, w(2).add(j));
+                let w3 = _mm512_maskz_loadu_ps(mk, w(3).add(j));
+                for (r, xr) in x.iter().enumerate() {
+                    let o = pp.add(r * n + j);
+                    let s = if first { _mm512_setzero_ps() } else { _mm512_maskz_loadu_ps(mk, o) };
+                    let s = _mm512_fmadd_ps(xr[0], w0, s);
+                    let s = _mm512_fmadd_ps(xr[1], w1, s);
+                    let s = _mm512_fmadd_ps(xr[2], w2, s);
+                    let s = _mm512_fmadd_ps(xr[3], w3, s);
+                    _mm512_mask_storeu_ps(o, mk, s);
+                }
+            }
+            j += 16;
+        }
+        kk += 4;
+    }
+    // The last 1–3 rows of the block, one at a time.
+    for kk in kk..rows.1 {
+        let first = kk == rows.0;
+        let x: [__m512; M] = std::array::from_fn(|r| _mm512_set1_ps(xs[r * k + kk]));
+        let w = b.wrapping_add(kk * brs);
+        let mut j = 0;
+        while j < n {
+            let mk = mask(n - j);
+            // SAFETY: as above.
+            unsafe {
+                let wv = _mm512_maskz_loadu_ps(mk, w.add(j));
+                for (r, xr) in x.iter().enumerate() {
+                    let o = pp.add(r * n + j);
+                    let s = if first { _mm512_setzero_ps() } else { _mm512_maskz_loadu_ps(mk, o) };
+                    _mm512_mask_storeu_ps(o, mk, _mm512_fmadd_ps(*xr, wv, s));
+                }
+            }
+            j += 16;
+        }
+    }
 }

@@ -11,8 +11,9 @@
 //!   rows, each output a dot product of two contiguous vectors in 16 lanes.
 //!
 //! Where the CPU has AVX-512F, the dot products of 5 rows or more run register-blocked
-//! (`avx512.rs`: 8 rows × 2 stored rows of `b` per block of registers), with the same sums in
-//! the same order as the portable loop here. Each output element is one fixed-order sum over
+//! (`avx512.rs`: 8 rows × 2 stored rows of `b` per block of registers), and so do the partial
+//! sums of 2–4 rows (four of `b`'s rows loaded once for every row's sums, held in registers
+//! through four fused steps), with the same sums in the same order as the portable loops here. Each output element is one fixed-order sum over
 //! `k` (lanes added in a fixed order), so results do not depend on the thread count, on the
 //! blocks' widths, on the CPU's vector width, or on how many other rows share the product.
 
@@ -27,6 +28,7 @@ mod avx512;
 /// crate's packing does (8 rows of `[m, 4096] × [4096, 1024]`: 0.6–1.2 ms either way, the
 /// LSTM's backward as fast) and hold 2 MB per thread (docs/decoding.md).
 pub const MAX_ROWS: usize = 4;
+const _: () = assert!(MAX_ROWS <= 4, "avx512::rows_block takes at most 4 rows");
 
 /// The most rows of `a` a product with a transposed `b` may have to take this path: up to 64,
 /// reading `b` in place beats the `gemm` crate, which packs all of it (1.6–30x faster at
@@ -131,8 +133,24 @@ pub(super) unsafe fn gemv(
             partial = vec![0.0f32; blocks * m * n];
         }
         let partial_all = &mut partial[..blocks * m * n];
+        #[cfg(target_arch = "x86_64")]
+        let simd = avx512::available();
         let block = |(bi, p): (usize, &mut [f32])| {
             let rows = (bi * ROWS_K, ((bi + 1) * ROWS_K).min(k));
+            #[cfg(target_arch = "x86_64")]
+            if simd && m > 1 {
+                let bp = b.data.as_ptr();
+                // SAFETY: AVX-512F checked; `p` is `[m, n]`, `xs` `[m, k]`, and b's rows `rows`
+                // hold `n` elements each (the caller's contract); m ≤ MAX_ROWS = 4.
+                unsafe {
+                    match m {
+                        2 => avx512::rows_block::<2>(p, xs, k, bp, b.rs, rows, n),
+                        3 => avx512::rows_block::<3>(p, xs, k, bp, b.rs, rows, n),
+                        _ => avx512::rows_block::<4>(p, xs, k, bp, b.rs, rows, n),
+                    }
+                }
+                return;
+            }
             rows_block(p, xs, k, b, rows, m, n);
         };
         if threads > 1 {
@@ -398,6 +416,38 @@ mod tests {
                 want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits()),
                 "dots {m}x{n}x{k}"
             );
+        }
+    }
+
+    /// The AVX-512 partial sums of a row-major `b` (2–4 rows) against the portable loop's,
+    /// bitwise: a block's first rows and later ones, whole steps of four rows and the 1–3 left,
+    /// columns past the last 16.
+    #[test]
+    fn the_avx512_partial_sums_give_the_portable_bits() {
+        if !avx512::available() {
+            eprintln!("skipped: this CPU has no AVX-512F (the portable loops run)");
+            return;
+        }
+        let (n, k) = (37, 140);
+        let xs: Vec<f32> = (0..4 * k).map(|i| ((i * 7 % 19) as f32 - 9.0) * 0.03).collect();
+        let w: Vec<f32> = (0..k * n).map(|i| ((i * 3 % 23) as f32 - 11.0) * 0.05).collect();
+        let b = Mat::rows(&w, n);
+        for m in 2..=MAX_ROWS {
+            for rows in [(0, 64), (64, 128), (128, 131), (130, 140), (5, 6)] {
+                let mut want = vec![3.0f32; m * n];
+                rows_block(&mut want, &xs, k, b, rows, m, n);
+                let mut got = vec![3.0f32; m * n];
+                // SAFETY: AVX-512F checked; the buffers hold the shapes.
+                unsafe {
+                    match m {
+                        2 => avx512::rows_block::<2>(&mut got, &xs, k, w.as_ptr(), n, rows, n),
+                        3 => avx512::rows_block::<3>(&mut got, &xs, k, w.as_ptr(), n, rows, n),
+                        _ => avx512::rows_block::<4>(&mut got, &xs, k, w.as_ptr(), n, rows, n),
+                    }
+                }
+                let same = want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{m} rows, b's rows {rows:?}");
+            }
         }
     }
 
