@@ -241,6 +241,12 @@ fn all_ops<B: Backend>(be: &B) -> Vec<(String, Vec<f32>)> {
     out.push(("place_kv every position".into(), host(be, &cache)));
     be.attention_rows(yr.w(), q_rows.r(), cache.r(), heads, s, &pos);
     out.push(("attention_rows decoding's cache".into(), host(be, &yr)));
+    // A few rows into the projection's keys and values (evaluation's last block), in another order.
+    let mut proj_kv = up(&qh);
+    let fresh = up(&rand(pos.len() * 3 * d, 34));
+    let few: Vec<usize> = pos.iter().rev().copied().collect();
+    be.place_kv(B::sub_mut(proj_kv.w(), d, rows * 3 * d - d), proj, fresh.r(), s, &few);
+    out.push(("place_kv into the projection".into(), host(be, &proj_kv)));
     // The LM head's loss, with a bias and ignored targets, in one chunk (the CPU chunks by 512 rows).
     let mut tg = ids.clone();
     tg[5] = u32::MAX;
@@ -305,7 +311,6 @@ fn all_ops<B: Backend>(be: &B) -> Vec<(String, Vec<f32>)> {
     let mut cr = be.zeros(3 * d);
     be.copy_rows(cr.w(), x.r(), &rws, d);
     out.push(("copy_rows".into(), host(be, &cr)));
-
     // Optimizer.
     let n = 70_001;
     let (mut p, gg, mut mm, mut vv) =

@@ -98,6 +98,8 @@ impl Cuda {
         if rows.is_empty() {
             return;
         }
+        assert!(kv.len >= l.span(s), "attention_rows: the cache is smaller than its layout");
+        assert!(i32::try_from(l.span(s)).is_ok(), "attention_rows: the cache exceeds i32 strides");
         let r = self.put_u32(Slot::Rows, rows.iter().map(|&r| r as u32));
         let probs = self.scratch(Slot::Probs, rows.len() * s.h * s.t * 4);
         let c = cfg((rows.len() * s.h) as u32, 128);

@@ -157,6 +157,9 @@ impl Backend for Cuda {
     }
     fn place_kv(&self, kv: CMut<'_>, l: KvLayout, fresh: CRef<'_>, s: Dims, rows: &[usize]) {
         let n = rows.len();
+        assert!(kv.len >= l.span(s) && fresh.len >= n * 3 * s.d(), "place_kv: buffers too small");
+        assert!(rows.iter().all(|&r| r < s.b * s.t), "rows must lie in [B, T]");
+        assert!(i32::try_from(l.span(s)).is_ok(), "place_kv: the cache exceeds i32 strides");
         let r = self.put_u32(Slot::Rows, rows.iter().map(|&r| r as u32));
         let i = |x: usize| A::I(x as i32);
         self.launch_n(

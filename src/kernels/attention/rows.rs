@@ -55,6 +55,7 @@ impl KvLayout {
     /// its values: the forward pass's `[B, T, 3d]` projection read from its first key (`ld` =
     /// 3d), or a `[B, T, 2d]` cache (`ld` = 2d).
     pub fn rows(s: Dims, ld: usize) -> KvLayout {
+        assert!(ld >= 2 * s.d(), "a position's keys and values must not overlap");
         KvLayout { seq: s.t * ld, head: s.dh, pos: ld, value: s.d() }
     }
 
@@ -78,7 +79,7 @@ impl KvLayout {
 /// dropout), each row attending over its own sequence's positions up to itself.
 ///
 /// `q` `[rows.len(), 3d]`: the rows' own q/k/v projection (its queries are read). `kv`: the
-/// cache, laid out as `layout` says: decoding's ([`KvLayout::heads`] on the CPU) or the
+/// cache, laid out as `layout` says: decoding's ([`KvLayout::heads`]) or the
 /// forward pass's `[B, T, 3d]` projection from its first key on (evaluation's last block).
 pub fn forward_rows(
     y: &mut [f32],
@@ -96,6 +97,7 @@ pub fn forward_rows(
 pub fn place(kv: &mut [f32], layout: KvLayout, fresh: &[f32], s: Dims, rows: &[usize]) {
     let (d, dh) = (s.d(), s.dh);
     assert!(kv.len() >= layout.span(s) && fresh.len() >= rows.len() * 3 * d);
+    assert!(rows.iter().all(|&r| r < s.b * s.t), "rows must lie in [B, T]");
     for (i, &r) in rows.iter().enumerate() {
         let (bi, j) = (r / s.t, r % s.t);
         for h in 0..s.h {
@@ -202,7 +204,7 @@ pub fn forward_rows_with(
     }
 }
 
-/// A position at a time: its heads' keys (then values) side by side in its row of the cache.
+/// A position at a time: each score one dot product of the head's query and key.
 fn portable(w: &Task, out: &mut [f32]) {
     // p[hh, j]: head hh's scores over positions 0..n, then its unnormalised probabilities.
     let mut p = vec![0.0f32; w.hs * w.n];

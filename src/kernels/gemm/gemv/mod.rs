@@ -146,7 +146,8 @@ pub(super) unsafe fn gemv(
                     match m {
                         2 => avx512::rows_block::<2>(p, xs, k, bp, b.rs, rows, n),
                         3 => avx512::rows_block::<3>(p, xs, k, bp, b.rs, rows, n),
-                        _ => avx512::rows_block::<4>(p, xs, k, bp, b.rs, rows, n),
+                        4 => avx512::rows_block::<4>(p, xs, k, bp, b.rs, rows, n),
+                        _ => unreachable!("applies() keeps a row-major b to MAX_ROWS = 4 rows"),
                     }
                 }
                 return;
