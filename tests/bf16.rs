@@ -76,6 +76,48 @@ fn pinned_bf16_weights_give_the_same_results_bitwise() {
     assert_eq!(bits(&plain), bits(&step(&m)));
 }
 
+/// A decode step on the CPU's spinning team (`kernels::parallel::with_team`, the command's
+/// thread on a 2-thread pool) gives the logits of the same step on one thread and outside any
+/// pool, bitwise, in fp32 and bf16, for one and two rows a step; the model is wide enough that
+/// its products take the few-row kernels, whose loops the team runs.
+#[test]
+fn decode_steps_on_a_spinning_team_give_the_same_bits() {
+    let mut c = config();
+    (c.n_embd, c.vocab_size) = (192, 400);
+    let ids = tokens(16, 400, 8);
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    for precision in [Precision::Fp32, Precision::Bf16] {
+        let mut m = Gpt::init(c.clone(), 12);
+        m.backend = Cpu::new(precision);
+        let _pinned = m.pin();
+        // Eight steps of `rows` rows: sequence i's position p is row i * 8 + p.
+        let steps = |m: &Gpt, rows: usize| {
+            let mut acts = m.decode_activations(rows, 8);
+            (0..8)
+                .flat_map(|p| {
+                    let at: Vec<usize> = (0..rows).map(|i| i * 8 + p).collect();
+                    let step_ids: Vec<u32> = at.iter().map(|&r| ids[r]).collect();
+                    let pick: Vec<usize> = (0..rows).collect();
+                    bits(m.cached_logits(&mut acts, &step_ids, &at, &pick))
+                })
+                .collect::<Vec<_>>()
+        };
+        for rows in [1, 2] {
+            let plain = steps(&m, rows);
+            let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+            let before = gpt1::kernels::teams_started();
+            let team = pool(2).install(|| steps(&m, rows));
+            let started = gpt1::kernels::teams_started() - before;
+            if cores >= 2 && gpt1::kernels::gemm::avx512_bf16() {
+                assert!(started >= 8, "{precision:?}: {started} teams for 8 steps");
+            }
+            assert_eq!(team, plain, "{precision:?}, {rows} rows: the team changed the logits");
+            assert_eq!(pool(1).install(|| steps(&m, rows)), plain, "{precision:?}, {rows} rows");
+        }
+    }
+}
+
 /// 300 steps on the fixture text with the same seed: the held-out loss in bf16 is within 1.5 %
 /// of fp32's.
 #[test]

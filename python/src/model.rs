@@ -5,6 +5,7 @@ use crate::errors::{invalid, to_py};
 use crate::tokenizer::Tokenizer;
 use gpt1::backend::{Backend, Cpu, Precision};
 use gpt1::generate::{GenerateOptions, Sampling, cut_at_stop, generate};
+use gpt1::kernels::on_pool;
 use gpt1::model::{Gpt, Net};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray2};
 use pyo3::prelude::*;
@@ -134,13 +135,17 @@ impl Model {
         }
         self.check_fits(b, t - 1)?;
         let out = py.detach(|| {
-            let inputs: Vec<u32> = ids.chunks(t).flat_map(|r| r[..t - 1].iter().copied()).collect();
-            let targets: Vec<u32> = ids.chunks(t).flat_map(|r| r[1..].iter().copied()).collect();
-            let mut acts = self.model.activations(b, t - 1, false);
-            let mut out = vec![0.0f32; b * (t - 1)];
-            let _pinned = self.model.pin();
-            self.model.logprobs(&mut acts, &inputs, &targets, &mut out);
-            out
+            on_pool(|| {
+                let inputs: Vec<u32> =
+                    ids.chunks(t).flat_map(|r| r[..t - 1].iter().copied()).collect();
+                let targets: Vec<u32> =
+                    ids.chunks(t).flat_map(|r| r[1..].iter().copied()).collect();
+                let mut acts = self.model.activations(b, t - 1, false);
+                let mut out = vec![0.0f32; b * (t - 1)];
+                let _pinned = self.model.pin();
+                self.model.logprobs(&mut acts, &inputs, &targets, &mut out);
+                out
+            })
         });
         Ok(PyArray1::from_vec(py, out).reshape([b, t - 1])?.into_any())
     }
@@ -155,10 +160,12 @@ impl Model {
         self.check_fits(b, t)?;
         let d = self.model.config.n_embd;
         let out = py.detach(|| {
-            let mut acts = self.model.activations(b, t, false);
-            let _pinned = self.model.pin();
-            self.model.forward(&mut acts, &ids, None);
-            self.model.backend.download(acts.hidden()).into_owned()
+            on_pool(|| {
+                let mut acts = self.model.activations(b, t, false);
+                let _pinned = self.model.pin();
+                self.model.forward(&mut acts, &ids, None);
+                self.model.backend.download(acts.hidden()).into_owned()
+            })
         });
         Ok(PyArray1::from_vec(py, out).reshape([b, t, d])?.into_any())
     }
@@ -187,7 +194,7 @@ impl Model {
             }
         }
         let s = py
-            .detach(|| gpt1::eval::score(&self.model, &rows, batch.max(1), None))
+            .detach(|| on_pool(|| gpt1::eval::score(&self.model, &rows, batch.max(1), None)))
             .map_err(to_py)?;
         let out = PyList::empty(py);
         for r in s.rows {
@@ -243,11 +250,13 @@ impl Model {
         let tok = self.tokenizer.clone();
         let gens = py
             .detach(|| {
-                let on_token = |_: usize, g: &[u32]| match (&tok, stops.is_empty()) {
-                    (Some(t), false) => t.decode(g).is_ok_and(|s| cut_at_stop(&s, &stops).1),
-                    _ => false,
-                };
-                generate(&self.model, &ids, &opts, on_token)
+                on_pool(|| {
+                    let on_token = |_: usize, g: &[u32]| match (&tok, stops.is_empty()) {
+                        (Some(t), false) => t.decode(g).is_ok_and(|s| cut_at_stop(&s, &stops).1),
+                        _ => false,
+                    };
+                    generate(&self.model, &ids, &opts, on_token)
+                })
             })
             .map_err(to_py)?
             .0;

@@ -6,6 +6,7 @@
 
 use crate::errors::{invalid, to_py};
 use crate::model::{cpu_only, precision};
+use gpt1::kernels::on_pool;
 use gpt1::model::Config;
 use gpt1::train::finetune::{FinetuneOptions, finetune_net, starting_model};
 use gpt1::train::pretrain::{ModelSource, PretrainOptions, PretrainSpec, pretrain as run_pretrain};
@@ -28,7 +29,7 @@ fn interruptible<T: Send>(
 ) -> PyResult<T> {
     gpt1::interrupt::clear();
     std::thread::scope(|s| {
-        let h = s.spawn(f);
+        let h = s.spawn(|| on_pool(f));
         let mut signal: Option<PyErr> = None;
         while !h.is_finished() {
             py.detach(|| std::thread::sleep(Duration::from_millis(50)));
@@ -294,7 +295,9 @@ pub fn evaluate<'py>(
     let batch = batch.unwrap_or(gpt1::train::finetune::FINETUNE.batch);
     let ev = py
         .detach(|| {
-            gpt1::tasks::evaluate::evaluate(&ft, Path::new(data), split, batch, skip_bad_rows)
+            on_pool(|| {
+                gpt1::tasks::evaluate::evaluate(&ft, Path::new(data), split, batch, skip_bad_rows)
+            })
         })
         .map_err(to_py)?;
     let r = serde_json::json!({
@@ -326,14 +329,16 @@ pub fn predict(
     let batch = batch.unwrap_or(gpt1::train::finetune::FINETUNE.batch);
     let o = gpt1::io::Output::new(Path::new(out), force).map_err(to_py)?;
     py.detach(|| {
-        gpt1::tasks::evaluate::predict_to_file(
-            &ft,
-            Path::new(data),
-            split,
-            batch,
-            &o,
-            probabilities,
-        )
+        on_pool(|| {
+            gpt1::tasks::evaluate::predict_to_file(
+                &ft,
+                Path::new(data),
+                split,
+                batch,
+                &o,
+                probabilities,
+            )
+        })
     })
     .map_err(to_py)
 }
@@ -367,7 +372,11 @@ pub fn zero_shot<'py>(
     let split = split.map_or_else(|| task.default_split().to_string(), str::to_string);
     let batch = batch.unwrap_or(DEFAULT_BATCH);
     let r = py
-        .detach(|| zero_shot_with(&m, &tok, task, Path::new(data), &split, batch, None, |_, _| {}))
+        .detach(|| {
+            on_pool(|| {
+                zero_shot_with(&m, &tok, task, Path::new(data), &split, batch, None, |_, _| {})
+            })
+        })
         .map_err(to_py)?;
     to_python(py, &r)
 }

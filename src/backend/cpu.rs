@@ -7,7 +7,7 @@ use crate::kernels::dropout::Dropout;
 use crate::kernels::gemm::{self, Gemm, Mat};
 use crate::kernels::optim::AdamStep;
 use crate::kernels::reduce::{col_sum, sum_squares};
-use crate::kernels::{crossentropy, embedding, gelu, layernorm, lstm, optim};
+use crate::kernels::{crossentropy, embedding, gelu, layernorm, lstm, optim, parallel};
 use rayon::prelude::*;
 use std::borrow::Cow;
 
@@ -71,6 +71,10 @@ impl Backend for Cpu {
     type Buf = Vec<f32>;
     type Ref<'a> = &'a [f32];
     type Mut<'a> = &'a mut [f32];
+
+    fn decode_step(&self, rows: usize, step: &mut (dyn FnMut() + Send)) {
+        if self.gemm.team_serves(rows) { parallel::with_team(step) } else { step() }
+    }
 
     fn describe(&self) -> String {
         let threads = rayon::current_num_threads();

@@ -209,6 +209,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
         Pinned::none()
     }
 
+    /// Runs `step`, a decode step of `rows` rows (a few rows through every layer: dozens of
+    /// small ops). A backend may keep its threads ready between the ops for its duration (the
+    /// CPU's spinning team, `kernels::parallel`); results are the same either way.
+    fn decode_step(&self, rows: usize, step: &mut (dyn FnMut() + Send)) {
+        let _ = rows;
+        step()
+    }
+
     // ---- memory ----
     fn zeros(&self, n: usize) -> Self::Buf;
     fn upload(&self, host: &[f32]) -> Self::Buf;

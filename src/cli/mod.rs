@@ -369,7 +369,7 @@ pub fn run(cli: Cli) -> Result<()> {
     // (the server's listener and clients) stay outside: a parked worker would leave their
     // kernels one thread short, and none with `--threads 1`.
     let parks = matches!(cli.cmd, Command::Serve(_) | Command::Bench(bench::Command::Serve(_)));
-    if parks { dispatch(cli.cmd) } else { rayon::scope(move |_| dispatch(cli.cmd)) }
+    if parks { dispatch(cli.cmd) } else { gpt1::kernels::on_pool(move || dispatch(cli.cmd)) }
 }
 
 fn dispatch(cmd: Command) -> Result<()> {

@@ -23,6 +23,8 @@ pub(crate) mod parallel;
 pub mod reduce;
 pub mod rng;
 
+pub use parallel::{on_pool, teams_started};
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

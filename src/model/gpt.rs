@@ -295,9 +295,14 @@ impl<B: Backend> Gpt<B> {
         ids: &[u32],
         rows: &[usize],
     ) -> Vec<f32> {
-        self.decode_rows(acts, ids, rows);
-        let last = &acts.layers[self.config.n_layer - 1];
-        self.backend.download(last.ln2.part(rows.len() * self.config.n_embd)).into_owned()
+        let mut out = Vec::new();
+        self.backend.decode_step(rows.len(), &mut || {
+            self.decode_rows(acts, ids, rows);
+            let last = &acts.layers[self.config.n_layer - 1];
+            out =
+                self.backend.download(last.ln2.part(rows.len() * self.config.n_embd)).into_owned();
+        });
+        out
     }
 
     /// [`Gpt::forward_cached`], then the next-token logits at the `pick`-th of those rows
@@ -312,23 +317,16 @@ impl<B: Backend> Gpt<B> {
     ) -> Vec<f32> {
         let (be, d, v) = (&self.backend, self.config.n_embd, self.config.vocab_size);
         assert!(pick.len() <= crate::kernels::crossentropy::CHUNK.min(acts.b * acts.t));
-        self.decode_rows(acts, ids, rows);
-        let last = self.config.n_layer - 1;
-        be.copy_rows(acts.tmp.w(), acts.layers[last].ln2.part(rows.len() * d), pick, d);
-        let n = pick.len();
-        let wte = self.views().wte;
-        be.matmul(
-            acts.logits.part_mut(n * v),
-            acts.tmp.part(n * d),
-            false,
-            wte,
-            true,
-            n,
-            v,
-            d,
-            false,
-        );
-        be.download(acts.logits.part(n * v)).into_owned()
+        let (mut out, n, last) = (Vec::new(), pick.len(), self.config.n_layer - 1);
+        be.decode_step(rows.len(), &mut || {
+            self.decode_rows(acts, ids, rows);
+            be.copy_rows(acts.tmp.w(), acts.layers[last].ln2.part(rows.len() * d), pick, d);
+            let (logits, x, wte) =
+                (acts.logits.part_mut(n * v), acts.tmp.part(n * d), self.views().wte);
+            be.matmul(logits, x, false, wte, true, n, v, d, false);
+            out = be.download(acts.logits.part(n * v)).into_owned();
+        });
+        out
     }
 
     /// The embeddings and every block on `rows` against the caches; the last block's output

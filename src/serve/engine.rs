@@ -90,7 +90,11 @@ pub struct Engine<B: Backend> {
     /// Rows in one scoring pass at most.
     pub max_batch: usize,
     /// A scoring pass's buffers, kept between passes (reshaped, made anew only when too small).
-    pub scratch: std::cell::RefCell<Activations<B>>,
+    pub scratch: std::sync::Mutex<Activations<B>>,
+    /// Whether each batch of jobs runs on a worker of rayon's pool (the CPU: a parallel loop
+    /// started from outside the pool puts this thread to sleep and back per op, and a decode
+    /// step's spinning team needs a worker to drive it). A GPU's context stays on this thread.
+    pub on_pool: bool,
 }
 
 impl<B: Backend> Engine<B> {
@@ -118,12 +122,17 @@ impl<B: Backend> Engine<B> {
                 }
                 job = rx.recv_timeout(Duration::from_millis(2)).ok();
             }
-            if !score.is_empty() {
-                self.score_jobs(score);
-            }
-            for j in other {
-                self.answer(j);
-            }
+            let work = || {
+                if !score.is_empty() {
+                    self.score_jobs(score);
+                }
+                for j in other {
+                    self.answer(j);
+                }
+            };
+            // Between batches this thread waits for requests outside the pool, so no worker
+            // sits parked in `recv` while others compute.
+            if self.on_pool { crate::kernels::on_pool(work) } else { work() }
         }
     }
 
@@ -179,7 +188,7 @@ impl<B: Backend> Engine<B> {
             }
             // Alternatives or a whole next distribution need every logit; the rest the fused head.
             let whole = pass.iter().any(|&i| rows[i].top.is_some_and(|k| k > 0) || rows[i].next);
-            let mut scratch = self.scratch.borrow_mut();
+            let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
             let acts = &mut *scratch;
             self.model.fit(acts, pass.len(), t);
             if !whole {

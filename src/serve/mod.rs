@@ -121,17 +121,24 @@ pub fn serve_until(
                 mb: usize,
                 rx: std::sync::mpsc::Receiver<engine::Job>,
                 ready: std::sync::mpsc::Sender<Result<()>>,
+                on_pool: bool,
             ) {
                 let _ = ready.send(Ok(()));
                 let scratch = crate::model::LanguageModel::scratch(&m).into();
-                Engine { model: m, tokenizer: t, task: h, max_batch: mb, scratch }.run(rx);
+                Engine { model: m, tokenizer: t, task: h, max_batch: mb, scratch, on_pool }.run(rx);
             }
             match device {
-                Device::Cpu => {
-                    go(model.to_backend(Cpu::new(precision)), tk, head, max_batch, rx, ready_tx)
-                }
+                Device::Cpu => go(
+                    model.to_backend(Cpu::new(precision)),
+                    tk,
+                    head,
+                    max_batch,
+                    rx,
+                    ready_tx,
+                    true,
+                ),
                 dev => match dev.cuda(precision) {
-                    Ok(gpu) => go(model.to_backend(gpu), tk, head, max_batch, rx, ready_tx),
+                    Ok(gpu) => go(model.to_backend(gpu), tk, head, max_batch, rx, ready_tx, false),
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                     }

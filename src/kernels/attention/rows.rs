@@ -17,8 +17,7 @@
 //! layouts ("decode attention").
 
 use super::Dims;
-use crate::kernels::fastmath;
-use rayon::prelude::*;
+use crate::kernels::{fastmath, parallel};
 
 /// Which implementation runs [`forward_rows_with`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,14 +186,13 @@ pub fn forward_rows_with(
     };
     match version {
         RowsVersion::Portable => {
-            y[..rows.len() * d]
-                .par_chunks_mut(gw)
-                .enumerate()
-                .for_each(|(task, out)| portable(&task_of(task), out));
+            parallel::for_each_chunk_mut(&mut y[..rows.len() * d], gw, |task, out| {
+                portable(&task_of(task), out)
+            });
         }
         #[cfg(target_arch = "x86_64")]
         RowsVersion::Avx512 => {
-            y[..rows.len() * d].par_chunks_mut(gw).enumerate().for_each(|(task, out)| {
+            parallel::for_each_chunk_mut(&mut y[..rows.len() * d], gw, |task, out| {
                 // SAFETY: `best` saw AVX-512F and a fitting head size.
                 unsafe { avx512::task(&task_of(task), out) }
             });

@@ -5,8 +5,7 @@
 
 use super::pin::pinned_panels;
 use super::{Blocking, Mat, Par, to_bf16};
-use crate::kernels::parallel::SendPtr;
-use rayon::prelude::*;
+use crate::kernels::parallel::{self, SendPtr};
 use std::arch::x86_64::*;
 
 thread_local! {
@@ -387,13 +386,13 @@ pub unsafe fn matmul(
             pack::<MR>(dst, a, ib * MR, (m - ib * MR).min(MR), blk * KP, kp_of(blk), k)
         };
         if m > MC {
-            apk[..apk_all].par_chunks_mut(MR * KP).enumerate().for_each(pack_a);
+            parallel::for_each_chunk_mut(&mut apk[..apk_all], MR * KP, |x, dst| pack_a((x, dst)));
         } else {
             apk[..apk_all].chunks_mut(MR * KP).enumerate().for_each(pack_a);
         }
         let per = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
-        (0..panels).into_par_iter().step_by(per).for_each(|j| {
-            let mut tile = [0.0f32; MR * NR];
+        parallel::for_each(panels.div_ceil(per), |task| {
+            let (j, mut tile) = (task * per, [0.0f32; MR * NR]);
             let run = j..(j + per).min(panels);
             if m <= MC {
                 // A decode step's rows: the task's panels of one k block lie side by side, so
@@ -440,7 +439,7 @@ pub unsafe fn matmul(
             put_a_panels(apk);
         };
         if pool {
-            (0..m).into_par_iter().step_by(mc).for_each(block);
+            parallel::for_each(m.div_ceil(mc), |i| block(i * mc));
         } else {
             (0..m).step_by(mc).for_each(block);
         }
@@ -482,7 +481,7 @@ pub(super) unsafe fn b_panels(
         pack_panel(dst, bt, n, jb, blk * KP, kpairs.saturating_sub(blk * KP).min(KP), k)
     };
     if pool {
-        buf[..all].par_chunks_mut(NR * KP).enumerate().for_each(pack);
+        parallel::for_each_chunk_mut(&mut buf[..all], NR * KP, |x, dst| pack((x, dst)));
     } else {
         buf[..all].chunks_mut(NR * KP).enumerate().for_each(pack);
     }
@@ -569,7 +568,7 @@ pub(super) unsafe fn pack_b(
         |(jb, dst): (usize, &mut [u32])| unsafe { pack_panel(dst, bt, n, jb, p0, kp, k) };
     let dst = &mut dst[..n.div_ceil(NR) * NR * KP];
     if pool {
-        dst.par_chunks_mut(NR * KP).enumerate().for_each(pack_panel);
+        parallel::for_each_chunk_mut(dst, NR * KP, |x, d| pack_panel((x, d)));
     } else {
         dst.chunks_mut(NR * KP).enumerate().for_each(pack_panel);
     }

@@ -108,6 +108,18 @@ impl Gemm {
         }
     }
 
+    /// Whether every weight product of `rows` rows runs its tasks through
+    /// [`crate::kernels::parallel`], so a spinning team ([`crate::kernels::parallel::with_team`])
+    /// can serve a whole decode step: fp32 products of few rows in `gemv`, bf16 ones on the
+    /// AVX-512 BF16 driver. Elsewhere (the `gemm` crate's rayon loops, AMX) the team's
+    /// spinners would leave those loops to the calling thread alone.
+    pub fn team_serves(self, rows: usize) -> bool {
+        match self {
+            Gemm::Fp32 => gemv::serves(rows),
+            Gemm::Bf16(v) => v != Version::Emulated && avx512_bf16() && rows <= FEW_ROWS,
+        }
+    }
+
     /// `c[m, n] = a · b` (row stride `ldc`) on the calling thread, through a raw pointer: the
     /// per-head products of attention, each task writing its own column block.
     ///

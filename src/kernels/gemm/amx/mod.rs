@@ -23,8 +23,7 @@
 
 use super::avx512::{KP, NR, b_panels, pack, put_panels, transpose16};
 use super::{Blocking, Mat, Par, last_index, reference};
-use crate::kernels::parallel::SendPtr;
-use rayon::prelude::*;
+use crate::kernels::parallel::{self, SendPtr};
 use std::arch::x86_64::*;
 
 mod hardware;
@@ -335,7 +334,7 @@ pub(super) unsafe fn matmul(
         TASK_A.set(ak);
     };
     if pool {
-        (0..groups * chunks).into_par_iter().for_each(task);
+        parallel::for_each(groups * chunks, task);
     } else {
         (0..groups * chunks).for_each(task);
     }

@@ -18,7 +18,7 @@
 //! blocks' widths, on the CPU's vector width, or on how many other rows share the product.
 
 use super::{Mat, Par};
-use rayon::prelude::*;
+use crate::kernels::parallel;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -35,12 +35,23 @@ const _: () = assert!(MAX_ROWS <= 4, "avx512::rows_block takes at most 4 rows");
 /// `[m, 1024] × [1024, 4096]ᵀ`).
 pub const MAX_ROWS_T: usize = 64;
 
+/// `GPT1_GEMV=off`: every product goes to the `gemm` crate (for comparisons).
+fn off() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var("GPT1_GEMV").is_ok_and(|v| v == "off"))
+}
+
+/// Whether the weight products (row-major `b`, the linear layers, or transposed, the LM head)
+/// of `m` rows run here.
+pub(super) fn serves(m: usize) -> bool {
+    !off() && m <= MAX_ROWS
+}
+
 /// Whether `c[m, n] = a[m, k] · b[k, n]` goes through [`gemv`]: few rows, enough weights to be
 /// worth threads, and `b` contiguous along one of its axes; `GPT1_GEMV=off` sends every
 /// product to the `gemm` crate instead (to compare, or to rule this path out).
 pub(super) fn applies(m: usize, n: usize, k: usize, b: Mat) -> bool {
-    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let off = *OFF.get_or_init(|| std::env::var("GPT1_GEMV").is_ok_and(|v| v == "off"));
+    let off = off();
     let rows_ok = if b.cs == 1 { m <= MAX_ROWS } else { b.rs == 1 && m <= MAX_ROWS_T };
     // From 5 rows on, only weight-sized operands: attention's score blocks (64 queries against
     // up to 512 keys of 64) stay with the `gemm` crate, as fast there and with their old bits.
@@ -155,7 +166,7 @@ pub(super) unsafe fn gemv(
             rows_block(p, xs, k, b, rows, m, n);
         };
         if threads > 1 {
-            partial_all.par_chunks_mut(m * n).enumerate().for_each(block);
+            parallel::for_each_chunk_mut(partial_all, m * n, |bi, p| block((bi, p)));
         } else {
             partial_all.chunks_mut(m * n).enumerate().for_each(block);
         }
@@ -202,11 +213,7 @@ pub(super) unsafe fn gemv(
             }
         };
         let tasks = n.div_ceil(ROWS_T);
-        if threads > 1 {
-            (0..tasks).into_par_iter().for_each(block)
-        } else {
-            (0..tasks).for_each(block)
-        }
+        if threads > 1 { parallel::for_each(tasks, block) } else { (0..tasks).for_each(block) }
     }
     GATHERED.with(|c| c.set(gathered));
 }
