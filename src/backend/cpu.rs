@@ -72,7 +72,7 @@ impl Backend for Cpu {
     type Ref<'a> = &'a [f32];
     type Mut<'a> = &'a mut [f32];
 
-    fn decode_step(&self, rows: usize, step: &mut (dyn FnMut() + Send)) {
+    fn decode_step(&self, rows: usize, step: &mut dyn FnMut()) {
         if self.gemm.team_serves(rows) { parallel::with_team(step) } else { step() }
     }
 

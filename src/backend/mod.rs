@@ -212,7 +212,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Runs `step`, a decode step of `rows` rows (a few rows through every layer: dozens of
     /// small ops). A backend may keep its threads ready between the ops for its duration (the
     /// CPU's spinning team, `kernels::parallel`); results are the same either way.
-    fn decode_step(&self, rows: usize, step: &mut (dyn FnMut() + Send)) {
+    fn decode_step(&self, rows: usize, step: &mut dyn FnMut()) {
         let _ = rows;
         step()
     }

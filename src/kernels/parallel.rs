@@ -34,8 +34,20 @@ unsafe impl Sync for SendPtr {}
 /// this thread, else as rayon's parallel iterator.
 pub(crate) fn for_each(tasks: usize, f: impl Fn(usize) + Sync + Send) {
     match TEAM.get() {
-        // SAFETY: `with_team` clears TEAM before the team it points to goes away.
-        Some(team) if tasks > 1 => unsafe { &*team }.run(tasks, &f),
+        Some(team) if tasks > 1 => {
+            // A loop inside one of this loop's tasks takes rayon's path: the team runs one
+            // loop at a time.
+            struct Restore(*const Team);
+            impl Drop for Restore {
+                fn drop(&mut self) {
+                    TEAM.set(Some(self.0));
+                }
+            }
+            TEAM.set(None);
+            let _restore = Restore(team);
+            // SAFETY: `with_team` clears TEAM before the team it points to goes away.
+            unsafe { &*team }.run(tasks, &f)
+        }
         _ => (0..tasks).into_par_iter().for_each(f),
     }
 }
@@ -55,8 +67,8 @@ pub(crate) fn for_each_chunk_mut<T: Send>(
     let (len, base) = (buf.len(), Shared(buf.as_mut_ptr()));
     for_each(len.div_ceil(chunk), |i| {
         let start = i * chunk;
-        // SAFETY: the chunks are disjoint stretches of `buf`, which outlives the loop, and each
-        // index runs once.
+        // SAFETY: chunk `i` is a stretch of `buf` no other index touches, `buf` is borrowed
+        // for the whole loop, and each index runs once.
         let c = unsafe { std::slice::from_raw_parts_mut(base.at(start), chunk.min(len - start)) };
         f(i, c)
     });
@@ -65,8 +77,10 @@ pub(crate) fn for_each_chunk_mut<T: Send>(
 /// A pointer into a buffer whose disjoint chunks tasks own.
 struct Shared<T>(*mut T);
 impl<T> Shared<T> {
-    fn at(&self, i: usize) -> *mut T {
-        // SAFETY: callers stay inside the buffer.
+    /// # Safety
+    /// `i` lies inside the buffer.
+    unsafe fn at(&self, i: usize) -> *mut T {
+        // SAFETY: the caller's contract.
         unsafe { self.0.add(i) }
     }
 }
@@ -81,7 +95,7 @@ fn in_team() -> bool {
 }
 
 thread_local! {
-    /// The team this thread drives, inside [`with_team`].
+    /// The team this thread drives, inside [`with_team`] (cleared while one of its loops runs).
     static TEAM: Cell<Option<*const Team>> = const { Cell::new(None) };
 }
 
@@ -102,17 +116,32 @@ pub fn teams_started() -> usize {
     STARTED.load(Relaxed)
 }
 
-/// Whether a team is running anywhere in the process: one at a time, so a team's broadcast
-/// never waits on workers that spin in another's.
+/// Whether a team is running anywhere in the process: one at a time, so a team never waits
+/// for workers that spin in another's.
 static BUSY: AtomicBool = AtomicBool::new(false);
+
+/// The cores this process may use, read once (std reads the cgroup's quota at every call).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |c| c.get()))
+}
 
 /// Runs `f` with the pool's other workers spinning for its parallel loops (module doc). Falls
 /// back to plain rayon (calls `f` directly) off the pool, on a one-thread pool, on a pool
 /// with more threads than cores (spinners would take the cores the work needs), and while
 /// another team runs (nested calls included).
-pub fn with_team<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+///
+/// Inside `f`, rayon's own parallel iterators run on the calling thread alone (the other
+/// workers are spinning for [`for_each`]), and anything that needs every worker of the pool
+/// (`rayon::broadcast`, waiting for a `rayon::spawn`) would never finish: `f` is a decode step,
+/// whose parallel loops all start here.
+pub fn with_team<R>(f: impl FnOnce() -> R) -> R {
+    with_team_on(f, cores())
+}
+
+/// [`with_team`] for a machine of `cores` cores (tests oversubscribe on purpose).
+fn with_team_on<R>(f: impl FnOnce() -> R, cores: usize) -> R {
     let (threads, me) = (rayon::current_num_threads(), rayon::current_thread_index());
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let me = me.filter(|_| threads > 1 && threads <= cores);
     let Some(me) = me.filter(|_| !BUSY.swap(true, SeqCst)) else {
         return f();
@@ -126,12 +155,13 @@ pub fn with_team<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let _free = Free;
     STARTED.fetch_add(1, Relaxed);
     let team = Team::default();
-    let (mut f, mut out) = (Some(f), None);
-    let (f_cell, out_cell) = (std::sync::Mutex::new(&mut f), std::sync::Mutex::new(&mut out));
-    rayon::broadcast(|ctx| {
-        if ctx.index() != me {
-            return team.help();
-        }
+    // `f` runs on this thread; the scope ends once every helper has returned.
+    rayon::in_place_scope(|s| {
+        s.spawn_broadcast(|_, ctx| {
+            if ctx.index() != me {
+                team.help()
+            }
+        });
         // Stops the helpers however `f` ends (a panic included), or they would spin forever.
         struct Stop<'a>(&'a Team);
         impl Drop for Stop<'_> {
@@ -142,10 +172,8 @@ pub fn with_team<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         }
         let _stop = Stop(&team);
         TEAM.set(Some(&team as *const Team));
-        let f = f_cell.lock().unwrap().take().expect("the driver runs once");
-        **out_cell.lock().unwrap() = Some(f());
-    });
-    out.expect("the driver ran on this thread")
+        f()
+    })
 }
 
 /// The loop being run: its body and task count. Lives on the driver's stack for one loop.
@@ -154,23 +182,36 @@ struct Job<'a> {
     tasks: usize,
 }
 
+/// A value alone on its cache lines: the counters every claim writes stay off the line the
+/// spinning helpers poll.
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// What the driver and its helpers share.
 #[derive(Default)]
 struct Team {
     /// The open loop, or null between loops.
-    job: AtomicPtr<Job<'static>>,
-    /// Loops opened so far: a helper joins each once (two loops may share a stack address).
+    job: Padded<AtomicPtr<Job<'static>>>,
+    /// Loops opened so far: a helper that has run out of a loop's tasks waits for the next
+    /// (two loops may share a stack address).
     opened: AtomicUsize,
-    /// The next task index to claim.
-    next: AtomicUsize,
-    /// Tasks finished (or panicked) in the open loop.
-    done: AtomicUsize,
-    /// Helpers that may be reading `job`: the driver waits for none before the job goes.
-    inside: AtomicUsize,
     /// The step is over: helpers return.
     stop: AtomicBool,
-    /// A task panicked on a helper.
-    panicked: AtomicBool,
+    /// The next task index to claim.
+    next: Padded<AtomicUsize>,
+    /// Helpers that may be reading `job` or running its tasks: once the loop is closed, the
+    /// driver waits for none, so every task has finished and its writes are seen.
+    inside: Padded<AtomicUsize>,
+    /// The first panic of a task in the open loop, raised again on the driver.
+    panic: std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
 /// Spins before yielding the core, so a helper on an oversubscribed or busy machine lets
@@ -178,39 +219,41 @@ struct Team {
 const SPINS: u32 = 1 << 14;
 
 impl Team {
-    /// The driver: posts the loop, claims tasks beside the helpers, waits for all of them.
+    /// The driver: posts the loop, claims tasks beside the helpers until none is left, closes
+    /// the loop and waits for the helpers still running its tasks, then raises the first
+    /// panic of a task, if any.
     fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         let job = Job { f, tasks };
         self.next.store(0, SeqCst);
-        self.done.store(0, SeqCst);
-        // Closes the loop even if a task panics here, so no helper reads a dead job.
+        // Closes the loop however this ends, so no helper reads a dead job.
         struct Close<'a>(&'a Team);
         impl Drop for Close<'_> {
             fn drop(&mut self) {
                 self.0.job.store(std::ptr::null_mut(), SeqCst);
-                while self.0.inside.load(SeqCst) != 0 {
-                    std::hint::spin_loop();
-                }
+                wait(|| self.0.inside.load(SeqCst) == 0);
             }
         }
         let close = Close(self);
         self.job.store(&job as *const Job as *mut Job<'static>, SeqCst);
         self.opened.fetch_add(1, SeqCst);
         self.claim(&job);
-        wait(|| self.done.load(Acquire) >= tasks);
         drop(close);
-        assert!(!self.panicked.swap(false, SeqCst), "a parallel task panicked on a helper thread");
+        let panic = self.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(p) = panic {
+            std::panic::resume_unwind(p);
+        }
     }
 
-    /// Runs tasks of `job` until none is left.
+    /// Runs tasks of `job` until none is left; a task's panic is kept for the driver.
     fn claim(&self, job: &Job) {
         loop {
             let i = self.next.fetch_add(1, Relaxed);
             if i >= job.tasks {
                 return;
             }
-            (job.f)(i);
-            self.done.fetch_add(1, Release);
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| (job.f)(i))) {
+                self.panic.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(p);
+            }
         }
     }
 
@@ -232,13 +275,7 @@ impl Team {
             self.inside.fetch_add(1, SeqCst);
             if self.job.load(SeqCst) == seen {
                 // SAFETY: the loop is open and cannot close while we are inside.
-                let job = unsafe { &*seen };
-                if catch_unwind(AssertUnwindSafe(|| self.claim(job))).is_err() {
-                    self.panicked.store(true, SeqCst);
-                    // Count the task that panicked, so the driver does not wait for it.
-                    self.done.fetch_add(1, Release);
-                    self.claim(job);
-                }
+                self.claim(unsafe { &*seen });
             }
             last = opened;
             self.inside.fetch_sub(1, SeqCst);
@@ -270,78 +307,164 @@ mod tests {
     /// One team at a time runs in a process: these tests take turns, so each gets its team.
     static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-    /// A team runs (not the fallback) where the machine has the cores for it.
-    fn engaged(threads: usize) -> bool {
-        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-        (2..=cores).contains(&threads)
+    /// `f` on a team of `threads` workers, whatever this machine's cores (oversubscribed on
+    /// purpose: the helpers yield after spinning); asserts the team ran.
+    fn on_team<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+        let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+        pool(threads).install(|| {
+            with_team_on(
+                || {
+                    assert_eq!(in_team(), threads > 1, "{threads} threads: no team");
+                    f()
+                },
+                threads,
+            )
+        })
     }
 
     #[test]
-    fn a_team_runs_every_task_once_for_any_thread_count() {
-        for threads in [1, 2, 3] {
-            let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-            let counts: Vec<AtomicUsize> = (0..97).map(|_| AtomicUsize::new(0)).collect();
-            pool(threads).install(|| {
-                with_team(|| {
-                    assert_eq!(in_team(), engaged(threads), "{threads} threads");
-                    for tasks in [0, 1, 2, 5, 97] {
-                        for_each(tasks, |i| {
-                            counts[i].fetch_add(1, SeqCst);
-                        });
-                    }
-                })
+    fn a_team_runs_every_task_once_before_the_loop_returns() {
+        for threads in 1..=4 {
+            on_team(threads, || {
+                for tasks in [0, 1, 2, 5, 97] {
+                    let counts: Vec<AtomicUsize> =
+                        (0..tasks).map(|_| AtomicUsize::new(0)).collect();
+                    for_each(tasks, |i| {
+                        counts[i].fetch_add(1, Relaxed);
+                    });
+                    assert!(
+                        counts.iter().all(|c| c.load(Relaxed) == 1),
+                        "{threads} threads, {tasks} tasks"
+                    );
+                }
             });
-            let got: Vec<usize> = counts.iter().map(|c| c.load(SeqCst)).collect();
-            let want: Vec<usize> =
-                (0..97).map(|i| [1, 2, 5, 97].iter().filter(|&&t| i < t).count()).collect();
-            assert_eq!(got, want, "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn the_helpers_run_tasks() {
+        for threads in [2, 3] {
+            let ran_elsewhere = on_team(threads, || {
+                let me = rayon::current_thread_index();
+                let elsewhere = AtomicBool::new(false);
+                for _ in 0..10_000 {
+                    for_each(16, |_| {
+                        // A few microseconds of work, so a loop outlasts a helper's poll.
+                        (0..5_000u32).for_each(|i| {
+                            std::hint::black_box(i);
+                        });
+                        if rayon::current_thread_index() != me {
+                            elsewhere.store(true, Relaxed);
+                        }
+                    });
+                    if elsewhere.load(Relaxed) {
+                        break;
+                    }
+                }
+                elsewhere.load(Relaxed)
+            });
+            assert!(ran_elsewhere, "{threads} threads: the driver ran every task itself");
+        }
+    }
+
+    /// Thousands of loops in a row, each reading what the previous one wrote (every loop's job
+    /// at the same stack address): what a helper wrote is seen by the next loop's tasks.
+    #[test]
+    fn loops_in_a_row_see_each_others_writes() {
+        for threads in [2, 3] {
+            let (a, b) = on_team(threads, || {
+                let (mut a, mut b) = (vec![0u64; 64], vec![0u64; 64]);
+                for _ in 0..3_000 {
+                    let src = &a;
+                    for_each_chunk_mut(&mut b, 4, |c, out| {
+                        for (j, o) in out.iter_mut().enumerate() {
+                            *o = src[(c * 4 + j + 1) % 64] + 1;
+                        }
+                    });
+                    std::mem::swap(&mut a, &mut b);
+                }
+                (a, b)
+            });
+            assert!(a.iter().all(|&v| v == 3_000), "{threads} threads");
+            assert!(b.iter().all(|&v| v == 2_999), "{threads} threads");
         }
     }
 
     #[test]
     fn chunks_cover_the_buffer_once_inside_and_outside_a_team() {
-        for threads in [1, 2] {
-            for team in [false, true] {
-                let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-                let mut buf = vec![0usize; 103];
-                let body = |buf: &mut [usize]| {
-                    for_each_chunk_mut(buf, 10, |i, c| {
-                        for (j, v) in c.iter_mut().enumerate() {
-                            *v += i * 10 + j + 1;
-                        }
-                    })
-                };
-                pool(threads)
-                    .install(|| if team { with_team(|| body(&mut buf)) } else { body(&mut buf) });
-                assert_eq!(buf, (1..=103).collect::<Vec<_>>(), "{threads} threads, team {team}");
-            }
+        let body = |len: usize, chunk: usize| {
+            let mut buf = vec![0usize; len];
+            for_each_chunk_mut(&mut buf, chunk, |i, c| {
+                for (j, v) in c.iter_mut().enumerate() {
+                    *v += i * chunk + j + 1;
+                }
+            });
+            assert_eq!(buf, (1..=len).collect::<Vec<_>>(), "{len} elements in chunks of {chunk}");
+        };
+        for (len, chunk) in [(103, 10), (0, 4), (5, 8), (8, 8)] {
+            body(len, chunk);
+            on_team(2, || body(len, chunk));
         }
     }
 
     #[test]
-    fn a_panicking_task_ends_the_step_with_a_panic_not_a_hang() {
-        let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-        let r = catch_unwind(|| {
-            pool(2).install(|| {
-                with_team(|| {
-                    assert_eq!(in_team(), engaged(2));
+    fn panicking_tasks_end_the_step_with_their_panic_not_a_hang() {
+        for every in [1, 2, 40] {
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                on_team(2, || {
                     for_each(64, |i| {
-                        if i == 40 {
-                            panic!("task 40");
+                        if i % every == 0 {
+                            panic!("task {i}");
                         }
                     })
                 })
-            })
-        });
-        assert!(r.is_err());
-        // The pool still works after it.
-        assert_eq!(pool(2).install(|| with_team(|| 7)), 7);
+            }));
+            let msg = r.expect_err("a task panicked");
+            let msg = msg.downcast_ref::<String>().map(String::as_str).unwrap_or("");
+            assert!(msg.starts_with("task "), "the task's own panic, not {msg:?}");
+        }
+        // A team still runs after them.
+        assert_eq!(on_team(2, || 7), 7);
     }
 
     #[test]
-    fn with_team_returns_the_value_and_nests() {
-        let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-        let v = pool(2).install(|| with_team(|| with_team(|| 3) + 4));
+    fn loops_inside_a_task_and_teams_inside_a_team_run_on_rayon() {
+        let v = on_team(2, || {
+            let counts: Vec<AtomicUsize> = (0..40).map(|_| AtomicUsize::new(0)).collect();
+            for_each(8, |i| {
+                for_each(5, |j| {
+                    counts[i * 5 + j].fetch_add(1, Relaxed);
+                });
+            });
+            assert!(counts.iter().all(|c| c.load(Relaxed) == 1));
+            with_team(|| 3) + 4
+        });
         assert_eq!(v, 7);
+    }
+
+    #[test]
+    fn teams_in_both_halves_of_a_join_give_their_results() {
+        let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+        let sum = |n: usize| {
+            with_team_on(
+                || {
+                    let total = AtomicUsize::new(0);
+                    for_each(n, |i| {
+                        total.fetch_add(i, Relaxed);
+                    });
+                    total.into_inner()
+                },
+                2,
+            )
+        };
+        let (a, b) = pool(2).install(|| rayon::join(|| sum(100), || sum(50)));
+        assert_eq!((a, b), (4950, 1225));
+    }
+
+    #[test]
+    fn on_pool_runs_on_a_worker() {
+        let p = pool(2);
+        p.install(|| assert!(on_pool(rayon::current_thread_index).is_some()));
+        assert!(on_pool(rayon::current_thread_index).is_some(), "from outside the pool");
     }
 }
