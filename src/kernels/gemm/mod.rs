@@ -15,7 +15,10 @@
 //!   keeps the fastest per CPU model.
 //! - `amx/`: the AMX version (`tdpbf16ps` on tiles, also emulated in scalar code for the
 //!   tests), on the AVX-512 packing.
-//! - `avx512.rs`: the AVX-512 BF16 version (`vdpbf16ps`): packing, micro-kernels, drivers.
+//! - `avx512.rs`: the AVX-512 BF16 version (`vdpbf16ps`): micro-kernels, drivers, `b`'s
+//!   panels.
+//! - `pack.rs`: the bf16 packing (fp32 → bf16 pairs in the layouts the kernels read), for
+//!   both versions above.
 //! - `gemv/`: fp32 products of a few rows (decoding, the LSTM's recurrence), reading the
 //!   weights in place, once.
 //! - `pin.rs`: pinned weights, whose packed `b` panels are kept from product to product.
@@ -30,6 +33,8 @@ mod avx512;
 mod blocking;
 mod fp32;
 mod gemv;
+#[cfg(target_arch = "x86_64")]
+mod pack;
 mod pin;
 mod tune;
 

@@ -241,7 +241,7 @@ fn transpose16_transposes() {
         for (i, ri) in r.iter_mut().enumerate() {
             *ri = _mm512_loadu_si512(m[16 * i..].as_ptr() as *const _);
         }
-        avx512::transpose16(&mut r);
+        pack::transpose16(&mut r);
         let mut out = vec![0u32; 256];
         for (i, ri) in r.iter().enumerate() {
             _mm512_storeu_si512(out[16 * i..].as_mut_ptr() as *mut _, *ri);

@@ -21,7 +21,8 @@
 //! edges and accumulation on any CPU with AVX-512 BF16; the assembly itself is checked by
 //! [`status`]'s self-check where AMX exists.
 
-use super::avx512::{KP, NR, b_panels, pack, put_panels, transpose16};
+use super::avx512::{KP, NR, b_panels, put_panels};
+use super::pack::{pack, transpose16};
 use super::{Blocking, Mat, Par, last_index, reference};
 use crate::kernels::parallel::{self, SendPtr};
 use std::arch::x86_64::*;
