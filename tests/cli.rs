@@ -447,6 +447,10 @@ fn bench_generate_decodes_num_samples_together() {
         assert_eq!(r["num"].as_u64().unwrap().to_string(), num);
         assert!(r["tokens_per_s"].as_f64().is_some_and(|x| x > 0.0), "{r}");
         assert!(r["decode_ms_per_token"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+        // A few fp32 rows: the decode steps run on a spinning team wherever there are cores
+        // for one (docs/decoding.md).
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        assert_eq!(r["decode_team"].as_bool(), Some(cores >= 2), "{r}");
     }
     fails(&["bench", "generate", "--config", "tiny", "--num", "0"], "--num");
     fails(&["bench", "generate", "--config", "tiny", "--num", "513"], "between 1 and 512");

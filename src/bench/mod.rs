@@ -346,6 +346,9 @@ pub struct GenerateBench {
     /// weight_bytes_per_token × decode tokens/s ÷ bandwidth_gbs: how close decoding is to the
     /// memory-bandwidth limit.
     pub bandwidth_fraction: f64,
+    /// Whether the timed decode steps ran on a spinning team of the pool's threads (the CPU's
+    /// `kernels::parallel::with_team`; docs/decoding.md), not rayon's sleeping workers.
+    pub decode_team: bool,
     pub peak_rss_mib: f64,
 }
 
@@ -412,7 +415,11 @@ fn generate_on<B: crate::backend::Backend>(
     // Pinned across the rounds, as a served model is: the untimed first round makes what the
     // backend keeps of the weights (the bf16 packing), the timed ones reuse it.
     let _pinned = model.pin();
+    let mut teams = 0;
     for r in 0..rounds + 1 {
+        if r == 1 {
+            teams = crate::kernels::teams_started();
+        }
         let t0 = Instant::now();
         let (g, t) = crate::generate::generate(model, &prompt, &opts, |_, _| false)?;
         let secs = t0.elapsed().as_secs_f64();
@@ -422,6 +429,7 @@ fn generate_on<B: crate::backend::Backend>(
             decode.push(t.decode_s * 1e3 / t.decode_steps.max(1) as f64);
         }
     }
+    let decode_team = crate::kernels::teams_started() > teams;
     let decode_ms = median(&mut decode);
     let bytes = host_bytes.unwrap_or(4.0) * num_params(&config) as f64;
     // Before the bandwidth's 512 MB buffer, which is not the model's.
@@ -439,6 +447,7 @@ fn generate_on<B: crate::backend::Backend>(
         weight_bytes_per_token: bytes,
         bandwidth_gbs: bw,
         bandwidth_fraction: if bw > 0.0 { bytes * (1e3 / decode_ms) / (bw * 1e9) } else { 0.0 },
+        decode_team,
         peak_rss_mib,
     })
 }

@@ -167,7 +167,7 @@ pub fn run(c: Command) -> Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "{} prompt {} + {} new × {} on {} threads: {:.1} tokens/s, prefill {:.0} ms, decode {:.1} ms/step, {:.0} % of the {:.1} GB/s read bandwidth",
+                    "{} prompt {} + {} new × {} on {} threads: {:.1} tokens/s, prefill {:.0} ms, decode {:.1} ms/step{}, {:.0} % of the {:.1} GB/s read bandwidth",
                     r.config,
                     r.prompt_len,
                     r.new,
@@ -176,6 +176,7 @@ pub fn run(c: Command) -> Result<()> {
                     r.tokens_per_s,
                     r.prefill_ms,
                     r.decode_ms_per_token,
+                    if r.decode_team { " (spinning team)" } else { "" },
                     100.0 * r.bandwidth_fraction,
                     r.bandwidth_gbs
                 );
