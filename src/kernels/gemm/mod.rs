@@ -115,9 +115,11 @@ impl Gemm {
 
     /// Whether every weight product of `rows` rows runs its tasks through
     /// [`crate::kernels::parallel`], so a spinning team ([`crate::kernels::parallel::with_team`])
-    /// can serve a whole decode step: fp32 products of few rows in `gemv`, bf16 ones on the
-    /// AVX-512 BF16 driver. Elsewhere (the `gemm` crate's rayon loops, AMX) the team's
-    /// spinners would leave those loops to the calling thread alone.
+    /// can serve a whole decode step: fp32 products of few rows in `gemv`, bf16 ones of few
+    /// rows on the AVX-512 BF16 driver (which AMX CPUs also run at these rows). Elsewhere (the
+    /// `gemm` crate's own rayon loops: fp32 products of more rows, the bf16 emulation's) the
+    /// team's spinners would leave those loops to the calling thread alone. More bf16 rows on
+    /// a team would be correct, but were not measured.
     pub fn team_serves(self, rows: usize) -> bool {
         match self {
             Gemm::Fp32 => gemv::serves(rows),
