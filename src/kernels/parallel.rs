@@ -16,19 +16,25 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
 
 /// A raw pointer that tasks may share; each task writes only the elements it owns.
-#[derive(Clone, Copy)]
-pub(crate) struct SendPtr(pub *mut f32);
+pub(crate) struct SendPtr<T = f32>(pub *mut T);
 
-impl SendPtr {
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
     /// The pointer (a method, so closures capture the whole `Send` wrapper, not the field).
     #[inline(always)]
-    pub fn get(self) -> *mut f32 {
+    pub fn get(self) -> *mut T {
         self.0
     }
 }
-// SAFETY: used only to write disjoint elements from different tasks.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
+// SAFETY: used only to hand disjoint elements to different tasks.
+unsafe impl<T: Send> Send for SendPtr<T> {}
+unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 /// Runs `f(0), …, f(tasks - 1)` on the pool: on the team where [`with_team`] set one up on
 /// this thread, else as rayon's parallel iterator.
@@ -64,29 +70,17 @@ pub(crate) fn for_each_chunk_mut<T: Send>(
         buf.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
         return;
     }
-    let (len, base) = (buf.len(), Shared(buf.as_mut_ptr()));
+    let (len, base) = (buf.len(), SendPtr(buf.as_mut_ptr()));
     for_each(len.div_ceil(chunk), |i| {
         let start = i * chunk;
-        // SAFETY: chunk `i` is a stretch of `buf` no other index touches, `buf` is borrowed
-        // for the whole loop, and each index runs once.
-        let c = unsafe { std::slice::from_raw_parts_mut(base.at(start), chunk.min(len - start)) };
+        // SAFETY: chunk `i` is a stretch of `buf` (start < len) no other index touches, `buf`
+        // is borrowed for the whole loop, and each index runs once.
+        let c = unsafe {
+            std::slice::from_raw_parts_mut(base.get().add(start), chunk.min(len - start))
+        };
         f(i, c)
     });
 }
-
-/// A pointer into a buffer whose disjoint chunks tasks own.
-struct Shared<T>(*mut T);
-impl<T> Shared<T> {
-    /// # Safety
-    /// `i` lies inside the buffer.
-    unsafe fn at(&self, i: usize) -> *mut T {
-        // SAFETY: the caller's contract.
-        unsafe { self.0.add(i) }
-    }
-}
-// SAFETY: each task touches only its own chunk.
-unsafe impl<T: Send> Send for Shared<T> {}
-unsafe impl<T: Send> Sync for Shared<T> {}
 
 /// Whether this thread drives a team now (tests check that theirs runs one).
 #[cfg(test)]
