@@ -17,7 +17,8 @@ use std::borrow::Cow;
 /// (mixed precision: master weights, optimizer state, LayerNorm, softmax, the loss and every
 /// reduction stay fp32; the bf16 copy of a weight is made as the product packs it, or kept
 /// while the weights are pinned). The bf16 products run on AMX tiles where the CPU has them
-/// and the OS grants them, else on AVX-512 BF16, else emulated (`kernels::gemm`).
+/// and the OS grants them, else on AVX-512 BF16, else widened to fp32 for the FMA units
+/// (`kernels::gemm`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cpu {
     gemm: Gemm,
@@ -33,8 +34,9 @@ impl Cpu {
     /// fp32 products through the `gemm` crate (bitwise the engine before mixed precision).
     pub const FP32: Cpu = Cpu { gemm: Gemm::Fp32 };
 
-    /// The CPU at `precision`; bf16 runs the fastest product this CPU has (AVX-512 BF16's
-    /// `vdpbf16ps`, else an emulation: inputs rounded to bf16, then the fp32 product).
+    /// The CPU at `precision`; bf16 runs the fastest product this CPU has (AMX, AVX-512 BF16's
+    /// `vdpbf16ps`, else bf16 panels widened to fp32 on the FMA units; `GPT1_BF16_KERNEL`
+    /// chooses another).
     pub fn new(precision: Precision) -> Self {
         match precision {
             Precision::Fp32 => Cpu::FP32,
@@ -87,28 +89,35 @@ impl Backend for Cpu {
                 let simd = "portable";
                 format!("cpu fp32 ({threads} threads, gemm crate, {simd})")
             }
-            Gemm::Bf16(gemm::Version::Amx) if gemm::amx_usable() => {
-                format!("cpu bf16 products, fp32 accumulation ({threads} threads, AMX tdpbf16ps)")
-            }
-            Gemm::Bf16(gemm::Version::Avx512 | gemm::Version::Amx) => {
-                let amx = gemm::amx_refused().map(|why| format!("; AMX not used: {why}"));
+            Gemm::Bf16(v) => {
+                let how = match v {
+                    gemm::Version::Amx if gemm::amx_usable() => "AMX tdpbf16ps".to_string(),
+                    gemm::Version::Avx512 | gemm::Version::Amx => {
+                        let amx = gemm::amx_refused().map(|why| format!("; AMX not used: {why}"));
+                        format!("AVX-512 BF16 vdpbf16ps{}", amx.unwrap_or_default())
+                    }
+                    gemm::Version::Fma512 => "bf16 panels widened to fp32, AVX-512F FMA".into(),
+                    gemm::Version::Fma256 => "bf16 panels widened to fp32, AVX2 FMA".into(),
+                    gemm::Version::Emulated => {
+                        "emulated: inputs rounded to bf16 then fp32 products, slower than fp32"
+                            .into()
+                    }
+                };
+                let no_dot = matches!(v, gemm::Version::Fma512 | gemm::Version::Fma256)
+                    && !gemm::avx512_bf16();
+                let lacks = if no_dot { "no bf16 instructions on this CPU: " } else { "" };
+                let refused = gemm::bf16_kernel_refused().map(|why| format!("; {why}"));
                 format!(
-                    "cpu bf16 products, fp32 accumulation ({threads} threads, AVX-512 BF16 vdpbf16ps{})",
-                    amx.unwrap_or_default()
+                    "cpu bf16 products, fp32 accumulation ({threads} threads, {lacks}{how}{})",
+                    refused.unwrap_or_default()
                 )
             }
-            Gemm::Bf16(gemm::Version::Emulated) => format!(
-                "cpu bf16 products, fp32 accumulation ({threads} threads; no AVX-512 BF16 on this CPU: \
-                 emulated, inputs rounded to bf16 then fp32 products, slower than fp32)"
-            ),
         }
     }
 
     fn pin<'a>(&self, weights: Self::Ref<'a>) -> Pinned<'a> {
         match self.gemm {
-            Gemm::Bf16(gemm::Version::Avx512 | gemm::Version::Amx) => {
-                Pinned::new(gemm::pin(weights))
-            }
+            Gemm::Bf16(v) if v != gemm::Version::Emulated => Pinned::new(gemm::pin(weights)),
             _ => Pinned::none(),
         }
     }

@@ -116,12 +116,7 @@ fn time(runs: usize, mut f: impl FnMut()) -> f64 {
 /// The versions this CPU runs: the best first, then the others it can (the emulation last).
 fn versions() -> Vec<Version> {
     let mut v = vec![best_version()];
-    if best_version() == Version::Amx {
-        v.push(Version::Avx512);
-    }
-    if best_version() != Version::Emulated {
-        v.push(Version::Emulated);
-    }
+    v.extend(Version::ALL.into_iter().filter(|&x| x != best_version() && x.runs_here()));
     v
 }
 
@@ -279,9 +274,8 @@ fn decode(runs: usize, read_gb_s: f64) -> Vec<Decode> {
     };
     let secs = time(runs, || token(None, &mut y));
     record("fp32".into(), 4.0, secs);
-    if best_version() != Version::Emulated {
+    for ver in versions().into_iter().filter(|&v| v != Version::Emulated) {
         let _pinned = crate::kernels::gemm::pin(&weights);
-        let ver = best_version();
         let secs = time(runs, || token(Some(ver), &mut y));
         record(format!("{} (kept panels)", name(ver)), 2.0, secs);
     }

@@ -15,10 +15,13 @@
 //!   keeps the fastest per CPU model.
 //! - `amx/`: the AMX version (`tdpbf16ps` on tiles, also emulated in scalar code for the
 //!   tests), on the AVX-512 packing.
-//! - `avx512.rs`: the AVX-512 BF16 version (`vdpbf16ps`): micro-kernels, drivers, `b`'s
-//!   panels.
-//! - `pack.rs`: the bf16 packing (fp32 → bf16 pairs in the layouts the kernels read), for
-//!   both versions above.
+//! - `avx512.rs`: the AVX-512 BF16 micro-kernel (`vdpbf16ps`).
+//! - `fma.rs`: the widening micro-kernels of CPUs without bf16 instructions (AVX-512F, AVX2):
+//!   bf16 panels widened to fp32 in registers, fp32 FMAs; their own packing.
+//! - `pack.rs`: the bf16 packing with AVX-512 BF16 (fp32 → bf16 pairs in the layouts the
+//!   kernels read), for AVX-512 BF16 and AMX.
+//! - `driver.rs`: the driver of the register micro-kernels above (`b`'s panels for every k
+//!   block, one fork-join over the output), generic over the kernel.
 //! - `gemv/`: fp32 products of a few rows (decoding, the LSTM's recurrence), reading the
 //!   weights in place, once.
 //! - `pin.rs`: pinned weights, whose packed `b` panels are kept from product to product.
@@ -31,6 +34,10 @@ mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod blocking;
+#[cfg(target_arch = "x86_64")]
+mod driver;
+#[cfg(target_arch = "x86_64")]
+mod fma;
 mod fp32;
 mod gemv;
 #[cfg(target_arch = "x86_64")]
@@ -123,7 +130,7 @@ impl Gemm {
     pub fn team_serves(self, rows: usize) -> bool {
         match self {
             Gemm::Fp32 => gemv::serves(rows),
-            Gemm::Bf16(v) => v != Version::Emulated && avx512_bf16() && rows <= FEW_ROWS,
+            Gemm::Bf16(v) => rows <= FEW_ROWS && driver(v, rows) != Version::Emulated,
         }
     }
 
@@ -182,19 +189,82 @@ pub enum Version {
     Amx,
     /// `vdpbf16ps` (AVX-512 BF16).
     Avx512,
-    /// Inputs rounded to bf16, then the fp32 product (any CPU).
+    /// bf16 panels widened to fp32 in 512-bit registers, fp32 FMAs (AVX-512F without its BF16
+    /// extension: Skylake to Ice Lake Xeons).
+    Fma512,
+    /// bf16 panels widened to fp32 in 256-bit registers, fp32 FMAs (AVX2 and FMA: every CPU the
+    /// x86-64-v3 build runs on).
+    Fma256,
+    /// Inputs rounded to bf16, then the fp32 product (any CPU; the kernel lab's second
+    /// reference, and the version off x86-64).
     Emulated,
 }
 
-/// The fastest version this CPU runs.
-pub fn best_version() -> Version {
-    if amx_usable() {
-        Version::Amx
-    } else if avx512_bf16() {
-        Version::Avx512
-    } else {
-        Version::Emulated
+impl Version {
+    /// Every version, fastest first: the order [`best_version`] tries them in.
+    pub const ALL: [Version; 5] =
+        [Version::Amx, Version::Avx512, Version::Fma512, Version::Fma256, Version::Emulated];
+
+    /// The name `GPT1_BF16_KERNEL` takes and the logs print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Version::Amx => "amx",
+            Version::Avx512 => "avx512bf16",
+            Version::Fma512 => "fma512",
+            Version::Fma256 => "fma256",
+            Version::Emulated => "emulated",
+        }
     }
+
+    /// Whether this CPU runs the version.
+    pub fn runs_here(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            match self {
+                Version::Amx => amx_usable(),
+                Version::Avx512 => avx512_bf16(),
+                Version::Fma512 => has!("avx512f"),
+                Version::Fma256 => has!("avx2") && has!("fma"),
+                Version::Emulated => true,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Version::Emulated
+        }
+    }
+}
+
+/// The version bf16 products run: `GPT1_BF16_KERNEL`'s where it names one this CPU runs, else
+/// the fastest this CPU runs (decided once per process).
+pub fn best_version() -> Version {
+    chosen_version().0
+}
+
+/// What `GPT1_BF16_KERNEL` asked for and could not have, for the log (None where it is unset
+/// or granted).
+pub fn bf16_kernel_refused() -> Option<&'static str> {
+    chosen_version().1.as_deref()
+}
+
+fn chosen_version() -> &'static (Version, Option<String>) {
+    static CHOSEN: std::sync::OnceLock<(Version, Option<String>)> = std::sync::OnceLock::new();
+    CHOSEN.get_or_init(|| {
+        let best = || Version::ALL.into_iter().find(|v| v.runs_here()).unwrap_or(Version::Emulated);
+        let Some(asked) = std::env::var("GPT1_BF16_KERNEL").ok().filter(|s| !s.is_empty()) else {
+            return (best(), None);
+        };
+        let names = Version::ALL.map(Version::name).join(", ");
+        match Version::ALL.into_iter().find(|v| v.name().eq_ignore_ascii_case(asked.trim())) {
+            Some(v) if v.runs_here() => (v, None),
+            Some(v) => (
+                best(),
+                Some(format!("GPT1_BF16_KERNEL={asked}: this CPU does not run {}", v.name())),
+            ),
+            None => (best(), Some(format!("GPT1_BF16_KERNEL={asked} is not one of {names}"))),
+        }
+    })
 }
 
 /// The CPU runs AVX-512 BF16 (with AVX-512F and BW, which the packing uses).
@@ -320,13 +390,19 @@ pub unsafe fn matmul_bf16_ptr(
 }
 
 /// The version that runs a product of `m` rows asked of `version` on this CPU: AMX where it is
-/// usable (but for a few rows), else AVX-512 BF16 where the CPU has it, else the emulation.
+/// usable (but for a few rows), else AVX-512 BF16 where the CPU has it; the widening kernels
+/// where they are asked for (or stand in for a bf16 version this CPU lacks); else the
+/// emulation.
 fn driver(version: Version, m: usize) -> Version {
     match version {
         #[cfg(target_arch = "x86_64")]
         Version::Amx if amx_usable() && !(m <= FEW_ROWS && avx512_bf16()) => Version::Amx,
         #[cfg(target_arch = "x86_64")]
         Version::Avx512 | Version::Amx if avx512_bf16() => Version::Avx512,
+        Version::Fma256 if Version::Fma256.runs_here() => Version::Fma256,
+        Version::Emulated => Version::Emulated,
+        _ if Version::Fma512.runs_here() => Version::Fma512,
+        _ if Version::Fma256.runs_here() => Version::Fma256,
         _ => Version::Emulated,
     }
 }
@@ -355,7 +431,19 @@ unsafe fn run(
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller's contract (AVX-512 BF16 present).
-        Version::Avx512 => unsafe { avx512::matmul(c, ldc, a, b, m, n, k, acc, par, blocking) },
+        Version::Avx512 => unsafe {
+            driver::matmul::<avx512::Bf16Dot>(c, ldc, a, b, m, n, k, acc, par, blocking)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the caller's contract (AVX-512F present).
+        Version::Fma512 => unsafe {
+            driver::matmul::<fma::Fma512>(c, ldc, a, b, m, n, k, acc, par, blocking)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the caller's contract (AVX2 and FMA present).
+        Version::Fma256 => unsafe {
+            driver::matmul::<fma::Fma256>(c, ldc, a, b, m, n, k, acc, par, blocking)
+        },
         // SAFETY: the caller's contract.
         _ => unsafe { emulated(c, ldc, a, b, m, n, k, acc, par) },
     }
@@ -373,7 +461,13 @@ pub fn kernel_peak_gflops(version: Version) -> Option<f64> {
                 rayon::broadcast(|_| unsafe { amx::kernel_rate(2_000) })
             }
             Version::Avx512 if avx512_bf16() => {
-                rayon::broadcast(|_| unsafe { avx512::kernel_rate(20_000) })
+                rayon::broadcast(|_| unsafe { driver::kernel_rate::<avx512::Bf16Dot>(20_000) })
+            }
+            Version::Fma512 if version.runs_here() => {
+                rayon::broadcast(|_| unsafe { driver::kernel_rate::<fma::Fma512>(20_000) })
+            }
+            Version::Fma256 if version.runs_here() => {
+                rayon::broadcast(|_| unsafe { driver::kernel_rate::<fma::Fma256>(20_000) })
             }
             _ => return None,
         };

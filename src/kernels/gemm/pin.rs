@@ -32,9 +32,11 @@ fn sample(b: Mat, k: usize, n: usize) -> Sample {
     })
 }
 
-/// A `b` operand: its first element's address, strides and shape.
+/// A `b` operand: its first element's address, strides and shape, and the packing its panels
+/// are in (a kernel's `Micro::B_PACKING`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct PanelKey {
+    packing: u8,
     ptr: usize,
     rs: usize,
     cs: usize,
@@ -72,8 +74,8 @@ impl Drop for Pinned<'_> {
     }
 }
 
-/// The packed panels of `b` (`[k, n]`) when it lies inside pinned weights: kept ones, or
-/// `pack()`'s, kept for the next call. None when `b` is not pinned. Kept panels are used only
+/// The packed panels of `b` (`[k, n]`, in the kernel's `packing`) when it lies inside pinned
+/// weights: kept ones, or `pack()`'s, kept for the next call. None when `b` is not pinned. Kept panels are used only
 /// while a sample of `b`'s elements has the bits it had when they were packed: the borrow makes
 /// that certain, and the sample guards against a guard leaked with `mem::forget` whose memory
 /// came to hold other weights.
@@ -82,6 +84,7 @@ pub(super) fn pinned_panels(
     b: Mat,
     k: usize,
     n: usize,
+    packing: u8,
     pack: impl FnOnce() -> Vec<u32>,
 ) -> Option<std::sync::Arc<Vec<u32>>> {
     if PINNED.load(std::sync::atomic::Ordering::SeqCst) == 0 || k == 0 || n == 0 {
@@ -89,7 +92,7 @@ pub(super) fn pinned_panels(
     }
     let start = b.data.as_ptr() as usize;
     let end = start + 4 * last_index(k, n, b.rs, b.cs);
-    let key = PanelKey { ptr: start, rs: b.rs, cs: b.cs, k, n };
+    let key = PanelKey { packing, ptr: start, rs: b.rs, cs: b.cs, k, n };
     let id = {
         let pins = pins();
         let pin = pins.iter().find(|p| p.range.start <= start && end <= p.range.end)?;

@@ -64,7 +64,8 @@ fn bf16_rounding_is_to_nearest_even() {
 
 #[test]
 fn every_version_matches_the_definition_on_odd_shapes() {
-    for version in [best_version(), Version::Avx512, Version::Emulated] {
+    let all = Version::ALL.into_iter().filter(|v| v.runs_here());
+    for version in [best_version(), Version::Avx512].into_iter().chain(all) {
         for &(m, n, k) in &[
             (1, 1, 1),
             (1, 40, 7),
@@ -145,12 +146,29 @@ fn bf16_products_do_not_depend_on_the_thread_count() {
     }
 }
 
+/// The register kernels this CPU runs (the driver's), with the blockings the tuner may give
+/// each.
+#[cfg(target_arch = "x86_64")]
+fn register_kernels() -> Vec<(Version, [Blocking; 4])> {
+    let mut v = Vec::new();
+    if avx512_bf16() {
+        v.push((Version::Avx512, driver::candidates::<avx512::Bf16Dot>()));
+    }
+    if Version::Fma512.runs_here() {
+        v.push((Version::Fma512, driver::candidates::<fma::Fma512>()));
+    }
+    if Version::Fma256.runs_here() {
+        v.push((Version::Fma256, driver::candidates::<fma::Fma256>()));
+    }
+    v
+}
+
 /// Any blocking the tuner may choose, on any thread count, transposed or not, assigning or
-/// accumulating: the bits of the rule's product on one thread.
+/// accumulating: the bits of the rule's product on one thread, for every register kernel.
 #[test]
 fn every_blocking_the_tuner_may_choose_gives_the_same_bits() {
     #[cfg(target_arch = "x86_64")]
-    if avx512_bf16() {
+    for (version, candidates) in register_kernels() {
         for &(m, n, k, ta, acc) in &[
             (200, 300, 260, false, false),
             (61, 700, 259, true, true),
@@ -163,21 +181,51 @@ fn every_blocking_the_tuner_may_choose_gives_the_same_bits() {
                 pool.install(|| {
                     let (mut c, bm) = (c0.clone(), Mat::rows(&b, n));
                     let cp = c.as_mut_ptr();
-                    // SAFETY: AVX-512 BF16 checked; the buffers hold the shapes.
-                    unsafe {
-                        run(Version::Avx512, cp, n, am, bm, (m, n, k), acc, Par::Pool, blocking)
-                    };
+                    // SAFETY: the CPU runs the version; the buffers hold the shapes.
+                    unsafe { run(version, cp, n, am, bm, (m, n, k), acc, Par::Pool, blocking) };
                     c
                 })
             };
             let want = run(1, None);
             for threads in [1, 2, 3] {
-                for blocking in avx512::CANDIDATES {
+                for blocking in candidates {
                     let got = run(threads, Some(blocking));
                     let same = want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits());
-                    assert!(same, "{m}x{n}x{k}, {threads} threads, {blocking:?}");
+                    assert!(same, "{version:?} {m}x{n}x{k}, {threads} threads, {blocking:?}");
                 }
             }
+        }
+    }
+}
+
+/// The two widening kernels add the same products in the same order (an FMA per value, pair
+/// after pair, each k block's sum into `c`): the same bits, whole tiles and edges, pinned or
+/// not. Both are checked against the definition by the odd-shapes test.
+#[test]
+fn the_widening_kernels_give_the_same_bits() {
+    if !(Version::Fma512.runs_here() && Version::Fma256.runs_here()) {
+        return;
+    }
+    for &(m, n, k, ta, tb, acc) in &[
+        (1, 70, 300, false, false, false),
+        (3, 2000, 259, false, true, true),
+        (61, 700, 259, true, false, true),
+        (200, 300, 400, false, true, false),
+    ] {
+        let (a, b, c0) = (rand_vec(m * k, 7), rand_vec(k * n, 8), rand_vec(m * n, 9));
+        let am = if ta { Mat::t(&a, m) } else { Mat::rows(&a, k) };
+        let bm = if tb { Mat::t(&b, k) } else { Mat::rows(&b, n) };
+        let run = |v| {
+            let mut c = c0.clone();
+            matmul_bf16(v, &mut c, n, am, bm, m, n, k, acc, Par::Pool);
+            c
+        };
+        let want = run(Version::Fma512);
+        let _pinned = pin(&b);
+        for v in [Version::Fma256, Version::Fma512, Version::Fma256] {
+            let got = run(v);
+            let same = want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{v:?} {m}x{n}x{k} ta {ta} tb {tb}");
         }
     }
 }
@@ -188,17 +236,17 @@ fn every_blocking_the_tuner_may_choose_gives_the_same_bits() {
 #[test]
 fn packing_left_by_a_larger_product_is_never_read() {
     #[cfg(target_arch = "x86_64")]
-    if avx512_bf16() {
+    for (version, candidates) in register_kernels() {
         let shapes = [(5, 64, 301, false), (37, 200, 259, true), (1, 2304, 768, false)];
         // c (+)= a · b, `[m, k]` and `[k, n]`, in every blocking the tuner may choose.
         let products = |a: &[f32], b: &[f32], c0: &[f32], (m, n, k), acc| {
             let (am, bm) = (Mat::rows(a, k), Mat::rows(b, n));
-            avx512::CANDIDATES.map(|blocking| {
+            candidates.map(|blocking| {
                 let mut c = c0.to_vec();
-                // SAFETY: AVX-512 BF16 checked; the buffers hold the shapes.
+                // SAFETY: the CPU runs the version; the buffers hold the shapes.
                 unsafe {
                     let (cp, par) = (c.as_mut_ptr(), Par::Pool);
-                    run(Version::Avx512, cp, n, am, bm, (m, n, k), acc, par, Some(blocking))
+                    run(version, cp, n, am, bm, (m, n, k), acc, par, Some(blocking))
                 };
                 c
             })

@@ -207,11 +207,24 @@ fn table() -> MutexGuard<'static, Table> {
     t
 }
 
+#[cfg(target_arch = "x86_64")]
+use super::{avx512, driver, fma};
+#[cfg(target_arch = "x86_64")]
+const BF16_DOT: [Blocking; 4] = driver::candidates::<avx512::Bf16Dot>();
+#[cfg(target_arch = "x86_64")]
+const FMA512: [Blocking; 4] = driver::candidates::<fma::Fma512>();
+#[cfg(target_arch = "x86_64")]
+const FMA256: [Blocking; 4] = driver::candidates::<fma::Fma256>();
+
 /// The candidates a version's driver takes, and its rule for `m × n` on the pool.
 fn candidates(driver: Version, m: usize, n: usize) -> (&'static [Blocking], Option<Blocking>) {
     match driver {
         #[cfg(target_arch = "x86_64")]
-        Version::Avx512 => (&super::avx512::CANDIDATES, Some(super::avx512::rule(m, n, Par::Pool))),
+        Version::Avx512 => (&BF16_DOT, Some(driver::rule::<avx512::Bf16Dot>(m, n, Par::Pool))),
+        #[cfg(target_arch = "x86_64")]
+        Version::Fma512 => (&FMA512, Some(driver::rule::<fma::Fma512>(m, n, Par::Pool))),
+        #[cfg(target_arch = "x86_64")]
+        Version::Fma256 => (&FMA256, Some(driver::rule::<fma::Fma256>(m, n, Par::Pool))),
         #[cfg(target_arch = "x86_64")]
         Version::Amx => (&super::amx::CANDIDATES, Some(super::amx::RULE)),
         _ => {

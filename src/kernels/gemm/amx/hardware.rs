@@ -2,7 +2,7 @@
 //! ([`status`]): CPUID, the tile palette, the OS's permission, a self-check product.
 
 use super::{Job, MA, Steps, TileOps, self_check};
-use crate::kernels::gemm::avx512::{KP, NR};
+use crate::kernels::gemm::driver::{KP, NR};
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 

@@ -21,7 +21,8 @@
 //! edges and accumulation on any CPU with AVX-512 BF16; the assembly itself is checked by
 //! [`status`]'s self-check where AMX exists.
 
-use super::avx512::{KP, NR, b_panels, put_panels};
+use super::avx512::Bf16Dot;
+use super::driver::{KP, NR, b_panels, put_panels};
 use super::pack::{pack, transpose16};
 use super::{Blocking, Mat, Par, last_index, reference};
 use crate::kernels::parallel::{self, SendPtr};
@@ -231,7 +232,7 @@ pub(super) unsafe fn matmul(
     let blocks = kpairs.div_ceil(KP).max(1);
     let kp_of = |blk: usize| kpairs.saturating_sub(blk * KP).min(KP);
     // SAFETY: the caller guarantees the CPU features.
-    let (cached, owned) = unsafe { b_panels(b, k, n, pool) };
+    let (cached, owned) = unsafe { b_panels::<Bf16Dot>(b, k, n, pool) };
     let allb: &[u32] = cached.as_deref().map_or(&owned[..], |v| &v[..]);
     let cp = SendPtr(c);
     // Tasks: `gt` blocks of 32 rows (two unless the tuner chose otherwise) × `per` column
