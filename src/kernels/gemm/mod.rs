@@ -224,7 +224,7 @@ impl Version {
             match self {
                 Version::Amx => amx_usable(),
                 Version::Avx512 => avx512_bf16(),
-                Version::Fma512 => has!("avx512f"),
+                Version::Fma512 => has!("avx512f") && has!("avx2"),
                 Version::Fma256 => has!("avx2") && has!("fma"),
                 Version::Emulated => true,
             }
