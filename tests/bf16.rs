@@ -255,3 +255,62 @@ fn the_tuner_keeps_its_choices_and_never_changes_the_results() {
         assert!(redo_kept.len() == 1 && redo_kept[0].contains("\"choice\""), "{redo_kept:?}");
     }
 }
+
+/// `GPT1_BF16_KERNEL` chooses the bf16 product a run uses, and the precision line says which:
+/// the two widening kernels (CPUs without bf16 instructions) pre-train to the same weights,
+/// bit for bit, and train; a name the CPU cannot run, or no name at all, leaves the fastest
+/// one with the reason in the line.
+#[test]
+fn gpt1_bf16_kernel_chooses_the_product_and_the_log_says_which() {
+    use gpt1::kernels::gemm::Version;
+    let d = tempfile::tempdir().unwrap();
+    let run = |kernel: &str| {
+        let out = d.path().join(format!("run-{kernel}"));
+        let args = [
+            "pretrain",
+            "--data",
+            "tests/fixtures/traj_tokens.bin",
+            "--config",
+            "tiny",
+            "--precision",
+            "bf16",
+            "--out",
+            s(&out),
+            "--batch",
+            "4",
+            "--seq",
+            "32",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+        ];
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_gpt1"))
+            .args(args)
+            .env("GPT1_BF16_KERNEL", kernel)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "{kernel}: {err}");
+        let line = err.lines().find(|l| l.contains("cpu bf16")).unwrap_or_default().to_string();
+        (std::fs::read(out.join("final/model.safetensors")).unwrap(), line)
+    };
+    if Version::Fma256.runs_here() {
+        let (w256, line) = run("fma256");
+        assert!(line.contains("widened to fp32, AVX2 FMA"), "{line}");
+        if Version::Fma512.runs_here() {
+            let (w512, line) = run("FMA512");
+            assert!(line.contains("widened to fp32, AVX-512F FMA"), "{line}");
+            assert!(w256 == w512, "the two widening kernels trained to different weights");
+        }
+        let (emulated, line) = run("emulated");
+        assert!(line.contains("emulated"), "{line}");
+        assert!(emulated != w256, "the emulation sums in another order: its weights differ");
+    }
+    let (_, line) = run("no-such-kernel");
+    assert!(line.contains("GPT1_BF16_KERNEL=no-such-kernel is not one of amx,"), "{line}");
+    if !Version::Amx.runs_here() {
+        let (_, line) = run("amx");
+        assert!(line.contains("this CPU does not run amx"), "{line}");
+    }
+}

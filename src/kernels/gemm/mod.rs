@@ -16,8 +16,8 @@
 //! - `amx/`: the AMX version (`tdpbf16ps` on tiles, also emulated in scalar code for the
 //!   tests), on the AVX-512 packing.
 //! - `avx512.rs`: the AVX-512 BF16 micro-kernel (`vdpbf16ps`).
-//! - `fma.rs`: the widening micro-kernels of CPUs without bf16 instructions (AVX-512F, AVX2):
-//!   bf16 panels widened to fp32 in registers, fp32 FMAs; their own packing.
+//! - `fma/`: the widening micro-kernels of CPUs without bf16 instructions (AVX-512F, AVX2):
+//!   bf16 panels widened to fp32 in registers, fp32 FMAs (`mod.rs`); their packing (`pack.rs`).
 //! - `pack.rs`: the bf16 packing with AVX-512 BF16 (fp32 → bf16 pairs in the layouts the
 //!   kernels read), for AVX-512 BF16 and AMX.
 //! - `driver.rs`: the driver of the register micro-kernels above (`b`'s panels for every k
