@@ -38,83 +38,60 @@ pub(super) struct Fma256;
 /// packing flushes, so kept panels are not shared with that version.
 const WIDE_PACKING: u8 = 1;
 
-impl Micro for Fma512 {
-    const MR: usize = MR512;
-    const AW: usize = 2;
-    const B_PACKING: u8 = WIDE_PACKING;
+/// The two kernels' [`Micro`] impls: the same packings (`a` widened for `MR` rows), their own
+/// tiles. Every CPU that runs either has AVX2, which the packing uses (`runs_here` checks it).
+macro_rules! widening_micro {
+    ($kernel:ident, $mr:expr, $tile:ident, $tile_into:ident) => {
+        impl Micro for $kernel {
+            const MR: usize = $mr;
+            const AW: usize = 2;
+            const B_PACKING: u8 = WIDE_PACKING;
 
-    unsafe fn pack_a(
-        dst: &mut [u32],
-        a: Mat,
-        i0: usize,
-        live: usize,
-        p0: usize,
-        kp: usize,
-        k: usize,
-    ) {
-        // SAFETY: the caller guarantees AVX-512F, whose CPUs have AVX2 (`runs_here` checks both).
-        unsafe { pack_widened::<MR512>(dst, a, i0, live, p0, kp, k) }
-    }
-    unsafe fn pack_b(
-        dst: &mut [u32],
-        bt: Mat,
-        j0: usize,
-        live: usize,
-        p0: usize,
-        kp: usize,
-        k: usize,
-    ) {
-        // SAFETY: the caller guarantees the CPU features, which include AVX2.
-        unsafe { pack_pairs(dst, bt, j0, live, p0, kp, k) }
-    }
-    unsafe fn kernel(ap: &[u32], bp: &[u32], kp: usize, rows: usize, tile: &mut Tile) {
-        // SAFETY: the caller guarantees AVX-512F.
-        unsafe { kernel512(ap, bp, kp, rows, tile) }
-    }
-    unsafe fn kernel_into(ap: &[u32], bp: &[u32], kp: usize, c: *mut f32, ldc: usize, first: bool) {
-        // SAFETY: the caller guarantees AVX-512F.
-        unsafe { kernel512_into(ap, bp, kp, c, ldc, first) }
-    }
+            unsafe fn pack_a(
+                d: &mut [u32],
+                a: Mat,
+                i0: usize,
+                live: usize,
+                p0: usize,
+                kp: usize,
+                k: usize,
+            ) {
+                // SAFETY: the caller guarantees the kernel's features, AVX2 among them.
+                unsafe { pack_widened::<{ $mr }>(d, a, i0, live, p0, kp, k) }
+            }
+            unsafe fn pack_b(
+                d: &mut [u32],
+                bt: Mat,
+                j0: usize,
+                live: usize,
+                p0: usize,
+                kp: usize,
+                k: usize,
+            ) {
+                // SAFETY: as above.
+                unsafe { pack_pairs(d, bt, j0, live, p0, kp, k) }
+            }
+            unsafe fn kernel(ap: &[u32], bp: &[u32], kp: usize, rows: usize, tile: &mut Tile) {
+                // SAFETY: the caller guarantees the kernel's features.
+                unsafe { $tile(ap, bp, kp, rows, tile) }
+            }
+            unsafe fn kernel_into(
+                ap: &[u32],
+                bp: &[u32],
+                kp: usize,
+                c: *mut f32,
+                ldc: usize,
+                first: bool,
+            ) {
+                // SAFETY: the caller guarantees the kernel's features.
+                unsafe { $tile_into(ap, bp, kp, c, ldc, first) }
+            }
+        }
+    };
 }
 
-impl Micro for Fma256 {
-    const MR: usize = MR256;
-    const AW: usize = 2;
-    const B_PACKING: u8 = WIDE_PACKING;
-
-    unsafe fn pack_a(
-        dst: &mut [u32],
-        a: Mat,
-        i0: usize,
-        live: usize,
-        p0: usize,
-        kp: usize,
-        k: usize,
-    ) {
-        // SAFETY: the caller guarantees AVX2.
-        unsafe { pack_widened::<MR256>(dst, a, i0, live, p0, kp, k) }
-    }
-    unsafe fn pack_b(
-        dst: &mut [u32],
-        bt: Mat,
-        j0: usize,
-        live: usize,
-        p0: usize,
-        kp: usize,
-        k: usize,
-    ) {
-        // SAFETY: the caller guarantees the CPU features, which include AVX2.
-        unsafe { pack_pairs(dst, bt, j0, live, p0, kp, k) }
-    }
-    unsafe fn kernel(ap: &[u32], bp: &[u32], kp: usize, rows: usize, tile: &mut Tile) {
-        // SAFETY: the caller guarantees AVX2 and FMA.
-        unsafe { kernel256(ap, bp, kp, rows, tile) }
-    }
-    unsafe fn kernel_into(ap: &[u32], bp: &[u32], kp: usize, c: *mut f32, ldc: usize, first: bool) {
-        // SAFETY: the caller guarantees AVX2 and FMA.
-        unsafe { kernel256_into(ap, bp, kp, c, ldc, first) }
-    }
-}
+widening_micro!(Fma512, MR512, kernel512, kernel512_into);
+widening_micro!(Fma256, MR256, kernel256, kernel256_into);
 
 /// The accumulators of the first `R` rows over `kp` pairs: per pair, `b`'s 32 columns widened
 /// (even values by a shift, odd ones by a mask), then per row the even and the odd product.
