@@ -1,6 +1,6 @@
 //! The driver of the bf16 products that run a register micro-kernel ([`Micro`]): AVX-512 BF16's
 //! `vdpbf16ps` (`avx512.rs`) and the widening FMA kernels of CPUs without bf16 instructions
-//! (`fma.rs`). It packs `b` into column panels of `NR` pairs-interleaved columns for every k
+//! (`fma/`). It packs `b` into column panels of `NR` pairs-interleaved columns for every k
 //! block, then runs one fork-join over the output; the kernels differ only in how they pack `a`
 //! and multiply a tile. AMX (`amx/`) has its own driver but reads the same `b` panels.
 //!

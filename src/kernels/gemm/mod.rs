@@ -252,7 +252,8 @@ fn chosen_version() -> &'static (Version, Option<String>) {
     static CHOSEN: std::sync::OnceLock<(Version, Option<String>)> = std::sync::OnceLock::new();
     CHOSEN.get_or_init(|| {
         let best = || Version::ALL.into_iter().find(|v| v.runs_here()).unwrap_or(Version::Emulated);
-        let Some(asked) = std::env::var("GPT1_BF16_KERNEL").ok().filter(|s| !s.is_empty()) else {
+        let Some(asked) = std::env::var("GPT1_BF16_KERNEL").ok().filter(|s| !s.trim().is_empty())
+        else {
             return (best(), None);
         };
         let names = Version::ALL.map(Version::name).join(", ");

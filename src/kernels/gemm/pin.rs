@@ -1,5 +1,5 @@
-//! Pinned weights: the registry of kept bf16 panels, looked up by the AVX-512 BF16 and AMX
-//! products (the same panels serve both).
+//! Pinned weights: the registry of kept bf16 panels, looked up by the register kernels'
+//! driver (AVX-512 BF16, the widening kernels) and AMX (which shares AVX-512 BF16's panels).
 
 use super::{Mat, last_index};
 
@@ -54,7 +54,7 @@ fn pins() -> std::sync::MutexGuard<'static, Vec<Pin>> {
 }
 
 /// Pins `weights` (see [`Pinned`]) until the guard drops; the packing is made at each
-/// product's first call (the AVX-512 BF16 and AMX versions; the emulation ignores pins).
+/// product's first call (every version but the emulation, which ignores pins).
 pub fn pin(weights: &[f32]) -> Pinned<'_> {
     let id = NEXT_PIN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let start = weights.as_ptr() as usize;
@@ -75,10 +75,10 @@ impl Drop for Pinned<'_> {
 }
 
 /// The packed panels of `b` (`[k, n]`, in the kernel's `packing`) when it lies inside pinned
-/// weights: kept ones, or `pack()`'s, kept for the next call. None when `b` is not pinned. Kept panels are used only
-/// while a sample of `b`'s elements has the bits it had when they were packed: the borrow makes
-/// that certain, and the sample guards against a guard leaked with `mem::forget` whose memory
-/// came to hold other weights.
+/// weights: kept ones, or `pack()`'s, kept for the next call. None when `b` is not pinned.
+/// Kept panels are used only while a sample of `b`'s elements has the bits it had when they
+/// were packed: the borrow makes that certain, and the sample guards against a guard leaked
+/// with `mem::forget` whose memory came to hold other weights.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) fn pinned_panels(
     b: Mat,

@@ -302,3 +302,19 @@ fn transpose16_transposes() {
         }
     }
 }
+
+/// k = 0: every version assigns zeros (or leaves `c` when accumulating), even when `a` is a
+/// strided view that holds no element at all.
+#[test]
+fn a_product_over_no_k_gives_zeros_in_every_version() {
+    let (m, n) = (3, 40);
+    for version in Version::ALL.into_iter().filter(|v| v.runs_here()) {
+        for acc in [false, true] {
+            let mut c = vec![1.5f32; m * n];
+            let (a, b) = (Mat::strided(&[], 7, 1), Mat::rows(&[], n));
+            matmul_bf16(version, &mut c, n, a, b, m, n, 0, acc, Par::Pool);
+            let want = if acc { 1.5 } else { 0.0 };
+            assert!(c.iter().all(|&x| x == want), "{version:?} acc {acc}");
+        }
+    }
+}

@@ -38,6 +38,10 @@ pub(super) unsafe fn pack_widened<const W: usize>(
     if live < W || cols < 2 * kp {
         dst.fill(0);
     }
+    if cols == 0 {
+        // k = 0: nothing to read (a strided `a` may then hold no rows at all).
+        return;
+    }
     let at = |q: usize, r: usize| ((q / 2) * W + r) * 2 + (q & 1);
     if x.cs == 1 {
         for r in 0..live {
