@@ -55,15 +55,16 @@ pub(super) unsafe fn pack_widened<const W: usize>(
             }
         }
     } else if x.rs == 1 {
-        // Columns of `x` contiguous: 8 rows of a pair's two columns at a time, interleaved.
-        let rows8 = live / 8 * 8;
+        // Columns of `x` contiguous: 8 (then 4) rows of a pair's two columns at a time,
+        // interleaved.
+        let rows4 = live / 4 * 4;
         for p in 0..cols.div_ceil(2) {
             let (c0, c1) = (k0 + 2 * p, k0 + 2 * p + 1);
             let e = &x.data[c0 * x.cs + i0..][..live];
             let o = (2 * p + 1 < cols).then(|| &x.data[c1 * x.cs + i0..][..live]);
             // SAFETY: AVX2; the reads lie in `e` and `o`, the writes in pair p's rows < W.
-            unsafe { avx2::widen_pair_rows::<W>(dst, e, o, rows8, p) };
-            for r in rows8..live {
+            unsafe { avx2::widen_pair_rows::<W>(dst, e, o, rows4, p) };
+            for r in rows4..live {
                 dst[at(2 * p, r)] = widened(e[r]);
                 if let Some(o) = o {
                     dst[at(2 * p + 1, r)] = widened(o[r]);
@@ -193,21 +194,40 @@ mod avx2 {
         }
     }
 
-    /// Rows `0..rows8` (a multiple of 8) of pair `p` from its even column `e` and odd column
-    /// `o` (zeros when None), interleaved into the `[kp][W][2]` packing.
+    /// 4 floats at `x` rounded to bf16, as f32 bits ([`widen8`]'s half).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn widen4(x: *const f32) -> __m128i {
+        unsafe {
+            let b = _mm_loadu_si128(x as *const __m128i);
+            let lsb = _mm_and_si128(_mm_srli_epi32(b, 16), _mm_set1_epi32(1));
+            let r = _mm_add_epi32(_mm_add_epi32(b, _mm_set1_epi32(0x7FFF)), lsb);
+            let abs = _mm_and_si128(b, _mm_set1_epi32(0x7FFF_FFFF));
+            let nan = _mm_cmpgt_epi32(abs, _mm_set1_epi32(0x7F80_0000));
+            let quiet = _mm_or_si128(b, _mm_set1_epi32(0x0040_0000));
+            let v = _mm_blendv_epi8(r, quiet, nan);
+            _mm_and_si128(v, _mm_set1_epi32(0xFFFF_0000u32 as i32))
+        }
+    }
+
+    /// Rows `0..rows4` (a multiple of 4) of pair `p` from its even column `e` and odd column
+    /// `o` (zeros when None), interleaved into the `[kp][W][2]` packing: 8 rows at a time,
+    /// then 4.
     ///
     /// # Safety
-    /// AVX2; `e` and `o` hold `rows8` values, `dst` pair `p` of `W >= rows8` rows.
+    /// AVX2; `e` and `o` hold `rows4` values, `dst` pair `p` of `W >= rows4` rows.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn widen_pair_rows<const W: usize>(
         dst: &mut [u32],
         e: &[f32],
         o: Option<&[f32]>,
-        rows8: usize,
+        rows4: usize,
         p: usize,
     ) {
-        debug_assert!(rows8 <= e.len() && rows8 <= W && (p + 1) * W * 2 <= dst.len());
+        debug_assert!(rows4 <= e.len() && rows4 <= W && (p + 1) * W * 2 <= dst.len());
+        debug_assert!(o.is_none_or(|o| rows4 <= o.len()));
         let d = dst.as_mut_ptr();
+        let rows8 = rows4 / 8 * 8;
         for r in (0..rows8).step_by(8) {
             unsafe {
                 let ev = widen8(e.as_ptr().add(r));
@@ -216,6 +236,16 @@ mod avx2 {
                 let at = d.add((p * W + r) * 2) as *mut __m256i;
                 _mm256_storeu_si256(at, _mm256_permute2x128_si256::<0x20>(lo, hi));
                 _mm256_storeu_si256(at.add(1), _mm256_permute2x128_si256::<0x31>(lo, hi));
+            }
+        }
+        if rows8 < rows4 {
+            let r = rows8;
+            unsafe {
+                let ev = widen4(e.as_ptr().add(r));
+                let ov = o.map_or(_mm_setzero_si128(), |o| widen4(o.as_ptr().add(r)));
+                let at = d.add((p * W + r) * 2) as *mut __m128i;
+                _mm_storeu_si128(at, _mm_unpacklo_epi32(ev, ov));
+                _mm_storeu_si128(at.add(1), _mm_unpackhi_epi32(ev, ov));
             }
         }
     }
