@@ -359,6 +359,8 @@ impl<B: Backend> Trainer<B> {
         be.fill(self.grads.w(), 0.0);
         let mut nll = 0.0f64;
         let mine = crate::dist::passes_of(self.dist.as_deref(), n_seq / per_pass);
+        // Several passes read the same weights: their bf16 panels are packed once for the step.
+        let _pinned = (mine.len() > 1).then(|| self.model.pin());
         for (k, (i, tg)) in
             ids.chunks(per_pass * len).zip(targets.chunks(per_pass * len)).enumerate()
         {

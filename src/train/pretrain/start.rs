@@ -350,7 +350,13 @@ fn check_inputs(
 /// error naming them when they exceed the memory available now.
 fn check_memory(c: &ArchConfig, opts: &PretrainOptions, micro: usize) -> Result<(u64, u64)> {
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    let state_bytes = 16 * c.params() as u64; // weights, gradients, 2 Adam moments
+    // Weights, gradients, 2 Adam moments; with bf16 on the CPU and several passes per step,
+    // each weight's bf16 panels too, in the two orientations its products read (the trainer
+    // pins the weights for the step's passes).
+    let keeps_panels = opts.precision == crate::backend::Precision::Bf16
+        && opts.device == Device::Cpu
+        && opts.batch > micro;
+    let state_bytes = (if keeps_panels { 20 } else { 16 }) * c.params() as u64;
     let probs = matches!(opts.device, Device::Cuda(_));
     let act_bytes = c.activation_bytes(micro, opts.seq.min(c.n_positions()), probs) as u64;
     if let Some(avail) = mem_available()
@@ -359,11 +365,12 @@ fn check_memory(c: &ArchConfig, opts: &PretrainOptions, micro: usize) -> Result<
         return Err(Error::setting(
             "batch",
             format!(
-                "{}: the run needs about {:.1} GiB (weights, gradients and Adam moments {:.1} GiB; \
+                "{}: the run needs about {:.1} GiB (weights, gradients and Adam moments{} {:.1} GiB; \
                  activations of {micro} × {} tokens {:.1} GiB) and {:.1} GiB are available: lower \
                  the micro-batch or the sequence length, or choose a smaller model",
                 opts.batch,
                 gib(state_bytes + act_bytes),
+                if keeps_panels { ", bf16 panels" } else { "" },
                 gib(state_bytes),
                 opts.seq,
                 gib(act_bytes),
