@@ -151,20 +151,25 @@ mod avx2 {
     use crate::kernels::gemm::Mat;
     use std::arch::x86_64::*;
 
-    /// 8 floats at `x` rounded to bf16, as f32 bits (see [`super::widened`]).
+    /// 8 floats' bits rounded to bf16, as f32 bits (see [`super::widened`]).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn rounded(b: __m256i) -> __m256i {
+        let lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+        let r = _mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7FFF)), lsb);
+        let abs = _mm256_and_si256(b, _mm256_set1_epi32(0x7FFF_FFFF));
+        let nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7F80_0000));
+        let quiet = _mm256_or_si256(b, _mm256_set1_epi32(0x0040_0000));
+        let v = _mm256_blendv_epi8(r, quiet, nan);
+        _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF_0000u32 as i32))
+    }
+
+    /// 8 floats at `x` rounded to bf16, as f32 bits.
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn widen8(x: *const f32) -> __m256i {
-        unsafe {
-            let b = _mm256_loadu_si256(x as *const __m256i);
-            let lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
-            let r = _mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7FFF)), lsb);
-            let abs = _mm256_and_si256(b, _mm256_set1_epi32(0x7FFF_FFFF));
-            let nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7F80_0000));
-            let quiet = _mm256_or_si256(b, _mm256_set1_epi32(0x0040_0000));
-            let v = _mm256_blendv_epi8(r, quiet, nan);
-            _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF_0000u32 as i32))
-        }
+        // SAFETY: the caller's `x` holds 8 floats.
+        rounded(unsafe { _mm256_loadu_si256(x as *const __m256i) })
     }
 
     /// Values `0..whole` (a multiple of 8) of a row widened into row `r` of the `[kp][W][2]`
@@ -194,20 +199,13 @@ mod avx2 {
         }
     }
 
-    /// 4 floats at `x` rounded to bf16, as f32 bits ([`widen8`]'s half).
+    /// 4 floats at `x` rounded to bf16, as f32 bits (only those 4 are read).
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn widen4(x: *const f32) -> __m128i {
-        unsafe {
-            let b = _mm_loadu_si128(x as *const __m128i);
-            let lsb = _mm_and_si128(_mm_srli_epi32(b, 16), _mm_set1_epi32(1));
-            let r = _mm_add_epi32(_mm_add_epi32(b, _mm_set1_epi32(0x7FFF)), lsb);
-            let abs = _mm_and_si128(b, _mm_set1_epi32(0x7FFF_FFFF));
-            let nan = _mm_cmpgt_epi32(abs, _mm_set1_epi32(0x7F80_0000));
-            let quiet = _mm_or_si128(b, _mm_set1_epi32(0x0040_0000));
-            let v = _mm_blendv_epi8(r, quiet, nan);
-            _mm_and_si128(v, _mm_set1_epi32(0xFFFF_0000u32 as i32))
-        }
+        let low4 = _mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0);
+        // SAFETY: the caller's `x` holds 4 floats; the masked lanes are not read.
+        _mm256_castsi256_si128(rounded(unsafe { _mm256_maskload_epi32(x as *const i32, low4) }))
     }
 
     /// Rows `0..rows4` (a multiple of 4) of pair `p` from its even column `e` and odd column
