@@ -8,6 +8,10 @@
 # Issue 24 (dropout masks keyed by a sequence's index in the step's batch, not by micro-batch)
 # left all four unchanged: this pre-training run has no dropout (hf_tiny's p = 0) and
 # fine-tuning already drew the whole batch's masks in one pass.
+# The fine-tuning lines depend on the CPU: the expected file is from CPUs with AVX-512F; on an
+# AMD Zen 3 (AVX2, no AVX-512) the pre-training lines are the same and the fine-tuning lines are
+# those of behaviour_hashes.avx2.expected, with the binary of 2026-12-07 before and after its
+# column-block change. Not traced further: the `gemm` crate picks its kernels by vector width.
 # Usage: tools/behaviour_hashes.sh [BINARY] (default target/release/gpt1); needs GPT1_DATA or
 # ../shared/data for the fine-tuning run (SST-2 and GPT-1's BPE files).
 set -euo pipefail

@@ -6,6 +6,7 @@
 //! by `matmul_is_thread_count_independent`).
 
 use super::{Mat, Par, check_operands, last_index};
+use crate::kernels::parallel::{self, SendPtr};
 use gemm::Parallelism;
 
 /// `c[m, n] = (accumulate ? c : 0) + a[m, k] · b[k, n]`, with `c` row-major with row stride
@@ -74,12 +75,87 @@ pub unsafe fn matmul_ptr(
         unsafe { super::gemv::gemv(c, ldc, a, b, m, n, k, accumulate, par) };
         return;
     }
+    if let Some(blocks) = column_blocks(m, n, k, par) {
+        // SAFETY: the caller's contract.
+        unsafe { by_columns(c, ldc, a, b, m, n, k, accumulate, blocks) };
+        return;
+    }
     let parallelism = match par {
         Par::Pool if rayon::current_num_threads() > 1 && m * n * k >= 1 << 15 => {
             Parallelism::Rayon(rayon::current_num_threads())
         }
         _ => Parallelism::None,
     };
+    // SAFETY: bounds are the caller's contract.
+    unsafe { crate_product(c, ldc, a, b, 0, m, n, k, accumulate, parallelism) }
+}
+
+/// The narrowest column block [`by_columns`] runs: wider than the `gemm` crate's small paths.
+const MIN_BLOCK: usize = 160;
+
+/// Products of few rows against many columns on the pool: the output's columns in blocks of
+/// this width, one task each, every block a single-threaded `gemm` call. GPT1_SPLIT=off: never.
+fn column_blocks(m: usize, n: usize, k: usize, par: Par) -> Option<usize> {
+    let threads = rayon::current_num_threads();
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *OFF.get_or_init(|| std::env::var("GPT1_SPLIT").is_ok_and(|v| v == "off")) {
+        return None;
+    }
+    if par != Par::Pool || threads < 2 || !(2..=128).contains(&m) || k < 64 {
+        return None;
+    }
+    // Blocks of at least MIN_BLOCK columns keep every block on the crate's main path: its
+    // small-matrix path (both sides at most 64) and its horizontal kernels (at most 256
+    // outputs) sum in other orders.
+    let blocks = (n / MIN_BLOCK).min(4 * threads);
+    (blocks >= 2).then_some(blocks)
+}
+
+/// [`matmul_ptr`] in `blocks` column blocks on the pool, each one single-threaded `gemm` call.
+///
+/// # Safety
+/// As [`matmul_ptr`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn by_columns(
+    c: *mut f32,
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    blocks: usize,
+) {
+    let cp = SendPtr(c);
+    parallel::for_each(blocks, |i| {
+        let (j0, j1) = (i * n / blocks, (i + 1) * n / blocks);
+        // SAFETY: block `i` writes columns j0..j1 of c, which no other block touches; b's
+        // columns j0..j1 lie inside b (the caller's contract).
+        unsafe {
+            let c = cp.get().add(j0);
+            crate_product(c, ldc, a, b, j0, m, j1 - j0, k, accumulate, Parallelism::None)
+        };
+    });
+}
+
+/// The `gemm` crate's `c[m, n] (+)= a · b[:, j0..j0 + n]`.
+///
+/// # Safety
+/// As [`matmul_ptr`], for `b`'s columns from `j0`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn crate_product(
+    c: *mut f32,
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    j0: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
     // SAFETY: bounds are the caller's contract.
     unsafe {
         gemm::gemm(
@@ -93,7 +169,7 @@ pub unsafe fn matmul_ptr(
             a.data.as_ptr(),
             a.cs as isize,
             a.rs as isize,
-            b.data.as_ptr(),
+            b.data.as_ptr().add(j0 * b.cs),
             b.cs as isize,
             b.rs as isize,
             1.0f32,
@@ -154,6 +230,43 @@ mod tests {
         for t in [2, 3, 4] {
             let other = run(t);
             assert!(one.iter().zip(&other).all(|(x, y)| x.to_bits() == y.to_bits()), "{t} threads");
+        }
+    }
+
+    /// Few rows in column blocks, one single-threaded `gemm` call each, give the bits of one
+    /// call over the whole product: the crate's k blocking depends on `k` alone, and no block
+    /// is narrow enough for its small-matrix path.
+    #[test]
+    fn column_blocks_give_the_whole_products_bits() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let shapes = [
+            (2, 320, 64),
+            (3, 333, 64),
+            (5, 481, 97),
+            (64, 2304, 768),
+            (77, 1031, 513),
+            (128, 700, 1500),
+        ];
+        for &(m, n, k) in &shapes {
+            assert!(pool.install(|| column_blocks(m, n, k, Par::Pool)).is_some(), "{m}x{n}x{k}");
+            for (ta, tb, acc) in [(false, false, false), (true, false, true), (false, true, false)]
+            {
+                let (a, b) = (rand_vec(m * k, 6), rand_vec(k * n, 7));
+                let am = if ta { Mat::t(&a, m) } else { Mat::rows(&a, k) };
+                let bm = if tb { Mat::t(&b, k) } else { Mat::rows(&b, n) };
+                let c0 = rand_vec(m * n, 8);
+                let mut split = c0.clone();
+                let blocks = pool.install(|| column_blocks(m, n, k, Par::Pool)).unwrap();
+                let c = SendPtr(split.as_mut_ptr());
+                // SAFETY: the shapes match the buffers.
+                pool.install(|| unsafe { by_columns(c.get(), n, am, bm, m, n, k, acc, blocks) });
+                let mut whole = c0.clone();
+                // SAFETY: the shapes match the buffers.
+                let c = whole.as_mut_ptr();
+                unsafe { crate_product(c, n, am, bm, 0, m, n, k, acc, Parallelism::None) };
+                let same = split.iter().zip(&whole).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{m}x{n}x{k} ta={ta} tb={tb} acc={acc}");
+            }
         }
     }
 }
