@@ -80,21 +80,38 @@ pub unsafe fn matmul_ptr(
         unsafe { by_columns(c, ldc, a, b, m, n, k, accumulate, blocks) };
         return;
     }
+    // Threads for the crate's own split (None: the calling thread).
     let parallelism = match par {
         Par::Pool if rayon::current_num_threads() > 1 && m * n * k >= 1 << 15 => {
-            Parallelism::Rayon(rayon::current_num_threads())
+            Some(rayon::current_num_threads())
         }
-        _ => Parallelism::None,
+        _ => None,
     };
     // SAFETY: bounds are the caller's contract.
     unsafe { crate_product(c, ldc, a, b, 0, m, n, k, accumulate, parallelism) }
 }
 
+/// The most rows for which [`by_columns`] gathers a row-major `b`'s column block first. The
+/// crate packs its left operand (our `b`, as it computes `cᵀ = bᵀ · aᵀ`) only beyond 48 rows
+/// of `a` (8 × its 6-column tiles); up to there its tiles read `b` in place, 64 bytes per row
+/// of `b` at a stride of a whole row, a new 4 KiB page at every step of k once `b` has 1,024
+/// columns. Gathered, the block's rows lie side by side (a 16-token prefill at gpt1 size on
+/// AMD Zen 3: 101-115 -> 78 ms); beyond 48 rows the gathering only added a copy.
+const GATHER_ROWS: usize = 48;
+
+thread_local! {
+    /// [`by_columns`]' gathered block of `b`, grown only; dropped after a product that grew it
+    /// past 8 MiB (fine-tuning's LM-head gradient at a few rows: `[V, w]`).
+    static BLOCK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// The narrowest column block [`by_columns`] runs: wider than the `gemm` crate's small paths.
 const MIN_BLOCK: usize = 160;
 
-/// Products of few rows against many columns on the pool: the output's columns in blocks of
-/// this width, one task each, every block a single-threaded `gemm` call. GPT1_SPLIT=off: never.
+/// How many column blocks [`by_columns`] splits a product of few rows (2–128) on the pool into:
+/// the `gemm` crate's own threads at these shapes gained little over one (a 64-row product with
+/// gpt1's `[768, 3072]` weight: 5.7–6.0 ms on 2 threads, 3.0–3.3 ms in blocks; AMD Zen 3);
+/// `None` for other products, or with `GPT1_SPLIT=off` (to compare).
 fn column_blocks(m: usize, n: usize, k: usize, par: Par) -> Option<usize> {
     let threads = rayon::current_num_threads();
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -128,14 +145,29 @@ unsafe fn by_columns(
     blocks: usize,
 ) {
     let cp = SendPtr(c);
+    let gather = b.cs == 1 && m <= GATHER_ROWS;
     parallel::for_each(blocks, |i| {
         let (j0, j1) = (i * n / blocks, (i + 1) * n / blocks);
-        // SAFETY: block `i` writes columns j0..j1 of c, which no other block touches; b's
-        // columns j0..j1 lie inside b (the caller's contract).
-        unsafe {
-            let c = cp.get().add(j0);
-            crate_product(c, ldc, a, b, j0, m, j1 - j0, k, accumulate, Parallelism::None)
-        };
+        let w = j1 - j0;
+        if !gather {
+            // SAFETY: block `i` writes columns j0..j1 of c, which no other block touches; b's
+            // columns j0..j1 lie inside b (the caller's contract).
+            unsafe { crate_product(cp.get().add(j0), ldc, a, b, j0, m, w, k, accumulate, None) };
+            return;
+        }
+        let mut buf = BLOCK.take();
+        buf.clear();
+        for p in 0..k {
+            // SAFETY: row p's columns j0..j1 lie inside b (the caller's contract).
+            let row = unsafe { std::slice::from_raw_parts(b.data.as_ptr().add(p * b.rs + j0), w) };
+            buf.extend_from_slice(row);
+        }
+        let bw = Mat::rows(&buf, w);
+        // SAFETY: as above for c; `bw` is the block, `k` rows of `w`.
+        unsafe { crate_product(cp.get().add(j0), ldc, a, bw, 0, m, w, k, accumulate, None) };
+        if buf.len() * 4 <= 8 << 20 {
+            BLOCK.set(buf);
+        }
     });
 }
 
@@ -154,8 +186,9 @@ unsafe fn crate_product(
     n: usize,
     k: usize,
     accumulate: bool,
-    parallelism: Parallelism,
+    parallelism: Option<usize>,
 ) {
+    let parallelism = parallelism.map_or(Parallelism::None, Parallelism::Rayon);
     // SAFETY: bounds are the caller's contract.
     unsafe {
         gemm::gemm(
@@ -263,7 +296,7 @@ mod tests {
                 let mut whole = c0.clone();
                 // SAFETY: the shapes match the buffers.
                 let c = whole.as_mut_ptr();
-                unsafe { crate_product(c, n, am, bm, 0, m, n, k, acc, Parallelism::None) };
+                unsafe { crate_product(c, n, am, bm, 0, m, n, k, acc, None) };
                 let same = split.iter().zip(&whole).all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(same, "{m}x{n}x{k} ta={ta} tb={tb} acc={acc}");
             }
