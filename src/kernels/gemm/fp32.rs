@@ -99,9 +99,11 @@ pub unsafe fn matmul_ptr(
 /// AMD Zen 3: 101-115 -> 78 ms); beyond 48 rows the gathering only added a copy.
 const GATHER_ROWS: usize = 48;
 
+/// The largest block [`by_columns`] gathers, in bytes (gpt1's `[3072, 192]` blocks: 2.4 MB).
+const BLOCK_CAP: usize = 8 << 20;
+
 thread_local! {
-    /// [`by_columns`]' gathered block of `b`, grown only; dropped after a product that grew it
-    /// past 8 MiB (fine-tuning's LM-head gradient at a few rows: `[V, w]`).
+    /// [`by_columns`]' gathered block of `b`, grown only, at most [`BLOCK_CAP`] bytes.
     static BLOCK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
@@ -145,7 +147,10 @@ unsafe fn by_columns(
     blocks: usize,
 ) {
     let cp = SendPtr(c);
-    let gather = b.cs == 1 && m <= GATHER_ROWS;
+    // Not where a block would outgrow BLOCK_CAP: a tall `b` (the LM head's `Wte`, 40,478 rows)
+    // would be copied whole, into fresh buffers, at every product.
+    let widest = n.div_ceil(blocks);
+    let gather = b.cs == 1 && m <= GATHER_ROWS && k * widest * 4 <= BLOCK_CAP;
     parallel::for_each(blocks, |i| {
         let (j0, j1) = (i * n / blocks, (i + 1) * n / blocks);
         let w = j1 - j0;
@@ -165,9 +170,7 @@ unsafe fn by_columns(
         let bw = Mat::rows(&buf, w);
         // SAFETY: as above for c; `bw` is the block, `k` rows of `w`.
         unsafe { crate_product(cp.get().add(j0), ldc, a, bw, 0, m, w, k, accumulate, None) };
-        if buf.len() * 4 <= 8 << 20 {
-            BLOCK.set(buf);
-        }
+        BLOCK.set(buf);
     });
 }
 
