@@ -271,7 +271,9 @@ mod tests {
 
     /// Few rows in column blocks, one single-threaded `gemm` call each, give the bits of one
     /// call over the whole product: the crate's k blocking depends on `k` alone, and no block
-    /// is narrow enough for its small-matrix path.
+    /// is narrow enough for its small-matrix path. Up to 48 rows with a row-major `b` the
+    /// blocks are gathered first (here from 2 to 48 rows, and at k = 9,000), except past
+    /// `BLOCK_CAP` (k = 20,000: read in place).
     #[test]
     fn column_blocks_give_the_whole_products_bits() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
@@ -279,6 +281,10 @@ mod tests {
             (2, 320, 64),
             (3, 333, 64),
             (5, 481, 97),
+            (16, 1100, 200),
+            (48, 777, 300),
+            (8, 330, 9000),
+            (8, 330, 20000),
             (64, 2304, 768),
             (77, 1031, 513),
             (128, 700, 1500),
