@@ -86,11 +86,51 @@ fn finite_differences(c: LstmConfig) {
     }
 }
 
+/// At a batch of 8 and H = 128 the CPU's fp32 backward multiplies `dG_t` by `W_hh` stored
+/// transposed (a copy made once per pass, for the register-blocked dot products); at 4 it
+/// multiplies `W_hh` itself. The batch's gradients are the mean of its two halves' (weights
+/// scaled up so that the recurrence carries weight), and bitwise the same on one thread and on
+/// two.
+#[test]
+fn the_transposed_recurrence_gives_the_gradients() {
+    use gpt1::backend::{Backend, Cpu, Precision};
+    let c = LstmConfig::new(11, 9, 128, 1);
+    let (b, h) = (8, c.hidden_size);
+    let w = vec![0.0f32; 4 * h * h];
+    let mut copy = Vec::new();
+    assert!(Cpu::FP32.transposed_for_rows(&mut copy, &w, b, 4 * h, h), "the path is not taken");
+    assert!(!Cpu::new(Precision::Bf16).transposed_for_rows(&mut copy, &w, b, 4 * h, h));
+    let mut m = Lstm::init(c.clone(), 5);
+    m.params.iter_mut().for_each(|p| *p *= 3.0);
+    let t = 6;
+    let ids: Vec<u32> = (0..b * t).map(|i| (i * 7 % 11) as u32).collect();
+    let targets: Vec<u32> = (0..b * t).map(|i| ((i * 5 + 3) % 11) as u32).collect();
+    let grads = |rows: std::ops::Range<usize>| {
+        let mut a = m.activations(rows.len(), t);
+        let span = rows.start * t..rows.end * t;
+        m.forward(&mut a, &ids[span.clone()]).unwrap();
+        let mut g = vec![0.0f32; m.params.len()];
+        m.loss_backward(&mut a, &targets[span], &mut g);
+        g
+    };
+    let (whole, first, second) = (grads(0..b), grads(0..b / 2), grads(b / 2..b));
+    let halves: Vec<f32> = first.iter().zip(&second).map(|(x, y)| (x + y) / 2.0).collect();
+    for tn in lstm_layout(&m.config) {
+        let e = rel_err(&whole[tn.range()], &halves[tn.range()]);
+        assert!(e < 1e-5, "gradient of {}: rel err {e}", tn.name);
+    }
+    same_for_one_or_two_threads(c, b, t);
+}
+
 #[test]
 fn gradients_are_the_same_for_one_or_two_threads() {
-    let m = Lstm::init(LstmConfig::new(50, 16, 32, 1), 9);
-    let (b, t) = (4, 20);
-    let ids: Vec<u32> = (0..b * t).map(|i| (i * 13 % 50) as u32).collect();
+    same_for_one_or_two_threads(LstmConfig::new(50, 16, 32, 1), 4, 20);
+}
+
+fn same_for_one_or_two_threads(c: LstmConfig, b: usize, t: usize) {
+    let v = c.vocab_size;
+    let m = Lstm::init(c, 9);
+    let ids: Vec<u32> = (0..b * t).map(|i| (i * 13 % v) as u32).collect();
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {

@@ -122,6 +122,22 @@ impl Backend for Cpu {
         }
     }
 
+    fn transposed_for_rows(
+        &self,
+        copy: &mut Vec<f32>,
+        w: &[f32],
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> bool {
+        if !self.gemm.transposed_copy_serves(m, k, n) {
+            return false;
+        }
+        copy.resize(k * n, 0.0);
+        gemm::transpose(copy, &w[..k * n], k, n);
+        true
+    }
+
     fn zeros(&self, n: usize) -> Vec<f32> {
         vec![0.0; n]
     }

@@ -209,6 +209,25 @@ pub trait Backend: Clone + Send + Sync + 'static {
         Pinned::none()
     }
 
+    /// Where this backend's products of `m` rows read a row-major `w` (`[k, n]`) faster stored
+    /// transposed and the caller repeats them with the same `w` (the LSTM's backward
+    /// `dG_t · W_hh`, once per step): writes that copy (`[n, k]`) into `copy` (sized here, its
+    /// memory kept from call to call) and returns true; the caller then computes `x · w` as
+    /// `x · copyᵀ`, a different fixed order of the same sums. False (the default, `copy`
+    /// untouched) where the layout makes no difference: cuBLAS reads either, and the CPU's
+    /// bf16 products keep pinned panels.
+    fn transposed_for_rows(
+        &self,
+        copy: &mut Self::Buf,
+        w: Self::Ref<'_>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> bool {
+        let _ = (copy, w, m, k, n);
+        false
+    }
+
     /// Runs `step`, a decode step of `rows` rows (a few rows through every layer: dozens of
     /// small ops). A backend may keep its threads ready between the ops for its duration (the
     /// CPU's spinning team, `kernels::parallel`); results are the same either way.

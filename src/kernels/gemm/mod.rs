@@ -47,6 +47,7 @@ mod tune;
 
 pub use blocking::Blocking;
 pub use fp32::{matmul, matmul_ptr, matmul_strided};
+pub use gemv::transpose;
 pub use pin::{Pinned, pin};
 pub use tune::{TunedShape, TunerReport, tune_now, tuner_report};
 
@@ -118,6 +119,16 @@ impl Gemm {
             Gemm::Fp32 => matmul(c, a, b, m, n, k, accumulate),
             Gemm::Bf16(v) => matmul_bf16(v, c, n, a, b, m, n, k, accumulate, Par::Pool),
         }
+    }
+
+    /// Whether products `[m, k] · W` of a row-major `W` (`[k, n]`), repeated with the same `W`,
+    /// are worth a copy of `W` stored transposed ([`transpose`]): in fp32, from 5 rows (the
+    /// row-major few-row path's limit) to 64, `x · Wᵀ` runs as dot products, register-blocked,
+    /// where `x · W` goes to the `gemm` crate, which reads `W` in place or gathers it at every
+    /// call (the LSTM's backward `dG_t · W_hh`, 8 × 4,096 × 1,024: 13.7 GFLOP/s on 2 cores of
+    /// an AMD Zen 3). In bf16 the pinned panels serve instead.
+    pub fn transposed_copy_serves(self, m: usize, k: usize, n: usize) -> bool {
+        self == Gemm::Fp32 && m > gemv::MAX_ROWS && gemv::takes_transposed(m, n, k)
     }
 
     /// Whether every weight product of `rows` rows runs its tasks through

@@ -17,6 +17,9 @@ use crate::model::params::TensorInfo;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
+mod checkpoint;
+pub use checkpoint::{is_lstm, load_lstm, load_lstm_config, save_lstm};
+
 /// `config.json` of an LSTM checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LstmConfig {
@@ -155,6 +158,9 @@ pub struct LstmActs<B: Backend = Cpu> {
     dx: B::Buf,
     /// `[B, H]` backward through time: ∂L/∂c_t from the next step.
     dc_next: B::Buf,
+    /// `[H, 4H]` backward through time: a layer's `W_hh` stored transposed, where the backend
+    /// multiplies few rows faster so ([`Backend::transposed_for_rows`]; else empty).
+    whh_t: B::Buf,
 }
 
 impl<B: Backend> LstmActs<B> {
@@ -173,14 +179,15 @@ impl<B: Backend> LstmActs<B> {
 
 /// The bytes of [`LstmActs`] for `b` sequences of `t` tokens, as [`Lstm::reshape`] sizes them:
 /// x; per layer the gates (4H), c and h; the backward's dG, dh and dx, the cell carry; the
-/// logits chunk.
+/// logits chunk; and `W_hh` transposed, which the CPU makes in fp32 (counted everywhere).
 pub fn activation_bytes(c: &LstmConfig, b: usize, t: usize) -> usize {
     let (n, h, wide) = (b * t, c.hidden_size, c.n_embd.max(c.hidden_size));
     4 * (n * c.n_embd
         + c.num_layers * n * 6 * h
         + n * (4 * h + 2 * wide)
         + b * h
-        + n.min(CHUNK) * c.vocab_size)
+        + n.min(CHUNK) * c.vocab_size
+        + 4 * h * h)
 }
 
 /// Where every tensor of a configuration's layout lives, looked up once per pass.
@@ -304,6 +311,7 @@ impl<B: Backend> Lstm<B> {
             dh: be.zeros(0),
             dx: be.zeros(0),
             dc_next: be.zeros(0),
+            whh_t: be.zeros(0),
         };
         self.reshape(&mut a, b, t);
         a
@@ -454,8 +462,11 @@ impl<B: Backend> Lstm<B> {
             let (wih, whh) = (at::<B>(p, rih), at::<B>(p, rhh));
             let (g, cs, hs) = (a.gates[l].r(), a.c[l].r(), a.h[l].r());
             be.fill(a.dc_next.w(), 0.0);
-            // As in the forward pass: W_hh's panels (this orientation's) made once.
+            // As in the forward pass: W_hh's panels (this orientation's) made once; or, where
+            // the backend's few-row products read it faster so (the CPU in fp32), W_hh stored
+            // transposed once                                                       [H, 4H]
             let pinned = be.pin(whh);
+            let transposed = t > 1 && be.transposed_for_rows(&mut a.whh_t, whh, b, 4 * h, h);
             for step in (0..t).rev() {
                 // dG_t from ∂L/∂h_t (its own and the next step's) and ∂L/∂c_t       [B, 4H]
                 be.lstm_cell_backward(a.dg.w(), a.dc_next.w(), a.dh.r(), g, cs, step, b, h);
@@ -463,7 +474,11 @@ impl<B: Backend> Lstm<B> {
                     // ∂L/∂h_{t-1} += dG_t · W_hh                                     [B, H]
                     let dgt = B::sub(a.dg.r(), step * b * 4 * h, b * 4 * h);
                     let prev = at_mut::<B>(a.dh.w(), &((step - 1) * b * h..step * b * h));
-                    be.matmul(prev, dgt, false, whh, false, b, h, 4 * h, true);
+                    if transposed {
+                        be.matmul(prev, dgt, false, a.whh_t.r(), true, b, h, 4 * h, true);
+                    } else {
+                        be.matmul(prev, dgt, false, whh, false, b, h, 4 * h, true);
+                    }
                 }
             }
             drop(pinned);
@@ -556,40 +571,4 @@ impl<B: Backend> super::language_model::LanguageModel<B> for Lstm<B> {
     fn pin_weights(&self) -> crate::backend::Pinned<'_> {
         self.backend.pin(self.params.r())
     }
-}
-
-/// Writes `config.json` and `model.safetensors` (PyTorch's names) into `dir`.
-pub fn save_lstm<B: Backend>(dir: &std::path::Path, m: &Lstm<B>) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let params = m.host_params();
-    crate::model::checkpoint::write_checkpoint(dir, &m.config, &lstm_layout(&m.config), &params)
-}
-
-/// Whether `dir` holds an LSTM checkpoint (its `config.json` says `"model_type": "lstm"`).
-pub fn is_lstm(dir: &std::path::Path) -> bool {
-    std::fs::read_to_string(dir.join(crate::model::checkpoint::CONFIG_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .is_some_and(|v| v["model_type"] == "lstm")
-}
-
-/// The validated `config.json` of an LSTM checkpoint directory.
-pub fn load_lstm_config(dir: &std::path::Path) -> Result<LstmConfig> {
-    let cp = dir.join(crate::model::checkpoint::CONFIG_FILE);
-    let text = std::fs::read_to_string(&cp).map_err(|e| Error::io(&cp, e))?;
-    let config: LstmConfig = serde_json::from_str(&text)
-        .map_err(|e| Error::invalid(&cp, format!("not an LSTM config ({e})")))?;
-    config.validate().map_err(|m| Error::invalid(&cp, m))?;
-    Ok(config)
-}
-
-/// Loads what [`save_lstm`] (or PyTorch's `save_file(model.state_dict())`) wrote.
-pub fn load_lstm(dir: &std::path::Path) -> Result<Lstm> {
-    let config = load_lstm_config(dir)?;
-    let path = dir.join(crate::model::checkpoint::WEIGHTS_FILE);
-    let names = |t: &TensorInfo| vec![t.name.clone()];
-    let desc = format!("{config:?}");
-    let params =
-        crate::model::checkpoint::read_checkpoint(&path, &lstm_layout(&config), names, &desc)?;
-    Ok(Lstm { config, backend: Cpu::FP32, params })
 }
