@@ -145,3 +145,93 @@ fn reduce(lo: __m256, hi: __m256) -> f32 {
     let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<0b01>(s2, s2));
     _mm_cvtss_f32(s1)
 }
+
+/// [`super::rows_block`] for `M` rows of `a` (`2 ≤ M ≤ 4`): for each 8 columns, four of `b`'s
+/// rows loaded once feed every row's partial sums, held in registers through the four fused
+/// steps. Each element's steps are the portable loop's, in its order (from `+0.0` at the
+/// block's first row, then `kk` ascending), so the bits are the same. The last `n % 8` columns
+/// take the same steps one element at a time: AMD's Zen cores microcode the masked store
+/// (`vmaskmovps`), and a version that masked every access ran 1.7x slower than the portable loop.
+///
+/// # Safety
+/// AVX2 and FMA; `p` holds `M × n`, `xs` holds `M × k`; `b` is valid at `kk * brs + j` for `kk`
+/// in `rows`, `j < n`.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn rows_block<const M: usize>(
+    p: &mut [f32],
+    xs: &[f32],
+    k: usize,
+    b: *const f32,
+    brs: usize,
+    rows: (usize, usize),
+    n: usize,
+) {
+    assert!(p.len() >= M * n && xs.len() >= M * k);
+    let pp = p.as_mut_ptr();
+    let full = n / 8 * 8;
+    let mut kk = rows.0;
+    while kk + 4 <= rows.1 {
+        let first = kk == rows.0;
+        let w = |q: usize| b.wrapping_add((kk + q) * brs);
+        let xv: [[f32; 4]; M] =
+            std::array::from_fn(|r| std::array::from_fn(|q| xs[r * k + kk + q]));
+        for j in (0..full).step_by(8) {
+            // SAFETY: the caller's contract; `j + 8 <= n`.
+            unsafe {
+                let w0 = _mm256_loadu_ps(w(0).add(j));
+                let w1 = _mm256_loadu_ps(w(1).add(j));
+                let w2 = _mm256_loadu_ps(w(2).add(j));
+                let w3 = _mm256_loadu_ps(w(3).add(j));
+                for (r, x) in xv.iter().enumerate() {
+                    let o = pp.add(r * n + j);
+                    let s = if first { _mm256_setzero_ps() } else { _mm256_loadu_ps(o) };
+                    let s = _mm256_fmadd_ps(_mm256_set1_ps(x[0]), w0, s);
+                    let s = _mm256_fmadd_ps(_mm256_set1_ps(x[1]), w1, s);
+                    let s = _mm256_fmadd_ps(_mm256_set1_ps(x[2]), w2, s);
+                    let s = _mm256_fmadd_ps(_mm256_set1_ps(x[3]), w3, s);
+                    _mm256_storeu_ps(o, s);
+                }
+            }
+        }
+        for j in full..n {
+            for (r, x) in xv.iter().enumerate() {
+                // SAFETY: as above; `j < n`.
+                unsafe {
+                    let o = pp.add(r * n + j);
+                    let mut s = if first { 0.0 } else { *o };
+                    for (q, &xq) in x.iter().enumerate() {
+                        s = xq.mul_add(*w(q).add(j), s);
+                    }
+                    *o = s;
+                }
+            }
+        }
+        kk += 4;
+    }
+    // The last 1–3 rows of the block, one at a time.
+    for kk in kk..rows.1 {
+        let first = kk == rows.0;
+        let w = b.wrapping_add(kk * brs);
+        for j in (0..full).step_by(8) {
+            // SAFETY: as above.
+            unsafe {
+                let wv = _mm256_loadu_ps(w.add(j));
+                for r in 0..M {
+                    let o = pp.add(r * n + j);
+                    let s = if first { _mm256_setzero_ps() } else { _mm256_loadu_ps(o) };
+                    _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_set1_ps(xs[r * k + kk]), wv, s));
+                }
+            }
+        }
+        for j in full..n {
+            for r in 0..M {
+                // SAFETY: as above.
+                unsafe {
+                    let o = pp.add(r * n + j);
+                    let s = if first { 0.0 } else { *o };
+                    *o = xs[r * k + kk].mul_add(*w.add(j), s);
+                }
+            }
+        }
+    }
+}

@@ -210,20 +210,22 @@ pub(super) unsafe fn gemv(
         }
         let partial_all = &mut partial[..blocks * m * n];
         #[cfg(target_arch = "x86_64")]
-        let simd = avx512::available();
+        let simd = dots_version();
         let block = |(bi, p): (usize, &mut [f32])| {
             let rows = (bi * ROWS_K, ((bi + 1) * ROWS_K).min(k));
             #[cfg(target_arch = "x86_64")]
-            if simd && m > 1 {
+            if let (Some(version), true) = (simd, m > 1) {
                 let bp = b.data.as_ptr();
-                // SAFETY: AVX-512F checked; `p` is `[m, n]`, `xs` `[m, k]`, and b's rows `rows`
-                // hold `n` elements each (the caller's contract); m ≤ MAX_ROWS = 4.
+                // SAFETY: the version's features checked; `p` is `[m, n]`, `xs` `[m, k]`, and
+                // b's rows `rows` hold `n` elements each (the caller's contract); m ≤ MAX_ROWS.
                 unsafe {
-                    match m {
-                        2 => avx512::rows_block::<2>(p, xs, k, bp, b.rs, rows, n),
-                        3 => avx512::rows_block::<3>(p, xs, k, bp, b.rs, rows, n),
-                        4 => avx512::rows_block::<4>(p, xs, k, bp, b.rs, rows, n),
-                        _ => unreachable!("applies() keeps a row-major b to MAX_ROWS = 4 rows"),
+                    match (version, m) {
+                        (Dots::Avx512, 2) => avx512::rows_block::<2>(p, xs, k, bp, b.rs, rows, n),
+                        (Dots::Avx512, 3) => avx512::rows_block::<3>(p, xs, k, bp, b.rs, rows, n),
+                        (Dots::Avx512, _) => avx512::rows_block::<4>(p, xs, k, bp, b.rs, rows, n),
+                        (Dots::Avx2, 2) => avx2::rows_block::<2>(p, xs, k, bp, b.rs, rows, n),
+                        (Dots::Avx2, 3) => avx2::rows_block::<3>(p, xs, k, bp, b.rs, rows, n),
+                        (Dots::Avx2, _) => avx2::rows_block::<4>(p, xs, k, bp, b.rs, rows, n),
                     }
                 }
                 return;

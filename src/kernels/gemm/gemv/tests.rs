@@ -167,34 +167,47 @@ fn check_dots(version: Dots) {
     }
 }
 
-/// The AVX-512 partial sums of a row-major `b` (2–4 rows) against the portable loop's,
+/// The AVX-512 and AVX2 partial sums of a row-major `b` (2–4 rows) against the portable loop's,
 /// bitwise: a block's first rows and later ones, whole steps of four rows and the 1–3 left,
-/// columns past the last 16.
+/// columns past the last 16 and the last 8.
+#[cfg(target_arch = "x86_64")]
 #[test]
-fn the_avx512_partial_sums_give_the_portable_bits() {
-    if !avx512::available() {
-        eprintln!("skipped: this CPU has no AVX-512F (the portable loops run)");
-        return;
-    }
-    let (n, k) = (37, 140);
+fn the_simd_partial_sums_give_the_portable_bits() {
+    let (k, ns) = (140, [37, 8, 3]);
     let xs: Vec<f32> = (0..4 * k).map(|i| ((i * 7 % 19) as f32 - 9.0) * 0.03).collect();
-    let w: Vec<f32> = (0..k * n).map(|i| ((i * 3 % 23) as f32 - 11.0) * 0.05).collect();
-    let b = Mat::rows(&w, n);
-    for m in 2..=MAX_ROWS {
-        for rows in [(0, 64), (64, 128), (128, 131), (130, 140), (5, 6)] {
-            let mut want = vec![3.0f32; m * n];
-            rows_block(&mut want, &xs, k, b, rows, m, n);
-            let mut got = vec![3.0f32; m * n];
-            // SAFETY: AVX-512F checked; the buffers hold the shapes.
-            unsafe {
-                match m {
-                    2 => avx512::rows_block::<2>(&mut got, &xs, k, w.as_ptr(), n, rows, n),
-                    3 => avx512::rows_block::<3>(&mut got, &xs, k, w.as_ptr(), n, rows, n),
-                    _ => avx512::rows_block::<4>(&mut got, &xs, k, w.as_ptr(), n, rows, n),
+    for version in [Dots::Avx512, Dots::Avx2] {
+        let here = match version {
+            Dots::Avx512 => avx512::available(),
+            Dots::Avx2 => avx2::available(),
+        };
+        if !here {
+            eprintln!("{version:?} skipped: this CPU lacks it");
+            continue;
+        }
+        for n in ns {
+            let w: Vec<f32> = (0..k * n).map(|i| ((i * 3 % 23) as f32 - 11.0) * 0.05).collect();
+            let b = Mat::rows(&w, n);
+            for m in 2..=MAX_ROWS {
+                for rows in [(0, 64), (64, 128), (128, 131), (130, 140), (5, 6)] {
+                    let mut want = vec![3.0f32; m * n];
+                    rows_block(&mut want, &xs, k, b, rows, m, n);
+                    let mut got = vec![3.0f32; m * n];
+                    let (g, x, wp) = (&mut got[..], &xs[..], w.as_ptr());
+                    // SAFETY: the version's features checked; the buffers hold the shapes.
+                    unsafe {
+                        match (version, m) {
+                            (Dots::Avx512, 2) => avx512::rows_block::<2>(g, x, k, wp, n, rows, n),
+                            (Dots::Avx512, 3) => avx512::rows_block::<3>(g, x, k, wp, n, rows, n),
+                            (Dots::Avx512, _) => avx512::rows_block::<4>(g, x, k, wp, n, rows, n),
+                            (Dots::Avx2, 2) => avx2::rows_block::<2>(g, x, k, wp, n, rows, n),
+                            (Dots::Avx2, 3) => avx2::rows_block::<3>(g, x, k, wp, n, rows, n),
+                            (Dots::Avx2, _) => avx2::rows_block::<4>(g, x, k, wp, n, rows, n),
+                        }
+                    }
+                    let same = want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{version:?} {m} rows, n {n}, b's rows {rows:?}");
                 }
             }
-            let same = want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits());
-            assert!(same, "{m} rows, b's rows {rows:?}");
         }
     }
 }
