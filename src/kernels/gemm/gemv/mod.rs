@@ -10,13 +10,15 @@
 //! - `b` transposed (`x · Wteᵀ`, the tied LM head, `m ≤ MAX_ROWS_T`): a block of `b`'s stored
 //!   rows, each output a dot product of two contiguous vectors in 16 lanes.
 //!
-//! Where the CPU has AVX-512F, the dot products of 5 rows or more run register-blocked
-//! (`avx512.rs`: 8 rows × 2 stored rows of `b` per block of registers; `avx2.rs`, 3 rows × 2,
-//! where it has AVX2 and FMA but not AVX-512), and so do the partial
-//! sums of 2–4 rows (four of `b`'s rows loaded once for every row's sums, held in registers
-//! through four fused steps), with the same sums in the same order as the portable loops here. Each output element is one fixed-order sum over
-//! `k` (lanes added in a fixed order), so results do not depend on the thread count, on the
-//! blocks' widths, on the CPU's vector width, or on how many other rows share the product.
+//! Where the CPU has AVX-512F (`avx512.rs`), or else AVX2 and FMA (`avx2.rs`), the dot products
+//! of 5 rows or more run register-blocked (8 rows × 2 stored rows of `b` per block of
+//! registers; 3 × 2 with AVX2's 16 registers), and so do the partial sums of 2–4 rows (four of
+//! `b`'s rows loaded once for every row's sums, held in registers through four fused steps),
+//! with the same sums in the same order as the portable loops here. Each output element is one
+//! fixed-order sum over `k` (lanes added in a fixed order), so results do not depend on the
+//! thread count, on the blocks' widths, on the CPU's vector width, or on how many other rows
+//! share the product. [`transpose`] makes the copy that turns a repeated `x · W` into dot
+//! products (the LSTM's backward).
 
 use super::{Mat, Par};
 use crate::kernels::parallel;
