@@ -418,6 +418,11 @@ fn bench_kernels_reports_every_figure_as_json() {
     let out = ok(&["bench", "kernels", "--runs", "1", "--json"]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(r["cpu"].as_str().is_some_and(|s| !s.is_empty()));
+    let few = r["few_rows_version"].as_str().unwrap();
+    assert!(
+        ["AVX-512 register blocks", "AVX2 register blocks", "portable"].contains(&few),
+        "{few}"
+    );
     // gpt1's seven products of a training step, then the LSTM's two of a time step.
     assert_eq!(r["products"].as_array().unwrap().len(), 9);
     for p in r["products"].as_array().unwrap() {

@@ -26,6 +26,9 @@ pub struct KernelReport {
     /// The bf16 version bf16 runs use, and why AMX is not used where the CPU has it.
     pub bf16_version: String,
     pub amx_not_used: Option<String>,
+    /// The version fp32's few-row products run (decoding, the LSTM's recurrence):
+    /// `AVX-512 register blocks`, `AVX2 register blocks` or `portable`.
+    pub few_rows_version: String,
     /// Each bf16 version's micro-kernel alone on L1-resident panels, every thread at once.
     pub peaks: Vec<VersionRate>,
     pub products: Vec<Product>,
@@ -341,6 +344,7 @@ pub fn kernels(runs: usize) -> KernelReport {
         threads: rayon::current_num_threads(),
         bf16_version: name(best_version()),
         amx_not_used: amx_refused(),
+        few_rows_version: crate::kernels::gemm::few_rows_version().into(),
         peaks,
         products: products(runs),
         attention: attention_rates(runs),
@@ -358,6 +362,7 @@ pub fn text(r: &KernelReport) -> String {
     if let Some(why) = &r.amx_not_used {
         s += &format!(" ({why})");
     }
+    s += &format!("\nfp32 few-row products: {}", r.few_rows_version);
     s += "\n\nGFLOP/s\n";
     let cols: Vec<&str> = r.products[0].rates.iter().map(|x| x.version.as_str()).collect();
     s += &format!("{:26} {:>6} {:>6} {:>6}", "product", "m", "n", "k");

@@ -47,7 +47,7 @@ mod tune;
 
 pub use blocking::Blocking;
 pub use fp32::{matmul, matmul_ptr, matmul_strided};
-pub use gemv::transpose;
+pub use gemv::{transpose, version_name as few_rows_version};
 pub use pin::{Pinned, pin};
 pub use tune::{TunedShape, TunerReport, tune_now, tuner_report};
 

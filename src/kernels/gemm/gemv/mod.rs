@@ -43,6 +43,17 @@ fn portable() -> bool {
     *PORTABLE.get_or_init(|| std::env::var("GPT1_GEMV").is_ok_and(|v| v == "portable"))
 }
 
+/// The version the few-row products run, for reports (`gpt1 bench kernels`).
+pub fn version_name() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    match dots_version() {
+        Some(Dots::Avx512) => return "AVX-512 register blocks",
+        Some(Dots::Avx2) => return "AVX2 register blocks",
+        None => {}
+    }
+    "portable"
+}
+
 #[cfg(target_arch = "x86_64")]
 fn dots_version() -> Option<Dots> {
     if portable() {
