@@ -11,13 +11,22 @@ pub enum Blocking {
     Rows(usize),
     /// `a` packed once for the product; tasks over runs of column panels (AVX-512 BF16).
     Columns,
+    /// k blocks outermost, as GotoBLAS orders its loops: for each block of [`NC`] column
+    /// panels and each k block, `b`'s panels packed (in parallel), then tasks of this many
+    /// rows each pack their rows of `a` and run every panel of the block. `b` is packed a
+    /// block at a time (no buffer of the whole packed `b`) and read from cache by every task.
+    KOuter(usize),
 }
+
+/// Column panels per block of [`Blocking::KOuter`]: 1 MB of fp32 panels for a k block.
+pub const NC: usize = 32;
 
 impl std::fmt::Display for Blocking {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Blocking::Rows(r) => write!(f, "rows {r}"),
             Blocking::Columns => write!(f, "columns"),
+            Blocking::KOuter(r) => write!(f, "k-outer {r}"),
         }
     }
 }
@@ -35,7 +44,10 @@ impl TryFrom<String> for Blocking {
         match s.split_once(' ') {
             _ if s == "columns" => Ok(Blocking::Columns),
             Some(("rows", r)) => r.parse().map(Blocking::Rows).map_err(|e| format!("{s}: {e}")),
-            _ => Err(format!("{s:?} is not a blocking (rows N, columns)")),
+            Some(("k-outer", r)) => {
+                r.parse().map(Blocking::KOuter).map_err(|e| format!("{s}: {e}"))
+            }
+            _ => Err(format!("{s:?} is not a blocking (rows N, columns, k-outer N)")),
         }
     }
 }

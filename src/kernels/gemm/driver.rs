@@ -8,6 +8,7 @@
 //! order whatever the split and the threads: a kernel's results do not depend on the thread
 //! count or the blocking.
 
+use super::blocking::NC;
 use super::pin::pinned_panels;
 use super::{Blocking, Mat, Par};
 use crate::kernels::parallel::{self, SendPtr};
@@ -37,6 +38,15 @@ pub(super) trait Micro {
     const AW: usize;
     /// Which packing of `b` the panels are: pinned weights keep panels per packing.
     const B_PACKING: u8;
+    /// u32 words per column and pair of `b`'s panels: 1 (a bf16 pair) or 2 (two fp32 values,
+    /// the pair's first row's `NR` columns, then its second's).
+    const BW: usize = 1;
+    /// Pairs of k per packed block: [`KP`], or fewer where a panel of wider words would not
+    /// leave room in L1 for the tiles' rows of `a`.
+    const KP: usize = KP;
+    /// Whether pinned weights keep this packing (the fp32 kernel's panels would double the
+    /// weights' memory; it packs at every product instead).
+    const KEEP: bool = true;
 
     /// Rows `i0..i0 + live` of `a` (live <= MR, zero rows beyond), pairs `p0..p0 + kp`
     /// (zero beyond `k`): `[kp][MR · AW]` words.
@@ -50,7 +60,7 @@ pub(super) trait Micro {
         k: usize,
     );
     /// Rows `j0..j0 + live` of `bt` (`b`'s transpose; live <= NR, zeros beyond), pairs
-    /// `p0..p0 + kp`: `[kp][NR]` pairs.
+    /// `p0..p0 + kp`: `[kp][NR · BW]` words.
     unsafe fn pack_b(
         dst: &mut [u32],
         bt: Mat,
@@ -150,13 +160,15 @@ pub(super) fn rule<K: Micro>(m: usize, n: usize, par: Par) -> Blocking {
     }
 }
 
-/// The blockings the tuner times: row blocks of 2, 4 (the rule's) and 8 tiles, and column runs.
-pub(super) const fn candidates<K: Micro>() -> [Blocking; 4] {
+/// The blockings the tuner times: row blocks of 2, 4 (the rule's) and 8 tiles, column runs,
+/// and k blocks outermost with tasks of 4 tiles.
+pub(super) const fn candidates<K: Micro>() -> [Blocking; 5] {
     [
         Blocking::Rows(2 * K::MR),
         Blocking::Rows(mc::<K>()),
         Blocking::Rows(8 * K::MR),
         Blocking::Columns,
+        Blocking::KOuter(mc::<K>()),
     ]
 }
 
@@ -188,19 +200,25 @@ pub(super) unsafe fn matmul<K: Micro>(
     let (columns, mc) = match blocking.unwrap_or_else(|| rule::<K>(m, n, par)) {
         Blocking::Columns => (pool && panels > 1, mc::<K>()),
         Blocking::Rows(r) => (false, r.next_multiple_of(K::MR).max(K::MR)),
+        Blocking::KOuter(r) => {
+            let mc = r.next_multiple_of(K::MR).max(K::MR);
+            // SAFETY: the caller's contract.
+            unsafe { k_outer::<K>(c, ldc, a, b, (m, n, k), acc, pool, mc) };
+            return;
+        }
     };
-    let stride = panels * NR * KP;
-    let blocks = kpairs.div_ceil(KP).max(1);
-    let kp_of = |blk: usize| kpairs.saturating_sub(blk * KP).min(KP);
+    let stride = panels * K::BW * NR * K::KP;
+    let blocks = kpairs.div_ceil(K::KP).max(1);
+    let kp_of = |blk: usize| kpairs.saturating_sub(blk * K::KP).min(K::KP);
     // Words of one tile's rows of `a` for one k block.
-    let a_tile = K::MR * K::AW * KP;
+    let a_tile = K::MR * K::AW * K::KP;
     // SAFETY: the caller guarantees the CPU features.
     let (cached, owned) = unsafe { b_panels::<K>(b, k, n, pool) };
     let allb: &[u32] = cached.as_deref().map_or(&owned[..], |v| &v[..]);
     let cp = SendPtr(c);
     // Tile (r0.., jb) of k block `blk`: the first block assigns (unless accumulating).
     let run_tile = |ak: &[u32], blk: usize, r0, rows, jb, tile: &mut _| {
-        let bk = &allb[blk * stride + jb * NR * KP..];
+        let bk = &allb[blk * stride + jb * K::BW * NR * K::KP..];
         let first = blk == 0 && !acc;
         // SAFETY: the caller guarantees the CPU features; each task's tiles lie inside c, in
         // rows and columns no other task writes.
@@ -215,7 +233,7 @@ pub(super) unsafe fn matmul<K: Micro>(
         let pack_a = |(x, dst): (usize, &mut [u32])| unsafe {
             let (blk, ib) = (x / tiles, x % tiles);
             let live = (m - ib * K::MR).min(K::MR);
-            K::pack_a(dst, a, ib * K::MR, live, blk * KP, kp_of(blk), k)
+            K::pack_a(dst, a, ib * K::MR, live, blk * K::KP, kp_of(blk), k)
         };
         if m > mc {
             parallel::for_each_chunk_mut(&mut apk[..apk_all], a_tile, |x, dst| pack_a((x, dst)));
@@ -260,7 +278,7 @@ pub(super) unsafe fn matmul<K: Micro>(
                 for (ib, ir) in (0..mc).step_by(K::MR).enumerate() {
                     let (dst, live) = (&mut apk[ib * a_tile..], (mc - ir).min(K::MR));
                     // SAFETY: the caller guarantees the CPU features.
-                    unsafe { K::pack_a(dst, a, i0 + ir, live, blk * KP, kp_of(blk), k) };
+                    unsafe { K::pack_a(dst, a, i0 + ir, live, blk * K::KP, kp_of(blk), k) };
                 }
                 for jb in 0..panels {
                     for (ib, ir) in (0..mc).step_by(K::MR).enumerate() {
@@ -278,6 +296,121 @@ pub(super) unsafe fn matmul<K: Micro>(
     }
     put_panels(owned);
 }
+
+/// [`Blocking::KOuter`]: for each block of [`NC`] column panels and each k block in order,
+/// `b`'s panels of the block packed into this thread's buffer, then tasks of `mc` rows (on the
+/// pool when `pool`) each running the block's panels over their rows. Where `b` has more
+/// than one block of panels, `a` is packed once for the product (up to [`WHOLE_A_BYTES`]),
+/// else by each task for each k block. Every tile of `c` still adds its k blocks in order.
+///
+/// # Safety
+/// As [`matmul`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn k_outer<K: Micro>(
+    c: *mut f32,
+    ldc: usize,
+    a: Mat,
+    b: Mat,
+    (m, n, k): (usize, usize, usize),
+    acc: bool,
+    pool: bool,
+    mc: usize,
+) {
+    let (kpairs, panels, tiles) = (k.div_ceil(2), n.div_ceil(NR), m.div_ceil(K::MR));
+    let blocks = kpairs.div_ceil(K::KP).max(1);
+    let kp_of = |blk: usize| kpairs.saturating_sub(blk * K::KP).min(K::KP);
+    // Words of one packed panel (one k block), and of one tile's rows of `a`.
+    let (pw, a_tile) = (K::BW * NR * K::KP, K::MR * K::AW * K::KP);
+    // SAFETY (the closure): the caller guarantees the CPU features.
+    let pack_a = |dst: &mut [u32], blk: usize, ib: usize| unsafe {
+        K::pack_a(dst, a, ib * K::MR, (m - ib * K::MR).min(K::MR), blk * K::KP, kp_of(blk), k)
+    };
+    // `a` packed once, `[blocks][tiles][a_tile]`, where the tasks would pack it repeatedly.
+    let whole = panels > NC && blocks * tiles * a_tile * 4 <= WHOLE_A_BYTES;
+    let mut whole_a = Vec::new();
+    if whole {
+        whole_a = vec![0u32; blocks * tiles * a_tile];
+        let pack = |x: usize, dst: &mut [u32]| pack_a(dst, x / tiles, x % tiles);
+        if pool {
+            parallel::for_each_chunk_mut(&mut whole_a, a_tile, pack);
+        } else {
+            whole_a.chunks_mut(a_tile).enumerate().for_each(|(x, dst)| pack(x, dst));
+        }
+    }
+    let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
+    let cp = SendPtr(c);
+    let mut buf = PANELS.take();
+    if buf.len() < NC.min(panels) * pw {
+        buf.resize(NC.min(panels) * pw, 0);
+    }
+    for j0 in (0..panels).step_by(NC) {
+        let jn = (panels - j0).min(NC);
+        for blk in 0..blocks {
+            let (p0, kp) = (blk * K::KP, kp_of(blk));
+            // SAFETY (the closure): the caller guarantees the CPU features.
+            let pack = |x: usize, dst: &mut [u32]| unsafe {
+                pack_panel::<K>(dst, bt, n, j0 + x, p0, kp, k)
+            };
+            let bk = &mut buf[..jn * pw];
+            if pool {
+                parallel::for_each_chunk_mut(bk, pw, pack);
+            } else {
+                bk.chunks_mut(pw).enumerate().for_each(|(x, dst)| pack(x, dst));
+            }
+            let bk = &buf[..jn * pw];
+            let first = blk == 0 && !acc;
+            let task = |i: usize| {
+                let (i0, rows) = (i * mc, (m - i * mc).min(mc));
+                let t0 = i0 / K::MR;
+                let mut own = Vec::new();
+                let ak: &[u32] = if whole {
+                    &whole_a[(blk * tiles + t0) * a_tile..]
+                } else {
+                    own = a_panels(rows.div_ceil(K::MR) * a_tile);
+                    for (ib, dst) in own.chunks_mut(a_tile).take(rows.div_ceil(K::MR)).enumerate() {
+                        pack_a(dst, blk, t0 + ib);
+                    }
+                    &own
+                };
+                let mut tile = [0.0f32; MAX_MR * NR];
+                for x in 0..jn {
+                    for (ib, ir) in (0..rows).step_by(K::MR).enumerate() {
+                        let (at, bx) = (&ak[ib * a_tile..], &bk[x * pw..]);
+                        // SAFETY: the caller guarantees the CPU features; task i's tiles lie
+                        // in its rows of c, which no other task writes.
+                        unsafe {
+                            write_tile::<K>(
+                                cp,
+                                ldc,
+                                n,
+                                at,
+                                bx,
+                                kp,
+                                first,
+                                i0 + ir,
+                                rows - ir,
+                                j0 + x,
+                                &mut tile,
+                            )
+                        };
+                    }
+                }
+                if !whole {
+                    put_a_panels(own);
+                }
+            };
+            if pool {
+                parallel::for_each(m.div_ceil(mc), task);
+            } else {
+                (0..m.div_ceil(mc)).for_each(task);
+            }
+        }
+    }
+    put_panels(buf);
+}
+
+/// The largest `a` [`k_outer`] packs whole for a product.
+const WHOLE_A_BYTES: usize = 32 << 20;
 
 /// `b`'s packed panels for a product (`[k, n]`, `NR`-column panels of `KP` pairs per k
 /// block, every block's): kept ones when `b` lies in pinned weights (packed at the first call;
@@ -301,7 +434,7 @@ pub(super) unsafe fn b_panels<K: Micro>(
         return (cached, Vec::new());
     }
     let (kpairs, panels) = (k.div_ceil(2), n.div_ceil(NR));
-    let all = kpairs.div_ceil(KP).max(1) * panels * NR * KP;
+    let all = kpairs.div_ceil(K::KP).max(1) * panels * K::BW * NR * K::KP;
     let mut buf = PANELS.take();
     if buf.len() < all {
         buf.resize(all, 0);
@@ -310,12 +443,20 @@ pub(super) unsafe fn b_panels<K: Micro>(
     // SAFETY (the closure): the caller guarantees the CPU features.
     let pack = |(x, dst): (usize, &mut [u32])| unsafe {
         let (blk, jb) = (x / panels, x % panels);
-        pack_panel::<K>(dst, bt, n, jb, blk * KP, kpairs.saturating_sub(blk * KP).min(KP), k)
+        pack_panel::<K>(
+            dst,
+            bt,
+            n,
+            jb,
+            blk * K::KP,
+            kpairs.saturating_sub(blk * K::KP).min(K::KP),
+            k,
+        )
     };
     if pool {
-        parallel::for_each_chunk_mut(&mut buf[..all], NR * KP, |x, dst| pack((x, dst)));
+        parallel::for_each_chunk_mut(&mut buf[..all], K::BW * NR * K::KP, |x, dst| pack((x, dst)));
     } else {
-        buf[..all].chunks_mut(NR * KP).enumerate().for_each(pack);
+        buf[..all].chunks_mut(K::BW * NR * K::KP).enumerate().for_each(pack);
     }
     (None, buf)
 }
@@ -332,20 +473,28 @@ pub(super) unsafe fn kept_b_panels<K: Micro>(
     pool: bool,
 ) -> Option<std::sync::Arc<Vec<u32>>> {
     let (kpairs, panels) = (k.div_ceil(2), n.div_ceil(NR));
-    let stride = panels * NR * KP;
+    let stride = panels * K::BW * NR * K::KP;
     // b packs as the rows of its transpose.
     let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
-    if !pool {
+    if !pool || !K::KEEP {
         return None;
     }
     pinned_panels(b, k, n, K::B_PACKING, || {
-        let mut all = vec![0u32; kpairs.div_ceil(KP).max(1) * stride];
+        let mut all = vec![0u32; kpairs.div_ceil(K::KP).max(1) * stride];
         // SAFETY (the closure): the caller guarantees the CPU features.
         let pack = |(x, dst): (usize, &mut [u32])| unsafe {
             let (blk, jb) = (x / panels, x % panels);
-            pack_panel::<K>(dst, bt, n, jb, blk * KP, kpairs.saturating_sub(blk * KP).min(KP), k)
+            pack_panel::<K>(
+                dst,
+                bt,
+                n,
+                jb,
+                blk * K::KP,
+                kpairs.saturating_sub(blk * K::KP).min(K::KP),
+                k,
+            )
         };
-        parallel::for_each_chunk_mut(&mut all, NR * KP, |x, dst| pack((x, dst)));
+        parallel::for_each_chunk_mut(&mut all, K::BW * NR * K::KP, |x, dst| pack((x, dst)));
         all
     })
 }
@@ -365,8 +514,8 @@ pub(super) fn put_panels(buf: Vec<u32>) {
 pub(super) const KEEP_B_BYTES: usize = 64 << 20;
 
 /// Column panel `jb` of pairs `p0..p0 + kp` of `bt` (`b`'s transpose, `n` rows) into `dst`
-/// `[KP][NR]`; the pairs after `kp` up to the next multiple of 16 are zero (AMX's tiles read 16
-/// pairs at a time).
+/// `[KP][NR · BW]`; the pairs after `kp` up to the next multiple of 16 are zero (AMX's tiles
+/// read 16 pairs at a time).
 ///
 /// # Safety
 /// The CPU runs `K`.
@@ -381,7 +530,8 @@ unsafe fn pack_panel<K: Micro>(
 ) {
     // SAFETY: the caller guarantees the CPU features.
     unsafe { K::pack_b(dst, bt, jb * NR, (n - jb * NR).min(NR), p0, kp, k) };
-    dst[kp * NR..kp.next_multiple_of(16).min(KP) * NR].fill(0);
+    let w = K::BW * NR;
+    dst[kp * w..kp.next_multiple_of(16).min(K::KP) * w].fill(0);
 }
 
 /// # Safety
@@ -391,13 +541,14 @@ unsafe fn pack_panel<K: Micro>(
 /// panel of `KP` pairs that stay in L1 (no packing, no memory traffic, no edges).
 pub(super) unsafe fn kernel_rate<K: Micro>(reps: usize) -> f64 {
     // Finite values in either packing of `a` (bf16 pairs or widened fp32).
-    let (ap, bp) = (vec![0x3F80_3F80u32; K::MR * K::AW * KP], vec![0x3C00_3C00u32; NR * KP]);
+    let (ap, bp) =
+        (vec![0x3F80_3F80u32; K::MR * K::AW * K::KP], vec![0x3C00_3C00u32; K::BW * NR * K::KP]);
     let mut tile = [0.0f32; MAX_MR * NR];
     let t0 = std::time::Instant::now();
     for _ in 0..reps {
         // SAFETY: the caller guarantees the CPU features; the tile holds MR rows of NR.
-        unsafe { K::kernel_into(&ap, &bp, KP, tile.as_mut_ptr(), NR, false) };
+        unsafe { K::kernel_into(&ap, &bp, K::KP, tile.as_mut_ptr(), NR, false) };
     }
     std::hint::black_box(&tile);
-    (2 * K::MR * NR * 2 * KP * reps) as f64 / t0.elapsed().as_secs_f64()
+    (2 * K::MR * NR * 2 * K::KP * reps) as f64 / t0.elapsed().as_secs_f64()
 }

@@ -149,7 +149,7 @@ fn bf16_products_do_not_depend_on_the_thread_count() {
 /// The register kernels this CPU runs (the driver's), with the blockings the tuner may give
 /// each.
 #[cfg(target_arch = "x86_64")]
-fn register_kernels() -> Vec<(Version, [Blocking; 4])> {
+fn register_kernels() -> Vec<(Version, [Blocking; 5])> {
     let mut v = Vec::new();
     if avx512_bf16() {
         v.push((Version::Avx512, driver::candidates::<avx512::Bf16Dot>()));
@@ -172,6 +172,7 @@ fn every_blocking_the_tuner_may_choose_gives_the_same_bits() {
         for &(m, n, k, ta, acc) in &[
             (200, 300, 260, false, false),
             (61, 700, 259, true, true),
+            (37, 1100, 300, false, true),
             (5, 2000, 100, false, false),
         ] {
             let (a, b, c0) = (rand_vec(m * k, 4), rand_vec(k * n, 5), rand_vec(m * n, 6));

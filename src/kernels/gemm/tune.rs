@@ -210,11 +210,11 @@ fn table() -> MutexGuard<'static, Table> {
 #[cfg(target_arch = "x86_64")]
 use super::{avx512, driver, fma};
 #[cfg(target_arch = "x86_64")]
-const BF16_DOT: [Blocking; 4] = driver::candidates::<avx512::Bf16Dot>();
+const BF16_DOT: [Blocking; 5] = driver::candidates::<avx512::Bf16Dot>();
 #[cfg(target_arch = "x86_64")]
-const FMA512: [Blocking; 4] = driver::candidates::<fma::Fma512>();
+const FMA512: [Blocking; 5] = driver::candidates::<fma::Fma512>();
 #[cfg(target_arch = "x86_64")]
-const FMA256: [Blocking; 4] = driver::candidates::<fma::Fma256>();
+const FMA256: [Blocking; 5] = driver::candidates::<fma::Fma256>();
 
 /// The candidates a version's driver takes, and its rule for `m × n` on the pool.
 fn candidates(driver: Version, m: usize, n: usize) -> (&'static [Blocking], Option<Blocking>) {
@@ -448,8 +448,9 @@ mod tests {
     }
 
     fn text_has_names() -> bool {
-        let json = serde_json::to_string(&[Blocking::Rows(24), Blocking::Columns]).unwrap();
+        let all = [Blocking::Rows(24), Blocking::Columns, Blocking::KOuter(16)];
+        let json = serde_json::to_string(&all).unwrap();
         let back: Vec<Blocking> = serde_json::from_str(&json).unwrap();
-        json == r#"["rows 24","columns"]"# && back == [Blocking::Rows(24), Blocking::Columns]
+        json == r#"["rows 24","columns","k-outer 16"]"# && back == all
     }
 }

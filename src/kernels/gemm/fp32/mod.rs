@@ -6,6 +6,7 @@
 //! by `matmul_is_thread_count_independent`).
 
 use super::{Mat, Par, check_operands, last_index};
+mod avx2;
 use crate::kernels::parallel::{self, SendPtr};
 use gemm::Parallelism;
 
@@ -75,6 +76,11 @@ pub unsafe fn matmul_ptr(
         unsafe { super::gemv::gemv(c, ldc, a, b, m, n, k, accumulate, par) };
         return;
     }
+    if own_kernel() {
+        // SAFETY: the caller's contract; `own_kernel` checked AVX2 and FMA.
+        unsafe { avx2::matmul(c, ldc, a, b, (m, n, k), accumulate, par) };
+        return;
+    }
     if let Some(blocks) = column_blocks(m, n, k, par) {
         // SAFETY: the caller's contract.
         unsafe { by_columns(c, ldc, a, b, m, n, k, accumulate, blocks) };
@@ -89,6 +95,20 @@ pub unsafe fn matmul_ptr(
     };
     // SAFETY: bounds are the caller's contract.
     unsafe { crate_product(c, ldc, a, b, 0, m, n, k, accumulate, parallelism) }
+}
+
+/// Whether fp32 products run gpt1's own AVX2 micro-kernel ([`avx2`]) instead of the `gemm`
+/// crate: only where `GPT1_FP32=avx2` asks for it and the CPU has AVX2 and FMA. It is not the
+/// default: on 2 cores of an AMD Zen 3 its products ran level with the crate's and a gpt1
+/// training step 6 % slower (docs/benchmarks.md); it stays in the kernel lab, validated, to
+/// measure on other CPUs.
+pub(super) fn own_kernel() -> bool {
+    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| {
+        std::env::var("GPT1_FP32").is_ok_and(|v| v == "avx2")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+    })
 }
 
 /// The most rows for which [`by_columns`] gathers a row-major `b`'s column block first. The

@@ -1,0 +1,50 @@
+//! Times the fp32 products of a gpt1 training step (4 × 512) and of the LSTM baseline's softmax
+//! layer, medians of 7, GFLOP/s. `GPT1_FP32=crate` runs the `gemm` crate where gpt1's own AVX2
+//! kernel would run; `GPT1_FP32_BLOCK="k-outer 24"` (or `rows N`, `columns`) forces a blocking
+//! of the own kernel. `cargo run --release --example fp32_products_probe`.
+use gpt1::kernels::gemm::{Mat, matmul};
+use std::time::Instant;
+
+fn med(mut f: impl FnMut()) -> f64 {
+    f();
+    let mut v: Vec<f64> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[3]
+}
+
+fn main() {
+    let (bt, d, v) = (2048, 768, 40_481);
+    // (label, m, n, k, a transposed, b transposed)
+    let shapes = [
+        ("qkv forward x·W", bt, 3 * d, d, false, false),
+        ("qkv input grad dY·Wᵀ", bt, d, 3 * d, false, true),
+        ("qkv weight grad Xᵀ·dY", d, 3 * d, bt, true, false),
+        ("fc forward x·W", bt, 4 * d, d, false, false),
+        ("proj input grad", bt, d, d, false, true),
+        ("head logits h·Wteᵀ", 512, v, d, false, true),
+        ("head input grad dL·Wte", 512, d, v, false, false),
+        ("head weight grad dLᵀ·h", v, d, 512, true, false),
+        ("LSTM logits", 1024, v, 256, false, true),
+    ];
+    let mut total = 0.0;
+    for (label, m, n, k, ta, tb) in shapes {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();
+        let mut c = vec![0.0f32; m * n];
+        let am = if ta { Mat::t(&a, m) } else { Mat::rows(&a, k) };
+        let bm = if tb { Mat::t(&b, k) } else { Mat::rows(&b, n) };
+        let s = med(|| matmul(&mut c, am, bm, m, n, k, false));
+        total += s;
+        println!(
+            "{label:<26} {m:>6} {n:>6} {k:>6}  {:7.1} GFLOP/s",
+            2.0 * (m * n * k) as f64 / s / 1e9
+        );
+    }
+    println!("sum of medians: {:.1} ms", total * 1e3);
+}
