@@ -1,8 +1,8 @@
 //! Times the fp32 products of a gpt1 training step (4 × 512) and of the LSTM baseline's softmax
-//! layer, medians of 7, GFLOP/s. `GPT1_FP32=crate` runs the `gemm` crate where gpt1's own AVX2
-//! kernel would run; `GPT1_FP32_BLOCK="k-outer 24"` (or `rows N`, `columns`) forces a blocking
-//! of the own kernel. `cargo run --release --example fp32_products_probe`.
-use gpt1::kernels::gemm::{Mat, matmul};
+//! layer, medians of 7, GFLOP/s, then gpt1's own AVX2 micro-kernel alone. The products run on
+//! the `gemm` crate, or on the own kernel with `GPT1_FP32=avx2` (docs/benchmarks.md).
+//! `cargo run --release --example fp32_products_probe`.
+use gpt1::kernels::gemm::{Mat, matmul, own_kernel_peak_gflops};
 use std::time::Instant;
 
 fn med(mut f: impl FnMut()) -> f64 {
@@ -47,4 +47,7 @@ fn main() {
         );
     }
     println!("sum of medians: {:.1} ms", total * 1e3);
+    if let Some(peak) = own_kernel_peak_gflops() {
+        println!("own AVX2 micro-kernel, panels in L1, all threads: {peak:.1} GFLOP/s");
+    }
 }

@@ -18,14 +18,17 @@
 //! - `avx512.rs`: the AVX-512 BF16 micro-kernel (`vdpbf16ps`).
 //! - `fma/`: the widening micro-kernels of CPUs without bf16 instructions (AVX-512F, AVX2):
 //!   bf16 panels widened to fp32 in registers, fp32 FMAs (`mod.rs`); their packing (`pack.rs`).
+//! - `fp32/`: the fp32 products: the `gemm` crate's, the one call into it, and products of
+//!   few rows split into column blocks (`mod.rs`); gpt1's own AVX2 micro-kernel on the driver,
+//!   opt-in (`avx2.rs`).
 //! - `pack.rs`: the bf16 packing with AVX-512 BF16 (fp32 → bf16 pairs in the layouts the
 //!   kernels read), for AVX-512 BF16 and AMX.
 //! - `driver.rs`: the driver of the register micro-kernels above (`b`'s panels for every k
-//!   block, one fork-join over the output), generic over the kernel.
+//!   block, one fork-join over the output; or k blocks outermost, `b` packed a block of panels
+//!   at a time), generic over the kernel.
 //! - `gemv/`: fp32 products of a few rows (decoding, the LSTM's recurrence), reading the
 //!   weights in place, once.
 //! - `pin.rs`: pinned weights, whose packed `b` panels are kept from product to product.
-//! - `fp32.rs`: the fp32 products, the one call into the `gemm` crate; imports no sibling.
 //! - `blocking.rs`: how a bf16 product splits its output among tasks; imports nothing.
 //! - `tests.rs` (tests only): the lab's checks of every version, reading every file above.
 
@@ -46,7 +49,7 @@ mod pin;
 mod tune;
 
 pub use blocking::Blocking;
-pub use fp32::{matmul, matmul_ptr, matmul_strided};
+pub use fp32::{matmul, matmul_ptr, matmul_strided, own_kernel_peak_gflops};
 pub use gemv::{transpose, version_name as few_rows_version};
 pub use pin::{Pinned, pin};
 pub use tune::{TunedShape, TunerReport, tune_now, tuner_report};

@@ -111,6 +111,17 @@ pub(super) fn own_kernel() -> bool {
     })
 }
 
+/// [`avx2`]'s micro-kernel on every thread of the pool at once, GFLOP/s, on panels in L1 (the
+/// ceiling its products are measured against); None on a CPU without AVX2 and FMA.
+pub fn own_kernel_peak_gflops() -> Option<f64> {
+    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        return None;
+    }
+    // SAFETY: the CPU has AVX2 and FMA (checked above).
+    let rates = rayon::broadcast(|_| unsafe { super::driver::kernel_rate::<avx2::Avx2>(20_000) });
+    Some(rates.iter().sum::<f64>() / 1e9)
+}
+
 /// The most rows for which [`by_columns`] gathers a row-major `b`'s column block first. The
 /// crate packs its left operand (our `b`, as it computes `cᵀ = bᵀ · aᵀ`) only beyond 48 rows
 /// of `a` (8 × its 6-column tiles); up to there its tiles read `b` in place, 64 bytes per row
