@@ -87,7 +87,8 @@ impl Backend for Cpu {
                     if std::arch::is_x86_feature_detected!("avx512f") { "AVX-512" } else { "AVX2" };
                 #[cfg(not(target_arch = "x86_64"))]
                 let simd = "portable";
-                format!("cpu fp32 ({threads} threads, gemm crate, {simd})")
+                let kernel = if gemm::own_kernel() { "gpt1's AVX2 kernel" } else { "gemm crate" };
+                format!("cpu fp32 ({threads} threads, {kernel}, {simd})")
             }
             Gemm::Bf16(v) => {
                 let how = match v {

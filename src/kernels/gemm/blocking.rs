@@ -12,13 +12,17 @@ pub enum Blocking {
     /// `a` packed once for the product; tasks over runs of column panels (AVX-512 BF16).
     Columns,
     /// k blocks outermost, as GotoBLAS orders its loops: for each block of [`NC`] column
-    /// panels and each k block, `b`'s panels packed (in parallel), then tasks of this many
-    /// rows each pack their rows of `a` and run every panel of the block. `b` is packed a
-    /// block at a time (no buffer of the whole packed `b`) and read from cache by every task.
+    /// panels and each k block, `b`'s panels packed (on the pool's threads), then tasks of this
+    /// many rows each run every panel of the block over their rows (`a` packed once for the
+    /// product where `b` has several blocks of panels, else by each task per k block). `b` is
+    /// packed a block at a time (no buffer of the whole packed `b`) and read from cache by
+    /// every task. Where `b` has kept panels (pinned weights), row blocks of this many rows.
     KOuter(usize),
 }
 
-/// Column panels per block of [`Blocking::KOuter`]: 1 MB of fp32 panels for a k block.
+/// Column panels per block of [`Blocking::KOuter`]: 512 KiB of panels per k block (bf16 pairs
+/// at 128 pairs, or fp32 at 64).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub const NC: usize = 32;
 
 impl std::fmt::Display for Blocking {
@@ -39,7 +43,7 @@ impl From<Blocking> for String {
 
 impl TryFrom<String> for Blocking {
     type Error = String;
-    /// `rows N` or `columns`, as [`Blocking`]'s `Display` writes them.
+    /// `rows N`, `columns` or `k-outer N`, as [`Blocking`]'s `Display` writes them.
     fn try_from(s: String) -> Result<Blocking, String> {
         match s.split_once(' ') {
             _ if s == "columns" => Ok(Blocking::Columns),

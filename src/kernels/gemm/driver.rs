@@ -1,8 +1,10 @@
-//! The driver of the bf16 products that run a register micro-kernel ([`Micro`]): AVX-512 BF16's
-//! `vdpbf16ps` (`avx512.rs`) and the widening FMA kernels of CPUs without bf16 instructions
-//! (`fma/`). It packs `b` into column panels of `NR` pairs-interleaved columns for every k
-//! block, then runs one fork-join over the output; the kernels differ only in how they pack `a`
-//! and multiply a tile. AMX (`amx/`) has its own driver but reads the same `b` panels.
+//! The driver of the products that run a register micro-kernel ([`Micro`]): AVX-512 BF16's
+//! `vdpbf16ps` (`avx512.rs`), the widening FMA kernels of CPUs without bf16 instructions
+//! (`fma/`) and gpt1's own fp32 kernel (`fp32/avx2.rs`, opt-in). It packs `b` into column
+//! panels of `NR` pairs-interleaved columns for every k block, then runs one fork-join over the
+//! output; or, with [`Blocking::KOuter`], packs a block of panels at a time, one fork-join per
+//! block and k block. The kernels differ only in how they pack `a` and `b` and multiply a
+//! tile. AMX (`amx/`) has its own driver but reads the same `b` panels.
 //!
 //! Every tile adds its k blocks in order, so each element sums the same terms in the same
 //! order whatever the split and the threads: a kernel's results do not depend on the thread
@@ -14,7 +16,8 @@ use super::{Blocking, Mat, Par};
 use crate::kernels::parallel::{self, SendPtr};
 
 /// Columns of a packed panel of `b`: 32 pairs per k pair, `[KP][NR]` u32 (each the bf16 pair
-/// `(b[2p, j], b[2p + 1, j])`, the VNNI layout `vdpbf16ps` and AMX's tiles read).
+/// `(b[2p, j], b[2p + 1, j])`, the VNNI layout `vdpbf16ps` and AMX's tiles read); fp32 panels
+/// are `[KP][2][NR]` ([`Micro::BW`] = 2).
 pub(super) const NR: usize = 32;
 /// k (in pairs) per packed block.
 pub(super) const KP: usize = 128;
@@ -202,9 +205,14 @@ pub(super) unsafe fn matmul<K: Micro>(
         Blocking::Rows(r) => (false, r.next_multiple_of(K::MR).max(K::MR)),
         Blocking::KOuter(r) => {
             let mc = r.next_multiple_of(K::MR).max(K::MR);
-            // SAFETY: the caller's contract.
-            unsafe { k_outer::<K>(c, ldc, a, b, (m, n, k), acc, pool, mc) };
-            return;
+            // Kept panels (pinned weights: a prefill) serve better than packing `b` again.
+            // SAFETY: the caller guarantees the CPU features.
+            if unsafe { kept_b_panels::<K>(b, k, n, pool) }.is_none() {
+                // SAFETY: the caller's contract.
+                unsafe { k_outer::<K>(c, ldc, a, b, (m, n, k), acc, pool, mc) };
+                return;
+            }
+            (false, mc)
         }
     };
     let stride = panels * K::BW * NR * K::KP;
@@ -327,14 +335,15 @@ unsafe fn k_outer<K: Micro>(
     };
     // `a` packed once, `[blocks][tiles][a_tile]`, where the tasks would pack it repeatedly.
     let whole = panels > NC && blocks * tiles * a_tile * 4 <= WHOLE_A_BYTES;
-    let mut whole_a = Vec::new();
+    // This thread's `a` buffer (the packing writes every word the tasks read).
+    let mut whole_a = if whole { a_panels(blocks * tiles * a_tile) } else { Vec::new() };
     if whole {
-        whole_a = vec![0u32; blocks * tiles * a_tile];
+        let all = &mut whole_a[..blocks * tiles * a_tile];
         let pack = |x: usize, dst: &mut [u32]| pack_a(dst, x / tiles, x % tiles);
         if pool {
-            parallel::for_each_chunk_mut(&mut whole_a, a_tile, pack);
+            parallel::for_each_chunk_mut(all, a_tile, pack);
         } else {
-            whole_a.chunks_mut(a_tile).enumerate().for_each(|(x, dst)| pack(x, dst));
+            all.chunks_mut(a_tile).enumerate().for_each(|(x, dst)| pack(x, dst));
         }
     }
     let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
@@ -407,6 +416,9 @@ unsafe fn k_outer<K: Micro>(
         }
     }
     put_panels(buf);
+    if whole {
+        put_a_panels(whole_a);
+    }
 }
 
 /// The largest `a` [`k_outer`] packs whole for a product.

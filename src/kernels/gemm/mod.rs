@@ -49,7 +49,7 @@ mod pin;
 mod tune;
 
 pub use blocking::Blocking;
-pub use fp32::{matmul, matmul_ptr, matmul_strided, own_kernel_peak_gflops};
+pub use fp32::{matmul, matmul_ptr, matmul_strided, own_kernel, own_kernel_peak_gflops};
 pub use gemv::{transpose, version_name as few_rows_version};
 pub use pin::{Pinned, pin};
 pub use tune::{TunedShape, TunerReport, tune_now, tuner_report};

@@ -6,6 +6,7 @@
 //! by `matmul_is_thread_count_independent`).
 
 use super::{Mat, Par, check_operands, last_index};
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 use crate::kernels::parallel::{self, SendPtr};
 use gemm::Parallelism;
@@ -76,6 +77,7 @@ pub unsafe fn matmul_ptr(
         unsafe { super::gemv::gemv(c, ldc, a, b, m, n, k, accumulate, par) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
     if own_kernel() {
         // SAFETY: the caller's contract; `own_kernel` checked AVX2 and FMA.
         unsafe { avx2::matmul(c, ldc, a, b, (m, n, k), accumulate, par) };
@@ -102,7 +104,8 @@ pub unsafe fn matmul_ptr(
 /// default: on 2 cores of an AMD Zen 3 its products ran level with the crate's and a gpt1
 /// training step 6 % slower (docs/benchmarks.md); it stays in the kernel lab, validated, to
 /// measure on other CPUs.
-pub(super) fn own_kernel() -> bool {
+#[cfg(target_arch = "x86_64")]
+pub fn own_kernel() -> bool {
     static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OWN.get_or_init(|| {
         std::env::var("GPT1_FP32").is_ok_and(|v| v == "avx2")
@@ -114,12 +117,20 @@ pub(super) fn own_kernel() -> bool {
 /// [`avx2`]'s micro-kernel on every thread of the pool at once, GFLOP/s, on panels in L1 (the
 /// ceiling its products are measured against); None on a CPU without AVX2 and FMA.
 pub fn own_kernel_peak_gflops() -> Option<f64> {
-    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
-        return None;
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        let rates =
+            rayon::broadcast(|_| unsafe { super::driver::kernel_rate::<avx2::Avx2>(20_000) });
+        return Some(rates.iter().sum::<f64>() / 1e9);
     }
-    // SAFETY: the CPU has AVX2 and FMA (checked above).
-    let rates = rayon::broadcast(|_| unsafe { super::driver::kernel_rate::<avx2::Avx2>(20_000) });
-    Some(rates.iter().sum::<f64>() / 1e9)
+    None
+}
+
+/// Whether fp32 products run gpt1's own kernel: never off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn own_kernel() -> bool {
+    false
 }
 
 /// The most rows for which [`by_columns`] gathers a row-major `b`'s column block first. The
