@@ -23,7 +23,7 @@ pub(crate) mod parallel;
 pub mod reduce;
 pub mod rng;
 
-pub use parallel::{on_pool, teams_started};
+pub use parallel::{on_pool, teams_started, with_team};
 
 #[cfg(test)]
 mod tests;

@@ -199,6 +199,38 @@ fn every_blocking_the_tuner_may_choose_gives_the_same_bits() {
     }
 }
 
+/// A row of `a` gets the same bits alone (a decode step: `Fma256`'s one-row pass) as among
+/// others (a prefill's tiles), `b` row-major or transposed, packed per product or kept for
+/// pinned weights, in every register kernel.
+#[test]
+fn a_row_gets_the_same_bits_alone_or_among_others() {
+    #[cfg(target_arch = "x86_64")]
+    for (version, _) in register_kernels() {
+        // Full k blocks and a partial one, edge panels; 6 rows: a whole tile and an edge.
+        let (m, n, k) = (6, 70, 301);
+        let (a, b) = (rand_vec(m * k, 21), rand_vec(k * n, 22));
+        for tb in [false, true] {
+            let bm = if tb { Mat::t(&b, k) } else { Mat::rows(&b, n) };
+            let run = |rows: std::ops::Range<usize>| {
+                let mut c = vec![0.0; rows.len() * n];
+                let am = Mat::rows(&a[rows.start * k..rows.end * k], k);
+                matmul_bf16(version, &mut c, n, am, bm, rows.len(), n, k, false, Par::Pool);
+                c
+            };
+            for pinned in [false, true] {
+                let _pinned = pinned.then(|| pin(&b));
+                let all = run(0..m);
+                for r in 0..m {
+                    let one = run(r..r + 1);
+                    let same =
+                        one.iter().zip(&all[r * n..]).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{version:?} row {r}, tb {tb}, pinned {pinned}");
+                }
+            }
+        }
+    }
+}
+
 /// The two widening kernels add the same products in the same order (an FMA per value, pair
 /// after pair, each k block's sum into `c`): the same bits, whole tiles and edges, pinned or
 /// not. Both are checked against the definition by the odd-shapes test.
