@@ -452,6 +452,9 @@ fn bench_generate_decodes_num_samples_together() {
         assert_eq!(r["num"].as_u64().unwrap().to_string(), num);
         assert!(r["tokens_per_s"].as_f64().is_some_and(|x| x > 0.0), "{r}");
         assert!(r["decode_ms_per_token"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+        // The read of the model's weights after each round, and decoding against it.
+        assert!(r["bandwidth_gbs"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+        assert!(r["bandwidth_fraction"].as_f64().is_some_and(|x| x > 0.0), "{r}");
         // A few fp32 rows: the decode steps run on a spinning team wherever there are cores
         // for one (docs/decoding.md).
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());

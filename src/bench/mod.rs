@@ -292,34 +292,50 @@ fn finetune_on<B: crate::backend::Backend>(
 
 /// The read bandwidth of this machine's pool, GB/s: 512 MB summed by every thread, 32
 /// independent lanes each (two vectors' worth per step, so the loads, not the adds' latency,
-/// are the limit); the median of `runs` after one untimed pass. `bench kernels` and `bench
-/// generate` both report it.
+/// are the limit); the median of `runs` after one untimed pass. `bench kernels` reports it.
 pub fn measure_read_gbs(runs: usize) -> f64 {
-    use rayon::prelude::*;
     let big: Vec<f32> = (0..128usize << 20).map(|i| (i & 0xff) as f32).collect();
-    let read_all = |x: &[f32]| {
-        x.par_chunks(1 << 16)
-            .map(|c| {
-                let mut acc = [0.0f32; 32];
-                for w in c.chunks_exact(32) {
-                    for (a, x) in acc.iter_mut().zip(w) {
-                        *a += x;
-                    }
-                }
-                acc.iter().sum::<f32>()
-            })
-            .sum::<f32>()
-    };
-    let mut sink = read_all(&big);
+    let mut sink = sum_lanes(&big);
     let mut times: Vec<f64> = (0..runs.max(1))
         .map(|_| {
             let t0 = Instant::now();
-            sink += read_all(&big);
+            sink += sum_lanes(&big);
             t0.elapsed().as_secs_f64()
         })
         .collect();
     std::hint::black_box(sink);
     (big.len() * 4) as f64 / median(&mut times) / 1e9
+}
+
+/// `x` summed by the pool's threads in chunks of 256 KB, 32 independent lanes each: a read
+/// of every byte at the memory's pace.
+fn sum_lanes(x: &[f32]) -> f32 {
+    use rayon::prelude::*;
+    x.par_chunks(1 << 16)
+        .map(|c| {
+            let mut acc = [0.0f32; 32];
+            for w in c.chunks_exact(32) {
+                for (a, x) in acc.iter_mut().zip(w) {
+                    *a += x;
+                }
+            }
+            acc.iter().sum::<f32>()
+        })
+        .sum::<f32>()
+}
+
+/// The read rate of `x`, GB/s, as [`measure_read_gbs`] reads: one untimed pass of
+/// [`sum_lanes`], then passes timed together to at least 512 MB (a model smaller than that is
+/// read from wherever its decoding reads it, caches included).
+fn read_gbs_of(x: &[f32]) -> f64 {
+    let passes = (512usize << 20).div_ceil(std::mem::size_of_val(x).max(1));
+    let mut sink = sum_lanes(x);
+    let t0 = Instant::now();
+    for _ in 0..passes {
+        sink += sum_lanes(x);
+    }
+    std::hint::black_box(sink);
+    (passes * std::mem::size_of_val(x)) as f64 / t0.elapsed().as_secs_f64() / 1e9
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -340,11 +356,13 @@ pub struct GenerateBench {
     /// Weight bytes read per decode step: every parameter once, 4 bytes each, or 2 where bf16
     /// decoding reads the weights' kept bf16 packing.
     pub weight_bytes_per_token: f64,
-    /// The pool's read bandwidth, measured after the rounds ([`measure_read_gbs`], as
-    /// `bench kernels` measures it).
+    /// The pool's read bandwidth: the model's fp32 weights read by every thread right after
+    /// each timed round, 32 lanes each (the median of the rounds).
     pub bandwidth_gbs: f64,
-    /// weight_bytes_per_token × decode tokens/s ÷ bandwidth_gbs: how close decoding is to the
-    /// memory-bandwidth limit.
+    /// weight_bytes_per_token × decode tokens/s ÷ the read bandwidth measured right after the
+    /// same round (the median of the rounds): how close decoding is to the memory-bandwidth
+    /// limit. Each round against its own read, as the bandwidth of a shared machine moves from
+    /// minute to minute.
     pub bandwidth_fraction: f64,
     /// Whether the timed decode steps ran on a spinning team of the pool's threads (the CPU's
     /// `kernels::parallel::with_team`; docs/decoding.md), not rayon's sleeping workers.
@@ -371,7 +389,7 @@ pub fn generate(
             let kept = precision == Precision::Bf16
                 && crate::kernels::gemm::best_version() != crate::kernels::gemm::Version::Emulated;
             let bytes_per_weight = if kept { 2.0 } else { 4.0 };
-            generate_on(name, &model, shape, Some(bytes_per_weight))?
+            generate_on(name, &model, shape, Some((bytes_per_weight, &model.params[..])))?
         }
         dev => {
             let gpu = dev.cuda(precision)?;
@@ -393,14 +411,14 @@ pub struct GenerateShape {
     pub rounds: usize,
 }
 
-/// [`generate`] on `model`'s backend; `host_bytes`: the bytes a decode step reads per weight
-/// from the host's memory (the CPU), to relate decoding to its measured bandwidth; `None`
-/// reports 0.
+/// [`generate`] on `model`'s backend; `host`: the bytes a decode step reads per weight from
+/// the host's memory (the CPU) and the model's weights there, whose read rate after each round
+/// relates decoding to the memory's bandwidth; `None` reports 0.
 fn generate_on<B: crate::backend::Backend>(
     name: &str,
     model: &Gpt<B>,
     shape: GenerateShape,
-    host_bytes: Option<f64>,
+    host: Option<(f64, &[f32])>,
 ) -> Result<GenerateBench> {
     let GenerateShape { prompt_len, new, num, rounds } = shape;
     use crate::generate::{GenerateOptions, Sampling};
@@ -412,6 +430,8 @@ fn generate_on<B: crate::backend::Backend>(
     let opts =
         GenerateOptions { max_new: new, sampling: Sampling::GREEDY, seed: 0, num, logprobs: None };
     let (mut total, mut prefill, mut decode) = (Vec::new(), Vec::new(), Vec::new());
+    let bytes = host.map_or(4.0, |h| h.0) * num_params(&config) as f64;
+    let (mut bws, mut fractions) = (Vec::new(), Vec::new());
     // Pinned across the rounds, as a served model is: the untimed first round makes what the
     // backend keeps of the weights (the bf16 packing), the timed ones reuse it.
     let _pinned = model.pin();
@@ -426,15 +446,20 @@ fn generate_on<B: crate::backend::Backend>(
         if r > 0 {
             total.push(g.iter().map(|s| s.ids.len()).sum::<usize>() as f64 / secs);
             prefill.push(t.prefill_s * 1e3);
-            decode.push(t.decode_s * 1e3 / t.decode_steps.max(1) as f64);
+            let ms = t.decode_s * 1e3 / t.decode_steps.max(1) as f64;
+            decode.push(ms);
+            if let Some((_, weights)) = host {
+                let bw = read_gbs_of(weights);
+                bws.push(bw);
+                fractions.push(bytes * (1e3 / ms) / (bw * 1e9));
+            }
         }
     }
     let decode_team = crate::kernels::teams_started() > teams;
     let decode_ms = median(&mut decode);
-    let bytes = host_bytes.unwrap_or(4.0) * num_params(&config) as f64;
-    // Before the bandwidth's 512 MB buffer, which is not the model's.
     let peak_rss_mib = peak_rss_mib();
-    let bw = if host_bytes.is_some() { measure_read_gbs(5) } else { 0.0 };
+    let (bw, fraction) =
+        if host.is_some() { (median(&mut bws), median(&mut fractions)) } else { (0.0, 0.0) };
     Ok(GenerateBench {
         config: name.to_string(),
         prompt_len,
@@ -446,7 +471,7 @@ fn generate_on<B: crate::backend::Backend>(
         decode_ms_per_token: decode_ms,
         weight_bytes_per_token: bytes,
         bandwidth_gbs: bw,
-        bandwidth_fraction: if bw > 0.0 { bytes * (1e3 / decode_ms) / (bw * 1e9) } else { 0.0 },
+        bandwidth_fraction: fraction,
         decode_team,
         peak_rss_mib,
     })
