@@ -12,6 +12,7 @@ use crate::kernels::gemm::{
     Gemm, Mat, Par, TunerReport, Version, amx_refused, best_version, kernel_peak_gflops, matmul,
     matmul_bf16, tune_now, tuner_report,
 };
+use crate::kernels::with_team;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::time::Instant;
@@ -233,7 +234,8 @@ fn memory(runs: usize) -> Memory {
 }
 
 /// One decoded token's products at gpt1's size, fp32 and bf16 (the weights pinned: their bf16
-/// panels are made once and kept, as `generate` does).
+/// panels are made once and kept, as `generate` does), on a spinning team as a decode step
+/// runs them (where the caller is a worker of the pool, as the command line's is).
 fn decode(runs: usize, read_gb_s: f64) -> Vec<Decode> {
     let (d, v, layers) = (768, 40_481, 12);
     // (k, n) of each block's products, then the LM head (x · Wteᵀ, Wte stored [V, d]).
@@ -275,11 +277,11 @@ fn decode(runs: usize, read_gb_s: f64) -> Vec<Decode> {
             bandwidth_fraction: gb_s / read_gb_s,
         });
     };
-    let secs = time(runs, || token(None, &mut y));
+    let secs = time(runs, || with_team(|| token(None, &mut y)));
     record("fp32".into(), 4.0, secs);
     for ver in versions().into_iter().filter(|&v| v != Version::Emulated) {
         let _pinned = crate::kernels::gemm::pin(&weights);
-        let secs = time(runs, || token(Some(ver), &mut y));
+        let secs = time(runs, || with_team(|| token(Some(ver), &mut y)));
         record(format!("{} (kept panels)", name(ver)), 2.0, secs);
     }
     out
