@@ -234,8 +234,8 @@ fn memory(runs: usize) -> Memory {
 }
 
 /// One decoded token's products at gpt1's size, fp32 and bf16 (the weights pinned: their bf16
-/// panels are made once and kept, as `generate` does), on a spinning team as a decode step
-/// runs them (where the caller is a worker of the pool, as the command line's is).
+/// panels are made once and kept, as `generate` does), on a spinning team where a decode step
+/// runs on one (and the caller is a worker of the pool, as the command line's is).
 fn decode(runs: usize, read_gb_s: f64) -> Vec<Decode> {
     let (d, v, layers) = (768, 40_481, 12);
     // (k, n) of each block's products, then the LM head (x · Wteᵀ, Wte stored [V, d]).
@@ -277,11 +277,15 @@ fn decode(runs: usize, read_gb_s: f64) -> Vec<Decode> {
             bandwidth_fraction: gb_s / read_gb_s,
         });
     };
-    let secs = time(runs, || with_team(|| token(None, &mut y)));
+    // A team where a decode step would run one (`Gemm::team_serves`): else the `gemm`
+    // crate's own rayon loops (`GPT1_GEMV=off`) would run on one thread inside it.
+    let team = |serves: bool, f: &mut dyn FnMut()| if serves { with_team(f) } else { f() };
+    let secs = time(runs, || team(Gemm::Fp32.team_serves(1), &mut || token(None, &mut y)));
     record("fp32".into(), 4.0, secs);
     for ver in versions().into_iter().filter(|&v| v != Version::Emulated) {
         let _pinned = crate::kernels::gemm::pin(&weights);
-        let secs = time(runs, || with_team(|| token(Some(ver), &mut y)));
+        let serves = Gemm::Bf16(ver).team_serves(1);
+        let secs = time(runs, || team(serves, &mut || token(Some(ver), &mut y)));
         record(format!("{} (kept panels)", name(ver)), 2.0, secs);
     }
     out

@@ -356,8 +356,9 @@ pub struct GenerateBench {
     /// Weight bytes read per decode step: every parameter once, 4 bytes each, or 2 where bf16
     /// decoding reads the weights' kept bf16 packing.
     pub weight_bytes_per_token: f64,
-    /// The pool's read bandwidth: the model's fp32 weights read by every thread right after
-    /// each timed round, 32 lanes each (the median of the rounds).
+    /// The pool's read bandwidth: the model's fp32 weights read by the pool's threads right
+    /// after each timed round, 32 lanes per chunk (the median of the rounds); from the caches
+    /// where the model fits in them, as its decoding reads it.
     pub bandwidth_gbs: f64,
     /// weight_bytes_per_token × decode tokens/s ÷ the read bandwidth measured right after the
     /// same round (the median of the rounds): how close decoding is to the memory-bandwidth

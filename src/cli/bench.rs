@@ -167,7 +167,7 @@ pub fn run(c: Command) -> Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "{} prompt {} + {} new × {} on {} threads: {:.1} tokens/s, prefill {:.0} ms, decode {:.1} ms/step{}, {:.0} % of the {:.1} GB/s read bandwidth",
+                    "{} prompt {} + {} new × {} on {} threads: {:.1} tokens/s, prefill {:.0} ms, decode {:.1} ms/step{}, {:.0} % of the read bandwidth (median of the rounds, the read {:.1} GB/s)",
                     r.config,
                     r.prompt_len,
                     r.new,

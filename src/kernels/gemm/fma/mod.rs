@@ -3,13 +3,13 @@
 //! per 16 values: a bf16 is the upper half of an f32) and multiplied on the fp32 FMA units.
 //! `a` is packed as its bf16-rounded values already widened, so each row's broadcast is one load.
 //!
-//! Two micro-kernels run by `driver.rs`: [`Fma512`] (AVX-512F, 12 × 32 tiles: Intel's Skylake
-//! to Ice Lake Xeons, which have AVX-512 but not its BF16 extension) and [`Fma256`] (AVX2 and
-//! FMA, 4 × 32 tiles run as two halves of 16 columns: AMD's Zen 2 and 3, Intel's desktop cores,
-//! every CPU this crate's x86-64-v3 build runs on). Both add, for each element, `a[2p]·b[2p]`
-//! then `a[2p + 1]·b[2p + 1]` with one FMA each (a product of two bf16 values is exact in fp32),
-//! pair after pair through a k block, then the block's sum into `c`: the two give the same bits,
-//! for any thread count and blocking.
+//! Two micro-kernels run by `driver.rs`: [`Fma512`] (AVX-512F, 12 × 32 tiles: Intel's Skylake to
+//! Ice Lake Xeons, which have AVX-512 but not its BF16 extension) and [`Fma256`] (AVX2 and FMA, 4 ×
+//! 32 tiles run as two halves of 16 columns, a single row in one pass: AMD's Zen 2 and 3, Intel's
+//! desktop cores, every CPU this crate's x86-64-v3 build runs on). Both add, for each element,
+//! `a[2p]·b[2p]` then `a[2p + 1]·b[2p + 1]` with one FMA each (a product of two bf16 values is
+//! exact in fp32), pair after pair through a k block, then the block's sum into `c`: the two give
+//! the same bits, for any thread count and blocking.
 //!
 //! Why not the emulation (inputs rounded into fp32 copies, then the `gemm` crate's product):
 //! that reads fp32 weights at every product (a decode step twice the bytes) and rounds whole
@@ -207,8 +207,7 @@ const AHEAD: usize = 32;
 /// pairs on asked for. Each element's sum takes [`dots256`]'s steps in its order (even then
 /// odd, pair after pair), so the bits are the same. At one row `b` streams from memory and
 /// the FMAs wait on little else: the second pass, from cache, left the memory idle, and the
-/// out-of-order window looks only about 1.5 KB ahead (gpt1's bf16 decoding 12.4–13.4 →
-/// 15.1–15.9 GB/s of the layers' weights on an AMD Zen 3, the read bandwidth 19–21).
+/// out-of-order window looks only about 1.5 KB ahead (figures in docs/decoding.md).
 #[inline(always)]
 unsafe fn row256(ap: &[u32], bp: &[u32], kp: usize) -> [__m256; 4] {
     unsafe {
@@ -246,7 +245,6 @@ unsafe fn kernel256(ap: &[u32], bp: &[u32], kp: usize, rows: usize, tile: &mut T
         }
         for half in 0..2 {
             let c = match rows {
-                1 => dots256::<1>(ap, bp, kp, half),
                 2 => dots256::<2>(ap, bp, kp, half),
                 3 => dots256::<3>(ap, bp, kp, half),
                 _ => dots256::<MR256>(ap, bp, kp, half),

@@ -146,12 +146,13 @@ fn reduce(lo: __m256, hi: __m256) -> f32 {
     _mm_cvtss_f32(s1)
 }
 
-/// [`super::rows_block`] for `M` rows of `a` (`1 ≤ M ≤ 4`): for each 8 columns, four of `b`'s
-/// rows loaded once feed every row's partial sums, held in registers through the four fused
-/// steps (at one row, a quarter of the portable loop's loads and stores of the sums). Each element's steps are the portable loop's, in its order (from `+0.0` at the
-/// block's first row, then `kk` ascending), so the bits are the same. The last `n % 8` columns
-/// take the same steps one element at a time: AMD's Zen cores microcode the masked store
-/// (`vmaskmovps`), and a version that masked every access ran 1.7x slower than the portable loop.
+/// [`super::rows_block`] for `M` rows of `a` (`1 ≤ M ≤ 4`): for each 8 columns, four of `b`'s rows
+/// loaded once feed every row's partial sums, held in registers through the four fused steps (at
+/// one row, a quarter of the portable loop's loads and stores of the sums). Each element's steps
+/// are the portable loop's, in its order (from `+0.0` at the block's first row, then `kk`
+/// ascending), so the bits are the same. The last `n % 8` columns take the same steps one element
+/// at a time: AMD's Zen cores microcode the masked store (`vmaskmovps`), and a version that masked
+/// every access ran 1.7x slower than the portable loop.
 ///
 /// # Safety
 /// AVX2 and FMA; `p` holds `M × n`, `xs` holds `M × k`; `b` is valid at `kk * brs + j` for `kk`

@@ -138,10 +138,10 @@ fn reduce(v: __m512) -> f32 {
     _mm_cvtss_f32(s1)
 }
 
-/// [`super::rows_block`] for `M` rows of `a` (`1 ≤ M ≤ 4`; products send it 2–4): for each 16 columns, four of `b`'s
-/// rows loaded once feed every row's partial sums, held in registers through the four fused
-/// steps. Each element's steps are the portable loop's, in its order (from `+0.0` at the
-/// block's first row, then `kk` ascending), so the bits are the same.
+/// [`super::rows_block`] for `M` rows of `a` (`1 ≤ M ≤ 4`; products send it 2–4): for each 16
+/// columns, four of `b`'s rows loaded once feed every row's partial sums, held in registers through
+/// the four fused steps. Each element's steps are the portable loop's, in its order (from `+0.0` at
+/// the block's first row, then `kk` ascending), so the bits are the same.
 ///
 /// # Safety
 /// AVX-512F; `p` holds `M × n`, `xs` holds `M × k`; `b` is valid at `kk * brs + j` for `kk` in

@@ -230,7 +230,7 @@ pub(super) unsafe fn gemv(
             #[cfg(target_arch = "x86_64")]
             // One row runs the portable loop on AVX-512 (as fast there, measured) and the
             // register blocks on AVX2, where the portable loop's load and store of every
-            // partial sum per row of `b` held one row's decoding to 0.65–0.7 of the read
+            // partial sum per row of `b` held one row's decoding to 0.65–0.83 of the read
             // bandwidth (docs/decoding.md).
             if let (Some(version), true) = (simd, m > 1 || simd == Some(Dots::Avx2)) {
                 let bp = b.data.as_ptr();
