@@ -7,28 +7,13 @@
 //!   cargo run --release --example decode_probe
 //!
 //! `GPT1_GEMV=portable` runs fp32's portable loops instead of the register blocks, to compare.
+use gpt1::bench::sum_lanes as read;
 use gpt1::kernels::gemm::{Mat, Par, best_version, matmul, matmul_bf16, pin};
 use gpt1::kernels::{on_pool, with_team};
-use rayon::prelude::*;
 use std::time::Instant;
 
 fn main() {
     on_pool(run);
-}
-
-/// The sum of `x` in 32 independent lanes (the loads, not the adds, set the pace).
-fn read(x: &[f32]) -> f32 {
-    x.par_chunks(1 << 16)
-        .map(|c| {
-            let mut acc = [0.0f32; 32];
-            for w in c.chunks_exact(32) {
-                for (a, x) in acc.iter_mut().zip(w) {
-                    *a += x;
-                }
-            }
-            acc.iter().sum::<f32>()
-        })
-        .sum()
 }
 
 fn run() {

@@ -308,8 +308,8 @@ pub fn measure_read_gbs(runs: usize) -> f64 {
 }
 
 /// `x` summed by the pool's threads in chunks of 256 KB, 32 independent lanes each: a read
-/// of every byte at the memory's pace.
-fn sum_lanes(x: &[f32]) -> f32 {
+/// of every byte at the memory's pace (the kernel lab's probes read with it too).
+pub fn sum_lanes(x: &[f32]) -> f32 {
     use rayon::prelude::*;
     x.par_chunks(1 << 16)
         .map(|c| {
