@@ -79,17 +79,29 @@ pub(super) trait Micro {
     unsafe fn kernel_into(ap: &[u32], bp: &[u32], kp: usize, c: *mut f32, ldc: usize, first: bool);
 }
 
+/// Packed operands, their first word on a 64-byte boundary (a cache line). The allocator puts
+/// large buffers 16 bytes past a page, where every 64-byte row of an AMX tile (and every
+/// AVX-512 load) straddles two lines: on an AMX Xeon that made each `tileloadd` about three
+/// times slower (docs/precision.md). `aligned-vec` rather than a hand-made buffer: `Vec` has no
+/// alignment parameter.
+pub(super) type Panels = aligned_vec::AVec<u32, aligned_vec::ConstAlign<64>>;
+
+/// An empty [`Panels`] (no allocation).
+pub(super) fn no_panels() -> Panels {
+    Panels::new(64)
+}
+
 thread_local! {
-    static PANELS: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+    static PANELS: std::cell::Cell<Option<Panels>> = const { std::cell::Cell::new(None) };
     /// Packed rows of `a` (a task's, or a product's whole `a` for column runs), grown only:
     /// a decode step's 49 products each zeroed a fresh one, 1.5 % of a bf16 decode step.
-    static A_PANELS: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+    static A_PANELS: std::cell::Cell<Option<Panels>> = const { std::cell::Cell::new(None) };
 }
 
 /// This thread's [`A_PANELS`] buffer with at least `len` values. The packing writes every word
 /// a kernel reads, so what a longer product left beyond is never read.
-fn a_panels(len: usize) -> Vec<u32> {
-    let mut buf = A_PANELS.take();
+fn a_panels(len: usize) -> Panels {
+    let mut buf = A_PANELS.take().unwrap_or_else(no_panels);
     if buf.len() < len {
         buf.resize(len, 0);
     }
@@ -98,9 +110,9 @@ fn a_panels(len: usize) -> Vec<u32> {
 
 /// Gives [`a_panels`]' buffer back to this thread, unless it grew past 8 MiB (a whole `a`
 /// packed for column runs, e.g. the LM head's weight gradient if the tuner chose those: 41 MB).
-fn put_a_panels(buf: Vec<u32>) {
+fn put_a_panels(buf: Panels) {
     if buf.len() * 4 <= 8 << 20 {
-        A_PANELS.set(buf);
+        A_PANELS.set(Some(buf));
     }
 }
 
@@ -336,7 +348,7 @@ unsafe fn k_outer<K: Micro>(
     // `a` packed once, `[blocks][tiles][a_tile]`, where the tasks would pack it repeatedly.
     let whole = panels > NC && blocks * tiles * a_tile * 4 <= WHOLE_A_BYTES;
     // This thread's `a` buffer (the packing writes every word the tasks read).
-    let mut whole_a = if whole { a_panels(blocks * tiles * a_tile) } else { Vec::new() };
+    let mut whole_a = if whole { a_panels(blocks * tiles * a_tile) } else { no_panels() };
     if whole {
         let all = &mut whole_a[..blocks * tiles * a_tile];
         let pack = |x: usize, dst: &mut [u32]| pack_a(dst, x / tiles, x % tiles);
@@ -348,7 +360,7 @@ unsafe fn k_outer<K: Micro>(
     }
     let bt = Mat { data: b.data, rs: b.cs, cs: b.rs };
     let cp = SendPtr(c);
-    let mut buf = PANELS.take();
+    let mut buf = PANELS.take().unwrap_or_else(no_panels);
     if buf.len() < NC.min(panels) * pw {
         buf.resize(NC.min(panels) * pw, 0);
     }
@@ -371,7 +383,7 @@ unsafe fn k_outer<K: Micro>(
             let task = |i: usize| {
                 let (i0, rows) = (i * mc, (m - i * mc).min(mc));
                 let t0 = i0 / K::MR;
-                let mut own = Vec::new();
+                let mut own = no_panels();
                 let ak: &[u32] = if whole {
                     &whole_a[(blk * tiles + t0) * a_tile..]
                 } else {
@@ -439,15 +451,15 @@ pub(super) unsafe fn b_panels<K: Micro>(
     k: usize,
     n: usize,
     pool: bool,
-) -> (Option<std::sync::Arc<Vec<u32>>>, Vec<u32>) {
+) -> (Option<std::sync::Arc<Panels>>, Panels) {
     // SAFETY: the caller guarantees the CPU features.
     let cached = unsafe { kept_b_panels::<K>(b, k, n, pool) };
     if cached.is_some() {
-        return (cached, Vec::new());
+        return (cached, no_panels());
     }
     let (kpairs, panels) = (k.div_ceil(2), n.div_ceil(NR));
     let all = kpairs.div_ceil(K::KP).max(1) * panels * K::BW * NR * K::KP;
-    let mut buf = PANELS.take();
+    let mut buf = PANELS.take().unwrap_or_else(no_panels);
     if buf.len() < all {
         buf.resize(all, 0);
     }
@@ -483,7 +495,7 @@ pub(super) unsafe fn kept_b_panels<K: Micro>(
     k: usize,
     n: usize,
     pool: bool,
-) -> Option<std::sync::Arc<Vec<u32>>> {
+) -> Option<std::sync::Arc<Panels>> {
     let (kpairs, panels) = (k.div_ceil(2), n.div_ceil(NR));
     let stride = panels * K::BW * NR * K::KP;
     // b packs as the rows of its transpose.
@@ -492,7 +504,8 @@ pub(super) unsafe fn kept_b_panels<K: Micro>(
         return None;
     }
     pinned_panels(b, k, n, K::B_PACKING, || {
-        let mut all = vec![0u32; kpairs.div_ceil(K::KP).max(1) * stride];
+        let mut all = no_panels();
+        all.resize(kpairs.div_ceil(K::KP).max(1) * stride, 0);
         // SAFETY (the closure): the caller guarantees the CPU features.
         let pack = |(x, dst): (usize, &mut [u32])| unsafe {
             let (blk, jb) = (x / panels, x % panels);
@@ -513,12 +526,12 @@ pub(super) unsafe fn kept_b_panels<K: Micro>(
 
 /// Gives [`b_panels`]'s buffer back to this thread (an empty one, from kept panels, is not
 /// kept).
-pub(super) fn put_panels(buf: Vec<u32>) {
+pub(super) fn put_panels(buf: Panels) {
     // Kept for the next product up to the size of gpt1's largest weight in bf16 (the tied
     // embedding, 62 MB); a larger one (a long batch's weight gradient, whose `b` is the
     // activations) is freed.
     if !buf.is_empty() && buf.len() * 4 <= KEEP_B_BYTES {
-        PANELS.set(buf);
+        PANELS.set(Some(buf));
     }
 }
 

@@ -473,7 +473,7 @@ pub fn kernel_peak_gflops(version: Version) -> Option<f64> {
         // SAFETY (both): the CPU runs the version (checked first).
         let rates = match version {
             Version::Amx if amx_usable() => {
-                rayon::broadcast(|_| unsafe { amx::kernel_rate(2_000) })
+                rayon::broadcast(|_| unsafe { amx::kernel_rate(20_000) })
             }
             Version::Avx512 if avx512_bf16() => {
                 rayon::broadcast(|_| unsafe { driver::kernel_rate::<avx512::Bf16Dot>(20_000) })

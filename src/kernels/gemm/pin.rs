@@ -1,6 +1,7 @@
 //! Pinned weights: the registry of kept bf16 panels, looked up by the register kernels'
 //! driver (AVX-512 BF16, the widening kernels) and AMX (which shares AVX-512 BF16's panels).
 
+use super::driver::Panels;
 use super::{Mat, last_index};
 
 /// Weights pinned for inference: while a [`Pinned`] lives, products whose `b` operand lies
@@ -19,7 +20,7 @@ struct Pin {
     range: std::ops::Range<usize>,
     /// Each product's panels, keyed by where and how it reads `b`, with the bits of a sample of
     /// `b`'s elements when they were packed.
-    panels: Vec<(PanelKey, Sample, std::sync::Arc<Vec<u32>>)>,
+    panels: Vec<(PanelKey, Sample, std::sync::Arc<Panels>)>,
 }
 
 /// The bits of 16 elements spread over a `b` operand.
@@ -85,8 +86,8 @@ pub(super) fn pinned_panels(
     k: usize,
     n: usize,
     packing: u8,
-    pack: impl FnOnce() -> Vec<u32>,
-) -> Option<std::sync::Arc<Vec<u32>>> {
+    pack: impl FnOnce() -> Panels,
+) -> Option<std::sync::Arc<Panels>> {
     if PINNED.load(std::sync::atomic::Ordering::SeqCst) == 0 || k == 0 || n == 0 {
         return None;
     }

@@ -22,7 +22,7 @@
 //! [`status`]'s self-check where AMX exists.
 
 use super::avx512::Bf16Dot;
-use super::driver::{KP, NR, b_panels, put_panels};
+use super::driver::{KP, NR, Panels, b_panels, no_panels, put_panels};
 use super::pack::{pack, transpose16};
 use super::{Blocking, Mat, Par, last_index, reference};
 use crate::kernels::parallel::{self, SendPtr};
@@ -87,6 +87,10 @@ impl TileOps for EmulatedTiles {
         let f = |h: u32| ftz(f32::from_bits(h << 16));
         let (blocks, b_blk) = (steps.whole + 1, steps.b_blk_bytes / 4);
         for job in jobs {
+            // The hardware would load them ~3x slower across cache lines ([`Panels`]): every
+            // test of the driver checks where its packed operands lie.
+            let lines = |p: *const u32| p as usize % 64 == 0 && steps.b_blk_bytes % 64 == 0;
+            assert!(lines(job.a) && lines(job.b), "a tile operand off a cache line");
             let ldc = job.ldc_bytes / 4;
             for i in 0..MA {
                 for j in 0..NR {
@@ -177,10 +181,13 @@ unsafe fn pack_a(dst: &mut [u32], a: Mat, i0: usize, live: usize, p0: usize, kp:
 
 thread_local! {
     /// One task's rows of `a`, every k block (grown only, per worker thread).
-    static TASK_A: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+    static TASK_A: std::cell::Cell<Option<Panels>> = const { std::cell::Cell::new(None) };
     /// One run's edge blocks of `c`, [`JOBS`] slots of 32 × 32 (per worker thread).
-    static TASK_EDGES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    static TASK_EDGES: std::cell::Cell<Option<Edges>> = const { std::cell::Cell::new(None) };
 }
+
+/// Blocks of `c` for edge jobs, aligned as [`Panels`]: their rows are tile rows.
+pub(super) type Edges = aligned_vec::AVec<f32, aligned_vec::ConstAlign<64>>;
 
 /// Blocks of `c` per [`TileOps::run`]: the tiles are configured once per run.
 const JOBS: usize = 64;
@@ -249,7 +256,7 @@ pub(super) unsafe fn matmul(
         let (g, ch) = (x / chunks, x % chunks);
         let rows_of = |t: usize| (m - t * MA).min(MA);
         let ts = gt * g..(gt * g + gt).min(tiles);
-        let mut ak = TASK_A.take();
+        let mut ak = TASK_A.take().unwrap_or_else(no_panels);
         if ak.len() < gt * blocks * MA * KP {
             ak.resize(gt * blocks * MA * KP, 0);
         }
@@ -268,7 +275,7 @@ pub(super) unsafe fn matmul(
             b_blk_bytes: 4 * stride,
             last: kp_of(blocks - 1).div_ceil(16),
         };
-        let mut edges = TASK_EDGES.take();
+        let mut edges = TASK_EDGES.take().unwrap_or_else(|| Edges::new(64));
         if edges.len() < JOBS * MA * NR {
             edges.resize(JOBS * MA * NR, 0.0);
         }
@@ -332,8 +339,8 @@ pub(super) unsafe fn matmul(
         if !jobs.is_empty() {
             flush(&mut jobs, &mut backs);
         }
-        TASK_EDGES.set(edges);
-        TASK_A.set(ak);
+        TASK_EDGES.set(Some(edges));
+        TASK_A.set(Some(ak));
     };
     if pool {
         parallel::for_each(groups * chunks, task);
