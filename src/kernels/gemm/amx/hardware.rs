@@ -265,9 +265,12 @@ fn request_permission() -> Result<(), String> {
 /// The micro-kernel's own rate on one thread, FLOP/s: about `reps` k blocks of 32 × 32 blocks
 /// of `c`, each through 24 k blocks (k = 6,144; `a` from L2, one L1-resident `b` panel read for
 /// every block), run [`super::JOBS`] blocks at a time as a product's tasks run them: the tiles
-/// configured once per run, each block's `c` loaded and stored once. Not comparable with the
-/// first version's rate, which paid a configuration, a load and a store per k block, nor with
-/// the second's (2026-12-06), which configured the tiles per block of `c`.
+/// configured once per run, each block's `c` loaded and stored once; timed after one untimed
+/// pass, on operands aligned to cache lines as a product's are. Not comparable with the earlier
+/// versions' rates: the first paid a configuration, a load and a store per k block, the second
+/// (2026-12-06) configured the tiles per block of `c`, and before 2026-12-07 (evening) the
+/// operands straddled cache lines and the first, slow milliseconds were timed (411 GFLOP/s on
+/// 2 threads of an AMX Xeon against 4,100–4,300 now).
 ///
 /// # Safety
 /// [`status`] is Ok.

@@ -152,6 +152,30 @@ pub(super) fn self_check(ops: &impl TileOps) -> Result<(), String> {
 /// The CPU has AVX-512F, AVX-512BW and AVX-512 BF16; `a` holds the rows and pairs read.
 #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
 unsafe fn pack_a(dst: &mut [u32], a: Mat, i0: usize, live: usize, p0: usize, kp: usize, k: usize) {
+    if a.cs == 1 {
+        // A row's floats are contiguous, and 32 of them converted by one `vcvtne2ps2bf16` are
+        // already 16 pairs in a tile row's order: no transpose (12 % of a bf16 training step
+        // went to the transposing path below, which packs 16 rows into columns and back).
+        for r in 0..MA {
+            for q0 in (0..kp).step_by(16) {
+                let k0 = 2 * (p0 + q0);
+                let n = if r < live { (k - k0).min(2 * (kp - q0)).min(32) } else { 0 };
+                let m0 = if n >= 16 { 0xFFFF } else { (1u16 << n) - 1 };
+                let m1 = if n >= 32 { 0xFFFF } else { (1u16 << n.saturating_sub(16)) - 1 };
+                let x = a.data.as_ptr().wrapping_add((i0 + r) * a.rs + k0);
+                // SAFETY: the features as above; the masks load only the floats of live rows
+                // and valid pairs, which the caller's contract puts inside `a`; the row of
+                // `dst` holds KP >= q0 + 16 pairs.
+                unsafe {
+                    let lo = _mm512_maskz_loadu_ps(m0, x);
+                    let hi = _mm512_maskz_loadu_ps(m1, x.wrapping_add(16));
+                    let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                    _mm512_storeu_si512(dst[r * KP + q0..][..16].as_mut_ptr() as *mut _, v);
+                }
+            }
+        }
+        return;
+    }
     let mut blk = [0u32; 256];
     for g in 0..MA / 16 {
         let rows = live.saturating_sub(16 * g).min(16);
