@@ -11,6 +11,7 @@
 //! count or the blocking.
 
 use super::blocking::NC;
+use super::panels::{Panels, no_panels};
 use super::pin::pinned_panels;
 use super::{Blocking, Mat, Par};
 use crate::kernels::parallel::{self, SendPtr};
@@ -77,18 +78,6 @@ pub(super) trait Micro {
     unsafe fn kernel(ap: &[u32], bp: &[u32], kp: usize, rows: usize, tile: &mut Tile);
     /// A whole tile into `c` (row stride `ldc`): assigned when `first`, else added.
     unsafe fn kernel_into(ap: &[u32], bp: &[u32], kp: usize, c: *mut f32, ldc: usize, first: bool);
-}
-
-/// Packed operands, their first word on a 64-byte boundary (a cache line). The allocator puts
-/// large buffers 16 bytes past a page, where every 64-byte row of an AMX tile (and every
-/// AVX-512 load) straddles two lines: on an AMX Xeon that made each `tileloadd` about three
-/// times slower (docs/precision.md). `aligned-vec` rather than a hand-made buffer: `Vec` has no
-/// alignment parameter.
-pub(super) type Panels = aligned_vec::AVec<u32, aligned_vec::ConstAlign<64>>;
-
-/// An empty [`Panels`] (no allocation).
-pub(super) fn no_panels() -> Panels {
-    Panels::new(64)
 }
 
 thread_local! {

@@ -29,6 +29,7 @@
 //! - `gemv/`: fp32 products of a few rows (decoding, the LSTM's recurrence), reading the
 //!   weights in place, once.
 //! - `pin.rs`: pinned weights, whose packed `b` panels are kept from product to product.
+//! - `panels.rs`: the cache-line-aligned buffers packed operands live in; imports nothing.
 //! - `blocking.rs`: how a bf16 product splits its output among tasks; imports nothing.
 //! - `tests.rs` (tests only): the lab's checks of every version, reading every file above.
 
@@ -45,6 +46,7 @@ mod fp32;
 mod gemv;
 #[cfg(target_arch = "x86_64")]
 mod pack;
+mod panels;
 mod pin;
 mod tune;
 

@@ -1,7 +1,7 @@
 //! Pinned weights: the registry of kept bf16 panels, looked up by the register kernels'
 //! driver (AVX-512 BF16, the widening kernels) and AMX (which shares AVX-512 BF16's panels).
 
-use super::driver::Panels;
+use super::panels::Panels;
 use super::{Mat, last_index};
 
 /// Weights pinned for inference: while a [`Pinned`] lives, products whose `b` operand lies

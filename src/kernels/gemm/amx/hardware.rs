@@ -1,9 +1,9 @@
 //! The AMX tile instructions ([`Hardware`]) and the checks that decide whether they run
 //! ([`status`]): CPUID, the tile palette, the OS's permission, a self-check product.
 
-use super::{Edges, Job, MA, Steps, TileOps, self_check};
-use crate::kernels::gemm::driver::no_panels;
+use super::{Job, MA, Steps, TileOps, self_check};
 use crate::kernels::gemm::driver::{KP, NR};
+use crate::kernels::gemm::panels::{no_blocks, no_panels};
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
@@ -285,7 +285,7 @@ pub(in crate::kernels::gemm) unsafe fn kernel_rate(reps: usize) -> f64 {
     let (ap, bp) = (filled(BLOCKS * MA * KP, 0x3F80_3F80), filled(NR * KP, 0x3C00_3C00));
     // Each job its own block of c, as in a product (one shared block would make every job's
     // loads wait for the previous job's stores).
-    let mut c = Edges::new(64);
+    let mut c = no_blocks();
     c.resize(super::JOBS * MA * NR, 0.0);
     let cp = c.as_mut_ptr();
     // SAFETY: job i's block lies at i·MA·NR inside c.

@@ -22,8 +22,9 @@
 //! [`status`]'s self-check where AMX exists.
 
 use super::avx512::Bf16Dot;
-use super::driver::{KP, NR, Panels, b_panels, no_panels, put_panels};
+use super::driver::{KP, NR, b_panels, put_panels};
 use super::pack::{pack, transpose16};
+use super::panels::{Blocks, Panels, no_blocks, no_panels};
 use super::{Blocking, Mat, Par, last_index, reference};
 use crate::kernels::parallel::{self, SendPtr};
 use std::arch::x86_64::*;
@@ -207,11 +208,8 @@ thread_local! {
     /// One task's rows of `a`, every k block (grown only, per worker thread).
     static TASK_A: std::cell::Cell<Option<Panels>> = const { std::cell::Cell::new(None) };
     /// One run's edge blocks of `c`, [`JOBS`] slots of 32 × 32 (per worker thread).
-    static TASK_EDGES: std::cell::Cell<Option<Edges>> = const { std::cell::Cell::new(None) };
+    static TASK_EDGES: std::cell::Cell<Option<Blocks>> = const { std::cell::Cell::new(None) };
 }
-
-/// Blocks of `c` for edge jobs, aligned as [`Panels`]: their rows are tile rows.
-pub(super) type Edges = aligned_vec::AVec<f32, aligned_vec::ConstAlign<64>>;
 
 /// Blocks of `c` per [`TileOps::run`]: the tiles are configured once per run.
 const JOBS: usize = 64;
@@ -299,7 +297,7 @@ pub(super) unsafe fn matmul(
             b_blk_bytes: 4 * stride,
             last: kp_of(blocks - 1).div_ceil(16),
         };
-        let mut edges = TASK_EDGES.take().unwrap_or_else(|| Edges::new(64));
+        let mut edges = TASK_EDGES.take().unwrap_or_else(no_blocks);
         if edges.len() < JOBS * MA * NR {
             edges.resize(JOBS * MA * NR, 0.0);
         }
