@@ -12,9 +12,8 @@
 //!
 //! Where the CPU has AVX-512F (`avx512.rs`), or else AVX2 and FMA (`avx2.rs`), the dot products
 //! of 5 rows or more run register-blocked (8 rows × 2 stored rows of `b` per block of
-//! registers; 3 × 2 with AVX2's 16 registers), and so do the partial sums of 2–4 rows (four of
-//! `b`'s rows loaded once for every row's sums, held in registers through four fused steps;
-//! with AVX2 from one row on),
+//! registers; 3 × 2 with AVX2's 16 registers), and so do the partial sums of 1–4 rows (four of
+//! `b`'s rows loaded once for every row's sums, held in registers through four fused steps),
 //! with the same sums in the same order as the portable loops here. Each output element is one
 //! fixed-order sum over `k` (lanes added in a fixed order), so results do not depend on the
 //! thread count, on the blocks' widths, on the CPU's vector width, or on how many other rows
@@ -228,16 +227,17 @@ pub(super) unsafe fn gemv(
         let block = |(bi, p): (usize, &mut [f32])| {
             let rows = (bi * ROWS_K, ((bi + 1) * ROWS_K).min(k));
             #[cfg(target_arch = "x86_64")]
-            // One row runs the portable loop on AVX-512 (as fast there, measured) and the
-            // register blocks on AVX2, where the portable loop's load and store of every
-            // partial sum per row of `b` held one row's decoding to 0.65–0.83 of the read
-            // bandwidth (docs/decoding.md).
-            if let (Some(version), true) = (simd, m > 1 || simd == Some(Dots::Avx2)) {
+            // One row runs the register blocks too: the portable loop's load and store of
+            // every partial sum per row of `b` held one row's decoding to 0.65–0.83 of the
+            // read bandwidth on AVX2 (AMD Zen 3) and made a gpt1 fp32 decode step 38 % longer
+            // on an AMX Xeon's AVX-512 (29.5 against 21.4 ms; docs/decoding.md).
+            if let Some(version) = simd {
                 let bp = b.data.as_ptr();
                 // SAFETY: the version's features checked; `p` is `[m, n]`, `xs` `[m, k]`, and
                 // b's rows `rows` hold `n` elements each (the caller's contract); m ≤ MAX_ROWS.
                 unsafe {
                     match (version, m) {
+                        (Dots::Avx512, 1) => avx512::rows_block::<1>(p, xs, k, bp, b.rs, rows, n),
                         (Dots::Avx512, 2) => avx512::rows_block::<2>(p, xs, k, bp, b.rs, rows, n),
                         (Dots::Avx512, 3) => avx512::rows_block::<3>(p, xs, k, bp, b.rs, rows, n),
                         (Dots::Avx512, _) => avx512::rows_block::<4>(p, xs, k, bp, b.rs, rows, n),

@@ -183,7 +183,6 @@ fn the_simd_partial_sums_give_the_portable_bits() {
         for n in ns {
             let w: Vec<f32> = (0..k * n).map(|i| ((i * 3 % 23) as f32 - 11.0) * 0.05).collect();
             let b = Mat::rows(&w, n);
-            // One row takes the AVX2 blocks in products (AVX-512's is tested here all the same).
             for m in 1..=MAX_ROWS {
                 for rows in [(0, 64), (64, 128), (128, 131), (130, 140), (5, 6)] {
                     let mut want = vec![3.0f32; m * n];
