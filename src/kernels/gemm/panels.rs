@@ -9,9 +9,11 @@
 pub(super) type Panels = aligned_vec::AVec<u32, aligned_vec::ConstAlign<64>>;
 
 /// fp32 blocks of `c` handed to the tiles, cache-line aligned (their rows are tile rows).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) type Blocks = aligned_vec::AVec<f32, aligned_vec::ConstAlign<64>>;
 
 /// An empty [`Panels`] (no allocation).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) fn no_panels() -> Panels {
     Panels::new(64)
 }

@@ -90,7 +90,9 @@ impl TileOps for EmulatedTiles {
         for job in jobs {
             // The hardware would load them ~3x slower across cache lines ([`Panels`]): every
             // test of the driver checks where its packed operands lie.
-            let lines = |p: *const u32| p as usize % 64 == 0 && steps.b_blk_bytes % 64 == 0;
+            let lines = |p: *const u32| {
+                (p as usize).is_multiple_of(64) && steps.b_blk_bytes.is_multiple_of(64)
+            };
             assert!(lines(job.a) && lines(job.b), "a tile operand off a cache line");
             let ldc = job.ldc_bytes / 4;
             for i in 0..MA {
