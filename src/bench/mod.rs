@@ -290,9 +290,9 @@ fn finetune_on<B: crate::backend::Backend>(
     })
 }
 
-/// The read bandwidth of this machine's pool, GB/s: 512 MB summed by every thread, 32
-/// independent lanes each (two vectors' worth per step, so the loads, not the adds' latency,
-/// are the limit); the median of `runs` after one untimed pass. `bench kernels` reports it.
+/// The read bandwidth of this machine's pool, GB/s: 512 MB summed by every thread, four
+/// streams of 32 independent lanes each ([`sum_lanes`]: the loads, not the adds' latency, are
+/// the limit); the median of `runs` after one untimed pass. `bench kernels` reports it.
 pub fn measure_read_gbs(runs: usize) -> f64 {
     let big: Vec<f32> = (0..128usize << 20).map(|i| (i & 0xff) as f32).collect();
     let mut sink = sum_lanes(&big);
@@ -363,7 +363,7 @@ pub struct GenerateBench {
     /// decoding reads the weights' kept bf16 packing.
     pub weight_bytes_per_token: f64,
     /// The pool's read bandwidth: the model's fp32 weights read by the pool's threads right
-    /// after each timed round, 32 lanes per chunk (the median of the rounds); from the caches
+    /// after each timed round, four streams of 32 lanes per chunk (the median of the rounds); from the caches
     /// where the model fits in them, as its decoding reads it.
     pub bandwidth_gbs: f64,
     /// weight_bytes_per_token × decode tokens/s ÷ the read bandwidth measured right after the

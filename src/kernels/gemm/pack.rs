@@ -1,7 +1,7 @@
 //! The bf16 packing: fp32 operands converted to bf16 pairs (round to nearest even) in the
 //! layouts the kernels read, `[kp][W]` pairs per panel of `W` rows. The AVX-512 BF16 version
-//! packs `a` and `b` with it; the AMX version packs `b` with it and transposes `a`'s blocks with
-//! [`transpose16`].
+//! packs `a` and `b` with it; the AMX version packs `b` with it and, where `a`'s rows are not
+//! contiguous, transposes `a`'s blocks with [`transpose16`].
 
 use super::{Mat, to_bf16};
 use std::arch::x86_64::*;

@@ -7,8 +7,9 @@
 //! `tdpbf16ps`.
 //! `b` is packed as for AVX-512 BF16 (`[panels][KP][32]` pairs, VNNI: a tile of `b` is 16 rows
 //! of 64 bytes, 128 bytes apart, so pinned panels serve both versions); `a` is packed per block of
-//! 32 rows as `[32][KP]` pairs (a tile's row is 16 consecutive pairs), by the AVX-512 packing
-//! of 16 × 16 blocks and a transpose.
+//! 32 rows as `[32][KP]` pairs (a tile's row is 16 consecutive pairs): straight from its rows
+//! where they are contiguous (32 floats converted are a tile row), else by the AVX-512 packing
+//! of 16 × 16 blocks and a transpose. Every packed operand lies on cache lines (`panels.rs`).
 //!
 //! The instructions are issued by inline assembly (stable Rust has no AMX intrinsics) after the
 //! OS grants the tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`). Whether AMX

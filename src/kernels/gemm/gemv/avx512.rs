@@ -1,7 +1,7 @@
 //! The AVX-512 versions of [`super`]'s loops, register-blocked so that each weight read from
 //! memory feeds several rows of `a` without a packed copy: the dot products (`b` transposed, up
 //! to 8 rows per block: the LSTM's recurrence, `--num` rows of decoding, a short batch's input
-//! gradients) and the partial sums of 2–4 rows (`b` row-major: `--num` rows of decoding).
+//! gradients) and the partial sums of 1–4 rows (`b` row-major: decoding's one or `--num` rows).
 //! Every output element gets the portable loop's sum in the portable loop's order, so the bits
 //! do not depend on which version ran (tested against it).
 
@@ -138,7 +138,7 @@ fn reduce(v: __m512) -> f32 {
     _mm_cvtss_f32(s1)
 }
 
-/// [`super::rows_block`] for `M` rows of `a` (`1 ≤ M ≤ 4`; products send it 2–4): for each 16
+/// [`super::rows_block`] for `M` rows of `a` (`1 ≤ M ≤ 4`): for each 16
 /// columns, four of `b`'s rows loaded once feed every row's partial sums, held in registers through
 /// the four fused steps. Each element's steps are the portable loop's, in its order (from `+0.0` at
 /// the block's first row, then `kk` ascending), so the bits are the same.
