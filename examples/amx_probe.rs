@@ -3,6 +3,7 @@
 //! AMX, `b` packed per product and kept (pinned), GFLOP/s over 9 runs: the first, the median
 //! and the best. On a CPU without AMX the products run the version that stands in for it.
 //! `cargo run --release --example amx_probe`.
+use gpt1::bench::kernels::STEP_PRODUCTS;
 use gpt1::kernels::gemm::{Mat, Par, Version, kernel_peak_gflops, matmul_bf16, pin};
 use std::time::Instant;
 
@@ -20,20 +21,11 @@ fn main() {
             gpt1::kernels::gemm::best_version()
         ),
     }
-    let (bt, d, v) = (2048, 768, 40_481);
-    // (label, m, n, k, a transposed, b transposed)
-    let shapes = [
-        ("qkv forward x·W", bt, 3 * d, d, false, false),
-        ("qkv input grad dY·Wᵀ", bt, d, 3 * d, false, true),
-        ("qkv weight grad Xᵀ·dY", d, 3 * d, bt, true, false),
-        ("fc forward x·W", bt, 4 * d, d, false, false),
-        ("head logits h·Wteᵀ", 512, v, d, false, true),
-    ];
     println!(
         "{:<24} {:>6} {:>6} {:>6}  {:>17}  {:>17}",
         "", "m", "n", "k", "packed: 1st/med/max", "kept: 1st/med/max"
     );
-    for (label, m, n, k, ta, tb) in shapes {
+    for (label, m, n, k, ta, tb) in STEP_PRODUCTS {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();
         let mut c = vec![0.0f32; m * n];

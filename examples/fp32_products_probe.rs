@@ -2,6 +2,7 @@
 //! layer, medians of 7, GFLOP/s, then gpt1's own AVX2 micro-kernel alone. The products run on
 //! the `gemm` crate, or on the own kernel with `GPT1_FP32=avx2` (docs/benchmarks.md).
 //! `cargo run --release --example fp32_products_probe`.
+use gpt1::bench::kernels::STEP_PRODUCTS;
 use gpt1::kernels::gemm::{Mat, matmul, own_kernel_peak_gflops};
 use std::time::Instant;
 
@@ -20,20 +21,11 @@ fn med(mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let (bt, d, v) = (2048, 768, 40_481);
-    // (label, m, n, k, a transposed, b transposed)
-    let shapes = [
-        ("qkv forward x·W", bt, 3 * d, d, false, false),
-        ("qkv input grad dY·Wᵀ", bt, d, 3 * d, false, true),
-        ("qkv weight grad Xᵀ·dY", d, 3 * d, bt, true, false),
-        ("fc forward x·W", bt, 4 * d, d, false, false),
-        ("proj input grad", bt, d, d, false, true),
-        ("head logits h·Wteᵀ", 512, v, d, false, true),
-        ("head input grad dL·Wte", 512, d, v, false, false),
-        ("head weight grad dLᵀ·h", v, d, 512, true, false),
-        ("LSTM logits", 1024, v, 256, false, true),
-    ];
+    // The step's products, then two more: (label, m, n, k, a transposed, b transposed).
+    let more =
+        [("proj input grad", bt, d, d, false, true), ("LSTM logits", 1024, v, 256, false, true)];
     let mut total = 0.0;
-    for (label, m, n, k, ta, tb) in shapes {
+    for (label, m, n, k, ta, tb) in STEP_PRODUCTS.into_iter().chain(more) {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();
         let mut c = vec![0.0f32; m * n];

@@ -151,25 +151,38 @@ fn cpu() -> (String, Vec<String>) {
     (model, wanted.iter().filter(|f| have.iter().any(|h| h == *f)).map(|f| f.to_string()).collect())
 }
 
-/// The products of a gpt1 (4 × 512) training step, each in fp32 and every bf16 version, then
-/// the LSTM baseline's recurrent products (batch 8, H = 1,024: one per time step, `W_hh`'s
-/// bf16 panels kept through a pass as the LSTM keeps them).
+/// A matrix product to time: (label, m, n, k, `a` transposed, `b` transposed).
+pub type Shape = (&'static str, usize, usize, usize, bool, bool);
+
+/// The matrix products of a gpt1 (4 × 512) training step, as the kernel lab times them (its
+/// probes in `examples/` time the same table).
+pub const STEP_PRODUCTS: [Shape; 7] = {
+    let (bt, d, v) = (2048, 768, 40_481);
+    [
+        ("qkv forward x·W", bt, 3 * d, d, false, false),
+        ("qkv input grad dY·Wᵀ", bt, d, 3 * d, false, true),
+        ("qkv weight grad Xᵀ·dY", d, 3 * d, bt, true, false),
+        ("fc forward x·W", bt, 4 * d, d, false, false),
+        ("head logits h·Wteᵀ", 512, v, d, false, true),
+        ("head input grad dL·Wte", 512, d, v, false, false),
+        ("head weight grad dLᵀ·h", v, d, 512, true, false),
+    ]
+};
+
+/// [`STEP_PRODUCTS`], each in fp32 and every bf16 version, then the LSTM baseline's recurrent
+/// products (batch 8, H = 1,024: one per time step, `W_hh`'s bf16 panels kept through a pass
+/// as the LSTM keeps them).
 fn products(runs: usize) -> Vec<Product> {
-    let (bt, d, v, h) = (2048, 768, 40_481, 1024);
+    let h = 1024;
     // (label, m, n, k, a transposed, b transposed, b's panels kept)
-    let shapes = [
-        ("qkv forward x·W", bt, 3 * d, d, false, false, false),
-        ("qkv input grad dY·Wᵀ", bt, d, 3 * d, false, true, false),
-        ("qkv weight grad Xᵀ·dY", d, 3 * d, bt, true, false, false),
-        ("fc forward x·W", bt, 4 * d, d, false, false, false),
-        ("head logits h·Wteᵀ", 512, v, d, false, true, false),
-        ("head input grad dL·Wte", 512, d, v, false, false, false),
-        ("head weight grad dLᵀ·h", v, d, 512, true, false, false),
+    let lstm = [
         ("LSTM step h·W_hhᵀ", 8, 4 * h, h, false, true, true),
         ("LSTM step grad dG·W_hh", 8, h, 4 * h, false, false, true),
     ];
-    shapes
+    STEP_PRODUCTS
         .into_iter()
+        .map(|(label, m, n, k, ta, tb)| (label, m, n, k, ta, tb, false))
+        .chain(lstm)
         .map(|(label, m, n, k, ta, tb, kept)| {
             let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
             let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();
