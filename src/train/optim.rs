@@ -83,6 +83,16 @@ impl<B: Backend> AdamW<B> {
 
     /// One update with learning rate `lr`.
     pub fn step(&mut self, params: &mut B::Buf, grads: &B::Buf, lr: f32) {
+        if self.t == 0 {
+            // The moments are zero before the first update (the values written are the ones
+            // they hold). On the CPU a fresh `vec![0.0; n]` is mapped lazily: the update's
+            // first read of each page would map the kernel's shared zero page and its write
+            // then copy it and interrupt every core to flush the old mapping, a page at a time
+            // (15 % of a 4-step LSTM benchmark on 2 cores of an AMX Xeon, 1.2–1.6 s of a
+            // first step at 57–117 M parameters). Written first, each page faults in once.
+            self.backend.fill(self.m.w(), 0.0);
+            self.backend.fill(self.v.w(), 0.0);
+        }
         self.t += 1;
         let (b1, b2) = (self.beta1, self.beta2);
         let bc1 = 1.0 - (b1 as f64).powi(self.t as i32);
