@@ -30,6 +30,9 @@ pub struct KernelReport {
     /// The version fp32's few-row products run (decoding, the LSTM's recurrence):
     /// `AVX-512 register blocks`, `AVX2 register blocks` or `portable`.
     pub few_rows_version: String,
+    /// How far ahead (bytes of `b`) bf16's few-row products ask for their panels: 4,096 on
+    /// Intel CPUs, 0 elsewhere (docs/decoding.md).
+    pub bf16_few_rows_prefetch_bytes: usize,
     /// Each bf16 version's micro-kernel alone on L1-resident panels, every thread at once.
     pub peaks: Vec<VersionRate>,
     pub products: Vec<Product>,
@@ -364,6 +367,7 @@ pub fn kernels(runs: usize) -> KernelReport {
         bf16_version: name(best_version()),
         amx_not_used: amx_refused(),
         few_rows_version: crate::kernels::gemm::few_rows_version().into(),
+        bf16_few_rows_prefetch_bytes: crate::kernels::gemm::bf16_prefetch_bytes(),
         peaks,
         products: products(runs),
         attention: attention_rates(runs),
@@ -382,6 +386,10 @@ pub fn text(r: &KernelReport) -> String {
         s += &format!(" ({why})");
     }
     s += &format!("\nfp32 few-row products: {}", r.few_rows_version);
+    s += &format!(
+        "\nbf16 few-row products ask for b {} bytes ahead",
+        r.bf16_few_rows_prefetch_bytes
+    );
     s += "\n\nGFLOP/s\n";
     let cols: Vec<&str> = r.products[0].rates.iter().map(|x| x.version.as_str()).collect();
     s += &format!("{:26} {:>6} {:>6} {:>6}", "product", "m", "n", "k");

@@ -53,6 +53,11 @@ mod tune;
 pub use blocking::Blocking;
 pub use fp32::{matmul, matmul_ptr, matmul_strided, own_kernel, own_kernel_peak_gflops};
 pub use gemv::{transpose, version_name as few_rows_version};
+
+/// How many bytes of `b` ahead bf16's few-row products ask for (0: none; per CPU vendor).
+pub fn bf16_prefetch_bytes() -> usize {
+    avx512::prefetch_ahead() * driver::NR * 4
+}
 pub use pin::{Pinned, pin};
 pub use tune::{TunedShape, TunerReport, tune_now, tuner_report};
 
