@@ -423,6 +423,10 @@ fn bench_kernels_reports_every_figure_as_json() {
         ["AVX-512 register blocks", "AVX2 register blocks", "portable"].contains(&few),
         "{few}"
     );
+    // 4 KB ahead on Intel CPUs, none elsewhere (docs/decoding.md).
+    let intel = std::fs::read_to_string("/proc/cpuinfo").unwrap().contains("GenuineIntel");
+    let ahead = r["bf16_few_rows_prefetch_bytes"].as_u64().unwrap();
+    assert_eq!(ahead, if intel { 4096 } else { 0 });
     // gpt1's seven products of a training step, then the LSTM's two of a time step.
     assert_eq!(r["products"].as_array().unwrap().len(), 9);
     for p in r["products"].as_array().unwrap() {
