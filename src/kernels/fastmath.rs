@@ -34,6 +34,13 @@ pub fn tanh(x: f32) -> f32 {
     t.copysign(x)
 }
 
+/// Whether element-wise loops run their AVX-512 builds: the same operations on each element as
+/// the 8-lane (AVX2) build the binary targets, so the same bits, and fewer instructions
+/// (GELU's loop took half the time on an AMD EPYC of the Zen 4 generation).
+pub fn wide() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
 const LANES: usize = 16;
 
 /// Σ x with 16 interleaved partial sums (vectorizes; a fixed order, so deterministic).
