@@ -16,6 +16,23 @@ pub const IGNORE: u32 = u32::MAX;
 
 /// Softmax of one logits row in place; returns log p(target) (or 0 for [`IGNORE`]).
 fn softmax_row(row: &mut [f32], target: u32) -> f32 {
+    // SAFETY: `wide` says the CPU has AVX-512F.
+    if fastmath::wide() {
+        unsafe { softmax_row512(row, target) }
+    } else {
+        softmax_row_at(row, target)
+    }
+}
+
+/// [`softmax_row_at`] built for 16 lanes: the same operations on each element and the same
+/// fixed-lane sums, so the same bits (tested).
+#[target_feature(enable = "avx512f")]
+unsafe fn softmax_row512(row: &mut [f32], target: u32) -> f32 {
+    softmax_row_at(row, target)
+}
+
+#[inline(always)]
+fn softmax_row_at(row: &mut [f32], target: u32) -> f32 {
     let mx = fastmath::max(row);
     let logit = if target == IGNORE { 0.0 } else { row[target as usize] };
     let sum = fastmath::exp_shifted_wide(row, mx);
@@ -141,5 +158,32 @@ pub fn logprobs_biased(
                 add_bias(row, bias);
                 *o = softmax_row(row, tg);
             });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 16-lane softmax gives the 8-lane one's bits: probabilities and log-probability, on a
+    /// row whose length is not a multiple of 16, sharp and flat.
+    #[test]
+    fn the_avx512_softmax_gives_the_same_bits() {
+        if !fastmath::wide() {
+            eprintln!("skipped: no AVX-512F on this CPU");
+            return;
+        }
+        for (scale, seed) in [(1.0, 1), (30.0, 2), (1e-3, 3)] {
+            let x: Vec<f32> = crate::kernels::testutil::rand_vec(40_481, seed)
+                .iter()
+                .map(|v| v * scale)
+                .collect();
+            let (mut a, mut b) = (x.clone(), x);
+            let la = softmax_row_at(&mut a, 17);
+            // SAFETY: AVX-512F checked above.
+            let lb = unsafe { softmax_row512(&mut b, 17) };
+            assert_eq!(la.to_bits(), lb.to_bits(), "log p, scale {scale}");
+            assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()), "scale {scale}");
+        }
     }
 }

@@ -110,6 +110,7 @@ pub fn exp_shifted(x: &mut [f32], shift: f32) -> f32 {
 /// e^(x − shift) in place; their sum accumulated in f64 lanes. A softmax over the vocabulary
 /// needs it: a sharp row is one term near 1 and ~40k tiny ones, each below half an f32 ulp of a
 /// running sum near 1, which an f32 sum drops (log p too high by up to ~1e-4).
+#[inline]
 pub fn exp_shifted_wide(x: &mut [f32], shift: f32) -> f64 {
     for v in x.iter_mut() {
         *v = exp(*v - shift);

@@ -84,6 +84,17 @@ fn probs(gemm: Gemm, p: &mut [f32], qkv: &[f32], s: Dims, bi: usize, hi: usize) 
         let q = Mat::strided(&qkv[base + i0 * d3 + hi * dh..], d3, 1);
         mm(gemm, &mut p[i0 * t..], t, q, k_t, i1 - i0, i1, dh);
     }
+    // SAFETY: `wide` says the CPU has AVX-512F.
+    if fastmath::wide() {
+        unsafe { causal_softmax512(p, t, scale) }
+    } else {
+        causal_softmax(p, t, scale)
+    }
+}
+
+/// Row i of the `[t, t]` scores `p`: its first i + 1 scaled and softmaxed, the rest zero.
+#[inline(always)]
+fn causal_softmax(p: &mut [f32], t: usize, scale: f32) {
     for i in 0..t {
         let row = &mut p[i * t..(i + 1) * t];
         let live = &mut row[..=i];
@@ -93,6 +104,13 @@ fn probs(gemm: Gemm, p: &mut [f32], qkv: &[f32], s: Dims, bi: usize, hi: usize) 
         live.iter_mut().for_each(|v| *v *= inv);
         row[i + 1..].fill(0.0);
     }
+}
+
+/// [`causal_softmax`] built for 16 lanes: the same operations on each element and the same
+/// fixed-lane sums, so the same bits (tested).
+#[target_feature(enable = "avx512f")]
+unsafe fn causal_softmax512(p: &mut [f32], t: usize, scale: f32) {
+    causal_softmax(p, t, scale)
 }
 
 /// `att[B, H, T, T]` = every head's probabilities, as [`forward`] computes them (tests, and
@@ -241,4 +259,25 @@ pub fn backward(gemm: Gemm, dqkv: &mut [f32], dy: &[f32], qkv: &[f32], s: Dims, 
             }
         })
     });
+}
+
+#[cfg(test)]
+mod wide_tests {
+    use super::*;
+
+    /// The 16-lane causal softmax gives the 8-lane one's bits.
+    #[test]
+    fn the_avx512_causal_softmax_gives_the_same_bits() {
+        if !fastmath::wide() {
+            eprintln!("skipped: no AVX-512F on this CPU");
+            return;
+        }
+        let t = 77;
+        let x = crate::kernels::testutil::rand_vec(t * t, 9);
+        let (mut a, mut b) = (x.clone(), x);
+        causal_softmax(&mut a, t, 0.125);
+        // SAFETY: AVX-512F checked above.
+        unsafe { causal_softmax512(&mut b, t, 0.125) };
+        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+    }
 }
