@@ -164,6 +164,7 @@ pub fn logprobs_biased(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::testutil::same_bits;
 
     /// The 16-lane softmax gives the 8-lane one's bits: probabilities and log-probability, on a
     /// row whose length is not a multiple of 16, sharp and flat.
@@ -183,7 +184,7 @@ mod tests {
             // SAFETY: AVX-512F checked above.
             let lb = unsafe { softmax_row512(&mut b, 17) };
             assert_eq!(la.to_bits(), lb.to_bits(), "log p, scale {scale}");
-            assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()), "scale {scale}");
+            assert!(same_bits(&a, &b), "scale {scale}");
         }
     }
 }

@@ -70,6 +70,7 @@ unsafe fn backward512(dx: &mut [f32], out: &mut [f32], x: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::testutil::same_bits;
 
     /// The 16-lane builds give the 8-lane ones' bits, across the range GELU sees and beyond
     /// (tanh's saturation, exp's clamp), on a length that is not a multiple of 16.
@@ -86,14 +87,14 @@ mod tests {
         forward_chunk(&mut a, &x);
         // SAFETY: AVX-512F checked above.
         unsafe { forward512(&mut b, &x) };
-        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()), "forward");
+        assert!(same_bits(&a, &b), "forward");
         let g: Vec<f32> = (0..n).map(|i| ((i % 13) as f32 - 6.0) * 0.1).collect();
         let (mut da, mut db, mut oa, mut ob) = (g.clone(), g, vec![0.0; n], vec![0.0; n]);
         backward_chunk(&mut da, &mut oa, &x);
         // SAFETY: as above.
         unsafe { backward512(&mut db, &mut ob, &x) };
-        assert!(da.iter().zip(&db).all(|(p, q)| p.to_bits() == q.to_bits()), "backward");
-        assert!(oa.iter().zip(&ob).all(|(p, q)| p.to_bits() == q.to_bits()), "recomputed");
-        assert!(oa.iter().zip(&a).all(|(p, q)| p.to_bits() == q.to_bits()), "forward's bits");
+        assert!(same_bits(&da, &db), "backward");
+        assert!(same_bits(&oa, &ob), "recomputed");
+        assert!(same_bits(&oa, &a), "forward's bits");
     }
 }

@@ -3,6 +3,11 @@
 use super::gemm::Mat;
 use super::rng;
 
+/// Whether `a` and `b` hold the same values bit for bit (signed zeros and NaNs included).
+pub fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
     (0..n).map(|i| rng::normal(seed, i as u64) as f32).collect()
 }

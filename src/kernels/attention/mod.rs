@@ -264,6 +264,7 @@ pub fn backward(gemm: Gemm, dqkv: &mut [f32], dy: &[f32], qkv: &[f32], s: Dims, 
 #[cfg(test)]
 mod wide_tests {
     use super::*;
+    use crate::kernels::testutil::same_bits;
 
     /// The 16-lane causal softmax gives the 8-lane one's bits.
     #[test]
@@ -278,6 +279,6 @@ mod wide_tests {
         causal_softmax(&mut a, t, 0.125);
         // SAFETY: AVX-512F checked above.
         unsafe { causal_softmax512(&mut b, t, 0.125) };
-        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+        assert!(same_bits(&a, &b));
     }
 }
